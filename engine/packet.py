@@ -1,0 +1,67 @@
+"""The parsed form of one IPv4 datagram: what the parser hands the tracker.
+
+Addresses are ints (host order), so tuples hash fast and render with one helper.
+Only the fields a tracker needs are kept; everything is read-only once built.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+# Netfilter hooks where conntrack runs (the tutorial: "All connection tracking is
+# handled in the PREROUTING chain, except locally generated packets which are
+# handled in the OUTPUT chain").  Checksums are verified only in PREROUTING.
+PRE_ROUTING = 0
+LOCAL_OUT = 3
+
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+
+# TCP flag bits as they sit in byte 13 of the header.
+FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
+
+
+@dataclass(slots=True)
+class TcpInfo:
+    flags: int
+    seq: int
+    ack: int
+    window: int
+    payload_len: int
+    wscale: Optional[int] = None     # window-scale option value, None if absent
+    sack_perm: bool = False          # SACK-permitted option present
+    sack_edge: Optional[int] = None  # highest right edge of SACK blocks, None if none
+    checksum_ok: bool = True
+
+
+@dataclass(slots=True)
+class IcmpInfo:
+    type: int
+    code: int
+    ident: int
+    # For error types (3,4,5,11,12): the tuple of the embedded datagram, as the
+    # sender of that datagram saw it: (src, dst, proto, sport, dport) or None if the
+    # embedded header is unusable (truncated, non-first fragment).
+    inner: Optional[tuple] = None
+    inner_bad: bool = False
+    checksum_ok: bool = True
+
+
+@dataclass(slots=True)
+class Packet:
+    """One whole (reassembled) IPv4 datagram."""
+    src: int
+    dst: int
+    proto: int
+    ip_len: int                      # IP total length: what the byte counters add
+    hook: int = LOCAL_OUT
+    sport: int = 0                   # TCP/UDP ports; ICMP: id in sport, type<<8|code in dport
+    dport: int = 0
+    tcp: Optional[TcpInfo] = None
+    icmp: Optional[IcmpInfo] = None
+    udp_len: int = 0
+    l4_checksum_ok: bool = True
+    # Set by the parser when the L4 header is unusable (truncated, bad length):
+    # the tracker classifies such a packet INVALID and counts it.
+    l4_error: Optional[str] = None

@@ -1,0 +1,1 @@
+"""procfs-ct views: the FUSE filesystem, traffic sources and the command line."""

@@ -1,0 +1,51 @@
+"""The `procfs-ct` command: mount, replay, generate.
+
+Each subcommand lives in its own module (cmd_*.py) and contributes its arguments;
+this file only dispatches and turns usage errors into one clear line.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Optional, Sequence
+
+SUBCOMMANDS = {
+    "mount": "procfs_ct.cmd_mount",
+    "replay": "procfs_ct.cmd_replay",
+    "generate": "procfs_ct.cmd_generate",
+}
+
+
+class UsageError(Exception):
+    """A bad command-line argument: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="procfs-ct", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                                            epilog=getattr(module, "EPILOG", None)))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    module = importlib.import_module(SUBCOMMANDS[args.command])
+    try:
+        return int(module.run(args) or 0)
+    except UsageError as exc:
+        print(f"procfs-ct {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
