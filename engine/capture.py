@@ -1,0 +1,299 @@
+"""pcap and pcapng capture files: read frames, write pcap, reach IPv4 datagrams.
+
+Works on a binary file object handed in (read sequentially, never seeked, so a
+pipe works); opening files is the caller's business.
+
+Formats: pcap (tcpdump.org "pcap savefile", draft-ietf-opsawg-pcap) in either
+byte order with microsecond or nanosecond magic; pcapng (draft-ietf-opsawg-pcapng)
+with any number of sections, per-interface link type, if_tsresol and
+if_tsoffset, Enhanced, Simple and obsolete Packet Blocks; other blocks skipped.
+A damaged header raises CaptureError; a file cut short inside its last record
+just ends (tcpdump does the same).
+"""
+from __future__ import annotations
+
+import math
+import struct
+from typing import BinaryIO, Iterable, Iterator, NamedTuple, Optional
+
+from .build import internet_checksum, ipv4_checksum, l4_checksum  # noqa: F401  (re-exported)
+from .linklayer import strip_link
+
+PCAP_MAGIC_USEC = 0xA1B2C3D4
+PCAP_MAGIC_NSEC = 0xA1B23C4D
+PCAPNG_SHB = 0x0A0D0D0A
+PCAPNG_BYTE_ORDER_MAGIC = 0x1A2B3C4D
+
+BLOCK_IDB = 0x00000001
+BLOCK_PB = 0x00000002      # obsolete Packet Block
+BLOCK_SPB = 0x00000003
+BLOCK_EPB = 0x00000006
+
+OPT_ENDOFOPT = 0
+OPT_IF_TSRESOL = 9
+OPT_IF_TSOFFSET = 14
+
+# libpcap refuses records larger than this unless the file's snaplen is larger.
+MAX_RECORD = 262144
+DEFAULT_SNAPLEN = 262144
+
+
+class CaptureError(Exception):
+    """The file is not a capture this reader understands, or its headers are damaged."""
+
+
+class CapturedFrame(NamedTuple):
+    ts: float          # seconds since the epoch
+    linktype: int      # pcap LINKTYPE_* of the frame's interface
+    data: bytes        # captured bytes (possibly cut at snaplen)
+
+
+def _read(fileobj: BinaryIO, size: int) -> bytes:
+    """Up to size bytes; fewer only at end of file (loops over short reads of pipes)."""
+    data = fileobj.read(size)
+    if data is None:
+        data = b""
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = fileobj.read(size - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def read_capture(fileobj: BinaryIO) -> Iterator[CapturedFrame]:
+    """Frames of a pcap or pcapng file, format sniffed from its first bytes.
+
+    Raises CaptureError at once (not at the first next()) for a file that is
+    empty, not a capture, or has a cut/garbled file header.
+    """
+    magic = _read(fileobj, 4)
+    if len(magic) < 4:
+        raise CaptureError("empty or truncated capture file" if magic else "empty capture file")
+    if int.from_bytes(magic, "big") == PCAPNG_SHB:
+        return _read_pcapng(fileobj, magic)
+    for order in ("<", ">"):
+        value = struct.unpack(order + "I", magic)[0]
+        if value in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC):
+            return _read_pcap(fileobj, order, value == PCAP_MAGIC_NSEC)
+    raise CaptureError(f"not a pcap or pcapng capture (starts with 0x{magic.hex()})")
+
+
+# -- pcap ------------------------------------------------------------------------
+
+def _read_pcap(fileobj: BinaryIO, order: str, nanosecond: bool) -> Iterator[CapturedFrame]:
+    header = _read(fileobj, 20)
+    if len(header) < 20:
+        raise CaptureError("truncated pcap file header")
+    major, _minor, _zone, _sigfigs, snaplen, network = struct.unpack(order + "HHiIII", header)
+    if major != 2:
+        raise CaptureError(f"unsupported pcap version {major}")
+    return _pcap_records(fileobj, order, nanosecond, snaplen, network & 0xFFFF)
+
+
+def _pcap_records(fileobj: BinaryIO, order: str, nanosecond: bool, snaplen: int,
+                  linktype: int) -> Iterator[CapturedFrame]:
+    record = struct.Struct(order + "IIII")
+    unit = 1e9 if nanosecond else 1e6
+    limit = max(snaplen, MAX_RECORD)
+    index = 0
+    while True:
+        head = _read(fileobj, 16)
+        if len(head) < 16:
+            return
+        seconds, fraction, caplen, _origlen = record.unpack(head)
+        if caplen > limit:
+            raise CaptureError(f"pcap record {index}: captured length {caplen} "
+                               f"exceeds the maximum {limit}")
+        data = _read(fileobj, caplen)
+        if len(data) < caplen:
+            return
+        yield CapturedFrame(seconds + fraction / unit, linktype, data)
+        index += 1
+
+
+# -- pcapng ----------------------------------------------------------------------
+
+class _Interface(NamedTuple):
+    linktype: int
+    snaplen: int
+    units_per_second: int
+    offset: int          # if_tsoffset, seconds
+
+
+def _read_pcapng(fileobj: BinaryIO, shb_type: bytes) -> Iterator[CapturedFrame]:
+    order = _section_header(fileobj, shb_type + _read(fileobj, 4), 0)
+    if order is None:
+        raise CaptureError("truncated pcapng section header")
+    return _pcapng_blocks(fileobj, order)
+
+
+def _section_header(fileobj: BinaryIO, head: bytes, index: int) -> Optional[str]:
+    """Read the rest of a Section Header Block whose type and length fields are in
+    head; the section's byte order, or None if the file ends inside the block."""
+    magic = _read(fileobj, 4)
+    if len(head) < 8 or len(magic) < 4:
+        return None
+    if magic == b"\x4d\x3c\x2b\x1a":
+        order = "<"
+    elif magic == b"\x1a\x2b\x3c\x4d":
+        order = ">"
+    else:
+        raise CaptureError(f"pcapng block {index}: bad byte-order magic 0x{magic.hex()}")
+    total = struct.unpack(order + "I", head[4:8])[0]
+    if total < 28 or total % 4:
+        raise CaptureError(f"pcapng block {index}: bad section header length {total}")
+    rest = _read(fileobj, total - 12)
+    if len(rest) < total - 12:
+        return None
+    major = struct.unpack(order + "H", rest[:2])[0]
+    if major != 1:
+        raise CaptureError(f"unsupported pcapng version {major}")
+    if struct.unpack(order + "I", rest[-4:])[0] != total:
+        raise CaptureError(f"pcapng block {index}: trailing length does not match")
+    return order
+
+
+def _interface(body: bytes, order: str) -> _Interface:
+    if len(body) < 8:
+        raise CaptureError("pcapng interface description block too short")
+    linktype, _reserved, snaplen = struct.unpack_from(order + "HHI", body)
+    units, offset = 1_000_000, 0
+    pos = 8
+    while pos + 4 <= len(body):
+        code, length = struct.unpack_from(order + "HH", body, pos)
+        value = body[pos + 4:pos + 4 + length]
+        if code == OPT_ENDOFOPT:
+            break
+        if code == OPT_IF_TSRESOL and length == 1:
+            exponent = value[0]
+            # High bit set: a power of two; else a power of ten.
+            units = 2 ** (exponent & 0x7F) if exponent & 0x80 else 10 ** exponent
+        elif code == OPT_IF_TSOFFSET and length == 8:
+            offset = struct.unpack(order + "q", value)[0]
+        pos += 4 + length + (-length % 4)
+    return _Interface(linktype, snaplen, units, offset)
+
+
+def _timestamp(interface: _Interface, high: int, low: int) -> float:
+    seconds, fraction = divmod(high << 32 | low, interface.units_per_second)
+    return interface.offset + seconds + fraction / interface.units_per_second
+
+
+def _pcapng_blocks(fileobj: BinaryIO, order: str) -> Iterator[CapturedFrame]:
+    interfaces: list[_Interface] = []
+    last_ts = 0.0
+    index = 1
+    while True:
+        head = _read(fileobj, 8)
+        if len(head) < 8:
+            return
+        if int.from_bytes(head[:4], "big") == PCAPNG_SHB:
+            # A new section: its own byte order and interface list.
+            section_order = _section_header(fileobj, head, index)
+            if section_order is None:
+                return
+            order, interfaces = section_order, []
+            index += 1
+            continue
+        block_type, total = struct.unpack(order + "II", head)
+        if total < 12 or total % 4:
+            raise CaptureError(f"pcapng block {index}: bad block length {total}")
+        body = _read(fileobj, total - 8)
+        if len(body) < total - 8:
+            return
+        if struct.unpack(order + "I", body[-4:])[0] != total:
+            raise CaptureError(f"pcapng block {index}: trailing length does not match")
+        body = body[:-4]
+        frame = None
+        if block_type == BLOCK_EPB or block_type == BLOCK_PB:
+            frame = _packet_block(block_type, body, order, interfaces, index)
+        elif block_type == BLOCK_SPB:
+            frame = _simple_packet_block(body, order, interfaces, index, last_ts)
+        elif block_type == BLOCK_IDB:
+            interfaces.append(_interface(body, order))
+        if frame is not None:
+            last_ts = frame.ts
+            yield frame
+        index += 1
+
+
+def _packet_block(block_type: int, body: bytes, order: str,
+                  interfaces: list[_Interface], index: int) -> CapturedFrame:
+    if block_type == BLOCK_EPB:
+        if len(body) < 20:
+            raise CaptureError(f"pcapng block {index}: enhanced packet block too short")
+        iface, high, low, caplen, _origlen = struct.unpack_from(order + "IIIII", body)
+    else:
+        if len(body) < 20:
+            raise CaptureError(f"pcapng block {index}: packet block too short")
+        iface, _drops, high, low, caplen, _origlen = struct.unpack_from(order + "HHIIII", body)
+    if iface >= len(interfaces):
+        raise CaptureError(f"pcapng block {index}: unknown interface {iface}")
+    if caplen > len(body) - 20:
+        raise CaptureError(f"pcapng block {index}: captured length {caplen} beyond the block")
+    interface = interfaces[iface]
+    return CapturedFrame(_timestamp(interface, high, low), interface.linktype,
+                         body[20:20 + caplen])
+
+
+def _simple_packet_block(body: bytes, order: str, interfaces: list[_Interface],
+                         index: int, last_ts: float) -> CapturedFrame:
+    """An SPB belongs to interface 0 and has no timestamp: it gets the previous
+    frame's time, so a replay clock never runs backwards."""
+    if not interfaces:
+        raise CaptureError(f"pcapng block {index}: simple packet block before any interface")
+    if len(body) < 4:
+        raise CaptureError(f"pcapng block {index}: simple packet block too short")
+    origlen = struct.unpack_from(order + "I", body)[0]
+    caplen = min(origlen, len(body) - 4)
+    if interfaces[0].snaplen:
+        caplen = min(caplen, interfaces[0].snaplen)
+    return CapturedFrame(last_ts, interfaces[0].linktype, body[4:4 + caplen])
+
+
+# -- writing ---------------------------------------------------------------------
+
+class PcapWriter:
+    """Writes a classic pcap file (little-endian) that tcpdump and Wireshark read."""
+
+    def __init__(self, fileobj: BinaryIO, linktype: int = 1, nanosecond: bool = False,
+                 snaplen: int = DEFAULT_SNAPLEN) -> None:
+        self._fileobj = fileobj
+        self._unit = 1_000_000_000 if nanosecond else 1_000_000
+        self._record = struct.Struct("<IIII")
+        magic = PCAP_MAGIC_NSEC if nanosecond else PCAP_MAGIC_USEC
+        self.snaplen = snaplen
+        fileobj.write(struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype))
+
+    def write(self, ts: float, data: bytes, orig_len: Optional[int] = None) -> None:
+        """One record at time ts (seconds); data longer than snaplen is cut."""
+        seconds = math.floor(ts)
+        fraction = round((ts - seconds) * self._unit)   # ts - floor(ts) is exact in binary
+        if fraction >= self._unit:
+            seconds, fraction = seconds + 1, fraction - self._unit
+        captured = data[:self.snaplen]
+        length = len(data) if orig_len is None else orig_len
+        self._fileobj.write(self._record.pack(seconds, fraction, len(captured), length))
+        self._fileobj.write(captured)
+
+
+# -- from frames to datagrams ---------------------------------------------------
+
+def datagrams(frames: Iterable[CapturedFrame],
+              default_hook: int) -> Iterator[tuple[float, bytes, int]]:
+    """(ts, IPv4 datagram, hook) for each IPv4 frame; other frames are skipped.
+
+    The hook is the link layer's hint (Linux cooked captures know the direction)
+    or default_hook.  Datagrams may still be fragments: defragment next.
+    """
+    for frame in frames:
+        datagram, hook = strip_link(frame.linktype, frame.data)
+        if datagram is None:
+            continue
+        yield frame.ts, datagram, default_hook if hook is None else hook

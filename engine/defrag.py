@@ -1,0 +1,280 @@
+"""IPv4 reassembly in front of conntrack (spec 8), modelled on Linux ip_fragment.c.
+
+Conntrack never sees fragments: the defrag hook holds them until the datagram
+is whole, then the tracker sees one datagram.  Behaviour followed, per kernel
+source (ip_frag_queue(), inet_frag_queue_insert(), ip_frag_reasm()):
+
+- Queues are keyed by (src, dst, proto, ident) plus the defrag "user": the
+  PREROUTING and OUTPUT hooks reassemble in separate queues.
+- A queue lives `timeout` seconds (ipfrag_time) from its first fragment; the
+  timer is not refreshed by later fragments.
+- Overlap (RFC 5722 as Linux applies it to IPv4): a fragment overlapping held
+  data discards the whole queue.  A fragment lying entirely inside one run of
+  contiguous held fragments (an exact duplicate is the common case) is a
+  duplicate: it alone is dropped, the queue is kept.
+- A non-final fragment's length is cut down to a multiple of 8; a zero-length
+  fragment, a final fragment ending before data already held, a second final
+  fragment with a different end, or data beyond the final end discard the queue.
+- The reassembled datagram takes the first fragment's header (options included),
+  total length fixed, offset 0, MF clear, DF set if the largest fragment had DF,
+  ECN bits merged by RFC 3168's rules, checksum recomputed.  Over 65535 bytes:
+  dropped, queue discarded.
+- Memory: bytes held over high_thresh evicts least recently fed queues until
+  held bytes are at most low_thresh (the 2.6 ip_evictor() policy).
+
+Chosen where the kernel is not emulated: memory is counted as the bytes of each
+held fragment (IP header + kept payload), not skb truesize; ipfrag_max_dist is
+not emulated; the IP header checksum of a fragment is not verified here.
+Every discarded queue counts in reasm_fails, as the kernel's ReasmFails does.
+"""
+from __future__ import annotations
+
+import bisect
+import struct
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from .build import ipv4_checksum
+from .packet import PRE_ROUTING
+from .parse import ipv4_fragment_info
+
+IP_DF = 0x4000
+IP_MAX_LEN = 65535
+
+_IP_HEADER = struct.Struct("!BBHHHBBHII")
+
+# ECN codepoints of a fragment, as bits (ip4_frag_ecn()).
+_NOT_ECT, _ECT_1, _ECT_0, _CE = 1, 2, 4, 8
+_ECN_BIT = {0: _NOT_ECT, 1: _ECT_1, 2: _ECT_0, 3: _CE}
+
+
+def _merged_ecn(seen: int) -> Optional[int]:
+    """ECN bits to OR into the reassembled TOS, or None when the mix is invalid
+    (ip_frag_ecn_table: Not-ECT mixed with any ECT/CE codepoint drops the datagram)."""
+    if seen & _NOT_ECT and seen & (_ECT_1 | _ECT_0 | _CE):
+        return None
+    return 3 if seen & _CE else 0
+
+
+@dataclass
+class DefragStats:
+    reasm_reqds: int = 0     # fragments received (IPSTATS_MIB_REASMREQDS)
+    reasm_oks: int = 0       # datagrams reassembled
+    reasm_fails: int = 0     # queues discarded, for any reason
+    timeouts: int = 0        # queues dropped at ipfrag_time
+    overlaps: int = 0        # queues discarded for overlapping data
+    duplicates: int = 0      # fragments dropped as duplicates (queue kept)
+    oversized: int = 0       # reassembled length over 65535
+    evictions: int = 0       # queues evicted over high_thresh
+    held_bytes: int = 0      # bytes held right now
+    queues: int = 0          # queues open right now
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Queue:
+    """One datagram being reassembled (struct ipq)."""
+    __slots__ = ("created", "header", "fragments", "runs", "tail_end", "length",
+                 "last_in", "meat", "held", "max_size", "max_df_size", "ecn")
+
+    def __init__(self, created: float) -> None:
+        self.created = created
+        self.header: Optional[bytes] = None   # IP header of the offset-0 fragment
+        self.fragments: list[tuple[int, bytes]] = []   # (offset, payload), sorted
+        # Runs of contiguous fragments as [start, end], sorted; a fragment filed
+        # out of order starts its own run even when it touches a neighbour,
+        # exactly as inet_frag_queue_insert() does (this decides "duplicate").
+        self.runs: list[list[int]] = []
+        self.tail_end = 0          # end of the highest fragment held
+        self.length = 0            # known datagram payload length (q.len)
+        self.last_in = False       # final fragment (MF clear) seen
+        self.meat = 0              # payload bytes held
+        self.held = 0              # bytes charged to the memory limit
+        self.max_size = 0          # largest fragment (header + payload)
+        self.max_df_size = 0       # largest fragment that had DF set
+        self.ecn = 0
+
+
+_OK, _DUPLICATE, _OVERLAP = "ok", "duplicate", "overlap"
+
+
+class Defragmenter:
+    """Holds IPv4 fragments until their datagram is complete.  Pure: time is passed in.
+
+    high_thresh, low_thresh and timeout are plain attributes: a knob write takes
+    effect at the next feed()/expire().
+    """
+
+    def __init__(self, high_thresh: int = 4194304, low_thresh: int = 3145728,
+                 timeout: float = 30.0) -> None:
+        self.high_thresh = high_thresh
+        self.low_thresh = low_thresh
+        self.timeout = timeout
+        self.stats = DefragStats()
+        self._queues: dict[tuple, _Queue] = {}               # creation order: for expiry
+        self._lru: OrderedDict[tuple, None] = OrderedDict()  # least recently fed first
+
+    # -- public ----------------------------------------------------------------
+
+    def feed(self, datagram: bytes, now: float, hook: int = PRE_ROUTING) -> Optional[bytes]:
+        """The whole datagram when `datagram` completes one, the datagram itself if
+        it is not a fragment, else None (held, or dropped)."""
+        info = ipv4_fragment_info(datagram)
+        if info is None:
+            return datagram
+        self.expire(now)
+        self.stats.reasm_reqds += 1
+        _vihl, tos, tot_len, _id, frag, _ttl, proto, _csum, src, dst = _IP_HEADER.unpack_from(datagram)
+        key = (src, dst, proto, info.ident, hook)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _Queue(now)
+            self._lru[key] = None
+        else:
+            self._lru.move_to_end(key)
+        ihl = (datagram[0] & 0x0F) * 4
+        result = self._queue_fragment(key, queue, datagram, ihl, tot_len, info.offset,
+                                      info.more_fragments, bool(frag & IP_DF), tos)
+        if result is None and self.stats.held_bytes > self.high_thresh:
+            self._evict()
+        self._update_gauges()
+        return result
+
+    def expire(self, now: float) -> int:
+        """Drop queues whose ipfrag_time ran out; returns how many."""
+        expired = []
+        for key, queue in self._queues.items():
+            if now - queue.created < self.timeout:
+                break   # creation order: every later queue is younger still
+            expired.append(key)
+        for key in expired:
+            self._discard(key)
+            self.stats.timeouts += 1
+            self.stats.reasm_fails += 1
+        self._update_gauges()
+        return len(expired)
+
+    def clear(self) -> None:
+        for key in list(self._queues):
+            self._discard(key)
+        self._update_gauges()
+
+    # -- one fragment (ip_frag_queue) ------------------------------------------
+
+    def _queue_fragment(self, key: tuple, queue: _Queue, datagram: bytes, ihl: int,
+                        tot_len: int, offset: int, more: bool, df: bool,
+                        tos: int) -> Optional[bytes]:
+        end = offset + tot_len - ihl
+        if not more:
+            # The final fragment fixes the length; data beyond it or a
+            # different final end means corruption.
+            if end < queue.length or (queue.last_in and end != queue.length):
+                return self._fail(key)
+            queue.last_in = True
+            queue.length = end
+        else:
+            end &= ~7   # non-final fragments carry multiples of 8 bytes
+            if end > queue.length:
+                if queue.last_in:
+                    return self._fail(key)
+                queue.length = end
+        if end == offset:
+            return self._fail(key)
+
+        placement = self._insert(queue, offset, end)
+        if placement is _DUPLICATE:
+            self.stats.duplicates += 1
+            return None
+        if placement is _OVERLAP:
+            self.stats.overlaps += 1
+            return self._fail(key)
+
+        payload = datagram[ihl:ihl + end - offset]
+        bisect.insort(queue.fragments, (offset, payload), key=lambda item: item[0])
+        if offset == 0:
+            queue.header = datagram[:ihl]
+        size = ihl + len(payload)
+        queue.meat += len(payload)
+        queue.held += size
+        self.stats.held_bytes += size
+        queue.ecn |= _ECN_BIT[tos & 3]
+        queue.max_size = max(queue.max_size, size)
+        if df:
+            queue.max_df_size = max(queue.max_df_size, size)
+        if queue.header is not None and queue.last_in and queue.meat == queue.length:
+            return self._reassemble(key, queue)
+        return None
+
+    @staticmethod
+    def _insert(queue: _Queue, offset: int, end: int) -> str:
+        """File [offset, end) into the queue's runs (inet_frag_queue_insert())."""
+        runs = queue.runs
+        if not runs:
+            runs.append([offset, end])
+        elif queue.tail_end < end:
+            # Common case: the fragment goes after everything held.
+            if offset < queue.tail_end:
+                return _OVERLAP
+            if offset == queue.tail_end:
+                runs[-1][1] = end
+            else:
+                runs.append([offset, end])
+        else:
+            index = bisect.bisect_right(runs, offset, key=lambda run: run[0])
+            # Only the run starting at or before offset, or the next one, can intersect.
+            for run in runs[max(index - 1, 0):index + 1]:
+                if end <= run[0] or offset >= run[1]:
+                    continue
+                if offset >= run[0] and end <= run[1]:
+                    return _DUPLICATE
+                return _OVERLAP
+            runs.insert(index, [offset, end])
+            return _OK
+        queue.tail_end = end
+        return _OK
+
+    def _reassemble(self, key: tuple, queue: _Queue) -> Optional[bytes]:
+        """ip_frag_reasm(): the first fragment's header over all the payload."""
+        header = queue.header
+        total = len(header) + queue.length
+        ecn = _merged_ecn(queue.ecn)
+        if total > IP_MAX_LEN:
+            self.stats.oversized += 1
+            return self._fail(key)
+        if ecn is None:
+            return self._fail(key)
+        self._discard(key)
+        self.stats.reasm_oks += 1
+        frag_off = IP_DF if queue.max_df_size == queue.max_size else 0
+        rebuilt = bytearray(header)
+        rebuilt[1] |= ecn
+        rebuilt[2:4] = total.to_bytes(2, "big")
+        rebuilt[6:8] = frag_off.to_bytes(2, "big")
+        rebuilt[10:12] = b"\x00\x00"
+        rebuilt[10:12] = ipv4_checksum(bytes(rebuilt)).to_bytes(2, "big")
+        return bytes(rebuilt) + b"".join(payload for _offset, payload in queue.fragments)
+
+    # -- queue bookkeeping -------------------------------------------------------
+
+    def _fail(self, key: tuple) -> None:
+        """Discard the queue (inet_frag_kill + ReasmFails); the fragment is dropped."""
+        self._discard(key)
+        self.stats.reasm_fails += 1
+        return None
+
+    def _discard(self, key: tuple) -> None:
+        queue = self._queues.pop(key)
+        del self._lru[key]
+        self.stats.held_bytes -= queue.held
+
+    def _evict(self) -> None:
+        while self._lru and self.stats.held_bytes > self.low_thresh:
+            key = next(iter(self._lru))
+            self._discard(key)
+            self.stats.evictions += 1
+            self.stats.reasm_fails += 1
+
+    def _update_gauges(self) -> None:
+        self.stats.queues = len(self._queues)

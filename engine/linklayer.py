@@ -1,0 +1,133 @@
+"""Link-layer framing of captured frames: from a pcap link type and frame to IPv4 bytes.
+
+Link type numbers are pcap's LINKTYPE_* values (tcpdump.org/linktypes.html).
+Only the cooked Linux headers (SLL, SLL2) say which way a packet went, so only
+they give a netfilter hook hint: outgoing packets met conntrack in OUTPUT,
+everything else in PREROUTING.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Callable, Optional
+
+from .packet import LOCAL_OUT, PRE_ROUTING
+
+LINKTYPE_NULL = 0          # BSD loopback: 4-byte address family in the capturing host's byte order
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW_DLT12 = 12    # DLT_RAW as written by some platforms into pcap files
+LINKTYPE_RAW = 101         # raw IPv4 or IPv6, version nibble decides
+LINKTYPE_LOOP = 108        # OpenBSD loopback: address family in network byte order
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_LINUX_SLL2 = 276
+
+AF_INET = 2
+ETH_P_IP = 0x0800
+# Tag protocol ids that may precede the real ethertype: 802.1Q, 802.1ad (QinQ)
+# and the pre-standard 0x9100 QinQ tag some switches still emit.
+VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))
+
+PACKET_OUTGOING = 4        # sll_pkttype of a packet this host sent
+
+_U16 = struct.Struct("!H")
+_SLL2_HEAD = struct.Struct("!HHIHB")   # protocol, reserved, ifindex, arphrd, pkttype
+
+Stripped = tuple[Optional[bytes], Optional[int]]
+NOT_IPV4: Stripped = (None, None)
+
+
+def _after_ethertype(frame: bytes, offset: int, ethertype: int) -> Optional[bytes]:
+    """Skip any VLAN tags starting at offset; return the IPv4 payload or None."""
+    while ethertype in VLAN_TPIDS:
+        if len(frame) < offset + 4:
+            return None
+        ethertype = _U16.unpack_from(frame, offset + 2)[0]
+        offset += 4
+    if ethertype != ETH_P_IP:
+        return None
+    return frame[offset:]
+
+
+def _ipv4_only(data: bytes) -> Optional[bytes]:
+    """Raw-IP link types carry IPv4 or IPv6: keep version 4 only."""
+    if not data or data[0] >> 4 != 4:
+        return None
+    return data
+
+
+def _ethernet(frame: bytes) -> Stripped:
+    if len(frame) < 14:
+        return NOT_IPV4
+    return _after_ethertype(frame, 14, _U16.unpack_from(frame, 12)[0]), None
+
+
+def _null(frame: bytes) -> Stripped:
+    # The family was written in the capturing host's byte order, which the file
+    # does not record: AF_INET (2) reads as 2 in one order or 0x02000000 in the other.
+    if len(frame) < 4:
+        return NOT_IPV4
+    family = frame[:4]
+    if family not in (b"\x02\x00\x00\x00", b"\x00\x00\x00\x02"):
+        return NOT_IPV4
+    return _ipv4_only(frame[4:]), None
+
+
+def _loop(frame: bytes) -> Stripped:
+    if len(frame) < 4 or frame[:4] != b"\x00\x00\x00\x02":
+        return NOT_IPV4
+    return _ipv4_only(frame[4:]), None
+
+
+def _raw(frame: bytes) -> Stripped:
+    return _ipv4_only(frame), None
+
+
+def _hook_from_pkttype(pkttype: int) -> int:
+    return LOCAL_OUT if pkttype == PACKET_OUTGOING else PRE_ROUTING
+
+
+def _linux_sll(frame: bytes) -> Stripped:
+    # pkttype(2) arphrd(2) addr_len(2) addr(8) protocol(2)
+    if len(frame) < 16:
+        return NOT_IPV4
+    pkttype = _U16.unpack_from(frame, 0)[0]
+    protocol = _U16.unpack_from(frame, 14)[0]
+    return _after_ethertype(frame, 16, protocol), _hook_from_pkttype(pkttype)
+
+
+def _linux_sll2(frame: bytes) -> Stripped:
+    # protocol(2) reserved(2) ifindex(4) arphrd(2) pkttype(1) addr_len(1) addr(8)
+    if len(frame) < 20:
+        return NOT_IPV4
+    protocol, _reserved, _ifindex, _arphrd, pkttype = _SLL2_HEAD.unpack_from(frame)
+    return _after_ethertype(frame, 20, protocol), _hook_from_pkttype(pkttype)
+
+
+_STRIPPERS: dict[int, Callable[[bytes], Stripped]] = {
+    LINKTYPE_NULL: _null,
+    LINKTYPE_ETHERNET: _ethernet,
+    LINKTYPE_RAW_DLT12: _raw,
+    LINKTYPE_RAW: _raw,
+    LINKTYPE_LOOP: _loop,
+    LINKTYPE_LINUX_SLL: _linux_sll,
+    LINKTYPE_IPV4: _raw,
+    LINKTYPE_LINUX_SLL2: _linux_sll2,
+}
+
+SUPPORTED_LINKTYPES = frozenset(_STRIPPERS)
+
+
+def strip_link(linktype: int, frame: bytes) -> tuple[Optional[bytes], Optional[int]]:
+    """(IPv4 datagram or None, hook hint or None) for one captured frame.
+
+    The datagram still carries any link padding after the IP total length; the
+    parser cuts it.  None means: not IPv4, too short, or an unknown link type.
+    The hook hint is LOCAL_OUT/PRE_ROUTING for Linux cooked captures, else None.
+    """
+    stripper = _STRIPPERS.get(linktype)
+    if stripper is None:
+        return NOT_IPV4
+    datagram, hook = stripper(frame)
+    if datagram is None:
+        return NOT_IPV4
+    return datagram, hook

@@ -1,0 +1,257 @@
+"""IPv4 datagram bytes -> Packet, checked the way the kernel checks them before conntrack.
+
+What is a ParseError and what is a Packet with l4_error follows where the kernel
+stops the packet:
+- ip_rcv() drops a datagram with a bad IPv4 header (version, IHL, total length,
+  truncation, and in PREROUTING the header checksum) before any netfilter hook,
+  so conntrack never sees it: ParseError.
+- A datagram with a good IP header but an unusable TCP/UDP/ICMP header reaches
+  conntrack, which counts it INVALID: Packet with l4_error set (spec 4.5, 5.1, 5.2).
+Fragments are not parsed: the defragmenter reassembles them first (spec 8).
+
+Checksums are computed only for hook == PRE_ROUTING, as the kernel verifies only
+there (locally generated packets carry partial checksums); elsewhere the *_ok
+flags stay True and no time is spent.  Whether a bad checksum matters (the
+checksum sysctl) is the tracker's decision.
+
+parse_ipv4 never raises: any byte string gives a Packet or a ParseError.
+"""
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple, Optional, Union
+
+from .build import checksum_valid, pseudo_header_sum
+from .packet import (IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PRE_ROUTING, IcmpInfo,
+                     Packet, TcpInfo)
+
+_IP = struct.Struct("!BBHHHBBHII")      # ver/ihl tos tot_len id frag ttl proto csum src dst
+_IP_FRAG = struct.Struct("!HHH")        # tot_len id frag, at offset 2
+_TCP = struct.Struct("!HHIIBBHHH")      # sport dport seq ack doff flags window csum urg
+_UDP = struct.Struct("!HHHH")           # sport dport len csum
+_ICMP = struct.Struct("!BBHH")          # type code csum id
+_PORTS = struct.Struct("!HH")
+_U32 = struct.Struct("!I")
+
+IP_MF = 0x2000
+IP_OFFSET = 0x1FFF
+
+# ICMP types whose body quotes the offending datagram (spec 5.2).
+ICMP_ERROR_TYPES = frozenset((3, 4, 5, 11, 12))
+
+# TCP options the tracker uses (kernel tcp_options()/tcp_sack()).
+TCPOPT_EOL, TCPOPT_NOP, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_SACK = 0, 1, 3, 4, 5
+TCP_MAX_WSCALE = 14
+# NOP NOP TIMESTAMP(10): the options of nearly every established-state segment.
+_TIMESTAMP_ONLY = b"\x01\x01\x08\x0a"
+
+
+class ParseError:
+    """A datagram the IP layer would have dropped before conntrack; reason says why."""
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"ParseError({self.reason!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ParseError) and other.reason == self.reason
+
+    def __hash__(self) -> int:
+        return hash(self.reason)
+
+
+class FragmentInfo(NamedTuple):
+    ident: int
+    offset: int              # in bytes
+    more_fragments: bool
+
+
+def ipv4_fragment_info(datagram: bytes) -> Optional[FragmentInfo]:
+    """FragmentInfo if datagram is an IPv4 fragment (MF set or offset != 0), else None.
+
+    A datagram whose header ip_rcv() would reject is not called a fragment, so
+    that parse_ipv4 reports the real error.
+    """
+    if len(datagram) < 20 or datagram[0] >> 4 != 4:
+        return None
+    tot_len, ident, frag = _IP_FRAG.unpack_from(datagram, 2)
+    if not frag & (IP_MF | IP_OFFSET):
+        return None
+    ihl = (datagram[0] & 0x0F) * 4
+    if ihl < 20 or tot_len < ihl or tot_len > len(datagram):
+        return None
+    return FragmentInfo(ident, (frag & IP_OFFSET) << 3, bool(frag & IP_MF))
+
+
+def parse_ipv4(datagram: bytes, hook: int) -> Union[Packet, ParseError]:
+    """Parse one whole IPv4 datagram seen at netfilter hook `hook`."""
+    try:
+        return _parse(datagram, hook)
+    except Exception as exc:   # a parser bug must not stop the engine: report, don't raise
+        return ParseError(f"parser error: {type(exc).__name__}: {exc}")
+
+
+def _parse(datagram: bytes, hook: int) -> Union[Packet, ParseError]:
+    # ip_rcv_core()'s header checks, then the fragment and checksum checks.
+    length = len(datagram)
+    if length < 20:
+        return ParseError("truncated ip header")
+    vihl, _tos, tot_len, _ident, frag, _ttl, proto, _csum, src, dst = _IP.unpack_from(datagram)
+    if vihl >> 4 != 4:
+        return ParseError("not ipv4")
+    ihl = (vihl & 0x0F) * 4
+    if ihl < 20:
+        return ParseError("bad ihl")
+    if ihl > length:
+        return ParseError("truncated ip header")
+    if tot_len > length:
+        return ParseError("truncated datagram")
+    if tot_len < ihl:
+        return ParseError("bad total length")
+    if frag & (IP_MF | IP_OFFSET):
+        return ParseError("fragment")
+    verify = hook == PRE_ROUTING
+    if verify and not checksum_valid(datagram[:ihl]):
+        return ParseError("bad ip checksum")
+    # Bytes after tot_len are link padding (Ethernet minimum frame, FCS): ignored.
+    packet = Packet(src, dst, proto, tot_len, hook)
+    if proto == IPPROTO_TCP:
+        _parse_tcp(packet, datagram, ihl, tot_len, verify)
+    elif proto == IPPROTO_UDP:
+        _parse_udp(packet, datagram, ihl, tot_len, verify)
+    elif proto == IPPROTO_ICMP:
+        _parse_icmp(packet, datagram, ihl, tot_len, verify)
+    return packet
+
+
+def _l4_checksum_ok(packet: Packet, datagram: bytes, start: int, end: int) -> bool:
+    # nf_ip_checksum(): pseudo-header length = everything after the IP header.
+    initial = pseudo_header_sum(packet.src, packet.dst, packet.proto, end - start)
+    return checksum_valid(datagram[start:end], initial)
+
+
+def _parse_tcp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool) -> None:
+    l4_len = end - ihl
+    if l4_len < 20:
+        if l4_len >= 4:
+            packet.sport, packet.dport = _PORTS.unpack_from(datagram, ihl)
+        packet.l4_error = "truncated tcp header"
+        return
+    sport, dport, seq, ack, doff, flags, window, _csum, _urg = _TCP.unpack_from(datagram, ihl)
+    packet.sport = sport
+    packet.dport = dport
+    doff = (doff >> 4) * 4
+    if doff < 20 or doff > l4_len:
+        packet.l4_error = "bad tcp data offset"
+        return
+    tcp = TcpInfo(flags, seq, ack, window, l4_len - doff)
+    if doff > 20:
+        _parse_tcp_options(tcp, datagram, ihl + 20, ihl + doff)
+    if verify:
+        tcp.checksum_ok = packet.l4_checksum_ok = _l4_checksum_ok(packet, datagram, ihl, end)
+    packet.tcp = tcp
+
+
+def _parse_tcp_options(tcp: TcpInfo, data: bytes, pos: int, end: int) -> None:
+    """Window scale, SACK-permitted and the SACK right edge, as the kernel reads them.
+
+    One walk does the work of the kernel's tcp_options() and tcp_sack(): both stop
+    at EOL, at a length byte < 2 or running past the option space ("don't parse
+    partial options"); tcp_sack() uses only the first well-formed SACK option.
+    sack_edge is tcp_sack()'s result: start at ack, keep each right edge that is
+    after() it modulo 2**32; None when no SACK option was found.
+    """
+    if end - pos == 12 and data[pos:pos + 4] == _TIMESTAMP_ONLY:
+        return
+    sack_seen = False
+    while pos < end:
+        kind = data[pos]
+        if kind == TCPOPT_EOL:
+            return
+        if kind == TCPOPT_NOP:
+            pos += 1
+            continue
+        if end - pos < 2:
+            return
+        size = data[pos + 1]
+        if size < 2 or size > end - pos:
+            return
+        if kind == TCPOPT_WINDOW and size == 3:
+            tcp.wscale = min(data[pos + 2], TCP_MAX_WSCALE)
+        elif kind == TCPOPT_SACK_PERM and size == 2:
+            tcp.sack_perm = True
+        elif kind == TCPOPT_SACK and not sack_seen and size >= 10 and (size - 2) % 8 == 0:
+            sack_seen = True
+            edge = tcp.ack
+            for block in range(pos + 6, pos + size, 8):
+                right = _U32.unpack_from(data, block)[0]
+                if (right - edge) & 0xFFFFFFFF and not (right - edge) & 0x80000000:
+                    edge = right
+            tcp.sack_edge = edge
+        pos += size
+
+
+def _parse_udp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool) -> None:
+    l4_len = end - ihl
+    if l4_len < 8:
+        if l4_len >= 4:
+            packet.sport, packet.dport = _PORTS.unpack_from(datagram, ihl)
+        packet.l4_error = "truncated udp header"
+        return
+    sport, dport, udp_len, csum = _UDP.unpack_from(datagram, ihl)
+    packet.sport = sport
+    packet.dport = dport
+    packet.udp_len = udp_len
+    if udp_len > l4_len or udp_len < 8:
+        packet.l4_error = "udp length"
+        return
+    if verify and csum:   # checksum 0: the sender computed none
+        packet.l4_checksum_ok = _l4_checksum_ok(packet, datagram, ihl, end)
+
+
+def _parse_icmp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool) -> None:
+    if end - ihl < 8:
+        packet.l4_error = "truncated icmp header"
+        return
+    icmp_type, code, _csum, ident = _ICMP.unpack_from(datagram, ihl)
+    packet.sport = ident
+    packet.dport = icmp_type << 8 | code
+    icmp = IcmpInfo(icmp_type, code, ident)
+    if icmp_type in ICMP_ERROR_TYPES:
+        icmp.inner = _embedded_tuple(datagram, ihl + 8, end)
+        icmp.inner_bad = icmp.inner is None
+    if verify:
+        icmp.checksum_ok = packet.l4_checksum_ok = checksum_valid(datagram[ihl:end])
+    packet.icmp = icmp
+
+
+def _embedded_tuple(data: bytes, start: int, end: int) -> Optional[tuple]:
+    """(src, dst, proto, sport, dport) of the datagram an ICMP error quotes, or None.
+
+    Mirrors nf_ct_get_tuplepr() on the inner header: the IP header must be whole
+    and not a non-first fragment; ports need 4 bytes of TCP/UDP, an inner ICMP
+    needs its 8-byte header.  The inner total length is not checked (quotes are cut).
+    """
+    available = end - start
+    if available < 20:
+        return None
+    _vihl, _tos, _tot, _id, frag, _ttl, proto, _csum, src, dst = _IP.unpack_from(data, start)
+    ihl = (data[start] & 0x0F) * 4
+    if ihl < 20 or ihl > available or frag & IP_OFFSET:
+        return None
+    l4 = start + ihl
+    l4_available = available - ihl
+    if proto in (IPPROTO_TCP, IPPROTO_UDP):
+        if l4_available < 4:
+            return None
+        sport, dport = _PORTS.unpack_from(data, l4)
+        return (src, dst, proto, sport, dport)
+    if proto == IPPROTO_ICMP:
+        if l4_available < 8:
+            return None
+        icmp_type, code, _csum, ident = _ICMP.unpack_from(data, l4)
+        return (src, dst, proto, ident, icmp_type << 8 | code)
+    return (src, dst, proto, 0, 0)
