@@ -17,7 +17,7 @@ class Entry:
     is type << 8 | code, mirroring the kernel's tuple layout.
     """
     __slots__ = ("orig", "reply", "status", "expires", "created", "l4",
-                 "packets", "bytes", "acct", "timer_slot", "children")
+                 "packets", "bytes", "acct", "stamped", "timer_slot", "hnext", "children")
 
     def __init__(self, orig: tuple, reply: tuple, now: float) -> None:
         self.orig = orig
@@ -28,8 +28,10 @@ class Entry:
         self.l4: Any = None            # protocol tracker's private state
         self.packets = [0, 0]          # per direction
         self.bytes = [0, 0]
-        self.acct = False              # accounting was on when created (modern: shown only then)
-        self.timer_slot: Optional[int] = None
+        self.acct = False              # nf_conntrack_acct was on when created: counters shown
+        self.stamped = False           # nf_conntrack_timestamp was on when created: delta-time shown
+        self.timer_slot: Optional[float] = None   # when the timer heap will look at it next
+        self.hnext: Optional["Entry"] = None      # next entry in the same hash chain
         self.children = 0              # expectation children (always 0: no helpers yet)
 
     @property

@@ -1,0 +1,105 @@
+"""The engine facade: link layer -> defragmentation -> parsing -> tracking -> views.
+
+One Engine is one emulated network namespace.  It is not thread-safe: one driver
+feeds it; readers coordinate with that driver.  Time is always an argument.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+from .ctstate import CtState, Verdict
+from .defrag import Defragmenter
+from .knobs import KnobValues
+from .linklayer import strip_link
+from .packet import LOCAL_OUT
+from .parse import ParseError, parse_ipv4
+from .render import render_expect, render_ip_conntrack, render_nf_conntrack, render_stat
+from .tracker import Tracker
+
+V_INVALID = Verdict(CtState.INVALID)
+
+VIEWS = ("net/ip_conntrack", "net/ip_conntrack_expect", "net/nf_conntrack",
+         "net/nf_conntrack_expect", "net/stat/ip_conntrack", "net/stat/nf_conntrack")
+
+
+def host_ram_bytes() -> int:
+    import psutil                      # the one host fact the defaults need (spec §7.1)
+    return int(psutil.virtual_memory().total)
+
+
+def host_cpu_count() -> int:
+    import os
+    return os.cpu_count() or 1
+
+
+class Engine:
+    """Frames in, verdicts out; renders the /proc views of its table on demand."""
+
+    def __init__(self, profile: str = "tutorial", ram_bytes: Optional[int] = None,
+                 max_entries: Optional[int] = None, buckets: Optional[int] = None,
+                 ncpu: Optional[int] = None, knobs_overrides: Optional[Dict[str, int]] = None,
+                 default_hook: int = LOCAL_OUT) -> None:
+        self.profile = profile
+        self.knobs = KnobValues(profile, host_ram_bytes() if ram_bytes is None else ram_bytes,
+                                max_entries=max_entries, buckets=buckets,
+                                overrides=knobs_overrides)
+        self.tracker = Tracker(profile, self.knobs)
+        self.defrag = Defragmenter(self.knobs["ipfrag_high_thresh"],
+                                   self.knobs["ipfrag_low_thresh"], self.knobs["ipfrag_time"])
+        self.ncpu = host_cpu_count() if ncpu is None else ncpu
+        # Captures rarely say where a packet met netfilter; loopback and locally made
+        # traffic is tracked in OUTPUT, where the kernel checks no checksums.
+        self.default_hook = default_hook
+        self.frames_not_ipv4 = 0
+        self.malformed = 0
+
+    @property
+    def count(self) -> int:
+        return len(self.tracker)
+
+    def feed_frame(self, ts: float, linktype: int, frame: bytes) -> Optional[Verdict]:
+        """Track one captured frame; None if it is not IPv4 or is a fragment held for now."""
+        datagram, hook = strip_link(linktype, frame)
+        if datagram is None:
+            self.frames_not_ipv4 += 1
+            return None
+        return self.feed_datagram(ts, datagram, self.default_hook if hook is None else hook)
+
+    def feed_datagram(self, ts: float, datagram: bytes, hook: int) -> Optional[Verdict]:
+        """Track one IPv4 datagram seen at netfilter hook `hook` at time `ts`."""
+        if len(datagram) >= 8 and (datagram[6] & 0x3F or datagram[7]):
+            self._sync_defrag_knobs()
+            datagram = self.defrag.feed(datagram, ts, hook)
+            if datagram is None:
+                return None            # held until complete: invisible to conntrack
+        packet = parse_ipv4(datagram, hook)
+        if isinstance(packet, ParseError):
+            self.malformed += 1
+            self.tracker.stats["invalid"] += 1
+            return V_INVALID
+        return self.tracker.process(packet, ts)
+
+    def advance(self, now: float) -> None:
+        """Let time pass: expire entries and stale fragment queues."""
+        self.tracker.expire(now)
+        self._sync_defrag_knobs()
+        self.defrag.expire(now)
+
+    def _sync_defrag_knobs(self) -> None:
+        self.defrag.high_thresh = self.knobs["ipfrag_high_thresh"]
+        self.defrag.low_thresh = self.knobs["ipfrag_low_thresh"]
+        self.defrag.timeout = self.knobs["ipfrag_time"]
+
+    def render_text(self, view: str, now: float) -> str:
+        if view == "net/nf_conntrack":
+            return render_nf_conntrack(self.tracker, now)
+        if view == "net/ip_conntrack":
+            return render_ip_conntrack(self.tracker, now)
+        if view in ("net/stat/nf_conntrack", "net/stat/ip_conntrack"):
+            return render_stat(self.tracker, view.endswith("nf_conntrack"), self.ncpu)
+        if view in ("net/nf_conntrack_expect", "net/ip_conntrack_expect"):
+            return render_expect(self.tracker, view.endswith("nf_conntrack_expect"))
+        raise KeyError(view)
+
+    def render(self, view: str, now: float) -> bytes:
+        return self.render_text(view, now).encode("ascii")

@@ -1,0 +1,41 @@
+"""The UDP tracker (spec §5.1): unreplied -> replied -> assured.
+
+tutorial (ip_conntrack): once a reply was seen, every packet gets udp_timeout_stream
+and sets ASSURED.  linux (nf_conntrack): only packets more than 2 s after the entry's
+first one do; earlier ones keep udp_timeout and leave the entry unassured.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from .entry import ASSURED, SEEN_REPLY, Entry
+from .packet import PRE_ROUTING, Packet
+
+STREAM_AFTER = 2.0      # seconds: modern ct->proto.udp.stream_ts = first packet + 2*HZ
+
+
+class UdpTracker:
+    name = "udp"
+
+    def __init__(self, profile: str) -> None:
+        self.modern = profile == "linux"
+
+    def error(self, pkt: Packet, knobs) -> Optional[str]:
+        if pkt.hook == PRE_ROUTING and knobs["checksum"] and not pkt.l4_checksum_ok:
+            return "bad udp checksum"
+        return None
+
+    def new(self, entry: Entry, pkt: Packet, knobs) -> bool:
+        entry.l4 = entry.created + STREAM_AFTER   # when the stream rule starts to apply
+        return True
+
+    def packet(self, entry: Entry, pkt: Packet, direction: int, now: float, knobs):
+        if not entry.status & SEEN_REPLY:
+            return knobs["udp_timeout"]
+        if self.modern and now <= entry.l4:
+            return knobs["udp_timeout"]
+        entry.status |= ASSURED
+        return knobs["udp_timeout_stream"]
+
+    def state_name(self, entry: Entry) -> Optional[str]:
+        return None

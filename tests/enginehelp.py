@@ -1,0 +1,34 @@
+"""Shared helpers for engine tests: an Engine on a fake clock fed with real datagram bytes."""
+from __future__ import annotations
+
+from engine.build import build_icmp, build_icmp_datagram, build_ipv4, build_udp_datagram
+from engine.core import Engine
+from engine.packet import LOCAL_OUT
+
+GiB = 1 << 30
+T0 = 1_700_000_000.0        # the fake clock's start (any epoch second works)
+
+
+def make_engine(profile: str = "linux", **kwargs) -> Engine:
+    kwargs.setdefault("ram_bytes", 24 * GiB)
+    kwargs.setdefault("ncpu", 2)
+    return Engine(profile, **kwargs)
+
+
+def udp(eng: Engine, t: float, src: str, dst: str, sport: int, dport: int, payload: bytes = b"x"):
+    return eng.feed_datagram(t, build_udp_datagram(src, dst, sport, dport, payload), LOCAL_OUT)
+
+
+def icmp(eng: Engine, t: float, src: str, dst: str, icmp_type: int, code: int = 0, **kw):
+    return eng.feed_datagram(t, build_icmp_datagram(src, dst, icmp_type, code, **kw), LOCAL_OUT)
+
+
+def icmp_error_about(eng: Engine, t: float, src: str, dst: str, quoted: bytes,
+                     icmp_type: int = 3, code: int = 3):
+    """An ICMP error from src to dst quoting the first 28 bytes of `quoted`."""
+    datagram = build_ipv4(src, dst, 1, build_icmp(icmp_type, code, payload=quoted[:28]))
+    return eng.feed_datagram(t, datagram, LOCAL_OUT)
+
+
+def lines(eng: Engine, now: float, view: str = "net/nf_conntrack") -> list:
+    return eng.render_text(view, now).splitlines()

@@ -1,0 +1,93 @@
+"""The table: limit and early drop (spec §7.2), expiry cost, stat rendering (spec §2)."""
+from engine.ctstate import CtState
+
+from enginehelp import T0, lines, make_engine, udp
+
+
+def _assure(eng, t, sport):
+    """A UDP flow replied to and refreshed after 2 s: ASSURED in both profiles."""
+    udp(eng, t, "10.0.0.1", "10.0.0.2", sport, 53)
+    udp(eng, t + 0.01, "10.0.0.2", "10.0.0.1", 53, sport)
+    udp(eng, t + 2.5, "10.0.0.1", "10.0.0.2", sport, 53)
+
+
+def test_full_table_of_assured_entries_refuses_new_ones_and_counts_drop():
+    """The tutorial: ASSURED entries "will not be erased if we reach the maximum"."""
+    for profile in ("linux", "tutorial"):
+        eng = make_engine(profile, max_entries=4, buckets=1)
+        eng.knobs.set("max", 4)
+        for port in range(4):
+            _assure(eng, T0, 1000 + port)
+        v = udp(eng, T0 + 3, "10.0.0.9", "10.0.0.2", 5000, 53)
+        assert v.state == CtState.INVALID
+        assert eng.count == 4 and eng.tracker.stats["drop"] == 1
+        assert all("[ASSURED]" in l for l in lines(eng, T0 + 3))
+
+
+def test_linux_early_drop_evicts_every_unassured_entry_of_the_bucket():
+    """spec §7.2 modern: every non-ASSURED entry of the first bucket that has any."""
+    eng = make_engine("linux", buckets=1)
+    eng.knobs.set("max", 4)
+    _assure(eng, T0, 1000)
+    for port in range(3):
+        udp(eng, T0 + 3, "10.0.0.1", "10.0.0.3", 2000 + port, 9)
+    assert udp(eng, T0 + 4, "10.0.0.1", "10.0.0.3", 3000, 9).state == CtState.NEW
+    assert eng.count == 2 and eng.tracker.stats["early_drop"] == 3
+
+
+def test_tutorial_early_drop_evicts_the_oldest_unassured_entry():
+    """spec §7.2 2.6-ipct: the oldest non-ASSURED entry of that chain, one entry."""
+    eng = make_engine("tutorial", buckets=1)
+    eng.knobs.set("max", 3)
+    for port in range(3):
+        udp(eng, T0 + port, "10.0.0.1", "10.0.0.3", 2000 + port, 9)
+    udp(eng, T0 + 4, "10.0.0.1", "10.0.0.3", 3000, 9)
+    ports = sorted(int(l.split("sport=")[1].split()[0]) for l in lines(eng, T0 + 4, "net/ip_conntrack"))
+    assert ports == [2001, 2002, 3000] and eng.tracker.stats["early_drop"] == 1
+
+
+def test_lowering_max_applies_to_the_next_new_connection():
+    eng = make_engine("linux", buckets=1)
+    for port in range(5):
+        udp(eng, T0, "10.0.0.1", "10.0.0.3", 2000 + port, 9)
+    assert eng.knobs.write_text("max", b"3\n") == 2
+    udp(eng, T0 + 1, "10.0.0.1", "10.0.0.3", 3000, 9)
+    assert eng.count == 1 and eng.tracker.stats["early_drop"] == 5
+
+
+def test_max_zero_means_no_limit():
+    eng = make_engine("linux", buckets=1)
+    eng.knobs.set("max", 0)
+    for port in range(50):
+        udp(eng, T0, "10.0.0.1", "10.0.0.3", 2000 + port, 9)
+    assert eng.count == 50
+
+
+def test_expiry_touches_only_what_expires():
+    """An expiry pass with nothing due does no work on a large table (lazy timer heap)."""
+    eng = make_engine("linux")
+    for port in range(5000):
+        udp(eng, T0, "10.0.0.1", "10.0.0.3", port, 9)
+    assert eng.tracker.expire(T0 + 29) == 0
+    udp(eng, T0 + 29, "10.0.0.1", "10.0.0.3", 7, 9)        # refreshed: lives to T0+59
+    assert eng.tracker.expire(T0 + 30) == 4999
+    assert eng.count == 1 and eng.tracker.expire(T0 + 59) == 1
+
+
+def test_stat_file_formats_match_the_kernel_layout():
+    """spec §2: header spacing, %08x cells, one row per CPU, 2.6 rows end with a space."""
+    eng = make_engine("linux", ncpu=2)
+    udp(eng, T0, "127.0.0.1", "127.0.0.1", 1, 2)
+    eng.feed_datagram(T0, b"\x45" + b"\x00" * 10, 3)
+    modern = eng.render_text("net/stat/nf_conntrack", T0).splitlines()
+    assert modern[0] == ("entries  clashres found new invalid ignore delete chainlength insert "
+                         "insert_failed drop early_drop icmp_error  expect_new expect_create "
+                         "expect_delete search_restart")
+    assert modern[1] == ("00000001  00000000 00000000 00000000 00000001 00000000 00000000 "
+                         "00000000 00000000 00000000 00000000 00000000 00000000  00000000 "
+                         "00000000 00000000 00000000")
+    assert modern[2].startswith("00000001  00000000 00000000 00000000 00000000") and len(modern) == 3
+    old = eng.render_text("net/stat/ip_conntrack", T0).splitlines()
+    assert old[0] == ("entries  searched found new invalid ignore delete delete_list insert "
+                      "insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete")
+    assert old[1].endswith(" ") and old[1].startswith("00000001  00000000 00000000 00000001 00000001")
