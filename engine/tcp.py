@@ -1,0 +1,365 @@
+"""The TCP connection tracker: pre-table checks, entry creation and the per-packet algorithm.
+
+Spec: spec/conntrack.md §4.5 (error checks), §4.6 (per-packet algorithm, modern, and the
+"2.6-ipct/pom differences"), §4.7 (window tracking, engine/tcp_window.py) and §4.8 (timeouts).
+The transitions themselves are data in engine/tcp_tables.py; this module looks the new state
+up and handles the few cells and situations the kernel treats specially.
+
+Profiles: "linux" is modern nf_conntrack; "tutorial" is 2.4 + tcp-window-tracking / 2.6
+ip_conntrack. `TcpTracker.packet` answers with a timeout in seconds (accept, refresh the timer)
+or one of the outcomes of engine.entry (IGNORE, INVALID, DELETE, REOPEN).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Union
+
+from .entry import ASSURED, DELETE, IGNORE, INVALID, ORIGINAL, REOPEN, REPLY, SEEN_REPLY, Entry
+from .entry import _Outcome
+from .packet import PRE_ROUTING, RST, Packet
+from .tcp_tables import (C_ACK, C_FIN, C_RST, C_SYN, C_SYNACK, CLASS_OF_FLAGS, CLOSE,
+                         CLOSE_WAIT, ESTABLISHED, FIN_WAIT, IG, IV, LAST_ACK, NONE,
+                         STATE_NAMES, STATE_TIMEOUT_KNOB, SYN_RECV, SYN_SENT, SYN_SENT2,
+                         SS_REOPEN, TABLES, TIME_WAIT, VALID_FLAGS)
+from .tcp_window import (BE_LIBERAL, CLOSE_INIT, DATA_UNACKNOWLEDGED, EXP_CHALLENGE_ACK,
+                         HALF, M32, MAX_WSCALE, MAXACK_SET, SACK_PERM, SIMULTANEOUS_OPEN,
+                         W_ACCEPT, W_IGNORE, WINDOW_SCALE, TcpConn, init_from_pickup,
+                         init_from_syn, linux_in_window, segment_end, tutorial_in_window)
+
+Knobs = Mapping[str, int]
+Outcome = Union[int, _Outcome]
+
+PROFILES = ("linux", "tutorial")
+
+# States in which an ASSURED entry may go in the modern GC's eviction mode, and in which a
+# modern RST is accepted without any sequence check (tcp_can_early_drop()).
+CLOSING_STATES = frozenset((FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSE))
+
+# 2.6-ipct kills the entry when a SYN/ACK acknowledges a SYN it had ignored, and drops that
+# SYN/ACK so the client retransmits its SYN into a clean entry. The outcomes offer no
+# "drop the packet and delete the entry"; DELETE (accept, then delete) keeps the entry's
+# life right, at the price of this one packet being classified instead of dropped.
+OUT_OF_SYNC_SYNACK = DELETE
+
+# Modern: an invalid FIN/RST answering a FIN/RST on an ASSURED entry shortens the timer only
+# if at least this much is left (nf_tcp_handle_invalid()).
+_SHORTEN_ONLY_ABOVE = 120
+
+
+class TcpTracker:
+    """TCP state machine of one profile; per-entry state lives in `entry.l4` (a TcpConn)."""
+
+    def __init__(self, profile: str) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}")
+        self.profile = profile
+        self.linux = profile == "linux"
+        self._table = TABLES[profile]
+        self._valid_flags = VALID_FLAGS[profile]
+        self._names = STATE_NAMES[profile]
+
+    # -- before the tables (§4.5) ------------------------------------------------------------
+    def error(self, pkt: Packet, knobs: Knobs) -> Optional[str]:
+        """Why this packet is INVALID before any lookup, or None if it may go on."""
+        if pkt.l4_error is not None:
+            return pkt.l4_error
+        tcp = pkt.tcp
+        if tcp is None:
+            return "truncated packet"
+        # Locally generated packets are never checked (their checksum may be left to the NIC).
+        if (pkt.hook == PRE_ROUTING and knobs["checksum"]
+                and not (tcp.checksum_ok and pkt.l4_checksum_ok)):
+            return "bad checksum"
+        if not self._valid_flags[tcp.flags & 0xFF]:
+            return "invalid tcp flag combination"
+        return None
+
+    # -- the first packet --------------------------------------------------------------------
+    def new(self, entry: Entry, pkt: Packet, knobs: Knobs) -> bool:
+        """May this first packet create an entry? If so, set up `entry.l4`.
+
+        The ORIGINAL row at NONE decides: a SYN opens a connection; an ACK picks one up
+        under way if `tcp_loose` is non-zero; anything else makes no entry.
+        """
+        tcp = pkt.tcp
+        cell = self._table[ORIGINAL][CLASS_OF_FLAGS[tcp.flags & 0xFF]][NONE]
+        conn = TcpConn()
+        orig, reply = conn.sides
+        if cell == SYN_SENT:
+            init_from_syn(orig, tcp, BE_LIBERAL if self.linux else 0)
+        elif cell == ESTABLISHED:
+            loose = knobs["tcp_loose"]
+            if not loose:
+                return False
+            init_from_pickup(orig, tcp)
+            if self.linux:
+                # Window scaling of a picked-up connection is unknown: both directions are
+                # judged liberally, and SACK is assumed, for the connection's whole life.
+                orig.flags = reply.flags = SACK_PERM | BE_LIBERAL
+            else:
+                orig.flags = reply.flags = SACK_PERM
+                orig.loose = reply.loose = loose
+        else:
+            return False
+        if not self.linux:
+            reply.maxwin = 1     # 2.6-ipct starts the unseen side with a window of 1
+        entry.l4 = conn
+        return True
+
+    # -- every packet ------------------------------------------------------------------------
+    def packet(self, entry: Entry, pkt: Packet, direction: int, now: float,
+               knobs: Knobs) -> Outcome:
+        """Run one packet through the state machine: a timeout (seconds) or an outcome."""
+        if self.linux:
+            return self._linux_packet(entry, pkt, direction, now, knobs)
+        return self._tutorial_packet(entry, pkt, direction, knobs)
+
+    def state_name(self, entry: Entry) -> str:
+        return self._names[entry.l4.state]
+
+    def early_drop_victim_in_eviction_mode(self, entry: Entry) -> bool:
+        """May the modern GC kill this entry while the table is nearly full (§7.2)?
+
+        Unassured entries always; assured ones only once they are closing.
+        """
+        if not entry.status & ASSURED:
+            return True
+        return entry.l4.state in CLOSING_STATES
+
+    # -- modern (§4.6) -----------------------------------------------------------------------
+    def _linux_packet(self, entry: Entry, pkt: Packet, d: int, now: float,
+                      knobs: Knobs) -> Outcome:
+        conn: TcpConn = entry.l4
+        tcp = pkt.tcp
+        flags = tcp.flags
+        index = CLASS_OF_FLAGS[flags & 0xFF]
+        old = conn.state
+        new = self._table[d][index][old]
+        skip_window = False
+
+        if new >= IV:
+            if new == IV:
+                return INVALID
+            if new == SS_REOPEN:
+                # SYN on a closed/aborted connection: start afresh if the old one really
+                # closed (a FIN was seen) or this side reset it; otherwise treat as IG.
+                if ((conn.sides[0].flags | conn.sides[1].flags) & CLOSE_INIT
+                        or (conn.last_dir == d and conn.last_index == C_RST)):
+                    return REOPEN
+            # IG (or a SYN_SENT* that did not reopen).
+            if (index == C_SYNACK and conn.last_index == C_SYN and conn.last_dir != d
+                    and tcp.ack == conn.last_end):
+                # The SYN/ACK answers a SYN we ignored: client and server are in sync and
+                # we are not. Take the remembered SYN as the original side and go on as
+                # if the entry were in SYN_SENT.
+                _resync_from_ignored_syn(conn, d)
+                old, new = SYN_SENT, SYN_RECV
+            else:
+                _remember_ignored(conn, d, index, tcp, old)
+                return IGNORE
+        elif new == TIME_WAIT:
+            if (old == LAST_ACK and index == C_ACK and conn.last_dir != d
+                    and conn.last_index == C_SYN and conn.last_flags & EXP_CHALLENGE_ACK):
+                # An RFC 5961 challenge ACK to a SYN, not the ACK of the last FIN.
+                conn.last_flags &= ~EXP_CHALLENGE_ACK
+                return IGNORE
+        elif new == SYN_SENT2:
+            conn.last_flags |= SIMULTANEOUS_OPEN
+        elif new == SYN_RECV:
+            if d == REPLY and index == C_ACK and conn.last_flags & SIMULTANEOUS_OPEN:
+                new = ESTABLISHED
+        elif new == CLOSE and index == C_RST:
+            rst = _linux_rst(conn, entry, tcp, d, old, knobs)
+            if rst is None:
+                return INVALID
+            new, skip_window = rst
+
+        if not skip_window:
+            res = linux_in_window(conn, d, index, tcp, knobs["tcp_be_liberal"])
+            if res != W_ACCEPT:
+                if res == W_IGNORE:
+                    return IGNORE
+                _shorten_after_invalid(conn, entry, d, index, now, knobs)
+                return INVALID
+
+        # Accepted (in window).
+        conn.last_index = index
+        conn.last_dir = d
+        conn.state = new
+        if old != new and new == FIN_WAIT:
+            conn.sides[d].flags |= CLOSE_INIT
+
+        state_timeout = knobs[STATE_TIMEOUT_KNOB[new]]
+        retrans_timeout = knobs["tcp_timeout_max_retrans"]
+        if conn.retrans >= knobs["tcp_max_retrans"] and state_timeout > retrans_timeout:
+            timeout = retrans_timeout                                        # (a)
+        elif index == C_RST:
+            timeout = knobs["tcp_timeout_close"]                             # (b)
+        elif ((conn.sides[0].flags | conn.sides[1].flags) & DATA_UNACKNOWLEDGED
+              and state_timeout > knobs["tcp_timeout_unacknowledged"]):
+            timeout = knobs["tcp_timeout_unacknowledged"]                    # (c)
+        elif conn.last_win == 0 and state_timeout > retrans_timeout:
+            timeout = retrans_timeout                                        # (d)
+        else:
+            timeout = state_timeout                                          # (e)
+
+        status = entry.status
+        if not status & SEEN_REPLY:
+            if flags & RST:
+                return DELETE       # the only answer was a RST: no connection to keep
+            if index == C_SYN and old == SYN_SENT:
+                return IGNORE       # SYN retransmissions must not keep the entry alive
+            if new == ESTABLISHED:
+                # Picked up without a reply yet: not worth five days.
+                unack = knobs["tcp_timeout_unacknowledged"]
+                if timeout > unack:
+                    timeout = unack
+        elif (not status & ASSURED and (old == SYN_RECV or old == ESTABLISHED)
+              and new == ESTABLISHED):
+            entry.status = status | ASSURED
+        return timeout
+
+    # -- pom / 2.6-ipct ----------------------------------------------------------------------
+    def _tutorial_packet(self, entry: Entry, pkt: Packet, d: int, knobs: Knobs) -> Outcome:
+        conn: TcpConn = entry.l4
+        tcp = pkt.tcp
+        flags = tcp.flags
+        index = CLASS_OF_FLAGS[flags & 0xFF]
+        old = conn.state
+        new = self._table[d][index][old]
+        status = entry.status
+
+        if new >= IV:
+            if new == IV:
+                return INVALID
+            if new == IG:
+                if (index == C_SYNACK and conn.last_index == C_SYN and conn.last_dir != d
+                        and tcp.ack == conn.last_end):
+                    return OUT_OF_SYNC_SYNACK
+                conn.last_index = index
+                conn.last_dir = d
+                conn.last_seq = tcp.seq
+                conn.last_end = segment_end(tcp)
+                return IGNORE
+            # SS_REOPEN: only if this side closed, or the SYN is beyond what it sent.
+            sender = conn.sides[d]
+            if sender.flags & CLOSE_INIT or ((sender.end - tcp.seq) & M32) >= HALF:
+                return REOPEN
+            return INVALID
+
+        if (new == CLOSE and index == C_RST
+                and ((status & SEEN_REPLY and conn.last_index == C_SYN)
+                     or (not status & ASSURED and conn.last_index == C_ACK))
+                and tcp.ack == conn.last_end):
+            pass  # RST answering a SYN/ACK we let through: no window check
+        elif not tutorial_in_window(conn, d, index, tcp, knobs["tcp_be_liberal"]):
+            return INVALID
+
+        conn.last_index = index
+        conn.state = new
+        if old != new and (new == FIN_WAIT or new == CLOSE):
+            conn.sides[d].flags |= CLOSE_INIT
+
+        timeout = knobs[STATE_TIMEOUT_KNOB[new]]
+        retrans_timeout = knobs["tcp_timeout_max_retrans"]
+        if conn.retrans >= knobs["tcp_max_retrans"] and timeout > retrans_timeout:
+            timeout = retrans_timeout
+
+        if not status & SEEN_REPLY:
+            if flags & RST:
+                return DELETE
+        elif (not status & ASSURED and (old == SYN_RECV or old == ESTABLISHED)
+              and new == ESTABLISHED):
+            entry.status = status | ASSURED
+        return timeout
+
+
+def _remember_ignored(conn: TcpConn, d: int, index: int, tcp: Any, old: int) -> None:
+    """Note an ignored packet, so that the answer to it can put us back in sync (§4.6 4)."""
+    conn.last_index = index
+    conn.last_dir = d
+    conn.last_seq = tcp.seq
+    conn.last_end = segment_end(tcp)
+    conn.last_win = tcp.window
+    if index == C_SYN and d == ORIGINAL:
+        # A new SYN on an old entry: keep its options for the resync.
+        last_flags = 0
+        wscale = tcp.wscale
+        conn.last_wscale = 0
+        if wscale is not None:
+            last_flags |= WINDOW_SCALE
+            conn.last_wscale = MAX_WSCALE if wscale > MAX_WSCALE else wscale
+        if tcp.sack_perm:
+            last_flags |= SACK_PERM
+        if old == LAST_ACK:
+            # The peer may answer with a challenge ACK that must not close LAST_ACK.
+            last_flags |= EXP_CHALLENGE_ACK
+        conn.last_flags = last_flags
+    if old == SYN_SENT and index == C_ACK and d == REPLY:
+        conn.last_ack = tcp.ack     # possible challenge ACK to our SYN
+
+
+def _resync_from_ignored_syn(conn: TcpConn, d: int) -> None:
+    """The remembered SYN becomes the original side; the SYN/ACK's side starts afresh."""
+    syn_side = conn.sides[conn.last_dir]
+    syn_side.end = syn_side.maxend = conn.last_end
+    syn_side.maxwin = conn.last_win or 1
+    syn_side.scale = conn.last_wscale
+    conn.last_flags &= ~EXP_CHALLENGE_ACK
+    syn_side.flags = conn.last_flags
+    conn.sides[d].reset()
+
+
+def _linux_rst(conn: TcpConn, entry: Entry, tcp: Any, d: int, old: int,
+               knobs: Knobs) -> Optional[tuple]:
+    """Modern RST rules (§4.6 step 6): None = INVALID, else (new state, skip window check)."""
+    if old in CLOSING_STATES:
+        # The tuple may already be reused; the window data is stale. Accept as it is.
+        return CLOSE, True
+    new = CLOSE
+    peer = conn.sides[1 - d]
+    # The peer's highest ACK is only trustworthy if we did not just let a SYN through.
+    if peer.flags & MAXACK_SET and conn.last_index != C_SYN:
+        seq = tcp.seq
+        established = old == ESTABLISHED and entry.status & ASSURED
+        if seq == 0 and not established:
+            return CLOSE, False          # most likely the answer to a SYN we let through
+        if ((seq - peer.maxack) & M32) >= HALF and not knobs["tcp_ignore_invalid_rst"]:
+            return None                  # before(seq, maxack): below what the peer acked
+        if not established or seq == peer.maxack:
+            return CLOSE, False
+        if conn.last_index == C_ACK and conn.last_dir == d and seq == conn.last_end:
+            return CLOSE, False          # RST right after this side's own last segment
+        # Sequence number not exact: keep the state to allow for a challenge ACK.
+        new = old
+    status = entry.status
+    if (((status & SEEN_REPLY and conn.last_index == C_SYN)
+         or (not status & ASSURED and conn.last_index == C_ACK))
+            and tcp.ack == conn.last_end):
+        # RST answering an ignored SYN, or a lone ACK of a half-open entry: it may ACK
+        # segments we never tracked, so skip the window check.
+        return new, True
+    if (old == SYN_SENT and conn.last_index == C_ACK and conn.last_dir == REPLY
+            and tcp.seq == conn.last_ack):
+        return new, True                 # reset answering a challenge ACK to our SYN
+    return new, False
+
+
+def _shorten_after_invalid(conn: TcpConn, entry: Entry, d: int, index: int, now: float,
+                           knobs: Knobs) -> None:
+    """nf_tcp_handle_invalid(): out-of-window FIN/RST exchange on an assured entry.
+
+    Both ends are closing while we disagree on sequence numbers: do not keep the entry for
+    days. This lowers `entry.expires` directly although the packet itself is INVALID.
+    """
+    if not entry.status & ASSURED or (index != C_RST and index != C_FIN):
+        return
+    if conn.last_dir != d and (conn.last_index == C_FIN or conn.last_index == C_RST):
+        left = entry.expires - now
+        if left < _SHORTEN_ONLY_ABOVE:
+            return
+        unack = knobs["tcp_timeout_unacknowledged"]
+        if left > unack:
+            entry.expires = now + unack
+    else:
+        conn.last_index = index
+        conn.last_dir = d
