@@ -1,0 +1,810 @@
+#!/usr/bin/env python3
+"""Kernel reference data for the differential suite: traffic scenarios run on a real kernel.
+
+For every scenario: a fresh network namespace `pct-<name>`, lo up, the nftables ruleset of
+ruleset.py, tcpdump on lo, the scenario's traffic (run inside the namespace, pinned to one
+CPU so capture order is processing order), an optional wait so timers count down, then a
+snapshot of /proc/net/nf_conntrack (wall-clock time before and after the read),
+/proc/net/stat/nf_conntrack and the nft counters. Stored under tests/data/kernel/<name>/:
+capture.pcap and snapshot.json.
+
+    python3 tests/kernel/scenarios.py [--out DIR] [--list] [NAME ...]
+
+Conventions: real sockets use 127.0.0.1 only (clients bind fixed ports, so listings are
+reproducible); forged packets go between 127.0.0.1 (client) and 127.0.0.2:6000 (server) or
+other 127.0.0.2-9 peers, and the input chain drops everything to/from those peers after
+conntrack, so the local stack never answers them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import forge  # noqa: E402
+import netns  # noqa: E402
+import pcapfile  # noqa: E402
+import ruleset  # noqa: E402
+from forge import ForgedTcp, RawSender  # noqa: E402
+
+DATA_DIR = HERE.parent / "data" / "kernel"
+LOCAL = "127.0.0.1"
+PEER = "127.0.0.2"
+MAX_CAPTURE_BYTES = 200_000
+IP_MTU_DISCOVER, IP_PMTUDISC_DONT = 10, 0   # <linux/in.h>; Python's socket module lacks them
+
+Cleanup = Optional[Callable[[], None]]
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    traffic: Callable[[], Cleanup]          # runs inside the namespace; returns a cleanup
+    wait: float = 0.5                       # seconds from end of traffic to the snapshot
+    knobs: dict = field(default_factory=dict)       # per-namespace conntrack knobs to set
+    input_rules: list = field(default_factory=list)  # extra nft input-chain rules
+    lo_mtu: Optional[int] = None
+    conntrack_max: Optional[int] = None     # lower the global limit during the traffic
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(description: str, **options) -> Callable:
+    def register(traffic: Callable[[], Cleanup]) -> Callable[[], Cleanup]:
+        name = traffic.__name__
+        SCENARIOS[name] = Scenario(name, description, traffic, **options)
+        return traffic
+    return register
+
+
+# --- small socket helpers ---------------------------------------------------------------
+
+def pause(seconds: float = 0.1) -> None:
+    time.sleep(seconds)
+
+
+def tcp_listener(port: int) -> socket.socket:
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((LOCAL, port))
+    server.listen(16)
+    return server
+
+
+def tcp_client(sport: int) -> socket.socket:
+    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    client.bind((LOCAL, sport))
+    return client
+
+
+def tcp_connected_pair(server: socket.socket, sport: int) -> tuple[socket.socket, socket.socket]:
+    client = tcp_client(sport)
+    client.connect(server.getsockname())
+    conn, _ = server.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    pause()
+    return client, conn
+
+
+def exchange(client: socket.socket, conn: socket.socket, request: bytes, response: bytes) -> None:
+    client.sendall(request)
+    assert conn.recv(4096) == request
+    conn.sendall(response)
+    assert client.recv(4096) == response
+    pause()
+
+
+def udp_socket(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((LOCAL, port))
+    return sock
+
+
+def closing(*socks: socket.socket) -> Callable[[], None]:
+    def close() -> None:
+        for sock in socks:
+            sock.close()
+    return close
+
+
+# --- TCP with real sockets ----------------------------------------------------------------
+
+@scenario("TCP 41001->8080: handshake, data both ways, client closes first, then the server; "
+          "snapshot 1 s later (TIME_WAIT).", wait=1.0)
+def tcp_client_close() -> Cleanup:
+    server = tcp_listener(8080)
+    client, conn = tcp_connected_pair(server, 41001)
+    exchange(client, conn, b"hello", b"world")
+    client.close()
+    assert conn.recv(4096) == b""
+    pause()
+    conn.close()
+    pause()
+    return closing(server)
+
+
+@scenario("TCP 41002->8080: handshake, data both ways, the server closes first, then the "
+          "client; snapshot 1 s later (TIME_WAIT).", wait=1.0)
+def tcp_server_close() -> Cleanup:
+    server = tcp_listener(8080)
+    client, conn = tcp_connected_pair(server, 41002)
+    exchange(client, conn, b"hello", b"world")
+    conn.close()
+    assert client.recv(4096) == b""
+    pause()
+    client.close()
+    pause()
+    return closing(server)
+
+
+@scenario("TCP 41003->8080: data, client shutdown(SHUT_WR) (one FIN), server sends more data "
+          "and keeps its side open; snapshot 2 s later (CLOSE_WAIT).", wait=2.0)
+def tcp_half_close() -> Cleanup:
+    server = tcp_listener(8080)
+    client, conn = tcp_connected_pair(server, 41003)
+    exchange(client, conn, b"request", b"partial")
+    client.shutdown(socket.SHUT_WR)
+    assert conn.recv(4096) == b""
+    pause()
+    conn.sendall(b"more data after the client's FIN")
+    client.recv(4096)
+    pause()
+    return closing(client, conn, server)
+
+
+@scenario("TCP 41004->8081 with nothing listening: SYN answered by RST/ACK (connection refused).")
+def tcp_refused() -> Cleanup:
+    client = tcp_client(41004)
+    try:
+        client.connect((LOCAL, 8081))
+        raise AssertionError("connect to a closed port succeeded")
+    except ConnectionRefusedError:
+        pass
+    pause()
+    return closing(client)
+
+
+@scenario("TCP 41005->8080: handshake, data both ways, then the client aborts (SO_LINGER 0: RST "
+          "in the middle of the stream); snapshot 2 s later.", wait=2.0)
+def tcp_rst_midstream() -> Cleanup:
+    server = tcp_listener(8080)
+    client, conn = tcp_connected_pair(server, 41005)
+    exchange(client, conn, b"hello", b"world")
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+    pause()
+    return closing(conn, server)
+
+
+@scenario("TCP 41006->8082 whose SYNs the input chain drops: the client retransmits its SYN "
+          "(6.x: linear timeouts, at about 1 s and 2 s); snapshot about 2.8 s after the first SYN "
+          "(SYN_SENT; the timer is not refreshed by retransmissions).", wait=0.2,
+          input_rules=["tcp dport 8082 drop"])
+def tcp_syn_dropped() -> Cleanup:
+    client = tcp_client(41006)
+    client.setblocking(False)
+    try:
+        client.connect((LOCAL, 8082))
+    except BlockingIOError:
+        pass
+    time.sleep(2.6)
+    return closing(client)
+
+
+@scenario("TCP 41007->8080: the server closes first (conntrack TIME_WAIT), then the client "
+          "connects again from the same port: the SYN reopens the entry; data, left open.",
+          wait=1.0)
+def tcp_reopen_time_wait() -> Cleanup:
+    server = tcp_listener(8080)
+    client, conn = tcp_connected_pair(server, 41007)
+    exchange(client, conn, b"first", b"one")
+    conn.close()
+    assert client.recv(4096) == b""
+    client.close()
+    pause(0.3)
+    client, conn = tcp_connected_pair(server, 41007)
+    exchange(client, conn, b"second", b"two")
+    return closing(client, conn, server)
+
+
+@scenario("TCP: 15 short connections (ports 44001-44015 -> 8080, data, client closes first), "
+          "15 UDP request/reply exchanges (44101-44115 -> 7044) and 10 ICMP echoes.", wait=1.0)
+def many_short_flows() -> Cleanup:
+    server = tcp_listener(8080)
+    for port in range(44001, 44016):
+        client, conn = tcp_connected_pair(server, port)
+        client.sendall(b"ping")
+        conn.recv(4096)
+        conn.sendall(b"pong")
+        client.recv(4096)
+        client.close()
+        conn.recv(4096)
+        conn.close()
+    udp_server = udp_socket(7044)
+    for port in range(44101, 44116):
+        sock = udp_socket(port)
+        sock.sendto(b"q", (LOCAL, 7044))
+        data, peer = udp_server.recvfrom(4096)
+        udp_server.sendto(b"a", peer)
+        sock.recvfrom(4096)
+        sock.close()
+    icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    for ident in range(0x4400, 0x440A):
+        icmp.sendto(forge.icmp_echo(8, ident, 1, b"x" * 8), (LOCAL, 0))
+        pause(0.02)
+    pause()
+    return closing(server, udp_server, icmp)
+
+
+# --- TCP with forged segments -------------------------------------------------------------
+
+@scenario("Forged TCP 127.0.0.1:42001 -> 127.0.0.2:6000: handshake, data both ways, client "
+          "FIN, server ACK, server FIN, client ACK (TIME_WAIT), then a new SYN on the same "
+          "ports (reopen: NEW, fresh SYN_SENT).")
+def tcp_forged_close_and_reopen() -> Cleanup:
+    raw = RawSender()
+    tcp = ForgedTcp(raw, (LOCAL, 42001), (PEER, 6000))
+    tcp.handshake()
+    tcp.c("PA", data=b"hello")
+    tcp.s("A")
+    tcp.s("PA", data=b"world!")
+    tcp.c("A")
+    tcp.c("FA")
+    tcp.s("A")
+    tcp.s("FA")
+    tcp.c("A")
+    tcp.c("S", seq=tcp.next["c"] + 100000, advance=True)
+    return raw.close
+
+
+@scenario("Forged simultaneous open 127.0.0.1:42002 <-> 127.0.0.2:6000: SYN both ways, "
+          "SYN/ACK both ways, ACK both ways, then data.")
+def tcp_simultaneous_open() -> Cleanup:
+    raw = RawSender()
+    tcp = ForgedTcp(raw, (LOCAL, 42002), (PEER, 6000))
+    client_isn, server_isn = tcp.next["c"], tcp.next["s"]
+    tcp.c("S")
+    tcp.s("S")
+    tcp.c("SA", seq=client_isn)
+    tcp.s("SA", seq=server_isn)
+    tcp.c("A")
+    tcp.s("A")
+    tcp.c("PA", data=b"simultaneous")
+    tcp.s("A")
+    return raw.close
+
+
+@scenario("Forged TCP 127.0.0.1:42003 -> 127.0.0.2:6000 window checks: after a handshake and "
+          "data, data far beyond the window, an ACK for data never sent, an old retransmission, "
+          "then normal data.")
+def tcp_window_checks() -> Cleanup:
+    raw = RawSender()
+    tcp = ForgedTcp(raw, (LOCAL, 42003), (PEER, 6000))
+    client_isn = tcp.next["c"]
+    tcp.handshake()
+    tcp.c("PA", data=b"d" * 100)
+    tcp.s("A")
+    tcp.c("PA", seq=tcp.next["c"] + 1_000_000, data=b"far")        # beyond window
+    tcp.c("A", ack=tcp.next["s"] + 1_000_000)                        # ACK over upper bound
+    tcp.c("PA", seq=client_isn + 1, data=b"d" * 100)                 # old retransmission
+    tcp.s("PA", data=b"e" * 50)
+    tcp.c("A")
+    tcp.c("PA", data=b"f" * 10)
+    tcp.s("A")
+    return raw.close
+
+
+@scenario("Forged TCP: SYNs on an established connection (127.0.0.1:42004 -> 127.0.0.2:6000: "
+          "original SYN ignored, reply SYN invalid), and a reply ACK while in SYN_SENT "
+          "(42005: ignored, but the entry has seen a reply).")
+def tcp_ignored_packets() -> Cleanup:
+    raw = RawSender()
+    tcp = ForgedTcp(raw, (LOCAL, 42004), (PEER, 6000))
+    tcp.handshake()
+    tcp.c("PA", data=b"established")
+    tcp.s("A")
+    tcp.c("S", seq=tcp.next["c"] + 5000)
+    tcp.s("S", seq=tcp.next["s"] + 5000)
+    other = ForgedTcp(raw, (LOCAL, 42005), (PEER, 6000))
+    other.c("S")
+    other.s("A", seq=other.next["s"] + 7, ack=other.next["c"])
+    return raw.close
+
+
+@scenario("Forged TCP first packets with odd flags, each on its own port 42101-42111 -> "
+          "127.0.0.2:6000: F, none, SF, FA, SA, R, RA, SR, RF (all INVALID, no entry), then "
+          "SU and SP (NEW, SYN_SENT).")
+def tcp_odd_first_flags() -> Cleanup:
+    raw = RawSender()
+    for port, letters in zip(range(42101, 42112),
+                             ("F", "", "SF", "FA", "SA", "R", "RA", "SR", "RF", "SU", "SP")):
+        ForgedTcp(raw, (LOCAL, port), (PEER, 6000)).c(letters, ack=0 if "A" not in letters else 777)
+    return raw.close
+
+
+@scenario("Forged TCP with an ACK as first packet (tcp_loose=1, the default): 127.0.0.1:42201 "
+          "ACK, data, reply ACK, more data; 42202 a lone ACK (loose pickup).")
+def tcp_ack_first_loose() -> Cleanup:
+    raw = RawSender()
+    tcp = ForgedTcp(raw, (LOCAL, 42201), (PEER, 6000))
+    tcp.c("A")
+    tcp.c("PA", data=b"picked up")
+    tcp.s("A")
+    tcp.c("PA", data=b"more")
+    ForgedTcp(raw, (LOCAL, 42202), (PEER, 6000), client_isn=90000).c("A")
+    return raw.close
+
+
+@scenario("Forged TCP with an ACK as first packet and tcp_loose=0: 127.0.0.1:42203 ACK, data "
+          "(INVALID, no entry), then a proper SYN from 42204.", knobs={"tcp_loose": 0})
+def tcp_ack_first_noloose() -> Cleanup:
+    raw = RawSender()
+    tcp = ForgedTcp(raw, (LOCAL, 42203), (PEER, 6000))
+    tcp.c("A")
+    tcp.c("PA", data=b"not picked up")
+    ForgedTcp(raw, (LOCAL, 42204), (PEER, 6000)).c("S")
+    return raw.close
+
+
+@scenario("Forged TCP 127.0.0.1:42301 -> 127.0.0.2:6000 with tcp_timeout_max_retrans=100: "
+          "handshake, 5 bytes of data, then the server's pure ACK of it sent 5 times "
+          "identically (4th identical ACK and later: max_retrans timer).",
+          knobs={"tcp_timeout_max_retrans": 100})
+def tcp_ack_retransmissions() -> Cleanup:
+    raw = RawSender()
+    tcp = ForgedTcp(raw, (LOCAL, 42301), (PEER, 6000))
+    tcp.handshake()
+    tcp.c("PA", data=b"hello")
+    for _ in range(5):
+        tcp.s("A")
+    return raw.close
+
+
+@scenario("Forged TCP 127.0.0.1:42302 -> 127.0.0.2:6000: handshake, 5 bytes of data, the "
+          "server's ACK advertises a zero window.")
+def tcp_zero_window() -> Cleanup:
+    raw = RawSender()
+    tcp = ForgedTcp(raw, (LOCAL, 42302), (PEER, 6000))
+    tcp.handshake()
+    tcp.c("PA", data=b"hello")
+    tcp.s("A", window=0)
+    return raw.close
+
+
+@scenario("Forged TCP RST checks to 127.0.0.2:6000: 42401 reply RST with seq below the "
+          "client's ACK (INVALID); 42402 reply RST in window but not at the expected seq "
+          "(kept state, CLOSE timer); 42403 client RST/ACK at the exact seq (CLOSE).")
+def tcp_rst_checks() -> Cleanup:
+    raw = RawSender()
+    first = ForgedTcp(raw, (LOCAL, 42401), (PEER, 6000))
+    first.handshake()
+    first.c("PA", data=b"x" * 20)
+    first.s("PA", data=b"y" * 2000)
+    first.c("A")
+    first.s("R", seq=first.next["s"] - 1000)
+    second = ForgedTcp(raw, (LOCAL, 42402), (PEER, 6000))
+    second.handshake()
+    second.c("PA", data=b"x" * 20)
+    second.s("A")
+    second.s("R", seq=second.next["s"] + 100)
+    third = ForgedTcp(raw, (LOCAL, 42403), (PEER, 6000))
+    third.handshake()
+    third.c("PA", data=b"x" * 20)
+    third.s("A")
+    third.c("RA")
+    return raw.close
+
+
+@scenario("Forged TCP 127.0.0.1:42404 -> 127.0.0.2:6000 with tcp_ignore_invalid_rst=1: "
+          "handshake, data both ways, reply RST with seq below the client's ACK.",
+          knobs={"tcp_ignore_invalid_rst": 1})
+def tcp_rst_ignore_invalid() -> Cleanup:
+    raw = RawSender()
+    tcp = ForgedTcp(raw, (LOCAL, 42404), (PEER, 6000))
+    tcp.handshake()
+    tcp.c("PA", data=b"x" * 20)
+    tcp.s("PA", data=b"y" * 2000)
+    tcp.c("A")
+    tcp.s("R", seq=tcp.next["s"] - 1000)
+    return raw.close
+
+
+# --- UDP -------------------------------------------------------------------------------------
+
+@scenario("UDP 43001 -> 7001: three datagrams 0.1 s apart to a bound socket that never "
+          "answers; snapshot 3 s later.", wait=3.0)
+def udp_oneway() -> Cleanup:
+    server = udp_socket(7001)
+    client = udp_socket(43001)
+    for _ in range(3):
+        client.sendto(b"one way", (LOCAL, 7001))
+        pause()
+    return closing(client, server)
+
+
+@scenario("UDP 43002 <-> 7002: one request, one reply; snapshot 3 s later.", wait=3.0)
+def udp_request_reply() -> Cleanup:
+    server = udp_socket(7002)
+    client = udp_socket(43002)
+    client.sendto(b"request", (LOCAL, 7002))
+    data, peer = server.recvfrom(4096)
+    server.sendto(b"reply", peer)
+    client.recvfrom(4096)
+    return closing(client, server)
+
+
+@scenario("UDP 43003 <-> 7003: a request/reply, then another 2.5 s later (the stream rule "
+          "needs more than 2 s since the entry's first packet); snapshot 1 s later.", wait=1.0)
+def udp_stream() -> Cleanup:
+    server = udp_socket(7003)
+    client = udp_socket(43003)
+    for _ in range(2):
+        client.sendto(b"request", (LOCAL, 7003))
+        data, peer = server.recvfrom(4096)
+        server.sendto(b"reply", peer)
+        client.recvfrom(4096)
+        time.sleep(2.5)
+    return closing(client, server)
+
+
+@scenario("UDP 43004 -> 7004 with nothing bound: the kernel answers ICMP port unreachable "
+          "(RELATED, reply direction); the entry stays [UNREPLIED].", wait=1.0)
+def udp_closed_port() -> Cleanup:
+    client = udp_socket(43004)
+    client.sendto(b"anyone?", (LOCAL, 7004))
+    pause()
+    return closing(client)
+
+
+@scenario("UDP 43005 <-> 7005 over lo with MTU 1280 and IP_PMTUDISC_DONT: a 3000-byte request "
+          "and a 2000-byte reply, each leaving as fragments (conntrack saw whole datagrams).",
+          lo_mtu=1280)
+def udp_fragmented() -> Cleanup:
+    server = udp_socket(7005)
+    client = udp_socket(43005)
+    for sock in (server, client):
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+    client.sendto(b"q" * 3000, (LOCAL, 7005))
+    data, peer = server.recvfrom(65536)
+    assert len(data) == 3000
+    server.sendto(b"r" * 2000, peer)
+    assert len(client.recvfrom(65536)[0]) == 2000
+    pause()
+    return closing(client, server)
+
+
+@scenario("Forged UDP fragments 127.0.0.1 -> 127.0.0.2: a datagram 43006 -> 7006 sent as two "
+          "fragments in order, and one 43007 -> 7007 sent last fragment first (OUTPUT defrag "
+          "holds the first piece; the completed datagram is NEW).")
+def udp_forged_fragments() -> Cleanup:
+    raw = RawSender()
+    for sport, dport, ident, reverse in ((43006, 7006, 0x1111, False),
+                                         (43007, 7007, 0x2222, True)):
+        datagram = forge.udp_datagram(LOCAL, PEER, sport, dport, b"F" * 64)
+        packet = forge.ipv4(LOCAL, PEER, 17, datagram, ident=ident)
+        pieces = forge.split_fragments(packet, 32)
+        for piece in (reversed(pieces) if reverse else pieces):
+            raw.send(piece)
+    return raw.close
+
+
+@scenario("A lone first fragment of UDP 127.0.0.1:43008 -> 127.0.0.2:7008, put on lo with "
+          "AF_PACKET (it skips OUTPUT; PREROUTING defrag holds it: no classification, no entry); "
+          "a lone first fragment 43009 -> 7009 through OUTPUT (held there, never on the wire); "
+          "then an ordinary forged datagram 43010 -> 7010.")
+def lone_first_fragment() -> Cleanup:
+    raw = RawSender()
+    for sport, ident, inject in ((43008, 0x3333, True), (43009, 0x4444, False)):
+        datagram = forge.udp_datagram(LOCAL, PEER, sport, sport - 36000, b"L" * 64)
+        first = forge.split_fragments(forge.ipv4(LOCAL, PEER, 17, datagram, ident=ident), 32)[0]
+        if inject:
+            forge.inject_on_lo(first)
+        else:
+            raw.send(first)
+    raw.send(forge.ipv4(LOCAL, PEER, 17, forge.udp_datagram(LOCAL, PEER, 43010, 7010, b"w")))
+    return raw.close
+
+
+@scenario("Table full: the global nf_conntrack_max lowered to 8 for the traffic. UDP from "
+          "46001-46012 to a bound 7046: the first 8 make entries, the other 4 are dropped at "
+          "OUTPUT (sendto fails with EPERM; never captured, never counted by nft); then 46001 "
+          "sends again.", conntrack_max=8)
+def table_full() -> Cleanup:
+    server = udp_socket(7046)
+    refused = 0
+    for port in range(46001, 46013):
+        sock = udp_socket(port)
+        try:
+            sock.sendto(b"fill", (LOCAL, 7046))
+        except PermissionError:
+            refused += 1
+        sock.close()
+        pause(0.02)
+    again = udp_socket(46001)
+    again.sendto(b"again", (LOCAL, 7046))
+    pause()
+    if refused != 4:
+        raise AssertionError(f"expected 4 refused sends, got {refused}")
+    return closing(again, server)
+
+
+# --- ICMP ------------------------------------------------------------------------------------
+
+@scenario("ICMP requests from a raw ICMP socket to 127.0.0.1: echo id 0x1234 twice (answered), "
+          "timestamp id 0x4321 (answered), information request 15 and address mask request 17 "
+          "(not answered by Linux); snapshot 3 s later.", wait=3.0)
+def icmp_echo() -> Cleanup:
+    icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    for sequence in (1, 2):
+        icmp.sendto(forge.icmp_echo(8, 0x1234, sequence, b"ping" * 8), (LOCAL, 0))
+        pause()
+    icmp.sendto(forge.icmp_echo(13, 0x4321, 1, b"\0" * 12), (LOCAL, 0))
+    pause()
+    icmp.sendto(forge.icmp_echo(15, 0x1515, 1), (LOCAL, 0))
+    pause()
+    icmp.sendto(forge.icmp_echo(17, 0x1717, 1, b"\0" * 4), (LOCAL, 0))
+    pause()
+    return closing(icmp)
+
+
+@scenario("ICMP without a request, from a raw ICMP socket to 127.0.0.1: echo reply id 0x5555, "
+          "timestamp reply id 0x5656 (INVALID), then unknown types 19 and 42 (INVALID).")
+def icmp_reply_without_request() -> Cleanup:
+    icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    icmp.sendto(forge.icmp_echo(0, 0x5555, 1, b"pong"), (LOCAL, 0))
+    pause()
+    icmp.sendto(forge.icmp_echo(14, 0x5656, 1, b"\0" * 12), (LOCAL, 0))
+    pause()
+    for icmp_type in (19, 42):
+        icmp.sendto(forge.icmp_message(icmp_type, 0, b"\0\0\0\0"), (LOCAL, 0))
+        pause()
+    return closing(icmp)
+
+
+@scenario("Forged ICMP errors 127.0.0.2 -> 127.0.0.1 quoting flows conntrack never saw: port "
+          "unreachable about UDP 43100 -> 7100, host unreachable about TCP 43101 -> 6000 "
+          "(INVALID).")
+def icmp_error_no_flow() -> Cleanup:
+    raw = RawSender()
+    quoted_udp = forge.ipv4(LOCAL, PEER, 17, forge.udp_datagram(LOCAL, PEER, 43100, 7100, b"?"))
+    raw.send(forge.ipv4(PEER, LOCAL, 1, forge.icmp_error(3, 3, quoted_udp)))
+    quoted_tcp = forge.ipv4(LOCAL, PEER, 6, forge.tcp_segment(LOCAL, PEER, 43101, 6000,
+                                                              forge.SYN, 1, 0))
+    raw.send(forge.ipv4(PEER, LOCAL, 1, forge.icmp_error(3, 1, quoted_tcp)))
+    return raw.close
+
+
+@scenario("Forged UDP 127.0.0.1:43102 -> 127.0.0.2:7102, then ICMP errors about it: port "
+          "unreachable from 127.0.0.2 and time exceeded from a router 127.0.0.3 (RELATED reply), "
+          "port unreachable sent to 127.0.0.5 instead of the flow's source (INVALID), and an "
+          "error from 127.0.0.1 quoting the reply direction (RELATED).")
+def icmp_error_related() -> Cleanup:
+    raw = RawSender()
+    request = forge.ipv4(LOCAL, PEER, 17, forge.udp_datagram(LOCAL, PEER, 43102, 7102, b"req"))
+    raw.send(request)
+    raw.send(forge.ipv4(PEER, LOCAL, 1, forge.icmp_error(3, 3, request)))
+    raw.send(forge.ipv4("127.0.0.3", LOCAL, 1, forge.icmp_error(11, 0, request)))
+    raw.send(forge.ipv4(PEER, "127.0.0.5", 1, forge.icmp_error(3, 3, request)))
+    reply = forge.ipv4(PEER, LOCAL, 17, forge.udp_datagram(PEER, LOCAL, 7102, 43102, b"rep"))
+    raw.send(forge.ipv4(LOCAL, PEER, 1, forge.icmp_error(3, 3, reply)))
+    return raw.close
+
+
+# --- other protocols ---------------------------------------------------------------------------
+
+@scenario("IP protocol 253 (generic tracker): two packets from a raw socket to 127.0.0.1, and a "
+          "forged exchange 127.0.0.1 -> 127.0.0.2 and back.")
+def generic_proto253() -> Cleanup:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, 253)
+    for _ in range(2):
+        sock.sendto(b"experimental" * 2, (LOCAL, 0))
+        pause()
+    raw = RawSender()
+    raw.send(forge.ipv4(LOCAL, PEER, 253, b"there"))
+    raw.send(forge.ipv4(PEER, LOCAL, 253, b"back again"))
+    return closing(sock, raw.sock)
+
+
+@scenario("IP protocol 47 (GRE version 0, no key) forged 127.0.0.1 -> 127.0.0.2, twice, and one "
+          "packet back.")
+def gre_proto47() -> Cleanup:
+    raw = RawSender()
+    gre = struct.pack("!HH", 0, 0x0800) + forge.ipv4("10.0.0.1", "10.0.0.2", 253, b"inner")
+    raw.send(forge.ipv4(LOCAL, PEER, 47, gre))
+    raw.send(forge.ipv4(LOCAL, PEER, 47, gre))
+    raw.send(forge.ipv4(PEER, LOCAL, 47, gre))
+    return raw.close
+
+
+# --- running ---------------------------------------------------------------------------------
+
+def frame_states(frames: list[pcapfile.Frame]) -> list[Optional[str]]:
+    """The kernel's verdict per frame, from the DSCP the OUTPUT chain wrote (None: unmarked)."""
+    states = []
+    for frame in frames:
+        packet = frame.ipv4()
+        verdict = ruleset.verdict_from_tos(packet[1]) if packet else None
+        states.append(None if verdict is None
+                      else verdict[0].upper() + (" reply" if verdict[1] else ""))
+    return states
+
+
+def count_datagrams(frames: list[pcapfile.Frame], states: list[Optional[str]]) -> dict[str, int]:
+    """What the nft counters should show: one count per marked datagram (fragments once)."""
+    counts = {name: 0 for name in ruleset.COUNTER_NAMES}
+    seen_fragmented = set()
+    for frame, state in zip(frames, states):
+        if state is None:
+            continue
+        packet = frame.ipv4()
+        assert packet is not None
+        if struct.unpack("!H", packet[6:8])[0] & 0x3FFF:       # MF or an offset: a fragment
+            key = (packet[12:20], packet[9], packet[4:6])
+            if key in seen_fragmented:
+                continue
+            seen_fragmented.add(key)
+        name, _, reply = state.partition(" ")
+        counts[name.lower()] += 1
+        counts["reply"] += bool(reply)
+    return counts
+
+
+def run_inside(sc: Scenario, out: Path, global_max: Optional[netns.GlobalConntrackMax]) -> None:
+    """Everything that happens inside the scenario's namespace."""
+    os.sched_setaffinity(0, {0})
+    if sc.lo_mtu:
+        netns.run("ip", "link", "set", "lo", "mtu", str(sc.lo_mtu))
+    for knob, value in sc.knobs.items():
+        netns.write_knob(knob, value)
+    rules = ruleset.build_ruleset(sc.input_rules)
+    netns.run("nft", "-f", "-", stdin=rules)
+    out.mkdir(parents=True, exist_ok=True)
+    pcap = out / "capture.pcap"
+    tcpdump = netns.Tcpdump(pcap)
+    cleanup: Cleanup = None
+    try:
+        pause(0.2)
+        if global_max and sc.conntrack_max is not None:
+            global_max.set(sc.conntrack_max)
+            try:
+                cleanup = sc.traffic()
+            finally:
+                global_max.restore()
+        else:
+            cleanup = sc.traffic()
+        time.sleep(sc.wait)
+        snap = netns.read_snapshot()
+        nft_json = netns.run("nft", "-j", "list", "ruleset")
+    finally:
+        tcpdump_stats = tcpdump.stop()
+        if cleanup:
+            cleanup()
+    linktype, frames = pcapfile.read_pcap(str(pcap))
+    if linktype != pcapfile.LINKTYPE_EN10MB:
+        raise RuntimeError(f"link type {linktype}, expected EN10MB")
+    late = [f.index for f in frames if f.ts > snap["before"]]
+    if late:
+        raise RuntimeError(f"frames {late} captured after the snapshot started")
+    if pcap.stat().st_size > MAX_CAPTURE_BYTES:
+        raise RuntimeError(f"capture is {pcap.stat().st_size} bytes")
+    counters = ruleset.counters_from_json(nft_json)
+    states = frame_states(frames)
+    marked = count_datagrams(frames, states)
+    if marked != counters:
+        raise RuntimeError(f"DSCP marks {marked} disagree with nft counters {counters}")
+    snapshot = {
+        "scenario": sc.name,
+        "description": sc.description,
+        "kernel": netns.kernel_release(),
+        "hz": netns.kernel_hz(),
+        "profile": "linux",
+        "knobs_overrides": dict(sc.knobs),
+        "max_entries": sc.conntrack_max,
+        "lo_mtu": sc.lo_mtu,
+        "wait": sc.wait,
+        **snap,
+        "counters": counters,
+        "frames": len(frames),
+        "frame_states": states,
+        "ruleset": rules,
+        "tcpdump": tcpdump_stats,
+    }
+    (out / "snapshot.json").write_text(json.dumps(snapshot, indent=1) + "\n")
+
+
+def run_scenario(sc: Scenario, out_root: Path) -> str:
+    """Create the namespace, run the scenario inside it, always delete the namespace."""
+    name = netns.NS_PREFIX + sc.name
+    global_max = None
+    pass_fds: tuple = ()
+    extra: list[str] = []
+    if sc.conntrack_max is not None:
+        others = [ns for ns in netns.namespaces() if not ns.startswith(netns.NS_PREFIX)]
+        global_max, reason = netns.GlobalConntrackMax.open_if_idle()
+        if global_max is None or others:
+            if global_max:
+                global_max.close()
+            return f"skipped: {reason or 'other namespaces exist: ' + ', '.join(others)}"
+        pass_fds = (global_max.fd,)
+        extra = ["--max-fd", str(global_max.fd), "--max-original", str(global_max.original)]
+    shutil.rmtree(out_root / (".tmp-" + sc.name), ignore_errors=True)
+    netns.create_namespace(name)
+    try:
+        argv = ["ip", "netns", "exec", name, sys.executable, str(Path(__file__).resolve()),
+                "--inside", sc.name, "--out", str(out_root / (".tmp-" + sc.name)), *extra]
+        done = subprocess.run(argv, pass_fds=pass_fds, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(" | ".join(done.stderr.strip().splitlines()[-3:])
+                               or f"exit {done.returncode}")
+        final = out_root / sc.name
+        shutil.rmtree(final, ignore_errors=True)
+        (out_root / (".tmp-" + sc.name)).rename(final)
+        return "ok"
+    finally:
+        if global_max:
+            global_max.restore()
+            global_max.close()
+        netns.delete_namespace(name)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", help="scenarios to run (default: all)")
+    parser.add_argument("--out", type=Path, default=DATA_DIR)
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument("--inside", help=argparse.SUPPRESS)
+    parser.add_argument("--max-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--max-original", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.inside:
+        global_max = (netns.GlobalConntrackMax(args.max_fd, args.max_original)
+                      if args.max_fd is not None else None)
+        run_inside(SCENARIOS[args.inside], args.out, global_max)
+        return 0
+    if args.list:
+        for sc in SCENARIOS.values():
+            print(f"{sc.name}: {sc.description}")
+        return 0
+    if os.geteuid() != 0:
+        print("must run as root (network namespaces)", file=sys.stderr)
+        return 2
+    # SIGTERM -> SystemExit, so the finally clauses delete the namespaces.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    unknown = [n for n in args.names if n not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenarios: {unknown}")
+    failures = 0
+    for name in args.names or list(SCENARIOS):
+        for attempt in range(args.retries + 1):
+            try:
+                result = run_scenario(SCENARIOS[name], args.out)
+                break
+            except RuntimeError as error:
+                result = f"FAILED: {error}"
+        failures += result.startswith("FAILED")
+        print(f"{name}: {result}", flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
