@@ -188,17 +188,18 @@ class TcpTracker:
         if old != new and new == FIN_WAIT:
             conn.sides[d].flags |= CLOSE_INIT
 
+        # First rule that applies (§4.6 step 8); knobs are read only when a rule needs them.
         state_timeout = knobs[STATE_TIMEOUT_KNOB[new]]
-        retrans_timeout = knobs["tcp_timeout_max_retrans"]
-        if conn.retrans >= knobs["tcp_max_retrans"] and state_timeout > retrans_timeout:
-            timeout = retrans_timeout                                        # (a)
+        if (conn.retrans >= knobs["tcp_max_retrans"]
+                and state_timeout > knobs["tcp_timeout_max_retrans"]):
+            timeout = knobs["tcp_timeout_max_retrans"]                       # (a)
         elif index == C_RST:
             timeout = knobs["tcp_timeout_close"]                             # (b)
         elif ((conn.sides[0].flags | conn.sides[1].flags) & DATA_UNACKNOWLEDGED
               and state_timeout > knobs["tcp_timeout_unacknowledged"]):
             timeout = knobs["tcp_timeout_unacknowledged"]                    # (c)
-        elif conn.last_win == 0 and state_timeout > retrans_timeout:
-            timeout = retrans_timeout                                        # (d)
+        elif conn.last_win == 0 and state_timeout > knobs["tcp_timeout_max_retrans"]:
+            timeout = knobs["tcp_timeout_max_retrans"]                       # (d)
         else:
             timeout = state_timeout                                          # (e)
 
@@ -259,10 +260,11 @@ class TcpTracker:
         if old != new and (new == FIN_WAIT or new == CLOSE):
             conn.sides[d].flags |= CLOSE_INIT
 
+        # Only rule (a), then the state's timeout.
         timeout = knobs[STATE_TIMEOUT_KNOB[new]]
-        retrans_timeout = knobs["tcp_timeout_max_retrans"]
-        if conn.retrans >= knobs["tcp_max_retrans"] and timeout > retrans_timeout:
-            timeout = retrans_timeout
+        if (conn.retrans >= knobs["tcp_max_retrans"]
+                and timeout > knobs["tcp_timeout_max_retrans"]):
+            timeout = knobs["tcp_timeout_max_retrans"]
 
         if not status & SEEN_REPLY:
             if flags & RST:

@@ -797,3 +797,35 @@ def test_tutorial_state_name_of_column_nine_is_listen():
     f.send(ORIGINAL, SYN, C_ISN)
     f.entry.l4.state = 9
     assert f.state == "LISTEN"
+
+
+# =============================================================================================
+# Through the whole engine (parser, table, listing): the §10 namespace-2 listing lines
+# =============================================================================================
+def test_engine_lists_observed_handshake_states():
+    """§10: "tcp 6 119 SYN_SENT ... [UNREPLIED]", "59 SYN_RECV", "431999 ESTABLISHED
+    [ASSURED]" (the listing is read a moment after each packet)."""
+    from engine.build import build_tcp_datagram
+    from enginehelp import T0, lines, make_engine
+
+    eng = make_engine("linux")
+
+    def send(t, direction, flags, seq, ack=0):
+        addrs = (("127.0.0.1", "127.0.0.2", CPORT, SPORT) if direction == ORIGINAL
+                 else ("127.0.0.2", "127.0.0.1", SPORT, CPORT))
+        datagram = build_tcp_datagram(*addrs, flags=flags, seq=seq, ack=ack)
+        return str(eng.feed_datagram(t, datagram, LOCAL_OUT))
+
+    assert send(T0, ORIGINAL, SYN, C_ISN) == "NEW"
+    (line,) = lines(eng, T0 + 0.5)
+    assert " 6 119 SYN_SENT " in line and "[UNREPLIED]" in line
+    assert send(T0 + 0.01, REPLY, SYN | ACK, S_ISN, C_ISN + 1) == "ESTABLISHED reply"
+    (line,) = lines(eng, T0 + 0.5)
+    assert " 6 59 SYN_RECV " in line and "[UNREPLIED]" not in line
+    assert send(T0 + 0.02, ORIGINAL, ACK, C_ISN + 1, S_ISN + 1) == "ESTABLISHED"
+    (line,) = lines(eng, T0 + 0.5)
+    assert " 6 431999 ESTABLISHED " in line and "[ASSURED]" in line
+    assert send(T0 + 0.03, REPLY, SYN, S_ISN) == "INVALID"
+    assert send(T0 + 0.04, REPLY, RST | ACK, S_ISN + 1, C_ISN + 1) == "ESTABLISHED reply"
+    (line,) = lines(eng, T0 + 0.5)
+    assert " 6 9 CLOSE " in line and "[ASSURED]" in line
