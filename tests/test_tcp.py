@@ -6,6 +6,9 @@ less: `119 SYN_SENT` is a 120 s timer read a moment later).
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from engine.entry import (ASSURED, DELETE, IGNORE, INVALID, ORIGINAL, REOPEN, REPLY,
@@ -829,3 +832,23 @@ def test_engine_lists_observed_handshake_states():
     assert send(T0 + 0.04, REPLY, RST | ACK, S_ISN + 1, C_ISN + 1) == "ESTABLISHED reply"
     (line,) = lines(eng, T0 + 0.5)
     assert " 6 9 CLOSE " in line and "[ASSURED]" in line
+
+
+# =============================================================================================
+# Differential: the kernel's own captures (tests/data/kernel/tcp_*, recorded on 6.18)
+# =============================================================================================
+KERNEL_DATA = Path(__file__).resolve().parent / "data" / "kernel"
+TCP_SCENARIOS = sorted(p.name for p in KERNEL_DATA.glob("tcp_*") if (p / "snapshot.json").exists())
+
+
+@pytest.mark.parametrize("name", TCP_SCENARIOS)
+def test_kernel_tcp_scenario_replays_identically(name):
+    """Every frame's ct state and the final listing equal what the real kernel showed."""
+    from engine.replay import replay
+
+    snap = json.loads((KERNEL_DATA / name / "snapshot.json").read_text())
+    result = replay(str(KERNEL_DATA / name / "capture.pcap"), profile=snap["profile"],
+                    at=snap["at"], knobs_overrides=snap["knobs_overrides"] or None,
+                    max_entries=snap["max_entries"], ram_bytes=24 << 30, ncpu=2)
+    assert [str(v) for v in result.verdicts] == snap["frame_states"]
+    assert sorted(result.text().splitlines()) == sorted(snap["listing"])
