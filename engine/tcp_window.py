@@ -305,11 +305,13 @@ def tutorial_in_window(conn: TcpConn, direction: int, index: int, tcp: TcpInfo,
         seq = end = sender.end
 
     maxackwin = sender.maxwin if sender.maxwin > MAXACKWINCONST else MAXACKWINCONST
+    # I:   seq <= S.maxend                  II: end >= S.end - R.maxwin
+    # III: sack <= R.end                    IV: ack > R.end - MAXACKWINDOW (plain ack, strict)
     if not (sender.loose or receiver.loose or (
-            ((seq - sender.maxend - 1) & M32) >= HALF                # I:   seq <= S.maxend
-            and ((sender.end - receiver.maxwin - 1 - end) & M32) >= HALF  # II: end >= S.end - R.maxwin
-            and ((sack - receiver.end - 1) & M32) >= HALF            # III: sack <= R.end
-            and ((receiver.end - maxackwin - ack) & M32) >= HALF)):  # IV:  ack > R.end - MAXACKWINDOW
+            ((seq - sender.maxend - 1) & M32) >= HALF
+            and ((sender.end - receiver.maxwin - 1 - end) & M32) >= HALF
+            and ((sack - receiver.end - 1) & M32) >= HALF
+            and ((receiver.end - maxackwin - ack) & M32) >= HALF)):
         return bool(be_liberal)
 
     if not flags & SYN:
