@@ -136,8 +136,10 @@ def _read_pcapng(fileobj: BinaryIO, shb_type: bytes) -> Iterator[CapturedFrame]:
 def _section_header(fileobj: BinaryIO, head: bytes, index: int) -> Optional[str]:
     """Read the rest of a Section Header Block whose type and length fields are in
     head; the section's byte order, or None if the file ends inside the block."""
+    if len(head) < 8:
+        return None
     magic = _read(fileobj, 4)
-    if len(head) < 8 or len(magic) < 4:
+    if len(magic) < 4:
         return None
     if magic == b"\x4d\x3c\x2b\x1a":
         order = "<"
