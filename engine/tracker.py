@@ -235,6 +235,10 @@ class Tracker:
             verdict = V_NEW
         outcome = tracker.packet(entry, pkt, direction, now, self.knobs)
         if outcome is INVALID:
+            if not is_new:
+                # A refused packet may still shorten the timer (modern TCP: an invalid
+                # FIN/RST answering the peer's lowers it to timeout_unacknowledged).
+                self._arm(entry, entry.expires)
             self.stats["invalid"] += 1
             return V_INVALID
         if outcome is REOPEN:
