@@ -1,0 +1,419 @@
+"""The live tap (`--source tap:IFACE`) against the kernel, in throw-away network namespaces.
+
+Each namespace test runs a helper (this file, as a script) inside `ip netns exec`: it taps
+lo, feeds an Engine (profile linux) from the tap, makes real traffic on 127.0.0.1, then reads
+the kernel's /proc/net/nf_conntrack and renders the engine's listing at the same instant and
+prints both, with the tap's counters and the nftables `ct state` counters, as JSON.
+
+Kernel facts relied on (spec/conntrack.md §6, §9, §10): every locally generated packet passes
+the output hook once, so the sum of the per-state counters there is the number of IPv4 packets
+sent on lo; loopback packets are tracked in OUTPUT only (the second pass is skipped); listings
+show seconds left rounded toward zero.
+
+Only the loopback of namespaces made here carries traffic; they are deleted in a finalizer.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for _path in (str(ROOT), str(HERE / "kernel")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import netns  # noqa: E402  (tests/kernel: namespace plumbing)
+import ruleset  # noqa: E402  (tests/kernel: counters_from_json)
+
+# spec §10, namespace 2: one counter per `ct state` in the output hook, everything accepted.
+NFT_RULESET = """\
+table ip pct {
+    chain out {
+        type filter hook output priority 0; policy accept;
+        ct state new counter comment "new"
+        ct state established counter comment "established"
+        ct state related counter comment "related"
+        ct state invalid counter comment "invalid"
+        ct state untracked counter comment "untracked"
+        ct direction reply counter comment "reply"
+    }
+    chain in {
+        type filter hook input priority 0; policy accept;
+    }
+}
+"""
+COUNTED_STATES = ("new", "established", "related", "invalid", "untracked")
+BURST_PACKETS = 100_000
+
+
+# ---------------------------------------------------------------------------------------------
+# The pytest side: namespaces and assertions
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+def namespace():
+    """A fresh namespace with lo up and the counting ruleset; always deleted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces, AF_PACKET)")
+    name = f"pct-tap{os.getpid()}"
+    try:
+        netns.create_namespace(name)
+    except (RuntimeError, OSError) as exc:
+        netns.delete_namespace(name)
+        pytest.skip(f"ip netns add failed: {exc}")
+    try:
+        netns.run("ip", "netns", "exec", name, "nft", "-f", "-", stdin=NFT_RULESET)
+        yield name
+    finally:
+        netns.delete_namespace(name)
+
+
+def run_inside(ns: str, *argv: str, timeout: float = 120) -> dict:
+    """Run this file's helper in the namespace; its last stdout line is the JSON result."""
+    done = subprocess.run(["ip", "netns", "exec", ns, sys.executable, str(Path(__file__)), *argv],
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"helper {argv} failed:\n{done.stdout}\n{done.stderr}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def listing_key(line: str) -> str:
+    """A listing line without its seconds-left field (the 5th token)."""
+    tokens = line.split()
+    return " ".join(tokens[:4] + tokens[5:])
+
+
+def seconds_by_key(lines: list[str]) -> dict[str, int]:
+    return {listing_key(line): int(line.split()[4]) for line in lines}
+
+
+def assert_same_table(engine_lines: list[str], kernel_lines: list[str]) -> None:
+    """Same entries, states and flags; seconds left within 1 (spec §9 rounds toward zero)."""
+    detail = "\nengine:\n" + "\n".join(engine_lines) + "\nkernel:\n" + "\n".join(kernel_lines)
+    assert sorted(map(listing_key, engine_lines)) == sorted(map(listing_key, kernel_lines)), detail
+    engine_secs, kernel_secs = seconds_by_key(engine_lines), seconds_by_key(kernel_lines)
+    for key, seconds in kernel_secs.items():
+        assert abs(engine_secs[key] - seconds) <= 1, f"{key}: engine {engine_secs[key]}, " \
+                                                     f"kernel {seconds}{detail}"
+
+
+def entry_summary(lines: list[str]) -> set[tuple]:
+    """(protocol, original sport or icmp id, state or '-', flags) for each listing line."""
+    summary = set()
+    for line in lines:
+        tokens = line.split()
+        proto = tokens[2]
+        state = tokens[5] if not tokens[5].startswith("src=") else "-"
+        first = next(token.split("=", 1)[1] for token in tokens
+                     if token.startswith(("sport=", "id=")))   # the original direction's
+        flags = tuple(token for token in tokens if token.startswith("["))
+        summary.add((proto, int(first), state, flags))
+    return summary
+
+
+@pytest.mark.kernel
+def test_tap_on_lo_builds_the_kernels_table(namespace):
+    """TCP lifecycles, a refused connect, UDP with and without a reply, port-unreachable and
+    an ICMP echo, tapped on lo: the engine's listing equals the kernel's (spec §10 ns 1):
+
+        tcp 431999 ESTABLISHED ... [ASSURED]   tcp 119 TIME_WAIT ... [ASSURED]
+        udp 29 ... sport=40051 dport=9 [UNREPLIED] ...   icmp 29 ... type=8 code=0 id=4660
+    and a connect refused by RST leaves no entry (spec §10 ns 2, "reply RA as first reply").
+    """
+    result = run_inside(namespace, "traffic")
+    assert_same_table(result["engine"], result["kernel"])
+    assert entry_summary(result["kernel"]) == {
+        ("tcp", 40001, "TIME_WAIT", ("[ASSURED]",)),
+        ("tcp", 40011, "ESTABLISHED", ("[ASSURED]",)),
+        ("tcp", 40021, "CLOSE_WAIT", ("[ASSURED]",)),
+        ("udp", 40041, "-", ()),
+        ("udp", 40051, "-", ("[UNREPLIED]",)),
+        ("icmp", 4660, "-", ()),
+    }
+
+
+@pytest.mark.kernel
+def test_tap_keeps_one_copy_of_each_loopback_packet(namespace):
+    """lo delivers each packet twice (PACKET_OUTGOING, then PACKET_HOST); the tap keeps one,
+    so the IPv4 frames it kept equal the packets counted once each by the output hook's
+    `ct state` counters, and the engine classified each exactly once."""
+    result = run_inside(namespace, "traffic")
+    stats, nft = result["stats"], result["nft"]
+    sent = sum(nft[state] for state in COUNTED_STATES)
+    assert sent > 20                               # the scenario really made traffic
+    assert stats["kernel_drops"] == 0
+    assert result["ipv4_kept"] == sent
+    assert result["verdicts"] == sent
+    # The socket filter drops the incoming copies in the kernel; none reach userspace.
+    assert stats["duplicates_skipped"] == 0
+    assert stats["received"] == stats["kept"]
+
+
+@pytest.mark.kernel
+def test_tap_accounts_for_every_packet_of_a_100k_burst(namespace):
+    """100,000 small UDP datagrams over lo in a few seconds: every one the output hook
+    counted was either kept by the tap or is in the kernel's drop count."""
+    result = run_inside(namespace, "burst", str(BURST_PACKETS), "0")
+    sent = sum(result["nft"][state] for state in COUNTED_STATES)
+    assert sent == BURST_PACKETS
+    assert result["ipv4_kept"] + result["stats"]["kernel_drops"] == sent
+    assert result["ipv4_kept"] == result["verdicts"]
+    rate = result["ipv4_kept"] / result["seconds"]
+    print(f"\ntap burst: {BURST_PACKETS} datagrams sent in {result['send_seconds']:.2f} s, "
+          f"{result['ipv4_kept']} kept, {result['stats']['kernel_drops']} dropped, "
+          f"through the engine at {rate:,.0f} packets/s")
+
+
+@pytest.mark.kernel
+def test_tap_counts_kernel_drops_when_its_buffer_overflows(namespace):
+    """With a tiny receive buffer and a reader that starts late, the kernel drops frames; the
+    drop counter (PACKET_STATISTICS tp_drops) says exactly how many: kept + drops == sent."""
+    result = run_inside(namespace, "burst", "20000", str(64 << 10))
+    sent = sum(result["nft"][state] for state in COUNTED_STATES)
+    assert sent == 20000
+    assert result["stats"]["kernel_drops"] > 0
+    assert result["ipv4_kept"] > 0
+    assert result["ipv4_kept"] + result["stats"]["kernel_drops"] == sent
+
+
+def test_missing_interface_is_a_one_line_usage_error():
+    """tap on an interface that does not exist: UsageError 'tap:NAME: no such interface'."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (AF_PACKET)")
+    from procfs_ct.cli import UsageError
+    from procfs_ct.sources.tap import open_tap
+    with pytest.raises(UsageError) as caught:
+        open_tap("tap:pctnoif9")
+    assert str(caught.value) == "tap:pctnoif9: no such interface"
+
+
+def test_missing_privilege_is_a_one_line_usage_error():
+    """Without CAP_NET_RAW the packet socket is refused (EPERM): 'tap:lo: needs root ...'.
+    The child is root with CAP_NET_RAW removed from its bounding set (setpriv)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a child without CAP_NET_RAW")
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "from procfs_ct.cli import UsageError\n"
+            "from procfs_ct.sources.tap import open_tap\n"
+            "try:\n    open_tap('tap:lo')\n"
+            "except UsageError as exc:\n    print(exc)\n") % str(ROOT)
+    done = subprocess.run(["setpriv", "--bounding-set=-net_raw", sys.executable, "-c", code],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "tap:lo: needs root (CAP_NET_RAW)"
+
+
+def test_tap_spec_names_one_or_several_interfaces():
+    from procfs_ct.cli import UsageError
+    from procfs_ct.sources.tap import parse_tap_spec
+    assert parse_tap_spec("tap:lo") == ["lo"]
+    assert parse_tap_spec("tap:eth0,eth1,eth0") == ["eth0", "eth1"]
+    with pytest.raises(UsageError):
+        parse_tap_spec("tap:")
+
+
+# ---------------------------------------------------------------------------------------------
+# The helper side: runs inside the namespace (python3 tests/test_tap.py SCENARIO ...)
+# ---------------------------------------------------------------------------------------------
+class TappedEngine:
+    """A Tap on lo feeding an Engine (profile linux) from a thread, under one lock."""
+
+    def __init__(self, rcvbuf: Optional[int] = None) -> None:
+        from engine.core import Engine
+        from procfs_ct.sources.tap import DEFAULT_RCVBUF, Tap
+        self.engine = Engine(profile="linux")
+        self.tap = Tap(["lo"], rcvbuf=DEFAULT_RCVBUF if rcvbuf is None else rcvbuf)
+        self.lock = threading.Lock()
+        self.ipv4_kept = 0
+        self.verdicts = 0
+        self.thread = threading.Thread(target=self._feed, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _feed(self) -> None:
+        for ts, linktype, frame in self.tap:
+            with self.lock:
+                before = self.engine.frames_not_ipv4
+                verdict = self.engine.feed_frame(ts, linktype, frame)
+                if self.engine.frames_not_ipv4 == before:
+                    self.ipv4_kept += 1
+                if verdict is not None:
+                    self.verdicts += 1
+
+    def stop(self) -> None:
+        self.tap.close()
+        self.thread.join(5)
+
+    def snapshot(self) -> dict:
+        """The kernel's listing and the engine's at the same instant."""
+        with self.lock:
+            now = time.time()
+            with open("/proc/net/nf_conntrack") as listing:
+                kernel = listing.read().splitlines()
+            self.engine.advance(now)
+            engine = self.engine.render_text("net/nf_conntrack", now).splitlines()
+        return {"kernel": kernel, "engine": engine}
+
+
+def nft_counters() -> dict[str, int]:
+    return ruleset.counters_from_json(netns.run("nft", "-j", "list", "ruleset"))
+
+
+def wait_until_accounted(tapped: TappedEngine, timeout: float) -> dict[str, int]:
+    """Wait until every packet the output hook counted was kept or dropped by the tap."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counters = nft_counters()
+        sent = sum(counters[state] for state in COUNTED_STATES)
+        drops = tapped.tap.poll_stats().kernel_drops
+        with tapped.lock:
+            accounted = tapped.ipv4_kept + drops
+        if accounted >= sent or time.monotonic() > deadline:
+            return counters
+        time.sleep(0.05)
+
+
+def tcp_pair(server: socket.socket, client_port: int) -> tuple[socket.socket, socket.socket]:
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    client.bind(("127.0.0.1", client_port))
+    client.connect(("127.0.0.1", 8080))
+    accepted, _ = server.accept()
+    client.sendall(b"hello")
+    assert accepted.recv(100) == b"hello"
+    accepted.sendall(b"world")
+    assert client.recv(100) == b"world"
+    return client, accepted
+
+
+def icmp_echo(ident: int) -> None:
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    raw.settimeout(2)
+    header = bytes([8, 0, 0, 0]) + ident.to_bytes(2, "big") + (1).to_bytes(2, "big")
+    message = header + b"pct-echo"
+    total = sum(int.from_bytes(message[i:i + 2], "big") for i in range(0, len(message), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    message = message[:2] + (~total & 0xFFFF).to_bytes(2, "big") + message[4:]
+    raw.sendto(message, ("127.0.0.1", 0))
+    while True:                     # the raw socket sees our request too; wait for the reply
+        data = raw.recv(200)
+        if data[20] == 0 and data[24:26] == ident.to_bytes(2, "big"):
+            break
+    raw.close()
+
+
+def make_traffic() -> list[socket.socket]:
+    """The scenario's traffic; returns the sockets that must stay open until the snapshot."""
+    keep = []
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 8080))
+    server.listen(8)
+    keep.append(server)
+    # 1. a whole lifecycle, client closes first -> TIME_WAIT
+    client, accepted = tcp_pair(server, 40001)
+    client.close()
+    assert accepted.recv(100) == b""
+    accepted.close()
+    # 2. left open -> ESTABLISHED
+    keep += tcp_pair(server, 40011)
+    # 3. client half-closes, server stays -> FIN_WAIT, then CLOSE_WAIT once acknowledged
+    client, accepted = tcp_pair(server, 40021)
+    client.shutdown(socket.SHUT_WR)
+    assert accepted.recv(100) == b""
+    keep += [client, accepted]
+    # 4. refused: SYN answered by RST/ACK -> no entry
+    refused = socket.socket()
+    refused.bind(("127.0.0.1", 40031))
+    assert refused.connect_ex(("127.0.0.1", 8081)) != 0
+    refused.close()
+    # 5. UDP request and reply
+    udp_server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp_server.bind(("127.0.0.1", 7777))
+    udp_client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp_client.bind(("127.0.0.1", 40041))
+    udp_client.sendto(b"ping", ("127.0.0.1", 7777))
+    data, peer = udp_server.recvfrom(100)
+    udp_server.sendto(b"pong", peer)
+    assert udp_client.recv(100) == b"pong"
+    keep += [udp_server, udp_client]
+    # 6. UDP to a closed port -> ICMP port unreachable (RELATED), entry stays UNREPLIED
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    closed.bind(("127.0.0.1", 40051))
+    closed.connect(("127.0.0.1", 9))
+    closed.send(b"anyone?")
+    closed.settimeout(2)
+    try:
+        closed.recv(100)
+    except ConnectionRefusedError:
+        pass
+    keep.append(closed)
+    # 7. ICMP echo request and the kernel's reply
+    icmp_echo(0x1234)
+    return keep
+
+
+def scenario_traffic() -> dict:
+    tapped = TappedEngine()
+    tapped.start()
+    keep = make_traffic()
+    time.sleep(1.2)                 # let delayed ACKs go out and the timers count down
+    counters = wait_until_accounted(tapped, timeout=10)
+    result = tapped.snapshot()
+    tapped.stop()
+    for sock in keep:
+        sock.close()
+    result.update(nft=counters, stats=asdict(tapped.tap.stats), ipv4_kept=tapped.ipv4_kept,
+                  verdicts=tapped.verdicts)
+    return result
+
+
+def scenario_burst(count: int, rcvbuf: int) -> dict:
+    """count datagrams from a separate process; rcvbuf 0 = the tap's default buffer, else that
+    buffer and a reader that only starts once everything was sent (to force drops)."""
+    tapped = TappedEngine(rcvbuf or None)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)   # bound, never read
+    sink.bind(("127.0.0.1", 7000))
+    if not rcvbuf:
+        tapped.start()
+    sender = ("import socket\n"
+              "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              "s.connect(('127.0.0.1', 7000))\n"
+              f"for _ in range({count}): s.send(b'x')\n")
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", sender], check=True)
+    sent_at = time.monotonic()
+    if rcvbuf:
+        tapped.start()
+    counters = wait_until_accounted(tapped, timeout=60)
+    finished = time.monotonic()
+    tapped.stop()
+    sink.close()
+    return {"nft": counters, "stats": asdict(tapped.tap.stats), "ipv4_kept": tapped.ipv4_kept,
+            "verdicts": tapped.verdicts, "send_seconds": sent_at - started,
+            "seconds": finished - started}
+
+
+def main(argv: list[str]) -> None:
+    if argv[0] == "traffic":
+        result = scenario_traffic()
+    elif argv[0] == "burst":
+        result = scenario_burst(int(argv[1]), int(argv[2]))
+    else:
+        raise SystemExit(f"unknown scenario {argv[0]!r}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
