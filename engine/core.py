@@ -74,8 +74,9 @@ class Engine:
                 return None            # held until complete: invisible to conntrack
         packet = parse_ipv4(datagram, hook)
         if isinstance(packet, ParseError):
+            # The kernel drops a broken IP header before conntrack (ip_rcv), so no
+            # stat column counts it; the engine keeps its own count.
             self.malformed += 1
-            self.tracker.stats["invalid"] += 1
             return V_INVALID
         return self.tracker.process(packet, ts)
 

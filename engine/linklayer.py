@@ -82,25 +82,32 @@ def _raw(frame: bytes) -> Stripped:
     return _ipv4_only(frame), None
 
 
-def _hook_from_pkttype(pkttype: int) -> int:
-    return LOCAL_OUT if pkttype == PACKET_OUTGOING else PRE_ROUTING
+ARPHRD_LOOPBACK = 772
+
+
+def _hook_from_pkttype(pkttype: int, arphrd: int) -> int:
+    # Everything on a loopback device was made on this host, so conntrack tracked it
+    # in OUTPUT (and skipped the second, receiving pass): no checksum checks there.
+    if pkttype == PACKET_OUTGOING or arphrd == ARPHRD_LOOPBACK:
+        return LOCAL_OUT
+    return PRE_ROUTING
 
 
 def _linux_sll(frame: bytes) -> Stripped:
     # pkttype(2) arphrd(2) addr_len(2) addr(8) protocol(2)
     if len(frame) < 16:
         return NOT_IPV4
-    pkttype = _U16.unpack_from(frame, 0)[0]
+    pkttype, arphrd = _U16.unpack_from(frame, 0)[0], _U16.unpack_from(frame, 2)[0]
     protocol = _U16.unpack_from(frame, 14)[0]
-    return _after_ethertype(frame, 16, protocol), _hook_from_pkttype(pkttype)
+    return _after_ethertype(frame, 16, protocol), _hook_from_pkttype(pkttype, arphrd)
 
 
 def _linux_sll2(frame: bytes) -> Stripped:
     # protocol(2) reserved(2) ifindex(4) arphrd(2) pkttype(1) addr_len(1) addr(8)
     if len(frame) < 20:
         return NOT_IPV4
-    protocol, _reserved, _ifindex, _arphrd, pkttype = _SLL2_HEAD.unpack_from(frame)
-    return _after_ethertype(frame, 20, protocol), _hook_from_pkttype(pkttype)
+    protocol, _reserved, _ifindex, arphrd, pkttype = _SLL2_HEAD.unpack_from(frame)
+    return _after_ethertype(frame, 20, protocol), _hook_from_pkttype(pkttype, arphrd)
 
 
 _STRIPPERS: dict[int, Callable[[bytes], Stripped]] = {

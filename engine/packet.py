@@ -17,6 +17,7 @@ LOCAL_OUT = 3
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
+IPPROTO_GRE = 47
 
 # TCP flag bits as they sit in byte 13 of the header.
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80

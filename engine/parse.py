@@ -22,7 +22,7 @@ import struct
 from typing import NamedTuple, Optional, Union
 
 from .build import checksum_valid, pseudo_header_sum
-from .packet import (IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PRE_ROUTING, IcmpInfo,
+from .packet import (IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PRE_ROUTING, IcmpInfo,
                      Packet, TcpInfo)
 
 _IP = struct.Struct("!BBHHHBBHII")      # ver/ihl tos tot_len id frag ttl proto csum src dst
@@ -124,7 +124,16 @@ def _parse(datagram: bytes, hook: int) -> Union[Packet, ParseError]:
         _parse_udp(packet, datagram, ihl, tot_len, verify)
     elif proto == IPPROTO_ICMP:
         _parse_icmp(packet, datagram, ihl, tot_len, verify)
+    elif proto == IPPROTO_GRE:
+        _parse_gre(packet, datagram, ihl, tot_len)
     return packet
+
+
+def _parse_gre(packet: Packet, datagram: bytes, ihl: int, end: int) -> None:
+    # Only enhanced GRE (version 1, PPTP) carries a key: the call id, which the kernel
+    # puts in the tuple's dstkey.  Version 0 tracks with keys 0, like generic.
+    if end - ihl >= 8 and datagram[ihl + 1] & 0x07 == 1:
+        packet.dport = int.from_bytes(datagram[ihl + 6:ihl + 8], "big")
 
 
 def _l4_checksum_ok(packet: Packet, datagram: bytes, start: int, end: int) -> bool:

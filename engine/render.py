@@ -11,8 +11,6 @@ from .entry import ASSURED, SEEN_REPLY, Entry
 from .tracker import Tracker
 from .tuples import tuple_text
 
-L4_NAMES = {6: "tcp", 17: "udp", 1: "icmp"}
-
 # Event counters behind each stat column, in file order; None = always 0 in that generation.
 IPCT_STAT_COLUMNS = (("searched", "searched"), ("found", "found"), ("new", "new"),
                      ("invalid", "invalid"), ("ignore", "ignore"), ("delete", "delete"),
@@ -45,15 +43,17 @@ def _counters(entry: Entry, direction: int) -> str:
 def nf_conntrack_line(tracker: Tracker, entry: Entry, now: float) -> str:
     proto = entry.orig[2]
     state = tracker.state_name(entry)
-    parts = [f"ipv4     2 {L4_NAMES.get(proto, 'unknown'):<8} {proto} {seconds_left(entry, now)} "]
+    name = tracker.l4_name(proto)
+    keyed = name == "gre"
+    parts = [f"ipv4     2 {name:<8} {proto} {seconds_left(entry, now)} "]
     if state is not None:
         parts.append(state + " ")
-    parts.append(tuple_text(entry.orig))
+    parts.append(tuple_text(entry.orig, keyed))
     if entry.acct:
         parts.append(_counters(entry, 0))
     if not entry.status & SEEN_REPLY:
         parts.append("[UNREPLIED] ")
-    parts.append(tuple_text(entry.reply))
+    parts.append(tuple_text(entry.reply, keyed))
     if entry.acct:
         parts.append(_counters(entry, 1))
     if entry.status & ASSURED:
@@ -69,13 +69,15 @@ def ip_conntrack_line(tracker: Tracker, entry: Entry, now: float) -> str:
     """The 2.6 ip_conntrack line as the tutorial prints it (no mark, `use=1`)."""
     proto = entry.orig[2]
     state = tracker.state_name(entry)
-    parts = [f"{L4_NAMES.get(proto, 'unknown'):<8} {proto} {seconds_left(entry, now)} "]
+    name = tracker.l4_name(proto)
+    keyed = name == "gre"
+    parts = [f"{name:<8} {proto} {seconds_left(entry, now)} "]
     if state is not None:
         parts.append(state + " ")
-    parts.append(tuple_text(entry.orig))
+    parts.append(tuple_text(entry.orig, keyed))
     if not entry.status & SEEN_REPLY:
         parts.append("[UNREPLIED] ")
-    parts.append(tuple_text(entry.reply))
+    parts.append(tuple_text(entry.reply, keyed))
     if entry.status & ASSURED:
         parts.append("[ASSURED] ")
     parts.append(f"use={1 + entry.children}\n")

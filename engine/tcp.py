@@ -48,6 +48,8 @@ _SHORTEN_ONLY_ABOVE = 120
 class TcpTracker:
     """TCP state machine of one profile; per-entry state lives in `entry.l4` (a TcpConn)."""
 
+    name = "tcp"
+
     def __init__(self, profile: str) -> None:
         if profile not in PROFILES:
             raise ValueError(f"unknown profile {profile!r}")

@@ -15,9 +15,10 @@ from .ctstate import CtState, Verdict
 from .entry import (ASSURED, DELETE, IGNORE, INVALID, ORIGINAL, REOPEN, REPLY,
                     SEEN_REPLY, Entry)
 from .generic import GenericTracker
+from .gre import GreTracker
 from .icmp import IcmpTracker
 from .knobs import KnobValues
-from .packet import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
+from .packet import IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
 from .tcp import TcpTracker
 from .tuples import invert
 from .udp import UdpTracker
@@ -46,6 +47,8 @@ class Tracker:
         self.knobs = knobs
         self.l4 = {IPPROTO_TCP: TcpTracker(profile), IPPROTO_UDP: UdpTracker(profile),
                    IPPROTO_ICMP: IcmpTracker(profile)}
+        if self.modern:
+            self.l4[IPPROTO_GRE] = GreTracker(profile)   # ip_conntrack had no GRE in core
         self.generic = GenericTracker(profile)
         # Both tuples of every entry map to (entry, direction).
         self._by_tuple: Dict[tuple, Tuple[Entry, int]] = {}
@@ -264,3 +267,7 @@ class Tracker:
 
     def state_name(self, entry: Entry) -> Optional[str]:
         return self.l4.get(entry.proto, self.generic).state_name(entry)
+
+    def l4_name(self, proto: int) -> str:
+        """The protocol name listings print: the tracker's, `unknown` for generic."""
+        return self.l4.get(proto, self.generic).name

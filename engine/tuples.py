@@ -28,12 +28,16 @@ def ip_text(addr: int) -> str:
     return f"{addr >> 24}.{(addr >> 16) & 255}.{(addr >> 8) & 255}.{addr & 255}"
 
 
-def tuple_text(t: Tuple5) -> str:
-    """The listing form: `src=... dst=... ` plus the protocol part, each token space-ended."""
+def tuple_text(t: Tuple5, keyed: bool = False) -> str:
+    """The listing form: `src=... dst=... ` plus the protocol part, each token space-ended.
+
+    keyed: GRE is tracked by its own tracker (linux), which prints its keys."""
     src, dst, proto, a, b = t
     head = f"src={ip_text(src)} dst={ip_text(dst)} "
     if proto in (6, 17):
         return f"{head}sport={a} dport={b} "
     if proto == 1:
         return f"{head}type={b >> 8} code={b & 255} id={a} "
+    if proto == 47 and keyed:
+        return f"{head}srckey={a:#x} dstkey={b:#x} "
     return head

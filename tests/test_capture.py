@@ -45,12 +45,15 @@ SYN_SUMMARY = "IP 10.0.0.1.1234 > 10.0.0.2.80: Flags [S], seq 1000, win 29200"
 IPV6_HEADER = bytes.fromhex("6000000000083a40") + b"\x00" * 15 + b"\x01" + b"\x00" * 15 + b"\x01"
 
 
-def sll(pkttype: int, protocol: int, payload: bytes) -> bytes:
-    return struct.pack("!HHH8sH", pkttype, 772, 6, b"\x00" * 8, protocol) + payload
+ARPHRD_ETHER, ARPHRD_LOOPBACK = 1, 772
 
 
-def sll2(pkttype: int, protocol: int, payload: bytes) -> bytes:
-    return struct.pack("!HHIHBB8s", protocol, 0, 1, 772, pkttype, 6, b"\x00" * 8) + payload
+def sll(pkttype: int, protocol: int, payload: bytes, arphrd: int = ARPHRD_ETHER) -> bytes:
+    return struct.pack("!HHH8sH", pkttype, arphrd, 6, b"\x00" * 8, protocol) + payload
+
+
+def sll2(pkttype: int, protocol: int, payload: bytes, arphrd: int = ARPHRD_ETHER) -> bytes:
+    return struct.pack("!HHIHBB8s", protocol, 0, 1, arphrd, pkttype, 6, b"\x00" * 8) + payload
 
 
 # One frame per supported link type carrying SYN_DATAGRAM, and the hook hint expected.
@@ -69,6 +72,11 @@ FRAMES_BY_LINKTYPE = {
     "sll_host": (LINKTYPE_LINUX_SLL, sll(0, 0x0800, SYN_DATAGRAM), PRE_ROUTING),
     "sll2_outgoing": (LINKTYPE_LINUX_SLL2, sll2(4, 0x0800, SYN_DATAGRAM), LOCAL_OUT),
     "sll2_broadcast": (LINKTYPE_LINUX_SLL2, sll2(1, 0x0800, SYN_DATAGRAM), PRE_ROUTING),
+    # Loopback traffic was made on this host: tracked in OUTPUT whichever copy was captured.
+    "sll_loopback_host": (LINKTYPE_LINUX_SLL, sll(0, 0x0800, SYN_DATAGRAM, ARPHRD_LOOPBACK),
+                          LOCAL_OUT),
+    "sll2_loopback_host": (LINKTYPE_LINUX_SLL2, sll2(0, 0x0800, SYN_DATAGRAM, ARPHRD_LOOPBACK),
+                           LOCAL_OUT),
 }
 
 
@@ -484,5 +492,7 @@ def test_live_tcpdump_capture_in_a_network_namespace(tmp_path):
     ts, datagram, hook = next(datagrams(frames, LOCAL_OUT))
     assert datagram[9] == 17 and datagram[20:24] == struct.pack("!HH", 40777, 7)
     assert datagram[28:37] == b"procfs-ct"
-    assert hook == PRE_ROUTING       # libpcap keeps only the incoming copy on loopback
+    # libpcap keeps only the incoming copy on loopback, but conntrack tracked the packet
+    # in OUTPUT, where it was made: loopback frames are given the LOCAL_OUT hook.
+    assert hook == LOCAL_OUT
     assert abs(ts - time.time()) < 60

@@ -1,4 +1,5 @@
 """The table: limit and early drop (spec §7.2), expiry cost, stat rendering (spec §2)."""
+from engine.build import build_ipv4
 from engine.ctstate import CtState
 
 from enginehelp import T0, lines, make_engine, udp
@@ -78,7 +79,7 @@ def test_stat_file_formats_match_the_kernel_layout():
     """spec §2: header spacing, %08x cells, one row per CPU, 2.6 rows end with a space."""
     eng = make_engine("linux", ncpu=2)
     udp(eng, T0, "127.0.0.1", "127.0.0.1", 1, 2)
-    eng.feed_datagram(T0, b"\x45" + b"\x00" * 10, 3)
+    eng.feed_datagram(T0, build_ipv4("127.0.0.1", "127.0.0.1", 17, b"\x00\x01"), 3)  # invalid
     modern = eng.render_text("net/stat/nf_conntrack", T0).splitlines()
     assert modern[0] == ("entries  clashres found new invalid ignore delete chainlength insert "
                          "insert_failed drop early_drop icmp_error  expect_new expect_create "
