@@ -177,3 +177,26 @@ def test_garbage_datagrams_never_raise_and_are_counted():
             data = bytes([0x45]) + data[1:]
         eng.feed_datagram(T0 + i * 0.001, data, rng.choice((0, 3)))
     assert eng.malformed + eng.tracker.stats["invalid"] > 0
+
+
+def test_linux_tracks_gre_with_keys_and_fixed_timeouts():
+    """Observed on 6.18 (tests/data/kernel/gre_proto47): plain GRE twice and one back ->
+    `gre 47 29 timeout=30, stream_timeout=180 src=... srckey=0x0 dstkey=0x0 ...`, unassured."""
+    from engine.build import build_ipv4
+    eng = make_engine("linux")
+    gre = b"\x00\x00\x08\x00"                     # version 0, carrying IPv4
+    eng.feed_datagram(T0, build_ipv4("127.0.0.1", "127.0.0.2", 47, gre), 3)
+    eng.feed_datagram(T0 + 0.1, build_ipv4("127.0.0.1", "127.0.0.2", 47, gre), 3)
+    v = eng.feed_datagram(T0 + 0.2, build_ipv4("127.0.0.2", "127.0.0.1", 47, gre), 3)
+    assert (v.state, v.reply) == (CtState.ESTABLISHED, True)
+    assert lines(eng, T0 + 0.5) == [
+        "ipv4     2 gre      47 29 timeout=30, stream_timeout=180 src=127.0.0.1 dst=127.0.0.2 "
+        "srckey=0x0 dstkey=0x0 src=127.0.0.2 dst=127.0.0.1 srckey=0x0 dstkey=0x0 "
+        "mark=0 zone=0 use=2"]
+    # After the reply, the stream timeout applies and the entry is assured.
+    eng.feed_datagram(T0 + 1, build_ipv4("127.0.0.1", "127.0.0.2", 47, gre), 3)
+    assert lines(eng, T0 + 1.5)[0].split()[4] == "179" and "[ASSURED]" in lines(eng, T0 + 1.5)[0]
+    # ip_conntrack had no GRE tracker in its core: the tutorial profile lists it as unknown.
+    old = make_engine("tutorial")
+    old.feed_datagram(T0, build_ipv4("127.0.0.1", "127.0.0.2", 47, gre), 3)
+    assert lines(old, T0 + 0.5, "net/ip_conntrack")[0].startswith("unknown  47 599 src=127.0.0.1")
