@@ -65,7 +65,11 @@ class Tcpdump:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.proc = subprocess.Popen(
-            ["tcpdump", "-i", "lo", "-w", str(path), "--immediate-mode", "-U", "-s", "0"],
+            # -B: in immediate mode libpcap gives every ring slot the full snap length
+            # (256 KiB with -s 0), so the default 2 MiB buffer holds 8 packets and a burst
+            # of loopback traffic overflows it; 128 MiB holds about 500.
+            ["tcpdump", "-i", "lo", "-w", str(path), "--immediate-mode", "-U", "-s", "0",
+             "-B", "131072"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.banner = self._wait_for("listening on", timeout=10)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -697,6 +698,8 @@ def run_inside(sc: Scenario, out: Path, global_max: Optional[netns.GlobalConntra
         tcpdump_stats = tcpdump.stop()
         if cleanup:
             cleanup()
+    if not re.search(r"(^|\s)0 packets dropped by kernel", tcpdump_stats):
+        raise RuntimeError(f"tcpdump lost packets: {tcpdump_stats!r}")
     linktype, frames = pcapfile.read_pcap(str(pcap))
     if linktype != pcapfile.LINKTYPE_EN10MB:
         raise RuntimeError(f"link type {linktype}, expected EN10MB")
