@@ -137,7 +137,8 @@ def test_every_frame_is_ethernet_ipv4_with_valid_header_and_l4_checksums():
         assert checksum_valid(header)
         total = int.from_bytes(header[2:4], "big")
         datagram = frame[14:14 + total]
-        proto, src, dst = header[9], int.from_bytes(header[12:16], "big"), int.from_bytes(header[16:20], "big")
+        proto = header[9]
+        src, dst = int.from_bytes(header[12:16], "big"), int.from_bytes(header[16:20], "big")
         if int.from_bytes(header[6:8], "big") & 0x3FFF:
             checked["fragment"] += 1
             continue

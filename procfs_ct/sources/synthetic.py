@@ -236,7 +236,7 @@ class TcpFlow:
 
     def send_data(self, side: int, t: int, data: bytes) -> Iterator[tuple[int, bytes]]:
         """`side` sends data in slow-start flights; the receiver ACKs every second segment
-        and the last one.  Returns the time of the last packet."""
+        (the caller ACKs the last, or the peer's answer does).  Returns the time."""
         rng = self.world.rng
         mss = self.payload_mss
         chunks = [data[i:i + mss] for i in range(0, len(data), mss)] or [b""]
@@ -714,7 +714,8 @@ def fragmented_udp(world: World, t: int) -> Timeline:
         yield from fragments(world, t, resolver, client, l4)
     else:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(world.wall_clock(t)))
-        text = f"<134>1 {stamp} host{client & 0xFF} app 4242 trace - " + "stack frame " * rng.randint(130, 500)
+        text = (f"<134>1 {stamp} host{client & 0xFF} app 4242 trace - "
+                + "stack frame " * rng.randint(130, 500))
         l4 = build_udp(client, LOGHOST, port, 514, text.encode())
         yield from fragments(world, t, client, LOGHOST, l4)
 
