@@ -3,7 +3,8 @@
     synthetic[:PPS]       seeded synthetic mix (default 200 packets per second)
     pcap:FILE[@SPEED]     a pcap/pcapng capture played from now on its own timing,
                           scaled by SPEED (default 1; 0 = as fast as possible, in order)
-    tap:IFACE             live tap (not available yet)
+    tap:IFACE[,IFACE...]  live tap on AF_PACKET sockets (root); see sources/tap.py
+    sockets[:SECONDS]     this host's TCP/UDP sockets (psutil), polled; see sources/sockets.py
     none                  no traffic at all
 
 Every source yields (ts, linktype, frame): ts is the wall-clock time the frame is due
@@ -26,7 +27,7 @@ from .pcapfile import replay_capture
 from .synthetic import DEFAULT_RATE, SyntheticTraffic
 
 Frames = Iterator[tuple[float, int, bytes]]
-SPEC_HELP = "synthetic[:PPS], pcap:FILE[@SPEED], tap:IFACE or none"
+SPEC_HELP = "synthetic[:PPS], pcap:FILE[@SPEED], tap:IFACE, sockets[:SECONDS] or none"
 
 
 def _number(text: str, what: str, *, zero_ok: bool) -> float:
@@ -69,7 +70,13 @@ def _pcap(arg: Optional[str], seed: int, start: float) -> Frames:
 
 
 def _tap(arg: Optional[str], seed: int, start: float) -> Frames:
-    raise UsageError("tap sources are not available yet")
+    from .tap import open_tap          # live sources stamp frames with their own clock
+    return open_tap(f"tap:{arg or ''}")
+
+
+def _sockets(arg: Optional[str], seed: int, start: float) -> Frames:
+    from .sockets import open_sockets
+    return open_sockets("sockets" if arg is None else f"sockets:{arg}")
 
 
 def _none(arg: Optional[str], seed: int, start: float) -> Frames:
@@ -81,6 +88,7 @@ OPENERS: dict[str, Callable[[Optional[str], int, float], Frames]] = {
     "synthetic": _synthetic,
     "pcap": _pcap,
     "tap": _tap,
+    "sockets": _sockets,
     "none": _none,
 }
 
