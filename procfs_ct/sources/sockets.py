@@ -175,10 +175,14 @@ class SocketMirror:
         self._stop = threading.Event()
         self.polls = 0
         self.frames_emitted = 0
+        self._frames = self.frames()
 
     # -- the iterator ----------------------------------------------------------------------
-    def __iter__(self) -> Iterator[Frame]:
-        return self.frames()
+    def __iter__(self) -> "SocketMirror":
+        return self
+
+    def __next__(self) -> Frame:
+        return next(self._frames)
 
     def frames(self) -> Iterator[Frame]:
         """Poll, yield that poll's frames, wait poll_interval (checking the stop flag)."""

@@ -109,7 +109,7 @@ def parse_tap_spec(spec: str) -> list[str]:
     body = spec[4:] if spec.startswith("tap:") else spec
     names = [name.strip() for name in body.split(",") if name.strip()]
     if not names:
-        raise _usage_error(f"{spec}: name an interface, e.g. tap:eth0")
+        raise _usage_error("tap: name an interface, e.g. tap:eth0")
     return list(dict.fromkeys(names))
 
 
