@@ -428,6 +428,76 @@ def tcp_rst_ignore_invalid() -> Cleanup:
     return raw.close
 
 
+@scenario("Forged TCP connections to 127.0.0.2:6000 left in different states: 42501 SYN_RECV "
+          "(S, SA), 42502 FIN_WAIT (client FIN), 42503 CLOSE_WAIT (client FIN, server ACK), "
+          "42504 LAST_ACK (then server FIN), 42505 SYN_SENT2 (SYN both ways), 42506 both FINs "
+          "crossing; snapshot 2 s later.", wait=2.0)
+def tcp_forged_states() -> Cleanup:
+    raw = RawSender()
+    syn_recv = ForgedTcp(raw, (LOCAL, 42501), (PEER, 6000))
+    syn_recv.c("S")
+    syn_recv.s("SA")
+    for port, steps in ((42502, ("cFA",)), (42503, ("cFA", "sA")),
+                        (42504, ("cFA", "sA", "sFA")), (42506, ("cFA", "sFA"))):
+        tcp = ForgedTcp(raw, (LOCAL, port), (PEER, 6000))
+        tcp.handshake()
+        tcp.c("PA", data=b"data")
+        tcp.s("A")
+        for step in steps:
+            getattr(tcp, step[0])(step[1:])
+    sent2 = ForgedTcp(raw, (LOCAL, 42505), (PEER, 6000))
+    sent2.c("S")
+    sent2.s("S")
+    return raw.close
+
+
+@scenario("Forged TCP to 127.0.0.2:6000: 42601 is reset (client RST/ACK: CLOSE, 10 s), 42602 "
+          "closes normally (TIME_WAIT); snapshot 11 s later, after the CLOSE entry expired.",
+          wait=11.0)
+def tcp_close_expiry() -> Cleanup:
+    raw = RawSender()
+    reset = ForgedTcp(raw, (LOCAL, 42601), (PEER, 6000))
+    reset.handshake()
+    reset.c("PA", data=b"bye")
+    reset.s("A")
+    reset.c("RA")
+    closed = ForgedTcp(raw, (LOCAL, 42602), (PEER, 6000))
+    closed.handshake()
+    closed.c("FA")
+    closed.s("FA")
+    closed.c("A")
+    return raw.close
+
+
+WSCALE_SACK_OPTIONS = forge.MSS_1460 + b"\x01\x03\x03\x07" + b"\x04\x02\x01\x01"
+
+
+def sack_block(left: int, right: int) -> bytes:
+    return b"\x01\x01\x05\x0a" + struct.pack("!II", left & 0xFFFFFFFF, right & 0xFFFFFFFF)
+
+
+@scenario("Forged TCP 127.0.0.1:42701 -> 127.0.0.2:6000 with window scale 7 and SACK permitted "
+          "on both SYNs: the server's scaled window 100 (12800 bytes) lets the client send 5000 "
+          "bytes; a SACK block beyond the client's data (INVALID); then window 1 (128 bytes) and "
+          "data 40000 bytes ahead (INVALID); then in-window data.")
+def tcp_window_scaling() -> Cleanup:
+    raw = RawSender()
+    tcp = ForgedTcp(raw, (LOCAL, 42701), (PEER, 6000))
+    tcp.c("S", options=WSCALE_SACK_OPTIONS)
+    tcp.s("SA", options=WSCALE_SACK_OPTIONS)
+    tcp.c("A", window=512)
+    tcp.s("A", window=100)
+    tcp.c("PA", data=b"w" * 5000, window=512)
+    end = tcp.next["c"]
+    tcp.s("A", ack=end - 5000, window=100,
+          options=sack_block(end - 4000, end + 3000))               # SACK over upper bound
+    tcp.s("A", window=1)
+    tcp.c("PA", seq=tcp.next["c"] + 40000, data=b"x" * 100, window=512)
+    tcp.c("PA", data=b"y" * 100, window=512)
+    tcp.s("A", window=100)
+    return raw.close
+
+
 # --- UDP -------------------------------------------------------------------------------------
 
 @scenario("UDP 43001 -> 7001: three datagrams 0.1 s apart to a bound socket that never "
@@ -463,6 +533,20 @@ def udp_stream() -> Cleanup:
         server.sendto(b"reply", peer)
         client.recvfrom(4096)
         time.sleep(2.5)
+    return closing(client, server)
+
+
+@scenario("UDP 43011 <-> 7011: a request/reply, and another 1 s later (within the first 2 s: "
+          "no stream timeout, no ASSURED); snapshot 0.5 s later.")
+def udp_reply_within_2s() -> Cleanup:
+    server = udp_socket(7011)
+    client = udp_socket(43011)
+    for delay in (1.0, 0.0):
+        client.sendto(b"request", (LOCAL, 7011))
+        data, peer = server.recvfrom(4096)
+        server.sendto(b"reply", peer)
+        client.recvfrom(4096)
+        time.sleep(delay)
     return closing(client, server)
 
 
