@@ -185,6 +185,46 @@ def test_tap_counts_kernel_drops_when_its_buffer_overflows(namespace):
     assert result["ipv4_kept"] + result["stats"]["kernel_drops"] == sent
 
 
+VETH_HERE, VETH_PEER = "10.231.0.1", "10.231.0.2"
+
+
+@pytest.fixture
+def peer_namespace(namespace):
+    """A second namespace joined to the first by a veth pair: pcta (here) <-> pctb (peer)."""
+    peer = f"{namespace}-b"
+    try:
+        netns.create_namespace(peer)
+        netns.run("ip", "link", "add", "pcta", "netns", namespace, "type", "veth",
+                  "peer", "name", "pctb", "netns", peer)
+        for ns, dev, address in ((namespace, "pcta", VETH_HERE), (peer, "pctb", VETH_PEER)):
+            netns.run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", dev)
+            netns.run("ip", "-n", ns, "link", "set", dev, "up")
+        yield peer
+    finally:
+        netns.delete_namespace(peer)          # takes the veth pair with it
+
+
+@pytest.mark.kernel
+def test_tap_on_veth_and_lo_tracks_received_packets_at_prerouting(namespace, peer_namespace):
+    """tap:lo,pcta with a peer namespace behind the veth: a connection the peer opens to us
+    (original direction received, PREROUTING), ours to the peer closed first by us, UDP both
+    ways, UDP to a closed port of the peer (its ICMP error arrives RELATED), a ping. The
+    engine's listing equals the kernel's. Packets from a veth peer arrive with unfinished
+    TCP/UDP checksums (CHECKSUM_PARTIAL), which the kernel does not check and the tap fills
+    in, so none of them is INVALID to the engine."""
+    result = run_inside(namespace, "veth", peer_namespace)
+    assert_same_table(result["engine"], result["kernel"])
+    assert entry_summary(result["kernel"]) == {
+        ("tcp", 50001, "ESTABLISHED", ("[ASSURED]",)),      # the peer connected to us
+        ("tcp", 40001, "TIME_WAIT", ("[ASSURED]",)),
+        ("udp", 40041, "-", ()),
+        ("udp", 40051, "-", ("[UNREPLIED]",)),
+        ("icmp", 4661, "-", ()),
+    }
+    assert result["stats"]["checksums_completed"] > 0
+    assert result["stats"]["kernel_drops"] == 0
+
+
 def test_missing_interface_is_a_one_line_usage_error():
     """tap on an interface that does not exist: UsageError 'tap:NAME: no such interface'."""
     if os.geteuid() != 0:
@@ -227,11 +267,11 @@ def test_tap_spec_names_one_or_several_interfaces():
 class TappedEngine:
     """A Tap on lo feeding an Engine (profile linux) from a thread, under one lock."""
 
-    def __init__(self, rcvbuf: Optional[int] = None) -> None:
+    def __init__(self, rcvbuf: Optional[int] = None, interfaces: tuple = ("lo",)) -> None:
         from engine.core import Engine
         from procfs_ct.sources.tap import DEFAULT_RCVBUF, Tap
         self.engine = Engine(profile="linux")
-        self.tap = Tap(["lo"], rcvbuf=DEFAULT_RCVBUF if rcvbuf is None else rcvbuf)
+        self.tap = Tap(list(interfaces), rcvbuf=DEFAULT_RCVBUF if rcvbuf is None else rcvbuf)
         self.lock = threading.Lock()
         self.ipv4_kept = 0
         self.verdicts = 0
@@ -296,7 +336,7 @@ def tcp_pair(server: socket.socket, client_port: int) -> tuple[socket.socket, so
     return client, accepted
 
 
-def icmp_echo(ident: int) -> None:
+def icmp_echo(ident: int, dst: str = "127.0.0.1") -> None:
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     raw.settimeout(2)
     header = bytes([8, 0, 0, 0]) + ident.to_bytes(2, "big") + (1).to_bytes(2, "big")
@@ -305,7 +345,7 @@ def icmp_echo(ident: int) -> None:
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     message = message[:2] + (~total & 0xFFFF).to_bytes(2, "big") + message[4:]
-    raw.sendto(message, ("127.0.0.1", 0))
+    raw.sendto(message, (dst, 0))
     while True:                     # the raw socket sees our request too; wait for the reply
         data = raw.recv(200)
         if data[20] == 0 and data[24:26] == ident.to_bytes(2, "big"):
@@ -379,6 +419,64 @@ def scenario_traffic() -> dict:
     return result
 
 
+PEER_PROGRAM = """
+import socket, sys
+tcp = socket.socket(); tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+tcp.bind(("{peer}", 8080)); tcp.listen(4)
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.bind(("{peer}", 7777))
+out = socket.socket(); out.bind(("{peer}", 50001)); out.connect(("{here}", 9090))
+out.sendall(b"hi"); assert out.recv(10) == b"yo"
+print("connected", flush=True)
+conn, _ = tcp.accept(); conn.sendall(conn.recv(10)); assert conn.recv(10) == b""; conn.close()
+data, addr = udp.recvfrom(10); udp.sendto(data, addr)
+sys.stdin.read()                     # until the test is done
+"""
+
+
+def scenario_veth(peer_ns: str) -> dict:
+    """Run in the tapped namespace; the peer namespace's program is started from here."""
+    tapped = TappedEngine(interfaces=("lo", "pcta"))
+    tapped.start()
+    listener = socket.socket()
+    listener.bind((VETH_HERE, 9090))
+    listener.listen(4)
+    program = PEER_PROGRAM.format(peer=VETH_PEER, here=VETH_HERE)
+    peer = subprocess.Popen(["ip", "netns", "exec", peer_ns, sys.executable, "-c", program],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        incoming, _ = listener.accept()               # the peer connects to us
+        assert incoming.recv(10) == b"hi"
+        incoming.sendall(b"yo")
+        assert peer.stdout.readline().strip() == "connected"
+        client = socket.create_connection((VETH_PEER, 8080), source_address=(VETH_HERE, 40001))
+        client.sendall(b"echo")
+        assert client.recv(10) == b"echo"
+        client.close()                                 # we close first -> TIME_WAIT here
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind((VETH_HERE, 40041))
+        udp.settimeout(5)
+        udp.sendto(b"ping", (VETH_PEER, 7777))
+        assert udp.recv(10) == b"ping"
+        closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        closed.bind((VETH_HERE, 40051))
+        closed.connect((VETH_PEER, 9))
+        closed.send(b"anyone?")
+        closed.settimeout(2)
+        try:
+            closed.recv(10)
+        except ConnectionRefusedError:
+            pass
+        icmp_echo(0x1235, VETH_PEER)
+        time.sleep(1.2)
+        result = tapped.snapshot()
+    finally:
+        peer.stdin.close()
+        peer.wait(10)
+    tapped.stop()
+    result.update(stats=asdict(tapped.tap.stats), ipv4_kept=tapped.ipv4_kept)
+    return result
+
+
 def scenario_burst(count: int, rcvbuf: int) -> dict:
     """count datagrams from a separate process; rcvbuf 0 = the tap's default buffer, else that
     buffer and a reader that only starts once everything was sent (to force drops)."""
@@ -408,6 +506,8 @@ def scenario_burst(count: int, rcvbuf: int) -> dict:
 def main(argv: list[str]) -> None:
     if argv[0] == "traffic":
         result = scenario_traffic()
+    elif argv[0] == "veth":
+        result = scenario_veth(argv[1])
     elif argv[0] == "burst":
         result = scenario_burst(int(argv[1]), int(argv[2]))
     else:

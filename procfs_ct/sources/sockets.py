@@ -186,6 +186,7 @@ class SocketMirror:
 
     def frames(self) -> Iterator[Frame]:
         """Poll, yield that poll's frames, wait poll_interval (checking the stop flag)."""
+        log.info("sockets: mirroring this host's TCP/UDP sockets every %g s", self.poll_interval)
         while not self._stop.is_set():
             try:
                 batch = self.poll(self._clock())

@@ -26,6 +26,12 @@ Why each choice:
     still has the time it was seen (the engine's timeouts count from it).
   * PACKET_STATISTICS (read-and-reset in the kernel) is polled about once a second and
     at close; new drops are logged as a warning and summed in `stats.kernel_drops`.
+  * PACKET_AUXDATA says when a received packet's TCP/UDP/ICMP checksum is not final
+    (CHECKSUM_PARTIAL: GRO super-packets, traffic from a local veth peer) or was already
+    verified by the device.  The kernel's conntrack does not check such packets, the engine
+    checks every packet it sees in PREROUTING, so the tap completes that checksum in its
+    own copy (what the NIC would have put on the wire); `stats.checksums_completed`.
+    Packets whose checksum the kernel does verify are passed on byte for byte.
 
 Frames are (ts, LINKTYPE_LINUX_SLL, frame), the ts from the kernel.  The iterator blocks
 while the interfaces are idle and yields nothing then (no heartbeats); it wakes every
@@ -51,6 +57,7 @@ import time
 from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
+from engine.build import internet_checksum, l4_checksum
 from engine.linklayer import LINKTYPE_LINUX_SLL, PACKET_OUTGOING
 
 log = logging.getLogger("procfs_ct.sources.tap")
@@ -60,7 +67,10 @@ Frame = tuple[float, int, bytes]
 # Linux ABI constants the socket module does not export (include/uapi/...).
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
+PACKET_AUXDATA = 8
 PACKET_STATISTICS = 6
+TP_STATUS_CSUMNOTREADY = 1 << 3    # ip_summed == CHECKSUM_PARTIAL
+TP_STATUS_CSUM_VALID = 1 << 7      # checksum verified already (CHECKSUM_UNNECESSARY)
 SO_ATTACH_FILTER = 26
 SO_RCVBUFFORCE = 33
 SO_TIMESTAMPNS = 35            # SO_TIMESTAMPNS_OLD on x86/arm; SCM_ same value
@@ -75,6 +85,7 @@ STATS_INTERVAL = 1.0           # seconds between PACKET_STATISTICS reads
 BATCH = 256                    # frames read from one socket before looking at the others
 
 _TIMESPEC = struct.Struct("@ll")
+_AUXDATA = struct.Struct("@IIIHHHH")   # tp_status, tp_len, tp_snaplen, tp_mac, tp_net, vlan
 _SLL_HEAD = struct.Struct("!HHH8sH")    # pkttype, arphrd, addr_len, addr, protocol
 _TPACKET_STATS = struct.Struct("@II")  # tp_packets, tp_drops
 _SOCK_FILTER = struct.Struct("@HBBI")   # code, jt, jf, k
@@ -97,6 +108,7 @@ class TapStats:
     duplicates_skipped: int = 0  # loopback incoming copies dropped in userspace
     kernel_drops: int = 0        # frames the kernel could not queue (buffer full)
     truncated: int = 0           # frames longer than SNAPLEN (yielded cut)
+    checksums_completed: int = 0  # received packets whose unfinished checksum was filled in
 
 
 def _usage_error(message: str) -> Exception:
@@ -154,6 +166,7 @@ class _Interface:
                 _attach_filter(self.sock, _OUTGOING_ONLY)
             self.rcvbuf = _set_rcvbuf(self.sock, rcvbuf)
             self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            self.sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             # Binding with ETH_P_ALL is what starts delivery: everything above is in place.
             try:
                 self.sock.bind((name, ETH_P_ALL))
@@ -192,9 +205,6 @@ class Tap:
         except BaseException:
             self._close_sockets()
             raise
-        for iface in self._interfaces:
-            log.info("tap %s: listening (receive buffer %d bytes%s)", iface.name, iface.rcvbuf,
-                     ", loopback: outgoing copies only" if iface.loopback else "")
         self._frames = self._generate()
         self._next_stats = 0.0
 
@@ -250,9 +260,14 @@ class Tap:
                             "%d dropped so far", iface.name, dropped, self.stats.kernel_drops)
 
     def _generate(self) -> Iterator[Frame]:
+        # Logged at the first next(), not when opened: `procfs-ct mount` opens the source
+        # before it daemonises and sets up its log.
+        for iface in self._interfaces:
+            log.info("tap %s: reading (receive buffer %d bytes%s)", iface.name, iface.rcvbuf,
+                     ", loopback: outgoing copies only" if iface.loopback else "")
         by_fd = {iface.sock.fileno(): iface for iface in self._interfaces}
         buffer = bytearray(SNAPLEN)
-        ancillary = socket.CMSG_SPACE(_TIMESPEC.size)
+        ancillary = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(_AUXDATA.size)
         try:
             while not self._stop.is_set():
                 batch: list[Frame] = []
@@ -291,17 +306,62 @@ class Tap:
             if size > len(buffer):        # MSG_TRUNC makes size the real length
                 self.stats.truncated += 1
                 size = len(buffer)
-            ts = _timestamp(ancdata)
+            ts, status = _ancillary(ancdata)
+            packet = bytes(buffer[:size])
+            if (pkttype != PACKET_OUTGOING and protocol == ETH_P_IP
+                    and status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID)):
+                completed = complete_l4_checksum(packet)
+                if completed is not packet:
+                    self.stats.checksums_completed += 1
+                    packet = completed
             head = _SLL_HEAD.pack(pkttype, hatype, len(hwaddr), hwaddr[:8], protocol)
-            batch.append((ts, LINKTYPE_LINUX_SLL, head + bytes(buffer[:size])))
+            batch.append((ts, LINKTYPE_LINUX_SLL, head + packet))
 
 
-def _timestamp(ancdata: list) -> float:
+def _ancillary(ancdata: list) -> tuple[float, int]:
+    """(kernel receive time, tp_status) from a packet's control messages."""
+    ts, status = None, 0
     for level, kind, data in ancdata:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
             seconds, nanoseconds = _TIMESPEC.unpack_from(data)
-            return seconds + nanoseconds * 1e-9
-    return time.time()                   # no stamp (should not happen): the read time
+            ts = seconds + nanoseconds * 1e-9
+        elif level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= _AUXDATA.size:
+            status = _AUXDATA.unpack_from(data)[0]
+    # No stamp should not happen; the read time is the next best thing.
+    return (time.time() if ts is None else ts), status
+
+
+ETH_P_IP = 0x0800
+_CHECKSUM_AT = {6: 16, 17: 6, 1: 2}      # TCP, UDP, ICMP: offset of the checksum field
+
+
+def complete_l4_checksum(datagram: bytes) -> bytes:
+    """The datagram with a correct TCP/UDP/ICMP checksum, or the same object if it had one
+    already or cannot be fixed (fragment, truncated, other protocol, UDP without checksum)."""
+    if len(datagram) < 20 or datagram[0] >> 4 != 4:
+        return datagram
+    ihl = (datagram[0] & 0x0F) * 4
+    total = int.from_bytes(datagram[2:4], "big")
+    proto = datagram[9]
+    at = _CHECKSUM_AT.get(proto)
+    fragmented = int.from_bytes(datagram[6:8], "big") & 0x3FFF
+    if at is None or fragmented or total > len(datagram) or total < ihl + at + 2:
+        return datagram
+    segment = datagram[ihl:total]
+    if proto == 17 and segment[6:8] == b"\0\0":
+        return datagram                      # "no checksum" is legal for UDP
+    zeroed = segment[:at] + b"\0\0" + segment[at + 2:]
+    if proto == 1:
+        checksum = internet_checksum(zeroed)
+    else:
+        src, dst = int.from_bytes(datagram[12:16], "big"), int.from_bytes(datagram[16:20], "big")
+        checksum = l4_checksum(src, dst, proto, zeroed)
+        if proto == 17 and checksum == 0:
+            checksum = 0xFFFF
+    field = checksum.to_bytes(2, "big")
+    if segment[at:at + 2] == field:
+        return datagram
+    return datagram[:ihl + at] + field + datagram[ihl + at + 2:]
 
 
 def open_tap(spec: str, rcvbuf: int = DEFAULT_RCVBUF) -> Tap:
