@@ -185,6 +185,18 @@ def test_tap_counts_kernel_drops_when_its_buffer_overflows(namespace):
     assert result["ipv4_kept"] + result["stats"]["kernel_drops"] == sent
 
 
+@pytest.mark.kernel
+def test_close_from_another_thread_ends_an_idle_tap_promptly(namespace):
+    """The engine driver's pump thread blocks in next() while lo is silent; close() from
+    another thread ends the iteration within a few poll intervals (0.2 s each) and closes
+    the sockets."""
+    result = run_inside(namespace, "stop")
+    assert result["ended"] is True
+    assert result["frames"] == 0
+    assert result["seconds"] < 1.0
+    assert result["closed"] is True
+
+
 VETH_HERE, VETH_PEER = "10.231.0.1", "10.231.0.2"
 
 
@@ -477,6 +489,21 @@ def scenario_veth(peer_ns: str) -> dict:
     return result
 
 
+def scenario_stop() -> dict:
+    from procfs_ct.sources.tap import Tap
+    tap = Tap(["lo"])
+    frames = []
+    reader = threading.Thread(target=lambda: frames.extend(tap), daemon=True)
+    reader.start()
+    time.sleep(0.5)                       # idle: the reader is blocked inside next()
+    started = time.monotonic()
+    tap.close()
+    reader.join(5)
+    return {"ended": not reader.is_alive(), "frames": len(frames),
+            "seconds": time.monotonic() - started,
+            "closed": tap.closed}
+
+
 def scenario_burst(count: int, rcvbuf: int) -> dict:
     """count datagrams from a separate process; rcvbuf 0 = the tap's default buffer, else that
     buffer and a reader that only starts once everything was sent (to force drops)."""
@@ -506,6 +533,8 @@ def scenario_burst(count: int, rcvbuf: int) -> dict:
 def main(argv: list[str]) -> None:
     if argv[0] == "traffic":
         result = scenario_traffic()
+    elif argv[0] == "stop":
+        result = scenario_stop()
     elif argv[0] == "veth":
         result = scenario_veth(argv[1])
     elif argv[0] == "burst":

@@ -212,6 +212,11 @@ class Tap:
     def interfaces(self) -> list[str]:
         return [iface.name for iface in self._interfaces]
 
+    @property
+    def closed(self) -> bool:
+        """True once every socket is closed (after close() or the end of iteration)."""
+        return all(iface.sock.fileno() < 0 for iface in self._interfaces)
+
     def __iter__(self) -> "Tap":
         return self
 
