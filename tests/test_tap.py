@@ -246,6 +246,8 @@ def test_missing_interface_is_a_one_line_usage_error():
     with pytest.raises(UsageError) as caught:
         open_tap("tap:pctnoif9")
     assert str(caught.value) == "tap:pctnoif9: no such interface"
+    with pytest.raises(UsageError, match="^tap:lo-but-much-too-long: no such interface$"):
+        open_tap("tap:lo-but-much-too-long")      # longer than IFNAMSIZ: not truncated to lo
 
 
 def test_missing_privilege_is_a_one_line_usage_error():

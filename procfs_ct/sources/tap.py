@@ -150,6 +150,8 @@ class _Interface:
 
     def __init__(self, name: str, rcvbuf: int) -> None:
         self.name = name
+        if len(name.encode()) > 15:        # IFNAMSIZ - 1: the ioctl would truncate it
+            raise _usage_error(f"tap:{name}: no such interface")
         try:
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, 0)
         except PermissionError:
