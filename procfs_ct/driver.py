@@ -1,0 +1,194 @@
+"""The engine thread: the only code that feeds packets to the engine and moves its clock.
+
+A source is an iterator of (ts, linktype, frame) where ts is the wall-clock time the
+frame is due.  A pump thread pulls frames from it into a bounded queue (a live tap may
+block in next() for minutes; the engine thread must not), and the engine thread:
+
+  * waits until each frame is due, in slices of at most WAIT_SLICE seconds, so that
+    stop() is prompt and expiry keeps running while the source is silent;
+  * feeds the engine with the frame's time on the driver's clock (monotonic, anchored
+    to the wall clock at start, so a wall-clock step cannot make time run backwards);
+  * calls engine.advance(now) at least every ADVANCE_EVERY seconds, so the seconds-left
+    column of the listings counts down and entries expire on time;
+  * survives any exception raised by one packet: it is logged, counted, and skipped.
+
+The engine is not thread-safe.  Feeding, advancing and rendering take `engine_lock`,
+each for one call.  Knob writes do not: KnobValues.write_text is a single dict
+assignment, which the engine reads on its next packet, so a write never waits behind
+a long render.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Tuple
+
+log = logging.getLogger(__name__)
+
+Frame = Tuple[float, int, bytes]
+
+WAIT_SLICE = 0.2            # longest single wait: bounds shutdown latency
+ADVANCE_EVERY = 0.5         # engine.advance() period (the brief asks for at least 1/s)
+QUEUE_FRAMES = 4096         # frames read ahead of their due time
+LOGGED_ERRORS = 5           # log the first few packet errors in full, then every 1000th
+
+_END = object()             # the pump's "source exhausted" marker
+
+
+class Clock:
+    """Wall-clock seconds that never step: time.monotonic() anchored to time.time() once."""
+
+    def __init__(self) -> None:
+        self._wall0 = time.time()
+        self._mono0 = time.monotonic()
+
+    def now(self) -> float:
+        return self._wall0 + (time.monotonic() - self._mono0)
+
+
+@dataclass
+class DriverStats:
+    packets: int = 0            # frames handed to the engine
+    packet_errors: int = 0      # frames whose processing raised
+    source_errors: int = 0      # exceptions raised by the source itself
+    advances: int = 0
+    source_done: bool = False
+
+
+class EngineDriver:
+    """Runs the engine on a source in a background thread; renders views on request."""
+
+    def __init__(self, engine: Any, frames: Iterable[Frame], *,
+                 clock: Optional[Clock] = None, advance_every: float = ADVANCE_EVERY) -> None:
+        self.engine = engine
+        self.engine_lock = threading.Lock()
+        self.clock = clock or Clock()
+        self.stats = DriverStats()
+        self._frames = iter(frames)
+        self._advance_every = advance_every
+        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=QUEUE_FRAMES)
+        self._stop = threading.Event()
+        # The engine's time never runs backwards: every call gets at least this.  It starts
+        # at -inf so that frames already due when the thread starts keep their own times.
+        self._last_time = float("-inf")
+        self._threads = [
+            threading.Thread(target=self._pump, name="procfs-ct-source", daemon=True),
+            threading.Thread(target=self._run, name="procfs-ct-engine", daemon=True),
+        ]
+
+    # -- control -------------------------------------------------------------------------
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop both threads; a source stuck inside next() is abandoned (daemon thread)."""
+        self._stop.set()
+        pump, engine_thread = self._threads
+        if engine_thread.is_alive() and engine_thread is not threading.current_thread():
+            engine_thread.join(timeout)
+        if pump.is_alive():
+            pump.join(min(timeout, 2 * WAIT_SLICE))
+
+    @property
+    def running(self) -> bool:
+        return self._threads[1].is_alive()
+
+    # -- what readers call ---------------------------------------------------------------
+    def now(self) -> float:
+        return max(self.clock.now(), self._last_time)
+
+    def render(self, view: str) -> bytes:
+        """One consistent snapshot of a view, taken under the engine lock."""
+        with self.engine_lock:
+            return self.engine.render(view, self.now())
+
+    # -- the source pump -----------------------------------------------------------------
+    def _pump(self) -> None:
+        try:
+            for frame in self._frames:
+                while not self._stop.is_set():
+                    try:
+                        self._queue.put(frame, timeout=WAIT_SLICE)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+        except Exception:            # a broken source ends; the table keeps expiring
+            self.stats.source_errors += 1
+            log.exception("traffic source failed; no more packets will arrive")
+        while not self._stop.is_set():
+            try:
+                self._queue.put(_END, timeout=WAIT_SLICE)
+                return
+            except queue.Full:
+                continue
+
+    # -- the engine thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException:       # a bug here would freeze the table silently: say so
+            log.critical("engine thread died; the table no longer changes", exc_info=True)
+            raise
+
+    def _loop(self) -> None:
+        next_advance = self.clock.now() + self._advance_every
+        pending: Optional[Frame] = None
+        while not self._stop.is_set():
+            now = self.clock.now()
+            if now >= next_advance:
+                self._advance(now)
+                next_advance = now + self._advance_every
+            budget = max(0.0, min(WAIT_SLICE, next_advance - now))
+            if pending is None:
+                if self.stats.source_done:
+                    self._stop.wait(budget)
+                    continue
+                try:
+                    item = self._queue.get(timeout=budget)
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    self.stats.source_done = True
+                    log.info("traffic source exhausted after %d packets", self.stats.packets)
+                    continue
+                pending = item
+                if self.stats.packets + self.stats.packet_errors == 0:
+                    log.info("first frame due at %.6f", item[0])
+            due = pending[0]
+            if due > now:
+                self._stop.wait(min(budget, due - now))
+                continue
+            self._feed(pending)
+            pending = None
+
+    def _advance(self, now: float) -> None:
+        now = max(now, self._last_time)
+        try:
+            with self.engine_lock:
+                self.engine.advance(now)
+            self._last_time = now
+            self.stats.advances += 1
+        except Exception:
+            self.stats.packet_errors += 1
+            log.exception("engine.advance(%.6f) failed", now)
+
+    def _feed(self, frame: Frame) -> None:
+        ts, linktype, data = frame
+        when = max(ts, self._last_time)
+        try:
+            with self.engine_lock:
+                self.engine.feed_frame(when, linktype, data)
+            self._last_time = when
+            self.stats.packets += 1
+        except Exception:
+            self.stats.packet_errors += 1
+            count = self.stats.packet_errors
+            if count <= LOGGED_ERRORS or count % 1000 == 0:
+                log.exception("packet %d (linktype %d, %d bytes) failed; skipped (%d so far)",
+                              self.stats.packets + count, linktype, len(data), count)

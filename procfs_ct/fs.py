@@ -1,0 +1,371 @@
+"""The FUSE operations: /proc-shaped files over the tree of tree.py.
+
+What each rule is for (spec/fuse.md):
+  * every file has st_size 0 and the mount uses direct_io (§3): cat, tail, wc and
+    Python read everything, and nothing trusts a stale size;
+  * a read at offset 0 (or the first read of a handle) takes a fresh snapshot, reads
+    at other offsets are served from that handle's snapshot (§4, the LXCFS rule):
+    `while read` loops see whole lines and pollers that lseek(0) see fresh data;
+  * listings are rendered into a shared, immutable bytes object that lives for
+    SNAPSHOT_TTL seconds (§5): concurrent readers share one render, memory stays flat;
+  * knob writes are applied in write() at offset 0 with the kernel's parser; other
+    offsets are ignored; truncate() is a no-op for writable knobs (§6);
+  * open() refuses write access to read-only files with EACCES, even for root (§7);
+  * every other change (create, mkdir, unlink, rename, chmod, ...) gets /proc's errno
+    (§6 table, re-checked on this machine's /proc: rm is EACCES under sys/, EPERM
+    under net/; touch of an existing file succeeds; xattrs are EOPNOTSUPP);
+  * no exception leaves a callback: each is logged and answered EIO (§2, §11);
+  * no attribute of the Operations object is named like an operation (§11).
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import itertools
+import logging
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from engine.knobs import KnobWriteError
+from procfs_ct.fuse_compat import FuseOSError, Operations
+from procfs_ct.tree import DIR, KNOB, LISTING, Node, Tree
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_TTL = 0.5      # seconds a rendered listing is shared by readers that open it
+
+
+def guarded(method: Callable) -> Callable:
+    """Answer FuseOSError as raised; log anything else and answer EIO.
+
+    The bindings would turn an ordinary exception into EINVAL ("bad value" to a
+    sysctl user) and fusepy mishandles BaseException, so nothing gets past here.
+    """
+    @functools.wraps(method)
+    def callback(self: "ProcFs", *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except FuseOSError:
+            raise
+        except BaseException:                       # noqa: B902 - see docstring
+            log.exception("FUSE %s%r failed; answering EIO", method.__name__, args[:2])
+            raise FuseOSError(errno.EIO)
+    return callback
+
+
+def refuse(err: int) -> FuseOSError:
+    return FuseOSError(err)
+
+
+class SharedSnapshots:
+    """The latest render of each view, shared by every reader for `ttl` seconds."""
+
+    def __init__(self, render: Callable[[str], bytes], ttl: float = SNAPSHOT_TTL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._render = render
+        self._ttl = ttl
+        self._clock = clock
+        self._mu = threading.Lock()
+        self._latest: Dict[str, Tuple[float, bytes]] = {}
+        self._render_mu: Dict[str, threading.Lock] = {}
+        self.renders = 0
+
+    def get(self, view: str) -> bytes:
+        with self._mu:
+            latest = self._latest.get(view)
+            render_mu = self._render_mu.setdefault(view, threading.Lock())
+        if latest is not None and self._clock() - latest[0] < self._ttl:
+            return latest[1]
+        with render_mu:                 # one render at a time per view; others reuse it
+            latest = self._latest.get(view)
+            if latest is not None and self._clock() - latest[0] < self._ttl:
+                return latest[1]
+            taken = self._clock()
+            data = self._render(view)
+            if not isinstance(data, bytes):
+                raise TypeError(f"render({view!r}) returned {type(data).__name__}, not bytes")
+            with self._mu:
+                self._latest[view] = (taken, data)
+                self.renders += 1
+            return data
+
+
+@dataclass
+class Handle:
+    node: Node
+    snapshot: Optional[bytes] = None
+
+
+class ProcFs(Operations):
+    """Operations for one mount: `tree` says what exists, `knobs` holds the values,
+    `snapshots` renders the listings.  `on_ready` runs once the kernel has mounted us."""
+
+    use_ns = True
+
+    def __init__(self, tree: Tree, knobs: Any, snapshots: SharedSnapshots,
+                 on_ready: Optional[Callable[[], None]] = None) -> None:
+        self._tree = tree
+        self._knobs = knobs
+        self._snapshots = snapshots
+        self._on_ready = on_ready
+        self._handles: Dict[int, Handle] = {}
+        self._handles_mu = threading.Lock()
+        self._fh_counter = itertools.count(1)
+        self._born_ns = time.time_ns()
+
+    # -- helpers (private names: a public name could collide with an operation) ----------
+    def _node(self, path: Optional[str]) -> Node:
+        node = self._tree.lookup(path)
+        if node is None:
+            raise refuse(errno.ENOENT)
+        return node
+
+    def _handle(self, fh: Any) -> Handle:
+        with self._handles_mu:
+            handle = self._handles.get(fh)
+        if handle is None:
+            raise refuse(errno.EBADF)
+        return handle
+
+    def _content(self, node: Node) -> bytes:
+        if node.kind == LISTING:
+            return self._snapshots.get(node.view)
+        return self._knobs.read_text(node.knob).encode("ascii")
+
+    # -- lifecycle -----------------------------------------------------------------------
+    @guarded
+    def init(self, path: str) -> None:
+        log.info("mounted: %d files", len(self._tree.files()))
+        if self._on_ready is not None:
+            self._on_ready()
+
+    @guarded
+    def destroy(self, path: str) -> None:
+        log.info("unmounted")
+
+    # -- metadata ------------------------------------------------------------------------
+    @guarded
+    def getattr(self, path: str, fh: Any = None) -> Dict[str, int]:
+        node = self._node(path)
+        if node.kind == DIR:
+            subdirs = sum(1 for name in self._tree.children.get(node.path, ())
+                          if self._tree.nodes[_join(node.path, name)].kind == DIR)
+            mode, nlink = stat.S_IFDIR | node.mode, 2 + subdirs
+        else:
+            mode, nlink = stat.S_IFREG | node.mode, 1
+        born = self._born_ns
+        return {"st_mode": mode, "st_nlink": nlink, "st_uid": 0, "st_gid": 0,
+                "st_size": 0, "st_blocks": 0, "st_blksize": 1024,
+                "st_atime": born, "st_mtime": born, "st_ctime": born}
+
+    @guarded
+    def access(self, path: str, amode: int) -> int:
+        node = self._node(path)
+        if amode & os.W_OK and not node.writable:
+            raise refuse(errno.EACCES)
+        if amode & os.X_OK and node.kind != DIR:
+            raise refuse(errno.EACCES)
+        return 0
+
+    @guarded
+    def statfs(self, path: str) -> Dict[str, int]:
+        # /proc reports a 4 KiB block size, 255-byte names, and zero for every count.
+        return {"f_bsize": 4096, "f_frsize": 4096, "f_namemax": 255}
+
+    @guarded
+    def readlink(self, path: str) -> str:
+        self._node(path)
+        raise refuse(errno.EINVAL)          # nothing here is a symlink
+
+    # -- directories ---------------------------------------------------------------------
+    @guarded
+    def opendir(self, path: str) -> int:
+        if self._node(path).kind != DIR:
+            raise refuse(errno.ENOTDIR)
+        return 0
+
+    @guarded
+    def readdir(self, path: str, fh: Any) -> list:
+        node = self._node(path)
+        if node.kind != DIR:
+            raise refuse(errno.ENOTDIR)
+        entries: list = [(".", {"st_mode": stat.S_IFDIR | node.mode}, 0),
+                         ("..", {"st_mode": stat.S_IFDIR | 0o555}, 0)]
+        for name in self._tree.children.get(node.path, ()):
+            child = self._tree.nodes[_join(node.path, name)]
+            kind = stat.S_IFDIR if child.kind == DIR else stat.S_IFREG
+            entries.append((name, {"st_mode": kind | child.mode}, 0))
+        return entries
+
+    @guarded
+    def releasedir(self, path: str, fh: Any) -> int:
+        return 0
+
+    @guarded
+    def fsyncdir(self, path: str, datasync: int, fh: Any) -> int:
+        raise refuse(errno.EINVAL)          # procfs has no fsync
+
+    # -- files ---------------------------------------------------------------------------
+    @guarded
+    def open(self, path: str, flags: int) -> int:
+        node = self._node(path)
+        if node.kind == DIR:
+            raise refuse(errno.EISDIR)
+        wants_write = (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC
+        if wants_write and not node.writable:
+            # default_permissions lets root through the mode bits; /proc still says no.
+            raise refuse(errno.EACCES)
+        fh = next(self._fh_counter)
+        with self._handles_mu:
+            self._handles[fh] = Handle(node)
+        return fh
+
+    @guarded
+    def read(self, path: str, size: int, offset: int, fh: Any) -> bytes:
+        handle = self._handle(fh)
+        if offset == 0 or handle.snapshot is None:
+            handle.snapshot = self._content(handle.node)
+        return handle.snapshot[offset:offset + size]
+
+    @guarded
+    def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
+        node = self._handle(fh).node
+        if not node.writable:
+            raise refuse(errno.EACCES)
+        try:
+            return self._knobs.write_text(node.knob, data, offset)
+        except KnobWriteError as exc:
+            log.debug("write %r to %s refused: %s", data[:64], node.path, exc)
+            raise refuse(exc.errno)
+
+    @guarded
+    def truncate(self, path: str, length: int, fh: Any = None) -> int:
+        # `echo N > knob` truncates before it writes (libfuse2 sends it separately).
+        node = self._handle(fh).node if fh else self._node(path)
+        if node.kind == DIR:
+            raise refuse(errno.EISDIR)
+        if not node.writable:
+            raise refuse(errno.EACCES)
+        return 0
+
+    @guarded
+    def flush(self, path: str, fh: Any) -> int:
+        return 0                            # never apply writes here: bash flushes twice
+
+    @guarded
+    def release(self, path: str, fh: Any) -> int:
+        with self._handles_mu:
+            self._handles.pop(fh, None)
+        return 0
+
+    @guarded
+    def fsync(self, path: str, datasync: int, fh: Any) -> int:
+        raise refuse(errno.EINVAL)          # procfs has no fsync
+
+    @guarded
+    def ioctl(self, path: str, cmd: int, arg: Any, fh: Any, flags: int, data: Any) -> int:
+        raise refuse(errno.ENOTTY)
+
+    # -- changes to the tree: refused as /proc refuses them ------------------------------
+    @guarded
+    def create(self, path: str, mode: int, fi: Any = None) -> int:
+        raise refuse(errno.EEXIST if self._tree.lookup(path) else errno.ENOENT)
+
+    @guarded
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        raise refuse(errno.EEXIST if self._tree.lookup(path) else errno.ENOENT)
+
+    @guarded
+    def mkdir(self, path: str, mode: int) -> int:
+        raise refuse(errno.EEXIST if self._tree.lookup(path) else errno.ENOENT)
+
+    @guarded
+    def symlink(self, target: str, source: str) -> int:
+        raise refuse(errno.EEXIST if self._tree.lookup(target) else errno.ENOENT)
+
+    @guarded
+    def link(self, target: str, source: str) -> int:
+        raise refuse(errno.EEXIST if self._tree.lookup(target) else errno.ENOENT)
+
+    @guarded
+    def unlink(self, path: str) -> int:
+        node = self._node(path)
+        if node.kind == DIR:
+            raise refuse(errno.EISDIR)
+        raise refuse(node.removal_errno)
+
+    @guarded
+    def rmdir(self, path: str) -> int:
+        node = self._node(path)
+        if node.kind != DIR:
+            raise refuse(errno.ENOTDIR)
+        raise refuse(node.removal_errno)
+
+    @guarded
+    def rename(self, old: str, new: str) -> int:
+        self._node(old)
+        # Observed: mv onto a new name is ENOENT (the lookup fails); onto an existing
+        # file it is the subtree's removal errno.
+        target = self._tree.lookup(new)
+        raise refuse(errno.ENOENT if target is None else target.removal_errno)
+
+    @guarded
+    def chmod(self, path: str, mode: int) -> int:
+        self._node(path)
+        raise refuse(errno.EPERM)
+
+    @guarded
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        self._node(path)
+        raise refuse(errno.EPERM)
+
+    @guarded
+    def utimens(self, path: str, times: Any = None) -> int:
+        self._node(path)
+        return 0                            # `touch` of an existing /proc file succeeds
+
+    # -- extended attributes: procfs has none ---------------------------------------------
+    @guarded
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        self._node(path)
+        raise refuse(errno.EOPNOTSUPP)
+
+    @guarded
+    def setxattr(self, path: str, name: str, value: bytes, options: int,
+                 position: int = 0) -> int:
+        self._node(path)
+        raise refuse(errno.EOPNOTSUPP)
+
+    @guarded
+    def listxattr(self, path: str) -> list:
+        self._node(path)
+        return []
+
+    @guarded
+    def removexattr(self, path: str, name: str) -> int:
+        self._node(path)
+        raise refuse(errno.EOPNOTSUPP)
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory}/{name}" if directory else name
+
+
+def mount_options(allow_other: bool, auto_unmount: bool = True) -> Dict[str, Any]:
+    """Keyword options for FUSE(): the spec's measured set (§1, §3, §7, §9)."""
+    options: Dict[str, Any] = {
+        "foreground": True,             # daemonising is done by cmd_mount, before threads
+        "direct_io": True,              # size-0 files read in full; no stale page cache
+        "default_permissions": True,    # the kernel enforces the mode bits
+        "fsname": "procfs-ct",
+        "subtype": "procfs-ct",         # fstype "fuse.procfs-ct" in /proc/self/mountinfo
+    }
+    if allow_other:
+        options["allow_other"] = True
+    if auto_unmount:
+        options["auto_unmount"] = True  # a crash leaves no "Transport endpoint" mount
+    return options

@@ -1,0 +1,358 @@
+"""The FUSE layer's parts without a mount: the tree table, the shared snapshots, the
+Operations object called directly, and the engine thread on a fake engine."""
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import threading
+import time
+
+import pytest
+
+from engine.core import VIEWS
+from engine.knobs import KNOBS, KnobValues
+from procfs_ct.driver import EngineDriver
+from procfs_ct.fs import ProcFs, SharedSnapshots
+from procfs_ct.fuse_compat import FuseOSError
+from procfs_ct.tree import DIR, KNOB, LISTING, Node, Tree, build_tree, describe
+
+GiB = 1 << 30
+TREE = build_tree(VIEWS, KNOBS)
+
+# Every callback name either binding registers when an attribute carries it (spec/fuse.md §11).
+OPERATION_NAMES = {
+    "access", "bmap", "chmod", "chown", "create", "destroy", "flush", "fsync", "fsyncdir",
+    "getattr", "getxattr", "init", "ioctl", "link", "listxattr", "lock", "mkdir", "mknod",
+    "open", "opendir", "read", "readdir", "readlink", "release", "releasedir", "removexattr",
+    "rename", "rmdir", "setxattr", "statfs", "symlink", "truncate", "unlink", "utimens",
+    "write", "poll", "flock", "fallocate", "read_buf", "write_buf"}
+
+
+def errno_of(call, *args) -> int:
+    with pytest.raises(FuseOSError) as caught:
+        call(*args)
+    return caught.value.errno
+
+
+# -- the tree ---------------------------------------------------------------------------------
+def test_every_alias_of_every_knob_is_a_file_with_the_kernel_mode():
+    """DESIGN: writable knobs 0644, read-only ones (count, buckets) 0444, every alias present."""
+    for knob in KNOBS:
+        for path in knob.paths:
+            node = TREE.nodes[path]
+            assert (node.kind, node.knob) == (KNOB, knob.name)
+            assert node.mode == (0o444 if knob.readonly else 0o644), path
+
+
+def test_listings_are_0440_and_statistics_0444_as_in_proc():
+    """spec/conntrack.md §1.3: ip_conntrack, nf_conntrack and the expect files are 0440
+    root:root; /proc/net/stat/* is 0444 (observed: -r--r----- on /proc/net/nf_conntrack)."""
+    modes = {view: TREE.nodes[view].mode for view in VIEWS}
+    assert modes == {"net/ip_conntrack": 0o440, "net/ip_conntrack_expect": 0o440,
+                     "net/nf_conntrack": 0o440, "net/nf_conntrack_expect": 0o440,
+                     "net/stat/ip_conntrack": 0o444, "net/stat/nf_conntrack": 0o444}
+    assert all(TREE.nodes[v].kind == LISTING for v in VIEWS)
+
+
+def test_directories_are_implied_by_paths_and_are_0555():
+    dirs = sorted(p for p, n in TREE.nodes.items() if n.kind == DIR)
+    assert dirs == ["", "net", "net/stat", "sys", "sys/net", "sys/net/ipv4",
+                    "sys/net/ipv4/netfilter", "sys/net/netfilter"]
+    assert all(TREE.nodes[d].mode == 0o555 for d in dirs)
+    assert TREE.children[""] == ("net", "sys")
+    assert TREE.children["sys/net"] == ("ipv4", "netfilter", "nf_conntrack_max")
+    assert "ip_ct_tcp_timeout_established" in TREE.children["sys/net/ipv4/netfilter"]
+
+
+def test_two_nodes_on_one_path_are_refused():
+    with pytest.raises(ValueError):
+        Tree([Node("", DIR, 0o555), Node("a", KNOB, 0o644, knob="x"),
+              Node("a", KNOB, 0o644, knob="y")])
+
+
+def test_removal_errno_is_eacces_under_sys_and_eperm_under_net():
+    """Observed on this machine: rm of /proc/sys/... is EACCES, of /proc/net/... EPERM."""
+    assert TREE.nodes["sys/net/netfilter/nf_conntrack_max"].removal_errno == errno.EACCES
+    assert TREE.nodes["sys"].removal_errno == errno.EACCES
+    assert TREE.nodes["net/nf_conntrack"].removal_errno == errno.EPERM
+    assert TREE.nodes[""].removal_errno == errno.EPERM
+
+
+def test_help_text_names_every_file_served():
+    text = describe(TREE)
+    for node in TREE.files():
+        assert node.path in text
+
+
+# -- shared snapshots ---------------------------------------------------------------------------
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_readers_within_the_ttl_share_one_render():
+    """spec/fuse.md §5: a shared TTL-cached bytes object keeps memory flat under many readers."""
+    clock, renders = FakeClock(), []
+    snaps = SharedSnapshots(lambda view: renders.append(view) or f"r{len(renders)}".encode(),
+                            ttl=0.5, clock=clock)
+    first = snaps.get("net/nf_conntrack")
+    clock.t += 0.4
+    assert snaps.get("net/nf_conntrack") is first
+    clock.t += 0.2
+    assert snaps.get("net/nf_conntrack") == b"r2"
+    assert snaps.get("net/ip_conntrack") == b"r3"          # one cache entry per view
+
+
+def test_concurrent_first_readers_wait_for_one_render():
+    started, release, calls = threading.Event(), threading.Event(), itertools.count()
+
+    def slow_render(view: str) -> bytes:
+        next(calls)
+        started.set()
+        release.wait(5)
+        return b"table\n"
+
+    snaps = SharedSnapshots(slow_render, ttl=10)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(snaps.get("v"))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    started.wait(5)
+    time.sleep(0.05)
+    release.set()
+    for t in threads:
+        t.join(5)
+    assert results == [b"table\n"] * 4
+    assert next(calls) == 1                                  # rendered once
+
+
+# -- the Operations object, called directly --------------------------------------------------------
+class CountingSnapshots:
+    def __init__(self) -> None:
+        self.generation = 0
+
+    def get(self, view: str) -> bytes:
+        self.generation += 1
+        return f"gen {self.generation} of {view}\nsecond line\n".encode()
+
+
+@pytest.fixture
+def ops():
+    knobs = KnobValues("tutorial", 24 * GiB)
+    return ProcFs(TREE, knobs, CountingSnapshots())
+
+
+def test_offset_zero_renders_again_other_offsets_reuse_the_handle_snapshot(ops):
+    """spec/fuse.md §4 (LXCFS rule): fresh at offset 0, the handle's snapshot elsewhere."""
+    fh = ops.open("/net/nf_conntrack", os.O_RDONLY)
+    assert ops.read("/net/nf_conntrack", 6, 0, fh) == b"gen 1 "
+    assert ops.read("/net/nf_conntrack", 100, 6, fh) == b"of net/nf_conntrack\nsecond line\n"
+    assert ops.read("/net/nf_conntrack", 100, 200, fh) == b""
+    assert ops.read("/net/nf_conntrack", 5, 0, fh) == b"gen 2"
+    other = ops.open("/net/nf_conntrack", os.O_RDONLY)
+    assert ops.read("/net/nf_conntrack", 5, 4, other) == b"3 of "  # first read at offset 4
+
+
+def test_knob_reads_value_and_newline_and_alias_writes_share_it(ops):
+    fh = ops.open("/sys/net/ipv4/netfilter/ip_ct_udp_timeout", os.O_WRONLY)
+    assert ops.write("/sys/net/ipv4/netfilter/ip_ct_udp_timeout", b"45\n", 0, fh) == 3
+    rd = ops.open("/sys/net/netfilter/nf_conntrack_udp_timeout", os.O_RDONLY)
+    assert ops.read("/sys/net/netfilter/nf_conntrack_udp_timeout", 4096, 0, rd) == b"45\n"
+
+
+def test_bad_value_is_einval_and_keeps_the_old_value(ops):
+    """spec/conntrack.md §3.4: `abc` is EINVAL, value unchanged."""
+    path = "/sys/net/netfilter/nf_conntrack_max"
+    before = ops._knobs["max"]
+    fh = ops.open(path, os.O_WRONLY)
+    assert errno_of(ops.write, path, b"abc\n", 0, fh) == errno.EINVAL
+    assert ops._knobs["max"] == before
+
+
+def test_write_at_a_nonzero_offset_is_ignored_but_reported_written(ops):
+    """spec/conntrack.md §3.4: sysctl_writes_strict=1 ignores writes past offset 0."""
+    path = "/sys/net/netfilter/nf_conntrack_max"
+    before = ops._knobs["max"]
+    fh = ops.open(path, os.O_WRONLY)
+    assert ops.write(path, b"77\n", 3, fh) == 3
+    assert ops._knobs["max"] == before
+
+
+def test_read_only_files_refuse_write_opens_and_truncate_with_eacces(ops):
+    """spec/fuse.md §6: a 0444 file opened for writing is EACCES even for root."""
+    for path in ("/sys/net/netfilter/nf_conntrack_count", "/net/nf_conntrack",
+                 "/net/stat/nf_conntrack"):
+        assert errno_of(ops.open, path, os.O_WRONLY) == errno.EACCES
+        assert errno_of(ops.open, path, os.O_RDWR) == errno.EACCES
+        assert errno_of(ops.open, path, os.O_RDONLY | os.O_TRUNC) == errno.EACCES
+        assert errno_of(ops.truncate, path, 0) == errno.EACCES
+    assert ops.truncate("/sys/net/netfilter/nf_conntrack_max", 0) == 0
+
+
+@pytest.mark.parametrize("call, args, expected", [
+    ("create", ("/sys/net/netfilter/new", 0o644), errno.ENOENT),
+    ("mknod", ("/net/new", 0o644, 0), errno.ENOENT),
+    ("mkdir", ("/net/newdir", 0o755), errno.ENOENT),
+    ("symlink", ("/net/link", "x"), errno.ENOENT),
+    ("link", ("/net/hard", "/net/nf_conntrack"), errno.ENOENT),
+    ("unlink", ("/sys/net/netfilter/nf_conntrack_max",), errno.EACCES),
+    ("unlink", ("/net/nf_conntrack",), errno.EPERM),
+    ("rmdir", ("/sys/net/netfilter",), errno.EACCES),
+    ("rmdir", ("/net/stat",), errno.EPERM),
+    ("rename", ("/net/nf_conntrack", "/net/other"), errno.ENOENT),
+    ("rename", ("/net/nf_conntrack", "/net/ip_conntrack"), errno.EPERM),
+    ("rename", ("/sys/net/nf_conntrack_max", "/sys/net/netfilter/nf_conntrack_count"),
+     errno.EACCES),
+    ("chmod", ("/net/nf_conntrack", 0o600), errno.EPERM),
+    ("chown", ("/sys/net/netfilter/nf_conntrack_max", 65534, 65534), errno.EPERM),
+    ("getxattr", ("/net/nf_conntrack", "user.x"), errno.EOPNOTSUPP),
+    ("setxattr", ("/net/nf_conntrack", "user.x", b"1", 0), errno.EOPNOTSUPP),
+    ("removexattr", ("/net/nf_conntrack", "user.x"), errno.EOPNOTSUPP),
+    ("readlink", ("/net/nf_conntrack",), errno.EINVAL),
+    ("getattr", ("/net/nope",), errno.ENOENT),
+    ("open", ("/net", os.O_RDONLY), errno.EISDIR),
+    ("fsync", ("/net/nf_conntrack", 0, 1), errno.EINVAL),
+])
+def test_changes_to_the_tree_get_the_errno_proc_gives(ops, call, args, expected):
+    """spec/fuse.md §6 table, re-observed on this machine's /proc (6.18)."""
+    assert errno_of(getattr(ops, call), *args) == expected
+
+
+def test_touch_of_an_existing_file_and_listxattr_succeed(ops):
+    assert ops.utimens("/net/nf_conntrack", None) == 0
+    assert ops.listxattr("/sys/net/netfilter/nf_conntrack_max") == []
+
+
+def test_files_report_size_zero_root_owner_and_mode(ops):
+    """spec/fuse.md §3: st_size 0 with direct_io is the only combination every tool reads."""
+    st = ops.getattr("/sys/net/netfilter/nf_conntrack_count")
+    assert (st["st_size"], st["st_uid"], st["st_gid"], st["st_mode"]) == (0, 0, 0, 0o100444)
+    st = ops.getattr("/net/stat")
+    assert st["st_mode"] == 0o040555 and st["st_nlink"] == 2
+    assert ops.getattr("/")["st_nlink"] == 4                 # ., .., net, sys
+
+
+def test_an_exception_inside_a_callback_is_answered_eio_not_einval(ops):
+    """spec/fuse.md §11.2: the bindings turn exceptions into EINVAL ("bad value"); we say EIO."""
+    class Broken:
+        def get(self, view):
+            raise RuntimeError("renderer bug")
+    broken = ProcFs(TREE, ops._knobs, Broken())
+    fh = broken.open("/net/nf_conntrack", os.O_RDONLY)
+    assert errno_of(broken.read, "/net/nf_conntrack", 10, 0, fh) == errno.EIO
+
+
+def test_system_exit_inside_a_callback_does_not_escape(ops):
+    """spec/fuse.md §2: SystemExit in a fusepy callback gives a garbage reply; never let it out."""
+    class Exiting:
+        def get(self, view):
+            raise SystemExit(3)
+    exiting = ProcFs(TREE, ops._knobs, Exiting())
+    fh = exiting.open("/net/nf_conntrack", os.O_RDONLY)
+    assert errno_of(exiting.read, "/net/nf_conntrack", 10, 0, fh) == errno.EIO
+
+
+def test_no_attribute_is_named_like_a_fuse_operation(ops):
+    """spec/fuse.md §11.1: `self.lock = Lock()` became the POSIX lock callback."""
+    assert not OPERATION_NAMES & set(vars(ops))
+    assert ops.use_ns is True
+
+
+# -- the engine thread --------------------------------------------------------------------------
+class FakeEngine:
+    def __init__(self, fail_on: bytes = b"") -> None:
+        self.fed, self.advanced = [], []
+        self.fail_on = fail_on
+
+    def feed_frame(self, ts, linktype, frame):
+        if frame == self.fail_on:
+            raise ValueError("malformed")
+        self.fed.append((ts, frame))
+
+    def advance(self, now):
+        self.advanced.append(now)
+
+    def render(self, view, now):
+        return f"{len(self.fed)} at {now:.3f}\n".encode()
+
+
+def run_driver(engine, frames, seconds: float, **kw) -> EngineDriver:
+    driver = EngineDriver(engine, frames, **kw)
+    driver.start()
+    time.sleep(seconds)
+    driver.stop()
+    return driver
+
+
+def test_frames_are_fed_in_order_once_due_at_their_own_time():
+    now = time.time()
+    frames = [(now - 1.0, 1, b"late"), (now + 0.2, 1, b"soon"), (now + 0.3, 1, b"later"),
+              (now + 30, 1, b"not yet")]
+    engine = FakeEngine()
+    run_driver(engine, frames, 0.6)
+    assert [f for _, f in engine.fed] == [b"late", b"soon", b"later"]
+    times = [t for t, _ in engine.fed]
+    assert times == [now - 1.0, now + 0.2, now + 0.3]        # the frames' own due times
+
+
+def test_advance_runs_at_least_once_a_second_while_the_source_is_silent():
+    engine = FakeEngine()
+    run_driver(engine, [], 2.3)
+    assert len(engine.advanced) >= 2
+    gaps = [b - a for a, b in zip(engine.advanced, engine.advanced[1:])]
+    assert all(gap <= 1.0 for gap in gaps)
+    assert engine.advanced == sorted(engine.advanced)
+
+
+def test_a_packet_that_raises_is_counted_and_the_thread_goes_on():
+    now = time.time()
+    frames = [(now, 1, b"a"), (now, 1, b"boom"), (now, 1, b"c")]
+    engine = FakeEngine(fail_on=b"boom")
+    driver = run_driver(engine, frames, 0.3)
+    assert [f for _, f in engine.fed] == [b"a", b"c"]
+    assert (driver.stats.packets, driver.stats.packet_errors) == (2, 1)
+
+
+def test_a_late_frame_never_moves_the_engine_clock_backwards():
+    now = time.time()
+    engine = FakeEngine()
+    frames = [(now + 0.1, 1, b"a"), (now - 5, 1, b"stale")]
+    run_driver(engine, frames, 0.4)
+    assert engine.fed[1][0] >= engine.fed[0][0]
+
+
+def test_stop_is_prompt_even_when_the_source_blocks_forever():
+    def blocking_source():
+        threading.Event().wait()      # a tap with no traffic
+        yield (0.0, 1, b"")
+    driver = EngineDriver(FakeEngine(), blocking_source())
+    driver.start()
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    driver.stop()
+    assert time.monotonic() - t0 < 1.0
+    assert not driver.running
+
+
+def test_a_failing_source_ends_but_expiry_goes_on():
+    def broken_source():
+        yield (time.time(), 1, b"one")
+        raise OSError("capture truncated")
+    engine = FakeEngine()
+    driver = run_driver(engine, broken_source(), 1.2)
+    assert [f for _, f in engine.fed] == [b"one"]
+    assert driver.stats.source_errors == 1 and driver.stats.source_done
+    assert engine.advanced
+
+
+def test_render_runs_under_the_engine_lock_with_the_driver_clock():
+    engine = FakeEngine()
+    driver = EngineDriver(engine, [])
+    before = time.time()
+    text = driver.render("net/nf_conntrack").decode()
+    assert text.startswith("0 at ")
+    assert before - 0.01 <= float(text.split()[2]) <= time.time() + 0.01
