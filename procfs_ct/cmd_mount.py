@@ -35,7 +35,8 @@ HELP = "Mount the emulated /proc files (net/*, sys/*) at MOUNTPOINT over FUSE."
 SOURCES = ("synthetic[:PACKETS_PER_SECOND] (default) | pcap:FILE[@SPEED] | tap:IFACE | none")
 SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 READY_TIMEOUT = 30.0          # seconds the daemonising parent waits for the mount
-UNMOUNT_RETRIES = 30          # x 0.1 s of `fusermount -u` (EBUSY) before a lazy unmount
+UNMOUNT_RETRIES = 10          # x 0.1 s of `fusermount -u` (EBUSY) before a lazy unmount
+OPEN_FILES_GRACE = 2.0        # seconds open files keep working after the lazy unmount
 
 
 def _epilog() -> str:
@@ -219,7 +220,9 @@ def _wait_for_daemon(read_end: int) -> int:
 
 
 def unmount(mnt: str, mounted: threading.Event) -> None:
-    """fusermount -u, retried while busy, then a lazy unmount (spec/fuse.md §9)."""
+    """fusermount -u, retried while busy; then a lazy unmount; then, if files are still
+    held open after a grace period, abort the connection so the daemon can exit
+    (spec/fuse.md §9)."""
     tool = shutil.which("fusermount") or shutil.which("fusermount3")
     plain = [tool, "-u", mnt] if tool else ["umount", mnt]
     lazy = [tool, "-uz", mnt] if tool else ["umount", "-l", mnt]
@@ -231,9 +234,45 @@ def unmount(mnt: str, mounted: threading.Event) -> None:
             return
         log.info("unmount busy (%s); retrying", done.stderr.decode(errors="replace").strip())
         time.sleep(0.1)
-    if mounted.is_set():
-        log.warning("still busy after %.1f s: lazy unmount", UNMOUNT_RETRIES * 0.1)
-        subprocess.run(lazy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not mounted.is_set():
+        return
+    device = mount_device(mnt)         # read it now: a lazy unmount hides the mount
+    log.warning("still busy after %.1f s: lazy unmount", UNMOUNT_RETRIES * 0.1)
+    subprocess.run(lazy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + OPEN_FILES_GRACE
+    while mounted.is_set() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if mounted.is_set() and device is not None:
+        log.warning("files still open after %.1f s: aborting the FUSE connection",
+                    OPEN_FILES_GRACE)
+        abort_connection(device)
+
+
+def mount_device(mnt: str) -> Optional[int]:
+    """The minor device number of our FUSE mount at mnt (its fusectl directory name)."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                point = fields[4].encode().decode("unicode_escape")
+                if point == mnt and fields[fields.index("-") + 1].startswith("fuse"):
+                    return int(fields[2].split(":")[1])
+    except (OSError, ValueError, IndexError):
+        log.exception("cannot read the mount table")
+    return None
+
+
+def abort_connection(minor: int) -> None:
+    """echo 1 > /sys/fs/fuse/connections/MINOR/abort, mounting fusectl first if needed."""
+    connections = "/sys/fs/fuse/connections"
+    if not os.path.isdir(os.path.join(connections, str(minor))):
+        subprocess.run(["mount", "-t", "fusectl", "fusectl", connections],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with open(os.path.join(connections, str(minor), "abort"), "w") as f:
+            f.write("1")
+    except OSError as exc:
+        log.error("cannot abort FUSE connection %d: %s", minor, exc)
 
 
 def watch_signals(mnt: str, mounted: threading.Event, on_signal: Callable[[], None]) -> None:
