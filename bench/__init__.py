@@ -1,0 +1,1 @@
+"""procfs-ct benchmarks: `bench/run` measures ours beside the kernel and dpkt in one run."""

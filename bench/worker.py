@@ -1,0 +1,299 @@
+"""One measurement in a fresh interpreter: `python -m bench.worker TASK ARGS...`.
+
+Each task prints one JSON object on its last line.  A fresh process per measurement keeps
+the runs independent (no warm caches, no memory left over from an earlier figure) and lets
+the kernel-side tasks run inside a network namespace (`ip netns exec NS python -m ...`).
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List
+
+T0 = 1_700_000_000.0
+GiB = 1 << 30
+
+
+def _engine(max_entries: int):
+    from engine.core import Engine
+    return Engine("linux", ram_bytes=24 * GiB, max_entries=max_entries, ncpu=2)
+
+
+# -- tracking ------------------------------------------------------------------------------
+def task_replay(path: str, profile: str = "linux") -> Dict[str, Any]:
+    """engine.replay.replay on a capture, in process: the engine's packets/s."""
+    from engine.replay import replay
+    start = time.perf_counter()
+    result = replay(path, profile=profile)
+    seconds = time.perf_counter() - start
+    return {"packets": len(result.verdicts), "seconds": seconds, "entries": result.engine.count}
+
+
+def task_dpkt(path: str) -> Dict[str, Any]:
+    """dpkt decoding the same capture to L4 objects: Ethernet -> IP -> TCP/UDP/ICMP."""
+    import dpkt
+    decoded = 0
+    start = time.perf_counter()
+    with open(path, "rb") as fileobj:
+        for _ts, buf in dpkt.pcap.Reader(fileobj):
+            eth = dpkt.ethernet.Ethernet(buf)
+            ip = eth.data
+            if isinstance(ip, dpkt.ip.IP) and isinstance(ip.data, (dpkt.tcp.TCP, dpkt.udp.UDP,
+                                                                    dpkt.icmp.ICMP)):
+                decoded += 1
+    seconds = time.perf_counter() - start
+    return {"decoded": decoded, "seconds": seconds}
+
+
+def task_profile(path: str, out: str, limit: str = "30") -> Dict[str, Any]:
+    """cProfile of an in-process replay; the top functions by own time go to `out`."""
+    import cProfile
+    import io
+    import pstats
+    from engine.replay import replay
+    profiler = cProfile.Profile()
+    profiler.enable()
+    replay(path, profile="linux")
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(int(limit))
+    with open(out, "w") as fileobj:
+        fileobj.write(text.getvalue())
+    return {"written": out}
+
+
+# -- memory --------------------------------------------------------------------------------
+def _rss() -> int:
+    import psutil
+    return psutil.Process().memory_info().rss
+
+
+def task_memory(entries: str, mix: str = "mix", mode: str = "rss") -> Dict[str, Any]:
+    """Bytes per entry for a table of `entries` entries of `mix` (bench/traffic.py).
+
+    rss: RSS after the table is built minus RSS before the engine existed, then again
+    after one nf_conntrack render (any per-entry text cache filled).  tracemalloc: the
+    same deltas as Python's allocator sees them (no fragmentation, no interpreter pools).
+    """
+    from bench.traffic import mixed_datagrams
+    from engine.packet import LOCAL_OUT
+    wanted = int(entries)
+    feed_size = 0
+    for _ in mixed_datagrams(64, mix):       # warm up the builders' own caches
+        feed_size += 1
+    gc.collect()
+    if mode == "tracemalloc":
+        import tracemalloc
+        tracemalloc.start()
+        measure: Callable[[], int] = lambda: tracemalloc.get_traced_memory()[0]
+    else:
+        measure = _rss
+    before = measure()
+    engine = _engine(max(2 * wanted, 1024))
+    feed = engine.feed_datagram
+    now = T0
+    start = time.perf_counter()
+    for datagram in mixed_datagrams(wanted, mix):
+        feed(now, datagram, LOCAL_OUT)
+        now += 1e-6
+    build_seconds = time.perf_counter() - start
+    gc.collect()
+    after_build = measure()
+    text = engine.render("net/nf_conntrack", now)
+    lines = text.count(b"\n")
+    del text
+    gc.collect()
+    after_render = measure()
+    count = engine.count
+    return {"entries": count, "lines": lines, "mode": mode, "mix": mix,
+            "build_seconds": build_seconds,
+            "per_entry": (after_build - before) / count,
+            "per_entry_after_render": (after_render - before) / count}
+
+
+# -- listing (in process) ------------------------------------------------------------------
+def task_render(entries: str, runs: str = "5") -> Dict[str, Any]:
+    """engine.render('net/nf_conntrack') of N unreplied UDP entries: first and later renders."""
+    import struct
+    from engine.build import build_udp_datagram
+    from engine.packet import LOCAL_OUT
+    from bench.captures import fill_ports
+    wanted = int(entries)
+    engine = _engine(wanted)
+    template = bytearray(build_udp_datagram("127.0.0.1", "127.0.0.1", 1, 1, b"x"))
+    for sport, dport in fill_ports(wanted):
+        struct.pack_into("!HH", template, 20, sport, dport)
+        engine.feed_datagram(T0, bytes(template), LOCAL_OUT)
+    times: List[float] = []
+    size = 0
+    for _ in range(int(runs)):
+        start = time.perf_counter()
+        size = len(engine.render("net/nf_conntrack", T0 + 1))
+        times.append(time.perf_counter() - start)
+    return {"entries": engine.count, "bytes": size, "seconds": times}
+
+
+# -- expiry (in process) -------------------------------------------------------------------
+def task_expiry(table: str, sizes: str) -> Dict[str, Any]:
+    """Time tracker.expire() for k expiring entries in a table of `table` entries."""
+    from bench.captures import fill_ports
+    import struct
+    from engine.build import build_udp_datagram
+    from engine.packet import LOCAL_OUT
+    total = int(table)
+    results = []
+    template = bytearray(build_udp_datagram("10.0.0.1", "10.0.0.2", 1, 1, b"x"))
+    for k in (int(x) for x in sizes.split(",")):
+        engine = _engine(total)
+        engine.knobs.set("udp_timeout", 3600)
+        ports = fill_ports(total)
+        for n, (sport, dport) in enumerate(ports):
+            if n == total - k:
+                engine.knobs.set("udp_timeout", 30)      # the last k entries expire first
+            struct.pack_into("!HH", template, 20, sport, dport)
+            engine.feed_datagram(T0, bytes(template), LOCAL_OUT)
+        gc.collect()
+        start = time.perf_counter()
+        idle = engine.tracker.expire(T0 + 29)           # nothing due yet
+        idle_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        removed = engine.tracker.expire(T0 + 31)
+        seconds = time.perf_counter() - start
+        results.append({"expiring": k, "removed": removed, "seconds": seconds,
+                        "idle_removed": idle, "idle_seconds": idle_seconds,
+                        "left": engine.count})
+        del engine
+        gc.collect()
+    return {"table": total, "results": results}
+
+
+def task_fill(entries: str) -> Dict[str, Any]:
+    """Inside a namespace: make the kernel track N unreplied UDP flows 127.0.0.1 -> 127.0.0.1
+    (the pairs of bench/captures.fill_ports), then report its count."""
+    import socket
+    from bench.captures import fill_ports
+    wanted = int(entries)
+    sockets: Dict[int, socket.socket] = {}
+    start = time.perf_counter()
+    for sport, dport in fill_ports(wanted):
+        sock = sockets.get(sport)
+        if sock is None:
+            sock = sockets[sport] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind(("127.0.0.1", sport))
+        sock.sendto(b"x", ("127.0.0.1", dport))
+    seconds = time.perf_counter() - start
+    with open("/proc/sys/net/netfilter/nf_conntrack_count") as fileobj:
+        count = int(fileobj.read())
+    return {"entries": count, "seconds": seconds}
+
+
+# -- listing (files) -----------------------------------------------------------------------
+# The mount shares one render of a listing among the readers of the next 0.5 s
+# (procfs_ct/fs.py SNAPSHOT_TTL): runs are spaced further apart, so each one renders.
+RUN_GAP = 0.6
+
+
+def task_timecat(path: str, runs: str = "5") -> Dict[str, Any]:
+    """Wall time of `cat PATH > /dev/null` (each run a new cat), and the size it reads."""
+    times: List[float] = []
+    for _ in range(int(runs)):
+        time.sleep(RUN_GAP)
+        start = time.perf_counter()
+        subprocess.run(["cat", path], stdout=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - start)
+    time.sleep(RUN_GAP)
+    size = len(subprocess.run(["cat", path], stdout=subprocess.PIPE, check=True).stdout)
+    return {"seconds": times, "bytes": size}
+
+
+def task_ttfb(path: str, runs: str = "5") -> Dict[str, Any]:
+    """Time from starting `head -1 PATH` until its first byte arrives."""
+    times: List[float] = []
+    for _ in range(int(runs)):
+        time.sleep(RUN_GAP)
+        start = time.perf_counter()
+        proc = subprocess.Popen(["head", "-1", path], stdout=subprocess.PIPE)
+        first = os.read(proc.stdout.fileno(), 1)
+        times.append(time.perf_counter() - start)
+        proc.stdout.read()
+        proc.wait()
+        if not first:
+            raise RuntimeError(f"head -1 {path}: empty")
+    return {"seconds": times}
+
+
+def task_knobwrite(path: str, runs: str = "200", gap: str = "0.01") -> Dict[str, Any]:
+    """open/write/close of a knob (what `echo N > knob` does), timed, then read back."""
+    times: List[float] = []
+    original = open(path).read().strip()
+    value = int(original)
+    for n in range(int(runs)):
+        data = f"{value + 1 + n % 2}\n".encode()
+        start = time.perf_counter()
+        fd = os.open(path, os.O_WRONLY)
+        os.write(fd, data)
+        os.close(fd)
+        times.append(time.perf_counter() - start)
+        time.sleep(float(gap))
+    seen = open(path).read().strip()
+    expected = str(value + 1 + (int(runs) - 1) % 2)
+    with open(path, "w") as fileobj:
+        fileobj.write(original + "\n")
+    return {"seconds": times, "read_back_ok": seen == expected}
+
+
+# -- live tap ------------------------------------------------------------------------------
+def task_tap(rate: str, packets: str, ports: str = "1024") -> Dict[str, Any]:
+    """Inside a namespace: the tap on lo feeding an engine while bench/blast.py sends."""
+    from engine.core import Engine
+    from procfs_ct.driver import EngineDriver
+    from procfs_ct.sources.tap import Tap
+    tap = Tap(["lo"])
+    engine = Engine("linux", ram_bytes=24 * GiB, ncpu=2)
+    driver = EngineDriver(engine, tap)
+    driver.start()
+    time.sleep(0.3)
+    blaster = subprocess.run([sys.executable, "-m", "bench.blast", rate, packets, ports],
+                             capture_output=True, text=True, check=True)
+    sent = json.loads(blaster.stdout.strip().splitlines()[-1])
+    wanted = sent["sent"]
+    deadline = time.monotonic() + 120
+    last, still = -1, 0
+    while time.monotonic() < deadline:
+        stats = tap.poll_stats()
+        done = driver.stats.packets
+        if stats.kept + stats.kernel_drops >= wanted and done >= stats.kept:
+            break
+        if done == last:
+            still += 1
+            if still > 20:                 # nothing moved for 2 s: whatever is missing is lost
+                break
+        else:
+            last, still = done, 0
+        time.sleep(0.1)
+    drained = time.monotonic()
+    stats = tap.poll_stats()
+    tracked = driver.stats.packets
+    driver.stop()
+    tap.close()
+    return {"rate": float(rate), "sent": wanted, "send_seconds": sent["seconds"],
+            "kept": stats.kept, "kernel_drops": stats.kernel_drops, "tracked": tracked,
+            "drain_end": drained - sent["end"], "entries": engine.count}
+
+
+TASKS = {name[5:]: value for name, value in globals().items() if name.startswith("task_")}
+
+
+def main(argv: List[str]) -> int:
+    task = TASKS[argv[0]]
+    result = task(*argv[1:])
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
