@@ -36,6 +36,7 @@ OPT_IF_TSOFFSET = 14
 # libpcap refuses records larger than this unless the file's snaplen is larger.
 MAX_RECORD = 262144
 DEFAULT_SNAPLEN = 262144
+READ_CHUNK = 1 << 20       # bytes asked for per read while cutting records out of a pcap
 
 
 class CaptureError(Exception):
@@ -98,23 +99,49 @@ def _read_pcap(fileobj: BinaryIO, order: str, nanosecond: bool) -> Iterator[Capt
 
 def _pcap_records(fileobj: BinaryIO, order: str, nanosecond: bool, snaplen: int,
                   linktype: int) -> Iterator[CapturedFrame]:
+    """The records of a pcap file, read in chunks of up to READ_CHUNK bytes.
+
+    Reading one record at a time costs two read() calls per frame, about as much as
+    tracking it; a chunk holds thousands of records that are cut out of it in place.
+    read1() returns what is available (a pipe from a live capture is not held up until a
+    whole chunk has arrived); files without read1 (raw streams) fall back to read().
+    """
     record = struct.Struct(order + "IIII")
+    unpack_from = record.unpack_from
     unit = 1e9 if nanosecond else 1e6
     limit = max(snaplen, MAX_RECORD)
+    read = getattr(fileobj, "read1", None) or fileobj.read
+    new_frame = tuple.__new__           # CapturedFrame(...) without its Python-level __new__
+    buf = b""
+    pos = 0
     index = 0
     while True:
-        head = _read(fileobj, 16)
-        if len(head) < 16:
-            return
-        seconds, fraction, caplen, _origlen = record.unpack(head)
-        if caplen > limit:
-            raise CaptureError(f"pcap record {index}: captured length {caplen} "
-                               f"exceeds the maximum {limit}")
-        data = _read(fileobj, caplen)
-        if len(data) < caplen:
-            return
-        yield CapturedFrame(seconds + fraction / unit, linktype, data)
-        index += 1
+        size = len(buf)
+        # Every whole record in the chunk.
+        while pos + 16 <= size:
+            seconds, fraction, caplen, _origlen = unpack_from(buf, pos)
+            if caplen > limit:
+                raise CaptureError(f"pcap record {index}: captured length {caplen} "
+                                   f"exceeds the maximum {limit}")
+            end = pos + 16 + caplen
+            if end > size:
+                break
+            yield new_frame(CapturedFrame, (seconds + fraction / unit, linktype,
+                                            buf[pos + 16:end]))
+            pos = end
+            index += 1
+        # Keep the partial record, add the next chunk; a file that ends inside a record
+        # just ends (tcpdump does the same).
+        wanted = 16
+        if pos + 16 <= size:
+            wanted = 16 + unpack_from(buf, pos)[2]
+        buf = buf[pos:]
+        pos = 0
+        while len(buf) < wanted:
+            more = read(max(READ_CHUNK, wanted - len(buf)))
+            if not more:
+                return
+            buf += more
 
 
 # -- pcapng ----------------------------------------------------------------------
