@@ -1,7 +1,8 @@
 """One conntrack entry and the outcomes a protocol tracker can return for a packet."""
 from __future__ import annotations
 
-from typing import Any, Optional
+import struct
+from typing import Any, List, Optional, Tuple
 
 # Status bits (include/uapi/linux/netfilter/nf_conntrack_common.h).
 SEEN_REPLY = 1 << 1
@@ -9,34 +10,56 @@ ASSURED = 1 << 2
 
 ORIGINAL, REPLY = 0, 1
 
+# A table key: the tuple without its protocol (each protocol has its own table), packed as
+# the bytes sit in an option-less IPv4 header from offset 12 (src, dst) followed by the
+# first four bytes of the TCP/UDP header (sport, dport).  So the common packet's key is one
+# slice of its bytes, 12 bytes that cost 48 in memory where a 5-tuple of ints costs ~140.
+# ICMP keeps the id in the sport place and type << 8 | code in the dport place, as the
+# kernel keeps them in the tuple; protocols without ports use 0, 0.
+KEY = struct.Struct("!IIHH")
+Tuple5 = Tuple[int, int, int, int, int]
+
+
+def key_of(src: int, dst: int, sport: int, dport: int) -> bytes:
+    return KEY.pack(src, dst, sport, dport)
+
 
 class Entry:
-    """A tracked connection: two tuples, status bits, an expiry and per-protocol state.
+    """A tracked connection: two keys, status bits, an expiry and per-protocol state.
 
-    Tuples are (src, dst, proto, sport, dport); for ICMP sport is the id and dport
-    is type << 8 | code, mirroring the kernel's tuple layout.
+    Memory matters here (one Entry per tracked connection, 262,144 of them by default), so
+    optional parts cost nothing when off, as the kernel's extensions do: `counters` exists
+    only when nf_conntrack_acct was on at creation, `created` only when nf_conntrack_timestamp
+    was on (the tracker clears it otherwise, once the protocol tracker has read it).
     """
-    __slots__ = ("orig", "reply", "status", "expires", "created", "l4",
-                 "packets", "bytes", "acct", "stamped", "timer_slot", "hnext", "children")
+    __slots__ = ("orig", "reply", "proto", "status", "expires", "created", "l4", "counters",
+                 "timer_slot", "hnext", "text")
 
-    def __init__(self, orig: tuple, reply: tuple, now: float) -> None:
-        self.orig = orig
-        self.reply = reply
+    children = 0                   # expectation children (always 0: no helpers yet)
+
+    def __init__(self, orig: Any, reply: Any, now: float, proto: int = 0) -> None:
+        self.orig = orig               # key (see KEY) of the original direction
+        self.reply = reply             # key of the reply direction
+        self.proto = proto
         self.status = 0
         self.expires = now
-        self.created = now
+        self.created: Optional[float] = now
         self.l4: Any = None            # protocol tracker's private state
-        self.packets = [0, 0]          # per direction
-        self.bytes = [0, 0]
-        self.acct = False              # nf_conntrack_acct was on when created: counters shown
-        self.stamped = False           # nf_conntrack_timestamp was on when created: delta-time shown
-        self.timer_slot: Optional[float] = None   # when the timer heap will look at it next
+        # [packets orig, packets reply, bytes orig, bytes reply] when accounting is on.
+        self.counters: Optional[List[int]] = None
+        self.timer_slot: Optional[float] = None   # when the timer wheel will look at it next
         self.hnext: Optional["Entry"] = None      # next entry in the same hash chain
-        self.children = 0              # expectation children (always 0: no helpers yet)
+        self.text: Optional[tuple] = None         # render cache, see engine/render.py
 
     @property
-    def proto(self) -> int:
-        return self.orig[2]
+    def acct(self) -> bool:
+        """nf_conntrack_acct was on when the entry was made: counters are kept and shown."""
+        return self.counters is not None
+
+    @property
+    def stamped(self) -> bool:
+        """nf_conntrack_timestamp was on when the entry was made: delta-time is shown."""
+        return self.created is not None
 
     @property
     def assured(self) -> bool:
@@ -45,6 +68,11 @@ class Entry:
     @property
     def seen_reply(self) -> bool:
         return bool(self.status & SEEN_REPLY)
+
+    def tuple(self, direction: int = ORIGINAL) -> Tuple5:
+        """(src, dst, proto, sport, dport) of one direction, decoded from its key."""
+        src, dst, a, b = KEY.unpack(self.reply if direction else self.orig)
+        return (src, dst, self.proto, a, b)
 
 
 class _Outcome:

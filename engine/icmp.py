@@ -43,8 +43,7 @@ def classify_error(pkt: Packet, lookup: Lookup, modern: bool
         return "icmp error quoting no known flow"
     entry, direction = hit
     if modern:
-        flow = entry.reply if direction == REPLY else entry.orig
-        if pkt.dst != flow[1]:
+        if pkt.dst != entry.tuple(direction)[1]:
             return "icmp error: outer destination is not the flow's"
     return hit
 

@@ -37,23 +37,24 @@ def seconds_left(entry: Entry, now: float) -> int:
 
 
 def _counters(entry: Entry, direction: int) -> str:
-    return f"packets={entry.packets[direction]} bytes={entry.bytes[direction]} "
+    counters = entry.counters
+    return f"packets={counters[direction]} bytes={counters[2 + direction]} "
 
 
 def nf_conntrack_line(tracker: Tracker, entry: Entry, now: float) -> str:
-    proto = entry.orig[2]
+    proto = entry.proto
     state = tracker.state_name(entry)
     name = tracker.l4_name(proto)
     keyed = name == "gre"
     parts = [f"ipv4     2 {name:<8} {proto} {seconds_left(entry, now)} "]
     if state is not None:
         parts.append(state + " ")
-    parts.append(tuple_text(entry.orig, keyed))
+    parts.append(tuple_text(entry.tuple(0), keyed))
     if entry.acct:
         parts.append(_counters(entry, 0))
     if not entry.status & SEEN_REPLY:
         parts.append("[UNREPLIED] ")
-    parts.append(tuple_text(entry.reply, keyed))
+    parts.append(tuple_text(entry.tuple(1), keyed))
     if entry.acct:
         parts.append(_counters(entry, 1))
     if entry.status & ASSURED:
@@ -67,17 +68,17 @@ def nf_conntrack_line(tracker: Tracker, entry: Entry, now: float) -> str:
 
 def ip_conntrack_line(tracker: Tracker, entry: Entry, now: float) -> str:
     """The 2.6 ip_conntrack line as the tutorial prints it (no mark, `use=1`)."""
-    proto = entry.orig[2]
+    proto = entry.proto
     state = tracker.state_name(entry)
     name = tracker.l4_name(proto)
     keyed = name == "gre"
     parts = [f"{name:<8} {proto} {seconds_left(entry, now)} "]
     if state is not None:
         parts.append(state + " ")
-    parts.append(tuple_text(entry.orig, keyed))
+    parts.append(tuple_text(entry.tuple(0), keyed))
     if not entry.status & SEEN_REPLY:
         parts.append("[UNREPLIED] ")
-    parts.append(tuple_text(entry.reply, keyed))
+    parts.append(tuple_text(entry.tuple(1), keyed))
     if entry.status & ASSURED:
         parts.append("[ASSURED] ")
     parts.append(f"use={1 + entry.children}\n")

@@ -3,6 +3,13 @@
 `Tracker.process(packet, now)` is nf_conntrack_in for one parsed datagram: it finds or
 creates the entry, lets the protocol tracker judge the packet, and returns the
 packet's ctstate.  Time is an argument; nothing here reads a clock.
+
+Layout, chosen for memory (the table holds 262,144 entries by default) and speed:
+- one dict per protocol maps both keys of every entry (engine/entry.py KEY: 12 bytes
+  that are a plain slice of a TCP/UDP packet) to the Entry; the direction of a hit is
+  whether the key is the entry's reply key;
+- timers sit in a wheel of one-second buckets (see TimerWheel), so arming costs a list
+  append and an entry costs the wheel one pointer, yet expiry is exact to the float.
 """
 from __future__ import annotations
 
@@ -12,15 +19,15 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from . import icmp
 from .ctstate import CtState, Verdict
-from .entry import (ASSURED, DELETE, IGNORE, INVALID, ORIGINAL, REOPEN, REPLY,
-                    SEEN_REPLY, Entry)
+from .entry import (ASSURED, DELETE, IGNORE, INVALID, KEY, ORIGINAL, REOPEN, REPLY,
+                    SEEN_REPLY, Entry, Tuple5)
 from .generic import GenericTracker
 from .gre import GreTracker
 from .icmp import IcmpTracker
 from .knobs import KnobValues
 from .packet import IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
 from .tcp import TcpTracker
-from .tuples import invert
+from .tuples import ICMP_INVERSE
 from .udp import UdpTracker
 
 V_INVALID = Verdict(CtState.INVALID)
@@ -37,6 +44,109 @@ STAT_EVENTS = ("searched", "found", "new", "invalid", "ignore", "delete", "delet
 
 EARLY_DROP_BUCKETS = 8          # modern: buckets scanned for victims (NF_CT_EVICTION_RANGE)
 
+INFINITY = float("inf")
+
+
+def knob_dict(knobs) -> dict:
+    """The plain dict behind a KnobValues, for the per-packet reads.
+
+    KnobValues[name] is a Python-level call (it checks for live values first); the
+    trackers read several knobs per packet and none of them is live (only `count` is),
+    so they read the dict the registry stores into.  A write through write_text() or
+    set() lands in this same dict, so the next packet sees it, as the kernel's does.
+    """
+    if isinstance(knobs, KnobValues):
+        return knobs._values
+    return knobs
+
+
+def reply_key(proto: int, key: bytes) -> Optional[bytes]:
+    """The key a reply carries; None if there is none (an ICMP type without a pair)."""
+    src, dst, a, b = KEY.unpack(key)
+    if proto == IPPROTO_ICMP:
+        reply_type = ICMP_INVERSE.get(b >> 8)
+        if reply_type is None:
+            return None
+        return KEY.pack(dst, src, a, (reply_type << 8) | (b & 0xFF))
+    return KEY.pack(dst, src, b, a)
+
+
+class TimerWheel:
+    """Entries filed by the second their timer falls in; the current second in a heap.
+
+    An entry is filed under `entry.timer_slot` (a time).  Arming a later time does not
+    move it: when its slot comes the entry is looked at, and re-filed if its expiry
+    moved on, so refreshing an entry per packet costs nothing here.  Arming an earlier
+    time files it again (the old filing is then stale and skipped).
+
+    Filings more than a second ahead go to a bucket per whole second (a list: one
+    pointer per entry).  When a second begins its bucket is moved into a small heap of
+    (time, seq, entry), which hands out entries exactly in time order, so expiry is as
+    exact as with one big heap but the big heap's tuple per entry is only paid for the
+    entries of the current second.
+    """
+
+    def __init__(self) -> None:
+        self._buckets: Dict[int, List[Entry]] = {}
+        self._seconds: List[int] = []                   # heap of the buckets' seconds
+        self._near: List[Tuple[float, int, Entry]] = []  # heap: filings before _near_end
+        self._near_end = -INFINITY
+        self._seq = itertools.count()
+        self.next_due = INFINITY        # nothing can be due before this time
+
+    def file(self, entry: Entry, when: float) -> None:
+        entry.timer_slot = when
+        if when < self._near_end:
+            heapq.heappush(self._near, (when, next(self._seq), entry))
+            if when < self.next_due:
+                self.next_due = when
+            return
+        second = int(when)
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            self._buckets[second] = [entry]
+            heapq.heappush(self._seconds, second)
+            if second < self.next_due:
+                self.next_due = second
+        else:
+            bucket.append(entry)
+
+    def due(self, now: float) -> Iterator[Entry]:
+        """Entries whose filing time is <= now, in time order within the current second.
+
+        The caller checks each one (stale filing, moved expiry) and may file it again.
+        """
+        while True:
+            near = self._near
+            if near and near[0][0] <= now:
+                when, _, entry = heapq.heappop(near)
+                if entry.timer_slot == when:
+                    yield entry
+                continue
+            seconds = self._seconds
+            if not seconds or seconds[0] > now:
+                break
+            second = heapq.heappop(seconds)
+            bucket = self._buckets.pop(second)
+            if second + 1 <= now:
+                # The whole second is over: everything filed in it is due, in any order.
+                for entry in bucket:
+                    if entry.timer_slot is not None and int(entry.timer_slot) == second:
+                        yield entry
+                continue
+            # `now` is inside this second: from here on it is handed out in time order.
+            self._near_end = second + 1
+            seq = self._seq
+            near.extend((entry.timer_slot, next(seq), entry) for entry in bucket
+                        if entry.timer_slot is not None and int(entry.timer_slot) == second)
+            heapq.heapify(near)
+        self.next_due = min(self._near[0][0] if self._near else INFINITY,
+                            self._seconds[0] if self._seconds else INFINITY)
+
+    def earliest(self) -> Optional[float]:
+        """A lower bound of the next filing time (None when nothing is filed)."""
+        return None if self.next_due == INFINITY else self.next_due
+
 
 class Tracker:
     """The table of one network namespace, for one profile ("tutorial" or "linux")."""
@@ -45,22 +155,21 @@ class Tracker:
         self.profile = profile
         self.modern = profile == "linux"
         self.knobs = knobs
+        self._kv = knob_dict(knobs)
         self.l4 = {IPPROTO_TCP: TcpTracker(profile), IPPROTO_UDP: UdpTracker(profile),
                    IPPROTO_ICMP: IcmpTracker(profile)}
         if self.modern:
             self.l4[IPPROTO_GRE] = GreTracker(profile)   # ip_conntrack had no GRE in core
         self.generic = GenericTracker(profile)
-        # Both tuples of every entry map to (entry, direction).
-        self._by_tuple: Dict[tuple, Tuple[Entry, int]] = {}
+        # Per protocol: both keys of every entry -> the entry.
+        self._tables: Dict[int, Dict[bytes, Entry]] = {
+            IPPROTO_TCP: {}, IPPROTO_UDP: {}, IPPROTO_ICMP: {}}
         self._count = 0
-        # Hash chains by original tuple, only to choose early-drop victims the way the
+        # Hash chains by original key, only to choose early-drop victims the way the
         # kernel does (from the new tuple's bucket); heads are entries linked by .hnext.
         self.buckets = max(int(knobs["buckets"]), 1)
         self._chains: List[Optional[Entry]] = [None] * self.buckets
-        # Lazy timer heap: (scheduled time, seq, entry).  An entry whose expiry moved
-        # later is re-queued only when its old time comes, so a refresh costs nothing.
-        self._timers: List[Tuple[float, int, Entry]] = []
-        self._seq = itertools.count()
+        self.timers = TimerWheel()
         self.stats: Dict[str, int] = dict.fromkeys(STAT_EVENTS, 0)
         knobs.provide("count", lambda: len(self))
 
@@ -68,24 +177,43 @@ class Tracker:
     def __len__(self) -> int:
         return self._count
 
+    def table(self, proto: int) -> Dict[bytes, Entry]:
+        """The key -> entry dict of one protocol (made on first use)."""
+        table = self._tables.get(proto)
+        if table is None:
+            table = self._tables[proto] = {}
+        return table
+
     def entries(self) -> Iterator[Entry]:
-        """Live entries, each once (in insertion order)."""
-        for entry, direction in self._by_tuple.values():
-            # An entry whose tuples are equal (generic protocol to itself) has one key.
-            if direction == ORIGINAL or entry.orig == entry.reply:
-                yield entry
+        """Live entries, each once (by protocol, in insertion order within one)."""
+        for table in list(self._tables.values()):
+            for key, entry in table.items():
+                # The original key's slot; an entry whose keys are equal (generic
+                # protocol to itself) has that one slot only.
+                if key is entry.orig:
+                    yield entry
 
-    def lookup(self, key: tuple) -> Optional[Tuple[Entry, int]]:
-        return self._by_tuple.get(key)
+    def lookup(self, proto: int, key: bytes) -> Optional[Tuple[Entry, int]]:
+        """(entry, direction) of the entry holding this key, or None."""
+        table = self._tables.get(proto)
+        entry = table.get(key) if table is not None else None
+        if entry is None:
+            return None
+        # The reply key wins when both are equal: the kernel finds the reply direction.
+        return entry, REPLY if key == entry.reply else ORIGINAL
 
-    def _bucket(self, key: tuple) -> int:
+    def lookup_tuple(self, t: Tuple5) -> Optional[Tuple[Entry, int]]:
+        """lookup() by (src, dst, proto, sport, dport)."""
+        src, dst, proto, a, b = t
+        return self.lookup(proto, KEY.pack(src, dst, a, b))
+
+    def _bucket(self, key: bytes) -> int:
         return hash(key) % self.buckets
 
     def _insert(self, entry: Entry) -> None:
-        # The reply tuple is hashed in last, at the head of its chain, so when both
-        # tuples are equal the kernel's lookups find the reply direction.
-        self._by_tuple[entry.orig] = (entry, ORIGINAL)
-        self._by_tuple[entry.reply] = (entry, REPLY)
+        table = self.table(entry.proto)
+        table[entry.orig] = entry
+        table[entry.reply] = entry
         self._count += 1
         b = self._bucket(entry.orig)
         entry.hnext = self._chains[b]
@@ -94,10 +222,11 @@ class Tracker:
 
     def remove(self, entry: Entry) -> None:
         """Unlink an entry (expiry, early drop, RST kill)."""
-        if self._by_tuple.get(entry.orig, (None,))[0] is not entry:
+        table = self._tables.get(entry.proto)
+        if table is None or table.get(entry.orig) is not entry:
             return
-        del self._by_tuple[entry.orig]
-        self._by_tuple.pop(entry.reply, None)
+        del table[entry.orig]
+        table.pop(entry.reply, None)
         self._count -= 1
         b = self._bucket(entry.orig)
         node, prev = self._chains[b], None
@@ -116,32 +245,29 @@ class Tracker:
     # -- timers --------------------------------------------------------------------
     def _arm(self, entry: Entry, expires: float) -> None:
         entry.expires = expires
-        if entry.timer_slot is None or expires < entry.timer_slot:
-            entry.timer_slot = expires
-            heapq.heappush(self._timers, (expires, next(self._seq), entry))
+        slot = entry.timer_slot
+        if slot is None or expires < slot:
+            self.timers.file(entry, expires)
 
     def expire(self, now: float) -> int:
         """Remove every entry whose time is up; cost grows with what expires, not the table."""
-        timers, removed = self._timers, 0
-        while timers and timers[0][0] <= now:
-            when, _, entry = heapq.heappop(timers)
-            if entry.timer_slot != when:
-                continue                       # stale: removed, or re-armed earlier
+        removed = 0
+        timers = self.timers
+        for entry in timers.due(now):
             if entry.expires <= now:
                 self.remove(entry)
                 removed += 1
             else:
-                entry.timer_slot = entry.expires
-                heapq.heappush(timers, (entry.expires, next(self._seq), entry))
+                timers.file(entry, entry.expires)      # refreshed since it was filed
         return removed
 
     def next_expiry(self) -> Optional[float]:
-        return self._timers[0][0] if self._timers else None
+        return self.timers.earliest()
 
     # -- the table limit -----------------------------------------------------------
-    def _make_room(self, key: tuple, now: float) -> bool:
+    def _make_room(self, key: bytes, now: float) -> bool:
         """Called before inserting a new entry; True if the table has room for it (spec §7.2)."""
-        limit = self.knobs["max"]
+        limit = self._kv["max"]
         if limit == 0 or len(self) + 1 <= limit:
             return True                  # a negative ip_conntrack max is "always over"
         start = self._bucket(key)
@@ -175,12 +301,12 @@ class Tracker:
     # -- packets -------------------------------------------------------------------
     def process(self, pkt: Packet, now: float) -> Verdict:
         """Classify one whole datagram and update the table, as nf_conntrack_in does."""
-        if self._timers and self._timers[0][0] <= now:
+        if now >= self.timers.next_due:
             self.expire(now)
         if pkt.l4_error is not None:
             return self._invalid()
         tracker = self.l4.get(pkt.proto, self.generic)
-        reason = tracker.error(pkt, self.knobs)
+        reason = tracker.error(pkt, self._kv)
         if reason is not None:
             return self._invalid(error_path=True, proto=pkt.proto)
         if pkt.proto == IPPROTO_ICMP and icmp.is_error(pkt):
@@ -202,7 +328,7 @@ class Tracker:
         return V_INVALID
 
     def _icmp_error(self, pkt: Packet) -> Verdict:
-        hit = icmp.classify_error(pkt, self._by_tuple.get, self.modern)
+        hit = icmp.classify_error(pkt, self.lookup_tuple, self.modern)
         if isinstance(hit, str):
             self.stats["icmp_error"] += 1
             if not self.modern:
@@ -215,19 +341,22 @@ class Tracker:
         return V_RELATED_REPLY if hit[1] == REPLY else V_RELATED
 
     def _track(self, pkt: Packet, tracker, now: float) -> Verdict:
-        key = (pkt.src, pkt.dst, pkt.proto, pkt.sport, pkt.dport)
-        hit = self._by_tuple.get(key)
-        if hit is None:
-            reply = invert(key)
+        proto = pkt.proto
+        key = KEY.pack(pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        table = self.table(proto)
+        entry = table.get(key)
+        if entry is None:
+            reply = reply_key(proto, key)
             if reply is None:
                 return self._invalid()
-            entry = Entry(key, reply, now)
-            if not tracker.new(entry, pkt, self.knobs):
+            entry = Entry(key, reply, now, proto)
+            if not tracker.new(entry, pkt, self._kv):
                 return self._invalid()
             direction, is_new = ORIGINAL, True
         else:
             self.stats["found"] += 1
-            entry, direction = hit
+            # The reply key wins when both are equal: the kernel finds the reply direction.
+            direction = REPLY if key == entry.reply else ORIGINAL
             is_new = False
         # ctinfo is decided before the tracker sees the packet (resolve_normal_ct).
         if direction == REPLY:
@@ -236,7 +365,7 @@ class Tracker:
             verdict = V_ESTABLISHED
         else:
             verdict = V_NEW
-        outcome = tracker.packet(entry, pkt, direction, now, self.knobs)
+        outcome = tracker.packet(entry, pkt, direction, now, self._kv)
         if outcome is INVALID:
             if not is_new:
                 # A refused packet may still shorten the timer (modern TCP: an invalid
@@ -251,19 +380,33 @@ class Tracker:
             if not self._make_room(key, now):
                 self.stats["drop"] += 1
                 return V_INVALID
-            entry.acct = bool(self.knobs["acct"])
-            entry.stamped = bool(self.knobs["timestamp"])
-            self.stats["new"] += 1
+            self._created(entry)
             self._insert(entry)
+        self._accepted(entry, direction, outcome, pkt.ip_len, now)
+        return verdict
+
+    def _created(self, entry: Entry) -> None:
+        """A new entry is going in: its optional parts, as the knobs say right now."""
+        kv = self._kv
+        if kv["acct"]:
+            entry.counters = [0, 0, 0, 0]
+        if not kv["timestamp"]:
+            entry.created = None
+        self.stats["new"] += 1
+
+    def _accepted(self, entry: Entry, direction: int, outcome, ip_len: int,
+                  now: float) -> None:
+        """After the protocol tracker accepted a packet: reply bit, counters, the timer."""
         if direction == REPLY:
             entry.status |= SEEN_REPLY
-        entry.packets[direction] += 1
-        entry.bytes[direction] += pkt.ip_len
+        counters = entry.counters
+        if counters is not None:
+            counters[direction] += 1
+            counters[2 + direction] += ip_len
         if outcome is DELETE:
             self.remove(entry)
         elif outcome is not IGNORE:
             self._arm(entry, now + outcome)
-        return verdict
 
     def state_name(self, entry: Entry) -> Optional[str]:
         return self.l4.get(entry.proto, self.generic).state_name(entry)

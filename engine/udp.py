@@ -26,13 +26,15 @@ class UdpTracker:
         return None
 
     def new(self, entry: Entry, pkt: Packet, knobs) -> bool:
-        entry.l4 = entry.created + STREAM_AFTER   # when the stream rule starts to apply
+        # The first packet's time (the entry keeps no creation time of its own unless
+        # timestamps are on); the stream rule applies from STREAM_AFTER seconds later.
+        entry.l4 = entry.created
         return True
 
     def packet(self, entry: Entry, pkt: Packet, direction: int, now: float, knobs):
         if not entry.status & SEEN_REPLY:
             return knobs["udp_timeout"]
-        if self.modern and now <= entry.l4:
+        if self.modern and now <= entry.l4 + STREAM_AFTER:
             return knobs["udp_timeout"]
         entry.status |= ASSURED
         return knobs["udp_timeout_stream"]
