@@ -143,19 +143,18 @@ do_unmount() {
     if [ "$state" = none ] && [ -z "$pid" ]; then say "$mnt: not mounted"; else say "Unmounted $mnt"; fi
 }
 
-show_usage() {
-    local shown=$1
-    cat <<EOF
-Try:
-  cat $shown/net/ip_conntrack                  # the tutorial's listing (2.4/2.6 format)
-  head $shown/net/nf_conntrack                 # the same table, modern format
-  cat $shown/net/stat/nf_conntrack             # per-CPU statistics
-  cat $shown/sys/net/ipv4/netfilter/ip_ct_tcp_timeout_established
-  echo 600 > $shown/sys/net/ipv4/netfilter/ip_ct_tcp_timeout_established
-  cat $shown/sys/net/netfilter/nf_conntrack_tcp_timeout_established   # the same knob
-  echo abc > $shown/sys/net/netfilter/nf_conntrack_max                # refused: Invalid argument
-  ./mount.sh -u${2:+ $2}                       # unmount
-EOF
+show_usage() {     # show_usage SHOWN_MOUNTPOINT [MOUNTPOINT_ARGUMENT]
+    local m=$1
+    say "Try:"
+    printf '  %-66s # %s\n' \
+        "cat $m/net/ip_conntrack" "the tutorial's listing (2.4/2.6 format)" \
+        "head $m/net/nf_conntrack" "the same table, modern format" \
+        "cat $m/net/stat/nf_conntrack" "per-CPU statistics" \
+        "cat $m/sys/net/ipv4/netfilter/ip_ct_tcp_timeout_established" "a knob (seconds)" \
+        "echo 600 > $m/sys/net/ipv4/netfilter/ip_ct_tcp_timeout_established" "tune it" \
+        "cat $m/sys/net/netfilter/nf_conntrack_tcp_timeout_established" "the same knob, modern name" \
+        "echo abc > $m/sys/net/netfilter/nf_conntrack_max" "refused: Invalid argument" \
+        "./mount.sh -u${2:+ $2}" "unmount"
 }
 
 do_mount() {

@@ -97,6 +97,9 @@ def check_mountpoint(path: str) -> str:
     if os.path.ismount(mnt):
         raise _usage_error(f"{mnt}: already a mount point; unmount it first "
                            f"(`fusermount -u {mnt}` or ./mount.sh -u)")
+    if os.listdir(mnt):
+        # libfuse2 refuses too, but only after the daemon started; libfuse3 would hide them.
+        raise _usage_error(f"{mnt}: not empty; mount on an empty directory")
     return mnt
 
 
@@ -287,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.core import Engine
     from procfs_ct.driver import EngineDriver
     from procfs_ct.fs import ProcFs, SharedSnapshots, mount_options
-    from procfs_ct.fuse_compat import FUSE, LIBRARY
+    from procfs_ct.fuse_compat import FUSE, LIBFUSE_MAJOR, LIBRARY
 
     mnt = check_mountpoint(args.mountpoint)
     for name in ("max_entries", "buckets"):
@@ -326,7 +329,8 @@ def run(args: argparse.Namespace) -> int:
     threading.Thread(target=watch_signals, args=(mnt, mounted, driver.stop),
                      name="procfs-ct-signals", daemon=True).start()
     driver.start()
-    log.info("mounting %s (profile %s, source %s, %s)", mnt, args.profile, args.source, LIBRARY)
+    log.info("mounting %s (profile %s, source %s, %s on libfuse %d)", mnt, args.profile,
+             args.source, LIBRARY, LIBFUSE_MAJOR)
     status = 0
     try:
         FUSE(operations, mnt, **mount_options(args.allow_other,

@@ -27,5 +27,7 @@ FUSE = _lib.FUSE
 FuseOSError = _lib.FuseOSError
 Operations = _lib.Operations
 fuse_get_context = _lib.fuse_get_context
+# fusepy only speaks libfuse 2; mfusepy says which one it loaded.
+LIBFUSE_MAJOR = getattr(_lib, "fuse_version_major", 2)
 
-__all__ = ["FUSE", "FuseOSError", "Operations", "fuse_get_context", "LIBRARY"]
+__all__ = ["FUSE", "FuseOSError", "Operations", "fuse_get_context", "LIBRARY", "LIBFUSE_MAJOR"]

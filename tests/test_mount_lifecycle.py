@@ -110,6 +110,17 @@ def test_a_bad_source_spec_is_one_line_and_mounts_nothing(tmp_path):
     assert not is_mounted(mnt)
 
 
+def test_a_non_empty_mountpoint_is_refused_before_anything_starts(tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    (mnt / "precious").write_text("keep me\n")
+    done = subprocess.run(procfs_ct_command() + ["mount", str(mnt), "--source", "none"],
+                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stderr) == (2, f"procfs-ct mount: {mnt}: not empty; "
+                                                 "mount on an empty directory\n")
+    assert not is_mounted(mnt)
+
+
 def test_sigkill_with_auto_unmount_leaves_no_mount(mount_factory):
     """spec/fuse.md §9: auto_unmount's fusermount helper removes the mount after kill -9."""
     mount = mount_factory("--source", "none")
