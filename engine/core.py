@@ -10,13 +10,14 @@ from typing import Dict, Optional
 from .ctstate import CtState, Verdict
 from .defrag import Defragmenter
 from .knobs import KnobValues
-from .linklayer import strip_link
-from .packet import LOCAL_OUT
+from .linklayer import LINKTYPE_ETHERNET, strip_link
+from .packet import LOCAL_OUT, PRE_ROUTING
 from .parse import ParseError, parse_ipv4
 from .render import render_expect, render_ip_conntrack, render_nf_conntrack, render_stat
 from .tracker import Tracker
 
 V_INVALID = Verdict(CtState.INVALID)
+ETHERTYPE_IPV4 = b"\x08\x00"
 
 VIEWS = ("net/ip_conntrack", "net/ip_conntrack_expect", "net/nf_conntrack",
          "net/nf_conntrack_expect", "net/stat/ip_conntrack", "net/stat/nf_conntrack")
@@ -59,14 +60,35 @@ class Engine:
 
     def feed_frame(self, ts: float, linktype: int, frame: bytes) -> Optional[Verdict]:
         """Track one captured frame; None if it is not IPv4 or is a fragment held for now."""
+        # Untagged Ethernet carrying IPv4, tracked in OUTPUT (no checksums to verify): the
+        # tracker's fast path reads the datagram in place; it declines what it cannot do.
+        tried = False
+        if (linktype == LINKTYPE_ETHERNET and self.default_hook != PRE_ROUTING
+                and frame[12:14] == ETHERTYPE_IPV4):
+            verdict = self.tracker.track_ipv4(frame, 14, ts)
+            if verdict is not None:
+                return verdict
+            tried = True
         datagram, hook = strip_link(linktype, frame)
         if datagram is None:
             self.frames_not_ipv4 += 1
             return None
-        return self.feed_datagram(ts, datagram, self.default_hook if hook is None else hook)
+        if hook is None:
+            hook = self.default_hook
+        if tried:
+            return self._feed_general(ts, datagram, hook)
+        return self.feed_datagram(ts, datagram, hook)
 
     def feed_datagram(self, ts: float, datagram: bytes, hook: int) -> Optional[Verdict]:
         """Track one IPv4 datagram seen at netfilter hook `hook` at time `ts`."""
+        if hook != PRE_ROUTING:
+            verdict = self.tracker.track_ipv4(datagram, 0, ts)
+            if verdict is not None:
+                return verdict
+        return self._feed_general(ts, datagram, hook)
+
+    def _feed_general(self, ts: float, datagram: bytes, hook: int) -> Optional[Verdict]:
+        """Defragment, parse into a Packet, track: every datagram the fast path declines."""
         if len(datagram) >= 8 and (datagram[6] & 0x3F or datagram[7]):
             self._sync_defrag_knobs()
             datagram = self.defrag.feed(datagram, ts, hook)

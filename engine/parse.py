@@ -158,13 +158,13 @@ def _parse_tcp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool
         return
     tcp = TcpInfo(flags, seq, ack, window, l4_len - doff)
     if doff > 20:
-        _parse_tcp_options(tcp, datagram, ihl + 20, ihl + doff)
+        parse_tcp_options(tcp, datagram, ihl + 20, ihl + doff)
     if verify:
         tcp.checksum_ok = packet.l4_checksum_ok = _l4_checksum_ok(packet, datagram, ihl, end)
     packet.tcp = tcp
 
 
-def _parse_tcp_options(tcp: TcpInfo, data: bytes, pos: int, end: int) -> None:
+def parse_tcp_options(tcp: TcpInfo, data: bytes, pos: int, end: int) -> None:
     """Window scale, SACK-permitted and the SACK right edge, as the kernel reads them.
 
     One walk does the work of the kernel's tcp_options() and tcp_sack(): both stop

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional, Union
 
 from .entry import ASSURED, DELETE, IGNORE, INVALID, ORIGINAL, REOPEN, REPLY, SEEN_REPLY, Entry
 from .entry import _Outcome
-from .packet import PRE_ROUTING, RST, Packet
+from .packet import PRE_ROUTING, RST, Packet, TcpInfo
 from .tcp_tables import (C_ACK, C_FIN, C_RST, C_SYN, C_SYNACK, CLASS_OF_FLAGS, CLOSE,
                          CLOSE_WAIT, ESTABLISHED, FIN_WAIT, IG, IV, LAST_ACK, NONE,
                          STATE_NAMES, STATE_TIMEOUT_KNOB, SYN_RECV, SYN_SENT, SYN_SENT2,
@@ -56,7 +56,7 @@ class TcpTracker:
         self.profile = profile
         self.linux = profile == "linux"
         self._table = TABLES[profile]
-        self._valid_flags = VALID_FLAGS[profile]
+        self.valid_flags = VALID_FLAGS[profile]     # by flags byte: passes error()
         self._names = STATE_NAMES[profile]
 
     # -- before the tables (§4.5) ------------------------------------------------------------
@@ -71,7 +71,7 @@ class TcpTracker:
         if (pkt.hook == PRE_ROUTING and knobs["checksum"]
                 and not (tcp.checksum_ok and pkt.l4_checksum_ok)):
             return "bad checksum"
-        if not self._valid_flags[tcp.flags & 0xFF]:
+        if not self.valid_flags[tcp.flags & 0xFF]:
             return "invalid tcp flag combination"
         return None
 
@@ -112,8 +112,16 @@ class TcpTracker:
                knobs: Knobs) -> Outcome:
         """Run one packet through the state machine: a timeout (seconds) or an outcome."""
         if self.linux:
-            return self._linux_packet(entry, pkt, direction, now, knobs)
-        return self._tutorial_packet(entry, pkt, direction, knobs)
+            return self._linux_packet(entry, pkt.tcp, direction, now, knobs)
+        return self._tutorial_packet(entry, pkt.tcp, direction, knobs)
+
+    def segment(self, entry: Entry, tcp: TcpInfo, direction: int, now: float,
+                knobs: Knobs) -> Outcome:
+        """packet() for a segment already known to pass error(): the table's fast path
+        calls this with the TCP header alone, without building a Packet around it."""
+        if self.linux:
+            return self._linux_packet(entry, tcp, direction, now, knobs)
+        return self._tutorial_packet(entry, tcp, direction, knobs)
 
     def state_name(self, entry: Entry) -> str:
         return self._names[entry.l4.state]
@@ -128,10 +136,9 @@ class TcpTracker:
         return entry.l4.state in CLOSING_STATES
 
     # -- modern (§4.6) -----------------------------------------------------------------------
-    def _linux_packet(self, entry: Entry, pkt: Packet, d: int, now: float,
+    def _linux_packet(self, entry: Entry, tcp: TcpInfo, d: int, now: float,
                       knobs: Knobs) -> Outcome:
         conn: TcpConn = entry.l4
-        tcp = pkt.tcp
         flags = tcp.flags
         index = CLASS_OF_FLAGS[flags & 0xFF]
         old = conn.state
@@ -222,9 +229,8 @@ class TcpTracker:
         return timeout
 
     # -- pom / 2.6-ipct ----------------------------------------------------------------------
-    def _tutorial_packet(self, entry: Entry, pkt: Packet, d: int, knobs: Knobs) -> Outcome:
+    def _tutorial_packet(self, entry: Entry, tcp: TcpInfo, d: int, knobs: Knobs) -> Outcome:
         conn: TcpConn = entry.l4
-        tcp = pkt.tcp
         flags = tcp.flags
         index = CLASS_OF_FLAGS[flags & 0xFF]
         old = conn.state

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import struct
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from . import icmp
@@ -25,7 +26,8 @@ from .generic import GenericTracker
 from .gre import GreTracker
 from .icmp import IcmpTracker
 from .knobs import KnobValues
-from .packet import IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
+from .packet import IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet, TcpInfo
+from .parse import parse_tcp_options
 from .tcp import TcpTracker
 from .tuples import ICMP_INVERSE
 from .udp import UdpTracker
@@ -45,6 +47,9 @@ STAT_EVENTS = ("searched", "found", "new", "invalid", "ignore", "delete", "delet
 EARLY_DROP_BUCKETS = 8          # modern: buckets scanned for victims (NF_CT_EVICTION_RANGE)
 
 INFINITY = float("inf")
+
+# From byte 4 of a TCP header: seq, ack, data offset (high nibble), flags, window.
+_TCP_FIELDS = struct.Struct("!IIBBH")
 
 
 def knob_dict(knobs) -> dict:
@@ -164,6 +169,8 @@ class Tracker:
         # Per protocol: both keys of every entry -> the entry.
         self._tables: Dict[int, Dict[bytes, Entry]] = {
             IPPROTO_TCP: {}, IPPROTO_UDP: {}, IPPROTO_ICMP: {}}
+        self._tcp, self._udp = self.l4[IPPROTO_TCP], self.l4[IPPROTO_UDP]
+        self._tcp_table, self._udp_table = self._tables[IPPROTO_TCP], self._tables[IPPROTO_UDP]
         self._count = 0
         # Hash chains by original key, only to choose early-drop victims the way the
         # kernel does (from the new tuple's bucket); heads are entries linked by .hnext.
@@ -407,6 +414,80 @@ class Tracker:
             self.remove(entry)
         elif outcome is not IGNORE:
             self._arm(entry, now + outcome)
+
+    # -- the fast path ---------------------------------------------------------------
+    def track_ipv4(self, data: bytes, off: int, now: float) -> Optional[Verdict]:
+        """process() for the common packet, straight from its bytes; None = not handled.
+
+        Most packets are TCP or UDP on an entry that exists, in an option-less IPv4 header
+        that needs no checksum check (hook OUTPUT: the caller makes sure).  For those the
+        checks of parse_ipv4() and of the trackers' error() come down to a few byte tests,
+        the key is one slice of the bytes, and no Packet is built.  Anything else -- IP
+        options, a fragment, a length that does not add up, a TCP flag combination
+        error() refuses, a packet that makes a new entry, a TCP REOPEN -- returns None
+        having changed nothing but the clock, and the caller takes the general path,
+        which counts and judges it.  `data[off:]` is the IPv4 datagram (link padding may
+        follow it).
+        """
+        size = len(data) - off
+        if size < 28 or data[off] != 0x45 or data[off + 6] & 0x3F or data[off + 7]:
+            return None                             # short, IP options, or a fragment
+        tot_len = data[off + 2] << 8 | data[off + 3]
+        if tot_len > size:
+            return None
+        proto = data[off + 9]
+        if proto == IPPROTO_UDP:
+            udp_len = data[off + 24] << 8 | data[off + 25]
+            if tot_len < 28 or udp_len < 8 or udp_len > tot_len - 20:
+                return None
+            if now >= self.timers.next_due:
+                self.expire(now)
+            key = data[off + 12:off + 24]
+            entry = self._udp_table.get(key)
+            if entry is None:
+                return None
+            self.stats["found"] += 1
+            if key == entry.reply:
+                direction, verdict = REPLY, V_REPLY
+            else:
+                direction = ORIGINAL
+                verdict = V_ESTABLISHED if entry.status & SEEN_REPLY else V_NEW
+            outcome = self._udp.datagram(entry, now, self._kv)
+        elif proto == IPPROTO_TCP:
+            if tot_len < 40:
+                return None
+            seq, ack, doff, flags, window = _TCP_FIELDS.unpack_from(data, off + 24)
+            doff = (doff >> 4) * 4
+            l4_len = tot_len - 20
+            if doff < 20 or doff > l4_len or not self._tcp.valid_flags[flags]:
+                return None
+            if now >= self.timers.next_due:
+                self.expire(now)
+            key = data[off + 12:off + 24]
+            entry = self._tcp_table.get(key)
+            if entry is None:
+                return None
+            tcp = TcpInfo(flags, seq, ack, window, l4_len - doff)
+            if doff > 20:
+                parse_tcp_options(tcp, data, off + 40, off + 20 + doff)
+            self.stats["found"] += 1
+            if key == entry.reply:
+                direction, verdict = REPLY, V_REPLY
+            else:
+                direction = ORIGINAL
+                verdict = V_ESTABLISHED if entry.status & SEEN_REPLY else V_NEW
+            outcome = self._tcp.segment(entry, tcp, direction, now, self._kv)
+            if outcome is INVALID:
+                self._arm(entry, entry.expires)     # as _track: the timer may shorten
+                self.stats["invalid"] += 1
+                return V_INVALID
+            if outcome is REOPEN:
+                self.remove(entry)                  # the general path makes the new one
+                return None
+        else:
+            return None
+        self._accepted(entry, direction, outcome, tot_len, now)
+        return verdict
 
     def state_name(self, entry: Entry) -> Optional[str]:
         return self.l4.get(entry.proto, self.generic).state_name(entry)

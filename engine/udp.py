@@ -32,6 +32,10 @@ class UdpTracker:
         return True
 
     def packet(self, entry: Entry, pkt: Packet, direction: int, now: float, knobs):
+        return self.datagram(entry, now, knobs)
+
+    def datagram(self, entry: Entry, now: float, knobs) -> int:
+        """packet() without the Packet, which UDP does not need (the table's fast path)."""
         if not entry.status & SEEN_REPLY:
             return knobs["udp_timeout"]
         if self.modern and now <= entry.l4 + STREAM_AFTER:
