@@ -20,10 +20,13 @@ from .tcp_tables import (C_ACK, C_FIN, C_RST, C_SYN, C_SYNACK, CLASS_OF_FLAGS, C
                          CLOSE_WAIT, ESTABLISHED, FIN_WAIT, IG, IV, LAST_ACK, NONE,
                          STATE_NAMES, STATE_TIMEOUT_KNOB, SYN_RECV, SYN_SENT, SYN_SENT2,
                          SS_REOPEN, TABLES, TIME_WAIT, VALID_FLAGS)
-from .tcp_window import (BE_LIBERAL, CLOSE_INIT, DATA_UNACKNOWLEDGED, EXP_CHALLENGE_ACK,
-                         HALF, M32, MAX_WSCALE, MAXACK_SET, SACK_PERM, SIMULTANEOUS_OPEN,
-                         W_ACCEPT, W_IGNORE, WINDOW_SCALE, TcpConn, init_from_pickup,
-                         init_from_syn, linux_in_window, segment_end, tutorial_in_window)
+from .tcp_window import (BE_LIBERAL, CLOSE_INIT, DATA_UNACKNOWLEDGED, END,
+                         EXP_CHALLENGE_ACK, FLAGS, HALF, LAST_ACK_NO, LAST_DIR,
+                         LAST_END, LAST_FLAGS, LAST_INDEX, LAST_SEQ, LAST_WIN, LAST_WSCALE,
+                         LOOSE, M32, MAX_WSCALE, MAXACK, MAXACK_SET, MAXEND, MAXWIN, RETRANS,
+                         SACK_PERM, SCALE, SIDE, SIMULTANEOUS_OPEN, STATE, W_ACCEPT, W_IGNORE,
+                         WINDOW_SCALE, TcpConn, init_from_pickup, init_from_syn,
+                         linux_in_window, reset_side, segment_end, tutorial_in_window)
 
 Knobs = Mapping[str, int]
 Outcome = Union[int, _Outcome]
@@ -85,25 +88,24 @@ class TcpTracker:
         tcp = pkt.tcp
         cell = self._table[ORIGINAL][CLASS_OF_FLAGS[tcp.flags & 0xFF]][NONE]
         conn = TcpConn()
-        orig, reply = conn.sides
         if cell == SYN_SENT:
-            init_from_syn(orig, tcp, BE_LIBERAL if self.linux else 0)
+            init_from_syn(conn, 0, tcp, BE_LIBERAL if self.linux else 0)
         elif cell == ESTABLISHED:
             loose = knobs["tcp_loose"]
             if not loose:
                 return False
-            init_from_pickup(orig, tcp)
+            init_from_pickup(conn, 0, tcp)
             if self.linux:
                 # Window scaling of a picked-up connection is unknown: both directions are
                 # judged liberally, and SACK is assumed, for the connection's whole life.
-                orig.flags = reply.flags = SACK_PERM | BE_LIBERAL
+                conn[FLAGS] = conn[SIDE + FLAGS] = SACK_PERM | BE_LIBERAL
             else:
-                orig.flags = reply.flags = SACK_PERM
-                orig.loose = reply.loose = loose
+                conn[FLAGS] = conn[SIDE + FLAGS] = SACK_PERM
+                conn[LOOSE] = conn[SIDE + LOOSE] = loose
         else:
             return False
         if not self.linux:
-            reply.maxwin = 1     # 2.6-ipct starts the unseen side with a window of 1
+            conn[SIDE + MAXWIN] = 1     # 2.6-ipct starts the unseen side with a window of 1
         entry.l4 = conn
         return True
 
@@ -124,7 +126,7 @@ class TcpTracker:
         return self._tutorial_packet(entry, tcp, direction, knobs)
 
     def state_name(self, entry: Entry) -> str:
-        return self._names[entry.l4.state]
+        return self._names[entry.l4[STATE]]
 
     def early_drop_victim_in_eviction_mode(self, entry: Entry) -> bool:
         """May the modern GC kill this entry while the table is nearly full (§7.2)?
@@ -133,7 +135,7 @@ class TcpTracker:
         """
         if not entry.status & ASSURED:
             return True
-        return entry.l4.state in CLOSING_STATES
+        return entry.l4[STATE] in CLOSING_STATES
 
     # -- modern (§4.6) -----------------------------------------------------------------------
     def _linux_packet(self, entry: Entry, tcp: TcpInfo, d: int, now: float,
@@ -141,7 +143,7 @@ class TcpTracker:
         conn: TcpConn = entry.l4
         flags = tcp.flags
         index = CLASS_OF_FLAGS[flags & 0xFF]
-        old = conn.state
+        old = conn[STATE]
         new = self._table[d][index][old]
         skip_window = False
 
@@ -151,12 +153,12 @@ class TcpTracker:
             if new == SS_REOPEN:
                 # SYN on a closed/aborted connection: start afresh if the old one really
                 # closed (a FIN was seen) or this side reset it; otherwise treat as IG.
-                if ((conn.sides[0].flags | conn.sides[1].flags) & CLOSE_INIT
-                        or (conn.last_dir == d and conn.last_index == C_RST)):
+                if ((conn[FLAGS] | conn[SIDE + FLAGS]) & CLOSE_INIT
+                        or (conn[LAST_DIR] == d and conn[LAST_INDEX] == C_RST)):
                     return REOPEN
             # IG (or a SYN_SENT* that did not reopen).
-            if (index == C_SYNACK and conn.last_index == C_SYN and conn.last_dir != d
-                    and tcp.ack == conn.last_end):
+            if (index == C_SYNACK and conn[LAST_INDEX] == C_SYN and conn[LAST_DIR] != d
+                    and tcp.ack == conn[LAST_END]):
                 # The SYN/ACK answers a SYN we ignored: client and server are in sync and
                 # we are not. Take the remembered SYN as the original side and go on as
                 # if the entry were in SYN_SENT.
@@ -166,15 +168,15 @@ class TcpTracker:
                 _remember_ignored(conn, d, index, tcp, old)
                 return IGNORE
         elif new == TIME_WAIT:
-            if (old == LAST_ACK and index == C_ACK and conn.last_dir != d
-                    and conn.last_index == C_SYN and conn.last_flags & EXP_CHALLENGE_ACK):
+            if (old == LAST_ACK and index == C_ACK and conn[LAST_DIR] != d
+                    and conn[LAST_INDEX] == C_SYN and conn[LAST_FLAGS] & EXP_CHALLENGE_ACK):
                 # An RFC 5961 challenge ACK to a SYN, not the ACK of the last FIN.
-                conn.last_flags &= ~EXP_CHALLENGE_ACK
+                conn[LAST_FLAGS] &= ~EXP_CHALLENGE_ACK
                 return IGNORE
         elif new == SYN_SENT2:
-            conn.last_flags |= SIMULTANEOUS_OPEN
+            conn[LAST_FLAGS] |= SIMULTANEOUS_OPEN
         elif new == SYN_RECV:
-            if d == REPLY and index == C_ACK and conn.last_flags & SIMULTANEOUS_OPEN:
+            if d == REPLY and index == C_ACK and conn[LAST_FLAGS] & SIMULTANEOUS_OPEN:
                 new = ESTABLISHED
         elif new == CLOSE and index == C_RST:
             rst = _linux_rst(conn, entry, tcp, d, old, knobs)
@@ -191,23 +193,23 @@ class TcpTracker:
                 return INVALID
 
         # Accepted (in window).
-        conn.last_index = index
-        conn.last_dir = d
-        conn.state = new
+        conn[LAST_INDEX] = index
+        conn[LAST_DIR] = d
+        conn[STATE] = new
         if old != new and new == FIN_WAIT:
-            conn.sides[d].flags |= CLOSE_INIT
+            conn[d * SIDE + FLAGS] |= CLOSE_INIT
 
         # First rule that applies (§4.6 step 8); knobs are read only when a rule needs them.
         state_timeout = knobs[STATE_TIMEOUT_KNOB[new]]
-        if (conn.retrans >= knobs["tcp_max_retrans"]
+        if (conn[RETRANS] >= knobs["tcp_max_retrans"]
                 and state_timeout > knobs["tcp_timeout_max_retrans"]):
             timeout = knobs["tcp_timeout_max_retrans"]                       # (a)
         elif index == C_RST:
             timeout = knobs["tcp_timeout_close"]                             # (b)
-        elif ((conn.sides[0].flags | conn.sides[1].flags) & DATA_UNACKNOWLEDGED
+        elif ((conn[FLAGS] | conn[SIDE + FLAGS]) & DATA_UNACKNOWLEDGED
               and state_timeout > knobs["tcp_timeout_unacknowledged"]):
             timeout = knobs["tcp_timeout_unacknowledged"]                    # (c)
-        elif conn.last_win == 0 and state_timeout > knobs["tcp_timeout_max_retrans"]:
+        elif conn[LAST_WIN] == 0 and state_timeout > knobs["tcp_timeout_max_retrans"]:
             timeout = knobs["tcp_timeout_max_retrans"]                       # (d)
         else:
             timeout = state_timeout                                          # (e)
@@ -233,7 +235,7 @@ class TcpTracker:
         conn: TcpConn = entry.l4
         flags = tcp.flags
         index = CLASS_OF_FLAGS[flags & 0xFF]
-        old = conn.state
+        old = conn[STATE]
         new = self._table[d][index][old]
         status = entry.status
 
@@ -241,36 +243,36 @@ class TcpTracker:
             if new == IV:
                 return INVALID
             if new == IG:
-                if (index == C_SYNACK and conn.last_index == C_SYN and conn.last_dir != d
-                        and tcp.ack == conn.last_end):
+                if (index == C_SYNACK and conn[LAST_INDEX] == C_SYN and conn[LAST_DIR] != d
+                        and tcp.ack == conn[LAST_END]):
                     return OUT_OF_SYNC_SYNACK
-                conn.last_index = index
-                conn.last_dir = d
-                conn.last_seq = tcp.seq
-                conn.last_end = segment_end(tcp)
+                conn[LAST_INDEX] = index
+                conn[LAST_DIR] = d
+                conn[LAST_SEQ] = tcp.seq
+                conn[LAST_END] = segment_end(tcp)
                 return IGNORE
             # SS_REOPEN: only if this side closed, or the SYN is beyond what it sent.
-            sender = conn.sides[d]
-            if sender.flags & CLOSE_INIT or ((sender.end - tcp.seq) & M32) >= HALF:
+            s = d * SIDE
+            if conn[s + FLAGS] & CLOSE_INIT or ((conn[s + END] - tcp.seq) & M32) >= HALF:
                 return REOPEN
             return INVALID
 
         if (new == CLOSE and index == C_RST
-                and ((status & SEEN_REPLY and conn.last_index == C_SYN)
-                     or (not status & ASSURED and conn.last_index == C_ACK))
-                and tcp.ack == conn.last_end):
+                and ((status & SEEN_REPLY and conn[LAST_INDEX] == C_SYN)
+                     or (not status & ASSURED and conn[LAST_INDEX] == C_ACK))
+                and tcp.ack == conn[LAST_END]):
             pass  # RST answering a SYN/ACK we let through: no window check
         elif not tutorial_in_window(conn, d, index, tcp, knobs["tcp_be_liberal"]):
             return INVALID
 
-        conn.last_index = index
-        conn.state = new
+        conn[LAST_INDEX] = index
+        conn[STATE] = new
         if old != new and (new == FIN_WAIT or new == CLOSE):
-            conn.sides[d].flags |= CLOSE_INIT
+            conn[d * SIDE + FLAGS] |= CLOSE_INIT
 
         # Only rule (a), then the state's timeout.
         timeout = knobs[STATE_TIMEOUT_KNOB[new]]
-        if (conn.retrans >= knobs["tcp_max_retrans"]
+        if (conn[RETRANS] >= knobs["tcp_max_retrans"]
                 and timeout > knobs["tcp_timeout_max_retrans"]):
             timeout = knobs["tcp_timeout_max_retrans"]
 
@@ -285,38 +287,38 @@ class TcpTracker:
 
 def _remember_ignored(conn: TcpConn, d: int, index: int, tcp: Any, old: int) -> None:
     """Note an ignored packet, so that the answer to it can put us back in sync (§4.6 4)."""
-    conn.last_index = index
-    conn.last_dir = d
-    conn.last_seq = tcp.seq
-    conn.last_end = segment_end(tcp)
-    conn.last_win = tcp.window
+    conn[LAST_INDEX] = index
+    conn[LAST_DIR] = d
+    conn[LAST_SEQ] = tcp.seq
+    conn[LAST_END] = segment_end(tcp)
+    conn[LAST_WIN] = tcp.window
     if index == C_SYN and d == ORIGINAL:
         # A new SYN on an old entry: keep its options for the resync.
         last_flags = 0
         wscale = tcp.wscale
-        conn.last_wscale = 0
+        conn[LAST_WSCALE] = 0
         if wscale is not None:
             last_flags |= WINDOW_SCALE
-            conn.last_wscale = MAX_WSCALE if wscale > MAX_WSCALE else wscale
+            conn[LAST_WSCALE] = MAX_WSCALE if wscale > MAX_WSCALE else wscale
         if tcp.sack_perm:
             last_flags |= SACK_PERM
         if old == LAST_ACK:
             # The peer may answer with a challenge ACK that must not close LAST_ACK.
             last_flags |= EXP_CHALLENGE_ACK
-        conn.last_flags = last_flags
+        conn[LAST_FLAGS] = last_flags
     if old == SYN_SENT and index == C_ACK and d == REPLY:
-        conn.last_ack = tcp.ack     # possible challenge ACK to our SYN
+        conn[LAST_ACK_NO] = tcp.ack     # possible challenge ACK to our SYN
 
 
 def _resync_from_ignored_syn(conn: TcpConn, d: int) -> None:
     """The remembered SYN becomes the original side; the SYN/ACK's side starts afresh."""
-    syn_side = conn.sides[conn.last_dir]
-    syn_side.end = syn_side.maxend = conn.last_end
-    syn_side.maxwin = conn.last_win or 1
-    syn_side.scale = conn.last_wscale
-    conn.last_flags &= ~EXP_CHALLENGE_ACK
-    syn_side.flags = conn.last_flags
-    conn.sides[d].reset()
+    syn = conn[LAST_DIR] * SIDE
+    conn[syn + END] = conn[syn + MAXEND] = conn[LAST_END]
+    conn[syn + MAXWIN] = conn[LAST_WIN] or 1
+    conn[syn + SCALE] = conn[LAST_WSCALE]
+    conn[LAST_FLAGS] &= ~EXP_CHALLENGE_ACK
+    conn[syn + FLAGS] = conn[LAST_FLAGS]
+    reset_side(conn, d * SIDE)
 
 
 def _linux_rst(conn: TcpConn, entry: Entry, tcp: Any, d: int, old: int,
@@ -326,30 +328,31 @@ def _linux_rst(conn: TcpConn, entry: Entry, tcp: Any, d: int, old: int,
         # The tuple may already be reused; the window data is stale. Accept as it is.
         return CLOSE, True
     new = CLOSE
-    peer = conn.sides[1 - d]
+    peer = (1 - d) * SIDE
     # The peer's highest ACK is only trustworthy if we did not just let a SYN through.
-    if peer.flags & MAXACK_SET and conn.last_index != C_SYN:
+    if conn[peer + FLAGS] & MAXACK_SET and conn[LAST_INDEX] != C_SYN:
         seq = tcp.seq
+        peer_maxack = conn[peer + MAXACK]
         established = old == ESTABLISHED and entry.status & ASSURED
         if seq == 0 and not established:
             return CLOSE, False          # most likely the answer to a SYN we let through
-        if ((seq - peer.maxack) & M32) >= HALF and not knobs["tcp_ignore_invalid_rst"]:
+        if ((seq - peer_maxack) & M32) >= HALF and not knobs["tcp_ignore_invalid_rst"]:
             return None                  # before(seq, maxack): below what the peer acked
-        if not established or seq == peer.maxack:
+        if not established or seq == peer_maxack:
             return CLOSE, False
-        if conn.last_index == C_ACK and conn.last_dir == d and seq == conn.last_end:
+        if conn[LAST_INDEX] == C_ACK and conn[LAST_DIR] == d and seq == conn[LAST_END]:
             return CLOSE, False          # RST right after this side's own last segment
         # Sequence number not exact: keep the state to allow for a challenge ACK.
         new = old
     status = entry.status
-    if (((status & SEEN_REPLY and conn.last_index == C_SYN)
-         or (not status & ASSURED and conn.last_index == C_ACK))
-            and tcp.ack == conn.last_end):
+    if (((status & SEEN_REPLY and conn[LAST_INDEX] == C_SYN)
+         or (not status & ASSURED and conn[LAST_INDEX] == C_ACK))
+            and tcp.ack == conn[LAST_END]):
         # RST answering an ignored SYN, or a lone ACK of a half-open entry: it may ACK
         # segments we never tracked, so skip the window check.
         return new, True
-    if (old == SYN_SENT and conn.last_index == C_ACK and conn.last_dir == REPLY
-            and tcp.seq == conn.last_ack):
+    if (old == SYN_SENT and conn[LAST_INDEX] == C_ACK and conn[LAST_DIR] == REPLY
+            and tcp.seq == conn[LAST_ACK_NO]):
         return new, True                 # reset answering a challenge ACK to our SYN
     return new, False
 
@@ -363,7 +366,7 @@ def _shorten_after_invalid(conn: TcpConn, entry: Entry, d: int, index: int, now:
     """
     if not entry.status & ASSURED or (index != C_RST and index != C_FIN):
         return
-    if conn.last_dir != d and (conn.last_index == C_FIN or conn.last_index == C_RST):
+    if conn[LAST_DIR] != d and (conn[LAST_INDEX] == C_FIN or conn[LAST_INDEX] == C_RST):
         left = entry.expires - now
         if left < _SHORTEN_ONLY_ABOVE:
             return
@@ -371,5 +374,5 @@ def _shorten_after_invalid(conn: TcpConn, entry: Entry, d: int, index: int, now:
         if left > unack:
             entry.expires = now + unack
     else:
-        conn.last_index = index
-        conn.last_dir = d
+        conn[LAST_INDEX] = index
+        conn[LAST_DIR] = d
