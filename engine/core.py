@@ -13,7 +13,7 @@ from .knobs import KnobValues
 from .linklayer import LINKTYPE_ETHERNET, strip_link
 from .packet import LOCAL_OUT, PRE_ROUTING
 from .parse import ParseError, parse_ipv4
-from .render import render_expect, render_ip_conntrack, render_nf_conntrack, render_stat
+from .render import render_expect, render_listing, render_stat
 from .tracker import Tracker
 
 V_INVALID = Verdict(CtState.INVALID)
@@ -114,10 +114,8 @@ class Engine:
         self.defrag.timeout = self.knobs["ipfrag_time"]
 
     def render_text(self, view: str, now: float) -> str:
-        if view == "net/nf_conntrack":
-            return render_nf_conntrack(self.tracker, now)
-        if view == "net/ip_conntrack":
-            return render_ip_conntrack(self.tracker, now)
+        if view == "net/nf_conntrack" or view == "net/ip_conntrack":
+            return self.render(view, now).decode("ascii")
         if view in ("net/stat/nf_conntrack", "net/stat/ip_conntrack"):
             return render_stat(self.tracker, view.endswith("nf_conntrack"), self.ncpu)
         if view in ("net/nf_conntrack_expect", "net/ip_conntrack_expect"):
@@ -125,4 +123,8 @@ class Engine:
         raise KeyError(view)
 
     def render(self, view: str, now: float) -> bytes:
+        if view == "net/nf_conntrack":
+            return render_listing(self.tracker, now, modern=True)
+        if view == "net/ip_conntrack":
+            return render_listing(self.tracker, now, modern=False)
         return self.render_text(view, now).encode("ascii")

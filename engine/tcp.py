@@ -11,7 +11,7 @@ or one of the outcomes of engine.entry (IGNORE, INVALID, DELETE, REOPEN).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Optional, Tuple, Union
 
 from .entry import ASSURED, DELETE, IGNORE, INVALID, ORIGINAL, REOPEN, REPLY, SEEN_REPLY, Entry
 from .entry import _Outcome
@@ -124,6 +124,10 @@ class TcpTracker:
         if self.linux:
             return self._linux_packet(entry, tcp, direction, now, knobs)
         return self._tutorial_packet(entry, tcp, direction, knobs)
+
+    def state_names(self) -> Tuple[str, ...]:
+        """Listing names by state number."""
+        return self._names
 
     def state_name(self, entry: Entry) -> str:
         return self._names[entry.l4[STATE]]

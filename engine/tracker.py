@@ -191,6 +191,10 @@ class Tracker:
             table = self._tables[proto] = {}
         return table
 
+    def tables(self) -> Dict[int, Dict[bytes, Entry]]:
+        """proto -> its key -> entry dict (both keys of each entry; see entries())."""
+        return self._tables
+
     def entries(self) -> Iterator[Entry]:
         """Live entries, each once (by protocol, in insertion order within one)."""
         for table in list(self._tables.values()):
