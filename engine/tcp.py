@@ -85,7 +85,10 @@ class TcpTracker:
         The ORIGINAL row at NONE decides: a SYN opens a connection; an ACK picks one up
         under way if `tcp_loose` is non-zero; anything else makes no entry.
         """
-        tcp = pkt.tcp
+        return self.new_connection(entry, pkt.tcp, knobs)
+
+    def new_connection(self, entry: Entry, tcp: TcpInfo, knobs: Knobs) -> bool:
+        """new() with the TCP header alone (the table's fast path builds no Packet)."""
         cell = self._table[ORIGINAL][CLASS_OF_FLAGS[tcp.flags & 0xFF]][NONE]
         conn = TcpConn()
         if cell == SYN_SENT:

@@ -222,13 +222,17 @@ class Tracker:
         return hash(key) % self.buckets
 
     def _insert(self, entry: Entry) -> None:
-        table = self.table(entry.proto)
-        table[entry.orig] = entry
+        table = self._tables.get(entry.proto)
+        if table is None:
+            table = self.table(entry.proto)
+        orig = entry.orig
+        table[orig] = entry
         table[entry.reply] = entry
         self._count += 1
-        b = self._bucket(entry.orig)
-        entry.hnext = self._chains[b]
-        self._chains[b] = entry
+        chains = self._chains
+        b = hash(orig) % self.buckets           # _bucket(), inlined: once per new entry
+        entry.hnext = chains[b]
+        chains[b] = entry
         self.stats["insert"] += 1
 
     def remove(self, entry: Entry) -> None:
@@ -417,21 +421,24 @@ class Tracker:
         if outcome is DELETE:
             self.remove(entry)
         elif outcome is not IGNORE:
-            self._arm(entry, now + outcome)
+            # _arm(), inlined: this runs for nearly every packet.
+            expires = entry.expires = now + outcome
+            slot = entry.timer_slot
+            if slot is None or expires < slot:
+                self.timers.file(entry, expires)
 
     # -- the fast path ---------------------------------------------------------------
     def track_ipv4(self, data: bytes, off: int, now: float) -> Optional[Verdict]:
         """process() for the common packet, straight from its bytes; None = not handled.
 
-        Most packets are TCP or UDP on an entry that exists, in an option-less IPv4 header
-        that needs no checksum check (hook OUTPUT: the caller makes sure).  For those the
-        checks of parse_ipv4() and of the trackers' error() come down to a few byte tests,
-        the key is one slice of the bytes, and no Packet is built.  Anything else -- IP
-        options, a fragment, a length that does not add up, a TCP flag combination
-        error() refuses, a packet that makes a new entry, a TCP REOPEN -- returns None
-        having changed nothing but the clock, and the caller takes the general path,
-        which counts and judges it.  `data[off:]` is the IPv4 datagram (link padding may
-        follow it).
+        Most packets are TCP or UDP in an option-less IPv4 header that needs no checksum
+        check (hook OUTPUT: the caller makes sure).  For those the checks of parse_ipv4()
+        and of the trackers' error() come down to a few byte tests, the keys are slices of
+        the bytes, and no Packet is built.  Anything else -- IP options, a fragment, a
+        length that does not add up, a TCP flag combination error() refuses, a TCP REOPEN
+        -- returns None having changed nothing but the clock, and the caller takes the
+        general path, which counts and judges it.  `data[off:]` is the IPv4 datagram
+        (link padding may follow it).  Each step below is the general path's, in order.
         """
         size = len(data) - off
         if size < 28 or data[off] != 0x45 or data[off + 6] & 0x3F or data[off + 7]:
@@ -444,19 +451,7 @@ class Tracker:
             udp_len = data[off + 24] << 8 | data[off + 25]
             if tot_len < 28 or udp_len < 8 or udp_len > tot_len - 20:
                 return None
-            if now >= self.timers.next_due:
-                self.expire(now)
-            key = data[off + 12:off + 24]
-            entry = self._udp_table.get(key)
-            if entry is None:
-                return None
-            self.stats["found"] += 1
-            if key == entry.reply:
-                direction, verdict = REPLY, V_REPLY
-            else:
-                direction = ORIGINAL
-                verdict = V_ESTABLISHED if entry.status & SEEN_REPLY else V_NEW
-            outcome = self._udp.datagram(entry, now, self._kv)
+            tracker, table, tcp = self._udp, self._udp_table, None
         elif proto == IPPROTO_TCP:
             if tot_len < 40:
                 return None
@@ -465,22 +460,28 @@ class Tracker:
             l4_len = tot_len - 20
             if doff < 20 or doff > l4_len or not self._tcp.valid_flags[flags]:
                 return None
-            if now >= self.timers.next_due:
-                self.expire(now)
-            key = data[off + 12:off + 24]
-            entry = self._tcp_table.get(key)
-            if entry is None:
-                return None
+            tracker, table = self._tcp, self._tcp_table
             tcp = TcpInfo(flags, seq, ack, window, l4_len - doff)
             if doff > 20:
                 parse_tcp_options(tcp, data, off + 40, off + 20 + doff)
-            self.stats["found"] += 1
-            if key == entry.reply:
-                direction, verdict = REPLY, V_REPLY
-            else:
-                direction = ORIGINAL
-                verdict = V_ESTABLISHED if entry.status & SEEN_REPLY else V_NEW
-            outcome = self._tcp.segment(entry, tcp, direction, now, self._kv)
+        else:
+            return None
+        if now >= self.timers.next_due:
+            self.expire(now)
+        key = data[off + 12:off + 24]
+        entry = table.get(key)
+        if entry is None:
+            return self._track_new_fast(data, off, key, proto, tracker, tcp, tot_len, now)
+        self.stats["found"] += 1
+        if key == entry.reply:
+            direction, verdict = REPLY, V_REPLY
+        else:
+            direction = ORIGINAL
+            verdict = V_ESTABLISHED if entry.status & SEEN_REPLY else V_NEW
+        if tcp is None:
+            outcome = tracker.datagram(entry, now, self._kv)
+        else:
+            outcome = tracker.segment(entry, tcp, direction, now, self._kv)
             if outcome is INVALID:
                 self._arm(entry, entry.expires)     # as _track: the timer may shorten
                 self.stats["invalid"] += 1
@@ -488,10 +489,36 @@ class Tracker:
             if outcome is REOPEN:
                 self.remove(entry)                  # the general path makes the new one
                 return None
-        else:
-            return None
         self._accepted(entry, direction, outcome, tot_len, now)
         return verdict
+
+    def _track_new_fast(self, data: bytes, off: int, key: bytes, proto: int, tracker,
+                        tcp: Optional[TcpInfo], tot_len: int, now: float) -> Optional[Verdict]:
+        """track_ipv4() for a packet that finds no entry: _track()'s new-entry steps."""
+        # The reply key is the mirror: addresses swapped, ports swapped.
+        reply = (data[off + 16:off + 20] + data[off + 12:off + 16] + data[off + 22:off + 24]
+                 + data[off + 20:off + 22])
+        entry = Entry(key, reply, now, proto)
+        kv = self._kv
+        if tcp is None:
+            tracker.new(entry, None, kv)            # UDP: always an entry
+            outcome = tracker.datagram(entry, now, kv)
+        else:
+            if not tracker.new_connection(entry, tcp, kv):
+                return self._invalid()
+            outcome = tracker.segment(entry, tcp, ORIGINAL, now, kv)
+            if outcome is INVALID:
+                self.stats["invalid"] += 1
+                return V_INVALID
+            if outcome is REOPEN:
+                return None                         # (cannot happen to a new entry)
+        if not self._make_room(key, now):
+            self.stats["drop"] += 1
+            return V_INVALID
+        self._created(entry)
+        self._insert(entry)
+        self._accepted(entry, ORIGINAL, outcome, tot_len, now)
+        return V_NEW
 
     def state_name(self, entry: Entry) -> Optional[str]:
         return self.l4.get(entry.proto, self.generic).state_name(entry)
