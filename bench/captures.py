@@ -77,14 +77,19 @@ def fill_capture(entries: int) -> str:
     return path
 
 
+FILL_SPORTS = range(40000, 40100)       # source ports, one after the other
+
+
 def fill_ports(entries: int):
-    """(sport, dport) pairs: source ports 40000, 40001, ... each to destination ports 1..65535."""
+    """(sport, dport) pairs: source ports 40000, 40001, ... each to every destination port
+    outside the source ports' range (so no datagram is the reply of another: 40001 -> 40000
+    would be tracked as the answer to 40000 -> 40001 and make no entry)."""
     made = 0
-    sport = 40000
-    while made < entries:
+    for sport in FILL_SPORTS:
         for dport in range(1, 65536):
+            if dport in FILL_SPORTS:
+                continue
             if made == entries:
                 return
             yield sport, dport
             made += 1
-        sport += 1
