@@ -48,4 +48,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as `python -m procfs_ct.cli`: use the importable module's main so that
+    # UsageError is the same class the subcommands raise.
+    from procfs_ct.cli import main as package_main
+    sys.exit(package_main())

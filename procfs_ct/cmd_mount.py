@@ -32,7 +32,8 @@ from procfs_ct.tree import default_tree, describe
 log = logging.getLogger("procfs_ct")
 
 HELP = "Mount the emulated /proc files (net/*, sys/*) at MOUNTPOINT over FUSE."
-SOURCES = ("synthetic[:PACKETS_PER_SECOND] (default) | pcap:FILE[@SPEED] | tap:IFACE | none")
+SOURCES = ("synthetic[:PACKETS_PER_SECOND] (default) | pcap:FILE[@SPEED] | tap:IFACE[,IFACE...] "
+           "| sockets[:SECONDS] | none")
 SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 READY_TIMEOUT = 30.0          # seconds the daemonising parent waits for the mount
 UNMOUNT_RETRIES = 10          # x 0.1 s of `fusermount -u` (EBUSY) before a lazy unmount

@@ -19,6 +19,7 @@ a long render.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -27,6 +28,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Tuple
 
 log = logging.getLogger(__name__)
+
+# Beyond /proc: what the traffic source and the engine thread counted (tap drops included).
+SOURCE_VIEW = "net/stat/procfs_ct_source"
 
 Frame = Tuple[float, int, bytes]
 
@@ -87,6 +91,13 @@ class EngineDriver:
     def stop(self, timeout: float = 2.0) -> None:
         """Stop both threads; a source stuck inside next() is abandoned (daemon thread)."""
         self._stop.set()
+        # A live source (tap) blocks in next(); closing it wakes it and logs its totals.
+        close = getattr(self._frames, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:       # a source failing to close must not stop the unmount
+                log.exception("closing the traffic source failed")
         pump, engine_thread = self._threads
         if engine_thread.is_alive() and engine_thread is not threading.current_thread():
             engine_thread.join(timeout)
@@ -103,8 +114,20 @@ class EngineDriver:
 
     def render(self, view: str) -> bytes:
         """One consistent snapshot of a view, taken under the engine lock."""
+        if view == SOURCE_VIEW:
+            return self.source_stats_text().encode("ascii")
         with self.engine_lock:
             return self.engine.render(view, self.now())
+
+    def source_stats_text(self) -> str:
+        """`name value` lines: the driver's counters, then the source's own (tap drops...)."""
+        counters = dict(dataclasses.asdict(self.stats))
+        source_stats = getattr(self._frames, "stats", None)
+        if dataclasses.is_dataclass(source_stats):
+            counters.update({f"source_{k}": v for k, v in dataclasses.asdict(source_stats).items()})
+        counters["engine_malformed"] = self.engine.malformed
+        counters["engine_not_ipv4"] = self.engine.frames_not_ipv4
+        return "".join(f"{name} {int(value)}\n" for name, value in counters.items())
 
     # -- the source pump -----------------------------------------------------------------
     def _pump(self) -> None:

@@ -6,6 +6,15 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 ./mount.sh --setup >&2
+# The kernel differential and tap tests also need tcpdump and nft (Debian packages).
+missing=()
+command -v tcpdump >/dev/null || missing+=(tcpdump)
+command -v nft >/dev/null || missing+=(nftables)
+if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "tests/run.sh: installing ${missing[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 status=0
 .venv/bin/python -m pytest -q tests "$@" || status=$?
 if [ "$status" -eq 5 ]; then

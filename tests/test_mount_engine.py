@@ -165,3 +165,7 @@ def test_a_mount_fed_by_a_capture_shows_what_replay_computes(mount_factory, capt
         cwd=REPO, env=child_env(), capture_output=True, text=True, check=True).stdout
     assert len(mounted.splitlines()) > 50
     assert_same_table(mounted, replayed, column)
+    # The source counters a user can read: every frame of the capture reached the engine.
+    counters = dict(line.split() for line in mount.read("net/stat/procfs_ct_source").splitlines())
+    assert int(counters["packets"]) == len(frames)
+    assert int(counters["packet_errors"]) == 0 and counters["source_done"] == "1"

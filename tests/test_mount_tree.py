@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO, child_env, procfs_ct_command
 from engine.core import VIEWS
 from engine.knobs import KNOBS
+from procfs_ct.driver import SOURCE_VIEW
 from procfs_ct.tree import default_tree
 
 pytestmark = pytest.mark.mount
@@ -41,7 +42,8 @@ def test_stat_of_every_file_matches_the_table(idle_mount):
         assert stat.S_ISREG(st.st_mode), node.path
         assert stat.S_IMODE(st.st_mode) == node.mode, node.path
         assert (st.st_uid, st.st_gid, st.st_size) == (0, 0, 0), node.path
-    assert {n.path for n in tree.files()} == set(VIEWS) | {p for k in KNOBS for p in k.paths}
+    assert {n.path for n in tree.files()} == (set(VIEWS) | {SOURCE_VIEW}
+                                            | {p for k in KNOBS for p in k.paths})
 
 
 def test_stat_command_reports_size_zero_and_mode(idle_mount):
