@@ -108,8 +108,6 @@ def render_ip_conntrack(tracker: Tracker, now: float) -> str:
 # needs no work of its own.  Nothing is cached in the entries: a text cache would cost
 # ~130 bytes per entry, a quarter of the memory budget.  Other lines (ICMP, GRE, generic,
 # accounting, timestamps) take the general per-line functions above.
-_UNREPLIED = b"[UNREPLIED] "
-_ASSURED = b"[ASSURED] "
 _PORTS_AT_8 = KEY_PORTS.unpack_from
 
 
@@ -119,13 +117,19 @@ def _address_pair(key: bytes) -> tuple:
     return (f"src={a} dst={b} ".encode("ascii"), f"src={b} dst={a} ".encode("ascii"))
 
 
-def _line_format(modern: bool, name: str, proto: int, with_state: bool) -> bytes:
-    """%-format of a TCP/UDP line: seconds, [state,] pair, ports, flag, pair, ports, flag."""
-    head = f"ipv4     2 {name:<8} {proto} " if modern else f"{name:<8} {proto} "
+def _line_formats(modern: bool, name: str, proto: int, with_state: bool) -> List[bytes]:
+    """%-formats of a TCP/UDP line by status & (SEEN_REPLY | ASSURED): seconds, [state,]
+    address pair, ports, mirrored pair, mirrored ports; the flags are part of the text."""
+    head = f"ipv4     2 {name:<8} {proto} %d " if modern else f"{name:<8} {proto} %d "
     tail = "mark=0 zone=0 use=2\n" if modern else "use=1\n"
     state = "%s " if with_state else ""
-    return (head + "%d " + state + "%ssport=%d dport=%d %s%ssport=%d dport=%d %s"
-            + tail).encode("ascii")
+    formats = []
+    for status in range(SEEN_REPLY | ASSURED | 1):
+        unreplied = "" if status & SEEN_REPLY else "[UNREPLIED] "
+        assured = "[ASSURED] " if status & ASSURED else ""
+        formats.append((head + state + "%ssport=%d dport=%d " + unreplied
+                        + "%ssport=%d dport=%d " + assured + tail).encode("ascii"))
+    return formats
 
 
 def render_listing(tracker: Tracker, now: float, modern: bool) -> bytes:
@@ -135,20 +139,21 @@ def render_listing(tracker: Tracker, now: float, modern: bool) -> bytes:
     slow_line = nf_conntrack_line if modern else ip_conntrack_line
     pairs: dict = {}
     get_pair = pairs.get
+    flag_bits = SEEN_REPLY | ASSURED
     for proto, table in list(tracker.tables().items()):
         fast = proto == IPPROTO_TCP or proto == IPPROTO_UDP
         if fast:
-            name = tracker.l4_name(proto)
-            l4 = tracker.l4[proto]
-            names = [n.encode("ascii") for n in l4.state_names()] if proto == IPPROTO_TCP else None
-            line = _line_format(modern, name, proto, names is not None)
+            names = (tuple(n.encode("ascii") for n in tracker.l4[proto].state_names())
+                     if proto == IPPROTO_TCP else None)
+            formats = _line_formats(modern, tracker.l4_name(proto), proto, names is not None)
         for key, entry in table.items():
             if key is not entry.orig:
                 continue                 # the reply key's slot: the entry is listed once
             expires = entry.expires
             if expires <= now:
                 continue                 # expired entries are never printed
-            if not fast or entry.counters is not None or entry.created is not None:
+            # (counters and created are both None unless accounting or timestamps are on)
+            if not fast or entry.counters is not entry.created:
                 append(slow_line(tracker, entry, now).encode("ascii"))
                 continue
             prefix = key[:8]
@@ -156,15 +161,12 @@ def render_listing(tracker: Tracker, now: float, modern: bool) -> bytes:
             if pair is None:
                 pair = pairs[prefix] = _address_pair(prefix)
             sport, dport = _PORTS_AT_8(key, 8)
-            status = entry.status
-            unreplied = b"" if status & SEEN_REPLY else _UNREPLIED
-            assured = _ASSURED if status & ASSURED else b""
+            line = formats[entry.status & flag_bits]
             if names is None:
-                append(line % (int(expires - now), pair[0], sport, dport, unreplied,
-                               pair[1], dport, sport, assured))
+                append(line % (int(expires - now), pair[0], sport, dport, pair[1], dport, sport))
             else:
                 append(line % (int(expires - now), names[entry.l4[STATE]], pair[0], sport,
-                               dport, unreplied, pair[1], dport, sport, assured))
+                               dport, pair[1], dport, sport))
     return b"".join(out)
 
 
