@@ -41,11 +41,15 @@ class Figure:
 
     @property
     def met(self) -> Optional[bool]:
-        ratio = self.ratio
-        if ratio is None or not self.target:
+        """The target is on the ratio ("<= 0.5") or on our own figure ("ours <= 500")."""
+        if not self.target:
             return None
-        op, value = self.target.split()
-        return ratio <= float(value) if op == "<=" else ratio >= float(value)
+        words = self.target.split()
+        measured = self.ours if words[0] == "ours" else self.ratio
+        if measured is None:
+            return None
+        op, value = words[-2:]
+        return measured <= float(value) if op == "<=" else measured >= float(value)
 
     def line(self) -> str:
         text = f"{self.name}: ours {fmt(self.ours, self.unit)}"
