@@ -33,7 +33,7 @@ class Entry:
     was on (the tracker clears it otherwise, once the protocol tracker has read it).
     """
     __slots__ = ("orig", "reply", "proto", "status", "expires", "created", "l4", "counters",
-                 "timer_slot", "hnext", "text")
+                 "timer_slot", "hnext")
 
     children = 0                   # expectation children (always 0: no helpers yet)
 
@@ -49,7 +49,6 @@ class Entry:
         self.counters: Optional[List[int]] = None
         self.timer_slot: Optional[float] = None   # when the timer wheel will look at it next
         self.hnext: Optional["Entry"] = None      # next entry in the same hash chain
-        self.text: Optional[tuple] = None         # render cache, see engine/render.py
 
     @property
     def acct(self) -> bool:
