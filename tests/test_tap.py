@@ -78,6 +78,17 @@ def namespace():
         netns.delete_namespace(name)
 
 
+# What make_traffic leaves in the kernel's table (the engine must show the same).
+TRAFFIC_ENTRIES = {
+    ("tcp", 40001, "TIME_WAIT", ("[ASSURED]",)),
+    ("tcp", 40011, "ESTABLISHED", ("[ASSURED]",)),
+    ("tcp", 40021, "CLOSE_WAIT", ("[ASSURED]",)),
+    ("udp", 40041, "-", ()),
+    ("udp", 40051, "-", ("[UNREPLIED]",)),
+    ("icmp", 4660, "-", ()),
+}
+
+
 def run_inside(ns: str, *argv: str, timeout: float = 120) -> dict:
     """Run this file's helper in the namespace; its last stdout line is the JSON result."""
     done = subprocess.run(["ip", "netns", "exec", ns, sys.executable, str(Path(__file__)), *argv],
@@ -131,14 +142,7 @@ def test_tap_on_lo_builds_the_kernels_table(namespace):
     """
     result = run_inside(namespace, "traffic")
     assert_same_table(result["engine"], result["kernel"])
-    assert entry_summary(result["kernel"]) == {
-        ("tcp", 40001, "TIME_WAIT", ("[ASSURED]",)),
-        ("tcp", 40011, "ESTABLISHED", ("[ASSURED]",)),
-        ("tcp", 40021, "CLOSE_WAIT", ("[ASSURED]",)),
-        ("udp", 40041, "-", ()),
-        ("udp", 40051, "-", ("[UNREPLIED]",)),
-        ("icmp", 4660, "-", ()),
-    }
+    assert entry_summary(result["kernel"]) == TRAFFIC_ENTRIES
 
 
 @pytest.mark.kernel
