@@ -5,6 +5,7 @@ feeds it; readers coordinate with that driver.  Time is always an argument.
 """
 from __future__ import annotations
 
+from math import isfinite
 from typing import Dict, Optional
 
 from .ctstate import CtState, Verdict
@@ -18,6 +19,10 @@ from .tracker import Tracker
 
 V_INVALID = Verdict(CtState.INVALID)
 ETHERTYPE_IPV4 = b"\x08\x00"
+
+# The table part of a --state-file (the mount command adds the knobs beside it).
+STATE_FORMAT = "procfs-ct-state"
+STATE_VERSION = 1
 
 VIEWS = ("net/ip_conntrack", "net/ip_conntrack_expect", "net/nf_conntrack",
          "net/nf_conntrack_expect", "net/stat/ip_conntrack", "net/stat/nf_conntrack")
@@ -112,6 +117,41 @@ class Engine:
         self.defrag.high_thresh = self.knobs["ipfrag_high_thresh"]
         self.defrag.low_thresh = self.knobs["ipfrag_low_thresh"]
         self.defrag.timeout = self.knobs["ipfrag_time"]
+
+    # -- saving and restoring the table ---------------------------------------------------
+    def export_state(self, now: float) -> dict:
+        """The table as a JSON-ready dict: entries with their seconds left as of `now`."""
+        return {"format": STATE_FORMAT, "version": STATE_VERSION, "profile": self.profile,
+                "saved_at": now, "entries": self.tracker.export_entries(now)}
+
+    def import_state(self, state: dict, now: float) -> int:
+        """Put back a table saved by export_state(); returns how many entries were restored.
+
+        Time went on while nobody tracked: each entry keeps the expiry it had (saved_at +
+        seconds left), so the downtime counts against it and what ran out is not restored,
+        as if the table had stayed up without traffic.  A clock that went back behind the
+        save time counts as no downtime.
+
+        Refuses, with a one-line ValueError and before changing anything, a state of
+        another format version or profile, or one whose entries do not parse.
+        """
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError("not a procfs-ct state file")
+        version = state.get("version")
+        if version != STATE_VERSION:
+            raise ValueError(f"state format version {version!r} is not supported "
+                             f"(this procfs-ct reads version {STATE_VERSION})")
+        if state.get("profile") != self.profile:
+            raise ValueError(f"the state was saved by a {state.get('profile')!r} profile "
+                             f"engine; this one is {self.profile!r}")
+        saved_at = state.get("saved_at")
+        if (isinstance(saved_at, bool) or not isinstance(saved_at, (int, float))
+                or not isfinite(saved_at)):
+            raise ValueError("saved_at: not a finite number")
+        entries = state.get("entries")
+        if not isinstance(entries, list):
+            raise ValueError("entries: not a list")
+        return self.tracker.import_entries(entries, min(float(saved_at), now), now)
 
     def render_text(self, view: str, now: float) -> str:
         if view == "net/nf_conntrack" or view == "net/ip_conntrack":

@@ -14,8 +14,10 @@ Layout, chosen for memory (the table holds 262,144 entries by default) and speed
 from __future__ import annotations
 
 import heapq
+from array import array
 import itertools
 import struct
+from math import isfinite
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from . import icmp
@@ -29,6 +31,7 @@ from .knobs import KnobValues
 from .packet import IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet, TcpInfo
 from .parse import parse_tcp_options
 from .tcp import TcpTracker
+from .tcp_window import N_FIELDS, TcpConn
 from .tuples import ICMP_INVERSE
 from .udp import UdpTracker
 
@@ -526,3 +529,138 @@ class Tracker:
     def l4_name(self, proto: int) -> str:
         """The protocol name listings print: the tracker's, `unknown` for generic."""
         return self.l4.get(proto, self.generic).name
+
+    # -- saving and restoring the table (--state-file) --------------------------------------
+    def export_entries(self, now: float) -> List[dict]:
+        """Every live entry as a JSON-ready dict; times relative to `now` (see import_entries).
+
+        `tuple` is the original direction (src, dst, proto, sport, dport); the reply tuple
+        follows from it.  `l4` is the protocol tracker's private state: TCP its packed u32
+        array, UDP the age of its first packet, ICMP its outstanding requests, GRE its two
+        timeouts, generic nothing.  `counters`/`age` are there only if the entry has them.
+        """
+        saved = []
+        for entry in self.entries():
+            left = entry.expires - now
+            if left <= 0:
+                continue                # due: the next expire() would remove it anyway
+            record = {"tuple": list(entry.tuple(ORIGINAL)), "status": entry.status,
+                      "left": left, "l4": self._export_l4(entry, now)}
+            if entry.counters is not None:
+                record["counters"] = list(entry.counters)
+            if entry.created is not None:
+                record["age"] = now - entry.created
+            saved.append(record)
+        return saved
+
+    def import_entries(self, records: list, saved_at: float, now: float) -> int:
+        """Re-insert entries export_entries() saved at `saved_at`; returns how many.
+
+        Each gets back its times (expiry = saved_at + seconds left, and so on) and its
+        timer re-armed; entries expired by `now` are skipped, and so are entries whose keys
+        are taken.  The table limit is not applied (a restore puts back what was there) and
+        the stat counters are left alone (they count this run's events).  A malformed record
+        raises ValueError naming it, before any entry goes in.
+        """
+        parsed = []
+        # Every record is parsed before the first goes in: a bad one leaves the table as it was.
+        for index, record in enumerate(records):
+            try:
+                entry = self._entry_from_record(record, saved_at, now)
+            except KeyError as exc:
+                raise ValueError(f"table entry {index}: no {exc} field") from None
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise ValueError(f"table entry {index}: {exc}") from None
+            if entry is not None:
+                parsed.append(entry)
+        restored = 0
+        for entry in parsed:
+            table = self.table(entry.proto)
+            if entry.orig in table or entry.reply in table:
+                continue
+            inserts = self.stats["insert"]
+            self._insert(entry)
+            self.stats["insert"] = inserts
+            self._arm(entry, entry.expires)
+            restored += 1
+        return restored
+
+    def _entry_from_record(self, record: dict, saved_at: float, now: float
+                           ) -> Optional[Entry]:
+        if not isinstance(record, dict):
+            raise ValueError("not an object")
+        expires = saved_at + _number(record["left"], "left")
+        if expires <= now:
+            return None
+        src, dst, proto, sport, dport = (_u(v, bits, "tuple") for v, bits in
+                                         zip(_list(record["tuple"], 5, "tuple"),
+                                             (32, 32, 8, 16, 16)))
+        orig = KEY.pack(src, dst, sport, dport)
+        reply = reply_key(proto, orig)
+        if reply is None:
+            raise ValueError("tuple has no reply direction")
+        entry = Entry(orig, reply, now, proto)
+        entry.status = _u(record["status"], 32, "status")
+        entry.expires = expires
+        if "age" in record:
+            entry.created = saved_at - _number(record["age"], "age")
+        else:
+            entry.created = None
+        if "counters" in record:
+            entry.counters = [_u(v, 64, "counters") for v in _list(record["counters"], 4,
+                                                                   "counters")]
+        entry.l4 = self._import_l4(proto, record["l4"], saved_at)
+        return entry
+
+    def _export_l4(self, entry: Entry, now: float):
+        tracker = self.l4.get(entry.proto, self.generic)
+        if isinstance(tracker, TcpTracker):
+            return list(entry.l4)
+        if isinstance(tracker, UdpTracker):
+            return now - entry.l4                # first packet's age; the stream rule needs it
+        if isinstance(tracker, GreTracker):
+            return list(entry.l4)
+        if isinstance(tracker, IcmpTracker):
+            return entry.l4
+        return None
+
+    def _import_l4(self, proto: int, value, saved_at: float):
+        tracker = self.l4.get(proto, self.generic)
+        if isinstance(tracker, TcpTracker):
+            conn = TcpConn()
+            conn[:] = array_of_u32(_list(value, N_FIELDS, "l4"))
+            return conn
+        if isinstance(tracker, UdpTracker):
+            return saved_at - _number(value, "l4")
+        if isinstance(tracker, GreTracker):
+            return tuple(_u(v, 32, "l4") for v in _list(value, 2, "l4"))
+        if isinstance(tracker, IcmpTracker):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError("l4: not an integer")
+            return value
+        if value is not None:
+            raise ValueError("l4: the generic tracker keeps no state")
+        return None
+
+
+def _number(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not isfinite(value):
+        raise ValueError(f"{what}: not a finite number")
+    return float(value)
+
+
+def _u(value, bits: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << bits:
+        raise ValueError(f"{what}: {value!r} is not an unsigned {bits}-bit integer")
+    return value
+
+
+def _list(value, length: int, what: str) -> list:
+    if not isinstance(value, list) or len(value) != length:
+        raise ValueError(f"{what}: not a list of {length}")
+    return value
+
+
+def array_of_u32(values: list) -> array:
+    """The saved TCP fields as the array a TcpConn holds (each checked to fit a u32)."""
+    return array("I", [_u(v, 32, "l4") for v in values])
