@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-other", action="store_true",
                         help="let users other than root see the files (mode bits still apply)")
     parser.add_argument("--state-file", metavar="PATH", default=None,
-                        help="keep knob values across restarts in this JSON file")
+                        help="keep the table and knob values across restarts in this JSON file")
     parser.add_argument("--log-file", metavar="PATH", default=None,
                         help="log here instead of standard error")
     parser.add_argument("--pid-file", metavar="PATH", default=None,
@@ -139,28 +139,74 @@ def setup_logging(log_file: Optional[str], verbose: bool) -> None:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
-# -- knob persistence ---------------------------------------------------------------------------
-def load_state(path: str, knobs: Any) -> None:
+# -- the state file: knob values and the table ---------------------------------------------------
+def load_state(path: str, engine: Any, now: float) -> int:
+    """Restore the table and the writable knobs saved in `path`; returns entries restored.
+
+    A missing file is a fresh start.  A file that is not JSON, of an unknown format
+    version or of the other profile is refused with one UsageError line.  A file holding
+    only {"knobs": ...} (written before the table was kept) restores the knobs alone.
+    """
     try:
         with open(path) as f:
-            saved = json.load(f).get("knobs", {})
+            saved = json.load(f)
     except FileNotFoundError:
-        return
-    except (OSError, ValueError) as exc:
+        return 0
+    except (OSError, ValueError, RecursionError) as exc:
         raise _usage_error(f"--state-file {path}: {exc}") from None
+    if not isinstance(saved, dict):
+        raise _usage_error(f"--state-file {path}: not a procfs-ct state file")
+    knobs = saved.get("knobs", {})
+    if not isinstance(knobs, dict):
+        raise _usage_error(f"--state-file {path}: knobs: not an object")
+    restored = 0
+    if "format" in saved or set(saved) - {"knobs"}:
+        try:
+            restored = engine.import_state(saved, now)
+        except ValueError as exc:
+            raise _usage_error(f"--state-file {path}: {exc}") from None
     writable = {k.name for k in KNOBS if not k.readonly}
-    for name, value in saved.items():
+    for name, value in knobs.items():
         if name in writable and isinstance(value, int):
-            knobs.set(name, value)
+            engine.knobs.set(name, value)
+    return restored
 
 
-def save_state(path: str, knobs: Any) -> None:
-    values = {k.name: knobs[k.name] for k in KNOBS if not k.readonly}
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"knobs": values}, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+def state_document(engine: Any, now: float) -> dict:
+    """What the state file holds: the engine's table (with format version and profile)
+    and the writable knob values.  The caller holds the engine lock."""
+    document = engine.export_state(now)
+    document["knobs"] = {k.name: engine.knobs[k.name] for k in KNOBS if not k.readonly}
+    return document
+
+
+def write_state(path: str, document: dict) -> None:
+    """Replace `path` atomically: a crash leaves the old file or the new one, never half."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(document, f, sort_keys=True)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    try:                                # make the rename itself durable
+        dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def save_state(path: str, engine: Any, now: float) -> None:
+    write_state(path, state_document(engine, now))
 
 
 # -- daemon -------------------------------------------------------------------------------------
@@ -300,8 +346,7 @@ def run(args: argparse.Namespace) -> int:
             raise _usage_error(f"--{name.split('_')[0]} {value}: out of range")
     frames = open_frames(args.source, args.seed)
     engine = Engine(profile=args.profile, max_entries=args.max_entries, buckets=args.buckets)
-    if args.state_file:
-        load_state(args.state_file, engine.knobs)
+    restored = load_state(args.state_file, engine, time.time()) if args.state_file else 0
     for path in (args.log_file, args.pid_file, args.state_file):
         if path:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -332,6 +377,8 @@ def run(args: argparse.Namespace) -> int:
     driver.start()
     log.info("mounting %s (profile %s, source %s, %s on libfuse %d)", mnt, args.profile,
              args.source, LIBRARY, LIBFUSE_MAJOR)
+    if state_file:
+        log.info("restored %d entries from %s", restored, state_file)
     status = 0
     try:
         FUSE(operations, mnt, **mount_options(args.allow_other,
@@ -345,8 +392,12 @@ def run(args: argparse.Namespace) -> int:
         driver.stop()
         if state_file:
             try:
-                save_state(state_file, engine.knobs)
-            except OSError as exc:
+                # The engine thread has stopped, but a reader may still be rendering.
+                with driver.engine_lock:
+                    document = state_document(engine, driver.now())
+                write_state(state_file, document)
+                log.info("saved %d entries to %s", len(document["entries"]), state_file)
+            except (OSError, ValueError) as exc:
                 log.error("could not save %s: %s", state_file, exc)
         _remove(pid_file)
         stats = driver.stats

@@ -1,0 +1,281 @@
+"""--state-file: the table survives a restart of the daemon (DESIGN.md, "Where it goes
+beyond the kernel": "the table and the knobs survive a restart of the daemon").
+
+Engine level: export_state(T) then import_state(.., T+5) in a fresh Engine must give the
+listing the original shows at T+5, line for line, and the same classification of the next
+packets (TCP window state, UDP stream rule, ICMP request count, GRE timeouts all restored).
+Mounted: a mount that is SIGTERMed saves its table; a mount on the same state file with no
+traffic shows the same entries.
+"""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+
+import pytest
+
+from engine.build import build_ipv4, build_tcp_datagram
+from engine.ctstate import CtState
+from engine.packet import ACK, LOCAL_OUT, PSH, SYN
+from enginehelp import T0, icmp, lines, make_engine, udp
+
+C_ADDR, S_ADDR = "10.0.0.1", "10.0.0.2"
+C_SEQ, S_SEQ = 1000, 5000
+PROFILES = ["linux", "tutorial"]
+EXTRAS = {"acct": 1, "timestamp": 1}
+
+
+def tcp(eng, t, src, dst, sport, dport, flags, seq, ack=0, window=8000, payload=b""):
+    datagram = build_tcp_datagram(src, dst, sport, dport, flags=flags, seq=seq, ack=ack,
+                                  window=window, payload=payload)
+    return eng.feed_datagram(t, datagram, LOCAL_OUT)
+
+
+def gre(eng, t, src, dst):
+    return eng.feed_datagram(t, build_ipv4(src, dst, 47, b"\x00\x00\x08\x00"), LOCAL_OUT)
+
+
+def populate(eng) -> None:
+    """One of each: TCP established (small known windows), an unreplied SYN, UDP assured,
+    an ICMP echo outstanding, a GRE (linux) / generic (tutorial) flow with a reply."""
+    tcp(eng, T0, C_ADDR, S_ADDR, 40000, 80, SYN, C_SEQ)
+    tcp(eng, T0, S_ADDR, C_ADDR, 80, 40000, SYN | ACK, S_SEQ, C_SEQ + 1, window=4000)
+    tcp(eng, T0, C_ADDR, S_ADDR, 40000, 80, ACK, C_SEQ + 1, S_SEQ + 1)
+    tcp(eng, T0 + 1, C_ADDR, S_ADDR, 40001, 22, SYN, 777)
+    udp(eng, T0, C_ADDR, S_ADDR, 5353, 53)
+    udp(eng, T0 + 0.5, S_ADDR, C_ADDR, 53, 5353)
+    udp(eng, T0 + 3, C_ADDR, S_ADDR, 5353, 53)       # > 2 s later: stream, ASSURED
+    icmp(eng, T0 + 2, C_ADDR, S_ADDR, 8, ident=7, seq=1)
+    gre(eng, T0 + 2, C_ADDR, S_ADDR)
+    gre(eng, T0 + 3, S_ADDR, C_ADDR)
+
+
+def restored(profile: str, saved_at: float, restored_at: float, **overrides):
+    original = make_engine(profile, knobs_overrides=dict(EXTRAS, **overrides))
+    populate(original)
+    state = json.loads(json.dumps(original.export_state(saved_at)))   # through real JSON
+    fresh = make_engine(profile, knobs_overrides=dict(EXTRAS, **overrides))
+    count = fresh.import_state(state, restored_at)
+    return original, fresh, count
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_restored_listing_equals_the_original_five_seconds_later(profile):
+    """Each entry keeps tuple, status, state column, seconds left (counted from the save),
+    counters and delta-time: the listing of the restored engine at T+5 is the original's."""
+    saved_at = T0 + 10
+    original, fresh, count = restored(profile, saved_at, saved_at + 5)
+    assert count == original.count == 5
+    assert fresh.count == 5
+    for view in ("net/nf_conntrack", "net/ip_conntrack"):
+        before = lines(original, saved_at + 5, view)
+        assert lines(fresh, saved_at + 5, view) == before
+        assert len(before) == 5
+    listing = "\n".join(lines(fresh, saved_at + 5))
+    assert "ESTABLISHED" in listing and "SYN_SENT" in listing and "[ASSURED]" in listing
+    assert "packets=" in listing and "delta-time=" in listing
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_restored_tcp_window_state_classifies_next_segments_like_the_original(profile):
+    """§4.7: the window bounds survive: in-window data is ESTABLISHED in both engines, data
+    far beyond the receiver's window (check I) INVALID in both."""
+    now = T0 + 15
+    original, fresh, _ = restored(profile, T0 + 10, now)
+    for eng in (original, fresh):
+        ok = tcp(eng, now, C_ADDR, S_ADDR, 40000, 80, PSH | ACK, C_SEQ + 1, S_SEQ + 1,
+                 payload=b"x" * 100)
+        bad = tcp(eng, now, C_ADDR, S_ADDR, 40000, 80, PSH | ACK, C_SEQ + 100_000,
+                  S_SEQ + 1, payload=b"x" * 10)
+        assert ok.state == CtState.ESTABLISHED
+        assert bad.state == CtState.INVALID
+        # The unreplied SYN's answer completes its handshake in both.
+        assert tcp(eng, now, S_ADDR, C_ADDR, 22, 40001, SYN | ACK, 9000, 778).reply
+    assert lines(fresh, now) == lines(original, now)
+
+
+def test_restored_udp_and_icmp_state_answer_like_the_original():
+    """tutorial ICMP: the echo reply answers the one outstanding request and deletes the
+    entry in both (spec §5.2); UDP stays ASSURED with the stream timeout (spec §5.1)."""
+    now = T0 + 15
+    original, fresh, _ = restored("tutorial", T0 + 10, now)
+    for eng in (original, fresh):
+        assert icmp(eng, now, S_ADDR, C_ADDR, 0, ident=7, seq=1).state == CtState.ESTABLISHED
+        assert eng.count == 4
+        udp(eng, now, C_ADDR, S_ADDR, 5353, 53)
+    assert lines(fresh, now) == lines(original, now)
+    udp_line = [line for line in lines(fresh, now) if line.startswith("ipv4     2 udp")][0]
+    assert int(udp_line.split()[4]) == 180 and "[ASSURED]" in udp_line
+
+
+def test_restored_udp_keeps_the_time_of_its_first_packet():
+    """linux §5.1: a replied UDP flow turns stream (ASSURED, udp_timeout_stream) only more
+    than 2 s after its first packet; the restored entry counts from that same packet."""
+    original = make_engine("linux")
+    udp(original, T0 + 9, C_ADDR, S_ADDR, 7000, 53)
+    udp(original, T0 + 9.5, S_ADDR, C_ADDR, 53, 7000)
+    fresh = make_engine("linux")
+    assert fresh.import_state(json.loads(json.dumps(original.export_state(T0 + 10))),
+                              T0 + 10.5) == 1
+    for eng in (original, fresh):
+        udp(eng, T0 + 10.5, C_ADDR, S_ADDR, 7000, 53)          # 1.5 s after the first
+        assert "[ASSURED]" not in lines(eng, T0 + 10.5)[0]
+        udp(eng, T0 + 11.5, C_ADDR, S_ADDR, 7000, 53)          # 2.5 s after the first
+        assert "[ASSURED]" in lines(eng, T0 + 11.5)[0]
+    assert lines(fresh, T0 + 11.5) == lines(original, T0 + 11.5)
+
+
+def test_entries_whose_time_ran_out_while_down_are_not_restored():
+    """Down for 200 s: the unreplied SYN (120 s), the UDP stream (180 s from T0+3), the
+    ICMP echo (30 s) and GRE (180 s from T0+3) ran out; only the established TCP is back."""
+    saved_at = T0 + 10
+    back_at = saved_at + 200
+    original, fresh, count = restored("linux", saved_at, back_at)
+    original.advance(back_at)
+    assert count == original.count == fresh.count == 1
+    assert lines(fresh, back_at) == lines(original, back_at)
+    assert "ESTABLISHED" in lines(fresh, back_at)[0]
+
+
+def test_downtime_counts_against_the_restored_timers():
+    """Time passes while the daemon is down: the unreplied SYN (SYN_SENT, 120 s from its
+    packet at T0+1) still expires at T0+121 when restored at T0+110, not 111 s later."""
+    back_at = T0 + 110
+    _, fresh, _ = restored("linux", T0 + 10, back_at)
+    syn_line = [line for line in lines(fresh, back_at) if "SYN_SENT" in line][0]
+    assert int(syn_line.split()[4]) == 11
+    fresh.advance(T0 + 120.5)
+    assert any("SYN_SENT" in line for line in lines(fresh, T0 + 120.5))
+    fresh.advance(T0 + 121)
+    assert not any("SYN_SENT" in line for line in lines(fresh, T0 + 121))
+
+
+def test_full_table_restores_everything_above_a_lower_max():
+    """The table limit is not applied on import (spec silent: a restore is not new traffic)."""
+    original = make_engine("linux")
+    for port in range(10):
+        udp(original, T0, C_ADDR, S_ADDR, 1000 + port, 53)
+    small = make_engine("linux", max_entries=3)
+    assert small.import_state(original.export_state(T0), T0) == 10
+    assert small.count == 10 and small.knobs["count"] == 10
+    stat = small.render_text("net/stat/nf_conntrack", T0).splitlines()
+    assert int(stat[1].split()[0], 16) == 10          # the entries column
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda s: s.update(version=99), "version 99 is not supported"),
+    (lambda s: s.update(profile="tutorial"), "'tutorial' profile"),
+    (lambda s: s.pop("format"), "not a procfs-ct state file"),
+    (lambda s: s.update(entries={}), "entries: not a list"),
+    (lambda s: s["entries"][0].pop("left"), "table entry 0: no 'left' field"),
+    (lambda s: s["entries"][0].update(tuple=[1, 2]), "table entry 0: tuple: not a list of 5"),
+    (lambda s: s["entries"][1].update(l4=[1] * 3), "table entry 1: l4: not a list of 24"),
+    (lambda s: s["entries"][1].update(status=-1), "table entry 1: status"),
+    (lambda s: s["entries"][2].update(left=float("inf")), "table entry 2: left: not a finite"),
+    (lambda s: s.update(saved_at="yesterday"), "saved_at: not a finite number"),
+])
+def test_bad_states_are_refused_with_one_line_and_change_nothing(mutate, message):
+    """A malformed or foreign state raises a one-line ValueError before any entry goes in."""
+    original = make_engine("linux")
+    populate(original)
+    state = original.export_state(T0 + 10)
+    mutate(state)
+    fresh = make_engine("linux")
+    with pytest.raises(ValueError, match=re.escape(message)) as caught:
+        fresh.import_state(state, T0 + 10)
+    assert "\n" not in str(caught.value)
+    assert fresh.count == 0
+
+
+# -- through the mount command ---------------------------------------------------------------
+def test_load_state_refuses_bad_files_with_a_usage_error(tmp_path):
+    """A file that is not JSON, of an unknown version or of the other profile: UsageError,
+    one line naming the file; a missing file is a fresh start."""
+    from procfs_ct.cli import UsageError
+    from procfs_ct.cmd_mount import load_state
+    path = tmp_path / "state.json"
+    assert load_state(str(path), make_engine("linux"), T0) == 0
+    original = make_engine("linux")
+    populate(original)
+    from procfs_ct.cmd_mount import save_state
+    save_state(str(path), original, T0 + 10)
+    assert load_state(str(path), make_engine("linux"), T0 + 11) == 5
+    for text, profile, message in [
+            ("{not json", "linux", "Expecting property name"),
+            ("[1, 2]", "linux", "not a procfs-ct state file"),
+            (json.dumps({"format": "procfs-ct-state", "version": 7}), "linux", "version 7"),
+            (path.read_text(), "tutorial", "saved by a 'linux' profile engine")]:
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(UsageError) as caught:
+            load_state(str(bad), make_engine(profile), T0)
+        assert str(caught.value).startswith(f"--state-file {bad}: ")
+        assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_knobs_only_file_of_the_earlier_format_still_loads(tmp_path):
+    """Files written before the table was kept hold {"knobs": {...}} only: knobs restored."""
+    from procfs_ct.cmd_mount import load_state
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps({"knobs": {"udp_timeout": 55}}))
+    eng = make_engine("linux")
+    assert load_state(str(path), eng, T0) == 0
+    assert eng.knobs["udp_timeout"] == 55
+
+
+def test_save_state_keeps_knobs_and_replaces_the_file_atomically(tmp_path):
+    """The knob values and the table share the file; no temporary file is left behind."""
+    from procfs_ct.cmd_mount import load_state, save_state
+    path = tmp_path / "state.json"
+    original = make_engine("linux")
+    original.knobs.set("udp_timeout", 77)
+    populate(original)
+    save_state(str(path), original, T0 + 10)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
+    fresh = make_engine("linux")
+    assert load_state(str(path), fresh, T0 + 10) == 5
+    assert fresh.knobs["udp_timeout"] == 77
+    assert lines(fresh, T0 + 10) == lines(original, T0 + 10)
+
+
+@pytest.mark.mount
+def test_a_remount_on_the_same_state_file_shows_the_saved_entries(mount_factory, capture_file,
+                                                                tmp_path):
+    """SIGTERM saves the table; a mount with no traffic on the same file lists the same
+    connections, each with at most the elapsed time (+1 s of rounding) less to live."""
+    state = tmp_path / "ct-state.json"
+    first = mount_factory("--profile", "linux", "--source", f"pcap:{capture_file}@0",
+                          "--state-file", str(state))
+    count = "sys/net/netfilter/nf_conntrack_count"
+    assert wait_for(lambda: int(first.read(count)) > 50, 10), first.log_text()
+    time.sleep(0.5)                                  # let the capture finish replaying
+    before = parse_listing(first.read("net/nf_conntrack"))
+    read_at = time.time()
+    first.signal(signal.SIGTERM)
+    assert wait_for(first.exited, 10)
+    assert state.exists(), first.log_text()
+    second = mount_factory("--profile", "linux", "--source", "none", "--state-file", str(state))
+    after = parse_listing(second.read("net/nf_conntrack"))
+    elapsed = time.time() - read_at
+    assert len(after) > 50
+    assert set(after) <= set(before)
+    assert {k for k, left in before.items() if left > elapsed + 1} <= set(after)
+    for key, left in after.items():
+        assert before[key] - elapsed - 1 <= left <= before[key], key
+
+
+def parse_listing(text: str) -> dict:
+    """Each line without its seconds-left (and delta-time) column -> seconds left."""
+    result = {}
+    for line in text.splitlines():
+        fields = line.split()
+        key = " ".join(fields[:4] + [f for f in fields[5:] if not f.startswith("delta-time")])
+        result[key] = int(fields[4])
+    return result
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    from conftest import wait_until
+    return wait_until(predicate, timeout)
