@@ -372,7 +372,13 @@ def run(args: argparse.Namespace) -> int:
         report("")
 
     operations = ProcFs(tree, engine.knobs, SharedSnapshots(driver.render), on_ready=on_ready)
-    threading.Thread(target=watch_signals, args=(mnt, mounted, driver.stop),
+    stopping = threading.Event()
+
+    def on_signal() -> None:
+        stopping.set()
+        driver.stop()
+
+    threading.Thread(target=watch_signals, args=(mnt, mounted, on_signal),
                      name="procfs-ct-signals", daemon=True).start()
     driver.start()
     log.info("mounting %s (profile %s, source %s, %s on libfuse %d)", mnt, args.profile,
@@ -383,6 +389,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         FUSE(operations, mnt, **mount_options(args.allow_other,
                                               auto_unmount=not args.no_auto_unmount))
+    except RuntimeError as exc:
+        if stopping.is_set():
+            # fusepy raises when fuse_main returns non-zero, as it may after the lazy
+            # unmount or connection abort of a shutdown with readers still inside.
+            log.info("FUSE returned %r after the shutdown signal", exc)
+        else:
+            log.error("FUSE stopped: %r", exc)
+            report(f"mounting {mnt} failed: {exc!r} (see the log)")
+            status = 1
     except BaseException as exc:        # mount refused, or a callback's SystemExit (mfusepy)
         log.error("FUSE stopped: %r", exc)
         report(f"mounting {mnt} failed: {exc!r} (see the log)")
