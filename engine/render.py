@@ -5,7 +5,7 @@ line ends with `use=N` and a newline.
 """
 from __future__ import annotations
 
-from typing import Iterable, List
+from typing import List
 
 import struct
 
@@ -48,56 +48,36 @@ def _counters(entry: Entry, direction: int) -> str:
     return f"packets={counters[direction]} bytes={counters[2 + direction]} "
 
 
-def nf_conntrack_line(tracker: Tracker, entry: Entry, now: float) -> str:
+def listing_line(tracker: Tracker, entry: Entry, now: float, modern: bool) -> str:
+    """One entry's line, in the modern nf_conntrack form or the 2.6 ip_conntrack form the
+    tutorial prints (no L3 prefix, no counters, mark or delta-time; `use=1`)."""
     proto = entry.proto
     state = tracker.state_name(entry)
     name = tracker.l4_name(proto)
     keyed = name == "gre"
-    parts = [f"ipv4     2 {name:<8} {proto} {seconds_left(entry, now)} "]
+    counters = modern and entry.acct
+    head = f"ipv4     2 {name:<8} " if modern else f"{name:<8} "
+    parts = [f"{head}{proto} {seconds_left(entry, now)} "]
     if state is not None:
         parts.append(state + " ")
     parts.append(tuple_text(entry.tuple(0), keyed))
-    if entry.acct:
+    if counters:
         parts.append(_counters(entry, 0))
     if not entry.status & SEEN_REPLY:
         parts.append("[UNREPLIED] ")
     parts.append(tuple_text(entry.tuple(1), keyed))
-    if entry.acct:
+    if counters:
         parts.append(_counters(entry, 1))
     if entry.status & ASSURED:
         parts.append("[ASSURED] ")
+    if not modern:
+        parts.append(f"use={1 + entry.children}\n")
+        return "".join(parts)
     parts.append("mark=0 zone=0 ")
     if entry.stamped:
         parts.append(f"delta-time={int(now - entry.created)} ")
     parts.append(f"use={2 + entry.children}\n")
     return "".join(parts)
-
-
-def ip_conntrack_line(tracker: Tracker, entry: Entry, now: float) -> str:
-    """The 2.6 ip_conntrack line as the tutorial prints it (no mark, `use=1`)."""
-    proto = entry.proto
-    state = tracker.state_name(entry)
-    name = tracker.l4_name(proto)
-    keyed = name == "gre"
-    parts = [f"{name:<8} {proto} {seconds_left(entry, now)} "]
-    if state is not None:
-        parts.append(state + " ")
-    parts.append(tuple_text(entry.tuple(0), keyed))
-    if not entry.status & SEEN_REPLY:
-        parts.append("[UNREPLIED] ")
-    parts.append(tuple_text(entry.tuple(1), keyed))
-    if entry.status & ASSURED:
-        parts.append("[ASSURED] ")
-    parts.append(f"use={1 + entry.children}\n")
-    return "".join(parts)
-
-
-def render_nf_conntrack(tracker: Tracker, now: float) -> str:
-    return render_listing(tracker, now, modern=True).decode("ascii")
-
-
-def render_ip_conntrack(tracker: Tracker, now: float) -> str:
-    return render_listing(tracker, now, modern=False).decode("ascii")
 
 
 # -- the listing, fast ---------------------------------------------------------------------
@@ -136,7 +116,6 @@ def render_listing(tracker: Tracker, now: float, modern: bool) -> bytes:
     """net/nf_conntrack (modern) or net/ip_conntrack as bytes, entries expired by `now` left out."""
     out: List[bytes] = []
     append = out.append
-    slow_line = nf_conntrack_line if modern else ip_conntrack_line
     pairs: dict = {}
     get_pair = pairs.get
     flag_bits = SEEN_REPLY | ASSURED
@@ -154,7 +133,7 @@ def render_listing(tracker: Tracker, now: float, modern: bool) -> bytes:
                 continue                 # expired entries are never printed
             # (counters and created are both None unless accounting or timestamps are on)
             if not fast or entry.counters is not entry.created:
-                append(slow_line(tracker, entry, now).encode("ascii"))
+                append(listing_line(tracker, entry, now, modern).encode("ascii"))
                 continue
             prefix = key[:8]
             pair = get_pair(prefix)
@@ -168,11 +147,6 @@ def render_listing(tracker: Tracker, now: float, modern: bool) -> bytes:
                 append(line % (int(expires - now), names[entry.l4[STATE]], pair[0], sport,
                                dport, pair[1], dport, sport))
     return b"".join(out)
-
-
-def _live(tracker: Tracker, now: float) -> Iterable[Entry]:
-    # Expired entries are never printed, even before the next expiry pass.
-    return [e for e in tracker.entries() if e.expires > now]
 
 
 def render_stat(tracker: Tracker, modern: bool, ncpu: int = 2) -> str:
