@@ -6,7 +6,7 @@ feeds it; readers coordinate with that driver.  Time is always an argument.
 from __future__ import annotations
 
 from math import isfinite
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 from .ctstate import CtState, Verdict
 from .defrag import Defragmenter
@@ -14,7 +14,7 @@ from .knobs import KnobValues
 from .linklayer import LINKTYPE_ETHERNET, strip_link
 from .packet import LOCAL_OUT, PRE_ROUTING
 from .parse import ParseError, parse_ipv4
-from .render import render_expect, render_listing, render_stat
+from .render import listing_chunks, render_expect, render_listing, render_stat
 from .tracker import Tracker
 
 V_INVALID = Verdict(CtState.INVALID)
@@ -168,3 +168,11 @@ class Engine:
         if view == "net/ip_conntrack":
             return render_listing(self.tracker, now, modern=False)
         return self.render_text(view, now).encode("ascii")
+
+    def render_chunks(self, view: str, now: float) -> Iterator[bytes]:
+        """render() in pieces: a listing walks a snapshot of the table one chunk per next(),
+        reading the entries as they are then (the caller may let packets in between);
+        other views are one piece."""
+        if view == "net/nf_conntrack" or view == "net/ip_conntrack":
+            return listing_chunks(self.tracker, now, view == "net/nf_conntrack")
+        return iter((self.render(view, now),))

@@ -5,7 +5,7 @@ line ends with `use=N` and a newline.
 """
 from __future__ import annotations
 
-from typing import List
+from typing import Iterator, List, Optional, Tuple
 
 import struct
 
@@ -81,14 +81,25 @@ def listing_line(tracker: Tracker, entry: Entry, now: float, modern: bool) -> st
 
 
 # -- the listing, fast ---------------------------------------------------------------------
-# A listing is rendered in one pass over each protocol's table.  TCP and UDP lines without
-# counters or delta-time (nearly all of them) are one C-level %-format each, with the two
-# addresses' text from a small per-render cache keyed by the key's first 8 bytes: the
-# tuples of a TCP/UDP entry are the key and its mirror (no NAT here), so the reply side
-# needs no work of its own.  Nothing is cached in the entries: a text cache would cost
-# ~130 bytes per entry, a quarter of the memory budget.  Other lines (ICMP, GRE, generic,
-# accounting, timestamps) take the general per-line functions above.
+# A listing is rendered in one pass over a snapshot of each protocol's entries, in chunks
+# of CHUNK_LINES lines, so a reader gets its first bytes after one chunk and whoever holds
+# the engine lock can let packets in between chunks.  TCP and UDP lines without counters
+# or delta-time (nearly all of them) are one C-level %-format each: the two addresses'
+# text comes from a per-listing cache keyed by the key's first 8 bytes (the tuples of a
+# TCP/UDP entry are the key and its mirror: no NAT here, so the reply side needs no work
+# of its own) and port numbers' text from another.  Nothing is cached in the entries: a
+# text cache would cost ~140 bytes per entry, more than a quarter of the memory budget.
+# Other lines (ICMP, GRE, generic, accounting, timestamps) take listing_line() above.
+CHUNK_LINES = 1024
 _PORTS_AT_8 = KEY_PORTS.unpack_from
+
+
+class _NumberTexts(dict):
+    """n -> b"%d" % n, made on first use."""
+
+    def __missing__(self, number: int) -> bytes:
+        text = self[number] = b"%d" % number
+        return text
 
 
 def _address_pair(key: bytes) -> tuple:
@@ -112,41 +123,67 @@ def _line_formats(modern: bool, name: str, proto: int, with_state: bool) -> List
     return formats
 
 
-def render_listing(tracker: Tracker, now: float, modern: bool) -> bytes:
-    """net/nf_conntrack (modern) or net/ip_conntrack as bytes, entries expired by `now` left out."""
-    out: List[bytes] = []
-    append = out.append
+def listing_snapshot(tracker: Tracker) -> List[Tuple[int, List[Entry]]]:
+    """(proto, its entries) per table, each entry once, in listing order: what a chunked
+    listing walks while the table changes under it.  (Both keys of an entry map to it and
+    the original key comes first, so the first sight of each entry is its place.)"""
+    return [(proto, list(dict.fromkeys(table.values())))
+            for proto, table in list(tracker.tables().items()) if table]
+
+
+def listing_chunks(tracker: Tracker, now: float, modern: bool,
+                   snapshot: Optional[List[Tuple[int, List[Entry]]]] = None) -> Iterator[bytes]:
+    """net/nf_conntrack (modern) or net/ip_conntrack in chunks of up to CHUNK_LINES lines.
+
+    Entries expired by `now`, or removed from the table since the snapshot was taken
+    (remove() clears timer_slot), are left out, as a kernel walker that reaches them
+    after their removal does not see them.  Each chunk reads the entries as they are when
+    it is made, so the caller holds the engine lock per next(), not for the whole walk.
+    """
+    if snapshot is None:
+        snapshot = listing_snapshot(tracker)
     pairs: dict = {}
     get_pair = pairs.get
+    ports = _NumberTexts()
     flag_bits = SEEN_REPLY | ASSURED
-    for proto, table in list(tracker.tables().items()):
+    for proto, entries in snapshot:
         fast = proto == IPPROTO_TCP or proto == IPPROTO_UDP
+        names = None
         if fast:
-            names = (tuple(n.encode("ascii") for n in tracker.l4[proto].state_names())
-                     if proto == IPPROTO_TCP else None)
+            if proto == IPPROTO_TCP:
+                names = tuple(n.encode("ascii") for n in tracker.l4[proto].state_names())
             formats = _line_formats(modern, tracker.l4_name(proto), proto, names is not None)
-        for key, entry in table.items():
-            if key is not entry.orig:
-                continue                 # the reply key's slot: the entry is listed once
-            expires = entry.expires
-            if expires <= now:
-                continue                 # expired entries are never printed
-            # (counters and created are both None unless accounting or timestamps are on)
-            if not fast or entry.counters is not entry.created:
-                append(listing_line(tracker, entry, now, modern).encode("ascii"))
-                continue
-            prefix = key[:8]
-            pair = get_pair(prefix)
-            if pair is None:
-                pair = pairs[prefix] = _address_pair(prefix)
-            sport, dport = _PORTS_AT_8(key, 8)
-            line = formats[entry.status & flag_bits]
-            if names is None:
-                append(line % (int(expires - now), pair[0], sport, dport, pair[1], dport, sport))
-            else:
-                append(line % (int(expires - now), names[entry.l4[STATE]], pair[0], sport,
-                               dport, pair[1], dport, sport))
-    return b"".join(out)
+        for start in range(0, len(entries), CHUNK_LINES):
+            out: List[bytes] = []
+            append = out.append
+            for entry in entries[start:start + CHUNK_LINES]:
+                expires = entry.expires
+                if expires <= now or entry.timer_slot is None:
+                    continue             # expired, or gone from the table
+                # (counters and created are both None unless accounting or timestamps are on)
+                if not fast or entry.counters is not entry.created:
+                    append(listing_line(tracker, entry, now, modern).encode("ascii"))
+                    continue
+                key = entry.orig
+                prefix = key[:8]
+                pair = get_pair(prefix)
+                if pair is None:
+                    pair = pairs[prefix] = _address_pair(prefix)
+                sport, dport = _PORTS_AT_8(key, 8)
+                if names is None:
+                    append(formats[entry.status & flag_bits] % (
+                        int(expires - now), pair[0], sport, dport, pair[1], dport, sport))
+                else:
+                    append(formats[entry.status & flag_bits] % (
+                        int(expires - now), names[entry.l4[STATE]], pair[0], sport, dport,
+                        pair[1], dport, sport))
+            if out:
+                yield b"".join(out)
+
+
+def render_listing(tracker: Tracker, now: float, modern: bool) -> bytes:
+    """net/nf_conntrack (modern) or net/ip_conntrack as bytes, entries expired by `now` left out."""
+    return b"".join(listing_chunks(tracker, now, modern))
 
 
 def render_stat(tracker: Tracker, modern: bool, ncpu: int = 2) -> str:

@@ -371,7 +371,7 @@ def run(args: argparse.Namespace) -> int:
         mounted.set()
         report("")
 
-    operations = ProcFs(tree, engine.knobs, SharedSnapshots(driver.render), on_ready=on_ready)
+    operations = ProcFs(tree, engine.knobs, SharedSnapshots(driver.render_chunks), on_ready=on_ready)
     stopping = threading.Event()
 
     def on_signal() -> None:

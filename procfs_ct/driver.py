@@ -25,7 +25,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Tuple
+from typing import Any, Iterable, Iterator, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,26 @@ class EngineDriver:
         return max(self.clock.now(), self._last_time)
 
     def render(self, view: str) -> bytes:
-        """One consistent snapshot of a view, taken under the engine lock."""
+        """A view's whole text (see render_chunks)."""
+        return b"".join(self.render_chunks(view))
+
+    def render_chunks(self, view: str) -> Iterator[bytes]:
+        """A view's text in the engine's chunks, each made under the engine lock.
+
+        The table is walked from a snapshot taken with the first chunk, at the time of the
+        first chunk; between chunks the engine thread goes on, so a big listing never holds
+        packets back for long (the kernel's seq_file walk is not atomic either).
+        """
         if view == SOURCE_VIEW:
-            return self.source_stats_text().encode("ascii")
+            yield self.source_stats_text().encode("ascii")
+            return
         with self.engine_lock:
-            return self.engine.render(view, self.now())
+            chunks = self.engine.render_chunks(view, self.now())
+            chunk = next(chunks, None)
+        while chunk is not None:
+            yield chunk
+            with self.engine_lock:
+                chunk = next(chunks, None)
 
     def source_stats_text(self) -> str:
         """`name value` lines: the driver's counters, then the source's own (tap drops...)."""

@@ -6,8 +6,9 @@ What each rule is for (spec/fuse.md):
   * a read at offset 0 (or the first read of a handle) takes a fresh snapshot, reads
     at other offsets are served from that handle's snapshot (§4, the LXCFS rule):
     `while read` loops see whole lines and pollers that lseek(0) see fresh data;
-  * listings are rendered into a shared, immutable bytes object that lives for
-    SNAPSHOT_TTL seconds (§5): concurrent readers share one render, memory stays flat;
+  * listings are rendered into a shared Rendering that lives for SNAPSHOT_TTL seconds
+    (§5): concurrent readers share one render, memory stays flat; it is produced chunk
+    by chunk as reads reach it, so the first bytes come after one chunk's work;
   * knob writes are applied in write() at offset 0 with the kernel's parser; other
     offsets are ignored; truncate() is a no-op for writable knobs (§6);
   * open() refuses write access to read-only files with EACCES, even for root (§7);
@@ -28,7 +29,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple, Union
 
 from engine.knobs import KnobWriteError
 from procfs_ct.fuse_compat import FuseOSError, Operations
@@ -61,20 +62,55 @@ def refuse(err: int) -> FuseOSError:
     return FuseOSError(err)
 
 
-class SharedSnapshots:
-    """The latest render of each view, shared by every reader for `ttl` seconds."""
+class Rendering:
+    """A view's text as its renderer produces it, chunk by chunk, as readers need it.
 
-    def __init__(self, render: Callable[[str], bytes], ttl: float = SNAPSHOT_TTL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    A read pulls chunks until it is covered (or the text ends), so `head -1` of a big
+    listing waits for one chunk, not for the whole table.  What has been produced never
+    changes: every reader of one Rendering sees the same bytes at the same offsets.
+    """
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks: Optional[Iterator[bytes]] = iter(chunks)
+        self._text = bytearray()
+        self._mu = threading.Lock()
+
+    def read(self, offset: int, size: int) -> bytes:
+        with self._mu:
+            text, end = self._text, offset + size
+            while self._chunks is not None and len(text) < end:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    self._chunks = None        # done: let the renderer and its snapshot go
+                else:
+                    text += chunk
+            with memoryview(text) as view:
+                return bytes(view[offset:end])
+
+    def whole(self) -> bytes:
+        """All of it (rendering the rest)."""
+        while self._chunks is not None:
+            self.read(len(self._text), 1 << 20)
+        return bytes(self._text)
+
+
+class SharedSnapshots:
+    """The latest Rendering of each view, shared by every reader for `ttl` seconds.
+
+    `render(view)` returns the view's text as bytes or as an iterable of byte chunks.
+    """
+
+    def __init__(self, render: Callable[[str], Union[bytes, Iterable[bytes]]],
+                 ttl: float = SNAPSHOT_TTL, clock: Callable[[], float] = time.monotonic) -> None:
         self._render = render
         self._ttl = ttl
         self._clock = clock
         self._mu = threading.Lock()
-        self._latest: Dict[str, Tuple[float, bytes]] = {}
+        self._latest: Dict[str, Tuple[float, Rendering]] = {}
         self._render_mu: Dict[str, threading.Lock] = {}
         self.renders = 0
 
-    def get(self, view: str) -> bytes:
+    def get(self, view: str) -> Rendering:
         with self._mu:
             latest = self._latest.get(view)
             render_mu = self._render_mu.setdefault(view, threading.Lock())
@@ -86,18 +122,21 @@ class SharedSnapshots:
                 return latest[1]
             taken = self._clock()
             data = self._render(view)
-            if not isinstance(data, bytes):
+            if isinstance(data, bytes):
+                data = (data,)
+            elif isinstance(data, (str, bytearray, memoryview)):
                 raise TypeError(f"render({view!r}) returned {type(data).__name__}, not bytes")
+            rendering = Rendering(data)
             with self._mu:
-                self._latest[view] = (taken, data)
+                self._latest[view] = (taken, rendering)
                 self.renders += 1
-            return data
+            return rendering
 
 
 @dataclass
 class Handle:
     node: Node
-    snapshot: Optional[bytes] = None
+    snapshot: Optional[Rendering] = None
 
 
 class ProcFs(Operations):
@@ -131,10 +170,10 @@ class ProcFs(Operations):
             raise refuse(errno.EBADF)
         return handle
 
-    def _content(self, node: Node) -> bytes:
+    def _content(self, node: Node) -> Rendering:
         if node.kind == LISTING:
             return self._snapshots.get(node.view)
-        return self._knobs.read_text(node.knob).encode("ascii")
+        return Rendering((self._knobs.read_text(node.knob).encode("ascii"),))
 
     # -- lifecycle -----------------------------------------------------------------------
     @guarded
@@ -229,7 +268,7 @@ class ProcFs(Operations):
         handle = self._handle(fh)
         if offset == 0 or handle.snapshot is None:
             handle.snapshot = self._content(handle.node)
-        return handle.snapshot[offset:offset + size]
+        return handle.snapshot.read(offset, size)
 
     @guarded
     def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:

@@ -13,7 +13,7 @@ import pytest
 from engine.core import VIEWS
 from engine.knobs import KNOBS, KnobValues
 from procfs_ct.driver import EngineDriver
-from procfs_ct.fs import ProcFs, SharedSnapshots
+from procfs_ct.fs import ProcFs, Rendering, SharedSnapshots
 from procfs_ct.fuse_compat import FuseOSError
 from procfs_ct.tree import DIR, KNOB, LISTING, Node, Tree, build_tree, describe
 
@@ -103,8 +103,8 @@ def test_readers_within_the_ttl_share_one_render():
     clock.t += 0.4
     assert snaps.get("net/nf_conntrack") is first
     clock.t += 0.2
-    assert snaps.get("net/nf_conntrack") == b"r2"
-    assert snaps.get("net/ip_conntrack") == b"r3"          # one cache entry per view
+    assert snaps.get("net/nf_conntrack").whole() == b"r2"
+    assert snaps.get("net/ip_conntrack").whole() == b"r3"  # one cache entry per view
 
 
 def test_concurrent_first_readers_wait_for_one_render():
@@ -118,7 +118,8 @@ def test_concurrent_first_readers_wait_for_one_render():
 
     snaps = SharedSnapshots(slow_render, ttl=10)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(snaps.get("v"))) for _ in range(4)]
+    threads = [threading.Thread(target=lambda: results.append(snaps.get("v").whole()))
+               for _ in range(4)]
     for t in threads:
         t.start()
     started.wait(5)
@@ -135,15 +136,34 @@ class CountingSnapshots:
     def __init__(self) -> None:
         self.generation = 0
 
-    def get(self, view: str) -> bytes:
+    def get(self, view: str) -> Rendering:
         self.generation += 1
-        return f"gen {self.generation} of {view}\nsecond line\n".encode()
+        return Rendering([f"gen {self.generation} of {view}\n".encode(), b"second line\n"])
 
 
 @pytest.fixture
 def ops():
     knobs = KnobValues("tutorial", 24 * GiB)
     return ProcFs(TREE, knobs, CountingSnapshots())
+
+
+def test_a_rendering_pulls_only_the_chunks_a_read_needs_and_never_changes():
+    pulled = []
+
+    def chunks():
+        for n in range(5):
+            pulled.append(n)
+            yield f"line {n}\n".encode()
+
+    rendering = Rendering(chunks())
+    assert rendering.read(0, 3) == b"lin"
+    assert pulled == [0]                        # head -1 waits for one chunk, not the table
+    assert rendering.read(5, 10) == b"0\nline 1\nl"
+    assert pulled == [0, 1, 2]
+    assert rendering.read(0, 7) == b"line 0\n"  # produced text stays as it was
+    assert rendering.read(33, 100) == b"4\n"
+    assert rendering.read(100, 10) == b""
+    assert rendering.whole() == b"".join(f"line {n}\n".encode() for n in range(5))
 
 
 def test_offset_zero_renders_again_other_offsets_reuse_the_handle_snapshot(ops):
@@ -276,8 +296,9 @@ class FakeEngine:
     def advance(self, now):
         self.advanced.append(now)
 
-    def render(self, view, now):
-        return f"{len(self.fed)} at {now:.3f}\n".encode()
+    def render_chunks(self, view, now):
+        yield f"{len(self.fed)} at ".encode()
+        yield f"{now:.3f}\n".encode()
 
 
 def run_driver(engine, frames, seconds: float, **kw) -> EngineDriver:
