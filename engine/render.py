@@ -15,7 +15,6 @@ from .tcp_window import STATE
 from .tracker import Tracker
 from .tuples import ip_text, tuple_text
 
-KEY_PORTS = struct.Struct("!HH")       # sport, dport at byte 8 of a key
 _ADDRESSES = struct.Struct("!II")      # src, dst at byte 0 of a key
 
 # Event counters behind each stat column, in file order; None = always 0 in that generation.
@@ -87,19 +86,11 @@ def listing_line(tracker: Tracker, entry: Entry, now: float, modern: bool) -> st
 # or delta-time (nearly all of them) are one C-level %-format each: the two addresses'
 # text comes from a per-listing cache keyed by the key's first 8 bytes (the tuples of a
 # TCP/UDP entry are the key and its mirror: no NAT here, so the reply side needs no work
-# of its own) and port numbers' text from another.  Nothing is cached in the entries: a
+# of its own); a whole chunk is then one %-format of the lines' formats joined.  Nothing is cached in the entries: a
 # text cache would cost ~140 bytes per entry, more than a quarter of the memory budget.
 # Other lines (ICMP, GRE, generic, accounting, timestamps) take listing_line() above.
 CHUNK_LINES = 1024
-_PORTS_AT_8 = KEY_PORTS.unpack_from
-
-
-class _NumberTexts(dict):
-    """n -> b"%d" % n, made on first use."""
-
-    def __missing__(self, number: int) -> bytes:
-        text = self[number] = b"%d" % number
-        return text
+_ADDRESSES_PORTS = struct.Struct("!QHH").unpack   # a key: both addresses as one number, ports
 
 
 def _address_pair(key: bytes) -> tuple:
@@ -125,10 +116,21 @@ def _line_formats(modern: bool, name: str, proto: int, with_state: bool) -> List
 
 def listing_snapshot(tracker: Tracker) -> List[Tuple[int, List[Entry]]]:
     """(proto, its entries) per table, each entry once, in listing order: what a chunked
-    listing walks while the table changes under it.  (Both keys of an entry map to it and
-    the original key comes first, so the first sight of each entry is its place.)"""
-    return [(proto, list(dict.fromkeys(table.values())))
-            for proto, table in list(tracker.tables().items()) if table]
+    listing walks while the table changes under it."""
+    snapshot = []
+    for proto, table in list(tracker.tables().items()):
+        if not table:
+            continue
+        # Both keys of an entry map to it, inserted one after the other (a dict keeps
+        # insertion order through deletions), so the values are normally pairs; an entry
+        # whose two keys are one (a flow to itself) breaks the pattern, and then the first
+        # sight of each entry is its place.
+        both = list(table.values())
+        originals = both[::2]
+        if originals != both[1::2]:
+            originals = list(dict.fromkeys(both))
+        snapshot.append((proto, originals))
+    return snapshot
 
 
 def listing_chunks(tracker: Tracker, now: float, modern: bool,
@@ -144,7 +146,6 @@ def listing_chunks(tracker: Tracker, now: float, modern: bool,
         snapshot = listing_snapshot(tracker)
     pairs: dict = {}
     get_pair = pairs.get
-    ports = _NumberTexts()
     flag_bits = SEEN_REPLY | ASSURED
     for proto, entries in snapshot:
         fast = proto == IPPROTO_TCP or proto == IPPROTO_UDP
@@ -154,31 +155,32 @@ def listing_chunks(tracker: Tracker, now: float, modern: bool,
                 names = tuple(n.encode("ascii") for n in tracker.l4[proto].state_names())
             formats = _line_formats(modern, tracker.l4_name(proto), proto, names is not None)
         for start in range(0, len(entries), CHUNK_LINES):
-            out: List[bytes] = []
-            append = out.append
+            # One %-format per chunk: the lines' formats joined, their values in a row.
+            formats_used: List[bytes] = []
+            use_format = formats_used.append
+            values: list = []
+            add_values = values.extend
             for entry in entries[start:start + CHUNK_LINES]:
                 expires = entry.expires
                 if expires <= now or entry.timer_slot is None:
                     continue             # expired, or gone from the table
                 # (counters and created are both None unless accounting or timestamps are on)
                 if not fast or entry.counters is not entry.created:
-                    append(listing_line(tracker, entry, now, modern).encode("ascii"))
+                    use_format(b"%s")
+                    values.append(listing_line(tracker, entry, now, modern).encode("ascii"))
                     continue
-                key = entry.orig
-                prefix = key[:8]
-                pair = get_pair(prefix)
+                addresses, sport, dport = _ADDRESSES_PORTS(entry.orig)
+                pair = get_pair(addresses)
                 if pair is None:
-                    pair = pairs[prefix] = _address_pair(prefix)
-                sport, dport = _PORTS_AT_8(key, 8)
+                    pair = pairs[addresses] = _address_pair(entry.orig)
+                use_format(formats[entry.status & flag_bits])
                 if names is None:
-                    append(formats[entry.status & flag_bits] % (
-                        int(expires - now), pair[0], sport, dport, pair[1], dport, sport))
+                    add_values((int(expires - now), pair[0], sport, dport, pair[1], dport, sport))
                 else:
-                    append(formats[entry.status & flag_bits] % (
-                        int(expires - now), names[entry.l4[STATE]], pair[0], sport, dport,
-                        pair[1], dport, sport))
-            if out:
-                yield b"".join(out)
+                    add_values((int(expires - now), names[entry.l4[STATE]], pair[0], sport,
+                                dport, pair[1], dport, sport))
+            if formats_used:
+                yield b"".join(formats_used) % tuple(values)
 
 
 def render_listing(tracker: Tracker, now: float, modern: bool) -> bytes:

@@ -20,6 +20,7 @@ What each rule is for (spec/fuse.md):
 """
 from __future__ import annotations
 
+import bisect
 import errno
 import functools
 import itertools
@@ -29,7 +30,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from engine.knobs import KnobWriteError
 from procfs_ct.fuse_compat import FuseOSError, Operations
@@ -68,30 +69,45 @@ class Rendering:
     A read pulls chunks until it is covered (or the text ends), so `head -1` of a big
     listing waits for one chunk, not for the whole table.  What has been produced never
     changes: every reader of one Rendering sees the same bytes at the same offsets.
+    Chunks are kept as they come (no growing buffer to copy); a read slices the one or
+    two chunks it spans.
     """
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks: Optional[Iterator[bytes]] = iter(chunks)
-        self._text = bytearray()
+        self._source: Optional[Iterator[bytes]] = iter(chunks)
+        self._chunks: List[bytes] = []
+        self._starts: List[int] = []        # offset of each chunk's first byte
+        self._size = 0
         self._mu = threading.Lock()
 
     def read(self, offset: int, size: int) -> bytes:
+        end = offset + size
         with self._mu:
-            text, end = self._text, offset + size
-            while self._chunks is not None and len(text) < end:
-                chunk = next(self._chunks, None)
+            while self._source is not None and self._size < end:
+                chunk = next(self._source, None)
                 if chunk is None:
-                    self._chunks = None        # done: let the renderer and its snapshot go
-                else:
-                    text += chunk
-            with memoryview(text) as view:
-                return bytes(view[offset:end])
+                    self._source = None        # done: let the renderer and its snapshot go
+                elif chunk:
+                    self._chunks.append(chunk)
+                    self._starts.append(self._size)
+                    self._size += len(chunk)
+            chunks, starts, produced = self._chunks, self._starts, self._size
+        if offset >= produced or size <= 0:
+            return b""
+        first = bisect.bisect_right(starts, offset) - 1
+        last = bisect.bisect_left(starts, end) - 1
+        if first == last:
+            start = starts[first]
+            return chunks[first][offset - start:end - start]
+        pieces = [chunks[first][offset - starts[first]:]]
+        pieces.extend(chunks[first + 1:last])
+        pieces.append(chunks[last][:end - starts[last]])
+        return b"".join(pieces)
 
     def whole(self) -> bytes:
         """All of it (rendering the rest)."""
-        while self._chunks is not None:
-            self.read(len(self._text), 1 << 20)
-        return bytes(self._text)
+        self.read(0, 1 << 62)
+        return b"".join(self._chunks)
 
 
 class SharedSnapshots:

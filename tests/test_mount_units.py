@@ -377,3 +377,12 @@ def test_render_runs_under_the_engine_lock_with_the_driver_clock():
     text = driver.render("net/nf_conntrack").decode()
     assert text.startswith("0 at ")
     assert before - 0.01 <= float(text.split()[2]) <= time.time() + 0.01
+
+
+@pytest.mark.parametrize("pieces", [[b"abc", b"", b"defgh", b"i", b"jklmnop"], [b"abcdefghijklmnop"]])
+def test_a_read_spanning_chunks_gets_exactly_the_bytes_at_its_offsets(pieces):
+    text = b"".join(pieces)
+    rendering = Rendering(iter(pieces))
+    for offset in range(len(text) + 2):
+        for size in range(0, len(text) + 3):
+            assert rendering.read(offset, size) == text[offset:offset + size], (offset, size)
