@@ -82,36 +82,44 @@ def listing_line(tracker: Tracker, entry: Entry, now: float, modern: bool) -> st
 # -- the listing, fast ---------------------------------------------------------------------
 # A listing is rendered in one pass over a snapshot of each protocol's entries, in chunks
 # of CHUNK_LINES lines, so a reader gets its first bytes after one chunk and whoever holds
-# the engine lock can let packets in between chunks.  TCP and UDP lines without counters
-# or delta-time (nearly all of them) are one C-level %-format each: the two addresses'
-# text comes from a per-listing cache keyed by the key's first 8 bytes (the tuples of a
-# TCP/UDP entry are the key and its mirror: no NAT here, so the reply side needs no work
-# of its own); a whole chunk is then one %-format of the lines' formats joined.  Nothing is cached in the entries: a
-# text cache would cost ~140 bytes per entry, more than a quarter of the memory budget.
-# Other lines (ICMP, GRE, generic, accounting, timestamps) take listing_line() above.
+# the engine lock can let packets in between chunks.  A whole chunk is one C-level
+# %-format: the lines' formats joined, their numbers in a row.  TCP and UDP lines without
+# counters or delta-time (nearly all of them) have a format per flags and address pair,
+# made once per listing with the addresses' text written in: the tuples of a TCP/UDP
+# entry are the key and its mirror (no NAT here), so only seconds, state and ports vary.
+# Nothing is cached in the entries: a text cache would cost ~140 bytes per entry, more
+# than a quarter of the memory budget.  Other lines (ICMP, GRE, generic, accounting,
+# timestamps) take listing_line() above.
 CHUNK_LINES = 1024
 _ADDRESSES_PORTS = struct.Struct("!QHH").unpack   # a key: both addresses as one number, ports
 
 
-def _address_pair(key: bytes) -> tuple:
-    src, dst = _ADDRESSES.unpack_from(key)
-    a, b = ip_text(src), ip_text(dst)
-    return (f"src={a} dst={b} ".encode("ascii"), f"src={b} dst={a} ".encode("ascii"))
+_ORIG_PAIR, _REPLY_PAIR = b"\x00o", b"\x00r"     # where a line template takes the addresses
 
 
-def _line_formats(modern: bool, name: str, proto: int, with_state: bool) -> List[bytes]:
-    """%-formats of a TCP/UDP line by status & (SEEN_REPLY | ASSURED): seconds, [state,]
-    address pair, ports, mirrored pair, mirrored ports; the flags are part of the text."""
+def _line_templates(modern: bool, name: str, proto: int, with_state: bool) -> List[bytes]:
+    """Templates of a TCP/UDP line by status & (SEEN_REPLY | ASSURED), the flags written
+    in.  Once the addresses are put in (_with_addresses) each is a %-format of: seconds,
+    [state,] sport, dport, then the reply's ports."""
     head = f"ipv4     2 {name:<8} {proto} %d " if modern else f"{name:<8} {proto} %d "
     tail = "mark=0 zone=0 use=2\n" if modern else "use=1\n"
     state = "%s " if with_state else ""
-    formats = []
+    templates = []
     for status in range(SEEN_REPLY | ASSURED | 1):
         unreplied = "" if status & SEEN_REPLY else "[UNREPLIED] "
         assured = "[ASSURED] " if status & ASSURED else ""
-        formats.append((head + state + "%ssport=%d dport=%d " + unreplied
-                        + "%ssport=%d dport=%d " + assured + tail).encode("ascii"))
-    return formats
+        templates.append((head + state).encode("ascii") + _ORIG_PAIR
+                         + ("sport=%d dport=%d " + unreplied).encode("ascii") + _REPLY_PAIR
+                         + ("sport=%d dport=%d " + assured + tail).encode("ascii"))
+    return templates
+
+
+def _with_addresses(template: bytes, key: bytes) -> bytes:
+    """A line template with the text of the key's two addresses (and their mirror) put in."""
+    src, dst = _ADDRESSES.unpack_from(key)
+    a, b = ip_text(src).encode("ascii"), ip_text(dst).encode("ascii")
+    return (template.replace(_ORIG_PAIR, b"src=%s dst=%s " % (a, b))
+            .replace(_REPLY_PAIR, b"src=%s dst=%s " % (b, a)))
 
 
 def listing_snapshot(tracker: Tracker) -> List[Tuple[int, List[Entry]]]:
@@ -144,8 +152,6 @@ def listing_chunks(tracker: Tracker, now: float, modern: bool,
     """
     if snapshot is None:
         snapshot = listing_snapshot(tracker)
-    pairs: dict = {}
-    get_pair = pairs.get
     flag_bits = SEEN_REPLY | ASSURED
     for proto, entries in snapshot:
         fast = proto == IPPROTO_TCP or proto == IPPROTO_UDP
@@ -153,7 +159,9 @@ def listing_chunks(tracker: Tracker, now: float, modern: bool,
         if fast:
             if proto == IPPROTO_TCP:
                 names = tuple(n.encode("ascii") for n in tracker.l4[proto].state_names())
-            formats = _line_formats(modern, tracker.l4_name(proto), proto, names is not None)
+            templates = _line_templates(modern, tracker.l4_name(proto), proto, names is not None)
+            # status & flag_bits -> {both addresses as one number: the line's %-format}
+            formats = [{} for _ in templates]
         for start in range(0, len(entries), CHUNK_LINES):
             # One %-format per chunk: the lines' formats joined, their values in a row.
             formats_used: List[bytes] = []
@@ -170,15 +178,17 @@ def listing_chunks(tracker: Tracker, now: float, modern: bool,
                     values.append(listing_line(tracker, entry, now, modern).encode("ascii"))
                     continue
                 addresses, sport, dport = _ADDRESSES_PORTS(entry.orig)
-                pair = get_pair(addresses)
-                if pair is None:
-                    pair = pairs[addresses] = _address_pair(entry.orig)
-                use_format(formats[entry.status & flag_bits])
+                status = entry.status & flag_bits
+                line = formats[status].get(addresses)
+                if line is None:
+                    line = formats[status][addresses] = _with_addresses(templates[status],
+                                                                        entry.orig)
+                use_format(line)
+                # %d of the float seconds left truncates them, as int() would.
                 if names is None:
-                    add_values((int(expires - now), pair[0], sport, dport, pair[1], dport, sport))
+                    add_values((expires - now, sport, dport, dport, sport))
                 else:
-                    add_values((int(expires - now), names[entry.l4[STATE]], pair[0], sport,
-                                dport, pair[1], dport, sport))
+                    add_values((expires - now, names[entry.l4[STATE]], sport, dport, dport, sport))
             if formats_used:
                 yield b"".join(formats_used) % tuple(values)
 
