@@ -2,12 +2,15 @@
 
 A source is an iterator of (ts, linktype, frame) where ts is the wall-clock time the
 frame is due.  A pump thread pulls frames from it into a bounded queue (a live tap may
-block in next() for minutes; the engine thread must not), and the engine thread:
+block in next() for minutes; the engine thread must not) -- whole lists of them from a
+source that offers batches() (the tap: one list per read of the kernel's ring), so the
+per-frame cost of the hand-over disappears at high rates -- and the engine thread:
 
   * waits until each frame is due, in slices of at most WAIT_SLICE seconds, so that
     stop() is prompt and expiry keeps running while the source is silent;
   * feeds the engine with the frame's time on the driver's clock (monotonic, anchored
-    to the wall clock at start, so a wall-clock step cannot make time run backwards);
+    to the wall clock at start, so a wall-clock step cannot make time run backwards),
+    up to FEED_SLICE due frames per hold of the engine lock;
   * calls engine.advance(now) at least every ADVANCE_EVERY seconds, so the seconds-left
     column of the listings counts down and entries expire on time;
   * survives any exception raised by one packet: it is logged, counted, and skipped.
@@ -36,7 +39,9 @@ Frame = Tuple[float, int, bytes]
 
 WAIT_SLICE = 0.2            # longest single wait: bounds shutdown latency
 ADVANCE_EVERY = 0.5         # engine.advance() period (the brief asks for at least 1/s)
-QUEUE_FRAMES = 4096         # frames read ahead of their due time
+QUEUE_FRAMES = 4096         # frames read ahead of their due time (one-frame batches)
+QUEUE_BATCHES = 64          # batches read ahead from a source that hands over batches
+FEED_SLICE = 512            # frames fed per hold of the engine lock
 LOGGED_ERRORS = 5           # log the first few packet errors in full, then every 1000th
 
 _END = object()             # the pump's "source exhausted" marker
@@ -72,8 +77,15 @@ class EngineDriver:
         self.clock = clock or Clock()
         self.stats = DriverStats()
         self._frames = iter(frames)
+        # A source with batches() (the tap) hands over a list of frames per read of the
+        # kernel; any other is taken a frame at a time (it may block between frames, so
+        # the pump cannot wait to fill a batch).  Either way the queue carries lists.
+        batches = getattr(self._frames, "batches", None)
+        self._batches: Iterator[list] = (batches() if callable(batches)
+                                         else ([frame] for frame in self._frames))
         self._advance_every = advance_every
-        self._queue: "queue.Queue[Any]" = queue.Queue(maxsize=QUEUE_FRAMES)
+        self._queue: "queue.Queue[Any]" = queue.Queue(
+            maxsize=QUEUE_BATCHES if callable(batches) else QUEUE_FRAMES)
         self._stop = threading.Event()
         # The engine's time never runs backwards: every call gets at least this.  It starts
         # at -inf so that frames already due when the thread starts keep their own times.
@@ -147,10 +159,10 @@ class EngineDriver:
     # -- the source pump -----------------------------------------------------------------
     def _pump(self) -> None:
         try:
-            for frame in self._frames:
+            for batch in self._batches:
                 while not self._stop.is_set():
                     try:
-                        self._queue.put(frame, timeout=WAIT_SLICE)
+                        self._queue.put(batch, timeout=WAIT_SLICE)
                         break
                     except queue.Full:
                         continue
@@ -176,14 +188,15 @@ class EngineDriver:
 
     def _loop(self) -> None:
         next_advance = self.clock.now() + self._advance_every
-        pending: Optional[Frame] = None
+        batch: Optional[list] = None        # frames taken from the queue, fed up to `fed`
+        fed = 0
         while not self._stop.is_set():
             now = self.clock.now()
             if now >= next_advance:
                 self._advance(now)
                 next_advance = now + self._advance_every
             budget = max(0.0, min(WAIT_SLICE, next_advance - now))
-            if pending is None:
+            if batch is None:
                 if self.stats.source_done:
                     self._stop.wait(budget)
                     continue
@@ -195,15 +208,16 @@ class EngineDriver:
                     self.stats.source_done = True
                     log.info("traffic source exhausted after %d packets", self.stats.packets)
                     continue
-                pending = item
-                if self.stats.packets + self.stats.packet_errors == 0:
-                    log.info("first frame due at %.6f", item[0])
-            due = pending[0]
+                batch, fed = item, 0
+                if self.stats.packets + self.stats.packet_errors == 0 and batch:
+                    log.info("first frame due at %.6f", batch[0][0])
+            fed = self._feed_due(batch, fed, now)
+            if fed >= len(batch):
+                batch = None
+                continue
+            due = batch[fed][0]
             if due > now:
                 self._stop.wait(min(budget, due - now))
-                continue
-            self._feed(pending)
-            pending = None
 
     def _advance(self, now: float) -> None:
         now = max(now, self._last_time)
@@ -216,17 +230,33 @@ class EngineDriver:
             self.stats.packet_errors += 1
             log.exception("engine.advance(%.6f) failed", now)
 
-    def _feed(self, frame: Frame) -> None:
-        ts, linktype, data = frame
-        when = max(ts, self._last_time)
-        try:
-            with self.engine_lock:
-                self.engine.feed_frame(when, linktype, data)
-            self._last_time = when
-            self.stats.packets += 1
-        except Exception:
-            self.stats.packet_errors += 1
-            count = self.stats.packet_errors
-            if count <= LOGGED_ERRORS or count % 1000 == 0:
-                log.exception("packet %d (linktype %d, %d bytes) failed; skipped (%d so far)",
-                              self.stats.packets + count, linktype, len(data), count)
+    def _feed_due(self, batch: list, start: int, now: float) -> int:
+        """Feed the frames of `batch` from `start` on that are due by `now`, at most
+        FEED_SLICE of them under one hold of the engine lock; the index of the next."""
+        feed = self.engine.feed_frame
+        last = self._last_time
+        end = min(len(batch), start + FEED_SLICE)
+        index = start
+        with self.engine_lock:
+            while index < end:
+                ts, linktype, data = batch[index]
+                if ts > now:
+                    break
+                index += 1
+                when = ts if ts > last else last
+                try:
+                    feed(when, linktype, data)
+                except Exception:
+                    self._packet_failed(linktype, data)
+                    continue
+                last = when
+                self.stats.packets += 1
+        self._last_time = last
+        return index
+
+    def _packet_failed(self, linktype: int, data: bytes) -> None:
+        self.stats.packet_errors += 1
+        count = self.stats.packet_errors
+        if count <= LOGGED_ERRORS or count % 1000 == 0:
+            log.exception("packet %d (linktype %d, %d bytes) failed; skipped (%d so far)",
+                          self.stats.packets + count, linktype, len(data), count)

@@ -320,6 +320,39 @@ def test_frames_are_fed_in_order_once_due_at_their_own_time():
     assert times == [now - 1.0, now + 0.2, now + 0.3]        # the frames' own due times
 
 
+class BatchSource:
+    """A source that hands over lists of frames, as the tap does."""
+
+    def __init__(self, batches) -> None:
+        self._batches = batches
+        self.handed_over = 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise AssertionError("the driver must take batches from a source that has them")
+
+    def batches(self):
+        for batch in self._batches:
+            self.handed_over += 1
+            yield batch
+
+
+def test_a_batch_source_is_fed_in_order_with_a_bad_frame_skipped_and_a_late_one_kept_back():
+    now = time.time()
+    many = [(now - 2 + i * 1e-4, 1, b"f%d" % i) for i in range(1500)]  # > FEED_SLICE
+    source = BatchSource([many[:1000], [(now - 1, 1, b"boom"), *many[1000:]],
+                          [(now + 0.3, 1, b"due soon"), (now + 30, 1, b"not yet")]])
+    engine = FakeEngine(fail_on=b"boom")
+    driver = run_driver(engine, source, 0.7)
+    assert source.handed_over == 3
+    assert [f for _, f in engine.fed] == [f for _, _, f in many] + [b"due soon"]
+    assert driver.stats.packets == 1501 and driver.stats.packet_errors == 1
+    times = [t for t, _ in engine.fed]
+    assert times == sorted(times) and times[-1] == now + 0.3
+
+
 def test_advance_runs_at_least_once_a_second_while_the_source_is_silent():
     engine = FakeEngine()
     run_driver(engine, [], 2.3)
