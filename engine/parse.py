@@ -43,7 +43,7 @@ ICMP_ERROR_TYPES = frozenset((3, 4, 5, 11, 12))
 TCPOPT_EOL, TCPOPT_NOP, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_SACK = 0, 1, 3, 4, 5
 TCP_MAX_WSCALE = 14
 # NOP NOP TIMESTAMP(10): the options of nearly every established-state segment.
-_TIMESTAMP_ONLY = b"\x01\x01\x08\x0a"
+TIMESTAMP_ONLY = b"\x01\x01\x08\x0a"
 
 
 class ParseError:
@@ -173,7 +173,7 @@ def parse_tcp_options(tcp: TcpInfo, data: bytes, pos: int, end: int) -> None:
     sack_edge is tcp_sack()'s result: start at ack, keep each right edge that is
     after() it modulo 2**32; None when no SACK option was found.
     """
-    if end - pos == 12 and data[pos:pos + 4] == _TIMESTAMP_ONLY:
+    if end - pos == 12 and data[pos:pos + 4] == TIMESTAMP_ONLY:
         return
     sack_seen = False
     while pos < end:

@@ -29,7 +29,7 @@ from .gre import GreTracker
 from .icmp import IcmpTracker
 from .knobs import KnobValues
 from .packet import IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet, TcpInfo
-from .parse import parse_tcp_options
+from .parse import TIMESTAMP_ONLY, parse_tcp_options
 from .tcp import TcpTracker
 from .tcp_window import N_FIELDS, TcpConn
 from .tuples import ICMP_INVERSE
@@ -465,7 +465,9 @@ class Tracker:
                 return None
             tracker, table = self._tcp, self._tcp_table
             tcp = TcpInfo(flags, seq, ack, window, l4_len - doff)
-            if doff > 20:
+            # Options, unless they are the usual timestamp alone (parse_tcp_options() would
+            # find nothing in them; inlined, as most segments of a Linux peer carry it).
+            if doff > 20 and not (doff == 32 and data[off + 40:off + 44] == TIMESTAMP_ONLY):
                 parse_tcp_options(tcp, data, off + 40, off + 20 + doff)
         else:
             return None
