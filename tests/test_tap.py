@@ -55,6 +55,7 @@ table ip pct {
 """
 COUNTED_STATES = ("new", "established", "related", "invalid", "untracked")
 BURST_PACKETS = 100_000
+BATCH_DATAGRAMS = 3000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,14 +180,59 @@ def test_tap_accounts_for_every_packet_of_a_100k_burst(namespace):
 
 @pytest.mark.kernel
 def test_tap_counts_kernel_drops_when_its_buffer_overflows(namespace):
-    """With a tiny receive buffer and a reader that starts late, the kernel drops frames; the
-    drop counter (PACKET_STATISTICS tp_drops) says exactly how many: kept + drops == sent."""
+    """With a tiny receive ring (64 KiB: 8 blocks of 8 KiB, ~500 small packets) and a reader
+    that starts late, the kernel drops frames; the drop counter (PACKET_STATISTICS tp_drops)
+    says exactly how many: kept + drops == sent."""
     result = run_inside(namespace, "burst", "20000", str(64 << 10))
     sent = sum(result["nft"][state] for state in COUNTED_STATES)
     assert sent == 20000
     assert result["stats"]["kernel_drops"] > 0
     assert result["ipv4_kept"] > 0
     assert result["ipv4_kept"] + result["stats"]["kernel_drops"] == sent
+
+
+@pytest.mark.kernel
+def test_batches_hand_over_every_frame_once_in_order(namespace):
+    """batches() hands over lists of frames, never an empty one, read a ring block at a
+    time: concatenated, they are exactly the datagrams sent (each once, in sending order,
+    as PACKET_OUTGOING IPv4 frames with the kernel's receive time), and `kept` counts them."""
+    result = run_inside(namespace, "batches", str(BATCH_DATAGRAMS))
+    assert result["empty_batches"] == 0
+    assert result["sequence"] == list(range(BATCH_DATAGRAMS))
+    assert result["batches"] < BATCH_DATAGRAMS              # some list held several frames
+    assert result["linktypes"] == [113]                     # LINKTYPE_LINUX_SLL
+    assert result["pkttypes"] == [4]                        # PACKET_OUTGOING only on lo
+    assert result["protocols"] == [0x0800]
+    assert result["times_in_order"] is True
+    assert result["times_within_run"] is True
+    stats = result["stats"]
+    assert stats["kept"] == result["frames"] == stats["received"]
+    assert stats["kernel_drops"] == 0 and stats["duplicates_skipped"] == 0
+
+
+@pytest.mark.kernel
+def test_ring_holds_a_20k_burst_for_a_reader_that_starts_late(namespace):
+    """20,000 datagrams sent as fast as one process can, read through batches() only after
+    the last was sent: every one the output hook counted is kept or in the kernel's drop
+    count, and the default ring (64 MiB, ~128 bytes a small packet) drops none of them."""
+    from procfs_ct.sources.tap import DEFAULT_RCVBUF
+    result = run_inside(namespace, "burst", "20000", str(DEFAULT_RCVBUF), "batches")
+    sent = sum(result["nft"][state] for state in COUNTED_STATES)
+    assert sent == 20000
+    assert result["ipv4_kept"] + result["stats"]["kernel_drops"] == sent
+    assert result["stats"]["kernel_drops"] == 0
+    assert result["ipv4_kept"] == result["verdicts"] == result["stats"]["kept"] == sent
+
+
+@pytest.mark.kernel
+def test_a_packet_longer_than_a_ring_block_is_cut_and_counted(namespace):
+    """With a 16 KiB ring (4 KiB blocks) a 6,000-byte datagram on lo (MTU 65536, so one
+    packet) does not fit a block: it is handed over cut to what the block holds, the SLL
+    header intact, and counted in `truncated`."""
+    result = run_inside(namespace, "truncate")
+    assert result["truncated"] == 1
+    assert 16 + 20 + 8 < result["frame_length"] < 4096
+    assert result["kept"] == 1
 
 
 @pytest.mark.kernel
@@ -241,6 +287,18 @@ def test_tap_on_veth_and_lo_tracks_received_packets_at_prerouting(namespace, pee
     assert result["stats"]["kernel_drops"] == 0
 
 
+@pytest.mark.kernel
+def test_tap_waits_out_an_interface_going_down_and_up(namespace, peer_namespace):
+    """`ip link set pcta down` sets ENETDOWN on the packet socket (poll() then returns at
+    once until it is read); the tap clears it, idles without spinning, and sees the
+    interface's packets again once it is back up."""
+    result = run_inside(namespace, "down")
+    assert result["before"] == 1
+    assert result["alive_while_down"] is True
+    assert result["cpu_while_down"] < 0.3
+    assert result["after"] == 1
+
+
 def test_missing_interface_is_a_one_line_usage_error():
     """tap on an interface that does not exist: UsageError 'tap:NAME: no such interface'."""
     if os.geteuid() != 0:
@@ -279,13 +337,24 @@ def test_tap_spec_names_one_or_several_interfaces():
         parse_tap_spec("tap:")
 
 
+def test_ring_geometry_keeps_large_blocks_and_shrinks_them_for_a_small_ring():
+    """The default 64 MiB ring is 64 blocks of 1 MiB (a 64 KiB GSO packet fits a block); a
+    small ring gets smaller blocks, never below a page, so the kernel has several to fill."""
+    import mmap
+    from procfs_ct.sources.tap import DEFAULT_RCVBUF, ring_geometry
+    assert ring_geometry(DEFAULT_RCVBUF) == (1 << 20, 64)
+    assert ring_geometry(64 << 10) == (8 << 10, 8)
+    assert ring_geometry(4096) == (mmap.PAGESIZE, 2)
+
+
 # ---------------------------------------------------------------------------------------------
 # The helper side: runs inside the namespace (python3 tests/test_tap.py SCENARIO ...)
 # ---------------------------------------------------------------------------------------------
 class TappedEngine:
     """A Tap on lo feeding an Engine (profile linux) from a thread, under one lock."""
 
-    def __init__(self, rcvbuf: Optional[int] = None, interfaces: tuple = ("lo",)) -> None:
+    def __init__(self, rcvbuf: Optional[int] = None, interfaces: tuple = ("lo",),
+                 use_batches: bool = False) -> None:
         from engine.core import Engine
         from procfs_ct.sources.tap import DEFAULT_RCVBUF, Tap
         self.engine = Engine(profile="linux")
@@ -293,20 +362,23 @@ class TappedEngine:
         self.lock = threading.Lock()
         self.ipv4_kept = 0
         self.verdicts = 0
+        self.use_batches = use_batches
         self.thread = threading.Thread(target=self._feed, daemon=True)
 
     def start(self) -> None:
         self.thread.start()
 
     def _feed(self) -> None:
-        for ts, linktype, frame in self.tap:
+        batches = self.tap.batches() if self.use_batches else ([frame] for frame in self.tap)
+        for batch in batches:
             with self.lock:
-                before = self.engine.frames_not_ipv4
-                verdict = self.engine.feed_frame(ts, linktype, frame)
-                if self.engine.frames_not_ipv4 == before:
-                    self.ipv4_kept += 1
-                if verdict is not None:
-                    self.verdicts += 1
+                for ts, linktype, frame in batch:
+                    before = self.engine.frames_not_ipv4
+                    verdict = self.engine.feed_frame(ts, linktype, frame)
+                    if self.engine.frames_not_ipv4 == before:
+                        self.ipv4_kept += 1
+                    if verdict is not None:
+                        self.verdicts += 1
 
     def stop(self) -> None:
         self.tap.close()
@@ -510,10 +582,11 @@ def scenario_stop() -> dict:
             "closed": tap.closed}
 
 
-def scenario_burst(count: int, rcvbuf: int) -> dict:
-    """count datagrams from a separate process; rcvbuf 0 = the tap's default buffer, else that
-    buffer and a reader that only starts once everything was sent (to force drops)."""
-    tapped = TappedEngine(rcvbuf or None)
+def scenario_burst(count: int, rcvbuf: int, consumer: str = "frames") -> dict:
+    """count datagrams from a separate process; rcvbuf 0 = the tap's default ring, else that
+    ring and a reader that only starts once everything was sent (a small ring overflows);
+    consumer "batches" reads through Tap.batches() instead of iterating."""
+    tapped = TappedEngine(rcvbuf or None, use_batches=consumer == "batches")
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)   # bound, never read
     sink.bind(("127.0.0.1", 7000))
     if not rcvbuf:
@@ -536,6 +609,103 @@ def scenario_burst(count: int, rcvbuf: int) -> dict:
             "seconds": finished - started}
 
 
+def scenario_batches(count: int) -> dict:
+    """count numbered datagrams 127.0.0.1:40061 -> :7001, read through Tap.batches()."""
+    from procfs_ct.sources.tap import Tap
+    tap = Tap(["lo"])
+    batches: list[list] = []
+    reader = threading.Thread(target=lambda: batches.extend(tap.batches()), daemon=True)
+    reader.start()
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)   # bound, never read
+    sink.bind(("127.0.0.1", 7001))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.0.1", 40061))
+    started = time.time()
+    for number in range(count):
+        sender.sendto(number.to_bytes(4, "big"), ("127.0.0.1", 7001))
+    sent_at = time.time()
+
+    def ours(frame: bytes) -> Optional[int]:
+        ip = frame[16:]
+        ihl = (ip[0] & 0x0F) * 4
+        if ip[9] == 17 and int.from_bytes(ip[ihl + 2:ihl + 4], "big") == 7001:
+            return int.from_bytes(ip[ihl + 8:ihl + 12], "big")
+        return None
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        seen = sum(ours(frame) is not None for batch in list(batches) for _, _, frame in batch)
+        if seen >= count:
+            break
+        time.sleep(0.05)
+    tap.close()
+    reader.join(5)
+    sender.close()
+    sink.close()
+    frames = [frame for batch in batches for frame in batch]
+    times = [ts for ts, _, _ in frames]
+    return {"batches": len(batches), "empty_batches": sum(not batch for batch in batches),
+            "frames": len(frames),
+            "sequence": [n for n in (ours(frame) for _, _, frame in frames) if n is not None],
+            "linktypes": sorted({linktype for _, linktype, _ in frames}),
+            "pkttypes": sorted({int.from_bytes(frame[0:2], "big") for _, _, frame in frames}),
+            "protocols": sorted({int.from_bytes(frame[14:16], "big") for _, _, frame in frames}),
+            "times_in_order": times == sorted(times),
+            "times_within_run": all(started - 0.01 <= ts <= sent_at + 0.01 for ts in times),
+            "stats": asdict(tap.stats)}
+
+
+def scenario_truncate() -> dict:
+    from procfs_ct.sources.tap import Tap
+    tap = Tap(["lo"], rcvbuf=16 << 10)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 7002))
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.sendto(b"z" * 6000, ("127.0.0.1", 7002))
+    _ts, _linktype, frame = next(tap)
+    tap.close()
+    sender.close()
+    sink.close()
+    return {"frame_length": len(frame), "truncated": tap.stats.truncated, "kept": tap.stats.kept}
+
+
+def scenario_down() -> dict:
+    """Tap pcta, send a datagram to the peer, take the link down for a second, bring it
+    back up, send another; counts the datagrams seen before and after."""
+    from procfs_ct.sources.tap import Tap
+    tap = Tap(["pcta"])
+    frames: list = []
+    reader = threading.Thread(target=lambda: frames.extend(tap), daemon=True)
+    reader.start()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind((VETH_HERE, 40071))
+
+    def datagrams(payload: bytes) -> int:
+        return sum(frame.endswith(payload) and frame[16 + 9] == 17 for _, _, frame in frames)
+
+    def send_and_wait(payload: bytes) -> int:
+        sender.sendto(payload, (VETH_PEER, 7003))
+        deadline = time.monotonic() + 5
+        while not datagrams(payload) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return datagrams(payload)
+
+    before = send_and_wait(b"pct-before")
+    netns.run("ip", "link", "set", "pcta", "down")
+    time.sleep(0.3)
+    cpu = time.process_time()
+    time.sleep(1.0)
+    cpu = time.process_time() - cpu
+    alive = reader.is_alive()
+    netns.run("ip", "link", "set", "pcta", "up")
+    after = send_and_wait(b"pct-after")
+    tap.close()
+    reader.join(5)
+    sender.close()
+    return {"before": before, "after": after, "alive_while_down": alive,
+            "cpu_while_down": cpu}
+
+
 def main(argv: list[str]) -> None:
     if argv[0] == "traffic":
         result = scenario_traffic()
@@ -544,7 +714,13 @@ def main(argv: list[str]) -> None:
     elif argv[0] == "veth":
         result = scenario_veth(argv[1])
     elif argv[0] == "burst":
-        result = scenario_burst(int(argv[1]), int(argv[2]))
+        result = scenario_burst(int(argv[1]), int(argv[2]), *argv[3:])
+    elif argv[0] == "batches":
+        result = scenario_batches(int(argv[1]))
+    elif argv[0] == "truncate":
+        result = scenario_truncate()
+    elif argv[0] == "down":
+        result = scenario_down()
     else:
         raise SystemExit(f"unknown scenario {argv[0]!r}")
     print(json.dumps(result))

@@ -1,47 +1,64 @@
 """`--source tap:IFACE[,IFACE...]`: live traffic from AF_PACKET sockets, observed only.
 
 One packet socket per interface (SOCK_DGRAM, ETH_P_ALL, bound to that interface) sees
-every frame the interface sends or receives.  Each frame is re-framed as a Linux cooked
-capture (LINKTYPE_LINUX_SLL) carrying the socket's sll_pkttype, because that is what
-tells the engine where the kernel met the packet: PACKET_OUTGOING was made on this host
-and passed conntrack in OUTPUT, anything else arrived and passed it in PREROUTING.
+every frame the interface sends or receives, through a TPACKET_V3 ring the kernel writes
+and we read in place.  Each frame is re-framed as a Linux cooked capture
+(LINKTYPE_LINUX_SLL) carrying the socket's sll_pkttype, because that is what tells the
+engine where the kernel met the packet: PACKET_OUTGOING was made on this host and passed
+conntrack in OUTPUT, anything else arrived and passed it in PREROUTING.
 
 Why each choice:
   * SOCK_DGRAM: the kernel strips the link header, so any device type (Ethernet, lo,
-    tun, ppp) yields the network-layer bytes; the SLL header we add supplies the rest.
+    tun, ppp) yields the network-layer bytes; the SLL header we add supplies the rest
+    from the sockaddr_ll the kernel writes beside each packet in the ring.
   * Loopback delivers every packet twice: once as PACKET_OUTGOING when it is sent, once
     as PACKET_HOST when lo hands it back to the stack.  Only the outgoing copy is kept
     (it is the OUTPUT-hook pass; the kernel skips the second, PREROUTING pass for packets
     already carrying an entry).  A socket filter (classic BPF on sll_pkttype) drops the
-    incoming copy inside the kernel, so it costs no buffer space and the kernel's drop
+    incoming copy inside the kernel, so it costs no ring space and the kernel's drop
     counter counts only packets we would have kept; a userspace check stays as a backstop
     and counts any copy that slips through in `duplicates_skipped`.  The filter is the
     socket's own: it selects what this observer reads, never what the host forwards.
-  * The filter is attached before the socket is bound to a protocol (socket opened with
-    protocol 0), so no packet is queued unfiltered in between.
-  * SO_RCVBUFFORCE (root) raises the receive buffer past net.core.rmem_max: a burst waits
-    in the kernel while the engine catches up.  Without CAP_NET_ADMIN, SO_RCVBUF is
-    capped by rmem_max.
-  * SO_TIMESTAMPNS: each frame carries the kernel's receive time, so a frame read late
-    still has the time it was seen (the engine's timeouts count from it).
-  * PACKET_STATISTICS (read-and-reset in the kernel) is polled about once a second and
-    at close; new drops are logged as a warning and summed in `stats.kernel_drops`.
-  * PACKET_AUXDATA says when a received packet's TCP/UDP/ICMP checksum is not final
-    (CHECKSUM_PARTIAL: GRO super-packets, traffic from a local veth peer) or was already
-    verified by the device.  The kernel's conntrack does not check such packets, the engine
-    checks every packet it sees in PREROUTING, so the tap completes that checksum in its
-    own copy (what the NIC would have put on the wire); `stats.checksums_completed`.
-    Packets whose checksum the kernel does verify are passed on byte for byte.
+  * The filter and the ring are set up before the socket is bound to a protocol (socket
+    opened with protocol 0), so no packet is queued unfiltered or outside the ring.
+  * A TPACKET_V3 receive ring (PACKET_RX_RING, mmap'd): the kernel copies packets back to
+    back into blocks of a shared ring and hands a block over when it is full or
+    `RETIRE_BLOCK_MS` after its first packet, so reading costs no system call per packet
+    (only a poll() when the ring is empty), and a whole block becomes one batch.  The ring
+    holds far more small packets than the socket's receive queue could (each queued skb
+    is charged its truesize, ~1 KiB and more even for a 29-byte datagram; in the ring such
+    a packet takes 128 bytes), so a burst waits in the kernel while the engine catches up.
+    The ring is not charged to the receive buffer, so SO_RCVBUF(FORCE) plays no part;
+    `rcvbuf` sizes the ring instead.
+  * The ring's frame header carries the kernel's receive time (tp_sec, tp_nsec), so a
+    frame read late still has the time it was seen (the engine's timeouts count from it),
+    and the packet's checksum status (tp_status), which SO_TIMESTAMPNS and PACKET_AUXDATA
+    delivered as control messages with every recvmsg().
+  * PACKET_STATISTICS (struct tpacket_stats_v3, read-and-reset in the kernel) is polled
+    about once a second, at close, and at once when a block arrives flagged
+    TP_STATUS_LOSING (packets were dropped because the ring was full); new drops are logged
+    as a warning and summed in `stats.kernel_drops`.
+  * tp_status says when a received packet's TCP/UDP/ICMP checksum is not final
+    (TP_STATUS_CSUMNOTREADY, CHECKSUM_PARTIAL: GRO super-packets, traffic from a local
+    veth peer) or was already verified by the device (TP_STATUS_CSUM_VALID).  The kernel's
+    conntrack does not check such packets, the engine checks every packet it sees in
+    PREROUTING, so the tap completes that checksum in its own copy (what the NIC would
+    have put on the wire); `stats.checksums_completed`.  Packets whose checksum the kernel
+    does verify are passed on byte for byte.
 
-Frames are (ts, LINKTYPE_LINUX_SLL, frame), the ts from the kernel.  The iterator blocks
-while the interfaces are idle and yields nothing then (no heartbeats); it wakes every
+Frames are (ts, LINKTYPE_LINUX_SLL, frame), the ts from the kernel.  Iterating yields them
+one at a time; `batches()` hands over the same frames as lists (one per round of ring
+blocks), which spares a consumer the per-frame hand-over.  Either way the tap blocks while
+the interfaces are idle and yields nothing then (no heartbeats); it wakes every
 `poll_interval` seconds to check its stop flag, so `close()` from another thread ends it
 within that time.  Nothing is ever sent on these sockets.
 
 Known limits: with several interfaces on a router, a forwarded packet is seen on each
 (once in, once out) and tracked twice, while the kernel tracks it once in PREROUTING;
 VLAN tags the NIC strips in hardware are not visible; IPv6 and non-IP frames are passed
-on and the engine ignores them.
+on and the engine ignores them; a packet longer than a ring block (1 MiB by default) is
+cut to fit and counted in `stats.truncated`.  An interface that goes down is waited for
+(a warning is logged) and read again once it is back up; one that is deleted stays silent.
 """
 from __future__ import annotations
 
@@ -49,6 +66,8 @@ import ctypes
 import errno
 import fcntl
 import logging
+import mmap
+import os
 import select
 import socket
 import struct
@@ -67,28 +86,46 @@ Frame = tuple[float, int, bytes]
 # Linux ABI constants the socket module does not export (include/uapi/...).
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
-PACKET_AUXDATA = 8
+PACKET_RX_RING = 5
 PACKET_STATISTICS = 6
+PACKET_VERSION = 10
+TPACKET_V3 = 2
+TP_STATUS_KERNEL = 0               # block status: the kernel may fill it
+TP_STATUS_USER = 1 << 0            # block status: handed to us
+TP_STATUS_LOSING = 1 << 2          # packets were dropped since the last statistics read
 TP_STATUS_CSUMNOTREADY = 1 << 3    # ip_summed == CHECKSUM_PARTIAL
 TP_STATUS_CSUM_VALID = 1 << 7      # checksum verified already (CHECKSUM_UNNECESSARY)
 SO_ATTACH_FILTER = 26
-SO_RCVBUFFORCE = 33
-SO_TIMESTAMPNS = 35            # SO_TIMESTAMPNS_OLD on x86/arm; SCM_ same value
 SIOCGIFFLAGS = 0x8913
 IFF_LOOPBACK = 0x8
 ARPHRD_LOOPBACK = 772
 
-DEFAULT_RCVBUF = 64 << 20      # bytes asked for; the kernel doubles it for overhead
-SNAPLEN = 256 << 10            # covers 64 KiB GSO/GRO super-packets with room to spare
+DEFAULT_RCVBUF = 64 << 20      # bytes of ring per interface: 64 blocks of BLOCK_SIZE
+BLOCK_SIZE = 1 << 20           # the largest packet a block takes (64 KiB GSO fits easily)
+MIN_BLOCKS = 8                 # a small ring gets smaller blocks rather than fewer
+FRAME_SIZE = 2048              # formal in V3 (packets are packed), but must divide a block
+RETIRE_BLOCK_MS = 4            # ms: a partly filled block is handed over within 1-2 of these
 POLL_INTERVAL = 0.2            # seconds between stop-flag checks while idle
 STATS_INTERVAL = 1.0           # seconds between PACKET_STATISTICS reads
-BATCH = 256                    # frames read from one socket before looking at the others
+BLOCKS_PER_ROUND = 4           # blocks taken from one ring before looking at the others
+KINDS_CACHED = 4096            # distinct sockaddr_ll remembered per interface (peers' MACs)
 
-_TIMESPEC = struct.Struct("@ll")
-_AUXDATA = struct.Struct("@IIIHHHH")   # tp_status, tp_len, tp_snaplen, tp_mac, tp_net, vlan
+_U32 = struct.Struct("@I")
+_TPACKET_REQ3 = struct.Struct("@7I")   # block_size, block_nr, frame_size, frame_nr,
+                                       # retire_blk_tov, sizeof_priv, feature_req_word
+_BLOCK_STATUS_AT = 8                   # tpacket_block_desc: version, offset_to_priv, then hdr.bh1
+_BLOCK_HEAD = struct.Struct("@III")    # block_status, num_pkts, offset_to_first_pkt
+_PACKET_HEAD = struct.Struct("@IIIIIIHH")  # tpacket3_hdr: next_offset, sec, nsec, snaplen,
+                                           # len, status, mac, net
+_SLL_AT = 48                           # TPACKET_ALIGN(sizeof(struct tpacket3_hdr))
+_SOCKADDR_LL = struct.Struct("@HHiHBB8s")  # family, protocol (big-endian), ifindex, hatype,
+                                           # pkttype, halen, addr
+_SLL_END = _SLL_AT + _SOCKADDR_LL.size
 _SLL_HEAD = struct.Struct("!HHH8sH")    # pkttype, arphrd, addr_len, addr, protocol
-_TPACKET_STATS = struct.Struct("@II")  # tp_packets, tp_drops
+_TPACKET_STATS_V3 = struct.Struct("@III")  # tp_packets, tp_drops, tp_freeze_q_cnt
 _SOCK_FILTER = struct.Struct("@HBBI")   # code, jt, jf, k
+# Packets whose checksum the kernel's conntrack does not check (partial or device-verified).
+_CONNTRACK_SKIPS_CHECKSUM = TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID
 
 # Classic BPF: accept only PACKET_OUTGOING (loopback's second, incoming copy is dropped).
 _SKF_AD_PKTTYPE = (-0x1000 + 4) & 0xFFFFFFFF          # SKF_AD_OFF + SKF_AD_PKTTYPE
@@ -103,11 +140,11 @@ _OUTGOING_ONLY = (
 @dataclass
 class TapStats:
     """Counters a user can read (the mount logs them; tests compare them with nft)."""
-    received: int = 0            # frames read from the sockets
-    kept: int = 0                # frames yielded to the engine
+    received: int = 0            # frames read from the rings
+    kept: int = 0                # frames handed to the engine (iteration or batches())
     duplicates_skipped: int = 0  # loopback incoming copies dropped in userspace
-    kernel_drops: int = 0        # frames the kernel could not queue (buffer full)
-    truncated: int = 0           # frames longer than SNAPLEN (yielded cut)
+    kernel_drops: int = 0        # frames the kernel could not queue (ring full)
+    truncated: int = 0           # frames longer than a ring block holds (yielded cut)
     checksums_completed: int = 0  # received packets whose unfinished checksum was filled in
 
 
@@ -125,6 +162,16 @@ def parse_tap_spec(spec: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def ring_geometry(size: int) -> tuple[int, int]:
+    """(block size, block count) of a ring of about `size` bytes: BLOCK_SIZE blocks, or
+    smaller ones (down to a page) so that even a small ring has MIN_BLOCKS of them -- the
+    kernel fills one block while we read the others."""
+    block = BLOCK_SIZE
+    while block > mmap.PAGESIZE and block * MIN_BLOCKS > size:
+        block //= 2
+    return block, max(2, size // block)
+
+
 def _interface_flags(sock: socket.socket, name: str) -> int:
     request = struct.pack("16sH14x", name.encode(), 0)
     return struct.unpack_from("16xH", fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, request))[0]
@@ -137,19 +184,34 @@ def _attach_filter(sock: socket.socket, program: Sequence[tuple[int, int, int, i
     sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
-def _set_rcvbuf(sock: socket.socket, size: int) -> int:
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
-    except PermissionError:          # no CAP_NET_ADMIN: capped by net.core.rmem_max
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+def _map_ring(sock: socket.socket, block_size: int, block_nr: int) -> mmap.mmap:
+    sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V3)
+    frames = block_size // FRAME_SIZE * block_nr
+    request = _TPACKET_REQ3.pack(block_size, block_nr, FRAME_SIZE, frames, RETIRE_BLOCK_MS,
+                                 0, 0)
+    sock.setsockopt(SOL_PACKET, PACKET_RX_RING, request)
+    return mmap.mmap(sock.fileno(), block_size * block_nr, mmap.MAP_SHARED,
+                     mmap.PROT_READ | mmap.PROT_WRITE)
+
+
+def _frame_kind(address: bytes) -> tuple[Optional[bytes], bool]:
+    """From a packet's raw sockaddr_ll: (the SLL header to put in front of it, or None for a
+    loopback incoming copy to skip; whether its checksum may need completing)."""
+    _family, protocol, _ifindex, hatype, pkttype, halen, hwaddr = _SOCKADDR_LL.unpack(address)
+    protocol = socket.ntohs(protocol)
+    if hatype == ARPHRD_LOOPBACK and pkttype != PACKET_OUTGOING:
+        return None, False
+    halen = min(halen, len(hwaddr))
+    head = _SLL_HEAD.pack(pkttype, hatype, halen, hwaddr[:halen], protocol)
+    return head, pkttype != PACKET_OUTGOING and protocol == ETH_P_IP
 
 
 class _Interface:
-    """One bound packet socket and what we know about its interface."""
+    """One bound packet socket, its mapped ring and what we know about its interface."""
 
-    def __init__(self, name: str, rcvbuf: int) -> None:
+    def __init__(self, name: str, ring_bytes: int) -> None:
         self.name = name
+        self.ring: Optional[mmap.mmap] = None
         if len(name.encode()) > 15:        # IFNAMSIZ - 1: the ioctl would truncate it
             raise _usage_error(f"tap:{name}: no such interface")
         try:
@@ -166,9 +228,13 @@ class _Interface:
             self.loopback = bool(flags & IFF_LOOPBACK)
             if self.loopback:
                 _attach_filter(self.sock, _OUTGOING_ONLY)
-            self.rcvbuf = _set_rcvbuf(self.sock, rcvbuf)
-            self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-            self.sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+            self.block_size, self.block_nr = ring_geometry(ring_bytes)
+            try:
+                self.ring = _map_ring(self.sock, self.block_size, self.block_nr)
+            except OSError as exc:
+                raise _usage_error(f"tap:{name}: cannot map a receive ring of "
+                                   f"{self.block_nr} x {self.block_size} bytes: "
+                                   f"{exc.strerror}") from None
             # Binding with ETH_P_ALL is what starts delivery: everything above is in place.
             try:
                 self.sock.bind((name, ETH_P_ALL))
@@ -178,20 +244,46 @@ class _Interface:
                 raise _usage_error(f"tap:{name}: {exc.strerror}") from None
             self.sock.setblocking(False)
         except BaseException:
-            self.sock.close()
+            self.close()
             raise
+        self.block = 0                  # the next block to read; the kernel fills in order
+        # Raw sockaddr_ll -> _frame_kind(): on lo there is one, on Ethernet one per peer MAC.
+        self.kinds: dict[bytes, tuple[Optional[bytes], bool]] = {}
+
+    @property
+    def closed(self) -> bool:
+        return self.sock.fileno() < 0
+
+    def close(self) -> None:
+        # Unmap first: the kernel frees the ring with the last of the mapping and the socket.
+        if self.ring is not None:
+            self.ring.close()
+        self.sock.close()
+
+    def clear_error(self) -> None:
+        """Read (and so clear) a pending socket error: the interface going down sets
+        ENETDOWN, which would keep poll() returning at once; delivery resumes by itself
+        when the interface comes back up."""
+        error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            log.warning("tap %s: %s; waiting for it to come back", self.name,
+                        os.strerror(error))
 
     def read_drops(self) -> tuple[int, int]:
         """(packets queued, packets dropped) since the last call; the kernel resets them."""
-        raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _TPACKET_STATS.size)
-        return _TPACKET_STATS.unpack(raw)
+        raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _TPACKET_STATS_V3.size)
+        packets, drops, _freezes = _TPACKET_STATS_V3.unpack(raw)
+        return packets, drops
 
 
 class Tap:
-    """The frames of one or more interfaces, as an iterator that `close()` can stop.
+    """The frames of one or more interfaces, as an iterator that `close()` can stop;
+    `batches()` hands over the same frames as lists.
 
-    Opening checks the interfaces and privileges at once (UsageError with one line),
-    so `procfs-ct mount` reports them before it daemonises.
+    `rcvbuf` is the size in bytes of each interface's receive ring (see ring_geometry):
+    the 64 MiB default holds about half a million small packets.  Opening checks the
+    interfaces and privileges at once (UsageError with one line), so `procfs-ct mount`
+    reports them before it daemonises.
     """
 
     def __init__(self, interfaces: Sequence[str], *, rcvbuf: int = DEFAULT_RCVBUF,
@@ -199,7 +291,7 @@ class Tap:
         self.stats = TapStats()
         self.poll_interval = poll_interval
         self._stop = threading.Event()
-        self._lock = threading.Lock()       # held while the generator touches the sockets
+        self._lock = threading.Lock()       # held while the generator touches the rings
         self._interfaces: list[_Interface] = []
         try:
             for name in interfaces:
@@ -207,7 +299,9 @@ class Tap:
         except BaseException:
             self._close_sockets()
             raise
-        self._frames = self._generate()
+        # One reader of the rings; iteration and batches() both draw from it.
+        self._batches = self._generate()
+        self._frames = self._flatten()
         self._next_stats = 0.0
 
     @property
@@ -217,13 +311,21 @@ class Tap:
     @property
     def closed(self) -> bool:
         """True once every socket is closed (after close() or the end of iteration)."""
-        return all(iface.sock.fileno() < 0 for iface in self._interfaces)
+        return all(iface.closed for iface in self._interfaces)
 
     def __iter__(self) -> "Tap":
         return self
 
     def __next__(self) -> Frame:
         return next(self._frames)
+
+    def batches(self) -> Iterator[list[Frame]]:
+        """The frames iteration yields, as non-empty lists (one per round of ring blocks);
+        blocks while idle like iteration.  Use either this or iteration, not both."""
+        stats = self.stats
+        for batch in self._batches:
+            stats.kept += len(batch)
+            yield batch
 
     def close(self) -> None:
         """Stop the iterator (from any thread) and close the sockets; idempotent."""
@@ -250,92 +352,120 @@ class Tap:
 
     # -- internals -------------------------------------------------------------------------
     def _close_sockets(self) -> None:
-        if any(iface.sock.fileno() >= 0 for iface in self._interfaces):
+        if any(not iface.closed for iface in self._interfaces):
             self._read_kernel_stats()
             for iface in self._interfaces:
-                iface.sock.close()
+                iface.close()
             log.info("tap %s: closed: %s", ",".join(self.interfaces), self.stats)
 
     def _read_kernel_stats(self) -> None:
         for iface in self._interfaces:
-            if iface.sock.fileno() < 0:
+            if iface.closed:
                 continue
             _queued, dropped = iface.read_drops()
             if dropped:
                 self.stats.kernel_drops += dropped
-                log.warning("tap %s: kernel dropped %d frames (receive buffer full); "
+                log.warning("tap %s: kernel dropped %d frames (receive ring full); "
                             "%d dropped so far", iface.name, dropped, self.stats.kernel_drops)
 
-    def _generate(self) -> Iterator[Frame]:
+    def _flatten(self) -> Iterator[Frame]:
+        stats = self.stats
+        for batch in self._batches:
+            for frame in batch:
+                stats.kept += 1        # per frame: a frame the consumer never took is not kept
+                yield frame
+
+    def _generate(self) -> Iterator[list[Frame]]:
         # Logged at the first next(), not when opened: `procfs-ct mount` opens the source
         # before it daemonises and sets up its log.
         for iface in self._interfaces:
-            log.info("tap %s: reading (receive buffer %d bytes%s)", iface.name, iface.rcvbuf,
+            log.info("tap %s: reading (ring of %d blocks of %d KiB%s)", iface.name,
+                     iface.block_nr, iface.block_size >> 10,
                      ", loopback: outgoing copies only" if iface.loopback else "")
-        by_fd = {iface.sock.fileno(): iface for iface in self._interfaces}
-        buffer = bytearray(SNAPLEN)
-        ancillary = socket.CMSG_SPACE(_TIMESPEC.size) + socket.CMSG_SPACE(_AUXDATA.size)
+        poller = select.poll()
+        by_fd = {iface.sock.fileno(): iface for iface in self._interfaces
+                 if not iface.closed}       # close() may have come before the first next()
+        for fd in by_fd:
+            poller.register(fd, select.POLLIN)
+        timeout_ms = max(1, int(self.poll_interval * 1000))
         try:
             while not self._stop.is_set():
                 batch: list[Frame] = []
                 with self._lock:
                     if self._stop.is_set():
                         return
-                    ready, _, _ = select.select(list(by_fd), [], [], self.poll_interval)
-                    for fd in ready:
-                        self._drain(by_fd[fd], buffer, ancillary, batch)
+                    blocks = 0
+                    for iface in self._interfaces:
+                        blocks += self._take_blocks(iface, batch)
+                    if not blocks:
+                        # Every ring is empty: sleep until the kernel hands a block over
+                        # (or the retire timer does), but no longer than a stop-flag check.
+                        for fd, events in poller.poll(timeout_ms):
+                            if events & select.POLLERR:
+                                by_fd[fd].clear_error()
                     now = time.monotonic()
                     if now >= self._next_stats:
                         self._read_kernel_stats()
                         self._next_stats = now + STATS_INTERVAL
-                # Yield outside the lock: the consumer may sit on a frame for a while.
-                for frame in batch:
-                    self.stats.kept += 1
-                    yield frame
+                # Yield outside the lock: the frames are copies, the consumer may sit on them.
+                if batch:
+                    yield batch
         finally:
             with self._lock:
                 self._close_sockets()
 
-    def _drain(self, iface: _Interface, buffer: bytearray, ancillary: int,
-               batch: list[Frame]) -> None:
-        sock = iface.sock
-        for _ in range(BATCH):
-            try:
-                size, ancdata, msg_flags, address = sock.recvmsg_into([buffer], ancillary,
-                                                                      socket.MSG_TRUNC)
-            except (BlockingIOError, InterruptedError):
-                return
-            self.stats.received += 1
-            _ifname, protocol, pkttype, hatype, hwaddr = address
-            if hatype == ARPHRD_LOOPBACK and pkttype != PACKET_OUTGOING:
-                self.stats.duplicates_skipped += 1
-                continue
-            if size > len(buffer):        # MSG_TRUNC makes size the real length
-                self.stats.truncated += 1
-                size = len(buffer)
-            ts, status = _ancillary(ancdata)
-            packet = bytes(buffer[:size])
-            if (pkttype != PACKET_OUTGOING and protocol == ETH_P_IP
-                    and status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID)):
-                completed = complete_l4_checksum(packet)
-                if completed is not packet:
-                    self.stats.checksums_completed += 1
-                    packet = completed
-            head = _SLL_HEAD.pack(pkttype, hatype, len(hwaddr), hwaddr[:8], protocol)
-            batch.append((ts, LINKTYPE_LINUX_SLL, head + packet))
+    def _take_blocks(self, iface: _Interface, batch: list[Frame]) -> int:
+        """Copy the frames of up to BLOCKS_PER_ROUND ready blocks into `batch`, handing each
+        block back to the kernel at once; the number of blocks taken."""
+        ring = iface.ring
+        for taken in range(BLOCKS_PER_ROUND):
+            offset = iface.block * iface.block_size
+            status, count, first = _BLOCK_HEAD.unpack_from(ring, offset + _BLOCK_STATUS_AT)
+            if not status & TP_STATUS_USER:
+                return taken
+            self._read_block(iface, offset + first, count, batch)
+            _U32.pack_into(ring, offset + _BLOCK_STATUS_AT, TP_STATUS_KERNEL)
+            iface.block = (iface.block + 1) % iface.block_nr
+            if status & TP_STATUS_LOSING:
+                self._next_stats = 0.0     # the ring overflowed: report the drops now
+        return BLOCKS_PER_ROUND
 
-
-def _ancillary(ancdata: list) -> tuple[float, int]:
-    """(kernel receive time, tp_status) from a packet's control messages."""
-    ts, status = None, 0
-    for level, kind, data in ancdata:
-        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
-            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
-            ts = seconds + nanoseconds * 1e-9
-        elif level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= _AUXDATA.size:
-            status = _AUXDATA.unpack_from(data)[0]
-    # No stamp should not happen; the read time is the next best thing.
-    return (time.time() if ts is None else ts), status
+    def _read_block(self, iface: _Interface, at: int, count: int, batch: list[Frame]) -> None:
+        # The hot loop: one unpack per packet, its SLL header from a cache keyed by the raw
+        # sockaddr_ll, one slice to copy it out; counters summed locally.
+        ring = iface.ring
+        kinds = iface.kinds
+        unpack = _PACKET_HEAD.unpack_from
+        append = batch.append
+        skipped = truncated = completed = 0
+        for _ in range(count):
+            step, sec, nsec, snaplen, length, status, _mac, net = unpack(ring, at)
+            address = ring[at + _SLL_AT:at + _SLL_END]
+            kind = kinds.get(address)
+            if kind is None:
+                if len(kinds) >= KINDS_CACHED:
+                    kinds.clear()
+                kind = kinds[address] = _frame_kind(address)
+            head, may_complete = kind
+            if head is None:
+                skipped += 1
+            else:
+                start = at + net               # SOCK_DGRAM: tp_net == tp_mac
+                packet = ring[start:start + snaplen]
+                if snaplen < length:
+                    truncated += 1
+                if may_complete and status & _CONNTRACK_SKIPS_CHECKSUM:
+                    fixed = complete_l4_checksum(packet)
+                    if fixed is not packet:
+                        completed += 1
+                        packet = fixed
+                append((sec + nsec * 1e-9, LINKTYPE_LINUX_SLL, head + packet))
+            at += step
+        stats = self.stats
+        stats.received += count
+        stats.duplicates_skipped += skipped
+        stats.truncated += truncated
+        stats.checksums_completed += completed
 
 
 ETH_P_IP = 0x0800
