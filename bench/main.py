@@ -1,12 +1,13 @@
 """bench/run: every figure of issue 5 beside its reference, measured in the same run.
 
-    bench/run                       everything (about 15 minutes on 2 cores)
+    bench/run                       everything (about 6 minutes on 2 cores, --runs 3)
     bench/run --only listing,memory --runs 5
     bench/run --quick               smaller captures and tables, for a smoke run
 
 Figures (ratio = ours / reference; the target says which way is better):
   tracking   packets/s of engine.replay.replay and of `procfs-ct replay` on a 1,000,000-packet
-             mixed capture, against dpkt merely decoding the same file to L4;
+             mixed capture, against dpkt merely decoding the same file to L4; and the
+             floor: a bare Python loop over the file that only looks each key up;
   memory     bytes per entry at 262,144 entries (RSS delta in a fresh process, tracemalloc
              cross-check), against the kernel's nf_conntrack slab object; 1,000,000 entries;
   listing    `cat MNT/net/nf_conntrack` against the kernel's `cat /proc/net/nf_conntrack`
@@ -26,7 +27,7 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 from . import captures, system
 from .common import PYTHON, REPO, Figure, cache_path, median, say, worker
@@ -39,10 +40,12 @@ OPTIONAL = ("profile",)            # run only when named in --only
 def bench_tracking(args: argparse.Namespace) -> List[Figure]:
     packets = 100_000 if args.quick else 1_000_000
     path = captures.mixed_capture(packets)
-    ours, cli, dpkt = [], [], []
+    ours, cli, dpkt, floor = [], [], [], []
     for run in range(args.runs):
         result = worker("replay", path, "linux")
         ours.append(result["packets"] / result["seconds"])
+        result = worker("floor", path)
+        floor.append(result["packets"] / result["seconds"])
         start = time.perf_counter()
         subprocess.run([PYTHON, "-m", "procfs_ct.cli", "replay", path, "--profile", "linux"],
                        cwd=REPO, stdout=subprocess.DEVNULL, check=True,
@@ -55,14 +58,27 @@ def bench_tracking(args: argparse.Namespace) -> List[Figure]:
             if "No module named 'dpkt'" not in str(exc):
                 raise
             say("  dpkt is not installed: pip install -e '.[bench]'")
-        say(f"  run {run + 1}: replay {ours[-1]:.0f} pps, CLI {cli[-1]:.0f} pps"
+        say(f"  run {run + 1}: replay {ours[-1]:.0f} pps, CLI {cli[-1]:.0f} pps, "
+            f"bare loop {floor[-1]:.0f} pps"
             + (f", dpkt {dpkt[-1]:.0f} pps" if dpkt else ""))
     ref = median(dpkt)
     return [Figure(f"tracking {packets} packets, engine.replay.replay (linux)", median(ours),
                    ref, "pps", "dpkt decode to L4", ">= 5", runs=ours, reference_runs=dpkt),
             Figure(f"tracking {packets} packets, `procfs-ct replay --profile linux` end to end",
                    median(cli), ref, "pps", "dpkt decode to L4", ">= 5", runs=cli,
+                   reference_runs=dpkt),
+            Figure(f"floor: a bare Python loop over the same {packets} packets (key slice, "
+                   "dict lookup, two updates; no conntrack at all)", median(floor), ref, "pps",
+                   "dpkt decode to L4", note=f"5x dpkt leaves {_budget_us(median(floor), ref)} "
+                   "per packet for everything conntrack does", runs=floor,
                    reference_runs=dpkt)]
+
+
+def _budget_us(floor_pps: Optional[float], dpkt_pps: Optional[float]) -> str:
+    """Microseconds per packet between the bare loop and 5x dpkt's rate."""
+    if not floor_pps or not dpkt_pps:
+        return "n/a"
+    return f"{(1 / (5 * dpkt_pps) - 1 / floor_pps) * 1e6:.2f} us"
 
 
 # -- memory --------------------------------------------------------------------------------
