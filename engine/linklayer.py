@@ -27,7 +27,9 @@ ETH_P_IP = 0x0800
 # and the pre-standard 0x9100 QinQ tag some switches still emit.
 VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))
 
+PACKET_HOST = 0            # sll_pkttype of a packet addressed to this host
 PACKET_OUTGOING = 4        # sll_pkttype of a packet this host sent
+ARPHRD_ETHER = 1           # sll_hatype of an Ethernet device
 
 _U16 = struct.Struct("!H")
 _SLL2_HEAD = struct.Struct("!HHIHB")   # protocol, reserved, ifindex, arphrd, pkttype

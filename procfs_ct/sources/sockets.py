@@ -54,16 +54,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 from engine.build import build_tcp_datagram, build_udp_datagram
-from engine.linklayer import LINKTYPE_LINUX_SLL, PACKET_OUTGOING
+from engine.linklayer import (ARPHRD_ETHER, ETH_P_IP, LINKTYPE_LINUX_SLL, PACKET_HOST,
+                              PACKET_OUTGOING)
 from engine.packet import ACK, FIN, RST, SYN
 
 log = logging.getLogger("procfs_ct.sources.sockets")
 
 Frame = tuple[float, int, bytes]
 POLL_INTERVAL = 1.0
-PACKET_HOST = 0
-ARPHRD_ETHER = 1
-ETH_P_IP = 0x0800
 WINDOW = 65535
 
 # The peer a step comes from, relative to the local socket (L) or the flow (O/R below).

@@ -77,7 +77,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
 from engine.build import internet_checksum, l4_checksum
-from engine.linklayer import LINKTYPE_LINUX_SLL, PACKET_OUTGOING
+from engine.linklayer import ARPHRD_LOOPBACK, ETH_P_IP, LINKTYPE_LINUX_SLL, PACKET_OUTGOING
 
 log = logging.getLogger("procfs_ct.sources.tap")
 
@@ -98,7 +98,6 @@ TP_STATUS_CSUM_VALID = 1 << 7      # checksum verified already (CHECKSUM_UNNECES
 SO_ATTACH_FILTER = 26
 SIOCGIFFLAGS = 0x8913
 IFF_LOOPBACK = 0x8
-ARPHRD_LOOPBACK = 772
 
 DEFAULT_RCVBUF = 64 << 20      # bytes of ring per interface: 64 blocks of BLOCK_SIZE
 BLOCK_SIZE = 1 << 20           # the largest packet a block takes (64 KiB GSO fits easily)
@@ -468,7 +467,6 @@ class Tap:
         stats.checksums_completed += completed
 
 
-ETH_P_IP = 0x0800
 _CHECKSUM_AT = {6: 16, 17: 6, 1: 2}      # TCP, UDP, ICMP: offset of the checksum field
 
 
