@@ -80,7 +80,7 @@ def listing_line(tracker: Tracker, entry: Entry, now: float, modern: bool) -> st
 
 
 # -- the listing, fast ---------------------------------------------------------------------
-# A listing is rendered in one pass over a snapshot of each protocol's entries, in chunks
+# A listing is rendered in one pass over a snapshot of each protocol's table, in chunks
 # of CHUNK_LINES lines, so a reader gets its first bytes after one chunk and whoever holds
 # the engine lock can let packets in between chunks.  A whole chunk is one C-level
 # %-format: the lines' formats joined, their numbers in a row.  TCP and UDP lines without
@@ -123,22 +123,32 @@ def _with_addresses(template: bytes, key: bytes) -> bytes:
 
 
 def listing_snapshot(tracker: Tracker) -> List[Tuple[int, List[Entry]]]:
-    """(proto, its entries) per table, each entry once, in listing order: what a chunked
-    listing walks while the table changes under it."""
-    snapshot = []
-    for proto, table in list(tracker.tables().items()):
-        if not table:
-            continue
-        # Both keys of an entry map to it, inserted one after the other (a dict keeps
-        # insertion order through deletions), so the values are normally pairs; an entry
-        # whose two keys are one (a flow to itself) breaks the pattern, and then the first
-        # sight of each entry is its place.
-        both = list(table.values())
-        originals = both[::2]
-        if originals != both[1::2]:
-            originals = list(dict.fromkeys(both))
-        snapshot.append((proto, originals))
-    return snapshot
+    """(proto, its table's values) per table: what a chunked listing walks while the table
+    changes under it.  Each entry is there once per key (see table_entries())."""
+    return [(proto, list(table.values()))
+            for proto, table in list(tracker.tables().items()) if table]
+
+
+def table_entries(values: List[Entry]) -> Iterator[List[Entry]]:
+    """A table's entries, each once, in listing order, CHUNK_LINES at a time.
+
+    Both keys of an entry map to it and are inserted one after the other (a dict keeps
+    insertion order through deletions), so the values are normally pairs and every other
+    one is the list.  That is checked chunk by chunk, so the first chunk costs no walk of
+    the whole table; from the first chunk where it fails (an entry whose two keys are one,
+    a flow to itself) the rest is de-duplicated, each entry listed where it is first seen.
+    An entry of a chunk that passed has both its keys in that chunk, so none is listed twice.
+    """
+    step = 2 * CHUNK_LINES
+    for start in range(0, len(values), step):
+        pairs = values[start:start + step]
+        originals = pairs[::2]
+        if pairs[1::2] != originals:
+            rest = list(dict.fromkeys(values[start:]))
+            for at in range(0, len(rest), CHUNK_LINES):
+                yield rest[at:at + CHUNK_LINES]
+            return
+        yield originals
 
 
 def listing_chunks(tracker: Tracker, now: float, modern: bool,
@@ -162,13 +172,13 @@ def listing_chunks(tracker: Tracker, now: float, modern: bool,
             templates = _line_templates(modern, tracker.l4_name(proto), proto, names is not None)
             # status & flag_bits -> {both addresses as one number: the line's %-format}
             formats = [{} for _ in templates]
-        for start in range(0, len(entries), CHUNK_LINES):
+        for chunk in table_entries(entries):
             # One %-format per chunk: the lines' formats joined, their values in a row.
             formats_used: List[bytes] = []
             use_format = formats_used.append
             values: list = []
             add_values = values.extend
-            for entry in entries[start:start + CHUNK_LINES]:
+            for entry in chunk:
                 expires = entry.expires
                 if expires <= now or entry.timer_slot is None:
                     continue             # expired, or gone from the table

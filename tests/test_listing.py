@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from engine import render
-from engine.render import listing_chunks, listing_snapshot, render_listing
+from engine.render import listing_chunks, render_listing, table_entries
 from tests.enginehelp import T0, lines, make_engine, udp
 
 
@@ -18,7 +18,20 @@ def test_a_flow_to_itself_has_one_key_and_is_still_listed_once_in_place():
     udp(eng, T0, "10.0.0.1", "10.0.0.2", 1001, 53)
     listed = lines(eng, T0 + 1)
     assert ports_listed(listed) == [1000, 7777, 8888, 1001]
-    assert [len(entries) for _, entries in listing_snapshot(eng.tracker)] == [4]
+    values = list(eng.tracker.table(17).values())
+    assert len(values) == 6                                # two flows to themselves: one key
+    assert [e for chunk in table_entries(values) for e in chunk] == list(dict.fromkeys(values))
+
+
+def test_the_pairs_shortcut_and_its_fallback_list_each_entry_once_in_place(monkeypatch):
+    monkeypatch.setattr(render, "CHUNK_LINES", 2)
+    a, b, c, d, s, t = (object() for _ in range(6))
+    cases = [[a, a, b, b, c, c], [a, a, b, b, s, c, c], [s, t, a, a, b, b], [a, a, b, b, c],
+             [a, b, a, b, c, c], [a, a, b, s, b, c, c, d, d], []]
+    for values in cases:
+        chunks = list(table_entries(values))
+        assert all(0 < len(chunk) <= 2 for chunk in chunks), values
+        assert [e for chunk in chunks for e in chunk] == list(dict.fromkeys(values)), values
 
 
 def test_chunks_leave_out_entries_removed_or_expired_after_the_snapshot(monkeypatch):
