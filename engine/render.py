@@ -5,7 +5,7 @@ line ends with `use=N` and a newline.
 """
 from __future__ import annotations
 
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Tuple
 
 import struct
 
@@ -151,8 +151,7 @@ def table_entries(values: List[Entry]) -> Iterator[List[Entry]]:
         yield originals
 
 
-def listing_chunks(tracker: Tracker, now: float, modern: bool,
-                   snapshot: Optional[List[Tuple[int, List[Entry]]]] = None) -> Iterator[bytes]:
+def listing_chunks(tracker: Tracker, now: float, modern: bool) -> Iterator[bytes]:
     """net/nf_conntrack (modern) or net/ip_conntrack in chunks of up to CHUNK_LINES lines.
 
     Entries expired by `now`, or removed from the table since the snapshot was taken
@@ -160,10 +159,8 @@ def listing_chunks(tracker: Tracker, now: float, modern: bool,
     after their removal does not see them.  Each chunk reads the entries as they are when
     it is made, so the caller holds the engine lock per next(), not for the whole walk.
     """
-    if snapshot is None:
-        snapshot = listing_snapshot(tracker)
     flag_bits = SEEN_REPLY | ASSURED
-    for proto, entries in snapshot:
+    for proto, entries in listing_snapshot(tracker):
         fast = proto == IPPROTO_TCP or proto == IPPROTO_UDP
         names = None
         if fast:

@@ -80,10 +80,10 @@ class Rendering:
         self._size = 0
         self._mu = threading.Lock()
 
-    def read(self, offset: int, size: int) -> bytes:
-        end = offset + size
+    def _produce(self, end: Optional[int]) -> int:
+        """Pull chunks until `end` bytes exist (None: all of them); the size produced."""
         with self._mu:
-            while self._source is not None and self._size < end:
+            while self._source is not None and (end is None or self._size < end):
                 chunk = next(self._source, None)
                 if chunk is None:
                     self._source = None        # done: let the renderer and its snapshot go
@@ -91,7 +91,12 @@ class Rendering:
                     self._chunks.append(chunk)
                     self._starts.append(self._size)
                     self._size += len(chunk)
-            chunks, starts, produced = self._chunks, self._starts, self._size
+            return self._size
+
+    def read(self, offset: int, size: int) -> bytes:
+        end = offset + size
+        produced = self._produce(end)
+        chunks, starts = self._chunks, self._starts      # append-only: safe to read now
         if offset >= produced or size <= 0:
             return b""
         first = bisect.bisect_right(starts, offset) - 1
@@ -106,7 +111,7 @@ class Rendering:
 
     def whole(self) -> bytes:
         """All of it (rendering the rest)."""
-        self.read(0, 1 << 62)
+        self._produce(None)
         return b"".join(self._chunks)
 
 
