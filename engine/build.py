@@ -14,18 +14,13 @@ import socket
 import struct
 from typing import Iterable, Optional, Sequence, Union
 
+from .ipv4 import HEADER as _IP_HEADER
+from .ipv4 import IP_DF, IP_MF
+from .linklayer import ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP
 from .packet import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ACK
 
 Address = Union[int, str]
 
-ETH_P_IP = 0x0800
-ETH_P_8021Q = 0x8100
-ETH_P_8021AD = 0x88A8
-
-IP_DF = 0x4000
-IP_MF = 0x2000
-
-_IP_HEADER = struct.Struct("!BBHHHBBHII")
 _TCP_HEADER = struct.Struct("!HHIIBBHHH")
 _UDP_HEADER = struct.Struct("!HHHH")
 _ICMP_HEADER = struct.Struct("!BBHHH")

@@ -1,31 +1,37 @@
-"""The engine facade: link layer -> defragmentation -> parsing -> tracking -> views.
+"""The engine facade: one emulated network namespace, frames in, per-packet results out.
 
-One Engine is one emulated network namespace.  It is not thread-safe: one driver
-feeds it; readers coordinate with that driver.  Time is always an argument.
+A frame goes: link layer -> IPv4 header checks and defragmentation (as ip_rcv and
+nf_defrag_ipv4 do before any conntrack hook) -> the hooks of its way through the stack
+(engine/hooks.py): conntrack classifies it where it enters (PREROUTING or OUTPUT), every
+listener registered at a hook sees it there and may drop it, and its new entry is
+confirmed when it leaves the last hook.  One Engine is not thread-safe: one driver feeds
+it; readers coordinate with that driver.  Time is always an argument.  The engine knows
+nothing of /proc paths: procfs_ct/tree.py binds files to engine/render.py.
 """
 from __future__ import annotations
 
 from math import isfinite
-from typing import Dict, Iterator, Optional
+from typing import Callable, Collection, Dict, List, Optional
 
-from .ctstate import CtState, Verdict
+from .ctstate import CtState, PacketResult
 from .defrag import Defragmenter
+from .hooks import CONFIRMING_HOOKS, LOCAL_OUT, PRE_ROUTING, TRACKING_HOOKS, Hook, way_through
 from .knobs import KnobValues
-from .linklayer import LINKTYPE_ETHERNET, strip_link
-from .packet import LOCAL_OUT, PRE_ROUTING
-from .parse import ParseError, parse_ipv4
-from .render import listing_chunks, render_expect, render_listing, render_stat
+from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET, strip_link
+from .packet import Packet
+from .parse import ParseError, extract_ipv4, parse_ipv4
+from .profile import check_profile
 from .tracker import Tracker
 
-V_INVALID = Verdict(CtState.INVALID)
-ETHERTYPE_IPV4 = b"\x08\x00"
+ETHERTYPE_IPV4 = ETH_P_IP.to_bytes(2, "big")
 
 # The table part of a --state-file (the mount command adds the knobs beside it).
 STATE_FORMAT = "procfs-ct-state"
 STATE_VERSION = 1
 
-VIEWS = ("net/ip_conntrack", "net/ip_conntrack_expect", "net/nf_conntrack",
-         "net/nf_conntrack_expect", "net/stat/ip_conntrack", "net/stat/nf_conntrack")
+# What a hook listener answers: the packet goes on, or is dropped here (NF_DROP/NF_ACCEPT).
+NF_DROP, NF_ACCEPT = 0, 1
+HookListener = Callable[[Hook, Packet, PacketResult, float], int]
 
 
 def host_ram_bytes() -> int:
@@ -39,13 +45,15 @@ def host_cpu_count() -> int:
 
 
 class Engine:
-    """Frames in, verdicts out; renders the /proc views of its table on demand."""
+    """Frames in, PacketResults out; its tracker's table is what the views render."""
 
     def __init__(self, profile: str = "tutorial", ram_bytes: Optional[int] = None,
                  max_entries: Optional[int] = None, buckets: Optional[int] = None,
                  ncpu: Optional[int] = None, knobs_overrides: Optional[Dict[str, int]] = None,
-                 default_hook: int = LOCAL_OUT) -> None:
-        self.profile = profile
+                 default_hook: int = LOCAL_OUT,
+                 local_addresses: Optional[Collection[int]] = None,
+                 fast_extraction: bool = True) -> None:
+        self.profile = check_profile(profile)
         self.knobs = KnobValues(profile, host_ram_bytes() if ram_bytes is None else ram_bytes,
                                 max_entries=max_entries, buckets=buckets,
                                 overrides=knobs_overrides)
@@ -56,6 +64,11 @@ class Engine:
         # Captures rarely say where a packet met netfilter; loopback and locally made
         # traffic is tracked in OUTPUT, where the kernel checks no checksums.
         self.default_hook = default_hook
+        # Destinations that are this host (INPUT); None: every received packet is for it.
+        self.local_addresses = None if local_addresses is None else frozenset(local_addresses)
+        # False: every datagram takes parse_ipv4() (tests compare both ways in).
+        self.fast_extraction = fast_extraction
+        self.listeners: Dict[Hook, List[HookListener]] = {}
         self.frames_not_ipv4 = 0
         self.malformed = 0
 
@@ -63,49 +76,67 @@ class Engine:
     def count(self) -> int:
         return len(self.tracker)
 
-    def feed_frame(self, ts: float, linktype: int, frame: bytes) -> Optional[Verdict]:
+    def listen(self, hook: Hook, listener: HookListener) -> None:
+        """Call listener(hook, packet, result, now) for every packet at `hook`, in order of
+        registration; NF_DROP drops the packet there (its new entry is never confirmed)."""
+        self.listeners.setdefault(Hook(hook), []).append(listener)
+
+    # -- packets in ------------------------------------------------------------------------
+    def feed_frame(self, ts: float, linktype: int, frame: bytes) -> Optional[PacketResult]:
         """Track one captured frame; None if it is not IPv4 or is a fragment held for now."""
-        # Untagged Ethernet carrying IPv4, tracked in OUTPUT (no checksums to verify): the
-        # tracker's fast path reads the datagram in place; it declines what it cannot do.
-        tried = False
-        if (linktype == LINKTYPE_ETHERNET and self.default_hook != PRE_ROUTING
-                and frame[12:14] == ETHERTYPE_IPV4):
-            verdict = self.tracker.track_ipv4(frame, 14, ts)
-            if verdict is not None:
-                return verdict
-            tried = True
+        if (linktype == LINKTYPE_ETHERNET and frame[12:14] == ETHERTYPE_IPV4
+                and self.fast_extraction):
+            # Untagged Ethernet: the common datagram is read in place, without a copy.
+            pkt = extract_ipv4(frame, 14, self.default_hook)
+            if pkt is not None:
+                return self.feed_packet(pkt, ts)
         datagram, hook = strip_link(linktype, frame)
         if datagram is None:
             self.frames_not_ipv4 += 1
             return None
-        if hook is None:
-            hook = self.default_hook
-        if tried:
-            return self._feed_general(ts, datagram, hook)
-        return self.feed_datagram(ts, datagram, hook)
+        return self.feed_datagram(ts, datagram, self.default_hook if hook is None else hook)
 
-    def feed_datagram(self, ts: float, datagram: bytes, hook: int) -> Optional[Verdict]:
-        """Track one IPv4 datagram seen at netfilter hook `hook` at time `ts`."""
-        if hook != PRE_ROUTING:
-            verdict = self.tracker.track_ipv4(datagram, 0, ts)
-            if verdict is not None:
-                return verdict
-        return self._feed_general(ts, datagram, hook)
+    def feed_datagram(self, ts: float, datagram: bytes, hook: int) -> Optional[PacketResult]:
+        """Track one IPv4 datagram entering the stack at `hook` (PRE_ROUTING or LOCAL_OUT)."""
+        pkt = extract_ipv4(datagram, 0, hook) if self.fast_extraction else None
+        if pkt is None:
+            if len(datagram) >= 8 and (datagram[6] & 0x3F or datagram[7]):
+                self._sync_defrag_knobs()
+                datagram = self.defrag.feed(datagram, ts, hook)
+                if datagram is None:
+                    return None            # held until complete: invisible to conntrack
+            parsed = parse_ipv4(datagram, hook)
+            if isinstance(parsed, ParseError):
+                # The kernel drops a broken IP header before conntrack (ip_rcv), so no
+                # stat column counts it; the engine keeps its own count.
+                self.malformed += 1
+                return PacketResult(CtState.INVALID, False, hook)
+            pkt = parsed
+        return self.feed_packet(pkt, ts)
 
-    def _feed_general(self, ts: float, datagram: bytes, hook: int) -> Optional[Verdict]:
-        """Defragment, parse into a Packet, track: every datagram the fast path declines."""
-        if len(datagram) >= 8 and (datagram[6] & 0x3F or datagram[7]):
-            self._sync_defrag_knobs()
-            datagram = self.defrag.feed(datagram, ts, hook)
-            if datagram is None:
-                return None            # held until complete: invisible to conntrack
-        packet = parse_ipv4(datagram, hook)
-        if isinstance(packet, ParseError):
-            # The kernel drops a broken IP header before conntrack (ip_rcv), so no
-            # stat column counts it; the engine keeps its own count.
-            self.malformed += 1
-            return V_INVALID
-        return self.tracker.process(packet, ts)
+    def feed_packet(self, pkt: Packet, now: float) -> PacketResult:
+        """Walk a parsed packet through the hooks of its way: tracked where it enters,
+        shown to each hook's listeners, confirmed where it leaves."""
+        tracker = self.tracker
+        if not self.listeners:
+            # Nothing at the hooks but conntrack: track, then confirm at the last hook.
+            result = tracker.process(pkt, now)
+            if result.pending:
+                tracker.confirm(result, now)
+            return result
+        local = self.local_addresses is None or pkt.dst in self.local_addresses
+        result = None
+        for hook in way_through(Hook(pkt.hook), local):
+            if hook in TRACKING_HOOKS:
+                result = tracker.process(pkt, now)
+            for listener in self.listeners.get(hook, ()):
+                if listener(hook, pkt, result, now) == NF_DROP:
+                    tracker.discard(result)
+                    result.dropped = True
+                    return result
+            if hook in CONFIRMING_HOOKS and result.pending:
+                tracker.confirm(result, now)
+        return result
 
     def advance(self, now: float) -> None:
         """Let time pass: expire entries and stale fragment queues."""
@@ -132,8 +163,8 @@ class Engine:
         as if the table had stayed up without traffic.  A clock that went back behind the
         save time counts as no downtime.
 
-        Refuses, with a one-line ValueError and before changing anything, a state of
-        another format version or profile, or one whose entries do not parse.
+        Refuses, with a one-line ValueError naming the field and before changing anything,
+        a state of another format version or profile, or one whose entries do not parse.
         """
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise ValueError("not a procfs-ct state file")
@@ -147,32 +178,5 @@ class Engine:
         saved_at = state.get("saved_at")
         if (isinstance(saved_at, bool) or not isinstance(saved_at, (int, float))
                 or not isfinite(saved_at)):
-            raise ValueError("saved_at: not a finite number")
-        entries = state.get("entries")
-        if not isinstance(entries, list):
-            raise ValueError("entries: not a list")
-        return self.tracker.import_entries(entries, min(float(saved_at), now), now)
-
-    def render_text(self, view: str, now: float) -> str:
-        if view == "net/nf_conntrack" or view == "net/ip_conntrack":
-            return self.render(view, now).decode("ascii")
-        if view in ("net/stat/nf_conntrack", "net/stat/ip_conntrack"):
-            return render_stat(self.tracker, view.endswith("nf_conntrack"), self.ncpu)
-        if view in ("net/nf_conntrack_expect", "net/ip_conntrack_expect"):
-            return render_expect(self.tracker, view.endswith("nf_conntrack_expect"))
-        raise KeyError(view)
-
-    def render(self, view: str, now: float) -> bytes:
-        if view == "net/nf_conntrack":
-            return render_listing(self.tracker, now, modern=True)
-        if view == "net/ip_conntrack":
-            return render_listing(self.tracker, now, modern=False)
-        return self.render_text(view, now).encode("ascii")
-
-    def render_chunks(self, view: str, now: float) -> Iterator[bytes]:
-        """render() in pieces: a listing walks a snapshot of the table one chunk per next(),
-        reading the entries as they are then (the caller may let packets in between);
-        other views are one piece."""
-        if view == "net/nf_conntrack" or view == "net/ip_conntrack":
-            return listing_chunks(self.tracker, now, view == "net/nf_conntrack")
-        return iter((self.render(view, now),))
+            raise ValueError(f"saved_at: {saved_at!r} is not a finite number")
+        return self.tracker.import_entries(state.get("entries"), min(float(saved_at), now), now)

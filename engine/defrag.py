@@ -30,19 +30,17 @@ Every discarded queue counts in reasm_fails, as the kernel's ReasmFails does.
 from __future__ import annotations
 
 import bisect
-import struct
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Optional
 
 from .build import ipv4_checksum
-from .packet import PRE_ROUTING
+from .hooks import PRE_ROUTING
+from .ipv4 import HEADER as _IP_HEADER
+from .ipv4 import IP_DF
 from .parse import ipv4_fragment_info
 
-IP_DF = 0x4000
 IP_MAX_LEN = 65535
-
-_IP_HEADER = struct.Struct("!BBHHHBBHII")
 
 # ECN codepoints of a fragment, as bits (ip4_frag_ecn()).
 _NOT_ECT, _ECT_1, _ECT_0, _CE = 1, 2, 4, 8

@@ -1,42 +1,43 @@
 """The ICMP tracker (spec §5.2): request/reply entries by id, and error messages.
 
 Only request types create entries.  Errors (unreachable, quench, redirect, time
-exceeded, parameter problem) quote a datagram; the inverse of the quoted tuple is
+exceeded, parameter problem) quote a datagram; the reply of the quoted tuple is
 looked up and a hit makes the error RELATED, without refreshing or changing the entry.
+The tuple keeps the id in its first protocol part and type << 8 | code in the second.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
-from .entry import DELETE, IGNORE, REPLY, Entry
-from .packet import PRE_ROUTING, Packet
-from .tuples import invert
+from .entry import REPLY, Entry
+from .hooks import PRE_ROUTING
+from .l4 import checked_uint
+from .outcome import DELETE, IGNORE
+from .packet import ICMP_ERROR_TYPES, Packet
+from .profile import is_modern
 
 REQUEST_TYPES = frozenset((8, 13, 15, 17))     # echo, timestamp, info, address mask
-ERROR_TYPES = frozenset((3, 4, 5, 11, 12))
 NR_ICMP_TYPES = 18                              # types above this are refused
+# Request <-> reply types, both ways (the kernel's invmap).
+ICMP_INVERSE = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 17: 18, 18: 17}
+
+Tuple5 = Tuple[int, int, int, int, int]
+# Finds the entry a quoted tuple's reply belongs to: (entry, direction of the hit) or None.
+FindReply = Callable[[Tuple5], Optional[Tuple[Entry, int]]]
 
 
-def is_error(pkt: Packet) -> bool:
-    return pkt.icmp is not None and pkt.icmp.type in ERROR_TYPES
-
-
-Lookup = Callable[[tuple], Optional[Tuple[Entry, int]]]
-
-
-def classify_error(pkt: Packet, lookup: Lookup, modern: bool
+def classify_error(pkt: Packet, find_reply: FindReply, find: FindReply, modern: bool
                    ) -> Union[Tuple[Entry, int], str]:
-    """(entry, direction) of the flow an ICMP error is about, or the reason it is INVALID."""
+    """(entry, direction) of the flow an ICMP error is about, or the reason it is INVALID.
+
+    find_reply(t) looks up the reply of tuple t; find(t) looks up t itself."""
     icmp = pkt.icmp
     if icmp.inner is None:
         return "icmp error without a usable embedded header"
-    wanted = invert(icmp.inner)
-    if wanted is None:
-        return "icmp error quoting a packet with no inverse"
-    hit = lookup(wanted)
+    hit = find_reply(icmp.inner)
     if hit is None and not modern and pkt.hook != PRE_ROUTING:
         # ip_conntrack: a locally generated error may quote the flow the other way round.
-        hit = lookup(icmp.inner)
+        hit = find(icmp.inner)
         if hit is not None:
             hit = (hit[0], 1 - hit[1])
     if hit is None:
@@ -52,7 +53,7 @@ class IcmpTracker:
     name = "icmp"
 
     def __init__(self, profile: str) -> None:
-        self.modern = profile == "linux"
+        self.modern = is_modern(profile)
 
     def error(self, pkt: Packet, knobs) -> Optional[str]:
         icmp = pkt.icmp
@@ -61,6 +62,15 @@ class IcmpTracker:
         if pkt.hook == PRE_ROUTING and knobs["checksum"] and not icmp.checksum_ok:
             return "bad icmp checksum"
         return None
+
+    def quotes_flow(self, pkt: Packet) -> bool:
+        return pkt.icmp.type in ICMP_ERROR_TYPES
+
+    def invert(self, a: int, b: int) -> Optional[Tuple[int, int]]:
+        reply_type = ICMP_INVERSE.get(b >> 8)
+        if reply_type is None:
+            return None
+        return a, (reply_type << 8) | (b & 0xFF)
 
     def new(self, entry: Entry, pkt: Packet, knobs) -> bool:
         if pkt.icmp.type not in REQUEST_TYPES:
@@ -83,3 +93,12 @@ class IcmpTracker:
 
     def state_name(self, entry: Entry) -> Optional[str]:
         return None
+
+    def tuple_text(self, a: int, b: int) -> str:
+        return f"type={b >> 8} code={b & 255} id={a} "
+
+    def export_l4(self, entry: Entry, now: float) -> int:
+        return entry.l4
+
+    def restore_l4(self, value: Any, saved_at: float) -> int:
+        return checked_uint(value, 32, "l4")

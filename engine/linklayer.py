@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from typing import Callable, Optional
 
-from .packet import LOCAL_OUT, PRE_ROUTING
+from .hooks import LOCAL_OUT, PRE_ROUTING
 
 LINKTYPE_NULL = 0          # BSD loopback: 4-byte address family in the capturing host's byte order
 LINKTYPE_ETHERNET = 1
@@ -25,7 +25,9 @@ AF_INET = 2
 ETH_P_IP = 0x0800
 # Tag protocol ids that may precede the real ethertype: 802.1Q, 802.1ad (QinQ)
 # and the pre-standard 0x9100 QinQ tag some switches still emit.
-VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))
+ETH_P_8021Q = 0x8100
+ETH_P_8021AD = 0x88A8
+VLAN_TPIDS = frozenset((ETH_P_8021Q, ETH_P_8021AD, 0x9100))
 
 PACKET_HOST = 0            # sll_pkttype of a packet addressed to this host
 PACKET_OUTGOING = 4        # sll_pkttype of a packet this host sent

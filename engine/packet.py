@@ -1,23 +1,24 @@
-"""The parsed form of one IPv4 datagram: what the parser hands the tracker.
+"""The parsed form of one datagram: what the parser hands the tracker.
 
 Addresses are ints (host order), so tuples hash fast and render with one helper.
 Only the fields a tracker needs are kept; everything is read-only once built.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from types import ModuleType
 from typing import Optional
 
-# Netfilter hooks where conntrack runs (the tutorial: "All connection tracking is
-# handled in the PREROUTING chain, except locally generated packets which are
-# handled in the OUTPUT chain").  Checksums are verified only in PREROUTING.
-PRE_ROUTING = 0
-LOCAL_OUT = 3
+from . import ipv4
+from .hooks import LOCAL_OUT
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 IPPROTO_GRE = 47
+
+# ICMP types whose body quotes the offending datagram (spec 5.2).
+ICMP_ERROR_TYPES = frozenset((3, 4, 5, 11, 12))
 
 # TCP flag bits as they sit in byte 13 of the header.
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80
@@ -51,7 +52,7 @@ class IcmpInfo:
 
 @dataclass(slots=True)
 class Packet:
-    """One whole (reassembled) IPv4 datagram."""
+    """One whole (reassembled) datagram, as conntrack sees it at `hook`."""
     src: int
     dst: int
     proto: int
@@ -59,6 +60,8 @@ class Packet:
     hook: int = LOCAL_OUT
     sport: int = 0                   # TCP/UDP ports; ICMP: id in sport, type<<8|code in dport
     dport: int = 0
+    key: bytes = b""                 # the table key (l3.key of src, dst, sport, dport)
+    l3: ModuleType = ipv4
     tcp: Optional[TcpInfo] = None
     icmp: Optional[IcmpInfo] = None
     udp_len: int = 0
@@ -66,3 +69,7 @@ class Packet:
     # Set by the parser when the L4 header is unusable (truncated, bad length):
     # the tracker classifies such a packet INVALID and counts it.
     l4_error: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if not self.key:             # a Packet built by hand: its key from its fields
+            self.key = self.l3.key(self.src, self.dst, self.sport, self.dport)

@@ -21,23 +21,20 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple, Optional, Union
 
+from . import ipv4
 from .build import checksum_valid, pseudo_header_sum
-from .packet import (IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PRE_ROUTING, IcmpInfo,
-                     Packet, TcpInfo)
+from .hooks import PRE_ROUTING
+from .ipv4 import IP_MF, IP_OFFSET
+from .packet import (ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+                     IcmpInfo, Packet, TcpInfo)
 
-_IP = struct.Struct("!BBHHHBBHII")      # ver/ihl tos tot_len id frag ttl proto csum src dst
+_IP = ipv4.HEADER
 _IP_FRAG = struct.Struct("!HHH")        # tot_len id frag, at offset 2
 _TCP = struct.Struct("!HHIIBBHHH")      # sport dport seq ack doff flags window csum urg
 _UDP = struct.Struct("!HHHH")           # sport dport len csum
 _ICMP = struct.Struct("!BBHH")          # type code csum id
 _PORTS = struct.Struct("!HH")
 _U32 = struct.Struct("!I")
-
-IP_MF = 0x2000
-IP_OFFSET = 0x1FFF
-
-# ICMP types whose body quotes the offending datagram (spec 5.2).
-ICMP_ERROR_TYPES = frozenset((3, 4, 5, 11, 12))
 
 # TCP options the tracker uses (kernel tcp_options()/tcp_sack()).
 TCPOPT_EOL, TCPOPT_NOP, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_SACK = 0, 1, 3, 4, 5
@@ -126,7 +123,52 @@ def _parse(datagram: bytes, hook: int) -> Union[Packet, ParseError]:
         _parse_icmp(packet, datagram, ihl, tot_len, verify)
     elif proto == IPPROTO_GRE:
         _parse_gre(packet, datagram, ihl, tot_len)
+    packet.key = ipv4.key(src, dst, packet.sport, packet.dport)
     return packet
+
+
+# -- the fast extraction ---------------------------------------------------------------------
+# Most packets are TCP or UDP in an option-less, unfragmented IPv4 header met at OUTPUT,
+# where no checksum is verified.  For those, parse_ipv4()'s work comes down to a few byte
+# tests and two unpacks, and the key is a slice of the bytes.  extract_ipv4() does exactly
+# that and declines everything else, which parse_ipv4() then handles; both hand the same
+# Packet to the same tracking steps (tests/test_packet_path.py checks they agree).
+_ADDRS_PORTS = struct.Struct("!IIHH")
+_TCP_AFTER_PORTS = struct.Struct("!IIBBH")   # seq, ack, data offset, flags, window
+
+
+def extract_ipv4(data: bytes, off: int, hook: int) -> Optional[Packet]:
+    """The Packet of the common datagram at data[off:], or None: parse_ipv4() must do it."""
+    size = len(data) - off
+    if (hook == PRE_ROUTING or size < 28 or data[off] != 0x45 or data[off + 6] & 0x3F
+            or data[off + 7]):
+        return None                 # checksums to verify, short, IP options, or a fragment
+    tot_len = data[off + 2] << 8 | data[off + 3]
+    if tot_len > size:
+        return None
+    proto = data[off + 9]
+    if proto == IPPROTO_UDP:
+        udp_len = data[off + 24] << 8 | data[off + 25]
+        if tot_len < 28 or udp_len < 8 or udp_len > tot_len - 20:
+            return None
+        src, dst, sport, dport = _ADDRS_PORTS.unpack_from(data, off + 12)
+        return Packet(src, dst, proto, tot_len, hook, sport, dport, data[off + 12:off + 24],
+                      udp_len=udp_len)
+    if proto == IPPROTO_TCP:
+        if tot_len < 40:
+            return None
+        seq, ack, doff, flags, window = _TCP_AFTER_PORTS.unpack_from(data, off + 24)
+        doff = (doff >> 4) * 4
+        l4_len = tot_len - 20
+        if doff < 20 or doff > l4_len:
+            return None
+        tcp = TcpInfo(flags, seq, ack, window, l4_len - doff)
+        if doff > 20:
+            parse_tcp_options(tcp, data, off + 40, off + 20 + doff)
+        src, dst, sport, dport = _ADDRS_PORTS.unpack_from(data, off + 12)
+        return Packet(src, dst, proto, tot_len, hook, sport, dport, data[off + 12:off + 24],
+                      tcp=tcp)
+    return None
 
 
 def _parse_gre(packet: Packet, datagram: bytes, ihl: int, end: int) -> None:

@@ -9,13 +9,11 @@ from typing import Iterator, List, Tuple
 
 import struct
 
+from . import ipv4
 from .entry import ASSURED, SEEN_REPLY, Entry
 from .packet import IPPROTO_TCP, IPPROTO_UDP
 from .tcp_window import STATE
 from .tracker import Tracker
-from .tuples import ip_text, tuple_text
-
-_ADDRESSES = struct.Struct("!II")      # src, dst at byte 0 of a key
 
 # Event counters behind each stat column, in file order; None = always 0 in that generation.
 IPCT_STAT_COLUMNS = (("searched", "searched"), ("found", "found"), ("new", "new"),
@@ -47,24 +45,30 @@ def _counters(entry: Entry, direction: int) -> str:
     return f"packets={counters[direction]} bytes={counters[2 + direction]} "
 
 
+def tuple_text(l3, l4, packed: bytes) -> str:
+    """A tuple as listings print it: `src=... dst=... ` and the protocol's part."""
+    src, dst, a, b = l3.unkey(packed)
+    return f"src={l3.addr_text(src)} dst={l3.addr_text(dst)} {l4.tuple_text(a, b)}"
+
+
 def listing_line(tracker: Tracker, entry: Entry, now: float, modern: bool) -> str:
     """One entry's line, in the modern nf_conntrack form or the 2.6 ip_conntrack form the
     tutorial prints (no L3 prefix, no counters, mark or delta-time; `use=1`)."""
     proto = entry.proto
-    state = tracker.state_name(entry)
-    name = tracker.l4_name(proto)
-    keyed = name == "gre"
+    l3 = entry.l3
+    l4 = tracker.tracker_of(proto)
+    state = l4.state_name(entry)
     counters = modern and entry.acct
-    head = f"ipv4     2 {name:<8} " if modern else f"{name:<8} "
+    head = f"{l3.LISTING_PREFIX}{l4.name:<8} " if modern else f"{l4.name:<8} "
     parts = [f"{head}{proto} {seconds_left(entry, now)} "]
     if state is not None:
         parts.append(state + " ")
-    parts.append(tuple_text(entry.tuple(0), keyed))
+    parts.append(tuple_text(l3, l4, entry.orig))
     if counters:
         parts.append(_counters(entry, 0))
     if not entry.status & SEEN_REPLY:
         parts.append("[UNREPLIED] ")
-    parts.append(tuple_text(entry.tuple(1), keyed))
+    parts.append(tuple_text(l3, l4, entry.reply))
     if counters:
         parts.append(_counters(entry, 1))
     if entry.status & ASSURED:
@@ -98,10 +102,11 @@ _ORIG_PAIR, _REPLY_PAIR = b"\x00o", b"\x00r"     # where a line template takes t
 
 
 def _line_templates(modern: bool, name: str, proto: int, with_state: bool) -> List[bytes]:
-    """Templates of a TCP/UDP line by status & (SEEN_REPLY | ASSURED), the flags written
-    in.  Once the addresses are put in (_with_addresses) each is a %-format of: seconds,
-    [state,] sport, dport, then the reply's ports."""
-    head = f"ipv4     2 {name:<8} {proto} %d " if modern else f"{name:<8} {proto} %d "
+    """Templates of an IPv4 TCP/UDP line by status & (SEEN_REPLY | ASSURED), the flags
+    written in.  Once the addresses are put in (_with_addresses) each is a %-format of:
+    seconds, [state,] sport, dport, then the reply's ports."""
+    head = (f"{ipv4.LISTING_PREFIX}{name:<8} {proto} %d " if modern
+            else f"{name:<8} {proto} %d ")
     tail = "mark=0 zone=0 use=2\n" if modern else "use=1\n"
     state = "%s " if with_state else ""
     templates = []
@@ -116,17 +121,17 @@ def _line_templates(modern: bool, name: str, proto: int, with_state: bool) -> Li
 
 def _with_addresses(template: bytes, key: bytes) -> bytes:
     """A line template with the text of the key's two addresses (and their mirror) put in."""
-    src, dst = _ADDRESSES.unpack_from(key)
-    a, b = ip_text(src).encode("ascii"), ip_text(dst).encode("ascii")
+    src, dst = ipv4.addresses(key)
+    a, b = ipv4.addr_text(src).encode("ascii"), ipv4.addr_text(dst).encode("ascii")
     return (template.replace(_ORIG_PAIR, b"src=%s dst=%s " % (a, b))
             .replace(_REPLY_PAIR, b"src=%s dst=%s " % (b, a)))
 
 
-def listing_snapshot(tracker: Tracker) -> List[Tuple[int, List[Entry]]]:
-    """(proto, its table's values) per table: what a chunked listing walks while the table
-    changes under it.  Each entry is there once per key (see table_entries())."""
-    return [(proto, list(table.values()))
-            for proto, table in list(tracker.tables().items()) if table]
+def listing_snapshot(tracker: Tracker) -> List[Tuple[Tuple[int, int], List[Entry]]]:
+    """((l3 family, proto), its table's values) per table: what a chunked listing walks
+    while the table changes under it.  Each entry is there once per key (table_entries())."""
+    return [(table_id, list(table.values()))
+            for table_id, table in list(tracker.tables().items()) if table]
 
 
 def table_entries(values: List[Entry]) -> Iterator[List[Entry]]:
@@ -160,8 +165,8 @@ def listing_chunks(tracker: Tracker, now: float, modern: bool) -> Iterator[bytes
     it is made, so the caller holds the engine lock per next(), not for the whole walk.
     """
     flag_bits = SEEN_REPLY | ASSURED
-    for proto, entries in listing_snapshot(tracker):
-        fast = proto == IPPROTO_TCP or proto == IPPROTO_UDP
+    for (family, proto), entries in listing_snapshot(tracker):
+        fast = family == ipv4.FAMILY and (proto == IPPROTO_TCP or proto == IPPROTO_UDP)
         names = None
         if fast:
             if proto == IPPROTO_TCP:

@@ -2,14 +2,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import BinaryIO, Dict, List, Optional, Union
+from typing import BinaryIO, Callable, Dict, List, Optional, Union
 
 from .capture import read_capture
 from .core import Engine
 from .ctstate import Verdict
+from .profile import is_modern
+from .render import render_expect, render_listing, render_stat
 
-FORMAT_VIEWS = {"nf_conntrack": "net/nf_conntrack", "ip_conntrack": "net/ip_conntrack",
-                "stat": "net/stat/nf_conntrack"}
+# What `procfs-ct replay --format` prints, by name: each a function of (engine, time).
+FORMATS: Dict[str, Callable[[Engine, float], str]] = {
+    "nf_conntrack": lambda engine, now: render_listing(engine.tracker, now, True).decode(),
+    "ip_conntrack": lambda engine, now: render_listing(engine.tracker, now, False).decode(),
+    # The stat file of the profile's own generation.
+    "stat": lambda engine, now: render_stat(engine.tracker, is_modern(engine.profile),
+                                            engine.ncpu),
+    "expect": lambda engine, now: render_expect(engine.tracker, is_modern(engine.profile)),
+}
 
 
 @dataclass
@@ -19,20 +28,18 @@ class ReplayResult:
     at: float = 0.0
 
     def text(self, fmt: str = "nf_conntrack") -> str:
-        view = FORMAT_VIEWS[fmt]
-        if fmt == "stat" and self.engine.profile == "tutorial":
-            view = "net/stat/ip_conntrack"
-        return self.engine.render_text(view, self.at)
+        return FORMATS[fmt](self.engine, self.at)
 
 
 def replay(capture: Union[str, BinaryIO], profile: str = "linux", at: Optional[float] = None,
            knobs_overrides: Optional[Dict[str, int]] = None,
            max_entries: Optional[int] = None, ram_bytes: Optional[int] = None,
-           ncpu: Optional[int] = None) -> ReplayResult:
+           ncpu: Optional[int] = None, fast_extraction: bool = True) -> ReplayResult:
     """Feed every frame of a pcap/pcapng capture; the table is then shown as it stands at
-    `at` (default: the last frame's time).  Frames after `at` are not fed."""
+    `at` (default: the last frame's time).  Frames after `at` are not fed.  `verdicts`
+    holds each frame's (ctstate, reply), None for a frame conntrack did not see."""
     engine = Engine(profile, ram_bytes=ram_bytes, max_entries=max_entries, ncpu=ncpu,
-                    knobs_overrides=knobs_overrides)
+                    knobs_overrides=knobs_overrides, fast_extraction=fast_extraction)
     result = ReplayResult(engine)
     if isinstance(capture, str):
         with open(capture, "rb") as fileobj:
@@ -47,8 +54,10 @@ def replay(capture: Union[str, BinaryIO], profile: str = "linux", at: Optional[f
 
 def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float]) -> None:
     engine = result.engine
+    verdicts = result.verdicts
     for frame in read_capture(fileobj):
         if at is not None and frame.ts > at:
             break
-        result.verdicts.append(engine.feed_frame(frame.ts, frame.linktype, frame.data))
+        outcome = engine.feed_frame(frame.ts, frame.linktype, frame.data)
+        verdicts.append(None if outcome is None else outcome.verdict)
         result.at = frame.ts

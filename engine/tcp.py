@@ -11,11 +11,15 @@ or one of the outcomes of engine.entry (IGNORE, INVALID, DELETE, REOPEN).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Tuple, Union
+from array import array
+from typing import Any, List, Mapping, Optional, Tuple
 
-from .entry import ASSURED, DELETE, IGNORE, INVALID, ORIGINAL, REOPEN, REPLY, SEEN_REPLY, Entry
-from .entry import _Outcome
-from .packet import PRE_ROUTING, RST, Packet, TcpInfo
+from .entry import ASSURED, ORIGINAL, REPLY, SEEN_REPLY, Entry
+from .hooks import PRE_ROUTING
+from .l4 import checked_list, checked_uint, ports_text, swapped
+from .outcome import DELETE, IGNORE, INVALID, REOPEN, Outcome
+from .packet import RST, Packet, TcpInfo
+from .profile import LINUX, check_profile
 from .tcp_tables import (C_ACK, C_FIN, C_RST, C_SYN, C_SYNACK, CLASS_OF_FLAGS, CLOSE,
                          CLOSE_WAIT, ESTABLISHED, FIN_WAIT, IG, IV, LAST_ACK, NONE,
                          STATE_NAMES, STATE_TIMEOUT_KNOB, SYN_RECV, SYN_SENT, SYN_SENT2,
@@ -24,14 +28,12 @@ from .tcp_window import (BE_LIBERAL, CLOSE_INIT, DATA_UNACKNOWLEDGED, END,
                          EXP_CHALLENGE_ACK, FLAGS, HALF, LAST_ACK_NO, LAST_DIR,
                          LAST_END, LAST_FLAGS, LAST_INDEX, LAST_SEQ, LAST_WIN, LAST_WSCALE,
                          LOOSE, M32, MAX_WSCALE, MAXACK, MAXACK_SET, MAXEND, MAXWIN, RETRANS,
-                         SACK_PERM, SCALE, SIDE, SIMULTANEOUS_OPEN, STATE, W_ACCEPT, W_IGNORE,
+                         N_FIELDS, SACK_PERM, SCALE, SIDE, SIMULTANEOUS_OPEN, STATE, W_ACCEPT,
+                         W_IGNORE,
                          WINDOW_SCALE, TcpConn, init_from_pickup, init_from_syn,
                          linux_in_window, reset_side, segment_end, tutorial_in_window)
 
 Knobs = Mapping[str, int]
-Outcome = Union[int, _Outcome]
-
-PROFILES = ("linux", "tutorial")
 
 # States in which an ASSURED entry may go in the modern GC's eviction mode, and in which a
 # modern RST is accepted without any sequence check (tcp_can_early_drop()).
@@ -52,12 +54,12 @@ class TcpTracker:
     """TCP state machine of one profile; per-entry state lives in `entry.l4` (a TcpConn)."""
 
     name = "tcp"
+    invert = staticmethod(swapped)
+    tuple_text = staticmethod(ports_text)
 
     def __init__(self, profile: str) -> None:
-        if profile not in PROFILES:
-            raise ValueError(f"unknown profile {profile!r}")
-        self.profile = profile
-        self.linux = profile == "linux"
+        self.profile = check_profile(profile)
+        self.linux = profile == LINUX
         self._table = TABLES[profile]
         self.valid_flags = VALID_FLAGS[profile]     # by flags byte: passes error()
         self._names = STATE_NAMES[profile]
@@ -78,6 +80,9 @@ class TcpTracker:
             return "invalid tcp flag combination"
         return None
 
+    def quotes_flow(self, pkt: Packet) -> bool:
+        return False
+
     # -- the first packet --------------------------------------------------------------------
     def new(self, entry: Entry, pkt: Packet, knobs: Knobs) -> bool:
         """May this first packet create an entry? If so, set up `entry.l4`.
@@ -85,10 +90,7 @@ class TcpTracker:
         The ORIGINAL row at NONE decides: a SYN opens a connection; an ACK picks one up
         under way if `tcp_loose` is non-zero; anything else makes no entry.
         """
-        return self.new_connection(entry, pkt.tcp, knobs)
-
-    def new_connection(self, entry: Entry, tcp: TcpInfo, knobs: Knobs) -> bool:
-        """new() with the TCP header alone (the table's fast path builds no Packet)."""
+        tcp = pkt.tcp
         cell = self._table[ORIGINAL][CLASS_OF_FLAGS[tcp.flags & 0xFF]][NONE]
         conn = TcpConn()
         if cell == SYN_SENT:
@@ -120,20 +122,27 @@ class TcpTracker:
             return self._linux_packet(entry, pkt.tcp, direction, now, knobs)
         return self._tutorial_packet(entry, pkt.tcp, direction, knobs)
 
-    def segment(self, entry: Entry, tcp: TcpInfo, direction: int, now: float,
-                knobs: Knobs) -> Outcome:
-        """packet() for a segment already known to pass error(): the table's fast path
-        calls this with the TCP header alone, without building a Packet around it."""
-        if self.linux:
-            return self._linux_packet(entry, tcp, direction, now, knobs)
-        return self._tutorial_packet(entry, tcp, direction, knobs)
-
     def state_names(self) -> Tuple[str, ...]:
         """Listing names by state number."""
         return self._names
 
     def state_name(self, entry: Entry) -> str:
         return self._names[entry.l4[STATE]]
+
+    def export_l4(self, entry: Entry, now: float) -> List[int]:
+        """The packed fields of engine/tcp_window.py's TcpConn, as a list."""
+        return list(entry.l4)
+
+    def restore_l4(self, value: Any, saved_at: float) -> TcpConn:
+        fields = [checked_uint(v, 32, "l4") for v in checked_list(value, N_FIELDS, "l4")]
+        if fields[STATE] >= len(self._names):
+            raise ValueError(f"l4: TCP state {fields[STATE]} does not exist")
+        for side in (0, SIDE):
+            if fields[side + SCALE] > MAX_WSCALE:
+                raise ValueError(f"l4: window scale {fields[side + SCALE]} above {MAX_WSCALE}")
+        conn = TcpConn()
+        conn[:] = array("I", fields)
+        return conn
 
     def early_drop_victim_in_eviction_mode(self, entry: Entry) -> bool:
         """May the modern GC kill this entry while the table is nearly full (§7.2)?

@@ -6,24 +6,33 @@ first one do; earlier ones keep udp_timeout and leave the entry unassured.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from .entry import ASSURED, SEEN_REPLY, Entry
-from .packet import PRE_ROUTING, Packet
+from .hooks import PRE_ROUTING
+from .l4 import checked_seconds, ports_text, swapped
+from .packet import Packet
+from .profile import is_modern
 
 STREAM_AFTER = 2.0      # seconds: modern ct->proto.udp.stream_ts = first packet + 2*HZ
+MAX_AGE = float(1 << 32)   # seconds: a saved first-packet age beyond this is not a real one
 
 
 class UdpTracker:
     name = "udp"
+    invert = staticmethod(swapped)
+    tuple_text = staticmethod(ports_text)
 
     def __init__(self, profile: str) -> None:
-        self.modern = profile == "linux"
+        self.modern = is_modern(profile)
 
     def error(self, pkt: Packet, knobs) -> Optional[str]:
         if pkt.hook == PRE_ROUTING and knobs["checksum"] and not pkt.l4_checksum_ok:
             return "bad udp checksum"
         return None
+
+    def quotes_flow(self, pkt: Packet) -> bool:
+        return False
 
     def new(self, entry: Entry, pkt: Packet, knobs) -> bool:
         # The first packet's time (the entry keeps no creation time of its own unless
@@ -32,10 +41,6 @@ class UdpTracker:
         return True
 
     def packet(self, entry: Entry, pkt: Packet, direction: int, now: float, knobs):
-        return self.datagram(entry, now, knobs)
-
-    def datagram(self, entry: Entry, now: float, knobs) -> int:
-        """packet() without the Packet, which UDP does not need (the table's fast path)."""
         if not entry.status & SEEN_REPLY:
             return knobs["udp_timeout"]
         if self.modern and now <= entry.l4 + STREAM_AFTER:
@@ -45,3 +50,9 @@ class UdpTracker:
 
     def state_name(self, entry: Entry) -> Optional[str]:
         return None
+
+    def export_l4(self, entry: Entry, now: float) -> float:
+        return now - entry.l4                # first packet's age; the stream rule needs it
+
+    def restore_l4(self, value: Any, saved_at: float) -> float:
+        return saved_at - checked_seconds(value, "l4", 0.0, MAX_AGE)

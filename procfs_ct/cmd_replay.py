@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from engine.knobs import PROFILES
+from engine.profile import PROFILES
 
 HELP = ("Feed a pcap/pcapng capture through the engine on the capture's own clock and print "
         "the table as it stands at --at (default: the last packet's time).")

@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Optional, Tuple
 
+from procfs_ct.views import ENGINE_VIEWS
+
 log = logging.getLogger(__name__)
 
 # Beyond /proc: what the traffic source and the engine thread counted (tap drops included).
@@ -71,8 +73,10 @@ class EngineDriver:
     """Runs the engine on a source in a background thread; renders views on request."""
 
     def __init__(self, engine: Any, frames: Iterable[Frame], *,
-                 clock: Optional[Clock] = None, advance_every: float = ADVANCE_EVERY) -> None:
+                 clock: Optional[Clock] = None, advance_every: float = ADVANCE_EVERY,
+                 views: Optional[dict] = None) -> None:
         self.engine = engine
+        self.views = ENGINE_VIEWS if views is None else views   # path -> render(engine, now)
         self.engine_lock = threading.Lock()
         self.clock = clock or Clock()
         self.stats = DriverStats()
@@ -139,7 +143,7 @@ class EngineDriver:
             yield self.source_stats_text().encode("ascii")
             return
         with self.engine_lock:
-            chunks = self.engine.render_chunks(view, self.now())
+            chunks = self.views[view](self.engine, self.now())
             chunk = next(chunks, None)
         while chunk is not None:
             yield chunk

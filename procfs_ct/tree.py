@@ -99,7 +99,7 @@ def build_tree(views: Iterable[str], knobs: Iterable[Knob] = KNOBS) -> Tree:
 
 def default_tree() -> Tree:
     """The tree of DESIGN.md: every engine view and every knob alias, plus the source counters."""
-    from engine.core import VIEWS       # imported late: the tree is also built in tests
+    from procfs_ct.views import VIEWS   # imported late: the tree is also built in tests
     from procfs_ct.driver import SOURCE_VIEW
     return build_tree(VIEWS + (SOURCE_VIEW,), KNOBS)
 

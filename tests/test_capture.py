@@ -31,7 +31,8 @@ from engine.capture import (CaptureError, CapturedFrame, PcapWriter, datagrams,
 from engine.linklayer import (LINKTYPE_ETHERNET, LINKTYPE_IPV4, LINKTYPE_LINUX_SLL,
                               LINKTYPE_LINUX_SLL2, LINKTYPE_LOOP, LINKTYPE_NULL,
                               LINKTYPE_RAW, LINKTYPE_RAW_DLT12, strip_link)
-from engine.packet import ACK, LOCAL_OUT, PRE_ROUTING, SYN
+from engine.hooks import LOCAL_OUT, PRE_ROUTING
+from engine.packet import ACK, SYN
 
 DATA = Path(__file__).parent / "data"
 TCPDUMP = shutil.which("tcpdump")

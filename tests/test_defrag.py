@@ -13,7 +13,8 @@ from pathlib import Path
 from engine.build import build_ipv4, build_udp, checksum_valid
 from engine.capture import datagrams, read_capture
 from engine.defrag import Defragmenter
-from engine.packet import IPPROTO_UDP, LOCAL_OUT, PRE_ROUTING, Packet
+from engine.hooks import LOCAL_OUT, PRE_ROUTING
+from engine.packet import IPPROTO_UDP, Packet
 from engine.parse import parse_ipv4
 
 DATA = Path(__file__).parent / "data"

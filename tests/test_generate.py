@@ -17,6 +17,7 @@ import pytest
 
 from engine.capture import read_capture
 from engine.core import Engine
+from enginehelp import view_text
 from engine.linklayer import LINKTYPE_ETHERNET
 from engine.replay import replay
 from procfs_ct.cli import main
@@ -91,9 +92,9 @@ def test_replaying_the_file_gives_the_live_sources_table(tmp_path, profile):
         live.feed_frame(ts, LINKTYPE_ETHERNET, frame)
     live.advance(at)
     view = "net/nf_conntrack" if profile == "linux" else "net/ip_conntrack"
-    table = live.render_text(view, at)
+    table = view_text(live, view, at)
     assert len(table.splitlines()) > 1000
-    assert replayed.engine.render_text(view, at) == table
+    assert view_text(replayed.engine, view, at) == table
 
 
 @needs_tcpdump

@@ -18,7 +18,7 @@ def test_a_flow_to_itself_has_one_key_and_is_still_listed_once_in_place():
     udp(eng, T0, "10.0.0.1", "10.0.0.2", 1001, 53)
     listed = lines(eng, T0 + 1)
     assert ports_listed(listed) == [1000, 7777, 8888, 1001]
-    values = list(eng.tracker.table(17).values())
+    values = list(eng.tracker.conns.table(2, 17).values())
     assert len(values) == 6                                # two flows to themselves: one key
     assert [e for chunk in table_entries(values) for e in chunk] == list(dict.fromkeys(values))
 

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from conftest import REPO, child_env, procfs_ct_command
-from engine.core import VIEWS
+from procfs_ct.views import VIEWS
 from engine.knobs import KNOBS
 from procfs_ct.driver import SOURCE_VIEW
 from procfs_ct.tree import default_tree

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from engine.core import VIEWS
+from procfs_ct.views import VIEWS
 from engine.knobs import KNOBS, KnobValues
 from procfs_ct.driver import EngineDriver
 from procfs_ct.fs import ProcFs, Rendering, SharedSnapshots
@@ -296,7 +296,7 @@ class FakeEngine:
     def advance(self, now):
         self.advanced.append(now)
 
-    def render_chunks(self, view, now):
+    def render_chunks(self, now):
         yield f"{len(self.fed)} at ".encode()
         yield f"{now:.3f}\n".encode()
 
@@ -404,12 +404,21 @@ def test_a_failing_source_ends_but_expiry_goes_on():
 
 
 def test_render_runs_under_the_engine_lock_with_the_driver_clock():
+    """Every chunk is made while the engine lock is held (the engine thread cannot change
+    the table under it), and the renderer is given the driver's clock."""
     engine = FakeEngine()
-    driver = EngineDriver(engine, [])
+    locked = []
+
+    def render(eng, now):
+        for chunk in FakeEngine.render_chunks(eng, now):
+            locked.append(driver.engine_lock.locked())
+            yield chunk
+    driver = EngineDriver(engine, [], views={"net/nf_conntrack": render})
     before = time.time()
     text = driver.render("net/nf_conntrack").decode()
     assert text.startswith("0 at ")
     assert before - 0.01 <= float(text.split()[2]) <= time.time() + 0.01
+    assert locked == [True, True]
 
 
 @pytest.mark.parametrize("pieces", [[b"abc", b"", b"defgh", b"i", b"jklmnop"], [b"abcdefghijklmnop"]])

@@ -15,8 +15,8 @@ from engine.build import (build_icmp, build_icmp_datagram, build_ipv4, build_tcp
                           build_tcp_datagram, build_udp, build_udp_datagram, checksum_valid,
                           internet_checksum, ip_to_int, tcp_options)
 from engine.capture import datagrams, read_capture
-from engine.packet import (ACK, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, LOCAL_OUT,
-                           PRE_ROUTING, PSH, SYN, Packet)
+from engine.hooks import LOCAL_OUT, PRE_ROUTING
+from engine.packet import ACK, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PSH, SYN, Packet
 from engine.parse import FragmentInfo, ParseError, ipv4_fragment_info, parse_ipv4
 
 DATA = Path(__file__).parent / "data"

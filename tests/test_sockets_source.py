@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from engine.core import Engine
+from enginehelp import view_text
 from procfs_ct.sources.sockets import (SocketMirror, open_sockets, parse_sockets_spec,
                                        reduce_connections)
 
@@ -62,7 +63,7 @@ class FakeHost:
         return self.listing(now + 0.5)
 
     def listing(self, now: float) -> list[str]:
-        return self.engine.render_text("net/nf_conntrack", now).splitlines()
+        return view_text(self.engine, "net/nf_conntrack", now).splitlines()
 
 
 def summary(line: str) -> tuple:
@@ -256,7 +257,7 @@ def test_real_loopback_connection_is_mirrored_without_root():
         for ts, linktype, frame in open_sockets("sockets").poll(T0):
             engine.feed_frame(ts, linktype, frame)
         cport, sport = client.getsockname()[1], server.getsockname()[1]
-        ours = [summary(line) for line in engine.render_text("net/nf_conntrack", T0).splitlines()
+        ours = [summary(line) for line in view_text(engine, "net/nf_conntrack", T0).splitlines()
                 if f"sport={sport} " in line or f"dport={sport} " in line]
         assert ours == [(432000, "ESTABLISHED", f"127.0.0.1:{cport}>127.0.0.1:{sport}",
                          ("[ASSURED]",))]
@@ -343,7 +344,7 @@ def _inside_namespace() -> None:
         engine.feed_frame(ts, linktype, frame)
     with open("/proc/net/nf_conntrack") as listing:
         kernel = listing.read().splitlines()
-    mirror = engine.render_text("net/nf_conntrack", now).splitlines()
+    mirror = view_text(engine, "net/nf_conntrack", now).splitlines()
     print(json.dumps({"kernel": kernel, "mirror": mirror}))
 
 

@@ -18,8 +18,10 @@ import pytest
 
 from engine.build import build_ipv4, build_tcp_datagram
 from engine.ctstate import CtState
-from engine.packet import ACK, LOCAL_OUT, PSH, SYN
-from enginehelp import T0, icmp, lines, make_engine, udp
+from engine.hooks import LOCAL_OUT
+from engine.tcp_window import STATE
+from engine.packet import ACK, PSH, SYN
+from enginehelp import T0, icmp, lines, make_engine, udp, view_text
 
 C_ADDR, S_ADDR = "10.0.0.1", "10.0.0.2"
 C_SEQ, S_SEQ = 1000, 5000
@@ -160,7 +162,7 @@ def test_full_table_restores_everything_above_a_lower_max():
     small = make_engine("linux", max_entries=3)
     assert small.import_state(original.export_state(T0), T0) == 10
     assert small.count == 10 and small.knobs["count"] == 10
-    stat = small.render_text("net/stat/nf_conntrack", T0).splitlines()
+    stat = view_text(small, "net/stat/nf_conntrack", T0).splitlines()
     assert int(stat[1].split()[0], 16) == 10          # the entries column
 
 
@@ -173,8 +175,21 @@ def test_full_table_restores_everything_above_a_lower_max():
     (lambda s: s["entries"][0].update(tuple=[1, 2]), "table entry 0: tuple: not a list of 5"),
     (lambda s: s["entries"][1].update(l4=[1] * 3), "table entry 1: l4: not a list of 24"),
     (lambda s: s["entries"][1].update(status=-1), "table entry 1: status"),
-    (lambda s: s["entries"][2].update(left=float("inf")), "table entry 2: left: not a finite"),
-    (lambda s: s.update(saved_at="yesterday"), "saved_at: not a finite number"),
+    (lambda s: s["entries"][2].update(left=float("inf")), "table entry 2: left: inf is not"),
+    (lambda s: s.update(saved_at="yesterday"), "saved_at: 'yesterday' is not a finite number"),
+    # Poisoned values a running engine could never have saved: each refused by name.
+    (lambda s: s["entries"][0]["l4"].__setitem__(STATE, 200),
+     "table entry 0: l4: TCP state 200 does not exist"),
+    (lambda s: s["entries"][2].update(left=1e300), "table entry 2: left: 1e+300 is not"),
+    (lambda s: s["entries"][2].update(left=-1), "table entry 2: left: -1 is not"),
+    (lambda s: s["entries"][2].update(status=0x100), "table entry 2: status: 0x100 has bits"),
+    (lambda s: s["entries"][2].update(age=float("nan")), "table entry 2: age: nan is not"),
+    (lambda s: s["entries"][2].update(l4=True), "table entry 2: l4: True is not a number"),
+    (lambda s: s["entries"][3].update(l4=True), "table entry 3: l4: True is not an unsigned"),
+    (lambda s: s["entries"][4].update(l4=[30, 10**9]), "table entry 4: l4: GRE timeouts"),
+    (lambda s: s["entries"][4].update(tuple=[1, 2, 47, 70000, 0]),
+     "table entry 4: tuple: 70000 is not an unsigned 16-bit"),
+    (lambda s: s["entries"][4].update(extra=1), "table entry 4: unknown field 'extra'"),
 ])
 def test_bad_states_are_refused_with_one_line_and_change_nothing(mutate, message):
     """A malformed or foreign state raises a one-line ValueError before any entry goes in."""
@@ -250,7 +265,8 @@ def test_a_remount_on_the_same_state_file_shows_the_saved_entries(mount_factory,
                           "--state-file", str(state))
     count = "sys/net/netfilter/nf_conntrack_count"
     assert wait_for(lambda: int(first.read(count)) > 50, 10), first.log_text()
-    time.sleep(0.5)                                  # let the capture finish replaying
+    # Let the capture finish replaying (the source counters say when it is done).
+    assert wait_for(lambda: "source_done 1" in first.read("net/stat/procfs_ct_source"), 20)
     before = parse_listing(first.read("net/nf_conntrack"))
     read_at = time.time()
     first.signal(signal.SIGTERM)

@@ -19,7 +19,8 @@ from engine.build import checksum_valid, pseudo_header_sum
 from engine.core import Engine
 from engine.ctstate import CtState
 from engine.linklayer import LINKTYPE_ETHERNET
-from engine.packet import PRE_ROUTING
+from engine.hooks import PRE_ROUTING
+from enginehelp import view_text
 from procfs_ct.sources.synthetic import (BURST_SECONDS, MIX, SyntheticTraffic, World,
                                          odd_packet)
 
@@ -53,7 +54,7 @@ def conversations(kind: str, count: int, seed: int = 7, spacing: float = 1000.0)
 def table_kinds(eng: Engine, now: float) -> collections.Counter:
     """(protocol name, TCP state or '', flags) -> count, from the nf_conntrack listing."""
     kinds = collections.Counter()
-    for line in eng.render_text("net/nf_conntrack", now).splitlines():
+    for line in view_text(eng, "net/nf_conntrack", now).splitlines():
         fields = line.split()
         state = fields[5] if fields[2] == "tcp" else ""
         flags = tuple(f for f in fields if f.startswith("["))

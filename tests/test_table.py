@@ -1,8 +1,10 @@
 """The table: limit and early drop (spec §7.2), expiry cost, stat rendering (spec §2)."""
 from engine.build import build_ipv4
+import engine.tracker
 from engine.ctstate import CtState
+from engine.entry import Entry
 
-from enginehelp import T0, lines, make_engine, udp
+from enginehelp import T0, lines, make_engine, udp, view_text
 
 
 def _assure(eng, t, sport):
@@ -64,14 +66,35 @@ def test_max_zero_means_no_limit():
     assert eng.count == 50
 
 
-def test_expiry_touches_only_what_expires():
-    """An expiry pass with nothing due does no work on a large table (lazy timer heap)."""
+def test_expiry_touches_only_what_expires(monkeypatch):
+    """An expiry pass looks at the entries that are due and no other (the timer wheel):
+    nothing with nothing due, the due ones when they are due -- never the whole table."""
+    class CountedEntry(Entry):
+        """An Entry counting every read of its expiry time."""
+        __slots__ = ("_expires",)
+        reads = 0
+
+        @property
+        def expires(self):
+            CountedEntry.reads += 1
+            return self._expires
+
+        @expires.setter
+        def expires(self, value):
+            self._expires = value
+    monkeypatch.setattr(engine.tracker, "Entry", CountedEntry)
     eng = make_engine("linux")
     for port in range(5000):
         udp(eng, T0, "10.0.0.1", "10.0.0.3", port, 9)
+    CountedEntry.reads = 0
     assert eng.tracker.expire(T0 + 29) == 0
+    assert CountedEntry.reads == 0
     udp(eng, T0 + 29, "10.0.0.1", "10.0.0.3", 7, 9)        # refreshed: lives to T0+59
+    CountedEntry.reads = 0
     assert eng.tracker.expire(T0 + 30) == 4999
+    assert CountedEntry.reads <= 5000 + 10                  # the due ones, once each
+    CountedEntry.reads = 0
+    assert eng.tracker.expire(T0 + 58) == 0 and CountedEntry.reads == 0
     assert eng.count == 1 and eng.tracker.expire(T0 + 59) == 1
 
 
@@ -80,7 +103,7 @@ def test_stat_file_formats_match_the_kernel_layout():
     eng = make_engine("linux", ncpu=2)
     udp(eng, T0, "127.0.0.1", "127.0.0.1", 1, 2)
     eng.feed_datagram(T0, build_ipv4("127.0.0.1", "127.0.0.1", 17, b"\x00\x01"), 3)  # invalid
-    modern = eng.render_text("net/stat/nf_conntrack", T0).splitlines()
+    modern = view_text(eng, "net/stat/nf_conntrack", T0).splitlines()
     assert modern[0] == ("entries  clashres found new invalid ignore delete chainlength insert "
                          "insert_failed drop early_drop icmp_error  expect_new expect_create "
                          "expect_delete search_restart")
@@ -88,7 +111,7 @@ def test_stat_file_formats_match_the_kernel_layout():
                          "00000000 00000000 00000000 00000000 00000000 00000000  00000000 "
                          "00000000 00000000 00000000")
     assert modern[2].startswith("00000001  00000000 00000000 00000000 00000000") and len(modern) == 3
-    old = eng.render_text("net/stat/ip_conntrack", T0).splitlines()
+    old = view_text(eng, "net/stat/ip_conntrack", T0).splitlines()
     assert old[0] == ("entries  searched found new invalid ignore delete delete_list insert "
                       "insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete")
     assert old[1].endswith(" ") and old[1].startswith("00000001  00000000 00000000 00000001 00000001")

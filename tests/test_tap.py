@@ -29,12 +29,13 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-for _path in (str(ROOT), str(HERE / "kernel")):
+for _path in (str(ROOT), str(HERE), str(HERE / "kernel")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
 import netns  # noqa: E402  (tests/kernel: namespace plumbing)
 import ruleset  # noqa: E402  (tests/kernel: counters_from_json)
+from enginehelp import view_text  # noqa: E402
 
 # spec §10, namespace 2: one counter per `ct state` in the output hook, everything accepted.
 NFT_RULESET = """\
@@ -391,7 +392,7 @@ class TappedEngine:
             with open("/proc/net/nf_conntrack") as listing:
                 kernel = listing.read().splitlines()
             self.engine.advance(now)
-            engine = self.engine.render_text("net/nf_conntrack", now).splitlines()
+            engine = view_text(self.engine, "net/nf_conntrack", now).splitlines()
         return {"kernel": kernel, "engine": engine}
 
 

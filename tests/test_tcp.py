@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.entry import (ASSURED, DELETE, IGNORE, INVALID, ORIGINAL, REOPEN, REPLY,
-                          SEEN_REPLY, Entry)
-from engine.packet import (ACK, CWR, ECE, FIN, IPPROTO_TCP, LOCAL_OUT, PRE_ROUTING, PSH, RST,
-                           SYN, URG, Packet, TcpInfo)
+from engine.entry import ASSURED, ORIGINAL, REPLY, SEEN_REPLY
+from engine.hooks import LOCAL_OUT, PRE_ROUTING
+from engine.knobs import KnobValues
+from engine.outcome import DELETE, IGNORE, INVALID, REOPEN
+from engine.packet import (ACK, CWR, ECE, FIN, IPPROTO_TCP, PSH, RST, SYN, URG, Packet,
+                           TcpInfo)
 from engine.tcp import TcpTracker
+from engine.tracker import Tracker
 from engine.tcp_tables import CLASS_NAMES, STATE_NAMES, TABLES, IG, IV, SS_REOPEN
 
 # -- knobs: spec §3.3 (linux) and the tutorial's values (§3.1, §4.8) ---------------------------
@@ -54,68 +57,55 @@ def tcp_packet(direction: int, flags: int, seq: int, ack: int = 0, win: int = 65
 
 
 class Flow:
-    """One client->server flow driven through TcpTracker the way the tracker core does.
+    """One client->server flow driven through the engine's per-packet path (Tracker.process
+    and confirm), watching what the TCP tracker answered.
 
-    error(), new() for the first packet, packet(); REOPEN destroys the entry and starts again;
-    a number re-arms the timer; DELETE and an INVALID first packet leave no entry; an
-    accepted or ignored reply sets SEEN_REPLY (§4.6 step 9). `ctstate` is the packet's
-    classification by §6.
+    `send()` returns the TCP tracker's last answer for the packet (a timeout, IGNORE,
+    DELETE; INVALID also when error() or new() refused it, so the tracker never judged it);
+    REOPEN is counted in `reopened` and the packet judged again on the new entry.
+    `ctstate` is the packet's classification by §6; `entry` the flow's entry in the table.
+    The tracker reads only the knobs given here, so a profile reading a knob it must not
+    (the tutorial: unacknowledged, ignore_invalid_rst) fails with KeyError.
     """
 
     def __init__(self, profile: str = "linux", **knobs: int) -> None:
-        self.tracker = TcpTracker(profile)
-        self.knobs = dict(KNOBS[profile], **knobs)
-        self.entry = None
+        self.core = Tracker(profile, KnobValues(profile, 24 << 30))
+        # The table's own knobs beside the TCP ones (no limit, no accounting or
+        # timestamps); one dict, so a test changing a knob changes it for the next packet.
+        self.knobs = dict(KNOBS[profile], max=0, acct=0, timestamp=0, **knobs)
+        self.core._kv = self.knobs
+        self.tracker = self.core.l4[IPPROTO_TCP]
         self.now = 0.0
         self.ctstate = None
         self.reopened = 0
+        self._answers: list = []
+        judge = self.tracker.packet
+
+        def watched(*args):
+            answer = judge(*args)
+            self._answers.append(answer)
+            return answer
+        self.tracker.packet = watched
+
+    @property
+    def entry(self):
+        hit = self.core.lookup_tuple((CLIENT, SERVER, IPPROTO_TCP, CPORT, SPORT))
+        return None if hit is None else hit[0]
 
     def send(self, direction: int, flags: int, seq: int, ack: int = 0, **kw):
-        pkt = tcp_packet(direction, flags, seq, ack, **kw)
-        if self.tracker.error(pkt, self.knobs) is not None:
-            self.ctstate = "INVALID"
-            return INVALID
-        return self.process(pkt, direction)
+        return self.process(tcp_packet(direction, flags, seq, ack, **kw), direction)
 
     def process(self, pkt: Packet, direction: int):
-        """The part after error(): lookup/new, packet(), outcome handling."""
-        while True:
-            fresh = self.entry is None
-            if fresh:
-                if direction != ORIGINAL:
-                    self.ctstate = "INVALID"
-                    return INVALID
-                entry = Entry((CLIENT, SERVER, IPPROTO_TCP, CPORT, SPORT),
-                              (SERVER, CLIENT, IPPROTO_TCP, SPORT, CPORT), self.now)
-                if not self.tracker.new(entry, pkt, self.knobs):
-                    self.ctstate = "INVALID"
-                    return INVALID
-                self.entry = entry
-            entry = self.entry
-            if direction == REPLY:
-                ctstate = "ESTABLISHED reply"
-            else:
-                ctstate = "ESTABLISHED" if entry.status & SEEN_REPLY else "NEW"
-            result = self.tracker.packet(entry, pkt, direction, self.now, self.knobs)
-            if result is REOPEN:
-                assert not fresh, "a new entry must not ask to be reopened"
-                self.entry = None
-                self.reopened += 1
-                continue
-            break
-        if result is INVALID:
-            self.ctstate = "INVALID"
-            if fresh:
-                self.entry = None
-            return result
-        self.ctstate = ctstate
-        if direction == REPLY:
-            entry.status |= SEEN_REPLY
-        if result is DELETE:
-            self.entry = None
-        elif result is not IGNORE:
-            entry.expires = self.now + result
-        return result
+        self._answers.clear()
+        result = self.core.process(pkt, self.now)
+        self.core.confirm(result, self.now)
+        self.ctstate = str(result)
+        self.reopened += self._answers.count(REOPEN)
+        return self._answers[-1] if self._answers else INVALID
+
+    def judge(self, pkt: Packet, direction: int):
+        """The TCP tracker's answer for a packet on the entry, past error() (the tables)."""
+        return self.tracker.packet(self.entry, pkt, direction, self.now, self.knobs)
 
     # What a listing line would show.
     @property
@@ -252,7 +242,7 @@ def test_table_row_drives_packets(profile, direction, cls, cells):
         if cls == "none":
             # No valid flag combination is class "none": error() refuses it first.
             assert flow.tracker.error(tcp_packet(direction, 0, seq, ack), flow.knobs)
-            result = flow.process(tcp_packet(direction, 0, seq, ack), direction)
+            result = flow.judge(tcp_packet(direction, 0, seq, ack), direction)
         else:
             result = flow.send(direction, FLAGS_OF_CLASS[cls], seq, ack)
         where = f"{cls} in {column}"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.entry import IGNORE, INVALID, ORIGINAL, REPLY
+from engine.entry import ORIGINAL, REPLY
+from engine.outcome import IGNORE, INVALID
 from engine.packet import ACK, PSH, RST, SYN
 from engine.tcp_window import BE_LIBERAL, SACK_PERM, after, before
 

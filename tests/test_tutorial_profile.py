@@ -1,7 +1,8 @@
 """The tutorial profile against the iptables tutorial's own statements (shared/seed, chapter 7)."""
 from engine.build import build_ipv4, build_tcp_datagram, build_udp, build_udp_datagram
 from engine.ctstate import CtState
-from engine.packet import ACK, LOCAL_OUT, PRE_ROUTING, SYN
+from engine.hooks import LOCAL_OUT, PRE_ROUTING
+from engine.packet import ACK, SYN
 
 from enginehelp import T0, lines, make_engine
 

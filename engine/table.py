@@ -1,0 +1,108 @@
+"""The conntrack table: entries by key, one dict per (layer 3, protocol), and hash chains.
+
+Both keys of every entry map to it, so a packet of either direction finds its entry with
+one dict lookup; the direction of a hit is whether the key is the entry's reply key.
+The hash chains exist only to choose early-drop victims the way the kernel does (from the
+new tuple's bucket: engine/early_drop.py).  Insertion and removal count the kernel's
+`insert`, `delete` and `delete_list` events in the shared stats dict.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from . import ipv4
+from .entry import CONFIRMED, ORIGINAL, REPLY, Entry
+from .packet import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
+
+TableId = Tuple[int, int]           # (l3 family, protocol number)
+Keyed = Dict[bytes, Entry]
+
+
+class ConnTable:
+    def __init__(self, buckets: int, stats: Dict[str, int]) -> None:
+        self.stats = stats
+        # The common tables first, so listings keep the order TCP, UDP, ICMP, others.
+        self._tables: Dict[TableId, Keyed] = {
+            (ipv4.FAMILY, IPPROTO_TCP): {}, (ipv4.FAMILY, IPPROTO_UDP): {},
+            (ipv4.FAMILY, IPPROTO_ICMP): {}}
+        self._count = 0
+        self.buckets = max(int(buckets), 1)
+        self._chains: List[Optional[Entry]] = [None] * self.buckets
+
+    def __len__(self) -> int:
+        return self._count
+
+    def table(self, family: int, proto: int) -> Keyed:
+        """The key -> entry dict of one (l3, protocol) (made on first use)."""
+        table = self._tables.get((family, proto))
+        if table is None:
+            table = self._tables[(family, proto)] = {}
+        return table
+
+    def tables(self) -> Dict[TableId, Keyed]:
+        """(l3 family, protocol) -> its key -> entry dict (both keys of each entry)."""
+        return self._tables
+
+    def entries(self) -> Iterator[Entry]:
+        """Live entries, each once (table by table, in insertion order within one)."""
+        for table in list(self._tables.values()):
+            for key, entry in table.items():
+                # The original key's slot; an entry whose keys are equal (generic
+                # protocol to itself) has that one slot only.
+                if key is entry.orig:
+                    yield entry
+
+    def lookup(self, family: int, proto: int, key: bytes) -> Optional[Tuple[Entry, int]]:
+        """(entry, direction) of the entry holding this key, or None."""
+        table = self._tables.get((family, proto))
+        entry = table.get(key) if table is not None else None
+        if entry is None:
+            return None
+        # The reply key wins when both are equal: the kernel finds the reply direction.
+        return entry, REPLY if key == entry.reply else ORIGINAL
+
+    def bucket(self, key: bytes) -> int:
+        return hash(key) % self.buckets
+
+    def chain(self, bucket: int) -> Iterator[Entry]:
+        """The entries of one hash chain, newest first."""
+        node = self._chains[bucket]
+        while node is not None:
+            yield node
+            node = node.hnext
+
+    def insert(self, entry: Entry) -> None:
+        """Put a confirmed entry in (both keys, its chain); counts `insert`."""
+        table = self.table(entry.l3.FAMILY, entry.proto)
+        orig = entry.orig
+        table[orig] = entry
+        table[entry.reply] = entry
+        entry.status |= CONFIRMED
+        self._count += 1
+        chains = self._chains
+        b = hash(orig) % self.buckets           # bucket(), inlined: once per new entry
+        entry.hnext = chains[b]
+        chains[b] = entry
+        self.stats["insert"] += 1
+
+    def remove(self, entry: Entry) -> bool:
+        """Unlink an entry (expiry, early drop, RST kill); False if it was not in."""
+        table = self._tables.get((entry.l3.FAMILY, entry.proto))
+        if table is None or table.get(entry.orig) is not entry:
+            return False
+        del table[entry.orig]
+        table.pop(entry.reply, None)
+        self._count -= 1
+        b = self.bucket(entry.orig)
+        node, prev = self._chains[b], None
+        while node is not None and node is not entry:
+            prev, node = node, node.hnext
+        if node is not None:
+            if prev is None:
+                self._chains[b] = node.hnext
+            else:
+                prev.hnext = node.hnext
+        entry.hnext = None
+        self.stats["delete"] += 1
+        self.stats["delete_list"] += 1
+        return True

@@ -1,0 +1,203 @@
+"""One packet path: every way into the engine gives the same results, and the hooks confirm.
+
+The engine has these entry points for a packet: feed_frame() (with the fast extraction of
+the common datagram, or without it), feed_datagram() (the link layer already stripped) and
+the tracker itself (Tracker.process, then confirm) on a parsed Packet.  They must agree
+packet by packet, in the tables they leave and in the stat counters, on every stored
+capture -- so a fast path can only ever be an extraction step in front of the shared one.
+
+Confirmation (nf_conntrack_confirm): a new entry enters the table only when its packet
+leaves its last hook (POSTROUTING when sent, INPUT when received for this host); a hook
+that drops the packet first leaves no entry and counts no insert.
+"""
+from __future__ import annotations
+
+from itertools import takewhile
+from pathlib import Path
+
+import pytest
+
+from engine.capture import read_capture
+from engine.core import NF_ACCEPT, NF_DROP, Engine
+from engine.ctstate import CtState
+from engine.hooks import FORWARD, LOCAL_IN, LOCAL_OUT, POST_ROUTING, PRE_ROUTING, Hook
+from engine.linklayer import LINKTYPE_ETHERNET, strip_link
+from engine.parse import ParseError, parse_ipv4
+from engine.build import build_udp_datagram, ip_to_int
+from enginehelp import GiB, T0, lines, make_engine, udp, view_text
+from procfs_ct.sources.synthetic import SyntheticTraffic
+
+DATA = Path(__file__).resolve().parent / "data"
+CAPTURES = sorted(str(p.relative_to(DATA)) for p in DATA.rglob("*.pcap"))
+
+
+def frames_of(name: str) -> list:
+    if name == "synthetic":
+        # Five seconds of the synthetic source: thousands of flows of every protocol.
+        return [(ts, LINKTYPE_ETHERNET, frame) for ts, frame in
+                takewhile(lambda f: f[0] < T0 + 5, SyntheticTraffic(seed=3, start=T0).frames())]
+    with open(DATA / name, "rb") as f:
+        return [(fr.ts, fr.linktype, fr.data) for fr in read_capture(f)]
+
+
+def via_feed_frame(engine: Engine, frames: list) -> list:
+    return [engine.feed_frame(ts, lt, data) for ts, lt, data in frames]
+
+
+def via_feed_datagram(engine: Engine, frames: list) -> list:
+    out = []
+    for ts, lt, data in frames:
+        datagram, hook = strip_link(lt, data)
+        out.append(None if datagram is None else
+                   engine.feed_datagram(ts, datagram, engine.default_hook if hook is None
+                                        else hook))
+    return out
+
+
+def via_tracker(engine: Engine, frames: list) -> list:
+    """Parse each whole datagram and hand it to the tracker, confirming as the last hook
+    does (captures without fragments only: the defragmenter sits in front of this)."""
+    out = []
+    for ts, lt, data in frames:
+        datagram, hook = strip_link(lt, data)
+        if datagram is None:
+            out.append(None)
+            continue
+        pkt = parse_ipv4(datagram, engine.default_hook if hook is None else hook)
+        if isinstance(pkt, ParseError):
+            out.append(pkt)
+            continue
+        result = engine.tracker.process(pkt, ts)
+        engine.tracker.confirm(result, ts)
+        out.append(result)
+    return out
+
+
+def summary(results: list) -> list:
+    return [None if r is None else r if isinstance(r, ParseError) else
+            (r.state, r.reply, r.hook, r.entry is not None) for r in results]
+
+
+def outcome(engine: Engine, frames: list, feed) -> tuple:
+    results = feed(engine, frames)
+    end = frames[-1][0] + 0.001 if frames else T0
+    engine.advance(end)
+    return (summary(results), view_text(engine, "net/nf_conntrack", end),
+            dict(engine.tracker.stats))
+
+
+def fresh(profile: str, **kw) -> Engine:
+    return Engine(profile, ram_bytes=24 * GiB, ncpu=2, **kw)
+
+
+@pytest.mark.parametrize("profile", ["linux", "tutorial"])
+@pytest.mark.parametrize("capture", CAPTURES + ["synthetic"])
+def test_every_entry_point_gives_the_same_results(capture, profile):
+    frames = frames_of(capture)
+    assert frames
+    reference = outcome(fresh(profile), frames, via_feed_frame)
+    assert outcome(fresh(profile, fast_extraction=False), frames, via_feed_frame) == reference
+    assert outcome(fresh(profile), frames, via_feed_datagram) == reference
+    fragmented = any(r is None for r in reference[0]) and any(
+        (d := strip_link(lt, data)[0]) is not None and (d[6] & 0x3F or d[7])
+        for _, lt, data in frames)
+    if not fragmented:
+        summary_t, text_t, stats_t = outcome(fresh(profile), frames, via_tracker)
+        # A datagram ip_rcv drops is INVALID at feed_frame and a ParseError here.
+        assert [None if isinstance(s, ParseError) else s for s in summary_t] == [
+            None if s is not None and s[0] == CtState.INVALID and isinstance(t, ParseError)
+            else s for s, t in zip(reference[0], summary_t)]
+        assert (text_t, stats_t) == reference[1:]
+
+
+def test_the_fast_extraction_is_taken_and_declines_what_it_cannot_do(monkeypatch):
+    """The comparison above means something only if both ways are really used."""
+    import engine.core
+    taken = []
+    real = engine.core.extract_ipv4
+
+    def watched(data, off, hook):
+        pkt = real(data, off, hook)
+        taken.append(pkt is not None)
+        return pkt
+    monkeypatch.setattr(engine.core, "extract_ipv4", watched)
+    eng = fresh("linux")
+    via_feed_frame(eng, frames_of("synthetic"))
+    assert taken.count(True) > 1000 and taken.count(False) > 100
+
+
+# -- hooks and confirmation -------------------------------------------------------------------
+def hook_log(eng: Engine, drop_at=None, drop_first: int = 1):
+    """Record (hook, state, count of entries) at every hook; drop the first `drop_first`
+    packets at `drop_at`."""
+    seen = []
+    dropped = []
+
+    def listener(hook, pkt, result, now):
+        seen.append((hook, result.state, eng.count))
+        if hook == drop_at and len(dropped) < drop_first:
+            dropped.append(pkt)
+            return NF_DROP
+        return NF_ACCEPT
+    for hook in Hook:
+        eng.listen(hook, listener)
+    return seen
+
+
+def test_a_sent_packet_meets_output_then_postrouting_and_is_confirmed_after():
+    eng = make_engine("linux")
+    seen = hook_log(eng)
+    result = udp(eng, T0, "10.0.0.1", "10.0.0.2", 1000, 53)
+    assert seen == [(LOCAL_OUT, CtState.NEW, 0), (POST_ROUTING, CtState.NEW, 0)]
+    assert eng.count == 1 and result.entry is not None and not result.pending
+    assert result.hook == LOCAL_OUT and result.entry.confirmed
+    assert eng.tracker.stats["insert"] == 1
+
+
+def test_a_received_packet_meets_prerouting_then_input_or_forward():
+    eng = make_engine("linux", local_addresses=[ip_to_int("10.0.0.2")])
+    seen = hook_log(eng)
+    to_us = build_udp_datagram("10.0.0.1", "10.0.0.2", 1000, 53, b"x")
+    eng.feed_datagram(T0, to_us, PRE_ROUTING)
+    assert [h for h, _, _ in seen] == [PRE_ROUTING, LOCAL_IN]
+    seen.clear()
+    passing = build_udp_datagram("10.0.0.1", "10.0.0.9", 1000, 53, b"x")
+    result = eng.feed_datagram(T0, passing, PRE_ROUTING)
+    assert [h for h, _, _ in seen] == [PRE_ROUTING, FORWARD, POST_ROUTING]
+    assert result.hook == PRE_ROUTING and eng.count == 2
+
+
+@pytest.mark.parametrize("drop_at", [LOCAL_OUT, POST_ROUTING])
+def test_a_first_packet_dropped_before_confirmation_leaves_no_entry(drop_at):
+    """The entry is thrown away with its packet: no entry, no `insert`; the next packet of
+    the flow is NEW again and this time makes the entry."""
+    eng = make_engine("linux")
+    hook_log(eng, drop_at=drop_at)
+    first = udp(eng, T0, "10.0.0.1", "10.0.0.2", 1000, 53)
+    assert first.dropped and first.state == CtState.NEW and first.entry is None
+    assert eng.count == 0 and lines(eng, T0) == []
+    assert eng.tracker.stats["insert"] == 0
+    again = udp(eng, T0 + 1, "10.0.0.1", "10.0.0.2", 1000, 53)
+    assert again.state == CtState.NEW and not again.dropped
+    assert eng.count == 1 and eng.tracker.stats["insert"] == 1
+
+
+def test_a_dropped_packet_of_a_confirmed_flow_keeps_the_entry():
+    eng = make_engine("linux")
+    hook_log(eng, drop_at=LOCAL_IN, drop_first=1)
+    udp(eng, T0, "10.0.0.1", "10.0.0.2", 1000, 53)                  # sent: confirmed
+    reply = eng.feed_datagram(T0 + 0.1, build_udp_datagram("10.0.0.2", "10.0.0.1", 53, 1000,
+                                                           b"y"), PRE_ROUTING)
+    assert reply.dropped and reply.state == CtState.ESTABLISHED and reply.reply
+    assert eng.count == 1 and eng.tracker.stats["insert"] == 1
+
+
+def test_an_incoming_first_packet_dropped_at_input_leaves_no_entry():
+    eng = make_engine("tutorial")
+    hook_log(eng, drop_at=LOCAL_IN)
+    datagram = build_udp_datagram("10.0.0.1", "10.0.0.2", 1000, 53, b"x")
+    assert eng.feed_datagram(T0, datagram, PRE_ROUTING).dropped
+    assert eng.count == 0
+    assert eng.tracker.stats["insert"] == 0 and eng.tracker.stats["new"] == 1
+    assert eng.feed_datagram(T0 + 1, datagram, PRE_ROUTING).state == CtState.NEW
+    assert eng.count == 1
