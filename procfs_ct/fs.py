@@ -170,6 +170,8 @@ class Handle:
     FUSE sends for the next sequential call, `position` the kernel's position then.  A
     call at `fuse_next` (or any O_APPEND write) is sequential and uses `position`; any
     other offset came from pread/pwrite or lseek and is the kernel's position as well.
+    Guessed wrong, because FUSE does not say: a pread/pwrite or lseek to exactly
+    `fuse_next` after a u8 write, and a pwrite or lseek on an O_APPEND descriptor.
     """
     node: Node
     append: bool = False
