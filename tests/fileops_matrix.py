@@ -7,9 +7,10 @@ matrix covers every case class without being a full cross product:
   * values: every knob below x ~45 values (valid, the range's bounds and bounds +-1, hex,
     octal, signs, blanks, garbage, overflow, 20/21-character numbers, 4095/4096/4097-byte
     writes, empty), written once on O_WRONLY;
-  * open modes x write patterns: every knob x 6 open modes x 9 patterns (one write, two
+  * open modes x write patterns: every knob x 6 open modes x 12 patterns (one write, two
     writes, a partial write and the rest, pwrite at an offset, lseek then write, write,
-    lseek(0), write, write then read, a refused write then a good one, write then fstat);
+    lseek(0), write, write then read, a refused write then a good one, write then fstat,
+    ftruncate, fsync);
   * reads: every knob and listing x reads at each offset, small reads in a row, lseek,
     sendfile, copy_file_range, shutil.copyfile, mmap private and shared, O_DIRECT.
 
@@ -123,6 +124,9 @@ def write_patterns(knob: Knob) -> Iterator[Tuple[str, list]]:
     yield "write, read", [["write", _hex(one + "\n")], ["read", 100]]
     yield "refused write, then a good one", [["write", _hex("abc")], ["write", _hex(one)]]
     yield "write, fstat size", [["write", _hex(one + "\n")], ["size"]]
+    yield "ftruncate 0, write", [["ftruncate", 0], ["write", _hex(one)]]
+    yield "write, ftruncate 5, write", [["write", _hex(one)], ["ftruncate", 5], ["write", _hex(two)]]
+    yield "write, fsync", [["write", _hex(one)], ["fsync"]]
 
 
 READ_PATTERNS: Tuple[Tuple[str, list], ...] = (

@@ -10,7 +10,8 @@ A case: {"path": "sys/net/...", "flags": ["O_WRONLY", ...], "ops": [[op, args...
   reset     written (open O_WRONLY, one write, close) before the case, and again after it
   ops       write HEX | pwrite HEX OFFSET | lseek OFFSET | read SIZE | pread SIZE OFFSET |
             reads SIZE N (N successive reads) | sendfile SIZE | copy_file_range SIZE |
-            copyfile | mmap private|shared | size (fstat's st_size)
+            copyfile | mmap private|shared | size (fstat's st_size) | ftruncate LENGTH |
+            fsync
   readback  the value read back (fresh open, one read) after the ops
 Each op answers its return value (int), the bytes read (as latin-1 text), or "E<NAME>".
 """
@@ -120,6 +121,12 @@ def run_op(fd: int, op: list, path: str, scratch: str) -> object:
         return do_mmap(fd, args[0])
     if name == "size":
         return os.fstat(fd).st_size
+    if name == "ftruncate":
+        os.ftruncate(fd, args[0])
+        return 0
+    if name == "fsync":
+        os.fsync(fd)
+        return 0
     raise ValueError(f"unknown op {name!r}")
 
 
