@@ -15,14 +15,27 @@ matrix covers every case class without being a full cross product:
     sendfile, copy_file_range, shutil.copyfile, mmap private and shared, O_DIRECT.
 
 Values come from the registry (engine.knobs): its bounds are what the kernel is asked about.
+
+`python3 tests/fileops_matrix.py MNT NAMESPACE` runs the matrix on any mount (of the linux
+profile, say one of an older commit) against the kernel in an existing namespace and
+prints how many cases are identical, by class.
 """
 from __future__ import annotations
 
+import collections
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
+
+if __name__ == "__main__":                    # run as a script: the checkout's engine
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.knobs import KIND_LIMITS, KNOBS_BY_PATH, WRITE_WINDOW, Knob
 
 PROFILE = "linux"
+PROBE = str(Path(__file__).resolve().parent / "fileprobe.py")
 
 # Our file -> the kernel's file (relative to /proc).  Every handler kind and range of the
 # linux profile, and every alias generation once (ip_ct_*, ip_conntrack_*, modern,
@@ -192,3 +205,41 @@ def side(all_cases: List[dict], which: str) -> List[dict]:
     """The cases as fileprobe.py takes them, with `which` side's paths."""
     return [{"path": c[which], "flags": c["flags"], "ops": c["ops"], "reset": c["reset"],
              "readback": c["readback"]} for c in all_cases]
+
+
+def probe(cases_for_side: List[dict], root: str, namespace: str = "") -> List[dict]:
+    """fileprobe.py's answers for `root` (in `namespace` when given)."""
+    prefix = ["ip", "netns", "exec", namespace] if namespace else []
+    done = subprocess.run(prefix + [sys.executable, PROBE, root], input=json.dumps(cases_for_side),
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode:
+        raise RuntimeError(f"fileprobe.py {root} failed: {done.stderr}")
+    return json.loads(done.stdout)
+
+
+def case_class(case: dict) -> str:
+    if ": value " in case["what"]:
+        return "values"
+    if case["flags"][0] == "O_RDONLY":
+        return "reads"
+    return "open modes x patterns" if case["ops"] else "listings opened for writing"
+
+
+def main(mount_point: str, namespace: str) -> None:
+    all_cases = cases()
+    kernel = probe(side(all_cases, "kernel"), "/proc", namespace)
+    ours = probe(side(all_cases, "ours"), mount_point)
+    total: Dict[str, int] = collections.Counter()
+    same: Dict[str, int] = collections.Counter()
+    for case, theirs, mine in zip(all_cases, kernel, ours):
+        total[case_class(case)] += 1
+        same[case_class(case)] += theirs == mine
+    known = sum(known_limit(c) and k != o for c, k, o in zip(all_cases, kernel, ours))
+    print(f"{sum(same.values())} of {len(all_cases)} cases identical "
+          f"({known} of the differences are known FUSE limits)")
+    for name in total:
+        print(f"  {name}: {same[name]} of {total[name]}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

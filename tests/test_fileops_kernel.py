@@ -10,7 +10,6 @@ for those the kernel's own answer is still checked to be what README.md says it 
 """
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Mount, fuse_unavailable, is_mounted, make_base_dir
-from fileops_matrix import KNOB_FILES, LISTING_FILES, cases, known_limit, side
+from fileops_matrix import KNOB_FILES, LISTING_FILES, cases, known_limit, probe, side
 
 _KERNEL_HELPERS = str(Path(__file__).resolve().parent / "kernel")
 if _KERNEL_HELPERS not in sys.path:
@@ -29,16 +28,7 @@ import netns  # noqa: E402  (tests/kernel: namespace plumbing)
 pytestmark = [pytest.mark.kernel, pytest.mark.mount]
 
 NAMESPACE = "pctf-fileops"
-PROBE = str(Path(__file__).resolve().parent / "fileprobe.py")
 CASES = cases()
-
-
-def probe(cases_for_side: list, root: str, namespace: str = "") -> list:
-    prefix = ["ip", "netns", "exec", namespace] if namespace else []
-    done = subprocess.run(prefix + [sys.executable, PROBE, root], input=json.dumps(cases_for_side),
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 @pytest.fixture(scope="module")
