@@ -230,7 +230,8 @@ def parse_sysctl_int(data: bytes) -> Tuple[int, bool, int]:
     token = window[pos:pos + TOKEN_MAX]
     negative = token[:1] == b"-" and len(window) - pos > 1
     at = 1 if negative else 0
-    if token[at:at + 1] not in _BASE_DIGITS[10] or not token[at:at + 1]:
+    first = token[at:at + 1]
+    if not first or first not in _BASE_DIGITS[10]:
         raise KnobWriteError(errno.EINVAL, "not a number")
     if token[at:at + 2] in (b"0x", b"0X") and token[at + 2:at + 3] and \
             token[at + 2] in _BASE_DIGITS[16]:
@@ -263,8 +264,6 @@ def convert(knob: Knob, magnitude: int, negative: bool, profile: str,
     kind = knob.handler(profile)
     if negative and kind in (U8, ULONG):
         raise KnobWriteError(errno.EINVAL, f"negative value for an unsigned ({kind}) knob")
-    if kind == INT and magnitude > (INT_MAX + 1 if negative else INT_MAX):
-        raise KnobWriteError(errno.EINVAL, "does not fit in an int")
     value = -magnitude if negative else magnitude
     low, high = KIND_LIMITS[kind]
     if not low <= value <= high:
