@@ -176,6 +176,12 @@ def known_limit(case: dict) -> bool:
     return "O_APPEND" in case["flags"] and what in KNOWN_APPEND_LIMITS
 
 
+def _read_cases(paths: Tuple[str, str], name: str) -> Iterator[dict]:
+    for what, ops in READ_PATTERNS:
+        yield _case(paths, ("O_RDONLY",), ops, None, f"{name}: {what}")
+    yield _case(paths, ("O_RDONLY", "O_DIRECT"), [["read", 100]], None, f"{name}: O_DIRECT read")
+
+
 def cases() -> List[dict]:
     found: List[dict] = []
     for ours, kernel in KNOB_FILES.items():
@@ -191,12 +197,9 @@ def cases() -> List[dict]:
         for flags in OPEN_MODES:
             for what, ops in write_patterns(knob):
                 found.append(_case(paths, flags, ops, reset, f"{name} {'|'.join(flags)}: {what}"))
-        for what, ops in READ_PATTERNS + (("O_DIRECT read", [["read", 100]]),):
-            flags = ("O_RDONLY", "O_DIRECT") if what == "O_DIRECT read" else ("O_RDONLY",)
-            found.append(_case(paths, flags, ops, None, f"{name} O_RDONLY: {what}"))
+        found.extend(_read_cases(paths, f"{name} O_RDONLY"))
     for ours, kernel in LISTING_FILES.items():
-        for what, ops in READ_PATTERNS:
-            found.append(_case((ours, kernel), ("O_RDONLY",), ops, None, f"{ours}: {what}"))
+        found.extend(_read_cases((ours, kernel), ours))
         found.append(_case((ours, kernel), ("O_WRONLY",), [], None, f"{ours}: open for writing"))
     return found
 
