@@ -1,21 +1,29 @@
 """The knob (sysctl) registry: every knob of every kernel generation, declared once.
 
 Each Knob names its canonical value (the modern sysctl name without `nf_conntrack_`),
-the file paths of every generation that alias it, its defaults per profile, how a
-written value is parsed (int, jiffies or u8, spec §3.4) and its range.  The FUSE tree,
-write validation, `--help` and the README table are all derived from KNOBS.
+the file paths of every generation that alias it, its defaults per profile, which kernel
+handler parses a written value (int, jiffies, u8 or ulong) and its range, whose ends may
+name another knob (ipfrag_high_thresh >= ipfrag_low_thresh).  The FUSE tree, write
+validation, `--help` and the README table are all derived from KNOBS.
+
+A write or read goes through `KnobValues.write_at` / `read_at` with the kernel's file
+position, and answers what proc_sys_call_handler would: the count write(2) returns and
+how far the position moves (the u8 handler leaves it at 0), checked against this
+machine's kernel by tests/test_fileops_kernel.py.
 """
 from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, Mapping, NamedTuple, Optional, Tuple, Union
 
 HZ = 250                      # the reference kernel's tick rate: bounds jiffies knobs
 INT_MAX = 2**31 - 1
 INT_MIN = -(2**31)
 ULONG_MAX = 2**64 - 1
-PAGE_SIZE = 4096              # the kernel cuts longer writes to one page
+PAGE_SIZE = 4096
+WRITE_WINDOW = PAGE_SIZE - 1  # the handlers parse at most this many bytes of one write
+TOKEN_MAX = 21                # proc_get_long: TMPBUFLEN - 1; a number (with its sign) this long is refused
 
 PROFILES = ("tutorial", "linux")
 
@@ -24,20 +32,32 @@ MODERN_DIR = "sys/net/netfilter/nf_conntrack_"
 IPCT_DIR = "sys/net/ipv4/netfilter/ip_conntrack_"
 TUTORIAL_DIR = "sys/net/ipv4/netfilter/ip_ct_"
 
-INT, JIFFIES, U8 = "int", "jiffies", "u8"
+# The kernel handlers: proc_dointvec(_minmax), proc_dointvec_jiffies, proc_dou8vec_minmax,
+# proc_doulongvec_minmax.
+INT, JIFFIES, U8, ULONG = "int", "jiffies", "u8", "ulong"
 
-Range = Optional[Tuple[int, int]]
+# Each kind's own limits, before any declared range.
+KIND_LIMITS: Dict[str, Tuple[int, int]] = {
+    INT: (INT_MIN, INT_MAX),
+    JIFFIES: (-(INT_MAX // HZ), INT_MAX // HZ),     # seconds: value * HZ must fit an int
+    U8: (0, 255),
+    ULONG: (0, ULONG_MAX),
+}
+
+Bound = Union[int, str]          # a number, or the name of the knob whose value bounds it
+Range = Optional[Tuple[Bound, Bound]]
 
 
 @dataclass(frozen=True)
 class Knob:
     name: str                   # canonical name; trackers read knobs[name]
-    kind: str                   # INT / JIFFIES (seconds) / U8
+    kind: str                   # INT / JIFFIES (seconds) / U8 / ULONG: the linux handler
     linux: Optional[int]        # default in the linux profile (None: computed from RAM)
     tutorial: Optional[int]     # default in the tutorial profile
     doc: str
     linux_range: Range = None   # inclusive; None = the kind's own limits only
     tutorial_range: Range = None
+    tutorial_kind: Optional[str] = None     # the 2.6 handler when it differs from `kind`
     readonly: bool = False
     modern: bool = True         # has a sys/net/netfilter/nf_conntrack_<name> file
     ipct: bool = False          # has a sys/net/ipv4/netfilter/ip_conntrack_<name> file (2.6)
@@ -62,6 +82,10 @@ class Knob:
 
     def value_range(self, profile: str) -> Range:
         return self.linux_range if profile == "linux" else self.tutorial_range
+
+    def handler(self, profile: str) -> str:
+        """The kind of kernel handler that parses writes in this profile."""
+        return self.tutorial_kind if profile != "linux" and self.tutorial_kind else self.kind
 
 
 def _timeout(name: str, linux: int, tutorial: int, doc: str, *, ipct: bool = True,
@@ -125,18 +149,27 @@ KNOBS: Tuple[Knob, ...] = (
       for state, secs in (("closed", 10), ("cookie_wait", 3), ("cookie_echoed", 3),
                           ("established", 210), ("shutdown_sent", 3), ("shutdown_recd", 3),
                           ("shutdown_ack_sent", 3), ("heartbeat_sent", 30))),
-    Knob("frag6_high_thresh", INT, 4194304, 4194304, "IPv6 reassembly memory (not used)"),
-    Knob("frag6_low_thresh", INT, 3145728, 3145728, "IPv6 reassembly memory (not used)"),
+    # Unsigned longs that bound each other: the kernel points high's extra1 (minimum) at
+    # low's value and low's extra2 (maximum) at high's (nf_conntrack_reasm.c, ip_fragment.c).
+    Knob("frag6_high_thresh", ULONG, 4194304, 4194304, "IPv6 reassembly memory (not used)",
+         linux_range=("frag6_low_thresh", ULONG_MAX), tutorial_range=("frag6_low_thresh", ULONG_MAX)),
+    Knob("frag6_low_thresh", ULONG, 3145728, 3145728, "IPv6 reassembly memory (not used)",
+         linux_range=(0, "frag6_high_thresh"), tutorial_range=(0, "frag6_high_thresh")),
     Knob("frag6_timeout", JIFFIES, 60, 60, "IPv6 reassembly time (not used)"),
     # -- IPv4 reassembly, which conntrack always runs first (spec §8) ----------------------
-    Knob("ipfrag_high_thresh", INT, 4194304, 262144, "bytes of queued fragments before eviction",
-         linux_range=(0, INT_MAX), tutorial_range=(0, INT_MAX), modern=False,
+    # 2.6.18 parsed both thresholds with plain proc_dointvec (no range, no relation).
+    Knob("ipfrag_high_thresh", ULONG, 4194304, 262144, "bytes of queued fragments before eviction",
+         linux_range=("ipfrag_low_thresh", ULONG_MAX), tutorial_kind=INT, modern=False,
          extra_paths=("sys/net/ipv4/ipfrag_high_thresh",)),
-    Knob("ipfrag_low_thresh", INT, 3145728, 196608, "level eviction prunes back to",
-         linux_range=(0, INT_MAX), tutorial_range=(0, INT_MAX), modern=False,
+    Knob("ipfrag_low_thresh", ULONG, 3145728, 196608, "level eviction prunes back to",
+         linux_range=(0, "ipfrag_high_thresh"), tutorial_kind=INT, modern=False,
          extra_paths=("sys/net/ipv4/ipfrag_low_thresh",)),
     Knob("ipfrag_time", JIFFIES, 30, 30, "seconds a partial datagram is kept", modern=False,
          extra_paths=("sys/net/ipv4/ipfrag_time",)),
+    Knob("ipfrag_max_dist", INT, 64, 64,
+         "fragments from one source between two of a datagram before it is dropped (not used)",
+         linux_range=(0, INT_MAX), tutorial_range=(0, INT_MAX), modern=False,
+         extra_paths=("sys/net/ipv4/ipfrag_max_dist",)),
 )
 
 KNOBS_BY_NAME: Dict[str, Knob] = {k.name: k for k in KNOBS}
@@ -172,68 +205,87 @@ class KnobWriteError(Exception):
 
 
 _SEPARATORS = b" \t\n"           # proc_wspace_sep: what may follow a number
-_SPACES = b" \t\n\v\f\r"         # isspace(): skipped before a number
+_SPACES = b" \t\n\v\f\r"         # isspace(): skipped before and after a number
+_BASE_DIGITS = {16: b"0123456789abcdefABCDEF", 10: b"0123456789", 8: b"01234567"}
+
+
+def _skip_spaces(data: bytes, pos: int) -> int:
+    while pos < len(data) and data[pos] in _SPACES:
+        pos += 1
+    return pos
 
 
 def parse_sysctl_int(data: bytes) -> Tuple[int, bool, int]:
-    """Parse one integer as the kernel's proc_get_long does.
+    """Parse one integer of `data` (one write's bytes) as proc_skip_spaces + proc_get_long do.
 
-    Returns (magnitude, negative, bytes consumed incl. trailing blanks); the sign is
-    separate because unsigned handlers refuse even "-0".  Raises KnobWriteError(EINVAL).
+    Only the first WRITE_WINDOW bytes are looked at.  Returns (magnitude, negative, bytes
+    of the window consumed incl. the blanks after the number); the sign is separate
+    because unsigned handlers refuse even "-0".  Raises KnobWriteError(EINVAL).
     """
-    data = data[:PAGE_SIZE]
-    pos = 0
-    while pos < len(data) and data[pos] in _SPACES:
-        pos += 1
-    if pos == len(data):
+    window = data[:WRITE_WINDOW]
+    pos = _skip_spaces(window, 0)
+    if pos == len(window):
         raise KnobWriteError(errno.EINVAL, "no number")
-    negative = data[pos:pos + 1] == b"-"
-    if negative:
-        pos += 1
-    start = pos
-    if data[pos:pos + 2].lower() == b"0x" and pos + 2 < len(data) and \
-            chr(data[pos + 2]).lower() in "0123456789abcdef":
-        base, pos = 16, pos + 2
-        digits = "0123456789abcdef"
-    elif data[pos:pos + 1] == b"0":
-        base, digits = 8, "01234567"
-    else:
-        base, digits = 10, "0123456789"
-    number_start = pos
-    while pos < len(data) and chr(data[pos]).lower() in digits:
-        pos += 1
-    if pos == number_start or (base == 16 and pos == start + 2):
+    # proc_get_long copies at most TOKEN_MAX bytes and parses that copy with strtoul(.., 0).
+    token = window[pos:pos + TOKEN_MAX]
+    negative = token[:1] == b"-" and len(window) - pos > 1
+    at = 1 if negative else 0
+    first = token[at:at + 1]
+    if not first or first not in _BASE_DIGITS[10]:
         raise KnobWriteError(errno.EINVAL, "not a number")
-    if pos - start > 21:                               # TMPBUFLEN - 1 in proc_get_long
-        raise KnobWriteError(errno.EINVAL, "number too long")
-    value = int(data[number_start:pos].decode(), base)
+    if token[at:at + 2] in (b"0x", b"0X") and token[at + 2:at + 3] and \
+            token[at + 2] in _BASE_DIGITS[16]:
+        base, digits_at = 16, at + 2
+    elif token[at:at + 1] == b"0":
+        base, digits_at = 8, at
+    else:
+        base, digits_at = 10, at
+    end = digits_at
+    while end < len(token) and token[end] in _BASE_DIGITS[base]:
+        end += 1
+    value = int(token[digits_at:end], base)
     if value > ULONG_MAX:
         raise KnobWriteError(errno.EINVAL, "overflow")
-    if pos < len(data) and data[pos] not in _SEPARATORS:
+    if end == TOKEN_MAX:
+        raise KnobWriteError(errno.EINVAL, f"a number of {TOKEN_MAX} characters")
+    after = pos + end
+    if after < len(window) and window[after] not in _SEPARATORS:
         raise KnobWriteError(errno.EINVAL, "trailing garbage")
-    while pos < len(data) and data[pos] in _SPACES:
-        pos += 1
-    return value, negative, pos
+    return value, negative, _skip_spaces(window, after)
 
 
-def convert(knob: Knob, magnitude: int, negative: bool, profile: str) -> int:
-    """Apply the handler's conversion and range checks (do_proc_dointvec_*_conv)."""
+def convert(knob: Knob, magnitude: int, negative: bool, profile: str,
+            values: Optional[Mapping[str, int]] = None) -> int:
+    """Apply the handler's conversion and range checks (the do_proc_*_conv functions).
+
+    `values` resolves a range end that names another knob; without it such an end is
+    left unchecked.
+    """
+    kind = knob.handler(profile)
+    if negative and kind in (U8, ULONG):
+        raise KnobWriteError(errno.EINVAL, f"negative value for an unsigned ({kind}) knob")
     value = -magnitude if negative else magnitude
-    if knob.kind == U8:
-        if negative:
-            raise KnobWriteError(errno.EINVAL, "negative value for an unsigned knob")
-        limit = knob.value_range(profile) or BYTE
-        if not limit[0] <= value <= min(limit[1], 255):
-            raise KnobWriteError(errno.EINVAL, f"out of range {limit[0]}..{limit[1]}")
-        return value
-    if value > INT_MAX or value < INT_MIN:
-        raise KnobWriteError(errno.EINVAL, "does not fit in an int")
-    if knob.kind == JIFFIES and abs(value) > INT_MAX // HZ:
-        raise KnobWriteError(errno.EINVAL, f"more than {INT_MAX // HZ} seconds")
-    limit = knob.value_range(profile)
-    if limit is not None and not limit[0] <= value <= limit[1]:
-        raise KnobWriteError(errno.EINVAL, f"out of range {limit[0]}..{limit[1]}")
+    low, high = KIND_LIMITS[kind]
+    if not low <= value <= high:
+        raise KnobWriteError(errno.EINVAL, f"outside the {kind} limits {low}..{high}")
+    declared = knob.value_range(profile)
+    if declared is not None:
+        low, high = (_resolve(end, values) for end in declared)
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise KnobWriteError(errno.EINVAL, f"out of range {declared[0]}..{declared[1]}")
     return value
+
+
+def _resolve(end: Bound, values: Optional[Mapping[str, int]]) -> Optional[int]:
+    if isinstance(end, int):
+        return end
+    return None if values is None else values[end]
+
+
+class Written(NamedTuple):
+    """What one write(2) to a knob answers."""
+    count: int          # the write's return value
+    advance: int        # how far the file position moves
 
 
 class KnobValues:
@@ -282,19 +334,39 @@ class KnobValues:
     def read_text(self, name: str) -> str:
         return f"{self[name]}\n"
 
-    def write_text(self, name: str, data: bytes, offset: int = 0) -> int:
-        """Apply a write(2) of `data` at `offset` as the kernel would; returns bytes taken.
+    def read_at(self, name: str, size: int, position: int) -> bytes:
+        """A read(2) of `size` bytes at the kernel's file `position`: the value's text cut
+        to `size` at position 0, and end of file anywhere else (the handlers answer
+        nothing to a read at a non-zero position: `dd bs=1` prints one byte)."""
+        if position != 0:
+            return b""
+        return self.read_text(name).encode("ascii")[:size]
 
-        Raises KnobWriteError (EACCES for read-only knobs, EINVAL for bad values);
-        a refused write changes nothing.
+    def write_at(self, name: str, data: bytes, position: int) -> Written:
+        """Apply a write(2) of `data` at the kernel's file `position` as the kernel would.
+
+        * at a non-zero position the write is ignored and reported written
+          (sysctl_writes_strict=1, the default);
+        * the int handlers (int, jiffies, ulong) return the bytes consumed: the whole
+          write less what is left of its first WRITE_WINDOW bytes after the number and
+          its trailing blanks, and move the position as far;
+        * the u8 handler returns the whole write and leaves the position at 0, so a
+          second write on one descriptor is parsed again.
+        Raises KnobWriteError (EACCES for read-only knobs, EINVAL for bad values); a
+        refused write changes nothing.
         """
         knob = KNOBS_BY_NAME[name]
         if knob.readonly:
             raise KnobWriteError(errno.EACCES, f"{name} is read-only")
-        if offset != 0:
-            return len(data)        # sysctl_writes_strict: ignored, reported as written
-        if not data:
-            return 0
+        if position != 0 or not data:
+            return Written(len(data), len(data))
         magnitude, negative, consumed = parse_sysctl_int(data)
-        self._values[name] = convert(knob, magnitude, negative, self.profile)
-        return consumed
+        self._values[name] = convert(knob, magnitude, negative, self.profile, self)
+        if knob.handler(self.profile) == U8:
+            return Written(len(data), 0)
+        count = len(data) - (min(len(data), WRITE_WINDOW) - consumed)
+        return Written(count, count)
+
+    def write_text(self, name: str, data: bytes, offset: int = 0) -> int:
+        """write_at's count: what write(2) returns."""
+        return self.write_at(name, data, offset).count

@@ -9,9 +9,14 @@ What each rule is for (spec/fuse.md):
   * listings are rendered into a shared Rendering that lives for SNAPSHOT_TTL seconds
     (§5): concurrent readers share one render, memory stays flat; it is produced chunk
     by chunk as reads reach it, so the first bytes come after one chunk's work;
-  * knob writes are applied in write() at offset 0 with the kernel's parser; other
-    offsets are ignored; truncate() is a no-op for writable knobs (§6);
-  * open() refuses write access to read-only files with EACCES, even for root (§7);
+  * knob reads and writes go to the registry (engine/knobs.py) with the position the
+    kernel's file would have, which is not always FUSE's offset: the u8 handler leaves
+    the position at 0 after a write, and FUSE hands O_APPEND writes the inode's cached
+    size (which our own writes grow for the attribute timeout) where procfs, which
+    ignores O_APPEND, uses the file position.  See Handle.  truncate() is a no-op for
+    writable knobs (§6);
+  * open() refuses write access to read-only files with EACCES, even for root (§7), and
+    O_DIRECT with EINVAL, as procfs does (its files cannot do direct I/O);
   * every other change (create, mkdir, unlink, rename, chmod, ...) gets /proc's errno
     (§6 table, re-checked on this machine's /proc: rm is EACCES under sys/, EPERM
     under net/; touch of an existing file succeeds; xattrs are EOPNOTSUPP);
@@ -156,8 +161,32 @@ class SharedSnapshots:
 
 @dataclass
 class Handle:
+    """One open file.  For knobs it follows the file position the kernel would have.
+
+    FUSE tells each read and write its offset: the descriptor's position as the VFS keeps
+    it (advanced by what each call returned), an explicit pread/pwrite offset, or, for an
+    O_APPEND write, the inode's cached size.  The kernel's procfs position can differ (the
+    u8 handler does not advance it), so the handle keeps both: `fuse_next` is the offset
+    FUSE sends for the next sequential call, `position` the kernel's position then.  A
+    call at `fuse_next` (or any O_APPEND write) is sequential and uses `position`; any
+    other offset came from pread/pwrite or lseek and is the kernel's position as well.
+    Guessed wrong, because FUSE does not say: a pread/pwrite or lseek to exactly
+    `fuse_next` after a u8 write, and a pwrite or lseek on an O_APPEND descriptor.
+    """
     node: Node
+    append: bool = False
     snapshot: Optional[Rendering] = None
+    fuse_next: int = 0
+    position: int = 0
+
+    def kernel_position(self, offset: int, appending: bool = False) -> int:
+        return self.position if appending or offset == self.fuse_next else offset
+
+    def moved(self, offset: int, returned: int, position: int) -> None:
+        """After a call at FUSE `offset` that returned `returned` bytes and left the
+        kernel's position at `position`."""
+        self.fuse_next = offset + returned
+        self.position = position
 
 
 class ProcFs(Operations):
@@ -279,28 +308,39 @@ class ProcFs(Operations):
         if wants_write and not node.writable:
             # default_permissions lets root through the mode bits; /proc still says no.
             raise refuse(errno.EACCES)
+        if flags & os.O_DIRECT:
+            raise refuse(errno.EINVAL)      # do_dentry_open: procfs files cannot do O_DIRECT
         fh = next(self._fh_counter)
         with self._handles_mu:
-            self._handles[fh] = Handle(node)
+            self._handles[fh] = Handle(node, append=bool(flags & os.O_APPEND))
         return fh
 
     @guarded
     def read(self, path: str, size: int, offset: int, fh: Any) -> bytes:
         handle = self._handle(fh)
+        if handle.node.kind == KNOB:
+            position = handle.kernel_position(offset)
+            data = self._knobs.read_at(handle.node.knob, size, position)
+            handle.moved(offset, len(data), position + len(data))
+            return data
         if offset == 0 or handle.snapshot is None:
             handle.snapshot = self._content(handle.node)
         return handle.snapshot.read(offset, size)
 
     @guarded
     def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
-        node = self._handle(fh).node
+        handle = self._handle(fh)
+        node = handle.node
         if not node.writable:
             raise refuse(errno.EACCES)
+        position = handle.kernel_position(offset, appending=handle.append)
         try:
-            return self._knobs.write_text(node.knob, data, offset)
+            written = self._knobs.write_at(node.knob, data, position)
         except KnobWriteError as exc:
             log.debug("write %r to %s refused: %s", data[:64], node.path, exc)
             raise refuse(exc.errno)
+        handle.moved(offset, written.count, position + written.advance)
+        return written.count
 
     @guarded
     def truncate(self, path: str, length: int, fh: Any = None) -> int:

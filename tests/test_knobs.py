@@ -129,3 +129,76 @@ def test_tutorial_defaults():
 
 def test_buckets_override_sets_max_to_eight_times():
     assert KnobValues("linux", 24 * GiB, buckets=1024)["max"] == 8192
+
+
+# -- the handlers' answers to write(2) and read(2) at a file position, as observed on this
+# machine's kernel (tests/test_fileops_kernel.py compares the mount with it case by case).
+
+def test_u8_write_returns_the_whole_write_and_keeps_position_zero(linux):
+    """proc_dou8vec_minmax: `1\\n2\\n` returns 4 and stores 1; the position stays at 0, so a
+    second write on the descriptor is parsed again (`printf '1\\n'; printf '0\\n'` -> 0)."""
+    assert linux.write_at("events", b"1\n2\n", 0) == (4, 0) and linux["events"] == 1
+    assert linux.write_at("events", b"1 abc", 0) == (5, 0)
+
+
+def test_int_write_returns_the_first_number_and_advances_as_far(linux):
+    assert linux.write_at("generic_timeout", b"1\n2\n", 0) == (2, 2)
+    assert linux.write_at("generic_timeout", b"7", 2) == (1, 1)        # ignored at 2
+    assert linux["generic_timeout"] == 1
+
+
+@pytest.mark.parametrize("data,answer,value", [
+    (b" " * 4094 + b"7", 4095, 7),            # the number is the 4095th byte: parsed
+    (b"7" + b" " * 5000, 5001, 7),            # blanks past the window count as consumed
+    (b" " * 4093 + b"123", 4096, 12),         # the window cuts the number
+])
+def test_only_the_first_4095_bytes_of_a_write_are_parsed(linux, data, answer, value):
+    assert linux.write_text("generic_timeout", data) == answer
+    assert linux["generic_timeout"] == value
+
+
+@pytest.mark.parametrize("data", [b" " * 4095 + b"7", b"000000000000000000001",
+                                  b"-00000000000000000001"])
+def test_past_the_window_and_21_character_numbers_are_einval(linux, data):
+    with pytest.raises(KnobWriteError):
+        linux.write_text("generic_timeout", data)
+    assert linux["generic_timeout"] == 600
+
+
+def test_twenty_characters_are_still_a_number(linux):
+    assert linux.write_text("generic_timeout", b"-0000000000000000001") == 20
+    assert linux["generic_timeout"] == -1
+
+
+@pytest.mark.parametrize("name,data,ok", [
+    ("ipfrag_high_thresh", b"0", False), ("ipfrag_high_thresh", b"0x10", False),
+    ("ipfrag_high_thresh", b"3145727", False), ("ipfrag_high_thresh", b"3145728", True),
+    ("ipfrag_high_thresh", b"2147483648", True), ("ipfrag_high_thresh", b"18446744073709551615", True),
+    ("ipfrag_high_thresh", b"18446744073709551616", False), ("ipfrag_high_thresh", b"-0", False),
+    ("ipfrag_low_thresh", b"0", True), ("ipfrag_low_thresh", b"4194304", True),
+    ("ipfrag_low_thresh", b"4194305", False), ("frag6_low_thresh", b"4194305", False),
+    ("frag6_high_thresh", b"3145727", False),
+])
+def test_thresholds_are_unsigned_longs_bounded_by_each_other(linux, name, data, ok):
+    """proc_doulongvec_minmax with high's minimum at low's value and low's maximum at high's."""
+    if ok:
+        linux.write_text(name, data)
+        assert linux[name] == int(data)
+    else:
+        old = linux[name]
+        with pytest.raises(KnobWriteError):
+            linux.write_text(name, data)
+        assert linux[name] == old
+
+
+def test_the_relation_follows_the_other_knob(linux):
+    linux.write_text("ipfrag_high_thresh", b"5000000")
+    linux.write_text("ipfrag_low_thresh", b"5000000")
+    with pytest.raises(KnobWriteError):
+        linux.write_text("ipfrag_high_thresh", b"4999999")
+
+
+def test_a_read_gives_the_value_at_position_zero_only(linux):
+    assert linux.read_at("generic_timeout", 1, 0) == b"6"          # dd bs=1: one byte
+    assert linux.read_at("generic_timeout", 100, 1) == b""
+    assert linux.read_at("ipfrag_max_dist", 100, 0) == b"64\n"
