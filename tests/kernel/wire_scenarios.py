@@ -1,0 +1,619 @@
+#!/usr/bin/env python3
+"""Kernel reference data for traffic that arrives from a wire (conntrack at PREROUTING).
+
+For every scenario: two fresh namespaces joined by a veth pair (wirenet.py), the server's
+nftables table (wirerules.py), `tcpdump -i any` (the cooked capture: the server's incoming
+packets, tracked at PREROUTING with checksums verified, and its own packets, tracked at
+OUTPUT) and `tcpdump -i nflog:5` (the kernel's verdict per packet) in the server namespace,
+the traffic (this process pinned to one CPU so capture order is processing order; client
+sockets are made in the client namespace), an optional wait, then a snapshot of the server's
+/proc/net/nf_conntrack (wall-clock time before and after the read), its
+/proc/net/stat/nf_conntrack and the nft counters. Stored under tests/data/wire/<name>/:
+capture.pcap, nflog.pcap and snapshot.json (with `hooks: "wire"`).
+
+    python3 tests/kernel/wire_scenarios.py [--out DIR] [--list] [NAME ...]
+
+Conventions: the client is 10.99.0.1 and binds fixed ports, the server 10.99.0.2. Forged
+packets are put on the client's wire with AF_PACKET (nothing rewrites them); what the
+server's stack would answer to them is dropped before conntrack by the scenario's `quiet`
+rules, or absorbed by a bound socket, so it never appears.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import cooked  # noqa: E402
+import forge  # noqa: E402
+import netns  # noqa: E402
+import pcapfile  # noqa: E402
+import wirenet  # noqa: E402
+import wirerules  # noqa: E402
+from wirenet import CLIENT, ROUTER, SERVER  # noqa: E402
+
+DATA_DIR = HERE.parent / "data" / "wire"
+MAX_CAPTURE_BYTES = 200_000
+IP_MTU_DISCOVER, IP_PMTUDISC_DONT = 10, 0   # <linux/in.h>; Python's socket module lacks them
+NFLOG_WAIT = 10.0                           # the kernel flushes NFLOG batches every second
+
+Cleanup = Optional[Callable[[], None]]
+
+
+@dataclass
+class WireScenario:
+    name: str
+    description: str
+    traffic: Callable[["Wire"], Cleanup]     # runs in the server namespace
+    wait: float = 0.5                       # seconds from end of traffic to the snapshot
+    knobs: dict = field(default_factory=dict)          # server conntrack knobs to set
+    quiet_rules: list = field(default_factory=list)    # nft output rules before conntrack
+    input_rules: list = field(default_factory=list)
+    mtu: Optional[int] = None               # of both veth ends
+
+
+SCENARIOS: dict[str, WireScenario] = {}
+
+
+def scenario(description: str, **options) -> Callable:
+    def register(traffic: Callable[["Wire"], Cleanup]) -> Callable[["Wire"], Cleanup]:
+        name = traffic.__name__
+        SCENARIOS[name] = WireScenario(name, description, traffic, **options)
+        return traffic
+    return register
+
+
+class Wire:
+    """What a scenario's traffic uses: sockets on either side, the forged-packet injector."""
+
+    def __init__(self, client_ns: str) -> None:
+        self.client_ns = client_ns
+        self._injector: Optional[wirenet.Injector] = None
+        self.sockets: list[socket.socket] = []
+
+    def _keep(self, sock: socket.socket) -> socket.socket:
+        self.sockets.append(sock)
+        return sock
+
+    def client(self, kind: int, port: int = 0, proto: int = 0) -> socket.socket:
+        """A socket of the client namespace, bound to CLIENT:port unless raw."""
+        with wirenet.inside(self.client_ns):
+            sock = socket.socket(socket.AF_INET, kind, proto)
+        return self._setup(sock, CLIENT, port, kind)
+
+    def server(self, kind: int, port: int = 0) -> socket.socket:
+        return self._setup(socket.socket(socket.AF_INET, kind), SERVER, port, kind)
+
+    def _setup(self, sock: socket.socket, addr: str, port: int, kind: int) -> socket.socket:
+        self._keep(sock)
+        if kind == socket.SOCK_RAW:
+            return sock
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((addr, port))
+        return sock
+
+    def listener(self, port: int) -> socket.socket:
+        server = self.server(socket.SOCK_STREAM, port)
+        server.listen(16)
+        return server
+
+    def connected_pair(self, listener: socket.socket,
+                       sport: int) -> tuple[socket.socket, socket.socket]:
+        client = self.client(socket.SOCK_STREAM, sport)
+        client.connect(listener.getsockname())
+        conn, _ = listener.accept()
+        self._keep(conn).setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pause()
+        return client, conn
+
+    def inject(self, packet: bytes) -> None:
+        """Put a forged IPv4 packet on the client's end of the wire."""
+        if self._injector is None:
+            self._injector = wirenet.Injector(self.client_ns)
+        self._injector.send(packet)
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        if self._injector:
+            self._injector.close()
+
+
+def pause(seconds: float = 0.1) -> None:
+    time.sleep(seconds)
+
+
+def exchange(client: socket.socket, conn: socket.socket, request: bytes, response: bytes) -> None:
+    client.sendall(request)
+    assert conn.recv(4096) == request
+    conn.sendall(response)
+    assert client.recv(4096) == response
+    pause()
+
+
+def udp_round(client: socket.socket, server: socket.socket, request: bytes,
+              response: bytes) -> None:
+    client.sendto(request, server.getsockname())
+    data, peer = server.recvfrom(65536)
+    assert data == request
+    server.sendto(response, peer)
+    assert client.recvfrom(65536)[0] == response
+
+
+def with_checksum(l4: bytes, proto: int, value: int) -> bytes:
+    """The L4 header + payload with its checksum field overwritten."""
+    at = wirerules.L4_CHECKSUM_OFFSET[proto]
+    return l4[:at] + struct.pack("!H", value) + l4[at + 2:]
+
+
+def corrupted(l4: bytes, proto: int) -> bytes:
+    """The same L4 bytes with a wrong (non-zero) checksum."""
+    at = wirerules.L4_CHECKSUM_OFFSET[proto]
+    good = struct.unpack("!H", l4[at:at + 2])[0]
+    return with_checksum(l4, proto, good ^ 0x5A5A)
+
+
+def forged_syn(sport: int, dport: int) -> bytes:
+    return forge.tcp_segment(CLIENT, SERVER, sport, dport, forge.SYN, 1000, 0,
+                             options=forge.MSS_1460)
+
+
+def forged_udp(sport: int, dport: int, payload: bytes, src: str = CLIENT,
+               dst: str = SERVER) -> bytes:
+    return forge.udp_datagram(src, dst, sport, dport, payload)
+
+
+# --- TCP with real sockets ----------------------------------------------------------------
+
+@scenario("TCP 10.99.0.1:41001 -> 10.99.0.2:8080 over the wire: handshake, data both ways, the "
+          "client closes first, then the server; snapshot 1 s later (TIME_WAIT).", wait=1.0)
+def wire_tcp_client_close(wire: Wire) -> Cleanup:
+    listener = wire.listener(8080)
+    client, conn = wire.connected_pair(listener, 41001)
+    exchange(client, conn, b"hello", b"world")
+    client.close()
+    assert conn.recv(4096) == b""
+    pause()
+    conn.close()
+    pause()
+    return None
+
+
+@scenario("TCP 41002 -> 8080 over the wire: handshake, data both ways, the server closes "
+          "first, then the client; snapshot 1 s later (TIME_WAIT).", wait=1.0)
+def wire_tcp_server_close(wire: Wire) -> Cleanup:
+    listener = wire.listener(8080)
+    client, conn = wire.connected_pair(listener, 41002)
+    exchange(client, conn, b"hello", b"world")
+    conn.close()
+    assert client.recv(4096) == b""
+    pause()
+    client.close()
+    pause()
+    return None
+
+
+@scenario("TCP 41003 -> 8080 over the wire: data, client shutdown(SHUT_WR) (one FIN arrives), "
+          "the server sends more data and keeps its side open; snapshot 2 s later (CLOSE_WAIT).",
+          wait=2.0)
+def wire_tcp_half_close(wire: Wire) -> Cleanup:
+    listener = wire.listener(8080)
+    client, conn = wire.connected_pair(listener, 41003)
+    exchange(client, conn, b"request", b"partial")
+    client.shutdown(socket.SHUT_WR)
+    assert conn.recv(4096) == b""
+    pause()
+    conn.sendall(b"more data after the client's FIN")
+    client.recv(4096)
+    pause()
+    return None
+
+
+@scenario("TCP 41004 -> 8081 with nothing listening on the server: the SYN arrives (NEW), the "
+          "server answers RST/ACK at OUTPUT (connection refused).")
+def wire_tcp_refused(wire: Wire) -> Cleanup:
+    client = wire.client(socket.SOCK_STREAM, 41004)
+    try:
+        client.connect((SERVER, 8081))
+        raise AssertionError("connect to a closed port succeeded")
+    except ConnectionRefusedError:
+        pass
+    pause()
+    return None
+
+
+@scenario("TCP 41005 -> 8080 over the wire: handshake, data both ways, then the client aborts "
+          "(SO_LINGER 0: its RST arrives in the middle of the stream); snapshot 2 s later.",
+          wait=2.0)
+def wire_tcp_rst_midstream(wire: Wire) -> Cleanup:
+    listener = wire.listener(8080)
+    client, conn = wire.connected_pair(listener, 41005)
+    exchange(client, conn, b"hello", b"world")
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+    pause()
+    return None
+
+
+@scenario("TCP 41006 -> 8082 with nothing listening, the server's RSTs dropped before conntrack: "
+          "the client's SYN and its retransmissions arrive unanswered (every one NEW); snapshot "
+          "about 2.8 s after the first SYN (SYN_SENT; retransmissions do not refresh the timer).",
+          wait=0.2, quiet_rules=["tcp sport 8082 drop"])
+def wire_tcp_syn_retransmissions(wire: Wire) -> Cleanup:
+    client = wire.client(socket.SOCK_STREAM, 41006)
+    client.setblocking(False)
+    try:
+        client.connect((SERVER, 8082))
+    except BlockingIOError:
+        pass
+    time.sleep(2.6)
+    return None
+
+
+# --- UDP with real sockets ----------------------------------------------------------------
+
+@scenario("UDP 43001 -> 7001: three datagrams 0.1 s apart arrive at a bound socket that never "
+          "answers; snapshot 3 s later.", wait=3.0)
+def wire_udp_oneway(wire: Wire) -> Cleanup:
+    wire.server(socket.SOCK_DGRAM, 7001)
+    client = wire.client(socket.SOCK_DGRAM, 43001)
+    for _ in range(3):
+        client.sendto(b"one way", (SERVER, 7001))
+        pause()
+    return None
+
+
+@scenario("UDP 43002 <-> 7002: one request arrives, one reply leaves; snapshot 3 s later.",
+          wait=3.0)
+def wire_udp_request_reply(wire: Wire) -> Cleanup:
+    server = wire.server(socket.SOCK_DGRAM, 7002)
+    client = wire.client(socket.SOCK_DGRAM, 43002)
+    udp_round(client, server, b"request", b"reply")
+    return None
+
+
+@scenario("UDP 43003 <-> 7003: a request/reply, then another 2.5 s later (stream: more than 2 s "
+          "after the entry's first packet); snapshot 1 s later.", wait=1.0)
+def wire_udp_stream(wire: Wire) -> Cleanup:
+    server = wire.server(socket.SOCK_DGRAM, 7003)
+    client = wire.client(socket.SOCK_DGRAM, 43003)
+    for _ in range(2):
+        udp_round(client, server, b"request", b"reply")
+        time.sleep(2.5)
+    return None
+
+
+@scenario("UDP 43004 -> 7004 with nothing bound on the server: the datagram arrives (NEW), the "
+          "server answers ICMP port unreachable at OUTPUT (RELATED, reply direction); the entry "
+          "stays [UNREPLIED].", wait=1.0)
+def wire_udp_closed_port(wire: Wire) -> Cleanup:
+    client = wire.client(socket.SOCK_DGRAM, 43004)
+    client.sendto(b"anyone?", (SERVER, 7004))
+    pause()
+    return None
+
+
+@scenario("UDP 43005 <-> 7005 with MTU 1280 on the wire and IP_PMTUDISC_DONT: a 3000-byte request "
+          "arrives as three fragments (reassembled before PREROUTING's conntrack) and a 2000-byte "
+          "reply leaves as two (conntrack saw it whole at OUTPUT).", mtu=1280)
+def wire_udp_fragmented(wire: Wire) -> Cleanup:
+    server = wire.server(socket.SOCK_DGRAM, 7005)
+    client = wire.client(socket.SOCK_DGRAM, 43005)
+    for sock in (server, client):
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+    udp_round(client, server, b"q" * 3000, b"r" * 2000)
+    pause()
+    return None
+
+
+# --- ICMP ------------------------------------------------------------------------------------
+
+@scenario("ICMP from a raw socket of the client to the server: echo id 0x1234 twice and "
+          "timestamp id 0x4321 (answered by the server at OUTPUT), information request 15 and "
+          "address mask request 17 (not answered by Linux); snapshot 3 s later.", wait=3.0)
+def wire_icmp_echo(wire: Wire) -> Cleanup:
+    icmp = wire.client(socket.SOCK_RAW, proto=socket.IPPROTO_ICMP)
+    for sequence in (1, 2):
+        icmp.sendto(forge.icmp_echo(8, 0x1234, sequence, b"ping" * 8), (SERVER, 0))
+        pause()
+    icmp.sendto(forge.icmp_echo(13, 0x4321, 1, b"\0" * 12), (SERVER, 0))
+    pause()
+    icmp.sendto(forge.icmp_echo(15, 0x1515, 1), (SERVER, 0))
+    pause()
+    icmp.sendto(forge.icmp_echo(17, 0x1717, 1, b"\0" * 4), (SERVER, 0))
+    pause()
+    return None
+
+
+@scenario("ICMP errors arriving from the wire: the server sends UDP 43102 -> 10.99.0.1:7102 "
+          "(nothing bound on the client, whose stack answers port unreachable: RELATED reply at "
+          "PREROUTING); then forged: time exceeded from a router 10.99.0.3 about the same flow "
+          "(RELATED reply) and port unreachable about a flow nobody sent, UDP 43103 -> 7103 "
+          "(INVALID).", wait=1.0)
+def wire_icmp_error_related(wire: Wire) -> Cleanup:
+    server = wire.server(socket.SOCK_DGRAM, 43102)
+    server.sendto(b"hello?", (CLIENT, 7102))
+    pause(0.2)
+    sent = forge.ipv4(SERVER, CLIENT, 17, forged_udp(43102, 7102, b"hello?", SERVER, CLIENT))
+    wire.inject(forge.ipv4(ROUTER, SERVER, 1, forge.icmp_error(11, 0, sent)))
+    unseen = forge.ipv4(SERVER, CLIENT, 17, forged_udp(43103, 7103, b"?", SERVER, CLIENT))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 1, forge.icmp_error(3, 3, unseen)))
+    return None
+
+
+# --- checksums -------------------------------------------------------------------------------
+
+@scenario("Forged TCP SYNs arriving with nf_conntrack_checksum=1 (the server's RSTs dropped "
+          "before conntrack): 10.99.0.1:42001 -> :6000 with a corrupted checksum (INVALID, no "
+          "entry), the same SYN with a correct checksum (NEW), 42002 with checksum field 0 "
+          "(INVALID: TCP has no 'no checksum').", quiet_rules=["tcp sport 6000 drop"])
+def wire_tcp_bad_checksum(wire: Wire) -> Cleanup:
+    wire.inject(forge.ipv4(CLIENT, SERVER, 6, corrupted(forged_syn(42001, 6000), 6)))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 6, forged_syn(42001, 6000)))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 6, with_checksum(forged_syn(42002, 6000), 6, 0)))
+    return None
+
+
+@scenario("Forged UDP arriving with nf_conntrack_checksum=1 at a bound socket 7201: 43201 with a "
+          "corrupted checksum (INVALID, no entry), then the same datagram with a correct "
+          "checksum (NEW).")
+def wire_udp_bad_checksum(wire: Wire) -> Cleanup:
+    wire.server(socket.SOCK_DGRAM, 7201)
+    datagram = forged_udp(43201, 7201, b"checksum me")
+    wire.inject(forge.ipv4(CLIENT, SERVER, 17, corrupted(datagram, 17)))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 17, datagram))
+    return None
+
+
+@scenario("Forged ICMP arriving with nf_conntrack_checksum=1: echo request id 0x2001 with a "
+          "corrupted checksum (INVALID; the stack drops it, no reply), echo id 0x2002 correct "
+          "(NEW, answered at OUTPUT); the server sends UDP 43202 -> 10.99.0.1:7202 (bound on the "
+          "client), then a port unreachable about it with a corrupted checksum (INVALID) and "
+          "the same error correct (RELATED reply).")
+def wire_icmp_bad_checksum(wire: Wire) -> Cleanup:
+    wire.inject(forge.ipv4(CLIENT, SERVER, 1,
+                           corrupted(forge.icmp_echo(8, 0x2001, 1, b"bad"), 1)))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 1, forge.icmp_echo(8, 0x2002, 1, b"good")))
+    wire.client(socket.SOCK_DGRAM, 7202)
+    server = wire.server(socket.SOCK_DGRAM, 43202)
+    server.sendto(b"to a bound port", (CLIENT, 7202))
+    pause()
+    sent = forge.ipv4(SERVER, CLIENT, 17,
+                      forged_udp(43202, 7202, b"to a bound port", SERVER, CLIENT))
+    error = forge.icmp_error(3, 3, sent)
+    wire.inject(forge.ipv4(CLIENT, SERVER, 1, corrupted(error, 1)))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 1, error))
+    return None
+
+
+@scenario("The same corrupted checksums with nf_conntrack_checksum=0 (nothing verified): TCP SYN "
+          "42003 -> 6000, UDP 43203 -> 7203 (bound) and ICMP echo id 0x2003 all arrive NEW and "
+          "make entries (the server's stack still drops them: no answers).",
+          knobs={"checksum": 0}, quiet_rules=["tcp sport 6000 drop"])
+def wire_bad_checksums_unchecked(wire: Wire) -> Cleanup:
+    wire.server(socket.SOCK_DGRAM, 7203)
+    wire.inject(forge.ipv4(CLIENT, SERVER, 6, corrupted(forged_syn(42003, 6000), 6)))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 17, corrupted(forged_udp(43203, 7203, b"unchecked"),
+                                                         17)))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 1,
+                           corrupted(forge.icmp_echo(8, 0x2003, 1, b"unchecked"), 1)))
+    return None
+
+
+@scenario("Forged UDP 43401 -> 7401 (bound) whose IP header checksum is wrong: ip_rcv drops it "
+          "before PREROUTING (no verdict, no entry, no stat); then the same datagram with a "
+          "correct header (NEW).")
+def wire_bad_ip_checksum(wire: Wire) -> Cleanup:
+    wire.server(socket.SOCK_DGRAM, 7401)
+    packet = forge.ipv4(CLIENT, SERVER, 17, forged_udp(43401, 7401, b"header"), ident=0x4401)
+    broken = packet[:10] + bytes([packet[10] ^ 0x5A, packet[11]]) + packet[12:]
+    wire.inject(broken)
+    wire.inject(packet)
+    return None
+
+
+@scenario("Forged UDP with checksum 0 (none computed: never verified) 43301 -> 7301 (bound): "
+          "NEW, the server's reply (ESTABLISHED reply), another zero-checksum datagram "
+          "(ESTABLISHED).")
+def wire_udp_checksum_zero(wire: Wire) -> Cleanup:
+    server = wire.server(socket.SOCK_DGRAM, 7301)
+    for payload in (b"no checksum", b"still none"):
+        datagram = with_checksum(forged_udp(43301, 7301, payload), 17, 0)
+        wire.inject(forge.ipv4(CLIENT, SERVER, 17, datagram))
+        data, peer = server.recvfrom(4096)
+        if payload == b"no checksum":
+            server.sendto(b"reply", peer)
+            pause()
+    return None
+
+
+@scenario("Forged UDP fragments arriving: 43006 -> 7006 as two fragments in order, 43007 -> 7007 "
+          "last fragment first (PREROUTING defrag holds the first piece; the completed datagram "
+          "is NEW), and a lone first fragment of 43008 -> 7008 (held: no verdict, no entry). "
+          "Bound sockets absorb the datagrams.")
+def wire_udp_forged_fragments(wire: Wire) -> Cleanup:
+    for port in (7006, 7007, 7008):
+        wire.server(socket.SOCK_DGRAM, port)
+    for sport, dport, ident, order in ((43006, 7006, 0x1111, "in order"),
+                                       (43007, 7007, 0x2222, "reversed"),
+                                       (43008, 7008, 0x3333, "first only")):
+        packet = forge.ipv4(CLIENT, SERVER, 17, forged_udp(sport, dport, b"F" * 64), ident=ident)
+        pieces = forge.split_fragments(packet, 32)
+        pieces = {"in order": pieces, "reversed": pieces[::-1], "first only": pieces[:1]}[order]
+        for piece in pieces:
+            wire.inject(piece)
+    return None
+
+
+# --- running ---------------------------------------------------------------------------------
+
+def wait_for_records(path: Path, expected: int, timeout: float) -> None:
+    """Until the nflog capture holds `expected` records (NFLOG batches arrive late)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size >= 24:
+            if len(pcapfile.read_pcap(str(path))[1]) >= expected:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nflog capture did not reach {expected} records")
+
+
+def run_inside(sc: WireScenario, out: Path, client_ns: str) -> None:
+    """Everything that happens inside the server namespace."""
+    os.sched_setaffinity(0, {0})
+    for knob, value in sc.knobs.items():
+        netns.write_knob(knob, value)
+    rules = wirerules.build_ruleset(sc.quiet_rules, sc.input_rules)
+    netns.run("nft", "-f", "-", stdin=rules)
+    out.mkdir(parents=True, exist_ok=True)
+    pcap, nflog = out / "capture.pcap", out / "nflog.pcap"
+    capture = netns.Tcpdump(pcap, "any")
+    try:
+        log = netns.Tcpdump(nflog, f"nflog:{wirerules.NFLOG_GROUP}")
+    except RuntimeError:
+        capture.stop()
+        raise
+    wire = Wire(client_ns)
+    try:
+        pause(0.2)
+        sc.traffic(wire)
+        time.sleep(sc.wait)
+        snap = netns.read_snapshot()
+        nft_json = netns.run("nft", "-j", "list", "ruleset")
+        counters = wirerules.counters_from_json(nft_json)
+        wait_for_records(nflog, sum(sum(c[s] for s in wirerules.STATES)
+                                    for c in counters.values()), NFLOG_WAIT)
+        client_count = wirenet.client_conntrack_count(client_ns)
+    finally:
+        capture_stats = capture.stop()
+        log_stats = log.stop()
+        wire.close()
+    for stats in (capture_stats, log_stats):
+        if not re.search(r"(^|\s)0 packets dropped by kernel", stats):
+            raise RuntimeError(f"tcpdump lost packets: {stats!r}")
+    linktype, frames = pcapfile.read_pcap(str(pcap))
+    if linktype != cooked.LINKTYPE_LINUX_SLL2:
+        raise RuntimeError(f"link type {linktype}, expected LINUX_SLL2")
+    late = [f.index for f in frames if f.ts > snap["before"]]
+    if late:
+        raise RuntimeError(f"frames {late} captured after the snapshot started")
+    if pcap.stat().st_size > MAX_CAPTURE_BYTES:
+        raise RuntimeError(f"capture is {pcap.stat().st_size} bytes")
+    if client_count:
+        raise RuntimeError(f"the client namespace tracked {client_count} entries")
+    log_type, log_frames = pcapfile.read_pcap(str(nflog))
+    if log_type != cooked.LINKTYPE_NFLOG:
+        raise RuntimeError(f"nflog link type {log_type}")
+    cooked_frames = [cooked.cooked(f.data) for f in frames]
+    states = wirerules.frame_states(cooked_frames, [cooked.log_record(f.data) for f in log_frames])
+    for hook, outgoing in (("prerouting", False), ("output", True)):
+        marked = wirerules.counts_of(
+            states[g[0]] for g in cooked.datagram_groups([c.ipv4() for c in cooked_frames],
+                                                         [c.outgoing for c in cooked_frames])
+            if cooked_frames[g[0]].outgoing == outgoing)
+        if marked != counters[hook]:
+            raise RuntimeError(f"{hook}: logged verdicts {marked} disagree with counters "
+                               f"{counters[hook]}")
+    snapshot = {
+        "scenario": sc.name,
+        "description": sc.description,
+        "kernel": netns.kernel_release(),
+        "hz": netns.kernel_hz(),
+        "profile": "linux",
+        "hooks": "wire",
+        "client": CLIENT,
+        "server": SERVER,
+        "knobs_overrides": dict(sc.knobs),
+        "max_entries": None,
+        "mtu": sc.mtu,
+        "wait": sc.wait,
+        **snap,
+        "counters": counters,
+        "frames": len(frames),
+        "frame_states": states,
+        "client_conntrack_count": client_count,
+        "ruleset": rules,
+        "tcpdump": capture_stats,
+        "tcpdump_nflog": log_stats,
+    }
+    (out / "snapshot.json").write_text(json.dumps(snapshot, indent=1) + "\n")
+
+
+def run_scenario(sc: WireScenario, out_root: Path) -> str:
+    """Create both namespaces, run the scenario in the server's, always delete them."""
+    client_ns, server_ns = wirenet.namespace_names(sc.name)
+    tmp = out_root / (".tmp-" + sc.name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        wirenet.create_pair(client_ns, server_ns, sc.mtu)
+        argv = ["ip", "netns", "exec", server_ns, sys.executable, str(Path(__file__).resolve()),
+                "--inside", sc.name, "--out", str(tmp), "--client-ns", client_ns]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(" | ".join(done.stderr.strip().splitlines()[-3:])
+                               or f"exit {done.returncode}")
+        final = out_root / sc.name
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        return "ok"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        wirenet.delete_pair(client_ns, server_ns)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", help="scenarios to run (default: all)")
+    parser.add_argument("--out", type=Path, default=DATA_DIR)
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--retries", type=int, default=2)
+    parser.add_argument("--inside", help=argparse.SUPPRESS)
+    parser.add_argument("--client-ns", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.inside:
+        run_inside(SCENARIOS[args.inside], args.out, args.client_ns)
+        return 0
+    if args.list:
+        for sc in SCENARIOS.values():
+            print(f"{sc.name}: {sc.description}")
+        return 0
+    if os.geteuid() != 0:
+        print("must run as root (network namespaces)", file=sys.stderr)
+        return 2
+    # SIGTERM -> SystemExit, so the finally clauses delete the namespaces.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    unknown = [n for n in args.names if n not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenarios: {unknown}")
+    failures = 0
+    for name in args.names or list(SCENARIOS):
+        for _attempt in range(args.retries + 1):
+            try:
+                result = run_scenario(SCENARIOS[name], args.out)
+                break
+            except RuntimeError as error:
+                result = f"FAILED: {error}"
+        failures += result.startswith("FAILED")
+        print(f"{name}: {result}", flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
