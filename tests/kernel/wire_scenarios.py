@@ -44,7 +44,7 @@ import netns  # noqa: E402
 import pcapfile  # noqa: E402
 import wirenet  # noqa: E402
 import wirerules  # noqa: E402
-from wirenet import CLIENT, ROUTER, SERVER  # noqa: E402
+from wirenet import CLIENT, FAR, ROUTER, SERVER  # noqa: E402
 
 DATA_DIR = HERE.parent / "data" / "wire"
 MAX_CAPTURE_BYTES = 200_000
@@ -63,7 +63,8 @@ class WireScenario:
     knobs: dict = field(default_factory=dict)          # server conntrack knobs to set
     quiet_rules: list = field(default_factory=list)    # nft output rules before conntrack
     input_rules: list = field(default_factory=list)
-    mtu: Optional[int] = None               # of both veth ends
+    mtu: Optional[int] = None               # of every veth end
+    forward: bool = False                   # the server routes between client and far
 
 
 SCENARIOS: dict[str, WireScenario] = {}
@@ -80,8 +81,8 @@ def scenario(description: str, **options) -> Callable:
 class Wire:
     """What a scenario's traffic uses: sockets on either side, the forged-packet injector."""
 
-    def __init__(self, client_ns: str) -> None:
-        self.client_ns = client_ns
+    def __init__(self, client_ns: str, far_ns: Optional[str] = None) -> None:
+        self.client_ns, self.far_ns = client_ns, far_ns
         self._injector: Optional[wirenet.Injector] = None
         self.sockets: list[socket.socket] = []
 
@@ -98,6 +99,13 @@ class Wire:
     def server(self, kind: int, port: int = 0) -> socket.socket:
         return self._setup(socket.socket(socket.AF_INET, kind), SERVER, port, kind)
 
+    def far(self, kind: int, port: int = 0) -> socket.socket:
+        """A socket of the far namespace (forwarding scenarios), bound to FAR:port."""
+        assert self.far_ns, "not a forwarding scenario"
+        with wirenet.inside(self.far_ns):
+            sock = socket.socket(socket.AF_INET, kind)
+        return self._setup(sock, FAR, port, kind)
+
     def _setup(self, sock: socket.socket, addr: str, port: int, kind: int) -> socket.socket:
         self._keep(sock)
         if kind == socket.SOCK_RAW:
@@ -108,8 +116,8 @@ class Wire:
         sock.bind((addr, port))
         return sock
 
-    def listener(self, port: int) -> socket.socket:
-        server = self.server(socket.SOCK_STREAM, port)
+    def listener(self, port: int, far: bool = False) -> socket.socket:
+        server = (self.far if far else self.server)(socket.SOCK_STREAM, port)
         server.listen(16)
         return server
 
@@ -464,6 +472,68 @@ def wire_udp_forged_fragments(wire: Wire) -> Cleanup:
     return None
 
 
+@scenario("Forged UDP to 7402 (bound) with IP headers ip_rcv refuses before PREROUTING (no "
+          "verdict, no entry, no stat): 43402 with a total length 20 bytes beyond the frame, "
+          "43403 with a header length of 16 bytes (IHL 4), 43404 with version 6 in an IPv4 "
+          "frame; then a correct datagram from 43405 (NEW).")
+def wire_broken_ip_headers(wire: Wire) -> Cleanup:
+    wire.server(socket.SOCK_DGRAM, 7402)
+
+    def datagram(sport: int) -> bytes:
+        return forge.ipv4(CLIENT, SERVER, 17, forged_udp(sport, 7402, b"broken"), ident=sport)
+
+    def rewritten(packet: bytes, offset: int, value: bytes) -> bytes:
+        """The packet with header bytes replaced and the header checksum made right again."""
+        header = bytearray(packet[:20])
+        header[offset:offset + len(value)] = value
+        header[10:12] = b"\0\0"
+        header[10:12] = forge.inet_checksum(bytes(header)).to_bytes(2, "big")
+        return bytes(header) + packet[20:]
+
+    too_long = datagram(43402)
+    wire.inject(rewritten(too_long, 2, (len(too_long) + 20).to_bytes(2, "big")))
+    wire.inject(rewritten(datagram(43403), 0, b"\x44"))
+    wire.inject(rewritten(datagram(43404), 0, b"\x65"))
+    wire.inject(datagram(43405))
+    return None
+
+
+# --- forwarded traffic ---------------------------------------------------------------------
+
+@scenario("Forwarded TCP 10.99.0.1:41201 -> 10.98.0.1:8080 through the server (ip_forward=1): "
+          "handshake, data both ways, the client closes first, then the far host; conntrack "
+          "meets each packet once, at PREROUTING; the capture also holds each one leaving the "
+          "other veth (no conntrack there: no verdict). Snapshot 1 s later (TIME_WAIT).",
+          wait=1.0, forward=True)
+def wire_forward_tcp(wire: Wire) -> Cleanup:
+    listener = wire.listener(8080, far=True)
+    client, conn = wire.connected_pair(listener, 41201)
+    exchange(client, conn, b"through", b"the router")
+    client.close()
+    assert conn.recv(4096) == b""
+    pause()
+    conn.close()
+    pause()
+    return None
+
+
+@scenario("Forwarded UDP and ICMP through the server: UDP 43501 <-> 10.98.0.1:7501 request and "
+          "reply; UDP 43502 -> 10.98.0.1:7502 with nothing bound (the far host's port "
+          "unreachable is forwarded back: RELATED reply at PREROUTING); echo id 0x3001 to "
+          "10.98.0.1 and its reply.", wait=1.0, forward=True)
+def wire_forward_udp_icmp(wire: Wire) -> Cleanup:
+    far = wire.far(socket.SOCK_DGRAM, 7501)
+    client = wire.client(socket.SOCK_DGRAM, 43501)
+    udp_round(client, far, b"request", b"reply")
+    pause()
+    wire.client(socket.SOCK_DGRAM, 43502).sendto(b"anyone?", (FAR, 7502))
+    pause()
+    icmp = wire.client(socket.SOCK_RAW, proto=socket.IPPROTO_ICMP)
+    icmp.sendto(forge.icmp_echo(8, 0x3001, 1, b"ping"), (FAR, 0))
+    pause()
+    return None
+
+
 # --- running ---------------------------------------------------------------------------------
 
 def wait_for_records(path: Path, expected: int, timeout: float) -> None:
@@ -477,7 +547,7 @@ def wait_for_records(path: Path, expected: int, timeout: float) -> None:
     raise RuntimeError(f"nflog capture did not reach {expected} records")
 
 
-def run_inside(sc: WireScenario, out: Path, client_ns: str) -> None:
+def run_inside(sc: WireScenario, out: Path, client_ns: str, far_ns: Optional[str]) -> None:
     """Everything that happens inside the server namespace."""
     os.sched_setaffinity(0, {0})
     for knob, value in sc.knobs.items():
@@ -492,7 +562,7 @@ def run_inside(sc: WireScenario, out: Path, client_ns: str) -> None:
     except RuntimeError:
         capture.stop()
         raise
-    wire = Wire(client_ns)
+    wire = Wire(client_ns, far_ns)
     try:
         pause(0.2)
         sc.traffic(wire)
@@ -502,7 +572,8 @@ def run_inside(sc: WireScenario, out: Path, client_ns: str) -> None:
         counters = wirerules.counters_from_json(nft_json)
         wait_for_records(nflog, sum(sum(c[s] for s in wirerules.STATES)
                                     for c in counters.values()), NFLOG_WAIT)
-        client_count = wirenet.client_conntrack_count(client_ns)
+        others = {role: wirenet.conntrack_count(name)
+                  for role, name in (("client", client_ns), ("far", far_ns)) if name}
     finally:
         capture_stats = capture.stop()
         log_stats = log.stop()
@@ -518,8 +589,8 @@ def run_inside(sc: WireScenario, out: Path, client_ns: str) -> None:
         raise RuntimeError(f"frames {late} captured after the snapshot started")
     if pcap.stat().st_size > MAX_CAPTURE_BYTES:
         raise RuntimeError(f"capture is {pcap.stat().st_size} bytes")
-    if client_count:
-        raise RuntimeError(f"the client namespace tracked {client_count} entries")
+    if any(others.values()):
+        raise RuntimeError(f"conntrack ran outside the server: {others}")
     log_type, log_frames = pcapfile.read_pcap(str(nflog))
     if log_type != cooked.LINKTYPE_NFLOG:
         raise RuntimeError(f"nflog link type {log_type}")
@@ -550,7 +621,8 @@ def run_inside(sc: WireScenario, out: Path, client_ns: str) -> None:
         "counters": counters,
         "frames": len(frames),
         "frame_states": states,
-        "client_conntrack_count": client_count,
+        "forward": sc.forward,
+        "other_conntrack_counts": others,
         "ruleset": rules,
         "tcpdump": capture_stats,
         "tcpdump_nflog": log_stats,
@@ -560,13 +632,15 @@ def run_inside(sc: WireScenario, out: Path, client_ns: str) -> None:
 
 def run_scenario(sc: WireScenario, out_root: Path) -> str:
     """Create both namespaces, run the scenario in the server's, always delete them."""
-    client_ns, server_ns = wirenet.namespace_names(sc.name)
+    client_ns, server_ns, far_ns = wirenet.namespace_names(sc.name)
+    far_ns = far_ns if sc.forward else None
     tmp = out_root / (".tmp-" + sc.name)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        wirenet.create_pair(client_ns, server_ns, sc.mtu)
+        wirenet.create_topology(client_ns, server_ns, far_ns, sc.mtu)
         argv = ["ip", "netns", "exec", server_ns, sys.executable, str(Path(__file__).resolve()),
-                "--inside", sc.name, "--out", str(tmp), "--client-ns", client_ns]
+                "--inside", sc.name, "--out", str(tmp), "--client-ns", client_ns,
+                *(["--far-ns", far_ns] if far_ns else [])]
         done = subprocess.run(argv, capture_output=True, text=True)
         if done.returncode:
             raise RuntimeError(" | ".join(done.stderr.strip().splitlines()[-3:])
@@ -577,7 +651,7 @@ def run_scenario(sc: WireScenario, out_root: Path) -> str:
         return "ok"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        wirenet.delete_pair(client_ns, server_ns)
+        wirenet.delete_topology(*(name for name in (client_ns, server_ns, far_ns) if name))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -588,10 +662,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--retries", type=int, default=2)
     parser.add_argument("--inside", help=argparse.SUPPRESS)
     parser.add_argument("--client-ns", help=argparse.SUPPRESS)
+    parser.add_argument("--far-ns", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.inside:
-        run_inside(SCENARIOS[args.inside], args.out, args.client_ns)
+        run_inside(SCENARIOS[args.inside], args.out, args.client_ns, args.far_ns)
         return 0
     if args.list:
         for sc in SCENARIOS.values():

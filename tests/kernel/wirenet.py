@@ -3,6 +3,13 @@
     client (pctw-<n>-c)  wire0 10.99.0.1 02:00:00:00:00:01
         |  veth
     server (pctw-<n>-s)  wire0 10.99.0.2 02:00:00:00:00:02   <- the observed host
+                         wire1 10.98.0.2 02:00:00:00:00:03   (forwarding scenarios only)
+        |  veth
+    far    (pctw-<n>-f)  wire0 10.98.0.1 02:00:00:00:00:04
+
+In the forwarding scenarios the server routes between client and far (ip_forward=1): their
+packets cross it PREROUTING -> FORWARD -> POSTROUTING, so conntrack meets them once, at
+PREROUTING, and its capture holds each packet twice (in on one veth, out on the other).
 
 Only the server namespace loads conntrack (its nft table uses `ct state`); the client has no
 rules, so conntrack never registers its hooks there and the client behaves as a plain host.
@@ -35,8 +42,11 @@ NS_PREFIX = "pctw-"
 DEV = "wire0"
 CLIENT, SERVER = "10.99.0.1", "10.99.0.2"
 ROUTER = "10.99.0.3"                      # a third address on the link, used by forged errors
+FAR, SERVER_FAR_SIDE = "10.98.0.1", "10.98.0.2"
+FAR_DEV = "wire1"
 PREFIX_LEN = 24
 CLIENT_MAC, SERVER_MAC = "02:00:00:00:00:01", "02:00:00:00:00:02"
+SERVER_FAR_MAC, FAR_MAC = "02:00:00:00:00:03", "02:00:00:00:00:04"
 CLONE_NEWNET = 0x40000000
 OFFLOADS_OFF = ("tx", "off", "sg", "off", "tso", "off", "gso", "off")
 ETH_P_IP = 0x0800
@@ -44,9 +54,9 @@ ETH_P_IP = 0x0800
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def namespace_names(scenario: str) -> tuple[str, str]:
-    """(client, server) namespace names of a scenario."""
-    return f"{NS_PREFIX}{scenario}-c", f"{NS_PREFIX}{scenario}-s"
+def namespace_names(scenario: str) -> tuple[str, str, str]:
+    """(client, server, far) namespace names of a scenario (far: forwarding only)."""
+    return f"{NS_PREFIX}{scenario}-c", f"{NS_PREFIX}{scenario}-s", f"{NS_PREFIX}{scenario}-f"
 
 
 def _setns(path: str) -> None:
@@ -74,31 +84,47 @@ def inside(name: str) -> Iterator[None]:
         os.close(here)
 
 
-def create_pair(client_ns: str, server_ns: str, mtu: Optional[int] = None) -> None:
-    """Both namespaces, the veth pair between them, addresses, neighbours, offloads off."""
-    for name in (client_ns, server_ns):
-        netns.create_namespace(name)
-        netns.run("ip", "netns", "exec", name, "sysctl", "-qw",
-                  "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
-    netns.run("ip", "-n", server_ns, "link", "add", DEV, "address", SERVER_MAC, "type", "veth",
-              "peer", "name", DEV, "address", CLIENT_MAC, "netns", client_ns)
-    for name, addr, peer, peer_mac in ((client_ns, CLIENT, SERVER, SERVER_MAC),
-                                       (server_ns, SERVER, CLIENT, CLIENT_MAC)):
-        netns.run("ip", "-n", name, "addr", "add", f"{addr}/{PREFIX_LEN}", "dev", DEV)
+def _link(left_ns: str, left_dev: str, left: tuple[str, str], right_ns: str,
+          right_dev: str, right: tuple[str, str], mtu: Optional[int]) -> None:
+    """A veth pair between two namespaces: (address, MAC) per end, offloads off, neighbours
+    permanent."""
+    netns.run("ip", "-n", left_ns, "link", "add", left_dev, "address", left[1], "type", "veth",
+              "peer", "name", right_dev, "address", right[1], "netns", right_ns)
+    for name, dev, (addr, _), (peer, peer_mac) in ((left_ns, left_dev, left, right),
+                                                  (right_ns, right_dev, right, left)):
+        netns.run("ip", "-n", name, "addr", "add", f"{addr}/{PREFIX_LEN}", "dev", dev)
         if mtu:
-            netns.run("ip", "-n", name, "link", "set", DEV, "mtu", str(mtu))
-        netns.run("ip", "netns", "exec", name, "ethtool", "-K", DEV, *OFFLOADS_OFF)
-        netns.run("ip", "-n", name, "link", "set", DEV, "up")
+            netns.run("ip", "-n", name, "link", "set", dev, "mtu", str(mtu))
+        netns.run("ip", "netns", "exec", name, "ethtool", "-K", dev, *OFFLOADS_OFF)
+        netns.run("ip", "-n", name, "link", "set", dev, "up")
         netns.run("ip", "-n", name, "neigh", "replace", peer, "lladdr", peer_mac,
-                  "nud", "permanent", "dev", DEV)
+                  "nud", "permanent", "dev", dev)
+
+
+def create_topology(client_ns: str, server_ns: str, far_ns: Optional[str] = None,
+                    mtu: Optional[int] = None) -> None:
+    """The namespaces and veth pairs (the far side only when far_ns is given)."""
+    for name in (client_ns, server_ns, far_ns):
+        if name:
+            netns.create_namespace(name)
+            netns.run("ip", "netns", "exec", name, "sysctl", "-qw",
+                      "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+    _link(server_ns, DEV, (SERVER, SERVER_MAC), client_ns, DEV, (CLIENT, CLIENT_MAC), mtu)
     # The router address answers nothing; the server only needs to know where it lives.
     netns.run("ip", "-n", server_ns, "neigh", "replace", ROUTER, "lladdr", CLIENT_MAC,
               "nud", "permanent", "dev", DEV)
+    if far_ns:
+        _link(server_ns, FAR_DEV, (SERVER_FAR_SIDE, SERVER_FAR_MAC), far_ns, DEV,
+              (FAR, FAR_MAC), mtu)
+        netns.run("ip", "netns", "exec", server_ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        netns.run("ip", "-n", client_ns, "route", "add", FAR, "via", SERVER)
+        netns.run("ip", "-n", far_ns, "route", "add", CLIENT,
+                  "via", SERVER_FAR_SIDE)
 
 
-def delete_pair(client_ns: str, server_ns: str) -> None:
-    for name in (client_ns, server_ns):
-        netns.delete_namespace(name)      # deleting either end removes the veth pair
+def delete_topology(*names: str) -> None:
+    for name in names:
+        netns.delete_namespace(name)      # deleting either end removes a veth pair
 
 
 def _mac(text: str) -> bytes:
@@ -127,8 +153,9 @@ class Injector:
         self.sock.close()
 
 
-def client_conntrack_count(client_ns: str) -> int:
-    """Entries in the client namespace's table: 0 shows conntrack never ran there."""
-    with inside(client_ns):
+def conntrack_count(name: str) -> int:
+    """Entries in a namespace's table: 0 in the client and far namespaces shows conntrack
+    never ran there."""
+    with inside(name):
         with open(netns.CONNTRACK_COUNT) as count:
             return int(count.read())
