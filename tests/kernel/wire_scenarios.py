@@ -65,6 +65,7 @@ class WireScenario:
     input_rules: list = field(default_factory=list)
     mtu: Optional[int] = None               # of every veth end
     forward: bool = False                   # the server routes between client and far
+    client_offload: bool = False            # the client's veth keeps checksum offload on
 
 
 SCENARIOS: dict[str, WireScenario] = {}
@@ -498,6 +499,27 @@ def wire_broken_ip_headers(wire: Wire) -> Cleanup:
     return None
 
 
+@scenario("Checksum offload left on at the client's veth: TCP 41301 -> 8080 (handshake, data "
+          "both ways, client closes first) and UDP 43601 -> 7601 (bound). The client's packets "
+          "cross the veth as CHECKSUM_PARTIAL: the server's conntrack trusts them without "
+          "verifying (all tracked normally), while the captured bytes carry only the "
+          "pseudo-header sum, i.e. a wrong checksum. Snapshot 1 s later.",
+          wait=1.0, client_offload=True)
+def wire_offloaded_checksums(wire: Wire) -> Cleanup:
+    listener = wire.listener(8080)
+    client, conn = wire.connected_pair(listener, 41301)
+    exchange(client, conn, b"partial", b"checksums")
+    client.close()
+    assert conn.recv(4096) == b""
+    pause()
+    conn.close()
+    pause()
+    wire.server(socket.SOCK_DGRAM, 7601)
+    wire.client(socket.SOCK_DGRAM, 43601).sendto(b"offloaded", (SERVER, 7601))
+    pause()
+    return None
+
+
 # --- forwarded traffic ---------------------------------------------------------------------
 
 @scenario("Forwarded TCP 10.99.0.1:41201 -> 10.98.0.1:8080 through the server (ip_forward=1): "
@@ -622,6 +644,7 @@ def run_inside(sc: WireScenario, out: Path, client_ns: str, far_ns: Optional[str
         "frames": len(frames),
         "frame_states": states,
         "forward": sc.forward,
+        "client_offload": sc.client_offload,
         "other_conntrack_counts": others,
         "ruleset": rules,
         "tcpdump": capture_stats,
@@ -637,7 +660,7 @@ def run_scenario(sc: WireScenario, out_root: Path) -> str:
     tmp = out_root / (".tmp-" + sc.name)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        wirenet.create_topology(client_ns, server_ns, far_ns, sc.mtu)
+        wirenet.create_topology(client_ns, server_ns, far_ns, sc.mtu, sc.client_offload)
         argv = ["ip", "netns", "exec", server_ns, sys.executable, str(Path(__file__).resolve()),
                 "--inside", sc.name, "--out", str(tmp), "--client-ns", client_ns,
                 *(["--far-ns", far_ns] if far_ns else [])]

@@ -22,7 +22,8 @@ would (rightly) call a bad checksum. Without offload every packet carries its re
 and arrives as CHECKSUM_NONE: the server's conntrack verifies it (observed: a forged SYN
 with a corrupted checksum is INVALID there with nf_conntrack_checksum=1). The receiving
 veth's rx checksumming does not hide anything on this kernel (veth stopped promoting
-CHECKSUM_NONE to CHECKSUM_UNNECESSARY in 4.x), so `rx` stays on.
+CHECKSUM_NONE to CHECKSUM_UNNECESSARY in 4.x), so `rx` stays on. One scenario keeps the
+client's offload on to show what a capture of such traffic looks like.
 
 Python 3.11 has no os.setns: `inside(ns)` calls setns(2) through ctypes, so one process can
 make sockets in both namespaces (a socket stays in the namespace it was made in).
@@ -102,14 +103,18 @@ def _link(left_ns: str, left_dev: str, left: tuple[str, str], right_ns: str,
 
 
 def create_topology(client_ns: str, server_ns: str, far_ns: Optional[str] = None,
-                    mtu: Optional[int] = None) -> None:
-    """The namespaces and veth pairs (the far side only when far_ns is given)."""
+                    mtu: Optional[int] = None, client_offload: bool = False) -> None:
+    """The namespaces and veth pairs (the far side only when far_ns is given); with
+    client_offload the client's end keeps its checksum offload (CHECKSUM_PARTIAL packets)."""
     for name in (client_ns, server_ns, far_ns):
         if name:
             netns.create_namespace(name)
             netns.run("ip", "netns", "exec", name, "sysctl", "-qw",
                       "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
     _link(server_ns, DEV, (SERVER, SERVER_MAC), client_ns, DEV, (CLIENT, CLIENT_MAC), mtu)
+    if client_offload:
+        netns.run("ip", "netns", "exec", client_ns, "ethtool", "-K", DEV,
+                  *(word if word != "off" else "on" for word in OFFLOADS_OFF))
     # The router address answers nothing; the server only needs to know where it lives.
     netns.run("ip", "-n", server_ns, "neigh", "replace", ROUTER, "lladdr", CLIENT_MAC,
               "nud", "permanent", "dev", DEV)
