@@ -3,9 +3,12 @@ stdlib-only modules of tests/kernel/ and reading what the kernel and the engine 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
+
+from engine.replay import ReplayResult, replay
 
 KERNEL_DIR = Path(__file__).resolve().parent / "kernel"
 
@@ -38,3 +41,15 @@ def stat_totals(text: str) -> dict:
     totals = {name: sum(int(row[i], 16) for row in rows) for i, name in enumerate(header)}
     totals[header[0]] = int(rows[0][0], 16)
     return totals
+
+
+def load_snapshot(directory: Path) -> dict:
+    return json.loads((directory / "snapshot.json").read_text())
+
+
+def replay_scenario(directory: Path) -> ReplayResult:
+    """A stored scenario's capture through the engine, as its snapshot says it was taken."""
+    snap = load_snapshot(directory)
+    return replay(str(directory / "capture.pcap"), profile=snap["profile"], at=snap["at"],
+                  knobs_overrides=snap["knobs_overrides"] or None,
+                  max_entries=snap["max_entries"])

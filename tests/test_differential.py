@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from engine.replay import replay
+import kernelhelp
 from kernelhelp import load_kernel_module, stat_totals, verdict_text
 
 TESTS = Path(__file__).resolve().parent
@@ -46,15 +47,12 @@ STAT_NOT_IN_CAPTURE = {
 
 
 def load_snapshot(name: str) -> dict:
-    return json.loads((DATA / name / "snapshot.json").read_text())
+    return kernelhelp.load_snapshot(DATA / name)
 
 
 @lru_cache(maxsize=None)
 def replayed(name: str):
-    snap = load_snapshot(name)
-    return replay(str(DATA / name / "capture.pcap"), profile=snap["profile"], at=snap["at"],
-                  knobs_overrides=snap["knobs_overrides"] or None,
-                  max_entries=snap["max_entries"])
+    return kernelhelp.replay_scenario(DATA / name)
 
 
 # --- the listing parser, on the spec's sample lines -------------------------------------------

@@ -20,14 +20,13 @@ Where the engine disagrees with the kernel, that one comparison is an expected f
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
 
-from engine.replay import replay
+import kernelhelp
 from kernelhelp import load_kernel_module, stat_totals, verdict_text
 
 DATA = Path(__file__).resolve().parent / "data" / "wire"
@@ -90,7 +89,7 @@ def scenarios_for(test: str) -> list:
 
 
 def load_snapshot(name: str) -> dict:
-    return json.loads((DATA / name / "snapshot.json").read_text())
+    return kernelhelp.load_snapshot(DATA / name)
 
 
 @lru_cache(maxsize=None)
@@ -109,10 +108,7 @@ def groups(name: str) -> list:
 
 @lru_cache(maxsize=None)
 def replayed(name: str):
-    snap = load_snapshot(name)
-    return replay(str(DATA / name / "capture.pcap"), profile=snap["profile"], at=snap["at"],
-                  knobs_overrides=snap["knobs_overrides"] or None,
-                  max_entries=snap["max_entries"])
+    return kernelhelp.replay_scenario(DATA / name)
 
 
 def counts_by_hook(name: str, states: list) -> dict:

@@ -112,6 +112,48 @@ def exchange(client: socket.socket, conn: socket.socket, request: bytes, respons
     pause()
 
 
+def connect_refused(client: socket.socket, address: tuple[str, int]) -> None:
+    """connect() to a port nobody listens on: the SYN is answered by RST/ACK."""
+    try:
+        client.connect(address)
+        raise AssertionError("connect to a closed port succeeded")
+    except ConnectionRefusedError:
+        pass
+    pause()
+
+
+def close_in_order(first: socket.socket, second: socket.socket) -> None:
+    """One end closes, the other reads the end of the stream and closes too."""
+    first.close()
+    assert second.recv(4096) == b""
+    pause()
+    second.close()
+    pause()
+
+
+def half_close(client: socket.socket, conn: socket.socket) -> None:
+    """The client shuts its sending side (one FIN); the server sends more and stays open."""
+    client.shutdown(socket.SHUT_WR)
+    assert conn.recv(4096) == b""
+    pause()
+    conn.sendall(b"more data after the client's FIN")
+    client.recv(4096)
+    pause()
+
+
+def send_icmp_requests(icmp: socket.socket, dst: str) -> None:
+    """Echo id 0x1234 twice, timestamp 0x4321, information request 15, address mask 17."""
+    for sequence in (1, 2):
+        icmp.sendto(forge.icmp_echo(8, 0x1234, sequence, b"ping" * 8), (dst, 0))
+        pause()
+    icmp.sendto(forge.icmp_echo(13, 0x4321, 1, b"\0" * 12), (dst, 0))
+    pause()
+    icmp.sendto(forge.icmp_echo(15, 0x1515, 1), (dst, 0))
+    pause()
+    icmp.sendto(forge.icmp_echo(17, 0x1717, 1, b"\0" * 4), (dst, 0))
+    pause()
+
+
 def udp_socket(port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -134,11 +176,7 @@ def tcp_client_close() -> Cleanup:
     server = tcp_listener(8080)
     client, conn = tcp_connected_pair(server, 41001)
     exchange(client, conn, b"hello", b"world")
-    client.close()
-    assert conn.recv(4096) == b""
-    pause()
-    conn.close()
-    pause()
+    close_in_order(client, conn)
     return closing(server)
 
 
@@ -148,11 +186,7 @@ def tcp_server_close() -> Cleanup:
     server = tcp_listener(8080)
     client, conn = tcp_connected_pair(server, 41002)
     exchange(client, conn, b"hello", b"world")
-    conn.close()
-    assert client.recv(4096) == b""
-    pause()
-    client.close()
-    pause()
+    close_in_order(conn, client)
     return closing(server)
 
 
@@ -162,24 +196,14 @@ def tcp_half_close() -> Cleanup:
     server = tcp_listener(8080)
     client, conn = tcp_connected_pair(server, 41003)
     exchange(client, conn, b"request", b"partial")
-    client.shutdown(socket.SHUT_WR)
-    assert conn.recv(4096) == b""
-    pause()
-    conn.sendall(b"more data after the client's FIN")
-    client.recv(4096)
-    pause()
+    half_close(client, conn)
     return closing(client, conn, server)
 
 
 @scenario("TCP 41004->8081 with nothing listening: SYN answered by RST/ACK (connection refused).")
 def tcp_refused() -> Cleanup:
     client = tcp_client(41004)
-    try:
-        client.connect((LOCAL, 8081))
-        raise AssertionError("connect to a closed port succeeded")
-    except ConnectionRefusedError:
-        pass
-    pause()
+    connect_refused(client, (LOCAL, 8081))
     return closing(client)
 
 
@@ -638,15 +662,7 @@ def table_full() -> Cleanup:
           "(not answered by Linux); snapshot 3 s later.", wait=3.0)
 def icmp_echo() -> Cleanup:
     icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    for sequence in (1, 2):
-        icmp.sendto(forge.icmp_echo(8, 0x1234, sequence, b"ping" * 8), (LOCAL, 0))
-        pause()
-    icmp.sendto(forge.icmp_echo(13, 0x4321, 1, b"\0" * 12), (LOCAL, 0))
-    pause()
-    icmp.sendto(forge.icmp_echo(15, 0x1515, 1), (LOCAL, 0))
-    pause()
-    icmp.sendto(forge.icmp_echo(17, 0x1717, 1, b"\0" * 4), (LOCAL, 0))
-    pause()
+    send_icmp_requests(icmp, LOCAL)
     return closing(icmp)
 
 
@@ -752,6 +768,24 @@ def count_datagrams(frames: list[pcapfile.Frame], states: list[Optional[str]]) -
     return counts
 
 
+def checked_capture(pcap: Path, linktype: int, before: float,
+                    tcpdump_stats: list[str]) -> list[pcapfile.Frame]:
+    """The frames of a finished capture; RuntimeError if any tcpdump lost packets, the link
+    type is not `linktype`, a frame came after the snapshot started, or the file is big."""
+    for stats in tcpdump_stats:
+        if not re.search(r"(^|\s)0 packets dropped by kernel", stats):
+            raise RuntimeError(f"tcpdump lost packets: {stats!r}")
+    found, frames = pcapfile.read_pcap(str(pcap))
+    if found != linktype:
+        raise RuntimeError(f"link type {found}, expected {linktype}")
+    late = [f.index for f in frames if f.ts > before]
+    if late:
+        raise RuntimeError(f"frames {late} captured after the snapshot started")
+    if pcap.stat().st_size > MAX_CAPTURE_BYTES:
+        raise RuntimeError(f"capture is {pcap.stat().st_size} bytes")
+    return frames
+
+
 def run_inside(sc: Scenario, out: Path, global_max: Optional[netns.GlobalConntrackMax]) -> None:
     """Everything that happens inside the scenario's namespace."""
     os.sched_setaffinity(0, {0})
@@ -782,16 +816,7 @@ def run_inside(sc: Scenario, out: Path, global_max: Optional[netns.GlobalConntra
         tcpdump_stats = tcpdump.stop()
         if cleanup:
             cleanup()
-    if not re.search(r"(^|\s)0 packets dropped by kernel", tcpdump_stats):
-        raise RuntimeError(f"tcpdump lost packets: {tcpdump_stats!r}")
-    linktype, frames = pcapfile.read_pcap(str(pcap))
-    if linktype != pcapfile.LINKTYPE_EN10MB:
-        raise RuntimeError(f"link type {linktype}, expected EN10MB")
-    late = [f.index for f in frames if f.ts > snap["before"]]
-    if late:
-        raise RuntimeError(f"frames {late} captured after the snapshot started")
-    if pcap.stat().st_size > MAX_CAPTURE_BYTES:
-        raise RuntimeError(f"capture is {pcap.stat().st_size} bytes")
+    frames = checked_capture(pcap, pcapfile.LINKTYPE_EN10MB, snap["before"], [tcpdump_stats])
     counters = ruleset.counters_from_json(nft_json)
     states = frame_states(frames)
     marked = count_datagrams(frames, states)
@@ -852,13 +877,20 @@ def run_scenario(sc: Scenario, out_root: Path) -> str:
         netns.delete_namespace(name)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def scenario_parser(description: str, out: Path) -> argparse.ArgumentParser:
+    """The command line both generators share (scenario names, --out, --list, --retries,
+    and the hidden --inside of the run in the namespace)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("names", nargs="*", help="scenarios to run (default: all)")
-    parser.add_argument("--out", type=Path, default=DATA_DIR)
+    parser.add_argument("--out", type=Path, default=out)
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--retries", type=int, default=2)
     parser.add_argument("--inside", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = scenario_parser(__doc__.split("\n")[0], DATA_DIR)
     parser.add_argument("--max-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--max-original", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -868,8 +900,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                       if args.max_fd is not None else None)
         run_inside(SCENARIOS[args.inside], args.out, global_max)
         return 0
+    return run_named(SCENARIOS, run_scenario, args, parser)
+
+
+def run_named(registry: dict, run: Callable, args: argparse.Namespace,
+              parser: argparse.ArgumentParser) -> int:
+    """--list, or run(scenario, out) for each named scenario (all by default) with retries,
+    printing one result line each; the exit status."""
     if args.list:
-        for sc in SCENARIOS.values():
+        for sc in registry.values():
             print(f"{sc.name}: {sc.description}")
         return 0
     if os.geteuid() != 0:
@@ -877,14 +916,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     # SIGTERM -> SystemExit, so the finally clauses delete the namespaces.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    unknown = [n for n in args.names if n not in SCENARIOS]
+    unknown = [n for n in args.names if n not in registry]
     if unknown:
         parser.error(f"unknown scenarios: {unknown}")
     failures = 0
-    for name in args.names or list(SCENARIOS):
-        for attempt in range(args.retries + 1):
+    for name in args.names or list(registry):
+        for _attempt in range(args.retries + 1):
             try:
-                result = run_scenario(SCENARIOS[name], args.out)
+                result = run(registry[name], args.out)
                 break
             except RuntimeError as error:
                 result = f"FAILED: {error}"

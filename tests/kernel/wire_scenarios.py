@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -44,11 +42,12 @@ import netns  # noqa: E402
 import pcapfile  # noqa: E402
 import wirenet  # noqa: E402
 import wirerules  # noqa: E402
+from scenarios import (IP_MTU_DISCOVER, IP_PMTUDISC_DONT, checked_capture,  # noqa: E402
+                       close_in_order, connect_refused, exchange, half_close, pause, run_named,
+                       scenario_parser, send_icmp_requests)
 from wirenet import CLIENT, FAR, ROUTER, SERVER  # noqa: E402
 
 DATA_DIR = HERE.parent / "data" / "wire"
-MAX_CAPTURE_BYTES = 200_000
-IP_MTU_DISCOVER, IP_PMTUDISC_DONT = 10, 0   # <linux/in.h>; Python's socket module lacks them
 NFLOG_WAIT = 10.0                           # the kernel flushes NFLOG batches every second
 
 Cleanup = Optional[Callable[[], None]]
@@ -144,18 +143,6 @@ class Wire:
             self._injector.close()
 
 
-def pause(seconds: float = 0.1) -> None:
-    time.sleep(seconds)
-
-
-def exchange(client: socket.socket, conn: socket.socket, request: bytes, response: bytes) -> None:
-    client.sendall(request)
-    assert conn.recv(4096) == request
-    conn.sendall(response)
-    assert client.recv(4096) == response
-    pause()
-
-
 def udp_round(client: socket.socket, server: socket.socket, request: bytes,
               response: bytes) -> None:
     client.sendto(request, server.getsockname())
@@ -196,11 +183,7 @@ def wire_tcp_client_close(wire: Wire) -> Cleanup:
     listener = wire.listener(8080)
     client, conn = wire.connected_pair(listener, 41001)
     exchange(client, conn, b"hello", b"world")
-    client.close()
-    assert conn.recv(4096) == b""
-    pause()
-    conn.close()
-    pause()
+    close_in_order(client, conn)
     return None
 
 
@@ -210,11 +193,7 @@ def wire_tcp_server_close(wire: Wire) -> Cleanup:
     listener = wire.listener(8080)
     client, conn = wire.connected_pair(listener, 41002)
     exchange(client, conn, b"hello", b"world")
-    conn.close()
-    assert client.recv(4096) == b""
-    pause()
-    client.close()
-    pause()
+    close_in_order(conn, client)
     return None
 
 
@@ -225,25 +204,14 @@ def wire_tcp_half_close(wire: Wire) -> Cleanup:
     listener = wire.listener(8080)
     client, conn = wire.connected_pair(listener, 41003)
     exchange(client, conn, b"request", b"partial")
-    client.shutdown(socket.SHUT_WR)
-    assert conn.recv(4096) == b""
-    pause()
-    conn.sendall(b"more data after the client's FIN")
-    client.recv(4096)
-    pause()
+    half_close(client, conn)
     return None
 
 
 @scenario("TCP 41004 -> 8081 with nothing listening on the server: the SYN arrives (NEW), the "
           "server answers RST/ACK at OUTPUT (connection refused).")
 def wire_tcp_refused(wire: Wire) -> Cleanup:
-    client = wire.client(socket.SOCK_STREAM, 41004)
-    try:
-        client.connect((SERVER, 8081))
-        raise AssertionError("connect to a closed port succeeded")
-    except ConnectionRefusedError:
-        pass
-    pause()
+    connect_refused(wire.client(socket.SOCK_STREAM, 41004), (SERVER, 8081))
     return None
 
 
@@ -339,16 +307,7 @@ def wire_udp_fragmented(wire: Wire) -> Cleanup:
           "timestamp id 0x4321 (answered by the server at OUTPUT), information request 15 and "
           "address mask request 17 (not answered by Linux); snapshot 3 s later.", wait=3.0)
 def wire_icmp_echo(wire: Wire) -> Cleanup:
-    icmp = wire.client(socket.SOCK_RAW, proto=socket.IPPROTO_ICMP)
-    for sequence in (1, 2):
-        icmp.sendto(forge.icmp_echo(8, 0x1234, sequence, b"ping" * 8), (SERVER, 0))
-        pause()
-    icmp.sendto(forge.icmp_echo(13, 0x4321, 1, b"\0" * 12), (SERVER, 0))
-    pause()
-    icmp.sendto(forge.icmp_echo(15, 0x1515, 1), (SERVER, 0))
-    pause()
-    icmp.sendto(forge.icmp_echo(17, 0x1717, 1, b"\0" * 4), (SERVER, 0))
-    pause()
+    send_icmp_requests(wire.client(socket.SOCK_RAW, proto=socket.IPPROTO_ICMP), SERVER)
     return None
 
 
@@ -509,11 +468,7 @@ def wire_offloaded_checksums(wire: Wire) -> Cleanup:
     listener = wire.listener(8080)
     client, conn = wire.connected_pair(listener, 41301)
     exchange(client, conn, b"partial", b"checksums")
-    client.close()
-    assert conn.recv(4096) == b""
-    pause()
-    conn.close()
-    pause()
+    close_in_order(client, conn)
     wire.server(socket.SOCK_DGRAM, 7601)
     wire.client(socket.SOCK_DGRAM, 43601).sendto(b"offloaded", (SERVER, 7601))
     pause()
@@ -531,11 +486,7 @@ def wire_forward_tcp(wire: Wire) -> Cleanup:
     listener = wire.listener(8080, far=True)
     client, conn = wire.connected_pair(listener, 41201)
     exchange(client, conn, b"through", b"the router")
-    client.close()
-    assert conn.recv(4096) == b""
-    pause()
-    conn.close()
-    pause()
+    close_in_order(client, conn)
     return None
 
 
@@ -600,17 +551,8 @@ def run_inside(sc: WireScenario, out: Path, client_ns: str, far_ns: Optional[str
         capture_stats = capture.stop()
         log_stats = log.stop()
         wire.close()
-    for stats in (capture_stats, log_stats):
-        if not re.search(r"(^|\s)0 packets dropped by kernel", stats):
-            raise RuntimeError(f"tcpdump lost packets: {stats!r}")
-    linktype, frames = pcapfile.read_pcap(str(pcap))
-    if linktype != cooked.LINKTYPE_LINUX_SLL2:
-        raise RuntimeError(f"link type {linktype}, expected LINUX_SLL2")
-    late = [f.index for f in frames if f.ts > snap["before"]]
-    if late:
-        raise RuntimeError(f"frames {late} captured after the snapshot started")
-    if pcap.stat().st_size > MAX_CAPTURE_BYTES:
-        raise RuntimeError(f"capture is {pcap.stat().st_size} bytes")
+    frames = checked_capture(pcap, cooked.LINKTYPE_LINUX_SLL2, snap["before"],
+                             [capture_stats, log_stats])
     if any(others.values()):
         raise RuntimeError(f"conntrack ran outside the server: {others}")
     log_type, log_frames = pcapfile.read_pcap(str(nflog))
@@ -678,12 +620,7 @@ def run_scenario(sc: WireScenario, out_root: Path) -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("names", nargs="*", help="scenarios to run (default: all)")
-    parser.add_argument("--out", type=Path, default=DATA_DIR)
-    parser.add_argument("--list", action="store_true")
-    parser.add_argument("--retries", type=int, default=2)
-    parser.add_argument("--inside", help=argparse.SUPPRESS)
+    parser = scenario_parser(__doc__.split("\n")[0], DATA_DIR)
     parser.add_argument("--client-ns", help=argparse.SUPPRESS)
     parser.add_argument("--far-ns", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -691,30 +628,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.inside:
         run_inside(SCENARIOS[args.inside], args.out, args.client_ns, args.far_ns)
         return 0
-    if args.list:
-        for sc in SCENARIOS.values():
-            print(f"{sc.name}: {sc.description}")
-        return 0
-    if os.geteuid() != 0:
-        print("must run as root (network namespaces)", file=sys.stderr)
-        return 2
-    # SIGTERM -> SystemExit, so the finally clauses delete the namespaces.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    unknown = [n for n in args.names if n not in SCENARIOS]
-    if unknown:
-        parser.error(f"unknown scenarios: {unknown}")
-    failures = 0
-    for name in args.names or list(SCENARIOS):
-        for _attempt in range(args.retries + 1):
-            try:
-                result = run_scenario(SCENARIOS[name], args.out)
-                break
-            except RuntimeError as error:
-                result = f"FAILED: {error}"
-        failures += result.startswith("FAILED")
-        print(f"{name}: {result}", flush=True)
-    return 1 if failures else 0
-
+    return run_named(SCENARIOS, run_scenario, args, parser)
 
 if __name__ == "__main__":
     sys.exit(main())
