@@ -322,7 +322,13 @@ def tcp_simultaneous_open() -> Cleanup:
           "then normal data.")
 def tcp_window_checks() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42003), (PEER, 6000))
+    forged_window_checks(raw, LOCAL, PEER)
+    return raw.close
+
+
+def forged_window_checks(sender, client: str, server: str) -> None:
+    """The traffic of tcp_window_checks between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42003), (server, 6000))
     client_isn = tcp.next["c"]
     tcp.handshake()
     tcp.c("PA", data=b"d" * 100)
@@ -334,7 +340,6 @@ def tcp_window_checks() -> Cleanup:
     tcp.c("A")
     tcp.c("PA", data=b"f" * 10)
     tcp.s("A")
-    return raw.close
 
 
 @scenario("Forged TCP: SYNs on an established connection (127.0.0.1:42004 -> 127.0.0.2:6000: "
@@ -458,21 +463,26 @@ def tcp_rst_ignore_invalid() -> Cleanup:
           "crossing; snapshot 2 s later.", wait=2.0)
 def tcp_forged_states() -> Cleanup:
     raw = RawSender()
-    syn_recv = ForgedTcp(raw, (LOCAL, 42501), (PEER, 6000))
+    forged_states(raw, LOCAL, PEER)
+    return raw.close
+
+
+def forged_states(sender, client: str, server: str) -> None:
+    """The traffic of tcp_forged_states between any two hosts (also sent over the wire)."""
+    syn_recv = ForgedTcp(sender, (client, 42501), (server, 6000))
     syn_recv.c("S")
     syn_recv.s("SA")
     for port, steps in ((42502, ("cFA",)), (42503, ("cFA", "sA")),
                         (42504, ("cFA", "sA", "sFA")), (42506, ("cFA", "sFA"))):
-        tcp = ForgedTcp(raw, (LOCAL, port), (PEER, 6000))
+        tcp = ForgedTcp(sender, (client, port), (server, 6000))
         tcp.handshake()
         tcp.c("PA", data=b"data")
         tcp.s("A")
         for step in steps:
             getattr(tcp, step[0])(step[1:])
-    sent2 = ForgedTcp(raw, (LOCAL, 42505), (PEER, 6000))
+    sent2 = ForgedTcp(sender, (client, 42505), (server, 6000))
     sent2.c("S")
     sent2.s("S")
-    return raw.close
 
 
 @scenario("Forged TCP to 127.0.0.2:6000: 42601 is reset (client RST/ACK: CLOSE, 10 s), 42602 "

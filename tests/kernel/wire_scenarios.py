@@ -43,8 +43,10 @@ import pcapfile  # noqa: E402
 import wirenet  # noqa: E402
 import wirerules  # noqa: E402
 from scenarios import (IP_MTU_DISCOVER, IP_PMTUDISC_DONT, checked_capture,  # noqa: E402
-                       close_in_order, connect_refused, exchange, half_close, pause, run_named,
+                       close_in_order, connect_refused, exchange, forged_states,
+                       forged_window_checks, half_close, pause, run_named,
                        scenario_parser, send_icmp_requests)
+from forge import ForgedTcp  # noqa: E402
 from wirenet import CLIENT, FAR, ROUTER, SERVER  # noqa: E402
 
 DATA_DIR = HERE.parent / "data" / "wire"
@@ -62,6 +64,7 @@ class WireScenario:
     knobs: dict = field(default_factory=dict)          # server conntrack knobs to set
     quiet_rules: list = field(default_factory=list)    # nft output rules before conntrack
     input_rules: list = field(default_factory=list)
+    client_rules: list = field(default_factory=list)   # nft output rules of the client
     mtu: Optional[int] = None               # of every veth end
     forward: bool = False                   # the server routes between client and far
     client_offload: bool = False            # the client's veth keeps checksum offload on
@@ -136,11 +139,37 @@ class Wire:
             self._injector = wirenet.Injector(self.client_ns)
         self._injector.send(packet)
 
+    def forger(self) -> "WireSender":
+        sender = WireSender(self)
+        self._keep(sender.raw)
+        return sender
+
     def close(self) -> None:
         for sock in self.sockets:
             sock.close()
         if self._injector:
             self._injector.close()
+
+
+class WireSender:
+    """Sends whole forged IPv4 packets the way each end would: the client's through the
+    injector (they arrive at the server's PREROUTING), the server's through a raw socket of
+    the server (they pass its OUTPUT). With `corrupt` set, the L4 checksum is made wrong."""
+
+    def __init__(self, wire: Wire, gap: float = 0.02) -> None:
+        self.wire = wire
+        self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.gap = gap
+        self.corrupt = False
+
+    def send(self, packet: bytes) -> None:
+        if self.corrupt:
+            packet = packet[:20] + corrupted(packet[20:], packet[9])
+        if packet[12:16] == socket.inet_aton(CLIENT):
+            self.wire.inject(packet)
+        else:
+            self.raw.sendto(packet, (socket.inet_ntoa(packet[16:20]), 0))
+            time.sleep(self.gap)
 
 
 def udp_round(client: socket.socket, server: socket.socket, request: bytes,
@@ -475,6 +504,56 @@ def wire_offloaded_checksums(wire: Wire) -> Cleanup:
     return None
 
 
+# --- forged TCP both ways: the client's segments arrive, the server's leave ----------------
+
+# What the two stacks would answer to connections only forged packets know about: the server's
+# RSTs (dropped before its conntrack) and the client's RSTs (dropped in its own output chain,
+# an nft rule without `ct`: no conntrack there either).
+FORGED_TCP_QUIET = ["tcp sport 6000 tcp flags & rst == rst drop"]
+FORGED_TCP_CLIENT = ["tcp dport 6000 tcp flags & rst == rst drop"]
+
+
+@scenario("Forged TCP 10.99.0.1:42601 -> :6000, the client's segments arriving with "
+          "nf_conntrack_checksum=1: handshake, data both ways, then client data, a RST and a "
+          "FIN/ACK each with a corrupted checksum (INVALID: the entry stays ESTABLISHED, no "
+          "CLOSE), then the data again correct and the server's ACK.",
+          quiet_rules=FORGED_TCP_QUIET, client_rules=FORGED_TCP_CLIENT)
+def wire_tcp_bad_checksum_midstream(wire: Wire) -> Cleanup:
+    sender = wire.forger()
+    tcp = ForgedTcp(sender, (CLIENT, 42601), (SERVER, 6000))
+    tcp.handshake()
+    tcp.c("PA", data=b"hello")
+    tcp.s("PA", data=b"world")
+    tcp.c("A")
+    sender.corrupt = True
+    tcp.c("PA", data=b"corrupted", advance=False)
+    tcp.c("RA", advance=False)
+    tcp.c("FA", advance=False)
+    sender.corrupt = False
+    tcp.c("PA", data=b"corrupted")
+    tcp.s("A")
+    return None
+
+
+@scenario("Forged TCP over the wire (client segments arriving, server segments leaving) left in "
+          "different states, as the loopback tcp_forged_states: 42501 SYN_RECV, 42502 FIN_WAIT, "
+          "42503 CLOSE_WAIT, 42504 LAST_ACK, 42505 SYN_SENT2, 42506 both FINs crossing; "
+          "snapshot 2 s later.", wait=2.0,
+          quiet_rules=FORGED_TCP_QUIET, client_rules=FORGED_TCP_CLIENT)
+def wire_tcp_forged_states(wire: Wire) -> Cleanup:
+    forged_states(wire.forger(), CLIENT, SERVER)
+    return None
+
+
+@scenario("Forged TCP 42003 -> 6000 window checks over the wire, as the loopback "
+          "tcp_window_checks: after a handshake and data, client data far beyond the window, an "
+          "ACK for data never sent, an old retransmission (all arriving), then normal data.",
+          quiet_rules=FORGED_TCP_QUIET, client_rules=FORGED_TCP_CLIENT)
+def wire_tcp_window_checks(wire: Wire) -> Cleanup:
+    forged_window_checks(wire.forger(), CLIENT, SERVER)
+    return None
+
+
 # --- forwarded traffic ---------------------------------------------------------------------
 
 @scenario("Forwarded TCP 10.99.0.1:41201 -> 10.98.0.1:8080 through the server (ip_forward=1): "
@@ -527,6 +606,9 @@ def run_inside(sc: WireScenario, out: Path, client_ns: str, far_ns: Optional[str
         netns.write_knob(knob, value)
     rules = wirerules.build_ruleset(sc.quiet_rules, sc.input_rules)
     netns.run("nft", "-f", "-", stdin=rules)
+    if sc.client_rules:
+        netns.run("ip", "netns", "exec", client_ns, "nft", "-f", "-",
+                  stdin=wirerules.build_client_ruleset(sc.client_rules))
     out.mkdir(parents=True, exist_ok=True)
     pcap, nflog = out / "capture.pcap", out / "nflog.pcap"
     capture = netns.Tcpdump(pcap, "any")

@@ -75,6 +75,19 @@ def build_ruleset(quiet_rules: Iterable[str] = (), input_rules: Iterable[str] = 
     return "\n".join(lines)
 
 
+def build_client_ruleset(output_rules: Iterable[str]) -> str:
+    """nft -f input for the client namespace: output rules that use no `ct` expression, so
+    conntrack stays out of that namespace."""
+    if any("ct " in rule for rule in output_rules):
+        raise ValueError("a client rule would load conntrack in the client namespace")
+    return "\n".join(["table ip pctw_client {",
+                      "    chain out {",
+                      "        type filter hook output priority 0; policy accept;",
+                      *[f"        {rule}" for rule in output_rules],
+                      "    }",
+                      "}", ""])
+
+
 def counters_from_json(nft_json: str) -> dict[str, dict[str, int]]:
     """{"prerouting": {state: packets, ..., "reply": n}, "output": {...}} from `nft -j`."""
     found: dict[str, int] = {}
