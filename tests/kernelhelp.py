@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -53,3 +56,16 @@ def replay_scenario(directory: Path) -> ReplayResult:
     return replay(str(directory / "capture.pcap"), profile=snap["profile"], at=snap["at"],
                   knobs_overrides=snap["knobs_overrides"] or None,
                   max_entries=snap["max_entries"])
+
+
+def namespaces_unavailable(tools: tuple, probe: str) -> str:
+    """Why a live kernel scenario cannot run here ('' if it can): root, the tools, and a
+    network namespace `probe` made and deleted."""
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in tools:
+        if not shutil.which(tool):
+            return f"needs {tool}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True)
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return "" if made.returncode == 0 else "ip netns add fails here"

@@ -15,10 +15,7 @@ Per scenario the engine must reproduce:
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
-import subprocess
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -255,22 +252,10 @@ def test_stat_totals_match_kernel(name):
 
 # --- live, optional ------------------------------------------------------------------------------
 
-def _can_make_namespaces() -> str:
-    if os.geteuid() != 0:
-        return "needs root"
-    for tool in ("ip", "nft", "tcpdump"):
-        if not shutil.which(tool):
-            return f"needs {tool}"
-    probe = "pct-probe-pytest"
-    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True)
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return "" if made.returncode == 0 else "ip netns add fails here"
-
-
 @pytest.mark.kernel
 def test_live_kernel_agrees_with_engine(tmp_path):
     """Regenerate one quick scenario on the running kernel now and compare like the stored ones."""
-    reason = _can_make_namespaces()
+    reason = kernelhelp.namespaces_unavailable(("ip", "nft", "tcpdump"), "pct-probe-pytest")
     if reason:
         pytest.skip(reason)
     scenarios = load_kernel_module("scenarios")

@@ -221,3 +221,23 @@ def test_stat_totals_match_kernel(name):
     diff = {col: (kernel.get(col), engine.get(col))
             for col in sorted(set(kernel) | set(engine)) if kernel.get(col) != engine.get(col)}
     assert not diff, f"{name}: (kernel, engine) per column: {diff}"
+
+
+# --- live, optional ------------------------------------------------------------------------------
+
+@pytest.mark.kernel
+def test_live_wire_kernel_agrees_with_engine(tmp_path):
+    """Regenerate one wire scenario on the running kernel now (checksums verified at
+    PREROUTING, replies at OUTPUT, an ICMP error arriving) and compare like the stored ones."""
+    reason = kernelhelp.namespaces_unavailable(("ip", "nft", "tcpdump", "ethtool"),
+                                               "pctw-probe-pytest")
+    if reason:
+        pytest.skip(reason)
+    generator = load_kernel_module("wire_scenarios")
+    name = "wire_icmp_bad_checksum"
+    assert generator.run_scenario(generator.SCENARIOS[name], tmp_path) == "ok"
+    snap = kernelhelp.load_snapshot(tmp_path / name)
+    result = kernelhelp.replay_scenario(tmp_path / name)
+    assert "INVALID" in snap["frame_states"]
+    assert listing.compare_listings(snap["listing"], result.text("nf_conntrack").splitlines()) == []
+    assert [verdict_text(v) for v in result.verdicts] == snap["frame_states"]
