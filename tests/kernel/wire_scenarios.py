@@ -13,10 +13,13 @@ capture.pcap, nflog.pcap and snapshot.json (with `hooks: "wire"`).
 
     python3 tests/kernel/wire_scenarios.py [--out DIR] [--list] [NAME ...]
 
-Conventions: the client is 10.99.0.1 and binds fixed ports, the server 10.99.0.2. Forged
-packets are put on the client's wire with AF_PACKET (nothing rewrites them); what the
-server's stack would answer to them is dropped before conntrack by the scenario's `quiet`
-rules, or absorbed by a bound socket, so it never appears.
+Conventions: the client is 10.99.0.1 and binds fixed ports, the server 10.99.0.2 (and, in
+the forwarding scenarios, a far host 10.98.0.1 behind the server). Forged client packets are
+put on the client's wire with AF_PACKET (nothing rewrites them); forged server packets leave
+through a raw socket of the server (they pass its OUTPUT). What the server's stack would
+answer to forged packets is dropped before conntrack by the scenario's `quiet` rules, or
+absorbed by a bound socket; what the client's stack would answer, by its `client_rules`
+(nft rules without `ct`, so the client still runs no conntrack).
 """
 from __future__ import annotations
 
