@@ -304,7 +304,13 @@ def tcp_forged_close_and_reopen() -> Cleanup:
           "SYN/ACK both ways, ACK both ways, then data.")
 def tcp_simultaneous_open() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42002), (PEER, 6000))
+    tcp_simultaneous_open_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_simultaneous_open_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_simultaneous_open between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42002), (server, 6000))
     client_isn, server_isn = tcp.next["c"], tcp.next["s"]
     tcp.c("S")
     tcp.s("S")
@@ -314,7 +320,6 @@ def tcp_simultaneous_open() -> Cleanup:
     tcp.s("A")
     tcp.c("PA", data=b"simultaneous")
     tcp.s("A")
-    return raw.close
 
 
 @scenario("Forged TCP 127.0.0.1:42003 -> 127.0.0.2:6000 window checks: after a handshake and "
@@ -322,11 +327,11 @@ def tcp_simultaneous_open() -> Cleanup:
           "then normal data.")
 def tcp_window_checks() -> Cleanup:
     raw = RawSender()
-    forged_window_checks(raw, LOCAL, PEER)
+    tcp_window_checks_traffic(raw, LOCAL, PEER)
     return raw.close
 
 
-def forged_window_checks(sender, client: str, server: str) -> None:
+def tcp_window_checks_traffic(sender, client: str, server: str) -> None:
     """The traffic of tcp_window_checks between any two hosts (also sent over the wire)."""
     tcp = ForgedTcp(sender, (client, 42003), (server, 6000))
     client_isn = tcp.next["c"]
@@ -347,16 +352,21 @@ def forged_window_checks(sender, client: str, server: str) -> None:
           "(42005: ignored, but the entry has seen a reply).")
 def tcp_ignored_packets() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42004), (PEER, 6000))
+    tcp_ignored_packets_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_ignored_packets_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_ignored_packets between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42004), (server, 6000))
     tcp.handshake()
     tcp.c("PA", data=b"established")
     tcp.s("A")
     tcp.c("S", seq=tcp.next["c"] + 5000)
     tcp.s("S", seq=tcp.next["s"] + 5000)
-    other = ForgedTcp(raw, (LOCAL, 42005), (PEER, 6000))
+    other = ForgedTcp(sender, (client, 42005), (server, 6000))
     other.c("S")
     other.s("A", seq=other.next["s"] + 7, ack=other.next["c"])
-    return raw.close
 
 
 @scenario("Forged TCP first packets with odd flags, each on its own port 42101-42111 -> "
@@ -364,23 +374,34 @@ def tcp_ignored_packets() -> Cleanup:
           "SU and SP (NEW, SYN_SENT).")
 def tcp_odd_first_flags() -> Cleanup:
     raw = RawSender()
+    tcp_odd_first_flags_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_odd_first_flags_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_odd_first_flags between any two hosts (also sent over the wire)."""
     for port, letters in zip(range(42101, 42112),
                              ("F", "", "SF", "FA", "SA", "R", "RA", "SR", "RF", "SU", "SP")):
-        ForgedTcp(raw, (LOCAL, port), (PEER, 6000)).c(letters, ack=0 if "A" not in letters else 777)
-    return raw.close
+        ForgedTcp(sender, (client, port), (server, 6000)).c(letters,
+                                                            ack=0 if "A" not in letters else 777)
 
 
 @scenario("Forged TCP with an ACK as first packet (tcp_loose=1, the default): 127.0.0.1:42201 "
           "ACK, data, reply ACK, more data; 42202 a lone ACK (loose pickup).")
 def tcp_ack_first_loose() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42201), (PEER, 6000))
+    tcp_ack_first_loose_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_ack_first_loose_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_ack_first_loose between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42201), (server, 6000))
     tcp.c("A")
     tcp.c("PA", data=b"picked up")
     tcp.s("A")
     tcp.c("PA", data=b"more")
-    ForgedTcp(raw, (LOCAL, 42202), (PEER, 6000), client_isn=90000).c("A")
-    return raw.close
+    ForgedTcp(sender, (client, 42202), (server, 6000), client_isn=90000).c("A")
 
 
 @scenario("Forged TCP with an ACK as first packet and tcp_loose=0: 127.0.0.1:42203 ACK, data "
@@ -424,23 +445,28 @@ def tcp_zero_window() -> Cleanup:
           "(kept state, CLOSE timer); 42403 client RST/ACK at the exact seq (CLOSE).")
 def tcp_rst_checks() -> Cleanup:
     raw = RawSender()
-    first = ForgedTcp(raw, (LOCAL, 42401), (PEER, 6000))
+    tcp_rst_checks_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_rst_checks_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_rst_checks between any two hosts (also sent over the wire)."""
+    first = ForgedTcp(sender, (client, 42401), (server, 6000))
     first.handshake()
     first.c("PA", data=b"x" * 20)
     first.s("PA", data=b"y" * 2000)
     first.c("A")
     first.s("R", seq=first.next["s"] - 1000)
-    second = ForgedTcp(raw, (LOCAL, 42402), (PEER, 6000))
+    second = ForgedTcp(sender, (client, 42402), (server, 6000))
     second.handshake()
     second.c("PA", data=b"x" * 20)
     second.s("A")
     second.s("R", seq=second.next["s"] + 100)
-    third = ForgedTcp(raw, (LOCAL, 42403), (PEER, 6000))
+    third = ForgedTcp(sender, (client, 42403), (server, 6000))
     third.handshake()
     third.c("PA", data=b"x" * 20)
     third.s("A")
     third.c("RA")
-    return raw.close
 
 
 @scenario("Forged TCP 127.0.0.1:42404 -> 127.0.0.2:6000 with tcp_ignore_invalid_rst=1: "
@@ -463,11 +489,11 @@ def tcp_rst_ignore_invalid() -> Cleanup:
           "crossing; snapshot 2 s later.", wait=2.0)
 def tcp_forged_states() -> Cleanup:
     raw = RawSender()
-    forged_states(raw, LOCAL, PEER)
+    tcp_forged_states_traffic(raw, LOCAL, PEER)
     return raw.close
 
 
-def forged_states(sender, client: str, server: str) -> None:
+def tcp_forged_states_traffic(sender, client: str, server: str) -> None:
     """The traffic of tcp_forged_states between any two hosts (also sent over the wire)."""
     syn_recv = ForgedTcp(sender, (client, 42501), (server, 6000))
     syn_recv.c("S")
@@ -490,17 +516,22 @@ def forged_states(sender, client: str, server: str) -> None:
           wait=11.0)
 def tcp_close_expiry() -> Cleanup:
     raw = RawSender()
-    reset = ForgedTcp(raw, (LOCAL, 42601), (PEER, 6000))
+    tcp_close_expiry_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_close_expiry_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_close_expiry between any two hosts (also sent over the wire)."""
+    reset = ForgedTcp(sender, (client, 42601), (server, 6000))
     reset.handshake()
     reset.c("PA", data=b"bye")
     reset.s("A")
     reset.c("RA")
-    closed = ForgedTcp(raw, (LOCAL, 42602), (PEER, 6000))
+    closed = ForgedTcp(sender, (client, 42602), (server, 6000))
     closed.handshake()
     closed.c("FA")
     closed.s("FA")
     closed.c("A")
-    return raw.close
 
 
 WSCALE_SACK_OPTIONS = forge.MSS_1460 + b"\x01\x03\x03\x07" + b"\x04\x02\x01\x01"

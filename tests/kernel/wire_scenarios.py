@@ -43,16 +43,17 @@ import cooked  # noqa: E402
 import forge  # noqa: E402
 import netns  # noqa: E402
 import pcapfile  # noqa: E402
+import scenarios as loopback  # noqa: E402
 import wirenet  # noqa: E402
 import wirerules  # noqa: E402
 from scenarios import (IP_MTU_DISCOVER, IP_PMTUDISC_DONT, checked_capture,  # noqa: E402
-                       close_in_order, connect_refused, exchange, forged_states,
-                       forged_window_checks, half_close, pause, run_named,
-                       scenario_parser, send_icmp_requests)
+                       close_in_order, connect_refused, exchange, half_close, pause,
+                       run_named, scenario_parser, send_icmp_requests)
 from forge import ForgedTcp  # noqa: E402
 from wirenet import CLIENT, FAR, ROUTER, SERVER  # noqa: E402
 
 DATA_DIR = HERE.parent / "data" / "wire"
+FORGED_MARK = 1                             # SO_MARK of the server's forged packets
 NFLOG_WAIT = 10.0                           # the kernel flushes NFLOG batches every second
 
 Cleanup = Optional[Callable[[], None]]
@@ -162,6 +163,8 @@ class WireSender:
     def __init__(self, wire: Wire, gap: float = 0.02) -> None:
         self.wire = wire
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        # Marked, so the quiet rules can tell a forged RST from one the stack answers with.
+        self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, FORGED_MARK)
         self.gap = gap
         self.corrupt = False
 
@@ -310,6 +313,17 @@ def wire_udp_stream(wire: Wire) -> Cleanup:
     return None
 
 
+@scenario("UDP 43011 <-> 7011: a request/reply, and another 1 s later (within the first 2 s: "
+          "no stream timeout, no ASSURED); snapshot 0.5 s later.")
+def wire_udp_reply_within_2s(wire: Wire) -> Cleanup:
+    server = wire.server(socket.SOCK_DGRAM, 7011)
+    client = wire.client(socket.SOCK_DGRAM, 43011)
+    for delay in (1.0, 0.0):
+        udp_round(client, server, b"request", b"reply")
+        time.sleep(delay)
+    return None
+
+
 @scenario("UDP 43004 -> 7004 with nothing bound on the server: the datagram arrives (NEW), the "
           "server answers ICMP port unreachable at OUTPUT (RELATED, reply direction); the entry "
           "stays [UNREPLIED].", wait=1.0)
@@ -340,6 +354,17 @@ def wire_udp_fragmented(wire: Wire) -> Cleanup:
           "address mask request 17 (not answered by Linux); snapshot 3 s later.", wait=3.0)
 def wire_icmp_echo(wire: Wire) -> Cleanup:
     send_icmp_requests(wire.client(socket.SOCK_RAW, proto=socket.IPPROTO_ICMP), SERVER)
+    return None
+
+
+@scenario("ICMP without a request arriving (forged by the client): echo reply id 0x5555, "
+          "timestamp reply id 0x5656, then unknown types 19 and 42 (all INVALID).")
+def wire_icmp_reply_without_request(wire: Wire) -> Cleanup:
+    for message in (forge.icmp_echo(0, 0x5555, 1, b"pong"),
+                    forge.icmp_echo(14, 0x5656, 1, b"\0" * 12),
+                    forge.icmp_message(19, 0, b"\0\0\0\0"),
+                    forge.icmp_message(42, 0, b"\0\0\0\0")):
+        wire.inject(forge.ipv4(CLIENT, SERVER, 1, message))
     return None
 
 
@@ -512,7 +537,7 @@ def wire_offloaded_checksums(wire: Wire) -> Cleanup:
 # What the two stacks would answer to connections only forged packets know about: the server's
 # RSTs (dropped before its conntrack) and the client's RSTs (dropped in its own output chain,
 # an nft rule without `ct`: no conntrack there either).
-FORGED_TCP_QUIET = ["tcp sport 6000 tcp flags & rst == rst drop"]
+FORGED_TCP_QUIET = [f"meta mark != {FORGED_MARK} tcp sport 6000 tcp flags & rst == rst drop"]
 FORGED_TCP_CLIENT = ["tcp dport 6000 tcp flags & rst == rst drop"]
 
 
@@ -538,23 +563,50 @@ def wire_tcp_bad_checksum_midstream(wire: Wire) -> Cleanup:
     return None
 
 
-@scenario("Forged TCP over the wire (client segments arriving, server segments leaving) left in "
-          "different states, as the loopback tcp_forged_states: 42501 SYN_RECV, 42502 FIN_WAIT, "
-          "42503 CLOSE_WAIT, 42504 LAST_ACK, 42505 SYN_SENT2, 42506 both FINs crossing; "
-          "snapshot 2 s later.", wait=2.0,
-          quiet_rules=FORGED_TCP_QUIET, client_rules=FORGED_TCP_CLIENT)
-def wire_tcp_forged_states(wire: Wire) -> Cleanup:
-    forged_states(wire.forger(), CLIENT, SERVER)
-    return None
+# The loopback suite's forged TCP traffic, sent over the wire instead: the client's segments
+# arrive (PREROUTING, checksums verified), the server's leave (OUTPUT). Each wire scenario
+# wire_<name> runs loopback.<name>_traffic between 10.99.0.1 and 10.99.0.2:6000.
+FORGED_TCP_OVER_THE_WIRE = {
+    "tcp_forged_states": ("connections left in different states: 42501 SYN_RECV, 42502 "
+                          "FIN_WAIT, 42503 CLOSE_WAIT, 42504 LAST_ACK, 42505 SYN_SENT2, 42506 "
+                          "both FINs crossing; snapshot 2 s later", {"wait": 2.0}),
+    "tcp_window_checks": ("42003: after a handshake and data, client data far beyond the "
+                          "window, an ACK for data never sent, an old retransmission, then "
+                          "normal data", {}),
+    "tcp_simultaneous_open": ("42002: SYN both ways, SYN/ACK both ways, ACK both ways, then "
+                              "data", {}),
+    "tcp_ignored_packets": ("SYNs on an established connection (42004: the client's ignored, "
+                            "the server's invalid) and a server ACK while in SYN_SENT (42005: "
+                            "ignored)", {}),
+    "tcp_odd_first_flags": ("first packets with odd flags arriving, each on its own port "
+                            "42101-42111: F, none, SF, FA, SA, R, RA, SR, RF (INVALID, no "
+                            "entry), then SU and SP (NEW)", {}),
+    "tcp_ack_first_loose": ("an ACK arriving as first packet (tcp_loose=1): 42201 ACK, data, "
+                            "the server's ACK, more data; 42202 a lone ACK", {}),
+    "tcp_rst_checks": ("42401 server RST with seq below the client's ACK (INVALID); 42402 "
+                       "server RST in window but not at the expected seq; 42403 client "
+                       "RST/ACK arriving at the exact seq (CLOSE); MTU 9000, for the "
+                       "server's 2000-byte segment", {"mtu": 9000}),
+    "tcp_close_expiry": ("42601 reset by the client's RST/ACK (CLOSE, 10 s), 42602 closed "
+                         "normally (TIME_WAIT); snapshot 11 s later, after the CLOSE entry "
+                         "expired", {"wait": 11.0}),
+}
 
 
-@scenario("Forged TCP 42003 -> 6000 window checks over the wire, as the loopback "
-          "tcp_window_checks: after a handshake and data, client data far beyond the window, an "
-          "ACK for data never sent, an old retransmission (all arriving), then normal data.",
-          quiet_rules=FORGED_TCP_QUIET, client_rules=FORGED_TCP_CLIENT)
-def wire_tcp_window_checks(wire: Wire) -> Cleanup:
-    forged_window_checks(wire.forger(), CLIENT, SERVER)
-    return None
+def _forged_tcp_over_the_wire(name: str) -> Callable[[Wire], Cleanup]:
+    traffic = getattr(loopback, f"{name}_traffic")
+
+    def run(wire: Wire) -> Cleanup:
+        traffic(wire.forger(), CLIENT, SERVER)
+        return None
+    return run
+
+
+for _name, (_what, _options) in FORGED_TCP_OVER_THE_WIRE.items():
+    SCENARIOS[f"wire_{_name}"] = WireScenario(
+        f"wire_{_name}", f"Forged TCP over the wire, as the loopback {_name}: {_what}.",
+        _forged_tcp_over_the_wire(_name), quiet_rules=FORGED_TCP_QUIET,
+        client_rules=FORGED_TCP_CLIENT, **_options)
 
 
 # --- forwarded traffic ---------------------------------------------------------------------
