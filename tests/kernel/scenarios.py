@@ -286,7 +286,13 @@ def many_short_flows() -> Cleanup:
           "ports (reopen: NEW, fresh SYN_SENT).")
 def tcp_forged_close_and_reopen() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42001), (PEER, 6000))
+    tcp_forged_close_and_reopen_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_forged_close_and_reopen_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_forged_close_and_reopen between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42001), (server, 6000))
     tcp.handshake()
     tcp.c("PA", data=b"hello")
     tcp.s("A")
@@ -297,7 +303,6 @@ def tcp_forged_close_and_reopen() -> Cleanup:
     tcp.s("FA")
     tcp.c("A")
     tcp.c("S", seq=tcp.next["c"] + 100000, advance=True)
-    return raw.close
 
 
 @scenario("Forged simultaneous open 127.0.0.1:42002 <-> 127.0.0.2:6000: SYN both ways, "
@@ -408,11 +413,16 @@ def tcp_ack_first_loose_traffic(sender, client: str, server: str) -> None:
           "(INVALID, no entry), then a proper SYN from 42204.", knobs={"tcp_loose": 0})
 def tcp_ack_first_noloose() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42203), (PEER, 6000))
+    tcp_ack_first_noloose_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_ack_first_noloose_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_ack_first_noloose between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42203), (server, 6000))
     tcp.c("A")
     tcp.c("PA", data=b"not picked up")
-    ForgedTcp(raw, (LOCAL, 42204), (PEER, 6000)).c("S")
-    return raw.close
+    ForgedTcp(sender, (client, 42204), (server, 6000)).c("S")
 
 
 @scenario("Forged TCP 127.0.0.1:42301 -> 127.0.0.2:6000 with tcp_timeout_max_retrans=100: "
@@ -421,23 +431,33 @@ def tcp_ack_first_noloose() -> Cleanup:
           knobs={"tcp_timeout_max_retrans": 100})
 def tcp_ack_retransmissions() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42301), (PEER, 6000))
+    tcp_ack_retransmissions_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_ack_retransmissions_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_ack_retransmissions between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42301), (server, 6000))
     tcp.handshake()
     tcp.c("PA", data=b"hello")
     for _ in range(5):
         tcp.s("A")
-    return raw.close
 
 
 @scenario("Forged TCP 127.0.0.1:42302 -> 127.0.0.2:6000: handshake, 5 bytes of data, the "
           "server's ACK advertises a zero window.")
 def tcp_zero_window() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42302), (PEER, 6000))
+    tcp_zero_window_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_zero_window_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_zero_window between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42302), (server, 6000))
     tcp.handshake()
     tcp.c("PA", data=b"hello")
     tcp.s("A", window=0)
-    return raw.close
 
 
 @scenario("Forged TCP RST checks to 127.0.0.2:6000: 42401 reply RST with seq below the "
@@ -474,13 +494,18 @@ def tcp_rst_checks_traffic(sender, client: str, server: str) -> None:
           knobs={"tcp_ignore_invalid_rst": 1})
 def tcp_rst_ignore_invalid() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42404), (PEER, 6000))
+    tcp_rst_ignore_invalid_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_rst_ignore_invalid_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_rst_ignore_invalid between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42404), (server, 6000))
     tcp.handshake()
     tcp.c("PA", data=b"x" * 20)
     tcp.s("PA", data=b"y" * 2000)
     tcp.c("A")
     tcp.s("R", seq=tcp.next["s"] - 1000)
-    return raw.close
 
 
 @scenario("Forged TCP connections to 127.0.0.2:6000 left in different states: 42501 SYN_RECV "
@@ -547,7 +572,13 @@ def sack_block(left: int, right: int) -> bytes:
           "data 40000 bytes ahead (INVALID); then in-window data.")
 def tcp_window_scaling() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42701), (PEER, 6000))
+    tcp_window_scaling_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_window_scaling_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_window_scaling between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42701), (server, 6000))
     tcp.c("S", options=WSCALE_SACK_OPTIONS)
     tcp.s("SA", options=WSCALE_SACK_OPTIONS)
     tcp.c("A", window=512)
@@ -560,7 +591,6 @@ def tcp_window_scaling() -> Cleanup:
     tcp.c("PA", seq=tcp.next["c"] + 40000, data=b"x" * 100, window=512)
     tcp.c("PA", data=b"y" * 100, window=512)
     tcp.s("A", window=100)
-    return raw.close
 
 
 # --- UDP -------------------------------------------------------------------------------------

@@ -587,6 +587,25 @@ FORGED_TCP_OVER_THE_WIRE = {
                        "server RST in window but not at the expected seq; 42403 client "
                        "RST/ACK arriving at the exact seq (CLOSE); MTU 9000, for the "
                        "server's 2000-byte segment", {"mtu": 9000}),
+    "tcp_forged_close_and_reopen": ("42001: handshake, data both ways, client FIN, server "
+                                    "ACK, server FIN, client ACK (TIME_WAIT), then a new SYN "
+                                    "on the same ports (reopen)", {}),
+    "tcp_ack_first_noloose": ("with tcp_loose=0: 42203 ACK and data arriving first (INVALID, "
+                              "no entry), then a SYN from 42204", {"knobs": {"tcp_loose": 0}}),
+    "tcp_ack_retransmissions": ("with tcp_timeout_max_retrans=100: 42301 handshake, 5 bytes "
+                                "arriving, the server's ACK of them sent 5 times identically",
+                                {"knobs": {"tcp_timeout_max_retrans": 100}}),
+    "tcp_zero_window": ("42302: handshake, 5 bytes arriving, the server's ACK advertises a zero "
+                        "window", {}),
+    "tcp_rst_ignore_invalid": ("with tcp_ignore_invalid_rst=1: 42404 handshake, data both ways, "
+                               "a server RST with seq below the client's ACK; MTU 9000, for "
+                               "the server's 2000-byte segment",
+                               {"knobs": {"tcp_ignore_invalid_rst": 1}, "mtu": 9000}),
+    "tcp_window_scaling": ("42701 with window scale 7 and SACK permitted on both SYNs: 5000 "
+                           "bytes arriving in the server's scaled window, a SACK beyond them "
+                           "(INVALID), window 1 and data 40000 bytes ahead (INVALID), then "
+                           "in-window data; MTU 9000, for the 5000-byte segment",
+                           {"mtu": 9000}),
     "tcp_close_expiry": ("42601 reset by the client's RST/ACK (CLOSE, 10 s), 42602 closed "
                          "normally (TIME_WAIT); snapshot 11 s later, after the CLOSE entry "
                          "expired", {"wait": 11.0}),
