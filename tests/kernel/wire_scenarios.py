@@ -384,6 +384,22 @@ def wire_icmp_error_related(wire: Wire) -> Cleanup:
     return None
 
 
+# --- other protocols -----------------------------------------------------------------------
+
+@scenario("IP protocol 253 (generic tracker) and GRE (47, version 0, no key) arriving from the "
+          "client, twice each, and one packet of each back from the server's raw socket. Each "
+          "stack answers what it cannot deliver with ICMP protocol unreachable: the server's "
+          "leave (RELATED reply at OUTPUT), the client's arrive (RELATED at PREROUTING).")
+def wire_generic_and_gre(wire: Wire) -> Cleanup:
+    sender = wire.forger()
+    gre = struct.pack("!HH", 0, 0x0800) + forge.ipv4("10.0.0.1", "10.0.0.2", 253, b"inner")
+    for proto, payload in ((253, b"experimental" * 2), (47, gre)):
+        sender.send(forge.ipv4(CLIENT, SERVER, proto, payload))
+        sender.send(forge.ipv4(CLIENT, SERVER, proto, payload))
+        sender.send(forge.ipv4(SERVER, CLIENT, proto, payload))
+    return None
+
+
 # --- checksums -------------------------------------------------------------------------------
 
 @scenario("Forged TCP SYNs arriving with nf_conntrack_checksum=1 (the server's RSTs dropped "
