@@ -400,6 +400,27 @@ def wire_generic_and_gre(wire: Wire) -> Cleanup:
     return None
 
 
+@scenario("ICMP errors arriving about a TCP connection 41401 -> 8080 (established, left open): "
+          "fragmentation needed (3/4, MTU 1400) from the client and time exceeded from a router "
+          "10.99.0.3, each quoting a segment the server sent (RELATED, original direction: an "
+          "error about the reply direction travels the way the client's packets do); then port "
+          "unreachable quoting a segment of port 41402, which no connection uses (INVALID).")
+def wire_icmp_error_about_tcp(wire: Wire) -> Cleanup:
+    listener = wire.listener(8080)
+    client, conn = wire.connected_pair(listener, 41401)
+    exchange(client, conn, b"hello", b"world")
+
+    def quoted(dport: int) -> bytes:
+        return forge.ipv4(SERVER, CLIENT, 6, forge.tcp_segment(SERVER, CLIENT, 8080, dport,
+                                                               forge.ACK | forge.PSH, 7, 9))
+
+    need_frag = forge.icmp_message(3, 4, struct.pack("!HH", 0, 1400), quoted(41401)[:28])
+    wire.inject(forge.ipv4(CLIENT, SERVER, 1, need_frag))
+    wire.inject(forge.ipv4(ROUTER, SERVER, 1, forge.icmp_error(11, 0, quoted(41401))))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 1, forge.icmp_error(3, 3, quoted(41402))))
+    return None
+
+
 # --- checksums -------------------------------------------------------------------------------
 
 @scenario("Forged TCP SYNs arriving with nf_conntrack_checksum=1 (the server's RSTs dropped "
