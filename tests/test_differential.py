@@ -14,13 +14,8 @@ Per scenario the engine must reproduce:
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import shutil
 import struct
-import subprocess
-import sys
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -28,22 +23,15 @@ from pathlib import Path
 import pytest
 
 from engine.replay import replay
+import kernelhelp
+from kernelhelp import load_kernel_module, stat_totals, verdict_text
 
 TESTS = Path(__file__).resolve().parent
-KERNEL_DIR = TESTS / "kernel"
 DATA = TESTS / "data" / "kernel"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"pct_kernel_{name}", KERNEL_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module   # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-listing = _load("listing")
-pcapfile = _load("pcapfile")
+listing = load_kernel_module("listing")
+pcapfile = load_kernel_module("pcapfile")
 
 SCENARIOS = sorted(p.name for p in DATA.iterdir() if (p / "snapshot.json").is_file())
 STATES = ("new", "established", "related", "invalid", "untracked")
@@ -56,31 +44,12 @@ STAT_NOT_IN_CAPTURE = {
 
 
 def load_snapshot(name: str) -> dict:
-    return json.loads((DATA / name / "snapshot.json").read_text())
+    return kernelhelp.load_snapshot(DATA / name)
 
 
 @lru_cache(maxsize=None)
 def replayed(name: str):
-    snap = load_snapshot(name)
-    return replay(str(DATA / name / "capture.pcap"), profile=snap["profile"], at=snap["at"],
-                  knobs_overrides=snap["knobs_overrides"] or None,
-                  max_entries=snap["max_entries"])
-
-
-def verdict_text(verdict) -> "str | None":
-    if verdict is None:
-        return None
-    return verdict.state.name + (" reply" if verdict.reply else "")
-
-
-def stat_totals(text: str) -> dict:
-    """Column totals of a stat file (per-CPU rows summed; `entries` taken from the first row)."""
-    lines = text.splitlines()
-    header = lines[0].split()
-    rows = [line.split() for line in lines[1:] if line.strip()]
-    totals = {name: sum(int(row[i], 16) for row in rows) for i, name in enumerate(header)}
-    totals[header[0]] = int(rows[0][0], 16)
-    return totals
+    return kernelhelp.replay_scenario(DATA / name)
 
 
 # --- the listing parser, on the spec's sample lines -------------------------------------------
@@ -283,25 +252,13 @@ def test_stat_totals_match_kernel(name):
 
 # --- live, optional ------------------------------------------------------------------------------
 
-def _can_make_namespaces() -> str:
-    if os.geteuid() != 0:
-        return "needs root"
-    for tool in ("ip", "nft", "tcpdump"):
-        if not shutil.which(tool):
-            return f"needs {tool}"
-    probe = "pct-probe-pytest"
-    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True)
-    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
-    return "" if made.returncode == 0 else "ip netns add fails here"
-
-
 @pytest.mark.kernel
 def test_live_kernel_agrees_with_engine(tmp_path):
     """Regenerate one quick scenario on the running kernel now and compare like the stored ones."""
-    reason = _can_make_namespaces()
+    reason = kernelhelp.namespaces_unavailable(("ip", "nft", "tcpdump"), "pct-probe-pytest")
     if reason:
         pytest.skip(reason)
-    scenarios = _load("scenarios")
+    scenarios = load_kernel_module("scenarios")
     name = "tcp_client_close"
     assert scenarios.run_scenario(scenarios.SCENARIOS[name], tmp_path) == "ok"
     snap = json.loads((tmp_path / name / "snapshot.json").read_text())

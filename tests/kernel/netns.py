@@ -60,15 +60,17 @@ def kernel_release() -> str:
 
 
 class Tcpdump:
-    """tcpdump -i lo -w FILE in the current namespace; started and stopped cleanly."""
+    """tcpdump -i IFACE (default lo) -w FILE in the current namespace; started and stopped
+    cleanly. The wire scenarios capture `any` (cooked, with the packet direction) and
+    `nflog:N` (the packets nft log rules sent to group N)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, interface: str = "lo") -> None:
         self.path = path
         self.proc = subprocess.Popen(
             # -B: in immediate mode libpcap gives every ring slot the full snap length
             # (256 KiB with -s 0), so the default 2 MiB buffer holds 8 packets and a burst
             # of loopback traffic overflows it; 128 MiB holds about 500.
-            ["tcpdump", "-i", "lo", "-w", str(path), "--immediate-mode", "-U", "-s", "0",
+            ["tcpdump", "-i", interface, "-w", str(path), "--immediate-mode", "-U", "-s", "0",
              "-B", "131072"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.banner = self._wait_for("listening on", timeout=10)

@@ -112,6 +112,48 @@ def exchange(client: socket.socket, conn: socket.socket, request: bytes, respons
     pause()
 
 
+def connect_refused(client: socket.socket, address: tuple[str, int]) -> None:
+    """connect() to a port nobody listens on: the SYN is answered by RST/ACK."""
+    try:
+        client.connect(address)
+        raise AssertionError("connect to a closed port succeeded")
+    except ConnectionRefusedError:
+        pass
+    pause()
+
+
+def close_in_order(first: socket.socket, second: socket.socket) -> None:
+    """One end closes, the other reads the end of the stream and closes too."""
+    first.close()
+    assert second.recv(4096) == b""
+    pause()
+    second.close()
+    pause()
+
+
+def half_close(client: socket.socket, conn: socket.socket) -> None:
+    """The client shuts its sending side (one FIN); the server sends more and stays open."""
+    client.shutdown(socket.SHUT_WR)
+    assert conn.recv(4096) == b""
+    pause()
+    conn.sendall(b"more data after the client's FIN")
+    client.recv(4096)
+    pause()
+
+
+def send_icmp_requests(icmp: socket.socket, dst: str) -> None:
+    """Echo id 0x1234 twice, timestamp 0x4321, information request 15, address mask 17."""
+    for sequence in (1, 2):
+        icmp.sendto(forge.icmp_echo(8, 0x1234, sequence, b"ping" * 8), (dst, 0))
+        pause()
+    icmp.sendto(forge.icmp_echo(13, 0x4321, 1, b"\0" * 12), (dst, 0))
+    pause()
+    icmp.sendto(forge.icmp_echo(15, 0x1515, 1), (dst, 0))
+    pause()
+    icmp.sendto(forge.icmp_echo(17, 0x1717, 1, b"\0" * 4), (dst, 0))
+    pause()
+
+
 def udp_socket(port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -134,11 +176,7 @@ def tcp_client_close() -> Cleanup:
     server = tcp_listener(8080)
     client, conn = tcp_connected_pair(server, 41001)
     exchange(client, conn, b"hello", b"world")
-    client.close()
-    assert conn.recv(4096) == b""
-    pause()
-    conn.close()
-    pause()
+    close_in_order(client, conn)
     return closing(server)
 
 
@@ -148,11 +186,7 @@ def tcp_server_close() -> Cleanup:
     server = tcp_listener(8080)
     client, conn = tcp_connected_pair(server, 41002)
     exchange(client, conn, b"hello", b"world")
-    conn.close()
-    assert client.recv(4096) == b""
-    pause()
-    client.close()
-    pause()
+    close_in_order(conn, client)
     return closing(server)
 
 
@@ -162,24 +196,14 @@ def tcp_half_close() -> Cleanup:
     server = tcp_listener(8080)
     client, conn = tcp_connected_pair(server, 41003)
     exchange(client, conn, b"request", b"partial")
-    client.shutdown(socket.SHUT_WR)
-    assert conn.recv(4096) == b""
-    pause()
-    conn.sendall(b"more data after the client's FIN")
-    client.recv(4096)
-    pause()
+    half_close(client, conn)
     return closing(client, conn, server)
 
 
 @scenario("TCP 41004->8081 with nothing listening: SYN answered by RST/ACK (connection refused).")
 def tcp_refused() -> Cleanup:
     client = tcp_client(41004)
-    try:
-        client.connect((LOCAL, 8081))
-        raise AssertionError("connect to a closed port succeeded")
-    except ConnectionRefusedError:
-        pass
-    pause()
+    connect_refused(client, (LOCAL, 8081))
     return closing(client)
 
 
@@ -262,7 +286,13 @@ def many_short_flows() -> Cleanup:
           "ports (reopen: NEW, fresh SYN_SENT).")
 def tcp_forged_close_and_reopen() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42001), (PEER, 6000))
+    tcp_forged_close_and_reopen_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_forged_close_and_reopen_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_forged_close_and_reopen between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42001), (server, 6000))
     tcp.handshake()
     tcp.c("PA", data=b"hello")
     tcp.s("A")
@@ -273,14 +303,19 @@ def tcp_forged_close_and_reopen() -> Cleanup:
     tcp.s("FA")
     tcp.c("A")
     tcp.c("S", seq=tcp.next["c"] + 100000, advance=True)
-    return raw.close
 
 
 @scenario("Forged simultaneous open 127.0.0.1:42002 <-> 127.0.0.2:6000: SYN both ways, "
           "SYN/ACK both ways, ACK both ways, then data.")
 def tcp_simultaneous_open() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42002), (PEER, 6000))
+    tcp_simultaneous_open_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_simultaneous_open_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_simultaneous_open between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42002), (server, 6000))
     client_isn, server_isn = tcp.next["c"], tcp.next["s"]
     tcp.c("S")
     tcp.s("S")
@@ -290,7 +325,6 @@ def tcp_simultaneous_open() -> Cleanup:
     tcp.s("A")
     tcp.c("PA", data=b"simultaneous")
     tcp.s("A")
-    return raw.close
 
 
 @scenario("Forged TCP 127.0.0.1:42003 -> 127.0.0.2:6000 window checks: after a handshake and "
@@ -298,7 +332,13 @@ def tcp_simultaneous_open() -> Cleanup:
           "then normal data.")
 def tcp_window_checks() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42003), (PEER, 6000))
+    tcp_window_checks_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_window_checks_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_window_checks between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42003), (server, 6000))
     client_isn = tcp.next["c"]
     tcp.handshake()
     tcp.c("PA", data=b"d" * 100)
@@ -310,7 +350,6 @@ def tcp_window_checks() -> Cleanup:
     tcp.c("A")
     tcp.c("PA", data=b"f" * 10)
     tcp.s("A")
-    return raw.close
 
 
 @scenario("Forged TCP: SYNs on an established connection (127.0.0.1:42004 -> 127.0.0.2:6000: "
@@ -318,16 +357,21 @@ def tcp_window_checks() -> Cleanup:
           "(42005: ignored, but the entry has seen a reply).")
 def tcp_ignored_packets() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42004), (PEER, 6000))
+    tcp_ignored_packets_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_ignored_packets_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_ignored_packets between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42004), (server, 6000))
     tcp.handshake()
     tcp.c("PA", data=b"established")
     tcp.s("A")
     tcp.c("S", seq=tcp.next["c"] + 5000)
     tcp.s("S", seq=tcp.next["s"] + 5000)
-    other = ForgedTcp(raw, (LOCAL, 42005), (PEER, 6000))
+    other = ForgedTcp(sender, (client, 42005), (server, 6000))
     other.c("S")
     other.s("A", seq=other.next["s"] + 7, ack=other.next["c"])
-    return raw.close
 
 
 @scenario("Forged TCP first packets with odd flags, each on its own port 42101-42111 -> "
@@ -335,34 +379,50 @@ def tcp_ignored_packets() -> Cleanup:
           "SU and SP (NEW, SYN_SENT).")
 def tcp_odd_first_flags() -> Cleanup:
     raw = RawSender()
+    tcp_odd_first_flags_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_odd_first_flags_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_odd_first_flags between any two hosts (also sent over the wire)."""
     for port, letters in zip(range(42101, 42112),
                              ("F", "", "SF", "FA", "SA", "R", "RA", "SR", "RF", "SU", "SP")):
-        ForgedTcp(raw, (LOCAL, port), (PEER, 6000)).c(letters, ack=0 if "A" not in letters else 777)
-    return raw.close
+        ForgedTcp(sender, (client, port), (server, 6000)).c(letters,
+                                                            ack=0 if "A" not in letters else 777)
 
 
 @scenario("Forged TCP with an ACK as first packet (tcp_loose=1, the default): 127.0.0.1:42201 "
           "ACK, data, reply ACK, more data; 42202 a lone ACK (loose pickup).")
 def tcp_ack_first_loose() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42201), (PEER, 6000))
+    tcp_ack_first_loose_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_ack_first_loose_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_ack_first_loose between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42201), (server, 6000))
     tcp.c("A")
     tcp.c("PA", data=b"picked up")
     tcp.s("A")
     tcp.c("PA", data=b"more")
-    ForgedTcp(raw, (LOCAL, 42202), (PEER, 6000), client_isn=90000).c("A")
-    return raw.close
+    ForgedTcp(sender, (client, 42202), (server, 6000), client_isn=90000).c("A")
 
 
 @scenario("Forged TCP with an ACK as first packet and tcp_loose=0: 127.0.0.1:42203 ACK, data "
           "(INVALID, no entry), then a proper SYN from 42204.", knobs={"tcp_loose": 0})
 def tcp_ack_first_noloose() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42203), (PEER, 6000))
+    tcp_ack_first_noloose_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_ack_first_noloose_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_ack_first_noloose between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42203), (server, 6000))
     tcp.c("A")
     tcp.c("PA", data=b"not picked up")
-    ForgedTcp(raw, (LOCAL, 42204), (PEER, 6000)).c("S")
-    return raw.close
+    ForgedTcp(sender, (client, 42204), (server, 6000)).c("S")
 
 
 @scenario("Forged TCP 127.0.0.1:42301 -> 127.0.0.2:6000 with tcp_timeout_max_retrans=100: "
@@ -371,23 +431,33 @@ def tcp_ack_first_noloose() -> Cleanup:
           knobs={"tcp_timeout_max_retrans": 100})
 def tcp_ack_retransmissions() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42301), (PEER, 6000))
+    tcp_ack_retransmissions_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_ack_retransmissions_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_ack_retransmissions between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42301), (server, 6000))
     tcp.handshake()
     tcp.c("PA", data=b"hello")
     for _ in range(5):
         tcp.s("A")
-    return raw.close
 
 
 @scenario("Forged TCP 127.0.0.1:42302 -> 127.0.0.2:6000: handshake, 5 bytes of data, the "
           "server's ACK advertises a zero window.")
 def tcp_zero_window() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42302), (PEER, 6000))
+    tcp_zero_window_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_zero_window_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_zero_window between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42302), (server, 6000))
     tcp.handshake()
     tcp.c("PA", data=b"hello")
     tcp.s("A", window=0)
-    return raw.close
 
 
 @scenario("Forged TCP RST checks to 127.0.0.2:6000: 42401 reply RST with seq below the "
@@ -395,23 +465,28 @@ def tcp_zero_window() -> Cleanup:
           "(kept state, CLOSE timer); 42403 client RST/ACK at the exact seq (CLOSE).")
 def tcp_rst_checks() -> Cleanup:
     raw = RawSender()
-    first = ForgedTcp(raw, (LOCAL, 42401), (PEER, 6000))
+    tcp_rst_checks_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_rst_checks_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_rst_checks between any two hosts (also sent over the wire)."""
+    first = ForgedTcp(sender, (client, 42401), (server, 6000))
     first.handshake()
     first.c("PA", data=b"x" * 20)
     first.s("PA", data=b"y" * 2000)
     first.c("A")
     first.s("R", seq=first.next["s"] - 1000)
-    second = ForgedTcp(raw, (LOCAL, 42402), (PEER, 6000))
+    second = ForgedTcp(sender, (client, 42402), (server, 6000))
     second.handshake()
     second.c("PA", data=b"x" * 20)
     second.s("A")
     second.s("R", seq=second.next["s"] + 100)
-    third = ForgedTcp(raw, (LOCAL, 42403), (PEER, 6000))
+    third = ForgedTcp(sender, (client, 42403), (server, 6000))
     third.handshake()
     third.c("PA", data=b"x" * 20)
     third.s("A")
     third.c("RA")
-    return raw.close
 
 
 @scenario("Forged TCP 127.0.0.1:42404 -> 127.0.0.2:6000 with tcp_ignore_invalid_rst=1: "
@@ -419,13 +494,18 @@ def tcp_rst_checks() -> Cleanup:
           knobs={"tcp_ignore_invalid_rst": 1})
 def tcp_rst_ignore_invalid() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42404), (PEER, 6000))
+    tcp_rst_ignore_invalid_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_rst_ignore_invalid_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_rst_ignore_invalid between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42404), (server, 6000))
     tcp.handshake()
     tcp.c("PA", data=b"x" * 20)
     tcp.s("PA", data=b"y" * 2000)
     tcp.c("A")
     tcp.s("R", seq=tcp.next["s"] - 1000)
-    return raw.close
 
 
 @scenario("Forged TCP connections to 127.0.0.2:6000 left in different states: 42501 SYN_RECV "
@@ -434,21 +514,26 @@ def tcp_rst_ignore_invalid() -> Cleanup:
           "crossing; snapshot 2 s later.", wait=2.0)
 def tcp_forged_states() -> Cleanup:
     raw = RawSender()
-    syn_recv = ForgedTcp(raw, (LOCAL, 42501), (PEER, 6000))
+    tcp_forged_states_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_forged_states_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_forged_states between any two hosts (also sent over the wire)."""
+    syn_recv = ForgedTcp(sender, (client, 42501), (server, 6000))
     syn_recv.c("S")
     syn_recv.s("SA")
     for port, steps in ((42502, ("cFA",)), (42503, ("cFA", "sA")),
                         (42504, ("cFA", "sA", "sFA")), (42506, ("cFA", "sFA"))):
-        tcp = ForgedTcp(raw, (LOCAL, port), (PEER, 6000))
+        tcp = ForgedTcp(sender, (client, port), (server, 6000))
         tcp.handshake()
         tcp.c("PA", data=b"data")
         tcp.s("A")
         for step in steps:
             getattr(tcp, step[0])(step[1:])
-    sent2 = ForgedTcp(raw, (LOCAL, 42505), (PEER, 6000))
+    sent2 = ForgedTcp(sender, (client, 42505), (server, 6000))
     sent2.c("S")
     sent2.s("S")
-    return raw.close
 
 
 @scenario("Forged TCP to 127.0.0.2:6000: 42601 is reset (client RST/ACK: CLOSE, 10 s), 42602 "
@@ -456,17 +541,22 @@ def tcp_forged_states() -> Cleanup:
           wait=11.0)
 def tcp_close_expiry() -> Cleanup:
     raw = RawSender()
-    reset = ForgedTcp(raw, (LOCAL, 42601), (PEER, 6000))
+    tcp_close_expiry_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_close_expiry_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_close_expiry between any two hosts (also sent over the wire)."""
+    reset = ForgedTcp(sender, (client, 42601), (server, 6000))
     reset.handshake()
     reset.c("PA", data=b"bye")
     reset.s("A")
     reset.c("RA")
-    closed = ForgedTcp(raw, (LOCAL, 42602), (PEER, 6000))
+    closed = ForgedTcp(sender, (client, 42602), (server, 6000))
     closed.handshake()
     closed.c("FA")
     closed.s("FA")
     closed.c("A")
-    return raw.close
 
 
 WSCALE_SACK_OPTIONS = forge.MSS_1460 + b"\x01\x03\x03\x07" + b"\x04\x02\x01\x01"
@@ -482,7 +572,13 @@ def sack_block(left: int, right: int) -> bytes:
           "data 40000 bytes ahead (INVALID); then in-window data.")
 def tcp_window_scaling() -> Cleanup:
     raw = RawSender()
-    tcp = ForgedTcp(raw, (LOCAL, 42701), (PEER, 6000))
+    tcp_window_scaling_traffic(raw, LOCAL, PEER)
+    return raw.close
+
+
+def tcp_window_scaling_traffic(sender, client: str, server: str) -> None:
+    """The traffic of tcp_window_scaling between any two hosts (also sent over the wire)."""
+    tcp = ForgedTcp(sender, (client, 42701), (server, 6000))
     tcp.c("S", options=WSCALE_SACK_OPTIONS)
     tcp.s("SA", options=WSCALE_SACK_OPTIONS)
     tcp.c("A", window=512)
@@ -495,7 +591,6 @@ def tcp_window_scaling() -> Cleanup:
     tcp.c("PA", seq=tcp.next["c"] + 40000, data=b"x" * 100, window=512)
     tcp.c("PA", data=b"y" * 100, window=512)
     tcp.s("A", window=100)
-    return raw.close
 
 
 # --- UDP -------------------------------------------------------------------------------------
@@ -638,15 +733,7 @@ def table_full() -> Cleanup:
           "(not answered by Linux); snapshot 3 s later.", wait=3.0)
 def icmp_echo() -> Cleanup:
     icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    for sequence in (1, 2):
-        icmp.sendto(forge.icmp_echo(8, 0x1234, sequence, b"ping" * 8), (LOCAL, 0))
-        pause()
-    icmp.sendto(forge.icmp_echo(13, 0x4321, 1, b"\0" * 12), (LOCAL, 0))
-    pause()
-    icmp.sendto(forge.icmp_echo(15, 0x1515, 1), (LOCAL, 0))
-    pause()
-    icmp.sendto(forge.icmp_echo(17, 0x1717, 1, b"\0" * 4), (LOCAL, 0))
-    pause()
+    send_icmp_requests(icmp, LOCAL)
     return closing(icmp)
 
 
@@ -752,6 +839,24 @@ def count_datagrams(frames: list[pcapfile.Frame], states: list[Optional[str]]) -
     return counts
 
 
+def checked_capture(pcap: Path, linktype: int, before: float,
+                    tcpdump_stats: list[str]) -> list[pcapfile.Frame]:
+    """The frames of a finished capture; RuntimeError if any tcpdump lost packets, the link
+    type is not `linktype`, a frame came after the snapshot started, or the file is big."""
+    for stats in tcpdump_stats:
+        if not re.search(r"(^|\s)0 packets dropped by kernel", stats):
+            raise RuntimeError(f"tcpdump lost packets: {stats!r}")
+    found, frames = pcapfile.read_pcap(str(pcap))
+    if found != linktype:
+        raise RuntimeError(f"link type {found}, expected {linktype}")
+    late = [f.index for f in frames if f.ts > before]
+    if late:
+        raise RuntimeError(f"frames {late} captured after the snapshot started")
+    if pcap.stat().st_size > MAX_CAPTURE_BYTES:
+        raise RuntimeError(f"capture is {pcap.stat().st_size} bytes")
+    return frames
+
+
 def run_inside(sc: Scenario, out: Path, global_max: Optional[netns.GlobalConntrackMax]) -> None:
     """Everything that happens inside the scenario's namespace."""
     os.sched_setaffinity(0, {0})
@@ -782,16 +887,7 @@ def run_inside(sc: Scenario, out: Path, global_max: Optional[netns.GlobalConntra
         tcpdump_stats = tcpdump.stop()
         if cleanup:
             cleanup()
-    if not re.search(r"(^|\s)0 packets dropped by kernel", tcpdump_stats):
-        raise RuntimeError(f"tcpdump lost packets: {tcpdump_stats!r}")
-    linktype, frames = pcapfile.read_pcap(str(pcap))
-    if linktype != pcapfile.LINKTYPE_EN10MB:
-        raise RuntimeError(f"link type {linktype}, expected EN10MB")
-    late = [f.index for f in frames if f.ts > snap["before"]]
-    if late:
-        raise RuntimeError(f"frames {late} captured after the snapshot started")
-    if pcap.stat().st_size > MAX_CAPTURE_BYTES:
-        raise RuntimeError(f"capture is {pcap.stat().st_size} bytes")
+    frames = checked_capture(pcap, pcapfile.LINKTYPE_EN10MB, snap["before"], [tcpdump_stats])
     counters = ruleset.counters_from_json(nft_json)
     states = frame_states(frames)
     marked = count_datagrams(frames, states)
@@ -852,13 +948,20 @@ def run_scenario(sc: Scenario, out_root: Path) -> str:
         netns.delete_namespace(name)
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def scenario_parser(description: str, out: Path) -> argparse.ArgumentParser:
+    """The command line both generators share (scenario names, --out, --list, --retries,
+    and the hidden --inside of the run in the namespace)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("names", nargs="*", help="scenarios to run (default: all)")
-    parser.add_argument("--out", type=Path, default=DATA_DIR)
+    parser.add_argument("--out", type=Path, default=out)
     parser.add_argument("--list", action="store_true")
     parser.add_argument("--retries", type=int, default=2)
     parser.add_argument("--inside", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = scenario_parser(__doc__.split("\n")[0], DATA_DIR)
     parser.add_argument("--max-fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--max-original", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -868,8 +971,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                       if args.max_fd is not None else None)
         run_inside(SCENARIOS[args.inside], args.out, global_max)
         return 0
+    return run_named(SCENARIOS, run_scenario, args, parser)
+
+
+def run_named(registry: dict, run: Callable, args: argparse.Namespace,
+              parser: argparse.ArgumentParser) -> int:
+    """--list, or run(scenario, out) for each named scenario (all by default) with retries,
+    printing one result line each; the exit status."""
     if args.list:
-        for sc in SCENARIOS.values():
+        for sc in registry.values():
             print(f"{sc.name}: {sc.description}")
         return 0
     if os.geteuid() != 0:
@@ -877,14 +987,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     # SIGTERM -> SystemExit, so the finally clauses delete the namespaces.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    unknown = [n for n in args.names if n not in SCENARIOS]
+    unknown = [n for n in args.names if n not in registry]
     if unknown:
         parser.error(f"unknown scenarios: {unknown}")
     failures = 0
-    for name in args.names or list(SCENARIOS):
-        for attempt in range(args.retries + 1):
+    for name in args.names or list(registry):
+        for _attempt in range(args.retries + 1):
             try:
-                result = run_scenario(SCENARIOS[name], args.out)
+                result = run(registry[name], args.out)
                 break
             except RuntimeError as error:
                 result = f"FAILED: {error}"

@@ -1,0 +1,827 @@
+#!/usr/bin/env python3
+"""Kernel reference data for traffic that arrives from a wire (conntrack at PREROUTING).
+
+For every scenario: two fresh namespaces joined by a veth pair (wirenet.py), the server's
+nftables table (wirerules.py), `tcpdump -i any` (the cooked capture: the server's incoming
+packets, tracked at PREROUTING with checksums verified, and its own packets, tracked at
+OUTPUT) and `tcpdump -i nflog:5` (the kernel's verdict per packet) in the server namespace,
+the traffic (this process pinned to one CPU so capture order is processing order; client
+sockets are made in the client namespace), an optional wait, then a snapshot of the server's
+/proc/net/nf_conntrack (wall-clock time before and after the read), its
+/proc/net/stat/nf_conntrack and the nft counters. Stored under tests/data/wire/<name>/:
+capture.pcap, nflog.pcap and snapshot.json (with `hooks: "wire"`).
+
+    python3 tests/kernel/wire_scenarios.py [--out DIR] [--list] [NAME ...]
+
+Conventions: the client is 10.99.0.1 and binds fixed ports, the server 10.99.0.2 (and, in
+the forwarding scenarios, a far host 10.98.0.1 behind the server). Forged client packets are
+put on the client's wire with AF_PACKET (nothing rewrites them); forged server packets leave
+through a raw socket of the server (they pass its OUTPUT). What the server's stack would
+answer to forged packets is dropped before conntrack by the scenario's `quiet` rules, or
+absorbed by a bound socket; what the client's stack would answer, by its `client_rules`
+(nft rules without `ct`, so the client still runs no conntrack).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import cooked  # noqa: E402
+import forge  # noqa: E402
+import netns  # noqa: E402
+import pcapfile  # noqa: E402
+import scenarios as loopback  # noqa: E402
+import wirenet  # noqa: E402
+import wirerules  # noqa: E402
+from scenarios import (IP_MTU_DISCOVER, IP_PMTUDISC_DONT, checked_capture,  # noqa: E402
+                       close_in_order, connect_refused, exchange, half_close, pause,
+                       run_named, scenario_parser, send_icmp_requests)
+from forge import ForgedTcp  # noqa: E402
+from wirenet import CLIENT, FAR, ROUTER, SERVER  # noqa: E402
+
+DATA_DIR = HERE.parent / "data" / "wire"
+FORGED_MARK = 1                             # SO_MARK of the server's forged packets
+NFLOG_WAIT = 10.0                           # the kernel flushes NFLOG batches every second
+
+Cleanup = Optional[Callable[[], None]]
+
+
+@dataclass
+class WireScenario:
+    name: str
+    description: str
+    traffic: Callable[["Wire"], Cleanup]     # runs in the server namespace
+    wait: float = 0.5                       # seconds from end of traffic to the snapshot
+    knobs: dict = field(default_factory=dict)          # server conntrack knobs to set
+    quiet_rules: list = field(default_factory=list)    # nft output rules before conntrack
+    input_rules: list = field(default_factory=list)
+    client_rules: list = field(default_factory=list)   # nft output rules of the client
+    mtu: Optional[int] = None               # of every veth end
+    forward: bool = False                   # the server routes between client and far
+    client_offload: bool = False            # the client's veth keeps checksum offload on
+
+
+SCENARIOS: dict[str, WireScenario] = {}
+
+
+def scenario(description: str, **options) -> Callable:
+    def register(traffic: Callable[["Wire"], Cleanup]) -> Callable[["Wire"], Cleanup]:
+        name = traffic.__name__
+        SCENARIOS[name] = WireScenario(name, description, traffic, **options)
+        return traffic
+    return register
+
+
+class Wire:
+    """What a scenario's traffic uses: sockets on either side, the forged-packet injector."""
+
+    def __init__(self, client_ns: str, far_ns: Optional[str] = None) -> None:
+        self.client_ns, self.far_ns = client_ns, far_ns
+        self._injector: Optional[wirenet.Injector] = None
+        self.sockets: list[socket.socket] = []
+
+    def _keep(self, sock: socket.socket) -> socket.socket:
+        self.sockets.append(sock)
+        return sock
+
+    def client(self, kind: int, port: int = 0, proto: int = 0) -> socket.socket:
+        """A socket of the client namespace, bound to CLIENT:port unless raw."""
+        with wirenet.inside(self.client_ns):
+            sock = socket.socket(socket.AF_INET, kind, proto)
+        return self._setup(sock, CLIENT, port, kind)
+
+    def server(self, kind: int, port: int = 0) -> socket.socket:
+        return self._setup(socket.socket(socket.AF_INET, kind), SERVER, port, kind)
+
+    def far(self, kind: int, port: int = 0) -> socket.socket:
+        """A socket of the far namespace (forwarding scenarios), bound to FAR:port."""
+        assert self.far_ns, "not a forwarding scenario"
+        with wirenet.inside(self.far_ns):
+            sock = socket.socket(socket.AF_INET, kind)
+        return self._setup(sock, FAR, port, kind)
+
+    def _setup(self, sock: socket.socket, addr: str, port: int, kind: int) -> socket.socket:
+        self._keep(sock)
+        if kind == socket.SOCK_RAW:
+            return sock
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((addr, port))
+        return sock
+
+    def listener(self, port: int, far: bool = False) -> socket.socket:
+        server = (self.far if far else self.server)(socket.SOCK_STREAM, port)
+        server.listen(16)
+        return server
+
+    def connected_pair(self, listener: socket.socket,
+                       sport: int) -> tuple[socket.socket, socket.socket]:
+        client = self.client(socket.SOCK_STREAM, sport)
+        client.connect(listener.getsockname())
+        conn, _ = listener.accept()
+        self._keep(conn).setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        pause()
+        return client, conn
+
+    def inject(self, packet: bytes) -> None:
+        """Put a forged IPv4 packet on the client's end of the wire."""
+        if self._injector is None:
+            self._injector = wirenet.Injector(self.client_ns)
+        self._injector.send(packet)
+
+    def forger(self) -> "WireSender":
+        sender = WireSender(self)
+        self._keep(sender.raw)
+        return sender
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        if self._injector:
+            self._injector.close()
+
+
+class WireSender:
+    """Sends whole forged IPv4 packets the way each end would: the client's through the
+    injector (they arrive at the server's PREROUTING), the server's through a raw socket of
+    the server (they pass its OUTPUT). With `corrupt` set, the L4 checksum is made wrong."""
+
+    def __init__(self, wire: Wire, gap: float = 0.02) -> None:
+        self.wire = wire
+        self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        # Marked, so the quiet rules can tell a forged RST from one the stack answers with.
+        self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, FORGED_MARK)
+        self.gap = gap
+        self.corrupt = False
+
+    def send(self, packet: bytes) -> None:
+        if self.corrupt:
+            packet = packet[:20] + corrupted(packet[20:], packet[9])
+        if packet[12:16] == socket.inet_aton(CLIENT):
+            self.wire.inject(packet)
+        else:
+            self.raw.sendto(packet, (socket.inet_ntoa(packet[16:20]), 0))
+            time.sleep(self.gap)
+
+
+def udp_round(client: socket.socket, server: socket.socket, request: bytes,
+              response: bytes) -> None:
+    client.sendto(request, server.getsockname())
+    data, peer = server.recvfrom(65536)
+    assert data == request
+    server.sendto(response, peer)
+    assert client.recvfrom(65536)[0] == response
+
+
+def with_checksum(l4: bytes, proto: int, value: int) -> bytes:
+    """The L4 header + payload with its checksum field overwritten."""
+    at = wirerules.L4_CHECKSUM_OFFSET[proto]
+    return l4[:at] + struct.pack("!H", value) + l4[at + 2:]
+
+
+def corrupted(l4: bytes, proto: int) -> bytes:
+    """The same L4 bytes with a wrong (non-zero) checksum."""
+    at = wirerules.L4_CHECKSUM_OFFSET[proto]
+    good = struct.unpack("!H", l4[at:at + 2])[0]
+    return with_checksum(l4, proto, good ^ 0x5A5A)
+
+
+def forged_syn(sport: int, dport: int) -> bytes:
+    return forge.tcp_segment(CLIENT, SERVER, sport, dport, forge.SYN, 1000, 0,
+                             options=forge.MSS_1460)
+
+
+def forged_udp(sport: int, dport: int, payload: bytes, src: str = CLIENT,
+               dst: str = SERVER) -> bytes:
+    return forge.udp_datagram(src, dst, sport, dport, payload)
+
+
+# --- TCP with real sockets ----------------------------------------------------------------
+
+@scenario("TCP 10.99.0.1:41001 -> 10.99.0.2:8080 over the wire: handshake, data both ways, the "
+          "client closes first, then the server; snapshot 1 s later (TIME_WAIT).", wait=1.0)
+def wire_tcp_client_close(wire: Wire) -> Cleanup:
+    listener = wire.listener(8080)
+    client, conn = wire.connected_pair(listener, 41001)
+    exchange(client, conn, b"hello", b"world")
+    close_in_order(client, conn)
+    return None
+
+
+@scenario("TCP 41002 -> 8080 over the wire: handshake, data both ways, the server closes "
+          "first, then the client; snapshot 1 s later (TIME_WAIT).", wait=1.0)
+def wire_tcp_server_close(wire: Wire) -> Cleanup:
+    listener = wire.listener(8080)
+    client, conn = wire.connected_pair(listener, 41002)
+    exchange(client, conn, b"hello", b"world")
+    close_in_order(conn, client)
+    return None
+
+
+@scenario("TCP 41003 -> 8080 over the wire: data, client shutdown(SHUT_WR) (one FIN arrives), "
+          "the server sends more data and keeps its side open; snapshot 2 s later (CLOSE_WAIT).",
+          wait=2.0)
+def wire_tcp_half_close(wire: Wire) -> Cleanup:
+    listener = wire.listener(8080)
+    client, conn = wire.connected_pair(listener, 41003)
+    exchange(client, conn, b"request", b"partial")
+    half_close(client, conn)
+    return None
+
+
+@scenario("TCP 41004 -> 8081 with nothing listening on the server: the SYN arrives (NEW), the "
+          "server answers RST/ACK at OUTPUT (connection refused).")
+def wire_tcp_refused(wire: Wire) -> Cleanup:
+    connect_refused(wire.client(socket.SOCK_STREAM, 41004), (SERVER, 8081))
+    return None
+
+
+@scenario("TCP 41005 -> 8080 over the wire: handshake, data both ways, then the client aborts "
+          "(SO_LINGER 0: its RST arrives in the middle of the stream); snapshot 2 s later.",
+          wait=2.0)
+def wire_tcp_rst_midstream(wire: Wire) -> Cleanup:
+    listener = wire.listener(8080)
+    client, conn = wire.connected_pair(listener, 41005)
+    exchange(client, conn, b"hello", b"world")
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+    pause()
+    return None
+
+
+@scenario("TCP 41006 -> 8082 with nothing listening, the server's RSTs dropped before conntrack: "
+          "the client's SYN and its retransmissions (6.x: at 1 s and 2 s) arrive unanswered (every "
+          "one NEW); the client gives up at 2.5 s, snapshot 0.2 s later (SYN_SENT; "
+          "retransmissions do not refresh the timer).",
+          wait=0.2, quiet_rules=["tcp sport 8082 drop"])
+def wire_tcp_syn_retransmissions(wire: Wire) -> Cleanup:
+    client = wire.client(socket.SOCK_STREAM, 41006)
+    client.setblocking(False)
+    try:
+        client.connect((SERVER, 8082))
+    except BlockingIOError:
+        pass
+    time.sleep(2.5)
+    client.close()          # a socket in SYN_SENT closes silently: no 4th SYN at 3 s
+    return None
+
+
+# --- UDP with real sockets ----------------------------------------------------------------
+
+@scenario("UDP 43001 -> 7001: three datagrams 0.1 s apart arrive at a bound socket that never "
+          "answers; snapshot 3 s later.", wait=3.0)
+def wire_udp_oneway(wire: Wire) -> Cleanup:
+    wire.server(socket.SOCK_DGRAM, 7001)
+    client = wire.client(socket.SOCK_DGRAM, 43001)
+    for _ in range(3):
+        client.sendto(b"one way", (SERVER, 7001))
+        pause()
+    return None
+
+
+@scenario("UDP 43002 <-> 7002: one request arrives, one reply leaves; snapshot 3 s later.",
+          wait=3.0)
+def wire_udp_request_reply(wire: Wire) -> Cleanup:
+    server = wire.server(socket.SOCK_DGRAM, 7002)
+    client = wire.client(socket.SOCK_DGRAM, 43002)
+    udp_round(client, server, b"request", b"reply")
+    return None
+
+
+@scenario("UDP 43003 <-> 7003: a request/reply, then another 2.5 s later (stream: more than 2 s "
+          "after the entry's first packet); snapshot 1 s later.", wait=1.0)
+def wire_udp_stream(wire: Wire) -> Cleanup:
+    server = wire.server(socket.SOCK_DGRAM, 7003)
+    client = wire.client(socket.SOCK_DGRAM, 43003)
+    for _ in range(2):
+        udp_round(client, server, b"request", b"reply")
+        time.sleep(2.5)
+    return None
+
+
+@scenario("UDP 43011 <-> 7011: a request/reply, and another 1 s later (within the first 2 s: "
+          "no stream timeout, no ASSURED); snapshot 0.5 s later.")
+def wire_udp_reply_within_2s(wire: Wire) -> Cleanup:
+    server = wire.server(socket.SOCK_DGRAM, 7011)
+    client = wire.client(socket.SOCK_DGRAM, 43011)
+    for delay in (1.0, 0.0):
+        udp_round(client, server, b"request", b"reply")
+        time.sleep(delay)
+    return None
+
+
+@scenario("UDP 43004 -> 7004 with nothing bound on the server: the datagram arrives (NEW), the "
+          "server answers ICMP port unreachable at OUTPUT (RELATED, reply direction); the entry "
+          "stays [UNREPLIED].", wait=1.0)
+def wire_udp_closed_port(wire: Wire) -> Cleanup:
+    client = wire.client(socket.SOCK_DGRAM, 43004)
+    client.sendto(b"anyone?", (SERVER, 7004))
+    pause()
+    return None
+
+
+@scenario("UDP 43005 <-> 7005 with MTU 1280 on the wire and IP_PMTUDISC_DONT: a 3000-byte request "
+          "arrives as three fragments (reassembled before PREROUTING's conntrack) and a 2000-byte "
+          "reply leaves as two (conntrack saw it whole at OUTPUT).", mtu=1280)
+def wire_udp_fragmented(wire: Wire) -> Cleanup:
+    server = wire.server(socket.SOCK_DGRAM, 7005)
+    client = wire.client(socket.SOCK_DGRAM, 43005)
+    for sock in (server, client):
+        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+    udp_round(client, server, b"q" * 3000, b"r" * 2000)
+    pause()
+    return None
+
+
+# --- ICMP ------------------------------------------------------------------------------------
+
+@scenario("ICMP from a raw socket of the client to the server: echo id 0x1234 twice and "
+          "timestamp id 0x4321 (answered by the server at OUTPUT), information request 15 and "
+          "address mask request 17 (not answered by Linux); snapshot 3 s later.", wait=3.0)
+def wire_icmp_echo(wire: Wire) -> Cleanup:
+    send_icmp_requests(wire.client(socket.SOCK_RAW, proto=socket.IPPROTO_ICMP), SERVER)
+    return None
+
+
+@scenario("ICMP without a request arriving (forged by the client): echo reply id 0x5555, "
+          "timestamp reply id 0x5656, then unknown types 19 and 42 (all INVALID).")
+def wire_icmp_reply_without_request(wire: Wire) -> Cleanup:
+    for message in (forge.icmp_echo(0, 0x5555, 1, b"pong"),
+                    forge.icmp_echo(14, 0x5656, 1, b"\0" * 12),
+                    forge.icmp_message(19, 0, b"\0\0\0\0"),
+                    forge.icmp_message(42, 0, b"\0\0\0\0")):
+        wire.inject(forge.ipv4(CLIENT, SERVER, 1, message))
+    return None
+
+
+@scenario("ICMP errors arriving from the wire: the server sends UDP 43102 -> 10.99.0.1:7102 "
+          "(nothing bound on the client, whose stack answers port unreachable: RELATED reply at "
+          "PREROUTING); then forged: time exceeded from a router 10.99.0.3 about the same flow "
+          "(RELATED reply) and port unreachable about a flow nobody sent, UDP 43103 -> 7103 "
+          "(INVALID).", wait=1.0)
+def wire_icmp_error_related(wire: Wire) -> Cleanup:
+    server = wire.server(socket.SOCK_DGRAM, 43102)
+    server.sendto(b"hello?", (CLIENT, 7102))
+    pause(0.2)
+    sent = forge.ipv4(SERVER, CLIENT, 17, forged_udp(43102, 7102, b"hello?", SERVER, CLIENT))
+    wire.inject(forge.ipv4(ROUTER, SERVER, 1, forge.icmp_error(11, 0, sent)))
+    unseen = forge.ipv4(SERVER, CLIENT, 17, forged_udp(43103, 7103, b"?", SERVER, CLIENT))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 1, forge.icmp_error(3, 3, unseen)))
+    return None
+
+
+# --- other protocols -----------------------------------------------------------------------
+
+@scenario("IP protocol 253 (generic tracker) and GRE (47, version 0, no key) arriving from the "
+          "client, twice each, and one packet of each back from the server's raw socket. Each "
+          "stack answers what it cannot deliver with ICMP protocol unreachable: the server's "
+          "leave (RELATED reply at OUTPUT), the client's arrive (RELATED at PREROUTING).")
+def wire_generic_and_gre(wire: Wire) -> Cleanup:
+    sender = wire.forger()
+    gre = struct.pack("!HH", 0, 0x0800) + forge.ipv4("10.0.0.1", "10.0.0.2", 253, b"inner")
+    for proto, payload in ((253, b"experimental" * 2), (47, gre)):
+        sender.send(forge.ipv4(CLIENT, SERVER, proto, payload))
+        sender.send(forge.ipv4(CLIENT, SERVER, proto, payload))
+        sender.send(forge.ipv4(SERVER, CLIENT, proto, payload))
+    return None
+
+
+@scenario("ICMP errors arriving about a TCP connection 41401 -> 8080 (established, left open): "
+          "fragmentation needed (3/4, MTU 1400) from the client and time exceeded from a router "
+          "10.99.0.3, each quoting a segment the server sent (RELATED, original direction: an "
+          "error about the reply direction travels the way the client's packets do); then port "
+          "unreachable quoting a segment of port 41402, which no connection uses (INVALID).")
+def wire_icmp_error_about_tcp(wire: Wire) -> Cleanup:
+    listener = wire.listener(8080)
+    client, conn = wire.connected_pair(listener, 41401)
+    exchange(client, conn, b"hello", b"world")
+
+    def quoted(dport: int) -> bytes:
+        return forge.ipv4(SERVER, CLIENT, 6, forge.tcp_segment(SERVER, CLIENT, 8080, dport,
+                                                               forge.ACK | forge.PSH, 7, 9))
+
+    need_frag = forge.icmp_message(3, 4, struct.pack("!HH", 0, 1400), quoted(41401)[:28])
+    wire.inject(forge.ipv4(CLIENT, SERVER, 1, need_frag))
+    wire.inject(forge.ipv4(ROUTER, SERVER, 1, forge.icmp_error(11, 0, quoted(41401))))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 1, forge.icmp_error(3, 3, quoted(41402))))
+    return None
+
+
+# --- checksums -------------------------------------------------------------------------------
+
+@scenario("Forged TCP SYNs arriving with nf_conntrack_checksum=1 (the server's RSTs dropped "
+          "before conntrack): 10.99.0.1:42001 -> :6000 with a corrupted checksum (INVALID, no "
+          "entry), the same SYN with a correct checksum (NEW), 42002 with checksum field 0 "
+          "(INVALID: TCP has no 'no checksum').", quiet_rules=["tcp sport 6000 drop"])
+def wire_tcp_bad_checksum(wire: Wire) -> Cleanup:
+    wire.inject(forge.ipv4(CLIENT, SERVER, 6, corrupted(forged_syn(42001, 6000), 6)))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 6, forged_syn(42001, 6000)))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 6, with_checksum(forged_syn(42002, 6000), 6, 0)))
+    return None
+
+
+@scenario("Forged UDP arriving with nf_conntrack_checksum=1 at a bound socket 7201: 43201 with a "
+          "corrupted checksum (INVALID, no entry), then the same datagram with a correct "
+          "checksum (NEW).")
+def wire_udp_bad_checksum(wire: Wire) -> Cleanup:
+    wire.server(socket.SOCK_DGRAM, 7201)
+    datagram = forged_udp(43201, 7201, b"checksum me")
+    wire.inject(forge.ipv4(CLIENT, SERVER, 17, corrupted(datagram, 17)))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 17, datagram))
+    return None
+
+
+@scenario("Forged ICMP arriving with nf_conntrack_checksum=1: echo request id 0x2001 with a "
+          "corrupted checksum (INVALID; the stack drops it, no reply), echo id 0x2002 correct "
+          "(NEW, answered at OUTPUT); the server sends UDP 43202 -> 10.99.0.1:7202 (bound on the "
+          "client), then a port unreachable about it with a corrupted checksum (INVALID) and "
+          "the same error correct (RELATED reply).")
+def wire_icmp_bad_checksum(wire: Wire) -> Cleanup:
+    wire.inject(forge.ipv4(CLIENT, SERVER, 1,
+                           corrupted(forge.icmp_echo(8, 0x2001, 1, b"bad"), 1)))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 1, forge.icmp_echo(8, 0x2002, 1, b"good")))
+    wire.client(socket.SOCK_DGRAM, 7202)
+    server = wire.server(socket.SOCK_DGRAM, 43202)
+    server.sendto(b"to a bound port", (CLIENT, 7202))
+    pause()
+    sent = forge.ipv4(SERVER, CLIENT, 17,
+                      forged_udp(43202, 7202, b"to a bound port", SERVER, CLIENT))
+    error = forge.icmp_error(3, 3, sent)
+    wire.inject(forge.ipv4(CLIENT, SERVER, 1, corrupted(error, 1)))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 1, error))
+    return None
+
+
+@scenario("The same corrupted checksums with nf_conntrack_checksum=0 (nothing verified): TCP SYN "
+          "42003 -> 6000, UDP 43203 -> 7203 (bound) and ICMP echo id 0x2003 all arrive NEW and "
+          "make entries (the server's stack still drops them: no answers).",
+          knobs={"checksum": 0}, quiet_rules=["tcp sport 6000 drop"])
+def wire_bad_checksums_unchecked(wire: Wire) -> Cleanup:
+    wire.server(socket.SOCK_DGRAM, 7203)
+    wire.inject(forge.ipv4(CLIENT, SERVER, 6, corrupted(forged_syn(42003, 6000), 6)))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 17, corrupted(forged_udp(43203, 7203, b"unchecked"),
+                                                         17)))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 1,
+                           corrupted(forge.icmp_echo(8, 0x2003, 1, b"unchecked"), 1)))
+    return None
+
+
+@scenario("Forged UDP 43401 -> 7401 (bound) whose IP header checksum is wrong: ip_rcv drops it "
+          "before PREROUTING (no verdict, no entry, no stat); then the same datagram with a "
+          "correct header (NEW).")
+def wire_bad_ip_checksum(wire: Wire) -> Cleanup:
+    wire.server(socket.SOCK_DGRAM, 7401)
+    packet = forge.ipv4(CLIENT, SERVER, 17, forged_udp(43401, 7401, b"header"), ident=0x4401)
+    broken = packet[:10] + bytes([packet[10] ^ 0x5A, packet[11]]) + packet[12:]
+    wire.inject(broken)
+    wire.inject(packet)
+    return None
+
+
+@scenario("Forged UDP with checksum 0 (none computed: never verified) 43301 -> 7301 (bound): "
+          "NEW, the server's reply (ESTABLISHED reply) reaches a client port nobody bound, so the "
+          "client's stack answers port unreachable about it (RELATED, original direction), then "
+          "another zero-checksum datagram (ESTABLISHED).")
+def wire_udp_checksum_zero(wire: Wire) -> Cleanup:
+    server = wire.server(socket.SOCK_DGRAM, 7301)
+    for payload in (b"no checksum", b"still none"):
+        datagram = with_checksum(forged_udp(43301, 7301, payload), 17, 0)
+        wire.inject(forge.ipv4(CLIENT, SERVER, 17, datagram))
+        data, peer = server.recvfrom(4096)
+        if payload == b"no checksum":
+            server.sendto(b"reply", peer)
+            pause()
+    return None
+
+
+@scenario("Forged UDP fragments arriving: 43006 -> 7006 as two fragments in order, 43007 -> 7007 "
+          "last fragment first (PREROUTING defrag holds the first piece; the completed datagram "
+          "is NEW), and a lone first fragment of 43008 -> 7008 (held: no verdict, no entry). "
+          "Bound sockets absorb the datagrams.")
+def wire_udp_forged_fragments(wire: Wire) -> Cleanup:
+    for port in (7006, 7007, 7008):
+        wire.server(socket.SOCK_DGRAM, port)
+    for sport, dport, ident, order in ((43006, 7006, 0x1111, "in order"),
+                                       (43007, 7007, 0x2222, "reversed"),
+                                       (43008, 7008, 0x3333, "first only")):
+        packet = forge.ipv4(CLIENT, SERVER, 17, forged_udp(sport, dport, b"F" * 64), ident=ident)
+        pieces = forge.split_fragments(packet, 32)
+        pieces = {"in order": pieces, "reversed": pieces[::-1], "first only": pieces[:1]}[order]
+        for piece in pieces:
+            wire.inject(piece)
+    return None
+
+
+@scenario("Forged UDP to 7402 (bound) with IP headers ip_rcv refuses before PREROUTING (no "
+          "verdict, no entry, no stat): 43402 with a total length 20 bytes beyond the frame, "
+          "43403 with a header length of 16 bytes (IHL 4), 43404 with version 6 in an IPv4 "
+          "frame; then a correct datagram from 43405 (NEW).")
+def wire_broken_ip_headers(wire: Wire) -> Cleanup:
+    wire.server(socket.SOCK_DGRAM, 7402)
+
+    def datagram(sport: int) -> bytes:
+        return forge.ipv4(CLIENT, SERVER, 17, forged_udp(sport, 7402, b"broken"), ident=sport)
+
+    def rewritten(packet: bytes, offset: int, value: bytes) -> bytes:
+        """The packet with header bytes replaced and the header checksum made right again."""
+        header = bytearray(packet[:20])
+        header[offset:offset + len(value)] = value
+        header[10:12] = b"\0\0"
+        header[10:12] = forge.inet_checksum(bytes(header)).to_bytes(2, "big")
+        return bytes(header) + packet[20:]
+
+    too_long = datagram(43402)
+    wire.inject(rewritten(too_long, 2, (len(too_long) + 20).to_bytes(2, "big")))
+    wire.inject(rewritten(datagram(43403), 0, b"\x44"))
+    wire.inject(rewritten(datagram(43404), 0, b"\x65"))
+    wire.inject(datagram(43405))
+    return None
+
+
+@scenario("Checksum offload left on at the client's veth: TCP 41301 -> 8080 (handshake, data "
+          "both ways, client closes first) and UDP 43601 -> 7601 (bound). The client's packets "
+          "cross the veth as CHECKSUM_PARTIAL: the server's conntrack trusts them without "
+          "verifying (all tracked normally), while the captured bytes carry only the "
+          "pseudo-header sum, i.e. a wrong checksum. Snapshot 1 s later.",
+          wait=1.0, client_offload=True)
+def wire_offloaded_checksums(wire: Wire) -> Cleanup:
+    listener = wire.listener(8080)
+    client, conn = wire.connected_pair(listener, 41301)
+    exchange(client, conn, b"partial", b"checksums")
+    close_in_order(client, conn)
+    wire.server(socket.SOCK_DGRAM, 7601)
+    wire.client(socket.SOCK_DGRAM, 43601).sendto(b"offloaded", (SERVER, 7601))
+    pause()
+    return None
+
+
+# --- forged TCP both ways: the client's segments arrive, the server's leave ----------------
+
+# What the two stacks would answer to connections only forged packets know about: the server's
+# RSTs (dropped before its conntrack) and the client's RSTs (dropped in its own output chain,
+# an nft rule without `ct`: no conntrack there either).
+FORGED_TCP_QUIET = [f"meta mark != {FORGED_MARK} tcp sport 6000 tcp flags & rst == rst drop"]
+FORGED_TCP_CLIENT = ["tcp dport 6000 tcp flags & rst == rst drop"]
+
+
+@scenario("Forged TCP 10.99.0.1:42601 -> :6000, the client's segments arriving with "
+          "nf_conntrack_checksum=1: handshake, data both ways, then client data, a RST and a "
+          "FIN/ACK each with a corrupted checksum (INVALID: the entry stays ESTABLISHED, no "
+          "CLOSE), then the data again correct and the server's ACK.",
+          quiet_rules=FORGED_TCP_QUIET, client_rules=FORGED_TCP_CLIENT)
+def wire_tcp_bad_checksum_midstream(wire: Wire) -> Cleanup:
+    sender = wire.forger()
+    tcp = ForgedTcp(sender, (CLIENT, 42601), (SERVER, 6000))
+    tcp.handshake()
+    tcp.c("PA", data=b"hello")
+    tcp.s("PA", data=b"world")
+    tcp.c("A")
+    sender.corrupt = True
+    tcp.c("PA", data=b"corrupted", advance=False)
+    tcp.c("RA", advance=False)
+    tcp.c("FA", advance=False)
+    sender.corrupt = False
+    tcp.c("PA", data=b"corrupted")
+    tcp.s("A")
+    return None
+
+
+# The loopback suite's forged TCP traffic, sent over the wire instead: the client's segments
+# arrive (PREROUTING, checksums verified), the server's leave (OUTPUT). Each wire scenario
+# wire_<name> runs loopback.<name>_traffic between 10.99.0.1 and 10.99.0.2:6000.
+FORGED_TCP_OVER_THE_WIRE = {
+    "tcp_forged_states": ("connections left in different states: 42501 SYN_RECV, 42502 "
+                          "FIN_WAIT, 42503 CLOSE_WAIT, 42504 LAST_ACK, 42505 SYN_SENT2, 42506 "
+                          "both FINs crossing; snapshot 2 s later", {"wait": 2.0}),
+    "tcp_window_checks": ("42003: after a handshake and data, client data far beyond the "
+                          "window, an ACK for data never sent, an old retransmission, then "
+                          "normal data", {}),
+    "tcp_simultaneous_open": ("42002: SYN both ways, SYN/ACK both ways, ACK both ways, then "
+                              "data", {}),
+    "tcp_ignored_packets": ("SYNs on an established connection (42004: the client's ignored, "
+                            "the server's invalid) and a server ACK while in SYN_SENT (42005: "
+                            "ignored)", {}),
+    "tcp_odd_first_flags": ("first packets with odd flags arriving, each on its own port "
+                            "42101-42111: F, none, SF, FA, SA, R, RA, SR, RF (INVALID, no "
+                            "entry), then SU and SP (NEW)", {}),
+    "tcp_ack_first_loose": ("an ACK arriving as first packet (tcp_loose=1): 42201 ACK, data, "
+                            "the server's ACK, more data; 42202 a lone ACK", {}),
+    "tcp_rst_checks": ("42401 server RST with seq below the client's ACK (INVALID); 42402 "
+                       "server RST in window but not at the expected seq; 42403 client "
+                       "RST/ACK arriving at the exact seq (CLOSE); MTU 9000, for the "
+                       "server's 2000-byte segment", {"mtu": 9000}),
+    "tcp_forged_close_and_reopen": ("42001: handshake, data both ways, client FIN, server "
+                                    "ACK, server FIN, client ACK (TIME_WAIT), then a new SYN "
+                                    "on the same ports (reopen)", {}),
+    "tcp_ack_first_noloose": ("with tcp_loose=0: 42203 ACK and data arriving first (INVALID, "
+                              "no entry), then a SYN from 42204", {"knobs": {"tcp_loose": 0}}),
+    "tcp_ack_retransmissions": ("with tcp_timeout_max_retrans=100: 42301 handshake, 5 bytes "
+                                "arriving, the server's ACK of them sent 5 times identically",
+                                {"knobs": {"tcp_timeout_max_retrans": 100}}),
+    "tcp_zero_window": ("42302: handshake, 5 bytes arriving, the server's ACK advertises a zero "
+                        "window", {}),
+    "tcp_rst_ignore_invalid": ("with tcp_ignore_invalid_rst=1: 42404 handshake, data both ways, "
+                               "a server RST with seq below the client's ACK; MTU 9000, for "
+                               "the server's 2000-byte segment",
+                               {"knobs": {"tcp_ignore_invalid_rst": 1}, "mtu": 9000}),
+    "tcp_window_scaling": ("42701 with window scale 7 and SACK permitted on both SYNs: 5000 "
+                           "bytes arriving in the server's scaled window, a SACK beyond them "
+                           "(INVALID), window 1 and data 40000 bytes ahead (INVALID), then "
+                           "in-window data; MTU 9000, for the 5000-byte segment",
+                           {"mtu": 9000}),
+    "tcp_close_expiry": ("42601 reset by the client's RST/ACK (CLOSE, 10 s), 42602 closed "
+                         "normally (TIME_WAIT); snapshot 11 s later, after the CLOSE entry "
+                         "expired", {"wait": 11.0}),
+}
+
+
+def _forged_tcp_over_the_wire(name: str) -> Callable[[Wire], Cleanup]:
+    traffic = getattr(loopback, f"{name}_traffic")
+
+    def run(wire: Wire) -> Cleanup:
+        traffic(wire.forger(), CLIENT, SERVER)
+        return None
+    return run
+
+
+for _name, (_what, _options) in FORGED_TCP_OVER_THE_WIRE.items():
+    SCENARIOS[f"wire_{_name}"] = WireScenario(
+        f"wire_{_name}", f"Forged TCP over the wire, as the loopback {_name}: {_what}.",
+        _forged_tcp_over_the_wire(_name), quiet_rules=FORGED_TCP_QUIET,
+        client_rules=FORGED_TCP_CLIENT, **_options)
+
+
+# --- forwarded traffic ---------------------------------------------------------------------
+
+@scenario("Forwarded TCP 10.99.0.1:41201 -> 10.98.0.1:8080 through the server (ip_forward=1): "
+          "handshake, data both ways, the client closes first, then the far host; conntrack "
+          "meets each packet once, at PREROUTING; the capture also holds each one leaving the "
+          "other veth (no conntrack there: no verdict). Snapshot 1 s later (TIME_WAIT).",
+          wait=1.0, forward=True)
+def wire_forward_tcp(wire: Wire) -> Cleanup:
+    listener = wire.listener(8080, far=True)
+    client, conn = wire.connected_pair(listener, 41201)
+    exchange(client, conn, b"through", b"the router")
+    close_in_order(client, conn)
+    return None
+
+
+@scenario("Forwarded UDP and ICMP through the server: UDP 43501 <-> 10.98.0.1:7501 request and "
+          "reply; UDP 43502 -> 10.98.0.1:7502 with nothing bound (the far host's port "
+          "unreachable is forwarded back: RELATED reply at PREROUTING); echo id 0x3001 to "
+          "10.98.0.1 and its reply.", wait=1.0, forward=True)
+def wire_forward_udp_icmp(wire: Wire) -> Cleanup:
+    far = wire.far(socket.SOCK_DGRAM, 7501)
+    client = wire.client(socket.SOCK_DGRAM, 43501)
+    udp_round(client, far, b"request", b"reply")
+    pause()
+    wire.client(socket.SOCK_DGRAM, 43502).sendto(b"anyone?", (FAR, 7502))
+    pause()
+    icmp = wire.client(socket.SOCK_RAW, proto=socket.IPPROTO_ICMP)
+    icmp.sendto(forge.icmp_echo(8, 0x3001, 1, b"ping"), (FAR, 0))
+    pause()
+    return None
+
+
+# --- running ---------------------------------------------------------------------------------
+
+def wait_for_records(path: Path, expected: int, timeout: float) -> None:
+    """Until the nflog capture holds `expected` records (NFLOG batches arrive late)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.stat().st_size >= 24:
+            if len(pcapfile.read_pcap(str(path))[1]) >= expected:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nflog capture did not reach {expected} records")
+
+
+def run_inside(sc: WireScenario, out: Path, client_ns: str, far_ns: Optional[str]) -> None:
+    """Everything that happens inside the server namespace."""
+    os.sched_setaffinity(0, {0})
+    for knob, value in sc.knobs.items():
+        netns.write_knob(knob, value)
+    rules = wirerules.build_ruleset(sc.quiet_rules, sc.input_rules)
+    netns.run("nft", "-f", "-", stdin=rules)
+    if sc.client_rules:
+        netns.run("ip", "netns", "exec", client_ns, "nft", "-f", "-",
+                  stdin=wirerules.build_client_ruleset(sc.client_rules))
+    out.mkdir(parents=True, exist_ok=True)
+    pcap, nflog = out / "capture.pcap", out / "nflog.pcap"
+    capture = netns.Tcpdump(pcap, "any")
+    try:
+        log = netns.Tcpdump(nflog, f"nflog:{wirerules.NFLOG_GROUP}")
+    except RuntimeError:
+        capture.stop()
+        raise
+    wire = Wire(client_ns, far_ns)
+    try:
+        pause(0.2)
+        sc.traffic(wire)
+        time.sleep(sc.wait)
+        snap = netns.read_snapshot()
+        nft_json = netns.run("nft", "-j", "list", "ruleset")
+        counters = wirerules.counters_from_json(nft_json)
+        wait_for_records(nflog, sum(sum(c[s] for s in wirerules.STATES)
+                                    for c in counters.values()), NFLOG_WAIT)
+        others = {role: wirenet.conntrack_count(name)
+                  for role, name in (("client", client_ns), ("far", far_ns)) if name}
+    finally:
+        capture_stats = capture.stop()
+        log_stats = log.stop()
+        wire.close()
+    frames = checked_capture(pcap, cooked.LINKTYPE_LINUX_SLL2, snap["before"],
+                             [capture_stats, log_stats])
+    if any(others.values()):
+        raise RuntimeError(f"conntrack ran outside the server: {others}")
+    log_type, log_frames = pcapfile.read_pcap(str(nflog))
+    if log_type != cooked.LINKTYPE_NFLOG:
+        raise RuntimeError(f"nflog link type {log_type}")
+    cooked_frames = [cooked.cooked(f.data) for f in frames]
+    states = wirerules.frame_states(cooked_frames, [cooked.log_record(f.data) for f in log_frames])
+    for hook, outgoing in (("prerouting", False), ("output", True)):
+        marked = wirerules.counts_of(
+            states[g[0]] for g in cooked.datagram_groups([c.ipv4() for c in cooked_frames],
+                                                         [c.outgoing for c in cooked_frames])
+            if cooked_frames[g[0]].outgoing == outgoing)
+        if marked != counters[hook]:
+            raise RuntimeError(f"{hook}: logged verdicts {marked} disagree with counters "
+                               f"{counters[hook]}")
+    snapshot = {
+        "scenario": sc.name,
+        "description": sc.description,
+        "kernel": netns.kernel_release(),
+        "hz": netns.kernel_hz(),
+        "profile": "linux",
+        "hooks": "wire",
+        "client": CLIENT,
+        "server": SERVER,
+        "knobs_overrides": dict(sc.knobs),
+        "max_entries": None,
+        "mtu": sc.mtu,
+        "wait": sc.wait,
+        **snap,
+        "counters": counters,
+        "frames": len(frames),
+        "frame_states": states,
+        "forward": sc.forward,
+        "client_offload": sc.client_offload,
+        "other_conntrack_counts": others,
+        "ruleset": rules,
+        "tcpdump": capture_stats,
+        "tcpdump_nflog": log_stats,
+    }
+    (out / "snapshot.json").write_text(json.dumps(snapshot, indent=1) + "\n")
+
+
+def run_scenario(sc: WireScenario, out_root: Path) -> str:
+    """Create both namespaces, run the scenario in the server's, always delete them."""
+    client_ns, server_ns, far_ns = wirenet.namespace_names(sc.name)
+    far_ns = far_ns if sc.forward else None
+    tmp = out_root / (".tmp-" + sc.name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        wirenet.create_topology(client_ns, server_ns, far_ns, sc.mtu, sc.client_offload)
+        argv = ["ip", "netns", "exec", server_ns, sys.executable, str(Path(__file__).resolve()),
+                "--inside", sc.name, "--out", str(tmp), "--client-ns", client_ns,
+                *(["--far-ns", far_ns] if far_ns else [])]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(" | ".join(done.stderr.strip().splitlines()[-3:])
+                               or f"exit {done.returncode}")
+        final = out_root / sc.name
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        return "ok"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        wirenet.delete_topology(*(name for name in (client_ns, server_ns, far_ns) if name))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = scenario_parser(__doc__.split("\n")[0], DATA_DIR)
+    parser.add_argument("--client-ns", help=argparse.SUPPRESS)
+    parser.add_argument("--far-ns", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.inside:
+        run_inside(SCENARIOS[args.inside], args.out, args.client_ns, args.far_ns)
+        return 0
+    return run_named(SCENARIOS, run_scenario, args, parser)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Shared helpers of the kernel differential suites (loopback and wire): loading the
+stdlib-only modules of tests/kernel/ and reading what the kernel and the engine print."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from engine.replay import ReplayResult, replay
+
+KERNEL_DIR = Path(__file__).resolve().parent / "kernel"
+
+
+def load_kernel_module(name: str) -> ModuleType:
+    """tests/kernel/<name>.py as module pct_kernel_<name> (the directory is no package, and
+    its generic names - listing, ruleset - stay off sys.path)."""
+    qualified = f"pct_kernel_{name}"
+    if qualified in sys.modules:
+        return sys.modules[qualified]
+    spec = importlib.util.spec_from_file_location(qualified, KERNEL_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module   # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def verdict_text(verdict) -> "str | None":
+    """An engine verdict as the generators store the kernel's: "NEW", "ESTABLISHED reply"."""
+    if verdict is None:
+        return None
+    return verdict.state.name + (" reply" if verdict.reply else "")
+
+
+def stat_totals(text: str) -> dict:
+    """Column totals of a stat file (per-CPU rows summed; `entries` taken from the first row)."""
+    lines = text.splitlines()
+    header = lines[0].split()
+    rows = [line.split() for line in lines[1:] if line.strip()]
+    totals = {name: sum(int(row[i], 16) for row in rows) for i, name in enumerate(header)}
+    totals[header[0]] = int(rows[0][0], 16)
+    return totals
+
+
+def load_snapshot(directory: Path) -> dict:
+    return json.loads((directory / "snapshot.json").read_text())
+
+
+def replay_scenario(directory: Path) -> ReplayResult:
+    """A stored scenario's capture through the engine, as its snapshot says it was taken."""
+    snap = load_snapshot(directory)
+    return replay(str(directory / "capture.pcap"), profile=snap["profile"], at=snap["at"],
+                  knobs_overrides=snap["knobs_overrides"] or None,
+                  max_entries=snap["max_entries"])
+
+
+def namespaces_unavailable(tools: tuple, probe: str) -> str:
+    """Why a live kernel scenario cannot run here ('' if it can): root, the tools, and a
+    network namespace `probe` made and deleted."""
+    if os.geteuid() != 0:
+        return "needs root"
+    for tool in tools:
+        if not shutil.which(tool):
+            return f"needs {tool}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True)
+    subprocess.run(["ip", "netns", "del", probe], capture_output=True)
+    return "" if made.returncode == 0 else "ip netns add fails here"
