@@ -15,6 +15,7 @@ from typing import Callable, Collection, Dict, List, Optional
 
 from .ctstate import CtState, PacketResult
 from .defrag import Defragmenter
+from .forwarding import ForwardedCopies
 from .hooks import CONFIRMING_HOOKS, LOCAL_OUT, PRE_ROUTING, TRACKING_HOOKS, Hook, way_through
 from .knobs import KnobValues
 from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET, strip_link
@@ -69,6 +70,7 @@ class Engine:
         # False: every datagram takes parse_ipv4() (tests compare both ways in).
         self.fast_extraction = fast_extraction
         self.listeners: Dict[Hook, List[HookListener]] = {}
+        self.forwarded = ForwardedCopies()      # arrivals, to spot their forwarded copies
         self.frames_not_ipv4 = 0
         self.malformed = 0
 
@@ -83,9 +85,10 @@ class Engine:
 
     # -- packets in ------------------------------------------------------------------------
     def feed_frame(self, ts: float, linktype: int, frame: bytes) -> Optional[PacketResult]:
-        """Track one captured frame; None if it is not IPv4 or is a fragment held for now."""
+        """Track one captured frame; None if conntrack does not see it: not IPv4, a header
+        ip_rcv drops, a fragment held for now."""
         if (linktype == LINKTYPE_ETHERNET and frame[12:14] == ETHERTYPE_IPV4
-                and self.fast_extraction):
+                and self.fast_extraction and not self.forwarded):
             # Untagged Ethernet: the common datagram is read in place, without a copy.
             pkt = extract_ipv4(frame, 14, self.default_hook)
             if pkt is not None:
@@ -97,7 +100,12 @@ class Engine:
         return self.feed_datagram(ts, datagram, self.default_hook if hook is None else hook)
 
     def feed_datagram(self, ts: float, datagram: bytes, hook: int) -> Optional[PacketResult]:
-        """Track one IPv4 datagram entering the stack at `hook` (PRE_ROUTING or LOCAL_OUT)."""
+        """Track one IPv4 datagram entering the stack at `hook` (PRE_ROUTING or LOCAL_OUT);
+        None if conntrack does not see it (see feed_frame, and engine/forwarding.py)."""
+        if hook == PRE_ROUTING:
+            self.forwarded.arrived(datagram)
+        elif self.forwarded and self.forwarded.is_copy(datagram):
+            return None                    # a forwarded datagram leaving: already tracked
         pkt = extract_ipv4(datagram, 0, hook) if self.fast_extraction else None
         if pkt is None:
             if len(datagram) >= 8 and (datagram[6] & 0x3F or datagram[7]):
@@ -107,10 +115,10 @@ class Engine:
                     return None            # held until complete: invisible to conntrack
             parsed = parse_ipv4(datagram, hook)
             if isinstance(parsed, ParseError):
-                # The kernel drops a broken IP header before conntrack (ip_rcv), so no
-                # stat column counts it; the engine keeps its own count.
+                # The kernel drops a broken IP header before any hook (ip_rcv): conntrack
+                # never sees it, no stat column counts it; the engine keeps its own count.
                 self.malformed += 1
-                return PacketResult(CtState.INVALID, False, hook)
+                return None
             pkt = parsed
         return self.feed_packet(pkt, ts)
 

@@ -11,7 +11,9 @@ HELP = ("Feed a pcap/pcapng capture through the engine on the capture's own cloc
         "the table as it stands at --at (default: the last packet's time).")
 EPILOG = ("--ctstate prints one line per packet instead: "
           '"<n> <NEW|ESTABLISHED|RELATED|INVALID|UNTRACKED>[ reply]"; '
-          "n counts capture frames from 1; a held fragment or a non-IPv4 frame prints no line.")
+          "n counts capture frames from 1; a frame conntrack never sees prints no line: not IPv4, "
+          "an IP header the kernel's ip_rcv drops, a fragment held for reassembly, the "
+          "outgoing copy of a forwarded datagram.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

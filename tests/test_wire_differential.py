@@ -41,13 +41,6 @@ HOOK_OF_DIRECTION = {False: "prerouting", True: "output"}     # by frame.outgoin
 HOOK_NUMBERS = {"prerouting": cooked.NF_INET_PRE_ROUTING, "output": cooked.NF_INET_LOCAL_OUT}
 
 # (test, scenario) -> the engine's disagreement with the kernel, as observed.
-_IP_RCV_DROP = ("the kernel's ip_rcv drops a received datagram with a broken IP header (wrong "
-                "header checksum, total length beyond the frame, IHL < 5, version not 4) before "
-                "PREROUTING: no conntrack verdict, not counted; the engine's parse_ipv4 rejects "
-                "it too but returns a verdict, INVALID")
-_FORWARDED = ("a forwarded packet meets conntrack once, at PREROUTING; its copy leaving the other "
-              "veth (PACKET_OUTGOING in the cooked capture) passes no conntrack hook, but the "
-              "engine tracks that copy again as if at OUTPUT and gives it a verdict")
 _PARTIAL = ("with checksum offload on, the client's packets cross the veth as CHECKSUM_PARTIAL: "
             "the kernel trusts them unverified, but the captured bytes hold only the "
             "pseudo-header sum; the engine verifies those bytes at PREROUTING and finds every "
@@ -63,21 +56,6 @@ KNOWN_DISAGREEMENTS: dict[tuple[str, str], str] = {
         "NEW/ESTABLISHED, engine INVALID, and the server's replies follow from that)",
     ("stat", "wire_offloaded_checksums"): _PARTIAL + " (entries: kernel 2, engine 1; invalid: "
         "kernel 0, engine 7)",
-    ("frames", "wire_bad_ip_checksum"): _IP_RCV_DROP + " (frame 0: kernel None, engine INVALID)",
-    ("counters", "wire_bad_ip_checksum"): _IP_RCV_DROP + " (prerouting invalid: kernel 0, "
-                                                         "engine 1)",
-    ("frames", "wire_broken_ip_headers"): _IP_RCV_DROP + " (frames 0-2: kernel None, engine "
-                                                         "INVALID)",
-    ("counters", "wire_broken_ip_headers"): _IP_RCV_DROP + " (prerouting invalid: kernel 0, "
-                                                           "engine 3)",
-    ("frames", "wire_forward_tcp"): _FORWARDED + " (the 11 outgoing frames: kernel None, engine "
-                                                 "the same state as the incoming copy)",
-    ("counters", "wire_forward_tcp"): _FORWARDED + " (output: kernel all 0, engine new 1, "
-                                                   "established 10, reply 5)",
-    ("frames", "wire_forward_udp_icmp"): _FORWARDED + " (the 6 outgoing frames: kernel None, "
-                                                      "engine a verdict each)",
-    ("counters", "wire_forward_udp_icmp"): _FORWARDED + " (output: kernel all 0, engine new 3, "
-                                                        "established 2, related 1, reply 3)",
 }
 
 

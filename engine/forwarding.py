@@ -1,0 +1,51 @@
+"""Forwarded datagrams in a capture taken on a router: seen twice, tracked once.
+
+A cooked capture (`tcpdump -i any`) on a forwarding host records a forwarded datagram when
+it arrives (PREROUTING: conntrack tracks it, then FORWARD, POSTROUTING) and again when it
+leaves by the other interface, marked outgoing.  That second copy meets no conntrack hook
+(OUTPUT is only for locally generated packets), so the engine must not track it as if it
+were.  It is recognised by its bytes: the same datagram (addresses, IP id, length, protocol,
+transport header) with the TTL one lower -- a router rewrites nothing else here (no NAT).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Optional
+
+REMEMBERED = 4096        # arrivals kept: a forwarded copy leaves within a few packets of it
+
+
+def fingerprint(datagram: bytes) -> Optional[bytes]:
+    """What a forwarded copy keeps of the datagram: all of the first 28 bytes but the TTL
+    (byte 8) and the header checksum (bytes 10-11); None for a datagram too short."""
+    if len(datagram) < 28:
+        return None
+    return datagram[0:8] + datagram[9:10] + datagram[12:28]
+
+
+class ForwardedCopies:
+    def __init__(self, remembered: int = REMEMBERED) -> None:
+        self._arrived: "OrderedDict[bytes, int]" = OrderedDict()   # fingerprint -> TTL
+        self._remembered = remembered
+
+    def __bool__(self) -> bool:
+        return bool(self._arrived)
+
+    def arrived(self, datagram: bytes) -> None:
+        """A datagram received from a wire (PREROUTING)."""
+        mark = fingerprint(datagram)
+        if mark is None:
+            return
+        self._arrived[mark] = datagram[8]
+        if len(self._arrived) > self._remembered:
+            self._arrived.popitem(last=False)
+
+    def is_copy(self, datagram: bytes) -> bool:
+        """Is this outgoing datagram the forwarded copy of one that arrived?  (Each arrival
+        matches one copy.)"""
+        mark = fingerprint(datagram)
+        ttl = self._arrived.get(mark) if mark is not None else None
+        if ttl is None or datagram[8] != ttl - 1:
+            return False
+        del self._arrived[mark]
+        return True
