@@ -11,7 +11,8 @@ from .matches import (CommentMatch, ConnmarkMatch, ConntrackMatch, IcmpMatch, Li
 from .limit import rate_text
 from .names import ICMP_TYPES, LOG_LEVELS, SERVICES
 from .packet import STATUS_BITS
-from .targets import ConnmarkTarget, CtTarget, LogTarget, MarkTarget, RejectTarget, Target
+from .targets import (ConnmarkTarget, CtTarget, LogTarget, MarkTarget, NotrackTarget,
+                      RejectTarget, Target)
 from .values import ALL_ONES, address_text, ipv4_text, mask_bits, protocol_text
 
 _SERVICE_NAMES = {port: name for name, port in SERVICES.items()}
@@ -76,24 +77,24 @@ def _match_text(m: Match, numeric: bool) -> str:
             text += f" codes {m.code_min}-{m.code_max}"
         return text
     if isinstance(m, StateMatch):
-        return f" state{' !' if m.invert else ''} {states_text(m.mask or 0)}"
+        return f"{' !' if m.invert else ''} state {states_text(m.mask or 0)}"
     if isinstance(m, ConntrackMatch):
         return m.save().replace("--", "")
     if isinstance(m, MultiportMatch):
         kind = (m.kind or "--ports")[2:]
         ports = ",".join(_port(lo, numeric) if lo == hi else
                          f"{_port(lo, numeric)}:{_port(hi, numeric)}" for lo, hi in m.ranges)
-        return f" multiport {kind} {'!' if m.invert else ''}{ports}"
+        return f" multiport {kind} {' !' if m.invert else ''}{ports}"
     if isinstance(m, LimitMatch):
         return f" limit: avg {rate_text(m.avg)} burst {m.burst}"
     if isinstance(m, CommentMatch):
         return f" /* {m.comment} */"
     if isinstance(m, ConnmarkMatch):
         mark = f"0x{m.value:x}" + (f"/0x{m.mask:x}" if m.mask != ALL_ONES else "")
-        return f" connmark match {'!' if m.invert else ''}{mark}"
+        return f" connmark match {'!' if m.invert else ''} {mark}"
     if isinstance(m, MarkMatch):
         mark = f"0x{m.value:x}" + (f"/0x{m.mask:x}" if m.mask != ALL_ONES else "")
-        return f" mark match {'!' if m.invert else ''}{mark}"
+        return f" mark match{' !' if m.invert else ''} {mark}"
     return ""
 
 
@@ -128,10 +129,15 @@ def _target_text(t: Target, numeric: bool) -> str:
     if isinstance(t, ConnmarkTarget):
         if t.mode == "set":
             return f" CONNMARK xset 0x{t.ctmark:x}/0x{t.ctmask:x}"
-        word = "save" if t.mode == "save" else "restore"
-        return f" CONNMARK {word} nfmask 0x{t.nfmask:x} ctmask ~0x{t.ctmask:x}"
+        if t.nfmask == ALL_ONES and t.ctmask == ALL_ONES:
+            return f" CONNMARK {t.mode}"
+        if t.nfmask == t.ctmask:
+            return f" CONNMARK {t.mode} mask 0x{t.nfmask:x}"
+        return f" CONNMARK {t.mode} nfmask 0x{t.nfmask:x} ctmask ~0x{t.ctmask:x}"
     if isinstance(t, CtTarget):
         return " CT notrack"
+    if isinstance(t, NotrackTarget):
+        return " NOTRACK"          # iptables 1.8 loads NOTRACK as CT: its column says CT
     return ""
 
 
@@ -169,7 +175,8 @@ def list_chains(table, chains, flags: set[str]) -> str:
             line = f"{i:<4d} " if line_numbers else ""
             if verbose:
                 line += _num(rule.packets, exact) + _num(rule.bytes, exact)
-            line += f"{rule.target:<9} "
+            column = "CT" if isinstance(rule.target_ext, NotrackTarget) else rule.target
+            line += f"{column:<9} "
             line += "!" if rule.proto_inv else " "
             line += f"{(str(rule.proto) if numeric else (protocol_text(rule.proto) if rule.proto else 'all')):<5}"
             line += ("!" if rule.fragment is False else "-") + ("f" if rule.fragment is not None else "-") + " "

@@ -61,7 +61,7 @@ class Match:
 
     def _once(self, seen: set, option: str) -> None:
         if option in seen:
-            raise RulesError(f"{self.NAME}: \"{option}\" option may only be specified once")
+            raise RulesError(f"{self.NAME}: option \"{option}\" can only be used once.")
         seen.add(option)
 
 
@@ -311,7 +311,7 @@ class ConntrackMatch(Match):
 
     def parse(self, option: str, args: list[str], invert: bool) -> None:
         if option in self.values:
-            raise RulesError(f"conntrack: \"{option}\" option may only be specified once")
+            raise RulesError(f"conntrack: option \"{option}\" can only be used once.")
         arg = args[0]
         if option == "--ctstate":
             value: object = _parse_states(arg)
@@ -352,7 +352,9 @@ class ConntrackMatch(Match):
             elif isinstance(value, tuple) and option.endswith("port"):
                 shown = port_range_text(*value)
             else:
-                shown = address_text(*value)  # type: ignore[misc]
+                addr, mask = value  # type: ignore[misc]
+                # conntrack prints a host address without /32 (xtables_ipmask_to_numeric)
+                shown = address_text(addr, mask) if mask != ALL_ONES else address_text(addr, mask)[:-3]
             text += f"{_inv(option in self.inverted)} --{option[2:]} {shown}"
         return text
 

@@ -3,7 +3,9 @@
 tcp-reset (nf_send_reset): IP header with TOS 0, ID 0, DF, TTL 64 (the route's default hop
 limit), addresses swapped; a bare 20-byte TCP header with RST, and either seq = the
 offending segment's ack (if it had ACK) or ACK with ack = seq + SYN + FIN + payload length;
-window 0. No reset answers a reset or a non-first fragment.
+window 0, and the checksum field as nf_reject leaves it for the device to complete
+(CHECKSUM_PARTIAL: the pseudo-header's sum; `complete_tcp_checksum` gives the wire form).
+No reset answers a reset or a non-first fragment.
 
 ICMP (nf_send_unreach -> icmp_send): destination unreachable with the rule's code; TOS =
 (original TOS & 0x1E) | 0xC0 (precedence "internetwork control"), no DF, TTL 64; the body
@@ -92,9 +94,20 @@ def tcp_reset(datagram: bytes) -> Optional[bytes]:
         new_ack = (seq + bool(flags & 0x02) + bool(flags & 0x01) + payload) & 0xFFFFFFFF
         new_flags = 0x14                                   # RST | ACK
     tcp = struct.pack("!HHIIBBHHH", dport, sport, new_seq, new_ack, 5 << 4, new_flags, 0, 0, 0)
+    # CHECKSUM_PARTIAL: the field holds the pseudo-header's sum, which the device (or the
+    # stack, without offload) completes on the way out; the hooks see it like this.
     pseudo = dst + src + struct.pack("!BBH", 0, 6, len(tcp))
-    tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
+    tcp = tcp[:16] + struct.pack("!H", ~checksum(pseudo) & 0xFFFF) + tcp[18:]
     return ip_header(0, 20 + len(tcp), 0, IP_DF, DEFAULT_TTL, 6, dst, src) + tcp
+
+
+def complete_tcp_checksum(datagram: bytes) -> bytes:
+    """The datagram as it leaves the device: its TCP checksum computed in full."""
+    ihl = (datagram[0] & 15) * 4
+    tcp = datagram[ihl:]
+    pseudo = datagram[12:16] + datagram[16:20] + struct.pack("!BBH", 0, 6, len(tcp))
+    zeroed = tcp[:16] + b"\0\0" + tcp[18:]
+    return datagram[:ihl] + zeroed[:16] + struct.pack("!H", checksum(pseudo + zeroed)) + zeroed[18:]
 
 
 def icmp_unreachable(code: int, datagram: bytes) -> Optional[bytes]:

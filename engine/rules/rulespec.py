@@ -1,8 +1,7 @@
 """One parser for a rule specification, shared by iptables-restore lines and the command line.
 
 It follows iptables' own order of business: the generic options (-p -s -d -i -o -f -j -g -m
--c and `!`), then an option is offered to the target, then to the loaded matches in the order
-they were loaded, and last to the match that -p loads implicitly (tcp, udp, icmp). What
+-c and `!`), then an option is offered to the target, then to the loaded matches, newest first, and last to the match that -p loads implicitly (tcp, udp, icmp). What
 nobody takes is refused: an unknown option, match or target is never skipped.
 """
 from __future__ import annotations
@@ -293,7 +292,9 @@ class _SpecParser:
         takers: list = []
         if rule.target_ext is not None:
             takers.append(rule.target_ext)
-        takers.extend(rule.matches)
+        # The newest match first: `-m conntrack --ctstatus X -m conntrack ! --ctstatus Y`
+        # gives the second option to the second match (checked against iptables).
+        takers.extend(reversed(rule.matches))
         for taker in takers:
             if option in taker.OPTIONS:
                 nargs = taker.OPTIONS[option][1]

@@ -102,10 +102,10 @@ class LogTarget(Target):
             text = args[0]
             if text.isdigit() and int(text) <= 7:
                 self.level = int(text)
-            elif text.lower() in LOG_LEVELS:
-                self.level = LOG_LEVELS[text.lower()]
+            elif text in LOG_LEVELS:
+                self.level = LOG_LEVELS[text]
             else:
-                raise RulesError(f"log-level `{text}' unknown")
+                raise RulesError(f"log level \"{text}\" unknown")
         else:
             self.flags.add(option)
 
