@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .errors import EXIT_KERNEL, RulesError
+from .errors import EINVAL_MESSAGE, EXIT_KERNEL, RulesError, error_text
 from .listing import list_chains
 from .ruleset import Chain, Ruleset, Table, validate_chain_name
 from .tables import POLICIES
@@ -60,7 +60,8 @@ class _Command:
                 self.spec.append(word)
             i += 1
         if self.command is None:
-            raise RulesError("no command specified")
+            unknown = [w for w in self.spec if w.startswith("-")]
+            raise RulesError(f"unknown option \"{unknown[0]}\"" if unknown else "no command specified")
 
     def _command_args(self, argv: list[str], i: int, word: str) -> int:
         """The chain (and rule number, policy, new name) that follow a command."""
@@ -151,7 +152,7 @@ def apply_command(ruleset: Ruleset, argv: list[str]) -> str:
         for name in names:
             chain = _chain(table, name)
             if chain.builtin:
-                raise _kernel("Invalid argument. Run `dmesg' for more information.")
+                raise _kernel(EINVAL_MESSAGE)
             if chain.rules:
                 raise _kernel("Directory not empty.")
             if any(r.target == name and r.target_ext is None
@@ -167,7 +168,7 @@ def apply_command(ruleset: Ruleset, argv: list[str]) -> str:
             raise _kernel("File exists.")
         validate_chain_name(new)
         if chain.builtin:
-            raise _kernel("Invalid argument. Run `dmesg' for more information.")
+            raise _kernel(EINVAL_MESSAGE)
         chain.name = new
         table.chains = {(new if k == old else k): v for k, v in table.chains.items()}
         for ch in table.chains.values():

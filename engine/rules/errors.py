@@ -10,12 +10,40 @@ EXIT_PARAMETER = 2
 EXIT_TABLE = 3
 
 
+IPTABLES_VERSION = "v1.8.9"
+# What iptables says when the kernel refuses a rule with EINVAL.
+EINVAL_MESSAGE = "Invalid argument. Run `dmesg' for more information."
+# iptables prints these with a blank line before its "Try" hint (their text ends in \n).
+_TRAILING_NEWLINE = ("Couldn't load", "Can't use -", "multiport: option")
+
+
 class RulesError(ValueError):
-    """A refused rule, ruleset or command. `line` is the 1-based input line, if any."""
+    """A refused rule, ruleset or command.
+
+    `message` is what iptables prints, `exit_code` its exit status, `line` the 1-based input
+    line of a restore. `detail` says why where iptables only relays the kernel's EINVAL
+    ("Run `dmesg' for more information": the emulation has no dmesg, so it says it here).
+    """
 
     def __init__(self, message: str, line: Optional[int] = None,
-                 exit_code: int = EXIT_PARAMETER) -> None:
+                 exit_code: int = EXIT_PARAMETER, detail: str = "") -> None:
         self.message = message
         self.line = line
         self.exit_code = exit_code
-        super().__init__(f"line {line}: {message}" if line is not None else message)
+        self.detail = detail
+        text = f"{message} ({detail})" if detail else message
+        super().__init__(f"line {line}: {text}" if line is not None else text)
+
+
+def error_text(err: RulesError, program: str = "iptables") -> str:
+    """The stderr iptables gives for this error (a refusal by the kernel: `iptables: ...`;
+    a bad argument: `iptables v1.8.9 (legacy): ...` and the help hint)."""
+    if err.exit_code == EXIT_KERNEL:
+        return f"{program}: {err.message}\n"
+    hint = f"Try `{program} -h' or '{program} --help' for more information.\n"
+    if err.exit_code == EXIT_TABLE:
+        hint = "Perhaps iptables or your kernel needs to be upgraded.\n"
+    if err.message.startswith("Bad argument"):
+        return f"{err.message}\n{hint}"
+    blank = "\n" if err.message.startswith(_TRAILING_NEWLINE) else ""
+    return f"{program} {IPTABLES_VERSION} (legacy): {err.message}\n{blank}{hint}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, ClassVar, Optional
 
-from .errors import RulesError
+from .errors import EINVAL_MESSAGE, EXIT_KERNEL, RulesError
 from .limit import DEFAULT_AVG, DEFAULT_BURST, TokenBucket, check_burst, parse_rate, rate_text
 from .names import ICMP_TYPES
 from .packet import (ACK, FIN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ORIGINAL, PSH, RST,
@@ -103,8 +103,8 @@ class PortsMatch(Match):
 
     def check(self, rule_proto: int, proto_inverted: bool) -> None:
         if rule_proto != self.PROTO or proto_inverted:
-            raise RulesError("Invalid argument. Run `dmesg' for more information.",
-                             exit_code=1)
+            raise RulesError(EINVAL_MESSAGE, exit_code=EXIT_KERNEL,
+                             detail=f"the {self.NAME} match needs -p {self.NAME}")
 
     def _save_ports(self) -> str:
         text = ""
@@ -224,8 +224,8 @@ class IcmpMatch(Match):
 
     def check(self, rule_proto: int, proto_inverted: bool) -> None:
         if rule_proto != IPPROTO_ICMP or proto_inverted:
-            raise RulesError("Invalid argument. Run `dmesg' for more information.",
-                             exit_code=1)
+            raise RulesError(EINVAL_MESSAGE, exit_code=EXIT_KERNEL,
+                             detail=f"the {self.NAME} match needs -p {self.NAME}")
 
     def save(self) -> str:
         if self.type == 0xFF:
@@ -330,7 +330,7 @@ class ConntrackMatch(Match):
         elif option in dict((o, 0) for o, _, _ in _CT_PORT_OPTIONS):
             value = parse_port_range(arg)
         else:
-            value = parse_address(arg)
+            value = parse_address(arg, masked=False)
         self.values[option] = value
         if invert:
             self.inverted.add(option)
@@ -374,7 +374,7 @@ class ConntrackMatch(Match):
             if option in values:
                 addr, mask = values[option]  # type: ignore[misc]
                 tup = pkt.ct_orig if which == "orig" else pkt.ct_reply
-                if ((tup[field] & mask) == addr if tup else False) == (option in inverted):
+                if ((tup[field] & mask) == (addr & mask) if tup else False) == (option in inverted):
                     return False
         for option, which, field in _CT_PORT_OPTIONS:
             if option in values:

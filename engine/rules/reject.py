@@ -38,19 +38,14 @@ class RejectType:
     icmp_code: Optional[int]          # None for tcp-reset
 
 
-# --reject-with names (and the aliases libipt_REJECT accepts) -> the canonical type.
+# --reject-with names -> the canonical type.
 _CANONICAL = (("icmp-net-unreachable", 0), ("icmp-host-unreachable", 1),
               ("icmp-proto-unreachable", 2), ("icmp-port-unreachable", 3),
               ("icmp-net-prohibited", 9), ("icmp-host-prohibited", 10),
               ("icmp-admin-prohibited", 13))
 REJECT_TYPES: dict[str, RejectType] = {name: RejectType(name, code) for name, code in _CANONICAL}
-REJECT_TYPES.update({alias: REJECT_TYPES[f"icmp-{alias[:-len('-unreachable')]}-unreachable"]
-                     for alias in ("net-unreachable", "host-unreachable", "proto-unreachable",
-                                   "port-unreachable")})
-REJECT_TYPES.update({"net-prohibited": REJECT_TYPES["icmp-net-prohibited"],
-                     "host-prohibited": REJECT_TYPES["icmp-host-prohibited"],
-                     "admin-prohibited": REJECT_TYPES["icmp-admin-prohibited"],
-                     TCP_RESET: RejectType(TCP_RESET, None), "tcp-rst": RejectType(TCP_RESET, None)})
+# iptables 1.8.9 also takes tcp-rst (and no name without its icmp- prefix: checked).
+REJECT_TYPES.update({TCP_RESET: RejectType(TCP_RESET, None), "tcp-rst": RejectType(TCP_RESET, None)})
 
 
 def checksum(data: bytes) -> int:

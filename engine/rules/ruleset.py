@@ -14,7 +14,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-from .errors import EXIT_KERNEL, RulesError
+from .errors import EXIT_KERNEL, EXIT_TABLE, IPTABLES_VERSION, RulesError
 from .matches import EvalContext
 from .packet import RulePacket
 from .rulespec import Rule, parse_rule_spec, split_restore_line
@@ -22,7 +22,6 @@ from .tables import (ACCEPT, DROP, MAX_CHAIN_NAME, NOT_EMULATED, POLICIES, RETUR
                      STANDARD_TARGETS, TABLES, tables_at)
 from .targets import CONTINUE, TARGETS
 
-IPTABLES_VERSION = "v1.8.9"
 
 
 @dataclass
@@ -111,10 +110,10 @@ class Ruleset:
     # -- tables ------------------------------------------------------------------------
     def table(self, name: str, create: bool = True) -> Table:
         if name in NOT_EMULATED:
-            raise RulesError(NOT_EMULATED[name], exit_code=3)
+            raise RulesError(NOT_EMULATED[name], exit_code=EXIT_TABLE)
         if name not in TABLES:
             raise RulesError(f"can't initialize iptables table `{name}': Table does not exist "
-                             f"(do you need to insmod?)", exit_code=3)
+                             f"(do you need to insmod?)", exit_code=EXIT_TABLE)
         if name not in self.tables:
             table = Table(name)
             if not create:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .errors import EXIT_KERNEL, RulesError
+from .errors import EINVAL_MESSAGE, EXIT_KERNEL, RulesError
 from .matches import IMPLICIT_MATCHES, MATCHES, EvalContext, Match
 from .packet import RulePacket
 from .tables import HOOKS_WITH_IN, HOOKS_WITH_OUT, STANDARD_TARGETS, TABLES
@@ -188,6 +188,11 @@ class _SpecParser:
             if word in GENERIC:
                 option = CANONICAL.get(word, word)
                 args = self._args(i, GENERIC[word], word)
+                if args[:1] == ["!"]:
+                    # the old intrapositioned `-s ! ADDR`: iptables 1.8 takes the `!` and
+                    # then trips over the address
+                    following = words[i + 2] if i + 2 < len(words) else ""
+                    raise RulesError(f"Bad argument `{following}'")
                 self._generic(option, args, invert)
                 i += 1 + len(args)
             elif word.startswith("-") and len(word) > 1:
@@ -246,6 +251,8 @@ class _SpecParser:
             hooks_ok = HOOKS_WITH_IN if option == "-i" else HOOKS_WITH_OUT
             if self.is_builtin and self.chain not in hooks_ok:
                 raise RulesError(f"Can't use {option} with {self.chain}")
+            if args[0] == "+" and not invert:
+                return                      # "+" is every interface: no test at all
             if option == "-i":
                 rule.in_iface, rule.in_inv = args[0], invert
             else:
@@ -282,8 +289,8 @@ class _SpecParser:
             raise RulesError(f"Couldn't load target `{name}':No such file or directory")
         ext = TARGETS[name]()
         if ext.TABLES is not None and self.table not in ext.TABLES:
-            raise RulesError(f"{name} is only valid in the {'/'.join(sorted(ext.TABLES))} "
-                             f"table: Invalid argument", exit_code=EXIT_KERNEL)
+            raise RulesError(EINVAL_MESSAGE, exit_code=EXIT_KERNEL,
+                             detail=f"{name} is only valid in the {'/'.join(sorted(ext.TABLES))} table")
         rule.target_ext = ext
 
     def _extension_option(self, option: str, i: int, invert: bool) -> int:
@@ -309,8 +316,8 @@ class _SpecParser:
             return nargs
         if implicit and rule.proto_inv and option in MATCHES[implicit].OPTIONS:
             # iptables loads the match; the kernel then refuses it for a negated protocol.
-            raise RulesError("Invalid argument. Run `dmesg' for more information.",
-                             exit_code=EXIT_KERNEL)
+            raise RulesError(EINVAL_MESSAGE, exit_code=EXIT_KERNEL,
+                             detail=f"the {implicit} match needs -p {implicit} (not negated)")
         raise RulesError(f"unknown option \"{option}\"")
 
     def _finish(self) -> None:
@@ -320,8 +327,8 @@ class _SpecParser:
         if rule.target_ext is not None:
             ext = rule.target_ext
             if ext.HOOKS is not None and self.is_builtin and self.chain not in ext.HOOKS:
-                raise RulesError(f"{ext.NAME} is not valid in {self.chain}: Invalid argument",
-                                 exit_code=EXIT_KERNEL)
+                raise RulesError(EINVAL_MESSAGE, exit_code=EXIT_KERNEL,
+                                 detail=f"{ext.NAME} is not valid in {self.chain}")
             ext.check(rule.proto, rule.proto_inv)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable, ClassVar, Optional
 
-from .errors import EXIT_KERNEL, RulesError
+from .errors import EINVAL_MESSAGE, EXIT_KERNEL, RulesError
 from .logline import LOG_DEFAULT_LEVEL, LogFlags, log_line
 from .matches import EvalContext
 from .names import LOG_LEVELS
@@ -63,8 +63,8 @@ class RejectTarget(Target):
 
     def check(self, rule_proto: int, proto_inverted: bool) -> None:
         if self.kind == TCP_RESET and (rule_proto != IPPROTO_TCP or proto_inverted):
-            raise RulesError("REJECT --reject-with tcp-reset needs -p tcp: Invalid argument",
-                             exit_code=EXIT_KERNEL)
+            raise RulesError(EINVAL_MESSAGE, exit_code=EXIT_KERNEL,
+                             detail="REJECT --reject-with tcp-reset needs -p tcp")
 
     def save(self) -> str:
         return f" --reject-with {self.kind}"

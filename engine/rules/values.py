@@ -27,8 +27,9 @@ def prefix_mask(bits: int) -> int:
     return (ALL_ONES << (32 - bits)) & ALL_ONES
 
 
-def parse_address(text: str) -> tuple[int, int]:
-    """'ADDR[/BITS|/MASK]' -> (address already masked, mask), as iptables stores it."""
+def parse_address(text: str, masked: bool = True) -> tuple[int, int]:
+    """'ADDR[/BITS|/MASK]' -> (address, mask). -s/-d store the address masked; conntrack's
+    --ctorigsrc and friends keep it as given (and mask both sides when matching)."""
     addr_text, _, mask_text = text.partition("/")
     if not mask_text:
         mask = ALL_ONES
@@ -41,7 +42,8 @@ def parse_address(text: str) -> tuple[int, int]:
             mask = parse_ipv4(mask_text)
         except RulesError:
             raise RulesError(f"invalid mask `{mask_text}' specified") from None
-    return parse_ipv4(addr_text) & mask, mask
+    addr = parse_ipv4(addr_text)
+    return (addr & mask if masked else addr), mask
 
 
 def parse_address_list(text: str) -> list[tuple[int, int]]:
