@@ -74,7 +74,8 @@ class Table:
                 if target in self.chains and not self.chains[target].builtin:
                     if target in path:
                         raise RulesError("Too many levels of symbolic links.",
-                                         exit_code=EXIT_KERNEL)
+                                         exit_code=EXIT_KERNEL,
+                                         detail=" -> ".join(path + (target,)))
                     visit(target, path + (target,))
         for name in self.builtin_names():
             visit(name, (name,))
@@ -256,7 +257,7 @@ class _Restorer:
             try:
                 self._line(stripped)
             except RulesError as err:
-                raise RulesError(err.message, lineno, err.exit_code) from None
+                raise RulesError(err.message, lineno, err.exit_code, err.detail) from None
         if self.table is not None:
             raise RulesError("COMMIT expected", lineno + 1, EXIT_KERNEL)
 
