@@ -294,10 +294,10 @@ def test_reject_tcp_reset_reply_bytes():
 def test_reject_icmp_reply_bytes(kind, code):
     rs = load(f"-A INPUT -j REJECT --reject-with {kind}")
     pkt = udp(payload=b"q" * 1000)
-    pkt.raw = pkt.raw[:1] + b"\x1c" + pkt.raw[2:]            # TOS 0x1c: low bits are kept
+    pkt.raw = pkt.raw[:1] + b"\x3d" + pkt.raw[2:]     # only TOS bits 0x1E survive, under 0xC0
     reply = rs.run_hook("INPUT", pkt, 0).rejects[0]
     assert len(reply) == 576                                  # cut to the RFC 1812 size
-    assert reply[1] == 0xC0 | 0x1C and reply[6:8] == b"\0\0" and reply[8] == 64
+    assert reply[1] == 0xDC and reply[6:8] == b"\0\0" and reply[8] == 64
     assert reply[20:22] == bytes([3, code]) and reply[28:] == pkt.raw[:548]
 
 
