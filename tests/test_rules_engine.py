@@ -227,6 +227,8 @@ def test_limit_is_xt_limits_token_bucket_in_jiffies():
     assert verdict(rs, icmp(), now=119.996) == "ACCEPT"  # 4999 jiffies: one credit short
     assert verdict(rs, icmp(), now=120.0) == "DROP"      # 5000 jiffies since the last refill
     assert verdict(rs, icmp(), now=120.0) == "ACCEPT"
+    # an hour idle refills the bucket only to its cap: the burst again, no more
+    assert [verdict(rs, icmp(), now=3720.0) for _ in range(4)] == ["DROP"] * 3 + ["ACCEPT"]
 
 
 def test_each_load_gets_fresh_buckets():
