@@ -124,7 +124,10 @@ class Ruleset:
         return self.tables[name]
 
     def copy(self) -> "Ruleset":
-        return copy.deepcopy(self)
+        new = copy.deepcopy(self)
+        for _, _, rule in new.iter_rules():
+            rule.checks = None          # compiled tests refer to the original's matches
+        return new
 
     # -- loading -----------------------------------------------------------------------
     @classmethod
@@ -171,7 +174,15 @@ class Ruleset:
             else:
                 rule = rules[index]
                 index += 1
-                if not rule.matches_packet(packet, ctx):
+                checks = rule.checks
+                if checks is None:
+                    checks = rule.checks = rule._compile()
+                matched = True
+                for check in checks:            # matches_packet, inlined: the hot loop
+                    if not check(packet, ctx):
+                        matched = False
+                        break
+                if not matched:
                     continue
                 rule.packets += 1
                 rule.bytes += length

@@ -94,26 +94,39 @@ class Rule:
     packets: int = 0
     bytes: int = 0
 
-    def ip_matches(self, pkt: RulePacket) -> bool:
-        if ((pkt.src & self.src_mask) == self.src) == self.src_inv:
-            return False
-        if ((pkt.dst & self.dst_mask) == self.dst) == self.dst_inv:
-            return False
-        if self.in_iface and _iface_matches(pkt.in_iface, self.in_iface) == self.in_inv:
-            return False
-        if self.out_iface and _iface_matches(pkt.out_iface, self.out_iface) == self.out_inv:
-            return False
-        if self.proto and (pkt.proto == self.proto) == self.proto_inv:
-            return False
-        if self.fragment is not None and pkt.fragment != self.fragment:
-            return False
-        return True
+    checks: Optional[tuple] = field(default=None, repr=False, compare=False)
+
+    def _compile(self) -> tuple:
+        """The tests this rule needs, as a tuple of callables (pkt, ctx) -> bool: the IP
+        part's only where it constrains something, then the matches in order."""
+        tests: list = []
+        if self.src_mask or self.src_inv:
+            src, mask, inv = self.src, self.src_mask, self.src_inv
+            tests.append(lambda p, c: ((p.src & mask) == src) != inv)
+        if self.dst_mask or self.dst_inv:
+            dst, dmask, dinv = self.dst, self.dst_mask, self.dst_inv
+            tests.append(lambda p, c: ((p.dst & dmask) == dst) != dinv)
+        if self.in_iface:
+            pattern, iinv = self.in_iface, self.in_inv
+            tests.append(lambda p, c: _iface_matches(p.in_iface, pattern) != iinv)
+        if self.out_iface:
+            opattern, oinv = self.out_iface, self.out_inv
+            tests.append(lambda p, c: _iface_matches(p.out_iface, opattern) != oinv)
+        if self.proto:
+            proto, pinv = self.proto, self.proto_inv
+            tests.append(lambda p, c: (p.proto == proto) != pinv)
+        if self.fragment is not None:
+            fragment = self.fragment
+            tests.append(lambda p, c: p.fragment == fragment)
+        tests.extend(match.matches for match in self.matches)
+        return tuple(tests)
 
     def matches_packet(self, pkt: RulePacket, ctx: EvalContext) -> bool:
-        if not self.ip_matches(pkt):
-            return False
-        for match in self.matches:
-            if not match.matches(pkt, ctx):
+        checks = self.checks
+        if checks is None:
+            checks = self.checks = self._compile()
+        for check in checks:
+            if not check(pkt, ctx):
                 return False
         return True
 
@@ -146,6 +159,7 @@ class Rule:
         """The same rule with its own per-rule state (limit buckets) and counters."""
         copy = Rule(**{k: v for k, v in self.__dict__.items()})
         copy.matches = [m.fresh() for m in self.matches]
+        copy.checks = None
         return copy
 
 
