@@ -178,7 +178,7 @@ class Ruleset:
                 if checks is None:
                     checks = rule.checks = rule._compile()
                 matched = True
-                for check in checks:            # matches_packet, inlined: the hot loop
+                for check in checks:            # the hot loop: one call per test
                     if not check(packet, ctx):
                         matched = False
                         break

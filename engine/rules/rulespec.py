@@ -121,15 +121,6 @@ class Rule:
         tests.extend(match.matches for match in self.matches)
         return tuple(tests)
 
-    def matches_packet(self, pkt: RulePacket, ctx: EvalContext) -> bool:
-        checks = self.checks
-        if checks is None:
-            checks = self.checks = self._compile()
-        for check in checks:
-            if not check(pkt, ctx):
-                return False
-        return True
-
     def spec(self, counters: str = "") -> str:
         """The rule as iptables-save prints it after `-A CHAIN` (print_rule4's order);
         `counters` (iptables -S -v's " -c P B") goes where print_rule4 puts it, before the target."""
