@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from engine.build import build_ipv4, build_tcp
 from engine.rules import CONNTRACK_PRIORITY, RulePacket, Ruleset
 from engine.rules.packet import INVALID, ORIGINAL, REPLY, UNTRACKED
 
@@ -29,17 +30,15 @@ def ip(text: str) -> int:
 
 
 def ipv4_header(src: str, dst: str, proto: int, payload: bytes, *, tos: int = 0,
-                ident: int = 1, frag: int = 0x4000, ttl: int = 64) -> bytes:
-    from engine.rules.reject import ip_header
-    return ip_header(tos, 20 + len(payload), ident, frag, ttl, proto,
-                     struct.pack("!I", ip(src)), struct.pack("!I", ip(dst))) + payload
+                ident: int = 1, ttl: int = 64) -> bytes:
+    """An IPv4 datagram with DF set, as Linux sends them."""
+    return build_ipv4(src, dst, proto, payload, tos=tos, ident=ident, ttl=ttl, df=True)
 
 
-def tcp_bytes(sport: int, dport: int, flags: int, seq: int = 1000, ack: int = 0,
-              window: int = 512, payload: bytes = b"", options: bytes = b"") -> bytes:
-    offset = (20 + len(options)) // 4
-    return struct.pack("!HHIIBBHHH", sport, dport, seq, ack, offset << 4, flags, window, 0,
-                       0) + options + payload
+def tcp_bytes(src: str, dst: str, sport: int, dport: int, flags: int, seq: int = 1000,
+              ack: int = 0, window: int = 512, payload: bytes = b"", options: bytes = b"") -> bytes:
+    return build_tcp(src, dst, sport, dport, seq=seq, ack=ack, flags=flags, window=window,
+                     payload=payload, options=options)
 
 
 def packet_from_datagram(datagram: bytes, **fields) -> RulePacket:

@@ -16,7 +16,7 @@ A, B = "10.99.0.1", "10.99.0.2"
 
 
 def tcp(flags=SYN, sport=40000, dport=22, payload=b"", options=b"", **fields) -> RulePacket:
-    datagram = ipv4_header(B, A, 6, tcp_bytes(sport, dport, flags, payload=payload,
+    datagram = ipv4_header(B, A, 6, tcp_bytes(B, A, sport, dport, flags, payload=payload,
                                               options=options))
     fields.setdefault("ctstate", "NEW")
     return packet_from_datagram(datagram, in_iface=fields.pop("in_iface", "va"), **fields)
@@ -283,7 +283,7 @@ def test_reject_tcp_reset_reply_bytes():
     sport, dport, seq, ack, off, flags, window = struct.unpack_from("!HHIIBBH", reply, 20)
     assert (sport, dport, seq, ack, off >> 4, flags, window) == (22, 40000, 0, 1000 + 1 + 3, 5, RST | ACK, 0)
     acked = load("-A INPUT -p tcp -j REJECT --reject-with tcp-reset").run_hook(
-        "INPUT", packet_from_datagram(ipv4_header(B, A, 6, tcp_bytes(40000, 22, ACK, 5, 777))), 0)
+        "INPUT", packet_from_datagram(ipv4_header(B, A, 6, tcp_bytes(B, A, 40000, 22, ACK, 5, 777))), 0)
     assert struct.unpack_from("!IIBB", acked.rejects[0], 24) == (777, 0, 5 << 4, RST)
     rst = rs.run_hook("INPUT", tcp(RST), 0)
     assert rst.verdict == "DROP" and rst.rejects == []            # no reset for a reset

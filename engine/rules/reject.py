@@ -4,7 +4,7 @@ tcp-reset (nf_send_reset): IP header with TOS 0, ID 0, DF, TTL 64 (the route's d
 limit), addresses swapped; a bare 20-byte TCP header with RST, and either seq = the
 offending segment's ack (if it had ACK) or ACK with ack = seq + SYN + FIN + payload length;
 window 0, and the checksum field as nf_reject leaves it for the device to complete
-(CHECKSUM_PARTIAL: the pseudo-header's sum; `complete_tcp_checksum` gives the wire form).
+(CHECKSUM_PARTIAL: the pseudo-header's sum; a device without offload completes it).
 No reset answers a reset or a non-first fragment.
 
 ICMP (nf_send_unreach -> icmp_send): destination unreachable with the rule's code; TOS =
@@ -20,14 +20,16 @@ import struct
 from dataclasses import dataclass
 from typing import Optional
 
+from engine.build import build_icmp, build_ipv4, build_tcp, pseudo_header_sum
+
 TCP_RESET = "tcp-reset"
 DEFAULT_TTL = 64
 ICMP_DEST_UNREACH = 3
 IPTOS_TOS_MASK = 0x1E
 IPTOS_PREC_INTERNETCONTROL = 0xC0
 ICMP_ERROR_MAX = 576                 # RFC 1812: an ICMP error datagram is at most 576 bytes
-IP_DF = 0x4000
 IP_OFFSET = 0x1FFF
+TCP_HEADER_LEN = 20
 # ICMP types that are errors: icmp_send never answers them (icmp_pointers[].error).
 ICMP_ERROR_TYPES = frozenset({3, 4, 5, 11, 12})
 
@@ -46,22 +48,6 @@ _CANONICAL = (("icmp-net-unreachable", 0), ("icmp-host-unreachable", 1),
 REJECT_TYPES: dict[str, RejectType] = {name: RejectType(name, code) for name, code in _CANONICAL}
 # iptables 1.8.9 also takes tcp-rst (and no name without its icmp- prefix: checked).
 REJECT_TYPES.update({TCP_RESET: RejectType(TCP_RESET, None), "tcp-rst": RejectType(TCP_RESET, None)})
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def ip_header(tos: int, total_len: int, ident: int, frag: int, ttl: int, proto: int,
-              src: bytes, dst: bytes) -> bytes:
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, tos, total_len, ident, frag, ttl, proto, 0,
-                         src, dst)
-    return header[:10] + struct.pack("!H", checksum(header)) + header[12:]
 
 
 def _is_broadcast_or_multicast(addr: bytes) -> bool:
@@ -88,21 +74,15 @@ def tcp_reset(datagram: bytes) -> Optional[bytes]:
         new_seq = 0
         new_ack = (seq + bool(flags & 0x02) + bool(flags & 0x01) + payload) & 0xFFFFFFFF
         new_flags = 0x14                                   # RST | ACK
-    tcp = struct.pack("!HHIIBBHHH", dport, sport, new_seq, new_ack, 5 << 4, new_flags, 0, 0, 0)
+    new_src, new_dst = int.from_bytes(dst, "big"), int.from_bytes(src, "big")
     # CHECKSUM_PARTIAL: the field holds the pseudo-header's sum, which the device (or the
     # stack, without offload) completes on the way out; the hooks see it like this.
-    pseudo = dst + src + struct.pack("!BBH", 0, 6, len(tcp))
-    tcp = tcp[:16] + struct.pack("!H", ~checksum(pseudo) & 0xFFFF) + tcp[18:]
-    return ip_header(0, 20 + len(tcp), 0, IP_DF, DEFAULT_TTL, 6, dst, src) + tcp
-
-
-def complete_tcp_checksum(datagram: bytes) -> bytes:
-    """The datagram as it leaves the device: its TCP checksum computed in full."""
-    ihl = (datagram[0] & 15) * 4
-    tcp = datagram[ihl:]
-    pseudo = datagram[12:16] + datagram[16:20] + struct.pack("!BBH", 0, 6, len(tcp))
-    zeroed = tcp[:16] + b"\0\0" + tcp[18:]
-    return datagram[:ihl] + zeroed[:16] + struct.pack("!H", checksum(pseudo + zeroed)) + zeroed[18:]
+    partial = pseudo_header_sum(new_src, new_dst, 6, TCP_HEADER_LEN)
+    while partial >> 16:
+        partial = (partial & 0xFFFF) + (partial >> 16)
+    tcp = build_tcp(new_src, new_dst, dport, sport, seq=new_seq, ack=new_ack, flags=new_flags,
+                    window=0, checksum=partial)
+    return build_ipv4(new_src, new_dst, 6, tcp, ident=0, ttl=DEFAULT_TTL, df=True)
 
 
 def icmp_unreachable(code: int, datagram: bytes) -> Optional[bytes]:
@@ -117,10 +97,10 @@ def icmp_unreachable(code: int, datagram: bytes) -> Optional[bytes]:
         return None
     total = struct.unpack_from("!H", datagram, 2)[0]
     quoted = datagram[:min(total, len(datagram), ICMP_ERROR_MAX - 20 - 8)]
-    icmp = struct.pack("!BBHI", ICMP_DEST_UNREACH, code, 0, 0) + quoted
-    icmp = icmp[:2] + struct.pack("!H", checksum(icmp)) + icmp[4:]
+    icmp = build_icmp(ICMP_DEST_UNREACH, code, payload=quoted)
     tos = (datagram[1] & IPTOS_TOS_MASK) | IPTOS_PREC_INTERNETCONTROL
-    return ip_header(tos, 20 + len(icmp), 0, 0, DEFAULT_TTL, 1, dst, src) + icmp
+    return build_ipv4(int.from_bytes(dst, "big"), int.from_bytes(src, "big"), 1, icmp,
+                      ident=0, ttl=DEFAULT_TTL, tos=tos)
 
 
 def reject_reply(kind: str, datagram: bytes) -> Optional[bytes]:
