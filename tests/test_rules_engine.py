@@ -326,6 +326,13 @@ def test_log_line_format():
                           "TTL=64 ID=1 DF PROTO=ICMP TYPE=8 CODE=0 ID=7 SEQ=1 UID=1000 GID=100 ")]
 
 
+def test_log_of_a_truncated_header_says_incomplete():
+    pkt = tcp(in_iface="")
+    pkt.raw = pkt.raw[:30]
+    line = load("-A INPUT -j LOG").run_hook("INPUT", pkt, 0).logs[0][1]
+    assert line.endswith("DF PROTO=TCP INCOMPLETE [10 bytes] ")
+
+
 def test_log_of_an_icmp_error_quotes_the_inner_datagram():
     inner = ipv4_header(A, B, 17, struct.pack("!HHHH", 5555, 6666, 10, 0) + b"zz")
     body = struct.pack("!BBHI", 3, 3, 0, 0) + inner

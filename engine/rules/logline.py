@@ -38,13 +38,20 @@ def _hex(data: bytes) -> str:
     return data.hex().upper()
 
 
+def _have(parts: list[str], off: int, end: int, need: int) -> bool:
+    """True if `need` header bytes are there; else the kernel's INCOMPLETE note."""
+    if end - off < need:
+        parts.append(f"INCOMPLETE [{max(end - off, 0)} bytes] ")
+        return False
+    return True
+
+
 def _tcp(parts: list[str], data: bytes, off: int, end: int, fragment: bool,
          flags: LogFlags) -> bool:
     parts.append("PROTO=TCP ")
     if fragment:
         return True
-    if end - off < 20:
-        parts.append(f"INCOMPLETE [{max(end - off, 0)} bytes] ")
+    if not _have(parts, off, end, 20):
         return False
     sport, dport, seq, ack, word, window, _, urgp = struct.unpack_from("!HHIIHHHH", data, off)
     parts.append(f"SPT={sport} DPT={dport} ")
@@ -67,8 +74,7 @@ def _udp(parts: list[str], data: bytes, off: int, end: int, fragment: bool) -> b
     parts.append("PROTO=UDP ")
     if fragment:
         return True
-    if end - off < 8:
-        parts.append(f"INCOMPLETE [{max(end - off, 0)} bytes] ")
+    if not _have(parts, off, end, 8):
         return False
     sport, dport, length = struct.unpack_from("!HHH", data, off)
     parts.append(f"SPT={sport} DPT={dport} LEN={length} ")
@@ -78,15 +84,11 @@ def _udp(parts: list[str], data: bytes, off: int, end: int, fragment: bool) -> b
 def _icmp(parts: list[str], data: bytes, off: int, end: int, fragment: bool,
           flags: LogFlags, nested: bool) -> None:
     parts.append("PROTO=ICMP ")
-    if fragment:
-        return
-    if end - off < 4:
-        parts.append(f"INCOMPLETE [{max(end - off, 0)} bytes] ")
+    if fragment or not _have(parts, off, end, 4):
         return
     icmp_type, code = data[off], data[off + 1]
     parts.append(f"TYPE={icmp_type} CODE={code} ")
-    if icmp_type in ICMP_REQUIRED_LEN and end - off < ICMP_REQUIRED_LEN[icmp_type]:
-        parts.append(f"INCOMPLETE [{end - off} bytes] ")
+    if not _have(parts, off, end, ICMP_REQUIRED_LEN.get(icmp_type, 0)):
         return
     if icmp_type in (0, 8):
         ident, seq = struct.unpack_from("!HH", data, off + 4)
