@@ -143,6 +143,16 @@ def test_tables_run_in_priority_order_and_a_drop_stops_the_hook():
     assert "[0:0] -A INPUT -p udp" in counters(rs)        # filter never saw the udp packet
 
 
+def test_forward_sees_both_interfaces_and_its_own_policy():
+    rs = load("-A FORWARD -i va -o vb -p tcp -j ACCEPT\n-A FORWARD -o vb -j DROP")
+    apply_command(rs, ["-P", "FORWARD", "DROP"])
+    assert verdict(rs, tcp(out_iface="vb"), hook="FORWARD") == "ACCEPT"
+    assert verdict(rs, udp(out_iface="vb"), hook="FORWARD") == "DROP"
+    assert verdict(rs, udp(out_iface="vc"), hook="FORWARD") == "DROP"
+    assert counters(rs)[1] == f":FORWARD DROP [1:{udp().length}]"
+    assert verdict(rs, udp(out_iface="vc")) == "ACCEPT"        # INPUT is another chain
+
+
 def test_run_hook_priority_window_splits_raw_from_the_rest():
     rs = Ruleset.load_restore("*raw\n-A PREROUTING -p udp -j NOTRACK\nCOMMIT\n"
                               "*mangle\n-A PREROUTING -p udp -j MARK --set-mark 1\nCOMMIT\n")
