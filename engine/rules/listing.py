@@ -1,7 +1,9 @@
 """`iptables -L [-v] [-n] [-x] [--line-numbers]`: the table listing of libiptc's print_firewall.
 
-Without -n iptables resolves addresses to host names (DNS); the engine does no I/O, so it
-prints addresses numerically in both modes ("anywhere" for 0.0.0.0/0 without -n, as iptables).
+Without -n iptables resolves addresses to host names (DNS, /etc/hosts); the engine does no
+I/O, so it prints addresses numerically in both modes ("anywhere" for 0.0.0.0/0 without -n,
+as iptables); ports and protocols get their names from the embedded tables, as iptables's
+getservbyport/getprotobynumber give them on the reference machine.
 """
 from __future__ import annotations
 
@@ -9,13 +11,12 @@ from .matches import (CommentMatch, ConnmarkMatch, ConntrackMatch, IcmpMatch, Li
                       MarkMatch, Match, MultiportMatch, StateMatch, TcpMatch, UdpMatch,
                       states_text, tcp_flags_text)
 from .limit import rate_text
-from .names import ICMP_TYPES, LOG_LEVELS, SERVICES
-from .packet import STATUS_BITS
+from .names import ICMP_TYPES
+from .services import SERVICE_NAMES
 from .targets import (ConnmarkTarget, CtTarget, LogTarget, MarkTarget, NotrackTarget,
                       RejectTarget, Target)
 from .values import ALL_ONES, address_text, ipv4_text, mask_bits, protocol_text
 
-_SERVICE_NAMES = {port: name for name, port in SERVICES.items()}
 _LEVEL_NAMES = {0: "emerg", 1: "alert", 2: "crit", 3: "err", 4: "warn", 5: "notice",
                 6: "info", 7: "debug"}
 _LOG_FLAG_BITS = {"--log-tcp-sequence": 1, "--log-tcp-options": 2, "--log-ip-options": 4,
@@ -35,23 +36,26 @@ def _num(value: int, exact: bool, table: bool = True) -> str:
     raise AssertionError
 
 
-def _port(port: int, numeric: bool) -> str:
-    return str(port) if numeric else _SERVICE_NAMES.get(port, str(port))
+def _port(port: int, numeric: bool, proto: str) -> str:
+    """A port as -L prints it: its service name for `proto` (getservbyport) unless -n."""
+    if numeric:
+        return str(port)
+    return SERVICE_NAMES.get(proto, {}).get(port, str(port))
 
 
-def _ports(name: str, low: int, high: int, inv: bool, numeric: bool) -> str:
+def _ports(name: str, low: int, high: int, inv: bool, numeric: bool, proto: str) -> str:
     if (low, high) == (0, 0xFFFF) and not inv:
         return ""
     bang = "!" if inv else ""
     if low == high:
-        return f" {name}:{bang}{_port(low, numeric)}"
-    return f" {name}s:{bang}{_port(low, numeric)}:{_port(high, numeric)}"
+        return f" {name}:{bang}{_port(low, numeric, proto)}"
+    return f" {name}s:{bang}{_port(low, numeric, proto)}:{_port(high, numeric, proto)}"
 
 
-def _match_text(m: Match, numeric: bool) -> str:
+def _match_text(m: Match, numeric: bool, proto: str) -> str:
     if isinstance(m, TcpMatch):
-        text = " tcp" + _ports("spt", *m.sport, m.sport_inv, numeric) \
-            + _ports("dpt", *m.dport, m.dport_inv, numeric)
+        text = " tcp" + _ports("spt", *m.sport, m.sport_inv, numeric, "tcp") \
+            + _ports("dpt", *m.dport, m.dport_inv, numeric, "tcp")
         if m.option is not None:
             text += f" option={'!' if m.option_inv else ''}{m.option}"
         if m.flag_mask or m.flags_inv:
@@ -60,8 +64,8 @@ def _match_text(m: Match, numeric: bool) -> str:
             text += f" flags:{'!' if m.flags_inv else ''}{shown}"
         return text
     if isinstance(m, UdpMatch):
-        return " udp" + _ports("spt", *m.sport, m.sport_inv, numeric) \
-            + _ports("dpt", *m.dport, m.dport_inv, numeric)
+        return " udp" + _ports("spt", *m.sport, m.sport_inv, numeric, "udp") \
+            + _ports("dpt", *m.dport, m.dport_inv, numeric, "udp")
     if isinstance(m, IcmpMatch):
         if not numeric:
             for name, spec in ICMP_TYPES.items():
@@ -82,8 +86,9 @@ def _match_text(m: Match, numeric: bool) -> str:
         return m.save().replace("--", "")
     if isinstance(m, MultiportMatch):
         kind = (m.kind or "--ports")[2:]
-        ports = ",".join(_port(lo, numeric) if lo == hi else
-                         f"{_port(lo, numeric)}:{_port(hi, numeric)}" for lo, hi in m.ranges)
+        ports = ",".join(_port(lo, numeric, proto) if lo == hi else
+                         f"{_port(lo, numeric, proto)}:{_port(hi, numeric, proto)}"
+                         for lo, hi in m.ranges)
         return f" multiport {kind} {' !' if m.invert else ''}{ports}"
     if isinstance(m, LimitMatch):
         return f" limit: avg {rate_text(m.avg)} burst {m.burst}"
@@ -186,7 +191,8 @@ def list_chains(table, chains, flags: set[str]) -> str:
                 line += f" {iface_in:<6} {iface_out:<6} "
             line += ("!" if rule.src_inv else " ") + f"{_address(rule.src, rule.src_mask, numeric):<19} "
             line += ("!" if rule.dst_inv else " ") + f"{_address(rule.dst, rule.dst_mask, numeric):<19} "
-            line += "".join(_match_text(m, numeric) for m in rule.matches)
+            proto = protocol_text(rule.proto)
+            line += "".join(_match_text(m, numeric, proto) for m in rule.matches)
             if rule.target_ext is not None:
                 line += _target_text(rule.target_ext, numeric)
             if rule.goto:

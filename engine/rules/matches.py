@@ -97,9 +97,9 @@ class PortsMatch(Match):
         canonical = self.OPTIONS[option][0]
         self._once(self.seen, canonical)
         if canonical == "--sport":
-            self.sport, self.sport_inv = parse_port_range(args[0]), invert
+            self.sport, self.sport_inv = parse_port_range(args[0], self.NAME), invert
         elif canonical == "--dport":
-            self.dport, self.dport_inv = parse_port_range(args[0]), invert
+            self.dport, self.dport_inv = parse_port_range(args[0], self.NAME), invert
 
     def check(self, rule_proto: int, proto_inverted: bool) -> None:
         if rule_proto != self.PROTO or proto_inverted:

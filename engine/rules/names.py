@@ -1,4 +1,4 @@
-"""Names iptables accepts and prints: protocols, ICMP types, services.
+"""Names iptables accepts and prints: protocols, ICMP types, log levels (services: services.py).
 
 The protocol table is the reference machine's /etc/protocols (Debian netbase), which
 iptables-save consults through getprotobynumber(); embedded so the engine reads no files.
@@ -49,14 +49,6 @@ ICMP_TYPES: dict[str, tuple[int, int, int]] = {
     "timestamp-reply": (14, 0, 0xFF),
     "address-mask-request": (17, 0, 0xFF),
     "address-mask-reply": (18, 0, 0xFF),
-}
-
-# A few well-known services for port arguments (/etc/services); iptables prints numbers.
-SERVICES: dict[str, int] = {
-    "ftp-data": 20, "ftp": 21, "ssh": 22, "telnet": 23, "smtp": 25, "domain": 53,
-    "bootps": 67, "bootpc": 68, "tftp": 69, "http": 80, "pop3": 110, "auth": 113,
-    "ntp": 123, "imap": 143, "snmp": 161, "bgp": 179, "ldap": 389, "https": 443,
-    "submission": 587, "imaps": 993, "pop3s": 995,
 }
 
 # syslog levels LOG --log-level accepts by name.

@@ -5,7 +5,8 @@ Each parser raises RulesError with the message iptables gives for the same argum
 from __future__ import annotations
 
 from .errors import RulesError
-from .names import PROTOCOL_NAMES, PROTOCOL_NUMBERS, SERVICES
+from .names import PROTOCOL_NAMES, PROTOCOL_NUMBERS
+from .services import SERVICE_PORTS
 
 ALL_ONES = 0xFFFFFFFF
 
@@ -63,22 +64,24 @@ def address_text(addr: int, mask: int) -> str:
     return f"{ipv4_text(addr)}/{bits}" if bits >= 0 else f"{ipv4_text(addr)}/{ipv4_text(mask)}"
 
 
-def parse_port(text: str) -> int:
+def parse_port(text: str, proto: str = "") -> int:
+    """A port number or a service name of `proto` ("tcp", "udp"; "" for either)."""
     if text.isdigit() and int(text) <= 0xFFFF:
         return int(text)
-    if text in SERVICES:
-        return SERVICES[text]
+    for table in ([SERVICE_PORTS[proto]] if proto in SERVICE_PORTS else SERVICE_PORTS.values()):
+        if text in table:
+            return table[text]
     raise RulesError(f"invalid port/service `{text}' specified")
 
 
-def parse_port_range(text: str) -> tuple[int, int]:
+def parse_port_range(text: str, proto: str = "") -> tuple[int, int]:
     """'P', 'A:B', 'A:' (to 65535) or ':B' (from 0)."""
     low, sep, high = text.partition(":")
     if not sep:
-        port = parse_port(text)
+        port = parse_port(text, proto)
         return port, port
-    first = parse_port(low) if low else 0
-    last = parse_port(high) if high else 0xFFFF
+    first = parse_port(low, proto) if low else 0
+    last = parse_port(high, proto) if high else 0xFFFF
     if first > last:
         raise RulesError("invalid portrange (min > max)")
     return first, last
