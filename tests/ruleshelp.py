@@ -94,6 +94,7 @@ def classification(prefix: str) -> Classification:
 @dataclass
 class ReplayResult:
     verdicts: list[str] = field(default_factory=list)
+    notrack: list[Optional[bool]] = field(default_factory=list)  # None: came with an entry
     rejects: list[tuple[int, bytes]] = field(default_factory=list)    # (record index, reply)
     logs: list[tuple[int, int, str]] = field(default_factory=list)   # (record index, level, line)
 
@@ -144,6 +145,7 @@ def replay_records(rs: Ruleset, records: list[dict], ifaces: dict[str, str]) -> 
                  (second, pkt, None, None)]
         pkt.ctstate = cls.state
         verdict = "ACCEPT"
+        result.notrack.append(None if brings_entry else False)
         for hook, view, after, before in steps:
             if hook == "INPUT":
                 view.out_iface = ""
@@ -154,6 +156,8 @@ def replay_records(rs: Ruleset, records: list[dict], ifaces: dict[str, str]) -> 
             pkt.mark, pkt.ctmark = hv.mark, hv.ctmark
             result.rejects += [(index, reply) for reply in hv.rejects]
             result.logs += [(index, level, line) for level, line in hv.logs]
+            if hv.notrack and not brings_entry:     # NOTRACK leaves an attached entry be
+                result.notrack[-1] = True
             if hv.verdict == "DROP":
                 verdict = "DROP"
                 break

@@ -57,6 +57,19 @@ def test_counters_after_the_kernels_packets(name):
     assert rs.save(counters=True, stamp=save_stamp(kernel_save)) == kernel_save
 
 
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_notrack_verdicts_are_the_kernels_untracked_packets(name):
+    rules, records, ifaces, _ = load_scenario(name)
+    result = replay_records(Ruleset.load_restore(rules), records, ifaces)
+    for index, (rec, notrack) in enumerate(zip(records, result.notrack)):
+        if notrack is not None:
+            assert notrack == (rec["prefix"] == "untracked"), index
+    if name == "notrack_raw":
+        assert result.notrack.count(True) >= 6
+        listing = (DATA / name / "nf_conntrack.txt").read_text()
+        assert "dport=7030" not in listing and "dport=7031" in listing   # no entry was made
+
+
 def _listing_sections(name: str) -> dict[str, str]:
     text = (DATA / name / "list.txt").read_text()
     parts = re.split(r"^## (.*)\n", text, flags=re.M)
