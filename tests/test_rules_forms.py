@@ -1,7 +1,10 @@
 """Every rule form and command the engine parses, against what iptables-legacy printed for it
 on this machine (tests/data/rules/forms.json, made by tests/kernel/rules_forms.py): the
 iptables-save line of each accepted rule byte for byte, the message and exit code of each
-refused one, and the output of a sequence of commands (-N -X -E -A -I -R -D -F -Z -P -S -L).
+refused one, the output of a sequence of commands (-N -X -E -A -I -R -D -F -Z -P -S -L), and
+iptables-restore's verdict on a set of inputs (its stderr byte for byte when it refuses).
+One difference is deliberate: iptables-restore commits table by table, so a failure in the
+second table leaves the first one loaded; the engine's restore is all or nothing.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import shlex
 import pytest
 
 from engine.rules import RulesError, Ruleset, apply_command
-from engine.rules.errors import error_text
+from engine.rules.errors import error_text, restore_error_text
 from ruleshelp import DATA
 
 FORMS = json.loads((DATA / "forms.json").read_text())
@@ -38,6 +41,18 @@ def test_rule_form_saves_or_fails_as_iptables(form):
             apply_command(rs, argv)
         assert caught.value.exit_code == form["rc"]
         assert _no_blank_lines(error_text(caught.value)) == _no_blank_lines(form["stderr"])
+
+
+@pytest.mark.parametrize("case", FORMS["restores"], ids=lambda c: c["input"].split("\n")[1][:40])
+def test_restore_succeeds_or_fails_as_iptables_restore(case):
+    rs = Ruleset()
+    if case["rc"] == 0:
+        assert rs.restore(case["input"]).save(table="filter") == case["save"]
+    else:
+        with pytest.raises(RulesError) as caught:
+            rs.restore(case["input"])
+        assert (caught.value.exit_code, restore_error_text(caught.value)) == \
+            (case["rc"], case["stderr"])
 
 
 def test_a_refused_rule_changes_nothing():

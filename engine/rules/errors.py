@@ -11,8 +11,11 @@ EXIT_TABLE = 3
 
 
 IPTABLES_VERSION = "v1.8.9"
-# What iptables says when the kernel refuses a rule with EINVAL.
+# What iptables says when the kernel refuses a rule with EINVAL, or a loop with ELOOP:
+# iptables-restore only learns of these when it commits the table.
 EINVAL_MESSAGE = "Invalid argument. Run `dmesg' for more information."
+ELOOP_MESSAGE = "Too many levels of symbolic links."
+KERNEL_CHECKS = (EINVAL_MESSAGE, ELOOP_MESSAGE)
 # iptables prints these with a blank line before its "Try" hint (their text ends in \n).
 _TRAILING_NEWLINE = ("Couldn't load", "Can't use -", "multiport: option")
 
@@ -47,3 +50,18 @@ def error_text(err: RulesError, program: str = "iptables") -> str:
         return f"{err.message}\n{hint}"
     blank = "\n" if err.message.startswith(_TRAILING_NEWLINE) else ""
     return f"{program} {IPTABLES_VERSION} (legacy): {err.message}\n{blank}{hint}"
+
+
+def restore_error_text(err: RulesError, program: str = "iptables-restore") -> str:
+    """The stderr iptables-restore gives for a refused load."""
+    if err.message in KERNEL_CHECKS:
+        return f"{program}: line {err.line} failed\n"
+    if err.message == "COMMIT expected":
+        return f"{program}: COMMIT expected at line {err.line}\n"
+    if err.message.startswith("Can't set policy"):
+        return f"{program} {IPTABLES_VERSION} (legacy): {err.message}\n"
+    blank = "\n" if err.message.startswith(_TRAILING_NEWLINE) else ""
+    prefix = "" if err.message.startswith("Bad argument") else \
+        f"{program} {IPTABLES_VERSION} (legacy): "
+    return (f"{prefix}{err.message}\n{blank}Error occurred at line: {err.line}\n"
+            f"Try `{program} -h' or '{program} --help' for more information.\n")

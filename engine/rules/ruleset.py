@@ -14,7 +14,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-from .errors import EXIT_KERNEL, EXIT_TABLE, IPTABLES_VERSION, RulesError
+from .errors import (ELOOP_MESSAGE, EXIT_KERNEL, EXIT_PARAMETER, EXIT_TABLE, IPTABLES_VERSION,
+                     KERNEL_CHECKS, RulesError)
 from .matches import EvalContext
 from .packet import RulePacket
 from .rulespec import Rule, parse_rule_spec, split_restore_line
@@ -73,7 +74,7 @@ class Table:
                 target = rule.target
                 if target in self.chains and not self.chains[target].builtin:
                     if target in path:
-                        raise RulesError("Too many levels of symbolic links.",
+                        raise RulesError(ELOOP_MESSAGE,
                                          exit_code=EXIT_KERNEL,
                                          detail=" -> ".join(path + (target,)))
                     visit(target, path + (target,))
@@ -258,25 +259,44 @@ class _Restorer:
     def __init__(self, ruleset: Ruleset, counters: bool, noflush: bool) -> None:
         self.rs, self.counters, self.noflush = ruleset, counters, noflush
         self.table: Optional[Table] = None
+        self.lineno = 0
 
     def run(self, text: str) -> None:
+        """Parse errors stop at their line; what the kernel would refuse (EINVAL, a loop)
+        iptables-restore learns at COMMIT, so it is reported at the COMMIT line, as iptables
+        does, with the rule's own line in the detail."""
         lineno = 0
+        refused: Optional[tuple[int, RulesError]] = None
         for lineno, line in enumerate(text.splitlines(), start=1):
             stripped = line.strip()
             if not stripped or stripped.startswith("#"):
                 continue
+            self.lineno = lineno
             try:
                 self._line(stripped)
             except RulesError as err:
+                if err.message in KERNEL_CHECKS and stripped != "COMMIT":
+                    refused = refused or (lineno, err)
+                    continue
                 raise RulesError(err.message, lineno, err.exit_code, err.detail) from None
+            if stripped == "COMMIT" and refused:
+                at, err = refused
+                raise RulesError(err.message, lineno, err.exit_code,
+                                 f"line {at}: {err.detail}" if err.detail else f"line {at}")
         if self.table is not None:
             raise RulesError("COMMIT expected", lineno + 1, EXIT_KERNEL)
 
     def _line(self, line: str) -> None:
         if line.startswith("*"):
             if self.table is not None:
-                raise RulesError("COMMIT expected")
-            self.table = self.rs.table(line[1:].strip())
+                raise RulesError("COMMIT expected", exit_code=EXIT_KERNEL)
+            name = line[1:].strip()
+            try:
+                self.table = self.rs.table(name)
+            except RulesError as err:
+                message = err.message if name in NOT_EMULATED else \
+                    f"iptables-restore: unable to initialize table '{name}'"
+                raise RulesError(message, exit_code=EXIT_PARAMETER) from None
             if not self.noflush:
                 self.table.flush()
             return
@@ -296,9 +316,10 @@ class _Restorer:
             counters = _parse_counter_pair(words.pop(0))
         if len(words) >= 2 and words[0] in ("-A", "--append"):
             rules, dash_c = self.rs.parse_rules(table, words[1], words[2:])
-            counters = dash_c or counters
+            # a `[p:b]` prefix counts only with --counters; `-c P B` always (as iptables)
+            counters = dash_c or (counters if self.counters else None)
             for rule in rules:
-                if self.counters and counters:
+                if counters:
                     rule.packets, rule.bytes = counters
                 table.chains[words[1]].rules.append(rule)
             return
@@ -313,7 +334,8 @@ class _Restorer:
         pair = _parse_counter_pair(parts[2]) if len(parts) > 2 else (0, 0)
         if policy == "-":
             if name in table.chains and table.chains[name].builtin:
-                raise RulesError(f"Can't set policy `-' on `{name}': Bad built-in chain name")
+                raise RulesError(f"Can't set policy `-' on `{name}' line {self.lineno}: "
+                                 "Bad built-in chain name", exit_code=EXIT_KERNEL)
             validate_chain_name(name)
             if name in table.chains:
                 if not self.noflush:
@@ -322,11 +344,11 @@ class _Restorer:
             table.chains[name] = Chain(name)
             return
         if name not in table.chains or not table.chains[name].builtin:
-            raise RulesError(f"Can't set policy `{policy}' on `{name}': Bad built-in chain name",
-                             exit_code=EXIT_KERNEL)
+            raise RulesError(f"Can't set policy `{policy}' on `{name}' line {self.lineno}: "
+                             "Bad built-in chain name", exit_code=EXIT_KERNEL)
         if policy not in POLICIES:
-            raise RulesError(f"Can't set policy `{policy}' on `{name}': Bad policy name",
-                             exit_code=EXIT_KERNEL)
+            raise RulesError(f"Can't set policy `{policy}' on `{name}' line {self.lineno}: "
+                             "Bad policy name", exit_code=EXIT_KERNEL)
         chain = table.chains[name]
         chain.policy = policy
         chain.packets, chain.bytes = pair if self.counters else (0, 0)

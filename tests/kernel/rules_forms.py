@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""What iptables itself prints for every rule form and command the engine parses.
+"""What iptables itself prints for every rule form, command and restore the engine parses.
 
 In one namespace (pctr-forms), each command line of COMMANDS runs through iptables-legacy
 in order; the stdout, stderr and exit code of each, and for every -A the line
-`iptables-legacy-save` then prints for the new rule, are stored in
+`iptables-legacy-save` then prints for the new rule; and the stderr, exit code and
+resulting filter table of each iptables-restore input of RESTORES; all stored in
 tests/data/rules/forms.json for tests/test_rules_forms.py.
 
     python3 tests/kernel/rules_forms.py          (root; iptables)
@@ -84,6 +85,29 @@ COMMANDS = [
     "-t raw -L -n -v", "-t raw -X x",
 ]
 
+# iptables-restore inputs (each into a fresh filter table): its stderr and exit code.
+RESTORES = [
+    "*filter\n-A INPUT -j REJECT --reject-with tcp-reset\n-A INPUT -j ACCEPT\nCOMMIT\n",
+    "*filter\n-A INPUT --foo\nCOMMIT\n",
+    "*bogus\nCOMMIT\n",
+    "*filter\n-A INPUT -j ACCEPT\n",
+    "*filter\n:INPUT BLAH [0:0]\nCOMMIT\n",
+    "*filter\n:foo ACCEPT [0:0]\nCOMMIT\n",
+    "*filter\n:a - [0:0]\n-A INPUT -j a\n-A a -j a\nCOMMIT\n",
+    "*filter\n-A INPUT -m comment --comment 'x y' -j ACCEPT\nCOMMIT\n",
+    "*filter\n-A INPUT -p tcp --dport 99999\nCOMMIT\n",
+    "*filter\n-A INPUT -m foo\nCOMMIT\n",
+    "*filter\n# a comment\n\n-A INPUT -j FOO\nCOMMIT\n",
+    "*raw\n-A PREROUTING -j NOTRACK\nCOMMIT\n*mangle\n-A INPUT -j REJECT\nCOMMIT\n",
+    "*filter\n-A OUTPUT -i lo -j ACCEPT\nCOMMIT\n",
+    "*filter\n-A INPUT -s 1.1.1.1,2.2.2.0/24 -d 3.3.3.3 -j DROP\n-N x\n-I INPUT 2 -j ACCEPT\n-D INPUT 1\n-P FORWARD DROP\nCOMMIT\n",
+    "*filter\n:INPUT DROP [5:6]\n[1:2] -A INPUT -j ACCEPT\n-A INPUT -c 3 4 -j DROP\nCOMMIT\n",
+]
+
+RESET = ("iptables-legacy -F; iptables-legacy -X; iptables-legacy -P INPUT ACCEPT; "
+         "iptables-legacy -P FORWARD ACCEPT; iptables-legacy -P OUTPUT ACCEPT; "
+         "iptables-legacy -t raw -F; iptables-legacy -t mangle -F")
+
 
 def sh(*argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, text=True)
@@ -92,7 +116,7 @@ def sh(*argv: str) -> subprocess.CompletedProcess:
 def main() -> int:
     sh("ip", "netns", "del", NS)
     sh("ip", "netns", "add", NS)
-    data: dict = {"forms": [], "commands": []}
+    data: dict = {"forms": [], "commands": [], "restores": []}
     try:
         def ns(*argv: str) -> subprocess.CompletedProcess:
             return sh("ip", "netns", "exec", NS, *argv)
@@ -112,7 +136,15 @@ def main() -> int:
             form("raw", "PREROUTING", spec)
         for spec in MANGLE_FORMS:
             form("mangle", "INPUT", spec)
-        ns("sh", "-c", "iptables-legacy -F; iptables-legacy -X")
+        for text in RESTORES:
+            ns("sh", "-c", RESET)
+            done = subprocess.run(["ip", "netns", "exec", NS, "iptables-legacy-restore"], input=text,
+                                  capture_output=True, text=True)
+            saved = ns("iptables-legacy-save", "-c", "-t", "filter").stdout
+            data["restores"].append({"input": text, "rc": done.returncode, "stderr": done.stderr,
+                                     "save": "".join(l + "\n" for l in saved.splitlines()
+                                                     if not l.startswith("#"))})
+        ns("sh", "-c", RESET)
         for line in COMMANDS:
             done = ns("sh", "-c", f"iptables-legacy {line}")
             data["commands"].append({"argv": line, "rc": done.returncode,
@@ -120,7 +152,8 @@ def main() -> int:
     finally:
         sh("ip", "netns", "del", NS)
     OUT.write_text(json.dumps(data, indent=1) + "\n")
-    print(f"rules_forms: {len(data['forms'])} forms, {len(data['commands'])} commands -> {OUT}",
+    print(f"rules_forms: {len(data['forms'])} forms, {len(data['commands'])} commands, "
+          f"{len(data['restores'])} restores -> {OUT}",
           file=sys.stderr)
     return 0
 
