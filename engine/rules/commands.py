@@ -105,14 +105,14 @@ def apply_command(ruleset: Ruleset, argv: list[str]) -> str:
     if c not in ("-A", "-I", "-D", "-R") and cmd.spec:
         raise RulesError(f"Bad argument `{cmd.spec[0]}'")
     if c == "-A":
-        rules, _ = ruleset.parse_rules(table, args[0], cmd.spec)
+        rules = _parse_counted(ruleset, table, args[0], cmd.spec)
         _commit(table, lambda: table.chains[args[0]].rules.extend(rules))
     elif c == "-I":
         chain = _chain(table, args[0])
         pos = _rulenum(args[1]) if len(args) > 1 else 1
         if pos > len(chain.rules) + 1:
             raise _kernel("Index of insertion too big.")
-        rules, _ = ruleset.parse_rules(table, args[0], cmd.spec)
+        rules = _parse_counted(ruleset, table, args[0], cmd.spec)
         _commit(table, lambda: chain.rules.__setitem__(slice(pos - 1, pos - 1), rules))
     elif c == "-R":
         chain = _chain(table, args[0])
@@ -121,7 +121,7 @@ def apply_command(ruleset: Ruleset, argv: list[str]) -> str:
         pos = _rulenum(args[1])
         if pos > len(chain.rules):
             raise _kernel("Index of replacement too big.")
-        rules, _ = ruleset.parse_rules(table, args[0], cmd.spec)
+        rules = _parse_counted(ruleset, table, args[0], cmd.spec)
         if len(rules) != 1:
             raise RulesError("Replacement rule does not specify a unique address")
         _commit(table, lambda: chain.rules.__setitem__(pos - 1, rules[0]))
@@ -197,6 +197,15 @@ def apply_command(ruleset: Ruleset, argv: list[str]) -> str:
         chains = [_chain(table, args[0])] if args else table.ordered_chains()
         return list_chains(table, chains, cmd.flags)
     return ""
+
+
+def _parse_counted(ruleset: Ruleset, table: Table, chain: str, spec: list[str]) -> list:
+    """The rules of a specification, with the counters its `-c PKTS BYTES` gives them."""
+    rules, counters = ruleset.parse_rules(table, chain, spec)
+    if counters:
+        for rule in rules:
+            rule.packets, rule.bytes = counters
+    return rules
 
 
 def _commit(table: Table, change) -> None:

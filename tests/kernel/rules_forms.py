@@ -83,6 +83,10 @@ COMMANDS = [
     "-L -n", "-L INPUT -n --line-numbers", "-t nat -L", "-t bogus -L", "-t raw -S",
     "-t mangle -A PREROUTING -j MARK --set-mark 1", "-t mangle -S", "-t mangle -Z", "-t raw -N x",
     "-t raw -L -n -v", "-t raw -X x",
+    # counters given with -c, in every unit -L -v rounds them to
+    "-A INPUT -c 99999 100000 -j ACCEPT", "-A INPUT -c 1234567 9876543210 -p tcp",
+    "-I INPUT 1 -c 12345678901234 99999999999999 -j DROP", "-L INPUT -v", "-L INPUT -v -x",
+    "-S INPUT -v", "-Z INPUT", "-L INPUT -v -n",
 ]
 
 # iptables-restore inputs (each into a fresh filter table): its stderr and exit code.
