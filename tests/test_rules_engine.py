@@ -9,7 +9,7 @@ import pytest
 
 from engine.rules import CONNTRACK_PRIORITY, RulePacket, Ruleset, RulesError, apply_command
 from engine.rules.limit import CREDITS_PER_JIFFY, user2credits
-from engine.rules.packet import ACK, FIN, RST, SYN
+from engine.rules.packet import ACK, RST, SYN
 from ruleshelp import ip, ipv4_header, packet_from_datagram, tcp_bytes
 
 A, B = "10.99.0.1", "10.99.0.2"
@@ -107,7 +107,7 @@ def test_goto_from_a_builtin_chain_ends_in_its_policy():
     assert verdict(rs, tcp()) == "DROP"
     assert verdict(rs, udp()) == "ACCEPT"
     assert counters(rs)[0] == f":INPUT DROP [1:{tcp().length}]"
-    assert f"[0:0] -A INPUT -j ACCEPT" in counters(rs)
+    assert "[0:0] -A INPUT -j ACCEPT" in counters(rs)
 
 
 def test_three_deep_nesting_with_return():

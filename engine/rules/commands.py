@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .errors import EINVAL_MESSAGE, EXIT_KERNEL, RulesError, error_text
+from .errors import EINVAL_MESSAGE, EXIT_KERNEL, RulesError
 from .listing import list_chains
 from .ruleset import Chain, Ruleset, Table, validate_chain_name
 from .tables import POLICIES

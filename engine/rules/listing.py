@@ -7,6 +7,8 @@ getservbyport/getprotobynumber give them on the reference machine.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .matches import (CommentMatch, ConnmarkMatch, ConntrackMatch, IcmpMatch, LimitMatch,
                       MarkMatch, Match, MultiportMatch, StateMatch, TcpMatch, UdpMatch,
                       states_text, tcp_flags_text)
@@ -15,7 +17,10 @@ from .names import ICMP_TYPES
 from .services import SERVICE_NAMES
 from .targets import (ConnmarkTarget, CtTarget, LogTarget, MarkTarget, NotrackTarget,
                       RejectTarget, Target)
-from .values import ALL_ONES, address_text, ipv4_text, mask_bits, protocol_text
+from .values import ALL_ONES, address_text, ipv4_text, protocol_text
+
+if TYPE_CHECKING:
+    from .ruleset import Chain, Table
 
 _LEVEL_NAMES = {0: "emerg", 1: "alert", 2: "crit", 3: "err", 4: "warn", 5: "notice",
                 6: "info", 7: "debug"}
@@ -154,7 +159,8 @@ def _address(addr: int, mask: int, numeric: bool) -> str:
     return address_text(addr, mask)
 
 
-def list_chains(table, chains, flags: set[str]) -> str:
+def list_chains(table: "Table", chains: list["Chain"], flags: set[str]) -> str:
+    """The text of `iptables -L` for these chains of `table`; flags from the command line."""
     numeric, verbose = "numeric" in flags, "verbose" in flags
     exact, line_numbers = "exact" in flags, "line_numbers" in flags
     out: list[str] = []
@@ -201,5 +207,3 @@ def list_chains(table, chains, flags: set[str]) -> str:
             out.append("\n")
     return "".join(out)
 
-
-__all__ = ["list_chains", "mask_bits"]

@@ -14,7 +14,7 @@ from .names import ICMP_TYPES
 from .packet import (ACK, FIN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ORIGINAL, PSH, RST,
                      STATE_BITS, STATE_PRINT_ORDER, STATUS_BITS, SYN, URG, RulePacket)
 from .values import (ALL_ONES, address_text, mark_text, parse_address, parse_mark,
-                     parse_port, parse_port_range, parse_protocol, port_range_text,
+                     parse_port_range, parse_protocol, port_range_text,
                      saved_string)
 
 TCP_FLAG_NAMES = (("FIN", FIN), ("SYN", SYN), ("RST", RST), ("PSH", PSH), ("ACK", ACK),
@@ -483,7 +483,7 @@ class CommentMatch(Match):
         if invert:
             raise RulesError("comment: unexpected `!'")
         if len(args[0]) > self.MAX_LEN:
-            raise RulesError(f"comment: option \"--comment\" value is too long")
+            raise RulesError("comment: option \"--comment\" value is too long")
         self.comment = args[0]
 
     def save(self) -> str:

@@ -7,14 +7,13 @@ nobody takes is refused: an unknown option, match or target is never skipped.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 from .errors import EINVAL_MESSAGE, EXIT_KERNEL, RulesError
-from .matches import IMPLICIT_MATCHES, MATCHES, EvalContext, Match
-from .packet import RulePacket
+from .matches import IMPLICIT_MATCHES, MATCHES, Match
 from .tables import HOOKS_WITH_IN, HOOKS_WITH_OUT, STANDARD_TARGETS, TABLES
 from .targets import TARGETS, Target
-from .values import (ALL_ONES, address_text, parse_address_list, parse_protocol,
+from .values import (address_text, parse_address_list, parse_protocol,
                      protocol_text)
 
 IFNAMSIZ = 16
@@ -232,7 +231,7 @@ class _SpecParser:
             if invert:
                 raise RulesError("unexpected ! flag before --set-counters")
             if not (args[0].isdigit() and args[1].isdigit()):
-                raise RulesError(f"-c packet counter not numeric")
+                raise RulesError("-c packet counter not numeric")
             self.counters = (int(args[0]), int(args[1]))
             return
         self._once(option)
@@ -243,8 +242,8 @@ class _SpecParser:
         elif option in ("-s", "-d"):
             addrs = parse_address_list(args[0])
             if invert and len(addrs) > 1:
-                raise RulesError(f"! not allowed with multiple source or destination IP "
-                                 f"addresses")
+                raise RulesError("! not allowed with multiple source or destination IP "
+                                 "addresses")
             if option == "-s":
                 self.sources, rule.src_inv = addrs, invert
             else:
@@ -338,11 +337,11 @@ class _SpecParser:
 
 
 def parse_rule_spec(table: str, chain: str, words: list[str], *, is_builtin: bool,
-                    chain_exists) -> ParsedSpec:
+                    chain_exists: Callable[[str], bool]) -> ParsedSpec:
     """The rules one rule specification makes (several when -s/-d list several addresses)."""
     if table not in TABLES:
         raise RulesError(f"unknown table {table}")
     return _SpecParser(table, chain, words, is_builtin, chain_exists).parse()
 
 
-__all__ = ["Rule", "ParsedSpec", "parse_rule_spec", "split_restore_line", "ALL_ONES"]
+__all__ = ["Rule", "ParsedSpec", "parse_rule_spec", "split_restore_line"]

@@ -15,7 +15,6 @@ nf_conntrack.txt, ifaces.json.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
