@@ -1,6 +1,6 @@
 """The TCP connection tracker: pre-table checks, entry creation and the per-packet algorithm.
 
-Spec: spec/conntrack.md §4.5 (error checks), §4.6 (per-packet algorithm, modern, and the
+Spec: docs/spec/conntrack.md §4.5 (error checks), §4.6 (per-packet algorithm, modern, and the
 "2.6-ipct/pom differences"), §4.7 (window tracking, engine/tcp_window.py) and §4.8 (timeouts).
 The transitions themselves are data in engine/tcp_tables.py; this module looks the new state
 up and handles the few cells and situations the kernel treats specially.

@@ -1,4 +1,4 @@
-"""TCP window tracking (spec/conntrack.md §4.7): per-direction sequence state and checks I-IV.
+"""TCP window tracking (docs/spec/conntrack.md §4.7): per-direction sequence state and checks I-IV.
 
 Follows Kadlecsik's algorithm as the kernel has it, in two generations:
 

@@ -34,7 +34,7 @@ def test_a_signal_unmounts_and_the_daemon_exits_0(mount_factory, sig):
 
 
 def test_sigterm_while_a_reader_holds_the_file_open(mount_factory):
-    """spec/fuse.md §9: libfuse's own handler would hang with a request in flight; the
+    """docs/spec/fuse.md §9: libfuse's own handler would hang with a request in flight; the
     signal watcher retries `fusermount -u` and falls back to a lazy unmount."""
     mount = mount_factory("--source", "synthetic")
     reader = open(mount.path("net/nf_conntrack"), "rb")
@@ -122,14 +122,14 @@ def test_a_non_empty_mountpoint_is_refused_before_anything_starts(tmp_path):
 
 
 def test_sigkill_with_auto_unmount_leaves_no_mount(mount_factory):
-    """spec/fuse.md §9: auto_unmount's fusermount helper removes the mount after kill -9."""
+    """docs/spec/fuse.md §9: auto_unmount's fusermount helper removes the mount after kill -9."""
     mount = mount_factory("--source", "none")
     mount.signal(signal.SIGKILL)
     assert wait_until(lambda: not is_mounted(mount.mnt), 5)
 
 
 def test_sigkill_without_auto_unmount_leaves_a_stale_mount_that_is_refused(mount_factory):
-    """spec/fuse.md §9: after kill -9, access fails with ENOTCONN and the entry stays; a new
+    """docs/spec/fuse.md §9: after kill -9, access fails with ENOTCONN and the entry stays; a new
     mount there is refused with a hint instead of stacking on the dead one."""
     mount = mount_factory("--source", "none", "--no-auto-unmount")
     mount.signal(signal.SIGKILL)

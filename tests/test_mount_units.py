@@ -20,7 +20,7 @@ from procfs_ct.tree import DIR, KNOB, LISTING, Node, Tree, build_tree, describe
 GiB = 1 << 30
 TREE = build_tree(VIEWS, KNOBS)
 
-# Every callback name either binding registers when an attribute carries it (spec/fuse.md §11).
+# Every callback name either binding registers when an attribute carries it (docs/spec/fuse.md §11).
 OPERATION_NAMES = {
     "access", "bmap", "chmod", "chown", "create", "destroy", "flush", "fsync", "fsyncdir",
     "getattr", "getxattr", "init", "ioctl", "link", "listxattr", "lock", "mkdir", "mknod",
@@ -46,7 +46,7 @@ def test_every_alias_of_every_knob_is_a_file_with_the_kernel_mode():
 
 
 def test_listings_are_0440_and_statistics_0444_as_in_proc():
-    """spec/conntrack.md §1.3: ip_conntrack, nf_conntrack and the expect files are 0440
+    """docs/spec/conntrack.md §1.3: ip_conntrack, nf_conntrack and the expect files are 0440
     root:root; /proc/net/stat/* is 0444 (observed: -r--r----- on /proc/net/nf_conntrack)."""
     modes = {view: TREE.nodes[view].mode for view in VIEWS}
     assert modes == {"net/ip_conntrack": 0o440, "net/ip_conntrack_expect": 0o440,
@@ -95,7 +95,7 @@ class FakeClock:
 
 
 def test_readers_within_the_ttl_share_one_render():
-    """spec/fuse.md §5: a shared TTL-cached bytes object keeps memory flat under many readers."""
+    """docs/spec/fuse.md §5: a shared TTL-cached bytes object keeps memory flat under many readers."""
     clock, renders = FakeClock(), []
     snaps = SharedSnapshots(lambda view: renders.append(view) or f"r{len(renders)}".encode(),
                             ttl=0.5, clock=clock)
@@ -167,7 +167,7 @@ def test_a_rendering_pulls_only_the_chunks_a_read_needs_and_never_changes():
 
 
 def test_offset_zero_renders_again_other_offsets_reuse_the_handle_snapshot(ops):
-    """spec/fuse.md §4 (LXCFS rule): fresh at offset 0, the handle's snapshot elsewhere."""
+    """docs/spec/fuse.md §4 (LXCFS rule): fresh at offset 0, the handle's snapshot elsewhere."""
     fh = ops.open("/net/nf_conntrack", os.O_RDONLY)
     assert ops.read("/net/nf_conntrack", 6, 0, fh) == b"gen 1 "
     assert ops.read("/net/nf_conntrack", 100, 6, fh) == b"of net/nf_conntrack\nsecond line\n"
@@ -185,7 +185,7 @@ def test_knob_reads_value_and_newline_and_alias_writes_share_it(ops):
 
 
 def test_bad_value_is_einval_and_keeps_the_old_value(ops):
-    """spec/conntrack.md §3.4: `abc` is EINVAL, value unchanged."""
+    """docs/spec/conntrack.md §3.4: `abc` is EINVAL, value unchanged."""
     path = "/sys/net/netfilter/nf_conntrack_max"
     before = ops._knobs["max"]
     fh = ops.open(path, os.O_WRONLY)
@@ -194,7 +194,7 @@ def test_bad_value_is_einval_and_keeps_the_old_value(ops):
 
 
 def test_write_at_a_nonzero_offset_is_ignored_but_reported_written(ops):
-    """spec/conntrack.md §3.4: sysctl_writes_strict=1 ignores writes past offset 0."""
+    """docs/spec/conntrack.md §3.4: sysctl_writes_strict=1 ignores writes past offset 0."""
     path = "/sys/net/netfilter/nf_conntrack_max"
     before = ops._knobs["max"]
     fh = ops.open(path, os.O_WRONLY)
@@ -203,7 +203,7 @@ def test_write_at_a_nonzero_offset_is_ignored_but_reported_written(ops):
 
 
 def test_read_only_files_refuse_write_opens_and_truncate_with_eacces(ops):
-    """spec/fuse.md §6: a 0444 file opened for writing is EACCES even for root."""
+    """docs/spec/fuse.md §6: a 0444 file opened for writing is EACCES even for root."""
     for path in ("/sys/net/netfilter/nf_conntrack_count", "/net/nf_conntrack",
                  "/net/stat/nf_conntrack"):
         assert errno_of(ops.open, path, os.O_WRONLY) == errno.EACCES
@@ -238,7 +238,7 @@ def test_read_only_files_refuse_write_opens_and_truncate_with_eacces(ops):
     ("fsync", ("/net/nf_conntrack", 0, 1), errno.EINVAL),
 ])
 def test_changes_to_the_tree_get_the_errno_proc_gives(ops, call, args, expected):
-    """spec/fuse.md §6 table, re-observed on this machine's /proc (6.18)."""
+    """docs/spec/fuse.md §6 table, re-observed on this machine's /proc (6.18)."""
     assert errno_of(getattr(ops, call), *args) == expected
 
 
@@ -248,7 +248,7 @@ def test_touch_of_an_existing_file_and_listxattr_succeed(ops):
 
 
 def test_files_report_size_zero_root_owner_and_mode(ops):
-    """spec/fuse.md §3: st_size 0 with direct_io is the only combination every tool reads."""
+    """docs/spec/fuse.md §3: st_size 0 with direct_io is the only combination every tool reads."""
     st = ops.getattr("/sys/net/netfilter/nf_conntrack_count")
     assert (st["st_size"], st["st_uid"], st["st_gid"], st["st_mode"]) == (0, 0, 0, 0o100444)
     st = ops.getattr("/net/stat")
@@ -257,7 +257,7 @@ def test_files_report_size_zero_root_owner_and_mode(ops):
 
 
 def test_an_exception_inside_a_callback_is_answered_eio_not_einval(ops):
-    """spec/fuse.md §11.2: the bindings turn exceptions into EINVAL ("bad value"); we say EIO."""
+    """docs/spec/fuse.md §11.2: the bindings turn exceptions into EINVAL ("bad value"); we say EIO."""
     class Broken:
         def get(self, view):
             raise RuntimeError("renderer bug")
@@ -267,7 +267,7 @@ def test_an_exception_inside_a_callback_is_answered_eio_not_einval(ops):
 
 
 def test_system_exit_inside_a_callback_does_not_escape(ops):
-    """spec/fuse.md §2: SystemExit in a fusepy callback gives a garbage reply; never let it out."""
+    """docs/spec/fuse.md §2: SystemExit in a fusepy callback gives a garbage reply; never let it out."""
     class Exiting:
         def get(self, view):
             raise SystemExit(3)
@@ -277,7 +277,7 @@ def test_system_exit_inside_a_callback_does_not_escape(ops):
 
 
 def test_no_attribute_is_named_like_a_fuse_operation(ops):
-    """spec/fuse.md §11.1: `self.lock = Lock()` became the POSIX lock callback."""
+    """docs/spec/fuse.md §11.1: `self.lock = Lock()` became the POSIX lock callback."""
     assert not OPERATION_NAMES & set(vars(ops))
     assert ops.use_ns is True
 

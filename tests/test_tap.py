@@ -5,7 +5,7 @@ lo, feeds an Engine (profile linux) from the tap, makes real traffic on 127.0.0.
 the kernel's /proc/net/nf_conntrack and renders the engine's listing at the same instant and
 prints both, with the tap's counters and the nftables `ct state` counters, as JSON.
 
-Kernel facts relied on (spec/conntrack.md §6, §9, §10): every locally generated packet passes
+Kernel facts relied on (docs/spec/conntrack.md §6, §9, §10): every locally generated packet passes
 the output hook once, so the sum of the per-state counters there is the number of IPv4 packets
 sent on lo; loopback packets are tracked in OUTPUT only (the second pass is skipped); listings
 show seconds left rounded toward zero.

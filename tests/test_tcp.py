@@ -1,6 +1,6 @@
 """TCP tracker: transition tables, flag checks, per-packet rules and observed kernel sequences.
 
-Spec: spec/conntrack.md §4 (4.1-4.8), §6, §9, and the "Namespace 2" observations of §10.
+Spec: docs/spec/conntrack.md §4 (4.1-4.8), §6, §9, and the "Namespace 2" observations of §10.
 Timeouts here are the full values the tracker returns (the kernel listing shows one second
 less: `119 SYN_SENT` is a 120 s timer read a moment later).
 """
