@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from test_tap import TRAFFIC_ENTRIES, assert_same_table, entry_summary, listing_key, make_traffic, namespace  # noqa: F401
+from taphelp import TRAFFIC_ENTRIES, assert_same_table, entry_summary, listing_key, make_traffic, namespace  # noqa: F401
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

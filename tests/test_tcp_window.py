@@ -15,7 +15,7 @@ from engine.outcome import IGNORE, INVALID
 from engine.packet import ACK, PSH, RST, SYN
 from engine.tcp_window import BE_LIBERAL, SACK_PERM, after, before
 
-from test_tcp import Flow
+from tcphelp import Flow
 
 C, S = 1000, 5000
 BOTH = ["linux", "tutorial"]
