@@ -12,7 +12,15 @@ per-frame cost of the hand-over disappears at high rates -- and the engine threa
     to the wall clock at start, so a wall-clock step cannot make time run backwards),
     up to FEED_SLICE due frames per hold of the engine lock;
   * calls engine.advance(now) at least every ADVANCE_EVERY seconds, so the seconds-left
-    column of the listings counts down and entries expire on time;
+    column of the listings counts down and entries expire on time -- but never past the
+    time of the next frame not yet fed (the horizon): a frame that is late because the
+    machine is loaded is still fed before anything its time would have kept alive
+    expires.  For a scheduled source (a capture or the synthetic mix, whose frames are
+    all known in advance) the engine's time does not pass the last frame fed while the
+    next one is still on its way from the source, so a replay gives the same table
+    however slow the machine is;
+  * hands each frame's result (what engine.feed_frame returned) to every callable in
+    `listeners`, under the engine lock, in feeding order;
   * survives any exception raised by one packet: it is logged, counted, and skipped.
 
 The engine is not thread-safe.  Feeding, advancing and rendering take `engine_lock`,
@@ -23,19 +31,21 @@ a long render.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
-# Beyond /proc: what the traffic source and the engine thread counted (tap drops included).
-SOURCE_VIEW = "net/stat/procfs_ct_source"
-
 Frame = Tuple[float, int, bytes]
+# A listener gets (the time the frame was fed at, what engine.feed_frame returned).
+Listener = Callable[[float, Any], None]
+# A view's renderer (procfs_ct.tree.Render): (this driver, now) -> chunks of its text.
+Render = Callable[[Any, float], Iterator[bytes]]
 
 WAIT_SLICE = 0.2            # longest single wait: bounds shutdown latency
 ADVANCE_EVERY = 0.5         # engine.advance() period (the brief asks for at least 1/s)
@@ -63,6 +73,7 @@ class DriverStats:
     packets: int = 0            # frames handed to the engine
     packet_errors: int = 0      # frames whose processing raised
     source_errors: int = 0      # exceptions raised by the source itself
+    listener_errors: int = 0    # exceptions raised by a listener (the frame still counts)
     advances: int = 0
     source_done: bool = False
 
@@ -71,11 +82,17 @@ class EngineDriver:
     """Runs the engine on a source in a background thread; renders views on request."""
 
     def __init__(self, engine: Any, frames: Iterable[Frame], *,
-                 clock: Optional[Clock] = None, advance_every: float = ADVANCE_EVERY) -> None:
+                 clock: Optional[Clock] = None, advance_every: float = ADVANCE_EVERY,
+                 scheduled: bool = False) -> None:
         self.engine = engine
         self.engine_lock = threading.Lock()
         self.clock = clock or Clock()
         self.stats = DriverStats()
+        self.listeners: List[Listener] = []
+        # Scheduled: every frame is known in advance (a capture, the synthetic mix), so
+        # the engine's time may wait for a frame still in the pipe; live: it may not.
+        self._scheduled = scheduled
+        self._horizon = float("-inf") if scheduled else float("inf")
         self._frames = iter(frames)
         # A source with batches() (the tap) hands over a list of frames per read of the
         # kernel; any other is taken a frame at a time (it may block between frames, so
@@ -104,8 +121,10 @@ class EngineDriver:
         """Stop both threads; a source stuck inside next() is abandoned (daemon thread)."""
         self._stop.set()
         # A live source (tap) blocks in next(); closing it wakes it and logs its totals.
+        # A generator cannot be closed from here while the pump is inside it ("generator
+        # already executing"): the pump closes it on its way out.
         close = getattr(self._frames, "close", None)
-        if callable(close):
+        if callable(close) and not inspect.isgenerator(self._frames):
             try:
                 close()
             except Exception:       # a source failing to close must not stop the unmount
@@ -122,24 +141,25 @@ class EngineDriver:
 
     # -- what readers call ---------------------------------------------------------------
     def now(self) -> float:
-        return max(self.clock.now(), self._last_time)
+        """The engine's time: the clock, held back at the horizon (see the module doc)."""
+        now = min(self.clock.now(), self._horizon)
+        if now < self._last_time:
+            return self._last_time
+        return now if now != float("-inf") else self.clock.now()
 
-    def render(self, view: str) -> bytes:
+    def render(self, render: Render) -> bytes:
         """A view's whole text (see render_chunks)."""
-        return b"".join(self.render_chunks(view))
+        return b"".join(self.render_chunks(render))
 
-    def render_chunks(self, view: str) -> Iterator[bytes]:
-        """A view's text in the engine's chunks, each made under the engine lock.
+    def render_chunks(self, render: Render) -> Iterator[bytes]:
+        """The text `render(self, now)` makes, chunk by chunk, each under the engine lock.
 
-        The table is walked from a snapshot taken with the first chunk, at the time of the
-        first chunk; between chunks the engine thread goes on, so a big listing never holds
+        A listing walks a snapshot taken with the first chunk, at the time of the first
+        chunk; between chunks the engine thread goes on, so a big listing never holds
         packets back for long (the kernel's seq_file walk is not atomic either).
         """
-        if view == SOURCE_VIEW:
-            yield self.source_stats_text().encode("ascii")
-            return
         with self.engine_lock:
-            chunks = self.engine.render_chunks(view, self.now())
+            chunks = render(self, self.now())
             chunk = next(chunks, None)
         while chunk is not None:
             yield chunk
@@ -171,12 +191,22 @@ class EngineDriver:
         except Exception:            # a broken source ends; the table keeps expiring
             self.stats.source_errors += 1
             log.exception("traffic source failed; no more packets will arrive")
+        finally:
+            self._close_generator()
         while not self._stop.is_set():
             try:
                 self._queue.put(_END, timeout=WAIT_SLICE)
                 return
             except queue.Full:
                 continue
+
+    def _close_generator(self) -> None:
+        """Close a generator source from the pump thread, the only one that runs it."""
+        if inspect.isgenerator(self._frames):
+            try:
+                self._frames.close()
+            except Exception:
+                log.exception("closing the traffic source failed")
 
     # -- the engine thread ---------------------------------------------------------------
     def _run(self) -> None:
@@ -192,25 +222,19 @@ class EngineDriver:
         fed = 0
         while not self._stop.is_set():
             now = self.clock.now()
+            if batch is None and not self.stats.source_done:
+                batch, fed = self._next_batch(0.0), 0
+            self._horizon = self._next_due(batch, fed)
             if now >= next_advance:
-                self._advance(now)
+                self._advance(min(now, self._horizon))
                 next_advance = now + self._advance_every
             budget = max(0.0, min(WAIT_SLICE, next_advance - now))
             if batch is None:
                 if self.stats.source_done:
                     self._stop.wait(budget)
-                    continue
-                try:
-                    item = self._queue.get(timeout=budget)
-                except queue.Empty:
-                    continue
-                if item is _END:
-                    self.stats.source_done = True
-                    log.info("traffic source exhausted after %d packets", self.stats.packets)
-                    continue
-                batch, fed = item, 0
-                if self.stats.packets + self.stats.packet_errors == 0 and batch:
-                    log.info("first frame due at %.6f", batch[0][0])
+                else:
+                    batch, fed = self._next_batch(budget), 0
+                continue
             fed = self._feed_due(batch, fed, now)
             if fed >= len(batch):
                 batch = None
@@ -219,7 +243,33 @@ class EngineDriver:
             if due > now:
                 self._stop.wait(min(budget, due - now))
 
+    def _next_batch(self, timeout: float) -> Optional[list]:
+        """The next non-empty batch from the pump, waiting up to `timeout`; None if none."""
+        try:
+            item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        if item is _END:
+            self.stats.source_done = True
+            log.info("traffic source exhausted after %d packets", self.stats.packets)
+            return None
+        if not item:
+            return None
+        if self.stats.packets + self.stats.packet_errors == 0:
+            log.info("first frame due at %.6f", item[0][0])
+        return item
+
+    def _next_due(self, batch: Optional[list], fed: int) -> float:
+        """The horizon: how far the engine's time may go before the next frame is fed."""
+        if batch is not None:
+            return batch[fed][0]
+        if self._scheduled and not self.stats.source_done:
+            return self._last_time      # the next frame is on its way: wait for it
+        return float("inf")
+
     def _advance(self, now: float) -> None:
+        if now == float("-inf"):
+            return                      # a scheduled source has not handed over a frame yet
         now = max(now, self._last_time)
         try:
             with self.engine_lock:
@@ -234,6 +284,7 @@ class EngineDriver:
         """Feed the frames of `batch` from `start` on that are due by `now`, at most
         FEED_SLICE of them under one hold of the engine lock; the index of the next."""
         feed = self.engine.feed_frame
+        listeners = self.listeners
         last = self._last_time
         end = min(len(batch), start + FEED_SLICE)
         index = start
@@ -245,14 +296,26 @@ class EngineDriver:
                 index += 1
                 when = ts if ts > last else last
                 try:
-                    feed(when, linktype, data)
+                    result = feed(when, linktype, data)
                 except Exception:
                     self._packet_failed(linktype, data)
                     continue
                 last = when
                 self.stats.packets += 1
+                if listeners:
+                    self._tell(listeners, when, result)
         self._last_time = last
         return index
+
+    def _tell(self, listeners: List[Listener], when: float, result: Any) -> None:
+        for listener in listeners:
+            try:
+                listener(when, result)
+            except Exception:
+                self.stats.listener_errors += 1
+                if self.stats.listener_errors <= LOGGED_ERRORS:
+                    log.exception("listener %r failed on a packet; it stays registered",
+                                  listener)
 
     def _packet_failed(self, linktype: int, data: bytes) -> None:
         self.stats.packet_errors += 1

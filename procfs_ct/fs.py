@@ -116,12 +116,13 @@ class Rendering:
 
 
 class SharedSnapshots:
-    """The latest Rendering of each view, shared by every reader for `ttl` seconds.
+    """The latest Rendering of each listing, shared by every reader for `ttl` seconds.
 
-    `render(view)` returns the view's text as bytes or as an iterable of byte chunks.
+    `render(node)` returns the listing's text as bytes or as an iterable of byte chunks
+    (the mount passes the driver's render_chunks of the node's render function).
     """
 
-    def __init__(self, render: Callable[[str], Union[bytes, Iterable[bytes]]],
+    def __init__(self, render: Callable[[Node], Union[bytes, Iterable[bytes]]],
                  ttl: float = SNAPSHOT_TTL, clock: Callable[[], float] = time.monotonic) -> None:
         self._render = render
         self._ttl = ttl
@@ -131,7 +132,8 @@ class SharedSnapshots:
         self._render_mu: Dict[str, threading.Lock] = {}
         self.renders = 0
 
-    def get(self, view: str) -> Rendering:
+    def get(self, node: Node) -> Rendering:
+        view = node.path
         with self._mu:
             latest = self._latest.get(view)
             render_mu = self._render_mu.setdefault(view, threading.Lock())
@@ -142,7 +144,7 @@ class SharedSnapshots:
             if latest is not None and self._clock() - latest[0] < self._ttl:
                 return latest[1]
             taken = self._clock()
-            data = self._render(view)
+            data = self._render(node)
             if isinstance(data, bytes):
                 data = (data,)
             elif isinstance(data, (str, bytearray, memoryview)):
@@ -193,7 +195,7 @@ class ProcFs(Operations):
 
     def _content(self, node: Node) -> Rendering:
         if node.kind == LISTING:
-            return self._snapshots.get(node.view)
+            return self._snapshots.get(node)
         return Rendering((self._knobs.read_text(node.knob).encode("ascii"),))
 
     # -- lifecycle -----------------------------------------------------------------------

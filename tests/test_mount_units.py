@@ -10,15 +10,15 @@ import time
 
 import pytest
 
-from engine.core import VIEWS
 from engine.knobs import KNOBS, KnobValues
 from procfs_ct.driver import EngineDriver
 from procfs_ct.fs import ProcFs, Rendering, SharedSnapshots
 from procfs_ct.fuse_compat import FuseOSError
-from procfs_ct.tree import DIR, KNOB, LISTING, Node, Tree, build_tree, describe
+from procfs_ct.tree import DIR, KNOB, LISTING, PROC_VIEWS, Node, Tree, build_tree, describe
 
 GiB = 1 << 30
-TREE = build_tree(VIEWS, KNOBS)
+TREE = build_tree(PROC_VIEWS, KNOBS)
+VIEW_PATHS = [view.path for view in PROC_VIEWS]
 
 # Every callback name either binding registers when an attribute carries it (spec/fuse.md §11).
 OPERATION_NAMES = {
@@ -48,11 +48,11 @@ def test_every_alias_of_every_knob_is_a_file_with_the_kernel_mode():
 def test_listings_are_0440_and_statistics_0444_as_in_proc():
     """spec/conntrack.md §1.3: ip_conntrack, nf_conntrack and the expect files are 0440
     root:root; /proc/net/stat/* is 0444 (observed: -r--r----- on /proc/net/nf_conntrack)."""
-    modes = {view: TREE.nodes[view].mode for view in VIEWS}
+    modes = {view: TREE.nodes[view].mode for view in VIEW_PATHS}
     assert modes == {"net/ip_conntrack": 0o440, "net/ip_conntrack_expect": 0o440,
                      "net/nf_conntrack": 0o440, "net/nf_conntrack_expect": 0o440,
                      "net/stat/ip_conntrack": 0o444, "net/stat/nf_conntrack": 0o444}
-    assert all(TREE.nodes[v].kind == LISTING for v in VIEWS)
+    assert all(TREE.nodes[v].kind == LISTING for v in VIEW_PATHS)
 
 
 def test_directories_are_implied_by_paths_and_are_0555():
@@ -97,20 +97,22 @@ class FakeClock:
 def test_readers_within_the_ttl_share_one_render():
     """spec/fuse.md §5: a shared TTL-cached bytes object keeps memory flat under many readers."""
     clock, renders = FakeClock(), []
-    snaps = SharedSnapshots(lambda view: renders.append(view) or f"r{len(renders)}".encode(),
+    snaps = SharedSnapshots(lambda node: renders.append(node) or f"r{len(renders)}".encode(),
                             ttl=0.5, clock=clock)
-    first = snaps.get("net/nf_conntrack")
+    modern, old = TREE.nodes["net/nf_conntrack"], TREE.nodes["net/ip_conntrack"]
+    first = snaps.get(modern)
     clock.t += 0.4
-    assert snaps.get("net/nf_conntrack") is first
+    assert snaps.get(modern) is first
     clock.t += 0.2
-    assert snaps.get("net/nf_conntrack").whole() == b"r2"
-    assert snaps.get("net/ip_conntrack").whole() == b"r3"  # one cache entry per view
+    assert snaps.get(modern).whole() == b"r2"
+    assert snaps.get(old).whole() == b"r3"               # one cache entry per view
+    assert renders == [modern, modern, old]
 
 
 def test_concurrent_first_readers_wait_for_one_render():
     started, release, calls = threading.Event(), threading.Event(), itertools.count()
 
-    def slow_render(view: str) -> bytes:
+    def slow_render(node: Node) -> bytes:
         next(calls)
         started.set()
         release.wait(5)
@@ -118,7 +120,8 @@ def test_concurrent_first_readers_wait_for_one_render():
 
     snaps = SharedSnapshots(slow_render, ttl=10)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(snaps.get("v").whole()))
+    node = TREE.nodes["net/nf_conntrack"]
+    threads = [threading.Thread(target=lambda: results.append(snaps.get(node).whole()))
                for _ in range(4)]
     for t in threads:
         t.start()
@@ -136,9 +139,9 @@ class CountingSnapshots:
     def __init__(self) -> None:
         self.generation = 0
 
-    def get(self, view: str) -> Rendering:
+    def get(self, node: Node) -> Rendering:
         self.generation += 1
-        return Rendering([f"gen {self.generation} of {view}\n".encode(), b"second line\n"])
+        return Rendering([f"gen {self.generation} of {node.path}\n".encode(), b"second line\n"])
 
 
 @pytest.fixture
@@ -296,10 +299,6 @@ class FakeEngine:
     def advance(self, now):
         self.advanced.append(now)
 
-    def render_chunks(self, view, now):
-        yield f"{len(self.fed)} at ".encode()
-        yield f"{now:.3f}\n".encode()
-
 
 def run_driver(engine, frames, seconds: float, **kw) -> EngineDriver:
     driver = EngineDriver(engine, frames, **kw)
@@ -403,13 +402,21 @@ def test_a_failing_source_ends_but_expiry_goes_on():
     assert engine.advanced
 
 
-def test_render_runs_under_the_engine_lock_with_the_driver_clock():
+def test_render_runs_each_chunk_under_the_engine_lock_with_the_driver_clock():
     engine = FakeEngine()
     driver = EngineDriver(engine, [])
+    held = []
+
+    def render(served, now):
+        held.append(served.engine_lock.locked())
+        yield f"{len(served.engine.fed)} at ".encode()
+        held.append(served.engine_lock.locked())
+        yield f"{now:.3f}\n".encode()
     before = time.time()
-    text = driver.render("net/nf_conntrack").decode()
+    text = driver.render(render).decode()
     assert text.startswith("0 at ")
     assert before - 0.01 <= float(text.split()[2]) <= time.time() + 0.01
+    assert held == [True, True]
 
 
 @pytest.mark.parametrize("pieces", [[b"abc", b"", b"defgh", b"i", b"jklmnop"], [b"abcdefghijklmnop"]])
