@@ -351,3 +351,80 @@ def parse_listing(text: str) -> dict:
 def wait_for(predicate, timeout: float) -> bool:
     from conftest import wait_until
     return wait_until(predicate, timeout)
+
+
+# -- the state file of a running mount ----------------------------------------------------------
+def state_entries(path) -> int:
+    """Entries in the state file now; -1 while it does not exist (it is replaced whole)."""
+    try:
+        return len(json.loads(path.read_text())["entries"])
+    except FileNotFoundError:
+        return -1
+
+
+@pytest.mark.mount
+def test_the_table_is_saved_periodically_and_survives_kill_9(mount_factory, tmp_path):
+    """--state-interval: the file is rewritten while the daemon runs, so a SIGKILL loses
+    at most one interval; the next mount restores it and logs how old it was."""
+    state = tmp_path / "state.json"
+    first = mount_factory("--profile", "linux", "--source", "synthetic:500",
+                          "--state-file", str(state), "--state-interval", "0.5")
+    assert wait_for(lambda: state_entries(state) > 50, 20), first.log_text()
+    first.signal(signal.SIGKILL)
+    assert wait_for(first.exited, 10)
+    saved = state_entries(state)
+    second = mount_factory("--profile", "linux", "--source", "none", "--state-file", str(state))
+    restored = re.search(r"restored (\d+) entries from \S+, saved ([0-9.]+) s ago",
+                         second.log.read_text())
+    assert restored, second.log_text()
+    assert 0 < int(restored.group(1)) <= saved
+    assert len(second.read("net/nf_conntrack").splitlines()) > 0
+
+
+@pytest.mark.mount
+def test_a_bad_state_file_is_set_aside_and_the_mount_starts_empty(mount_factory, tmp_path):
+    """One bad field (checksum 300 for the linux profile): the file is renamed PATH.bad,
+    one line naming the field and the value is printed and logged, and the mount starts
+    with an empty table and the command line's knobs -- nothing of the file is used."""
+    state = tmp_path / "state.json"
+    document = {"format": "procfs-ct-state", "version": 1, "profile": "linux",
+                "saved_at": time.time(), "entries": [],
+                "knobs": {"udp_timeout": 55, "checksum": 300}}
+    state.write_text(json.dumps(document))
+    mount = mount_factory("--profile", "linux", "--source", "none", "--max", "4321",
+                          "--state-file", str(state))
+    printed = mount.proc.stderr.readline()
+    expected = (f"--state-file {state}: knobs.checksum: 300: out of range 0..1; set aside as "
+                f"{state}.bad, starting with an empty table")
+    assert printed == f"procfs-ct mount: {expected}\n"
+    assert expected in mount.log.read_text()
+    assert json.loads((tmp_path / "state.json.bad").read_text()) == document
+    assert mount.read("sys/net/netfilter/nf_conntrack_udp_timeout") == "30\n"
+    assert mount.read("sys/net/netfilter/nf_conntrack_max") == "4321\n"
+    assert mount.read("net/nf_conntrack") == ""
+
+
+@pytest.mark.mount
+def test_max_on_the_command_line_beats_the_state_file(mount_factory, tmp_path):
+    state = tmp_path / "state.json"
+    first = mount_factory("--source", "none", "--state-file", str(state))
+    first.sh("echo 777 > $MNT/sys/net/netfilter/nf_conntrack_max; "
+             "echo 44 > $MNT/sys/net/netfilter/nf_conntrack_udp_timeout", check=True)
+    first.stop()
+    second = mount_factory("--source", "none", "--state-file", str(state), "--max", "999")
+    assert second.read("sys/net/netfilter/nf_conntrack_max") == "999\n"
+    assert second.read("sys/net/netfilter/nf_conntrack_udp_timeout") == "44\n"
+
+
+@pytest.mark.parametrize("interval", ["-1", "nan", "inf"])
+def test_a_bad_state_interval_is_one_line_and_mounts_nothing(tmp_path, interval):
+    import subprocess
+    from conftest import REPO, child_env, is_mounted, procfs_ct_command
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    done = subprocess.run(procfs_ct_command() + ["mount", str(mnt), "--source", "none",
+                                                 "--state-interval", interval],
+                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert len(done.stderr.splitlines()) == 1 and "--state-interval" in done.stderr
+    assert not is_mounted(mnt)
