@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional, Set
+from typing import Any, Iterator, Optional, Set
 
 from engine.knobs import PROFILES
 from procfs_ct import daemon, statefile
@@ -201,12 +201,11 @@ def serve(args: argparse.Namespace, mnt: str, engine: Any, frames: Iterator,
     saver = (statefile.StateSaver(state_file, engine, driver.engine_lock, driver.now,
                                   args.state_interval) if state_file else None)
     mounted, stopping = threading.Event(), threading.Event()
-    sockets_before = daemon.socket_fds()
     auto_unmount = not args.no_auto_unmount
 
     def on_ready() -> None:
         if auto_unmount:
-            daemon.auto_unmount_after_fuse(sockets_before)
+            daemon.watch_for_death(mnt)
         mounted.set()
         report("")
 
