@@ -51,7 +51,9 @@ WAIT_SLICE = 0.2            # longest single wait: bounds shutdown latency
 ADVANCE_EVERY = 0.5         # engine.advance() period (the brief asks for at least 1/s)
 QUEUE_FRAMES = 4096         # frames read ahead of their due time (one-frame batches)
 QUEUE_BATCHES = 64          # batches read ahead from a source that hands over batches
-FEED_SLICE = 512            # frames fed per hold of the engine lock
+FEED_SLICE = 512            # most frames fed per hold of the engine lock
+FEED_HOLD = 0.002           # seconds the lock is held for feeding before a reader's turn
+HOLD_CHECK_EVERY = 32       # frames between two looks at the clock while feeding
 LOGGED_ERRORS = 5           # log the first few packet errors in full, then every 1000th
 
 _END = object()             # the pump's "source exhausted" marker
@@ -282,18 +284,23 @@ class EngineDriver:
 
     def _feed_due(self, batch: list, start: int, now: float) -> int:
         """Feed the frames of `batch` from `start` on that are due by `now`, at most
-        FEED_SLICE of them under one hold of the engine lock; the index of the next."""
+        FEED_SLICE of them and for about FEED_HOLD seconds under one hold of the engine
+        lock (a reader that needs the next chunk of a listing waits for no more); the
+        index of the next."""
         feed = self.engine.feed_frame
         listeners = self.listeners
         last = self._last_time
         end = min(len(batch), start + FEED_SLICE)
         index = start
         with self.engine_lock:
+            stop_at = time.perf_counter() + FEED_HOLD
             while index < end:
                 ts, linktype, data = batch[index]
                 if ts > now:
                     break
                 index += 1
+                if not index % HOLD_CHECK_EVERY and time.perf_counter() > stop_at:
+                    end = index
                 when = ts if ts > last else last
                 try:
                     result = feed(when, linktype, data)
