@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Collection, Dict, Optional
 
@@ -194,7 +195,11 @@ class StateSaver:
         return len(document["entries"])
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        # On a fixed cadence (not `interval` after the end of the last save), so a save
+        # is never more than one interval old.
+        next_save = time.monotonic() + self._interval
+        while not self._stop.wait(max(0.0, next_save - time.monotonic())):
+            next_save = max(next_save + self._interval, time.monotonic())
             try:
                 count = self.save_now()
                 log.debug("saved %d entries to %s", count, self.path)
