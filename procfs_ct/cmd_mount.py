@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Iterator, Optional, Set
+from typing import Any, Iterator, Optional, Set, Tuple
 
 from engine.knobs import PROFILES
 from procfs_ct import daemon, statefile
@@ -139,7 +139,8 @@ def state_path(path: str) -> str:
     return path
 
 
-def restore_state(path: str, engine: Any, keep: Set[str]) -> tuple:
+def restore_state(path: str, engine: Any,
+                  keep: Set[str]) -> Tuple[Optional[statefile.Restored], Optional[str]]:
     """Restore the state file into the engine: (Restored or None, a refusal to report)."""
     try:
         return statefile.restore(path, engine, time.time(), keep), None
@@ -160,13 +161,13 @@ def run(args: argparse.Namespace) -> int:
     check_numbers(args)
     frames = open_frames(args.source, args.seed)
     engine = Engine(profile=args.profile, max_entries=args.max_entries, buckets=args.buckets)
+    state_file = state_path(args.state_file) if args.state_file else None
     pid_file = writable_file("--pid-file", args.pid_file or daemon.default_run_file(mnt, ".pid"))
     log_file = args.log_file
     if log_file is None and not args.foreground:
         log_file = daemon.default_run_file(mnt, ".log")    # a daemon keeps no terminal
     if log_file:
         log_file = writable_file("--log-file", log_file)
-    state_file = state_path(args.state_file) if args.state_file else None
 
     restored, refusal = None, None
     if state_file:
@@ -187,6 +188,10 @@ def run(args: argparse.Namespace) -> int:
         raise
     try:
         return serve(args, mnt, engine, frames, state_file, restored, refusal, report)
+    except BaseException as exc:
+        # The waiting parent shows this instead of "did not mount in time".
+        report(f"the daemon failed before mounting: {exc!r} (see {log_file or 'its log'})")
+        raise
     finally:
         daemon.remove_file(pid_file)
 

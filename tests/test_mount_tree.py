@@ -75,5 +75,5 @@ def test_help_lists_every_file_served():
     for node in default_tree().files():
         assert node.path in out
     for option in ("--source", "--profile", "--foreground", "--allow-other", "--seed",
-                   "--max", "--buckets", "--log-file", "--state-file"):
+                   "--max", "--buckets", "--log-file", "--state-file", "--state-interval"):
         assert option in out
