@@ -36,6 +36,7 @@ SHUTDOWN_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 READY_TIMEOUT = 30.0          # seconds the daemonising parent waits for the mount
 UNMOUNT_RETRIES = 10          # x 0.1 s of `fusermount -u` (EBUSY) before a lazy unmount
 OPEN_FILES_GRACE = 2.0        # seconds open files keep working after the lazy unmount
+TOOL_TIMEOUT = 2.0            # seconds an unmount tool may take before it is given up on
 RUN_DIR = "/run/procfs-ct"    # default home of pid and log files (root)
 NAME_MAX = 255                # longest file name (ext4, tmpfs)
 LONG_STEM = 160               # a derived name longer than this is cut and hashed
@@ -237,8 +238,16 @@ def unmount_when_dead(mnt: str, fd: int) -> int:
 
 def lazy_unmount(mnt: str) -> None:
     tool = shutil.which("fusermount") or shutil.which("fusermount3")
-    command = [tool, "-uz", mnt] if tool else ["umount", "-l", mnt]
-    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _run_bounded([tool, "-uz", mnt] if tool else ["umount", "-l", mnt])
+
+
+def _run_bounded(command: List[str]) -> None:
+    """Run an unmount tool, giving up on it after TOOL_TIMEOUT seconds."""
+    try:
+        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=TOOL_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        log.warning("%s did not return within %g s", " ".join(command), TOOL_TIMEOUT)
 
 
 # -- unmounting -----------------------------------------------------------------------------------
@@ -252,7 +261,12 @@ def unmount(mnt: str, mounted: threading.Event) -> None:
     for _ in range(UNMOUNT_RETRIES):
         if not mounted.is_set():
             return
-        done = subprocess.run(plain, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            done = subprocess.run(plain, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  timeout=TOOL_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not return within %g s", " ".join(plain), TOOL_TIMEOUT)
+            break
         if done.returncode == 0:
             return
         log.info("unmount busy (%s); retrying", done.stderr.decode(errors="replace").strip())
@@ -261,7 +275,7 @@ def unmount(mnt: str, mounted: threading.Event) -> None:
         return
     device = mount_device(mnt)         # read it now: a lazy unmount hides the mount
     log.warning("still busy after %.1f s: lazy unmount", UNMOUNT_RETRIES * 0.1)
-    subprocess.run(lazy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _run_bounded(lazy)
     deadline = time.monotonic() + OPEN_FILES_GRACE
     while mounted.is_set() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -289,8 +303,7 @@ def abort_connection(minor: int) -> None:
     """echo 1 > /sys/fs/fuse/connections/MINOR/abort, mounting fusectl first if needed."""
     connections = "/sys/fs/fuse/connections"
     if not os.path.isdir(os.path.join(connections, str(minor))):
-        subprocess.run(["mount", "-t", "fusectl", "fusectl", connections],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _run_bounded(["mount", "-t", "fusectl", "fusectl", connections])
     try:
         with open(os.path.join(connections, str(minor), "abort"), "w") as f:
             f.write("1")
