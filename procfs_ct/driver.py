@@ -10,7 +10,8 @@ per-frame cost of the hand-over disappears at high rates -- and the engine threa
     stop() is prompt and expiry keeps running while the source is silent;
   * feeds the engine with the frame's time on the driver's clock (monotonic, anchored
     to the wall clock at start, so a wall-clock step cannot make time run backwards),
-    up to FEED_SLICE due frames per hold of the engine lock;
+    up to FEED_SLICE due frames, and for about FEED_HOLD seconds, per hold of the engine
+    lock, so a reader waiting for the next chunk of a listing waits no longer;
   * calls engine.advance(now) at least every ADVANCE_EVERY seconds, so the seconds-left
     column of the listings counts down and entries expire on time -- but never past the
     time of the next frame not yet fed (the horizon): a frame that is late because the
@@ -39,13 +40,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
+from procfs_ct.tree import Render
+
 log = logging.getLogger(__name__)
 
 Frame = Tuple[float, int, bytes]
 # A listener gets (the time the frame was fed at, what engine.feed_frame returned).
 Listener = Callable[[float, Any], None]
-# A view's renderer (procfs_ct.tree.Render): (this driver, now) -> chunks of its text.
-Render = Callable[[Any, float], Iterator[bytes]]
 
 WAIT_SLICE = 0.2            # longest single wait: bounds shutdown latency
 ADVANCE_EVERY = 0.5         # engine.advance() period (the brief asks for at least 1/s)
