@@ -322,7 +322,8 @@ def test_a_remount_on_the_same_state_file_shows_the_saved_entries(mount_factory,
                           "--state-file", str(state))
     count = "sys/net/netfilter/nf_conntrack_count"
     assert wait_for(lambda: int(first.read(count)) > 50, 10), first.log_text()
-    time.sleep(0.5)                                  # let the capture finish replaying
+    assert wait_for(lambda: "source_done 1" in first.read("net/stat/procfs_ct_source"), 20), \
+        first.log_text()
     before = parse_listing(first.read("net/nf_conntrack"))
     read_at = time.time()
     first.signal(signal.SIGTERM)
