@@ -10,15 +10,13 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
+from procfs_ct.errors import UsageError
+
 SUBCOMMANDS = {
     "mount": "procfs_ct.cmd_mount",
     "replay": "procfs_ct.cmd_replay",
     "generate": "procfs_ct.cmd_generate",
 }
-
-
-class UsageError(Exception):
-    """A bad command-line argument: printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,17 +10,17 @@ import time
 
 import pytest
 
-from procfs_ct.views import VIEWS
 from engine.knobs import KNOBS, KnobValues
 from procfs_ct.driver import EngineDriver
 from procfs_ct.fs import ProcFs, Rendering, SharedSnapshots
 from procfs_ct.fuse_compat import FuseOSError
-from procfs_ct.tree import DIR, KNOB, LISTING, Node, Tree, build_tree, describe
+from procfs_ct.tree import DIR, KNOB, LISTING, PROC_VIEWS, Node, Tree, build_tree, describe
 
 GiB = 1 << 30
-TREE = build_tree(VIEWS, KNOBS)
+TREE = build_tree(PROC_VIEWS, KNOBS)
+VIEW_PATHS = [view.path for view in PROC_VIEWS]
 
-# Every callback name either binding registers when an attribute carries it (docs/spec/fuse.md §11).
+# Every callback name either binding registers when an attribute carries it (spec/fuse.md §11).
 OPERATION_NAMES = {
     "access", "bmap", "chmod", "chown", "create", "destroy", "flush", "fsync", "fsyncdir",
     "getattr", "getxattr", "init", "ioctl", "link", "listxattr", "lock", "mkdir", "mknod",
@@ -46,13 +46,13 @@ def test_every_alias_of_every_knob_is_a_file_with_the_kernel_mode():
 
 
 def test_listings_are_0440_and_statistics_0444_as_in_proc():
-    """docs/spec/conntrack.md §1.3: ip_conntrack, nf_conntrack and the expect files are 0440
+    """spec/conntrack.md §1.3: ip_conntrack, nf_conntrack and the expect files are 0440
     root:root; /proc/net/stat/* is 0444 (observed: -r--r----- on /proc/net/nf_conntrack)."""
-    modes = {view: TREE.nodes[view].mode for view in VIEWS}
+    modes = {view: TREE.nodes[view].mode for view in VIEW_PATHS}
     assert modes == {"net/ip_conntrack": 0o440, "net/ip_conntrack_expect": 0o440,
                      "net/nf_conntrack": 0o440, "net/nf_conntrack_expect": 0o440,
                      "net/stat/ip_conntrack": 0o444, "net/stat/nf_conntrack": 0o444}
-    assert all(TREE.nodes[v].kind == LISTING for v in VIEWS)
+    assert all(TREE.nodes[v].kind == LISTING for v in VIEW_PATHS)
 
 
 def test_directories_are_implied_by_paths_and_are_0555():
@@ -95,22 +95,24 @@ class FakeClock:
 
 
 def test_readers_within_the_ttl_share_one_render():
-    """docs/spec/fuse.md §5: a shared TTL-cached bytes object keeps memory flat under many readers."""
+    """spec/fuse.md §5: a shared TTL-cached bytes object keeps memory flat under many readers."""
     clock, renders = FakeClock(), []
-    snaps = SharedSnapshots(lambda view: renders.append(view) or f"r{len(renders)}".encode(),
+    snaps = SharedSnapshots(lambda node: renders.append(node) or f"r{len(renders)}".encode(),
                             ttl=0.5, clock=clock)
-    first = snaps.get("net/nf_conntrack")
+    modern, old = TREE.nodes["net/nf_conntrack"], TREE.nodes["net/ip_conntrack"]
+    first = snaps.get(modern)
     clock.t += 0.4
-    assert snaps.get("net/nf_conntrack") is first
+    assert snaps.get(modern) is first
     clock.t += 0.2
-    assert snaps.get("net/nf_conntrack").whole() == b"r2"
-    assert snaps.get("net/ip_conntrack").whole() == b"r3"  # one cache entry per view
+    assert snaps.get(modern).whole() == b"r2"
+    assert snaps.get(old).whole() == b"r3"               # one cache entry per view
+    assert renders == [modern, modern, old]
 
 
 def test_concurrent_first_readers_wait_for_one_render():
     started, release, calls = threading.Event(), threading.Event(), itertools.count()
 
-    def slow_render(view: str) -> bytes:
+    def slow_render(node: Node) -> bytes:
         next(calls)
         started.set()
         release.wait(5)
@@ -118,7 +120,8 @@ def test_concurrent_first_readers_wait_for_one_render():
 
     snaps = SharedSnapshots(slow_render, ttl=10)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(snaps.get("v").whole()))
+    node = TREE.nodes["net/nf_conntrack"]
+    threads = [threading.Thread(target=lambda: results.append(snaps.get(node).whole()))
                for _ in range(4)]
     for t in threads:
         t.start()
@@ -136,9 +139,9 @@ class CountingSnapshots:
     def __init__(self) -> None:
         self.generation = 0
 
-    def get(self, view: str) -> Rendering:
+    def get(self, node: Node) -> Rendering:
         self.generation += 1
-        return Rendering([f"gen {self.generation} of {view}\n".encode(), b"second line\n"])
+        return Rendering([f"gen {self.generation} of {node.path}\n".encode(), b"second line\n"])
 
 
 @pytest.fixture
@@ -167,7 +170,7 @@ def test_a_rendering_pulls_only_the_chunks_a_read_needs_and_never_changes():
 
 
 def test_offset_zero_renders_again_other_offsets_reuse_the_handle_snapshot(ops):
-    """docs/spec/fuse.md §4 (LXCFS rule): fresh at offset 0, the handle's snapshot elsewhere."""
+    """spec/fuse.md §4 (LXCFS rule): fresh at offset 0, the handle's snapshot elsewhere."""
     fh = ops.open("/net/nf_conntrack", os.O_RDONLY)
     assert ops.read("/net/nf_conntrack", 6, 0, fh) == b"gen 1 "
     assert ops.read("/net/nf_conntrack", 100, 6, fh) == b"of net/nf_conntrack\nsecond line\n"
@@ -185,7 +188,7 @@ def test_knob_reads_value_and_newline_and_alias_writes_share_it(ops):
 
 
 def test_bad_value_is_einval_and_keeps_the_old_value(ops):
-    """docs/spec/conntrack.md §3.4: `abc` is EINVAL, value unchanged."""
+    """spec/conntrack.md §3.4: `abc` is EINVAL, value unchanged."""
     path = "/sys/net/netfilter/nf_conntrack_max"
     before = ops._knobs["max"]
     fh = ops.open(path, os.O_WRONLY)
@@ -194,7 +197,7 @@ def test_bad_value_is_einval_and_keeps_the_old_value(ops):
 
 
 def test_write_at_a_nonzero_offset_is_ignored_but_reported_written(ops):
-    """docs/spec/conntrack.md §3.4: sysctl_writes_strict=1 ignores writes past offset 0."""
+    """spec/conntrack.md §3.4: sysctl_writes_strict=1 ignores writes past offset 0."""
     path = "/sys/net/netfilter/nf_conntrack_max"
     before = ops._knobs["max"]
     fh = ops.open(path, os.O_WRONLY)
@@ -203,7 +206,7 @@ def test_write_at_a_nonzero_offset_is_ignored_but_reported_written(ops):
 
 
 def test_read_only_files_refuse_write_opens_and_truncate_with_eacces(ops):
-    """docs/spec/fuse.md §6: a 0444 file opened for writing is EACCES even for root."""
+    """spec/fuse.md §6: a 0444 file opened for writing is EACCES even for root."""
     for path in ("/sys/net/netfilter/nf_conntrack_count", "/net/nf_conntrack",
                  "/net/stat/nf_conntrack"):
         assert errno_of(ops.open, path, os.O_WRONLY) == errno.EACCES
@@ -238,7 +241,7 @@ def test_read_only_files_refuse_write_opens_and_truncate_with_eacces(ops):
     ("fsync", ("/net/nf_conntrack", 0, 1), errno.EINVAL),
 ])
 def test_changes_to_the_tree_get_the_errno_proc_gives(ops, call, args, expected):
-    """docs/spec/fuse.md §6 table, re-observed on this machine's /proc (6.18)."""
+    """spec/fuse.md §6 table, re-observed on this machine's /proc (6.18)."""
     assert errno_of(getattr(ops, call), *args) == expected
 
 
@@ -248,7 +251,7 @@ def test_touch_of_an_existing_file_and_listxattr_succeed(ops):
 
 
 def test_files_report_size_zero_root_owner_and_mode(ops):
-    """docs/spec/fuse.md §3: st_size 0 with direct_io is the only combination every tool reads."""
+    """spec/fuse.md §3: st_size 0 with direct_io is the only combination every tool reads."""
     st = ops.getattr("/sys/net/netfilter/nf_conntrack_count")
     assert (st["st_size"], st["st_uid"], st["st_gid"], st["st_mode"]) == (0, 0, 0, 0o100444)
     st = ops.getattr("/net/stat")
@@ -257,7 +260,7 @@ def test_files_report_size_zero_root_owner_and_mode(ops):
 
 
 def test_an_exception_inside_a_callback_is_answered_eio_not_einval(ops):
-    """docs/spec/fuse.md §11.2: the bindings turn exceptions into EINVAL ("bad value"); we say EIO."""
+    """spec/fuse.md §11.2: the bindings turn exceptions into EINVAL ("bad value"); we say EIO."""
     class Broken:
         def get(self, view):
             raise RuntimeError("renderer bug")
@@ -267,7 +270,7 @@ def test_an_exception_inside_a_callback_is_answered_eio_not_einval(ops):
 
 
 def test_system_exit_inside_a_callback_does_not_escape(ops):
-    """docs/spec/fuse.md §2: SystemExit in a fusepy callback gives a garbage reply; never let it out."""
+    """spec/fuse.md §2: SystemExit in a fusepy callback gives a garbage reply; never let it out."""
     class Exiting:
         def get(self, view):
             raise SystemExit(3)
@@ -277,7 +280,7 @@ def test_system_exit_inside_a_callback_does_not_escape(ops):
 
 
 def test_no_attribute_is_named_like_a_fuse_operation(ops):
-    """docs/spec/fuse.md §11.1: `self.lock = Lock()` became the POSIX lock callback."""
+    """spec/fuse.md §11.1: `self.lock = Lock()` became the POSIX lock callback."""
     assert not OPERATION_NAMES & set(vars(ops))
     assert ops.use_ns is True
 
@@ -295,10 +298,6 @@ class FakeEngine:
 
     def advance(self, now):
         self.advanced.append(now)
-
-    def render_chunks(self, now):
-        yield f"{len(self.fed)} at ".encode()
-        yield f"{now:.3f}\n".encode()
 
 
 def run_driver(engine, frames, seconds: float, **kw) -> EngineDriver:
@@ -403,22 +402,21 @@ def test_a_failing_source_ends_but_expiry_goes_on():
     assert engine.advanced
 
 
-def test_render_runs_under_the_engine_lock_with_the_driver_clock():
-    """Every chunk is made while the engine lock is held (the engine thread cannot change
-    the table under it), and the renderer is given the driver's clock."""
+def test_render_runs_each_chunk_under_the_engine_lock_with_the_driver_clock():
     engine = FakeEngine()
-    locked = []
+    driver = EngineDriver(engine, [])
+    held = []
 
-    def render(eng, now):
-        for chunk in FakeEngine.render_chunks(eng, now):
-            locked.append(driver.engine_lock.locked())
-            yield chunk
-    driver = EngineDriver(engine, [], views={"net/nf_conntrack": render})
+    def render(served, now):
+        held.append(served.engine_lock.locked())
+        yield f"{len(served.engine.fed)} at ".encode()
+        held.append(served.engine_lock.locked())
+        yield f"{now:.3f}\n".encode()
     before = time.time()
-    text = driver.render("net/nf_conntrack").decode()
+    text = driver.render(render).decode()
     assert text.startswith("0 at ")
     assert before - 0.01 <= float(text.split()[2]) <= time.time() + 0.01
-    assert locked == [True, True]
+    assert held == [True, True]
 
 
 @pytest.mark.parametrize("pieces", [[b"abc", b"", b"defgh", b"i", b"jklmnop"], [b"abcdefghijklmnop"]])
