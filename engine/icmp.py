@@ -51,6 +51,7 @@ def classify_error(pkt: Packet, find_reply: FindReply, find: FindReply, modern: 
 
 class IcmpTracker:
     name = "icmp"
+    error_messages = True
 
     def __init__(self, profile: str) -> None:
         self.modern = is_modern(profile)

@@ -18,6 +18,7 @@ Knobs = Mapping[str, int]
 
 class L4Tracker(Protocol):
     name: str                   # the listing's protocol name ("unknown" for generic)
+    error_messages: bool        # may quote_flow() say yes (ICMP): else it is not asked
 
     def error(self, pkt: Packet, knobs: Knobs) -> Optional[str]:
         """Why this packet is INVALID before any lookup (nf_conntrack's l4 error()), or None."""

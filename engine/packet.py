@@ -60,7 +60,7 @@ class Packet:
     hook: int = LOCAL_OUT
     sport: int = 0                   # TCP/UDP ports; ICMP: id in sport, type<<8|code in dport
     dport: int = 0
-    key: bytes = b""                 # the table key (l3.key of src, dst, sport, dport)
+    key: bytes = b""                 # the table key: l3.key(src, dst, sport, dport), see keyed()
     l3: ModuleType = ipv4
     tcp: Optional[TcpInfo] = None
     icmp: Optional[IcmpInfo] = None
@@ -70,6 +70,7 @@ class Packet:
     # the tracker classifies such a packet INVALID and counts it.
     l4_error: Optional[str] = None
 
-    def __post_init__(self) -> None:
-        if not self.key:             # a Packet built by hand: its key from its fields
-            self.key = self.l3.key(self.src, self.dst, self.sport, self.dport)
+    def keyed(self) -> "Packet":
+        """This packet with its key set from its fields (for a Packet built by hand)."""
+        self.key = self.l3.key(self.src, self.dst, self.sport, self.dport)
+        return self

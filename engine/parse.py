@@ -133,8 +133,10 @@ def _parse(datagram: bytes, hook: int) -> Union[Packet, ParseError]:
 # tests and two unpacks, and the key is a slice of the bytes.  extract_ipv4() does exactly
 # that and declines everything else, which parse_ipv4() then handles; both hand the same
 # Packet to the same tracking steps (tests/test_packet_path.py checks they agree).
-_ADDRS_PORTS = struct.Struct("!IIHH")
-_TCP_AFTER_PORTS = struct.Struct("!IIBBH")   # seq, ack, data offset, flags, window
+# From byte 12 of the IP header: addresses, ports, then UDP's length / TCP's seq, ack, data
+# offset, flags and window -- one unpack per packet.
+_UDP_FROM_ADDRS = struct.Struct("!IIHHH")
+_TCP_FROM_ADDRS = struct.Struct("!IIHHIIBBH")
 
 
 def extract_ipv4(data: bytes, off: int, hook: int) -> Optional[Packet]:
@@ -148,16 +150,16 @@ def extract_ipv4(data: bytes, off: int, hook: int) -> Optional[Packet]:
         return None
     proto = data[off + 9]
     if proto == IPPROTO_UDP:
-        udp_len = data[off + 24] << 8 | data[off + 25]
+        src, dst, sport, dport, udp_len = _UDP_FROM_ADDRS.unpack_from(data, off + 12)
         if tot_len < 28 or udp_len < 8 or udp_len > tot_len - 20:
             return None
-        src, dst, sport, dport = _ADDRS_PORTS.unpack_from(data, off + 12)
         return Packet(src, dst, proto, tot_len, hook, sport, dport, data[off + 12:off + 24],
                       udp_len=udp_len)
     if proto == IPPROTO_TCP:
         if tot_len < 40:
             return None
-        seq, ack, doff, flags, window = _TCP_AFTER_PORTS.unpack_from(data, off + 24)
+        src, dst, sport, dport, seq, ack, doff, flags, window = _TCP_FROM_ADDRS.unpack_from(
+            data, off + 12)
         doff = (doff >> 4) * 4
         l4_len = tot_len - 20
         if doff < 20 or doff > l4_len:
@@ -165,7 +167,6 @@ def extract_ipv4(data: bytes, off: int, hook: int) -> Optional[Packet]:
         tcp = TcpInfo(flags, seq, ack, window, l4_len - doff)
         if doff > 20:
             parse_tcp_options(tcp, data, off + 40, off + 20 + doff)
-        src, dst, sport, dport = _ADDRS_PORTS.unpack_from(data, off + 12)
         return Packet(src, dst, proto, tot_len, hook, sport, dport, data[off + 12:off + 24],
                       tcp=tcp)
     return None

@@ -54,6 +54,7 @@ class TcpTracker:
     """TCP state machine of one profile; per-entry state lives in `entry.l4` (a TcpConn)."""
 
     name = "tcp"
+    error_messages = False
     invert = staticmethod(swapped)
     tuple_text = staticmethod(ports_text)
 

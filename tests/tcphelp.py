@@ -44,7 +44,7 @@ def tcp_packet(direction: int, flags: int, seq: int, ack: int = 0, win: int = 65
                               else (SERVER, CLIENT, SPORT, CPORT))
     return Packet(src, dst, IPPROTO_TCP, 40 + payload, hook=hook, sport=sport, dport=dport,
                   tcp=TcpInfo(flags, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, win, payload,
-                              **options))
+                              **options)).keyed()
 
 class Flow:
     """One client->server flow driven through the engine's per-packet path (Tracker.process
