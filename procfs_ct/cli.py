@@ -14,6 +14,9 @@ SUBCOMMANDS = {
     "mount": "procfs_ct.cmd_mount",
     "replay": "procfs_ct.cmd_replay",
     "generate": "procfs_ct.cmd_generate",
+    "exec": "procfs_ct.cmd_exec",
+    "shell": "procfs_ct.cmd_shell",
+    "conntrack": "procfs_ct.cmd_conntrack",
 }
 
 
