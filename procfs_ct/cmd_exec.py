@@ -179,6 +179,11 @@ class Supervisor:
         self.view_pid: Optional[int] = None
 
     def run(self, argv: List[str]) -> int:
+        # A SIGTERM/SIGHUP before COMMAND runs (or after) unwinds through _stop(): the
+        # daemons must not outlive us, or the command process would remove the directory
+        # under their mounts and leave them waiting forever.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _raise_terminated)
         nsutil.private_mount_namespace()
         nsutil.mount("tmpfs", self.workdir, "tmpfs", nsutil.MS_NOSUID | nsutil.MS_NODEV,
                      "mode=755")
@@ -288,6 +293,14 @@ class Supervisor:
             _reap(self.view_pid)
         if self.emulated_pid is not None:
             _stop_daemon(self.emulated_pid)
+
+
+class Terminated(Exception):
+    """SIGTERM or SIGHUP reached the supervisor while no COMMAND was running."""
+
+
+def _raise_terminated(sig: int, frame: object) -> None:
+    raise Terminated(f"stopped by {signal.Signals(sig).name}")
 
 
 class SystemExitMessage(Exception):
