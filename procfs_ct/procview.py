@@ -20,12 +20,15 @@ Permissions: the mount is made without default_permissions, because the kernel w
 then let root pass W_OK on a read-only knob (CAP_DAC_OVERRIDE) where /proc refuses it;
 this daemon decides instead, for open() and access() alike: root gets what the real
 procfs gives root (or, for an emulated file, what its owner bits allow: a read-only
-knob refuses even root), other users get the mode bits.  Emulated listings are
+knob refuses even root); another user's opens of real files are made by the serving
+thread with that user's credentials (threadcreds), so the kernel applies its own rules
+(ptrace access to maps, exe, environ...); emulated files get the mode bits.  Emulated listings are
 served readable by everyone (the kernel's are 0440), so that a program that drops
 privileges before reading them works.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
@@ -34,6 +37,7 @@ import stat
 import threading
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
+from procfs_ct import threadcreds
 from procfs_ct.fuse_compat import FuseOSError, Operations, fuse_get_context
 
 log = logging.getLogger(__name__)
@@ -185,6 +189,15 @@ class ProcView(Operations):
         if want and not self._allowed(target, want):
             raise FuseOSError(errno.EACCES)
 
+    def _as_caller(self, target: Target) -> Optional[contextlib.AbstractContextManager]:
+        """For a non-root caller and a real /proc file: this thread acting as the caller
+        (threadcreds), so that the kernel applies every rule of its own (ptrace access,
+        hidepid) at open.  None when the daemon decides (root, emulated files)."""
+        uid, gid, pid = fuse_get_context()
+        if uid == 0 or target.emulated or target.link or not threadcreds.available():
+            return None
+        return threadcreds.as_user(uid, gid, sorted(self._caller_groups(pid) | {gid}))
+
     # -- lifecycle ---------------------------------------------------------------------------
     @guarded
     def init(self, path: str) -> None:
@@ -217,7 +230,11 @@ class ProcView(Operations):
             return f"{self._caller_tgid(tid)}/task/{tid}"
         if target.link == MAGIC_DIR_LINK:
             return target.path
-        return os.readlink(target.path)
+        caller = self._as_caller(target)
+        if caller is None:
+            return os.readlink(target.path)
+        with caller:                            # /proc/<pid>/exe of another user: EACCES
+            return os.readlink(target.path)
 
     @guarded
     def access(self, path: str, amode: int) -> int:
@@ -225,7 +242,15 @@ class ProcView(Operations):
         if amode == os.F_OK:
             os.lstat(target.path)
             return 0
-        self._check(target, amode & (os.R_OK | os.W_OK | os.X_OK))
+        want = amode & (os.R_OK | os.W_OK | os.X_OK)
+        caller = self._as_caller(target)
+        if caller is None:
+            self._check(target, want)
+            return 0
+        with caller:
+            allowed = os.access(target.path, want)
+        if not allowed:
+            raise FuseOSError(errno.EACCES)
         return 0
 
     @guarded
@@ -241,7 +266,12 @@ class ProcView(Operations):
         target = self._route(path)
         if not stat.S_ISDIR(os.lstat(target.path).st_mode):
             raise FuseOSError(errno.ENOTDIR)
-        self._check(target, os.R_OK)
+        caller = self._as_caller(target)
+        if caller is None:
+            self._check(target, os.R_OK)
+            return 0
+        with caller:
+            os.close(os.open(target.path, os.O_RDONLY | os.O_DIRECTORY))
         return 0
 
     @guarded
@@ -273,8 +303,13 @@ class ProcView(Operations):
             want |= os.R_OK
         if accmode in (os.O_WRONLY, os.O_RDWR) or flags & os.O_TRUNC:
             want |= os.W_OK
-        self._check(target, want)
-        fd = os.open(target.path, flags & FORWARDED_OPEN_FLAGS)
+        caller = self._as_caller(target)
+        if caller is None:
+            self._check(target, want)
+            fd = os.open(target.path, flags & FORWARDED_OPEN_FLAGS)
+        else:
+            with caller:                        # the kernel's own checks, for the caller
+                fd = os.open(target.path, flags & FORWARDED_OPEN_FLAGS)
         fh = next(self._fh_counter)
         with self._fds_mu:
             self._fds[fh] = fd
@@ -311,6 +346,11 @@ class ProcView(Operations):
     def truncate(self, path: str, length: int, fh: Any = None) -> int:
         # libfuse2 sends the O_TRUNC of `echo N > knob` as a separate truncate.
         target = self._route(path)
+        caller = self._as_caller(target)
+        if caller is not None:
+            with caller:
+                os.truncate(target.path, length)
+            return 0
         self._check(target, os.W_OK)
         if fh is not None and fh in self._fds:
             os.ftruncate(self._fd(fh), length)

@@ -106,14 +106,23 @@ def test_permissions_as_in_proc(linux_mount):
     [ -w /proc/sys/net/netfilter/nf_conntrack_count ] && echo count-writable || echo count-readonly
     [ -w /proc/sys/net/netfilter/nf_conntrack_max ] && echo max-writable || echo max-readonly
     echo 5 > /proc/sys/net/netfilter/nf_conntrack_count || echo refused-root
+    head -1 /proc/$$/maps > /dev/null && echo root-reads-maps
+    setpriv --reuid=65534 --regid=65534 --clear-groups sh -c "
+        head -1 /proc/$$/maps > /dev/null 2>&1 || echo nobody-not-root-maps
+        head -1 /proc/self/maps > /dev/null && echo nobody-own-maps
+        readlink /proc/$$/exe || echo nobody-not-root-exe"
     setpriv --reuid=65534 --regid=65534 --clear-groups sh -c '
         [ -w /proc/sys/net/netfilter/nf_conntrack_max ] && echo nobody-writable || echo nobody-readonly
         echo 3 > /proc/sys/net/netfilter/nf_conntrack_max || echo refused-nobody
         cat /proc/sys/kernel/pid_max > /dev/null && echo nobody-reads-kernel'
     """
     done = sh_in(linux_mount.mnt, script)
+    # maps and exe of a root process: 0444 and a link, but the kernel's ptrace check
+    # refuses another user (checked with the caller's own credentials)
     assert done.stdout.split() == ["count-readonly", "max-writable", "refused-root",
-                                   "nobody-readonly", "refused-nobody", "nobody-reads-kernel"]
+                                   "root-reads-maps", "nobody-not-root-maps", "nobody-own-maps",
+                                   "nobody-not-root-exe", "nobody-readonly", "refused-nobody",
+                                   "nobody-reads-kernel"]
     assert "nf_conntrack_count: Permission denied" in done.stderr
     assert "nf_conntrack_max: Permission denied" in done.stderr
     assert linux_mount.read("sys/net/netfilter/nf_conntrack_max").strip() != "3"
