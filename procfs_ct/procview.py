@@ -324,23 +324,11 @@ class ProcView(Operations):
 
     @guarded
     def read(self, path: str, size: int, offset: int, fh: Any) -> bytes:
-        fd = self._fd(fh)
-        try:
-            return os.pread(fd, size, offset)
-        except OSError as exc:
-            if exc.errno != errno.ESPIPE:
-                raise
-            return os.read(fd, size)            # a stream (no offsets): read on
+        return _at_offset(os.pread, os.read, self._fd(fh), size, offset)
 
     @guarded
     def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
-        fd = self._fd(fh)
-        try:
-            return os.pwrite(fd, data, offset)
-        except OSError as exc:
-            if exc.errno != errno.ESPIPE:
-                raise
-            return os.write(fd, data)
+        return _at_offset(os.pwrite, os.write, self._fd(fh), data, offset)
 
     @guarded
     def truncate(self, path: str, length: int, fh: Any = None) -> int:
@@ -376,27 +364,24 @@ class ProcView(Operations):
         return 0
 
     # -- changes: whatever the file underneath answers (procfs refuses nearly all) ---------
-    def _root_only(self) -> None:
+    def _change(self, path: str, action: Callable, *args: Any, **kwargs: Any) -> int:
+        """Root's change made on the file underneath (it answers); others get EPERM."""
         if fuse_get_context()[0] != 0:
             raise FuseOSError(errno.EPERM)
+        action(self._route(path).path, *args, **kwargs)
+        return 0
 
     @guarded
     def chmod(self, path: str, mode: int) -> int:
-        self._root_only()
-        os.chmod(self._route(path).path, mode)
-        return 0
+        return self._change(path, os.chmod, mode)
 
     @guarded
     def chown(self, path: str, uid: int, gid: int) -> int:
-        self._root_only()
-        os.lchown(self._route(path).path, uid, gid)
-        return 0
+        return self._change(path, os.lchown, uid, gid)
 
     @guarded
     def utimens(self, path: str, times: Any = None) -> int:
-        self._root_only()
-        os.utime(self._route(path).path, ns=times, follow_symlinks=False)
-        return 0
+        return self._change(path, os.utime, ns=times, follow_symlinks=False)
 
     @guarded
     def create(self, path: str, mode: int, fi: Any = None) -> int:
@@ -405,27 +390,30 @@ class ProcView(Operations):
 
     @guarded
     def mkdir(self, path: str, mode: int) -> int:
-        self._root_only()
-        os.mkdir(self._route(path).path, mode)
-        return 0
+        return self._change(path, os.mkdir, mode)
 
     @guarded
     def unlink(self, path: str) -> int:
-        self._root_only()
-        os.unlink(self._route(path).path)
-        return 0
+        return self._change(path, os.unlink)
 
     @guarded
     def rmdir(self, path: str) -> int:
-        self._root_only()
-        os.rmdir(self._route(path).path)
-        return 0
+        return self._change(path, os.rmdir)
 
     @guarded
     def rename(self, old: str, new: str) -> int:
-        self._root_only()
-        os.rename(self._route(old).path, self._route(new).path)
-        return 0
+        return self._change(old, os.rename, self._route(new).path)
+
+
+def _at_offset(positioned: Callable, sequential: Callable, fd: int, arg: Any, offset: int) -> Any:
+    """pread/pwrite at the kernel's offset; a file without offsets (ESPIPE: a stream)
+    goes on where it is."""
+    try:
+        return positioned(fd, arg, offset)
+    except OSError as exc:
+        if exc.errno != errno.ESPIPE:
+            raise
+        return sequential(fd, arg)
 
 
 def _walk(root: str) -> Tuple[Set[str], Set[str]]:
