@@ -32,7 +32,8 @@ EPILOG = """\
 Inside, /proc is the real procfs with procfs-ct's files laid over it:
 /proc/net/{ip,nf}_conntrack[_expect], /proc/net/stat/*, the same under /proc/<pid>/net,
 and every conntrack knob under /proc/sys.  `conntrack` (on PATH and at
-/usr/sbin/conntrack) is `procfs-ct conntrack`.  The exit status is COMMAND's.
+/usr/sbin/conntrack) is `procfs-ct conntrack`.  The exit status is COMMAND's; processes
+it leaves running are stopped when it exits (SIGTERM, then SIGKILL 2 s later).
 
 Without --mount, a `procfs-ct mount` with the given options runs for the duration."""
 
@@ -41,6 +42,7 @@ MOUNT_OPTIONS = ("--source", "--profile", "--seed", "--max", "--buckets", "--sta
                  "--verbose")
 CONNTRACK_PATH = "/usr/sbin/conntrack"
 STOP_SECONDS = 10.0                 # how long a daemon gets to stop before SIGKILL
+STRAGGLER_SECONDS = 2.0             # how long COMMAND's leftovers get after SIGTERM
 PREFIX = "procfs-ct-exec-"
 EXIT_NOT_FOUND, EXIT_NOT_EXECUTABLE = 127, 126     # as sh and env report them
 
@@ -184,6 +186,7 @@ class Supervisor:
         # under their mounts and leave them waiting forever.
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _raise_terminated)
+        nsutil.become_subreaper()           # COMMAND's orphans are ours to stop and reap
         nsutil.private_mount_namespace()
         nsutil.mount("tmpfs", self.workdir, "tmpfs", nsutil.MS_NOSUID | nsutil.MS_NODEV,
                      "mode=755")
@@ -285,6 +288,7 @@ class Supervisor:
 
     # -- teardown --------------------------------------------------------------------------------
     def _stop(self) -> None:
+        self._stop_stragglers()
         if self.view_pid is not None:
             try:
                 nsutil.umount_lazy("/proc")        # the view's FUSE loop ends: ENODEV
@@ -293,6 +297,50 @@ class Supervisor:
             _reap(self.view_pid)
         if self.emulated_pid is not None:
             _stop_daemon(self.emulated_pid)
+        _reap_orphans()
+
+
+    def _stop_stragglers(self) -> None:
+        """Stop what COMMAND left running in our namespace (background jobs, daemons):
+        SIGTERM, then SIGKILL after STRAGGLER_SECONDS.  They would otherwise keep the
+        namespace alive with a /proc that no longer answers."""
+        ours = {os.getpid(), self.view_pid, self.emulated_pid}
+        try:
+            namespace = os.readlink(os.path.join(self.real, "self/ns/mnt"))
+        except OSError:
+            return
+
+        def stragglers() -> List[int]:
+            found = []
+            for name in os.listdir(self.real):
+                if not name.isdigit() or int(name) in ours:
+                    continue
+                try:
+                    if os.readlink(os.path.join(self.real, name, "ns/mnt")) != namespace:
+                        continue
+                    with open(os.path.join(self.real, name, "stat")) as f:
+                        fields = f.read().rsplit(") ", 1)[1].split()
+                except (OSError, IndexError):
+                    continue                    # gone meanwhile
+                # the emulated mount's auto_unmount helper goes with its daemon
+                if fields[0] != "Z" and int(fields[1]) != self.emulated_pid:
+                    found.append(int(name))
+            return found
+
+        for sig, wait in ((signal.SIGTERM, STRAGGLER_SECONDS), (signal.SIGKILL, STOP_SECONDS)):
+            left = stragglers()
+            for pid in left:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait
+            while left and time.monotonic() < deadline:
+                time.sleep(0.02)
+                _reap_orphans()
+                left = stragglers()
+            if not left:
+                return
 
 
 class Terminated(Exception):
@@ -311,16 +359,31 @@ class SystemExitMessage(Exception):
         self.status = status
 
 
+def _reap_orphans() -> None:
+    """Collect exited children that are not waited for elsewhere (orphans adopted as
+    subreaper); the daemons we wait for by pid are never among them once they exit."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
 def _reap(pid: int) -> None:
     """Wait for our child, killing it if it will not stop by itself."""
     deadline = time.monotonic() + STOP_SECONDS
-    while time.monotonic() < deadline:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return
-        time.sleep(0.02)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
+    try:
+        while time.monotonic() < deadline:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+            time.sleep(0.02)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        return                          # already collected
 
 
 def _stop_daemon(pid: int) -> None:

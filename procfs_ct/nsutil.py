@@ -1,4 +1,4 @@
-"""The few Linux system calls `procfs-ct exec` needs, through ctypes: unshare, mount, umount2.
+"""The few Linux system calls `procfs-ct exec` needs, through ctypes: unshare, mount, umount2, prctl.
 
 Called directly rather than through mount(8): once the /proc view is mounted, every
 libmount call would read /proc/self/mountinfo through it, and the supervisor must
@@ -18,12 +18,15 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 0x2
+PR_SET_CHILD_SUBREAPER = 36
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                         ctypes.c_char_p]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.unshare.argtypes = [ctypes.c_int]
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                        ctypes.c_ulong]
 
 
 def _check(result: int, what: str) -> None:
@@ -54,3 +57,8 @@ def bind(source: str, target: str) -> None:
 
 def umount_lazy(target: str) -> None:
     _check(_libc.umount2(_b(target), MNT_DETACH), f"umount -l {target}")
+
+
+def become_subreaper() -> None:
+    """Orphans of our descendants become our children (not init's): we can reap them."""
+    _check(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")

@@ -215,3 +215,12 @@ def test_conntrack_is_ours_inside(linux_mount):
     assert re.search(r"/procfs-ct-exec-[^/]+/bin/conntrack$", lines[0])
     assert "procfs_ct.cli" in done.stdout
     assert lines[-1] == str(KNOWN_ENTRIES)
+
+
+def test_what_the_command_leaves_running_is_stopped(linux_mount):
+    done = sh_in(linux_mount.mnt, "sleep 1000 & echo $!; (trap '' TERM; exec sleep 999) & echo $!")
+    assert done.returncode == 0, done.stderr
+    pids = done.stdout.split()
+    assert len(pids) == 2
+    # gone, not even zombies: the supervisor adopted them as subreaper and collected them
+    assert [pid for pid in pids if os.path.exists(f"/proc/{pid}")] == []
