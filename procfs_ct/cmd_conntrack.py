@@ -77,7 +77,10 @@ FILTER_OPTIONS = {"--protonum", "--family", "--orig-src", "--orig-dst", "--reply
                   "--reply-dst", "--status", "--mark", "--zone", "--orig-zone", "--reply-zone",
                   "--src-nat", "--dst-nat", "--any-nat", "--label", "--secmark", "--output",
                   "--buffer-size"}
-ALLOWED = {"dump": FILTER_OPTIONS | {"--zero"}, "event": FILTER_OPTIONS | {"--event-mask"},
+# --sport, --state, --icmp-type...: only ever given after -p, which -C and -S refuse
+PROTOCOL_OPTIONS = set(PORT_OPTIONS) | {"--state"} | set(ICMP_OPTIONS)
+ALLOWED = {"dump": FILTER_OPTIONS | PROTOCOL_OPTIONS | {"--zero"},
+           "event": FILTER_OPTIONS | PROTOCOL_OPTIONS | {"--event-mask"},
            "count": {"--family"}, "stats": set()}
 OUTPUT_SUPPORTED = {"extended"}
 OUTPUT_NOTHING_TO_ADD = {"labels", "userspace", "ktimestamp"}    # no labels, no userspace ids
@@ -280,12 +283,9 @@ def execute(request: Request, out: TextIO, err: TextIO) -> int:
     if command == "get":
         raise OtherProblem("Operation failed: -G is not supported by procfs-ct conntrack "
                            "(use -L with filters)")
-    allowed = ALLOWED[command]
-    for option in request.options:
-        canonical = option if option.startswith("--") else OPTIONS[option][0]
-        if canonical not in allowed and option not in PORT_OPTIONS and option != "--state" \
-                and option not in ICMP_OPTIONS:
-            raise ParameterProblem(f"Illegal option `{canonical}' with this command")
+    for option in request.options:              # canonical names, as given
+        if option not in ALLOWED[command]:
+            raise ParameterProblem(f"Illegal option `{option}' with this command")
     if command == "dump":
         return _dump(request, out, err)
     if command == "count":
