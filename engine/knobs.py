@@ -17,7 +17,7 @@ import errno
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, Mapping, NamedTuple, Optional, Tuple, Union
 
-from .profile import LINUX, PROFILES, check_profile  # noqa: F401  (PROFILES: for callers)
+from .profile import LINUX, check_profile
 
 HZ = 250                      # the reference kernel's tick rate: bounds jiffies knobs
 INT_MAX = 2**31 - 1

@@ -87,7 +87,7 @@ def mount_argv(args: argparse.Namespace) -> List[str]:
 
 
 def _usage_error(message: str) -> Exception:
-    from procfs_ct.cli import UsageError
+    from procfs_ct.errors import UsageError
     return UsageError(message)
 
 

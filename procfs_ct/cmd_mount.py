@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any, Iterator, Optional, Set, Tuple
 
-from engine.knobs import PROFILES
+from engine.profile import PROFILES
 from procfs_ct import daemon, statefile
 from procfs_ct.errors import UsageError
 from procfs_ct.tree import default_tree, describe

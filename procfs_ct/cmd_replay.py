@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.capture import CaptureError
     from engine.replay import replay
-    from .cli import UsageError
+    from .errors import UsageError
 
     if not os.path.isfile(args.capture):
         raise UsageError(f"{args.capture}: no such file")
