@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 
-from conftest import wait_until
+from conftest import FakeClock, wait_until
 from engine.build import build_ethernet, build_udp_datagram
 from engine.ctstate import CtState
 from engine.linklayer import LINKTYPE_ETHERNET
@@ -17,16 +17,6 @@ from procfs_ct.tree import entries
 
 WAIT = 10.0           # seconds a condition may take on a loaded machine before we give up
 A, B = "10.0.0.1", "10.0.0.2"
-
-
-class FakeClock:
-    """The driver's clock, moved by the test."""
-
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def now(self) -> float:
-        return self.t
 
 
 def udp_frame(src: str, dst: str, sport: int, dport: int) -> bytes:

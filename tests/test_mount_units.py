@@ -11,6 +11,8 @@ import time
 import pytest
 
 from engine.knobs import KNOBS, KnobValues
+from conftest import FakeClock, wait_until
+from enginehelp import T0
 from procfs_ct.driver import EngineDriver
 from procfs_ct.fs import ProcFs, Rendering, SharedSnapshots
 from procfs_ct.fuse_compat import FuseOSError
@@ -86,14 +88,6 @@ def test_help_text_names_every_file_served():
 
 
 # -- shared snapshots ---------------------------------------------------------------------------
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def test_readers_within_the_ttl_share_one_render():
     """spec/fuse.md §5: a shared TTL-cached bytes object keeps memory flat under many readers."""
     clock, renders = FakeClock(), []
@@ -300,23 +294,40 @@ class FakeEngine:
         self.advanced.append(now)
 
 
-def run_driver(engine, frames, seconds: float, **kw) -> EngineDriver:
-    driver = EngineDriver(engine, frames, **kw)
+WAIT = 10.0          # seconds a condition may take on a loaded machine before we give up
+
+
+def start_driver(engine, frames, clock: FakeClock, **kw) -> EngineDriver:
+    driver = EngineDriver(engine, frames, clock=clock, **kw)
     driver.start()
-    time.sleep(seconds)
-    driver.stop()
     return driver
 
 
+def advanced_past(driver: EngineDriver, engine: FakeEngine, clock: FakeClock, t: float) -> bool:
+    """Walk the clock to t in steps longer than the advance period, waiting at each for the
+    engine thread to advance the engine past the step before: every frame due by then has
+    been fed (the engine's time never passes a frame not yet fed)."""
+    while clock.t < t:
+        clock.t = min(t, clock.t + 0.6)
+        reached = clock.t - 0.6
+        if not wait_until(lambda: engine.advanced and engine.advanced[-1] >= reached, WAIT):
+            return False
+    return True
+
+
 def test_frames_are_fed_in_order_once_due_at_their_own_time():
-    now = time.time()
-    frames = [(now - 1.0, 1, b"late"), (now + 0.2, 1, b"soon"), (now + 0.3, 1, b"later"),
-              (now + 30, 1, b"not yet")]
+    clock = FakeClock(T0)
+    frames = [(T0 - 1.0, 1, b"late"), (T0 + 0.2, 1, b"soon"), (T0 + 0.3, 1, b"later"),
+              (T0 + 30, 1, b"not yet")]
     engine = FakeEngine()
-    run_driver(engine, frames, 0.6)
-    assert [f for _, f in engine.fed] == [b"late", b"soon", b"later"]
-    times = [t for t, _ in engine.fed]
-    assert times == [now - 1.0, now + 0.2, now + 0.3]        # the frames' own due times
+    driver = start_driver(engine, frames, clock)
+    try:
+        assert wait_until(lambda: len(engine.fed) == 1, WAIT)      # due already
+        assert advanced_past(driver, engine, clock, T0 + 5)
+        assert [f for _, f in engine.fed] == [b"late", b"soon", b"later"]
+        assert [t for t, _ in engine.fed] == [T0 - 1.0, T0 + 0.2, T0 + 0.3]   # their own times
+    finally:
+        driver.stop()
 
 
 class BatchSource:
@@ -339,52 +350,72 @@ class BatchSource:
 
 
 def test_a_batch_source_is_fed_in_order_with_a_bad_frame_skipped_and_a_late_one_kept_back():
-    now = time.time()
-    many = [(now - 2 + i * 1e-4, 1, b"f%d" % i) for i in range(1500)]  # > FEED_SLICE
-    source = BatchSource([many[:1000], [(now - 1, 1, b"boom"), *many[1000:]],
-                          [(now + 0.3, 1, b"due soon"), (now + 30, 1, b"not yet")]])
+    clock = FakeClock(T0)
+    many = [(T0 - 2 + i * 1e-4, 1, b"f%d" % i) for i in range(1500)]  # > one feed slice
+    source = BatchSource([many[:1000], [(T0 - 1, 1, b"boom"), *many[1000:]],
+                          [(T0 + 0.3, 1, b"due soon"), (T0 + 30, 1, b"not yet")]])
     engine = FakeEngine(fail_on=b"boom")
-    driver = run_driver(engine, source, 0.7)
-    assert source.handed_over == 3
-    assert [f for _, f in engine.fed] == [f for _, _, f in many] + [b"due soon"]
-    assert driver.stats.packets == 1501 and driver.stats.packet_errors == 1
-    times = [t for t, _ in engine.fed]
-    assert times == sorted(times) and times[-1] == now + 0.3
+    driver = start_driver(engine, source, clock)
+    try:
+        assert wait_until(lambda: driver.stats.packets == 1500, WAIT)
+        assert advanced_past(driver, engine, clock, T0 + 5)
+        assert source.handed_over == 3
+        assert [f for _, f in engine.fed] == [f for _, _, f in many] + [b"due soon"]
+        assert driver.stats.packets == 1501 and driver.stats.packet_errors == 1
+        times = [t for t, _ in engine.fed]
+        assert times == sorted(times) and times[-1] == T0 + 0.3
+    finally:
+        driver.stop()
 
 
-def test_advance_runs_at_least_once_a_second_while_the_source_is_silent():
+def test_advance_follows_the_clock_while_the_source_is_silent():
+    clock = FakeClock(T0)
     engine = FakeEngine()
-    run_driver(engine, [], 2.3)
-    assert len(engine.advanced) >= 2
-    gaps = [b - a for a, b in zip(engine.advanced, engine.advanced[1:])]
-    assert all(gap <= 1.0 for gap in gaps)
-    assert engine.advanced == sorted(engine.advanced)
+    driver = start_driver(engine, [], clock)
+    try:
+        for step in range(1, 5):
+            assert advanced_past(driver, engine, clock, T0 + step)
+        gaps = [b - a for a, b in zip(engine.advanced, engine.advanced[1:])]
+        assert all(0 < gap <= 1.0 for gap in gaps), engine.advanced
+        assert engine.advanced[-1] >= T0 + 3.5
+    finally:
+        driver.stop()
 
 
 def test_a_packet_that_raises_is_counted_and_the_thread_goes_on():
-    now = time.time()
-    frames = [(now, 1, b"a"), (now, 1, b"boom"), (now, 1, b"c")]
+    clock = FakeClock(T0)
+    frames = [(T0, 1, b"a"), (T0, 1, b"boom"), (T0, 1, b"c")]
     engine = FakeEngine(fail_on=b"boom")
-    driver = run_driver(engine, frames, 0.3)
-    assert [f for _, f in engine.fed] == [b"a", b"c"]
-    assert (driver.stats.packets, driver.stats.packet_errors) == (2, 1)
+    driver = start_driver(engine, frames, clock)
+    try:
+        assert wait_until(lambda: driver.stats.packets + driver.stats.packet_errors == 3, WAIT)
+        assert [f for _, f in engine.fed] == [b"a", b"c"]
+        assert (driver.stats.packets, driver.stats.packet_errors) == (2, 1)
+    finally:
+        driver.stop()
 
 
 def test_a_late_frame_never_moves_the_engine_clock_backwards():
-    now = time.time()
+    clock = FakeClock(T0 + 1)
     engine = FakeEngine()
-    frames = [(now + 0.1, 1, b"a"), (now - 5, 1, b"stale")]
-    run_driver(engine, frames, 0.4)
-    assert engine.fed[1][0] >= engine.fed[0][0]
+    driver = start_driver(engine, [(T0 + 0.1, 1, b"a"), (T0 - 5, 1, b"stale")], clock)
+    try:
+        assert wait_until(lambda: len(engine.fed) == 2, WAIT)
+        assert engine.fed[1][0] >= engine.fed[0][0]
+    finally:
+        driver.stop()
 
 
 def test_stop_is_prompt_even_when_the_source_blocks_forever():
+    started = threading.Event()
+
     def blocking_source():
+        started.set()
         threading.Event().wait()      # a tap with no traffic
         yield (0.0, 1, b"")
-    driver = EngineDriver(FakeEngine(), blocking_source())
+    driver = EngineDriver(FakeEngine(), blocking_source(), clock=FakeClock(T0))
     driver.start()
-    time.sleep(0.1)
+    assert started.wait(WAIT)
     t0 = time.monotonic()
     driver.stop()
     assert time.monotonic() - t0 < 1.0
@@ -393,13 +424,18 @@ def test_stop_is_prompt_even_when_the_source_blocks_forever():
 
 def test_a_failing_source_ends_but_expiry_goes_on():
     def broken_source():
-        yield (time.time(), 1, b"one")
+        yield (T0, 1, b"one")
         raise OSError("capture truncated")
+    clock = FakeClock(T0)
     engine = FakeEngine()
-    driver = run_driver(engine, broken_source(), 1.2)
-    assert [f for _, f in engine.fed] == [b"one"]
-    assert driver.stats.source_errors == 1 and driver.stats.source_done
-    assert engine.advanced
+    driver = start_driver(engine, broken_source(), clock)
+    try:
+        assert wait_until(lambda: driver.stats.source_done, WAIT)
+        assert advanced_past(driver, engine, clock, T0 + 2)
+        assert [f for _, f in engine.fed] == [b"one"]
+        assert driver.stats.source_errors == 1
+    finally:
+        driver.stop()
 
 
 def test_render_runs_each_chunk_under_the_engine_lock_with_the_driver_clock():
