@@ -35,6 +35,7 @@ class TcpInfo:
     sack_perm: bool = False          # SACK-permitted option present
     sack_edge: Optional[int] = None  # highest right edge of SACK blocks, None if none
     checksum_ok: bool = True
+    options: bool = False            # the header has option bytes (data offset above 5)
 
 
 @dataclass(slots=True)

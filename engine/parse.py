@@ -164,6 +164,7 @@ def extract_ipv4(data: bytes, off: int, hook: int) -> Optional[Packet]:
             return None
         tcp = TcpInfo(flags, seq, ack, window, l4_len - doff)
         if doff > 20:
+            tcp.options = True
             parse_tcp_options(tcp, data, off + 40, off + 20 + doff)
         src, dst, sport, dport = _ADDRS_PORTS.unpack_from(data, off + 12)
         return Packet(src, dst, proto, tot_len, hook, sport, dport, data[off + 12:off + 24],
@@ -200,6 +201,7 @@ def _parse_tcp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool
         return
     tcp = TcpInfo(flags, seq, ack, window, l4_len - doff)
     if doff > 20:
+        tcp.options = True
         parse_tcp_options(tcp, datagram, ihl + 20, ihl + doff)
     if verify:
         tcp.checksum_ok = packet.l4_checksum_ok = _l4_checksum_ok(packet, datagram, ihl, end)
