@@ -143,9 +143,9 @@ KNOBS: Tuple[Knob, ...] = (
     _timeout("icmp_timeout", 30, 30, "ICMP request entries"),
     Knob("icmpv6_timeout", JIFFIES, 30, 30, "ICMPv6 (not tracked: IPv4 only)"),
     _timeout("generic_timeout", 600, 600, "any other IP protocol"),
-    Knob("gre_timeout", JIFFIES, 30, 30, "GRE before a reply (tracked as generic here)"),
-    Knob("gre_timeout_stream", JIFFIES, 180, 180, "GRE stream (tracked as generic here)"),
-    *(Knob(f"sctp_timeout_{state}", JIFFIES, secs, secs, f"SCTP {state.upper()} (not tracked)")
+    Knob("gre_timeout", JIFFIES, 30, 30, "GRE before a reply (linux profile)"),
+    Knob("gre_timeout_stream", JIFFIES, 180, 180, "GRE stream (linux profile)"),
+    *(Knob(f"sctp_timeout_{state}", JIFFIES, secs, secs, f"SCTP {state.upper()} (linux profile)")
       for state, secs in (("closed", 10), ("cookie_wait", 3), ("cookie_echoed", 3),
                           ("established", 210), ("shutdown_sent", 3), ("shutdown_recd", 3),
                           ("shutdown_ack_sent", 3), ("heartbeat_sent", 30))),

@@ -10,7 +10,8 @@ from typing import Any, Dict, Mapping, Optional, Protocol, Tuple
 
 from .entry import Entry
 from .outcome import Outcome
-from .packet import IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
+from .packet import (IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
+                     IPPROTO_UDP, IPPROTO_UDPLITE, Packet)
 from .profile import is_modern
 
 Knobs = Mapping[str, int]
@@ -51,16 +52,23 @@ class L4Tracker(Protocol):
 
 def profile_trackers(profile: str) -> Tuple[Dict[int, L4Tracker], L4Tracker]:
     """(protocol number -> its tracker, the generic tracker for every other protocol)."""
+    from .foreign import ForeignFamilyTracker
     from .generic import GenericTracker
     from .gre import GreTracker
     from .icmp import IcmpTracker
+    from .sctp import SctpTracker
     from .tcp import TcpTracker
     from .udp import UdpTracker
+    from .udplite import UdpliteTracker
     trackers: Dict[int, L4Tracker] = {IPPROTO_TCP: TcpTracker(profile),
                                       IPPROTO_UDP: UdpTracker(profile),
                                       IPPROTO_ICMP: IcmpTracker(profile)}
     if is_modern(profile):
-        trackers[IPPROTO_GRE] = GreTracker(profile)   # ip_conntrack had no GRE in core
+        # ip_conntrack had none of these in core: the tutorial tracks them as generic.
+        trackers[IPPROTO_GRE] = GreTracker(profile)
+        trackers[IPPROTO_SCTP] = SctpTracker(profile)
+        trackers[IPPROTO_UDPLITE] = UdpliteTracker(profile)
+        trackers[IPPROTO_ICMPV6] = ForeignFamilyTracker("icmpv6")   # IPv4 is the only family
     return trackers, GenericTracker(profile)
 
 

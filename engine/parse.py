@@ -19,14 +19,15 @@ parse_ipv4 never raises: any byte string gives a Packet or a ParseError.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 from . import ipv4
 from .build import checksum_valid, pseudo_header_sum
 from .hooks import PRE_ROUTING
 from .ipv4 import IP_MF, IP_OFFSET
-from .packet import (ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-                     IcmpInfo, Packet, TcpInfo)
+from .packet import (ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP,
+                     IPPROTO_UDP, IPPROTO_UDPLITE, PORT_PROTOCOLS, IcmpInfo, Packet, TcpInfo)
+from .parse_sctp import parse_sctp
 
 _IP = ipv4.HEADER
 _IP_FRAG = struct.Struct("!HHH")        # tot_len id frag, at offset 2
@@ -123,6 +124,10 @@ def _parse(datagram: bytes, hook: int) -> Union[Packet, ParseError]:
         _parse_icmp(packet, datagram, ihl, tot_len, verify)
     elif proto == IPPROTO_GRE:
         _parse_gre(packet, datagram, ihl, tot_len)
+    elif proto == IPPROTO_SCTP:
+        parse_sctp(packet, datagram, ihl, tot_len, verify)
+    elif proto == IPPROTO_UDPLITE:
+        _parse_udplite(packet, datagram, ihl, tot_len, verify)
     packet.key = ipv4.key(src, dst, packet.sport, packet.dport)
     return packet
 
@@ -172,11 +177,32 @@ def extract_ipv4(data: bytes, off: int, hook: int) -> Optional[Packet]:
     return None
 
 
+GRE_VERSION_1 = 1
+GRE_PROTO_PPP = 0x880B
+
+
+def gre_keys(data: bytes, start: int, end: int) -> Optional[Tuple[int, int]]:
+    """(srckey, dstkey) of a GRE header as gre_pkt_to_tuple() reads it, None if the kernel
+    makes no tuple of it.
+
+    Only enhanced GRE (version 1, PPTP) has keys: the call id is the dstkey; the srckey
+    comes from the PPTP helper's keymap, which is empty here, so 0.  Anything else, or a
+    version-1 header cut before its call id, gets keys 0 like the generic tracker; a
+    version-1 header carrying anything but PPP makes no tuple at all (INVALID).
+    """
+    if end - start < 8 or data[start + 1] & 0x07 != GRE_VERSION_1:
+        return 0, 0
+    if data[start + 2] << 8 | data[start + 3] != GRE_PROTO_PPP:
+        return None
+    return 0, data[start + 6] << 8 | data[start + 7]
+
+
 def _parse_gre(packet: Packet, datagram: bytes, ihl: int, end: int) -> None:
-    # Only enhanced GRE (version 1, PPTP) carries a key: the call id, which the kernel
-    # puts in the tuple's dstkey.  Version 0 tracks with keys 0, like generic.
-    if end - ihl >= 8 and datagram[ihl + 1] & 0x07 == 1:
-        packet.dport = int.from_bytes(datagram[ihl + 6:ihl + 8], "big")
+    keys = gre_keys(datagram, ihl, end)
+    if keys is None:
+        packet.l4_error = "gre version 1 not carrying ppp"
+        return
+    packet.sport, packet.dport = keys
 
 
 def _l4_checksum_ok(packet: Packet, datagram: bytes, start: int, end: int) -> bool:
@@ -265,6 +291,32 @@ def _parse_udp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool
         packet.l4_checksum_ok = _l4_checksum_ok(packet, datagram, ihl, end)
 
 
+def _parse_udplite(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool) -> None:
+    """udplite_error(): the length field is the checksum coverage (0 = the whole datagram,
+    else 8 .. the datagram's length), and a checksum is mandatory."""
+    l4_len = end - ihl
+    if l4_len < 8:
+        if l4_len >= 4:
+            packet.sport, packet.dport = _PORTS.unpack_from(datagram, ihl)
+        packet.l4_error = "truncated udplite header"
+        return
+    sport, dport, coverage, csum = _UDP.unpack_from(datagram, ihl)
+    packet.sport = sport
+    packet.dport = dport
+    if coverage == 0:
+        coverage = l4_len
+    elif coverage < 8 or coverage > l4_len:
+        packet.l4_error = "invalid udplite checksum coverage"
+        return
+    if not csum:
+        packet.l4_error = "udplite checksum missing"
+        return
+    if verify:
+        # The pseudo header carries the whole length; the sum covers `coverage` bytes.
+        initial = pseudo_header_sum(packet.src, packet.dst, packet.proto, l4_len)
+        packet.l4_checksum_ok = checksum_valid(datagram[ihl:ihl + coverage], initial)
+
+
 def _parse_icmp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool) -> None:
     if end - ihl < 8:
         packet.l4_error = "truncated icmp header"
@@ -285,8 +337,8 @@ def _embedded_tuple(data: bytes, start: int, end: int) -> Optional[tuple]:
     """(src, dst, proto, sport, dport) of the datagram an ICMP error quotes, or None.
 
     Mirrors nf_ct_get_tuplepr() on the inner header: the IP header must be whole
-    and not a non-first fragment; ports need 4 bytes of TCP/UDP, an inner ICMP
-    needs its 8-byte header.  The inner total length is not checked (quotes are cut).
+    and not a non-first fragment; ports need 4 bytes of TCP/UDP/SCTP/UDP-Lite, an inner
+    ICMP needs its 8-byte header, GRE is keyed as gre_keys() says.  The inner total length is not checked (quotes are cut).
     """
     available = end - start
     if available < 20:
@@ -297,11 +349,14 @@ def _embedded_tuple(data: bytes, start: int, end: int) -> Optional[tuple]:
         return None
     l4 = start + ihl
     l4_available = available - ihl
-    if proto in (IPPROTO_TCP, IPPROTO_UDP):
+    if proto in PORT_PROTOCOLS:
         if l4_available < 4:
             return None
         sport, dport = _PORTS.unpack_from(data, l4)
         return (src, dst, proto, sport, dport)
+    if proto == IPPROTO_GRE:
+        keys = gre_keys(data, l4, end)
+        return None if keys is None else (src, dst, proto) + keys
     if proto == IPPROTO_ICMP:
         if l4_available < 8:
             return None

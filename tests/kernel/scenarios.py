@@ -886,11 +886,11 @@ def sctp_association() -> Cleanup:
 
 
 @scenario("Forged SCTP to 127.0.0.2:6000, packets the tracker refuses or treats specially: 45101 "
-          "setup, DATA with a wrong vtag each way, then ABORT (own vtag; CLOSED); 45102 DATA "
-          "before any INIT; 45103 INIT with a non-zero vtag; 45104 COOKIE ACK, 45105 ABORT, "
+          "setup, DATA with a wrong vtag each way, a SACK bundled before a COOKIE ECHO, then "
+          "ABORT (own vtag; CLOSED); 45102 DATA (vtag 0) before any INIT; 45103 INIT with a non-zero vtag; 45104 COOKIE ACK, 45105 ABORT, "
           "45106 SHUTDOWN COMPLETE as first packets; 45107 INIT bundled with DATA; 45108 "
           "HEARTBEAT first (HEARTBEAT_SENT) and its ACK; 45109 setup then ABORT from the server "
-          "with the T bit and the client's tag; 45110 INIT sent twice (retransmission); 45111 "
+          "with the T bit and the client's tag; 45110 INIT sent twice, 3 s apart (retransmission); 45111 "
           "setup, SHUTDOWN, then a new INIT; 45112 setup and an ABORT with a wrong vtag; "
           "45113 a zero-length chunk; 45114 a packet without chunks.")
 def sctp_checks() -> Cleanup:
@@ -900,8 +900,10 @@ def sctp_checks() -> Cleanup:
     wrong.c(0x0BAD0BAD, forge.sctp_data(1, b"wrong tag"))
     wrong.s(0x0BAD0BAD, forge.sctp_data(1, b"wrong tag"))
     wrong.c(SCTP_SERVER_TAG, forge.sctp_data(1, b"right tag"))
+    sack = forge.sctp_chunk(forge.SCTP_SACK, struct.pack("!IIHH", 1, 65536, 0, 0))
+    wrong.c(SCTP_SERVER_TAG, sack, forge.sctp_chunk(forge.SCTP_COOKIE_ECHO, b"cookie!!"))
     wrong.c(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_ABORT))
-    ForgedSctp(raw, 45102).c(SCTP_SERVER_TAG, forge.sctp_data(1, b"no INIT yet"))
+    ForgedSctp(raw, 45102).c(0, forge.sctp_data(1, b"no INIT yet"))
     ForgedSctp(raw, 45103).c(0x1234, forge.sctp_init(forge.SCTP_INIT, SCTP_CLIENT_TAG))
     ForgedSctp(raw, 45104).c(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_COOKIE_ACK))
     ForgedSctp(raw, 45105).c(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_ABORT))
@@ -916,7 +918,7 @@ def sctp_checks() -> Cleanup:
     aborted.s(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_ABORT, flags=forge.SCTP_FLAG_T))
     twice = ForgedSctp(raw, 45110)
     twice.c(0, forge.sctp_init(forge.SCTP_INIT, SCTP_CLIENT_TAG))
-    pause(0.5)
+    pause(3.0)      # the retransmission does not renew the timer: 3 s less left
     twice.c(0, forge.sctp_init(forge.SCTP_INIT, SCTP_CLIENT_TAG))
     restart = ForgedSctp(raw, 45111)
     restart.setup()
@@ -930,8 +932,8 @@ def sctp_checks() -> Cleanup:
     return raw.close
 
 
-@scenario("Forged UDP-Lite (protocol 136) 127.0.0.1 -> 127.0.0.2: 46001 full coverage and a "
-          "reply; 46002 coverage 8 (the header only) and 20 (part of the payload); 46003 "
+@scenario("Forged UDP-Lite (protocol 136) 127.0.0.1 -> 127.0.0.2: 46001 full coverage, a "
+          "reply and one more; 46002 coverage 8 (the header only) and 20 (part of the payload); 46003 "
           "coverage 4 (below the header); 46004 coverage beyond the datagram; 46005 "
           "checksum 0 (UDP-Lite requires one); 46006 a 6-byte header (truncated).")
 def udplite_coverage() -> Cleanup:
@@ -944,6 +946,7 @@ def udplite_coverage() -> Cleanup:
 
     send(LOCAL, PEER, 46001, 7001)
     send(PEER, LOCAL, 7001, 46001)
+    send(LOCAL, PEER, 46001, 7001)      # after a reply: ASSURED at once, no 2 s rule as UDP's
     send(LOCAL, PEER, 46002, 7002, coverage=8)
     send(LOCAL, PEER, 46002, 7002, coverage=20)
     send(LOCAL, PEER, 46003, 7003, coverage=4)
@@ -954,20 +957,22 @@ def udplite_coverage() -> Cleanup:
 
 
 @scenario("Forged enhanced GRE (version 1, PPTP) 127.0.0.1 <-> 127.0.0.2: call id 0x1234 out and "
-          "call id 0x5678 back (two entries: no PPTP helper maps keys), one carrying IPv4 "
-          "instead of PPP, one 4 bytes short; then ICMP errors from 127.0.0.2 quoting the "
-          "call-id 0x1234 packet (RELATED), a GRE version 0 packet (RELATED to its entry) and "
+          "call id 0x5678 back (two entries: no PPTP helper maps keys), an ICMP error from "
+          "127.0.0.2 quoting the call-id 0x1234 packet (RELATED), one carrying IPv4 instead of "
+          "PPP, one 4 bytes short (keys 0); then ICMP errors quoting a GRE version 0 packet (RELATED to its entry) and "
           "GRE to 127.0.0.3 nobody sent (INVALID).")
 def gre_enhanced() -> Cleanup:
     raw = RawSender()
     out = forge.ipv4(LOCAL, PEER, 47, forge.gre_v1(0x1234))
     raw.send(out)
     raw.send(forge.ipv4(PEER, LOCAL, 47, forge.gre_v1(0x5678)))
+    # Before any entry with keys 0 exists: found through the call id or not at all.
+    raw.send(forge.ipv4(PEER, LOCAL, 1, forge.icmp_error(3, 3, out)))
     raw.send(forge.ipv4(LOCAL, PEER, 47, forge.gre_v1(0x1111, protocol=0x0800)))
     raw.send(forge.ipv4(LOCAL, PEER, 47, struct.pack("!HH", 0x2001, forge.GRE_PROTO_PPP)))
     plain = forge.ipv4(LOCAL, PEER, 47, struct.pack("!HH", 0, 0x0800) + b"\0" * 8)
     raw.send(plain)
-    for quoted in (out, plain, forge.ipv4(LOCAL, "127.0.0.3", 47, forge.gre_v1(0x9999))):
+    for quoted in (plain, forge.ipv4(LOCAL, "127.0.0.3", 47, forge.gre_v1(0x9999))):
         raw.send(forge.ipv4(PEER, LOCAL, 1, forge.icmp_error(3, 3, quoted)))
     return raw.close
 
