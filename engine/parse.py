@@ -312,8 +312,10 @@ def _parse_udplite(packet: Packet, datagram: bytes, ihl: int, end: int, verify: 
         packet.l4_error = "udplite checksum missing"
         return
     if verify:
-        # The pseudo header carries the whole length; the sum covers `coverage` bytes.
-        initial = pseudo_header_sum(packet.src, packet.dst, packet.proto, l4_len)
+        # The pseudo header carries the whole length, and UDP's protocol number, not 136:
+        # udplite_error() verifies with IPPROTO_UDP, so the kernel calls a correct UDP-Lite
+        # sum bad (scenario wire_sctp_udplite_checksums).  The sum covers `coverage` bytes.
+        initial = pseudo_header_sum(packet.src, packet.dst, IPPROTO_UDP, l4_len)
         packet.l4_checksum_ok = checksum_valid(datagram[ihl:ihl + coverage], initial)
 
 

@@ -227,14 +227,16 @@ def sctp_packet(sport: int, dport: int, vtag: int, chunks: bytes) -> bytes:
 
 
 def udplite_datagram(src: str, dst: str, sport: int, dport: int, payload: bytes,
-                     coverage: int = 0, checksum: Optional[int] = None) -> bytes:
+                     coverage: int = 0, checksum: Optional[int] = None,
+                     pseudo_proto: int = 136) -> bytes:
     """UDP-Lite header + payload: `coverage` in the length field (0 = all), checksum over
-    the pseudo header and the covered bytes (RFC 3828), or `checksum` as given."""
+    the pseudo header (protocol `pseudo_proto`) and the covered bytes (RFC 3828), or
+    `checksum` as given."""
     length = 8 + len(payload)
     datagram = struct.pack("!HHHH", sport, dport, coverage, 0) + payload
     if checksum is None:
         covered = datagram[:coverage or length]
-        checksum = inet_checksum(_pseudo(src, dst, 136, length) + covered) or 0xFFFF
+        checksum = inet_checksum(_pseudo(src, dst, pseudo_proto, length) + covered) or 0xFFFF
     return datagram[:6] + struct.pack("!H", checksum) + datagram[8:]
 
 
