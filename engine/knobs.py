@@ -141,7 +141,7 @@ KNOBS: Tuple[Knob, ...] = (
     _timeout("udp_timeout", 30, 30, "UDP before a reply (and modern: within 2 s of the first)"),
     _timeout("udp_timeout_stream", 120, 180, "UDP stream (ASSURED)"),
     _timeout("icmp_timeout", 30, 30, "ICMP request entries"),
-    Knob("icmpv6_timeout", JIFFIES, 30, 30, "ICMPv6 (not tracked: IPv4 only)"),
+    Knob("icmpv6_timeout", JIFFIES, 30, 30, "ICMPv6 echo / node information entries (IPv6)"),
     _timeout("generic_timeout", 600, 600, "any other IP protocol"),
     Knob("gre_timeout", JIFFIES, 30, 30, "GRE before a reply (linux profile)"),
     Knob("gre_timeout_stream", JIFFIES, 180, 180, "GRE stream (linux profile)"),

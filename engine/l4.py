@@ -52,10 +52,10 @@ class L4Tracker(Protocol):
 
 def profile_trackers(profile: str) -> Tuple[Dict[int, L4Tracker], L4Tracker]:
     """(protocol number -> its tracker, the generic tracker for every other protocol)."""
-    from .foreign import ForeignFamilyTracker
     from .generic import GenericTracker
     from .gre import GreTracker
     from .icmp import IcmpTracker
+    from .icmpv6 import Icmpv6Tracker
     from .sctp import SctpTracker
     from .tcp import TcpTracker
     from .udp import UdpTracker
@@ -68,7 +68,7 @@ def profile_trackers(profile: str) -> Tuple[Dict[int, L4Tracker], L4Tracker]:
         trackers[IPPROTO_GRE] = GreTracker(profile)
         trackers[IPPROTO_SCTP] = SctpTracker(profile)
         trackers[IPPROTO_UDPLITE] = UdpliteTracker(profile)
-        trackers[IPPROTO_ICMPV6] = ForeignFamilyTracker("icmpv6")   # IPv4 is the only family
+        trackers[IPPROTO_ICMPV6] = Icmpv6Tracker(profile)   # refuses 58 inside IPv4
     return trackers, GenericTracker(profile)
 
 

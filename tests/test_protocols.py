@@ -1,5 +1,5 @@
 """UDP-Lite, enhanced GRE and protocol 58 over IPv4, without FUSE (engine/udplite.py,
-engine/parse.py's GRE keys, engine/foreign.py).
+engine/parse.py's GRE keys, engine/icmpv6.py refusing IPv4).
 
 The kernel comparisons are the stored scenarios udplite_coverage, gre_enhanced,
 foreign_protocols (loopback) and wire_sctp_udplite_checksums (PREROUTING).
