@@ -15,7 +15,7 @@ from typing import Any, Optional, Tuple
 from . import ipv6
 from .entry import Entry
 from .hooks import PRE_ROUTING
-from .l4 import checked_uint
+from .l4 import icmp_inverted, icmp_text
 from .packet import Packet
 
 ECHO_REQUEST, NI_QUERY = 128, 139
@@ -39,10 +39,7 @@ class Icmpv6Tracker:
         return False
 
     def invert(self, a: int, b: int) -> Optional[Tuple[int, int]]:
-        reply_type = ICMPV6_INVERSE.get(b >> 8)
-        if reply_type is None:
-            return None
-        return a, (reply_type << 8) | (b & 0xFF)
+        return icmp_inverted(ICMPV6_INVERSE, a, b)
 
     def new(self, entry: Entry, pkt: Packet, knobs) -> bool:
         return pkt.icmp is not None and pkt.icmp.type in REQUEST_TYPES
@@ -53,8 +50,7 @@ class Icmpv6Tracker:
     def state_name(self, entry: Entry) -> Optional[str]:
         return None
 
-    def tuple_text(self, a: int, b: int) -> str:
-        return f"type={b >> 8} code={b & 255} id={a} "
+    tuple_text = staticmethod(icmp_text)
 
     def export_l4(self, entry: Entry, now: float) -> None:
         return None

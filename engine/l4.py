@@ -100,3 +100,17 @@ def swapped(a: int, b: int) -> Tuple[int, int]:
 
 def ports_text(a: int, b: int) -> str:
     return f"sport={a} dport={b} "
+
+
+def icmp_text(a: int, b: int) -> str:
+    """tuple_text() of ICMP and ICMPv6: the id in part a, type << 8 | code in part b."""
+    return f"type={b >> 8} code={b & 255} id={a} "
+
+
+def icmp_inverted(inverse: Mapping[int, int], a: int, b: int) -> Optional[Tuple[int, int]]:
+    """invert() of ICMP and ICMPv6: the reply type (inverse[type]) with the same code and
+    id; None for a type without a reply."""
+    reply_type = inverse.get(b >> 8)
+    if reply_type is None:
+        return None
+    return a, (reply_type << 8) | (b & 0xFF)

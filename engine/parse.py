@@ -19,7 +19,7 @@ parse_ipv4 never raises: any byte string gives a Packet or a ParseError.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple, Optional, Tuple, Union
+from typing import Callable, NamedTuple, Optional, Tuple, Union
 
 from . import ipv4
 from .build import checksum_valid, pseudo_header_sum
@@ -86,9 +86,16 @@ def ipv4_fragment_info(datagram: bytes) -> Optional[FragmentInfo]:
 
 def parse_ipv4(datagram: bytes, hook: int) -> Union[Packet, ParseError]:
     """Parse one whole IPv4 datagram seen at netfilter hook `hook`."""
+    return never_raising(_parse, datagram, hook)
+
+
+def never_raising(parse: Callable[[bytes, int], Union[Packet, ParseError]], datagram: bytes,
+                  hook: int) -> Union[Packet, ParseError]:
+    """parse(datagram, hook), a parser bug reported as a ParseError instead of raised, so
+    that it cannot stop the engine."""
     try:
-        return _parse(datagram, hook)
-    except Exception as exc:   # a parser bug must not stop the engine: report, don't raise
+        return parse(datagram, hook)
+    except Exception as exc:
         return ParseError(f"parser error: {type(exc).__name__}: {exc}")
 
 
@@ -273,16 +280,25 @@ def parse_tcp_options(tcp: TcpInfo, data: bytes, pos: int, end: int) -> None:
         pos += size
 
 
+def _udp_header(packet: Packet, datagram: bytes, ihl: int, end: int,
+                what: str) -> Optional[Tuple[int, int]]:
+    """The ports of a UDP or UDP-Lite header into packet; (length field, checksum), or None
+    with packet.l4_error set when the 8 bytes are not there."""
+    if end - ihl < 8:
+        if end - ihl >= 4:
+            packet.sport, packet.dport = _PORTS.unpack_from(datagram, ihl)
+        packet.l4_error = f"truncated {what} header"
+        return None
+    packet.sport, packet.dport, length, csum = _UDP.unpack_from(datagram, ihl)
+    return length, csum
+
+
 def _parse_udp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool) -> None:
     l4_len = end - ihl
-    if l4_len < 8:
-        if l4_len >= 4:
-            packet.sport, packet.dport = _PORTS.unpack_from(datagram, ihl)
-        packet.l4_error = "truncated udp header"
+    header = _udp_header(packet, datagram, ihl, end, "udp")
+    if header is None:
         return
-    sport, dport, udp_len, csum = _UDP.unpack_from(datagram, ihl)
-    packet.sport = sport
-    packet.dport = dport
+    udp_len, csum = header
     packet.udp_len = udp_len
     if udp_len > l4_len or udp_len < 8:
         packet.l4_error = "udp length"
@@ -295,14 +311,10 @@ def _parse_udplite(packet: Packet, datagram: bytes, ihl: int, end: int, verify: 
     """udplite_error(): the length field is the checksum coverage (0 = the whole datagram,
     else 8 .. the datagram's length), and a checksum is mandatory."""
     l4_len = end - ihl
-    if l4_len < 8:
-        if l4_len >= 4:
-            packet.sport, packet.dport = _PORTS.unpack_from(datagram, ihl)
-        packet.l4_error = "truncated udplite header"
+    header = _udp_header(packet, datagram, ihl, end, "udplite")
+    if header is None:
         return
-    sport, dport, coverage, csum = _UDP.unpack_from(datagram, ihl)
-    packet.sport = sport
-    packet.dport = dport
+    coverage, csum = header
     if coverage == 0:
         coverage = l4_len
     elif coverage < 8 or coverage > l4_len:
@@ -319,15 +331,24 @@ def _parse_udplite(packet: Packet, datagram: bytes, ihl: int, end: int, verify: 
         packet.l4_checksum_ok = checksum_valid(datagram[ihl:ihl + coverage], initial)
 
 
-def _parse_icmp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool) -> None:
-    if end - ihl < 8:
-        packet.l4_error = "truncated icmp header"
-        return
-    icmp_type, code, _csum, ident = _ICMP.unpack_from(datagram, ihl)
+def icmp_header(packet: Packet, datagram: bytes, start: int, end: int,
+                what: str) -> Optional[IcmpInfo]:
+    """An ICMP or ICMPv6 header: id into sport, type << 8 | code into dport; None with
+    packet.l4_error set when its 8 bytes are not there."""
+    if end - start < 8:
+        packet.l4_error = f"truncated {what} header"
+        return None
+    icmp_type, code, _csum, ident = _ICMP.unpack_from(datagram, start)
     packet.sport = ident
     packet.dport = icmp_type << 8 | code
-    icmp = IcmpInfo(icmp_type, code, ident)
-    if icmp_type in ICMP_ERROR_TYPES:
+    return IcmpInfo(icmp_type, code, ident)
+
+
+def _parse_icmp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool) -> None:
+    icmp = icmp_header(packet, datagram, ihl, end, "icmp")
+    if icmp is None:
+        return
+    if icmp.type in ICMP_ERROR_TYPES:
         icmp.inner = _embedded_tuple(datagram, ihl + 8, end)
         icmp.inner_bad = icmp.inner is None
     if verify:

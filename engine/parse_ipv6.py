@@ -17,8 +17,8 @@ from typing import Union
 from . import ipv6
 from .build import checksum_valid, pseudo_header_sum
 from .hooks import PRE_ROUTING
-from .packet import IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IcmpInfo, Packet
-from .parse import ParseError, _parse_tcp, _parse_udp
+from .packet import IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Packet
+from .parse import ParseError, _parse_tcp, _parse_udp, icmp_header, never_raising
 
 HOP_BY_HOP, ROUTING, FRAGMENT, AH, NO_NEXT, DEST_OPTS = 0, 43, 44, 51, 59, 60
 EXTENSION_HEADERS = frozenset((HOP_BY_HOP, ROUTING, FRAGMENT, AH, DEST_OPTS))
@@ -26,15 +26,11 @@ FRAGMENT_OFFSET_MASK, MORE_FRAGMENTS = 0xFFF8, 0x0001
 # ICMPv6 errors (destination unreachable, packet too big, time exceeded, parameter problem)
 # have types below 128.
 ICMPV6_ERROR_BELOW = 128
-_ICMP = struct.Struct("!BBHH")          # type code csum id
 
 
 def parse_ipv6(datagram: bytes, hook: int) -> Union[Packet, ParseError]:
     """Parse one whole IPv6 datagram seen at netfilter hook `hook`; never raises."""
-    try:
-        return _parse(datagram, hook)
-    except Exception as exc:   # a parser bug must not stop the engine: report, don't raise
-        return ParseError(f"parser error: {type(exc).__name__}: {exc}")
+    return never_raising(_parse, datagram, hook)
 
 
 def _parse(datagram: bytes, hook: int) -> Union[Packet, ParseError]:
@@ -81,13 +77,9 @@ def _parse(datagram: bytes, hook: int) -> Union[Packet, ParseError]:
 
 
 def _parse_icmpv6(packet: Packet, datagram: bytes, start: int, end: int, verify: bool) -> None:
-    if end - start < 8:
-        packet.l4_error = "truncated icmpv6 header"
+    icmp = icmp_header(packet, datagram, start, end, "icmpv6")
+    if icmp is None:
         return
-    icmp_type, code, _csum, ident = _ICMP.unpack_from(datagram, start)
-    packet.sport = ident
-    packet.dport = icmp_type << 8 | code
-    icmp = IcmpInfo(icmp_type, code, ident)
     if verify:
         initial = pseudo_header_sum(packet.src, packet.dst, IPPROTO_ICMPV6, end - start)
         icmp.checksum_ok = packet.l4_checksum_ok = checksum_valid(datagram[start:end], initial)
