@@ -199,3 +199,18 @@ def test_tutorial_tracks_sctp_as_generic():
     eng.feed_datagram(T0, sctp_datagram(ORIGINAL, 0, chunk(DATA, b"x" * 12)), LOCAL_OUT)
     (line,) = lines(eng, T0, "net/ip_conntrack")
     assert line.startswith("unknown  132 600 ")
+
+
+def test_state_file_round_trip_keeps_state_tags_and_flags():
+    """export_entries() / import_entries() (--state-file): the association comes back in
+    its state, with its tags, so the next packet is judged as before the save."""
+    a = Association()
+    a.setup()
+    records = a.eng.tracker.export_entries(a.t)
+    b = Association()
+    b.t = a.t + 5
+    assert b.eng.tracker.import_entries(records, a.t, b.t) == 1
+    (line,) = b.listing()
+    assert " 132 205 ESTABLISHED " in line and "[ASSURED]" in line
+    assert b.send(ORIGINAL, 0xBAD, chunk(DATA, b"x" * 12)) == "INVALID"
+    assert b.send(ORIGINAL, SERVER_TAG, chunk(DATA, b"x" * 12)) == "ESTABLISHED"
