@@ -846,8 +846,8 @@ class ForgedSctp:
 
 
 @scenario("Forged SCTP associations to 127.0.0.2:6000: 45001 setup, data both ways, heartbeat, "
-          "graceful shutdown (SHUTDOWN, SHUTDOWN ACK, SHUTDOWN COMPLETE: CLOSED); 45002 setup and "
-          "data (ESTABLISHED); 45003 INIT and INIT ACK only (COOKIE_WAIT); 45004 stops after "
+          "graceful shutdown (SHUTDOWN, SHUTDOWN ACK, SHUTDOWN COMPLETE: CLOSED); 45002 setup, "
+          "data and an ICMP port unreachable about it (ESTABLISHED); 45003 INIT and INIT ACK only (COOKIE_WAIT); 45004 stops after "
           "COOKIE ECHO (COOKIE_ECHOED); 45005 stops after the client's SHUTDOWN (SHUTDOWN_SENT); "
           "45006 after the server's (SHUTDOWN_RECD); 45007 after the SHUTDOWN ACK "
           "(SHUTDOWN_ACK_SENT).")
@@ -864,6 +864,10 @@ def sctp_association() -> Cleanup:
     established = ForgedSctp(raw, 45002)
     established.setup()
     established.data_both_ways()
+    # An ICMP error about it, found through the quoted ports (RELATED reply).
+    quoted = forge.ipv4(LOCAL, PEER, 132, forge.sctp_packet(45002, 6000, SCTP_SERVER_TAG,
+                                                            forge.sctp_data(2, b"lost")))
+    raw.send(forge.ipv4(PEER, LOCAL, 1, forge.icmp_error(3, 3, quoted)))
     waiting = ForgedSctp(raw, 45003)
     waiting.c(0, forge.sctp_init(forge.SCTP_INIT, SCTP_CLIENT_TAG))
     waiting.s(SCTP_CLIENT_TAG, forge.sctp_init(forge.SCTP_INIT_ACK, SCTP_SERVER_TAG))
@@ -933,7 +937,7 @@ def sctp_checks() -> Cleanup:
 
 
 @scenario("Forged UDP-Lite (protocol 136) 127.0.0.1 -> 127.0.0.2: 46001 full coverage, a "
-          "reply and one more; 46002 coverage 8 (the header only) and 20 (part of the payload); 46003 "
+          "reply, one more and an ICMP port unreachable about it; 46002 coverage 8 (the header only) and 20 (part of the payload); 46003 "
           "coverage 4 (below the header); 46004 coverage beyond the datagram; 46005 "
           "checksum 0 (UDP-Lite requires one); 46006 a 6-byte header (truncated).")
 def udplite_coverage() -> Cleanup:
@@ -947,6 +951,8 @@ def udplite_coverage() -> Cleanup:
     send(LOCAL, PEER, 46001, 7001)
     send(PEER, LOCAL, 7001, 46001)
     send(LOCAL, PEER, 46001, 7001)      # after a reply: ASSURED at once, no 2 s rule as UDP's
+    quoted = forge.ipv4(LOCAL, PEER, 136, forge.udplite_datagram(LOCAL, PEER, 46001, 7001, b"?"))
+    raw.send(forge.ipv4(PEER, LOCAL, 1, forge.icmp_error(3, 3, quoted)))
     send(LOCAL, PEER, 46002, 7002, coverage=8)
     send(LOCAL, PEER, 46002, 7002, coverage=20)
     send(LOCAL, PEER, 46003, 7003, coverage=4)
