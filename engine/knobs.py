@@ -142,11 +142,11 @@ KNOBS: Tuple[Knob, ...] = (
     _timeout("udp_timeout", 30, 30, "UDP before a reply (and modern: within 2 s of the first)"),
     _timeout("udp_timeout_stream", 120, 180, "UDP stream (ASSURED)"),
     _timeout("icmp_timeout", 30, 30, "ICMP request entries"),
-    Knob("icmpv6_timeout", JIFFIES, 30, 30, "ICMPv6 (not tracked: IPv4 only)"),
+    Knob("icmpv6_timeout", JIFFIES, 30, 30, "ICMPv6 echo / node information entries (IPv6)"),
     _timeout("generic_timeout", 600, 600, "any other IP protocol"),
     Knob("gre_timeout", JIFFIES, 30, 30, "GRE before a reply (linux; the tutorial tracks GRE as generic)"),
     Knob("gre_timeout_stream", JIFFIES, 180, 180, "GRE stream (linux; the tutorial tracks GRE as generic)"),
-    *(Knob(f"sctp_timeout_{state}", JIFFIES, secs, secs, f"SCTP {state.upper()} (not tracked)")
+    *(Knob(f"sctp_timeout_{state}", JIFFIES, secs, secs, f"SCTP {state.upper()} (linux; the tutorial tracks SCTP as generic)")
       for state, secs in (("closed", 10), ("cookie_wait", 3), ("cookie_echoed", 3),
                           ("established", 210), ("shutdown_sent", 3), ("shutdown_recd", 3),
                           ("shutdown_ack_sent", 3), ("heartbeat_sent", 30))),
