@@ -6,9 +6,11 @@ What each rule is for (spec/fuse.md):
   * a read at offset 0 (or the first read of a handle) takes a fresh snapshot, reads
     at other offsets are served from that handle's snapshot (§4, the LXCFS rule):
     `while read` loops see whole lines and pollers that lseek(0) see fresh data;
-  * listings are rendered into a shared Rendering that lives for SNAPSHOT_TTL seconds
-    (§5): concurrent readers share one render, memory stays flat; it is produced chunk
-    by chunk as reads reach it, so the first bytes come after one chunk's work;
+  * listings are rendered into a Rendering shared by the readers that open the view
+    within SNAPSHOT_TTL seconds (§5) while one of them still reads it: concurrent readers
+    share one render, memory stays flat, and a finished reader's rendering is freed; it
+    is produced chunk by chunk as reads reach it, so the first bytes come after one
+    chunk's work;
   * knob writes are applied in write() at offset 0 with the kernel's parser; other
     offsets are ignored; truncate() is a no-op for writable knobs (§6);
   * open() refuses write access to read-only files with EACCES, even for root (§7);
@@ -29,6 +31,7 @@ import os
 import stat
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -116,9 +119,13 @@ class Rendering:
 
 
 class SharedSnapshots:
-    """The latest Rendering of each view, shared by every reader for `ttl` seconds.
+    """The latest Rendering of each view, shared by the readers that open it within `ttl`
+    seconds of its first read, for as long as one of them holds it.
 
-    `render(view)` returns the view's text as bytes or as an iterable of byte chunks.
+    Only a weak reference is kept here: a finished reader's rendering (a 262,144-entry
+    listing is 40 MB) is freed when the last handle reading it is released, not kept
+    until the next reader comes.  `render(view)` returns the view's text as bytes or as an
+    iterable of byte chunks.
     """
 
     def __init__(self, render: Callable[[str], Union[bytes, Iterable[bytes]]],
@@ -127,20 +134,28 @@ class SharedSnapshots:
         self._ttl = ttl
         self._clock = clock
         self._mu = threading.Lock()
-        self._latest: Dict[str, Tuple[float, Rendering]] = {}
+        self._latest: Dict[str, Tuple[float, "weakref.ref[Rendering]"]] = {}
         self._render_mu: Dict[str, threading.Lock] = {}
         self.renders = 0
 
+    def _shared(self, view: str) -> Optional[Rendering]:
+        """The view's latest rendering if it is younger than the TTL and still held."""
+        latest = self._latest.get(view)
+        if latest is None or self._clock() - latest[0] >= self._ttl:
+            return None
+        return latest[1]()
+
     def get(self, view: str) -> Rendering:
         with self._mu:
-            latest = self._latest.get(view)
             render_mu = self._render_mu.setdefault(view, threading.Lock())
-        if latest is not None and self._clock() - latest[0] < self._ttl:
-            return latest[1]
+            shared = self._shared(view)
+        if shared is not None:
+            return shared
         with render_mu:                 # one render at a time per view; others reuse it
-            latest = self._latest.get(view)
-            if latest is not None and self._clock() - latest[0] < self._ttl:
-                return latest[1]
+            with self._mu:
+                shared = self._shared(view)
+            if shared is not None:
+                return shared
             taken = self._clock()
             data = self._render(view)
             if isinstance(data, bytes):
@@ -149,7 +164,7 @@ class SharedSnapshots:
                 raise TypeError(f"render({view!r}) returned {type(data).__name__}, not bytes")
             rendering = Rendering(data)
             with self._mu:
-                self._latest[view] = (taken, rendering)
+                self._latest[view] = (taken, weakref.ref(rendering))
                 self.renders += 1
             return rendering
 

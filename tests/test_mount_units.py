@@ -3,10 +3,12 @@ Operations object called directly, and the engine thread on a fake engine."""
 from __future__ import annotations
 
 import errno
+import gc
 import itertools
 import os
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -117,8 +119,8 @@ def test_concurrent_first_readers_wait_for_one_render():
         return b"table\n"
 
     snaps = SharedSnapshots(slow_render, ttl=10)
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(snaps.get("v").whole()))
+    results = []                    # each reader keeps its rendering, as its handle does
+    threads = [threading.Thread(target=lambda: results.append(snaps.get("v")))
                for _ in range(4)]
     for t in threads:
         t.start()
@@ -127,8 +129,23 @@ def test_concurrent_first_readers_wait_for_one_render():
     release.set()
     for t in threads:
         t.join(5)
-    assert results == [b"table\n"] * 4
+    assert [r.whole() for r in results] == [b"table\n"] * 4
     assert next(calls) == 1                                  # rendered once
+
+
+def test_a_rendering_no_reader_holds_is_freed_and_the_next_reader_renders_afresh():
+    """A finished `cat` of a big listing must not leave its text in the daemon until the
+    next reader comes: only the readers hold a rendering."""
+    clock, renders = FakeClock(), []
+    snaps = SharedSnapshots(lambda view: renders.append(view) or f"r{len(renders)}".encode(),
+                            ttl=10, clock=clock)
+    first = snaps.get("net/nf_conntrack")
+    assert first.whole() == b"r1"
+    gone = weakref.ref(first)
+    del first
+    gc.collect()
+    assert gone() is None
+    assert snaps.get("net/nf_conntrack").whole() == b"r2"   # within the TTL, but released
 
 
 # -- the Operations object, called directly --------------------------------------------------------
