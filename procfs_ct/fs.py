@@ -23,6 +23,7 @@ What each rule is for (spec/fuse.md):
 from __future__ import annotations
 
 import bisect
+import ctypes
 import errno
 import functools
 import itertools
@@ -164,9 +165,30 @@ class SharedSnapshots:
                 raise TypeError(f"render({view!r}) returned {type(data).__name__}, not bytes")
             rendering = Rendering(data)
             with self._mu:
-                self._latest[view] = (taken, weakref.ref(rendering))
+                self._latest[view] = (taken, weakref.ref(rendering, _give_back_memory))
                 self.renders += 1
             return rendering
+
+
+def _malloc_trim() -> Callable[[], None]:
+    """glibc's malloc_trim(0), or nothing where there is none."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0) and None
+
+
+_trim = _malloc_trim()
+
+
+def _give_back_memory(_gone: "weakref.ref[Rendering]") -> None:
+    """A rendering was freed: hand the pages of its text back to the system.
+
+    A listing's chunks are allocated by the FUSE thread that read them, in that thread's
+    malloc arena, where freed memory stays mapped (RSS) unless malloc_trim() releases it."""
+    _trim()
 
 
 @dataclass
