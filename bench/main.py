@@ -30,7 +30,8 @@ import traceback
 from typing import Callable, Dict, List, Optional
 
 from . import captures, system
-from .common import PYTHON, REPO, Figure, cache_path, median, say, worker
+from . import shapes
+from .common import PYTHON, REPO, Figure, Measuring, cache_path, median, say, worker
 
 SECTIONS = ("tracking", "memory", "listing", "knobs", "expiry", "tap")
 OPTIONAL = ("profile",)            # run only when named in --only
@@ -41,6 +42,8 @@ def bench_tracking(args: argparse.Namespace) -> List[Figure]:
     packets = 100_000 if args.quick else 1_000_000
     path = captures.mixed_capture(packets)
     ours, cli, dpkt, floor = [], [], [], []
+    measuring = Measuring("tracking")
+    measuring.__enter__()
     for run in range(args.runs):
         result = worker("replay", path, "linux")
         ours.append(result["packets"] / result["seconds"])
@@ -61,17 +64,19 @@ def bench_tracking(args: argparse.Namespace) -> List[Figure]:
         say(f"  run {run + 1}: replay {ours[-1]:.0f} pps, CLI {cli[-1]:.0f} pps, "
             f"bare loop {floor[-1]:.0f} pps"
             + (f", dpkt {dpkt[-1]:.0f} pps" if dpkt else ""))
-    ref = median(dpkt)
+    measuring.__exit__()
+    ref, load = median(dpkt), measuring.load
     return [Figure(f"tracking {packets} packets, engine.replay.replay (linux)", median(ours),
-                   ref, "pps", "dpkt decode to L4", ">= 5", runs=ours, reference_runs=dpkt),
+                   ref, "pps", "dpkt decode to L4", ">= 2", runs=ours, reference_runs=dpkt,
+                   load=load),
             Figure(f"tracking {packets} packets, `procfs-ct replay --profile linux` end to end",
-                   median(cli), ref, "pps", "dpkt decode to L4", ">= 5", runs=cli,
-                   reference_runs=dpkt),
+                   median(cli), ref, "pps", "dpkt decode to L4", ">= 2", runs=cli,
+                   reference_runs=dpkt, load=load),
             Figure(f"floor: a bare Python loop over the same {packets} packets (key slice, "
                    "dict lookup, two updates; no conntrack at all)", median(floor), ref, "pps",
                    "dpkt decode to L4", note=f"5x dpkt leaves {_budget_us(median(floor), ref)} "
                    "per packet for everything conntrack does", runs=floor,
-                   reference_runs=dpkt)]
+                   reference_runs=dpkt, load=load)]
 
 
 def _budget_us(floor_pps: Optional[float], dpkt_pps: Optional[float]) -> str:
@@ -122,55 +127,156 @@ def bench_memory(args: argparse.Namespace) -> List[Figure]:
     return figures
 
 
-# -- listing -------------------------------------------------------------------------------
+# -- listing and the daemon's memory ---------------------------------------------------------
+def kernel_sysctls() -> Dict[str, str]:
+    return {f"net.netfilter.nf_conntrack_{name}": str(value)
+            for name, value in shapes.LONG_TIMEOUTS.items()}
+
+
+def daemon_rss(pid: int) -> int:
+    import psutil
+    return psutil.Process(pid).memory_info().rss
+
+
+def empty_mount_rss() -> int:
+    """RSS of a mount with an empty table (source none), after reading every file: what a
+    daemon costs before its entries."""
+    with system.Mount("none") as mount:
+        read_every_file(mount)
+        time.sleep(0.5)
+        return daemon_rss(mount.pid)
+
+
+def read_every_file(mount: system.Mount) -> None:
+    from engine.core import VIEWS
+    from procfs_ct.driver import SOURCE_VIEW
+    for view in VIEWS + (SOURCE_VIEW,):
+        subprocess.run(["cat", mount.path(view)], stdout=subprocess.DEVNULL, check=True)
+
+
 def bench_listing(args: argparse.Namespace) -> List[Figure]:
-    figures = []
+    """`cat` of net/nf_conntrack and net/ip_conntrack on a mount against the kernel's `cat`
+    of its own /proc/net/nf_conntrack holding the same entries, on every table shape, the
+    two taking turns run by run; `head -1` time to first byte; the daemon's RSS per entry
+    before any listing and after every file has been read."""
+    figures: List[Figure] = []
     sizes = (8192, 32768) if args.quick else (65536, 262144)
+    runs = max(args.runs, 3)
+    empty_rss = empty_mount_rss()
+    say(f"  an empty mount's RSS after reading every file: {empty_rss / 2**20:.1f} MiB")
+    worst: Dict[int, List[Figure]] = {}
     for entries in sizes:
-        inproc = worker("render", entries, args.runs + 1)
-        first, later = inproc["seconds"][0], median(inproc["seconds"][1:])
-        say(f"  {entries}: engine render {first * 1000:.0f} ms first, {later * 1000:.0f} ms later")
-        with system.Namespace(sysctls={"net.netfilter.nf_conntrack_udp_timeout": "3600"}) as ns:
-            filled = worker("fill", entries, netns=ns.name)
-            kernel = worker("timecat", "/proc/net/nf_conntrack", args.runs, netns=ns.name)
-            kernel_ttfb = worker("ttfb", "/proc/net/nf_conntrack", args.runs, netns=ns.name)
-        with system.Mount(f"pcap:{captures.fill_capture(entries)}@0", max_entries=entries,
-                          expect=entries, knobs={"udp_timeout": 3600}) as mount:
-            ours = worker("timecat", mount.path("net/nf_conntrack"), args.runs)
-            ours_ttfb = worker("ttfb", mount.path("net/nf_conntrack"), args.runs)
-        note = f"kernel table {filled['entries']} entries, {kernel['bytes']} B; ours {ours['bytes']} B"
-        say(f"  {entries}: {note}")
-        figures.append(Figure(f"listing {entries} entries (cat net/nf_conntrack)",
-                              median(ours["seconds"]) * 1000, median(kernel["seconds"]) * 1000,
-                              "ms", "kernel", "<= 0.5", note=note,
-                              runs=[s * 1000 for s in ours["seconds"]],
-                              reference_runs=[s * 1000 for s in kernel["seconds"]]))
-        figures.append(Figure(f"listing {entries} entries, engine render in process",
-                              later * 1000, median(kernel["seconds"]) * 1000, "ms", "kernel cat",
-                              note=f"first render {first * 1000:.0f} ms"))
-        figures.append(Figure(f"time to first byte of head -1, {entries} entries",
-                              median(ours_ttfb["seconds"]) * 1000,
-                              median(kernel_ttfb["seconds"]) * 1000, "ms", "kernel"))
+        for shape in shapes.SHAPES:
+            capture = captures.shape_capture(shape, entries)
+            label = f"{entries} entries, {shape}"
+            with system.Namespace(ruleset=system.FILL_RULESET, sysctls=kernel_sysctls(),
+                                  addresses=system.SHAPE_PREFIXES) as ns, \
+                    system.Mount(f"pcap:{capture}@0", max_entries=entries, expect=entries,
+                                 knobs=shapes.LONG_TIMEOUTS) as mount:
+                filled = worker("fill", capture, entries, netns=ns.name)
+                if filled["entries"] != entries:
+                    say(f"  {label}: the kernel holds {filled['entries']} entries, not {entries}")
+                kernel_file = ns.proc_net("nf_conntrack")
+                ours_nf, ours_ip = mount.path("net/nf_conntrack"), mount.path("net/ip_conntrack")
+                rss_before = daemon_rss(mount.pid)
+                with Measuring(f"{label}: cat") as cat_load:
+                    cats = worker("timecat", runs, kernel_file, ours_nf, ours_ip)
+                with Measuring(f"{label}: head -1") as ttfb_load:
+                    ttfb = worker("ttfb", runs, kernel_file, ours_nf)
+                read_every_file(mount)
+                time.sleep(RELEASE_WAIT)
+                rss_after = daemon_rss(mount.pid)
+                count = mount.count()
+            ms = {path: [s * 1000 for s in times] for path, times in cats["seconds"].items()}
+            sizes_note = (f"kernel {filled['entries']} entries, {cats['bytes'][kernel_file]} B; "
+                          f"ours {count} entries, {cats['bytes'][ours_nf]} B")
+            say(f"  {label}: {sizes_note}")
+            for name, path, note in (("nf_conntrack", ours_nf, sizes_note),
+                                     ("ip_conntrack", ours_ip,
+                                      f"ours {cats['bytes'][ours_ip]} B in the 2.6 format; "
+                                      "the kernel has no ip_conntrack: its nf_conntrack")):
+                figure = Figure(f"cat net/{name}, {label}", median(ms[path]),
+                                median(ms[kernel_file]), "ms", "kernel cat", "<= 1.0",
+                                note=note, runs=ms[path], reference_runs=ms[kernel_file],
+                                load=cat_load.load)
+                figures.append(figure)
+                worst.setdefault(entries, []).append(figure)
+            first = {path: [s * 1000 for s in times] for path, times in ttfb["seconds"].items()}
+            figures.append(Figure(f"head -1 first byte, {label}", median(first[ours_nf]),
+                                  median(first[kernel_file]), "ms", "kernel",
+                                  "<= 2.0" if entries == max(sizes) else "",
+                                  runs=first[ours_nf], reference_runs=first[kernel_file],
+                                  load=ttfb_load.load))
+            figures.append(Figure(f"daemon RSS per entry, {label}, after reading every file",
+                                  (rss_after - empty_rss) / count, kernel_entry_bytes(), "B",
+                                  "kernel slab", "ours <= 500" if entries == max(sizes) else "",
+                                  note=f"before any listing {(rss_before - empty_rss) / count:.0f} B"
+                                       f" (RSS {rss_before / 2**20:.0f} -> "
+                                       f"{rss_after / 2**20:.0f} MiB, empty mount "
+                                       f"{empty_rss / 2**20:.0f} MiB)"))
+    for entries, listed in worst.items():
+        top = max(listed, key=lambda f: f.ratio or 0)
+        figures.insert(0, Figure(f"HEADLINE: worst listing of {entries} entries over the "
+                                 f"shapes and files ({top.name})", top.ours, top.reference,
+                                 "ms", "kernel cat", "<= 1.0", runs=top.runs,
+                                 reference_runs=top.reference_runs, load=top.load))
     return figures
 
 
+RELEASE_WAIT = 1.0      # seconds for the last reader's release to reach the daemon
+
+
 # -- knobs ---------------------------------------------------------------------------------
+def source_packets(mount: system.Mount) -> int:
+    from procfs_ct.driver import SOURCE_VIEW
+    with open(mount.path(SOURCE_VIEW)) as fileobj:
+        for line in fileobj:
+            name, value = line.split()
+            if name == "packets":
+                return int(value)
+    raise RuntimeError("no packets line in " + SOURCE_VIEW)
+
+
+def percentile(values: List[float], share: float) -> Optional[float]:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
 def bench_knobs(args: argparse.Namespace) -> List[Figure]:
+    """open/write/close of a timeout knob while the mount tracks 50,000 packets/s: median
+    and p99 against the kernel's own knob, and the engine's packet rate while the writes
+    run against its rate in an equal window just before."""
     packets = 100_000 if args.quick else 1_000_000
     path = captures.mixed_capture(packets)
     speed = 50000 / captures.GENERATE_RATE                 # the capture is ~20,000 pps
     knob = "sys/net/netfilter/nf_conntrack_udp_timeout"
-    with system.Namespace() as ns:
-        kernel = worker("knobwrite", "/proc/" + knob, 200, netns=ns.name)
+    writes = 200
+    with Measuring("knob writes, kernel") as kernel_load:
+        with system.Namespace() as ns:
+            kernel = worker("knobwrite", "/proc/" + knob, writes, netns=ns.name)
     with system.Mount(f"pcap:{path}@{speed:g}", expect=1000) as mount:
         start_count = mount.count()
-        ours = worker("knobwrite", mount.path(knob), 200)
+        with Measuring("knob writes, ours at 50,000 packets/s") as load:
+            t0, p0 = time.monotonic(), source_packets(mount)
+            time.sleep(2.0)                                 # the rate without writes
+            t1, p1 = time.monotonic(), source_packets(mount)
+            ours = worker("knobwrite", mount.path(knob), writes)
+            t2, p2 = time.monotonic(), source_packets(mount)
         end_count = mount.count()
-    note = (f"while replaying at {speed:g}x = 50,000 packets/s (table {start_count} -> "
-            f"{end_count} entries); read back {'ok' if ours['read_back_ok'] else 'WRONG'}")
-    return [Figure("knob write latency (open/write/close), median", median(ours["seconds"]) * 1e6,
-                   median(kernel["seconds"]) * 1e6, "us", "kernel", "ours <= 2000", note=note,
-                   runs=sorted(ours["seconds"])[-3:])]
+    quiet_rate, busy_rate = (p1 - p0) / (t1 - t0), (p2 - p1) / (t2 - t1)
+    us = [s * 1e6 for s in ours["seconds"]]
+    kernel_us = [s * 1e6 for s in kernel["seconds"]]
+    note = (f"replaying at {speed:g}x = 50,000 packets/s offered (table {start_count} -> "
+            f"{end_count} entries); engine {quiet_rate:.0f} packets/s before the writes, "
+            f"{busy_rate:.0f} during them; read back {'ok' if ours['read_back_ok'] else 'WRONG'}")
+    return [Figure("knob write latency (open/write/close), median", median(us),
+                   median(kernel_us), "us", "kernel", "ours <= 1000", note=note,
+                   load=load.load),
+            Figure("knob write latency, p99", percentile(us, 0.99), percentile(kernel_us, 0.99),
+                   "us", "kernel", "ours <= 5000", note=f"slowest {max(us):.0f} us",
+                   load=load.load)]
 
 
 # -- expiry --------------------------------------------------------------------------------
@@ -184,7 +290,8 @@ def bench_expiry(args: argparse.Namespace) -> List[Figure]:
     entries = 32768 if args.quick else 262144
     window = 5.0 if args.quick else 10.0
     shares: Dict[str, float] = {}
-    for label, source, expect in (("idle", f"pcap:{captures.fill_capture(entries)}@0", entries),
+    idle_source = f"pcap:{captures.shape_capture('pair', entries)}@0"
+    for label, source, expect in (("idle", idle_source, entries),
                                   ("empty", "none", 0)):
         with system.Mount(source, max_entries=entries, expect=expect,
                           knobs={"udp_timeout": 3600}) as mount:
@@ -269,16 +376,17 @@ def write_results(path: str, figures: List[Figure], command: str, seconds: float
              f"{os.cpu_count()} CPUs, kernel {platform.release()}, "
              f"{psutil.virtual_memory().total >> 30} GiB RAM. Medians of the runs; "
              "ratio = ours / reference.", "",
-             "| figure | ours | reference | ratio | target |",
-             "|---|---|---|---|---|"]
+             "| figure | ours | reference | ratio | target | runs (ours / reference) | load before -> after |",
+             "|---|---|---|---|---|---|---|"]
     from .common import fmt
     for f in figures:
         ref = f"{fmt(f.reference, f.unit)} ({f.reference_name})" if f.reference is not None else ""
         ratio = f"{f.ratio:.2f}" if f.ratio is not None else ""
         target = f.target + ("" if f.met is None else " met" if f.met else " **not met**")
         ours = fmt(f.ours, f.unit) if f.ours is not None else ""
+        load = f"{f.load[0]:.2f} -> {f.load[1]:.2f}" if f.load else ""
         lines.append(f"| {f.name}{' — ' + f.note if f.note else ''} | {ours} | {ref} | "
-                     f"{ratio} | {target} |")
+                     f"{ratio} | {target} | {f.spread()} | {load} |")
     with open(path, "w") as fileobj:
         fileobj.write("\n".join(lines) + "\n")
         if notes:
@@ -311,12 +419,15 @@ def main(argv: List[str] = None) -> int:
             say(f"  skipped: {why_not}")
             continue
         try:
-            got = RUNNERS[section](args)
+            with Measuring(section) as measuring:
+                got = RUNNERS[section](args)
         except Exception:
             failed = True
             say(f"  {section} failed:\n{traceback.format_exc()}")
             continue
         for figure in got:
+            if figure.load is None:
+                figure.load = measuring.load
             say(figure.line())
         figures.extend(got)
     command = "bench/run " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -324,3 +435,7 @@ def main(argv: List[str] = None) -> int:
         write_results(args.results, figures, command.strip(), time.monotonic() - started)
         say(f"written: {args.results}")
     return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
