@@ -29,8 +29,9 @@ import time
 import traceback
 from typing import Callable, Dict, List, Optional
 
-from . import captures, system
-from . import shapes
+from procfs_ct.driver import SOURCE_VIEW
+
+from . import captures, shapes, system
 from .common import PYTHON, REPO, Figure, Measuring, cache_path, median, say, worker
 
 SECTIONS = ("tracking", "memory", "listing", "knobs", "expiry", "tap")
@@ -149,7 +150,6 @@ def empty_mount_rss() -> int:
 
 def read_every_file(mount: system.Mount) -> None:
     from engine.core import VIEWS
-    from procfs_ct.driver import SOURCE_VIEW
     for view in VIEWS + (SOURCE_VIEW,):
         subprocess.run(["cat", mount.path(view)], stdout=subprocess.DEVNULL, check=True)
 
@@ -227,21 +227,14 @@ RELEASE_WAIT = 1.0      # seconds for the last reader's release to reach the dae
 
 
 # -- knobs ---------------------------------------------------------------------------------
-def source_packets(mount: system.Mount) -> int:
-    from procfs_ct.driver import SOURCE_VIEW
-    with open(mount.path(SOURCE_VIEW)) as fileobj:
-        for line in fileobj:
-            name, value = line.split()
-            if name == "packets":
-                return int(value)
-    raise RuntimeError("no packets line in " + SOURCE_VIEW)
-
-
 def percentile(values: List[float], share: float) -> Optional[float]:
     if not values:
         return None
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+KNOB_GAP = 0.01         # seconds between two writes
 
 
 def bench_knobs(args: argparse.Namespace) -> List[Figure]:
@@ -255,17 +248,14 @@ def bench_knobs(args: argparse.Namespace) -> List[Figure]:
     writes = 200
     with Measuring("knob writes, kernel") as kernel_load:
         with system.Namespace() as ns:
-            kernel = worker("knobwrite", "/proc/" + knob, writes, netns=ns.name)
+            kernel = worker("knobwrite", "/proc/" + knob, writes, KNOB_GAP, netns=ns.name)
     with system.Mount(f"pcap:{path}@{speed:g}", expect=1000) as mount:
         start_count = mount.count()
         with Measuring("knob writes, ours at 50,000 packets/s") as load:
-            t0, p0 = time.monotonic(), source_packets(mount)
-            time.sleep(2.0)                                 # the rate without writes
-            t1, p1 = time.monotonic(), source_packets(mount)
-            ours = worker("knobwrite", mount.path(knob), writes)
-            t2, p2 = time.monotonic(), source_packets(mount)
+            ours = worker("knobwrite", mount.path(knob), writes, KNOB_GAP,
+                          mount.path(SOURCE_VIEW))
         end_count = mount.count()
-    quiet_rate, busy_rate = (p1 - p0) / (t1 - t0), (p2 - p1) / (t2 - t1)
+    quiet_rate, busy_rate = ours["rate_before"], ours["rate_during"]
     us = [s * 1e6 for s in ours["seconds"]]
     kernel_us = [s * 1e6 for s in kernel["seconds"]]
     note = (f"replaying at {speed:g}x = 50,000 packets/s offered (table {start_count} -> "

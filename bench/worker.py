@@ -237,24 +237,47 @@ def task_ttfb(runs: str, *paths: str) -> Dict[str, Any]:
     return {"seconds": times}
 
 
-def task_knobwrite(path: str, runs: str = "200", gap: str = "0.01") -> Dict[str, Any]:
-    """open/write/close of a knob (what `echo N > knob` does), timed, then read back."""
+def _packets_fed(stats_path: str) -> int:
+    """The `packets` counter of a mount's net/stat/procfs_ct_source."""
+    with open(stats_path) as fileobj:
+        for line in fileobj:
+            name, value = line.split()
+            if name == "packets":
+                return int(value)
+    raise RuntimeError(f"no packets line in {stats_path}")
+
+
+def task_knobwrite(path: str, runs: str = "200", gap: str = "0.01",
+                   stats_path: str = "") -> Dict[str, Any]:
+    """open/write/close of a knob (what `echo N > knob` does), timed, then read back.
+
+    With stats_path (a mount's source statistics), also the engine's packets/s over a
+    window as long as the writes just before them, and over the writes."""
     times: List[float] = []
     original = open(path).read().strip()
     value = int(original)
+    rates = {}
+    if stats_path:
+        window = int(runs) * float(gap)
+        start, fed = time.monotonic(), _packets_fed(stats_path)
+        time.sleep(window)
+        rates["rate_before"] = (_packets_fed(stats_path) - fed) / (time.monotonic() - start)
+        start, fed = time.monotonic(), _packets_fed(stats_path)
     for n in range(int(runs)):
         data = f"{value + 1 + n % 2}\n".encode()
-        start = time.perf_counter()
+        begin = time.perf_counter()
         fd = os.open(path, os.O_WRONLY)
         os.write(fd, data)
         os.close(fd)
-        times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - begin)
         time.sleep(float(gap))
+    if stats_path:
+        rates["rate_during"] = (_packets_fed(stats_path) - fed) / (time.monotonic() - start)
     seen = open(path).read().strip()
     expected = str(value + 1 + (int(runs) - 1) % 2)
     with open(path, "w") as fileobj:
         fileobj.write(original + "\n")
-    return {"seconds": times, "read_back_ok": seen == expected}
+    return {"seconds": times, "read_back_ok": seen == expected, **rates}
 
 
 # -- live tap ------------------------------------------------------------------------------
