@@ -1,22 +1,29 @@
-"""bench/run: every figure of issue 5 beside its reference, measured in the same run.
+"""bench/run: every figure of the performance brief beside its reference, measured in the same run.
 
-    bench/run                       everything (about 6 minutes on 2 cores, --runs 3)
-    bench/run --only listing,memory --runs 5
+    bench/run                       everything (about 20 minutes on 2 cores, --runs 3)
+    bench/run --only listing,knobs --runs 5
     bench/run --quick               smaller captures and tables, for a smoke run
 
 Figures (ratio = ours / reference; the target says which way is better):
   tracking   packets/s of engine.replay.replay and of `procfs-ct replay` on a 1,000,000-packet
              mixed capture, against dpkt merely decoding the same file to L4; and the
              floor: a bare Python loop over the file that only looks each key up;
-  memory     bytes per entry at 262,144 entries (RSS delta in a fresh process, tracemalloc
+  memory     bytes per entry at 262,144 entries in one process (RSS delta, tracemalloc
              cross-check), against the kernel's nf_conntrack slab object; 1,000,000 entries;
-  listing    `cat MNT/net/nf_conntrack` against the kernel's `cat /proc/net/nf_conntrack`
-             with the same unreplied UDP table in a namespace; `head -1` time to first byte;
-  knobs      `echo N > knob` latency while the mount tracks 50,000 packets/s;
+  listing    `cat MNT/net/nf_conntrack` and `cat MNT/net/ip_conntrack` against the kernel's
+             `cat /proc/net/nf_conntrack` holding the same entries in a namespace, the two
+             taking turns, at 65,536 and 262,144 entries on three table shapes
+             (bench/shapes.py: server, gateway mix, one address pair), the worst the
+             headline; `head -1` time to first byte; the daemon's RSS per entry before any
+             listing and after every file has been read, over an empty mount's;
+  knobs      `echo N > knob` latency (median, p99) while the mount tracks 50,000 packets/s,
+             and the engine's packets/s during the writes and just before;
   expiry     CPU share of the mount with 262,144 idle entries; expiry cost vs entries expiring;
   tap        packets/s the live tap on lo takes without drops;
   profile    (only with --only profile) cProfile of the replay: where the time goes.
-Each figure is the median of --runs runs.  The table is written to bench/RESULTS.md.
+Each figure is the median of --runs runs, printed with the runs' range and the machine's
+1-minute load average before and after it (other work on the machine skews a figure: run
+it when the load is low).  The table is written to bench/RESULTS.md.
 """
 from __future__ import annotations
 

@@ -38,14 +38,19 @@ def test_the_pairs_shortcut_and_its_fallback_list_each_entry_once_in_place(monke
         assert [e for chunk in chunks for e in chunk] == list(dict.fromkeys(values)), values
 
 
-def test_chunks_leave_out_entries_removed_or_expired_after_the_snapshot(monkeypatch):
-    monkeypatch.setattr(render, "CHUNK_LINES", 2)
-    monkeypatch.setattr(render, "FIRST_CHUNK_LINES", 2)
+def _chunked_listing(monkeypatch, first_lines: int, chunk_lines: int, ports: range):
+    """A table of UDP flows to the given ports, and its modern listing in small chunks."""
+    monkeypatch.setattr(render, "FIRST_CHUNK_LINES", first_lines)
+    monkeypatch.setattr(render, "CHUNK_LINES", chunk_lines)
     eng = make_engine()
-    for port in range(1000, 1006):
+    for port in ports:
         udp(eng, T0, "10.0.0.1", "10.0.0.2", port, 53)
+    return eng, listing_chunks(eng.tracker, T0 + 1, modern=True)
+
+
+def test_chunks_leave_out_entries_removed_or_expired_after_the_snapshot(monkeypatch):
+    eng, chunks = _chunked_listing(monkeypatch, 2, 2, range(1000, 1006))
     tracker = eng.tracker
-    chunks = listing_chunks(tracker, T0 + 1, modern=True)
     first = next(chunks).decode()
     assert ports_listed(first.splitlines()) == [1000, 1001]
     # Between two chunks the engine goes on: 1003 is removed, 1005 expires before `now`.
@@ -142,13 +147,8 @@ def test_the_rest_of_a_table_is_copied_after_its_first_chunk_without_listing_any
     """The first chunk comes from the front of the live dict (no copy of the whole table
     before the first bytes); the copy the rest walks, taken at the second chunk, skips the
     first chunk's entries even when some of them, and others, left the table in between."""
-    monkeypatch.setattr(render, "FIRST_CHUNK_LINES", 4)
-    monkeypatch.setattr(render, "CHUNK_LINES", 8)
-    eng = make_engine()
-    for port in range(1000, 1020):
-        udp(eng, T0, "10.0.0.1", "10.0.0.2", port, 53)
+    eng, chunks = _chunked_listing(monkeypatch, 4, 8, range(1000, 1020))
     tracker = eng.tracker
-    chunks = listing_chunks(tracker, T0 + 1, modern=True)
     assert ports_listed(next(chunks).decode().splitlines()) == [1000, 1001, 1002, 1003]
     for entry in list(tracker.entries()):
         if entry.tuple()[3] in (1001, 1003, 1004, 1010):
