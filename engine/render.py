@@ -98,14 +98,6 @@ _KEY_FIELDS = struct.Struct("!IIHH").unpack     # src, dst, sport (ICMP id), dpo
 _FLAG_BITS = SEEN_REPLY | ASSURED
 
 
-class _AddressTexts(dict):
-    """Address (as a number) -> its dotted text as bytes, made on first use."""
-
-    def __missing__(self, address: int) -> bytes:
-        text = self[address] = ip_text(address).encode("ascii")
-        return text
-
-
 def _line_formats(modern: bool, name: str, proto: int, with_state: bool) -> List[bytes]:
     """%-formats of a TCP/UDP line by status & (SEEN_REPLY | ASSURED), taking: seconds,
     [state,] src, dst, sport, dport, then the reply's src, dst, sport, dport."""
@@ -204,7 +196,8 @@ def listing_chunks(tracker: Tracker, now: float, modern: bool) -> Iterator[bytes
     after their removal does not see them.  Each chunk reads the entries as they are when
     it is made, so the caller holds the engine lock per next(), not for the whole walk.
     """
-    addresses = _AddressTexts()
+    addresses: Dict[int, bytes] = {}      # address as a number -> its text, made once
+    address_text = addresses.get
     type_codes = _TypeCodeTexts()
     for proto, table in listing_snapshot(tracker):
         ports = proto == IPPROTO_TCP or proto == IPPROTO_UDP
@@ -232,8 +225,13 @@ def listing_chunks(tracker: Tracker, now: float, modern: bool) -> Iterator[bytes
                     values.append(listing_line(tracker, entry, now, modern).encode("ascii"))
                     continue
                 src, dst, sport, dport = _KEY_FIELDS(entry.orig)
-                a = addresses[src]
-                b = addresses[dst]
+                # (a lookup that may miss, inline: a server's table has a new client per line)
+                a = address_text(src)
+                if a is None:
+                    a = addresses[src] = ip_text(src).encode("ascii")
+                b = address_text(dst)
+                if b is None:
+                    b = addresses[dst] = ip_text(dst).encode("ascii")
                 use_format(formats[entry.status & _FLAG_BITS])
                 # %d of the float seconds left truncates them, as int() would.
                 if names is not None:
