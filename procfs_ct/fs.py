@@ -77,12 +77,23 @@ class Rendering:
     two chunks it spans.
     """
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
+    def __init__(self, chunks: Iterable[bytes],
+                 on_free: Optional[Callable[[], None]] = None) -> None:
         self._source: Optional[Iterator[bytes]] = iter(chunks)
         self._chunks: List[bytes] = []
         self._starts: List[int] = []        # offset of each chunk's first byte
         self._size = 0
         self._mu = threading.Lock()
+        self._on_free = on_free
+
+    def __del__(self) -> None:
+        # The last reader is gone: free the text first, then call on_free (which may hand
+        # the pages back to the system); a weakref callback would run before the chunks
+        # are freed.
+        if self._on_free is not None:
+            self._chunks = []
+            self._source = None
+            self._on_free()
 
     def _produce(self, end: Optional[int]) -> int:
         """Pull chunks until `end` bytes exist (None: all of them); the size produced."""
@@ -125,8 +136,9 @@ class SharedSnapshots:
 
     Only a weak reference is kept here: a finished reader's rendering (a 262,144-entry
     listing is 40 MB) is freed when the last handle reading it is released, not kept
-    until the next reader comes.  `render(view)` returns the view's text as bytes or as an
-    iterable of byte chunks.
+    until the next reader comes, and its pages go back to the system (one malloc arena,
+    malloc_trim: the daemon's RSS after a listing is what it was before).  `render(view)`
+    returns the view's text as bytes or as an iterable of byte chunks.
     """
 
     def __init__(self, render: Callable[[str], Union[bytes, Iterable[bytes]]],
@@ -138,6 +150,7 @@ class SharedSnapshots:
         self._latest: Dict[str, Tuple[float, "weakref.ref[Rendering]"]] = {}
         self._render_mu: Dict[str, threading.Lock] = {}
         self.renders = 0
+        _one_malloc_arena()             # before the mount's threads exist (see there)
 
     def _shared(self, view: str) -> Optional[Rendering]:
         """The view's latest rendering if it is younger than the TTL and still held."""
@@ -163,32 +176,40 @@ class SharedSnapshots:
                 data = (data,)
             elif isinstance(data, (str, bytearray, memoryview)):
                 raise TypeError(f"render({view!r}) returned {type(data).__name__}, not bytes")
-            rendering = Rendering(data)
+            rendering = Rendering(data, on_free=_give_back_memory)
             with self._mu:
-                self._latest[view] = (taken, weakref.ref(rendering, _give_back_memory))
+                self._latest[view] = (taken, weakref.ref(rendering))
                 self.renders += 1
             return rendering
 
 
-def _malloc_trim() -> Callable[[], None]:
-    """glibc's malloc_trim(0), or nothing where there is none."""
+def _glibc(name: str) -> Optional[Callable[..., int]]:
+    """A glibc function, or None where there is none (another libc)."""
     try:
-        trim = ctypes.CDLL(None).malloc_trim
+        return getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
-        return lambda: None
-    trim.argtypes = [ctypes.c_size_t]
-    return lambda: trim(0) and None
+        return None
 
 
-_trim = _malloc_trim()
+_MALLOC_TRIM = _glibc("malloc_trim")
+_MALLOPT = _glibc("mallopt")
+M_ARENA_MAX = -8            # mallopt(): how many malloc arenas the process may have
 
 
-def _give_back_memory(_gone: "weakref.ref[Rendering]") -> None:
-    """A rendering was freed: hand the pages of its text back to the system.
+def _one_malloc_arena() -> None:
+    """Make every thread started from now on allocate from the main malloc arena.
 
-    A listing's chunks are allocated by the FUSE thread that read them, in that thread's
-    malloc arena, where freed memory stays mapped (RSS) unless malloc_trim() releases it."""
-    _trim()
+    A listing's chunks are allocated by the FUSE thread that reads them; in a thread's own
+    arena freed memory stays mapped (RSS) even after malloc_trim().  One arena costs
+    nothing here: the threads take turns under the GIL anyway."""
+    if _MALLOPT is not None:
+        _MALLOPT(M_ARENA_MAX, 1)
+
+
+def _give_back_memory() -> None:
+    """A rendering's text was freed: hand its pages back to the system (malloc_trim(0))."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 @dataclass

@@ -6,6 +6,7 @@ import errno
 import gc
 import itertools
 import os
+import sys
 import threading
 import time
 import weakref
@@ -131,6 +132,18 @@ def test_concurrent_first_readers_wait_for_one_render():
         t.join(5)
     assert [r.whole() for r in results] == [b"table\n"] * 4
     assert next(calls) == 1                                  # rendered once
+
+
+def test_a_freed_rendering_lets_its_text_go_before_it_calls_on_free():
+    """on_free hands the pages back to the system: the chunks must be gone by then."""
+    chunk = b"line\n" * 1000
+    held = sys.getrefcount(chunk)
+    seen = []
+    rendering = Rendering([chunk], on_free=lambda: seen.append(sys.getrefcount(chunk)))
+    assert rendering.whole() == chunk and sys.getrefcount(chunk) > held
+    del rendering
+    gc.collect()
+    assert seen == [held]                                   # called once, text already let go
 
 
 def test_a_rendering_no_reader_holds_is_freed_and_the_next_reader_renders_afresh():
