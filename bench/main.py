@@ -50,7 +50,7 @@ def bench_tracking(args: argparse.Namespace) -> List[Figure]:
     packets = 100_000 if args.quick else 1_000_000
     path = captures.mixed_capture(packets)
     ours, cli, dpkt, floor = [], [], [], []
-    measuring = Measuring("tracking")
+    measuring = Measuring("tracking runs")
     measuring.__enter__()
     for run in range(args.runs):
         result = worker("replay", path, "linux")
