@@ -2,14 +2,15 @@
 
 * the mixed capture: `procfs-ct generate` (TCP lifecycles with data, UDP request/response,
   ICMP echo, scans, GRE...) cut to exactly N frames;
-* the fill capture: N unreplied UDP datagrams 127.0.0.1 -> 127.0.0.1 to distinct ports,
-  the same table the kernel gets in bench/listing.py, for the listing comparison.
+* the shape captures: the datagrams that make one of bench/shapes.py's tables, the same
+  ones the kernel gets from a raw socket in a namespace, for the listing comparison.
 """
 from __future__ import annotations
 
 import os
 import struct
 import subprocess
+from typing import Iterator
 
 from .common import PYTHON, REPO, cache_path, say
 
@@ -54,42 +55,37 @@ def cut_capture(source: str, target: str, frames: int) -> int:
     return count
 
 
-def fill_capture(entries: int) -> str:
-    """N UDP datagrams 127.0.0.1:sport -> 127.0.0.1:dport, every (sport, dport) distinct and
-    none answered: what the kernel's table holds after bench/listing.py fills a namespace."""
-    from engine.build import build_ethernet, build_udp_datagram
+def shape_capture(shape: str, entries: int) -> str:
+    """Path of a capture of the datagrams that make a table shape (bench/shapes.py), as
+    Ethernet frames 1 us apart: what a mount replays (pcap:FILE@0) and what task_fill
+    sends to the kernel, so both tables hold the same entries."""
+    from engine.build import build_ethernet
     from engine.capture import PcapWriter
+    from .shapes import datagrams
 
-    path = cache_path(f"fill-{entries}.pcap")
+    path = cache_path(f"shape-{shape}-{entries}.pcap")
     if os.path.exists(path):
         return path
-    template = build_ethernet(build_udp_datagram("127.0.0.1", "127.0.0.1", 1, 1, b"x"))
-    # Patch ports into a template (checksums are not verified at LOCAL_OUT, as for lo).
-    ports = 34 + 0                                   # Ethernet 14 + IPv4 20: UDP header
+    say(f"  building the {shape} table's datagrams ({entries} entries) -> {path}")
     start = 1_700_000_000.0
     with open(path + ".tmp", "wb") as fileobj:
         writer = PcapWriter(fileobj)
-        for n, (sport, dport) in enumerate(fill_ports(entries)):
-            frame = bytearray(template)
-            struct.pack_into("!HH", frame, ports, sport, dport)
-            writer.write(start + n * 1e-6, bytes(frame))
+        for n, datagram in enumerate(datagrams(shape, entries)):
+            writer.write(start + n * 1e-6, build_ethernet(datagram))
     os.replace(path + ".tmp", path)
     return path
 
 
-FILL_SPORTS = range(40000, 40100)       # source ports, one after the other
+ETHERNET_HEADER = 14
 
 
-def fill_ports(entries: int):
-    """(sport, dport) pairs: source ports 40000, 40001, ... each to every destination port
-    outside the source ports' range (so no datagram is the reply of another: 40001 -> 40000
-    would be tracked as the answer to 40000 -> 40001 and make no entry)."""
-    made = 0
-    for sport in FILL_SPORTS:
-        for dport in range(1, 65536):
-            if dport in FILL_SPORTS:
-                continue
-            if made == entries:
-                return
-            yield sport, dport
-            made += 1
+def capture_datagrams(path: str) -> Iterator[bytes]:
+    """The IPv4 datagrams of a little-endian Ethernet pcap written by shape_capture()."""
+    with open(path, "rb") as fileobj:
+        data = fileobj.read()
+    pos = PCAP_HEADER
+    while pos + RECORD.size <= len(data):
+        caplen = RECORD.unpack_from(data, pos)[2]
+        frame = pos + RECORD.size
+        yield data[frame + ETHERNET_HEADER:frame + caplen]
+        pos = frame + caplen

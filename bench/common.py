@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
@@ -32,6 +32,15 @@ class Figure:
     note: str = ""
     runs: List[float] = field(default_factory=list)
     reference_runs: List[float] = field(default_factory=list)
+    load: Optional[Tuple[float, float]] = None   # 1-minute load average before, after
+
+    def spread(self) -> str:
+        """The runs' range, ours then the reference's (`min-max`), when there are several."""
+        parts = []
+        for runs in (self.runs, self.reference_runs):
+            if len(runs) > 1:
+                parts.append(f"{fmt(min(runs), self.unit)}-{fmt(max(runs), self.unit)}")
+        return " / ".join(parts)
 
     @property
     def ratio(self) -> Optional[float]:
@@ -61,6 +70,10 @@ class Figure:
         if self.target:
             met = self.met
             text += f" (target {self.target}{'' if met is None else ', met' if met else ', NOT met'})"
+        if self.spread():
+            text += f"; runs {self.spread()}"
+        if self.load is not None:
+            text += f"; load {self.load[0]:.2f} -> {self.load[1]:.2f}"
         if self.note:
             text += f" [{self.note}]"
         return text
@@ -88,6 +101,30 @@ def median(values: Sequence[float]) -> Optional[float]:
 
 def say(text: str = "") -> None:
     print(text, flush=True)
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (other work on the machine skews a figure)."""
+    return os.getloadavg()[0]
+
+
+class Measuring:
+    """`with Measuring() as m: ...`: the load average before and after, printed, kept in
+    m.load for the figures measured inside."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.load: Optional[Tuple[float, float]] = None
+
+    def __enter__(self) -> "Measuring":
+        self._before = load_average()
+        say(f"  {self.what}: load average {self._before:.2f} before")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        after = load_average()
+        self.load = (self._before, after)
+        say(f"  {self.what}: load average {after:.2f} after")
 
 
 def worker(task: str, *args: Any, netns: Optional[str] = None, timeout: float = 1800,

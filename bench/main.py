@@ -1,22 +1,29 @@
-"""bench/run: every figure of issue 5 beside its reference, measured in the same run.
+"""bench/run: every figure of the performance brief beside its reference, measured in the same run.
 
-    bench/run                       everything (about 6 minutes on 2 cores, --runs 3)
-    bench/run --only listing,memory --runs 5
+    bench/run                       everything (about 20 minutes on 2 cores, --runs 3)
+    bench/run --only listing,knobs --runs 5
     bench/run --quick               smaller captures and tables, for a smoke run
 
 Figures (ratio = ours / reference; the target says which way is better):
   tracking   packets/s of engine.replay.replay and of `procfs-ct replay` on a 1,000,000-packet
              mixed capture, against dpkt merely decoding the same file to L4; and the
              floor: a bare Python loop over the file that only looks each key up;
-  memory     bytes per entry at 262,144 entries (RSS delta in a fresh process, tracemalloc
+  memory     bytes per entry at 262,144 entries in one process (RSS delta, tracemalloc
              cross-check), against the kernel's nf_conntrack slab object; 1,000,000 entries;
-  listing    `cat MNT/net/nf_conntrack` against the kernel's `cat /proc/net/nf_conntrack`
-             with the same unreplied UDP table in a namespace; `head -1` time to first byte;
-  knobs      `echo N > knob` latency while the mount tracks 50,000 packets/s;
+  listing    `cat MNT/net/nf_conntrack` and `cat MNT/net/ip_conntrack` against the kernel's
+             `cat /proc/net/nf_conntrack` holding the same entries in a namespace, the two
+             taking turns, at 65,536 and 262,144 entries on three table shapes
+             (bench/shapes.py: server, gateway mix, one address pair), the worst the
+             headline; `head -1` time to first byte; the daemon's RSS per entry before any
+             listing and after every file has been read, over an empty mount's;
+  knobs      `echo N > knob` latency (median, p99) while the mount tracks 50,000 packets/s,
+             and the engine's packets/s during the writes and just before;
   expiry     CPU share of the mount with 262,144 idle entries; expiry cost vs entries expiring;
   tap        packets/s the live tap on lo takes without drops;
   profile    (only with --only profile) cProfile of the replay: where the time goes.
-Each figure is the median of --runs runs.  The table is written to bench/RESULTS.md.
+Each figure is the median of --runs runs, printed with the runs' range and the machine's
+1-minute load average before and after it (other work on the machine skews a figure: run
+it when the load is low).  The table is written to bench/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -29,8 +36,10 @@ import time
 import traceback
 from typing import Callable, Dict, List, Optional
 
-from . import captures, system
-from .common import PYTHON, REPO, Figure, cache_path, median, say, worker
+from procfs_ct.driver import SOURCE_VIEW
+
+from . import captures, shapes, system
+from .common import PYTHON, REPO, Figure, Measuring, cache_path, median, say, worker
 
 SECTIONS = ("tracking", "memory", "listing", "knobs", "expiry", "tap")
 OPTIONAL = ("profile",)            # run only when named in --only
@@ -41,6 +50,8 @@ def bench_tracking(args: argparse.Namespace) -> List[Figure]:
     packets = 100_000 if args.quick else 1_000_000
     path = captures.mixed_capture(packets)
     ours, cli, dpkt, floor = [], [], [], []
+    measuring = Measuring("tracking runs")
+    measuring.__enter__()
     for run in range(args.runs):
         result = worker("replay", path, "linux")
         ours.append(result["packets"] / result["seconds"])
@@ -61,17 +72,19 @@ def bench_tracking(args: argparse.Namespace) -> List[Figure]:
         say(f"  run {run + 1}: replay {ours[-1]:.0f} pps, CLI {cli[-1]:.0f} pps, "
             f"bare loop {floor[-1]:.0f} pps"
             + (f", dpkt {dpkt[-1]:.0f} pps" if dpkt else ""))
-    ref = median(dpkt)
+    measuring.__exit__()
+    ref, load = median(dpkt), measuring.load
     return [Figure(f"tracking {packets} packets, engine.replay.replay (linux)", median(ours),
-                   ref, "pps", "dpkt decode to L4", ">= 5", runs=ours, reference_runs=dpkt),
+                   ref, "pps", "dpkt decode to L4", ">= 2", runs=ours, reference_runs=dpkt,
+                   load=load),
             Figure(f"tracking {packets} packets, `procfs-ct replay --profile linux` end to end",
-                   median(cli), ref, "pps", "dpkt decode to L4", ">= 5", runs=cli,
-                   reference_runs=dpkt),
+                   median(cli), ref, "pps", "dpkt decode to L4", ">= 2", runs=cli,
+                   reference_runs=dpkt, load=load),
             Figure(f"floor: a bare Python loop over the same {packets} packets (key slice, "
                    "dict lookup, two updates; no conntrack at all)", median(floor), ref, "pps",
                    "dpkt decode to L4", note=f"5x dpkt leaves {_budget_us(median(floor), ref)} "
                    "per packet for everything conntrack does", runs=floor,
-                   reference_runs=dpkt)]
+                   reference_runs=dpkt, load=load)]
 
 
 def _budget_us(floor_pps: Optional[float], dpkt_pps: Optional[float]) -> str:
@@ -122,55 +135,145 @@ def bench_memory(args: argparse.Namespace) -> List[Figure]:
     return figures
 
 
-# -- listing -------------------------------------------------------------------------------
+# -- listing and the daemon's memory ---------------------------------------------------------
+def kernel_sysctls() -> Dict[str, str]:
+    return {f"net.netfilter.nf_conntrack_{name}": str(value)
+            for name, value in shapes.LONG_TIMEOUTS.items()}
+
+
+def daemon_rss(pid: int) -> int:
+    import psutil
+    return psutil.Process(pid).memory_info().rss
+
+
+def empty_mount_rss() -> int:
+    """RSS of a mount with an empty table (source none), after reading every file: what a
+    daemon costs before its entries."""
+    with system.Mount("none") as mount:
+        read_every_file(mount)
+        time.sleep(0.5)
+        return daemon_rss(mount.pid)
+
+
+def read_every_file(mount: system.Mount) -> None:
+    from engine.core import VIEWS
+    for view in VIEWS + (SOURCE_VIEW,):
+        subprocess.run(["cat", mount.path(view)], stdout=subprocess.DEVNULL, check=True)
+
+
 def bench_listing(args: argparse.Namespace) -> List[Figure]:
-    figures = []
+    """`cat` of net/nf_conntrack and net/ip_conntrack on a mount against the kernel's `cat`
+    of its own /proc/net/nf_conntrack holding the same entries, on every table shape, the
+    two taking turns run by run; `head -1` time to first byte; the daemon's RSS per entry
+    before any listing and after every file has been read."""
+    figures: List[Figure] = []
     sizes = (8192, 32768) if args.quick else (65536, 262144)
+    runs = max(args.runs, 3)
+    empty_rss = empty_mount_rss()
+    say(f"  an empty mount's RSS after reading every file: {empty_rss / 2**20:.1f} MiB")
+    worst: Dict[int, List[Figure]] = {}
     for entries in sizes:
-        inproc = worker("render", entries, args.runs + 1)
-        first, later = inproc["seconds"][0], median(inproc["seconds"][1:])
-        say(f"  {entries}: engine render {first * 1000:.0f} ms first, {later * 1000:.0f} ms later")
-        with system.Namespace(sysctls={"net.netfilter.nf_conntrack_udp_timeout": "3600"}) as ns:
-            filled = worker("fill", entries, netns=ns.name)
-            kernel = worker("timecat", "/proc/net/nf_conntrack", args.runs, netns=ns.name)
-            kernel_ttfb = worker("ttfb", "/proc/net/nf_conntrack", args.runs, netns=ns.name)
-        with system.Mount(f"pcap:{captures.fill_capture(entries)}@0", max_entries=entries,
-                          expect=entries, knobs={"udp_timeout": 3600}) as mount:
-            ours = worker("timecat", mount.path("net/nf_conntrack"), args.runs)
-            ours_ttfb = worker("ttfb", mount.path("net/nf_conntrack"), args.runs)
-        note = f"kernel table {filled['entries']} entries, {kernel['bytes']} B; ours {ours['bytes']} B"
-        say(f"  {entries}: {note}")
-        figures.append(Figure(f"listing {entries} entries (cat net/nf_conntrack)",
-                              median(ours["seconds"]) * 1000, median(kernel["seconds"]) * 1000,
-                              "ms", "kernel", "<= 0.5", note=note,
-                              runs=[s * 1000 for s in ours["seconds"]],
-                              reference_runs=[s * 1000 for s in kernel["seconds"]]))
-        figures.append(Figure(f"listing {entries} entries, engine render in process",
-                              later * 1000, median(kernel["seconds"]) * 1000, "ms", "kernel cat",
-                              note=f"first render {first * 1000:.0f} ms"))
-        figures.append(Figure(f"time to first byte of head -1, {entries} entries",
-                              median(ours_ttfb["seconds"]) * 1000,
-                              median(kernel_ttfb["seconds"]) * 1000, "ms", "kernel"))
+        for shape in shapes.SHAPES:
+            capture = captures.shape_capture(shape, entries)
+            label = f"{entries} entries, {shape}"
+            with system.Namespace(ruleset=system.FILL_RULESET, sysctls=kernel_sysctls(),
+                                  addresses=system.SHAPE_PREFIXES) as ns, \
+                    system.Mount(f"pcap:{capture}@0", max_entries=entries, expect=entries,
+                                 knobs=shapes.LONG_TIMEOUTS) as mount:
+                filled = worker("fill", capture, entries, netns=ns.name)
+                if filled["entries"] != entries:
+                    say(f"  {label}: the kernel holds {filled['entries']} entries, not {entries}")
+                kernel_file = ns.proc_net("nf_conntrack")
+                ours_nf, ours_ip = mount.path("net/nf_conntrack"), mount.path("net/ip_conntrack")
+                rss_before = daemon_rss(mount.pid)
+                with Measuring(f"{label}: cat") as cat_load:
+                    cats = worker("timecat", runs, kernel_file, ours_nf, ours_ip)
+                with Measuring(f"{label}: head -1") as ttfb_load:
+                    ttfb = worker("ttfb", runs, kernel_file, ours_nf)
+                read_every_file(mount)
+                time.sleep(RELEASE_WAIT)
+                rss_after = daemon_rss(mount.pid)
+                count = mount.count()
+            ms = {path: [s * 1000 for s in times] for path, times in cats["seconds"].items()}
+            sizes_note = (f"kernel {filled['entries']} entries, {cats['bytes'][kernel_file]} B; "
+                          f"ours {count} entries, {cats['bytes'][ours_nf]} B")
+            say(f"  {label}: {sizes_note}")
+            for name, path, note in (("nf_conntrack", ours_nf, sizes_note),
+                                     ("ip_conntrack", ours_ip,
+                                      f"ours {cats['bytes'][ours_ip]} B in the 2.6 format; "
+                                      "the kernel has no ip_conntrack: its nf_conntrack")):
+                figure = Figure(f"cat net/{name}, {label}", median(ms[path]),
+                                median(ms[kernel_file]), "ms", "kernel cat", "<= 1.0",
+                                note=note, runs=ms[path], reference_runs=ms[kernel_file],
+                                load=cat_load.load)
+                figures.append(figure)
+                worst.setdefault(entries, []).append(figure)
+            first = {path: [s * 1000 for s in times] for path, times in ttfb["seconds"].items()}
+            figures.append(Figure(f"head -1 first byte, {label}", median(first[ours_nf]),
+                                  median(first[kernel_file]), "ms", "kernel",
+                                  "<= 2.0" if entries == max(sizes) else "",
+                                  runs=first[ours_nf], reference_runs=first[kernel_file],
+                                  load=ttfb_load.load))
+            figures.append(Figure(f"daemon RSS per entry, {label}, after reading every file",
+                                  (rss_after - empty_rss) / count, kernel_entry_bytes(), "B",
+                                  "kernel slab", "ours <= 500" if entries == max(sizes) else "",
+                                  note=f"before any listing {(rss_before - empty_rss) / count:.0f} B"
+                                       f" (RSS {rss_before / 2**20:.0f} -> "
+                                       f"{rss_after / 2**20:.0f} MiB, empty mount "
+                                       f"{empty_rss / 2**20:.0f} MiB)"))
+    for entries, listed in worst.items():
+        top = max(listed, key=lambda f: f.ratio or 0)
+        figures.insert(0, Figure(f"HEADLINE: worst listing of {entries} entries over the "
+                                 f"shapes and files ({top.name})", top.ours, top.reference,
+                                 "ms", "kernel cat", "<= 1.0", runs=top.runs,
+                                 reference_runs=top.reference_runs, load=top.load))
     return figures
 
 
+RELEASE_WAIT = 1.0      # seconds for the last reader's release to reach the daemon
+
+
 # -- knobs ---------------------------------------------------------------------------------
+def percentile(values: List[float], share: float) -> Optional[float]:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+KNOB_GAP = 0.01         # seconds between two writes
+
+
 def bench_knobs(args: argparse.Namespace) -> List[Figure]:
+    """open/write/close of a timeout knob while the mount tracks 50,000 packets/s: median
+    and p99 against the kernel's own knob, and the engine's packet rate while the writes
+    run against its rate in an equal window just before."""
     packets = 100_000 if args.quick else 1_000_000
     path = captures.mixed_capture(packets)
     speed = 50000 / captures.GENERATE_RATE                 # the capture is ~20,000 pps
     knob = "sys/net/netfilter/nf_conntrack_udp_timeout"
-    with system.Namespace() as ns:
-        kernel = worker("knobwrite", "/proc/" + knob, 200, netns=ns.name)
+    writes = 200
+    with Measuring("knob writes, kernel") as kernel_load:
+        with system.Namespace() as ns:
+            kernel = worker("knobwrite", "/proc/" + knob, writes, KNOB_GAP, netns=ns.name)
     with system.Mount(f"pcap:{path}@{speed:g}", expect=1000) as mount:
         start_count = mount.count()
-        ours = worker("knobwrite", mount.path(knob), 200)
+        with Measuring("knob writes, ours at 50,000 packets/s") as load:
+            ours = worker("knobwrite", mount.path(knob), writes, KNOB_GAP,
+                          mount.path(SOURCE_VIEW))
         end_count = mount.count()
-    note = (f"while replaying at {speed:g}x = 50,000 packets/s (table {start_count} -> "
-            f"{end_count} entries); read back {'ok' if ours['read_back_ok'] else 'WRONG'}")
-    return [Figure("knob write latency (open/write/close), median", median(ours["seconds"]) * 1e6,
-                   median(kernel["seconds"]) * 1e6, "us", "kernel", "ours <= 2000", note=note,
-                   runs=sorted(ours["seconds"])[-3:])]
+    quiet_rate, busy_rate = ours["rate_before"], ours["rate_during"]
+    us = [s * 1e6 for s in ours["seconds"]]
+    kernel_us = [s * 1e6 for s in kernel["seconds"]]
+    note = (f"replaying at {speed:g}x = 50,000 packets/s offered (table {start_count} -> "
+            f"{end_count} entries); engine {quiet_rate:.0f} packets/s before the writes, "
+            f"{busy_rate:.0f} during them; read back {'ok' if ours['read_back_ok'] else 'WRONG'}")
+    return [Figure("knob write latency (open/write/close), median", median(us),
+                   median(kernel_us), "us", "kernel", "ours <= 1000", note=note,
+                   load=load.load),
+            Figure("knob write latency, p99", percentile(us, 0.99), percentile(kernel_us, 0.99),
+                   "us", "kernel", "ours <= 5000", note=f"slowest {max(us):.0f} us",
+                   load=load.load)]
 
 
 # -- expiry --------------------------------------------------------------------------------
@@ -184,7 +287,8 @@ def bench_expiry(args: argparse.Namespace) -> List[Figure]:
     entries = 32768 if args.quick else 262144
     window = 5.0 if args.quick else 10.0
     shares: Dict[str, float] = {}
-    for label, source, expect in (("idle", f"pcap:{captures.fill_capture(entries)}@0", entries),
+    idle_source = f"pcap:{captures.shape_capture('pair', entries)}@0"
+    for label, source, expect in (("idle", idle_source, entries),
                                   ("empty", "none", 0)):
         with system.Mount(source, max_entries=entries, expect=expect,
                           knobs={"udp_timeout": 3600}) as mount:
@@ -269,16 +373,17 @@ def write_results(path: str, figures: List[Figure], command: str, seconds: float
              f"{os.cpu_count()} CPUs, kernel {platform.release()}, "
              f"{psutil.virtual_memory().total >> 30} GiB RAM. Medians of the runs; "
              "ratio = ours / reference.", "",
-             "| figure | ours | reference | ratio | target |",
-             "|---|---|---|---|---|"]
+             "| figure | ours | reference | ratio | target | runs (ours / reference) | load before -> after |",
+             "|---|---|---|---|---|---|---|"]
     from .common import fmt
     for f in figures:
         ref = f"{fmt(f.reference, f.unit)} ({f.reference_name})" if f.reference is not None else ""
         ratio = f"{f.ratio:.2f}" if f.ratio is not None else ""
         target = f.target + ("" if f.met is None else " met" if f.met else " **not met**")
         ours = fmt(f.ours, f.unit) if f.ours is not None else ""
+        load = f"{f.load[0]:.2f} -> {f.load[1]:.2f}" if f.load else ""
         lines.append(f"| {f.name}{' — ' + f.note if f.note else ''} | {ours} | {ref} | "
-                     f"{ratio} | {target} |")
+                     f"{ratio} | {target} | {f.spread()} | {load} |")
     with open(path, "w") as fileobj:
         fileobj.write("\n".join(lines) + "\n")
         if notes:
@@ -311,12 +416,15 @@ def main(argv: List[str] = None) -> int:
             say(f"  skipped: {why_not}")
             continue
         try:
-            got = RUNNERS[section](args)
+            with Measuring(section) as measuring:
+                got = RUNNERS[section](args)
         except Exception:
             failed = True
             say(f"  {section} failed:\n{traceback.format_exc()}")
             continue
         for figure in got:
+            if figure.load is None:
+                figure.load = measuring.load
             say(figure.line())
         figures.extend(got)
     command = "bench/run " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -324,3 +432,7 @@ def main(argv: List[str] = None) -> int:
         write_results(args.results, figures, command.strip(), time.monotonic() - started)
         say(f"written: {args.results}")
     return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .common import PYTHON, REPO
 
@@ -43,16 +43,41 @@ def available() -> Optional[str]:
     return None
 
 
+# Outgoing traffic tracked (a ct state rule in OUTPUT) and everything arriving dropped at
+# input, so that the namespace's own stack answers nothing (no RST to a SYN, no echo reply,
+# no port unreachable) and the table holds exactly what the benchmark sent.
+FILL_RULESET = """table inet bench {
+  chain out { type filter hook output priority 0; policy accept;
+    ct state new counter
+  }
+  chain in { type filter hook input priority 0; policy drop; }
+}
+"""
+# Addresses the shapes use, put on lo: a prefix on a loopback device is all local, so
+# datagrams to any address in it loop back.
+SHAPE_PREFIXES = ("10.0.0.1/8", "192.168.0.1/16")
+NAME_PREFIX = "pctb-"
+
+
 class Namespace:
-    def __init__(self, ruleset: str = CT_RULESET, sysctls: Optional[Dict[str, str]] = None):
-        self.name = f"procfs-ct-bench-{os.getpid()}-{id(self) & 0xFFFF}"
+    """A network namespace of our own (`pctb-PID-N`), with lo up, a ruleset, sysctls and
+    addresses; `proc_net(name)` is one of its /proc/net files as seen from outside (through
+    a process that lives in it), so one reader can take turns between it and a mount."""
+
+    def __init__(self, ruleset: str = CT_RULESET, sysctls: Optional[Dict[str, str]] = None,
+                 addresses: Tuple[str, ...] = ()):
+        self.name = f"{NAME_PREFIX}{os.getpid()}-{id(self) & 0xFFFF}"
         self.ruleset = ruleset
         self.sysctls = sysctls or {}
+        self.addresses = addresses
+        self._holder: Optional[subprocess.Popen] = None
 
     def __enter__(self) -> "Namespace":
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         try:
             self.run(["ip", "link", "set", "lo", "up"])
+            for address in self.addresses:
+                self.run(["ip", "addr", "add", address, "dev", "lo"])
             if self.ruleset:
                 self.run(["nft", "-f", "-"], input=self.ruleset)
             for key, value in self.sysctls.items():
@@ -67,7 +92,26 @@ class Namespace:
                               capture_output=True, text=True, check=True)
         return done.stdout
 
+    def proc_net(self, name: str) -> str:
+        """/proc/PID/net/NAME of a process in the namespace: the namespace's file."""
+        if self._holder is None:
+            self._holder = subprocess.Popen(["ip", "netns", "exec", self.name, "sleep", "86400"])
+            path = f"/proc/{self._holder.pid}/net/{name}"
+            own = os.readlink("/proc/self/ns/net")
+            for _ in range(500):            # until `ip netns exec` has entered it and exec'd
+                try:
+                    if os.readlink(f"/proc/{self._holder.pid}/ns/net") != own:
+                        break
+                except OSError:
+                    pass
+                time.sleep(0.01)
+        return f"/proc/{self._holder.pid}/net/{name}"
+
     def __exit__(self, *exc: object) -> None:
+        if self._holder is not None:
+            self._holder.kill()             # only the holder we started
+            self._holder.wait()
+            self._holder = None
         subprocess.run(["ip", "netns", "del", self.name], stderr=subprocess.DEVNULL)
 
 

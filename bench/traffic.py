@@ -7,7 +7,7 @@ window state), a sixth ICMP echo request/reply.
 """
 from __future__ import annotations
 
-from typing import Iterator, Tuple
+from typing import Iterator, Optional, Tuple
 
 from engine.build import (build_icmp_datagram, build_tcp_datagram, build_udp_datagram,
                           tcp_options)
@@ -33,9 +33,11 @@ def endpoints(n: int) -> Tuple[int, int, int, int]:
     return client, server, sport, (53, 443, 22, 8080)[n % 4]
 
 
-def conversation(kind: str, n: int) -> Iterator[bytes]:
-    """The datagrams of conversation n of the given kind, in order."""
-    c, s, cp, sp = endpoints(n)
+def conversation(kind: str, n: int,
+                 ends: Optional[Tuple[int, int, int, int]] = None) -> Iterator[bytes]:
+    """The datagrams of conversation n of the given kind, in order, between `ends`
+    (client, server, client port, server port; endpoints(n) by default)."""
+    c, s, cp, sp = endpoints(n) if ends is None else ends
     if kind == "udp-unreplied":
         yield build_udp_datagram(c, s, cp, sp, b"q" * 32)
     elif kind == "udp":
@@ -44,6 +46,9 @@ def conversation(kind: str, n: int) -> Iterator[bytes]:
     elif kind == "icmp":
         yield build_icmp_datagram(c, s, 8, ident=n & 0xFFFF, seq=1, payload=b"p" * 56)
         yield build_icmp_datagram(s, c, 0, ident=n & 0xFFFF, seq=1, payload=b"p" * 56)
+    elif kind == "tcp-syn":                          # a SYN never answered: SYN_SENT
+        yield build_tcp_datagram(c, s, cp, sp, seq=(n * 2654435761) & 0xFFFFFFFF, flags=SYN,
+                                 window=64240, options=_SYN_OPTIONS)
     elif kind == "tcp":
         ci = (n * 2654435761) & 0xFFFFFFFF          # initial sequence numbers
         si = (n * 40503 + 12345) & 0xFFFFFFFF

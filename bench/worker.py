@@ -109,7 +109,7 @@ def task_memory(entries: str, mix: str = "mix", mode: str = "rss") -> Dict[str, 
     same deltas as Python's allocator sees them (no fragmentation, no interpreter pools).
     """
     from bench.traffic import mixed_datagrams
-    from engine.packet import LOCAL_OUT
+    from engine.hooks import LOCAL_OUT
     wanted = int(entries)
     feed_size = 0
     for _ in mixed_datagrams(64, mix):       # warm up the builders' own caches
@@ -144,42 +144,20 @@ def task_memory(entries: str, mix: str = "mix", mode: str = "rss") -> Dict[str, 
             "per_entry_after_render": (after_render - before) / count}
 
 
-# -- listing (in process) ------------------------------------------------------------------
-def task_render(entries: str, runs: str = "5") -> Dict[str, Any]:
-    """engine.render('net/nf_conntrack') of N unreplied UDP entries: first and later renders."""
-    import struct
-    from engine.build import build_udp_datagram
-    from engine.packet import LOCAL_OUT
-    from bench.captures import fill_ports
-    wanted = int(entries)
-    engine = _engine(wanted)
-    template = bytearray(build_udp_datagram("127.0.0.1", "127.0.0.1", 1, 1, b"x"))
-    for sport, dport in fill_ports(wanted):
-        struct.pack_into("!HH", template, 20, sport, dport)
-        engine.feed_datagram(T0, bytes(template), LOCAL_OUT)
-    times: List[float] = []
-    size = 0
-    for _ in range(int(runs)):
-        start = time.perf_counter()
-        size = len(engine.render("net/nf_conntrack", T0 + 1))
-        times.append(time.perf_counter() - start)
-    return {"entries": engine.count, "bytes": size, "seconds": times}
-
-
 # -- expiry (in process) -------------------------------------------------------------------
 def task_expiry(table: str, sizes: str) -> Dict[str, Any]:
     """Time tracker.expire() for k expiring entries in a table of `table` entries."""
-    from bench.captures import fill_ports
     import struct
+    from bench.shapes import pair_ports
     from engine.build import build_udp_datagram
-    from engine.packet import LOCAL_OUT
+    from engine.hooks import LOCAL_OUT
     total = int(table)
     results = []
     template = bytearray(build_udp_datagram("10.0.0.1", "10.0.0.2", 1, 1, b"x"))
     for k in (int(x) for x in sizes.split(",")):
         engine = _engine(total)
         engine.knobs.set("udp_timeout", 3600)
-        ports = fill_ports(total)
+        ports = pair_ports(total)
         for n, (sport, dport) in enumerate(ports):
             if n == total - k:
                 engine.knobs.set("udp_timeout", 30)      # the last k entries expire first
@@ -200,79 +178,106 @@ def task_expiry(table: str, sizes: str) -> Dict[str, Any]:
     return {"table": total, "results": results}
 
 
-def task_fill(entries: str) -> Dict[str, Any]:
-    """Inside a namespace: make the kernel track N unreplied UDP flows 127.0.0.1 -> 127.0.0.1
-    (the pairs of bench/captures.fill_ports), then report its count."""
+def task_fill(capture: str, entries: str) -> Dict[str, Any]:
+    """Inside a namespace: send the datagrams of a shape capture from a raw socket (the
+    kernel tracks them in OUTPUT, as the mount's engine does), then report its count."""
     import socket
-    from bench.captures import fill_ports
-    wanted = int(entries)
-    sockets: Dict[int, socket.socket] = {}
+    from bench.captures import capture_datagrams
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    send = sock.sendto
+    sent = 0
     start = time.perf_counter()
-    for sport, dport in fill_ports(wanted):
-        sock = sockets.get(sport)
-        if sock is None:
-            sock = sockets[sport] = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.bind(("127.0.0.1", sport))
-        sock.sendto(b"x", ("127.0.0.1", dport))
+    for datagram in capture_datagrams(capture):
+        send(datagram, (socket.inet_ntoa(datagram[16:20]), 0))
+        sent += 1
     seconds = time.perf_counter() - start
     with open("/proc/sys/net/netfilter/nf_conntrack_count") as fileobj:
         count = int(fileobj.read())
-    return {"entries": count, "seconds": seconds}
+    return {"entries": count, "wanted": int(entries), "sent": sent, "seconds": seconds}
 
 
 # -- listing (files) -----------------------------------------------------------------------
-# The mount shares one render of a listing among the readers of the next 0.5 s
-# (procfs_ct/fs.py SNAPSHOT_TTL): runs are spaced further apart, so each one renders.
+# The mount shares one render of a listing among the readers of the next 0.5 s while one
+# holds it (procfs_ct/fs.py SNAPSHOT_TTL): runs are spaced further apart, so each renders.
 RUN_GAP = 0.6
 
 
-def task_timecat(path: str, runs: str = "5") -> Dict[str, Any]:
-    """Wall time of `cat PATH > /dev/null` (each run a new cat), and the size it reads."""
-    times: List[float] = []
+def task_timecat(runs: str, *paths: str) -> Dict[str, Any]:
+    """Wall time of `cat PATH > /dev/null` (each run a new cat) for each path, the paths
+    taking turns run by run (the kernel's file and ours see the same load), and the
+    size of each."""
+    times: Dict[str, List[float]] = {path: [] for path in paths}
     for _ in range(int(runs)):
+        for path in paths:
+            time.sleep(RUN_GAP)
+            start = time.perf_counter()
+            subprocess.run(["cat", path], stdout=subprocess.DEVNULL, check=True)
+            times[path].append(time.perf_counter() - start)
+    sizes = {}
+    for path in paths:
         time.sleep(RUN_GAP)
-        start = time.perf_counter()
-        subprocess.run(["cat", path], stdout=subprocess.DEVNULL, check=True)
-        times.append(time.perf_counter() - start)
-    time.sleep(RUN_GAP)
-    size = len(subprocess.run(["cat", path], stdout=subprocess.PIPE, check=True).stdout)
-    return {"seconds": times, "bytes": size}
+        sizes[path] = len(subprocess.run(["cat", path], stdout=subprocess.PIPE, check=True).stdout)
+    return {"seconds": times, "bytes": sizes}
 
 
-def task_ttfb(path: str, runs: str = "5") -> Dict[str, Any]:
-    """Time from starting `head -1 PATH` until its first byte arrives."""
-    times: List[float] = []
+def task_ttfb(runs: str, *paths: str) -> Dict[str, Any]:
+    """Time from starting `head -1 PATH` until its first byte arrives, paths taking turns."""
+    times: Dict[str, List[float]] = {path: [] for path in paths}
     for _ in range(int(runs)):
-        time.sleep(RUN_GAP)
-        start = time.perf_counter()
-        proc = subprocess.Popen(["head", "-1", path], stdout=subprocess.PIPE)
-        first = os.read(proc.stdout.fileno(), 1)
-        times.append(time.perf_counter() - start)
-        proc.stdout.read()
-        proc.wait()
-        if not first:
-            raise RuntimeError(f"head -1 {path}: empty")
+        for path in paths:
+            time.sleep(RUN_GAP)
+            start = time.perf_counter()
+            proc = subprocess.Popen(["head", "-1", path], stdout=subprocess.PIPE)
+            first = os.read(proc.stdout.fileno(), 1)
+            times[path].append(time.perf_counter() - start)
+            proc.stdout.read()
+            proc.wait()
+            if not first:
+                raise RuntimeError(f"head -1 {path}: empty")
     return {"seconds": times}
 
 
-def task_knobwrite(path: str, runs: str = "200", gap: str = "0.01") -> Dict[str, Any]:
-    """open/write/close of a knob (what `echo N > knob` does), timed, then read back."""
+def _packets_fed(stats_path: str) -> int:
+    """The `packets` counter of a mount's net/stat/procfs_ct_source."""
+    with open(stats_path) as fileobj:
+        for line in fileobj:
+            name, value = line.split()
+            if name == "packets":
+                return int(value)
+    raise RuntimeError(f"no packets line in {stats_path}")
+
+
+def task_knobwrite(path: str, runs: str = "200", gap: str = "0.01",
+                   stats_path: str = "") -> Dict[str, Any]:
+    """open/write/close of a knob (what `echo N > knob` does), timed, then read back.
+
+    With stats_path (a mount's source statistics), also the engine's packets/s over a
+    window as long as the writes just before them, and over the writes."""
     times: List[float] = []
     original = open(path).read().strip()
     value = int(original)
+    rates = {}
+    if stats_path:
+        window = int(runs) * float(gap)
+        start, fed = time.monotonic(), _packets_fed(stats_path)
+        time.sleep(window)
+        rates["rate_before"] = (_packets_fed(stats_path) - fed) / (time.monotonic() - start)
+        start, fed = time.monotonic(), _packets_fed(stats_path)
     for n in range(int(runs)):
         data = f"{value + 1 + n % 2}\n".encode()
-        start = time.perf_counter()
+        begin = time.perf_counter()
         fd = os.open(path, os.O_WRONLY)
         os.write(fd, data)
         os.close(fd)
-        times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - begin)
         time.sleep(float(gap))
+    if stats_path:
+        rates["rate_during"] = (_packets_fed(stats_path) - fed) / (time.monotonic() - start)
     seen = open(path).read().strip()
     expected = str(value + 1 + (int(runs) - 1) % 2)
     with open(path, "w") as fileobj:
         fileobj.write(original + "\n")
-    return {"seconds": times, "read_back_ok": seen == expected}
+    return {"seconds": times, "read_back_ok": seen == expected, **rates}
 
 
 # -- live tap ------------------------------------------------------------------------------

@@ -5,15 +5,16 @@ line ends with `use=N` and a newline.
 """
 from __future__ import annotations
 
-from typing import Iterator, List, Tuple
-
+import itertools
 import struct
+from typing import Dict, Iterator, List, Tuple
 
 from . import ipv4
 from .entry import ASSURED, SEEN_REPLY, Entry
-from .packet import IPPROTO_TCP, IPPROTO_UDP
+from .packet import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 from .tcp_window import STATE
 from .tracker import Tracker
+
 
 # Event counters behind each stat column, in file order; None = always 0 in that generation.
 IPCT_STAT_COLUMNS = (("searched", "searched"), ("found", "found"), ("new", "new"),
@@ -84,58 +85,62 @@ def listing_line(tracker: Tracker, entry: Entry, now: float, modern: bool) -> st
 
 
 # -- the listing, fast ---------------------------------------------------------------------
-# A listing is rendered in one pass over a snapshot of each protocol's table, in chunks
-# of CHUNK_LINES lines, so a reader gets its first bytes after one chunk and whoever holds
-# the engine lock can let packets in between chunks.  A whole chunk is one C-level
-# %-format: the lines' formats joined, their numbers in a row.  TCP and UDP lines without
-# counters or delta-time (nearly all of them) have a format per flags and address pair,
-# made once per listing with the addresses' text written in: the tuples of a TCP/UDP
-# entry are the key and its mirror (no NAT here), so only seconds, state and ports vary.
-# Nothing is cached in the entries: a text cache would cost ~140 bytes per entry, more
-# than a quarter of the memory budget.  Other lines (ICMP, GRE, generic, accounting,
-# timestamps) take listing_line() above.
+# A listing is rendered in one pass over each protocol's table, in chunks (a small first
+# one, then CHUNK_LINES lines), so a reader gets its first bytes after a few dozen lines'
+# work and whoever holds the engine lock can let packets in between chunks.  A whole chunk
+# is one C-level %-format: the lines' formats joined, their values in a row.  TCP, UDP and
+# ICMP lines without counters or delta-time (nearly all of them) take a format per flags
+# (SEEN_REPLY, ASSURED), and the text of each address is made once per listing and
+# looked up by the address as a number: a real table has thousands of distinct
+# addresses, so the text is cached per address, not per line or per address pair (a
+# per-pair format only pays when one pair fills the table).  The tuples of an entry are
+# its key and the key's mirror (no NAT here), so a TCP/UDP line is its seconds, state,
+# two address texts and two ports.  Nothing is cached in the entries: a text cache would
+# cost ~140 bytes per entry, more than a quarter of the memory budget.  Other lines (GRE,
+# generic, accounting, timestamps) take listing_line() above.
+FIRST_CHUNK_LINES = 64      # the first chunk of a table: about what `head -1` reads (8 KiB)
 CHUNK_LINES = 1024
-_ADDRESSES_PORTS = struct.Struct("!QHH").unpack   # a key: both addresses as one number, ports
+_KEY_FIELDS = struct.Struct("!IIHH").unpack     # src, dst, sport (ICMP id), dport (type, code)
+_FLAG_BITS = SEEN_REPLY | ASSURED
 
 
-_ORIG_PAIR, _REPLY_PAIR = b"\x00o", b"\x00r"     # where a line template takes the addresses
+def _line_formats(modern: bool, name: str, proto: int, with_state: bool) -> List[bytes]:
+    """%-formats of a TCP/UDP line by status & (SEEN_REPLY | ASSURED), taking: seconds,
+    [state,] src, dst, sport, dport, then the reply's src, dst, sport, dport."""
+    return _formats(modern, name, proto, ("%s " if with_state else ""),
+                    "sport=%d dport=%d ")
 
 
-def _line_templates(modern: bool, name: str, proto: int, with_state: bool) -> List[bytes]:
-    """Templates of an IPv4 TCP/UDP line by status & (SEEN_REPLY | ASSURED), the flags
-    written in.  Once the addresses are put in (_with_addresses) each is a %-format of:
-    seconds, [state,] sport, dport, then the reply's ports."""
+def _icmp_formats(modern: bool, name: str, proto: int) -> List[bytes]:
+    """%-formats of an ICMP line by status, taking: seconds, src, dst, type and code (one
+    text), id, then the reply's src, dst, type and code, id."""
+    return _formats(modern, name, proto, "", "%sid=%d ")
+
+
+def _formats(modern: bool, name: str, proto: int, state: str, l4: str) -> List[bytes]:
     head = (f"{ipv4.LISTING_PREFIX}{name:<8} {proto} %d " if modern
             else f"{name:<8} {proto} %d ")
     tail = "mark=0 zone=0 use=2\n" if modern else "use=1\n"
-    state = "%s " if with_state else ""
-    templates = []
-    for status in range(SEEN_REPLY | ASSURED | 1):
+    formats = []
+    for status in range(_FLAG_BITS + 1):
         unreplied = "" if status & SEEN_REPLY else "[UNREPLIED] "
         assured = "[ASSURED] " if status & ASSURED else ""
-        templates.append((head + state).encode("ascii") + _ORIG_PAIR
-                         + ("sport=%d dport=%d " + unreplied).encode("ascii") + _REPLY_PAIR
-                         + ("sport=%d dport=%d " + assured + tail).encode("ascii"))
-    return templates
+        formats.append((f"{head}{state}src=%s dst=%s {l4}{unreplied}"
+                        f"src=%s dst=%s {l4}{assured}{tail}").encode("ascii"))
+    return formats
 
 
-def _with_addresses(template: bytes, key: bytes) -> bytes:
-    """A line template with the text of the key's two addresses (and their mirror) put in."""
-    src, dst = ipv4.addresses(key)
-    a, b = ipv4.addr_text(src).encode("ascii"), ipv4.addr_text(dst).encode("ascii")
-    return (template.replace(_ORIG_PAIR, b"src=%s dst=%s " % (a, b))
-            .replace(_REPLY_PAIR, b"src=%s dst=%s " % (b, a)))
+class _TypeCodeTexts(dict):
+    """ICMP type << 8 | code -> `type=T code=C ` as bytes, made on first use."""
+
+    def __missing__(self, type_code: int) -> bytes:
+        text = self[type_code] = b"type=%d code=%d " % (type_code >> 8, type_code & 255)
+        return text
 
 
-def listing_snapshot(tracker: Tracker) -> List[Tuple[Tuple[int, int], List[Entry]]]:
-    """((l3 family, proto), its table's values) per table: what a chunked listing walks
-    while the table changes under it.  Each entry is there once per key (table_entries())."""
-    return [(table_id, list(table.values()))
-            for table_id, table in list(tracker.tables().items()) if table]
-
-
-def table_entries(values: List[Entry]) -> Iterator[List[Entry]]:
-    """A table's entries, each once, in listing order, CHUNK_LINES at a time.
+def table_entries(values: List[Entry], first: int = 0) -> Iterator[List[Entry]]:
+    """A table's entries, each once, in listing order: `first` of them (if not 0), then
+    CHUNK_LINES at a time.
 
     Both keys of an entry map to it and are inserted one after the other (a dict keeps
     insertion order through deletions), so the values are normally pairs and every other
@@ -144,37 +149,77 @@ def table_entries(values: List[Entry]) -> Iterator[List[Entry]]:
     a flow to itself) the rest is de-duplicated, each entry listed where it is first seen.
     An entry of a chunk that passed has both its keys in that chunk, so none is listed twice.
     """
-    step = 2 * CHUNK_LINES
-    for start in range(0, len(values), step):
-        pairs = values[start:start + step]
+    start = 0
+    size = first or CHUNK_LINES
+    while start < len(values):
+        pairs = values[start:start + 2 * size]
         originals = pairs[::2]
         if pairs[1::2] != originals:
             rest = list(dict.fromkeys(values[start:]))
+            if first and start == 0:
+                yield rest[:first]
+                rest = rest[first:]
             for at in range(0, len(rest), CHUNK_LINES):
                 yield rest[at:at + CHUNK_LINES]
             return
         yield originals
+        start += 2 * size
+        size = CHUNK_LINES
+
+
+def table_chunks(table: Dict[bytes, Entry]) -> Iterator[List[Entry]]:
+    """table_entries() of a live table, without copying it all before the first chunk.
+
+    The first FIRST_CHUNK_LINES entries come from the front of the dict; the copy of its
+    values that the rest walks is taken when the next chunk is wanted (the table may have
+    changed in between).  Entries are only appended to a dict and deletions keep the order,
+    so the entries of the first chunk that are still there are still at the front of the
+    copy, each with both its keys: they are skipped, and nothing is listed twice.
+    """
+    head = list(itertools.islice(table.values(), 2 * FIRST_CHUNK_LINES))
+    yield from table_entries(head, FIRST_CHUNK_LINES)
+    if len(head) < 2 * FIRST_CHUNK_LINES:
+        return
+    seen = set(head)
+    values = list(table.values())
+    skip = 0
+    for value in values:
+        if value not in seen:
+            break
+        skip += 1
+    yield from table_entries(values[skip:])
+
+
+def listing_snapshot(tracker: Tracker) -> List[Tuple[Tuple[int, int], Dict[bytes, Entry]]]:
+    """((l3 family, proto), its table) for each non-empty table at the start of a listing,
+    in order."""
+    return [(table_id, table) for table_id, table in list(tracker.tables().items()) if table]
 
 
 def listing_chunks(tracker: Tracker, now: float, modern: bool) -> Iterator[bytes]:
     """net/nf_conntrack (modern) or net/ip_conntrack in chunks of up to CHUNK_LINES lines.
 
-    Entries expired by `now`, or removed from the table since the snapshot was taken
+    Entries expired by `now`, or removed from the table before their chunk is made
     (remove() clears timer_slot), are left out, as a kernel walker that reaches them
     after their removal does not see them.  Each chunk reads the entries as they are when
     it is made, so the caller holds the engine lock per next(), not for the whole walk.
     """
-    flag_bits = SEEN_REPLY | ASSURED
-    for (family, proto), entries in listing_snapshot(tracker):
-        fast = family == ipv4.FAMILY and (proto == IPPROTO_TCP or proto == IPPROTO_UDP)
+    addresses: Dict[int, bytes] = {}      # address as a number -> its text, made once
+    address_text = addresses.get
+    type_codes = _TypeCodeTexts()
+    for (family, proto), table in listing_snapshot(tracker):
+        # The fast formats are IPv4's; other families' lines take listing_line().
+        v4 = family == ipv4.FAMILY
+        ports = v4 and (proto == IPPROTO_TCP or proto == IPPROTO_UDP)
+        icmp = v4 and proto == IPPROTO_ICMP
         names = None
-        if fast:
-            if proto == IPPROTO_TCP:
-                names = tuple(n.encode("ascii") for n in tracker.l4[proto].state_names())
-            templates = _line_templates(modern, tracker.l4_name(proto), proto, names is not None)
-            # status & flag_bits -> {both addresses as one number: the line's %-format}
-            formats = [{} for _ in templates]
-        for chunk in table_entries(entries):
+        if ports and proto == IPPROTO_TCP:
+            names = tuple(n.encode("ascii") for n in tracker.l4[proto].state_names())
+        if ports:
+            formats = _line_formats(modern, tracker.l4_name(proto), proto, names is not None)
+        elif icmp:
+            formats = _icmp_formats(modern, tracker.l4_name(proto), proto)
+        for chunk in table_chunks(table):
             # One %-format per chunk: the lines' formats joined, their values in a row.
             formats_used: List[bytes] = []
             use_format = formats_used.append
@@ -185,22 +230,28 @@ def listing_chunks(tracker: Tracker, now: float, modern: bool) -> Iterator[bytes
                 if expires <= now or entry.timer_slot is None:
                     continue             # expired, or gone from the table
                 # (counters and created are both None unless accounting or timestamps are on)
-                if not fast or entry.counters is not entry.created:
+                if entry.counters is not entry.created or not (ports or icmp):
                     use_format(b"%s")
                     values.append(listing_line(tracker, entry, now, modern).encode("ascii"))
                     continue
-                addresses, sport, dport = _ADDRESSES_PORTS(entry.orig)
-                status = entry.status & flag_bits
-                line = formats[status].get(addresses)
-                if line is None:
-                    line = formats[status][addresses] = _with_addresses(templates[status],
-                                                                        entry.orig)
-                use_format(line)
+                src, dst, sport, dport = _KEY_FIELDS(entry.orig)
+                # (a lookup that may miss, inline: a server's table has a new client per line)
+                a = address_text(src)
+                if a is None:
+                    a = addresses[src] = ipv4.addr_text(src).encode("ascii")
+                b = address_text(dst)
+                if b is None:
+                    b = addresses[dst] = ipv4.addr_text(dst).encode("ascii")
+                use_format(formats[entry.status & _FLAG_BITS])
                 # %d of the float seconds left truncates them, as int() would.
-                if names is None:
-                    add_values((expires - now, sport, dport, dport, sport))
-                else:
-                    add_values((expires - now, names[entry.l4[STATE]], sport, dport, dport, sport))
+                if names is not None:
+                    add_values((expires - now, names[entry.l4[STATE]], a, b, sport, dport,
+                                b, a, dport, sport))
+                elif ports:
+                    add_values((expires - now, a, b, sport, dport, b, a, dport, sport))
+                else:                    # ICMP: the id in the sport place, type and code in dport
+                    add_values((expires - now, a, b, type_codes[dport], sport,
+                                b, a, type_codes[entry.reply[10] << 8 | entry.reply[11]], sport))
             if formats_used:
                 yield b"".join(formats_used) % tuple(values)
 

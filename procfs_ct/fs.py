@@ -7,9 +7,11 @@ What each rule is for (docs/spec/fuse.md):
     at other offsets are served from that handle's rendering (§4, the LXCFS rule):
     `while read` loops see whole lines and pollers that lseek(0) see data at most
     SNAPSHOT_TTL old;
-  * listings are rendered into a shared Rendering that lives for SNAPSHOT_TTL seconds
-    (§5): concurrent readers share one render, memory stays flat; it is produced chunk
-    by chunk as reads reach it, so the first bytes come after one chunk's work;
+  * listings are rendered into a Rendering shared by the readers that open the view
+    within SNAPSHOT_TTL seconds (§5) while one of them still reads it: concurrent readers
+    share one render, memory stays flat, and a finished reader's rendering is freed; it
+    is produced chunk by chunk as reads reach it, so the first bytes come after one
+    chunk's work;
   * knob reads and writes go to the registry (engine/knobs.py) with the position the
     kernel's file would have, which is not always FUSE's offset: the u8 handler leaves
     the position at 0 after a write, and FUSE hands O_APPEND writes the inode's cached
@@ -27,6 +29,7 @@ What each rule is for (docs/spec/fuse.md):
 from __future__ import annotations
 
 import bisect
+import ctypes
 import errno
 import functools
 import itertools
@@ -35,6 +38,7 @@ import os
 import stat
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
@@ -79,12 +83,23 @@ class Rendering:
     two chunks it spans.
     """
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
+    def __init__(self, chunks: Iterable[bytes],
+                 on_free: Optional[Callable[[], None]] = None) -> None:
         self._source: Optional[Iterator[bytes]] = iter(chunks)
         self._chunks: List[bytes] = []
         self._starts: List[int] = []        # offset of each chunk's first byte
         self._size = 0
         self._mu = threading.Lock()
+        self._on_free = on_free
+
+    def __del__(self) -> None:
+        # The last reader is gone: free the text first, then call on_free (which may hand
+        # the pages back to the system); a weakref callback would run before the chunks
+        # are freed.
+        if self._on_free is not None:
+            self._chunks = []
+            self._source = None
+            self._on_free()
 
     def _produce(self, end: Optional[int]) -> int:
         """Pull chunks until `end` bytes exist (None: all of them); the size produced."""
@@ -122,10 +137,15 @@ class Rendering:
 
 
 class SharedSnapshots:
-    """The latest Rendering of each listing, shared by every reader for `ttl` seconds.
+    """The latest Rendering of each listing, shared by the readers that open it within
+    `ttl` seconds of its first read, for as long as one of them holds it.
 
-    `render(node)` returns the listing's text as bytes or as an iterable of byte chunks
-    (the mount passes the driver's render_chunks of the node's render function).
+    Only a weak reference is kept here: a finished reader's rendering (a 262,144-entry
+    listing is 40 MB) is freed when the last handle reading it is released, not kept
+    until the next reader comes, and its pages go back to the system (one malloc arena,
+    malloc_trim: the daemon's RSS after a listing is what it was before).  `render(node)`
+    returns the listing's text as bytes or as an iterable of byte chunks (the mount passes
+    the driver's render_chunks of the node's render function).
     """
 
     def __init__(self, render: Callable[[Node], Union[bytes, Iterable[bytes]]],
@@ -134,32 +154,70 @@ class SharedSnapshots:
         self._ttl = ttl
         self._clock = clock
         self._mu = threading.Lock()
-        self._latest: Dict[str, Tuple[float, Rendering]] = {}
+        self._latest: Dict[str, Tuple[float, "weakref.ref[Rendering]"]] = {}
         self._render_mu: Dict[str, threading.Lock] = {}
         self.renders = 0
+        _one_malloc_arena()             # before the mount's threads exist (see there)
+
+    def _shared(self, view: str) -> Optional[Rendering]:
+        """The view's latest rendering if it is younger than the TTL and still held."""
+        latest = self._latest.get(view)
+        if latest is None or self._clock() - latest[0] >= self._ttl:
+            return None
+        return latest[1]()
 
     def get(self, node: Node) -> Rendering:
         view = node.path
         with self._mu:
-            latest = self._latest.get(view)
             render_mu = self._render_mu.setdefault(view, threading.Lock())
-        if latest is not None and self._clock() - latest[0] < self._ttl:
-            return latest[1]
+            shared = self._shared(view)
+        if shared is not None:
+            return shared
         with render_mu:                 # one render at a time per view; others reuse it
-            latest = self._latest.get(view)
-            if latest is not None and self._clock() - latest[0] < self._ttl:
-                return latest[1]
+            with self._mu:
+                shared = self._shared(view)
+            if shared is not None:
+                return shared
             taken = self._clock()
             data = self._render(node)
             if isinstance(data, bytes):
                 data = (data,)
             elif isinstance(data, (str, bytearray, memoryview)):
                 raise TypeError(f"render({view!r}) returned {type(data).__name__}, not bytes")
-            rendering = Rendering(data)
+            rendering = Rendering(data, on_free=_give_back_memory)
             with self._mu:
-                self._latest[view] = (taken, rendering)
+                self._latest[view] = (taken, weakref.ref(rendering))
                 self.renders += 1
             return rendering
+
+
+def _glibc(name: str) -> Optional[Callable[..., int]]:
+    """A glibc function, or None where there is none (another libc)."""
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _glibc("malloc_trim")
+_MALLOPT = _glibc("mallopt")
+M_ARENA_MAX = -8            # mallopt(): how many malloc arenas the process may have
+
+
+def _one_malloc_arena() -> None:
+    """Make every thread started from now on allocate from the main malloc arena.
+
+    A listing's chunks are allocated by the FUSE thread that reads them; in a thread's own
+    arena freed memory stays mapped (RSS) even after malloc_trim().  One arena costs
+    nothing here: the threads take turns under the GIL anyway."""
+    if _MALLOPT is not None:
+        _MALLOPT(M_ARENA_MAX, 1)
+
+
+def _give_back_memory() -> None:
+    """A rendering's text was freed: hand its pages back to the system (malloc_trim(0))."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 @dataclass

@@ -3,10 +3,13 @@ Operations object called directly, and the engine thread on a fake engine."""
 from __future__ import annotations
 
 import errno
+import gc
 import itertools
 import os
+import sys
 import threading
 import time
+import weakref
 
 import pytest
 
@@ -113,9 +116,9 @@ def test_concurrent_first_readers_wait_for_one_render():
         return b"table\n"
 
     snaps = SharedSnapshots(slow_render, ttl=10)
-    results = []
+    results = []                    # each reader keeps its rendering, as its handle does
     node = TREE.nodes["net/nf_conntrack"]
-    threads = [threading.Thread(target=lambda: results.append(snaps.get(node).whole()))
+    threads = [threading.Thread(target=lambda: results.append(snaps.get(node)))
                for _ in range(4)]
     for t in threads:
         t.start()
@@ -124,8 +127,36 @@ def test_concurrent_first_readers_wait_for_one_render():
     release.set()
     for t in threads:
         t.join(5)
-    assert results == [b"table\n"] * 4
+    assert [r.whole() for r in results] == [b"table\n"] * 4
     assert next(calls) == 1                                  # rendered once
+
+
+def test_a_freed_rendering_lets_its_text_go_before_it_calls_on_free():
+    """on_free hands the pages back to the system: the chunks must be gone by then."""
+    chunk = b"line\n" * 1000
+    held = sys.getrefcount(chunk)
+    seen = []
+    rendering = Rendering([chunk], on_free=lambda: seen.append(sys.getrefcount(chunk)))
+    assert rendering.whole() == chunk and sys.getrefcount(chunk) > held
+    del rendering
+    gc.collect()
+    assert seen == [held]                                   # called once, text already let go
+
+
+def test_a_rendering_no_reader_holds_is_freed_and_the_next_reader_renders_afresh():
+    """A finished `cat` of a big listing must not leave its text in the daemon until the
+    next reader comes: only the readers hold a rendering."""
+    clock, renders = FakeClock(), []
+    snaps = SharedSnapshots(lambda view: renders.append(view) or f"r{len(renders)}".encode(),
+                            ttl=10, clock=clock)
+    node = TREE.nodes["net/nf_conntrack"]
+    first = snaps.get(node)
+    assert first.whole() == b"r1"
+    gone = weakref.ref(first)
+    del first
+    gc.collect()
+    assert gone() is None
+    assert snaps.get(node).whole() == b"r2"                 # within the TTL, but released
 
 
 # -- the Operations object, called directly --------------------------------------------------------
