@@ -7,6 +7,7 @@ from typing import (TYPE_CHECKING, BinaryIO, Callable, Collection, Dict, List, O
 
 from .capture import read_capture
 from .core import Engine
+from .knobs import KnobWriteError
 from .ctstate import Verdict
 from .profile import is_modern
 from .render import render_expect, render_listing, render_stat
@@ -59,7 +60,11 @@ def replay(capture: Union[str, BinaryIO], profile: str = "linux", at: Optional[f
                     knobs_overrides=knobs_overrides, fast_extraction=fast_extraction,
                     local_addresses=local_addresses)
     for name, data in knob_writes:
-        engine.knobs.write_text(name, data)
+        try:
+            engine.knobs.write_text(name, data)
+        except KnobWriteError as exc:
+            raise KnobWriteError(exc.errno, f"{name}={data.decode(errors='replace').strip()}: "
+                                 f"{exc}") from None
     result = ReplayResult(engine)
     if rules is not None:
         from .chains import Chains
