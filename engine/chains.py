@@ -35,7 +35,7 @@ from .packet import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
 from .parse import ParseError, parse_ipv4
 from .rules import CONNTRACK_PRIORITY, RulePacket, Ruleset
 from .rules.packet import ORIGINAL, REPLY
-from .rules.tables import DROP
+from .rules.tables import DROP, tables_at
 
 # The engine's hooks by the names iptables gives their chains.
 CHAIN_OF_HOOK: Dict[Hook, str] = {PRE_ROUTING: "PREROUTING", LOCAL_IN: "INPUT",
@@ -69,18 +69,21 @@ def rule_view(pkt: Packet, datagram: bytes) -> RulePacket:
     return view
 
 
-def set_conntrack_fields(view: RulePacket, result: Optional[PacketResult]) -> None:
+def set_conntrack_fields(view: RulePacket, result: Optional[PacketResult],
+                         tuples_known: bool = False) -> None:
     """What -m state/conntrack/connmark see: the state conntrack gave and its entry;
-    INVALID and no entry before conntrack has looked (raw)."""
+    INVALID and no entry before conntrack has looked (raw).  `tuples_known`: the view
+    already holds this entry's tuples (they never change; its status and mark may)."""
     entry = None if result is None else result.entry
     view.ctstate = CtState.INVALID.name if result is None else result.state.name
     if entry is None or result.state in (CtState.INVALID, CtState.UNTRACKED):
         view.ctproto = view.ct_orig = view.ct_reply = None
         view.ctdir, view.ctstatus, view.ctmark = ORIGINAL, 0, 0
         return
-    src, dst, proto, a, b = entry.tuple(0)
-    rsrc, rdst, _, ra, rb = entry.tuple(1)
-    view.ctproto, view.ct_orig, view.ct_reply = proto, (src, dst, a, b), (rsrc, rdst, ra, rb)
+    if not tuples_known:
+        src, dst, proto, a, b = entry.tuple(0)
+        rsrc, rdst, _, ra, rb = entry.tuple(1)
+        view.ctproto, view.ct_orig, view.ct_reply = proto, (src, dst, a, b), (rsrc, rdst, ra, rb)
     view.ctdir = REPLY if result.reply else ORIGINAL
     view.ctstatus = entry.status
     view.ctmark = entry.mark
@@ -93,6 +96,7 @@ class _InFlight:
     in_iface: str
     out_iface: str
     view: Optional[RulePacket] = None
+    entry: object = None            # the entry whose tuples the view holds
 
 
 @dataclass
@@ -109,6 +113,8 @@ class Chains:
                  iface_names: Optional[Dict[int, str]] = None) -> None:
         self.engine = engine
         self.ruleset = ruleset
+        self._busy: Dict[Tuple[Hook, bool], bool] = {}
+        self.ruleset_changed()
         self.iface_names = dict(iface_names or {})
         self.stats = ChainsStats()
         self._in_flight: List[_InFlight] = []
@@ -148,6 +154,17 @@ class Chains:
         finally:
             self._in_flight.pop()
 
+    def ruleset_changed(self) -> None:
+        """Note which hooks have a loaded table (call after tables are added or flushed):
+        a hook without one lets packets by without building their view."""
+        loaded = self.ruleset.tables
+        for hook, chain in CHAIN_OF_HOOK.items():
+            for early in (False, True):
+                self._busy[(hook, early)] = any(
+                    name in loaded and (not early or prio < CONNTRACK_PRIORITY) and
+                    (early or hook not in TRACKING_HOOKS or prio > CONNTRACK_PRIORITY)
+                    for prio, name in tables_at(chain))
+
     def is_local(self, address: int) -> bool:
         """A destination this host receives itself (a packet sent there goes through lo)."""
         local = self.engine.local_addresses
@@ -159,13 +176,17 @@ class Chains:
         view = flight.view
         if view is None:
             view = flight.view = rule_view(pkt, flight.datagram)
-        set_conntrack_fields(view, result)
+        entry = None if result is None else result.entry
+        set_conntrack_fields(view, result, entry is not None and entry is flight.entry)
+        flight.entry = entry
         view.in_iface = flight.in_iface if hook in HOOKS_WITH_IN else ""
         view.out_iface = flight.out_iface if hook in HOOKS_WITH_OUT else ""
         return view
 
     def _before_conntrack(self, hook: Hook, pkt: Packet, result: Optional[PacketResult],
                           now: float) -> int:
+        if not self._busy[(hook, True)]:
+            return NF_ACCEPT
         view = self._view(pkt, hook, result)
         verdict = self.ruleset.run_hook(CHAIN_OF_HOOK[hook], view, now, before=CONNTRACK_PRIORITY)
         answer = self._carry(verdict, view, result, now)
@@ -174,6 +195,8 @@ class Chains:
         return answer
 
     def _at_hook(self, hook: Hook, pkt: Packet, result: PacketResult, now: float) -> int:
+        if not self._busy[(hook, False)]:
+            return NF_ACCEPT
         view = self._view(pkt, hook, result)
         after = CONNTRACK_PRIORITY if hook in TRACKING_HOOKS else None
         verdict = self.ruleset.run_hook(CHAIN_OF_HOOK[hook], view, now, after=after)
