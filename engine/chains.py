@@ -107,7 +107,8 @@ class ChainsStats:
 
 
 class Chains:
-    """A Ruleset evaluated at an Engine's hooks; `feed_frame` replaces Engine.feed_frame."""
+    """A Ruleset evaluated at an Engine's hooks; Engine.feed_frame hands frames to
+    `feed_frame` once it is attached."""
 
     def __init__(self, engine: Engine, ruleset: Ruleset,
                  iface_names: Optional[Dict[int, str]] = None) -> None:
@@ -118,6 +119,7 @@ class Chains:
         self.iface_names = dict(iface_names or {})
         self.stats = ChainsStats()
         self._in_flight: List[_InFlight] = []
+        engine.chains = self              # Engine.feed_frame now comes here
         self._replies: Deque[bytes] = deque(maxlen=REPLIES_REMEMBERED)
         for hook in TRACKING_HOOKS:
             engine.listen_before_conntrack(hook, self._before_conntrack)

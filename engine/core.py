@@ -11,7 +11,7 @@ nothing of /proc paths: procfs_ct/tree.py binds files to engine/render.py.
 from __future__ import annotations
 
 from math import isfinite
-from typing import Callable, Collection, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Collection, Dict, List, Optional
 
 from .ctstate import CtState, PacketResult
 from .defrag import Defragmenter
@@ -24,6 +24,9 @@ from .packet import Packet
 from .parse import ParseError, extract_ipv4, parse_ipv4
 from .profile import check_profile
 from .tracker import Tracker
+
+if TYPE_CHECKING:
+    from .chains import Chains
 
 ETHERTYPE_IPV4 = ETH_P_IP.to_bytes(2, "big")
 
@@ -77,6 +80,9 @@ class Engine:
         # False: every datagram takes parse_ipv4() (tests compare both ways in).
         self.fast_extraction = fast_extraction
         self.listeners: Dict[Hook, List[HookListener]] = {}
+        # The iptables chains in front of conntrack (engine/chains.py), once attached:
+        # frames then go through them, as they read the capture's interfaces.
+        self.chains: Optional["Chains"] = None
         self.early_listeners: Dict[Hook, List[EarlyListener]] = {}
         self.forwarded = ForwardedCopies()      # arrivals, to spot their forwarded copies
         self.frames_not_ipv4 = 0
@@ -104,6 +110,8 @@ class Engine:
     def feed_frame(self, ts: float, linktype: int, frame: bytes) -> Optional[PacketResult]:
         """Track one captured frame; None if conntrack does not see it: not IPv4, a header
         ip_rcv drops, a fragment held for now."""
+        if self.chains is not None:
+            return self.chains.feed_frame(ts, linktype, frame)
         if (linktype == LINKTYPE_ETHERNET and frame[12:14] == ETHERTYPE_IPV4
                 and self.fast_extraction and not self.forwarded):
             # Untagged Ethernet: the common datagram is read in place, without a copy.

@@ -82,7 +82,7 @@ def replay(capture: Union[str, BinaryIO], profile: str = "linux", at: Optional[f
 
 def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float]) -> None:
     engine = result.engine
-    feed = engine.feed_frame if result.chains is None else result.chains.feed_frame
+    feed = engine.feed_frame            # through the chains when they are attached
     verdicts = result.verdicts
     dropped = result.dropped
     for frame in read_capture(fileobj):

@@ -71,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pid-file", metavar="PATH", default=None,
                         help="write the daemon's pid here (default: /run/procfs-ct/<mountpoint>.pid)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
+    parser.add_argument("--rules", metavar="FILE", default=None,
+                        help="iptables-restore file evaluated at the hooks for every packet; "
+                             "adds net/ip_tables_names, _matches, _targets")
     parser.add_argument("--no-auto-unmount", action="store_true",
                         help="leave the mount behind if the daemon is killed (default: libfuse's "
                              "auto_unmount removes it)")
@@ -344,8 +347,21 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < (1 if name == "buckets" else 0):
             raise _usage_error(f"--{name.split('_')[0]} {value}: out of range")
+    rules = None
+    if args.rules:
+        from procfs_ct.rulesfile import load_rules_file
+        rules = load_rules_file(args.rules)
     frames = open_frames(args.source, args.seed)
     engine = Engine(profile=args.profile, max_entries=args.max_entries, buckets=args.buckets)
+    views, tree = None, default_tree()
+    if rules is not None:
+        # The chains in front of conntrack (engine/chains.py) and the iptables files.
+        from engine.chains import Chains
+        from procfs_ct.tree import build_tree
+        from procfs_ct.views import ENGINE_VIEWS, RULES_VIEWS
+        Chains(engine, rules)
+        views = {**ENGINE_VIEWS, **RULES_VIEWS}
+        tree = build_tree(tuple(n.path for n in tree.files() if n.view) + tuple(RULES_VIEWS))
     restored = load_state(args.state_file, engine, time.time()) if args.state_file else 0
     for path in (args.log_file, args.pid_file, args.state_file):
         if path:
@@ -363,9 +379,8 @@ def run(args: argparse.Namespace) -> int:
 
     # Block before any thread starts: every thread, libfuse's included, inherits the mask.
     signal.pthread_sigmask(signal.SIG_BLOCK, SHUTDOWN_SIGNALS)
-    driver = EngineDriver(engine, frames)
+    driver = EngineDriver(engine, frames, views=views)
     mounted = threading.Event()
-    tree = default_tree()
 
     def on_ready() -> None:
         mounted.set()

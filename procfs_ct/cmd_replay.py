@@ -105,29 +105,13 @@ def _local_addresses(specs: List[str]):
     return addresses
 
 
-def _load_rules(path: str):
-    from engine.rules import RulesError, Ruleset
-    from .cli import UsageError
-
-    try:
-        with open(path, encoding="utf-8") as fileobj:
-            text = fileobj.read()
-    except OSError as exc:
-        raise UsageError(f"--rules {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"--rules {path}: not a text file") from None
-    try:
-        return Ruleset.load_restore(text)
-    except RulesError as exc:
-        raise UsageError(f"--rules {path}: {exc}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from engine.capture import CaptureError
     from engine.interfaces import parse_iface_names
     from engine.knobs import KnobWriteError
     from engine.replay import replay
     from .cli import UsageError
+    from .rulesfile import load_rules_file
 
     if not os.path.isfile(args.capture):
         raise UsageError(f"{args.capture}: no such file")
@@ -139,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--iface: {exc}") from None
     writes = _knob_writes(args.knob_sets)
     local = _local_addresses(args.local)
-    rules = None if args.rules is None else _load_rules(args.rules)
+    rules = None if args.rules is None else load_rules_file(args.rules)
     try:
         result = replay(args.capture, profile=args.profile, at=args.at, max_entries=args.max,
                         rules=rules, local_addresses=local, iface_names=iface_names,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Iterator
 
 from engine.render import listing_chunks, render_expect, render_stat
+from engine.rules.procfiles import matches_text, tables_names_text, targets_text
 
 Render = Callable[[Any, float], Iterator[bytes]]
 
@@ -28,3 +29,11 @@ ENGINE_VIEWS: Dict[str, Render] = {
                                                                    engine.ncpu)),
 }
 VIEWS = tuple(ENGINE_VIEWS)
+
+# Served when the mount has rules (`mount --rules FILE`): the tables of its ruleset and the
+# extensions emulated, as /proc/net/ip_tables_* with ip_tables loaded.
+RULES_VIEWS: Dict[str, Render] = {
+    "net/ip_tables_names": lambda engine, now: _once(tables_names_text(engine.chains.ruleset)),
+    "net/ip_tables_matches": lambda engine, now: _once(matches_text()),
+    "net/ip_tables_targets": lambda engine, now: _once(targets_text()),
+}
