@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import re
 import subprocess
 import time
 from functools import lru_cache
@@ -93,6 +94,23 @@ def test_table_is_the_kernels(name):
     kernel = (DATA / name / "nf_conntrack.txt").read_text().splitlines()
     engine = replayed(name).text("nf_conntrack").splitlines()
     assert listing.compare_listings(kernel, engine, tolerance=1) == []
+
+
+def kernel_drops(save_text: str) -> int:
+    """Packets the kernel dropped, from its counters: DROP policies and DROP/REJECT rules."""
+    dropped = 0
+    for line in save_text.splitlines():
+        policy = re.match(r"^:\S+ DROP \[(\d+):", line)
+        rule = re.match(r"^\[(\d+):\d+\] -A .* -j (?:DROP|REJECT)(?: |$)", line)
+        dropped += int((policy or rule).group(1)) if policy or rule else 0
+    return dropped
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_the_frames_dropped_are_as_many_as_the_kernel_dropped(name):
+    """Every drop of these scenarios hit a packet that arrived (so the capture holds it):
+    the frames whose final verdict is DROP are as many as the kernel's counters dropped."""
+    assert sum(replayed(name).dropped) == kernel_drops((DATA / name / "save.txt").read_text())
 
 
 def test_connmark_is_kept_on_the_entry():
