@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, List, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from .core import NF_ACCEPT, NF_DROP, NF_NOTRACK, Engine
 from .ctstate import CtState, PacketResult
@@ -48,6 +48,7 @@ HOOKS_WITH_OUT = frozenset((FORWARD, LOCAL_OUT, POST_ROUTING))
 LOOPBACK_NET, LOOPBACK_MASK = 0x7F000000, 0xFF000000
 # REJECT replies sent and not yet seen in the capture; a reply a hook dropped never shows.
 REPLIES_REMEMBERED = 64
+LOG_LINES_KEPT = 1000
 
 
 def _without_ip_id(datagram: bytes) -> bytes:
@@ -101,7 +102,9 @@ class _InFlight:
 
 @dataclass
 class ChainsStats:
-    logs: List[Tuple[int, str]] = field(default_factory=list)   # (syslog level, LOG line)
+    # The latest LOG lines, (syslog level, line): a ring, so a LOG rule cannot fill memory.
+    logs: Deque[Tuple[int, str]] = field(default_factory=lambda: deque(maxlen=LOG_LINES_KEPT))
+    log_lines: int = 0                                          # LOG lines made in all
     replies_sent: int = 0                                       # REJECT replies generated
     captured_replies_skipped: int = 0                           # their copies in the capture
 
@@ -111,13 +114,15 @@ class Chains:
     `feed_frame` once it is attached."""
 
     def __init__(self, engine: Engine, ruleset: Ruleset,
-                 iface_names: Optional[Dict[int, str]] = None) -> None:
+                 iface_names: Optional[Dict[int, str]] = None,
+                 log_sink: Optional[Callable[[int, str], None]] = None) -> None:
         self.engine = engine
         self.ruleset = ruleset
         self._busy: Dict[Tuple[Hook, bool], bool] = {}
         self.ruleset_changed()
         self.iface_names = dict(iface_names or {})
         self.stats = ChainsStats()
+        self.log_sink = log_sink        # called with (syslog level, line) for each LOG line
         self._in_flight: List[_InFlight] = []
         engine.chains = self              # Engine.feed_frame now comes here
         self._replies: Deque[bytes] = deque(maxlen=REPLIES_REMEMBERED)
@@ -211,7 +216,12 @@ class Chains:
         entry = None if result is None else result.entry
         if entry is not None and result.state not in (CtState.INVALID, CtState.UNTRACKED):
             entry.mark = verdict.ctmark
-        self.stats.logs.extend(verdict.logs)
+        if verdict.logs:
+            self.stats.logs.extend(verdict.logs)
+            self.stats.log_lines += len(verdict.logs)
+            if self.log_sink is not None:
+                for level, line in verdict.logs:
+                    self.log_sink(level, line)
         for reply in verdict.rejects:
             self._send_reply(reply, result, now)
         return NF_DROP if verdict.verdict == DROP else NF_ACCEPT

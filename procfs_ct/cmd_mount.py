@@ -359,7 +359,8 @@ def run(args: argparse.Namespace) -> int:
         from engine.chains import Chains
         from procfs_ct.tree import build_tree
         from procfs_ct.views import ENGINE_VIEWS, RULES_VIEWS
-        Chains(engine, rules)
+        from procfs_ct.rulesfile import log_sink
+        Chains(engine, rules, log_sink=log_sink(logging.getLogger("procfs_ct.LOG")))
         views = {**ENGINE_VIEWS, **RULES_VIEWS}
         tree = build_tree(tuple(n.path for n in tree.files() if n.view) + tuple(RULES_VIEWS))
     restored = load_state(args.state_file, engine, time.time()) if args.state_file else 0

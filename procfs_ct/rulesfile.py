@@ -1,6 +1,9 @@
 """`--rules FILE` of replay and mount: an iptables-restore file, or one clear usage error."""
 from __future__ import annotations
 
+import logging
+from typing import Callable
+
 from engine.rules import RulesError, Ruleset
 
 
@@ -19,3 +22,16 @@ def load_rules_file(path: str) -> Ruleset:
         return Ruleset.load_restore(text)
     except RulesError as exc:
         raise UsageError(f"--rules {path}: {exc}") from None
+
+
+# LOG's --log-level is a syslog level (0 emerg .. 7 debug): the daemon's log has these.
+SYSLOG_TO_LOGGING = (logging.CRITICAL, logging.CRITICAL, logging.CRITICAL, logging.ERROR,
+                     logging.WARNING, logging.INFO, logging.INFO, logging.DEBUG)
+
+
+def log_sink(logger: logging.Logger) -> Callable[[int, str], None]:
+    """Where the LOG target's lines go in the mount: `logger`, at their syslog level
+    (the kernel writes them to its own log)."""
+    def write(level: int, line: str) -> None:
+        logger.log(SYSLOG_TO_LOGGING[min(max(level, 0), 7)], "%s", line)
+    return write

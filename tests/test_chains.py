@@ -10,7 +10,7 @@ import struct
 
 from engine.build import (build_icmp, build_ipv4, build_tcp_datagram,
                           build_udp_datagram, ip_to_int)
-from engine.chains import Chains
+from engine.chains import LOG_LINES_KEPT, Chains
 from engine.ctstate import CtState
 from engine.linklayer import LINKTYPE_LINUX_SLL2
 from engine.packet import FIN, SYN
@@ -210,3 +210,16 @@ def test_icmp_error_about_a_connection_is_related():
     result = feed(ch, 1, error)
     assert result.state == CtState.RELATED and counters(ch)[-1] == 1
 
+
+
+def test_log_lines_go_to_the_sink_and_a_bounded_ring():
+    seen = []
+    ch = Chains(make_engine(), Ruleset.load_restore(
+        FILTER + '-A INPUT -p udp -j LOG --log-prefix "in: " --log-level 6\nCOMMIT\n'),
+        {ETH0: "eth0"}, log_sink=lambda level, line: seen.append((level, line)))
+    for n in range(LOG_LINES_KEPT + 5):
+        feed(ch, n * 0.001, build_udp_datagram(PEER, HOST, 5000, 7, b"a"))
+    assert len(seen) == ch.stats.log_lines == LOG_LINES_KEPT + 5
+    assert len(ch.stats.logs) == LOG_LINES_KEPT and ch.stats.logs[-1] == seen[-1]
+    level, line = seen[0]
+    assert level == 6 and line.startswith("in: IN=eth0 OUT= MAC=") and " SRC=10.0.0.2 " in line

@@ -10,6 +10,7 @@ from conftest import child_env, procfs_ct_command, wait_until
 # Sent DNS over UDP is dropped in OUTPUT: its entries are never confirmed.  The tables are
 # made filter first, so raw is the newest and listed first.
 RULES = ("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n"
+         "-A OUTPUT -p udp --dport 53 -j LOG --log-prefix \"dns out: \"\n"
          "-A OUTPUT -p udp --dport 53 -j DROP\nCOMMIT\n"
          "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n")
 FILES = ("net/ip_tables_names", "net/ip_tables_matches", "net/ip_tables_targets")
@@ -43,6 +44,8 @@ def test_mount_with_rules_drops_and_serves_the_iptables_files(mount_factory, cap
     assert {"udp", "tcp", "icmp", "state", "conntrack", "limit"} <= set(matches)
     assert matches.count("conntrack") == 3 and matches[-3:] == ["udplite", "udp", "tcp"]
     assert {"REJECT", "LOG", "NOTRACK", "ERROR", "MARK", "CONNMARK"} <= set(targets)
+    # LOG (level 4, warning) writes the kernel's line to the daemon's log.
+    assert wait_until(lambda: "dns out: IN= OUT= SRC=" in ruled.log_text(), 10), ruled.log_text()
     for rel in FILES:
         assert stat.S_IMODE(ruled.path(rel).stat().st_mode) == 0o440      # -r--r----- as /proc
         assert not plain.path(rel).exists()           # without --rules: no ip_tables files
