@@ -129,7 +129,14 @@ def run(args: argparse.Namespace) -> int:
                         rules=rules, local_addresses=local, iface_names=iface_names,
                         knob_writes=writes)
     except KnobWriteError as exc:
-        raise UsageError(f"--set: {exc} ({os.strerror(exc.errno)})") from None
+        # replay() names the knob by its own name; say it as the user wrote it.
+        text = str(exc)
+        for (name, data), spec in zip(writes, args.knob_sets):
+            own = f"{name}={data.decode(errors='replace').strip()}: "
+            if text.startswith(own):
+                text = f"{spec}: {text[len(own):]}"
+                break
+        raise UsageError(f"--set {text} ({os.strerror(exc.errno)})") from None
     except CaptureError as exc:
         raise UsageError(f"{args.capture}: {exc}") from None
     except OSError as exc:

@@ -70,8 +70,11 @@ def test_set_changes_what_the_table_shows():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--set", "nf_conntrack_max=x"], "--set: max=x: not a number"),
-    (["--set", "nf_conntrack_count=3"], "--set: count=3: count is read-only"),
+    (["--set", "nf_conntrack_max=x"], "--set nf_conntrack_max=x: not a number (Invalid argument)"),
+    (["--set", "net.netfilter.nf_conntrack_count=3"],
+     "--set net.netfilter.nf_conntrack_count=3: count is read-only (Permission denied)"),
+    (["--set", "nf_conntrack_tcp_loose=1", "--set", "nf_conntrack_log_invalid=300"],
+     "--set nf_conntrack_log_invalid=300: outside the u8 limits 0..255 (Invalid argument)"),
     (["--set", "no_such_knob=3"], "--set no_such_knob=3: no knob is called 'no_such_knob'"),
     (["--set", "nf_conntrack_max"], "--set nf_conntrack_max: expected KNOB=VALUE"),
     (["--iface", "va"], "--iface: 'va' is not INDEX=NAME"),
