@@ -11,6 +11,10 @@
 # Mounting clears a stale mount left by a killed daemon ("Transport endpoint is not
 # connected"), starts the daemon, and waits until net/nf_conntrack answers.
 # Running it twice neither stacks mounts nor starts a second daemon.
+# Unmounting finishes within 10 seconds whatever the daemon's state (running, stopped,
+# hung with readers inside, dead): it never stats the mountpoint, only reads the mount
+# table; it unmounts politely, then aborts the FUSE connection and unmounts lazily, then
+# stops the daemon it started (its pid file): SIGTERM, then SIGKILL.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -18,6 +22,8 @@ VENV="$REPO/.venv"
 STAMP="$VENV/.procfs-ct-installed"
 DEFAULT_MNT="$REPO/mnt"
 READY_SECONDS=30
+LONG_STEM=160          # a derived file name longer than this is cut and hashed (daemon.py)
+HASH_CHARS=16
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'mount.sh: %s\n' "$*" >&2; exit 1; }
@@ -83,26 +89,70 @@ setup() {
 run_dir() {
     if is_root; then printf '/run/procfs-ct'; else printf '%s/procfs-ct' "${XDG_RUNTIME_DIR:-/tmp}"; fi
 }
-file_stem() { local name=${1#/}; name=${name//\//-}; printf '%s/%s' "$(run_dir)" "${name:-root}"; }
+file_stem() {      # file_stem ABSPATH: RUN_DIR/<path with - for />, hashed if too long
+    local name=${1#/} digest
+    name=${name//\//-}
+    if [ "$(LC_ALL=C; printf '%s' "${#name}")" -gt "$LONG_STEM" ]; then
+        digest=$(printf '%s' "$1" | sha256sum | cut -c1-"$HASH_CHARS")
+        name="$(LC_ALL=C; printf '%s' "${name:0:$((LONG_STEM - HASH_CHARS - 1))}")-$digest"
+    fi
+    printf '%s/%s' "$(run_dir)" "${name:-root}"
+}
+
+# The mountpoint's absolute path without touching it: only its parent is resolved (a
+# stat of a mount whose daemon is stopped or hung would block).
+abs_mountpoint() {
+    local path=${1%/}
+    [ -n "$path" ] || path=/
+    case $path in /*) ;; *) path=$PWD/$path ;; esac
+    [ "$path" = / ] && { printf /; return; }
+    printf '%s/%s' "$(realpath -m "$(dirname "$path")")" "$(basename "$path")"
+}
+
+# mount_line MNT: the /proc/self/mountinfo line of the last mount exactly at MNT (mount
+# points there have octal escapes such as \040 for a space).
+mount_line() {
+    local mnt=$1 id parent dev root point rest found=
+    while read -r id parent dev root point rest; do
+        [ "$(printf '%b' "$point")" = "$mnt" ] && found="$id $parent $dev $root $point $rest"
+    done < /proc/self/mountinfo
+    [ -n "$found" ] && printf '%s\n' "$found"
+}
+mount_fstype() { local line; line=$(mount_line "$1"); [ -n "$line" ] && printf '%s' "${line#* - }" | cut -d' ' -f1; }
+mount_minor() { local line; line=$(mount_line "$1"); [ -n "$line" ] && printf '%s' "$line" | cut -d' ' -f3 | cut -d: -f2; }
 
 # none | ours (live procfs-ct) | stale (dead daemon) | other (someone else's mount)
 mount_state() {
-    local mnt=$1 fstype
-    fstype=$(findmnt -n -o FSTYPE --mountpoint "$mnt" 2>/dev/null | tail -n 1 || true)
+    local mnt=$1 fstype failure
+    fstype=$(mount_fstype "$mnt" || true)
     if [ -z "$fstype" ]; then printf none; return; fi
-    if ! stat "$mnt" >/dev/null 2>&1; then printf stale; return; fi
+    # A stat that hangs (stopped daemon) is killed after 2 s: FUSE waits are killable.
+    failure=$(LC_ALL=C timeout -s KILL 2 stat "$mnt" 2>&1 >/dev/null || true)
+    case $failure in *"not connected"*) printf stale; return ;; esac
     if [ "$fstype" = fuse.procfs-ct ]; then printf ours; else printf other; fi
 }
 
-fuse_unmount() {   # fuse_unmount MNT: polite first, lazy if still busy
+abort_connection() {   # abort_connection MNT: echo 1 > /sys/fs/fuse/connections/MINOR/abort
+    local minor dir=/sys/fs/fuse/connections
+    minor=$(mount_minor "$1" || true)
+    [ -n "$minor" ] || return 0
+    [ -d "$dir/$minor" ] || mount -t fusectl fusectl "$dir" 2>/dev/null || true
+    [ -w "$dir/$minor/abort" ] && echo 1 > "$dir/$minor/abort" 2>/dev/null || true
+}
+
+fuse_unmount() {   # fuse_unmount MNT: polite while it works, then abort and lazy; never blocks
     local mnt=$1 tool=fusermount i
     command -v fusermount >/dev/null || tool=fusermount3
-    for i in 1 2 3 4 5 6 7 8 9 10; do
-        [ "$(mount_state "$mnt")" = none ] && return 0
-        "$tool" -u "$mnt" 2>/dev/null && return 0
-        sleep 0.2
+    for i in 1 2 3 4 5; do
+        [ -z "$(mount_fstype "$mnt")" ] && return 0
+        timeout -s KILL 0.5 "$tool" -u "$mnt" 2>/dev/null && return 0
+        sleep 0.1
     done
-    "$tool" -uz "$mnt" 2>/dev/null || umount -l "$mnt"
+    # Busy (readers inside) or the daemon does not answer: cut the connection, so blocked
+    # readers get an error, then detach the mount.
+    abort_connection "$mnt"
+    timeout -s KILL 2 "$tool" -uz "$mnt" 2>/dev/null || timeout -s KILL 2 umount -l "$mnt" 2>/dev/null || true
+    [ -z "$(mount_fstype "$mnt")" ]
 }
 
 daemon_pid() {     # daemon_pid PIDFILE: the pid it names, if that process is procfs-ct
@@ -111,11 +161,15 @@ daemon_pid() {     # daemon_pid PIDFILE: the pid it names, if that process is pr
     if [ -n "$pid" ] && grep -qsa procfs-ct "/proc/$pid/cmdline"; then printf '%s' "$pid"; fi
 }
 
-stop_daemon() {    # stop_daemon PID PIDFILE: wait for the daemon to leave, then insist
+stop_daemon() {    # stop_daemon PID PIDFILE: let the daemon leave, then insist
     local pid=$1 pidfile=$2 i
     if [ -n "$pid" ]; then
-        for i in $(seq 50); do daemon_gone "$pid" && break; sleep 0.1; done
-        if ! daemon_gone "$pid"; then kill -TERM "$pid" 2>/dev/null || true; sleep 1; fi
+        for i in $(seq 15); do daemon_gone "$pid" && break; sleep 0.1; done
+        if ! daemon_gone "$pid"; then
+            # A stopped daemon handles SIGTERM (saving its state file) once continued.
+            kill -TERM "$pid" 2>/dev/null || true; kill -CONT "$pid" 2>/dev/null || true
+            for i in $(seq 20); do daemon_gone "$pid" && break; sleep 0.1; done
+        fi
         if ! daemon_gone "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
     fi
     rm -f "$pidfile"
@@ -129,18 +183,18 @@ daemon_gone() {    # exited, or a zombie waiting to be reaped
 
 # -- commands -----------------------------------------------------------------------------
 do_unmount() {
-    local mnt stem state pid
-    mnt=$(realpath -m "${1:-$DEFAULT_MNT}")
+    local mnt stem fstype pid
+    mnt=$(abs_mountpoint "${1:-$DEFAULT_MNT}")
     stem=$(file_stem "$mnt")
-    state=$(mount_state "$mnt")
+    fstype=$(mount_fstype "$mnt" || true)      # the mount table only: never stat the mount
     pid=$(daemon_pid "$stem.pid")        # before unmounting: the daemon removes its pid file
-    case $state in
-        other) die "$mnt is not a procfs-ct mount (fstype $(findmnt -n -o FSTYPE --mountpoint "$mnt"))" ;;
-        none) ;;
-        *) fuse_unmount "$mnt" ;;
+    case $fstype in
+        '') ;;
+        fuse.procfs-ct) fuse_unmount "$mnt" || say "mount.sh: $mnt: still mounted" >&2 ;;
+        *) die "$mnt is not a procfs-ct mount (fstype $fstype)" ;;
     esac
     stop_daemon "$pid" "$stem.pid"
-    if [ "$state" = none ] && [ -z "$pid" ]; then say "$mnt: not mounted"; else say "Unmounted $mnt"; fi
+    if [ -z "$fstype" ] && [ -z "$pid" ]; then say "$mnt: not mounted"; else say "Unmounted $mnt"; fi
 }
 
 show_usage() {     # show_usage SHOWN_MOUNTPOINT [MOUNTPOINT_ARGUMENT]
@@ -160,7 +214,7 @@ show_usage() {     # show_usage SHOWN_MOUNTPOINT [MOUNTPOINT_ARGUMENT]
 do_mount() {
     local mnt=$DEFAULT_MNT given=
     if [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then mnt=$1; given=$1; shift; fi
-    mnt=$(realpath -m "$mnt")
+    mnt=$(abs_mountpoint "$mnt")
     setup
     local stem shown=$mnt state
     stem=$(file_stem "$mnt")
@@ -171,7 +225,7 @@ do_mount() {
             say "procfs-ct is already mounted at $mnt (pid $(cat "$stem.pid" 2>/dev/null || echo '?'));" \
                 "unmount with ./mount.sh -u${given:+ $given} to change its options."
             show_usage "$shown" "$given"; return 0 ;;
-        other) die "$mnt already holds another mount (fstype $(findmnt -n -o FSTYPE --mountpoint "$mnt"))" ;;
+        other) die "$mnt already holds another mount (fstype $(mount_fstype "$mnt"))" ;;
         stale)
             say "Clearing a stale mount at $mnt (its daemon died)..."
             local pid

@@ -112,17 +112,28 @@ class Engine:
         ip_rcv drops, a fragment held for now."""
         if self.chains is not None:
             return self.chains.feed_frame(ts, linktype, frame)
+        tried = False
         if (linktype == LINKTYPE_ETHERNET and frame[12:14] == ETHERTYPE_IPV4
-                and self.fast_extraction and not self.forwarded):
+                and self.fast_extraction and not self.forwarded.arrivals):
             # Untagged Ethernet: the common datagram is read in place, without a copy.
             pkt = extract_ipv4(frame, 14, self.default_hook)
             if pkt is not None:
-                return self.feed_packet(pkt, ts)
+                if self.listeners:
+                    return self.feed_packet(pkt, ts)
+                # feed_packet() without listeners, inlined: most packets of a replay.
+                result = self.tracker.process(pkt, ts)
+                if result.pending:
+                    self.tracker.confirm(result, ts)
+                return result
+            tried = True
         datagram, hook = strip_link(linktype, frame)
         if datagram is None:
             self.frames_not_ipv4 += 1
             return None
-        return self.feed_datagram(ts, datagram, self.default_hook if hook is None else hook)
+        hook = self.default_hook if hook is None else hook
+        if tried:
+            return self._feed_uncommon(ts, datagram, hook)     # extraction declined it
+        return self.feed_datagram(ts, datagram, hook)
 
     def feed_datagram(self, ts: float, datagram: bytes, hook: int,
                       looped_back: bool = False) -> Optional[PacketResult]:
@@ -131,22 +142,28 @@ class Engine:
         `looped_back`: see feed_packet."""
         if hook == PRE_ROUTING:
             self.forwarded.arrived(datagram)
-        elif self.forwarded and self.forwarded.is_copy(datagram):
+        elif self.forwarded.arrivals and self.forwarded.is_copy(datagram):
             return None                    # a forwarded datagram leaving: already tracked
-        pkt = extract_ipv4(datagram, 0, hook) if self.fast_extraction else None
-        if pkt is None:
-            if len(datagram) >= 8 and (datagram[6] & 0x3F or datagram[7]):
-                self._sync_defrag_knobs()
-                datagram = self.defrag.feed(datagram, ts, hook)
-                if datagram is None:
-                    return None            # held until complete: invisible to conntrack
-            parsed = parse_ipv4(datagram, hook)
-            if isinstance(parsed, ParseError):
-                # The kernel drops a broken IP header before any hook (ip_rcv): conntrack
-                # never sees it, no stat column counts it; the engine keeps its own count.
-                self.malformed += 1
-                return None
-            pkt = parsed
+        if self.fast_extraction:
+            pkt = extract_ipv4(datagram, 0, hook)
+            if pkt is not None:
+                return self.feed_packet(pkt, ts, looped_back=looped_back)
+        return self._feed_uncommon(ts, datagram, hook, looped_back)
+
+    def _feed_uncommon(self, ts: float, datagram: bytes, hook: int,
+                       looped_back: bool = False) -> Optional[PacketResult]:
+        """feed_datagram() for what the fast extraction declines: defragment, parse."""
+        if len(datagram) >= 8 and (datagram[6] & 0x3F or datagram[7]):
+            self._sync_defrag_knobs()
+            datagram = self.defrag.feed(datagram, ts, hook)
+            if datagram is None:
+                return None                # held until complete: invisible to conntrack
+        pkt = parse_ipv4(datagram, hook)
+        if isinstance(pkt, ParseError):
+            # The kernel drops a broken IP header before any hook (ip_rcv): conntrack
+            # never sees it, no stat column counts it; the engine keeps its own count.
+            self.malformed += 1
+            return None
         return self.feed_packet(pkt, ts, looped_back=looped_back)
 
     def feed_packet(self, pkt: Packet, now: float, attached: Optional[PacketResult] = None,

@@ -25,27 +25,26 @@ def fingerprint(datagram: bytes) -> Optional[bytes]:
 
 class ForwardedCopies:
     def __init__(self, remembered: int = REMEMBERED) -> None:
-        self._arrived: "OrderedDict[bytes, int]" = OrderedDict()   # fingerprint -> TTL
+        # fingerprint -> TTL; empty (false) unless the capture has received packets, which
+        # callers test before calling in: most captures have none.
+        self.arrivals: "OrderedDict[bytes, int]" = OrderedDict()
         self._remembered = remembered
-
-    def __bool__(self) -> bool:
-        return bool(self._arrived)
 
     def arrived(self, datagram: bytes) -> None:
         """A datagram received from a wire (PREROUTING)."""
         mark = fingerprint(datagram)
         if mark is None:
             return
-        self._arrived[mark] = datagram[8]
-        if len(self._arrived) > self._remembered:
-            self._arrived.popitem(last=False)
+        self.arrivals[mark] = datagram[8]
+        if len(self.arrivals) > self._remembered:
+            self.arrivals.popitem(last=False)
 
     def is_copy(self, datagram: bytes) -> bool:
         """Is this outgoing datagram the forwarded copy of one that arrived?  (Each arrival
         matches one copy.)"""
         mark = fingerprint(datagram)
-        ttl = self._arrived.get(mark) if mark is not None else None
+        ttl = self.arrivals.get(mark) if mark is not None else None
         if ttl is None or datagram[8] != ttl - 1:
             return False
-        del self._arrived[mark]
+        del self.arrivals[mark]
         return True

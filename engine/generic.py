@@ -13,6 +13,7 @@ from .packet import Packet
 
 class GenericTracker:
     name = "unknown"
+    error_messages = False
     invert = staticmethod(swapped)
 
     def __init__(self, profile: str) -> None:

@@ -16,6 +16,7 @@ from .packet import Packet
 
 class GreTracker:
     name = "gre"
+    error_messages = False
     invert = staticmethod(swapped)
 
     def __init__(self, profile: str) -> None:

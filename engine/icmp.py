@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional, Tuple, Union
 
 from .entry import REPLY, Entry
 from .hooks import PRE_ROUTING
-from .l4 import checked_uint
+from .l4 import checked_uint, icmp_inverted, icmp_text
 from .outcome import DELETE, IGNORE
 from .packet import ICMP_ERROR_TYPES, Packet
 from .profile import is_modern
@@ -51,6 +51,7 @@ def classify_error(pkt: Packet, find_reply: FindReply, find: FindReply, modern: 
 
 class IcmpTracker:
     name = "icmp"
+    error_messages = True
 
     def __init__(self, profile: str) -> None:
         self.modern = is_modern(profile)
@@ -67,10 +68,7 @@ class IcmpTracker:
         return pkt.icmp.type in ICMP_ERROR_TYPES
 
     def invert(self, a: int, b: int) -> Optional[Tuple[int, int]]:
-        reply_type = ICMP_INVERSE.get(b >> 8)
-        if reply_type is None:
-            return None
-        return a, (reply_type << 8) | (b & 0xFF)
+        return icmp_inverted(ICMP_INVERSE, a, b)
 
     def new(self, entry: Entry, pkt: Packet, knobs) -> bool:
         if pkt.icmp.type not in REQUEST_TYPES:
@@ -94,8 +92,7 @@ class IcmpTracker:
     def state_name(self, entry: Entry) -> Optional[str]:
         return None
 
-    def tuple_text(self, a: int, b: int) -> str:
-        return f"type={b >> 8} code={b & 255} id={a} "
+    tuple_text = staticmethod(icmp_text)
 
     def export_l4(self, entry: Entry, now: float) -> int:
         return entry.l4

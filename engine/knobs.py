@@ -17,6 +17,8 @@ import errno
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, Mapping, NamedTuple, Optional, Tuple, Union
 
+from .profile import LINUX, check_profile
+
 HZ = 250                      # the reference kernel's tick rate: bounds jiffies knobs
 INT_MAX = 2**31 - 1
 INT_MIN = -(2**31)
@@ -25,7 +27,6 @@ PAGE_SIZE = 4096
 WRITE_WINDOW = PAGE_SIZE - 1  # the handlers parse at most this many bytes of one write
 TOKEN_MAX = 21                # proc_get_long: TMPBUFLEN - 1; a number (with its sign) this long is refused
 
-PROFILES = ("tutorial", "linux")
 
 # Where each generation keeps its knobs (relative to the mount point).
 MODERN_DIR = "sys/net/netfilter/nf_conntrack_"
@@ -78,10 +79,10 @@ class Knob:
         return tuple(found)
 
     def default(self, profile: str) -> Optional[int]:
-        return self.linux if profile == "linux" else self.tutorial
+        return self.linux if profile == LINUX else self.tutorial
 
     def value_range(self, profile: str) -> Range:
-        return self.linux_range if profile == "linux" else self.tutorial_range
+        return self.linux_range if profile == LINUX else self.tutorial_range
 
     def handler(self, profile: str) -> str:
         """The kind of kernel handler that parses writes in this profile."""
@@ -141,11 +142,11 @@ KNOBS: Tuple[Knob, ...] = (
     _timeout("udp_timeout", 30, 30, "UDP before a reply (and modern: within 2 s of the first)"),
     _timeout("udp_timeout_stream", 120, 180, "UDP stream (ASSURED)"),
     _timeout("icmp_timeout", 30, 30, "ICMP request entries"),
-    Knob("icmpv6_timeout", JIFFIES, 30, 30, "ICMPv6 (not tracked: IPv4 only)"),
+    Knob("icmpv6_timeout", JIFFIES, 30, 30, "ICMPv6 echo / node information entries (IPv6)"),
     _timeout("generic_timeout", 600, 600, "any other IP protocol"),
-    Knob("gre_timeout", JIFFIES, 30, 30, "GRE before a reply (tracked as generic here)"),
-    Knob("gre_timeout_stream", JIFFIES, 180, 180, "GRE stream (tracked as generic here)"),
-    *(Knob(f"sctp_timeout_{state}", JIFFIES, secs, secs, f"SCTP {state.upper()} (not tracked)")
+    Knob("gre_timeout", JIFFIES, 30, 30, "GRE before a reply (linux; the tutorial tracks GRE as generic)"),
+    Knob("gre_timeout_stream", JIFFIES, 180, 180, "GRE stream (linux; the tutorial tracks GRE as generic)"),
+    *(Knob(f"sctp_timeout_{state}", JIFFIES, secs, secs, f"SCTP {state.upper()} (linux; the tutorial tracks SCTP as generic)")
       for state, secs in (("closed", 10), ("cookie_wait", 3), ("cookie_echoed", 3),
                           ("established", 210), ("shutdown_sent", 3), ("shutdown_recd", 3),
                           ("shutdown_ack_sent", 3), ("heartbeat_sent", 30))),
@@ -178,7 +179,7 @@ KNOBS_BY_PATH: Dict[str, Knob] = {path: k for k in KNOBS for path in k.paths}
 
 def default_table_size(profile: str, ram_bytes: int) -> Tuple[int, int]:
     """(buckets, max) as the profile's kernel computes them from RAM (spec §7.1)."""
-    if profile == "linux":
+    if profile == LINUX:
         buckets = ram_bytes // 16384 // 8            # sizeof(struct hlist_head) on 64-bit
         if ram_bytes > 4 << 30:
             buckets = 262144
@@ -298,8 +299,7 @@ class KnobValues:
     def __init__(self, profile: str, ram_bytes: int, *, max_entries: Optional[int] = None,
                  buckets: Optional[int] = None,
                  overrides: Optional[Dict[str, int]] = None) -> None:
-        if profile not in PROFILES:
-            raise ValueError(f"unknown profile {profile!r} (choose from {', '.join(PROFILES)})")
+        check_profile(profile)
         self.profile = profile
         default_buckets, default_max = default_table_size(profile, ram_bytes)
         if buckets is not None:

@@ -1,14 +1,14 @@
 """The layer-3 protocols conntrack knows, behind one interface (a module per family).
 
 An L3 module owns the table key of its family, the reply key, the address text and the
-listing prefix of net/nf_conntrack; IPv6 will be a second module with the same names.
+listing prefix of net/nf_conntrack: engine/ipv4.py and engine/ipv6.py have the same names.
 """
 from __future__ import annotations
 
 from types import ModuleType
 from typing import Dict, Protocol, Tuple
 
-from . import ipv4
+from . import ipv4, ipv6
 
 
 class L3(Protocol):
@@ -23,7 +23,7 @@ class L3(Protocol):
     def addr_text(self, addr: int) -> str: ...
 
 
-L3_BY_FAMILY: Dict[int, ModuleType] = {ipv4.FAMILY: ipv4}
+L3_BY_FAMILY: Dict[int, ModuleType] = {ipv4.FAMILY: ipv4, ipv6.FAMILY: ipv6}
 
 
 def l3_of(family: int) -> L3:

@@ -10,7 +10,8 @@ from typing import Any, Dict, Mapping, Optional, Protocol, Tuple
 
 from .entry import Entry
 from .outcome import Outcome
-from .packet import IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
+from .packet import (IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
+                     IPPROTO_UDP, IPPROTO_UDPLITE, Packet)
 from .profile import is_modern
 
 Knobs = Mapping[str, int]
@@ -18,6 +19,7 @@ Knobs = Mapping[str, int]
 
 class L4Tracker(Protocol):
     name: str                   # the listing's protocol name ("unknown" for generic)
+    error_messages: bool        # may quote_flow() say yes (ICMP): else it is not asked
 
     def error(self, pkt: Packet, knobs: Knobs) -> Optional[str]:
         """Why this packet is INVALID before any lookup (nf_conntrack's l4 error()), or None."""
@@ -54,13 +56,20 @@ def profile_trackers(profile: str) -> Tuple[Dict[int, L4Tracker], L4Tracker]:
     from .generic import GenericTracker
     from .gre import GreTracker
     from .icmp import IcmpTracker
+    from .icmpv6 import Icmpv6Tracker
+    from .sctp import SctpTracker
     from .tcp import TcpTracker
     from .udp import UdpTracker
+    from .udplite import UdpliteTracker
     trackers: Dict[int, L4Tracker] = {IPPROTO_TCP: TcpTracker(profile),
                                       IPPROTO_UDP: UdpTracker(profile),
                                       IPPROTO_ICMP: IcmpTracker(profile)}
     if is_modern(profile):
-        trackers[IPPROTO_GRE] = GreTracker(profile)   # ip_conntrack had no GRE in core
+        # ip_conntrack had none of these in core: the tutorial tracks them as generic.
+        trackers[IPPROTO_GRE] = GreTracker(profile)
+        trackers[IPPROTO_SCTP] = SctpTracker(profile)
+        trackers[IPPROTO_UDPLITE] = UdpliteTracker(profile)
+        trackers[IPPROTO_ICMPV6] = Icmpv6Tracker(profile)   # refuses 58 inside IPv4
     return trackers, GenericTracker(profile)
 
 
@@ -92,3 +101,17 @@ def swapped(a: int, b: int) -> Tuple[int, int]:
 
 def ports_text(a: int, b: int) -> str:
     return f"sport={a} dport={b} "
+
+
+def icmp_text(a: int, b: int) -> str:
+    """tuple_text() of ICMP and ICMPv6: the id in part a, type << 8 | code in part b."""
+    return f"type={b >> 8} code={b & 255} id={a} "
+
+
+def icmp_inverted(inverse: Mapping[int, int], a: int, b: int) -> Optional[Tuple[int, int]]:
+    """invert() of ICMP and ICMPv6: the reply type (inverse[type]) with the same code and
+    id; None for a type without a reply."""
+    reply_type = inverse.get(b >> 8)
+    if reply_type is None:
+        return None
+    return a, (reply_type << 8) | (b & 0xFF)

@@ -16,6 +16,11 @@ IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 IPPROTO_GRE = 47
+IPPROTO_ICMPV6 = 58
+IPPROTO_SCTP = 132
+IPPROTO_UDPLITE = 136
+# Protocols whose tuple holds ports in the first 4 bytes of their header.
+PORT_PROTOCOLS = frozenset((IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP, IPPROTO_UDPLITE))
 
 # ICMP types whose body quotes the offending datagram (spec 5.2).
 ICMP_ERROR_TYPES = frozenset((3, 4, 5, 11, 12))
@@ -35,6 +40,7 @@ class TcpInfo:
     sack_perm: bool = False          # SACK-permitted option present
     sack_edge: Optional[int] = None  # highest right edge of SACK blocks, None if none
     checksum_ok: bool = True
+    options: bool = False            # the header has option bytes (data offset above 5)
 
 
 @dataclass(slots=True)
@@ -51,6 +57,18 @@ class IcmpInfo:
 
 
 @dataclass(slots=True)
+class SctpInfo:
+    vtag: int                        # the common header's verification tag
+    # (type, flags, initiate tag) per chunk, in order; the initiate tag of INIT and
+    # INIT ACK chunks, None for other chunks or when it is cut off.
+    chunks: tuple
+    # do_basic_checks(): at least one chunk, none of length 0, COOKIE ECHO/ACK only first,
+    # INIT / INIT ACK / SHUTDOWN COMPLETE only alone.
+    chunks_ok: bool
+    checksum_ok: bool = True
+
+
+@dataclass(slots=True)
 class Packet:
     """One whole (reassembled) datagram, as conntrack sees it at `hook`."""
     src: int
@@ -60,16 +78,18 @@ class Packet:
     hook: int = LOCAL_OUT
     sport: int = 0                   # TCP/UDP ports; ICMP: id in sport, type<<8|code in dport
     dport: int = 0
-    key: bytes = b""                 # the table key (l3.key of src, dst, sport, dport)
+    key: bytes = b""                 # the table key: l3.key(src, dst, sport, dport), see keyed()
     l3: ModuleType = ipv4
     tcp: Optional[TcpInfo] = None
     icmp: Optional[IcmpInfo] = None
+    sctp: Optional[SctpInfo] = None
     udp_len: int = 0
     l4_checksum_ok: bool = True
     # Set by the parser when the L4 header is unusable (truncated, bad length):
     # the tracker classifies such a packet INVALID and counts it.
     l4_error: Optional[str] = None
 
-    def __post_init__(self) -> None:
-        if not self.key:             # a Packet built by hand: its key from its fields
-            self.key = self.l3.key(self.src, self.dst, self.sport, self.dport)
+    def keyed(self) -> "Packet":
+        """This packet with its key set from its fields (for a Packet built by hand)."""
+        self.key = self.l3.key(self.src, self.dst, self.sport, self.dport)
+        return self

@@ -19,14 +19,15 @@ parse_ipv4 never raises: any byte string gives a Packet or a ParseError.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple, Optional, Union
+from typing import Callable, NamedTuple, Optional, Tuple, Union
 
 from . import ipv4
 from .build import checksum_valid, pseudo_header_sum
 from .hooks import PRE_ROUTING
 from .ipv4 import IP_MF, IP_OFFSET
-from .packet import (ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-                     IcmpInfo, Packet, TcpInfo)
+from .packet import (ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP,
+                     IPPROTO_UDP, IPPROTO_UDPLITE, PORT_PROTOCOLS, IcmpInfo, Packet, TcpInfo)
+from .parse_sctp import parse_sctp
 
 _IP = ipv4.HEADER
 _IP_FRAG = struct.Struct("!HHH")        # tot_len id frag, at offset 2
@@ -85,9 +86,16 @@ def ipv4_fragment_info(datagram: bytes) -> Optional[FragmentInfo]:
 
 def parse_ipv4(datagram: bytes, hook: int) -> Union[Packet, ParseError]:
     """Parse one whole IPv4 datagram seen at netfilter hook `hook`."""
+    return never_raising(_parse, datagram, hook)
+
+
+def never_raising(parse: Callable[[bytes, int], Union[Packet, ParseError]], datagram: bytes,
+                  hook: int) -> Union[Packet, ParseError]:
+    """parse(datagram, hook), a parser bug reported as a ParseError instead of raised, so
+    that it cannot stop the engine."""
     try:
-        return _parse(datagram, hook)
-    except Exception as exc:   # a parser bug must not stop the engine: report, don't raise
+        return parse(datagram, hook)
+    except Exception as exc:
         return ParseError(f"parser error: {type(exc).__name__}: {exc}")
 
 
@@ -123,6 +131,10 @@ def _parse(datagram: bytes, hook: int) -> Union[Packet, ParseError]:
         _parse_icmp(packet, datagram, ihl, tot_len, verify)
     elif proto == IPPROTO_GRE:
         _parse_gre(packet, datagram, ihl, tot_len)
+    elif proto == IPPROTO_SCTP:
+        parse_sctp(packet, datagram, ihl, tot_len, verify)
+    elif proto == IPPROTO_UDPLITE:
+        _parse_udplite(packet, datagram, ihl, tot_len, verify)
     packet.key = ipv4.key(src, dst, packet.sport, packet.dport)
     return packet
 
@@ -133,8 +145,10 @@ def _parse(datagram: bytes, hook: int) -> Union[Packet, ParseError]:
 # tests and two unpacks, and the key is a slice of the bytes.  extract_ipv4() does exactly
 # that and declines everything else, which parse_ipv4() then handles; both hand the same
 # Packet to the same tracking steps (tests/test_packet_path.py checks they agree).
-_ADDRS_PORTS = struct.Struct("!IIHH")
-_TCP_AFTER_PORTS = struct.Struct("!IIBBH")   # seq, ack, data offset, flags, window
+# From byte 12 of the IP header: addresses, ports, then UDP's length / TCP's seq, ack, data
+# offset, flags and window -- one unpack per packet.
+_UDP_FROM_ADDRS = struct.Struct("!IIHHH")
+_TCP_FROM_ADDRS = struct.Struct("!IIHHIIBBH")
 
 
 def extract_ipv4(data: bytes, off: int, hook: int) -> Optional[Packet]:
@@ -148,34 +162,55 @@ def extract_ipv4(data: bytes, off: int, hook: int) -> Optional[Packet]:
         return None
     proto = data[off + 9]
     if proto == IPPROTO_UDP:
-        udp_len = data[off + 24] << 8 | data[off + 25]
+        src, dst, sport, dport, udp_len = _UDP_FROM_ADDRS.unpack_from(data, off + 12)
         if tot_len < 28 or udp_len < 8 or udp_len > tot_len - 20:
             return None
-        src, dst, sport, dport = _ADDRS_PORTS.unpack_from(data, off + 12)
         return Packet(src, dst, proto, tot_len, hook, sport, dport, data[off + 12:off + 24],
                       udp_len=udp_len)
     if proto == IPPROTO_TCP:
         if tot_len < 40:
             return None
-        seq, ack, doff, flags, window = _TCP_AFTER_PORTS.unpack_from(data, off + 24)
+        src, dst, sport, dport, seq, ack, doff, flags, window = _TCP_FROM_ADDRS.unpack_from(
+            data, off + 12)
         doff = (doff >> 4) * 4
         l4_len = tot_len - 20
         if doff < 20 or doff > l4_len:
             return None
         tcp = TcpInfo(flags, seq, ack, window, l4_len - doff)
         if doff > 20:
+            tcp.options = True
             parse_tcp_options(tcp, data, off + 40, off + 20 + doff)
-        src, dst, sport, dport = _ADDRS_PORTS.unpack_from(data, off + 12)
         return Packet(src, dst, proto, tot_len, hook, sport, dport, data[off + 12:off + 24],
                       tcp=tcp)
     return None
 
 
+GRE_VERSION_1 = 1
+GRE_PROTO_PPP = 0x880B
+
+
+def gre_keys(data: bytes, start: int, end: int) -> Optional[Tuple[int, int]]:
+    """(srckey, dstkey) of a GRE header as gre_pkt_to_tuple() reads it, None if the kernel
+    makes no tuple of it.
+
+    Only enhanced GRE (version 1, PPTP) has keys: the call id is the dstkey; the srckey
+    comes from the PPTP helper's keymap, which is empty here, so 0.  Anything else, or a
+    version-1 header cut before its call id, gets keys 0 like the generic tracker; a
+    version-1 header carrying anything but PPP makes no tuple at all (INVALID).
+    """
+    if end - start < 8 or data[start + 1] & 0x07 != GRE_VERSION_1:
+        return 0, 0
+    if data[start + 2] << 8 | data[start + 3] != GRE_PROTO_PPP:
+        return None
+    return 0, data[start + 6] << 8 | data[start + 7]
+
+
 def _parse_gre(packet: Packet, datagram: bytes, ihl: int, end: int) -> None:
-    # Only enhanced GRE (version 1, PPTP) carries a key: the call id, which the kernel
-    # puts in the tuple's dstkey.  Version 0 tracks with keys 0, like generic.
-    if end - ihl >= 8 and datagram[ihl + 1] & 0x07 == 1:
-        packet.dport = int.from_bytes(datagram[ihl + 6:ihl + 8], "big")
+    keys = gre_keys(datagram, ihl, end)
+    if keys is None:
+        packet.l4_error = "gre version 1 not carrying ppp"
+        return
+    packet.sport, packet.dport = keys
 
 
 def _l4_checksum_ok(packet: Packet, datagram: bytes, start: int, end: int) -> bool:
@@ -200,6 +235,7 @@ def _parse_tcp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool
         return
     tcp = TcpInfo(flags, seq, ack, window, l4_len - doff)
     if doff > 20:
+        tcp.options = True
         parse_tcp_options(tcp, datagram, ihl + 20, ihl + doff)
     if verify:
         tcp.checksum_ok = packet.l4_checksum_ok = _l4_checksum_ok(packet, datagram, ihl, end)
@@ -245,16 +281,25 @@ def parse_tcp_options(tcp: TcpInfo, data: bytes, pos: int, end: int) -> None:
         pos += size
 
 
+def _udp_header(packet: Packet, datagram: bytes, ihl: int, end: int,
+                what: str) -> Optional[Tuple[int, int]]:
+    """The ports of a UDP or UDP-Lite header into packet; (length field, checksum), or None
+    with packet.l4_error set when the 8 bytes are not there."""
+    if end - ihl < 8:
+        if end - ihl >= 4:
+            packet.sport, packet.dport = _PORTS.unpack_from(datagram, ihl)
+        packet.l4_error = f"truncated {what} header"
+        return None
+    packet.sport, packet.dport, length, csum = _UDP.unpack_from(datagram, ihl)
+    return length, csum
+
+
 def _parse_udp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool) -> None:
     l4_len = end - ihl
-    if l4_len < 8:
-        if l4_len >= 4:
-            packet.sport, packet.dport = _PORTS.unpack_from(datagram, ihl)
-        packet.l4_error = "truncated udp header"
+    header = _udp_header(packet, datagram, ihl, end, "udp")
+    if header is None:
         return
-    sport, dport, udp_len, csum = _UDP.unpack_from(datagram, ihl)
-    packet.sport = sport
-    packet.dport = dport
+    udp_len, csum = header
     packet.udp_len = udp_len
     if udp_len > l4_len or udp_len < 8:
         packet.l4_error = "udp length"
@@ -263,15 +308,48 @@ def _parse_udp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool
         packet.l4_checksum_ok = _l4_checksum_ok(packet, datagram, ihl, end)
 
 
-def _parse_icmp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool) -> None:
-    if end - ihl < 8:
-        packet.l4_error = "truncated icmp header"
+def _parse_udplite(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool) -> None:
+    """udplite_error(): the length field is the checksum coverage (0 = the whole datagram,
+    else 8 .. the datagram's length), and a checksum is mandatory."""
+    l4_len = end - ihl
+    header = _udp_header(packet, datagram, ihl, end, "udplite")
+    if header is None:
         return
-    icmp_type, code, _csum, ident = _ICMP.unpack_from(datagram, ihl)
+    coverage, csum = header
+    if coverage == 0:
+        coverage = l4_len
+    elif coverage < 8 or coverage > l4_len:
+        packet.l4_error = "invalid udplite checksum coverage"
+        return
+    if not csum:
+        packet.l4_error = "udplite checksum missing"
+        return
+    if verify:
+        # The pseudo header carries the whole length, and UDP's protocol number, not 136:
+        # udplite_error() verifies with IPPROTO_UDP, so the kernel calls a correct UDP-Lite
+        # sum bad (scenario wire_sctp_udplite_checksums).  The sum covers `coverage` bytes.
+        initial = pseudo_header_sum(packet.src, packet.dst, IPPROTO_UDP, l4_len)
+        packet.l4_checksum_ok = checksum_valid(datagram[ihl:ihl + coverage], initial)
+
+
+def icmp_header(packet: Packet, datagram: bytes, start: int, end: int,
+                what: str) -> Optional[IcmpInfo]:
+    """An ICMP or ICMPv6 header: id into sport, type << 8 | code into dport; None with
+    packet.l4_error set when its 8 bytes are not there."""
+    if end - start < 8:
+        packet.l4_error = f"truncated {what} header"
+        return None
+    icmp_type, code, _csum, ident = _ICMP.unpack_from(datagram, start)
     packet.sport = ident
     packet.dport = icmp_type << 8 | code
-    icmp = IcmpInfo(icmp_type, code, ident)
-    if icmp_type in ICMP_ERROR_TYPES:
+    return IcmpInfo(icmp_type, code, ident)
+
+
+def _parse_icmp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool) -> None:
+    icmp = icmp_header(packet, datagram, ihl, end, "icmp")
+    if icmp is None:
+        return
+    if icmp.type in ICMP_ERROR_TYPES:
         icmp.inner = _embedded_tuple(datagram, ihl + 8, end)
         icmp.inner_bad = icmp.inner is None
     if verify:
@@ -283,8 +361,8 @@ def _embedded_tuple(data: bytes, start: int, end: int) -> Optional[tuple]:
     """(src, dst, proto, sport, dport) of the datagram an ICMP error quotes, or None.
 
     Mirrors nf_ct_get_tuplepr() on the inner header: the IP header must be whole
-    and not a non-first fragment; ports need 4 bytes of TCP/UDP, an inner ICMP
-    needs its 8-byte header.  The inner total length is not checked (quotes are cut).
+    and not a non-first fragment; ports need 4 bytes of TCP/UDP/SCTP/UDP-Lite, an inner
+    ICMP needs its 8-byte header, GRE is keyed as gre_keys() says.  The inner total length is not checked (quotes are cut).
     """
     available = end - start
     if available < 20:
@@ -295,11 +373,14 @@ def _embedded_tuple(data: bytes, start: int, end: int) -> Optional[tuple]:
         return None
     l4 = start + ihl
     l4_available = available - ihl
-    if proto in (IPPROTO_TCP, IPPROTO_UDP):
+    if proto in PORT_PROTOCOLS:
         if l4_available < 4:
             return None
         sport, dport = _PORTS.unpack_from(data, l4)
         return (src, dst, proto, sport, dport)
+    if proto == IPPROTO_GRE:
+        keys = gre_keys(data, l4, end)
+        return None if keys is None else (src, dst, proto) + keys
     if proto == IPPROTO_ICMP:
         if l4_available < 8:
             return None

@@ -1,6 +1,6 @@
 """The TCP connection tracker: pre-table checks, entry creation and the per-packet algorithm.
 
-Spec: spec/conntrack.md §4.5 (error checks), §4.6 (per-packet algorithm, modern, and the
+Spec: docs/spec/conntrack.md §4.5 (error checks), §4.6 (per-packet algorithm, modern, and the
 "2.6-ipct/pom differences"), §4.7 (window tracking, engine/tcp_window.py) and §4.8 (timeouts).
 The transitions themselves are data in engine/tcp_tables.py; this module looks the new state
 up and handles the few cells and situations the kernel treats specially.
@@ -54,6 +54,7 @@ class TcpTracker:
     """TCP state machine of one profile; per-entry state lives in `entry.l4` (a TcpConn)."""
 
     name = "tcp"
+    error_messages = False
     invert = staticmethod(swapped)
     tuple_text = staticmethod(ports_text)
 

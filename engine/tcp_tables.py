@@ -1,6 +1,6 @@
 """The TCP conntrack state machine as data: states, packet classes, flag checks, transitions.
 
-Everything here is read row by row against spec/conntrack.md §4.1-4.5 (and the kernel's
+Everything here is read row by row against docs/spec/conntrack.md §4.1-4.5 (and the kernel's
 `tcp_conntracks[2][6][10]` array). Two profiles:
 
 * ``linux``: modern nf_conntrack (§4.2), column 9 is SYN_SENT2 (simultaneous open);

@@ -1,4 +1,4 @@
-"""TCP window tracking (spec/conntrack.md §4.7): per-direction sequence state and checks I-IV.
+"""TCP window tracking (docs/spec/conntrack.md §4.7): per-direction sequence state and checks I-IV.
 
 Follows Kadlecsik's algorithm as the kernel has it, in two generations:
 
@@ -167,12 +167,13 @@ def reset_side(conn: TcpConn, s: int) -> None:
 def read_options(conn: TcpConn, s: int, tcp: TcpInfo, keep: int) -> None:
     """Take window scale and SACK-permitted from a segment's options (tcp_options()).
 
-    The kernel resets the side's scale and flags (except `keep`) only when the header has
-    options; the parsed packet tells us only about the two options that matter, so a segment
-    carrying neither is treated as having no options.
+    The kernel resets the side's scale and flags (except `keep`) whenever the header has
+    options at all: a SYN with only an MSS option wipes the window scale an earlier SYN of
+    the same side set (scenario tcp_syn_options_reset).  A TcpInfo built by hand may carry
+    a window scale or SACK-permitted without its `options` flag; those count as options too.
     """
     wscale = tcp.wscale
-    if wscale is None and not tcp.sack_perm:
+    if not tcp.options and wscale is None and not tcp.sack_perm:
         return
     flags = conn[s + FLAGS] & keep
     scale = 0

@@ -62,6 +62,7 @@ class Tracker:
         self.l4, self.generic = profile_trackers(profile)
         self.stats: Dict[str, int] = dict.fromkeys(STAT_EVENTS, 0)
         self.conns = ConnTable(int(knobs["buckets"]), self.stats)
+        self._tables = self.conns.tables()     # (l3, proto) -> table, read per packet
         self.buckets = self.conns.buckets
         self.timers = TimerWheel()
         knobs.provide("count", lambda: len(self.conns))
@@ -132,7 +133,7 @@ class Tracker:
         tracker = self.l4.get(pkt.proto, self.generic)
         if tracker.error(pkt, self._kv) is not None:
             return self._invalid(pkt.hook, error_path=True, proto=pkt.proto)
-        if tracker.quotes_flow(pkt):
+        if tracker.error_messages and tracker.quotes_flow(pkt):
             return self._related(pkt)
         return self._track(pkt, tracker, now)
 
@@ -167,7 +168,10 @@ class Tracker:
     def _track(self, pkt: Packet, tracker: L4Tracker, now: float) -> PacketResult:
         key = pkt.key
         l3 = pkt.l3
-        entry = self.conns.table(l3.FAMILY, pkt.proto).get(key)
+        table = self._tables.get((l3.FAMILY, pkt.proto))
+        if table is None:
+            table = self.conns.table(l3.FAMILY, pkt.proto)
+        entry = table.get(key)
         if entry is None:
             parts = tracker.invert(pkt.sport, pkt.dport)
             if parts is None:

@@ -20,6 +20,7 @@ MAX_AGE = float(1 << 32)   # seconds: a saved first-packet age beyond this is no
 
 class UdpTracker:
     name = "udp"
+    error_messages = False
     invert = staticmethod(swapped)
     tuple_text = staticmethod(ports_text)
 

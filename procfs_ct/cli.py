@@ -1,4 +1,4 @@
-"""The `procfs-ct` command: mount, replay, generate.
+"""The `procfs-ct` command: mount, replay, generate, exec, shell, conntrack.
 
 Each subcommand lives in its own module (cmd_*.py) and contributes its arguments;
 this file only dispatches and turns usage errors into one clear line.
@@ -10,15 +10,16 @@ import importlib
 import sys
 from typing import Optional, Sequence
 
+from procfs_ct.errors import UsageError
+
 SUBCOMMANDS = {
     "mount": "procfs_ct.cmd_mount",
     "replay": "procfs_ct.cmd_replay",
     "generate": "procfs_ct.cmd_generate",
+    "exec": "procfs_ct.cmd_exec",
+    "shell": "procfs_ct.cmd_shell",
+    "conntrack": "procfs_ct.cmd_conntrack",
 }
-
-
-class UsageError(Exception):
-    """A bad command-line argument: printed as one line, exit status 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[argv[0]])
+        if hasattr(module, "run_argv"):     # a command with its own option syntax (conntrack's)
+            try:
+                return int(module.run_argv(argv[1:]) or 0)
+            except KeyboardInterrupt:
+                return 130
+            except BrokenPipeError:
+                return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     module = importlib.import_module(SUBCOMMANDS[args.command])

@@ -46,7 +46,7 @@ def write_capture(fileobj, seconds: float, seed: int, rate: float, start: float)
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import UsageError
+    from .errors import UsageError
 
     for name, value in (("--seconds", args.seconds), ("--rate", args.rate)):
         if not (math.isfinite(value) and value > 0):

@@ -76,7 +76,7 @@ def knob_named(text: str) -> str:
 
 
 def _knob_writes(specs: List[str]) -> List[Tuple[str, bytes]]:
-    from .cli import UsageError
+    from .errors import UsageError
 
     writes = []
     for spec in specs:
@@ -91,7 +91,7 @@ def _knob_writes(specs: List[str]) -> List[Tuple[str, bytes]]:
 
 
 def _local_addresses(specs: List[str]):
-    from .cli import UsageError
+    from .errors import UsageError
 
     if not specs:
         return None
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.interfaces import parse_iface_names
     from engine.knobs import KnobWriteError
     from engine.replay import replay
-    from .cli import UsageError
+    from .errors import UsageError
     from .rulesfile import load_rules_file
 
     if not os.path.isfile(args.capture):

@@ -10,9 +10,18 @@ per-frame cost of the hand-over disappears at high rates -- and the engine threa
     stop() is prompt and expiry keeps running while the source is silent;
   * feeds the engine with the frame's time on the driver's clock (monotonic, anchored
     to the wall clock at start, so a wall-clock step cannot make time run backwards),
-    up to FEED_SLICE due frames per hold of the engine lock;
+    up to FEED_SLICE due frames, and for about FEED_HOLD seconds, per hold of the engine
+    lock, so a reader waiting for the next chunk of a listing waits no longer;
   * calls engine.advance(now) at least every ADVANCE_EVERY seconds, so the seconds-left
-    column of the listings counts down and entries expire on time;
+    column of the listings counts down and entries expire on time -- but never past the
+    time of the next frame not yet fed (the horizon): a frame that is late because the
+    machine is loaded is still fed before anything its time would have kept alive
+    expires.  For a scheduled source (a capture or the synthetic mix, whose frames are
+    all known in advance) the engine's time does not pass the last frame fed while the
+    next one is still on its way from the source, so a replay gives the same table
+    however slow the machine is;
+  * hands each frame's result (what engine.feed_frame returned) to every callable in
+    `listeners`, under the engine lock, in feeding order;
   * survives any exception raised by one packet: it is logged, counted, and skipped.
 
 The engine is not thread-safe.  Feeding, advancing and rendering take `engine_lock`,
@@ -23,27 +32,29 @@ a long render.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
-from procfs_ct.views import ENGINE_VIEWS
+from procfs_ct.tree import Render
 
 log = logging.getLogger(__name__)
 
-# Beyond /proc: what the traffic source and the engine thread counted (tap drops included).
-SOURCE_VIEW = "net/stat/procfs_ct_source"
-
 Frame = Tuple[float, int, bytes]
+# A listener gets (the time the frame was fed at, what engine.feed_frame returned).
+Listener = Callable[[float, Any], None]
 
 WAIT_SLICE = 0.2            # longest single wait: bounds shutdown latency
 ADVANCE_EVERY = 0.5         # engine.advance() period (the brief asks for at least 1/s)
 QUEUE_FRAMES = 4096         # frames read ahead of their due time (one-frame batches)
 QUEUE_BATCHES = 64          # batches read ahead from a source that hands over batches
-FEED_SLICE = 512            # frames fed per hold of the engine lock
+FEED_SLICE = 512            # most frames fed per hold of the engine lock
+FEED_HOLD = 0.002           # seconds the lock is held for feeding before a reader's turn
+HOLD_CHECK_EVERY = 32       # frames between two looks at the clock while feeding
 LOGGED_ERRORS = 5           # log the first few packet errors in full, then every 1000th
 
 _END = object()             # the pump's "source exhausted" marker
@@ -65,6 +76,7 @@ class DriverStats:
     packets: int = 0            # frames handed to the engine
     packet_errors: int = 0      # frames whose processing raised
     source_errors: int = 0      # exceptions raised by the source itself
+    listener_errors: int = 0    # exceptions raised by a listener (the frame still counts)
     advances: int = 0
     source_done: bool = False
 
@@ -74,12 +86,16 @@ class EngineDriver:
 
     def __init__(self, engine: Any, frames: Iterable[Frame], *,
                  clock: Optional[Clock] = None, advance_every: float = ADVANCE_EVERY,
-                 views: Optional[dict] = None) -> None:
+                 scheduled: bool = False) -> None:
         self.engine = engine
-        self.views = ENGINE_VIEWS if views is None else views   # path -> render(engine, now)
         self.engine_lock = threading.Lock()
         self.clock = clock or Clock()
         self.stats = DriverStats()
+        self.listeners: List[Listener] = []
+        # Scheduled: every frame is known in advance (a capture, the synthetic mix), so
+        # the engine's time may wait for a frame still in the pipe; live: it may not.
+        self._scheduled = scheduled
+        self._horizon = float("-inf") if scheduled else float("inf")
         self._frames = iter(frames)
         # A source with batches() (the tap) hands over a list of frames per read of the
         # kernel; any other is taken a frame at a time (it may block between frames, so
@@ -108,8 +124,10 @@ class EngineDriver:
         """Stop both threads; a source stuck inside next() is abandoned (daemon thread)."""
         self._stop.set()
         # A live source (tap) blocks in next(); closing it wakes it and logs its totals.
+        # A generator cannot be closed from here while the pump is inside it ("generator
+        # already executing"): the pump closes it on its way out.
         close = getattr(self._frames, "close", None)
-        if callable(close):
+        if callable(close) and not inspect.isgenerator(self._frames):
             try:
                 close()
             except Exception:       # a source failing to close must not stop the unmount
@@ -126,24 +144,25 @@ class EngineDriver:
 
     # -- what readers call ---------------------------------------------------------------
     def now(self) -> float:
-        return max(self.clock.now(), self._last_time)
+        """The engine's time: the clock, held back at the horizon (see the module doc)."""
+        now = min(self.clock.now(), self._horizon)
+        if now < self._last_time:
+            return self._last_time
+        return now if now != float("-inf") else self.clock.now()
 
-    def render(self, view: str) -> bytes:
+    def render(self, render: Render) -> bytes:
         """A view's whole text (see render_chunks)."""
-        return b"".join(self.render_chunks(view))
+        return b"".join(self.render_chunks(render))
 
-    def render_chunks(self, view: str) -> Iterator[bytes]:
-        """A view's text in the engine's chunks, each made under the engine lock.
+    def render_chunks(self, render: Render) -> Iterator[bytes]:
+        """The text `render(self, now)` makes, chunk by chunk, each under the engine lock.
 
-        The table is walked from a snapshot taken with the first chunk, at the time of the
-        first chunk; between chunks the engine thread goes on, so a big listing never holds
+        A listing walks a snapshot taken with the first chunk, at the time of the first
+        chunk; between chunks the engine thread goes on, so a big listing never holds
         packets back for long (the kernel's seq_file walk is not atomic either).
         """
-        if view == SOURCE_VIEW:
-            yield self.source_stats_text().encode("ascii")
-            return
         with self.engine_lock:
-            chunks = self.views[view](self.engine, self.now())
+            chunks = render(self, self.now())
             chunk = next(chunks, None)
         while chunk is not None:
             yield chunk
@@ -175,12 +194,22 @@ class EngineDriver:
         except Exception:            # a broken source ends; the table keeps expiring
             self.stats.source_errors += 1
             log.exception("traffic source failed; no more packets will arrive")
+        finally:
+            self._close_generator()
         while not self._stop.is_set():
             try:
                 self._queue.put(_END, timeout=WAIT_SLICE)
                 return
             except queue.Full:
                 continue
+
+    def _close_generator(self) -> None:
+        """Close a generator source from the pump thread, the only one that runs it."""
+        if inspect.isgenerator(self._frames):
+            try:
+                self._frames.close()
+            except Exception:
+                log.exception("closing the traffic source failed")
 
     # -- the engine thread ---------------------------------------------------------------
     def _run(self) -> None:
@@ -196,25 +225,19 @@ class EngineDriver:
         fed = 0
         while not self._stop.is_set():
             now = self.clock.now()
+            if batch is None and not self.stats.source_done:
+                batch, fed = self._next_batch(0.0), 0
+            self._horizon = self._next_due(batch, fed)
             if now >= next_advance:
-                self._advance(now)
+                self._advance(min(now, self._horizon))
                 next_advance = now + self._advance_every
             budget = max(0.0, min(WAIT_SLICE, next_advance - now))
             if batch is None:
                 if self.stats.source_done:
                     self._stop.wait(budget)
-                    continue
-                try:
-                    item = self._queue.get(timeout=budget)
-                except queue.Empty:
-                    continue
-                if item is _END:
-                    self.stats.source_done = True
-                    log.info("traffic source exhausted after %d packets", self.stats.packets)
-                    continue
-                batch, fed = item, 0
-                if self.stats.packets + self.stats.packet_errors == 0 and batch:
-                    log.info("first frame due at %.6f", batch[0][0])
+                else:
+                    batch, fed = self._next_batch(budget), 0
+                continue
             fed = self._feed_due(batch, fed, now)
             if fed >= len(batch):
                 batch = None
@@ -223,7 +246,33 @@ class EngineDriver:
             if due > now:
                 self._stop.wait(min(budget, due - now))
 
+    def _next_batch(self, timeout: float) -> Optional[list]:
+        """The next non-empty batch from the pump, waiting up to `timeout`; None if none."""
+        try:
+            item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        if item is _END:
+            self.stats.source_done = True
+            log.info("traffic source exhausted after %d packets", self.stats.packets)
+            return None
+        if not item:
+            return None
+        if self.stats.packets + self.stats.packet_errors == 0:
+            log.info("first frame due at %.6f", item[0][0])
+        return item
+
+    def _next_due(self, batch: Optional[list], fed: int) -> float:
+        """The horizon: how far the engine's time may go before the next frame is fed."""
+        if batch is not None:
+            return batch[fed][0]
+        if self._scheduled and not self.stats.source_done:
+            return self._last_time      # the next frame is on its way: wait for it
+        return float("inf")
+
     def _advance(self, now: float) -> None:
+        if now == float("-inf"):
+            return                      # a scheduled source has not handed over a frame yet
         now = max(now, self._last_time)
         try:
             with self.engine_lock:
@@ -236,27 +285,45 @@ class EngineDriver:
 
     def _feed_due(self, batch: list, start: int, now: float) -> int:
         """Feed the frames of `batch` from `start` on that are due by `now`, at most
-        FEED_SLICE of them under one hold of the engine lock; the index of the next."""
+        FEED_SLICE of them and for about FEED_HOLD seconds under one hold of the engine
+        lock (a reader that needs the next chunk of a listing waits for no more); the
+        index of the next."""
         feed = self.engine.feed_frame
+        listeners = self.listeners
         last = self._last_time
         end = min(len(batch), start + FEED_SLICE)
         index = start
         with self.engine_lock:
+            stop_at = time.perf_counter() + FEED_HOLD
             while index < end:
                 ts, linktype, data = batch[index]
                 if ts > now:
                     break
                 index += 1
+                if not index % HOLD_CHECK_EVERY and time.perf_counter() > stop_at:
+                    end = index
                 when = ts if ts > last else last
                 try:
-                    feed(when, linktype, data)
+                    result = feed(when, linktype, data)
                 except Exception:
                     self._packet_failed(linktype, data)
                     continue
                 last = when
                 self.stats.packets += 1
+                if listeners:
+                    self._tell(listeners, when, result)
         self._last_time = last
         return index
+
+    def _tell(self, listeners: List[Listener], when: float, result: Any) -> None:
+        for listener in listeners:
+            try:
+                listener(when, result)
+            except Exception:
+                self.stats.listener_errors += 1
+                if self.stats.listener_errors <= LOGGED_ERRORS:
+                    log.exception("listener %r failed on a packet; it stays registered",
+                                  listener)
 
     def _packet_failed(self, linktype: int, data: bytes) -> None:
         self.stats.packet_errors += 1

@@ -1,11 +1,12 @@
 """The FUSE operations: /proc-shaped files over the tree of tree.py.
 
-What each rule is for (spec/fuse.md):
+What each rule is for (docs/spec/fuse.md):
   * every file has st_size 0 and the mount uses direct_io (§3): cat, tail, wc and
     Python read everything, and nothing trusts a stale size;
-  * a read at offset 0 (or the first read of a handle) takes a fresh snapshot, reads
-    at other offsets are served from that handle's snapshot (§4, the LXCFS rule):
-    `while read` loops see whole lines and pollers that lseek(0) see fresh data;
+  * a read at offset 0 (or the first read of a handle) takes the latest rendering, reads
+    at other offsets are served from that handle's rendering (§4, the LXCFS rule):
+    `while read` loops see whole lines and pollers that lseek(0) see data at most
+    SNAPSHOT_TTL old;
   * listings are rendered into a shared Rendering that lives for SNAPSHOT_TTL seconds
     (§5): concurrent readers share one render, memory stays flat; it is produced chunk
     by chunk as reads reach it, so the first bytes come after one chunk's work;
@@ -121,12 +122,13 @@ class Rendering:
 
 
 class SharedSnapshots:
-    """The latest Rendering of each view, shared by every reader for `ttl` seconds.
+    """The latest Rendering of each listing, shared by every reader for `ttl` seconds.
 
-    `render(view)` returns the view's text as bytes or as an iterable of byte chunks.
+    `render(node)` returns the listing's text as bytes or as an iterable of byte chunks
+    (the mount passes the driver's render_chunks of the node's render function).
     """
 
-    def __init__(self, render: Callable[[str], Union[bytes, Iterable[bytes]]],
+    def __init__(self, render: Callable[[Node], Union[bytes, Iterable[bytes]]],
                  ttl: float = SNAPSHOT_TTL, clock: Callable[[], float] = time.monotonic) -> None:
         self._render = render
         self._ttl = ttl
@@ -136,7 +138,8 @@ class SharedSnapshots:
         self._render_mu: Dict[str, threading.Lock] = {}
         self.renders = 0
 
-    def get(self, view: str) -> Rendering:
+    def get(self, node: Node) -> Rendering:
+        view = node.path
         with self._mu:
             latest = self._latest.get(view)
             render_mu = self._render_mu.setdefault(view, threading.Lock())
@@ -147,7 +150,7 @@ class SharedSnapshots:
             if latest is not None and self._clock() - latest[0] < self._ttl:
                 return latest[1]
             taken = self._clock()
-            data = self._render(view)
+            data = self._render(node)
             if isinstance(data, bytes):
                 data = (data,)
             elif isinstance(data, (str, bytearray, memoryview)):
@@ -222,7 +225,7 @@ class ProcFs(Operations):
 
     def _content(self, node: Node) -> Rendering:
         if node.kind == LISTING:
-            return self._snapshots.get(node.view)
+            return self._snapshots.get(node)
         return Rendering((self._knobs.read_text(node.knob).encode("ascii"),))
 
     # -- lifecycle -----------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 mfusepy is the maintained fork (survives a callback raising SystemExit, supports
 libfuse3); fusepy 3.0.1 is the library the design names.  procfs_ct stays inside the
-API both share (spec/fuse.md §2): Operations subclass, FUSE(ops, mnt, **options),
+API both share (docs/spec/fuse.md §2): Operations subclass, FUSE(ops, mnt, **options),
 FuseOSError, fuse_get_context, use_ns.  PROCFS_CT_FUSE=fusepy forces the fallback, so
 CI can run the suite against both.
 """

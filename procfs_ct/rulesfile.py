@@ -1,15 +1,18 @@
-"""`--rules FILE` of replay and mount: an iptables-restore file, or one clear usage error."""
+"""`--rules FILE` of replay and mount: an iptables-restore file, or one clear usage error;
+where the mount puts LOG's lines; the files a mount with rules serves besides /proc's."""
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Callable, Iterator
 
 from engine.rules import RulesError, Ruleset
+from engine.rules.procfiles import matches_text, tables_names_text, targets_text
+from procfs_ct.tree import LISTING_MODE, View
 
 
 def load_rules_file(path: str) -> Ruleset:
     """The ruleset of an iptables-restore file; UsageError (one line) if unreadable or refused."""
-    from .cli import UsageError
+    from procfs_ct.errors import UsageError
 
     try:
         with open(path, encoding="utf-8") as fileobj:
@@ -35,3 +38,17 @@ def log_sink(logger: logging.Logger) -> Callable[[int, str], None]:
     def write(level: int, line: str) -> None:
         logger.log(SYSLOG_TO_LOGGING[min(max(level, 0), 7)], "%s", line)
     return write
+
+
+def _whole(text: str) -> Iterator[bytes]:
+    yield text.encode("ascii")
+
+
+# /proc/net/ip_tables_*, -r--r----- as the kernel's: the tables of the mount's ruleset
+# (newest first) and the extensions emulated (engine/rules/procfiles.py).
+RULES_VIEWS = (
+    View("net/ip_tables_names", LISTING_MODE,
+         lambda served, now: _whole(tables_names_text(served.engine.chains.ruleset))),
+    View("net/ip_tables_matches", LISTING_MODE, lambda served, now: _whole(matches_text())),
+    View("net/ip_tables_targets", LISTING_MODE, lambda served, now: _whole(targets_text())),
+)

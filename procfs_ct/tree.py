@@ -1,18 +1,24 @@
-"""The file tree under the mount point, as one table built from the engine's declarations.
+"""The file tree under the mount point, as one table: each path with its behaviour.
 
-Every file is either a listing (rendered from an engine view: net/...) or a knob
-(one value of the knob registry: sys/...).  Directories are implied by the paths.
-Modes follow /proc (spec/conntrack.md §1.3, §3): entry and expectation listings
-0440, statistics 0444, writable knobs 0644, read-only knobs 0444, directories
-0555, everything owned by root.  Adding a view or a knob adds its file here.
+Every file is either a listing (net/...: its node carries the function that renders
+it) or a knob (sys/...: one value of the knob registry, read and written through
+KnobValues by the knob's name).  Directories are implied by the paths.  Modes follow
+/proc: entry and expectation listings 0440 (-r--r----- root:root, as observed on
+/proc/net/nf_conntrack), statistics 0444, writable knobs 0644, read-only knobs
+0444, directories 0555, everything owned by root.
+
+Adding a listing is adding one entry to VIEWS (a path, a mode, a render function);
+adding a knob is adding it to engine.knobs.KNOBS.  Nothing else dispatches on paths:
+the engine knows no /proc path, the driver runs whatever render function it is given.
 """
 from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 from engine.knobs import KNOBS, Knob
+from engine.render import listing_chunks, render_expect, render_stat
 
 DIR, LISTING, KNOB = "dir", "listing", "knob"
 
@@ -23,12 +29,18 @@ KNOB_MODE = 0o644
 READONLY_KNOB_MODE = 0o444
 
 
+# A listing's renderer: (what is served, now) -> its text in chunks.  "What is served" is
+# the driver: `.engine` (the Engine) and `.source_stats_text()` (its own counters).  The
+# driver calls it, and pulls each chunk, under its engine lock.
+Render = Callable[[Any, float], Iterator[bytes]]
+
+
 @dataclass(frozen=True)
 class Node:
     path: str                     # relative to the mount point, no leading slash ("" = root)
     kind: str                     # DIR / LISTING / KNOB
     mode: int                     # permission bits only
-    view: Optional[str] = None    # LISTING: the engine view it renders
+    render: Optional[Render] = None   # LISTING: makes its text
     knob: Optional[str] = None    # KNOB: canonical knob name
     doc: str = ""
 
@@ -78,9 +90,53 @@ class Tree:
         return [n for n in self.nodes.values() if n.kind != DIR]
 
 
-def listing_node(view: str) -> Node:
-    mode = STAT_MODE if view.startswith("net/stat/") else LISTING_MODE
-    return Node(view, LISTING, mode, view=view)
+# -- the listings ---------------------------------------------------------------------------
+def _whole(text: str) -> Iterator[bytes]:
+    yield text.encode("ascii")
+
+
+def entries(modern: bool) -> Render:
+    """net/nf_conntrack (modern) or net/ip_conntrack: the table, chunk by chunk."""
+    return lambda served, now: listing_chunks(served.engine.tracker, now, modern)
+
+
+def statistics(modern: bool) -> Render:
+    """net/stat/nf_conntrack (modern) or net/stat/ip_conntrack: one row per CPU."""
+    return lambda served, now: _whole(render_stat(served.engine.tracker, modern,
+                                                  served.engine.ncpu))
+
+
+def expectations(modern: bool) -> Render:
+    """net/nf_conntrack_expect (modern) or net/ip_conntrack_expect."""
+    return lambda served, now: _whole(render_expect(served.engine.tracker, modern))
+
+
+def source_counters(served: Any, now: float) -> Iterator[bytes]:
+    """Not in /proc: what the traffic source and the engine thread counted."""
+    return _whole(served.source_stats_text())
+
+
+@dataclass(frozen=True)
+class View:
+    path: str
+    mode: int
+    render: Render
+
+
+VIEWS: Tuple[View, ...] = (
+    View("net/ip_conntrack", LISTING_MODE, entries(modern=False)),
+    View("net/ip_conntrack_expect", LISTING_MODE, expectations(modern=False)),
+    View("net/nf_conntrack", LISTING_MODE, entries(modern=True)),
+    View("net/nf_conntrack_expect", LISTING_MODE, expectations(modern=True)),
+    View("net/stat/ip_conntrack", STAT_MODE, statistics(modern=False)),
+    View("net/stat/nf_conntrack", STAT_MODE, statistics(modern=True)),
+    View("net/stat/procfs_ct_source", STAT_MODE, source_counters),
+)
+PROC_VIEWS = tuple(v for v in VIEWS if v.render is not source_counters)   # what /proc has
+
+
+def listing_node(view: View) -> Node:
+    return Node(view.path, LISTING, view.mode, render=view.render)
 
 
 def knob_nodes(knob: Knob) -> Iterable[Node]:
@@ -89,7 +145,7 @@ def knob_nodes(knob: Knob) -> Iterable[Node]:
         yield Node(path, KNOB, mode, knob=knob.name, doc=knob.doc)
 
 
-def build_tree(views: Iterable[str], knobs: Iterable[Knob] = KNOBS) -> Tree:
+def build_tree(views: Iterable[View] = VIEWS, knobs: Iterable[Knob] = KNOBS) -> Tree:
     nodes = [Node("", DIR, DIR_MODE)]
     nodes.extend(listing_node(view) for view in views)
     for knob in knobs:
@@ -98,10 +154,8 @@ def build_tree(views: Iterable[str], knobs: Iterable[Knob] = KNOBS) -> Tree:
 
 
 def default_tree() -> Tree:
-    """The tree of DESIGN.md: every engine view and every knob alias, plus the source counters."""
-    from procfs_ct.views import VIEWS   # imported late: the tree is also built in tests
-    from procfs_ct.driver import SOURCE_VIEW
-    return build_tree(VIEWS + (SOURCE_VIEW,), KNOBS)
+    """Every listing of VIEWS (the source counters included) and every knob alias."""
+    return build_tree(VIEWS, KNOBS)
 
 
 def describe(tree: Tree) -> str:

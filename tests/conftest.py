@@ -56,6 +56,18 @@ def is_mounted(path: Path) -> bool:
     return bool(mounts_at(path))
 
 
+class FakeClock:
+    """A clock the test moves: `.t` is the time; read as clock() or clock.now()."""
+
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def now(self) -> float:
+        return self.t
+
+    __call__ = now
+
+
 def wait_until(predicate, timeout: float, step: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

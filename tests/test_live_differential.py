@@ -3,7 +3,7 @@
 compared with the namespace's /proc/net/nf_conntrack read at the same instant.
 
 Issue 4, "Live differential test against the kernel": same entries, states and flags;
-seconds left within 1 (spec/conntrack.md §9: both round toward zero).  The traffic and the
+seconds left within 1 (docs/spec/conntrack.md §9: both round toward zero).  The traffic and the
 comparison are the ones of test_tap.py (TCP lifecycles, a refused connect, UDP with and
 without a reply, port-unreachable, an ICMP echo); here they go through the FUSE mount, the
 engine thread and the tap source as a user would run them.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from test_tap import TRAFFIC_ENTRIES, assert_same_table, entry_summary, listing_key, make_traffic, namespace  # noqa: F401
+from taphelp import TRAFFIC_ENTRIES, assert_same_table, entry_summary, listing_key, make_traffic, namespace  # noqa: F401
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -29,7 +29,7 @@ def udp_timeouts(listing: str) -> list:
 
 
 def stat_column(text: str, name: str) -> int:
-    """Sum over CPUs of one column of net/stat/*conntrack (hex, spec/conntrack.md §2)."""
+    """Sum over CPUs of one column of net/stat/*conntrack (hex, docs/spec/conntrack.md §2)."""
     header, *rows = text.splitlines()
     index = header.split().index(name)
     return sum(int(row.split()[index], 16) for row in rows)
@@ -48,7 +48,7 @@ def test_a_knob_write_applies_to_the_next_udp_entries(mount_factory):
 
 
 def test_lowering_max_makes_new_flows_drop_instead_of_growing_the_table(mount_factory):
-    """spec/conntrack.md §7.2: a full table early-drops an unassured entry or drops the new
+    """docs/spec/conntrack.md §7.2: a full table early-drops an unassured entry or drops the new
     flow's packet; the count stops growing and the drop counters rise."""
     mount = mount_factory("--source", "synthetic:1000")
     assert wait_until(lambda: int(mount.read(COUNT)) > 200, 10)

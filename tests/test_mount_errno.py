@@ -1,6 +1,6 @@
 """Changing the tree through a real mount: each attempt gets the errno /proc gives.
 
-Reference: spec/fuse.md §6, re-observed on this machine's 6.18 /proc as root:
+Reference: docs/spec/fuse.md §6, re-observed on this machine's 6.18 /proc as root:
   touch /proc/net/newf, mkdir, ln -s, ln, mv onto a new name  -> ENOENT
   rm /proc/sys/net/netfilter/nf_conntrack_count              -> EACCES
   rm /proc/net/dev, mv onto an existing /proc/net file        -> EPERM

@@ -27,7 +27,7 @@ def assert_whole_lines(text: str, pattern: re.Pattern) -> int:
 
 
 def test_cat_of_a_size_zero_file_is_not_empty(idle_mount):
-    """spec/fuse.md §3: with direct_io and st_size 0, cat reads everything (LXCFS #448)."""
+    """docs/spec/fuse.md §3: with direct_io and st_size 0, cat reads everything (LXCFS #448)."""
     out = idle_mount.sh(f"cat $MNT/{STAT}; cat $MNT/{KNOB}", check=True).stdout
     lines = out.splitlines()
     assert lines[0] == STAT_HEADER
@@ -51,7 +51,7 @@ def test_head_tail_and_grep_read_the_listing(busy_mount):
 
 
 def test_tail_and_wc_read_size_zero_files_in_full(idle_mount):
-    """spec/fuse.md §3: wc -c and tail would trust a non-zero st_size; with 0 they read."""
+    """docs/spec/fuse.md §3: wc -c and tail would trust a non-zero st_size; with 0 they read."""
     full = idle_mount.read(STAT)
     out = idle_mount.sh(f"wc -c < $MNT/{STAT}; tail -n 1 $MNT/{STAT}", check=True).stdout
     count, last = out.splitlines()
@@ -60,7 +60,7 @@ def test_tail_and_wc_read_size_zero_files_in_full(idle_mount):
 
 
 def test_dd_with_one_byte_blocks_reads_one_consistent_snapshot(busy_mount):
-    """Reads at offsets > 0 come from the handle's snapshot (spec/fuse.md §4): even one
+    """Reads at offsets > 0 come from the handle's snapshot (docs/spec/fuse.md §4): even one
     byte per read(2) reassembles whole lines while the table changes."""
     out = busy_mount.sh("dd if=$MNT/net/nf_conntrack bs=1 status=none", check=True,
                         timeout=120).stdout
@@ -68,13 +68,13 @@ def test_dd_with_one_byte_blocks_reads_one_consistent_snapshot(busy_mount):
 
 
 def test_dd_skip_starts_at_the_offset(idle_mount):
-    """A first read at offset N > 0 takes the snapshot on that read (spec/fuse.md §4)."""
+    """A first read at offset N > 0 takes the snapshot on that read (docs/spec/fuse.md §4)."""
     out = idle_mount.sh(f"dd if=$MNT/{STAT} bs=7 skip=3 count=2 status=none", check=True).stdout
     assert out == STAT_HEADER[21:35]
 
 
 def test_shell_read_loop_sees_whole_lines(busy_mount):
-    """bash reads 4 KiB and seeks back after each newline (spec/fuse.md §3): no torn line."""
+    """bash reads 4 KiB and seeks back after each newline (docs/spec/fuse.md §3): no torn line."""
     out = busy_mount.sh('while IFS= read -r line; do printf "%s\\n" "$line"; '
                         'done < $MNT/net/ip_conntrack', check=True).stdout
     assert assert_whole_lines(out, IP_CT_LINE) > 50
@@ -92,7 +92,7 @@ def test_python_readers(busy_mount):
 
 
 def test_poller_that_seeks_back_to_zero_sees_the_new_value(idle_mount):
-    """spec/fuse.md §4: a snapshot taken only at open() would stay stale forever."""
+    """docs/spec/fuse.md §4: a snapshot taken only at open() would stay stale forever."""
     fd = os.open(idle_mount.path(KNOB), os.O_RDONLY)
     try:
         assert os.read(fd, 100) == b"432000\n"
@@ -104,7 +104,7 @@ def test_poller_that_seeks_back_to_zero_sees_the_new_value(idle_mount):
 
 
 def test_mmap_is_refused_as_on_proc(idle_mount):
-    """spec/fuse.md §11.6: mmap of a size-0 file is refused, as with /proc."""
+    """docs/spec/fuse.md §11.6: mmap of a size-0 file is refused, as with /proc."""
     import mmap
     with open(idle_mount.path(STAT), "rb") as f:
         with pytest.raises((ValueError, OSError)):
@@ -112,7 +112,7 @@ def test_mmap_is_refused_as_on_proc(idle_mount):
 
 
 def test_non_root_reader_with_allow_other(mount_factory):
-    """spec/fuse.md §7 (allow_other,default_permissions): nobody reads 0444/0644 files, the
+    """docs/spec/fuse.md §7 (allow_other,default_permissions): nobody reads 0444/0644 files, the
     kernel refuses 0440 listings and knob writes by the mode bits."""
     mount = mount_factory("--source", "none", "--allow-other")
     ok = mount.sh(f"cat $MNT/{KNOB} && head -n 1 $MNT/{STAT} && ls $MNT/net",
@@ -127,6 +127,6 @@ def test_non_root_reader_with_allow_other(mount_factory):
 
 
 def test_without_allow_other_other_users_see_nothing(idle_mount):
-    """spec/fuse.md §7: with no allow_other, FUSE refuses every other user (even ls)."""
+    """docs/spec/fuse.md §7: with no allow_other, FUSE refuses every other user (even ls)."""
     denied = idle_mount.sh("ls $MNT", as_nobody=True)
     assert denied.returncode != 0 and "Permission denied" in denied.stderr

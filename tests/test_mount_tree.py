@@ -8,9 +8,7 @@ import subprocess
 import pytest
 
 from conftest import REPO, child_env, procfs_ct_command
-from procfs_ct.views import VIEWS
 from engine.knobs import KNOBS
-from procfs_ct.driver import SOURCE_VIEW
 from procfs_ct.tree import default_tree
 
 pytestmark = pytest.mark.mount
@@ -42,8 +40,10 @@ def test_stat_of_every_file_matches_the_table(idle_mount):
         assert stat.S_ISREG(st.st_mode), node.path
         assert stat.S_IMODE(st.st_mode) == node.mode, node.path
         assert (st.st_uid, st.st_gid, st.st_size) == (0, 0, 0), node.path
-    assert {n.path for n in tree.files()} == (set(VIEWS) | {SOURCE_VIEW}
-                                            | {p for k in KNOBS for p in k.paths})
+    views = {"net/ip_conntrack", "net/ip_conntrack_expect", "net/nf_conntrack",
+             "net/nf_conntrack_expect", "net/stat/ip_conntrack", "net/stat/nf_conntrack",
+             "net/stat/procfs_ct_source"}
+    assert {n.path for n in tree.files()} == views | {p for k in KNOBS for p in k.paths}
 
 
 def test_stat_command_reports_size_zero_and_mode(idle_mount):
@@ -75,5 +75,5 @@ def test_help_lists_every_file_served():
     for node in default_tree().files():
         assert node.path in out
     for option in ("--source", "--profile", "--foreground", "--allow-other", "--seed",
-                   "--max", "--buckets", "--log-file", "--state-file"):
+                   "--max", "--buckets", "--log-file", "--state-file", "--state-interval"):
         assert option in out

@@ -10,15 +10,17 @@ import time
 
 import pytest
 
-from procfs_ct.views import VIEWS
 from engine.knobs import KNOBS, KnobValues
+from conftest import FakeClock, wait_until
+from enginehelp import T0
 from procfs_ct.driver import EngineDriver
 from procfs_ct.fs import ProcFs, Rendering, SharedSnapshots
 from procfs_ct.fuse_compat import FuseOSError
-from procfs_ct.tree import DIR, KNOB, LISTING, Node, Tree, build_tree, describe
+from procfs_ct.tree import DIR, KNOB, LISTING, PROC_VIEWS, Node, Tree, build_tree, describe
 
 GiB = 1 << 30
-TREE = build_tree(VIEWS, KNOBS)
+TREE = build_tree(PROC_VIEWS, KNOBS)
+VIEW_PATHS = [view.path for view in PROC_VIEWS]
 
 # Every callback name either binding registers when an attribute carries it (spec/fuse.md §11).
 OPERATION_NAMES = {
@@ -48,11 +50,11 @@ def test_every_alias_of_every_knob_is_a_file_with_the_kernel_mode():
 def test_listings_are_0440_and_statistics_0444_as_in_proc():
     """spec/conntrack.md §1.3: ip_conntrack, nf_conntrack and the expect files are 0440
     root:root; /proc/net/stat/* is 0444 (observed: -r--r----- on /proc/net/nf_conntrack)."""
-    modes = {view: TREE.nodes[view].mode for view in VIEWS}
+    modes = {view: TREE.nodes[view].mode for view in VIEW_PATHS}
     assert modes == {"net/ip_conntrack": 0o440, "net/ip_conntrack_expect": 0o440,
                      "net/nf_conntrack": 0o440, "net/nf_conntrack_expect": 0o440,
                      "net/stat/ip_conntrack": 0o444, "net/stat/nf_conntrack": 0o444}
-    assert all(TREE.nodes[v].kind == LISTING for v in VIEWS)
+    assert all(TREE.nodes[v].kind == LISTING for v in VIEW_PATHS)
 
 
 def test_directories_are_implied_by_paths_and_are_0555():
@@ -86,31 +88,25 @@ def test_help_text_names_every_file_served():
 
 
 # -- shared snapshots ---------------------------------------------------------------------------
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def test_readers_within_the_ttl_share_one_render():
     """spec/fuse.md §5: a shared TTL-cached bytes object keeps memory flat under many readers."""
     clock, renders = FakeClock(), []
-    snaps = SharedSnapshots(lambda view: renders.append(view) or f"r{len(renders)}".encode(),
+    snaps = SharedSnapshots(lambda node: renders.append(node) or f"r{len(renders)}".encode(),
                             ttl=0.5, clock=clock)
-    first = snaps.get("net/nf_conntrack")
+    modern, old = TREE.nodes["net/nf_conntrack"], TREE.nodes["net/ip_conntrack"]
+    first = snaps.get(modern)
     clock.t += 0.4
-    assert snaps.get("net/nf_conntrack") is first
+    assert snaps.get(modern) is first
     clock.t += 0.2
-    assert snaps.get("net/nf_conntrack").whole() == b"r2"
-    assert snaps.get("net/ip_conntrack").whole() == b"r3"  # one cache entry per view
+    assert snaps.get(modern).whole() == b"r2"
+    assert snaps.get(old).whole() == b"r3"               # one cache entry per view
+    assert renders == [modern, modern, old]
 
 
 def test_concurrent_first_readers_wait_for_one_render():
     started, release, calls = threading.Event(), threading.Event(), itertools.count()
 
-    def slow_render(view: str) -> bytes:
+    def slow_render(node: Node) -> bytes:
         next(calls)
         started.set()
         release.wait(5)
@@ -118,7 +114,8 @@ def test_concurrent_first_readers_wait_for_one_render():
 
     snaps = SharedSnapshots(slow_render, ttl=10)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(snaps.get("v").whole()))
+    node = TREE.nodes["net/nf_conntrack"]
+    threads = [threading.Thread(target=lambda: results.append(snaps.get(node).whole()))
                for _ in range(4)]
     for t in threads:
         t.start()
@@ -136,9 +133,9 @@ class CountingSnapshots:
     def __init__(self) -> None:
         self.generation = 0
 
-    def get(self, view: str) -> Rendering:
+    def get(self, node: Node) -> Rendering:
         self.generation += 1
-        return Rendering([f"gen {self.generation} of {view}\n".encode(), b"second line\n"])
+        return Rendering([f"gen {self.generation} of {node.path}\n".encode(), b"second line\n"])
 
 
 @pytest.fixture
@@ -296,28 +293,41 @@ class FakeEngine:
     def advance(self, now):
         self.advanced.append(now)
 
-    def render_chunks(self, now):
-        yield f"{len(self.fed)} at ".encode()
-        yield f"{now:.3f}\n".encode()
+
+WAIT = 10.0          # seconds a condition may take on a loaded machine before we give up
 
 
-def run_driver(engine, frames, seconds: float, **kw) -> EngineDriver:
-    driver = EngineDriver(engine, frames, **kw)
+def start_driver(engine, frames, clock: FakeClock, **kw) -> EngineDriver:
+    driver = EngineDriver(engine, frames, clock=clock, **kw)
     driver.start()
-    time.sleep(seconds)
-    driver.stop()
     return driver
 
 
+def advanced_past(driver: EngineDriver, engine: FakeEngine, clock: FakeClock, t: float) -> bool:
+    """Walk the clock to t in steps longer than the advance period, waiting at each for the
+    engine thread to advance the engine past the step before: every frame due by then has
+    been fed (the engine's time never passes a frame not yet fed)."""
+    while clock.t < t:
+        clock.t = min(t, clock.t + 0.6)
+        reached = clock.t - 0.6
+        if not wait_until(lambda: engine.advanced and engine.advanced[-1] >= reached, WAIT):
+            return False
+    return True
+
+
 def test_frames_are_fed_in_order_once_due_at_their_own_time():
-    now = time.time()
-    frames = [(now - 1.0, 1, b"late"), (now + 0.2, 1, b"soon"), (now + 0.3, 1, b"later"),
-              (now + 30, 1, b"not yet")]
+    clock = FakeClock(T0)
+    frames = [(T0 - 1.0, 1, b"late"), (T0 + 0.2, 1, b"soon"), (T0 + 0.3, 1, b"later"),
+              (T0 + 30, 1, b"not yet")]
     engine = FakeEngine()
-    run_driver(engine, frames, 0.6)
-    assert [f for _, f in engine.fed] == [b"late", b"soon", b"later"]
-    times = [t for t, _ in engine.fed]
-    assert times == [now - 1.0, now + 0.2, now + 0.3]        # the frames' own due times
+    driver = start_driver(engine, frames, clock)
+    try:
+        assert wait_until(lambda: len(engine.fed) == 1, WAIT)      # due already
+        assert advanced_past(driver, engine, clock, T0 + 5)
+        assert [f for _, f in engine.fed] == [b"late", b"soon", b"later"]
+        assert [t for t, _ in engine.fed] == [T0 - 1.0, T0 + 0.2, T0 + 0.3]   # their own times
+    finally:
+        driver.stop()
 
 
 class BatchSource:
@@ -340,52 +350,72 @@ class BatchSource:
 
 
 def test_a_batch_source_is_fed_in_order_with_a_bad_frame_skipped_and_a_late_one_kept_back():
-    now = time.time()
-    many = [(now - 2 + i * 1e-4, 1, b"f%d" % i) for i in range(1500)]  # > FEED_SLICE
-    source = BatchSource([many[:1000], [(now - 1, 1, b"boom"), *many[1000:]],
-                          [(now + 0.3, 1, b"due soon"), (now + 30, 1, b"not yet")]])
+    clock = FakeClock(T0)
+    many = [(T0 - 2 + i * 1e-4, 1, b"f%d" % i) for i in range(1500)]  # > one feed slice
+    source = BatchSource([many[:1000], [(T0 - 1, 1, b"boom"), *many[1000:]],
+                          [(T0 + 0.3, 1, b"due soon"), (T0 + 30, 1, b"not yet")]])
     engine = FakeEngine(fail_on=b"boom")
-    driver = run_driver(engine, source, 0.7)
-    assert source.handed_over == 3
-    assert [f for _, f in engine.fed] == [f for _, _, f in many] + [b"due soon"]
-    assert driver.stats.packets == 1501 and driver.stats.packet_errors == 1
-    times = [t for t, _ in engine.fed]
-    assert times == sorted(times) and times[-1] == now + 0.3
+    driver = start_driver(engine, source, clock)
+    try:
+        assert wait_until(lambda: driver.stats.packets == 1500, WAIT)
+        assert advanced_past(driver, engine, clock, T0 + 5)
+        assert source.handed_over == 3
+        assert [f for _, f in engine.fed] == [f for _, _, f in many] + [b"due soon"]
+        assert driver.stats.packets == 1501 and driver.stats.packet_errors == 1
+        times = [t for t, _ in engine.fed]
+        assert times == sorted(times) and times[-1] == T0 + 0.3
+    finally:
+        driver.stop()
 
 
-def test_advance_runs_at_least_once_a_second_while_the_source_is_silent():
+def test_advance_follows_the_clock_while_the_source_is_silent():
+    clock = FakeClock(T0)
     engine = FakeEngine()
-    run_driver(engine, [], 2.3)
-    assert len(engine.advanced) >= 2
-    gaps = [b - a for a, b in zip(engine.advanced, engine.advanced[1:])]
-    assert all(gap <= 1.0 for gap in gaps)
-    assert engine.advanced == sorted(engine.advanced)
+    driver = start_driver(engine, [], clock)
+    try:
+        for step in range(1, 5):
+            assert advanced_past(driver, engine, clock, T0 + step)
+        gaps = [b - a for a, b in zip(engine.advanced, engine.advanced[1:])]
+        assert all(0 < gap <= 1.0 for gap in gaps), engine.advanced
+        assert engine.advanced[-1] >= T0 + 3.5
+    finally:
+        driver.stop()
 
 
 def test_a_packet_that_raises_is_counted_and_the_thread_goes_on():
-    now = time.time()
-    frames = [(now, 1, b"a"), (now, 1, b"boom"), (now, 1, b"c")]
+    clock = FakeClock(T0)
+    frames = [(T0, 1, b"a"), (T0, 1, b"boom"), (T0, 1, b"c")]
     engine = FakeEngine(fail_on=b"boom")
-    driver = run_driver(engine, frames, 0.3)
-    assert [f for _, f in engine.fed] == [b"a", b"c"]
-    assert (driver.stats.packets, driver.stats.packet_errors) == (2, 1)
+    driver = start_driver(engine, frames, clock)
+    try:
+        assert wait_until(lambda: driver.stats.packets + driver.stats.packet_errors == 3, WAIT)
+        assert [f for _, f in engine.fed] == [b"a", b"c"]
+        assert (driver.stats.packets, driver.stats.packet_errors) == (2, 1)
+    finally:
+        driver.stop()
 
 
 def test_a_late_frame_never_moves_the_engine_clock_backwards():
-    now = time.time()
+    clock = FakeClock(T0 + 1)
     engine = FakeEngine()
-    frames = [(now + 0.1, 1, b"a"), (now - 5, 1, b"stale")]
-    run_driver(engine, frames, 0.4)
-    assert engine.fed[1][0] >= engine.fed[0][0]
+    driver = start_driver(engine, [(T0 + 0.1, 1, b"a"), (T0 - 5, 1, b"stale")], clock)
+    try:
+        assert wait_until(lambda: len(engine.fed) == 2, WAIT)
+        assert engine.fed[1][0] >= engine.fed[0][0]
+    finally:
+        driver.stop()
 
 
 def test_stop_is_prompt_even_when_the_source_blocks_forever():
+    started = threading.Event()
+
     def blocking_source():
+        started.set()
         threading.Event().wait()      # a tap with no traffic
         yield (0.0, 1, b"")
-    driver = EngineDriver(FakeEngine(), blocking_source())
+    driver = EngineDriver(FakeEngine(), blocking_source(), clock=FakeClock(T0))
     driver.start()
-    time.sleep(0.1)
+    assert started.wait(WAIT)
     t0 = time.monotonic()
     driver.stop()
     assert time.monotonic() - t0 < 1.0
@@ -394,31 +424,35 @@ def test_stop_is_prompt_even_when_the_source_blocks_forever():
 
 def test_a_failing_source_ends_but_expiry_goes_on():
     def broken_source():
-        yield (time.time(), 1, b"one")
+        yield (T0, 1, b"one")
         raise OSError("capture truncated")
+    clock = FakeClock(T0)
     engine = FakeEngine()
-    driver = run_driver(engine, broken_source(), 1.2)
-    assert [f for _, f in engine.fed] == [b"one"]
-    assert driver.stats.source_errors == 1 and driver.stats.source_done
-    assert engine.advanced
+    driver = start_driver(engine, broken_source(), clock)
+    try:
+        assert wait_until(lambda: driver.stats.source_done, WAIT)
+        assert advanced_past(driver, engine, clock, T0 + 2)
+        assert [f for _, f in engine.fed] == [b"one"]
+        assert driver.stats.source_errors == 1
+    finally:
+        driver.stop()
 
 
-def test_render_runs_under_the_engine_lock_with_the_driver_clock():
-    """Every chunk is made while the engine lock is held (the engine thread cannot change
-    the table under it), and the renderer is given the driver's clock."""
+def test_render_runs_each_chunk_under_the_engine_lock_with_the_driver_clock():
     engine = FakeEngine()
-    locked = []
+    driver = EngineDriver(engine, [])
+    held = []
 
-    def render(eng, now):
-        for chunk in FakeEngine.render_chunks(eng, now):
-            locked.append(driver.engine_lock.locked())
-            yield chunk
-    driver = EngineDriver(engine, [], views={"net/nf_conntrack": render})
+    def render(served, now):
+        held.append(served.engine_lock.locked())
+        yield f"{len(served.engine.fed)} at ".encode()
+        held.append(served.engine_lock.locked())
+        yield f"{now:.3f}\n".encode()
     before = time.time()
-    text = driver.render("net/nf_conntrack").decode()
+    text = driver.render(render).decode()
     assert text.startswith("0 at ")
     assert before - 0.01 <= float(text.split()[2]) <= time.time() + 0.01
-    assert locked == [True, True]
+    assert held == [True, True]
 
 
 @pytest.mark.parametrize("pieces", [[b"abc", b"", b"defgh", b"i", b"jklmnop"], [b"abcdefghijklmnop"]])

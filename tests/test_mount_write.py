@@ -1,5 +1,5 @@
 """Writing knobs through a real mount the way people and scripts do, and getting the
-kernel's answers (spec/conntrack.md §3.4, spec/fuse.md §6)."""
+kernel's answers (docs/spec/conntrack.md §3.4, docs/spec/fuse.md §6)."""
 from __future__ import annotations
 
 import errno
@@ -33,13 +33,13 @@ def test_echo_sets_the_value_that_every_alias_reads(idle_mount):
     ("printf '304\\n' | dd of=$MNT/{k} bs=1 status=none", "3"),  # later bytes at offset > 0
 ])
 def test_shell_writes_parse_as_the_kernel_does(idle_mount, command, value):
-    """spec/conntrack.md §3.4 rows; `dd bs=1` stores only the first digit, as procfs does."""
+    """docs/spec/conntrack.md §3.4 rows; `dd bs=1` stores only the first digit, as procfs does."""
     idle_mount.sh(command.format(k=MODERN), check=True)
     assert idle_mount.read(TUTORIAL) == value + "\n"
 
 
 def test_python_write_and_a_sysctl_style_single_write(idle_mount):
-    """procps sysctl -w: openat(O_WRONLY|O_TRUNC) and one write("v\\n") (spec/fuse.md §6)."""
+    """procps sysctl -w: openat(O_WRONLY|O_TRUNC) and one write("v\\n") (docs/spec/fuse.md §6)."""
     with open(idle_mount.path(MAX), "w") as f:
         f.write("306\n")
     assert idle_mount.read(MAX) == "306\n"
@@ -52,7 +52,7 @@ def test_python_write_and_a_sysctl_style_single_write(idle_mount):
 
 
 def test_sysctl_through_a_bind_mount_over_proc_sys(idle_mount):
-    """spec/fuse.md §8: `mount --bind MNT/sys /proc/sys` in a private namespace makes procps
+    """docs/spec/fuse.md §8: `mount --bind MNT/sys /proc/sys` in a private namespace makes procps
     sysctl read and write the emulated knobs, errors included."""
     if not (shutil.which("unshare") and shutil.which("sysctl")):
         pytest.skip("needs unshare and procps sysctl")
@@ -73,7 +73,7 @@ def test_sysctl_through_a_bind_mount_over_proc_sys(idle_mount):
 @pytest.mark.parametrize("bad", ["abc", "1.5", "42abc", "+5", "", "99999999999999999999999",
                                  "8589935"])
 def test_a_bad_value_is_einval_and_keeps_the_old_value(idle_mount, bad):
-    """spec/conntrack.md §3.4: garbage, overflow, an empty line and a jiffies value past
+    """docs/spec/conntrack.md §3.4: garbage, overflow, an empty line and a jiffies value past
     INT_MAX/HZ are EINVAL; bash prints "echo: write error: Invalid argument"; nothing changes."""
     out = idle_mount.sh(f"echo '{bad}' > $MNT/{MODERN}")
     assert out.returncode == 1
@@ -82,7 +82,7 @@ def test_a_bad_value_is_einval_and_keeps_the_old_value(idle_mount, bad):
 
 
 def test_the_linux_profile_range_checks_booleans(mount_factory):
-    """spec/conntrack.md §3.3: modern tcp_loose is u8 0..1; `2` is EINVAL."""
+    """docs/spec/conntrack.md §3.3: modern tcp_loose is u8 0..1; `2` is EINVAL."""
     mount = mount_factory("--source", "none", "--profile", "linux")
     loose = "sys/net/netfilter/nf_conntrack_tcp_loose"
     out = mount.sh(f"echo 2 > $MNT/{loose}")
@@ -92,7 +92,7 @@ def test_the_linux_profile_range_checks_booleans(mount_factory):
 
 
 def test_a_second_number_is_left_unconsumed_and_the_first_kept(idle_mount):
-    """spec/conntrack.md §3.4: `42 43` is a partial write of 3 bytes; the shell's retry at
+    """docs/spec/conntrack.md §3.4: `42 43` is a partial write of 3 bytes; the shell's retry at
     offset 3 is ignored, so `echo` reports success and the value is 42."""
     idle_mount.sh(f"echo '42 43' > $MNT/{MODERN}", check=True)
     assert idle_mount.read(MODERN) == "42\n"
@@ -116,7 +116,7 @@ def test_a_write_at_a_nonzero_offset_is_ignored(idle_mount):
 
 
 def test_writing_a_read_only_file_is_eacces_even_for_root(idle_mount):
-    """spec/fuse.md §6, and observed here: `echo 1 > /proc/net/stat/nf_conntrack` as root is
+    """docs/spec/fuse.md §6, and observed here: `echo 1 > /proc/net/stat/nf_conntrack` as root is
     "Permission denied"; default_permissions lets root past the mode bits, the daemon does not."""
     for path in (COUNT, "sys/net/ipv4/netfilter/ip_conntrack_buckets", "net/nf_conntrack",
                  "net/stat/nf_conntrack"):
@@ -129,7 +129,7 @@ def test_writing_a_read_only_file_is_eacces_even_for_root(idle_mount):
 
 
 def test_truncate_is_a_no_op_on_writable_knobs_and_eacces_on_read_only_ones(idle_mount):
-    """spec/fuse.md §6: `truncate -s 0` of a writable knob succeeds and changes nothing."""
+    """docs/spec/fuse.md §6: `truncate -s 0` of a writable knob succeeds and changes nothing."""
     idle_mount.sh(f"truncate -s 0 $MNT/{MODERN}", check=True)
     assert idle_mount.read(MODERN) == "432000\n"
     out = idle_mount.sh(f"truncate -s 0 $MNT/{COUNT}")
@@ -137,6 +137,6 @@ def test_truncate_is_a_no_op_on_writable_knobs_and_eacces_on_read_only_ones(idle
 
 
 def test_an_empty_write_changes_nothing(idle_mount):
-    """spec/fuse.md §6: `printf '' > f` writes nothing; the value stays."""
+    """docs/spec/fuse.md §6: `printf '' > f` writes nothing; the value stays."""
     idle_mount.sh(f"printf '' > $MNT/{MODERN}", check=True)
     assert idle_mount.read(MODERN) == "432000\n"

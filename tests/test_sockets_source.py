@@ -4,7 +4,7 @@ Most tests hand the mirror fake psutil tuples and check the listing of an Engine
 linux) fed with the frames of one poll; time is a number.  One test uses real sockets on
 127.0.0.1 (no root needed); one compares with the kernel's own table in a namespace.
 
-Kernel facts the mapping relies on (spec/conntrack.md §4.2, §4.8, §5.1, §10 namespace 2):
+Kernel facts the mapping relies on (docs/spec/conntrack.md §4.2, §4.8, §5.1, §10 namespace 2):
 a picked-up ACK makes `ESTABLISHED [UNREPLIED]`, the reply sets SEEN_REPLY and the next
 packet ASSURED; orig FIN -> FIN_WAIT, reply ACK -> CLOSE_WAIT, reply FIN -> LAST_ACK,
 orig ACK -> TIME_WAIT; an RST moves an entry to CLOSE (10 s); UDP with a reply shows 30 s.

@@ -204,55 +204,127 @@ def test_bad_states_are_refused_with_one_line_and_change_nothing(mutate, message
     assert fresh.count == 0
 
 
-# -- through the mount command ---------------------------------------------------------------
-def test_load_state_refuses_bad_files_with_a_usage_error(tmp_path):
-    """A file that is not JSON, of an unknown version or of the other profile: UsageError,
-    one line naming the file; a missing file is a fresh start."""
-    from procfs_ct.cli import UsageError
-    from procfs_ct.cmd_mount import load_state
+# -- the state file module -------------------------------------------------------------------
+def saved_file(tmp_path, profile="linux", **knobs):
+    """A good state file of a populated engine (saved at T0 + 10) and its document."""
+    from procfs_ct import statefile
     path = tmp_path / "state.json"
-    assert load_state(str(path), make_engine("linux"), T0) == 0
-    original = make_engine("linux")
+    original = make_engine(profile)
+    for name, value in knobs.items():
+        original.knobs.set(name, value)
     populate(original)
-    from procfs_ct.cmd_mount import save_state
-    save_state(str(path), original, T0 + 10)
-    assert load_state(str(path), make_engine("linux"), T0 + 11) == 5
-    for text, profile, message in [
-            ("{not json", "linux", "Expecting property name"),
-            ("[1, 2]", "linux", "not a procfs-ct state file"),
-            (json.dumps({"format": "procfs-ct-state", "version": 7}), "linux", "version 7"),
-            (path.read_text(), "tutorial", "saved by a 'linux' profile engine")]:
-        bad = tmp_path / "bad.json"
-        bad.write_text(text)
-        with pytest.raises(UsageError) as caught:
-            load_state(str(bad), make_engine(profile), T0)
-        assert str(caught.value).startswith(f"--state-file {bad}: ")
-        assert message in str(caught.value) and "\n" not in str(caught.value)
+    statefile.save(str(path), original, T0 + 10)
+    return path, json.loads(path.read_text())
+
+
+def test_a_missing_file_is_a_fresh_start_and_a_good_one_restores_table_and_knobs(tmp_path):
+    from procfs_ct import statefile
+    assert statefile.restore(str(tmp_path / "none.json"), make_engine("linux"), T0).entries == 0
+    path, _ = saved_file(tmp_path, udp_timeout=77)
+    fresh = make_engine("linux")
+    restored = statefile.restore(str(path), fresh, T0 + 11)
+    assert (restored.entries, restored.saved_at) == (5, T0 + 10)
+    assert fresh.knobs["udp_timeout"] == 77 and restored.knobs["udp_timeout"] == 77
+
+
+@pytest.mark.parametrize("profile, change, message", [
+    ("linux", lambda d: d["knobs"].update(checksum=300),
+     "knobs.checksum: 300: outside the u8 limits 0..255"),
+    ("tutorial", lambda d: d["knobs"].update(checksum=300),
+     "knobs.checksum: 300: outside the u8 limits 0..255"),
+    ("linux", lambda d: d["knobs"].update(max=-5), "knobs.max: -5: out of range 0..2147483647"),
+    ("linux", lambda d: d["knobs"].update(tcp_loose=True), "knobs.tcp_loose: true: not an integer"),
+    ("linux", lambda d: d["knobs"].update(udp_timeout=10 ** 400),
+     "knobs.udp_timeout: 1000000000000000000000000000000000000000...: overflow"),
+    ("linux", lambda d: d["knobs"].update(udp_timeout=8589935),
+     "knobs.udp_timeout: 8589935: outside the jiffies limits -8589934..8589934"),
+    ("linux", lambda d: d["knobs"].update(udp_timeout=1.5), "knobs.udp_timeout: 1.5: not an integer"),
+    ("linux", lambda d: d["knobs"].update(count=3), "knobs.count: 3: count is read-only"),
+    ("linux", lambda d: d["knobs"].update(bogus=1), "knobs.bogus: 1: no such knob"),
+    ("linux", lambda d: d.update(knobs=[1]), "knobs: [1]: not an object"),
+    ("linux", lambda d: d["entries"][0].update(left="soon"), "table entry 0: left"),
+    ("linux", lambda d: d.update(version=7), "version 7"),
+    ("tutorial", lambda d: None, "saved by a 'linux' profile engine"),
+])
+def test_every_field_is_checked_and_a_bad_one_changes_nothing(tmp_path, profile, change, message):
+    """As strict as a write to the file the value came from: one line naming the field
+    and the value; neither the knobs nor the table of the engine change."""
+    from procfs_ct import statefile
+    path, document = saved_file(tmp_path, udp_timeout=77)
+    change(document)
+    path.write_text(json.dumps(document))
+    fresh = make_engine(profile)
+    before = dict(fresh.knobs.items())
+    with pytest.raises(statefile.StateFileError) as caught:
+        statefile.restore(str(path), fresh, T0 + 11)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert dict(fresh.knobs.items()) == before and fresh.count == 0
+
+
+@pytest.mark.parametrize("text, message", [("{not json", "not JSON: Expecting property name"),
+                                           ("[1, 2]", "not a procfs-ct state file")])
+def test_a_file_that_is_not_a_state_document_is_refused(tmp_path, text, message):
+    from procfs_ct import statefile
+    path = tmp_path / "state.json"
+    path.write_text(text)
+    with pytest.raises(statefile.StateFileError, match=re.escape(message)):
+        statefile.restore(str(path), make_engine("linux"), T0)
+
+
+def test_knobs_given_on_the_command_line_keep_their_value(tmp_path):
+    """--max 1234 beats the file's max; the file's other knobs are restored."""
+    from procfs_ct import statefile
+    path, _ = saved_file(tmp_path, max=777, udp_timeout=55)
+    fresh = make_engine("linux", max_entries=1234)
+    statefile.restore(str(path), fresh, T0 + 11, keep={"max"})
+    assert (fresh.knobs["max"], fresh.knobs["udp_timeout"]) == (1234, 55)
 
 
 def test_a_knobs_only_file_of_the_earlier_format_still_loads(tmp_path):
     """Files written before the table was kept hold {"knobs": {...}} only: knobs restored."""
-    from procfs_ct.cmd_mount import load_state
+    from procfs_ct import statefile
     path = tmp_path / "state.json"
     path.write_text(json.dumps({"knobs": {"udp_timeout": 55}}))
     eng = make_engine("linux")
-    assert load_state(str(path), eng, T0) == 0
+    assert statefile.restore(str(path), eng, T0).entries == 0
     assert eng.knobs["udp_timeout"] == 55
 
 
-def test_save_state_keeps_knobs_and_replaces_the_file_atomically(tmp_path):
+def test_save_keeps_knobs_and_replaces_the_file_atomically(tmp_path):
     """The knob values and the table share the file; no temporary file is left behind."""
-    from procfs_ct.cmd_mount import load_state, save_state
-    path = tmp_path / "state.json"
+    from procfs_ct import statefile
+    path, _ = saved_file(tmp_path, udp_timeout=77)
     original = make_engine("linux")
-    original.knobs.set("udp_timeout", 77)
     populate(original)
-    save_state(str(path), original, T0 + 10)
+    statefile.save(str(path), original, T0 + 10)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
     fresh = make_engine("linux")
-    assert load_state(str(path), fresh, T0 + 10) == 5
-    assert fresh.knobs["udp_timeout"] == 77
+    assert statefile.restore(str(path), fresh, T0 + 10).entries == 5
     assert lines(fresh, T0 + 10) == lines(original, T0 + 10)
+
+
+def test_the_saver_builds_the_document_under_the_lock_and_writes_it_without(tmp_path):
+    """StateSaver.save_now(): the engine lock is held while export_state runs, free while
+    the file is written."""
+    import threading
+    from procfs_ct import statefile
+    lock = threading.Lock()
+    seen = []
+    original = make_engine("linux")
+    populate(original)
+    export = original.export_state
+    original.export_state = lambda now: (seen.append(("export", lock.locked())), export(now))[1]
+    write = statefile.write_document
+    path = tmp_path / "state.json"
+    saver = statefile.StateSaver(str(path), original, lock, lambda: T0 + 10, interval=0)
+    try:
+        statefile.write_document = lambda p, d: (seen.append(("write", lock.locked())),
+                                                 write(p, d))[1]
+        assert saver.save_now() == 5
+    finally:
+        statefile.write_document = write
+    assert seen == [("export", True), ("write", False)]
+    assert json.loads(path.read_text())["saved_at"] == T0 + 10
 
 
 @pytest.mark.mount
@@ -265,8 +337,8 @@ def test_a_remount_on_the_same_state_file_shows_the_saved_entries(mount_factory,
                           "--state-file", str(state))
     count = "sys/net/netfilter/nf_conntrack_count"
     assert wait_for(lambda: int(first.read(count)) > 50, 10), first.log_text()
-    # Let the capture finish replaying (the source counters say when it is done).
-    assert wait_for(lambda: "source_done 1" in first.read("net/stat/procfs_ct_source"), 20)
+    assert wait_for(lambda: "source_done 1" in first.read("net/stat/procfs_ct_source"), 20), \
+        first.log_text()
     before = parse_listing(first.read("net/nf_conntrack"))
     read_at = time.time()
     first.signal(signal.SIGTERM)
@@ -295,3 +367,80 @@ def parse_listing(text: str) -> dict:
 def wait_for(predicate, timeout: float) -> bool:
     from conftest import wait_until
     return wait_until(predicate, timeout)
+
+
+# -- the state file of a running mount ----------------------------------------------------------
+def state_entries(path) -> int:
+    """Entries in the state file now; -1 while it does not exist (it is replaced whole)."""
+    try:
+        return len(json.loads(path.read_text())["entries"])
+    except FileNotFoundError:
+        return -1
+
+
+@pytest.mark.mount
+def test_the_table_is_saved_periodically_and_survives_kill_9(mount_factory, tmp_path):
+    """--state-interval: the file is rewritten while the daemon runs, so a SIGKILL loses
+    at most one interval; the next mount restores it and logs how old it was."""
+    state = tmp_path / "state.json"
+    first = mount_factory("--profile", "linux", "--source", "synthetic:500",
+                          "--state-file", str(state), "--state-interval", "0.5")
+    assert wait_for(lambda: state_entries(state) > 50, 20), first.log_text()
+    first.signal(signal.SIGKILL)
+    assert wait_for(first.exited, 10)
+    saved = state_entries(state)
+    second = mount_factory("--profile", "linux", "--source", "none", "--state-file", str(state))
+    restored = re.search(r"restored (\d+) entries from \S+, saved ([0-9.]+) s ago",
+                         second.log.read_text())
+    assert restored, second.log_text()
+    assert 0 < int(restored.group(1)) <= saved
+    assert len(second.read("net/nf_conntrack").splitlines()) > 0
+
+
+@pytest.mark.mount
+def test_a_bad_state_file_is_set_aside_and_the_mount_starts_empty(mount_factory, tmp_path):
+    """One bad field (checksum 300 for the linux profile): the file is renamed PATH.bad,
+    one line naming the field and the value is printed and logged, and the mount starts
+    with an empty table and the command line's knobs -- nothing of the file is used."""
+    state = tmp_path / "state.json"
+    document = {"format": "procfs-ct-state", "version": 1, "profile": "linux",
+                "saved_at": time.time(), "entries": [],
+                "knobs": {"udp_timeout": 55, "checksum": 300}}
+    state.write_text(json.dumps(document))
+    mount = mount_factory("--profile", "linux", "--source", "none", "--max", "4321",
+                          "--state-file", str(state))
+    printed = mount.proc.stderr.readline()
+    expected = (f"--state-file {state}: knobs.checksum: 300: outside the u8 limits 0..255; set aside as "
+                f"{state}.bad, starting with an empty table")
+    assert printed == f"procfs-ct mount: {expected}\n"
+    assert expected in mount.log.read_text()
+    assert json.loads((tmp_path / "state.json.bad").read_text()) == document
+    assert mount.read("sys/net/netfilter/nf_conntrack_udp_timeout") == "30\n"
+    assert mount.read("sys/net/netfilter/nf_conntrack_max") == "4321\n"
+    assert mount.read("net/nf_conntrack") == ""
+
+
+@pytest.mark.mount
+def test_max_on_the_command_line_beats_the_state_file(mount_factory, tmp_path):
+    state = tmp_path / "state.json"
+    first = mount_factory("--source", "none", "--state-file", str(state))
+    first.sh("echo 777 > $MNT/sys/net/netfilter/nf_conntrack_max; "
+             "echo 44 > $MNT/sys/net/netfilter/nf_conntrack_udp_timeout", check=True)
+    first.stop()
+    second = mount_factory("--source", "none", "--state-file", str(state), "--max", "999")
+    assert second.read("sys/net/netfilter/nf_conntrack_max") == "999\n"
+    assert second.read("sys/net/netfilter/nf_conntrack_udp_timeout") == "44\n"
+
+
+@pytest.mark.parametrize("interval", ["-1", "nan", "inf"])
+def test_a_bad_state_interval_is_one_line_and_mounts_nothing(tmp_path, interval):
+    import subprocess
+    from conftest import REPO, child_env, is_mounted, procfs_ct_command
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    done = subprocess.run(procfs_ct_command() + ["mount", str(mnt), "--source", "none",
+                                                 "--state-interval", interval],
+                          cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert len(done.stderr.splitlines()) == 1 and "--state-interval" in done.stderr
+    assert not is_mounted(mnt)

@@ -15,7 +15,7 @@ from engine.outcome import IGNORE, INVALID
 from engine.packet import ACK, PSH, RST, SYN
 from engine.tcp_window import BE_LIBERAL, SACK_PERM, after, before
 
-from test_tcp import Flow
+from tcphelp import Flow
 
 C, S = 1000, 5000
 BOTH = ["linux", "tutorial"]
@@ -245,6 +245,22 @@ def test_window_scale_used_only_if_both_sides_offer_it(profile):
     assert g.entry.l4.sides[ORIGINAL].scale == 0
     assert g.entry.l4.sides[REPLY].maxend == S + 1 + 100
     assert g.send(REPLY, PSH | ACK, 15000, C + 1, payload=100) is INVALID
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_later_syn_with_options_but_no_window_scale_resets_the_scale(profile):
+    """tcp_options() zeroes the side's scale and flags whenever the header has options: a
+    second SYN (later sequence number) with only an MSS option undoes the first SYN's window
+    scale, so the SYN/ACK's offer finds no partner and nothing is scaled.  A second SYN
+    without any options leaves the scale alone (kernel scenario tcp_syn_options_reset)."""
+    for second_has_options, scale in ((True, 0), (False, 7)):
+        f = Flow(profile)
+        f.send(ORIGINAL, SYN, C, win=100, wscale=7)
+        f.send(ORIGINAL, SYN, C + 4000, win=100, options=second_has_options)
+        f.send(REPLY, SYN | ACK, S, C + 4001, win=1000, wscale=7)
+        f.send(ORIGINAL, ACK, C + 4001, S + 1, win=100)
+        assert f.entry.l4.sides[ORIGINAL].scale == scale
+        assert f.entry.l4.sides[REPLY].maxend == S + 1 + (100 << scale)
 
 
 @pytest.mark.parametrize("profile", BOTH)

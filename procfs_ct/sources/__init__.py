@@ -22,7 +22,7 @@ from typing import Callable, Iterator, Optional
 from engine.capture import CaptureError
 from engine.linklayer import LINKTYPE_ETHERNET
 
-from ..cli import UsageError
+from ..errors import UsageError
 from .pcapfile import replay_capture
 from .synthetic import DEFAULT_RATE, SyntheticTraffic
 

@@ -90,7 +90,7 @@ Step = tuple[int, int]
 
 
 def _usage_error(message: str) -> Exception:
-    from procfs_ct.cli import UsageError
+    from procfs_ct.errors import UsageError
     return UsageError(message)
 
 

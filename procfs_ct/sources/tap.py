@@ -148,7 +148,7 @@ class TapStats:
 
 
 def _usage_error(message: str) -> Exception:
-    from procfs_ct.cli import UsageError
+    from procfs_ct.errors import UsageError
     return UsageError(message)
 
 

@@ -176,3 +176,74 @@ class ForgedTcp:
         self.c("S")
         self.s("SA")
         self.c("A")
+
+
+# --- SCTP, UDP-Lite and enhanced GRE --------------------------------------------------------
+
+def crc32c(data: bytes) -> int:
+    """CRC32c (Castagnoli, reflected 0x82F63B78), bit by bit: SCTP's checksum (RFC 4960 B)."""
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+# Chunk types (RFC 4960 3.2) and the T bit of ABORT / SHUTDOWN COMPLETE.
+SCTP_DATA, SCTP_INIT, SCTP_INIT_ACK, SCTP_SACK = 0, 1, 2, 3
+SCTP_HEARTBEAT, SCTP_HEARTBEAT_ACK, SCTP_ABORT, SCTP_SHUTDOWN = 4, 5, 6, 7
+SCTP_SHUTDOWN_ACK, SCTP_ERROR, SCTP_COOKIE_ECHO, SCTP_COOKIE_ACK = 8, 9, 10, 11
+SCTP_SHUTDOWN_COMPLETE = 14
+SCTP_FLAG_T = 0x01
+
+
+def sctp_chunk(chunk_type: int, value: bytes = b"", flags: int = 0) -> bytes:
+    """One chunk: type, flags, length (without padding), value, padded to 4 bytes."""
+    chunk = struct.pack("!BBH", chunk_type, flags, 4 + len(value)) + value
+    return chunk + b"\0" * (-len(chunk) % 4)
+
+
+def sctp_init(chunk_type: int, init_tag: int, tsn: int = 1) -> bytes:
+    """INIT or INIT ACK: initiate tag, a_rwnd, 10 streams each way, initial TSN."""
+    return sctp_chunk(chunk_type, struct.pack("!IIHHI", init_tag, 65536, 10, 10, tsn))
+
+
+def sctp_data(tsn: int, payload: bytes) -> bytes:
+    """A DATA chunk (B and E flags: one whole message) on stream 0."""
+    return sctp_chunk(SCTP_DATA, struct.pack("!IHHI", tsn, 0, 0, 0) + payload, flags=0x03)
+
+
+def sctp_heartbeat(chunk_type: int) -> bytes:
+    """HEARTBEAT or HEARTBEAT ACK carrying one Heartbeat Info parameter."""
+    return sctp_chunk(chunk_type, struct.pack("!HH", 1, 8) + b"info")
+
+
+def sctp_packet(sport: int, dport: int, vtag: int, chunks: bytes) -> bytes:
+    """The SCTP common header + chunks, with its CRC32c (stored little-endian, as
+    the kernel's sctp_compute_cksum gives it)."""
+    packet = struct.pack("!HHII", sport, dport, vtag, 0) + chunks
+    return packet[:8] + struct.pack("<I", crc32c(packet)) + packet[12:]
+
+
+def udplite_datagram(src: str, dst: str, sport: int, dport: int, payload: bytes,
+                     coverage: int = 0, checksum: Optional[int] = None,
+                     pseudo_proto: int = 136) -> bytes:
+    """UDP-Lite header + payload: `coverage` in the length field (0 = all), checksum over
+    the pseudo header (protocol `pseudo_proto`) and the covered bytes (RFC 3828), or
+    `checksum` as given."""
+    length = 8 + len(payload)
+    datagram = struct.pack("!HHHH", sport, dport, coverage, 0) + payload
+    if checksum is None:
+        covered = datagram[:coverage or length]
+        checksum = inet_checksum(_pseudo(src, dst, pseudo_proto, length) + covered) or 0xFFFF
+    return datagram[:6] + struct.pack("!H", checksum) + datagram[8:]
+
+
+GRE_PROTO_PPP = 0x880B
+
+
+def gre_v1(call_id: int, payload: bytes = b"\xff\x03\x00\x21", protocol: int = GRE_PROTO_PPP
+           ) -> bytes:
+    """Enhanced GRE (PPTP, RFC 2637): K bit, version 1, payload length, call id."""
+    return struct.pack("!HHHH", 0x2001, protocol, len(payload), call_id) + payload

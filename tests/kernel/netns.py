@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-NS_PREFIX = "pct-"
+NS_PREFIX = os.environ.get("PCT_NS_PREFIX", "pct-")   # another prefix for a parallel run
 CONNTRACK_MAX = "/proc/sys/net/netfilter/nf_conntrack_max"
 CONNTRACK_COUNT = "/proc/sys/net/netfilter/nf_conntrack_count"
 

@@ -806,6 +806,222 @@ def gre_proto47() -> Cleanup:
     return raw.close
 
 
+# --- SCTP, UDP-Lite, enhanced GRE and protocols the kernel refuses -------------------------
+
+SCTP_CLIENT_TAG, SCTP_SERVER_TAG = 0x11111111, 0x22222222
+
+
+class ForgedSctp:
+    """Both ends of one forged SCTP association 127.0.0.1:port <-> 127.0.0.2:6000.
+
+    `c(vtag, chunks)` sends client -> server, `s(vtag, chunks)` server -> client; the
+    verification tags are passed explicitly, so wrong ones can be sent on purpose.
+    The tags agreed in setup() are SCTP_CLIENT_TAG (the client's, which the server puts
+    in its packets) and SCTP_SERVER_TAG."""
+
+    def __init__(self, sender: RawSender, port: int) -> None:
+        self.sender, self.port = sender, port
+
+    def c(self, vtag: int, *chunks: bytes) -> None:
+        packet = forge.sctp_packet(self.port, 6000, vtag, b"".join(chunks))
+        self.sender.send(forge.ipv4(LOCAL, PEER, 132, packet))
+
+    def s(self, vtag: int, *chunks: bytes) -> None:
+        packet = forge.sctp_packet(6000, self.port, vtag, b"".join(chunks))
+        self.sender.send(forge.ipv4(PEER, LOCAL, 132, packet))
+
+    def setup(self) -> None:
+        """INIT, INIT ACK, COOKIE ECHO, COOKIE ACK (RFC 4960 5.1)."""
+        self.c(0, forge.sctp_init(forge.SCTP_INIT, SCTP_CLIENT_TAG))
+        self.s(SCTP_CLIENT_TAG, forge.sctp_init(forge.SCTP_INIT_ACK, SCTP_SERVER_TAG))
+        self.c(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_COOKIE_ECHO, b"cookie!!"))
+        self.s(SCTP_CLIENT_TAG, forge.sctp_chunk(forge.SCTP_COOKIE_ACK))
+
+    def data_both_ways(self) -> None:
+        """DATA each way, each acknowledged by a SACK in the same packet as the answer."""
+        self.c(SCTP_SERVER_TAG, forge.sctp_data(1, b"hello"))
+        sack = forge.sctp_chunk(forge.SCTP_SACK, struct.pack("!IIHH", 1, 65536, 0, 0))
+        self.s(SCTP_CLIENT_TAG, sack, forge.sctp_data(1, b"world"))
+        self.c(SCTP_SERVER_TAG, sack)
+
+
+@scenario("Forged SCTP associations to 127.0.0.2:6000: 45001 setup, data both ways, heartbeat, "
+          "graceful shutdown (SHUTDOWN, SHUTDOWN ACK, SHUTDOWN COMPLETE: CLOSED); 45002 setup, "
+          "data and an ICMP port unreachable about it (ESTABLISHED); 45003 INIT and INIT ACK only (COOKIE_WAIT); 45004 stops after "
+          "COOKIE ECHO (COOKIE_ECHOED); 45005 stops after the client's SHUTDOWN (SHUTDOWN_SENT); "
+          "45006 after the server's (SHUTDOWN_RECD); 45007 after the SHUTDOWN ACK "
+          "(SHUTDOWN_ACK_SENT).")
+def sctp_association() -> Cleanup:
+    raw = RawSender()
+    full = ForgedSctp(raw, 45001)
+    full.setup()
+    full.data_both_ways()
+    full.c(SCTP_SERVER_TAG, forge.sctp_heartbeat(forge.SCTP_HEARTBEAT))
+    full.s(SCTP_CLIENT_TAG, forge.sctp_heartbeat(forge.SCTP_HEARTBEAT_ACK))
+    full.c(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_SHUTDOWN, struct.pack("!I", 1)))
+    full.s(SCTP_CLIENT_TAG, forge.sctp_chunk(forge.SCTP_SHUTDOWN_ACK))
+    full.c(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_SHUTDOWN_COMPLETE))
+    established = ForgedSctp(raw, 45002)
+    established.setup()
+    established.data_both_ways()
+    # An ICMP error about it, found through the quoted ports (RELATED reply).
+    quoted = forge.ipv4(LOCAL, PEER, 132, forge.sctp_packet(45002, 6000, SCTP_SERVER_TAG,
+                                                            forge.sctp_data(2, b"lost")))
+    raw.send(forge.ipv4(PEER, LOCAL, 1, forge.icmp_error(3, 3, quoted)))
+    waiting = ForgedSctp(raw, 45003)
+    waiting.c(0, forge.sctp_init(forge.SCTP_INIT, SCTP_CLIENT_TAG))
+    waiting.s(SCTP_CLIENT_TAG, forge.sctp_init(forge.SCTP_INIT_ACK, SCTP_SERVER_TAG))
+    echoed = ForgedSctp(raw, 45004)
+    echoed.c(0, forge.sctp_init(forge.SCTP_INIT, SCTP_CLIENT_TAG))
+    echoed.s(SCTP_CLIENT_TAG, forge.sctp_init(forge.SCTP_INIT_ACK, SCTP_SERVER_TAG))
+    echoed.c(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_COOKIE_ECHO, b"cookie!!"))
+    shutdown = forge.sctp_chunk(forge.SCTP_SHUTDOWN, struct.pack("!I", 1))
+    for port, client_shuts, acked in ((45005, True, False), (45006, False, False),
+                                      (45007, True, True)):
+        assoc = ForgedSctp(raw, port)
+        assoc.setup()
+        if client_shuts:
+            assoc.c(SCTP_SERVER_TAG, shutdown)
+        else:
+            assoc.s(SCTP_CLIENT_TAG, shutdown)
+        if acked:
+            assoc.s(SCTP_CLIENT_TAG, forge.sctp_chunk(forge.SCTP_SHUTDOWN_ACK))
+    return raw.close
+
+
+@scenario("Forged SCTP to 127.0.0.2:6000, packets the tracker refuses or treats specially: 45101 "
+          "setup, DATA with a wrong vtag each way, a SACK bundled before a COOKIE ECHO, then "
+          "ABORT (own vtag; CLOSED); 45102 DATA (vtag 0) before any INIT; 45103 INIT with a non-zero vtag; 45104 COOKIE ACK, 45105 ABORT, "
+          "45106 SHUTDOWN COMPLETE as first packets; 45107 INIT bundled with DATA; 45108 "
+          "HEARTBEAT first (HEARTBEAT_SENT) and its ACK; 45109 setup then ABORT from the server "
+          "with the T bit and the client's tag; 45110 INIT sent twice, 3 s apart (retransmission); 45111 "
+          "setup, SHUTDOWN, then a new INIT; 45112 setup and an ABORT with a wrong vtag; "
+          "45113 a zero-length chunk; 45114 a packet without chunks.")
+def sctp_checks() -> Cleanup:
+    raw = RawSender()
+    wrong = ForgedSctp(raw, 45101)
+    wrong.setup()
+    wrong.c(0x0BAD0BAD, forge.sctp_data(1, b"wrong tag"))
+    wrong.s(0x0BAD0BAD, forge.sctp_data(1, b"wrong tag"))
+    wrong.c(SCTP_SERVER_TAG, forge.sctp_data(1, b"right tag"))
+    sack = forge.sctp_chunk(forge.SCTP_SACK, struct.pack("!IIHH", 1, 65536, 0, 0))
+    wrong.c(SCTP_SERVER_TAG, sack, forge.sctp_chunk(forge.SCTP_COOKIE_ECHO, b"cookie!!"))
+    wrong.c(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_ABORT))
+    ForgedSctp(raw, 45102).c(0, forge.sctp_data(1, b"no INIT yet"))
+    ForgedSctp(raw, 45103).c(0x1234, forge.sctp_init(forge.SCTP_INIT, SCTP_CLIENT_TAG))
+    ForgedSctp(raw, 45104).c(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_COOKIE_ACK))
+    ForgedSctp(raw, 45105).c(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_ABORT))
+    ForgedSctp(raw, 45106).c(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_SHUTDOWN_COMPLETE))
+    ForgedSctp(raw, 45107).c(0, forge.sctp_init(forge.SCTP_INIT, SCTP_CLIENT_TAG),
+                             forge.sctp_data(1, b"bundled"))
+    heartbeat = ForgedSctp(raw, 45108)
+    heartbeat.c(0x33333333, forge.sctp_heartbeat(forge.SCTP_HEARTBEAT))
+    heartbeat.s(0x44444444, forge.sctp_heartbeat(forge.SCTP_HEARTBEAT_ACK))
+    aborted = ForgedSctp(raw, 45109)
+    aborted.setup()
+    aborted.s(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_ABORT, flags=forge.SCTP_FLAG_T))
+    twice = ForgedSctp(raw, 45110)
+    twice.c(0, forge.sctp_init(forge.SCTP_INIT, SCTP_CLIENT_TAG))
+    pause(3.0)      # the retransmission does not renew the timer: 3 s less left
+    twice.c(0, forge.sctp_init(forge.SCTP_INIT, SCTP_CLIENT_TAG))
+    restart = ForgedSctp(raw, 45111)
+    restart.setup()
+    restart.c(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_SHUTDOWN, struct.pack("!I", 1)))
+    restart.c(0, forge.sctp_init(forge.SCTP_INIT, 0x55555555))
+    bad_abort = ForgedSctp(raw, 45112)
+    bad_abort.setup()
+    bad_abort.c(0x0BAD0BAD, forge.sctp_chunk(forge.SCTP_ABORT))
+    ForgedSctp(raw, 45113).c(0, struct.pack("!BBH", forge.SCTP_INIT, 0, 0) + b"\0" * 16)
+    ForgedSctp(raw, 45114).c(0)
+    return raw.close
+
+
+@scenario("Forged UDP-Lite (protocol 136) 127.0.0.1 -> 127.0.0.2: 46001 full coverage, a "
+          "reply, one more and an ICMP port unreachable about it; 46002 coverage 8 (the header only) and 20 (part of the payload); 46003 "
+          "coverage 4 (below the header); 46004 coverage beyond the datagram; 46005 "
+          "checksum 0 (UDP-Lite requires one); 46006 a 6-byte header (truncated).")
+def udplite_coverage() -> Cleanup:
+    raw = RawSender()
+
+    def send(src: str, dst: str, sport: int, dport: int, **options) -> None:
+        datagram = forge.udplite_datagram(src, dst, sport, dport, b"lite payload 0123456789",
+                                          **options)
+        raw.send(forge.ipv4(src, dst, 136, datagram))
+
+    send(LOCAL, PEER, 46001, 7001)
+    send(PEER, LOCAL, 7001, 46001)
+    send(LOCAL, PEER, 46001, 7001)      # after a reply: ASSURED at once, no 2 s rule as UDP's
+    quoted = forge.ipv4(LOCAL, PEER, 136, forge.udplite_datagram(LOCAL, PEER, 46001, 7001, b"?"))
+    raw.send(forge.ipv4(PEER, LOCAL, 1, forge.icmp_error(3, 3, quoted)))
+    send(LOCAL, PEER, 46002, 7002, coverage=8)
+    send(LOCAL, PEER, 46002, 7002, coverage=20)
+    send(LOCAL, PEER, 46003, 7003, coverage=4)
+    send(LOCAL, PEER, 46004, 7004, coverage=40)
+    send(LOCAL, PEER, 46005, 7005, checksum=0)
+    raw.send(forge.ipv4(LOCAL, PEER, 136, struct.pack("!HHH", 46006, 7006, 0)))
+    return raw.close
+
+
+@scenario("Forged enhanced GRE (version 1, PPTP) 127.0.0.1 <-> 127.0.0.2: call id 0x1234 out and "
+          "call id 0x5678 back (two entries: no PPTP helper maps keys), an ICMP error from "
+          "127.0.0.2 quoting the call-id 0x1234 packet (RELATED), one carrying IPv4 instead of "
+          "PPP, one 4 bytes short (keys 0); then ICMP errors quoting a GRE version 0 packet (RELATED to its entry) and "
+          "GRE to 127.0.0.3 nobody sent (INVALID).")
+def gre_enhanced() -> Cleanup:
+    raw = RawSender()
+    out = forge.ipv4(LOCAL, PEER, 47, forge.gre_v1(0x1234))
+    raw.send(out)
+    raw.send(forge.ipv4(PEER, LOCAL, 47, forge.gre_v1(0x5678)))
+    # Before any entry with keys 0 exists: found through the call id or not at all.
+    raw.send(forge.ipv4(PEER, LOCAL, 1, forge.icmp_error(3, 3, out)))
+    raw.send(forge.ipv4(LOCAL, PEER, 47, forge.gre_v1(0x1111, protocol=0x0800)))
+    raw.send(forge.ipv4(LOCAL, PEER, 47, struct.pack("!HH", 0x2001, forge.GRE_PROTO_PPP)))
+    plain = forge.ipv4(LOCAL, PEER, 47, struct.pack("!HH", 0, 0x0800) + b"\0" * 8)
+    raw.send(plain)
+    for quoted in (plain, forge.ipv4(LOCAL, "127.0.0.3", 47, forge.gre_v1(0x9999))):
+        raw.send(forge.ipv4(PEER, LOCAL, 1, forge.icmp_error(3, 3, quoted)))
+    return raw.close
+
+
+@scenario("IP protocols the kernel hands to a tracker that is not theirs, or to none: 58 "
+          "(ICMPv6) over IPv4, an echo request and a reply, 127.0.0.1 <-> 127.0.0.2; 33 (DCCP, "
+          "not built into this kernel) and 136 too short for UDP-Lite's ports, for comparison.")
+def foreign_protocols() -> Cleanup:
+    raw = RawSender()
+    echo = forge.icmp_message(128, 0, struct.pack("!HH", 0x77, 1), b"v6 over v4")
+    raw.send(forge.ipv4(LOCAL, PEER, 58, echo))
+    raw.send(forge.ipv4(PEER, LOCAL, 58, forge.icmp_message(129, 0, struct.pack("!HH", 0x77, 1))))
+    raw.send(forge.ipv4(LOCAL, PEER, 33, b"\x9c\x41\x17\x70" + b"\0" * 12))
+    raw.send(forge.ipv4(LOCAL, PEER, 136, b"\x9c"))
+    return raw.close
+
+
+WSCALE_7 = forge.MSS_1460 + b"\x01\x03\x03\x07"     # MSS, NOP, window scale 7
+
+
+@scenario("Forged TCP to 127.0.0.2:6000: a SYN with window scale 7, a second SYN (later sequence "
+          "number), SYN/ACK with window scale 7, the client's ACK; the client's window is always "
+          "100. Then the server sends 1000 bytes twice, the second beyond an unscaled window. The second "
+          "SYN of 42801 has only an MSS option, of 42802 no options, of 42803 window scale 7 too.")
+def tcp_syn_options_reset() -> Cleanup:
+    raw = RawSender()
+    for port, second_options in ((42801, forge.MSS_1460), (42802, b""), (42803, WSCALE_7)):
+        conn = ForgedTcp(raw, (LOCAL, port), (PEER, 6000))
+        conn.c("S", options=WSCALE_7, window=100)
+        conn.next["c"] = 5000
+        if second_options:
+            conn.c("S", options=second_options, window=100)
+        else:        # ForgedTcp puts an MSS option on every SYN: this one is built by hand
+            segment = forge.tcp_segment(LOCAL, PEER, port, 6000, forge.SYN, 5000, 0, window=100)
+            raw.send(forge.ipv4(LOCAL, PEER, 6, segment))
+            conn.next["c"] = 5001
+        conn.s("SA", options=WSCALE_7)
+        conn.c("A", window=100)
+        conn.s("A", data=b"x" * 1000)
+        conn.s("A", data=b"y" * 1000)
+    return raw.close
+
+
 # --- running ---------------------------------------------------------------------------------
 
 def frame_states(frames: list[pcapfile.Frame]) -> list[Optional[str]]:

@@ -466,6 +466,33 @@ def wire_icmp_bad_checksum(wire: Wire) -> Cleanup:
     return None
 
 
+@scenario("Forged SCTP and UDP-Lite arriving with nf_conntrack_checksum=1 (the server's answers "
+          "dropped before conntrack): an SCTP INIT 10.99.0.1:45201 -> :6000 with a corrupted "
+          "CRC32c (INVALID, no entry), the same INIT correct (NEW); UDP-Lite 46201 -> 7201 with "
+          "a corrupted checksum, a correct one, and 46202 -> 7202 covering the header only (all "
+          "INVALID: the kernel sums UDP-Lite with UDP's protocol number 17 in the pseudo "
+          "header); 46203 full coverage and 46204 header-only coverage, their sums made with "
+          "17 (NEW).",
+          quiet_rules=["ip protocol sctp drop", "ip protocol icmp drop"])
+def wire_sctp_udplite_checksums(wire: Wire) -> Cleanup:
+    init = forge.sctp_packet(45201, 6000, 0, forge.sctp_init(forge.SCTP_INIT, 0x11111111))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 132, corrupted(init, 132)))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 132, init))
+    lite = forge.udplite_datagram(CLIENT, SERVER, 46201, 7201, b"lite payload")
+    wire.inject(forge.ipv4(CLIENT, SERVER, 136, corrupted(lite, 136)))
+    wire.inject(forge.ipv4(CLIENT, SERVER, 136, lite))
+    header_only = forge.udplite_datagram(CLIENT, SERVER, 46202, 7202, b"lite payload",
+                                         coverage=8)
+    wire.inject(forge.ipv4(CLIENT, SERVER, 136, header_only[:8] + b"LITE" + header_only[12:]))
+    # The kernel verifies UDP-Lite with UDP's protocol number in the pseudo header
+    # (udplite_error() passes IPPROTO_UDP): only a sum made that way passes.
+    for sport, coverage in ((46203, 0), (46204, 8)):
+        as_udp = forge.udplite_datagram(CLIENT, SERVER, sport, 7203, b"lite payload",
+                                        coverage=coverage, pseudo_proto=17)
+        wire.inject(forge.ipv4(CLIENT, SERVER, 136, as_udp))
+    return None
+
+
 @scenario("The same corrupted checksums with nf_conntrack_checksum=0 (nothing verified): TCP SYN "
           "42003 -> 6000, UDP 43203 -> 7203 (bound) and ICMP echo id 0x2003 all arrive NEW and "
           "make entries (the server's stack still drops them: no answers).",

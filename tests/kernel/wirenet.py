@@ -39,7 +39,7 @@ from typing import Iterator, Optional
 
 import netns
 
-NS_PREFIX = "pctw-"
+NS_PREFIX = os.environ.get("PCT_WIRE_NS_PREFIX", "pctw-")   # another prefix for a parallel run
 DEV = "wire0"
 CLIENT, SERVER = "10.99.0.1", "10.99.0.2"
 ROUTER = "10.99.0.3"                      # a third address on the link, used by forged errors

@@ -42,7 +42,8 @@ VERDICT_RULES = [("new", "original", "NEW"), ("new", "reply", "NEW reply"),
                  ("established", "original", "ESTABLISHED"),
                  ("established", "reply", "ESTABLISHED reply"),
                  ("related", "original", "RELATED"), ("related", "reply", "RELATED reply")]
-L4_CHECKSUM_OFFSET = {6: 16, 17: 6, 1: 2}          # TCP, UDP, ICMP
+# TCP, UDP, ICMP, SCTP (the first half of its CRC32c), UDP-Lite
+L4_CHECKSUM_OFFSET = {6: 16, 17: 6, 1: 2, 132: 8, 136: 6}
 
 
 def _hook_chain(chain: str, hook: str) -> list[str]:

@@ -1,0 +1,135 @@
+"""The engine thread (procfs_ct/driver.py) on a real engine with a fake clock: what it
+hands to listeners, why its time never passes a frame still to be fed, and how it lets
+go of a generator source.  No FUSE here."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from conftest import FakeClock, wait_until
+from engine.build import build_ethernet, build_udp_datagram
+from engine.ctstate import CtState
+from engine.linklayer import LINKTYPE_ETHERNET
+from enginehelp import T0, make_engine
+from procfs_ct.driver import EngineDriver
+from procfs_ct.tree import entries
+
+WAIT = 10.0           # seconds a condition may take on a loaded machine before we give up
+A, B = "10.0.0.1", "10.0.0.2"
+
+
+def udp_frame(src: str, dst: str, sport: int, dport: int) -> bytes:
+    return build_ethernet(build_udp_datagram(src, dst, sport, dport, b"ping"))
+
+
+def listing(driver: EngineDriver) -> list:
+    return driver.render(entries(modern=True)).decode().splitlines()
+
+
+def test_listeners_get_every_packets_result_in_order_and_a_failing_one_is_counted():
+    """Each fed frame's engine.feed_frame() result goes to every listener, with its time;
+    a listener that raises is counted and the others still hear of the packet."""
+    clock = FakeClock(T0)
+    frames = [(T0, LINKTYPE_ETHERNET, udp_frame(A, B, 5000, 53)),
+              (T0 + 0.5, LINKTYPE_ETHERNET, udp_frame(B, A, 53, 5000)),
+              (T0 + 0.5, LINKTYPE_ETHERNET, b"\x00" * 20)]           # not IPv4: None
+    driver = EngineDriver(make_engine("linux"), frames, clock=clock, scheduled=True)
+    heard, failures = [], []
+
+    def broken(when, result):
+        failures.append(when)
+        raise RuntimeError("a listener with a bug")
+    driver.listeners.append(broken)
+    driver.listeners.append(lambda when, result: heard.append((when, result)))
+    clock.t = T0 + 1
+    driver.start()
+    try:
+        assert wait_until(lambda: driver.stats.packets == 3, WAIT)
+    finally:
+        driver.stop()
+    assert [(when, result and result.state, result and result.reply)
+            for when, result in heard] == [(T0, CtState.NEW, False),
+                                           (T0 + 0.5, CtState.ESTABLISHED, True),
+                                           (T0 + 0.5, None, None)]
+    assert failures == [T0, T0 + 0.5, T0 + 0.5]
+    assert driver.stats.listener_errors == 3 and driver.stats.packet_errors == 0
+
+
+def test_a_late_frame_is_fed_before_time_passes_it_so_load_cannot_change_the_table():
+    """A capture replayed: a UDP query at T0 (its entry lives 30 s) and the answer at
+    T0 + 20.  The source is held back (a loaded machine) while the clock runs on to
+    T0 + 45: the engine must not expire the query's entry at T0 + 45 before the answer
+    due at T0 + 20 is fed; fed late, the answer still finds it, as it would unloaded."""
+    clock = FakeClock(T0)
+    release = threading.Event()
+
+    def capture():
+        yield (T0, LINKTYPE_ETHERNET, udp_frame(A, B, 5000, 53))
+        release.wait(WAIT)            # the pump is slow: the answer is not handed over yet
+        yield (T0 + 20, LINKTYPE_ETHERNET, udp_frame(B, A, 53, 5000))
+
+    driver = EngineDriver(make_engine("linux"), capture(), clock=clock, scheduled=True,
+                          advance_every=1.0)
+    driver.start()
+    try:
+        assert wait_until(lambda: driver.stats.packets == 1, WAIT)
+        advances = driver.stats.advances
+        clock.t = T0 + 45
+        assert wait_until(lambda: driver.stats.advances > advances, WAIT)
+        release.set()
+        assert wait_until(lambda: driver.stats.packets == 2, WAIT)
+    finally:
+        release.set()
+        driver.stop()
+    lines = listing(driver)
+    assert len(lines) == 1, lines
+    assert f"src={A} dst={B} sport=5000 dport=53" in lines[0]
+    assert "[UNREPLIED]" not in lines[0]
+
+
+def test_a_live_source_lets_time_run_while_no_frame_is_known():
+    """A tap or the sockets source: nothing is known of the next frame, so the engine's
+    time follows the clock and an entry expires on time without traffic."""
+    clock = FakeClock(T0)
+    silent = threading.Event()
+
+    def tap():
+        yield (T0, LINKTYPE_ETHERNET, udp_frame(A, B, 5000, 53))
+        silent.wait(WAIT)
+
+    driver = EngineDriver(make_engine("linux"), tap(), clock=clock, advance_every=1.0)
+    driver.start()
+    try:
+        assert wait_until(lambda: driver.stats.packets == 1, WAIT)
+        assert len(listing(driver)) == 1
+        clock.t = T0 + 31
+        assert wait_until(lambda: driver.engine.count == 0, WAIT)
+    finally:
+        silent.set()
+        driver.stop()
+
+
+def test_stopping_closes_a_generator_source_from_the_thread_inside_it(caplog):
+    """stop() while the pump is inside the source's next(): closing the generator from
+    the stopping thread fails ("generator already executing"); the pump closes it once
+    it comes out, and nothing is logged as failed."""
+    inside, release, closed = threading.Event(), threading.Event(), threading.Event()
+
+    def source():
+        try:
+            inside.set()
+            release.wait(WAIT)
+            yield (time.time(), LINKTYPE_ETHERNET, udp_frame(A, B, 5000, 53))
+            yield (time.time(), LINKTYPE_ETHERNET, udp_frame(A, B, 5001, 53))
+        finally:
+            closed.set()
+
+    driver = EngineDriver(make_engine("linux"), source())
+    with caplog.at_level(logging.INFO):
+        driver.start()
+        assert inside.wait(WAIT)
+        driver.stop()
+        release.set()
+        assert closed.wait(WAIT)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
