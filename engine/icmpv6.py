@@ -25,6 +25,7 @@ ICMPV6_INVERSE = {128: 129, 129: 128, 139: 140, 140: 139}
 
 class Icmpv6Tracker:
     name = "icmpv6"
+    error_messages = False      # ICMPv6 errors are not matched to the flows they quote yet
 
     def __init__(self, profile: str) -> None:
         self.profile = profile

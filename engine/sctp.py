@@ -38,6 +38,7 @@ def _tag_matches_t_bit(conn: List[int], direction: int, vtag: int, flags: int) -
 
 class SctpTracker:
     name = "sctp"
+    error_messages = False
     invert = staticmethod(swapped)
     tuple_text = staticmethod(ports_text)
 
