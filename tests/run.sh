@@ -10,6 +10,8 @@ cd "$REPO"
 missing=()
 command -v tcpdump >/dev/null || missing+=(tcpdump)
 command -v nft >/dev/null || missing+=(nftables)
+# A real third-party program that hard-codes /proc/net/ip_conntrack, run under procfs-ct exec.
+[ -e /usr/share/munin/plugins/fw_conntrack ] || missing+=(munin-plugins-core)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "tests/run.sh: installing ${missing[*]}" >&2
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2

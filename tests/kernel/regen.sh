@@ -6,15 +6,6 @@
 #   tests/kernel/regen.sh udp_stream ...  just these
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-cleanup() {
-    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^pct-'); do
-        ip netns del "$ns" 2>/dev/null
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-for tool in ip nft tcpdump; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool (apt-get install -y iproute2 nftables tcpdump)" >&2; exit 2; }
-done
+. "$here/regen_common.sh"
+regen_setup pct- "iproute2 nftables tcpdump" ip nft tcpdump
 python3 "$here/scenarios.py" "$@"

@@ -7,16 +7,7 @@
 #   tests/kernel/rules_regen.sh rc_firewall    just these scenarios
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-cleanup() {
-    for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep '^pctr-'); do
-        ip netns del "$ns" 2>/dev/null
-    done
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-for tool in ip nft tcpdump iptables-legacy iptables-legacy-save iptables-legacy-restore; do
-    command -v "$tool" >/dev/null || { echo "missing: $tool (apt-get install -y iproute2 nftables tcpdump iptables)" >&2; exit 2; }
-done
+. "$here/regen_common.sh"
+regen_setup pctr- "iproute2 nftables tcpdump iptables" ip nft tcpdump iptables-legacy iptables-legacy-save iptables-legacy-restore
 python3 "$here/rules_oracle.py" "$@" || exit 1
 [ "$#" -gt 0 ] || python3 "$here/rules_forms.py"
