@@ -11,18 +11,22 @@ nothing of /proc paths: procfs_ct/tree.py binds files to engine/render.py.
 from __future__ import annotations
 
 from math import isfinite
-from typing import Callable, Collection, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Collection, Dict, List, Optional
 
 from .ctstate import CtState, PacketResult
 from .defrag import Defragmenter
 from .forwarding import ForwardedCopies
-from .hooks import CONFIRMING_HOOKS, LOCAL_OUT, PRE_ROUTING, TRACKING_HOOKS, Hook, way_through
+from .hooks import (CONFIRMING_HOOKS, LOCAL_OUT, LOOPED_BACK, PRE_ROUTING, TRACKING_HOOKS, Hook,
+                    way_through)
 from .knobs import KnobValues
 from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET, strip_link
 from .packet import Packet
 from .parse import ParseError, extract_ipv4, parse_ipv4
 from .profile import check_profile
 from .tracker import Tracker
+
+if TYPE_CHECKING:
+    from .chains import Chains
 
 ETHERTYPE_IPV4 = ETH_P_IP.to_bytes(2, "big")
 
@@ -32,7 +36,13 @@ STATE_VERSION = 1
 
 # What a hook listener answers: the packet goes on, or is dropped here (NF_DROP/NF_ACCEPT).
 NF_DROP, NF_ACCEPT = 0, 1
+# The engine's own third answer, for listeners that run before conntrack (the raw table):
+# make no entry for this packet (NOTRACK / CT --notrack); it goes on UNTRACKED.
+NF_NOTRACK = -1
 HookListener = Callable[[Hook, Packet, PacketResult, float], int]
+# Listeners before conntrack get the result the packet already carries (a loopback packet's
+# from OUTPUT, a REJECT reply's attached entry), or None: it has not been classified yet.
+EarlyListener = Callable[[Hook, Packet, Optional[PacketResult], float], int]
 
 
 def host_ram_bytes() -> int:
@@ -70,6 +80,10 @@ class Engine:
         # False: every datagram takes parse_ipv4() (tests compare both ways in).
         self.fast_extraction = fast_extraction
         self.listeners: Dict[Hook, List[HookListener]] = {}
+        # The iptables chains in front of conntrack (engine/chains.py), once attached:
+        # frames then go through them, as they read the capture's interfaces.
+        self.chains: Optional["Chains"] = None
+        self.early_listeners: Dict[Hook, List[EarlyListener]] = {}
         self.forwarded = ForwardedCopies()      # arrivals, to spot their forwarded copies
         self.frames_not_ipv4 = 0
         self.malformed = 0
@@ -83,10 +97,21 @@ class Engine:
         registration; NF_DROP drops the packet there (its new entry is never confirmed)."""
         self.listeners.setdefault(Hook(hook), []).append(listener)
 
+    def listen_before_conntrack(self, hook: Hook, listener: EarlyListener) -> None:
+        """Call listener(hook, packet, result, now) at PRE_ROUTING or LOCAL_OUT *before*
+        conntrack classifies the packet there (the raw table's place, priority -300);
+        NF_DROP drops it unclassified, NF_NOTRACK leaves it without an entry (UNTRACKED)."""
+        if hook not in TRACKING_HOOKS:
+            raise ValueError(f"conntrack does not run at {Hook(hook)!r}")
+        self.early_listeners.setdefault(Hook(hook), []).append(listener)
+        self.listeners.setdefault(Hook(hook), [])     # the walk below is now needed
+
     # -- packets in ------------------------------------------------------------------------
     def feed_frame(self, ts: float, linktype: int, frame: bytes) -> Optional[PacketResult]:
         """Track one captured frame; None if conntrack does not see it: not IPv4, a header
         ip_rcv drops, a fragment held for now."""
+        if self.chains is not None:
+            return self.chains.feed_frame(ts, linktype, frame)
         tried = False
         if (linktype == LINKTYPE_ETHERNET and frame[12:14] == ETHERTYPE_IPV4
                 and self.fast_extraction and not self.forwarded.arrivals):
@@ -110,9 +135,11 @@ class Engine:
             return self._feed_uncommon(ts, datagram, hook)     # extraction declined it
         return self.feed_datagram(ts, datagram, hook)
 
-    def feed_datagram(self, ts: float, datagram: bytes, hook: int) -> Optional[PacketResult]:
+    def feed_datagram(self, ts: float, datagram: bytes, hook: int,
+                      looped_back: bool = False) -> Optional[PacketResult]:
         """Track one IPv4 datagram entering the stack at `hook` (PRE_ROUTING or LOCAL_OUT);
-        None if conntrack does not see it (see feed_frame, and engine/forwarding.py)."""
+        None if conntrack does not see it (see feed_frame, and engine/forwarding.py).
+        `looped_back`: see feed_packet."""
         if hook == PRE_ROUTING:
             self.forwarded.arrived(datagram)
         elif self.forwarded.arrivals and self.forwarded.is_copy(datagram):
@@ -120,10 +147,11 @@ class Engine:
         if self.fast_extraction:
             pkt = extract_ipv4(datagram, 0, hook)
             if pkt is not None:
-                return self.feed_packet(pkt, ts)
-        return self._feed_uncommon(ts, datagram, hook)
+                return self.feed_packet(pkt, ts, looped_back=looped_back)
+        return self._feed_uncommon(ts, datagram, hook, looped_back)
 
-    def _feed_uncommon(self, ts: float, datagram: bytes, hook: int) -> Optional[PacketResult]:
+    def _feed_uncommon(self, ts: float, datagram: bytes, hook: int,
+                       looped_back: bool = False) -> Optional[PacketResult]:
         """feed_datagram() for what the fast extraction declines: defragment, parse."""
         if len(datagram) >= 8 and (datagram[6] & 0x3F or datagram[7]):
             self._sync_defrag_knobs()
@@ -136,11 +164,22 @@ class Engine:
             # never sees it, no stat column counts it; the engine keeps its own count.
             self.malformed += 1
             return None
-        return self.feed_packet(pkt, ts)
+        return self.feed_packet(pkt, ts, looped_back=looped_back)
 
-    def feed_packet(self, pkt: Packet, now: float) -> PacketResult:
+    def feed_packet(self, pkt: Packet, now: float, attached: Optional[PacketResult] = None,
+                    looped_back: bool = False) -> PacketResult:
         """Walk a parsed packet through the hooks of its way: tracked where it enters,
-        shown to each hook's listeners, confirmed where it leaves."""
+        shown to each hook's listeners, confirmed where it leaves.
+
+        With listeners only (without them nothing but conntrack looks, and a loopback
+        capture's packet is tracked once, as sent):
+        * `attached`: the packet already carries this classification, and conntrack lets
+          it be (nf_conntrack_in ignores a packet with an entry): a REJECT reply, which
+          the kernel attaches to its cause's entry (RELATED);
+        * `looped_back`: a packet this host sends itself (lo) walks OUTPUT, POSTROUTING,
+          then PREROUTING, INPUT, carrying the entry OUTPUT gave it; one that OUTPUT found
+          INVALID has no entry attached and is looked up again at PREROUTING.
+        """
         tracker = self.tracker
         if not self.listeners:
             # Nothing at the hooks but conntrack: track, then confirm at the last hook.
@@ -148,11 +187,31 @@ class Engine:
             if result.pending:
                 tracker.confirm(result, now)
             return result
-        local = self.local_addresses is None or pkt.dst in self.local_addresses
-        result = None
-        for hook in way_through(Hook(pkt.hook), local):
+        if looped_back and pkt.hook == LOCAL_OUT:
+            way = LOOPED_BACK
+        else:
+            local = self.local_addresses is None or pkt.dst in self.local_addresses
+            way = way_through(Hook(pkt.hook), local)
+        result = attached
+        for hook in way:
             if hook in TRACKING_HOOKS:
-                result = tracker.process(pkt, now)
+                answer = NF_ACCEPT
+                for early in self.early_listeners.get(hook, ()):
+                    answer = early(hook, pkt, result, now)
+                    if answer != NF_ACCEPT:
+                        break
+                if answer == NF_DROP:
+                    if result is None:          # dropped before conntrack ever saw it
+                        result = PacketResult(CtState.INVALID, False, hook)
+                    tracker.discard(result)
+                    result.dropped = True
+                    return result
+                if result is None or result.state == CtState.INVALID:
+                    # Nothing attached: conntrack classifies it here (or NOTRACK says no).
+                    if answer == NF_NOTRACK:
+                        result = PacketResult(CtState.UNTRACKED, False, hook)
+                    else:
+                        result = tracker.process(pkt, now)
             for listener in self.listeners.get(hook, ()):
                 if listener(hook, pkt, result, now) == NF_DROP:
                     tracker.discard(result)

@@ -29,7 +29,7 @@ class Entry:
     once the protocol tracker has read it).
     """
     __slots__ = ("orig", "reply", "l3", "proto", "status", "expires", "created", "l4",
-                 "counters", "timer_slot", "hnext")
+                 "counters", "timer_slot", "hnext", "mark")
 
     children = 0                   # expectation children (always 0: no helpers yet)
 
@@ -47,6 +47,7 @@ class Entry:
         self.counters: Optional[List[int]] = None
         self.timer_slot: Optional[float] = None   # when the timer wheel will look at it next
         self.hnext: Optional["Entry"] = None      # next entry in the same hash chain
+        self.mark = 0                  # the connection mark (CONNMARK, -m connmark)
 
     @property
     def acct(self) -> bool:

@@ -32,6 +32,10 @@ CONFIRMING_HOOKS = frozenset((LOCAL_IN, POST_ROUTING))
 TO_THIS_HOST: Tuple[Hook, ...] = (PRE_ROUTING, LOCAL_IN)
 FORWARDED: Tuple[Hook, ...] = (PRE_ROUTING, FORWARD, POST_ROUTING)
 FROM_THIS_HOST: Tuple[Hook, ...] = (LOCAL_OUT, POST_ROUTING)
+# A packet this host sends to itself: out through lo, then received from it.  Conntrack
+# tracks it at OUTPUT; at PREROUTING it still carries that entry and is not looked up
+# again -- unless OUTPUT found it INVALID (no entry attached), then it is looked up anew.
+LOOPED_BACK: Tuple[Hook, ...] = FROM_THIS_HOST + TO_THIS_HOST
 
 
 def way_through(first: Hook, local_destination: bool = True) -> Tuple[Hook, ...]:

@@ -2,13 +2,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Dict, List, Optional, Union
+from typing import (TYPE_CHECKING, BinaryIO, Callable, Collection, Dict, List, Optional,
+                    Sequence, Tuple, Union)
 
 from .capture import read_capture
 from .core import Engine
+from .knobs import KnobWriteError
 from .ctstate import Verdict
 from .profile import is_modern
 from .render import render_expect, render_listing, render_stat
+
+if TYPE_CHECKING:
+    from .chains import Chains
+    from .rules import Ruleset
 
 # What `procfs-ct replay --format` prints, by name: each a function of (engine, time).
 FORMATS: Dict[str, Callable[[Engine, float], str]] = {
@@ -26,6 +32,8 @@ class ReplayResult:
     engine: Engine
     verdicts: List[Optional[Verdict]] = field(default_factory=list)
     at: float = 0.0
+    chains: Optional["Chains"] = None       # with rules: the ruleset at the hooks
+    dropped: List[bool] = field(default_factory=list)   # per seen frame: a hook dropped it
 
     def text(self, fmt: str = "nf_conntrack") -> str:
         return FORMATS[fmt](self.engine, self.at)
@@ -34,13 +42,33 @@ class ReplayResult:
 def replay(capture: Union[str, BinaryIO], profile: str = "linux", at: Optional[float] = None,
            knobs_overrides: Optional[Dict[str, int]] = None,
            max_entries: Optional[int] = None, ram_bytes: Optional[int] = None,
-           ncpu: Optional[int] = None, fast_extraction: bool = True) -> ReplayResult:
+           ncpu: Optional[int] = None, fast_extraction: bool = True,
+           rules: Optional["Ruleset"] = None,
+           local_addresses: Optional[Collection[int]] = None,
+           iface_names: Optional[Dict[int, str]] = None,
+           knob_writes: Sequence[Tuple[str, bytes]] = ()) -> ReplayResult:
     """Feed every frame of a pcap/pcapng capture; the table is then shown as it stands at
     `at` (default: the last frame's time).  Frames after `at` are not fed.  `verdicts`
-    holds each frame's (ctstate, reply), None for a frame conntrack did not see."""
+    holds each frame's (ctstate, reply), None for a frame conntrack did not see.
+
+    `rules` puts that ruleset in front of the state machine (engine/chains.py; its
+    counters count this capture's packets), `local_addresses` the host's own addresses
+    (others' traffic is forwarded), `iface_names` names the interface indexes of a cooked
+    capture.  `knob_writes` are (knob name, bytes) written to the knobs before the first
+    frame, as writes to their files (KnobWriteError if one is refused)."""
     engine = Engine(profile, ram_bytes=ram_bytes, max_entries=max_entries, ncpu=ncpu,
-                    knobs_overrides=knobs_overrides, fast_extraction=fast_extraction)
+                    knobs_overrides=knobs_overrides, fast_extraction=fast_extraction,
+                    local_addresses=local_addresses)
+    for name, data in knob_writes:
+        try:
+            engine.knobs.write_text(name, data)
+        except KnobWriteError as exc:
+            raise KnobWriteError(exc.errno, f"{name}={data.decode(errors='replace').strip()}: "
+                                 f"{exc}") from None
     result = ReplayResult(engine)
+    if rules is not None:
+        from .chains import Chains
+        result.chains = Chains(engine, rules, iface_names)
     if isinstance(capture, str):
         with open(capture, "rb") as fileobj:
             _feed(result, fileobj, at)
@@ -54,10 +82,13 @@ def replay(capture: Union[str, BinaryIO], profile: str = "linux", at: Optional[f
 
 def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float]) -> None:
     engine = result.engine
+    feed = engine.feed_frame            # through the chains when they are attached
     verdicts = result.verdicts
+    dropped = result.dropped
     for frame in read_capture(fileobj):
         if at is not None and frame.ts > at:
             break
-        outcome = engine.feed_frame(frame.ts, frame.linktype, frame.data)
+        outcome = feed(frame.ts, frame.linktype, frame.data)
         verdicts.append(None if outcome is None else outcome.verdict)
+        dropped.append(outcome is not None and outcome.dropped)
         result.at = frame.ts

@@ -26,7 +26,8 @@ from typing import Any, Iterator, Optional, Set, Tuple
 from engine.profile import PROFILES
 from procfs_ct import daemon, statefile
 from procfs_ct.errors import UsageError
-from procfs_ct.tree import default_tree, describe
+from procfs_ct.rulesfile import RULES_VIEWS, load_rules_file, log_sink
+from procfs_ct.tree import VIEWS, build_tree, default_tree, describe
 
 log = daemon.log
 
@@ -77,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pid-file", metavar="PATH", default=None,
                         help="write the daemon's pid here (default: /run/procfs-ct/<mountpoint>.pid)")
     parser.add_argument("--verbose", "-v", action="store_true", help="log debug messages")
+    parser.add_argument("--rules", metavar="FILE", default=None,
+                        help="iptables-restore file evaluated at the hooks for every packet; "
+                             "adds net/ip_tables_names, _matches, _targets")
     parser.add_argument("--no-auto-unmount", action="store_true",
                         help="leave the mount behind if the daemon is killed (default: libfuse's "
                              "auto_unmount removes it)")
@@ -159,8 +163,13 @@ def run(args: argparse.Namespace) -> int:
 
     mnt = check_mountpoint(args.mountpoint)
     check_numbers(args)
+    rules = load_rules_file(args.rules) if args.rules else None
     frames = open_frames(args.source, args.seed)
     engine = Engine(profile=args.profile, max_entries=args.max_entries, buckets=args.buckets)
+    if rules is not None:
+        # The chains in front of conntrack (engine/chains.py): every frame goes through them.
+        from engine.chains import Chains
+        Chains(engine, rules, log_sink=log_sink(log.getChild("LOG")))
     state_file = state_path(args.state_file) if args.state_file else None
     pid_file = writable_file("--pid-file", args.pid_file or daemon.default_run_file(mnt, ".pid"))
     log_file = args.log_file
@@ -223,7 +232,8 @@ def serve(args: argparse.Namespace, mnt: str, engine: Any, frames: Iterator,
         stopping.set()
         driver.stop()
 
-    operations = ProcFs(default_tree(), engine.knobs,
+    tree = default_tree() if engine.chains is None else build_tree(VIEWS + RULES_VIEWS)
+    operations = ProcFs(tree, engine.knobs,
                         SharedSnapshots(lambda node: driver.render_chunks(node.render)),
                         on_ready=on_ready)
     daemon.watch_signals(mnt, mounted, on_signal)
