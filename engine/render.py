@@ -77,7 +77,7 @@ def listing_line(tracker: Tracker, entry: Entry, now: float, modern: bool) -> st
     if not modern:
         parts.append(f"use={1 + entry.children}\n")
         return "".join(parts)
-    parts.append("mark=0 zone=0 ")
+    parts.append(f"mark={entry.mark} zone=0 ")
     if entry.stamped:
         parts.append(f"delta-time={int(now - entry.created)} ")
     parts.append(f"use={2 + entry.children}\n")
@@ -229,8 +229,9 @@ def listing_chunks(tracker: Tracker, now: float, modern: bool) -> Iterator[bytes
                 expires = entry.expires
                 if expires <= now or entry.timer_slot is None:
                     continue             # expired, or gone from the table
-                # (counters and created are both None unless accounting or timestamps are on)
-                if entry.counters is not entry.created or not (ports or icmp):
+                # (counters and created are both None unless accounting or timestamps are on;
+                # the formats print mark=0, so a marked entry takes listing_line())
+                if entry.counters is not entry.created or entry.mark or not (ports or icmp):
                     use_format(b"%s")
                     values.append(listing_line(tracker, entry, now, modern).encode("ascii"))
                     continue

@@ -32,11 +32,7 @@ listing = load_kernel_module("listing")
 CHECKSUM_OFF = "nf_conntrack_checksum=0"
 
 # Where the engine and the kernel still disagree, and why.
-LISTING_DISAGREES = {
-    "connmark_save_restore": "engine/render.py prints every entry's mark as mark=0; the "
-                             "entry's mark (CONNMARK) is kept by the engine and checked "
-                             "in test_connmark_is_kept_on_the_entry",
-}
+LISTING_DISAGREES: dict[str, str] = {}
 
 
 def iface_names(name: str) -> dict[int, str]:
