@@ -132,7 +132,8 @@ def task_memory(entries: str, mix: str = "mix", mode: str = "rss") -> Dict[str, 
     build_seconds = time.perf_counter() - start
     gc.collect()
     after_build = measure()
-    text = engine.render("net/nf_conntrack", now)
+    from engine.render import render_listing
+    text = render_listing(engine.tracker, now, True)
     lines = text.count(b"\n")
     del text
     gc.collect()
