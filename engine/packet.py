@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Optional
+from typing import Any, Optional
 
 from . import ipv4
 from .hooks import LOCAL_OUT
@@ -88,6 +88,20 @@ class Packet:
     # Set by the parser when the L4 header is unusable (truncated, bad length):
     # the tracker classifies such a packet INVALID and counts it.
     l4_error: Optional[str] = None
+    # Where the TCP/UDP payload lies: raw[data_at:data_end] (raw is the buffer the parser
+    # read, a frame or a datagram).  Only conntrack helpers read it (engine/helpers/), so
+    # the parser records offsets and copies nothing.
+    raw: bytes = b""
+    data_at: int = 0
+    data_end: int = 0
+    # The helper a raw-table `CT --helper` rule attached (the kernel's conntrack template),
+    # read when the packet makes a new entry.
+    template_helper: Any = None
+
+    @property
+    def payload(self) -> bytes:
+        """The TCP or UDP payload (b"" for other protocols or none)."""
+        return self.raw[self.data_at:self.data_end]
 
     def keyed(self) -> "Packet":
         """This packet with its key set from its fields (for a Packet built by hand)."""
