@@ -18,7 +18,10 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from . import icmp
 from .ctstate import CtState, PacketResult
 from .early_drop import early_drop_victims, has_room
-from .entry import ORIGINAL, REPLY, SEEN_REPLY, Entry, Tuple5
+from .entry import EXPECTED, ORIGINAL, REPLY, SEEN_REPLY, Entry, HelpedEntry, Tuple5
+from .expect import Expectation, ExpectTable
+from .helpers.call import HelpCall
+from .helpers.registry import Helper, helper_for_port
 from .knobs import KnobValues
 from .l3 import l3_of
 from .l4 import L4Tracker, profile_trackers
@@ -65,6 +68,7 @@ class Tracker:
         self._tables = self.conns.tables()     # (l3, proto) -> table, read per packet
         self.buckets = self.conns.buckets
         self.timers = TimerWheel()
+        self.expects = ExpectTable(self.stats)
         knobs.provide("count", lambda: len(self.conns))
 
     # -- the table -----------------------------------------------------------------
@@ -100,6 +104,17 @@ class Tracker:
         """Unlink an entry (expiry, early drop, RST kill); its timer filing goes stale."""
         if self.conns.remove(entry):
             entry.timer_slot = None     # also tells a listing walk the entry is gone
+            if entry.helper is not None or entry.master is not None:
+                self._forget_helped(entry)
+
+    def _forget_helped(self, entry: Entry) -> None:
+        """A helped or expected entry is gone: its expectations die with it
+        (nf_ct_remove_expectations) and its master has one child less."""
+        self.expects.remove_master(entry)
+        master = entry.master
+        if master is not None:
+            master.children -= 1
+            entry.master = None
 
     # -- timers --------------------------------------------------------------------
     def _arm(self, entry: Entry, expires: float) -> None:
@@ -109,7 +124,9 @@ class Tracker:
             self.timers.file(entry, expires)
 
     def expire(self, now: float) -> int:
-        """Remove every entry whose time is up; cost grows with what expires, not the table."""
+        """Remove every entry whose time is up; cost grows with what expires, not the table.
+        Expectations whose countdown ran out go too."""
+        self.expects.expire(now)
         removed = 0
         timers = self.timers
         for entry in timers.due(now):
@@ -121,12 +138,16 @@ class Tracker:
         return removed
 
     def next_expiry(self) -> Optional[float]:
-        return self.timers.earliest()
+        entries = self.timers.earliest()
+        expects = self.expects.next_due
+        if expects == float("inf"):
+            return entries
+        return expects if entries is None else min(entries, expects)
 
     # -- nf_conntrack_in -------------------------------------------------------------
     def process(self, pkt: Packet, now: float) -> PacketResult:
         """Classify one whole datagram at its hook, as nf_conntrack_in does."""
-        if now >= self.timers.next_due:
+        if now >= self.timers.next_due or now >= self.expects.next_due:
             self.expire(now)
         if pkt.l4_error is not None:
             return self._invalid(pkt.hook)
@@ -176,7 +197,7 @@ class Tracker:
             parts = tracker.invert(pkt.sport, pkt.dport)
             if parts is None:
                 return self._invalid(pkt.hook)
-            entry = Entry(key, l3.mirror_key(key, *parts), now, pkt.proto, l3)
+            entry = self._new_entry(pkt, key, l3.mirror_key(key, *parts), now)
             if not tracker.new(entry, pkt, self._kv):
                 return self._invalid(pkt.hook)
             direction, is_new = ORIGINAL, True
@@ -188,8 +209,10 @@ class Tracker:
         # ctinfo is decided before the tracker sees the packet (resolve_normal_ct).
         if direction == REPLY:
             state, reply = ESTABLISHED, True
+        elif entry.status & SEEN_REPLY:
+            state, reply = ESTABLISHED, False
         else:
-            state, reply = (ESTABLISHED if entry.status & SEEN_REPLY else NEW), False
+            state, reply = (RELATED if entry.status & EXPECTED else NEW), False
         outcome = tracker.packet(entry, pkt, direction, now, self._kv)
         if outcome is INVALID:
             if not is_new:
@@ -227,7 +250,50 @@ class Tracker:
                 slot = entry.timer_slot
                 if slot is None or expires < slot:
                     self.timers.file(entry, expires)
+        if entry.helper is not None:
+            self._help(entry, pkt, direction, state is ESTABLISHED, result, now)
         return result
+
+    # -- helpers and expectations ----------------------------------------------------------
+    def _new_entry(self, pkt: Packet, orig: bytes, reply: bytes, now: float) -> Entry:
+        """init_conntrack(): a plain entry, or a helped one when a helper is attached (the
+        packet's CT template, or in the tutorial profile the helper of the server port),
+        or an expected one when the tuple fulfils an expectation (which is used up)."""
+        exp = None
+        if len(self.expects):
+            exp = self.expects.take(pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        helper = None
+        if exp is None:
+            helper = pkt.template_helper
+            if helper is None and not self.modern:
+                helper = helper_for_port(pkt.proto, pkt.dport)
+            if helper is None:
+                return Entry(orig, reply, now, pkt.proto, pkt.l3)
+        entry = HelpedEntry(orig, reply, now, pkt.proto, pkt.l3)
+        if exp is not None:
+            entry.status |= EXPECTED
+            entry.master = exp.master
+            exp.master.children += 1
+            self.stats["expect_new"] += 1
+        else:
+            entry.helper = helper
+            entry.help_state = helper.new_state()
+        return entry
+
+    def _help(self, entry: Entry, pkt: Packet, direction: int, established: bool,
+              result: PacketResult, now: float) -> None:
+        """The entry's helper reads the packet (the kernel runs it as the packet leaves
+        conntrack's last hook); a packet it refuses is dropped."""
+        helper: Helper = entry.helper
+
+        def expect(src: Optional[int], dst: int, proto: int, dport: int) -> Optional[str]:
+            exp = Expectation(entry, helper, entry.l3, proto, src, dst, None, dport)
+            return self.expects.add(exp, helper.max_expected, helper.timeout,
+                                    self._kv["expect_max"], now)
+
+        if not helper.help(HelpCall(entry, pkt, direction, established, expect)):
+            result.dropped = True
+            self.discard(result)
 
     def _make_room(self, key: bytes) -> bool:
         """Before a new entry goes in: True if the table has room for it (spec §7.2)."""
@@ -262,8 +328,11 @@ class Tracker:
         """A hook dropped the packet: its unconfirmed entry is destroyed, never inserted."""
         if result.pending:
             result.pending = False
+            entry = result.entry
             result.entry = None
             self.stats["delete"] += 1          # destroy_conntrack counts it; no delete_list
+            if entry.helper is not None or entry.master is not None:
+                self._forget_helped(entry)
 
     # -- names the listings print ----------------------------------------------------------
     def state_name(self, entry: Entry) -> Optional[str]:
