@@ -10,7 +10,8 @@ from .core import Engine
 from .knobs import KnobWriteError
 from .ctstate import Verdict
 from .profile import is_modern
-from .render import render_expect, render_listing, render_stat
+from .render import render_listing, render_stat
+from .render_expect import render_expect
 
 if TYPE_CHECKING:
     from .chains import Chains
@@ -23,7 +24,7 @@ FORMATS: Dict[str, Callable[[Engine, float], str]] = {
     # The stat file of the profile's own generation.
     "stat": lambda engine, now: render_stat(engine.tracker, is_modern(engine.profile),
                                             engine.ncpu),
-    "expect": lambda engine, now: render_expect(engine.tracker, is_modern(engine.profile)),
+    "expect": lambda engine, now: render_expect(engine.tracker, now, is_modern(engine.profile)),
 }
 
 
