@@ -285,11 +285,12 @@ class Tracker:
         """The entry's helper reads the packet (the kernel runs it as the packet leaves
         conntrack's last hook); a packet it refuses is dropped."""
         helper: Helper = entry.helper
+        # 2.6's ip_conntrack had no table-wide limit, only the helper's max_expected.
+        expect_max = self._kv["expect_max"] if self.modern else len(self.expects) + 1
 
         def expect(src: Optional[int], dst: int, proto: int, dport: int) -> Optional[str]:
             exp = Expectation(entry, helper, entry.l3, proto, src, dst, None, dport)
-            return self.expects.add(exp, helper.max_expected, helper.timeout,
-                                    self._kv["expect_max"], now)
+            return self.expects.add(exp, helper.max_expected, helper.timeout, expect_max, now)
 
         if not helper.help(HelpCall(entry, pkt, direction, established, expect)):
             result.dropped = True

@@ -23,7 +23,7 @@ EPILOG = ("--ctstate prints one line per packet instead: "
           "front of the state machine; --format iptables-save then prints the ruleset "
           "with its counters after the capture, as iptables-save -c does.")
 
-TABLE_FORMATS = ("ip_conntrack", "nf_conntrack", "stat")
+TABLE_FORMATS = ("ip_conntrack", "nf_conntrack", "stat", "expect")
 RULES_FORMAT = "iptables-save"
 PROC_PREFIX = "/proc/"
 

@@ -15,8 +15,10 @@ class TcpSession:
     """One TCP connection between two ends; send() keeps sequence numbers exact."""
 
     def __init__(self, eng: Engine, client: str, cport: int, server: str, sport: int,
-                 isn: tuple = (1000, 5000)) -> None:
+                 isn: tuple = (1000, 5000), feed=None) -> None:
+        """`feed(t, datagram)` tracks one datagram (default: the engine at LOCAL_OUT)."""
         self.eng = eng
+        self.feed = feed or (lambda t, datagram: eng.feed_datagram(t, datagram, LOCAL_OUT))
         self.ends = ((client, cport), (server, sport))
         self.nxt = list(isn)
         self.results = []
@@ -30,7 +32,7 @@ class TcpSession:
         ack = self.nxt[1 - side] if flags & ACK else 0
         datagram = build_tcp_datagram(src, dst, sport, dport, seq=seq, ack=ack, flags=flags,
                                       payload=payload)
-        result = self.eng.feed_datagram(t, datagram, LOCAL_OUT)
+        result = self.feed(t, datagram)
         self.results.append(result)
         return result
 
@@ -51,7 +53,7 @@ class TcpSession:
         self.segment(CLIENT, t, ACK)
 
 
-def ftp_login(session: TcpSession, t: float) -> None:
+def ftp_login(session: "TcpSession", t: float) -> None:
     """Handshake, banner and login: after it both directions have a line behind them, so
     the helper reads the next command (the kernel never reads a direction's first line)."""
     session.handshake(t)

@@ -11,7 +11,11 @@ import pytest
 
 from engine.ctstate import CtState
 from engine.entry import ORIGINAL, REPLY
+from engine.chains import Chains
 from engine.helpers import ftp, irc
+from engine.linklayer import LINKTYPE_RAW
+from engine.rules import Ruleset
+from engine.rules.errors import RulesError
 from enginehelp import T0, lines, make_engine
 from sessionhelp import CLIENT, SERVER, TcpSession, ftp_login, udp
 
@@ -26,8 +30,11 @@ def expect_lines(eng, now, modern=False):
     return lines(eng, now, "net/nf_conntrack_expect" if modern else "net/ip_conntrack_expect")
 
 
-def ftp_control(eng, t=T0, cport=40000):
-    session = TcpSession(eng, C, cport, S, 21)
+CT_FTP = "*raw\n-A OUTPUT -p tcp -m tcp --dport 21 -j CT --helper ftp\nCOMMIT\n"
+
+
+def ftp_control(eng, t=T0, cport=40000, feed=None):
+    session = TcpSession(eng, C, cport, S, 21, feed=feed)
     ftp_login(session, t)
     return session
 
@@ -197,14 +204,23 @@ def test_a_connection_not_matching_is_new():
 
 
 def test_expect_max_refuses_and_drops():
-    eng = make_engine("tutorial")
-    eng.knobs.write_text("expect_max", b"1\n")
-    first = ftp_control(eng, cport=40000)
+    ch = Chains(make_engine("linux"), Ruleset.load_restore(CT_FTP))
+    feed = lambda t, datagram: ch.feed_frame(t, LINKTYPE_RAW, datagram)   # noqa: E731
+    ch.engine.knobs.write_text("expect_max", b"1\n")
+    first = ftp_control(ch.engine, cport=40000, feed=feed)
     first.send(CLIENT, T0, b"PORT 10,0,0,1,200,10\r\n")
-    second = ftp_control(eng, cport=40002)
+    second = ftp_control(ch.engine, cport=40002, feed=feed)
     result = second.segment(CLIENT, T0, 0x18, b"PORT 10,0,0,1,200,20\r\n")
     assert result.dropped                                  # "cannot add expectation"
-    assert [line.split()[-1] for line in expect_lines(eng, T0)] == ["dport=51210"]
+    assert [line.split()[-2] for line in expect_lines(ch.engine, T0, True)] == ["dport=51210"]
+
+
+def test_tutorial_profile_has_no_table_wide_limit():
+    eng = make_engine("tutorial")
+    eng.knobs.set("expect_max", 1)
+    for cport in (40000, 40002):
+        ftp_control(eng, cport=cport).send(CLIENT, T0, f"PORT 10,0,0,1,200,{cport % 100}\r\n".encode())
+    assert len(expect_lines(eng, T0)) == 2
 
 
 # -- TFTP and IRC -----------------------------------------------------------------------------------
@@ -255,3 +271,34 @@ def test_irc_offers_the_kernel_refuses(payload):
 def test_irc_offer_parser():
     offer = b"PRIVMSG bob :\x01DCC CHAT chat 167772161 5001\x01\r\n"
     assert list(irc.offers(offer)) == [(ip("10.0.0.1"), 5001)]
+
+
+# -- the linux profile: CT --helper in the raw table ----------------------------------------------
+
+def test_ct_helper_rule_attaches_the_helper_in_the_linux_profile():
+    ch = Chains(make_engine("linux"), Ruleset.load_restore(CT_FTP))
+    feed = lambda t, datagram: ch.feed_frame(t, LINKTYPE_RAW, datagram)   # noqa: E731
+    control = ftp_control(ch.engine, feed=feed)
+    control.send(CLIENT, T0 + 1, b"PORT 10,0,0,1,200,10\r\n")
+    assert expect_lines(ch.engine, T0 + 1, modern=True) == [
+        f"300 l3proto = 2 proto=6 src={S} dst={C} sport=0 dport=51210 ftp"]
+    other = TcpSession(ch.engine, C, 40001, S, 2121, feed=feed)       # no rule: no helper
+    ftp_login(other, T0 + 2)
+    other.send(CLIENT, T0 + 2, b"PORT 10,0,0,1,200,11\r\n")
+    assert len(expect_lines(ch.engine, T0 + 2, modern=True)) == 1
+
+
+def test_ct_helper_rule_saves_and_lists_as_iptables_does():
+    rules = Ruleset.load_restore(CT_FTP)
+    assert "-A OUTPUT -p tcp -m tcp --dport 21 -j CT --helper ftp" in rules.save()
+
+
+@pytest.mark.parametrize("rule", [
+    "-A OUTPUT -p tcp -j CT --helper nosuch",
+    "-A OUTPUT -j CT --helper ftp",                    # no protocol
+    "-A OUTPUT -p udp -j CT --helper ftp",             # ftp is TCP
+])
+def test_ct_helper_rule_refused_as_the_kernel_does(rule):
+    with pytest.raises(RulesError) as refused:
+        Ruleset.load_restore(f"*raw\n{rule}\nCOMMIT\n")
+    assert refused.value.message == "No chain/target/match by that name."
