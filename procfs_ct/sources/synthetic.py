@@ -750,6 +750,78 @@ def generic_tunnel(world: World, t: int) -> Timeline:
             t += rng.randint(50 * MS, 3 * SECOND)
 
 
+FTP_FILES = ("pub/release.tar.gz", "pub/README", "incoming/report.pdf", "mirror/ls-lR.gz",
+             "pub/firmware.bin")
+FTP_PASSIVE_PORTS = (40000, 50000)     # the server's PASV range (vsftpd pasv_min/max_port)
+
+
+def _ftp_numbers(address: int, port: int) -> str:
+    """h1,h2,h3,h4,p1,p2 of PORT and the 227 reply."""
+    return ",".join(str(b) for b in address.to_bytes(4, "big")) + f",{port >> 8},{port & 0xFF}"
+
+
+def ftp_session(world: World, t: int) -> Timeline:
+    """An FTP client: login on port 21, then 1-3 downloads, each announced on the control
+    connection by PASV (the 227 reply names the server's data port) or PORT (the client's),
+    then the data connection -- the one a conntrack helper expects, RELATED until answered.
+    Now and then the server cannot open an active data connection ("425"): nothing
+    comes, and the expectation waits.  The first line of each direction is the banner /
+    USER, which the kernel's helper never reads, as in every real session."""
+    rng = world.rng
+    client, server = world.pick(CLIENTS), world.pick(WEB_SERVERS)
+    cport = world.ephemeral_port(client)
+    world.busy_ports.add((client, cport))
+    control = TcpFlow(world, client, cport, server, 21, world.rtt())
+    t = yield from control.handshake(t)
+
+    def say(side: int, text: str, after: int) -> Iterator[tuple[int, bytes]]:
+        nonlocal t
+        t += after
+        yield control.segment(side, t, ACK | PSH, text.encode())
+        t += control.rtt // 2 + rng.randint(20, 400)
+        yield control.pure_ack(1 - side, t)
+
+    yield from say(SERVER, "220 (vsFTPd 3.0.3)\r\n", rng.randint(200, 2 * MS))
+    yield from say(CLIENT, "USER anonymous\r\n", rng.randint(5 * MS, 800 * MS))
+    yield from say(SERVER, "331 Please specify the password.\r\n", control.rtt // 2)
+    yield from say(CLIENT, "PASS guest@\r\n", rng.randint(5 * MS, 800 * MS))
+    yield from say(SERVER, "230 Login successful.\r\n", control.rtt // 2)
+    yield from say(CLIENT, "TYPE I\r\n", rng.randint(1 * MS, 50 * MS))
+    yield from say(SERVER, "200 Switching to Binary mode.\r\n", control.rtt // 2)
+    for _ in range(rng.choice((1, 1, 2, 3))):
+        if rng.random() < 0.7:
+            port = rng.randint(*FTP_PASSIVE_PORTS)
+            yield from say(CLIENT, "PASV\r\n", rng.randint(1 * MS, 50 * MS))
+            yield from say(SERVER, f"227 Entering Passive Mode ({_ftp_numbers(server, port)}).\r\n",
+                           control.rtt // 2)
+            data = TcpFlow(world, client, world.ephemeral_port(client), server, port, control.rtt)
+            receiver, reachable = CLIENT, True
+        else:
+            port = world.ephemeral_port(client)
+            yield from say(CLIENT, f"PORT {_ftp_numbers(client, port)}\r\n", rng.randint(1 * MS, 50 * MS))
+            yield from say(SERVER, "200 PORT command successful. Consider using PASV.\r\n",
+                           control.rtt // 2)
+            data = TcpFlow(world, server, 20, client, port, control.rtt)
+            receiver, reachable = SERVER, rng.random() < 0.75
+        yield from say(CLIENT, f"RETR {rng.choice(FTP_FILES)}\r\n", rng.randint(1 * MS, 20 * MS))
+        if not reachable:
+            yield from say(SERVER, "425 Failed to establish connection.\r\n", 3 * SECOND)
+            continue
+        yield from say(SERVER, "150 Opening BINARY mode data connection.\r\n", control.rtt // 2)
+        t = yield from data.handshake(t + rng.randint(100, 2 * MS))
+        size = min(int(rng.lognormvariate(9.0, 1.3)), 300_000)
+        t = yield from data.send_data(1 - receiver, t + rng.randint(100, 900), _filler(rng, size))
+        t += rng.randint(30, 40 * MS)
+        yield data.pure_ack(receiver, t)
+        t = yield from data.close(1 - receiver, t + rng.randint(100, 2 * MS))
+        yield from say(SERVER, "226 Transfer complete.\r\n", rng.randint(100, 2 * MS))
+    yield from say(CLIENT, "QUIT\r\n", rng.randint(50 * MS, 5 * SECOND))
+    t += control.rtt // 2
+    yield control.segment(SERVER, t, ACK | PSH, b"221 Goodbye.\r\n")
+    t = yield from control.close(SERVER, t + rng.randint(50, 500))
+    world.busy_ports.discard((client, cport))
+
+
 # -- the mix ------------------------------------------------------------------------
 
 Scenario = Callable[[World, int], Timeline]
@@ -769,6 +841,7 @@ MIX: dict[str, tuple[Scenario, float, float, int]] = {
     "invalid":     (odd_packet,         0.03,    3.7, 150),
     "fragments":   (fragmented_udp,     0.05,    3.3, 150),
     "generic":     (generic_tunnel,     0.04,    8.0, 150),
+    "ftp":         (ftp_session,        0.02,   99.0,  40),
 }
 BURST_SECONDS = 2.0
 
