@@ -22,6 +22,7 @@ from .entry import EXPECTED, ORIGINAL, REPLY, SEEN_REPLY, Entry, HelpedEntry, Tu
 from .expect import Expectation, ExpectTable
 from .helpers.call import HelpCall
 from .helpers.registry import Helper, helper_for_port
+from .hooks import LOCAL_OUT
 from .knobs import KnobValues
 from .l3 import l3_of
 from .l4 import L4Tracker, profile_trackers
@@ -33,12 +34,22 @@ from .table import ConnTable, Keyed, TableId
 from .timers import TimerWheel
 
 NEW, ESTABLISHED, RELATED = CtState.NEW, CtState.ESTABLISHED, CtState.RELATED
+LOOPBACK_NET = 127              # 127.0.0.0/8: always this host, always through lo
 S_INVALID = CtState.INVALID
 
 # Event counters behind both stat files; render.py maps them to each generation's columns.
 STAT_EVENTS = ("searched", "found", "new", "invalid", "ignore", "delete", "delete_list",
                "insert", "insert_failed", "drop", "early_drop", "icmp_error",
                "expect_new", "expect_create", "expect_delete")
+
+
+def confirm_passes(pkt: Packet) -> int:
+    """How many times the kernel's nf_confirm -- and with it the helper -- sees the packet:
+    at POSTROUTING and again at LOCAL_IN for one sent to a loopback address (it loops back
+    through lo carrying its entry), once otherwise.  (On lo the FTP helper so reads each
+    command twice: the second expectation replaces the first, one more expect_create and
+    expect_delete, as the kernel counts.)"""
+    return 2 if pkt.hook == LOCAL_OUT and pkt.dst >> 24 == LOOPBACK_NET else 1
 
 
 def knob_dict(knobs: Any) -> dict:
@@ -292,9 +303,12 @@ class Tracker:
             exp = Expectation(entry, helper, entry.l3, proto, src, dst, None, dport)
             return self.expects.add(exp, helper.max_expected, helper.timeout, expect_max, now)
 
-        if not helper.help(HelpCall(entry, pkt, direction, established, expect)):
-            result.dropped = True
-            self.discard(result)
+        call = HelpCall(entry, pkt, direction, established, expect)
+        for _ in range(confirm_passes(pkt)):
+            if not helper.help(call):
+                result.dropped = True
+                self.discard(result)
+                return
 
     def _make_room(self, key: bytes) -> bool:
         """Before a new entry goes in: True if the table has room for it (spec §7.2)."""

@@ -39,8 +39,11 @@ def verdict_from_tos(tos: int) -> Optional[tuple[str, bool]]:
     return STATES[code - 1], reply
 
 
-def build_ruleset(input_rules: Iterable[str] = ()) -> str:
-    """nft -f input for one scenario namespace."""
+def build_ruleset(input_rules: Iterable[str] = (), helpers: Iterable[tuple] = ()) -> str:
+    """nft -f input for one scenario namespace.  `helpers`: (name, "tcp"/"udp", port) each
+    gets an nft `ct helper` object attached to new connections to that port at OUTPUT
+    (priority -100: after conntrack made the entry, before it is confirmed), as kernels
+    without automatic helper assignment need."""
     counters = [f'        ct state {s} counter comment "{s}"' for s in STATES]
     counters.append('        ct direction reply counter comment "reply"')
     marks = []
@@ -53,8 +56,18 @@ def build_ruleset(input_rules: Iterable[str] = ()) -> str:
     drops = ["        ip saddr 127.0.0.2-127.0.0.9 drop",
              "        ip daddr 127.0.0.2-127.0.0.9 drop"]
     drops += [f"        {rule}" for rule in input_rules]
+    objects, attach = [], []
+    for name, proto, port in helpers:
+        objects += [f"    ct helper {name}-{port} {{",
+                    f'        type "{name}" protocol {proto};', "    }"]
+        attach.append(f'        ct state new {proto} dport {port} ct helper set "{name}-{port}"')
+    if attach:
+        attach = ["    chain helpers {", "        type filter hook output priority -100; policy accept;",
+                  *attach, "    }"]
     return "\n".join([
         "table ip pct {",
+        *objects,
+        *attach,
         "    chain pre {",
         "        type filter hook prerouting priority -300; policy accept;",
         '        ct state invalid drop comment "no second conntrack pass"',
