@@ -302,3 +302,19 @@ def test_ct_helper_rule_refused_as_the_kernel_does(rule):
     with pytest.raises(RulesError) as refused:
         Ruleset.load_restore(f"*raw\n{rule}\nCOMMIT\n")
     assert refused.value.message == "No chain/target/match by that name."
+
+
+# -- the payload helpers read -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("build, payload", [
+    ("tcp", b"PORT 10,0,0,1,200,10\r\n"), ("udp", b"\x00\x01f\x00octet\x00"), ("tcp", b""),
+])
+def test_both_parse_paths_give_the_payload_without_link_padding(build, payload):
+    from engine.build import build_ethernet, build_tcp_datagram, build_udp_datagram
+    from engine.hooks import LOCAL_OUT, PRE_ROUTING
+    from engine.parse import extract_ipv4, parse_ipv4
+    datagram = (build_tcp_datagram(C, S, 40000, 21, payload=payload) if build == "tcp"
+                else build_udp_datagram(C, S, 40000, 69, payload))
+    frame = build_ethernet(datagram, pad=True) + b"\xde\xad\xbe\xef"      # padding, FCS
+    assert extract_ipv4(frame, 14, LOCAL_OUT).payload == payload
+    assert parse_ipv4(frame[14:], PRE_ROUTING).payload == payload
