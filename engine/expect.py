@@ -31,6 +31,7 @@ EXPECT_USERSPACE = 1 << 2
 FLAG_NAMES = ((EXPECT_PERMANENT, "PERMANENT"), (EXPECT_INACTIVE, "INACTIVE"),
               (EXPECT_USERSPACE, "USERSPACE"))
 CLASS_DEFAULT = 0
+INFINITY = float("inf")
 
 # Why add() refused an expectation (the kernel's errno; the helper then drops the packet).
 EALREADY, EBUSY, EMFILE = "EALREADY", "EBUSY", "EMFILE"
@@ -90,7 +91,7 @@ class ExpectTable:
         self._by_tuple: Dict[Index, List[Expectation]] = {}
         self._by_master: Dict[int, List[Expectation]] = {}     # id(master) -> oldest first
         self._all: Dict[int, Expectation] = {}                  # id -> exp, insertion order
-        self.next_due = float("inf")
+        self.next_due = INFINITY
 
     def __len__(self) -> int:
         return len(self._all)
@@ -163,6 +164,8 @@ class ExpectTable:
         mine.remove(exp)
         if not mine:
             del self._by_master[id(exp.master)]
+        if not self._all:
+            self.next_due = INFINITY    # nothing to wait for: new entries skip the lookup
         self.stats["expect_delete"] += 1
 
     def remove_master(self, master: "Entry") -> None:
@@ -177,5 +180,5 @@ class ExpectTable:
         gone = [e for e in self._all.values() if e.expires <= now]
         for exp in gone:
             self.remove(exp)
-        self.next_due = min((e.expires for e in self._all.values()), default=float("inf"))
+        self.next_due = min((e.expires for e in self._all.values()), default=INFINITY)
         return len(gone)

@@ -19,9 +19,9 @@ from . import icmp
 from .ctstate import CtState, PacketResult
 from .early_drop import early_drop_victims, has_room
 from .entry import EXPECTED, ORIGINAL, REPLY, SEEN_REPLY, Entry, HelpedEntry, Tuple5
-from .expect import Expectation, ExpectTable
+from .expect import INFINITY, Expectation, ExpectTable
 from .helpers.call import HelpCall
-from .helpers.registry import Helper, helper_for_port
+from .helpers.registry import BY_PORT, Helper, helper_for_port
 from .hooks import LOCAL_OUT
 from .knobs import KnobValues
 from .l3 import l3_of
@@ -151,7 +151,7 @@ class Tracker:
     def next_expiry(self) -> Optional[float]:
         entries = self.timers.earliest()
         expects = self.expects.next_due
-        if expects == float("inf"):
+        if expects == INFINITY:
             return entries
         return expects if entries is None else min(entries, expects)
 
@@ -208,7 +208,11 @@ class Tracker:
             parts = tracker.invert(pkt.sport, pkt.dport)
             if parts is None:
                 return self._invalid(pkt.hook)
-            entry = self._new_entry(pkt, key, l3.mirror_key(key, *parts), now)
+            if (self.expects.next_due != INFINITY or pkt.template_helper is not None
+                    or (not self.modern and (pkt.proto, pkt.dport) in BY_PORT)):
+                entry = self._new_entry(pkt, key, l3.mirror_key(key, *parts), now)
+            else:                # nothing to expect, no helper: the common case, inlined
+                entry = Entry(key, l3.mirror_key(key, *parts), now, pkt.proto, l3)
             if not tracker.new(entry, pkt, self._kv):
                 return self._invalid(pkt.hook)
             direction, is_new = ORIGINAL, True
@@ -271,7 +275,7 @@ class Tracker:
         packet's CT template, or in the tutorial profile the helper of the server port),
         or an expected one when the tuple fulfils an expectation (which is used up)."""
         exp = None
-        if len(self.expects):
+        if self.expects.next_due != INFINITY:
             exp = self.expects.take(pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
         helper = None
         if exp is None:
