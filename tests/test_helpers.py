@@ -14,7 +14,7 @@ from engine.entry import ORIGINAL, REPLY
 from engine.chains import Chains
 from engine.helpers import ftp, irc
 from engine.linklayer import LINKTYPE_RAW
-from engine.rules import Ruleset
+from engine.rules import Ruleset, apply_command
 from engine.rules.errors import RulesError
 from enginehelp import T0, lines, make_engine
 from sessionhelp import CLIENT, SERVER, TcpSession, ftp_login, udp
@@ -289,8 +289,11 @@ def test_ct_helper_rule_attaches_the_helper_in_the_linux_profile():
 
 
 def test_ct_helper_rule_saves_and_lists_as_iptables_does():
+    """As iptables-legacy 1.8.9 printed them in a namespace of the 6.18 kernel."""
     rules = Ruleset.load_restore(CT_FTP)
-    assert "-A OUTPUT -p tcp -m tcp --dport 21 -j CT --helper ftp" in rules.save()
+    assert "-A OUTPUT -p tcp -m tcp --dport 21 -j CT --helper ftp\n" in rules.save()
+    assert apply_command(rules, ["-t", "raw", "-L", "OUTPUT", "-n"]).splitlines()[2] == (
+        "CT         6    --  0.0.0.0/0            0.0.0.0/0            tcp dpt:21 CT helper ftp")
 
 
 @pytest.mark.parametrize("rule", [
