@@ -307,7 +307,7 @@ class Tracker:
             exp = Expectation(entry, helper, entry.l3, proto, src, dst, None, dport)
             return self.expects.add(exp, helper.max_expected, helper.timeout, expect_max, now)
 
-        call = HelpCall(entry, pkt, direction, established, expect)
+        call = HelpCall(entry, pkt, direction, established, expect, self.modern)
         for _ in range(confirm_passes(pkt)):
             if not helper.help(call):
                 result.dropped = True

@@ -81,6 +81,14 @@ def test_ftp_parser_ignores_other_lines(data, direction):
     assert ftp.parse(data, direction) == (0, None)
 
 
+def test_the_2_6_parser_reads_a_227_reply_only_in_parentheses():
+    with_parens = b"227 Entering Passive Mode (192,168,1,1,200,11).\r\n"
+    bare = b"227 Entering Passive Mode 192,168,1,1,200,11\r\n"
+    assert ftp.parse(with_parens, REPLY, modern=False) == (1, (ip(S), 51211))
+    assert ftp.parse(bare, REPLY, modern=False) == (ftp.PARTIAL, None)
+    assert ftp.parse(bare, REPLY) == (1, (ip(S), 51211))
+
+
 # -- FTP through the engine ------------------------------------------------------------------------
 
 def test_pasv_expects_the_data_connection_which_is_related():
@@ -254,23 +262,30 @@ def test_irc_dcc_send_expects_from_anywhere():
     assert peer.results[0].state == CtState.RELATED
 
 
-@pytest.mark.parametrize("payload", [
-    b"PRIVMSG bob :\x01DCC SEND file.txt 167772169 5000 1024\x01\r\n",   # another address
-    b"PRIVMSG bob :\x01DCC SEND file.txt 167772161 0 1024\x01\r\n",      # port 0
-    b"NOTICE bob :\x01DCC SEND file.txt 167772161 5000 1024\x01\r\n",    # not a PRIVMSG
-    b"PRIVMSG bob :hello \x01DCC SEND file.txt 167772161 5000 1024\x01\r\n",  # not at the start
+@pytest.mark.parametrize("payload, filed", [
+    (b"PRIVMSG bob :\x01DCC SEND file.txt 167772161 5000 1024\x01\r\n", 1),   # the control
+    (b"PRIVMSG bob :\x01DCC SEND file.txt 167772169 5000 1024\x01\r\n", 0),   # another address
+    (b"PRIVMSG bob :\x01DCC SEND file.txt 167772161 0 1024\x01\r\n", 0),      # port 0
+    (b"NOTICE bob :\x01DCC SEND file.txt 167772161 5000 1024\x01\r\n", 0),    # not a PRIVMSG
+    (b"PRIVMSG bob :hello \x01DCC SEND file.txt 167772161 5000 1024\x01\r\n", 0),  # not first
 ])
-def test_irc_offers_the_kernel_refuses(payload):
-    eng = make_engine("tutorial")
-    session = TcpSession(eng, C, 40000, S, 6667)
+def test_irc_offers_the_kernel_refuses(payload, filed):
+    ch = Chains(make_engine("linux"), Ruleset.load_restore(
+        "*raw\n-A OUTPUT -p tcp -m tcp --dport 6667 -j CT --helper irc\nCOMMIT\n"))
+    feed = lambda t, datagram: ch.feed_frame(t, LINKTYPE_RAW, datagram)   # noqa: E731
+    session = TcpSession(ch.engine, C, 40000, S, 6667, feed=feed)
     session.handshake(T0)
     session.send(CLIENT, T0, payload)
-    assert expect_lines(eng, T0) == []
+    assert len(expect_lines(ch.engine, T0, modern=True)) == filed
 
 
 def test_irc_offer_parser():
     offer = b"PRIVMSG bob :\x01DCC CHAT chat 167772161 5001\x01\r\n"
     assert list(irc.offers(offer)) == [(ip("10.0.0.1"), 5001)]
+    # 2.6 took a DCC anywhere; the 2022 fix wants it at the start of a PRIVMSG text.
+    anywhere = b"NOTICE bob :hi \x01DCC SEND f 167772161 5001 3\x01\r\n"
+    assert list(irc.offers(anywhere)) == []
+    assert list(irc.offers(anywhere, modern=False)) == [(ip("10.0.0.1"), 5001)]
 
 
 # -- the linux profile: CT --helper in the raw table ----------------------------------------------
@@ -321,3 +336,11 @@ def test_both_parse_paths_give_the_payload_without_link_padding(build, payload):
     frame = build_ethernet(datagram, pad=True) + b"\xde\xad\xbe\xef"      # padding, FCS
     assert extract_ipv4(frame, 14, LOCAL_OUT).payload == payload
     assert parse_ipv4(frame[14:], PRE_ROUTING).payload == payload
+
+
+def test_tutorial_irc_takes_a_dcc_anywhere_as_2_6_did():
+    eng = make_engine("tutorial")
+    session = TcpSession(eng, C, 40000, S, 6667)
+    session.handshake(T0)
+    session.send(CLIENT, T0, f"NOTICE bob :hi \x01DCC SEND f {ip(C)} 5001 3\x01\r\n".encode())
+    assert expect_lines(eng, T0) == [f"300 proto=6 src=0.0.0.0 dst={C} sport=0 dport=5001 "]

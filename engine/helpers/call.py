@@ -23,6 +23,7 @@ class HelpCall:
     direction: int               # ORIGINAL or REPLY
     established: bool            # ctinfo is IP_CT_ESTABLISHED or IP_CT_ESTABLISHED_REPLY
     expect: Expect
+    modern: bool = True          # nf_conntrack (linux profile), not 2.6's ip_conntrack
 
     def tuple_of(self, direction: int) -> tuple:
         """(src, dst, proto, sport, dport) of one direction of the entry."""

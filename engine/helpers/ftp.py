@@ -126,6 +126,12 @@ SEARCH = {
     REPLY: (Search(b"227 ", None, None, try_rfc1123),
             Search(b"229 ", ord("("), ord(")"), try_epsv_response)),
 }
+# 2.6.18's ip_conntrack_ftp read a 227 reply only inside parentheses (the RFC 1123 scan for
+# the first digit came later, in nf_conntrack_ftp).
+SEARCH_2_6 = {
+    ORIGINAL: SEARCH[ORIGINAL],
+    REPLY: (Search(b"227 ", ord("("), ord(")"), try_rfc959), SEARCH[REPLY][1]),
+}
 
 
 def find_pattern(data: bytes, search: Search):
@@ -146,10 +152,10 @@ def find_pattern(data: bytes, search: Search):
     return (PARTIAL, None) if command is None else (1, command)
 
 
-def parse(data: bytes, direction: int) -> Tuple[int, Optional[Command]]:
+def parse(data: bytes, direction: int, modern: bool = True) -> Tuple[int, Optional[Command]]:
     """Try every command of the direction on one segment's payload: (1, command),
     (0, None) for none, (PARTIAL, None) for one that does not parse."""
-    for search in SEARCH[direction]:
+    for search in (SEARCH if modern else SEARCH_2_6)[direction]:
         found, command = find_pattern(data, search)
         if found:
             return found, command
@@ -185,7 +191,7 @@ def help(call: HelpCall) -> bool:
     seq = pkt.tcp.seq
     accept = True
     if seq in remembered:
-        found, command = parse(data, direction)
+        found, command = parse(data, direction, call.modern)
         if found == PARTIAL:
             return False                 # `out`: the newline is not remembered either
         if found:

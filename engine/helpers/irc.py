@@ -41,24 +41,31 @@ def parse_dcc(data: bytes, pos: int) -> Optional[Tuple[int, int]]:
     return ip & U32, port & U16
 
 
-def offers(data: bytes):
-    """The (ip, port) of each DCC the helper would consider, in the order it tries them."""
+def offers(data: bytes, modern: bool = True):
+    """The (ip, port) of each DCC the helper would consider, in the order it tries them.
+    2.6's ip_conntrack_irc (modern False) took a "\\1DCC " anywhere in the segment."""
     data = data[:MAX_SEARCH_SIZE]
     limit = len(data)
     pos = 0
-    while pos < limit - 10 and data[pos] in b" \r\n":
-        pos += 1
-    if pos < limit - 10:
-        if data[pos:pos + 8].lower() != PRIVMSG:
-            return
-        pos += 8
-    while pos < limit - (21 + MINMATCHLEN):
-        if data[pos:pos + 2] != b" :":
+    if modern:
+        while pos < limit - 10 and data[pos] in b" \r\n":
+            pos += 1
+        if pos < limit - 10:
+            if data[pos:pos + 8].lower() != PRIVMSG:
+                return
+            pos += 8
+    while pos < limit - (21 + MINMATCHLEN if modern else 19 + MINMATCHLEN):
+        if not modern:
+            if data[pos:pos + 5] != b"\x01DCC ":
+                pos += 1
+                continue
+        elif data[pos:pos + 2] != b" :":
             pos += 1
             continue
-        pos += 2
-        if data[pos:pos + 5] != b"\x01DCC ":
-            return
+        else:
+            pos += 2
+            if data[pos:pos + 5] != b"\x01DCC ":
+                return
         pos += 5
         for proto in DCC_PROTOS:
             if data[pos:pos + len(proto)] != proto:
@@ -73,7 +80,7 @@ def help(call: HelpCall) -> bool:
     if call.direction != ORIGINAL or not call.established or call.pkt.tcp is None:
         return True
     client = call.tuple_of(ORIGINAL)[0]
-    for ip, port in offers(call.pkt.payload):
+    for ip, port in offers(call.pkt.payload, call.modern):
         if ip != client or port == 0:
             continue                      # "Forged DCC command": the kernel tries on
         return call.expect(None, call.tuple_of(REPLY)[1], IPPROTO_TCP, port) is None
