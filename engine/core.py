@@ -13,6 +13,7 @@ from __future__ import annotations
 from math import isfinite
 from typing import TYPE_CHECKING, Callable, Collection, Dict, List, Optional
 
+from .build import checksum_valid
 from .ctstate import CtState, PacketResult
 from .defrag import Defragmenter
 from .forwarding import ForwardedCopies
@@ -43,6 +44,13 @@ HookListener = Callable[[Hook, Packet, PacketResult, float], int]
 # Listeners before conntrack get the result the packet already carries (a loopback packet's
 # from OUTPUT, a REJECT reply's attached entry), or None: it has not been classified yet.
 EarlyListener = Callable[[Hook, Packet, Optional[PacketResult], float], int]
+
+
+def _header_checksum_ok(datagram: bytes) -> bool:
+    """ip_rcv's header checksum check (a received datagram; a header too broken to sum is
+    left to parse_ipv4 to name)."""
+    ihl = (datagram[0] & 0x0F) * 4
+    return ihl < 20 or len(datagram) < ihl or checksum_valid(datagram[:ihl])
 
 
 def host_ram_bytes() -> int:
@@ -154,6 +162,9 @@ class Engine:
                        looped_back: bool = False) -> Optional[PacketResult]:
         """feed_datagram() for what the fast extraction declines: defragment, parse."""
         if len(datagram) >= 8 and (datagram[6] & 0x3F or datagram[7]):
+            if hook == PRE_ROUTING and not _header_checksum_ok(datagram):
+                self.malformed += 1        # ip_rcv drops it before defrag ever holds it
+                return None
             self._sync_defrag_knobs()
             datagram = self.defrag.feed(datagram, ts, hook)
             if datagram is None:

@@ -26,6 +26,17 @@ FORMATS: Dict[str, Callable[[Engine, float], str]] = {
     "expect": lambda engine, now: render_expect(engine.tracker, is_modern(engine.profile)),
 }
 
+# The --ctstate word of a frame conntrack made no verdict for: it never met a conntrack hook
+# (not IPv4, an IP header ip_rcv drops) or met none on its own (a fragment held for
+# reassembly -- the datagram's verdict is on the frame that completes it -- or the outgoing
+# copy of a datagram tracked when it arrived).
+NOT_SEEN = "NOTSEEN"
+
+
+def ctstate_word(verdict: Optional[Verdict]) -> str:
+    """A frame's --ctstate word: "NEW", "ESTABLISHED reply", ..., or NOT_SEEN."""
+    return NOT_SEEN if verdict is None else str(verdict)
+
 
 @dataclass
 class ReplayResult:

@@ -12,13 +12,15 @@ from engine.profile import PROFILES
 
 HELP = ("Feed a pcap/pcapng capture through the engine on the capture's own clock and print "
         "the table as it stands at --at (default: the last packet's time).")
-EPILOG = ("--ctstate prints one line per packet instead: "
+EPILOG = ("--ctstate prints one line per capture frame instead: "
           '"<n> <NEW|ESTABLISHED|RELATED|INVALID|UNTRACKED>[ reply]"; with --rules each line '
           "ends in the packet's final verdict, ACCEPT or DROP. "
-          "n counts capture frames from 1; a frame conntrack never sees prints no line: not IPv4, "
-          "an IP header the kernel's ip_rcv drops, a fragment held for reassembly, the "
-          "outgoing copy of a forwarded datagram, the captured copy of a REJECT reply "
-          "the rules already sent. "
+          "n counts capture frames from 1. A frame conntrack made no verdict for is "
+          '"<n> NOTSEEN" (no verdict column): not IPv4, an IP header the kernel\'s ip_rcv '
+          "drops (header checksum, total length, header length, version), a fragment held "
+          "for reassembly (the datagram's verdict is on the frame that completes it), the "
+          "outgoing copy of a forwarded datagram, the captured copy of a REJECT reply the "
+          "rules already sent. "
           "--rules FILE (iptables-restore input: raw, mangle, filter) puts the chains in "
           "front of the state machine; --format iptables-save then prints the ruleset "
           "with its counters after the capture, as iptables-save -c does.")
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.capture import CaptureError
     from engine.interfaces import parse_iface_names
     from engine.knobs import KnobWriteError
-    from engine.replay import replay
+    from engine.replay import ctstate_word, replay
     from .errors import UsageError
     from .rulesfile import load_rules_file
 
@@ -144,10 +146,8 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.ctstate:
         for n, (verdict, dropped) in enumerate(zip(result.verdicts, result.dropped), 1):
-            if verdict is None:
-                continue
-            if rules is None:
-                out.write(f"{n} {verdict}\n")
+            if verdict is None or rules is None:
+                out.write(f"{n} {ctstate_word(verdict)}\n")
             else:
                 out.write(f"{n} {verdict} {'DROP' if dropped else 'ACCEPT'}\n")
         return 0

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from engine.replay import ReplayResult, replay
+from engine.replay import NOT_SEEN, ReplayResult, ctstate_word, replay
 
 KERNEL_DIR = Path(__file__).resolve().parent / "kernel"
 
@@ -34,6 +34,17 @@ def verdict_text(verdict) -> "str | None":
     if verdict is None:
         return None
     return verdict.state.name + (" reply" if verdict.reply else "")
+
+
+def engine_frame_words(verdicts) -> list:
+    """The engine's per-frame --ctstate words (NOTSEEN where it made no verdict)."""
+    return [ctstate_word(v) for v in verdicts]
+
+
+def kernel_frame_words(states) -> list:
+    """The kernel's per-frame states as --ctstate words: a frame without a log record (its
+    conntrack never saw it on its own) is NOTSEEN."""
+    return [NOT_SEEN if state is None else state for state in states]
 
 
 def stat_totals(text: str) -> dict:
