@@ -24,6 +24,7 @@ from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET, strip_link
 from .packet import Packet
 from .parse import ParseError, extract_ipv4, parse_ipv4
 from .profile import check_profile
+from .routing import routing_drops
 from .tracker import Tracker
 
 if TYPE_CHECKING:
@@ -126,7 +127,7 @@ class Engine:
             # Untagged Ethernet: the common datagram is read in place, without a copy.
             pkt = extract_ipv4(frame, 14, self.default_hook)
             if pkt is not None:
-                if self.listeners:
+                if self.listeners or pkt.hook == PRE_ROUTING:
                     return self.feed_packet(pkt, ts)
                 # feed_packet() without listeners, inlined: most packets of a replay.
                 result = self.tracker.process(pkt, ts)
@@ -175,10 +176,10 @@ class Engine:
             # never sees it, no stat column counts it; the engine keeps its own count.
             self.malformed += 1
             return None
-        return self.feed_packet(pkt, ts, looped_back=looped_back)
+        return self.feed_packet(pkt, ts, looped_back=looped_back, datagram=datagram)
 
     def feed_packet(self, pkt: Packet, now: float, attached: Optional[PacketResult] = None,
-                    looped_back: bool = False) -> PacketResult:
+                    looped_back: bool = False, datagram: Optional[bytes] = None) -> PacketResult:
         """Walk a parsed packet through the hooks of its way: tracked where it enters,
         shown to each hook's listeners, confirmed where it leaves.
 
@@ -190,12 +191,21 @@ class Engine:
         * `looped_back`: a packet this host sends itself (lo) walks OUTPUT, POSTROUTING,
           then PREROUTING, INPUT, carrying the entry OUTPUT gave it; one that OUTPUT found
           INVALID has no entry attached and is looked up again at PREROUTING.
+
+        A packet received from a wire that routing refuses (engine/routing.py: martian
+        addresses, bad IP options -- `datagram` holds the header when it has options) is
+        dropped after PREROUTING: its entry is never confirmed.
         """
         tracker = self.tracker
+        refused = (pkt.hook == PRE_ROUTING and not looped_back
+                   and routing_drops(pkt.src, pkt.dst, datagram, self.local_addresses))
         if not self.listeners:
             # Nothing at the hooks but conntrack: track, then confirm at the last hook.
             result = tracker.process(pkt, now)
-            if result.pending:
+            if refused:
+                tracker.discard(result)
+                result.dropped = True
+            elif result.pending:
                 tracker.confirm(result, now)
             return result
         if looped_back and pkt.hook == LOCAL_OUT:
@@ -228,6 +238,10 @@ class Engine:
                     tracker.discard(result)
                     result.dropped = True
                     return result
+            if hook == PRE_ROUTING and refused:        # routing finds no way on
+                tracker.discard(result)
+                result.dropped = True
+                return result
             if hook in CONFIRMING_HOOKS and result.pending:
                 tracker.confirm(result, now)
         return result

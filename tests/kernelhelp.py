@@ -3,6 +3,7 @@ stdlib-only modules of tests/kernel/ and reading what the kernel and the engine 
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import json
 import os
 import shutil
@@ -61,12 +62,29 @@ def load_snapshot(directory: Path) -> dict:
     return json.loads((directory / "snapshot.json").read_text())
 
 
+def knob_sets(snap: dict) -> list:
+    """The scenario's knobs as `procfs-ct replay --set` arguments: the generator wrote
+    /proc/sys/net/netfilter/nf_conntrack_<name> in the observed namespace."""
+    return [f"nf_conntrack_{name}={value}" for name, value in
+            sorted((snap["knobs_overrides"] or {}).items())]
+
+
 def replay_scenario(directory: Path) -> ReplayResult:
-    """A stored scenario's capture through the engine, as its snapshot says it was taken."""
+    """A stored scenario's capture through the engine, as its snapshot says it was taken: its
+    knobs written as `--set` writes them; the server's address known for a wire scenario
+    (a packet arriving from it is a martian)."""
+    from procfs_ct.cmd_replay import knob_named
+
     snap = load_snapshot(directory)
+    writes = []
+    for spec in knob_sets(snap):
+        name, _, value = spec.partition("=")
+        writes.append((knob_named(name), f"{value}\n".encode()))
+    local = None
+    if snap.get("hooks") == "wire" and not snap.get("forward"):
+        local = {int(ipaddress.IPv4Address(snap["server"]))}
     return replay(str(directory / "capture.pcap"), profile=snap["profile"], at=snap["at"],
-                  knobs_overrides=snap["knobs_overrides"] or None,
-                  max_entries=snap["max_entries"])
+                  knob_writes=writes, max_entries=snap["max_entries"], local_addresses=local)
 
 
 def namespaces_unavailable(tools: tuple, probe: str) -> str:

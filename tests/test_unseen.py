@@ -7,8 +7,13 @@ import struct
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import child_env, procfs_ct_command
-from engine.build import build_ipv4, build_udp, build_udp_datagram
+from engine.build import build_ipv4, build_udp, build_udp_datagram, ip_to_int
+from engine.hooks import LOCAL_OUT, PRE_ROUTING
+from engine.routing import martian, options_refused
+from enginehelp import make_engine, view_text
 from engine.capture import PcapWriter
 from engine.linklayer import ARPHRD_ETHER, ETH_P_IP, LINKTYPE_LINUX_SLL2, PACKET_HOST
 from engine.packet import IPPROTO_UDP
@@ -108,3 +113,66 @@ def test_replay_help_names_the_word():
     done = subprocess.run(procfs_ct_command() + ["replay", "--help"], capture_output=True,
                           text=True, env=child_env(), timeout=60)
     assert NOT_SEEN in done.stdout
+
+
+# --- routing drops after PREROUTING (engine/routing.py) ------------------------------------
+
+@pytest.mark.parametrize("src, dst, dropped", [
+    ("127.0.0.1", SERVER, True), ("0.0.0.0", SERVER, True), ("255.255.255.255", SERVER, True),
+    ("224.0.0.5", SERVER, True), (CLIENT, "127.0.0.1", True), (CLIENT, "0.0.0.1", True),
+    # the limited broadcast is delivered before the zero-source rule is reached (DHCP)
+    ("0.0.0.0", "255.255.255.255", False), ("0.0.0.0", "0.0.0.0", False),
+    (CLIENT, "255.255.255.255", False), ("10.99.0.255", SERVER, False),
+    ("192.0.2.7", SERVER, False), (CLIENT, SERVER, False)])
+def test_martian_addresses(src, dst, dropped):
+    assert (martian(ip_to_int(src), ip_to_int(dst)) is not None) == dropped
+
+
+def test_own_address_as_source_is_martian_when_the_host_is_known():
+    assert martian(ip_to_int(SERVER), ip_to_int(SERVER)) is None
+    assert martian(ip_to_int(SERVER), ip_to_int(SERVER), {ip_to_int(SERVER)}) is not None
+
+
+@pytest.mark.parametrize("options, refused", [
+    (bytes((0x94, 4, 0, 0)), False),          # router alert
+    (bytes((1, 1, 1, 0)), False),             # NOPs, end of list
+    (bytes((0x07, 7, 4, 0, 0, 0, 0, 0)), False),   # record route with room for one address
+    (bytes((0x07, 12, 4, 0)), True),          # length past the header
+    (bytes((0x44, 1, 0, 0)), True),           # length below 2
+    (bytes((0x44, 4, 4, 0)), True),           # timestamp pointer below 5
+    (bytes((0x83, 7, 4, 0, 0, 0, 0, 0)), True),    # loose source route: not accepted
+    (bytes((1, 0x07)), True),                 # an option cut off before its length
+])
+def test_ip_options(options, refused):
+    assert (options_refused(options) is not None) == refused
+
+
+def arriving(src: str, dst: str, sport: int, options: bytes = b"") -> bytes:
+    return build_ipv4(src, dst, IPPROTO_UDP, build_udp(src, dst, sport, 7000, b"x"),
+                      options=options)
+
+
+@pytest.mark.parametrize("datagram", [arriving("127.0.0.1", SERVER, 1),
+                                      arriving(CLIENT, "0.0.0.1", 2),
+                                      arriving(CLIENT, SERVER, 3, bytes((0x44, 1, 0, 0)))])
+def test_routing_drop_leaves_no_entry_and_no_stat(datagram):
+    eng = make_engine("linux")
+    before = view_text(eng, "net/stat/nf_conntrack", 10.0)
+    result = eng.feed_datagram(10.0, datagram, PRE_ROUTING)
+    assert str(result) == "NEW" and result.dropped      # conntrack saw it, routing dropped it
+    assert eng.count == 0
+    assert view_text(eng, "net/stat/nf_conntrack", 10.0) == before
+    # The same datagram sent by this host (OUTPUT) is not routed as received: tracked.
+    assert not eng.feed_datagram(11.0, datagram, LOCAL_OUT).dropped
+    assert eng.count == 1
+
+
+def test_routing_drop_is_a_drop_under_rules(tmp_path):
+    capture = write_capture(tmp_path / "martian.pcap",
+                            {0: received(arriving("127.0.0.1", SERVER, 1)),
+                             1: received(arriving(CLIENT, SERVER, 2))})
+    rules = tmp_path / "accept.rules"
+    rules.write_text("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n"
+                     ":OUTPUT ACCEPT [0:0]\nCOMMIT\n")
+    done = run_replay(str(capture), "--profile", "linux", "--rules", str(rules), "--ctstate")
+    assert done.stdout.splitlines() == ["1 NEW DROP", "2 NEW ACCEPT"], done.stderr

@@ -24,9 +24,12 @@ from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
+import subprocess
+
 import pytest
 
 import kernelhelp
+from conftest import child_env, procfs_ct_command
 from engine.replay import NOT_SEEN
 from kernelhelp import (engine_frame_words, kernel_frame_words, load_kernel_module, stat_totals,
                         verdict_text)
@@ -47,6 +50,9 @@ _PARTIAL = ("with checksum offload on, the client's packets cross the veth as CH
             "the kernel trusts them unverified, but the captured bytes hold only the "
             "pseudo-header sum; the engine verifies those bytes at PREROUTING and finds every "
             "client packet's checksum wrong")
+_NOT_FORWARDING = ("the engine is not told that the server does not forward (ip_forward=0): "
+                   "a datagram to an address that is not the server's is dropped by its "
+                   "routing after PREROUTING, the engine confirms its entry")
 KNOWN_DISAGREEMENTS: dict[tuple[str, str], str] = {
     ("listing", "wire_offloaded_checksums"): _PARTIAL + " (kernel: TCP TIME_WAIT [ASSURED] and "
         "UDP [UNREPLIED]; engine: only a TCP CLOSE_WAIT entry in the server's direction, made "
@@ -58,6 +64,9 @@ KNOWN_DISAGREEMENTS: dict[tuple[str, str], str] = {
         "NEW/ESTABLISHED, engine INVALID, and the server's replies follow from that)",
     ("stat", "wire_offloaded_checksums"): _PARTIAL + " (entries: kernel 2, engine 1; invalid: "
         "kernel 0, engine 7)",
+    ("listing", "wire_martian_destination"): _NOT_FORWARDING + " (engine only: the entries of "
+        "10.5.5.5:7813 and 10.99.0.7:7814)",
+    ("stat", "wire_martian_destination"): _NOT_FORWARDING + " (entries: kernel 3, engine 5)",
 }
 
 
@@ -202,6 +211,30 @@ def test_stat_totals_match_kernel(name):
     diff = {col: (kernel.get(col), engine.get(col))
             for col in sorted(set(kernel) | set(engine)) if kernel.get(col) != engine.get(col)}
     assert not diff, f"{name}: (kernel, engine) per column: {diff}"
+
+
+KNOB_SCENARIOS = [name for name in SCENARIOS if load_snapshot(name)["knobs_overrides"]]
+
+
+@pytest.mark.parametrize("name", KNOB_SCENARIOS)
+def test_replay_command_with_the_scenarios_knobs_matches_kernel(name):
+    """`procfs-ct replay --set nf_conntrack_<knob>=<value>` (the knobs the generator wrote in
+    the server namespace, stored with the capture) prints the kernel's listing."""
+    snap = load_snapshot(name)
+    sets = [arg for spec in kernelhelp.knob_sets(snap) for arg in ("--set", spec)]
+    done = subprocess.run(procfs_ct_command() + [
+        "replay", str(DATA / name / "capture.pcap"), "--profile", "linux", "--format",
+        "nf_conntrack", "--at", repr(snap["at"]), "--local", snap["server"], *sets],
+        capture_output=True, text=True, env=child_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    problems = listing.compare_listings(snap["listing"], done.stdout.splitlines())
+    assert not problems, f"{name}: {snap['description']}\n" + "\n".join(problems)
+
+
+def test_the_knob_scenarios_cover_the_non_default_knobs():
+    knobs = {knob for name in KNOB_SCENARIOS for knob in load_snapshot(name)["knobs_overrides"]}
+    assert {"checksum", "tcp_loose", "tcp_be_liberal", "tcp_max_retrans", "udp_timeout",
+            "acct", "timestamp", "tcp_ignore_invalid_rst"} <= knobs
 
 
 # --- live, optional ------------------------------------------------------------------------------

@@ -1,0 +1,111 @@
+"""What the routing decision after PREROUTING drops: conntrack has seen the packet (and made
+it an unconfirmed entry), then ip_rcv_finish() finds no way on for it, so it never reaches
+INPUT or FORWARD, its entry is destroyed and no stat column moves (observed on 6.18:
+tests/data/wire/wire_martian_source, wire_martian_destination, wire_bad_ip_options).
+
+Two checks, both tables below:
+* ip_route_input_slow()'s martians, tested in the kernel's order: the first rule whose
+  address class matches decides (a limited-broadcast destination is delivered before the
+  zero-source rule is reached); a source that is one of the host's own addresses
+  (fib_validate_source()) when the host's addresses are known;
+* ip_options_compile() on a received header with options (ip_rcv_options()): a malformed
+  option, or a source route (accept_source_route is 0 in a new namespace).
+
+Not modelled: rp_filter (0 in a new namespace: any other source is accepted),
+route_localnet (0: loopback addresses are martians off lo), a destination the host neither
+owns nor forwards to (the engine is not told whether the host forwards).
+"""
+from __future__ import annotations
+
+from ipaddress import IPv4Network
+from typing import Callable, Collection, NamedTuple, Optional, Tuple
+
+MULTICAST = IPv4Network("224.0.0.0/4")
+ZERONET = IPv4Network("0.0.0.0/8")
+LOOPBACK = IPv4Network("127.0.0.0/8")
+LIMITED_BROADCAST = 0xFFFFFFFF
+
+
+def _in(net: IPv4Network) -> Callable[[int], bool]:
+    first, mask = int(net.network_address), int(net.netmask)
+    return lambda address: address & mask == first
+
+
+class AddressRule(NamedTuple):
+    field: str                       # "src", "dst" or "both" (src and dst both match)
+    matches: Callable[[int], bool]
+    drop: Optional[str]              # why routing drops it; None: delivered, stop looking
+
+
+# ip_route_input_slow()'s checks before the FIB lookup, in its order.
+MARTIAN_RULES: Tuple[AddressRule, ...] = (
+    AddressRule("src", _in(MULTICAST), "martian source (multicast)"),
+    AddressRule("src", lambda a: a == LIMITED_BROADCAST, "martian source (limited broadcast)"),
+    AddressRule("dst", lambda a: a == LIMITED_BROADCAST, None),      # brd_input
+    AddressRule("both", lambda a: a == 0, None),                     # brd_input (0 -> 0)
+    AddressRule("src", _in(ZERONET), "martian source (0.0.0.0/8)"),
+    AddressRule("dst", _in(ZERONET), "martian destination (0.0.0.0/8)"),
+    AddressRule("dst", _in(LOOPBACK), "martian destination (loopback, route_localnet=0)"),
+    AddressRule("src", _in(LOOPBACK), "martian source (loopback, route_localnet=0)"),
+)
+
+IPOPT_END, IPOPT_NOOP = 0, 1
+IPOPT_LSRR, IPOPT_SSRR = 0x83, 0x89
+# ip_options_compile(): each option's least length and least pointer value (for those that
+# have a pointer); an option below them is malformed.
+OPTION_MIN_LENGTH = {0x07: 3, IPOPT_LSRR: 3, IPOPT_SSRR: 3, 0x44: 4, 0x94: 4}
+OPTION_MIN_POINTER = {0x07: 4, IPOPT_LSRR: 4, IPOPT_SSRR: 4, 0x44: 5}
+# Well formed, but a host with accept_source_route=0 drops them (ip_rcv_options()).
+REFUSED_OPTIONS = {IPOPT_LSRR: "source route (accept_source_route=0)",
+                   IPOPT_SSRR: "source route (accept_source_route=0)"}
+
+
+def martian(src: int, dst: int, local_addresses: Optional[Collection[int]] = None
+            ) -> Optional[str]:
+    """Why routing drops a received packet for its addresses alone, or None."""
+    for rule in MARTIAN_RULES:
+        if rule.field == "both":
+            hit = rule.matches(src) and rule.matches(dst)
+        else:
+            hit = rule.matches(src if rule.field == "src" else dst)
+        if hit:
+            return rule.drop
+    if local_addresses is not None and src in local_addresses:
+        return "martian source (one of this host's addresses)"
+    return None
+
+
+def options_refused(options: bytes) -> Optional[str]:
+    """Why ip_rcv_options() drops a received header with these option bytes, or None."""
+    at = 0
+    while at < len(options):
+        kind = options[at]
+        if kind == IPOPT_END:
+            break
+        if kind == IPOPT_NOOP:
+            at += 1
+            continue
+        if at + 1 >= len(options):
+            return "ip option without a length"
+        length = options[at + 1]
+        if length < 2 or at + length > len(options):
+            return f"ip option {kind:#x}: length {length}"
+        if length < OPTION_MIN_LENGTH.get(kind, 2):
+            return f"ip option {kind:#x}: length {length} too short"
+        least = OPTION_MIN_POINTER.get(kind)
+        if least is not None and options[at + 2] < least:
+            return f"ip option {kind:#x}: pointer {options[at + 2]}"
+        if kind in REFUSED_OPTIONS:
+            return REFUSED_OPTIONS[kind]
+        at += length
+    return None
+
+
+def routing_drops(src: int, dst: int, datagram: Optional[bytes] = None,
+                  local_addresses: Optional[Collection[int]] = None) -> Optional[str]:
+    """Why a packet received from a wire goes no further than PREROUTING, or None.
+    `datagram`: its bytes, when its header has options (fast-path packets have none)."""
+    reason = martian(src, dst, local_addresses)
+    if reason is None and datagram is not None and datagram[0] & 0x0F > 5:
+        reason = options_refused(datagram[20:(datagram[0] & 0x0F) * 4])
+    return reason
