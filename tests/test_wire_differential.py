@@ -13,7 +13,7 @@ server's /proc/net/nf_conntrack read at a known wall-clock time and its stat fil
 Per scenario the engine must reproduce, as the loopback suite (test_differential.py) does:
 * the listing at the snapshot's time: unordered, every field equal, seconds within +-1;
 * the per-state packet counts of each hook's nft counter rules;
-* the state of every frame (None where the kernel's conntrack never saw the packet);
+* the state of every frame (NOTSEEN where the kernel logged no verdict for the packet);
 * the stat file's column totals.
 Where the engine disagrees with the kernel, that one comparison is an expected failure
 (strict) naming the disagreement, until the engine is fixed.
