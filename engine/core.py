@@ -24,7 +24,7 @@ from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET, strip_link
 from .packet import Packet
 from .parse import ParseError, extract_ipv4, parse_ipv4
 from .profile import check_profile
-from .routing import routing_drops
+from .routing import Host, routing_drops
 from .tracker import Tracker
 
 if TYPE_CHECKING:
@@ -72,7 +72,8 @@ class Engine:
                  ncpu: Optional[int] = None, knobs_overrides: Optional[Dict[str, int]] = None,
                  default_hook: int = LOCAL_OUT,
                  local_addresses: Optional[Collection[int]] = None,
-                 fast_extraction: bool = True) -> None:
+                 fast_extraction: bool = True,
+                 broadcast_addresses: Collection[int] = (), forwarding: bool = True) -> None:
         self.profile = check_profile(profile)
         self.knobs = KnobValues(profile, host_ram_bytes() if ram_bytes is None else ram_bytes,
                                 max_entries=max_entries, buckets=buckets,
@@ -86,6 +87,9 @@ class Engine:
         self.default_hook = default_hook
         # Destinations that are this host (INPUT); None: every received packet is for it.
         self.local_addresses = None if local_addresses is None else frozenset(local_addresses)
+        # What routing after PREROUTING knows of this host (engine/routing.py): its links'
+        # broadcast addresses (received for it too) and whether it forwards (ip_forward).
+        self.host = Host(self.local_addresses, frozenset(broadcast_addresses), forwarding)
         # False: every datagram takes parse_ipv4() (tests compare both ways in).
         self.fast_extraction = fast_extraction
         self.listeners: Dict[Hook, List[HookListener]] = {}
@@ -198,7 +202,7 @@ class Engine:
         """
         tracker = self.tracker
         refused = (pkt.hook == PRE_ROUTING and not looped_back
-                   and routing_drops(pkt.src, pkt.dst, datagram, self.local_addresses))
+                   and routing_drops(pkt.src, pkt.dst, datagram, self.host))
         if not self.listeners:
             # Nothing at the hooks but conntrack: track, then confirm at the last hook.
             result = tracker.process(pkt, now)
@@ -211,7 +215,8 @@ class Engine:
         if looped_back and pkt.hook == LOCAL_OUT:
             way = LOOPED_BACK
         else:
-            local = self.local_addresses is None or pkt.dst in self.local_addresses
+            local = (self.local_addresses is None or pkt.dst in self.local_addresses
+                     or pkt.dst in self.host.broadcasts)
             way = way_through(Hook(pkt.hook), local)
         result = attached
         for hook in way:

@@ -11,9 +11,12 @@ Two checks, both tables below:
 * ip_options_compile() on a received header with options (ip_rcv_options()): a malformed
   option, or a source route (accept_source_route is 0 in a new namespace).
 
+and, when the host is described (its addresses, its links' broadcast addresses, whether it
+forwards: ip_forward), a destination it neither owns nor forwards to (ip_error() without
+forwarding drops it silently; tests/data/wire/wire_martian_destination).
+
 Not modelled: rp_filter (0 in a new namespace: any other source is accepted),
-route_localnet (0: loopback addresses are martians off lo), a destination the host neither
-owns nor forwards to (the engine is not told whether the host forwards).
+route_localnet (0: loopback addresses are martians off lo), multicast destinations.
 """
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ def _in(net: IPv4Network) -> Callable[[int], bool]:
 class AddressRule(NamedTuple):
     field: str                       # "src", "dst" or "both" (src and dst both match)
     matches: Callable[[int], bool]
-    drop: Optional[str]              # why routing drops it; None: delivered, stop looking
+    drop: Optional[str]              # why routing drops it; None: delivered (brd_input)
 
 
 # ip_route_input_slow()'s checks before the FIB lookup, in its order.
@@ -60,18 +63,27 @@ REFUSED_OPTIONS = {IPOPT_LSRR: "source route (accept_source_route=0)",
                    IPOPT_SSRR: "source route (accept_source_route=0)"}
 
 
-def martian(src: int, dst: int, local_addresses: Optional[Collection[int]] = None
-            ) -> Optional[str]:
-    """Why routing drops a received packet for its addresses alone, or None."""
+class Host(NamedTuple):
+    """What routing knows of the host: its own addresses (None: every destination is
+    it), its links' broadcast addresses (delivered; not martian as sources), ip_forward."""
+    addresses: Optional[Collection[int]] = None
+    broadcasts: Collection[int] = ()
+    forwarding: bool = True
+
+
+ANY_HOST = Host()
+NOT_FORWARDED = "not this host's address, and it does not forward (ip_forward=0)"
+OWN_SOURCE = "martian source (one of this host's addresses: fib_validate_source)"
+
+
+def _first_rule(src: int, dst: int) -> Optional[AddressRule]:
     for rule in MARTIAN_RULES:
         if rule.field == "both":
             hit = rule.matches(src) and rule.matches(dst)
         else:
             hit = rule.matches(src if rule.field == "src" else dst)
         if hit:
-            return rule.drop
-    if local_addresses is not None and src in local_addresses:
-        return "martian source (one of this host's addresses)"
+            return rule
     return None
 
 
@@ -101,11 +113,33 @@ def options_refused(options: bytes) -> Optional[str]:
     return None
 
 
+def not_routed(dst: int, host: Host) -> Optional[str]:
+    """Why a host that does not forward drops a packet for another address, or None."""
+    if host.forwarding or host.addresses is None:
+        return None
+    if dst in host.addresses or dst in host.broadcasts:
+        return None
+    return NOT_FORWARDED
+
+
 def routing_drops(src: int, dst: int, datagram: Optional[bytes] = None,
-                  local_addresses: Optional[Collection[int]] = None) -> Optional[str]:
+                  host: Host = ANY_HOST) -> Optional[str]:
     """Why a packet received from a wire goes no further than PREROUTING, or None.
     `datagram`: its bytes, when its header has options (fast-path packets have none)."""
-    reason = martian(src, dst, local_addresses)
+    rule = _first_rule(src, dst)
+    if rule is not None:
+        reason = rule.drop              # a martian, or a broadcast delivered as such
+    elif host.addresses is not None and src in host.addresses:
+        reason = OWN_SOURCE
+    else:
+        reason = not_routed(dst, host)
     if reason is None and datagram is not None and datagram[0] & 0x0F > 5:
         reason = options_refused(datagram[20:(datagram[0] & 0x0F) * 4])
     return reason
+
+
+def martian(src: int, dst: int, local_addresses: Optional[Collection[int]] = None
+            ) -> Optional[str]:
+    """Why routing drops a received packet for its addresses alone (the host forwarding
+    whatever is not its own), or None."""
+    return routing_drops(src, dst, host=Host(local_addresses))

@@ -3,7 +3,6 @@ stdlib-only modules of tests/kernel/ and reading what the kernel and the engine 
 from __future__ import annotations
 
 import importlib.util
-import ipaddress
 import json
 import os
 import shutil
@@ -69,22 +68,31 @@ def knob_sets(snap: dict) -> list:
             sorted((snap["knobs_overrides"] or {}).items())]
 
 
+def host_options(snap: dict) -> list:
+    """`procfs-ct replay` options describing the observed host of a wire scenario that does
+    not forward: its address (with the link's prefix length when stored) and --no-forward."""
+    if snap.get("hooks") != "wire" or snap.get("forward"):
+        return []
+    prefix = f"/{snap['prefix_len']}" if snap.get("prefix_len") else ""
+    return ["--local", snap["server"] + prefix, "--no-forward"]
+
+
 def replay_scenario(directory: Path) -> ReplayResult:
     """A stored scenario's capture through the engine, as its snapshot says it was taken: its
-    knobs written as `--set` writes them; the server's address known for a wire scenario
-    (a packet arriving from it is a martian)."""
-    from procfs_ct.cmd_replay import knob_named
+    knobs written as `--set` writes them; for a wire scenario whose server does not forward,
+    its address and link (host_options())."""
+    from procfs_ct.cmd_replay import knob_named, parse_local
 
     snap = load_snapshot(directory)
     writes = []
     for spec in knob_sets(snap):
         name, _, value = spec.partition("=")
         writes.append((knob_named(name), f"{value}\n".encode()))
-    local = None
-    if snap.get("hooks") == "wire" and not snap.get("forward"):
-        local = {int(ipaddress.IPv4Address(snap["server"]))}
+    host = host_options(snap)
+    local, broadcasts = parse_local(host[1:2])
     return replay(str(directory / "capture.pcap"), profile=snap["profile"], at=snap["at"],
-                  knob_writes=writes, max_entries=snap["max_entries"], local_addresses=local)
+                  knob_writes=writes, max_entries=snap["max_entries"], local_addresses=local,
+                  broadcast_addresses=broadcasts, forwarding=not host)
 
 
 def namespaces_unavailable(tools: tuple, probe: str) -> str:

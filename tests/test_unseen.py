@@ -12,7 +12,7 @@ import pytest
 from conftest import child_env, procfs_ct_command
 from engine.build import build_ipv4, build_udp, build_udp_datagram, ip_to_int
 from engine.hooks import LOCAL_OUT, PRE_ROUTING
-from engine.routing import martian, options_refused
+from engine.routing import Host, martian, options_refused, routing_drops
 from enginehelp import make_engine, view_text
 from engine.capture import PcapWriter
 from engine.linklayer import ARPHRD_ETHER, ETH_P_IP, LINKTYPE_LINUX_SLL2, PACKET_HOST
@@ -176,3 +176,42 @@ def test_routing_drop_is_a_drop_under_rules(tmp_path):
                      ":OUTPUT ACCEPT [0:0]\nCOMMIT\n")
     done = run_replay(str(capture), "--profile", "linux", "--rules", str(rules), "--ctstate")
     assert done.stdout.splitlines() == ["1 NEW DROP", "2 NEW ACCEPT"], done.stderr
+
+
+def test_a_host_that_does_not_forward_drops_what_is_not_its_own():
+    server, link_broadcast = ip_to_int(SERVER), ip_to_int("10.99.0.255")
+    host = Host({server}, {link_broadcast}, forwarding=False)
+    client = ip_to_int(CLIENT)
+    for dst, dropped in (("10.5.5.5", True), ("10.99.0.7", True), (SERVER, False),
+                         ("10.99.0.255", False), ("255.255.255.255", False)):
+        assert (routing_drops(client, ip_to_int(dst), host=host) is not None) == dropped, dst
+    # A forwarding host sends others' packets on; so does a host the engine knows nothing of.
+    assert routing_drops(client, ip_to_int("10.5.5.5"), host=host._replace(forwarding=True)) is None
+    assert routing_drops(client, ip_to_int("10.5.5.5")) is None
+    # The link's broadcast is no martian as a source (rp_filter off), the host's own is.
+    assert routing_drops(link_broadcast, server, host=host) is None
+    assert routing_drops(server, server, host=host) is not None
+
+
+def test_replay_no_forward_with_a_prefixed_local_address(tmp_path):
+    capture = write_capture(tmp_path / "dests.pcap", {
+        i: received(arriving(CLIENT, dst, 44000 + i))
+        for i, dst in enumerate(("10.5.5.5", "10.99.0.255", SERVER))})
+    lines = run_replay(str(capture), "--profile", "linux", "--local", f"{SERVER}/24",
+                       "--no-forward").stdout.splitlines()
+    assert sorted(field for line in lines for field in line.split()
+                  if field.startswith("dst=10.99.0.2")) == ["dst=10.99.0.2", "dst=10.99.0.255"]
+    assert not any("10.5.5.5" in line for line in lines)
+    forwarding = run_replay(str(capture), "--profile", "linux", "--local", f"{SERVER}/24")
+    assert len(forwarding.stdout.splitlines()) == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--no-forward"], "procfs-ct replay: --no-forward needs --local ADDR"),
+    (["--local", "10.99.0.2/33"], "procfs-ct replay: --local: '10.99.0.2/33' is not an IPv4"),
+])
+def test_bad_host_arguments_are_one_line(tmp_path, args, message):
+    capture = write_capture(tmp_path / "one.pcap", {0: received(arriving(CLIENT, SERVER, 1))})
+    done = run_replay(str(capture), *args)
+    assert done.returncode == 2
+    assert done.stderr.startswith(message) and len(done.stderr.splitlines()) == 1, done.stderr

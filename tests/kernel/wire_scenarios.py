@@ -1073,6 +1073,7 @@ def run_inside(sc: WireScenario, out: Path, client_ns: str, far_ns: Optional[str
         "hooks": "wire",
         "client": CLIENT,
         "server": SERVER,
+        "prefix_len": wirenet.PREFIX_LEN,
         "knobs_overrides": dict(sc.knobs),
         "max_entries": None,
         "mtu": sc.mtu,
