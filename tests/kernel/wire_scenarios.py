@@ -305,12 +305,17 @@ def wire_udp_request_reply(wire: Wire) -> Cleanup:
 @scenario("UDP 43003 <-> 7003: a request/reply, then another 2.5 s later (stream: more than 2 s "
           "after the entry's first packet); snapshot 1 s later.", wait=1.0)
 def wire_udp_stream(wire: Wire) -> Cleanup:
-    server = wire.server(socket.SOCK_DGRAM, 7003)
-    client = wire.client(socket.SOCK_DGRAM, 43003)
+    udp_stream_rounds(wire, 43003, 7003)
+    return None
+
+
+def udp_stream_rounds(wire: Wire, sport: int, dport: int) -> None:
+    """A request/reply, then another 2.5 s later (a stream), 2.5 s before the snapshot wait."""
+    server = wire.server(socket.SOCK_DGRAM, dport)
+    client = wire.client(socket.SOCK_DGRAM, sport)
     for _ in range(2):
         udp_round(client, server, b"request", b"reply")
         time.sleep(2.5)
-    return None
 
 
 @scenario("UDP 43011 <-> 7011: a request/reply, and another 1 s later (within the first 2 s: "
@@ -706,15 +711,10 @@ for _name, (_what, _options) in FORGED_TCP_OVER_THE_WIRE.items():
 
 # --- seen at PREROUTING, dropped by routing or IP option checks before INPUT -------------
 
-def header_with(packet: bytes, options: bytes = b"", src: Optional[str] = None,
-                dst: Optional[str] = None) -> bytes:
-    """The packet (20-byte header) with IP options added and/or addresses replaced, its
-    lengths and header checksum made right."""
+def header_with(packet: bytes, options: bytes) -> bytes:
+    """The packet (20-byte header) with IP options added, its lengths and header checksum
+    made right."""
     header = bytearray(packet[:20])
-    if src:
-        header[12:16] = socket.inet_aton(src)
-    if dst:
-        header[16:20] = socket.inet_aton(dst)
     assert len(options) % 4 == 0
     header[0] = 0x40 | (5 + len(options) // 4)
     header[2:4] = (20 + len(options) + len(packet) - 20).to_bytes(2, "big")
@@ -884,11 +884,7 @@ def wire_tcp_bad_checksum_unchecked(wire: Wire) -> Cleanup:
 def wire_udp_timeouts_changed(wire: Wire) -> Cleanup:
     wire.server(socket.SOCK_DGRAM, 7851)
     wire.client(socket.SOCK_DGRAM, 44601).sendto(b"one way", (SERVER, 7851))
-    server = wire.server(socket.SOCK_DGRAM, 7852)
-    client = wire.client(socket.SOCK_DGRAM, 44602)
-    for _ in range(2):
-        udp_round(client, server, b"request", b"reply")
-        time.sleep(2.5)
+    udp_stream_rounds(wire, 44602, 7852)
     return None
 
 
