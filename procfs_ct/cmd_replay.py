@@ -16,8 +16,9 @@ EPILOG = ("--ctstate prints one line per capture frame instead: "
           '"<n> <NEW|ESTABLISHED|RELATED|INVALID|UNTRACKED>[ reply]"; with --rules each line '
           "ends in the packet's final verdict, ACCEPT or DROP. "
           "n counts capture frames from 1. A frame conntrack made no verdict for is "
-          '"<n> NOTSEEN" (no verdict column): not IPv4, an IP header the kernel\'s ip_rcv '
-          "drops (header checksum, total length, header length, version), a fragment held "
+          '"<n> NOTSEEN" (no verdict column): not IPv4, a cooked frame for another '
+          "host's MAC or an IP header the kernel's ip_rcv drops (header checksum, total "
+          "length, header length, version), a fragment held "
           "for reassembly (the datagram's verdict is on the frame that completes it), the "
           "outgoing copy of a forwarded datagram, the captured copy of a REJECT reply the "
           "rules already sent. "

@@ -15,7 +15,8 @@ from engine.hooks import LOCAL_OUT, PRE_ROUTING
 from engine.routing import Host, martian, options_refused, routing_drops
 from enginehelp import make_engine, view_text
 from engine.capture import PcapWriter
-from engine.linklayer import ARPHRD_ETHER, ETH_P_IP, LINKTYPE_LINUX_SLL2, PACKET_HOST
+from engine.linklayer import (ARPHRD_ETHER, ETH_P_IP, LINKTYPE_LINUX_SLL2, PACKET_HOST,
+                              PACKET_OTHERHOST)
 from engine.packet import IPPROTO_UDP
 from engine.replay import NOT_SEEN, replay
 
@@ -23,9 +24,9 @@ CLIENT, SERVER = "10.99.0.1", "10.99.0.2"
 ETH_P_ARP = 0x0806
 
 
-def received(payload: bytes, protocol: int = ETH_P_IP) -> bytes:
+def received(payload: bytes, protocol: int = ETH_P_IP, pkttype: int = PACKET_HOST) -> bytes:
     """A cooked (LINUX_SLL2) frame this host received: it meets ip_rcv, then PREROUTING."""
-    return struct.pack("!HHIHBB8s", protocol, 0, 2, ARPHRD_ETHER, PACKET_HOST, 6,
+    return struct.pack("!HHIHBB8s", protocol, 0, 2, ARPHRD_ETHER, pkttype, 6,
                        b"\x02\0\0\0\0\x01\0\0") + payload
 
 
@@ -69,6 +70,8 @@ def unseen_and_seen(tmp_path: Path) -> tuple:
     arp = received(b"\0" * 28, ETH_P_ARP)
     frames = [
         (arp, NOT_SEEN),
+        (received(build_udp_datagram(CLIENT, SERVER, 43010, 7000, b"x"),
+                  pkttype=PACKET_OTHERHOST), NOT_SEEN),            # for another host's MAC
         (bad_header_checksum(build_udp_datagram(CLIENT, SERVER, 43003, 7000, b"x")), NOT_SEEN),
         (with_header_byte(build_udp_datagram(CLIENT, SERVER, 43004, 7000, b"x"), 3, 200),
          NOT_SEEN),                                                  # total length > frame
@@ -81,10 +84,10 @@ def unseen_and_seen(tmp_path: Path) -> tuple:
         (second, NOT_SEEN),                         # held, waiting for its first fragment
         (first, "NEW"),                             # completes the datagram
     ]
-    cooked = {i: f if i == 0 else received(f) for i, (f, _) in enumerate(frames)}
+    cooked = {i: f if i < 2 else received(f) for i, (f, _) in enumerate(frames)}
     everything = write_capture(tmp_path / "all.pcap", cooked)
     # What conntrack sees of it: the good datagram and the fragment train, at the same times.
-    seen = write_capture(tmp_path / "seen.pcap", {i: cooked[i] for i in (5, 7, 8)})
+    seen = write_capture(tmp_path / "seen.pcap", {i: cooked[i] for i in (6, 8, 9)})
     return everything, seen, [word for _, word in frames]
 
 

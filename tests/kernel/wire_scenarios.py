@@ -137,11 +137,12 @@ class Wire:
         pause()
         return client, conn
 
-    def inject(self, packet: bytes) -> None:
-        """Put a forged IPv4 packet on the client's end of the wire."""
+    def inject(self, packet: bytes, dst_mac: Optional[str] = None) -> None:
+        """Put a forged IPv4 packet on the client's end of the wire (to the server's MAC
+        unless `dst_mac` names another)."""
         if self._injector is None:
             self._injector = wirenet.Injector(self.client_ns)
-        self._injector.send(packet)
+        self._injector.send(packet, dst_mac)
 
     def forger(self) -> "WireSender":
         sender = WireSender(self)
@@ -783,6 +784,21 @@ def wire_bad_ip_options(wire: Wire) -> Cleanup:
     wire.server(socket.SOCK_DGRAM, 7821)
     for sport, options in IP_OPTIONS:
         wire.inject(header_with(udp_from(CLIENT, SERVER, sport, 7821, b"options"), options))
+    return None
+
+
+OTHER_HOST_MAC = "02:00:00:00:00:99"         # on no interface of the link
+BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
+
+
+@scenario("Forged UDP to 10.99.0.2:7881 (bound) in Ethernet frames for another MAC: 44811 to "
+          "02:00:00:00:00:99 (the server's stack marks it PACKET_OTHERHOST and ip_rcv drops it "
+          "before PREROUTING: no verdict, no entry), 44812 to the broadcast MAC (PACKET_BROADCAST, "
+          "delivered: NEW), 44813 to the server's MAC (NEW).")
+def wire_other_host_frames(wire: Wire) -> Cleanup:
+    wire.server(socket.SOCK_DGRAM, 7881)
+    for sport, mac in ((44811, OTHER_HOST_MAC), (44812, BROADCAST_MAC), (44813, None)):
+        wire.inject(udp_from(CLIENT, SERVER, sport, 7881, b"which host?"), mac)
     return None
 
 
