@@ -21,36 +21,49 @@ route_localnet (0: loopback addresses are martians off lo), multicast destinatio
 from __future__ import annotations
 
 from ipaddress import IPv4Network
-from typing import Callable, Collection, NamedTuple, Optional, Tuple
+from typing import Collection, FrozenSet, NamedTuple, Optional, Tuple
 
 MULTICAST = IPv4Network("224.0.0.0/4")
 ZERONET = IPv4Network("0.0.0.0/8")
 LOOPBACK = IPv4Network("127.0.0.0/8")
-LIMITED_BROADCAST = 0xFFFFFFFF
-
-
-def _in(net: IPv4Network) -> Callable[[int], bool]:
-    first, mask = int(net.network_address), int(net.netmask)
-    return lambda address: address & mask == first
+LIMITED_BROADCAST = IPv4Network("255.255.255.255/32")
+ZERO = IPv4Network("0.0.0.0/32")
 
 
 class AddressRule(NamedTuple):
     field: str                       # "src", "dst" or "both" (src and dst both match)
-    matches: Callable[[int], bool]
+    network: IPv4Network
     drop: Optional[str]              # why routing drops it; None: delivered (brd_input)
+
+    def matches(self, address: int) -> bool:
+        return address & int(self.network.netmask) == int(self.network.network_address)
 
 
 # ip_route_input_slow()'s checks before the FIB lookup, in its order.
 MARTIAN_RULES: Tuple[AddressRule, ...] = (
-    AddressRule("src", _in(MULTICAST), "martian source (multicast)"),
-    AddressRule("src", lambda a: a == LIMITED_BROADCAST, "martian source (limited broadcast)"),
-    AddressRule("dst", lambda a: a == LIMITED_BROADCAST, None),      # brd_input
-    AddressRule("both", lambda a: a == 0, None),                     # brd_input (0 -> 0)
-    AddressRule("src", _in(ZERONET), "martian source (0.0.0.0/8)"),
-    AddressRule("dst", _in(ZERONET), "martian destination (0.0.0.0/8)"),
-    AddressRule("dst", _in(LOOPBACK), "martian destination (loopback, route_localnet=0)"),
-    AddressRule("src", _in(LOOPBACK), "martian source (loopback, route_localnet=0)"),
+    AddressRule("src", MULTICAST, "martian source (multicast)"),
+    AddressRule("src", LIMITED_BROADCAST, "martian source (limited broadcast)"),
+    AddressRule("dst", LIMITED_BROADCAST, None),                     # brd_input
+    AddressRule("both", ZERO, None),                                 # brd_input (0 -> 0)
+    AddressRule("src", ZERONET, "martian source (0.0.0.0/8)"),
+    AddressRule("dst", ZERONET, "martian destination (0.0.0.0/8)"),
+    AddressRule("dst", LOOPBACK, "martian destination (loopback, route_localnet=0)"),
+    AddressRule("src", LOOPBACK, "martian source (loopback, route_localnet=0)"),
 )
+
+
+def _first_octets(field: str) -> FrozenSet[int]:
+    """The first address bytes some rule on `field` can match: a packet whose addresses
+    start otherwise (nearly all) skips the table."""
+    octets = set()
+    for rule in MARTIAN_RULES:
+        if rule.field in (field, "both"):
+            first = int(rule.network.network_address) >> 24
+            octets.update(range(first, (int(rule.network.broadcast_address) >> 24) + 1))
+    return frozenset(octets)
+
+
+SRC_FIRST_OCTETS, DST_FIRST_OCTETS = _first_octets("src"), _first_octets("dst")
 
 IPOPT_END, IPOPT_NOOP = 0, 1
 IPOPT_LSRR, IPOPT_SSRR = 0x83, 0x89
@@ -126,7 +139,9 @@ def routing_drops(src: int, dst: int, datagram: Optional[bytes] = None,
                   host: Host = ANY_HOST) -> Optional[str]:
     """Why a packet received from a wire goes no further than PREROUTING, or None.
     `datagram`: its bytes, when its header has options (fast-path packets have none)."""
-    rule = _first_rule(src, dst)
+    rule = None
+    if src >> 24 in SRC_FIRST_OCTETS or dst >> 24 in DST_FIRST_OCTETS:
+        rule = _first_rule(src, dst)
     if rule is not None:
         reason = rule.drop              # a martian, or a broadcast delivered as such
     elif host.addresses is not None and src in host.addresses:
