@@ -203,6 +203,37 @@ def task_fill(capture: str, entries: str) -> Dict[str, Any]:
 RUN_GAP = 0.6
 
 
+def task_render(entries: str, rounds: str = "11") -> Dict[str, Any]:
+    """The renderer alone, in process: CPU seconds per line of net/nf_conntrack and
+    net/ip_conntrack for each table shape (bench/shapes.py), best of `rounds` rounds, the
+    shapes and files taking turns in each round."""
+    from engine.hooks import LOCAL_OUT
+    from engine.render import render_listing
+    from .captures import capture_datagrams, shape_capture
+    from .shapes import SHAPES
+    wanted = int(entries)
+    tables = {}
+    for shape in SHAPES:
+        engine = _engine(2 * wanted)
+        now = T0
+        for datagram in capture_datagrams(shape_capture(shape, wanted)):
+            engine.feed_datagram(now, datagram, LOCAL_OUT)
+            now += 1e-6
+        tables[shape] = (engine, now)
+    best: Dict[str, float] = {}
+    for _ in range(int(rounds)):
+        for shape, (engine, now) in tables.items():
+            for name, modern in (("nf_conntrack", True), ("ip_conntrack", False)):
+                start = time.process_time()
+                render_listing(engine.tracker, now, modern)
+                seconds = time.process_time() - start
+                key = f"{shape} {name}"
+                best[key] = min(best.get(key, seconds), seconds)
+    return {"entries": {shape: engine.count for shape, (engine, _) in tables.items()},
+            "us_per_line": {key: seconds * 1e6 / tables[key.split()[0]][0].count
+                            for key, seconds in best.items()}}
+
+
 def task_timecat(runs: str, *paths: str) -> Dict[str, Any]:
     """Wall time of `cat PATH > /dev/null` (each run a new cat) for each path, the paths
     taking turns run by run (the kernel's file and ours see the same load), and the

@@ -1,6 +1,8 @@
 """The listing walk: each entry once, in insertion order, chunk by chunk (engine/render.py)."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from engine import render
@@ -157,3 +159,29 @@ def test_the_rest_of_a_table_is_copied_after_its_first_chunk_without_listing_any
     udp(eng, T0, "10.0.0.1", "10.0.0.2", 1020, 53)
     rest = ports_listed(b"".join(chunks).decode().splitlines())
     assert rest == [p for p in range(1005, 1020) if p != 1010] + [1001, 1020]
+
+
+# 2**31 - 20.3: now + k for k >= 21 crosses a power of two, where the float step doubles
+# and now + k is rounded, so int((now + k) - now) is k - 1 there.
+@pytest.mark.parametrize("now", [T0 + 0.3, 2.0 ** 31 - 20.3], ids=["T0", "binade"])
+def test_seconds_and_addresses_list_as_listing_line_around_second_boundaries(now):
+    """The fast path's seconds (spans of expiry times that list as one value, kept per
+    run) and address texts (made from a prefix's text and an octet's) against
+    listing_line(): runs of expiries a float step either side of whole seconds, and
+    a new client address per line over several prefixes and every last octet."""
+    eng = make_engine()
+    for n in range(1200):
+        udp(eng, T0, f"10.{n % 3}.{n // 256}.{n % 256}", "192.168.0.1", 1024 + n, 53)
+    steps = (-2, -1, 0, 1, 2)        # float steps from now + k
+    for i, entry in enumerate(eng.tracker.entries()):
+        k = 5 + i // 50 if i < 1000 else 5 + i % 7      # runs, then scattered values
+        expires = now + k
+        for _ in range(abs(steps[i % 5])):
+            expires = math.nextafter(expires, math.inf if steps[i % 5] > 0 else -math.inf)
+        entry.expires = expires
+    seconds = {render.seconds_left(entry, now) for entry in eng.tracker.entries()}
+    assert len(seconds) > 20                  # both sides of many boundaries are listed
+    for modern in (True, False):
+        by_line = "".join(render.listing_line(eng.tracker, entry, now, modern)
+                          for entry in eng.tracker.entries())
+        assert render_listing(eng.tracker, now, modern).decode() == by_line
