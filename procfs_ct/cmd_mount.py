@@ -26,6 +26,7 @@ from typing import Any, Iterator, Optional, Set, Tuple
 from engine.profile import PROFILES
 from procfs_ct import daemon, statefile
 from procfs_ct.errors import UsageError
+from procfs_ct.iptables_channel import IPTABLES_CHANNEL
 from procfs_ct.rulesfile import RULES_VIEWS, load_rules_file, log_sink
 from procfs_ct.tree import VIEWS, build_tree, default_tree, describe
 
@@ -232,10 +233,16 @@ def serve(args: argparse.Namespace, mnt: str, engine: Any, frames: Iterator,
         stopping.set()
         driver.stop()
 
-    tree = default_tree() if engine.chains is None else build_tree(VIEWS + RULES_VIEWS)
+    tree = default_tree() if engine.chains is None else build_tree(VIEWS + RULES_VIEWS,
+                                                                   controls=(IPTABLES_CHANNEL,))
+
+    def control(node, request: bytes) -> bytes:
+        with driver.engine_lock:
+            return node.control(driver, request)
+
     operations = ProcFs(tree, engine.knobs,
                         SharedSnapshots(lambda node: driver.render_chunks(node.render)),
-                        on_ready=on_ready)
+                        on_ready=on_ready, control=control)
     daemon.watch_signals(mnt, mounted, on_signal)
     driver.start()
     log.info("mounting %s (profile %s, source %s, %s on libfuse %d)", mnt, args.profile,

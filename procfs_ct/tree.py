@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
 from engine.knobs import KNOBS, Knob
 from engine.render import listing_chunks, render_expect, render_stat
 
-DIR, LISTING, KNOB = "dir", "listing", "knob"
+DIR, LISTING, KNOB, CONTROL = "dir", "listing", "knob", "control"
 
 DIR_MODE = 0o555
 LISTING_MODE = 0o440          # /proc/net/nf_conntrack, ip_conntrack(_expect): -r--r----- root
@@ -42,11 +42,12 @@ class Node:
     mode: int                     # permission bits only
     render: Optional[Render] = None   # LISTING: makes its text
     knob: Optional[str] = None    # KNOB: canonical knob name
+    control: Optional[Callable[[Any, bytes], bytes]] = None  # CONTROL: (served, request) -> reply
     doc: str = ""
 
     @property
     def writable(self) -> bool:
-        return self.kind == KNOB and bool(self.mode & 0o200)
+        return self.kind in (KNOB, CONTROL) and bool(self.mode & 0o200)
 
     @property
     def removal_errno(self) -> int:
@@ -145,9 +146,11 @@ def knob_nodes(knob: Knob) -> Iterable[Node]:
         yield Node(path, KNOB, mode, knob=knob.name, doc=knob.doc)
 
 
-def build_tree(views: Iterable[View] = VIEWS, knobs: Iterable[Knob] = KNOBS) -> Tree:
+def build_tree(views: Iterable[View] = VIEWS, knobs: Iterable[Knob] = KNOBS,
+               controls: Iterable[Node] = ()) -> Tree:
     nodes = [Node("", DIR, DIR_MODE)]
     nodes.extend(listing_node(view) for view in views)
+    nodes.extend(controls)
     for knob in knobs:
         nodes.extend(knob_nodes(knob))
     return Tree(nodes)
