@@ -15,6 +15,7 @@ When the last of them exits the namespace goes, and its mounts with it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from procfs_ct import nsutil
 
@@ -41,6 +42,7 @@ Without --mount, a `procfs-ct mount` with the given options runs for the duratio
 MOUNT_OPTIONS = ("--source", "--profile", "--seed", "--max", "--buckets", "--state-file",
                  "--verbose")
 CONNTRACK_PATH = "/usr/sbin/conntrack"
+IPTABLES_TOOLS = ("iptables", "iptables-save", "iptables-restore")   # on PATH inside
 STOP_SECONDS = 10.0                 # how long a daemon gets to stop before SIGKILL
 STRAGGLER_SECONDS = 2.0             # how long COMMAND's leftovers get after SIGTERM
 PREFIX = "procfs-ct-exec-"
@@ -229,6 +231,11 @@ class Supervisor:
         with open(wrapper, "w") as f:
             f.write(conntrack_wrapper())
         os.chmod(wrapper, 0o755)
+        for tool in IPTABLES_TOOLS:         # PATH only: /usr/sbin/iptables is left alone
+            path = os.path.join(self.bin, tool)
+            with open(path, "w") as f:
+                f.write(conntrack_wrapper(tool, ["--mount", self.emulated]))
+            os.chmod(path, 0o755)
         os.environ["PATH"] = self.bin + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
         if not os.path.lexists(CONNTRACK_PATH):
             # Not installed: an overlay of /usr/sbin (upper layer in our tmpfs) gives it a
@@ -417,8 +424,9 @@ def procfs_ct_argv() -> List[str]:
     return [sys.executable, "-c", "import sys; from procfs_ct.cli import main; sys.exit(main())"]
 
 
-def conntrack_wrapper() -> str:
-    """The script installed as `conntrack`: procfs-ct conntrack with the same arguments."""
+def conntrack_wrapper(command: str = "conntrack", first: Sequence[str] = ()) -> str:
+    """The script installed as `conntrack` (or COMMAND): procfs-ct COMMAND [FIRST...] with
+    the same arguments."""
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     python = shlex.quote(sys.executable)
     return ("#!/bin/sh\n"
@@ -426,4 +434,4 @@ def conntrack_wrapper() -> str:
             f"PYTHONPATH={shlex.quote(package_parent)}${{PYTHONPATH:+:$PYTHONPATH}}\n"
             "export PYTHONPATH\n"
             f"exec {python} -c 'import sys; from procfs_ct.cli import main; "
-            "sys.exit(main([\"conntrack\"] + sys.argv[1:]))' \"$@\"\n")
+            f"sys.exit(main({json.dumps([command, *first])} + sys.argv[1:]))' \"$@\"\n")
