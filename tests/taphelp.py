@@ -132,6 +132,21 @@ def icmp_echo(ident: int, dst: str = "127.0.0.1") -> None:
     raw.close()
 
 
+def udp_to_closed_port(local: str, peer: str) -> socket.socket:
+    """A datagram from local:40051 to peer:9, where nothing listens: the ICMP port
+    unreachable comes back (RELATED); the socket is returned open."""
+    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    closed.bind((local, 40051))
+    closed.connect((peer, 9))
+    closed.send(b"anyone?")
+    closed.settimeout(2)
+    try:
+        closed.recv(100)
+    except ConnectionRefusedError:
+        pass
+    return closed
+
+
 def make_traffic() -> list[socket.socket]:
     """The scenario's traffic; returns the sockets that must stay open until the snapshot."""
     keep = []
@@ -168,16 +183,7 @@ def make_traffic() -> list[socket.socket]:
     assert udp_client.recv(100) == b"pong"
     keep += [udp_server, udp_client]
     # 6. UDP to a closed port -> ICMP port unreachable (RELATED), entry stays UNREPLIED
-    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    closed.bind(("127.0.0.1", 40051))
-    closed.connect(("127.0.0.1", 9))
-    closed.send(b"anyone?")
-    closed.settimeout(2)
-    try:
-        closed.recv(100)
-    except ConnectionRefusedError:
-        pass
-    keep.append(closed)
+    keep.append(udp_to_closed_port("127.0.0.1", "127.0.0.1"))
     # 7. ICMP echo request and the kernel's reply
     icmp_echo(0x1234)
     return keep

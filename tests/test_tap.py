@@ -37,7 +37,7 @@ import netns  # noqa: E402  (tests/kernel: namespace plumbing)
 import ruleset  # noqa: E402  (tests/kernel: counters_from_json)
 from enginehelp import view_text  # noqa: E402
 from taphelp import (TRAFFIC_ENTRIES, assert_same_table, entry_summary,  # noqa: E402
-                     icmp_echo, make_traffic, namespace)  # noqa: F401  (namespace: a fixture)
+                     icmp_echo, make_traffic, namespace, udp_to_closed_port)  # noqa: F401  (namespace: a fixture)
 
 COUNTED_STATES = ("new", "established", "related", "invalid", "untracked")
 BURST_PACKETS = 100_000
@@ -386,15 +386,7 @@ def scenario_veth(peer_ns: str) -> dict:
         udp.settimeout(5)
         udp.sendto(b"ping", (VETH_PEER, 7777))
         assert udp.recv(10) == b"ping"
-        closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        closed.bind((VETH_HERE, 40051))
-        closed.connect((VETH_PEER, 9))
-        closed.send(b"anyone?")
-        closed.settimeout(2)
-        try:
-            closed.recv(10)
-        except ConnectionRefusedError:
-            pass
+        closed = udp_to_closed_port(VETH_HERE, VETH_PEER)  # noqa: F841  (open until the snapshot)
         icmp_echo(0x1235, VETH_PEER)
         time.sleep(1.2)
         result = tapped.snapshot()
