@@ -156,9 +156,11 @@ def build_tree(views: Iterable[View] = VIEWS, knobs: Iterable[Knob] = KNOBS,
     return Tree(nodes)
 
 
-def default_tree() -> Tree:
-    """Every listing of VIEWS (the source counters included) and every knob alias."""
-    return build_tree(VIEWS, KNOBS)
+def default_tree(extra_views: Iterable[View] = ()) -> Tree:
+    """Every listing of VIEWS (the source counters included) and `extra_views`, every knob
+    alias, and the iptables channel (every mount takes iptables commands)."""
+    from procfs_ct.iptables_channel import IPTABLES_CHANNEL   # it builds its Node from here
+    return build_tree(tuple(VIEWS) + tuple(extra_views), KNOBS, controls=(IPTABLES_CHANNEL,))
 
 
 def describe(tree: Tree) -> str:
@@ -167,6 +169,8 @@ def describe(tree: Tree) -> str:
     for node in tree.files():
         if node.kind == LISTING:
             lines.append(f"  {oct(node.mode)[2:]}  {node.path}")
+        elif node.kind == CONTROL:
+            lines.append(f"  {oct(node.mode)[2:]}  {node.path}  (not in /proc: iptables commands)")
     by_knob: Dict[str, list] = {}
     for node in tree.files():
         if node.kind == KNOB:

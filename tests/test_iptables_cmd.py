@@ -31,10 +31,20 @@ def rules_mount(mount_factory, tmp_path):
     return mount_factory("--source", "none", "--rules", str(path))
 
 
-def test_channel_is_root_only_and_not_listed_without_rules(mount_factory, tmp_path):
-    mount = rules_mount(mount_factory, tmp_path)
-    mode = os.stat(mount.path("net/procfs_ct_iptables")).st_mode
-    assert stat.S_IMODE(mode) == 0o600
+def test_channel_is_root_only_with_and_without_rules(mount_factory, tmp_path):
+    for mount in (rules_mount(mount_factory, tmp_path), mount_factory("--source", "none")):
+        mode = os.stat(mount.path("net/procfs_ct_iptables")).st_mode
+        assert stat.S_IMODE(mode) == 0o600
+
+
+def test_refused_first_command_leaves_a_mount_without_tables(mount_factory):
+    """Without --rules nothing is loaded until a command succeeds (a refused one loads none)."""
+    mount = mount_factory("--source", "none")
+    done = run(mount, "iptables", "-A", "nochain", "-j", "ACCEPT")
+    assert done.returncode == 1 and done.stderr.startswith("iptables: ")
+    assert run(mount, "iptables-save").stdout == ""
+    assert run(mount, "iptables", "-P", "INPUT", "DROP").returncode == 0
+    assert run(mount, "iptables-save").stdout.startswith("*filter\n:INPUT DROP [0:0]\n")
 
 
 def test_list_and_change_rules(mount_factory, tmp_path):
