@@ -8,6 +8,8 @@ import os
 import stat
 import subprocess
 
+import pytest
+
 from conftest import REPO, child_env, procfs_ct_command
 from engine.rules import Ruleset
 from engine.rules.commands import apply_command
@@ -96,3 +98,36 @@ def test_bad_mount_is_one_line(tmp_path):
                           capture_output=True, text=True, env=child_env(), cwd=REPO)
     assert done.returncode == 2
     assert done.stderr.startswith("procfs-ct iptables: ") and done.stderr.count("\n") == 1
+
+
+def exec_run(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(procfs_ct_command() + ["exec", *argv], capture_output=True, text=True,
+                          env=child_env(), cwd=REPO, timeout=120)
+
+
+def test_exec_with_rules_serves_iptables_at_its_absolute_paths(tmp_path):
+    """`exec --rules` starts its mount with them; /usr/sbin/iptables (and /sbin's, and the
+    -legacy names where installed) are the emulated commands; ip6tables is left alone."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a mount namespace)")
+    path = tmp_path / "rules"
+    path.write_text(RULES)
+    names = ["/usr/sbin/iptables -S", "/sbin/iptables-save", "iptables -S"]
+    names += [f"/usr/sbin/{name}" for name in ("iptables-legacy -S", "iptables-legacy-save")
+              if os.path.lexists(f"/usr/sbin/{name.split()[0]}")]
+    done = exec_run("--source", "none", "--rules", str(path), "--", "sh", "-c",
+                    "; ".join(f"{cmd}; echo =" for cmd in names))
+    assert done.returncode == 0, done.stderr
+    outputs = done.stdout.split("=\n")[:-1]
+    expected = Ruleset.load_restore(RULES)
+    for cmd, out in zip(names, outputs):
+        want = expected.save(counters=False) if cmd.endswith("-save") else apply_command(expected, ["-S"])
+        assert out == want, cmd
+
+
+def test_exec_with_bad_rules_is_one_line(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root (a mount namespace)")
+    done = exec_run("--source", "none", "--rules", str(tmp_path / "missing"), "--", "true")
+    assert done.returncode == 2
+    assert done.stderr == f"procfs-ct exec: --rules {tmp_path / 'missing'}: No such file or directory\n"
