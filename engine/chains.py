@@ -15,7 +15,7 @@
   cause (nf_ct_attach); a cause without an entry leaves the reply to be tracked as any.
 
 Frames come in through `feed_frame`: a cooked capture says where each was captured
-(engine/interfaces.py); an arriving packet's interface is its `-i`, a sent one's its
+(engine/interfaces.py), a pcapng file by its interfaces' names; an arriving packet's interface is its `-i`, a sent one's its
 `-o`; a packet sent to this host itself (captured on lo, or sent to 127/8 or a local
 address) walks both ways, out and back in through lo.  The kernel's own REJECT replies are
 in a capture too, after the engine already sent its own: the captured copy is skipped.
@@ -132,9 +132,12 @@ class Chains:
             engine.listen(hook, self._at_hook)
 
     # -- packets in ------------------------------------------------------------------------
-    def feed_frame(self, ts: float, linktype: int, frame: bytes) -> Optional[PacketResult]:
+    def feed_frame(self, ts: float, linktype: int, frame: bytes,
+                   captured_on: Optional[str] = None) -> Optional[PacketResult]:
         """One captured frame through the hooks; None if conntrack never sees it (as
-        Engine.feed_frame) or it is the capture's copy of a REJECT reply already sent."""
+        Engine.feed_frame) or it is the capture's copy of a REJECT reply already sent.
+        `captured_on`: the interface the capture file says the frame was captured on (a
+        pcapng if_name); a name given for a cooked frame's index (`--iface`) goes first."""
         engine = self.engine
         datagram, hook = strip_link(linktype, frame)
         if datagram is None:
@@ -145,7 +148,10 @@ class Chains:
             self.stats.captured_replies_skipped += 1
             return None
         iface = frame_interface(linktype, frame)
-        name = interface_name(iface, self.iface_names)
+        if captured_on is not None and iface.index not in self.iface_names:
+            name = captured_on
+        else:
+            name = interface_name(iface, self.iface_names)
         hook = engine.default_hook if hook is None else hook
         looped = iface.loopback or name == LOOPBACK_NAME or (
             hook == LOCAL_OUT and len(datagram) >= 20 and self.is_local(_dst_of(datagram)))
