@@ -34,8 +34,9 @@ Inside, /proc is the real procfs with procfs-ct's files laid over it:
 /proc/net/{ip,nf}_conntrack[_expect], /proc/net/stat/*, the same under /proc/<pid>/net,
 and every conntrack knob under /proc/sys.  `conntrack` and `iptables`, `iptables-save`,
 `iptables-restore` (on PATH and in /usr/sbin, also as iptables-legacy* and iptables-nft*
-where the host has those) are `procfs-ct conntrack|iptables...` on the emulated mount.  The exit status is COMMAND's; processes
-it leaves running are stopped when it exits (SIGTERM, then SIGKILL 2 s later).
+where the host has those) are `procfs-ct conntrack|iptables...` on the emulated mount.
+The exit status is COMMAND's; processes it leaves running are stopped when it exits
+(SIGTERM, then SIGKILL 2 s later).
 
 Without --mount, a `procfs-ct mount` with the given options runs for the duration."""
 
