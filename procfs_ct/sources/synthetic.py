@@ -25,8 +25,16 @@ import struct
 import time
 from typing import Callable, Iterator, Optional
 
-from engine.build import build_ethernet, build_icmp, build_ipv4, build_tcp, build_udp, tcp_options
-from engine.packet import ACK, FIN, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PSH, RST, SYN, URG
+from engine.build import (build_ethernet, build_icmp, build_ipv4, build_sctp, build_sctp_chunk,
+                          build_sctp_data, build_sctp_init, build_sctp_sack, build_tcp,
+                          build_udp, tcp_options)
+from engine.packet import (ACK, FIN, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, PSH,
+                           RST, SYN, URG)
+from engine.sctp_tables import (COOKIE_ACK as SCTP_COOKIE_ACK, COOKIE_ECHO as SCTP_COOKIE_ECHO,
+                                HEARTBEAT as SCTP_HEARTBEAT, HEARTBEAT_ACK as SCTP_HEARTBEAT_ACK,
+                                INIT as SCTP_INIT, INIT_ACK as SCTP_INIT_ACK,
+                                SHUTDOWN as SCTP_SHUTDOWN, SHUTDOWN_ACK as SCTP_SHUTDOWN_ACK,
+                                SHUTDOWN_COMPLETE as SCTP_SHUTDOWN_COMPLETE)
 
 DEFAULT_RATE = 200.0          # packets per second in the steady state
 MS = 1_000                    # the time line is in integer microseconds
@@ -750,6 +758,66 @@ def generic_tunnel(world: World, t: int) -> Timeline:
             t += rng.randint(50 * MS, 3 * SECOND)
 
 
+# SCTP signalling services (Diameter, M3UA, S1AP, NGAP, X2AP) and the chunk parameter that
+# carries an INIT ACK's state cookie.
+SCTP_SERVICES = (3868, 3868, 2905, 36412, 38412, 36422)
+SCTP_STATE_COOKIE = 7
+
+
+def sctp_association(world: World, t: int) -> Timeline:
+    """An SCTP association (RFC 4960): INIT, INIT ACK with a state cookie, COOKIE ECHO,
+    COOKIE ACK (ESTABLISHED, ASSURED), DATA answered by SACK both ways, now and then a
+    HEARTBEAT; most end with SHUTDOWN, SHUTDOWN ACK, SHUTDOWN COMPLETE (CLOSED), the others
+    stay up.  Each packet carries the peer's initiate tag and a correct CRC32c."""
+    rng = world.rng
+    client, server = world.pick(CLIENTS), world.pick(MEDIA_SERVERS)
+    ports = (world.ephemeral_port(client), rng.choice(SCTP_SERVICES))
+    addresses = (client, server)
+    tags = (rng.getrandbits(32) | 1, rng.getrandbits(32) | 1)   # the initiate tags, non-zero
+    tsn = [rng.getrandbits(32), rng.getrandbits(32)]            # each side's next TSN
+    rtt = world.rtt()
+
+    def packet(side: int, at: int, chunks: bytes, vtag: Optional[int] = None) -> tuple[int, bytes]:
+        """From `side`, tagged with the peer's initiate tag (INIT: 0)."""
+        l4 = build_sctp(ports[side], ports[1 - side], tags[1 - side] if vtag is None else vtag,
+                        chunks)
+        return at, World.frame(addresses[side], addresses[1 - side], IPPROTO_SCTP, l4,
+                               ident=rng.getrandbits(16))
+
+    cookie = _filler(rng, rng.randint(24, 64))
+    cookie_param = struct.pack("!HH", SCTP_STATE_COOKIE, 4 + len(cookie)) + cookie
+    yield packet(CLIENT, t, build_sctp_init(SCTP_INIT, tags[CLIENT], tsn[CLIENT]), vtag=0)
+    t += rtt
+    yield packet(SERVER, t, build_sctp_init(SCTP_INIT_ACK, tags[SERVER], tsn[SERVER],
+                                            parameters=cookie_param))
+    t += rng.randint(20, 200)
+    yield packet(CLIENT, t, build_sctp_chunk(SCTP_COOKIE_ECHO, cookie))
+    t += rtt
+    yield packet(SERVER, t, build_sctp_chunk(SCTP_COOKIE_ACK))
+    for _ in range(rng.randint(2, 12)):
+        t += rng.randint(5 * MS, 2 * SECOND)
+        side = CLIENT if rng.random() < 0.6 else SERVER
+        if rng.random() < 0.1:
+            info = struct.pack("!HH", 1, 12) + rng.randbytes(8)     # Heartbeat Info
+            yield packet(side, t, build_sctp_chunk(SCTP_HEARTBEAT, info))
+            t += rtt
+            yield packet(1 - side, t, build_sctp_chunk(SCTP_HEARTBEAT_ACK, info))
+            continue
+        yield packet(side, t, build_sctp_data(tsn[side], _filler(rng, rng.randint(20, 400)),
+                                              ppid=46))
+        t += rtt
+        yield packet(1 - side, t, build_sctp_sack(tsn[side]))
+        tsn[side] = (tsn[side] + 1) & 0xFFFFFFFF
+    if rng.random() < 0.6:
+        t += rng.randint(50 * MS, 2 * SECOND)
+        last_received = struct.pack("!I", (tsn[SERVER] - 1) & 0xFFFFFFFF)
+        yield packet(CLIENT, t, build_sctp_chunk(SCTP_SHUTDOWN, last_received))
+        t += rtt
+        yield packet(SERVER, t, build_sctp_chunk(SCTP_SHUTDOWN_ACK))
+        t += rng.randint(20, 200)
+        yield packet(CLIENT, t, build_sctp_chunk(SCTP_SHUTDOWN_COMPLETE))
+
+
 # -- the mix ------------------------------------------------------------------------
 
 Scenario = Callable[[World, int], Timeline]
@@ -769,6 +837,7 @@ MIX: dict[str, tuple[Scenario, float, float, int]] = {
     "invalid":     (odd_packet,         0.03,    3.7, 150),
     "fragments":   (fragmented_udp,     0.05,    3.3, 150),
     "generic":     (generic_tunnel,     0.04,    8.0, 150),
+    "sctp":        (sctp_association,   0.02,   20.0,  60),
 }
 BURST_SECONDS = 2.0
 

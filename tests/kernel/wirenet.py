@@ -150,8 +150,11 @@ class Injector:
         self.header = _mac(SERVER_MAC) + _mac(CLIENT_MAC) + ETH_P_IP.to_bytes(2, "big")
         self.gap = gap          # spacing, so every packet has its own timestamp
 
-    def send(self, packet: bytes) -> None:
-        self.sock.send(self.header + packet)
+    def send(self, packet: bytes, dst_mac: Optional[str] = None) -> None:
+        """Send to the server's MAC, or to `dst_mac` (another host's: the server's stack
+        marks the frame PACKET_OTHERHOST; the broadcast MAC: PACKET_BROADCAST)."""
+        header = self.header if dst_mac is None else _mac(dst_mac) + self.header[6:]
+        self.sock.send(header + packet)
         time.sleep(self.gap)
 
     def close(self) -> None:
