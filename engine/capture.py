@@ -5,8 +5,10 @@ pipe works); opening files is the caller's business.
 
 Formats: pcap (tcpdump.org "pcap savefile", draft-ietf-opsawg-pcap) in either
 byte order with microsecond or nanosecond magic; pcapng (draft-ietf-opsawg-pcapng)
-with any number of sections, per-interface link type, if_tsresol and
-if_tsoffset, Enhanced, Simple and obsolete Packet Blocks; other blocks skipped.
+with any number of sections, per-interface link type, if_tsresol,
+if_tsoffset and if_name, Enhanced, Simple and obsolete Packet Blocks; other blocks
+skipped.  `read_named_capture` gives each frame with the name of the interface it was
+captured on, when a pcapng file says it (what `-i`/`-o` rules match).
 A damaged header raises CaptureError; a file cut short inside its last record
 just ends (tcpdump does the same).
 """
@@ -17,6 +19,7 @@ import struct
 from typing import BinaryIO, Iterable, Iterator, NamedTuple, Optional
 
 from .build import internet_checksum, ipv4_checksum, l4_checksum  # noqa: F401  (re-exported)
+from .interfaces import IFNAMSIZ
 from .linklayer import strip_link
 
 PCAP_MAGIC_USEC = 0xA1B2C3D4
@@ -30,6 +33,7 @@ BLOCK_SPB = 0x00000003
 BLOCK_EPB = 0x00000006
 
 OPT_ENDOFOPT = 0
+OPT_IF_NAME = 2
 OPT_IF_TSRESOL = 9
 OPT_IF_TSOFFSET = 14
 
@@ -73,15 +77,27 @@ def read_capture(fileobj: BinaryIO) -> Iterator[CapturedFrame]:
     Raises CaptureError at once (not at the first next()) for a file that is
     empty, not a capture, or has a cut/garbled file header.
     """
+    return _open(fileobj, named=False)
+
+
+def read_named_capture(fileobj: BinaryIO) -> Iterator[tuple[CapturedFrame, Optional[str]]]:
+    """(frame, the if_name of its pcapng interface or None) for each frame, as read_capture.
+    A pcap file names no interface; nor does a pcapng interface without if_name, or one
+    that is the `any` pseudo-device (its cooked frames carry their own interface index)."""
+    return _open(fileobj, named=True)
+
+
+def _open(fileobj: BinaryIO, named: bool) -> Iterator:
     magic = _read(fileobj, 4)
     if len(magic) < 4:
         raise CaptureError("empty or truncated capture file" if magic else "empty capture file")
     if int.from_bytes(magic, "big") == PCAPNG_SHB:
-        return _read_pcapng(fileobj, magic)
+        return _read_pcapng(fileobj, magic, named)
     for order in ("<", ">"):
         value = struct.unpack(order + "I", magic)[0]
         if value in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC):
-            return _read_pcap(fileobj, order, value == PCAP_MAGIC_NSEC)
+            frames = _read_pcap(fileobj, order, value == PCAP_MAGIC_NSEC)
+            return ((frame, None) for frame in frames) if named else frames
     raise CaptureError(f"not a pcap or pcapng capture (starts with 0x{magic.hex()})")
 
 
@@ -151,13 +167,17 @@ class _Interface(NamedTuple):
     snaplen: int
     units_per_second: int
     offset: int          # if_tsoffset, seconds
+    name: Optional[str]  # if_name, None without one (or for the `any` pseudo-device)
 
 
-def _read_pcapng(fileobj: BinaryIO, shb_type: bytes) -> Iterator[CapturedFrame]:
+ANY_DEVICE = "any"       # libpcap's capture of every interface: names none of them
+
+
+def _read_pcapng(fileobj: BinaryIO, shb_type: bytes, named: bool) -> Iterator:
     order = _section_header(fileobj, shb_type + _read(fileobj, 4), 0)
     if order is None:
         raise CaptureError("truncated pcapng section header")
-    return _pcapng_blocks(fileobj, order)
+    return _pcapng_blocks(fileobj, order, named)
 
 
 def _section_header(fileobj: BinaryIO, head: bytes, index: int) -> Optional[str]:
@@ -192,7 +212,7 @@ def _interface(body: bytes, order: str) -> _Interface:
     if len(body) < 8:
         raise CaptureError("pcapng interface description block too short")
     linktype, _reserved, snaplen = struct.unpack_from(order + "HHI", body)
-    units, offset = 1_000_000, 0
+    units, offset, name = 1_000_000, 0, None
     pos = 8
     while pos + 4 <= len(body):
         code, length = struct.unpack_from(order + "HH", body, pos)
@@ -205,8 +225,13 @@ def _interface(body: bytes, order: str) -> _Interface:
             units = 2 ** (exponent & 0x7F) if exponent & 0x80 else 10 ** exponent
         elif code == OPT_IF_TSOFFSET and length == 8:
             offset = struct.unpack(order + "q", value)[0]
+        elif code == OPT_IF_NAME:
+            # UTF-8, maybe NUL-terminated; a name the kernel could not have is no name.
+            text = value.split(b"\0", 1)[0].decode("utf-8", "replace")
+            if text and text != ANY_DEVICE and len(text) < IFNAMSIZ:
+                name = text
         pos += 4 + length + (-length % 4)
-    return _Interface(linktype, snaplen, units, offset)
+    return _Interface(linktype, snaplen, units, offset, name)
 
 
 def _timestamp(interface: _Interface, high: int, low: int) -> float:
@@ -214,7 +239,7 @@ def _timestamp(interface: _Interface, high: int, low: int) -> float:
     return interface.offset + seconds + fraction / interface.units_per_second
 
 
-def _pcapng_blocks(fileobj: BinaryIO, order: str) -> Iterator[CapturedFrame]:
+def _pcapng_blocks(fileobj: BinaryIO, order: str, named: bool) -> Iterator:
     interfaces: list[_Interface] = []
     last_ts = 0.0
     index = 1
@@ -239,21 +264,22 @@ def _pcapng_blocks(fileobj: BinaryIO, order: str) -> Iterator[CapturedFrame]:
         if struct.unpack(order + "I", body[-4:])[0] != total:
             raise CaptureError(f"pcapng block {index}: trailing length does not match")
         body = body[:-4]
-        frame = None
+        frame, which = None, 0
         if block_type == BLOCK_EPB or block_type == BLOCK_PB:
-            frame = _packet_block(block_type, body, order, interfaces, index)
+            frame, which = _packet_block(block_type, body, order, interfaces, index)
         elif block_type == BLOCK_SPB:
             frame = _simple_packet_block(body, order, interfaces, index, last_ts)
         elif block_type == BLOCK_IDB:
             interfaces.append(_interface(body, order))
         if frame is not None:
             last_ts = frame.ts
-            yield frame
+            yield (frame, interfaces[which].name) if named else frame
         index += 1
 
 
 def _packet_block(block_type: int, body: bytes, order: str,
-                  interfaces: list[_Interface], index: int) -> CapturedFrame:
+                  interfaces: list[_Interface], index: int) -> tuple[CapturedFrame, int]:
+    """The block's frame and the index of its interface."""
     if block_type == BLOCK_EPB:
         if len(body) < 20:
             raise CaptureError(f"pcapng block {index}: enhanced packet block too short")
@@ -268,7 +294,7 @@ def _packet_block(block_type: int, body: bytes, order: str,
         raise CaptureError(f"pcapng block {index}: captured length {caplen} beyond the block")
     interface = interfaces[iface]
     return CapturedFrame(_timestamp(interface, high, low), interface.linktype,
-                         body[20:20 + caplen])
+                         body[20:20 + caplen]), iface
 
 
 def _simple_packet_block(body: bytes, order: str, interfaces: list[_Interface],

@@ -15,7 +15,7 @@
   cause (nf_ct_attach); a cause without an entry leaves the reply to be tracked as any.
 
 Frames come in through `feed_frame`: a cooked capture says where each was captured
-(engine/interfaces.py); an arriving packet's interface is its `-i`, a sent one's its
+(engine/interfaces.py), a pcapng file by its interfaces' names; an arriving packet's interface is its `-i`, a sent one's its
 `-o`; a packet sent to this host itself (captured on lo, or sent to 127/8 or a local
 address) walks both ways, out and back in through lo.  The kernel's own REJECT replies are
 in a capture too, after the engine already sent its own: the captured copy is skipped.
@@ -30,7 +30,8 @@ from .core import NF_ACCEPT, NF_DROP, NF_NOTRACK, Engine
 from .ctstate import CtState, PacketResult
 from .hooks import FORWARD, LOCAL_IN, LOCAL_OUT, POST_ROUTING, PRE_ROUTING, TRACKING_HOOKS, Hook
 from .interfaces import LOOPBACK_NAME, frame_interface, interface_name
-from .linklayer import strip_link
+from .linklayer import ETH_P_IP, strip_link
+from .macheader import MacHeaders, loopback_header
 from .packet import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
 from .parse import ParseError, parse_ipv4
 from .rules import CONNTRACK_PRIORITY, RulePacket, Ruleset
@@ -48,6 +49,7 @@ HOOKS_WITH_OUT = frozenset((FORWARD, LOCAL_OUT, POST_ROUTING))
 LOOPBACK_NET, LOOPBACK_MASK = 0x7F000000, 0xFF000000
 # REJECT replies sent and not yet seen in the capture; a reply a hook dropped never shows.
 REPLIES_REMEMBERED = 64
+LOOPBACK_MAC = loopback_header(ETH_P_IP)     # what a packet looped back through lo carries
 LOG_LINES_KEPT = 1000
 
 
@@ -96,6 +98,7 @@ class _InFlight:
     datagram: bytes
     in_iface: str
     out_iface: str
+    mac: bytes = b""                # its MAC header at the input hooks (LOG's MAC=)
     view: Optional[RulePacket] = None
     entry: object = None            # the entry whose tuples the view holds
 
@@ -126,17 +129,23 @@ class Chains:
         self._in_flight: List[_InFlight] = []
         engine.chains = self              # Engine.feed_frame now comes here
         self._replies: Deque[bytes] = deque(maxlen=REPLIES_REMEMBERED)
+        self._mac_headers = MacHeaders()
         for hook in TRACKING_HOOKS:
             engine.listen_before_conntrack(hook, self._before_conntrack)
         for hook in CHAIN_OF_HOOK:
             engine.listen(hook, self._at_hook)
 
     # -- packets in ------------------------------------------------------------------------
-    def feed_frame(self, ts: float, linktype: int, frame: bytes) -> Optional[PacketResult]:
+    def feed_frame(self, ts: float, linktype: int, frame: bytes,
+                   captured_on: Optional[str] = None) -> Optional[PacketResult]:
         """One captured frame through the hooks; None if conntrack never sees it (as
-        Engine.feed_frame) or it is the capture's copy of a REJECT reply already sent."""
+        Engine.feed_frame) or it is the capture's copy of a REJECT reply already sent.
+        `captured_on`: the interface the capture file says the frame was captured on (a
+        pcapng if_name); a name given for a cooked frame's index (`--iface`) goes first."""
         engine = self.engine
         datagram, hook = strip_link(linktype, frame)
+        # Every frame, ARP's too: a device's outgoing ones tell its own address.
+        mac = self._mac_headers.incoming(linktype, frame, datagram or b"")
         if datagram is None:
             engine.frames_not_ipv4 += 1
             return None
@@ -145,16 +154,19 @@ class Chains:
             self.stats.captured_replies_skipped += 1
             return None
         iface = frame_interface(linktype, frame)
-        name = interface_name(iface, self.iface_names)
+        if captured_on is not None and iface.index not in self.iface_names:
+            name = captured_on
+        else:
+            name = interface_name(iface, self.iface_names)
         hook = engine.default_hook if hook is None else hook
         looped = iface.loopback or name == LOOPBACK_NAME or (
             hook == LOCAL_OUT and len(datagram) >= 20 and self.is_local(_dst_of(datagram)))
         if looped:
-            flight = _InFlight(datagram, LOOPBACK_NAME, LOOPBACK_NAME)
+            flight = _InFlight(datagram, LOOPBACK_NAME, LOOPBACK_NAME, LOOPBACK_MAC)
         elif hook == LOCAL_OUT:
             flight = _InFlight(datagram, "", name)
         else:
-            flight = _InFlight(datagram, name, "")
+            flight = _InFlight(datagram, name, "", mac)
         self._in_flight.append(flight)
         try:
             return engine.feed_datagram(ts, datagram, hook, looped_back=looped)
@@ -187,6 +199,7 @@ class Chains:
         set_conntrack_fields(view, result, entry is not None and entry is flight.entry)
         flight.entry = entry
         view.in_iface = flight.in_iface if hook in HOOKS_WITH_IN else ""
+        view.link_header = flight.mac if hook in HOOKS_WITH_IN else b""
         view.out_iface = flight.out_iface if hook in HOOKS_WITH_OUT else ""
         return view
 
@@ -243,7 +256,8 @@ class Chains:
         out = LOOPBACK_NAME if looped else cause_flight.in_iface
         self.stats.replies_sent += 1
         self._replies.append(_without_ip_id(datagram))
-        self._in_flight.append(_InFlight(datagram, LOOPBACK_NAME if looped else "", out))
+        self._in_flight.append(_InFlight(datagram, LOOPBACK_NAME if looped else "", out,
+                                         LOOPBACK_MAC if looped else b""))
         try:
             self.engine.feed_packet(pkt, now, attached=attached, looped_back=looped)
         finally:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import (TYPE_CHECKING, BinaryIO, Callable, Collection, Dict, List, Optional,
                     Sequence, Tuple, Union)
 
-from .capture import read_capture
+from .capture import read_named_capture
 from .core import Engine
 from .knobs import KnobWriteError
 from .ctstate import Verdict
@@ -97,13 +97,16 @@ def replay(capture: Union[str, BinaryIO], profile: str = "linux", at: Optional[f
 
 def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float]) -> None:
     engine = result.engine
-    feed = engine.feed_frame            # through the chains when they are attached
+    chains = result.chains
     verdicts = result.verdicts
     dropped = result.dropped
-    for frame in read_capture(fileobj):
+    for frame, captured_on in read_named_capture(fileobj):
         if at is not None and frame.ts > at:
             break
-        outcome = feed(frame.ts, frame.linktype, frame.data)
+        if chains is not None:          # the interface a pcapng file names is -i/-o's
+            outcome = chains.feed_frame(frame.ts, frame.linktype, frame.data, captured_on)
+        else:
+            outcome = engine.feed_frame(frame.ts, frame.linktype, frame.data)
         verdicts.append(None if outcome is None else outcome.verdict)
         dropped.append(outcome is not None and outcome.dropped)
         result.at = frame.ts

@@ -19,6 +19,9 @@ SUBCOMMANDS = {
     "exec": "procfs_ct.cmd_exec",
     "shell": "procfs_ct.cmd_shell",
     "conntrack": "procfs_ct.cmd_conntrack",
+    "iptables": "procfs_ct.cmd_iptables",
+    "iptables-save": "procfs_ct.cmd_iptables_save",
+    "iptables-restore": "procfs_ct.cmd_iptables_restore",
 }
 
 

@@ -7,7 +7,7 @@ Processes, and why there are three of ours:
   * the supervisor unshares a private mount namespace (private propagation: the host's
     mount table never changes) and there mounts a tmpfs over the temporary directory, a
     real procfs inside it, the emulated mount (unless --mount gave one), the conntrack
-    wrapper and the /proc view, runs COMMAND, then takes it all down;
+    and iptables wrappers and the /proc view, runs COMMAND, then takes it all down;
   * the view's FUSE daemon is a child of the supervisor: it must never read the /proc it
     serves, and the supervisor must stay free to wait for COMMAND.
 When the last of them exits the namespace goes, and its mounts with it.
@@ -15,6 +15,7 @@ When the last of them exits the namespace goes, and its mounts with it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import shutil
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 from procfs_ct import nsutil
 
@@ -31,16 +32,23 @@ HELP = "Run COMMAND with the emulated files at their real /proc paths (a private
 EPILOG = """\
 Inside, /proc is the real procfs with procfs-ct's files laid over it:
 /proc/net/{ip,nf}_conntrack[_expect], /proc/net/stat/*, the same under /proc/<pid>/net,
-and every conntrack knob under /proc/sys.  `conntrack` (on PATH and at
-/usr/sbin/conntrack) is `procfs-ct conntrack`.  The exit status is COMMAND's; processes
-it leaves running are stopped when it exits (SIGTERM, then SIGKILL 2 s later).
+and every conntrack knob under /proc/sys.  `conntrack` and `iptables`, `iptables-save`,
+`iptables-restore` (on PATH and in /usr/sbin, also as iptables-legacy* and iptables-nft*
+where the host has those) are `procfs-ct conntrack|iptables...` on the emulated mount.
+The exit status is COMMAND's; processes it leaves running are stopped when it exits
+(SIGTERM, then SIGKILL 2 s later).
 
 Without --mount, a `procfs-ct mount` with the given options runs for the duration."""
 
 # The `procfs-ct mount` options exec and shell accept and pass on when they start one.
 MOUNT_OPTIONS = ("--source", "--profile", "--seed", "--max", "--buckets", "--state-file",
-                 "--verbose")
-CONNTRACK_PATH = "/usr/sbin/conntrack"
+                 "--verbose", "--rules")
+# The commands that speak to the emulation inside: on PATH and in the sbin directories.
+TOOLS = ("conntrack", "iptables", "iptables-save", "iptables-restore")
+# Other names of them, replaced where the host has them (iptables' two backends).
+TOOL_ALIASES = {f"iptables-{backend}{suffix}": f"iptables{suffix}"
+                for backend in ("legacy", "nft") for suffix in ("", "-save", "-restore")}
+SBIN_DIRECTORIES = ("/usr/sbin", "/sbin")
 STOP_SECONDS = 10.0                 # how long a daemon gets to stop before SIGKILL
 STRAGGLER_SECONDS = 2.0             # how long COMMAND's leftovers get after SIGTERM
 PREFIX = "procfs-ct-exec-"
@@ -196,7 +204,7 @@ class Supervisor:
         try:
             if self.emulated is None:
                 self.emulated = self._start_emulated_mount()
-            self._install_conntrack()
+            self._install_tools()
             self._start_view()
             return self._run_command(argv)
         finally:
@@ -221,26 +229,34 @@ class Supervisor:
             self.emulated_pid = int(f.read())
         return mnt
 
-    # -- conntrack --------------------------------------------------------------------------------
-    def _install_conntrack(self) -> None:
-        """`conntrack` on PATH and at /usr/sbin/conntrack runs `procfs-ct conntrack`."""
+    # -- conntrack and iptables -------------------------------------------------------------------
+    def _install_tools(self) -> None:
+        """conntrack and iptables[-save|-restore] run `procfs-ct conntrack|iptables...` against
+        the emulated mount: first on PATH, and in /usr/sbin (and /sbin where it is a directory
+        of its own), so that a script calling `/usr/sbin/iptables` by its absolute path, as
+        the tutorial's rc.firewall does, runs unchanged."""
         os.mkdir(self.bin)
-        wrapper = os.path.join(self.bin, "conntrack")
-        with open(wrapper, "w") as f:
-            f.write(conntrack_wrapper())
-        os.chmod(wrapper, 0o755)
+        scripts = {name: tool_wrapper(name, ["--mount", self.emulated] if name != "conntrack"
+                                      else []) for name in TOOLS}
+        for name, script in scripts.items():
+            _write_executable(os.path.join(self.bin, name), script)
         os.environ["PATH"] = self.bin + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")
-        if not os.path.lexists(CONNTRACK_PATH):
-            # Not installed: an overlay of /usr/sbin (upper layer in our tmpfs) gives it a
-            # file to bind over, visible only in this namespace.
-            sbin = os.path.dirname(CONNTRACK_PATH)
-            upper, work = (os.path.join(self.workdir, name) for name in ("sbin", "sbin.work"))
+        for index, sbin in enumerate(_sbin_directories()):
+            # An overlay (upper layer in our tmpfs, seen only in this namespace) takes files
+            # the host may lack and replaces symlinks (iptables -> /etc/alternatives/... ->
+            # xtables-*-multi) by name: a bind would land on the multi-call binary they share.
+            upper, work = (os.path.join(self.workdir, f"sbin{index}{part}")
+                           for part in ("", ".work"))
             os.mkdir(upper)
             os.mkdir(work)
             nsutil.mount("overlay", sbin, "overlay", 0,
                          f"lowerdir={sbin},upperdir={upper},workdir={work}")
-            open(CONNTRACK_PATH, "w").close()
-        nsutil.bind(wrapper, CONNTRACK_PATH)
+            for name in TOOLS + tuple(n for n in TOOL_ALIASES if os.path.lexists(
+                    os.path.join(sbin, n))):
+                path = os.path.join(sbin, name)
+                if os.path.lexists(path):
+                    os.unlink(path)         # the symlink itself (a whiteout in the upper layer)
+                _write_executable(path, scripts[TOOL_ALIASES.get(name, name)])
 
     # -- the /proc view -----------------------------------------------------------------------
     def _start_view(self) -> None:
@@ -417,13 +433,29 @@ def procfs_ct_argv() -> List[str]:
     return [sys.executable, "-c", "import sys; from procfs_ct.cli import main; sys.exit(main())"]
 
 
-def conntrack_wrapper() -> str:
-    """The script installed as `conntrack`: procfs-ct conntrack with the same arguments."""
+def tool_wrapper(command: str, first: Sequence[str] = ()) -> str:
+    """The script installed as COMMAND (conntrack, iptables...): `procfs-ct COMMAND
+    [FIRST...]` with the same arguments."""
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     python = shlex.quote(sys.executable)
     return ("#!/bin/sh\n"
-            "# procfs-ct exec: conntrack reads the emulated table, never the host's netlink.\n"
+            f"# procfs-ct exec: {command} speaks to the emulated mount, never to the host's kernel.\n"
             f"PYTHONPATH={shlex.quote(package_parent)}${{PYTHONPATH:+:$PYTHONPATH}}\n"
             "export PYTHONPATH\n"
             f"exec {python} -c 'import sys; from procfs_ct.cli import main; "
-            "sys.exit(main([\"conntrack\"] + sys.argv[1:]))' \"$@\"\n")
+            f"sys.exit(main({json.dumps([command, *first])} + sys.argv[1:]))' \"$@\"\n")
+
+
+def _write_executable(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o755)
+
+
+def _sbin_directories() -> List[str]:
+    """/usr/sbin, and /sbin unless it is the same directory (a merged /usr)."""
+    found: List[str] = []
+    for path in SBIN_DIRECTORIES:
+        if os.path.isdir(path) and os.path.realpath(path) not in map(os.path.realpath, found):
+            found.append(path)
+    return found

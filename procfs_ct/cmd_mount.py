@@ -26,8 +26,8 @@ from typing import Any, Iterator, Optional, Set, Tuple
 from engine.profile import PROFILES
 from procfs_ct import daemon, statefile
 from procfs_ct.errors import UsageError
-from procfs_ct.rulesfile import RULES_VIEWS, load_rules_file, log_sink
-from procfs_ct.tree import VIEWS, build_tree, default_tree, describe
+from procfs_ct.rulesfile import RULES_VIEWS, attach_chains, load_rules_file
+from procfs_ct.tree import default_tree, describe
 
 log = daemon.log
 
@@ -167,9 +167,8 @@ def run(args: argparse.Namespace) -> int:
     frames = open_frames(args.source, args.seed)
     engine = Engine(profile=args.profile, max_entries=args.max_entries, buckets=args.buckets)
     if rules is not None:
-        # The chains in front of conntrack (engine/chains.py): every frame goes through them.
-        from engine.chains import Chains
-        Chains(engine, rules, log_sink=log_sink(log.getChild("LOG")))
+        # Without --rules the chains come with the first iptables command (the channel).
+        attach_chains(engine, rules)
     state_file = state_path(args.state_file) if args.state_file else None
     pid_file = writable_file("--pid-file", args.pid_file or daemon.default_run_file(mnt, ".pid"))
     log_file = args.log_file
@@ -232,10 +231,17 @@ def serve(args: argparse.Namespace, mnt: str, engine: Any, frames: Iterator,
         stopping.set()
         driver.stop()
 
-    tree = default_tree() if engine.chains is None else build_tree(VIEWS + RULES_VIEWS)
+    # net/ip_tables_* are served when the mount starts with rules (a static tree cannot
+    # make them appear at the first command, as loading ip_tables does in the kernel).
+    tree = default_tree(RULES_VIEWS if engine.chains is not None else ())
+
+    def control(node, request: bytes) -> bytes:
+        with driver.engine_lock:
+            return node.control(driver, request)
+
     operations = ProcFs(tree, engine.knobs,
                         SharedSnapshots(lambda node: driver.render_chunks(node.render)),
-                        on_ready=on_ready)
+                        on_ready=on_ready, control=control)
     daemon.watch_signals(mnt, mounted, on_signal)
     driver.start()
     log.info("mounting %s (profile %s, source %s, %s on libfuse %d)", mnt, args.profile,

@@ -44,7 +44,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from engine.knobs import KnobWriteError
 from procfs_ct.fuse_compat import FuseOSError, Operations
-from procfs_ct.tree import DIR, KNOB, LISTING, Node, Tree
+from procfs_ct.tree import CONTROL, DIR, KNOB, LISTING, Node, Tree
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +239,8 @@ class Handle:
     snapshot: Optional[Rendering] = None
     fuse_next: int = 0
     position: int = 0
+    request: bytes = b""            # CONTROL: what was written since the last reply
+    reply: bytes = b""              # CONTROL: the answer this handle reads back
 
     def kernel_position(self, offset: int, appending: bool = False) -> int:
         return self.position if appending or offset == self.fuse_next else offset
@@ -257,8 +259,10 @@ class ProcFs(Operations):
     use_ns = True
 
     def __init__(self, tree: Tree, knobs: Any, snapshots: SharedSnapshots,
-                 on_ready: Optional[Callable[[], None]] = None) -> None:
+                 on_ready: Optional[Callable[[], None]] = None,
+                 control: Optional[Callable[[Node, bytes], bytes]] = None) -> None:
         self._tree = tree
+        self._control = control       # applies a CONTROL node's request (under the engine lock)
         self._knobs = knobs
         self._snapshots = snapshots
         self._on_ready = on_ready
@@ -384,6 +388,10 @@ class ProcFs(Operations):
             data = self._knobs.read_at(handle.node.knob, size, position)
             handle.moved(offset, len(data), position + len(data))
             return data
+        if handle.node.kind == CONTROL:
+            if handle.request and self._control is not None:
+                handle.reply, handle.request = self._control(handle.node, handle.request), b""
+            return handle.reply[offset:offset + size]
         if offset == 0 or handle.snapshot is None:
             handle.snapshot = self._content(handle.node)
         return handle.snapshot.read(offset, size)
@@ -394,6 +402,9 @@ class ProcFs(Operations):
         node = handle.node
         if not node.writable:
             raise refuse(errno.EACCES)
+        if node.kind == CONTROL:            # one request, possibly in several writes
+            handle.request = handle.request[:offset] + data
+            return len(data)
         position = handle.kernel_position(offset, appending=handle.append)
         try:
             written = self._knobs.write_at(node.knob, data, position)

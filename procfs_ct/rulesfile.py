@@ -1,9 +1,10 @@
 """`--rules FILE` of replay and mount: an iptables-restore file, or one clear usage error;
-where the mount puts LOG's lines; the files a mount with rules serves besides /proc's."""
+where the mount puts LOG's lines; how a mount puts chains in front of its engine; the files
+a mount with rules serves besides /proc's."""
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from engine.rules import RulesError, Ruleset
 from engine.rules.procfiles import matches_text, tables_names_text, targets_text
@@ -38,6 +39,14 @@ def log_sink(logger: logging.Logger) -> Callable[[int, str], None]:
     def write(level: int, line: str) -> None:
         logger.log(SYSLOG_TO_LOGGING[min(max(level, 0), 7)], "%s", line)
     return write
+
+
+def attach_chains(engine: Any, ruleset: Ruleset) -> Any:
+    """Put `ruleset` at the hooks of a mount's engine (engine/chains.py): every frame goes
+    through the chains from the next one on; LOG's lines go to the daemon's log."""
+    from engine.chains import Chains
+    from procfs_ct.daemon import log
+    return Chains(engine, ruleset, log_sink=log_sink(log.getChild("LOG")))
 
 
 def _whole(text: str) -> Iterator[bytes]:

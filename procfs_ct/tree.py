@@ -21,7 +21,7 @@ from engine.knobs import KNOBS, Knob
 from engine.render import listing_chunks, render_stat
 from engine.render_expect import render_expect
 
-DIR, LISTING, KNOB = "dir", "listing", "knob"
+DIR, LISTING, KNOB, CONTROL = "dir", "listing", "knob", "control"
 
 DIR_MODE = 0o555
 LISTING_MODE = 0o440          # /proc/net/nf_conntrack, ip_conntrack(_expect): -r--r----- root
@@ -43,11 +43,12 @@ class Node:
     mode: int                     # permission bits only
     render: Optional[Render] = None   # LISTING: makes its text
     knob: Optional[str] = None    # KNOB: canonical knob name
+    control: Optional[Callable[[Any, bytes], bytes]] = None  # CONTROL: (served, request) -> reply
     doc: str = ""
 
     @property
     def writable(self) -> bool:
-        return self.kind == KNOB and bool(self.mode & 0o200)
+        return self.kind in (KNOB, CONTROL) and bool(self.mode & 0o200)
 
     @property
     def removal_errno(self) -> int:
@@ -146,17 +147,21 @@ def knob_nodes(knob: Knob) -> Iterable[Node]:
         yield Node(path, KNOB, mode, knob=knob.name, doc=knob.doc)
 
 
-def build_tree(views: Iterable[View] = VIEWS, knobs: Iterable[Knob] = KNOBS) -> Tree:
+def build_tree(views: Iterable[View] = VIEWS, knobs: Iterable[Knob] = KNOBS,
+               controls: Iterable[Node] = ()) -> Tree:
     nodes = [Node("", DIR, DIR_MODE)]
     nodes.extend(listing_node(view) for view in views)
+    nodes.extend(controls)
     for knob in knobs:
         nodes.extend(knob_nodes(knob))
     return Tree(nodes)
 
 
-def default_tree() -> Tree:
-    """Every listing of VIEWS (the source counters included) and every knob alias."""
-    return build_tree(VIEWS, KNOBS)
+def default_tree(extra_views: Iterable[View] = ()) -> Tree:
+    """Every listing of VIEWS (the source counters included) and `extra_views`, every knob
+    alias, and the iptables channel (every mount takes iptables commands)."""
+    from procfs_ct.iptables_channel import IPTABLES_CHANNEL   # it builds its Node from here
+    return build_tree(tuple(VIEWS) + tuple(extra_views), KNOBS, controls=(IPTABLES_CHANNEL,))
 
 
 def describe(tree: Tree) -> str:
@@ -165,6 +170,8 @@ def describe(tree: Tree) -> str:
     for node in tree.files():
         if node.kind == LISTING:
             lines.append(f"  {oct(node.mode)[2:]}  {node.path}")
+        elif node.kind == CONTROL:
+            lines.append(f"  {oct(node.mode)[2:]}  {node.path}  (not in /proc: iptables commands)")
     by_knob: Dict[str, list] = {}
     for node in tree.files():
         if node.kind == KNOB:

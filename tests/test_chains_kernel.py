@@ -130,3 +130,19 @@ def test_reject_replies_are_not_counted_twice():
     chains = replayed("reject_icmp_variants").chains
     assert chains.stats.replies_sent >= 5
     assert chains.stats.captured_replies_skipped == chains.stats.replies_sent
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_log_mac_is_the_kernels_mac_header(name):
+    """LOG's MAC= at PREROUTING, for every packet of the capture, is the MAC header the
+    kernel's NFLOG recorder saw on the same packet there (records.json `hwheader`): lo's
+    zeros, and on the veth the device's own address (learnt from its outgoing frames, ARP
+    included) before the sender's."""
+    base = DATA / name
+    result = replay(str(base / "capture.pcap"), profile="linux",
+                    rules=Ruleset.load_restore("*mangle\n-A PREROUTING -j LOG\nCOMMIT\n"),
+                    iface_names=iface_names(name), knob_writes=[("checksum", b"0\n")])
+    logged = [re.search(r" MAC=(\S*) ", line).group(1).replace(":", "")
+              for _, line in result.chains.stats.logs]
+    records = json.loads((base / "records.json").read_text())
+    assert logged == [rec["hwheader"] for rec in records if rec["hook"] == "PREROUTING"]

@@ -109,6 +109,10 @@ class Ruleset:
     def __init__(self) -> None:
         self.tables: dict[str, Table] = {}
         self._creation: list[str] = []
+        # (hook, after, before) -> the loaded tables run_hook walks there, in priority order:
+        # made once, not per packet; a table's creation is the only change to it (tables
+        # are never removed, and a flush keeps the Table object).
+        self._plans: dict[tuple[str, Optional[int], Optional[int]], tuple[Table, ...]] = {}
 
     # -- tables ------------------------------------------------------------------------
     def table(self, name: str, create: bool = True) -> Table:
@@ -123,10 +127,12 @@ class Ruleset:
                 return table
             self.tables[name] = table
             self._creation.append(name)
+            self._plans.clear()
         return self.tables[name]
 
     def copy(self) -> "Ruleset":
         new = copy.deepcopy(self)
+        new._plans = {}
         for _, _, rule in new.iter_rules():
             rule.checks = None          # compiled tests refer to the original's matches
         return new
@@ -151,64 +157,67 @@ class Ruleset:
         between `after` and `before` (default: all), in priority order; stop at a DROP."""
         ctx = EvalContext(hook, now, packet.mark, packet.ctmark)
         verdict = ACCEPT
-        for priority, name in tables_at(hook):
-            if (after is not None and priority <= after) or (before is not None and priority >= before):
-                continue
-            table = self.tables.get(name)
-            if table is None:
-                continue
+        plan = self._plans.get((hook, after, before))
+        if plan is None:
+            plan = self._plan(hook, after, before)
+        for table in plan:
             verdict = self._walk(table, hook, packet, ctx)
             if verdict == DROP:
                 break
         return HookVerdict(verdict, ctx.mark, ctx.ctmark, ctx.notrack, ctx.logs, ctx.rejects,
                            ctx.helper)
 
+    def _plan(self, hook: str, after: Optional[int], before: Optional[int]) -> tuple[Table, ...]:
+        """The loaded tables at `hook` with a priority strictly between `after` and `before`."""
+        plan = tuple(self.tables[name] for priority, name in tables_at(hook)
+                     if name in self.tables
+                     and (after is None or priority > after)
+                     and (before is None or priority < before))
+        self._plans[(hook, after, before)] = plan
+        return plan
+
     @staticmethod
     def _walk(table: Table, hook: str, packet: RulePacket, ctx: EvalContext) -> str:
         base = table.chains[hook]
         chains = table.chains
-        chain, index = base, 0
-        stack: list[tuple[Chain, int]] = []
+        # Where the walk stands is an iterator over a chain's rules: one pushed by a jump
+        # resumes after the jumping rule when it is popped.
+        rules: Iterator[Rule] = iter(base.rules)
+        stack: list[Iterator[Rule]] = []
         length = packet.length
         while True:
-            rules = chain.rules
-            if index >= len(rules):
-                target = RETURN                      # the chain's end is an implicit RETURN
-            else:
-                rule = rules[index]
-                index += 1
+            for rule in rules:
                 checks = rule.checks
                 if checks is None:
                     checks = rule.checks = rule._compile()
-                matched = True
                 for check in checks:            # the hot loop: one call per test
                     if not check(packet, ctx):
-                        matched = False
                         break
-                if not matched:
-                    continue
-                rule.packets += 1
-                rule.bytes += length
-                target = rule.target
-                if rule.target_ext is not None:
-                    result = rule.target_ext.run(packet, ctx)
-                    if result == CONTINUE:
-                        continue
-                    return result
-                if not target:
-                    continue
+                else:
+                    rule.packets += 1
+                    rule.bytes += length
+                    if rule.target_ext is not None:
+                        result = rule.target_ext.run(packet, ctx)
+                        if result == CONTINUE:
+                            continue
+                        return result
+                    target = rule.target
+                    if target:
+                        break
+            else:
+                target = RETURN                      # the chain's end is an implicit RETURN
             if target == ACCEPT or target == DROP:
                 return target
             if target == RETURN:
                 if stack:
-                    chain, index = stack.pop()
+                    rules = stack.pop()
                     continue
                 base.packets += 1                    # underflow: the policy decides
                 base.bytes += length
                 return base.policy or ACCEPT
             if not rule.goto:
-                stack.append((chain, index))
-            chain, index = chains[target], 0
+                stack.append(rules)
+            rules = iter(chains[target].rules)
 
     # -- saving ------------------------------------------------------------------------
     def save_order(self) -> list[str]:

@@ -38,6 +38,12 @@ STANDARD_TARGETS = (ACCEPT, DROP, RETURN, "QUEUE")
 MAX_CHAIN_NAME = 28          # XT_EXTENSION_MAXNAMELEN - 1 ("must be under 29 chars")
 
 
-def tables_at(hook: str) -> list[tuple[int, str]]:
+# hook -> (priority, table) of every emulated table with a chain there, in hook order.
+TABLES_AT: dict[str, tuple[tuple[int, str], ...]] = {
+    hook: tuple(sorted((prio, name) for name, (prio, chains) in TABLES.items() if hook in chains))
+    for hook in HOOKS}
+
+
+def tables_at(hook: str) -> tuple[tuple[int, str], ...]:
     """(priority, table) of every emulated table with a chain at `hook`, in hook order."""
-    return sorted((prio, name) for name, (prio, chains) in TABLES.items() if hook in chains)
+    return TABLES_AT[hook]

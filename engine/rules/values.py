@@ -11,9 +11,13 @@ from .services import SERVICE_PORTS
 ALL_ONES = 0xFFFFFFFF
 
 
-def parse_ipv4(text: str) -> int:
-    """A dotted quad as an int in host byte order."""
+def parse_ipv4(text: str, is_mask: bool = False) -> int:
+    """A dotted quad as an int in host byte order.  An address may stop early: the bytes
+    left out are 0 (`0/0`, `10/8`), as libxtables' __numeric_to_ipaddr completes a
+    network address; a mask may not."""
     parts = text.split(".")
+    if not is_mask and 1 <= len(parts) < 4:
+        parts += ["0"] * (4 - len(parts))
     if len(parts) != 4 or not all(p.isdigit() and int(p) <= 255 for p in parts):
         raise RulesError(f"host/network `{text}' not found")
     a, b, c, d = (int(p) for p in parts)
@@ -40,7 +44,7 @@ def parse_address(text: str, masked: bool = True) -> tuple[int, int]:
         mask = prefix_mask(int(mask_text))
     else:
         try:
-            mask = parse_ipv4(mask_text)
+            mask = parse_ipv4(mask_text, is_mask=True)
         except RulesError:
             raise RulesError(f"invalid mask `{mask_text}' specified") from None
     addr = parse_ipv4(addr_text)
