@@ -23,7 +23,7 @@ from .knobs import KnobValues
 from .l3 import l3_of
 from .l4 import L4Tracker, profile_trackers
 from .outcome import DELETE, IGNORE, INVALID, REOPEN
-from .packet import Packet
+from .packet import IPPROTO_ICMP, IPPROTO_ICMPV6, Packet
 from .persist import entries_from_records, export_entries
 from .profile import is_modern
 from .table import ConnTable, Keyed, TableId
@@ -31,6 +31,8 @@ from .timers import TimerWheel
 
 NEW, ESTABLISHED, RELATED = CtState.NEW, CtState.ESTABLISHED, CtState.RELATED
 S_INVALID = CtState.INVALID
+# nf_conntrack_handle_icmp(): the protocols whose error() failures count in icmp_error.
+ERROR_PATH_PROTOCOLS = frozenset((IPPROTO_ICMP, IPPROTO_ICMPV6))
 
 # Event counters behind both stat files; render.py maps them to each generation's columns.
 STAT_EVENTS = ("searched", "found", "new", "invalid", "ignore", "delete", "delete_list",
@@ -133,8 +135,11 @@ class Tracker:
         tracker = self.l4.get(pkt.proto, self.generic)
         if tracker.error(pkt, self._kv) is not None:
             return self._invalid(pkt.hook, error_path=True, proto=pkt.proto)
-        if tracker.error_messages and tracker.quotes_flow(pkt):
-            return self._related(pkt)
+        if tracker.error_messages:
+            if tracker.quotes_flow(pkt):
+                return self._related(pkt)
+            if tracker.untracked(pkt):
+                return PacketResult(CtState.UNTRACKED, False, pkt.hook)
         return self._track(pkt, tracker, now)
 
     def _invalid(self, hook: int, error_path: bool = False, proto: int = 0) -> PacketResult:
@@ -144,7 +149,7 @@ class Tracker:
         column) and `invalid`; nf_conntrack counts ICMP error-path failures in
         icmp_error only and everything else in invalid (spec §2).
         """
-        if error_path and (not self.modern or proto == 1):
+        if error_path and (not self.modern or proto in ERROR_PATH_PROTOCOLS):
             self.stats["icmp_error"] += 1
             if self.modern:
                 return PacketResult(S_INVALID, False, hook)
@@ -152,7 +157,9 @@ class Tracker:
         return PacketResult(S_INVALID, False, hook)
 
     def _related(self, pkt: Packet) -> PacketResult:
-        hit = icmp.classify_error(pkt, self.lookup_reply_of, self.lookup_tuple, self.modern)
+        family = pkt.l3.FAMILY
+        hit = icmp.classify_error(pkt, lambda t: self.lookup_reply_of(t, family),
+                                  lambda t: self.lookup_tuple(t, family), self.modern)
         if isinstance(hit, str):
             self.stats["icmp_error"] += 1
             if not self.modern:

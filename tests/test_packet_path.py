@@ -21,8 +21,9 @@ from engine.capture import read_capture
 from engine.core import NF_ACCEPT, NF_DROP, Engine
 from engine.ctstate import CtState
 from engine.hooks import FORWARD, LOCAL_IN, LOCAL_OUT, POST_ROUTING, PRE_ROUTING, Hook
-from engine.linklayer import LINKTYPE_ETHERNET, strip_link
+from engine.linklayer import LINKTYPE_ETHERNET, ip_version, strip_ip, strip_link
 from engine.parse import ParseError, parse_ipv4
+from engine.parse_ipv6 import parse_ipv6
 from engine.build import build_udp_datagram, ip_to_int
 from enginehelp import GiB, T0, lines, make_engine, udp, view_text
 from procfs_ct.sources.synthetic import SyntheticTraffic
@@ -47,7 +48,7 @@ def via_feed_frame(engine: Engine, frames: list) -> list:
 def via_feed_datagram(engine: Engine, frames: list) -> list:
     out = []
     for ts, lt, data in frames:
-        datagram, hook = strip_link(lt, data)
+        datagram, hook = strip_ip(lt, data)
         out.append(None if datagram is None else
                    engine.feed_datagram(ts, datagram, engine.default_hook if hook is None
                                         else hook))
@@ -61,11 +62,12 @@ def via_tracker(engine: Engine, frames: list, unseen: list) -> list:
     copy leaving) are left out: what comes before the tracker decides those."""
     out = []
     for (ts, lt, data), skip in zip(frames, unseen):
-        datagram, hook = strip_link(lt, data)
+        datagram, hook = strip_ip(lt, data)
         if datagram is None or skip:
             out.append(None)
             continue
-        pkt = parse_ipv4(datagram, engine.default_hook if hook is None else hook)
+        parse = parse_ipv6 if ip_version(datagram) == 6 else parse_ipv4
+        pkt = parse(datagram, engine.default_hook if hook is None else hook)
         if isinstance(pkt, ParseError):
             out.append(pkt)
             continue
