@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from . import icmp
+from . import icmp, ipv4, ipv6
 from .ctstate import CtState, PacketResult
 from .early_drop import early_drop_victims, has_room
 from .entry import ORIGINAL, REPLY, SEEN_REPLY, Entry, Tuple5
@@ -295,7 +295,8 @@ class Tracker:
         entry goes in.
         """
         restored = 0
-        for entry in entries_from_records(records, self.tracker_of, saved_at, now):
+        families = (ipv4.FAMILY, ipv6.FAMILY) if self.modern else (ipv4.FAMILY,)
+        for entry in entries_from_records(records, self.tracker_of, saved_at, now, families):
             table = self.conns.table(entry.l3.FAMILY, entry.proto)
             if entry.orig in table or entry.reply in table:
                 continue
