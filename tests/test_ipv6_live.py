@@ -28,7 +28,8 @@ for _path in (str(ROOT), str(HERE), str(HERE / "kernel")):
 
 import netns  # noqa: E402  (tests/kernel: namespace plumbing)
 from enginehelp import view_text  # noqa: E402
-from taphelp import assert_same_table, entry_summary  # noqa: E402
+from taphelp import (assert_same_table, entry_summary, namespace_with,  # noqa: E402
+                     udp_to_closed_port)
 
 LOCAL6 = "::1"
 NFT_INET = """\
@@ -50,19 +51,7 @@ EXPECTED = {
 
 @pytest.fixture
 def namespace6():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces, AF_PACKET)")
-    name = f"pct6-tap{os.getpid()}"
-    try:
-        netns.create_namespace(name)
-    except (RuntimeError, OSError) as exc:
-        netns.delete_namespace(name)
-        pytest.skip(f"ip netns add failed: {exc}")
-    try:
-        netns.run("ip", "netns", "exec", name, "nft", "-f", "-", stdin=NFT_INET)
-        yield name
-    finally:
-        netns.delete_namespace(name)
+    yield from namespace_with(f"pct6-tap{os.getpid()}", NFT_INET)
 
 
 @pytest.mark.kernel
@@ -137,16 +126,7 @@ def make_traffic() -> list[socket.socket]:
     udp_server.sendto(b"pong", peer)
     assert udp_client.recv(100) == b"pong"
     keep += [udp_server, udp_client]
-    closed = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    closed.bind((LOCAL6, 40651))
-    closed.connect((LOCAL6, 9))
-    closed.send(b"anyone?")
-    closed.settimeout(2)
-    try:
-        closed.recv(100)
-    except ConnectionRefusedError:
-        pass
-    keep.append(closed)
+    keep.append(udp_to_closed_port(LOCAL6, LOCAL6, 40651))
     icmp = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
     icmp.settimeout(2)
     icmp.sendto(bytes([128, 0, 0, 0]) + (0x6262).to_bytes(2, "big") + b"\0\1pct6", (LOCAL6, 0))

@@ -667,11 +667,19 @@ def udp_closed_port() -> Cleanup:
           "and a 2000-byte reply, each leaving as fragments (conntrack saw whole datagrams).",
           lo_mtu=1280)
 def udp_fragmented() -> Cleanup:
-    server = udp_socket(7005)
-    client = udp_socket(43005)
+    return fragmented_exchange(LOCAL, 43005, 7005, (socket.IPPROTO_IP, IP_MTU_DISCOVER,
+                                                    IP_PMTUDISC_DONT))
+
+
+def fragmented_exchange(address: str, client_port: int, server_port: int,
+                        may_fragment: tuple[int, int, int]) -> Cleanup:
+    """A 3000-byte request and a 2000-byte reply between two sockets on `address`, both
+    allowed to fragment (the socket option `may_fragment` sets) over a 1280-byte MTU."""
+    server = udp_socket(server_port, address)
+    client = udp_socket(client_port, address)
     for sock in (server, client):
-        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
-    client.sendto(b"q" * 3000, (LOCAL, 7005))
+        sock.setsockopt(*may_fragment)
+    client.sendto(b"q" * 3000, (address, server_port))
     data, peer = server.recvfrom(65536)
     assert len(data) == 3000
     server.sendto(b"r" * 2000, peer)
@@ -1092,17 +1100,7 @@ def icmpv6_echo() -> Cleanup:
           "off: a 3000-byte request and a 2000-byte reply, each leaving as fragments "
           "(conntrack saw whole datagrams).", lo_mtu=1280, family="ip6")
 def udp6_fragmented() -> Cleanup:
-    server = udp_socket(7603, LOCAL6)
-    client = udp_socket(43603, LOCAL6)
-    for sock in (server, client):
-        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_DONTFRAG, 0)
-    client.sendto(b"q" * 3000, (LOCAL6, 7603))
-    data, peer = server.recvfrom(65536)
-    assert len(data) == 3000
-    server.sendto(b"r" * 2000, peer)
-    assert len(client.recvfrom(65536)[0]) == 2000
-    pause()
-    return closing(client, server)
+    return fragmented_exchange(LOCAL6, 43603, 7603, (socket.IPPROTO_IPV6, IPV6_DONTFRAG, 0))
 
 
 def forged_udp6(sport: int, dport: int, payload: bytes, src: str = CLIENT6,

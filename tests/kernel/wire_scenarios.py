@@ -232,8 +232,13 @@ def forged_udp(sport: int, dport: int, payload: bytes, src: str = CLIENT,
 @scenario("TCP 10.99.0.1:41001 -> 10.99.0.2:8080 over the wire: handshake, data both ways, the "
           "client closes first, then the server; snapshot 1 s later (TIME_WAIT).", wait=1.0)
 def wire_tcp_client_close(wire: Wire) -> Cleanup:
+    return client_closes_first(wire, 41001)
+
+
+def client_closes_first(wire: Wire, sport: int) -> Cleanup:
+    """A connection from sport to the server's 8080: data both ways, the client's FIN first."""
     listener = wire.listener(8080)
-    client, conn = wire.connected_pair(listener, 41001)
+    client, conn = wire.connected_pair(listener, sport)
     exchange(client, conn, b"hello", b"world")
     close_in_order(client, conn)
     return None
@@ -355,10 +360,18 @@ def wire_udp_closed_port(wire: Wire) -> Cleanup:
           "arrives as three fragments (reassembled before PREROUTING's conntrack) and a 2000-byte "
           "reply leaves as two (conntrack saw it whole at OUTPUT).", mtu=1280)
 def wire_udp_fragmented(wire: Wire) -> Cleanup:
-    server = wire.server(socket.SOCK_DGRAM, 7005)
-    client = wire.client(socket.SOCK_DGRAM, 43005)
+    return fragmented_round(wire, 43005, 7005, (socket.IPPROTO_IP, IP_MTU_DISCOVER,
+                                                IP_PMTUDISC_DONT))
+
+
+def fragmented_round(wire: Wire, client_port: int, server_port: int,
+                     may_fragment: tuple[int, int, int]) -> Cleanup:
+    """A 3000-byte request and a 2000-byte reply, both ends allowed to fragment (the socket
+    option `may_fragment` sets)."""
+    server = wire.server(socket.SOCK_DGRAM, server_port)
+    client = wire.client(socket.SOCK_DGRAM, client_port)
     for sock in (server, client):
-        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+        sock.setsockopt(*may_fragment)
     udp_round(client, server, b"q" * 3000, b"r" * 2000)
     pause()
     return None
@@ -732,11 +745,7 @@ def icmpv6_packet(src: str, dst: str, icmp_type: int, code: int = 0, rest: bytes
           "both ways, the client closes first, then the server; snapshot 1 s later (TIME_WAIT).",
           wait=1.0, family="ip6")
 def wire_ipv6_tcp_client_close(wire: Wire) -> Cleanup:
-    listener = wire.listener(8080)
-    client, conn = wire.connected_pair(listener, 41601)
-    exchange(client, conn, b"hello", b"world")
-    close_in_order(client, conn)
-    return None
+    return client_closes_first(wire, 41601)
 
 
 @scenario("UDP over IPv6: 43601 <-> 7601 a request arrives and a reply leaves; 43602 -> 7602 "
@@ -770,13 +779,7 @@ def wire_ipv6_icmpv6_echo(wire: Wire) -> Cleanup:
           "PREROUTING's conntrack) and a 2000-byte reply leaves as two.", mtu=1280,
           family="ip6")
 def wire_ipv6_udp_fragmented(wire: Wire) -> Cleanup:
-    server = wire.server(socket.SOCK_DGRAM, 7603)
-    client = wire.client(socket.SOCK_DGRAM, 43603)
-    for sock in (server, client):
-        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_DONTFRAG, 0)
-    udp_round(client, server, b"q" * 3000, b"r" * 2000)
-    pause()
-    return None
+    return fragmented_round(wire, 43603, 7603, (socket.IPPROTO_IPV6, IPV6_DONTFRAG, 0))
 
 
 WIRE6_FRAGMENTS = (
