@@ -58,6 +58,15 @@ def test_conntrack_prints_ipv6_entries_with_compressed_addresses():
     assert fmt.Filter(orig={"dst": "fd00:0:0:0:0:0:1:2"}).matches(flows[0])
 
 
+def test_count_takes_no_family_as_conntrack_1_4_7():
+    """Observed: `conntrack -C -f ipv6` (and -f ipv4) exits 2 with this message."""
+    import io
+    from procfs_ct import cmd_conntrack
+    out, err = io.StringIO(), io.StringIO()
+    assert cmd_conntrack.run_argv(["-C", "-f", "ipv6"], out, err) == 2
+    assert err.getvalue().startswith(f"{fmt.VERSION}: Illegal option `--family' with this command")
+
+
 # -- the state file -----------------------------------------------------------------------------
 
 def populate6(eng) -> None:
