@@ -836,16 +836,18 @@ class ForgedSctp:
     The tags agreed in setup() are SCTP_CLIENT_TAG (the client's, which the server puts
     in its packets) and SCTP_SERVER_TAG."""
 
-    def __init__(self, sender: RawSender, port: int) -> None:
+    def __init__(self, sender: RawSender, port: int, client: str = LOCAL,
+                 server: str = PEER) -> None:
         self.sender, self.port = sender, port
+        self.client, self.server = client, server
 
     def c(self, vtag: int, *chunks: bytes) -> None:
         packet = forge.sctp_packet(self.port, 6000, vtag, b"".join(chunks))
-        self.sender.send(forge.ipv4(LOCAL, PEER, 132, packet))
+        self.sender.send(forge.ip_packet(self.client, self.server, 132, packet))
 
     def s(self, vtag: int, *chunks: bytes) -> None:
         packet = forge.sctp_packet(6000, self.port, vtag, b"".join(chunks))
-        self.sender.send(forge.ipv4(PEER, LOCAL, 132, packet))
+        self.sender.send(forge.ip_packet(self.server, self.client, 132, packet))
 
     def setup(self) -> None:
         """INIT, INIT ACK, COOKIE ECHO, COOKIE ACK (RFC 4960 5.1)."""
@@ -1166,6 +1168,24 @@ def icmpv6_messages() -> Cleanup:
 def tcp6_forged_close_and_reopen() -> Cleanup:
     raw = RawSender()
     tcp_forged_close_and_reopen_traffic(raw, CLIENT6, PEER6)
+    return raw.close
+
+
+@scenario("Forged SCTP over IPv6 [fd00::1]:45601 -> [fd00::2]:6000: setup, data both ways, "
+          "graceful shutdown (CLOSED); 45602 setup and data (ESTABLISHED); 45603 a lone INIT "
+          "(CLOSED, with the closed timeout).", family="ip6")
+def sctp6_association() -> Cleanup:
+    raw = RawSender()
+    full = ForgedSctp(raw, 45601, CLIENT6, PEER6)
+    full.setup()
+    full.data_both_ways()
+    full.c(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_SHUTDOWN, struct.pack("!I", 1)))
+    full.s(SCTP_CLIENT_TAG, forge.sctp_chunk(forge.SCTP_SHUTDOWN_ACK))
+    full.c(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_SHUTDOWN_COMPLETE))
+    established = ForgedSctp(raw, 45602, CLIENT6, PEER6)
+    established.setup()
+    established.data_both_ways()
+    ForgedSctp(raw, 45603, CLIENT6, PEER6).c(0, forge.sctp_init(forge.SCTP_INIT, SCTP_CLIENT_TAG))
     return raw.close
 
 
