@@ -15,6 +15,7 @@ import struct
 from typing import Iterable, Optional, Sequence, Union
 
 from . import ipv6
+from .crc32c import crc32c
 from .ipv4 import HEADER as _IP_HEADER
 from .ipv4 import IP_DF, IP_MF
 from .linklayer import ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP
@@ -221,6 +222,47 @@ def build_icmpv6(src: Address, dst: Address, icmp_type: int, code: int = 0, iden
     message = _ICMP_HEADER.pack(icmp_type, code, 0, ident, seq) + payload
     checksum = l4_checksum(src, dst, IPPROTO_ICMPV6, message)
     return message[:2] + checksum.to_bytes(2, "big") + message[4:]
+
+
+_SCTP_CHUNK_HEADER = struct.Struct("!BBH")      # type, flags, length (without padding)
+_SCTP_COMMON_HEADER = struct.Struct("!HHI")     # ports, verification tag (then the CRC32c)
+_SCTP_INIT = struct.Struct("!IIHHI")            # initiate tag, a_rwnd, streams, initial TSN
+_SCTP_DATA = struct.Struct("!IHHI")             # TSN, stream id, stream sequence, PPID
+_SCTP_SACK = struct.Struct("!IIHH")             # cumulative TSN ack, a_rwnd, gap blocks, dups
+SCTP_DATA_WHOLE_MESSAGE = 0x03                  # B and E flags: one unfragmented message
+
+
+def build_sctp_chunk(chunk_type: int, value: bytes = b"", flags: int = 0) -> bytes:
+    """One SCTP chunk (RFC 4960 3.2): its length field counts no padding; padded to 4."""
+    chunk = _SCTP_CHUNK_HEADER.pack(chunk_type, flags, 4 + len(value)) + value
+    return chunk + b"\0" * (-len(chunk) % 4)
+
+
+def build_sctp_init(chunk_type: int, init_tag: int, tsn: int, *, a_rwnd: int = 106496,
+                    streams: int = 10, parameters: bytes = b"") -> bytes:
+    """An INIT or INIT ACK chunk (the STATE COOKIE parameter of an INIT ACK in
+    `parameters`)."""
+    return build_sctp_chunk(chunk_type, _SCTP_INIT.pack(init_tag, a_rwnd, streams, streams,
+                                                        tsn) + parameters)
+
+
+def build_sctp_data(tsn: int, payload: bytes, *, stream: int = 0, ssn: int = 0,
+                    ppid: int = 0) -> bytes:
+    """A DATA chunk carrying one whole user message."""
+    return build_sctp_chunk(0, _SCTP_DATA.pack(tsn, stream, ssn, ppid) + payload,
+                            flags=SCTP_DATA_WHOLE_MESSAGE)
+
+
+def build_sctp_sack(cumulative_tsn: int, a_rwnd: int = 106496) -> bytes:
+    """A SACK chunk without gap blocks or duplicates."""
+    return build_sctp_chunk(3, _SCTP_SACK.pack(cumulative_tsn, a_rwnd, 0, 0))
+
+
+def build_sctp(sport: int, dport: int, vtag: int, chunks: bytes) -> bytes:
+    """An SCTP packet: common header + chunks, with its CRC32c (RFC 4960 appendix B; the
+    kernel stores the value little-endian)."""
+    packet = _SCTP_COMMON_HEADER.pack(sport, dport, vtag) + b"\0\0\0\0" + chunks
+    return packet[:8] + crc32c(packet).to_bytes(4, "little") + packet[12:]
 
 
 def _mac(address: Union[bytes, str]) -> bytes:

@@ -197,6 +197,8 @@ class Chains:
         view = self._view(pkt, hook, result)
         verdict = self.ruleset.run_hook(CHAIN_OF_HOOK[hook], view, now, before=CONNTRACK_PRIORITY)
         answer = self._carry(verdict, view, result, now)
+        if verdict.helper is not None:
+            pkt.template_helper = verdict.helper    # read if the packet makes a new entry
         if answer == NF_ACCEPT and verdict.notrack:
             return NF_NOTRACK           # the engine ignores it for a packet with an entry
         return answer

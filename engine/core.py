@@ -14,6 +14,7 @@ from __future__ import annotations
 from math import isfinite
 from typing import TYPE_CHECKING, Callable, Collection, Dict, List, Optional
 
+from .build import checksum_valid
 from .ctstate import CtState, PacketResult
 from .defrag import Defragmenter
 from .defrag6 import Defragmenter6
@@ -26,6 +27,7 @@ from .packet import Packet
 from .parse import ParseError, extract_ipv4, parse_ipv4
 from .parse_ipv6 import parse_ipv6
 from .profile import check_profile, is_modern
+from .routing import Host, routing_drops
 from .tracker import Tracker
 
 if TYPE_CHECKING:
@@ -48,6 +50,13 @@ HookListener = Callable[[Hook, Packet, PacketResult, float], int]
 EarlyListener = Callable[[Hook, Packet, Optional[PacketResult], float], int]
 
 
+def _header_checksum_ok(datagram: bytes) -> bool:
+    """ip_rcv's header checksum check (a received datagram; a header too broken to sum is
+    left to parse_ipv4 to name)."""
+    ihl = (datagram[0] & 0x0F) * 4
+    return ihl < 20 or len(datagram) < ihl or checksum_valid(datagram[:ihl])
+
+
 def host_ram_bytes() -> int:
     import psutil                      # the one host fact the defaults need (spec §7.1)
     return int(psutil.virtual_memory().total)
@@ -66,7 +75,8 @@ class Engine:
                  ncpu: Optional[int] = None, knobs_overrides: Optional[Dict[str, int]] = None,
                  default_hook: int = LOCAL_OUT,
                  local_addresses: Optional[Collection[int]] = None,
-                 fast_extraction: bool = True) -> None:
+                 fast_extraction: bool = True,
+                 broadcast_addresses: Collection[int] = (), forwarding: bool = True) -> None:
         self.profile = check_profile(profile)
         self.knobs = KnobValues(profile, host_ram_bytes() if ram_bytes is None else ram_bytes,
                                 max_entries=max_entries, buckets=buckets,
@@ -84,6 +94,9 @@ class Engine:
         self.default_hook = default_hook
         # Destinations that are this host (INPUT); None: every received packet is for it.
         self.local_addresses = None if local_addresses is None else frozenset(local_addresses)
+        # What routing after PREROUTING knows of this host (engine/routing.py): its links'
+        # broadcast addresses (received for it too) and whether it forwards (ip_forward).
+        self.host = Host(self.local_addresses, frozenset(broadcast_addresses), forwarding)
         # False: every datagram takes parse_ipv4() (tests compare both ways in).
         self.fast_extraction = fast_extraction
         self.listeners: Dict[Hook, List[HookListener]] = {}
@@ -125,7 +138,7 @@ class Engine:
             # Untagged Ethernet: the common datagram is read in place, without a copy.
             pkt = extract_ipv4(frame, 14, self.default_hook)
             if pkt is not None:
-                if self.listeners:
+                if self.listeners or pkt.hook == PRE_ROUTING:
                     return self.feed_packet(pkt, ts)
                 # feed_packet() without listeners, inlined: most packets of a replay.
                 result = self.tracker.process(pkt, ts)
@@ -163,6 +176,9 @@ class Engine:
                        looped_back: bool = False) -> Optional[PacketResult]:
         """feed_datagram() for what the fast extraction declines: defragment, parse."""
         if len(datagram) >= 8 and (datagram[6] & 0x3F or datagram[7]):
+            if hook == PRE_ROUTING and not _header_checksum_ok(datagram):
+                self.malformed += 1        # ip_rcv drops it before defrag ever holds it
+                return None
             self._sync_defrag_knobs()
             datagram = self.defrag.feed(datagram, ts, hook)
             if datagram is None:
@@ -173,7 +189,7 @@ class Engine:
             # never sees it, no stat column counts it; the engine keeps its own count.
             self.malformed += 1
             return None
-        return self.feed_packet(pkt, ts, looped_back=looped_back)
+        return self.feed_packet(pkt, ts, looped_back=looped_back, datagram=datagram)
 
     def _feed_ipv6(self, ts: float, datagram: bytes, hook: int,
                    looped_back: bool) -> Optional[PacketResult]:
@@ -192,7 +208,7 @@ class Engine:
         return self.feed_packet(pkt, ts, looped_back=looped_back)
 
     def feed_packet(self, pkt: Packet, now: float, attached: Optional[PacketResult] = None,
-                    looped_back: bool = False) -> PacketResult:
+                    looped_back: bool = False, datagram: Optional[bytes] = None) -> PacketResult:
         """Walk a parsed packet through the hooks of its way: tracked where it enters,
         shown to each hook's listeners, confirmed where it leaves.
 
@@ -204,18 +220,28 @@ class Engine:
         * `looped_back`: a packet this host sends itself (lo) walks OUTPUT, POSTROUTING,
           then PREROUTING, INPUT, carrying the entry OUTPUT gave it; one that OUTPUT found
           INVALID has no entry attached and is looked up again at PREROUTING.
+
+        A packet received from a wire that routing refuses (engine/routing.py: martian
+        addresses, bad IP options -- `datagram` holds the header when it has options) is
+        dropped after PREROUTING: its entry is never confirmed.
         """
         tracker = self.tracker
+        refused = (pkt.hook == PRE_ROUTING and not looped_back
+                   and routing_drops(pkt.src, pkt.dst, datagram, self.host))
         if not self.listeners:
             # Nothing at the hooks but conntrack: track, then confirm at the last hook.
             result = tracker.process(pkt, now)
-            if result.pending:
+            if refused:
+                tracker.discard(result)
+                result.dropped = True
+            elif result.pending:
                 tracker.confirm(result, now)
             return result
         if looped_back and pkt.hook == LOCAL_OUT:
             way = LOOPED_BACK
         else:
-            local = self.local_addresses is None or pkt.dst in self.local_addresses
+            local = (self.local_addresses is None or pkt.dst in self.local_addresses
+                     or pkt.dst in self.host.broadcasts)
             way = way_through(Hook(pkt.hook), local)
         result = attached
         for hook in way:
@@ -242,6 +268,10 @@ class Engine:
                     tracker.discard(result)
                     result.dropped = True
                     return result
+            if hook == PRE_ROUTING and refused:        # routing finds no way on
+                tracker.discard(result)
+                result.dropped = True
+                return result
             if hook in CONFIRMING_HOOKS and result.pending:
                 tracker.confirm(result, now)
         return result

@@ -31,7 +31,9 @@ class Entry:
     __slots__ = ("orig", "reply", "l3", "proto", "status", "expires", "created", "l4",
                  "counters", "timer_slot", "hnext", "mark")
 
-    children = 0                   # expectation children (always 0: no helpers yet)
+    children = 0                   # live connections expected by this one (HelpedEntry)
+    helper = None                  # the conntrack helper attached (HelpedEntry)
+    master = None                  # the entry whose expectation made this one (HelpedEntry)
 
     def __init__(self, orig: bytes, reply: bytes, now: float, proto: int = 0,
                  l3: ModuleType = ipv4) -> None:
@@ -76,3 +78,18 @@ class Entry:
         src, dst, a, b = self.l3.unkey(self.reply if direction else self.orig)
         return (src, dst, self.proto, a, b)
 
+
+
+class HelpedEntry(Entry):
+    """An entry with a helper attached or made from an expectation: the kernel's helper
+    extension (helper, its private data, the count of expected children) and ct->master.
+    Plain entries, nearly all of them, pay nothing for these slots."""
+    __slots__ = ("helper", "help_state", "master", "children")
+
+    def __init__(self, orig: bytes, reply: bytes, now: float, proto: int = 0,
+                 l3: ModuleType = ipv4) -> None:
+        super().__init__(orig, reply, now, proto, l3)
+        self.helper: Any = None
+        self.help_state: Any = None
+        self.master: Optional[Entry] = None
+        self.children = 0

@@ -40,6 +40,7 @@ ETH_P_8021AD = 0x88A8
 VLAN_TPIDS = frozenset((ETH_P_8021Q, ETH_P_8021AD, 0x9100))
 
 PACKET_HOST = 0            # sll_pkttype of a packet addressed to this host
+PACKET_OTHERHOST = 3       # sll_pkttype of a frame for another host's MAC: ip_rcv drops it
 PACKET_OUTGOING = 4        # sll_pkttype of a packet this host sent
 ARPHRD_ETHER = 1           # sll_hatype of an Ethernet device
 
@@ -135,6 +136,8 @@ def _linux_sll(frame: bytes) -> Stripped:
         return NOT_IP
     pkttype, arphrd = _U16.unpack_from(frame, 0)[0], _U16.unpack_from(frame, 2)[0]
     protocol = _U16.unpack_from(frame, 14)[0]
+    if pkttype == PACKET_OTHERHOST:
+        return NOT_IP
     return _after_ethertype(frame, 16, protocol), _hook_from_pkttype(pkttype, arphrd)
 
 
@@ -143,6 +146,8 @@ def _linux_sll2(frame: bytes) -> Stripped:
     if len(frame) < 20:
         return NOT_IP
     protocol, _reserved, _ifindex, arphrd, pkttype = _SLL2_HEAD.unpack_from(frame)
+    if pkttype == PACKET_OTHERHOST:
+        return NOT_IP
     return _after_ethertype(frame, 20, protocol), _hook_from_pkttype(pkttype, arphrd)
 
 
@@ -165,7 +170,9 @@ def strip_ip(linktype: int, frame: bytes) -> Stripped:
     """(IPv4 or IPv6 datagram or None, hook hint or None) for one captured frame.
 
     The datagram still carries any link padding after the IP total/payload length; the
-    parser cuts it.  None means: not IP, too short, or an unknown link type.
+    parser cuts it.  None means: not IP, too short, an unknown link type, or a frame for
+    another host's MAC (a cooked capture's PACKET_OTHERHOST: ip_rcv/ipv6_rcv drop it
+    unread; tests/data/wire/wire_other_host_frames).
     The hook hint is LOCAL_OUT/PRE_ROUTING for Linux cooked captures, else None.
     """
     stripper = _STRIPPERS.get(linktype)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Optional
+from typing import Any, Optional, Tuple
 
 from . import ipv4
 from .hooks import LOCAL_OUT
@@ -88,6 +88,25 @@ class Packet:
     # Set by the parser when the L4 header is unusable (truncated, bad length):
     # the tracker classifies such a packet INVALID and counts it.
     l4_error: Optional[str] = None
+    # (buffer, offset of the IP header in it) of a TCP or UDP packet: the buffer the parser
+    # read, a frame or a datagram.  Only conntrack helpers read the payload (engine/helpers/),
+    # so the parser keeps one reference per packet and copies nothing.
+    raw: Optional[Tuple[bytes, int]] = None
+    # The helper a raw-table `CT --helper` rule attached (the kernel's conntrack template),
+    # read when the packet makes a new entry.
+    template_helper: Any = None
+
+    @property
+    def payload(self) -> bytes:
+        """The TCP or UDP payload (b"" for other protocols or none), read from the headers
+        the parser checked (IHL, total length, TCP data offset, UDP length)."""
+        if self.raw is None:
+            return b""
+        data, at = self.raw
+        l4 = at + (data[at] & 0x0F) * 4
+        if self.proto == IPPROTO_TCP:
+            return data[l4 + (data[l4 + 12] >> 4) * 4:at + self.ip_len]
+        return data[l4 + 8:l4 + (data[l4 + 4] << 8 | data[l4 + 5])]
 
     def keyed(self) -> "Packet":
         """This packet with its key set from its fields (for a Packet built by hand)."""

@@ -166,7 +166,7 @@ def extract_ipv4(data: bytes, off: int, hook: int) -> Optional[Packet]:
         if tot_len < 28 or udp_len < 8 or udp_len > tot_len - 20:
             return None
         return Packet(src, dst, proto, tot_len, hook, sport, dport, data[off + 12:off + 24],
-                      udp_len=udp_len)
+                      udp_len=udp_len, raw=(data, off))
     if proto == IPPROTO_TCP:
         if tot_len < 40:
             return None
@@ -181,7 +181,7 @@ def extract_ipv4(data: bytes, off: int, hook: int) -> Optional[Packet]:
             tcp.options = True
             parse_tcp_options(tcp, data, off + 40, off + 20 + doff)
         return Packet(src, dst, proto, tot_len, hook, sport, dport, data[off + 12:off + 24],
-                      tcp=tcp)
+                      tcp=tcp, raw=(data, off))
     return None
 
 
@@ -240,6 +240,7 @@ def _parse_tcp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool
     if verify:
         tcp.checksum_ok = packet.l4_checksum_ok = _l4_checksum_ok(packet, datagram, ihl, end)
     packet.tcp = tcp
+    packet.raw = (datagram, 0)
 
 
 def parse_tcp_options(tcp: TcpInfo, data: bytes, pos: int, end: int) -> None:
@@ -304,6 +305,7 @@ def _parse_udp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool
     if udp_len > l4_len or udp_len < 8:
         packet.l4_error = "udp length"
         return
+    packet.raw = (datagram, 0)
     if verify and csum:   # checksum 0: the sender computed none
         packet.l4_checksum_ok = _l4_checksum_ok(packet, datagram, ihl, end)
 

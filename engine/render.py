@@ -232,8 +232,10 @@ def listing_chunks(tracker: Tracker, now: float, modern: bool) -> Iterator[bytes
                 if expires <= now or entry.timer_slot is None:
                     continue             # expired, or gone from the table
                 # (counters and created are both None unless accounting or timestamps are on;
-                # the formats print mark=0, so a marked entry takes listing_line())
-                if entry.counters is not entry.created or entry.mark or not (ports or icmp):
+                # the formats print mark=0 and the plain use=, so a marked entry and a
+                # helper's master with expected children take listing_line())
+                if (entry.counters is not entry.created or entry.mark or entry.children
+                        or not (ports or icmp)):
                     use_format(b"%s")
                     values.append(listing_line(tracker, entry, now, modern).encode("ascii"))
                     continue
@@ -280,8 +282,3 @@ def render_stat(tracker: Tracker, modern: bool, ncpu: int = 2) -> str:
         row = cells[0] + "  " + " ".join(cells[1:expect_at]) + "  " + " ".join(cells[expect_at:])
         rows.append(row if modern else row + " ")
     return "\n".join(rows) + "\n"
-
-
-def render_expect(tracker: Tracker, modern: bool) -> str:
-    """Expectation listings: empty, as no helper creates expectations yet."""
-    return ""

@@ -10,7 +10,8 @@ from .core import Engine
 from .knobs import KnobWriteError
 from .ctstate import Verdict
 from .profile import is_modern
-from .render import render_expect, render_listing, render_stat
+from .render import render_listing, render_stat
+from .render_expect import render_expect
 
 if TYPE_CHECKING:
     from .chains import Chains
@@ -23,8 +24,19 @@ FORMATS: Dict[str, Callable[[Engine, float], str]] = {
     # The stat file of the profile's own generation.
     "stat": lambda engine, now: render_stat(engine.tracker, is_modern(engine.profile),
                                             engine.ncpu),
-    "expect": lambda engine, now: render_expect(engine.tracker, is_modern(engine.profile)),
+    "expect": lambda engine, now: render_expect(engine.tracker, now, is_modern(engine.profile)),
 }
+
+# The --ctstate word of a frame conntrack made no verdict for: it never met a conntrack hook
+# (not IPv4, an IP header ip_rcv drops) or met none on its own (a fragment held for
+# reassembly -- the datagram's verdict is on the frame that completes it -- or the outgoing
+# copy of a datagram tracked when it arrived).
+NOT_SEEN = "NOTSEEN"
+
+
+def ctstate_word(verdict: Optional[Verdict]) -> str:
+    """A frame's --ctstate word: "NEW", "ESTABLISHED reply", ..., or NOT_SEEN."""
+    return NOT_SEEN if verdict is None else str(verdict)
 
 
 @dataclass
@@ -45,6 +57,7 @@ def replay(capture: Union[str, BinaryIO], profile: str = "linux", at: Optional[f
            ncpu: Optional[int] = None, fast_extraction: bool = True,
            rules: Optional["Ruleset"] = None,
            local_addresses: Optional[Collection[int]] = None,
+           broadcast_addresses: Collection[int] = (), forwarding: bool = True,
            iface_names: Optional[Dict[int, str]] = None,
            knob_writes: Sequence[Tuple[str, bytes]] = ()) -> ReplayResult:
     """Feed every frame of a pcap/pcapng capture; the table is then shown as it stands at
@@ -53,12 +66,14 @@ def replay(capture: Union[str, BinaryIO], profile: str = "linux", at: Optional[f
 
     `rules` puts that ruleset in front of the state machine (engine/chains.py; its
     counters count this capture's packets), `local_addresses` the host's own addresses
-    (others' traffic is forwarded), `iface_names` names the interface indexes of a cooked
-    capture.  `knob_writes` are (knob name, bytes) written to the knobs before the first
+    (others' traffic is forwarded -- or, with `forwarding` False, dropped after
+    PREROUTING; `broadcast_addresses`, its links' broadcasts, are received too),
+    `iface_names` names the interface indexes of a cooked capture.  `knob_writes` are (knob name, bytes) written to the knobs before the first
     frame, as writes to their files (KnobWriteError if one is refused)."""
     engine = Engine(profile, ram_bytes=ram_bytes, max_entries=max_entries, ncpu=ncpu,
                     knobs_overrides=knobs_overrides, fast_extraction=fast_extraction,
-                    local_addresses=local_addresses)
+                    local_addresses=local_addresses,
+                    broadcast_addresses=broadcast_addresses, forwarding=forwarding)
     for name, data in knob_writes:
         try:
             engine.knobs.write_text(name, data)

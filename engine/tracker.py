@@ -18,7 +18,11 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from . import icmp, ipv4, ipv6
 from .ctstate import CtState, PacketResult
 from .early_drop import early_drop_victims, has_room
-from .entry import ORIGINAL, REPLY, SEEN_REPLY, Entry, Tuple5
+from .entry import EXPECTED, ORIGINAL, REPLY, SEEN_REPLY, Entry, HelpedEntry, Tuple5
+from .expect import INFINITY, Expectation, ExpectTable
+from .helpers.call import HelpCall
+from .helpers.registry import BY_PORT, Helper, helper_for_port
+from .hooks import LOCAL_OUT
 from .knobs import KnobValues
 from .l3 import l3_of
 from .l4 import L4Tracker, profile_trackers
@@ -30,6 +34,7 @@ from .table import ConnTable, Keyed, TableId
 from .timers import TimerWheel
 
 NEW, ESTABLISHED, RELATED = CtState.NEW, CtState.ESTABLISHED, CtState.RELATED
+LOOPBACK_NET = 127              # 127.0.0.0/8: always this host, always through lo
 S_INVALID = CtState.INVALID
 # nf_conntrack_handle_icmp(): the protocols whose error() failures count in icmp_error.
 ERROR_PATH_PROTOCOLS = frozenset((IPPROTO_ICMP, IPPROTO_ICMPV6))
@@ -38,6 +43,15 @@ ERROR_PATH_PROTOCOLS = frozenset((IPPROTO_ICMP, IPPROTO_ICMPV6))
 STAT_EVENTS = ("searched", "found", "new", "invalid", "ignore", "delete", "delete_list",
                "insert", "insert_failed", "drop", "early_drop", "icmp_error",
                "expect_new", "expect_create", "expect_delete")
+
+
+def confirm_passes(pkt: Packet) -> int:
+    """How many times the kernel's nf_confirm -- and with it the helper -- sees the packet:
+    at POSTROUTING and again at LOCAL_IN for one sent to a loopback address (it loops back
+    through lo carrying its entry), once otherwise.  (On lo the FTP helper so reads each
+    command twice: the second expectation replaces the first, one more expect_create and
+    expect_delete, as the kernel counts.)"""
+    return 2 if pkt.hook == LOCAL_OUT and pkt.dst >> 24 == LOOPBACK_NET else 1
 
 
 def knob_dict(knobs: Any) -> dict:
@@ -67,6 +81,7 @@ class Tracker:
         self._tables = self.conns.tables()     # (l3, proto) -> table, read per packet
         self.buckets = self.conns.buckets
         self.timers = TimerWheel()
+        self.expects = ExpectTable(self.stats)
         knobs.provide("count", lambda: len(self.conns))
 
     # -- the table -----------------------------------------------------------------
@@ -102,6 +117,17 @@ class Tracker:
         """Unlink an entry (expiry, early drop, RST kill); its timer filing goes stale."""
         if self.conns.remove(entry):
             entry.timer_slot = None     # also tells a listing walk the entry is gone
+            if entry.helper is not None or entry.master is not None:
+                self._forget_helped(entry)
+
+    def _forget_helped(self, entry: Entry) -> None:
+        """A helped or expected entry is gone: its expectations die with it
+        (nf_ct_remove_expectations) and its master has one child less."""
+        self.expects.remove_master(entry)
+        master = entry.master
+        if master is not None:
+            master.children -= 1
+            entry.master = None
 
     # -- timers --------------------------------------------------------------------
     def _arm(self, entry: Entry, expires: float) -> None:
@@ -111,7 +137,9 @@ class Tracker:
             self.timers.file(entry, expires)
 
     def expire(self, now: float) -> int:
-        """Remove every entry whose time is up; cost grows with what expires, not the table."""
+        """Remove every entry whose time is up; cost grows with what expires, not the table.
+        Expectations whose countdown ran out go too."""
+        self.expects.expire(now)
         removed = 0
         timers = self.timers
         for entry in timers.due(now):
@@ -123,12 +151,16 @@ class Tracker:
         return removed
 
     def next_expiry(self) -> Optional[float]:
-        return self.timers.earliest()
+        entries = self.timers.earliest()
+        expects = self.expects.next_due
+        if expects == INFINITY:
+            return entries
+        return expects if entries is None else min(entries, expects)
 
     # -- nf_conntrack_in -------------------------------------------------------------
     def process(self, pkt: Packet, now: float) -> PacketResult:
         """Classify one whole datagram at its hook, as nf_conntrack_in does."""
-        if now >= self.timers.next_due:
+        if now >= self.timers.next_due or now >= self.expects.next_due:
             self.expire(now)
         if pkt.l4_error is not None:
             return self._invalid(pkt.hook)
@@ -183,7 +215,11 @@ class Tracker:
             parts = tracker.invert(pkt.sport, pkt.dport)
             if parts is None:
                 return self._invalid(pkt.hook)
-            entry = Entry(key, l3.mirror_key(key, *parts), now, pkt.proto, l3)
+            if (self.expects.next_due != INFINITY or pkt.template_helper is not None
+                    or (not self.modern and (pkt.proto, pkt.dport) in BY_PORT)):
+                entry = self._new_entry(pkt, key, l3.mirror_key(key, *parts), now)
+            else:                # nothing to expect, no helper: the common case, inlined
+                entry = Entry(key, l3.mirror_key(key, *parts), now, pkt.proto, l3)
             if not tracker.new(entry, pkt, self._kv):
                 return self._invalid(pkt.hook)
             direction, is_new = ORIGINAL, True
@@ -195,8 +231,10 @@ class Tracker:
         # ctinfo is decided before the tracker sees the packet (resolve_normal_ct).
         if direction == REPLY:
             state, reply = ESTABLISHED, True
+        elif entry.status & SEEN_REPLY:
+            state, reply = ESTABLISHED, False
         else:
-            state, reply = (ESTABLISHED if entry.status & SEEN_REPLY else NEW), False
+            state, reply = (RELATED if entry.status & EXPECTED else NEW), False
         outcome = tracker.packet(entry, pkt, direction, now, self._kv)
         if outcome is INVALID:
             if not is_new:
@@ -234,7 +272,54 @@ class Tracker:
                 slot = entry.timer_slot
                 if slot is None or expires < slot:
                     self.timers.file(entry, expires)
+        if entry.helper is not None:
+            self._help(entry, pkt, direction, state is ESTABLISHED, result, now)
         return result
+
+    # -- helpers and expectations ----------------------------------------------------------
+    def _new_entry(self, pkt: Packet, orig: bytes, reply: bytes, now: float) -> Entry:
+        """init_conntrack(): a plain entry, or a helped one when a helper is attached (the
+        packet's CT template, or in the tutorial profile the helper of the server port),
+        or an expected one when the tuple fulfils an expectation (which is used up)."""
+        exp = None
+        if self.expects.next_due != INFINITY:
+            exp = self.expects.take(pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        helper = None
+        if exp is None:
+            helper = pkt.template_helper
+            if helper is None and not self.modern:
+                helper = helper_for_port(pkt.proto, pkt.dport)
+            if helper is None:
+                return Entry(orig, reply, now, pkt.proto, pkt.l3)
+        entry = HelpedEntry(orig, reply, now, pkt.proto, pkt.l3)
+        if exp is not None:
+            entry.status |= EXPECTED
+            entry.master = exp.master
+            exp.master.children += 1
+            self.stats["expect_new"] += 1
+        else:
+            entry.helper = helper
+            entry.help_state = helper.new_state()
+        return entry
+
+    def _help(self, entry: Entry, pkt: Packet, direction: int, established: bool,
+              result: PacketResult, now: float) -> None:
+        """The entry's helper reads the packet (the kernel runs it as the packet leaves
+        conntrack's last hook); a packet it refuses is dropped."""
+        helper: Helper = entry.helper
+        # 2.6's ip_conntrack had no table-wide limit, only the helper's max_expected.
+        expect_max = self._kv["expect_max"] if self.modern else len(self.expects) + 1
+
+        def expect(src: Optional[int], dst: int, proto: int, dport: int) -> Optional[str]:
+            exp = Expectation(entry, helper, entry.l3, proto, src, dst, None, dport)
+            return self.expects.add(exp, helper.max_expected, helper.timeout, expect_max, now)
+
+        call = HelpCall(entry, pkt, direction, established, expect, self.modern)
+        for _ in range(confirm_passes(pkt)):
+            if not helper.help(call):
+                result.dropped = True
+                self.discard(result)
+                return
 
     def _make_room(self, key: bytes) -> bool:
         """Before a new entry goes in: True if the table has room for it (spec §7.2)."""
@@ -269,8 +354,11 @@ class Tracker:
         """A hook dropped the packet: its unconfirmed entry is destroyed, never inserted."""
         if result.pending:
             result.pending = False
+            entry = result.entry
             result.entry = None
             self.stats["delete"] += 1          # destroy_conntrack counts it; no delete_list
+            if entry.helper is not None or entry.master is not None:
+                self._forget_helped(entry)
 
     # -- names the listings print ----------------------------------------------------------
     def state_name(self, entry: Entry) -> Optional[str]:

@@ -6,24 +6,27 @@ import ipaddress
 import os
 import sys
 import time
-from typing import List, Tuple
+from typing import List, Optional, Set, Tuple
 
 from engine.profile import PROFILES
 
 HELP = ("Feed a pcap/pcapng capture through the engine on the capture's own clock and print "
         "the table as it stands at --at (default: the last packet's time).")
-EPILOG = ("--ctstate prints one line per packet instead: "
+EPILOG = ("--ctstate prints one line per capture frame instead: "
           '"<n> <NEW|ESTABLISHED|RELATED|INVALID|UNTRACKED>[ reply]"; with --rules each line '
           "ends in the packet's final verdict, ACCEPT or DROP. "
-          "n counts capture frames from 1; a frame conntrack never sees prints no line: not IPv4, "
-          "an IP header the kernel's ip_rcv drops, a fragment held for reassembly, the "
-          "outgoing copy of a forwarded datagram, the captured copy of a REJECT reply "
-          "the rules already sent. "
+          "n counts capture frames from 1. A frame conntrack made no verdict for is "
+          '"<n> NOTSEEN" (no verdict column): not IPv4, a cooked frame for another '
+          "host's MAC or an IP header the kernel's ip_rcv drops (header checksum, total "
+          "length, header length, version), a fragment held "
+          "for reassembly (the datagram's verdict is on the frame that completes it), the "
+          "outgoing copy of a forwarded datagram, the captured copy of a REJECT reply the "
+          "rules already sent. "
           "--rules FILE (iptables-restore input: raw, mangle, filter) puts the chains in "
           "front of the state machine; --format iptables-save then prints the ruleset "
           "with its counters after the capture, as iptables-save -c does.")
 
-TABLE_FORMATS = ("ip_conntrack", "nf_conntrack", "stat")
+TABLE_FORMATS = ("ip_conntrack", "nf_conntrack", "stat", "expect")
 RULES_FORMAT = "iptables-save"
 PROC_PREFIX = "/proc/"
 
@@ -44,9 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="table size limit (default: from RAM, as the kernel computes it)")
     parser.add_argument("--rules", metavar="FILE", default=None,
                         help="iptables-restore file evaluated at the hooks for every packet")
-    parser.add_argument("--local", metavar="ADDR[,ADDR...]", action="append", default=[],
-                        help="this host's addresses: packets to others are forwarded "
-                        "(FORWARD); default: every received packet is for this host")
+    parser.add_argument("--local", metavar="ADDR[/PREFIX][,...]", action="append", default=[],
+                        help="this host's addresses (with a prefix length: its link's "
+                        "broadcast address is received too): packets to others are "
+                        "forwarded (FORWARD); a packet from one of them arriving is a "
+                        "martian; default: every received packet is for this host")
+    parser.add_argument("--no-forward", action="store_false", dest="forward",
+                        help="with --local: this host does not forward (ip_forward=0), a "
+                        "received packet for another address is dropped after PREROUTING")
     parser.add_argument("--iface", metavar="INDEX=NAME[,...]", action="append", default=[],
                         help="name a cooked capture's interface index for -i/-o "
                         "(repeatable; loopback devices are lo without it)")
@@ -90,26 +98,33 @@ def _knob_writes(specs: List[str]) -> List[Tuple[str, bytes]]:
     return writes
 
 
-def _local_addresses(specs: List[str]):
+def parse_local(specs: List[str]) -> Tuple[Optional[Set[int]], Set[int]]:
+    """(the host's addresses or None, its links' broadcast addresses) from --local."""
     from .errors import UsageError
 
     if not specs:
-        return None
-    addresses = set()
+        return None, set()
+    addresses, broadcasts = set(), set()
     for spec in specs:
         for item in spec.split(","):
+            version = "IPv6" if ":" in item else "IPv4"
             try:
-                addresses.add(int(ipaddress.IPv4Address(item.strip())))
+                interface = (ipaddress.IPv6Interface if version == "IPv6"
+                             else ipaddress.IPv4Interface)(item.strip())
             except ValueError:
-                raise UsageError(f"--local: {item!r} is not an IPv4 address") from None
-    return addresses
+                raise UsageError(f"--local: {item!r} is not an {version} address") from None
+            addresses.add(int(interface.ip))
+            # /31, /32: no broadcast; IPv6 has none at all
+            if version == "IPv4" and "/" in item and interface.network.prefixlen < 31:
+                broadcasts.add(int(interface.network.broadcast_address))
+    return addresses, broadcasts
 
 
 def run(args: argparse.Namespace) -> int:
     from engine.capture import CaptureError
     from engine.interfaces import parse_iface_names
     from engine.knobs import KnobWriteError
-    from engine.replay import replay
+    from engine.replay import ctstate_word, replay
     from .errors import UsageError
     from .rulesfile import load_rules_file
 
@@ -122,12 +137,14 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(f"--iface: {exc}") from None
     writes = _knob_writes(args.knob_sets)
-    local = _local_addresses(args.local)
+    local, broadcasts = parse_local(args.local)
+    if not args.forward and local is None:
+        raise UsageError("--no-forward needs --local ADDR (the host's own addresses)")
     rules = None if args.rules is None else load_rules_file(args.rules)
     try:
         result = replay(args.capture, profile=args.profile, at=args.at, max_entries=args.max,
-                        rules=rules, local_addresses=local, iface_names=iface_names,
-                        knob_writes=writes)
+                        rules=rules, local_addresses=local, broadcast_addresses=broadcasts,
+                        forwarding=args.forward, iface_names=iface_names, knob_writes=writes)
     except KnobWriteError as exc:
         # replay() names the knob by its own name; say it as the user wrote it.
         text = str(exc)
@@ -144,10 +161,8 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     if args.ctstate:
         for n, (verdict, dropped) in enumerate(zip(result.verdicts, result.dropped), 1):
-            if verdict is None:
-                continue
-            if rules is None:
-                out.write(f"{n} {verdict}\n")
+            if verdict is None or rules is None:
+                out.write(f"{n} {ctstate_word(verdict)}\n")
             else:
                 out.write(f"{n} {verdict} {'DROP' if dropped else 'ACCEPT'}\n")
         return 0

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
 
 from engine.knobs import KNOBS, Knob
-from engine.render import listing_chunks, render_expect, render_stat
+from engine.render import listing_chunks, render_stat
+from engine.render_expect import render_expect
 
 DIR, LISTING, KNOB = "dir", "listing", "knob"
 
@@ -108,7 +109,7 @@ def statistics(modern: bool) -> Render:
 
 def expectations(modern: bool) -> Render:
     """net/nf_conntrack_expect (modern) or net/ip_conntrack_expect."""
-    return lambda served, now: _whole(render_expect(served.engine.tracker, modern))
+    return lambda served, now: _whole(render_expect(served.engine.tracker, now, modern))
 
 
 def source_counters(served: Any, now: float) -> Iterator[bytes]:

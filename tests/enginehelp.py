@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from engine.build import build_icmp, build_icmp_datagram, build_ipv4, build_udp_datagram
 from engine.core import Engine
-from engine.render import render_expect, render_listing, render_stat
+from engine.render import render_listing, render_stat
+from engine.render_expect import render_expect
 from engine.hooks import LOCAL_OUT
 
 GiB = 1 << 30
@@ -37,8 +38,8 @@ VIEW_TEXT = {
     "net/ip_conntrack": lambda eng, now: render_listing(eng.tracker, now, False).decode(),
     "net/stat/nf_conntrack": lambda eng, now: render_stat(eng.tracker, True, eng.ncpu),
     "net/stat/ip_conntrack": lambda eng, now: render_stat(eng.tracker, False, eng.ncpu),
-    "net/nf_conntrack_expect": lambda eng, now: render_expect(eng.tracker, True),
-    "net/ip_conntrack_expect": lambda eng, now: render_expect(eng.tracker, False),
+    "net/nf_conntrack_expect": lambda eng, now: render_expect(eng.tracker, now, True),
+    "net/ip_conntrack_expect": lambda eng, now: render_expect(eng.tracker, now, False),
 }
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from engine.replay import ReplayResult, replay
+from engine.replay import NOT_SEEN, ReplayResult, ctstate_word, replay
 
 KERNEL_DIR = Path(__file__).resolve().parent / "kernel"
 
@@ -36,6 +36,17 @@ def verdict_text(verdict) -> "str | None":
     return verdict.state.name + (" reply" if verdict.reply else "")
 
 
+def engine_frame_words(verdicts) -> list:
+    """The engine's per-frame --ctstate words (NOTSEEN where it made no verdict)."""
+    return [ctstate_word(v) for v in verdicts]
+
+
+def kernel_frame_words(states) -> list:
+    """The kernel's per-frame states as --ctstate words: a frame without a log record (its
+    conntrack never saw it on its own) is NOTSEEN."""
+    return [NOT_SEEN if state is None else state for state in states]
+
+
 def stat_totals(text: str) -> dict:
     """Column totals of a stat file (per-CPU rows summed; `entries` taken from the first row)."""
     lines = text.splitlines()
@@ -50,12 +61,38 @@ def load_snapshot(directory: Path) -> dict:
     return json.loads((directory / "snapshot.json").read_text())
 
 
+def knob_sets(snap: dict) -> list:
+    """The scenario's knobs as `procfs-ct replay --set` arguments: the generator wrote
+    /proc/sys/net/netfilter/nf_conntrack_<name> in the observed namespace."""
+    return [f"nf_conntrack_{name}={value}" for name, value in
+            sorted((snap["knobs_overrides"] or {}).items())]
+
+
+def host_options(snap: dict) -> list:
+    """`procfs-ct replay` options describing the observed host of a wire scenario that does
+    not forward: its address (with the link's prefix length when stored) and --no-forward."""
+    if snap.get("hooks") != "wire" or snap.get("forward"):
+        return []
+    prefix = f"/{snap['prefix_len']}" if snap.get("prefix_len") else ""
+    return ["--local", snap["server"] + prefix, "--no-forward"]
+
+
 def replay_scenario(directory: Path) -> ReplayResult:
-    """A stored scenario's capture through the engine, as its snapshot says it was taken."""
+    """A stored scenario's capture through the engine, as its snapshot says it was taken: its
+    knobs written as `--set` writes them; for a wire scenario whose server does not forward,
+    its address and link (host_options())."""
+    from procfs_ct.cmd_replay import knob_named, parse_local
+
     snap = load_snapshot(directory)
+    writes = []
+    for spec in knob_sets(snap):
+        name, _, value = spec.partition("=")
+        writes.append((knob_named(name), f"{value}\n".encode()))
+    host = host_options(snap)
+    local, broadcasts = parse_local(host[1:2])
     return replay(str(directory / "capture.pcap"), profile=snap["profile"], at=snap["at"],
-                  knobs_overrides=snap["knobs_overrides"] or None,
-                  max_entries=snap["max_entries"])
+                  knob_writes=writes, max_entries=snap["max_entries"], local_addresses=local,
+                  broadcast_addresses=broadcasts, forwarding=not host)
 
 
 def namespaces_unavailable(tools: tuple, probe: str) -> str:

@@ -23,7 +23,8 @@ import pytest
 
 from engine.replay import replay
 import kernelhelp
-from kernelhelp import load_kernel_module, stat_totals, verdict_text
+from engine.replay import NOT_SEEN
+from kernelhelp import engine_frame_words, kernel_frame_words, load_kernel_module, stat_totals
 
 TESTS = Path(__file__).resolve().parent
 DATA = TESTS / "data" / "kernel"
@@ -215,19 +216,18 @@ def test_ctstate_counts_match_nft_counters(name):
 def test_per_frame_states_match_kernel(name):
     """Each frame's state as the kernel's OUTPUT chain marked it in the DSCP bits. A fragment
     train is one datagram: exactly one of its frames carries the verdict (the others are held
-    fragments, None); an unmarked train (never passed OUTPUT) gets no verdict at all."""
+    fragments, NOTSEEN); an unmarked train (never passed OUTPUT) is NOTSEEN throughout."""
     snap = load_snapshot(name)
-    kernel = snap["frame_states"]
-    engine = [verdict_text(v) for v in replayed(name).verdicts]
+    kernel = kernel_frame_words(snap["frame_states"])
+    engine = engine_frame_words(replayed(name).verdicts)
     _, frames = pcapfile.read_pcap(str(DATA / name / "capture.pcap"))
     assert len(engine) == len(kernel)
     problems = []
     for group in datagram_groups(frames):
         expected = kernel[group[0]]
         got = [engine[i] for i in group]
-        verdicts = [v for v in got if v is not None]
-        ok = verdicts == ([expected] if expected is not None else [])
-        if not ok:
+        # A train's other frames are held fragments: NOTSEEN on both sides.
+        if sorted(got) != sorted([expected] + [NOT_SEEN] * (len(group) - 1)):
             where = f"frame {group[0]}" if len(group) == 1 else f"frames {group}"
             problems.append(f"{where}: kernel {expected}, engine {got if len(group) > 1 else got[0]}")
     assert not problems, f"{name}: {snap['description']}\n" + "\n".join(problems)
@@ -261,4 +261,4 @@ def test_live_kernel_agrees_with_engine(tmp_path):
     snap = json.loads((tmp_path / name / "snapshot.json").read_text())
     result = replay(str(tmp_path / name / "capture.pcap"), profile="linux", at=snap["at"])
     assert listing.compare_listings(snap["listing"], result.text("nf_conntrack").splitlines()) == []
-    assert [verdict_text(v) for v in result.verdicts] == snap["frame_states"]
+    assert engine_frame_words(result.verdicts) == kernel_frame_words(snap["frame_states"])

@@ -67,6 +67,17 @@ def test_count_takes_no_family_as_conntrack_1_4_7():
     assert err.getvalue().startswith(f"{fmt.VERSION}: Illegal option `--family' with this command")
 
 
+def test_replay_local_takes_ipv6_addresses_without_broadcasts():
+    from engine.ipv6 import addr_value
+    from procfs_ct.cmd_replay import parse_local
+    from procfs_ct.errors import UsageError
+    addresses, broadcasts = parse_local(["fd00:99::2/64,10.99.0.2/24"])
+    assert addresses == {addr_value("fd00:99::2"), 0x0A630002}
+    assert broadcasts == {0x0A6300FF}
+    with pytest.raises(UsageError, match="'fd00::zz' is not an IPv6 address"):
+        parse_local(["fd00::zz"])
+
+
 # -- the state file -----------------------------------------------------------------------------
 
 def populate6(eng) -> None:

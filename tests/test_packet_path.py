@@ -25,6 +25,7 @@ from engine.build import IPV6_FRAGMENT
 from engine.linklayer import LINKTYPE_ETHERNET, ip_version, strip_ip
 from engine.parse import ParseError, parse_ipv4
 from engine.parse_ipv6 import parse_ipv6
+from engine.routing import routing_drops
 from engine.build import build_udp_datagram, ip_to_int
 from enginehelp import GiB, T0, lines, make_engine, udp, view_text
 from procfs_ct.sources.synthetic import SyntheticTraffic
@@ -60,7 +61,8 @@ def via_tracker(engine: Engine, frames: list, unseen: list) -> list:
     """Parse each whole datagram and hand it to the tracker, confirming as the last hook
     does (captures without fragments only: the defragmenter sits in front of this).  The
     datagrams conntrack does not see at all (`unseen`: a header ip_rcv drops, a forwarded
-    copy leaving) are left out: what comes before the tracker decides those."""
+    copy leaving) are left out: what comes before the tracker decides those; what routing
+    drops after PREROUTING (engine/routing.py) is not confirmed."""
     out = []
     for (ts, lt, data), skip in zip(frames, unseen):
         datagram, hook = strip_ip(lt, data)
@@ -73,7 +75,11 @@ def via_tracker(engine: Engine, frames: list, unseen: list) -> list:
             out.append(pkt)
             continue
         result = engine.tracker.process(pkt, ts)
-        engine.tracker.confirm(result, ts)
+        header = datagram if ip_version(datagram) == 4 else None    # (IPv4 options only)
+        if pkt.hook == PRE_ROUTING and routing_drops(pkt.src, pkt.dst, header, engine.host):
+            engine.tracker.discard(result)      # routing drops it after PREROUTING
+        else:
+            engine.tracker.confirm(result, ts)
         out.append(result)
     return out
 

@@ -13,7 +13,7 @@ server's /proc/net/nf_conntrack read at a known wall-clock time and its stat fil
 Per scenario the engine must reproduce, as the loopback suite (test_differential.py) does:
 * the listing at the snapshot's time: unordered, every field equal, seconds within +-1;
 * the per-state packet counts of each hook's nft counter rules;
-* the state of every frame (None where the kernel's conntrack never saw the packet);
+* the state of every frame (NOTSEEN where the kernel logged no verdict for the packet);
 * the stat file's column totals.
 Where the engine disagrees with the kernel, that one comparison is an expected failure
 (strict) naming the disagreement, until the engine is fixed.
@@ -24,10 +24,15 @@ from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
+import subprocess
+
 import pytest
 
 import kernelhelp
-from kernelhelp import load_kernel_module, stat_totals, verdict_text
+from conftest import child_env, procfs_ct_command
+from engine.replay import NOT_SEEN
+from kernelhelp import (engine_frame_words, kernel_frame_words, load_kernel_module, stat_totals,
+                        verdict_text)
 
 DATA = Path(__file__).resolve().parent / "data" / "wire"
 
@@ -174,17 +179,18 @@ def test_ctstate_counts_match_nft_counters(name):
 @pytest.mark.parametrize("name", scenarios_for("frames"))
 def test_per_frame_states_match_kernel(name):
     """Each frame's state as the kernel logged it. A fragment train is one datagram: exactly
-    one of its frames carries the verdict (the others are held fragments, None); a frame the
-    kernel's conntrack never saw (dropped by ip_rcv, a lone fragment) gets no verdict."""
+    one of its frames carries the verdict (the others are held fragments, NOTSEEN); a frame
+    the kernel logged no verdict for (dropped by ip_rcv, a lone fragment) is NOTSEEN."""
     snap = load_snapshot(name)
-    kernel = snap["frame_states"]
-    engine = [verdict_text(v) for v in replayed(name).verdicts]
+    kernel = kernel_frame_words(snap["frame_states"])
+    engine = engine_frame_words(replayed(name).verdicts)
     assert len(engine) == len(kernel)
     problems = []
     for group in groups(name):
         expected = kernel[group[0]]
         got = [engine[i] for i in group]
-        if [v for v in got if v is not None] != ([expected] if expected is not None else []):
+        # A train's other frames are held fragments: NOTSEEN on both sides.
+        if sorted(got) != sorted([expected] + [NOT_SEEN] * (len(group) - 1)):
             where = f"frame {group[0]}" if len(group) == 1 else f"frames {group}"
             problems.append(f"{where}: kernel {expected}, engine {got if len(group) > 1 else got[0]}")
     assert not problems, f"{name}: {snap['description']}\n" + "\n".join(problems)
@@ -199,6 +205,30 @@ def test_stat_totals_match_kernel(name):
     diff = {col: (kernel.get(col), engine.get(col))
             for col in sorted(set(kernel) | set(engine)) if kernel.get(col) != engine.get(col)}
     assert not diff, f"{name}: (kernel, engine) per column: {diff}"
+
+
+KNOB_SCENARIOS = [name for name in SCENARIOS if load_snapshot(name)["knobs_overrides"]]
+
+
+@pytest.mark.parametrize("name", KNOB_SCENARIOS)
+def test_replay_command_with_the_scenarios_knobs_matches_kernel(name):
+    """`procfs-ct replay --set nf_conntrack_<knob>=<value>` (the knobs the generator wrote in
+    the server namespace, stored with the capture) prints the kernel's listing."""
+    snap = load_snapshot(name)
+    sets = [arg for spec in kernelhelp.knob_sets(snap) for arg in ("--set", spec)]
+    done = subprocess.run(procfs_ct_command() + [
+        "replay", str(DATA / name / "capture.pcap"), "--profile", "linux", "--format",
+        "nf_conntrack", "--at", repr(snap["at"]), *kernelhelp.host_options(snap), *sets],
+        capture_output=True, text=True, env=child_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    problems = listing.compare_listings(snap["listing"], done.stdout.splitlines())
+    assert not problems, f"{name}: {snap['description']}\n" + "\n".join(problems)
+
+
+def test_the_knob_scenarios_cover_the_non_default_knobs():
+    knobs = {knob for name in KNOB_SCENARIOS for knob in load_snapshot(name)["knobs_overrides"]}
+    assert {"checksum", "tcp_loose", "tcp_be_liberal", "tcp_max_retrans", "udp_timeout",
+            "acct", "timestamp", "tcp_ignore_invalid_rst"} <= knobs
 
 
 # --- live, optional ------------------------------------------------------------------------------
@@ -218,4 +248,4 @@ def test_live_wire_kernel_agrees_with_engine(tmp_path):
     result = kernelhelp.replay_scenario(tmp_path / name)
     assert "INVALID" in snap["frame_states"]
     assert listing.compare_listings(snap["listing"], result.text("nf_conntrack").splitlines()) == []
-    assert [verdict_text(v) for v in result.verdicts] == snap["frame_states"]
+    assert engine_frame_words(result.verdicts) == kernel_frame_words(snap["frame_states"])

@@ -145,7 +145,8 @@ def _target_text(t: Target, numeric: bool) -> str:
             return f" CONNMARK {t.mode} mask 0x{t.nfmask:x}"
         return f" CONNMARK {t.mode} nfmask 0x{t.nfmask:x} ctmask ~0x{t.ctmask:x}"
     if isinstance(t, CtTarget):
-        return " CT notrack"
+        return (" CT notrack" if t.notrack else "") + (
+            f" CT helper {t.helper_name}" if t.helper_name else "")
     if isinstance(t, NotrackTarget):
         return " NOTRACK"          # iptables 1.8 loads NOTRACK as CT: its column says CT
     return ""

@@ -27,7 +27,7 @@ MULTIPORT_MAX = 15
 
 class EvalContext:
     """What a match or target may read or change while one packet runs through one hook."""
-    __slots__ = ("hook", "now", "mark", "ctmark", "notrack", "logs", "rejects")
+    __slots__ = ("hook", "now", "mark", "ctmark", "notrack", "helper", "logs", "rejects")
 
     def __init__(self, hook: str, now: float, mark: int, ctmark: int) -> None:
         self.hook = hook
@@ -35,6 +35,7 @@ class EvalContext:
         self.mark = mark
         self.ctmark = ctmark
         self.notrack = False
+        self.helper = None              # CT --helper: the helper the new entry gets
         self.logs: list = []
         self.rejects: list = []
 

@@ -100,6 +100,7 @@ class HookVerdict:
     notrack: bool = False                  # NOTRACK/CT --notrack: make no conntrack entry
     logs: list[tuple[int, str]] = field(default_factory=list)   # (syslog level, line)
     rejects: list[bytes] = field(default_factory=list)          # datagrams to send back
+    helper: object = None                  # CT --helper: engine/helpers/registry.Helper
 
 
 class Ruleset:
@@ -159,7 +160,8 @@ class Ruleset:
             verdict = self._walk(table, hook, packet, ctx)
             if verdict == DROP:
                 break
-        return HookVerdict(verdict, ctx.mark, ctx.ctmark, ctx.notrack, ctx.logs, ctx.rejects)
+        return HookVerdict(verdict, ctx.mark, ctx.ctmark, ctx.notrack, ctx.logs, ctx.rejects,
+                           ctx.helper)
 
     @staticmethod
     def _walk(table: Table, hook: str, packet: RulePacket, ctx: EvalContext) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Callable, ClassVar, Optional
 
+from ..helpers.registry import helper_named
 from .errors import EINVAL_MESSAGE, EXIT_KERNEL, RulesError
 from .logline import LOG_DEFAULT_LEVEL, LogFlags, log_line
 from .matches import EvalContext
@@ -20,6 +21,7 @@ ACCEPT = "ACCEPT"
 DROP = "DROP"
 CONTINUE = "CONTINUE"
 LOG_PREFIX_MAX = 29                      # sizeof(prefix) - 1 in ipt_log_info
+NO_SUCH_NAME = "No chain/target/match by that name."   # ENOENT, as iptables words it
 
 
 class Target:
@@ -140,22 +142,44 @@ class NotrackTarget(Target):
 
 
 class CtTarget(NotrackTarget):
+    """CT --notrack, or CT --helper NAME: the entry the packet makes gets that helper
+    (the kernel's conntrack template; the linux profile attaches helpers no other way)."""
     NAME = "CT"
-    OPTIONS = {"--notrack": ("--notrack", 0)}
+    OPTIONS = {"--notrack": ("--notrack", 0), "--helper": ("--helper", 1)}
 
     def __init__(self) -> None:
         self.notrack = False
+        self.helper_name = ""
+        self.helper = None
 
     def parse(self, option: str, args: list[str], invert: bool) -> None:
         self._no_invert(invert)
-        self.notrack = True
+        if option == "--helper":
+            self.helper_name = args[0]
+        else:
+            self.notrack = True
 
     def check(self, rule_proto: int, proto_inverted: bool) -> None:
-        if not self.notrack:
-            raise RulesError("CT: only --notrack is emulated")
+        if not self.notrack and not self.helper_name:
+            raise RulesError("CT: only --notrack and --helper are emulated")
+        if self.helper_name:
+            # xt_ct_set_helper(): the helper must exist for the rule's (uninverted) protocol.
+            helper = helper_named(self.helper_name)
+            if helper is None or proto_inverted or helper.proto != rule_proto:
+                raise RulesError(NO_SUCH_NAME, exit_code=EXIT_KERNEL,
+                                 detail=f"CT: no helper {self.helper_name!r} for this protocol")
+            self.helper = helper
 
     def save(self) -> str:
-        return " --notrack"
+        return (" --notrack" if self.notrack else "") + (
+            f" --helper {self.helper_name}" if self.helper_name else "")
+
+    def run(self, pkt: RulePacket, ctx: EvalContext) -> str:
+        if self.notrack:
+            ctx.notrack = True
+        if self.helper is not None:
+            ctx.helper = self.helper
+        return CONTINUE
 
 
 class MarkTarget(Target):

@@ -28,10 +28,16 @@ import time
 from typing import Callable, Iterator, Optional
 
 from engine.build import (build_ethernet, build_icmp, build_icmpv6, build_ipv4, build_ipv6,
-                          build_tcp, build_udp, tcp_options)
+                          build_sctp, build_sctp_chunk, build_sctp_data, build_sctp_init,
+                          build_sctp_sack, build_tcp, build_udp, tcp_options)
 from engine.linklayer import ETH_P_IPV6
-from engine.packet import (ACK, FIN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, PSH,
-                           RST, SYN, URG)
+from engine.packet import (ACK, FIN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
+                           IPPROTO_UDP, PSH, RST, SYN, URG)
+from engine.sctp_tables import (COOKIE_ACK as SCTP_COOKIE_ACK, COOKIE_ECHO as SCTP_COOKIE_ECHO,
+                                HEARTBEAT as SCTP_HEARTBEAT, HEARTBEAT_ACK as SCTP_HEARTBEAT_ACK,
+                                INIT as SCTP_INIT, INIT_ACK as SCTP_INIT_ACK,
+                                SHUTDOWN as SCTP_SHUTDOWN, SHUTDOWN_ACK as SCTP_SHUTDOWN_ACK,
+                                SHUTDOWN_COMPLETE as SCTP_SHUTDOWN_COMPLETE)
 
 DEFAULT_RATE = 200.0          # packets per second in the steady state
 MS = 1_000                    # the time line is in integer microseconds
@@ -824,13 +830,146 @@ def ipv6_conversation(world: World, t: int) -> Timeline:
             build_icmpv6(neighbour, client, 136, 0, 0x6000, 0, target), ident=0, ttl=ND_HOP_LIMIT)
 
 
+FTP_FILES = ("pub/release.tar.gz", "pub/README", "incoming/report.pdf", "mirror/ls-lR.gz",
+             "pub/firmware.bin")
+FTP_PASSIVE_PORTS = (40000, 50000)     # the server's PASV range (vsftpd pasv_min/max_port)
+
+
+def _ftp_numbers(address: int, port: int) -> str:
+    """h1,h2,h3,h4,p1,p2 of PORT and the 227 reply."""
+    return ",".join(str(b) for b in address.to_bytes(4, "big")) + f",{port >> 8},{port & 0xFF}"
+
+
+def ftp_session(world: World, t: int) -> Timeline:
+    """An FTP client: login on port 21, then 1-3 downloads, each announced on the control
+    connection by PASV (the 227 reply names the server's data port) or PORT (the client's),
+    then the data connection -- the one a conntrack helper expects, RELATED until answered.
+    Now and then the server cannot open an active data connection ("425"): nothing
+    comes, and the expectation waits.  The first line of each direction is the banner /
+    USER, which the kernel's helper never reads, as in every real session."""
+    rng = world.rng
+    client, server = world.pick(CLIENTS), world.pick(WEB_SERVERS)
+    cport = world.ephemeral_port(client)
+    world.busy_ports.add((client, cport))
+    control = TcpFlow(world, client, cport, server, 21, world.rtt())
+    t = yield from control.handshake(t)
+
+    def say(side: int, text: str, after: int) -> Iterator[tuple[int, bytes]]:
+        nonlocal t
+        t += after
+        yield control.segment(side, t, ACK | PSH, text.encode())
+        t += control.rtt // 2 + rng.randint(20, 400)
+        yield control.pure_ack(1 - side, t)
+
+    yield from say(SERVER, "220 (vsFTPd 3.0.3)\r\n", rng.randint(200, 2 * MS))
+    yield from say(CLIENT, "USER anonymous\r\n", rng.randint(5 * MS, 800 * MS))
+    yield from say(SERVER, "331 Please specify the password.\r\n", control.rtt // 2)
+    yield from say(CLIENT, "PASS guest@\r\n", rng.randint(5 * MS, 800 * MS))
+    yield from say(SERVER, "230 Login successful.\r\n", control.rtt // 2)
+    yield from say(CLIENT, "TYPE I\r\n", rng.randint(1 * MS, 50 * MS))
+    yield from say(SERVER, "200 Switching to Binary mode.\r\n", control.rtt // 2)
+    for _ in range(rng.choice((1, 1, 2, 3))):
+        if rng.random() < 0.7:
+            port = rng.randint(*FTP_PASSIVE_PORTS)
+            yield from say(CLIENT, "PASV\r\n", rng.randint(1 * MS, 50 * MS))
+            yield from say(SERVER, f"227 Entering Passive Mode ({_ftp_numbers(server, port)}).\r\n",
+                           control.rtt // 2)
+            data = TcpFlow(world, client, world.ephemeral_port(client), server, port, control.rtt)
+            receiver, reachable = CLIENT, True
+        else:
+            port = world.ephemeral_port(client)
+            yield from say(CLIENT, f"PORT {_ftp_numbers(client, port)}\r\n", rng.randint(1 * MS, 50 * MS))
+            yield from say(SERVER, "200 PORT command successful. Consider using PASV.\r\n",
+                           control.rtt // 2)
+            data = TcpFlow(world, server, 20, client, port, control.rtt)
+            receiver, reachable = SERVER, rng.random() < 0.75
+        yield from say(CLIENT, f"RETR {rng.choice(FTP_FILES)}\r\n", rng.randint(1 * MS, 20 * MS))
+        if not reachable:
+            yield from say(SERVER, "425 Failed to establish connection.\r\n", 3 * SECOND)
+            continue
+        yield from say(SERVER, "150 Opening BINARY mode data connection.\r\n", control.rtt // 2)
+        t = yield from data.handshake(t + rng.randint(100, 2 * MS))
+        size = min(int(rng.lognormvariate(9.0, 1.3)), 300_000)
+        t = yield from data.send_data(1 - receiver, t + rng.randint(100, 900), _filler(rng, size))
+        t += rng.randint(30, 40 * MS)
+        yield data.pure_ack(receiver, t)
+        t = yield from data.close(1 - receiver, t + rng.randint(100, 2 * MS))
+        yield from say(SERVER, "226 Transfer complete.\r\n", rng.randint(100, 2 * MS))
+    yield from say(CLIENT, "QUIT\r\n", rng.randint(50 * MS, 5 * SECOND))
+    t += control.rtt // 2
+    yield control.segment(SERVER, t, ACK | PSH, b"221 Goodbye.\r\n")
+    t = yield from control.close(SERVER, t + rng.randint(50, 500))
+    world.busy_ports.discard((client, cport))
+
+
+# SCTP signalling services (Diameter, M3UA, S1AP, NGAP, X2AP) and the chunk parameter that
+# carries an INIT ACK's state cookie.
+SCTP_SERVICES = (3868, 3868, 2905, 36412, 38412, 36422)
+SCTP_STATE_COOKIE = 7
+
+
+def sctp_association(world: World, t: int) -> Timeline:
+    """An SCTP association (RFC 4960): INIT, INIT ACK with a state cookie, COOKIE ECHO,
+    COOKIE ACK (ESTABLISHED, ASSURED), DATA answered by SACK both ways, now and then a
+    HEARTBEAT; most end with SHUTDOWN, SHUTDOWN ACK, SHUTDOWN COMPLETE (CLOSED), the others
+    stay up.  Each packet carries the peer's initiate tag and a correct CRC32c."""
+    rng = world.rng
+    client, server = world.pick(CLIENTS), world.pick(MEDIA_SERVERS)
+    ports = (world.ephemeral_port(client), rng.choice(SCTP_SERVICES))
+    addresses = (client, server)
+    tags = (rng.getrandbits(32) | 1, rng.getrandbits(32) | 1)   # the initiate tags, non-zero
+    tsn = [rng.getrandbits(32), rng.getrandbits(32)]            # each side's next TSN
+    rtt = world.rtt()
+
+    def packet(side: int, at: int, chunks: bytes, vtag: Optional[int] = None) -> tuple[int, bytes]:
+        """From `side`, tagged with the peer's initiate tag (INIT: 0)."""
+        l4 = build_sctp(ports[side], ports[1 - side], tags[1 - side] if vtag is None else vtag,
+                        chunks)
+        return at, World.frame(addresses[side], addresses[1 - side], IPPROTO_SCTP, l4,
+                               ident=rng.getrandbits(16))
+
+    cookie = _filler(rng, rng.randint(24, 64))
+    cookie_param = struct.pack("!HH", SCTP_STATE_COOKIE, 4 + len(cookie)) + cookie
+    yield packet(CLIENT, t, build_sctp_init(SCTP_INIT, tags[CLIENT], tsn[CLIENT]), vtag=0)
+    t += rtt
+    yield packet(SERVER, t, build_sctp_init(SCTP_INIT_ACK, tags[SERVER], tsn[SERVER],
+                                            parameters=cookie_param))
+    t += rng.randint(20, 200)
+    yield packet(CLIENT, t, build_sctp_chunk(SCTP_COOKIE_ECHO, cookie))
+    t += rtt
+    yield packet(SERVER, t, build_sctp_chunk(SCTP_COOKIE_ACK))
+    for _ in range(rng.randint(2, 12)):
+        t += rng.randint(5 * MS, 2 * SECOND)
+        side = CLIENT if rng.random() < 0.6 else SERVER
+        if rng.random() < 0.1:
+            info = struct.pack("!HH", 1, 12) + rng.randbytes(8)     # Heartbeat Info
+            yield packet(side, t, build_sctp_chunk(SCTP_HEARTBEAT, info))
+            t += rtt
+            yield packet(1 - side, t, build_sctp_chunk(SCTP_HEARTBEAT_ACK, info))
+            continue
+        yield packet(side, t, build_sctp_data(tsn[side], _filler(rng, rng.randint(20, 400)),
+                                              ppid=46))
+        t += rtt
+        yield packet(1 - side, t, build_sctp_sack(tsn[side]))
+        tsn[side] = (tsn[side] + 1) & 0xFFFFFFFF
+    if rng.random() < 0.6:
+        t += rng.randint(50 * MS, 2 * SECOND)
+        last_received = struct.pack("!I", (tsn[SERVER] - 1) & 0xFFFFFFFF)
+        yield packet(CLIENT, t, build_sctp_chunk(SCTP_SHUTDOWN, last_received))
+        t += rtt
+        yield packet(SERVER, t, build_sctp_chunk(SCTP_SHUTDOWN_ACK))
+        t += rng.randint(20, 200)
+        yield packet(CLIENT, t, build_sctp_chunk(SCTP_SHUTDOWN_COMPLETE))
+
+
 # -- the mix ------------------------------------------------------------------------
 
 Scenario = Callable[[World, int], Timeline]
 
 # kind: (conversation, share of steady-state packets, mean packets per conversation
 #        (measured over many seeds), conversations launched in the start-up burst).
-# IPv6 is 4 % of the steady-state packets (kind "ipv6"); everything else is IPv4.
+# IPv6 is kind "ipv6" (a share of 0.04 of 1.04: about 4 % of the steady-state packets);
+# everything else is IPv4.
 MIX: dict[str, tuple[Scenario, float, float, int]] = {
     "web":         (web_client,         0.32,   28.0, 300),
     "long_lived":  (long_lived_session, 0.06,  170.0, 150),
@@ -844,6 +983,8 @@ MIX: dict[str, tuple[Scenario, float, float, int]] = {
     "invalid":     (odd_packet,         0.03,    3.7, 150),
     "fragments":   (fragmented_udp,     0.05,    3.3, 150),
     "generic":     (generic_tunnel,     0.04,    8.0, 150),
+    "sctp":        (sctp_association,   0.02,   20.0,  60),
+    "ftp":         (ftp_session,        0.02,   99.0,  40),
     "ipv6":        (ipv6_conversation,  0.04,    6.2, 100),
 }
 BURST_SECONDS = 2.0

@@ -45,8 +45,12 @@ FAMILY_KEYWORD = {"ip": "ip", "ip6": "ip6"}
 FORGED_PEERS = {"ip": "127.0.0.2-127.0.0.9", "ip6": "fd00::2-fd00::9"}
 
 
-def build_ruleset(input_rules: Iterable[str] = (), family: str = "ip") -> str:
-    """nft -f input for one scenario namespace (family "ip" or "ip6")."""
+def build_ruleset(input_rules: Iterable[str] = (), helpers: Iterable[tuple] = (),
+                  family: str = "ip") -> str:
+    """nft -f input for one scenario namespace (family "ip" or "ip6").  `helpers`: (name,
+    "tcp"/"udp", port) each gets an nft `ct helper` object attached to new connections to
+    that port at OUTPUT (priority -100: after conntrack made the entry, before it is
+    confirmed), as kernels without automatic helper assignment need."""
     ip = FAMILY_KEYWORD[family]
     counters = [f'        ct state {s} counter comment "{s}"' for s in STATES]
     counters.append('        ct direction reply counter comment "reply"')
@@ -60,8 +64,18 @@ def build_ruleset(input_rules: Iterable[str] = (), family: str = "ip") -> str:
     drops = [f"        {ip} saddr {FORGED_PEERS[family]} drop",
              f"        {ip} daddr {FORGED_PEERS[family]} drop"]
     drops += [f"        {rule}" for rule in input_rules]
+    objects, attach = [], []
+    for name, proto, port in helpers:
+        objects += [f"    ct helper {name}-{port} {{",
+                    f'        type "{name}" protocol {proto};', "    }"]
+        attach.append(f'        ct state new {proto} dport {port} ct helper set "{name}-{port}"')
+    if attach:
+        attach = ["    chain helpers {", "        type filter hook output priority -100; policy accept;",
+                  *attach, "    }"]
     return "\n".join([
         f"table {family} pct {{",
+        *objects,
+        *attach,
         "    chain pre {",
         "        type filter hook prerouting priority -300; policy accept;",
         '        ct state invalid drop comment "no second conntrack pass"',

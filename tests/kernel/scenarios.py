@@ -65,9 +65,26 @@ class Scenario:
     lo_mtu: Optional[int] = None
     conntrack_max: Optional[int] = None     # lower the global limit during the traffic
     family: str = "ip"                      # the nft table family: "ip6" for IPv6 scenarios
+    helpers: tuple = ()                     # (name, "tcp"/"udp", port): nft ct helper attached
 
 
 SCENARIOS: dict[str, Scenario] = {}
+# Listings a scenario's traffic took while it ran (take_expect_snapshot), for snapshot.json.
+EXPECT_SNAPSHOTS: list = []
+
+
+def take_expect_snapshot(label: str) -> None:
+    """Read /proc/net/nf_conntrack_expect and nf_conntrack now, mid-traffic (while an
+    expectation exists), with wall-clock times around the reads."""
+    before = time.time()
+    with open("/proc/net/nf_conntrack_expect") as listing:
+        expect = listing.read()
+    with open("/proc/net/nf_conntrack") as listing:
+        table = listing.read()
+    after = time.time()
+    EXPECT_SNAPSHOTS.append({"label": label, "before": before, "after": after,
+                             "at": (before + after) / 2, "expect": expect.splitlines(),
+                             "listing": table.splitlines()})
 
 
 def scenario(description: str, **options) -> Callable:
@@ -1248,7 +1265,8 @@ def run_inside(sc: Scenario, out: Path, global_max: Optional[netns.GlobalConntra
         netns.run("ip", "-6", "route", "add", "local", "fd00::/64", "dev", "lo")
     for knob, value in sc.knobs.items():
         netns.write_knob(knob, value)
-    rules = ruleset.build_ruleset(sc.input_rules, sc.family)
+    rules = ruleset.build_ruleset(sc.input_rules, sc.helpers, sc.family)
+    EXPECT_SNAPSHOTS.clear()
     netns.run("nft", "-f", "-", stdin=rules)
     out.mkdir(parents=True, exist_ok=True)
     pcap = out / "capture.pcap"
@@ -1266,6 +1284,8 @@ def run_inside(sc: Scenario, out: Path, global_max: Optional[netns.GlobalConntra
             cleanup = sc.traffic()
         time.sleep(sc.wait)
         snap = netns.read_snapshot()
+        if sc.helpers:
+            take_expect_snapshot("end")
         nft_json = netns.run("nft", "-j", "list", "ruleset")
     finally:
         tcpdump_stats = tcpdump.stop()
@@ -1294,11 +1314,15 @@ def run_inside(sc: Scenario, out: Path, global_max: Optional[netns.GlobalConntra
         "ruleset": rules,
         "tcpdump": tcpdump_stats,
     }
+    if sc.helpers:
+        snapshot["helpers"] = [list(h) for h in sc.helpers]
+        snapshot["expect_snapshots"] = list(EXPECT_SNAPSHOTS)
     (out / "snapshot.json").write_text(json.dumps(snapshot, indent=1) + "\n")
 
 
-def run_scenario(sc: Scenario, out_root: Path) -> str:
-    """Create the namespace, run the scenario inside it, always delete the namespace."""
+def run_scenario(sc: Scenario, out_root: Path, script: Optional[Path] = None) -> str:
+    """Create the namespace, run the scenario inside it (`script --inside NAME`: this file
+    by default), always delete the namespace."""
     name = netns.NS_PREFIX + sc.name
     global_max = None
     pass_fds: tuple = ()
@@ -1315,7 +1339,7 @@ def run_scenario(sc: Scenario, out_root: Path) -> str:
     shutil.rmtree(out_root / (".tmp-" + sc.name), ignore_errors=True)
     netns.create_namespace(name)
     try:
-        argv = ["ip", "netns", "exec", name, sys.executable, str(Path(__file__).resolve()),
+        argv = ["ip", "netns", "exec", name, sys.executable, str(script or Path(__file__).resolve()),
                 "--inside", sc.name, "--out", str(out_root / (".tmp-" + sc.name)), *extra]
         done = subprocess.run(argv, pass_fds=pass_fds, capture_output=True, text=True)
         if done.returncode:

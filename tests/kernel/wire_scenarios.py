@@ -141,11 +141,12 @@ class Wire:
         pause()
         return client, conn
 
-    def inject(self, packet: bytes) -> None:
-        """Put a forged IPv4 packet on the client's end of the wire."""
+    def inject(self, packet: bytes, dst_mac: Optional[str] = None) -> None:
+        """Put a forged IPv4 packet on the client's end of the wire (to the server's MAC
+        unless `dst_mac` names another)."""
         if self._injector is None:
             self._injector = wirenet.Injector(self.client_ns)
-        self._injector.send(packet)
+        self._injector.send(packet, dst_mac)
 
     def forger(self) -> "WireSender":
         sender = WireSender(self)
@@ -327,12 +328,17 @@ def wire_udp_request_reply(wire: Wire) -> Cleanup:
 @scenario("UDP 43003 <-> 7003: a request/reply, then another 2.5 s later (stream: more than 2 s "
           "after the entry's first packet); snapshot 1 s later.", wait=1.0)
 def wire_udp_stream(wire: Wire) -> Cleanup:
-    server = wire.server(socket.SOCK_DGRAM, 7003)
-    client = wire.client(socket.SOCK_DGRAM, 43003)
+    udp_stream_rounds(wire, 43003, 7003)
+    return None
+
+
+def udp_stream_rounds(wire: Wire, sport: int, dport: int) -> None:
+    """A request/reply, then another 2.5 s later (a stream), 2.5 s before the snapshot wait."""
+    server = wire.server(socket.SOCK_DGRAM, dport)
+    client = wire.client(socket.SOCK_DGRAM, sport)
     for _ in range(2):
         udp_round(client, server, b"request", b"reply")
         time.sleep(2.5)
-    return None
 
 
 @scenario("UDP 43011 <-> 7011: a request/reply, and another 1 s later (within the first 2 s: "
@@ -700,6 +706,16 @@ FORGED_TCP_OVER_THE_WIRE = {
                            "(INVALID), window 1 and data 40000 bytes ahead (INVALID), then "
                            "in-window data; MTU 9000, for the 5000-byte segment",
                            {"mtu": 9000}),
+    "tcp_window_checks_be_liberal": ("with tcp_be_liberal=1: client data "
+                                     "far beyond the window and the ACK for data never sent "
+                                     "are accepted", {"knobs": {"tcp_be_liberal": 1},
+                                                      "traffic": "tcp_window_checks"}),
+    "tcp_max_retrans_small": ("with tcp_max_retrans=1 and tcp_timeout_max_retrans=100: "
+                              "the server's ACK sent 5 times "
+                              "(after the first repeat the entry gets the max_retrans "
+                              "timeout)", {"knobs": {"tcp_max_retrans": 1,
+                                                     "tcp_timeout_max_retrans": 100},
+                                           "traffic": "tcp_ack_retransmissions"}),
     "tcp_close_expiry": ("42601 reset by the client's RST/ACK (CLOSE, 10 s), 42602 closed "
                          "normally (TIME_WAIT); snapshot 11 s later, after the CLOSE entry "
                          "expired", {"wait": 11.0}),
@@ -707,7 +723,7 @@ FORGED_TCP_OVER_THE_WIRE = {
 
 
 def _forged_tcp_over_the_wire(name: str) -> Callable[[Wire], Cleanup]:
-    traffic = getattr(loopback, f"{name}_traffic")
+    traffic = getattr(loopback, f"{name}_traffic")     # the loopback scenario's traffic
 
     def run(wire: Wire) -> Cleanup:
         traffic(wire.forger(), CLIENT, SERVER)
@@ -716,9 +732,11 @@ def _forged_tcp_over_the_wire(name: str) -> Callable[[Wire], Cleanup]:
 
 
 for _name, (_what, _options) in FORGED_TCP_OVER_THE_WIRE.items():
+    _options = dict(_options)
+    _traffic = _options.pop("traffic", _name)        # another scenario's traffic, other knobs
     SCENARIOS[f"wire_{_name}"] = WireScenario(
-        f"wire_{_name}", f"Forged TCP over the wire, as the loopback {_name}: {_what}.",
-        _forged_tcp_over_the_wire(_name), quiet_rules=FORGED_TCP_QUIET,
+        f"wire_{_name}", f"Forged TCP over the wire, as the loopback {_traffic}: {_what}.",
+        _forged_tcp_over_the_wire(_traffic), quiet_rules=FORGED_TCP_QUIET,
         client_rules=FORGED_TCP_CLIENT, **_options)
 
 
@@ -848,6 +866,276 @@ def wire_ipv6_icmpv6_and_checksums(wire: Wire) -> Cleanup:
     return None
 
 
+# --- seen at PREROUTING, dropped by routing or IP option checks before INPUT -------------
+
+def header_with(packet: bytes, options: bytes) -> bytes:
+    """The packet (20-byte header) with IP options added, its lengths and header checksum
+    made right."""
+    header = bytearray(packet[:20])
+    assert len(options) % 4 == 0
+    header[0] = 0x40 | (5 + len(options) // 4)
+    header[2:4] = (20 + len(options) + len(packet) - 20).to_bytes(2, "big")
+    header[10:12] = b"\0\0"
+    whole = bytes(header) + options
+    whole = whole[:10] + forge.inet_checksum(whole).to_bytes(2, "big") + whole[12:]
+    return whole + packet[20:]
+
+
+def udp_from(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    """A UDP datagram between any two addresses, its L4 checksum made for them."""
+    return forge.ipv4(src, dst, 17, forged_udp(sport, dport, payload, src, dst), ident=sport)
+
+
+# Sources ip_route_input_slow() calls martian (multicast, limited broadcast, 0/8, 127/8) or
+# fib_validate_source() refuses (one of the server's own addresses), and two it accepts with
+# rp_filter off (the link's broadcast, an address of another subnet).
+MARTIAN_SOURCES = (("127.0.0.1", 44101), ("0.0.0.0", 44102), ("255.255.255.255", 44103),
+                   ("224.0.0.5", 44104), (SERVER, 44105), ("10.99.0.255", 44106),
+                   ("192.0.2.7", 44107))
+
+
+@scenario("Forged UDP to 7801 (bound) arriving from martian sources: 127.0.0.1:44101, "
+          "0.0.0.0:44102, 255.255.255.255:44103, 224.0.0.5:44104 and the server's own "
+          "10.99.0.2:44105 (conntrack sees each at PREROUTING, routing drops it: no entry); "
+          "10.99.0.255:44106 and 192.0.2.7:44107 (rp_filter off: delivered); then 10.99.0.1:44108 "
+          "(NEW).", quiet_rules=["ip protocol icmp drop"])
+def wire_martian_source(wire: Wire) -> Cleanup:
+    wire.server(socket.SOCK_DGRAM, 7801)
+    for src, sport in MARTIAN_SOURCES + ((CLIENT, 44108),):
+        wire.inject(udp_from(src, SERVER, sport, 7801, b"martian?"))
+    return None
+
+
+@scenario("Forged UDP from 10.99.0.1 to destinations the server does not deliver "
+          "(ip_forward=0): 127.0.0.1:7811 and 0.0.0.1:7812 (martian destinations), 10.5.5.5:7813 "
+          "(no route) and 10.99.0.7:7814 (on the link, not the server's); then the limited "
+          "broadcast 255.255.255.255:7815, the link broadcast 10.99.0.255:7816 and the server "
+          "10.99.0.2:7817 (delivered). Sockets bound to 0.0.0.0 absorb what arrives.",
+          quiet_rules=["ip protocol icmp drop"])
+def wire_martian_destination(wire: Wire) -> Cleanup:
+    for port in range(7811, 7818):
+        any_address = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        wire._keep(any_address).bind(("0.0.0.0", port))
+    for dst, dport in (("127.0.0.1", 7811), ("0.0.0.1", 7812), ("10.5.5.5", 7813),
+                       ("10.99.0.7", 7814), ("255.255.255.255", 7815), ("10.99.0.255", 7816),
+                       (SERVER, 7817)):
+        wire.inject(udp_from(CLIENT, dst, 44200 + dport - 7800, dport, b"for whom?"))
+    return None
+
+
+# IP options: a router alert (valid), a record route whose length runs past the header, an
+# option length of 1 (below the minimum 2), and NOPs with an end-of-list.
+IP_OPTIONS = ((44301, bytes((0x94, 4, 0, 0))),
+              (44302, bytes((0x07, 12, 4, 0))),
+              (44303, bytes((0x44, 1, 0, 0))),
+              (44304, bytes((1, 1, 1, 0))))
+
+
+@scenario("Forged UDP to 7821 (bound) with IP options: 44301 router alert (delivered), 44302 a "
+          "record route whose length runs past the header and 44303 an option length of 1 "
+          "(ip_options_compile refuses both after PREROUTING: conntrack saw them, no entry; the "
+          "server's parameter problem dropped before its conntrack), 44304 NOPs and end of "
+          "list (delivered).", quiet_rules=["ip protocol icmp drop"])
+def wire_bad_ip_options(wire: Wire) -> Cleanup:
+    wire.server(socket.SOCK_DGRAM, 7821)
+    for sport, options in IP_OPTIONS:
+        wire.inject(header_with(udp_from(CLIENT, SERVER, sport, 7821, b"options"), options))
+    return None
+
+
+OTHER_HOST_MAC = "02:00:00:00:00:99"         # on no interface of the link
+BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
+
+
+@scenario("Forged UDP to 10.99.0.2:7881 (bound) in Ethernet frames for another MAC: 44811 to "
+          "02:00:00:00:00:99 (the server's stack marks it PACKET_OTHERHOST and ip_rcv drops it "
+          "before PREROUTING: no verdict, no entry), 44812 to the broadcast MAC (PACKET_BROADCAST, "
+          "delivered: NEW), 44813 to the server's MAC (NEW).")
+def wire_other_host_frames(wire: Wire) -> Cleanup:
+    wire.server(socket.SOCK_DGRAM, 7881)
+    for sport, mac in ((44811, OTHER_HOST_MAC), (44812, BROADCAST_MAC), (44813, None)):
+        wire.inject(udp_from(CLIENT, SERVER, sport, 7881, b"which host?"), mac)
+    return None
+
+
+def fragment_pair(sport: int, dport: int, ident: int) -> tuple[bytes, bytes]:
+    packet = forge.ipv4(CLIENT, SERVER, 17, forged_udp(sport, dport, b"P" * 64), ident=ident)
+    first, second = forge.split_fragments(packet, 32)
+    return first, second
+
+
+@scenario("Forged UDP fragments to 7831 (bound): 44401's first fragment with a bad IP header "
+          "checksum (ip_rcv drops it: never reassembled), its second fragment (held), then its "
+          "good first fragment (completes the datagram: NEW); 44402's first fragment bad, second "
+          "fragment alone (held until the snapshot: no verdict).")
+def wire_fragment_bad_header_checksum(wire: Wire) -> Cleanup:
+    wire.server(socket.SOCK_DGRAM, 7831)
+    first, second = fragment_pair(44401, 7831, 0x4401)
+    broken = first[:10] + bytes([first[10] ^ 0x5A, first[11]]) + first[12:]
+    for piece in (broken, second, first):
+        wire.inject(piece)
+    first, second = fragment_pair(44402, 7831, 0x4402)
+    wire.inject(first[:10] + bytes([first[10] ^ 0x5A, first[11]]) + first[12:])
+    wire.inject(second)
+    return None
+
+
+@scenario("Forged UDP fragments to 7841 (bound): 44501's first fragment twice, then its second "
+          "(the duplicate is dropped, the datagram completes: NEW); 44502 complete, then its "
+          "second fragment again (a new queue, held: no verdict); 44503 first, first again, "
+          "second, second again.")
+def wire_duplicate_fragments(wire: Wire) -> Cleanup:
+    wire.server(socket.SOCK_DGRAM, 7841)
+    first, second = fragment_pair(44501, 7841, 0x4501)
+    for piece in (first, first, second):
+        wire.inject(piece)
+    first, second = fragment_pair(44502, 7841, 0x4502)
+    for piece in (first, second, second):
+        wire.inject(piece)
+    first, second = fragment_pair(44503, 7841, 0x4503)
+    for piece in (first, first, second, second):
+        wire.inject(piece)
+    return None
+
+
+@scenario("GRE from the wire: version 1 (PPTP) call id 0x1234 twice from the client and call id "
+          "0x5678 back from the server's raw socket; version 0 with a key 0xabcd (K bit) from "
+          "the client. The stacks' protocol unreachables are dropped before conntrack.",
+          quiet_rules=["ip protocol icmp drop"], client_rules=["ip protocol icmp drop"])
+def wire_gre_versions(wire: Wire) -> Cleanup:
+    sender = wire.forger()
+    sender.send(forge.ipv4(CLIENT, SERVER, 47, forge.gre_v1(0x1234)))
+    sender.send(forge.ipv4(CLIENT, SERVER, 47, forge.gre_v1(0x1234)))
+    sender.send(forge.ipv4(SERVER, CLIENT, 47, forge.gre_v1(0x5678)))
+    keyed = struct.pack("!HHI", 0x2000, 0x0800, 0xABCD) + forge.ipv4("10.0.0.1", "10.0.0.2",
+                                                                      253, b"inner")
+    sender.send(forge.ipv4(CLIENT, SERVER, 47, keyed))
+    return None
+
+
+@scenario("ICMP errors arriving about GRE (version 0, no key) the server sent to 10.99.0.1 (the "
+          "client's protocol unreachable about it: RELATED reply), a forged time exceeded from a "
+          "router 10.99.0.3 about the same flow (RELATED reply), and a port unreachable quoting "
+          "GRE the server never sent to 10.99.0.9 (INVALID).",
+          quiet_rules=["ip protocol icmp drop"])
+def wire_icmp_error_about_gre(wire: Wire) -> Cleanup:
+    sender = wire.forger()
+    gre = struct.pack("!HH", 0, 0x0800) + forge.ipv4("10.0.0.1", "10.0.0.2", 253, b"inner")
+    sent = forge.ipv4(SERVER, CLIENT, 47, gre)
+    sender.send(sent)
+    pause(0.2)
+    wire.inject(forge.ipv4(ROUTER, SERVER, 1, forge.icmp_error(11, 0, sent)))
+    unsent = forge.ipv4(SERVER, "10.99.0.9", 47, gre)
+    wire.inject(forge.ipv4(CLIENT, SERVER, 1, forge.icmp_error(3, 3, unsent)))
+    return None
+
+
+@scenario("With nf_conntrack_checksum=0, forged TCP 10.99.0.1:42611 -> :6000: handshake and "
+          "data, then client data and a FIN/ACK with corrupted checksums (not verified: "
+          "accepted, the FIN moves the entry to CLOSE_WAIT), the server's ACK.",
+          knobs={"checksum": 0}, quiet_rules=FORGED_TCP_QUIET,
+          client_rules=FORGED_TCP_CLIENT)
+def wire_tcp_bad_checksum_unchecked(wire: Wire) -> Cleanup:
+    sender = wire.forger()
+    tcp = ForgedTcp(sender, (CLIENT, 42611), (SERVER, 6000))
+    tcp.handshake()
+    tcp.c("PA", data=b"hello")
+    tcp.s("A")
+    sender.corrupt = True
+    tcp.c("PA", data=b"unchecked")
+    tcp.c("FA")
+    sender.corrupt = False
+    tcp.s("A")
+    return None
+
+
+@scenario("With nf_conntrack_udp_timeout=12 and nf_conntrack_udp_timeout_stream=45: UDP 44601 -> "
+          "7851 one datagram (unreplied: 12 s), 44602 <-> 7852 request/reply and another 2.5 s "
+          "later (stream: 45 s); snapshot 1 s later.",
+          wait=1.0, knobs={"udp_timeout": 12, "udp_timeout_stream": 45})
+def wire_udp_timeouts_changed(wire: Wire) -> Cleanup:
+    wire.server(socket.SOCK_DGRAM, 7851)
+    wire.client(socket.SOCK_DGRAM, 44601).sendto(b"one way", (SERVER, 7851))
+    udp_stream_rounds(wire, 44602, 7852)
+    return None
+
+
+@scenario("With nf_conntrack_acct=1: TCP 41701 -> 8080 (handshake, data both ways, client closes "
+          "first), UDP 44701 <-> 7861 request/reply and ICMP echo id 0x7001: the listing's "
+          "packets= bytes= columns per direction; snapshot 1 s later.",
+          wait=1.0, knobs={"acct": 1})
+def wire_acct_counters(wire: Wire) -> Cleanup:
+    listener = wire.listener(8080)
+    client, conn = wire.connected_pair(listener, 41701)
+    exchange(client, conn, b"count me", b"and me too")
+    close_in_order(client, conn)
+    udp_round(wire.client(socket.SOCK_DGRAM, 44701), wire.server(socket.SOCK_DGRAM, 7861),
+              b"request", b"a longer reply")
+    icmp = wire.client(socket.SOCK_RAW, proto=socket.IPPROTO_ICMP)
+    icmp.sendto(forge.icmp_echo(8, 0x7001, 1, b"ping"), (SERVER, 0))
+    pause()
+    return None
+
+
+@scenario("With nf_conntrack_timestamp=1: UDP 44801 <-> 7871 request/reply, then 44802 -> 7872 "
+          "2 s later: the listing's delta-time= column (seconds since each entry was made); "
+          "snapshot 1.5 s later.", wait=1.5, knobs={"timestamp": 1})
+def wire_timestamps(wire: Wire) -> Cleanup:
+    udp_round(wire.client(socket.SOCK_DGRAM, 44801), wire.server(socket.SOCK_DGRAM, 7871),
+              b"request", b"reply")
+    time.sleep(2.0)
+    wire.server(socket.SOCK_DGRAM, 7872)
+    wire.client(socket.SOCK_DGRAM, 44802).sendto(b"later", (SERVER, 7872))
+    pause()
+    return None
+
+
+# --- the synthetic source's SCTP, replayed into the namespace -------------------------------
+
+REPO = HERE.parent.parent
+GENERATED_SCTP_SEEDS = (1, 2, 3, 6, 8)     # 1-3 end in SHUTDOWN, 6 and 8 stay up
+
+
+def generated_sctp(seed: int) -> list[bytes]:
+    """One SCTP association of the synthetic source (procfs_ct/sources/synthetic.py) made
+    with `seed`, readdressed: its client becomes 10.99.0.1 and its server 10.99.0.2 (SCTP's
+    CRC32c covers no IP address: the rest of each packet is as generated)."""
+    import random
+    sys.path.insert(0, str(REPO))
+    from procfs_ct.sources.synthetic import World, sctp_association
+
+    # Without the Ethernet header and the padding to the 60-byte minimum frame (a raw socket
+    # would send the padding as part of the datagram).
+    datagrams = [frame[14:14 + int.from_bytes(frame[16:18], "big")]
+                 for _, frame in sctp_association(World(random.Random(seed), 0.0), 0)]
+    client = datagrams[0][12:16]
+    readdressed = []
+    for datagram in datagrams:
+        ends = (CLIENT, SERVER) if datagram[12:16] == client else (SERVER, CLIENT)
+        header = bytearray(datagram[:20])
+        header[12:16], header[16:20] = socket.inet_aton(ends[0]), socket.inet_aton(ends[1])
+        header[10:12] = b"\0\0"
+        header[10:12] = forge.inet_checksum(bytes(header)).to_bytes(2, "big")
+        readdressed.append(bytes(header) + datagram[20:])
+    return readdressed
+
+
+@scenario("SCTP associations of the synthetic source (procfs-ct generate's mix, seeds 1, 2, 3, "
+          "6, 8), readdressed to 10.99.0.1 -> 10.99.0.2 and sent one after another in order, 20 ms "
+          "apart: the client's packets arrive (CRC32c verified), the server's leave its raw "
+          "socket; the stacks' own answers (ABORT, protocol unreachable) are dropped before "
+          "conntrack.",
+          quiet_rules=[f"meta mark != {FORGED_MARK} ip protocol sctp drop",
+                       "ip protocol icmp drop"],
+          client_rules=["ip protocol sctp drop", "ip protocol icmp drop"])
+def wire_generated_sctp(wire: Wire) -> Cleanup:
+    sender = wire.forger()
+    for seed in GENERATED_SCTP_SEEDS:
+        for datagram in generated_sctp(seed):
+            sender.send(datagram)
+    return None
+
+
 # --- forwarded traffic ---------------------------------------------------------------------
 
 @scenario("Forwarded TCP 10.99.0.1:41201 -> 10.98.0.1:8080 through the server (ip_forward=1): "
@@ -958,6 +1246,7 @@ def run_inside(sc: WireScenario, out: Path, client_ns: str, far_ns: Optional[str
         "hooks": "wire",
         "client": CLIENT6 if sc.family == "ip6" else CLIENT,
         "server": SERVER6 if sc.family == "ip6" else SERVER,
+        "prefix_len": wirenet.PREFIX_LEN6 if sc.family == "ip6" else wirenet.PREFIX_LEN,
         "knobs_overrides": dict(sc.knobs),
         "max_entries": None,
         "mtu": sc.mtu,

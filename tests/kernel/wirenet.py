@@ -174,9 +174,13 @@ class Injector:
         self.header = _mac(SERVER_MAC) + _mac(CLIENT_MAC)
         self.gap = gap          # spacing, so every packet has its own timestamp
 
-    def send(self, packet: bytes) -> None:
+    def send(self, packet: bytes, dst_mac: Optional[str] = None) -> None:
+        """Send to the server's MAC, or to `dst_mac` (another host's: the server's stack
+        marks the frame PACKET_OTHERHOST; the broadcast MAC: PACKET_BROADCAST); the
+        ethertype says the packet's IP version."""
+        macs = self.header if dst_mac is None else _mac(dst_mac) + self.header[6:]
         ethertype = ETH_P_IPV6 if packet[0] >> 4 == 6 else ETH_P_IP
-        self.sock.send(self.header + ethertype.to_bytes(2, "big") + packet)
+        self.sock.send(macs + ethertype.to_bytes(2, "big") + packet)
         time.sleep(self.gap)
 
     def close(self) -> None:
