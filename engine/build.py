@@ -1,4 +1,4 @@
-"""Packet builders and Internet checksums: real IPv4/TCP/UDP/ICMP/Ethernet bytes.
+"""Packet builders and Internet checksums: real IPv4/IPv6/TCP/UDP/ICMP(v6)/Ethernet bytes.
 
 Used by the synthetic traffic source (frames a capture tool will read) and by
 tests that need genuine packet bytes.  The checksum helpers are shared with the
@@ -14,11 +14,14 @@ import socket
 import struct
 from typing import Iterable, Optional, Sequence, Union
 
+from . import ipv6
 from .crc32c import crc32c
 from .ipv4 import HEADER as _IP_HEADER
 from .ipv4 import IP_DF, IP_MF
 from .linklayer import ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP
-from .packet import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, ACK
+from .packet import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, ACK
+
+IPV6_FRAGMENT = 44          # the fragment header's next-header number
 
 Address = Union[int, str]
 
@@ -28,9 +31,11 @@ _ICMP_HEADER = struct.Struct("!BBHHH")
 
 
 def ip_to_int(address: Address) -> int:
-    """'10.0.0.1' or an int -> the address as a host-order int (Packet's convention)."""
+    """'10.0.0.1', 'fd00::1' or an int -> the address as an int (Packet's convention)."""
     if isinstance(address, int):
         return address
+    if ":" in address:
+        return ipv6.addr_value(address)
     return int.from_bytes(socket.inet_aton(address), "big")
 
 
@@ -109,6 +114,38 @@ def build_ipv4(src: Address, dst: Address, proto: int, payload: bytes = b"", *,
     return header[:10] + checksum.to_bytes(2, "big") + header[12:] + payload
 
 
+def build_ipv6(src: Address, dst: Address, next_header: int, payload: bytes = b"", *,
+               hop_limit: int = 64, traffic_class: int = 0, flow_label: int = 0,
+               payload_length: Optional[int] = None) -> bytes:
+    """An IPv6 datagram: the fixed header + payload (extension headers included in it);
+    payload_length overrides the computed value."""
+    length = len(payload) if payload_length is None else payload_length
+    first = 6 << 28 | (traffic_class & 0xFF) << 20 | (flow_label & 0xFFFFF)
+    return ipv6.HEADER.pack(first, length, next_header, hop_limit,
+                            ip_to_int(src).to_bytes(16, "big"),
+                            ip_to_int(dst).to_bytes(16, "big")) + payload
+
+
+def ipv6_fragments(datagram: bytes, size: int, ident: int,
+                   order: Optional[Sequence[int]] = None) -> list[bytes]:
+    """The fragments of an IPv6 datagram without extension headers: its payload in pieces
+    of `size` bytes (a multiple of 8 but the last), each behind a fragment header; `order`
+    picks and orders them (indices), default all in order."""
+    if size % 8:
+        raise ValueError("fragment size must be a multiple of 8 bytes")
+    header, data = bytearray(datagram[:ipv6.HEADER_LEN]), datagram[ipv6.HEADER_LEN:]
+    next_header = header[6]
+    header[6] = IPV6_FRAGMENT
+    pieces = []
+    for offset in range(0, len(data), size):
+        chunk = data[offset:offset + size]
+        more = offset + size < len(data)
+        fragment_header = struct.pack("!BBHI", next_header, 0, offset | more, ident)
+        header[4:6] = (len(fragment_header) + len(chunk)).to_bytes(2, "big")
+        pieces.append(bytes(header) + fragment_header + chunk)
+    return pieces if order is None else [pieces[i] for i in order]
+
+
 def tcp_options(*, mss: Optional[int] = None, wscale: Optional[int] = None,
                 sack_perm: bool = False, timestamps: Optional[tuple[int, int]] = None,
                 sack: Sequence[tuple[int, int]] = ()) -> bytes:
@@ -175,6 +212,15 @@ def build_icmp(icmp_type: int, code: int = 0, ident: int = 0, seq: int = 0,
     message = _ICMP_HEADER.pack(icmp_type, code, 0, ident, seq) + payload
     if checksum is None:
         checksum = internet_checksum(message)
+    return message[:2] + checksum.to_bytes(2, "big") + message[4:]
+
+
+def build_icmpv6(src: Address, dst: Address, icmp_type: int, code: int = 0, ident: int = 0,
+                 seq: int = 0, payload: bytes = b"") -> bytes:
+    """An ICMPv6 message; its checksum covers the IPv6 pseudo header.  For errors (types
+    below 128) leave ident/seq 0 and pass the offending datagram's start as payload."""
+    message = _ICMP_HEADER.pack(icmp_type, code, 0, ident, seq) + payload
+    checksum = l4_checksum(src, dst, IPPROTO_ICMPV6, message)
     return message[:2] + checksum.to_bytes(2, "big") + message[4:]
 
 

@@ -1,7 +1,8 @@
 """The engine facade: one emulated network namespace, frames in, per-packet results out.
 
-A frame goes: link layer -> IPv4 header checks and defragmentation (as ip_rcv and
-nf_defrag_ipv4 do before any conntrack hook) -> the hooks of its way through the stack
+A frame goes: link layer -> IPv4 or IPv6 (by the version nibble) header checks and
+defragmentation (as ip_rcv/ipv6_rcv and nf_defrag_ipv4/nf_defrag_ipv6 do before any
+conntrack hook; IPv6 only in the linux profile: ip_conntrack knew IPv4 alone) -> the hooks of its way through the stack
 (engine/hooks.py): conntrack classifies it where it enters (PREROUTING or OUTPUT), every
 listener registered at a hook sees it there and may drop it, and its new entry is
 confirmed when it leaves the last hook.  One Engine is not thread-safe: one driver feeds
@@ -16,14 +17,16 @@ from typing import TYPE_CHECKING, Callable, Collection, Dict, List, Optional
 from .build import checksum_valid
 from .ctstate import CtState, PacketResult
 from .defrag import Defragmenter
+from .defrag6 import Defragmenter6
 from .forwarding import ForwardedCopies
 from .hooks import (CONFIRMING_HOOKS, LOCAL_OUT, LOOPED_BACK, PRE_ROUTING, TRACKING_HOOKS, Hook,
                     way_through)
 from .knobs import KnobValues
-from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET, strip_link
+from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET, ip_version, strip_ip
 from .packet import Packet
 from .parse import ParseError, extract_ipv4, parse_ipv4
-from .profile import check_profile
+from .parse_ipv6 import parse_ipv6
+from .profile import check_profile, is_modern
 from .routing import Host, routing_drops
 from .tracker import Tracker
 
@@ -81,6 +84,10 @@ class Engine:
         self.tracker = Tracker(profile, self.knobs)
         self.defrag = Defragmenter(self.knobs["ipfrag_high_thresh"],
                                    self.knobs["ipfrag_low_thresh"], self.knobs["ipfrag_time"])
+        self.defrag6 = Defragmenter6(self.knobs["frag6_high_thresh"],
+                                     self.knobs["frag6_low_thresh"], self.knobs["frag6_timeout"])
+        # nf_conntrack tracks IPv6 too; the 2.4/2.6 ip_conntrack of the tutorial did not.
+        self.tracks_ipv6 = is_modern(self.profile)
         self.ncpu = host_cpu_count() if ncpu is None else ncpu
         # Captures rarely say where a packet met netfilter; loopback and locally made
         # traffic is tracked in OUTPUT, where the kernel checks no checksums.
@@ -139,7 +146,7 @@ class Engine:
                     self.tracker.confirm(result, ts)
                 return result
             tried = True
-        datagram, hook = strip_link(linktype, frame)
+        datagram, hook = strip_ip(linktype, frame)
         if datagram is None:
             self.frames_not_ipv4 += 1
             return None
@@ -150,13 +157,15 @@ class Engine:
 
     def feed_datagram(self, ts: float, datagram: bytes, hook: int,
                       looped_back: bool = False) -> Optional[PacketResult]:
-        """Track one IPv4 datagram entering the stack at `hook` (PRE_ROUTING or LOCAL_OUT);
-        None if conntrack does not see it (see feed_frame, and engine/forwarding.py).
-        `looped_back`: see feed_packet."""
+        """Track one IPv4 or IPv6 datagram entering the stack at `hook` (PRE_ROUTING or
+        LOCAL_OUT); None if conntrack does not see it (see feed_frame, and
+        engine/forwarding.py).  `looped_back`: see feed_packet."""
         if hook == PRE_ROUTING:
             self.forwarded.arrived(datagram)
         elif self.forwarded.arrivals and self.forwarded.is_copy(datagram):
             return None                    # a forwarded datagram leaving: already tracked
+        if ip_version(datagram) == 6:
+            return self._feed_ipv6(ts, datagram, hook, looped_back)
         if self.fast_extraction:
             pkt = extract_ipv4(datagram, 0, hook)
             if pkt is not None:
@@ -181,6 +190,22 @@ class Engine:
             self.malformed += 1
             return None
         return self.feed_packet(pkt, ts, looped_back=looped_back, datagram=datagram)
+
+    def _feed_ipv6(self, ts: float, datagram: bytes, hook: int,
+                   looped_back: bool) -> Optional[PacketResult]:
+        """feed_datagram() for IPv6: nf_defrag_ipv6, then parse and track."""
+        if not self.tracks_ipv6:
+            self.frames_not_ipv4 += 1      # no IPv6 conntrack in this profile
+            return None
+        self._sync_defrag_knobs()
+        datagram = self.defrag6.feed(datagram, ts, hook)
+        if datagram is None:
+            return None                    # held until complete, or dropped
+        pkt = parse_ipv6(datagram, hook)
+        if isinstance(pkt, ParseError):
+            self.malformed += 1            # ipv6_rcv drops it before any hook
+            return None
+        return self.feed_packet(pkt, ts, looped_back=looped_back)
 
     def feed_packet(self, pkt: Packet, now: float, attached: Optional[PacketResult] = None,
                     looped_back: bool = False, datagram: Optional[bytes] = None) -> PacketResult:
@@ -256,11 +281,15 @@ class Engine:
         self.tracker.expire(now)
         self._sync_defrag_knobs()
         self.defrag.expire(now)
+        self.defrag6.expire(now)
 
     def _sync_defrag_knobs(self) -> None:
         self.defrag.high_thresh = self.knobs["ipfrag_high_thresh"]
         self.defrag.low_thresh = self.knobs["ipfrag_low_thresh"]
         self.defrag.timeout = self.knobs["ipfrag_time"]
+        self.defrag6.high_thresh = self.knobs["frag6_high_thresh"]
+        self.defrag6.low_thresh = self.knobs["frag6_low_thresh"]
+        self.defrag6.timeout = self.knobs["frag6_timeout"]
 
     # -- saving and restoring the table ---------------------------------------------------
     def export_state(self, now: float) -> dict:

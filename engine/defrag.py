@@ -73,13 +73,13 @@ class DefragStats:
 
 
 class _Queue:
-    """One datagram being reassembled (struct ipq)."""
+    """One datagram being reassembled (struct ipq / frag_queue)."""
     __slots__ = ("created", "header", "fragments", "runs", "tail_end", "length",
                  "last_in", "meat", "held", "max_size", "max_df_size", "ecn")
 
     def __init__(self, created: float) -> None:
         self.created = created
-        self.header: Optional[bytes] = None   # IP header of the offset-0 fragment
+        self.header: Optional[bytes] = None   # what the offset-0 fragment keeps in front
         self.fragments: list[tuple[int, bytes]] = []   # (offset, payload), sorted
         # Runs of contiguous fragments as [start, end], sorted; a fragment filed
         # out of order starts its own run even when it touches a neighbour,
@@ -95,18 +95,31 @@ class _Queue:
         self.ecn = 0
 
 
+@dataclass
+class Fragment:
+    """One fragment as the queue files it, whatever its IP version."""
+    key: tuple                 # the queue it belongs to (addresses, id, defrag user...)
+    header: bytes              # the part the reassembled datagram keeps if this is offset 0
+    payload: bytes             # the fragmentable data it carries, cut to its length
+    offset: int
+    more: bool                 # MF
+    tos: int                   # traffic class / TOS byte (its ECN bits are merged)
+    df: bool = False           # IPv4's DF
+
+
 _OK, _DUPLICATE, _OVERLAP = "ok", "duplicate", "overlap"
 
 
-class Defragmenter:
-    """Holds IPv4 fragments until their datagram is complete.  Pure: time is passed in.
+class FragmentQueues:
+    """Holds fragments until their datagram is complete (inet_frag: queues, overlap,
+    expiry, eviction), for one IP version.  Pure: time is passed in.
 
-    high_thresh, low_thresh and timeout are plain attributes: a knob write takes
-    effect at the next feed()/expire().
+    A subclass reads its version's headers (fragment()) and rebuilds the datagram
+    (rebuild()); high_thresh, low_thresh and timeout are plain attributes: a knob
+    write takes effect at the next feed()/expire().
     """
 
-    def __init__(self, high_thresh: int = 4194304, low_thresh: int = 3145728,
-                 timeout: float = 30.0) -> None:
+    def __init__(self, high_thresh: int, low_thresh: int, timeout: float) -> None:
         self.high_thresh = high_thresh
         self.low_thresh = low_thresh
         self.timeout = timeout
@@ -114,34 +127,24 @@ class Defragmenter:
         self._queues: dict[tuple, _Queue] = {}               # creation order: for expiry
         self._lru: OrderedDict[tuple, None] = OrderedDict()  # least recently fed first
 
+    # -- what a subclass says ------------------------------------------------------
+
+    def non_final_end(self, end: int) -> Optional[int]:
+        """Where a non-final fragment ending at `end` ends; None: refuse it."""
+        raise NotImplementedError
+
+    def rebuild(self, queue: _Queue, ecn: int) -> bytes:
+        """The whole datagram of a complete queue."""
+        raise NotImplementedError
+
+    def length_field(self, queue: _Queue) -> int:
+        """The length field the rebuilt datagram would carry (at most 65535)."""
+        raise NotImplementedError
+
     # -- public ----------------------------------------------------------------
 
-    def feed(self, datagram: bytes, now: float, hook: int = PRE_ROUTING) -> Optional[bytes]:
-        """The whole datagram when `datagram` completes one, the datagram itself if
-        it is not a fragment, else None (held, or dropped)."""
-        info = ipv4_fragment_info(datagram)
-        if info is None:
-            return datagram
-        self.expire(now)
-        self.stats.reasm_reqds += 1
-        _vihl, tos, tot_len, _id, frag, _ttl, proto, _csum, src, dst = _IP_HEADER.unpack_from(datagram)
-        key = (src, dst, proto, info.ident, hook)
-        queue = self._queues.get(key)
-        if queue is None:
-            queue = self._queues[key] = _Queue(now)
-            self._lru[key] = None
-        else:
-            self._lru.move_to_end(key)
-        ihl = (datagram[0] & 0x0F) * 4
-        result = self._queue_fragment(key, queue, datagram, ihl, tot_len, info.offset,
-                                      info.more_fragments, bool(frag & IP_DF), tos)
-        if result is None and self.stats.held_bytes > self.high_thresh:
-            self._evict()
-        self._update_gauges()
-        return result
-
     def expire(self, now: float) -> int:
-        """Drop queues whose ipfrag_time ran out; returns how many."""
+        """Drop queues whose time ran out; returns how many."""
         expired = []
         for key, queue in self._queues.items():
             if now - queue.created < self.timeout:
@@ -159,13 +162,30 @@ class Defragmenter:
             self._discard(key)
         self._update_gauges()
 
-    # -- one fragment (ip_frag_queue) ------------------------------------------
+    def queue_fragment(self, fragment: Fragment, now: float) -> Optional[bytes]:
+        """File one fragment; the whole datagram when it completes one, else None."""
+        self.expire(now)
+        self.stats.reasm_reqds += 1
+        key = fragment.key
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = _Queue(now)
+            self._lru[key] = None
+        else:
+            self._lru.move_to_end(key)
+        result = self._queue_fragment(key, queue, fragment)
+        if result is None and self.stats.held_bytes > self.high_thresh:
+            self._evict()
+        self._update_gauges()
+        return result
 
-    def _queue_fragment(self, key: tuple, queue: _Queue, datagram: bytes, ihl: int,
-                        tot_len: int, offset: int, more: bool, df: bool,
-                        tos: int) -> Optional[bytes]:
-        end = offset + tot_len - ihl
-        if not more:
+    # -- one fragment (ip_frag_queue / nf_ct_frag6_queue) -----------------------
+
+    def _queue_fragment(self, key: tuple, queue: _Queue,
+                        fragment: Fragment) -> Optional[bytes]:
+        offset = fragment.offset
+        end = offset + len(fragment.payload)
+        if not fragment.more:
             # The final fragment fixes the length; data beyond it or a
             # different final end means corruption.
             if end < queue.length or (queue.last_in and end != queue.length):
@@ -173,7 +193,10 @@ class Defragmenter:
             queue.last_in = True
             queue.length = end
         else:
-            end &= ~7   # non-final fragments carry multiples of 8 bytes
+            cut = self.non_final_end(end)
+            if cut is None:
+                return self._fail(key)
+            end = cut
             if end > queue.length:
                 if queue.last_in:
                     return self._fail(key)
@@ -189,17 +212,17 @@ class Defragmenter:
             self.stats.overlaps += 1
             return self._fail(key)
 
-        payload = datagram[ihl:ihl + end - offset]
+        payload = fragment.payload[:end - offset]
         bisect.insort(queue.fragments, (offset, payload), key=lambda item: item[0])
         if offset == 0:
-            queue.header = datagram[:ihl]
-        size = ihl + len(payload)
+            queue.header = fragment.header
+        size = len(fragment.header) + len(payload)
         queue.meat += len(payload)
         queue.held += size
         self.stats.held_bytes += size
-        queue.ecn |= _ECN_BIT[tos & 3]
+        queue.ecn |= _ECN_BIT[fragment.tos & 3]
         queue.max_size = max(queue.max_size, size)
-        if df:
+        if fragment.df:
             queue.max_df_size = max(queue.max_df_size, size)
         if queue.header is not None and queue.last_in and queue.meat == queue.length:
             return self._reassemble(key, queue)
@@ -234,25 +257,15 @@ class Defragmenter:
         return _OK
 
     def _reassemble(self, key: tuple, queue: _Queue) -> Optional[bytes]:
-        """ip_frag_reasm(): the first fragment's header over all the payload."""
-        header = queue.header
-        total = len(header) + queue.length
         ecn = _merged_ecn(queue.ecn)
-        if total > IP_MAX_LEN:
+        if self.length_field(queue) > IP_MAX_LEN:
             self.stats.oversized += 1
             return self._fail(key)
         if ecn is None:
             return self._fail(key)
         self._discard(key)
         self.stats.reasm_oks += 1
-        frag_off = IP_DF if queue.max_df_size == queue.max_size else 0
-        rebuilt = bytearray(header)
-        rebuilt[1] |= ecn
-        rebuilt[2:4] = total.to_bytes(2, "big")
-        rebuilt[6:8] = frag_off.to_bytes(2, "big")
-        rebuilt[10:12] = b"\x00\x00"
-        rebuilt[10:12] = ipv4_checksum(bytes(rebuilt)).to_bytes(2, "big")
-        return bytes(rebuilt) + b"".join(payload for _offset, payload in queue.fragments)
+        return self.rebuild(queue, ecn)
 
     # -- queue bookkeeping -------------------------------------------------------
 
@@ -276,3 +289,42 @@ class Defragmenter:
 
     def _update_gauges(self) -> None:
         self.stats.queues = len(self._queues)
+
+
+class Defragmenter(FragmentQueues):
+    """Holds IPv4 fragments until their datagram is complete."""
+
+    def __init__(self, high_thresh: int = 4194304, low_thresh: int = 3145728,
+                 timeout: float = 30.0) -> None:
+        super().__init__(high_thresh, low_thresh, timeout)
+
+    def feed(self, datagram: bytes, now: float, hook: int = PRE_ROUTING) -> Optional[bytes]:
+        """The whole datagram when `datagram` completes one, the datagram itself if
+        it is not a fragment, else None (held, or dropped)."""
+        info = ipv4_fragment_info(datagram)
+        if info is None:
+            return datagram
+        _vihl, tos, tot_len, _id, frag, _ttl, proto, _csum, src, dst = _IP_HEADER.unpack_from(datagram)
+        ihl = (datagram[0] & 0x0F) * 4
+        return self.queue_fragment(Fragment((src, dst, proto, info.ident, hook),
+                                            datagram[:ihl], datagram[ihl:tot_len], info.offset,
+                                            info.more_fragments, tos, bool(frag & IP_DF)), now)
+
+    def non_final_end(self, end: int) -> Optional[int]:
+        return end & ~7   # non-final fragments carry multiples of 8 bytes
+
+    def length_field(self, queue: _Queue) -> int:
+        return len(queue.header) + queue.length          # the total length
+
+    def rebuild(self, queue: _Queue, ecn: int) -> bytes:
+        """ip_frag_reasm(): the first fragment's header over all the payload."""
+        header = queue.header
+        total = self.length_field(queue)
+        frag_off = IP_DF if queue.max_df_size == queue.max_size else 0
+        rebuilt = bytearray(header)
+        rebuilt[1] |= ecn
+        rebuilt[2:4] = total.to_bytes(2, "big")
+        rebuilt[6:8] = frag_off.to_bytes(2, "big")
+        rebuilt[10:12] = b"\x00\x00"
+        rebuilt[10:12] = ipv4_checksum(bytes(rebuilt)).to_bytes(2, "big")
+        return bytes(rebuilt) + b"".join(payload for _offset, payload in queue.fragments)

@@ -67,6 +67,9 @@ class IcmpTracker:
     def quotes_flow(self, pkt: Packet) -> bool:
         return pkt.icmp.type in ICMP_ERROR_TYPES
 
+    def untracked(self, pkt: Packet) -> bool:
+        return False            # (only ICMPv6 has messages conntrack leaves untracked)
+
     def invert(self, a: int, b: int) -> Optional[Tuple[int, int]]:
         return icmp_inverted(ICMP_INVERSE, a, b)
 

@@ -152,11 +152,11 @@ KNOBS: Tuple[Knob, ...] = (
                           ("shutdown_ack_sent", 3), ("heartbeat_sent", 30))),
     # Unsigned longs that bound each other: the kernel points high's extra1 (minimum) at
     # low's value and low's extra2 (maximum) at high's (nf_conntrack_reasm.c, ip_fragment.c).
-    Knob("frag6_high_thresh", ULONG, 4194304, 4194304, "IPv6 reassembly memory (not used)",
+    Knob("frag6_high_thresh", ULONG, 4194304, 4194304, "bytes of queued IPv6 fragments before eviction",
          linux_range=("frag6_low_thresh", ULONG_MAX), tutorial_range=("frag6_low_thresh", ULONG_MAX)),
-    Knob("frag6_low_thresh", ULONG, 3145728, 3145728, "IPv6 reassembly memory (not used)",
+    Knob("frag6_low_thresh", ULONG, 3145728, 3145728, "level IPv6 eviction prunes back to",
          linux_range=(0, "frag6_high_thresh"), tutorial_range=(0, "frag6_high_thresh")),
-    Knob("frag6_timeout", JIFFIES, 60, 60, "IPv6 reassembly time (not used)"),
+    Knob("frag6_timeout", JIFFIES, 60, 60, "seconds a partial IPv6 datagram is kept"),
     # -- IPv4 reassembly, which conntrack always runs first (spec §8) ----------------------
     # 2.6.18 parsed both thresholds with plain proc_dointvec (no range, no relation).
     Knob("ipfrag_high_thresh", ULONG, 4194304, 262144, "bytes of queued fragments before eviction",

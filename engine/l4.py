@@ -27,6 +27,10 @@ class L4Tracker(Protocol):
     def quotes_flow(self, pkt: Packet) -> bool:
         """Is this an error message about another flow (ICMP errors), RELATED to it if found?"""
 
+    def untracked(self, pkt: Packet) -> bool:
+        """(Asked only if error_messages.) Does conntrack leave this message without an
+        entry, UNTRACKED (ICMPv6 neighbour discovery and MLD)?"""
+
     def invert(self, a: int, b: int) -> Optional[Tuple[int, int]]:
         """The protocol parts a reply carries; None if the packet has no reply (a lone ICMP
         reply type)."""

@@ -246,6 +246,8 @@ def listing_chunks(tracker: Tracker, now: float, modern: bool) -> Iterator[bytes
     seconds = seconds_before = missed = -1
     lo = hi = lo_before = hi_before = math.inf
     for (family, proto), table in listing_snapshot(tracker):
+        if not modern and family != ipv4.FAMILY:
+            continue                     # ip_conntrack (the compat file too) lists IPv4 only
         # The fast formats are IPv4's; other families' lines take listing_line().
         v4 = family == ipv4.FAMILY
         ports = v4 and (proto == IPPROTO_TCP or proto == IPPROTO_UDP)

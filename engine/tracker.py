@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from . import icmp
+from . import icmp, ipv4, ipv6
 from .ctstate import CtState, PacketResult
 from .early_drop import early_drop_victims, has_room
 from .entry import EXPECTED, ORIGINAL, REPLY, SEEN_REPLY, Entry, HelpedEntry, Tuple5
@@ -27,7 +27,7 @@ from .knobs import KnobValues
 from .l3 import l3_of
 from .l4 import L4Tracker, profile_trackers
 from .outcome import DELETE, IGNORE, INVALID, REOPEN
-from .packet import Packet
+from .packet import IPPROTO_ICMP, IPPROTO_ICMPV6, Packet
 from .persist import entries_from_records, export_entries
 from .profile import is_modern
 from .table import ConnTable, Keyed, TableId
@@ -36,6 +36,8 @@ from .timers import TimerWheel
 NEW, ESTABLISHED, RELATED = CtState.NEW, CtState.ESTABLISHED, CtState.RELATED
 LOOPBACK_NET = 127              # 127.0.0.0/8: always this host, always through lo
 S_INVALID = CtState.INVALID
+# nf_conntrack_handle_icmp(): the protocols whose error() failures count in icmp_error.
+ERROR_PATH_PROTOCOLS = frozenset((IPPROTO_ICMP, IPPROTO_ICMPV6))
 
 # Event counters behind both stat files; render.py maps them to each generation's columns.
 STAT_EVENTS = ("searched", "found", "new", "invalid", "ignore", "delete", "delete_list",
@@ -165,8 +167,11 @@ class Tracker:
         tracker = self.l4.get(pkt.proto, self.generic)
         if tracker.error(pkt, self._kv) is not None:
             return self._invalid(pkt.hook, error_path=True, proto=pkt.proto)
-        if tracker.error_messages and tracker.quotes_flow(pkt):
-            return self._related(pkt)
+        if tracker.error_messages:
+            if tracker.quotes_flow(pkt):
+                return self._related(pkt)
+            if tracker.untracked(pkt):
+                return PacketResult(CtState.UNTRACKED, False, pkt.hook)
         return self._track(pkt, tracker, now)
 
     def _invalid(self, hook: int, error_path: bool = False, proto: int = 0) -> PacketResult:
@@ -176,7 +181,7 @@ class Tracker:
         column) and `invalid`; nf_conntrack counts ICMP error-path failures in
         icmp_error only and everything else in invalid (spec §2).
         """
-        if error_path and (not self.modern or proto == 1):
+        if error_path and (not self.modern or proto in ERROR_PATH_PROTOCOLS):
             self.stats["icmp_error"] += 1
             if self.modern:
                 return PacketResult(S_INVALID, False, hook)
@@ -184,7 +189,9 @@ class Tracker:
         return PacketResult(S_INVALID, False, hook)
 
     def _related(self, pkt: Packet) -> PacketResult:
-        hit = icmp.classify_error(pkt, self.lookup_reply_of, self.lookup_tuple, self.modern)
+        family = pkt.l3.FAMILY
+        hit = icmp.classify_error(pkt, lambda t: self.lookup_reply_of(t, family),
+                                  lambda t: self.lookup_tuple(t, family), self.modern)
         if isinstance(hit, str):
             self.stats["icmp_error"] += 1
             if not self.modern:
@@ -376,7 +383,8 @@ class Tracker:
         entry goes in.
         """
         restored = 0
-        for entry in entries_from_records(records, self.tracker_of, saved_at, now):
+        families = (ipv4.FAMILY, ipv6.FAMILY) if self.modern else (ipv4.FAMILY,)
+        for entry in entries_from_records(records, self.tracker_of, saved_at, now, families):
             table = self.conns.table(entry.l3.FAMILY, entry.proto)
             if entry.orig in table or entry.reply in table:
                 continue

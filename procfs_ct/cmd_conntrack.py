@@ -81,7 +81,7 @@ FILTER_OPTIONS = {"--protonum", "--family", "--orig-src", "--orig-dst", "--reply
 PROTOCOL_OPTIONS = set(PORT_OPTIONS) | {"--state"} | set(ICMP_OPTIONS)
 ALLOWED = {"dump": FILTER_OPTIONS | PROTOCOL_OPTIONS | {"--zero"},
            "event": FILTER_OPTIONS | PROTOCOL_OPTIONS | {"--event-mask"},
-           "count": {"--family"}, "stats": set()}
+           "count": set(), "stats": set()}     # 1.4.7: `-C -f ipv4` is an illegal option too
 OUTPUT_SUPPORTED = {"extended"}
 OUTPUT_NOTHING_TO_ADD = {"labels", "userspace", "ktimestamp"}    # no labels, no userspace ids
 OUTPUT_KNOWN = {"xml", "extended", "timestamp", "id", "ktimestamp", "labels", "userspace"}

@@ -107,12 +107,15 @@ def parse_local(specs: List[str]) -> Tuple[Optional[Set[int]], Set[int]]:
     addresses, broadcasts = set(), set()
     for spec in specs:
         for item in spec.split(","):
+            version = "IPv6" if ":" in item else "IPv4"
             try:
-                interface = ipaddress.IPv4Interface(item.strip())
+                interface = (ipaddress.IPv6Interface if version == "IPv6"
+                             else ipaddress.IPv4Interface)(item.strip())
             except ValueError:
-                raise UsageError(f"--local: {item!r} is not an IPv4 address") from None
+                raise UsageError(f"--local: {item!r} is not an {version} address") from None
             addresses.add(int(interface.ip))
-            if "/" in item and interface.network.prefixlen < 31:   # /31, /32: no broadcast
+            # /31, /32: no broadcast; IPv6 has none at all
+            if version == "IPv4" and "/" in item and interface.network.prefixlen < 31:
                 broadcasts.add(int(interface.network.broadcast_address))
     return addresses, broadcasts
 

@@ -12,12 +12,19 @@ same entries read from /proc/net/nf_conntrack and from `conntrack -L`):
 
 netlink omits the default zone and counts no reference of its own (the /proc
 listing holds one while it prints, so use= is one less); events carry neither use=
-nor a zero mark, and a destroy event no timeout once the timer has run out.
+nor a zero mark, and a destroy event no timeout once the timer has run out.  IPv6
+addresses, which /proc prints in full (%pI6), come out of inet_ntop() compressed:
+
+  /proc:          ipv6     10 udp      17 29 src=0000:0000:0000:0000:0000:0000:0000:0001 ..
+  conntrack -L:   udp      17 29 src=::1 dst=::1 sport=47001 dport=7001 [UNREPLIED] ..
+
+and `conntrack -L` without -f lists both families.
 """
 from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
@@ -125,9 +132,20 @@ def netlink_use(flow: Flow) -> int:
     return max(1, use - 1) if flow.modern else use
 
 
+# An address as /proc prints an IPv6 one: eight groups of four hex digits.
+_FULL_IPV6 = re.compile(r"\b(src|dst)=((?:[0-9a-f]{4}:){7}[0-9a-f]{4})\b")
+
+
+def _compressed(match: "re.Match[str]") -> str:
+    packed = bytes.fromhex(match.group(2).replace(":", ""))
+    return f"{match.group(1)}={socket.inet_ntop(socket.AF_INET6, packed)}"
+
+
 def list_line(flow: Flow, extended: bool = False) -> str:
     """The flow as `conntrack -L` prints it (with -o extended: the layer-3 prefix too)."""
     line = flow.line if flow.modern else L3_FIELD.format("ipv4", 2) + flow.line
+    if flow.l3 == "ipv6":
+        line = _FULL_IPV6.sub(_compressed, line)
     if "mark" not in flow.fields:                 # 2.6-format lines: netlink always has it
         line = _USE.sub(lambda m: "mark=0 " + m.group(0), line, count=1)
     line = _ZERO_ZONE.sub("", line)

@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -42,16 +43,21 @@ table ip pct {
 @pytest.fixture
 def namespace():
     """A fresh namespace with lo up and the counting ruleset; always deleted afterwards."""
+    yield from namespace_with(f"pct-tap{os.getpid()}", NFT_RULESET)
+
+
+def namespace_with(name: str, ruleset: str) -> Iterator[str]:
+    """For a fixture: namespace `name` with lo up and an nft ruleset (skips without root);
+    deleted when the fixture ends."""
     if os.geteuid() != 0:
         pytest.skip("needs root (network namespaces, AF_PACKET)")
-    name = f"pct-tap{os.getpid()}"
     try:
         netns.create_namespace(name)
     except (RuntimeError, OSError) as exc:
         netns.delete_namespace(name)
         pytest.skip(f"ip netns add failed: {exc}")
     try:
-        netns.run("ip", "netns", "exec", name, "nft", "-f", "-", stdin=NFT_RULESET)
+        netns.run("ip", "netns", "exec", name, "nft", "-f", "-", stdin=ruleset)
         yield name
     finally:
         netns.delete_namespace(name)
@@ -132,11 +138,11 @@ def icmp_echo(ident: int, dst: str = "127.0.0.1") -> None:
     raw.close()
 
 
-def udp_to_closed_port(local: str, peer: str) -> socket.socket:
-    """A datagram from local:40051 to peer:9, where nothing listens: the ICMP port
-    unreachable comes back (RELATED); the socket is returned open."""
-    closed = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    closed.bind((local, 40051))
+def udp_to_closed_port(local: str, peer: str, port: int = 40051) -> socket.socket:
+    """A datagram from local:port to peer:9, where nothing listens: the ICMP (ICMPv6 for
+    IPv6 addresses) port unreachable comes back (RELATED); the socket is returned open."""
+    closed = socket.socket(socket.AF_INET6 if ":" in local else socket.AF_INET, socket.SOCK_DGRAM)
+    closed.bind((local, port))
     closed.connect((peer, 9))
     closed.send(b"anyone?")
     closed.settimeout(2)

@@ -15,7 +15,6 @@ Per scenario the engine must reproduce:
 from __future__ import annotations
 
 import json
-import struct
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
@@ -178,10 +177,8 @@ def datagram_groups(frames) -> list[list[int]]:
     groups: dict = {}
     order = []
     for frame in frames:
-        packet = frame.ipv4()
-        if packet and struct.unpack("!H", packet[6:8])[0] & 0x3FFF:
-            key = (packet[12:20], packet[9], packet[4:6])
-        else:
+        key = frame.fragment_key()
+        if key is None:
             key = ("frame", frame.index)
         if key not in groups:
             groups[key] = []

@@ -74,13 +74,19 @@ def test_extension_headers_are_skipped():
 
 
 def test_fragments_truncation_and_cut_chains():
+    # A fragment reaches the parser only when nf_defrag_ipv6 lets it through as it is:
+    # a first fragment is read as its protocol, a later one has no protocol to find.
     first_fragment = bytes([17, 0, 0, 1]) + b"\0\0\0\1"        # MF set
-    assert parse_ipv6(datagram(44, udp(1, 2), extensions=first_fragment),
-                      LOCAL_OUT) == ParseError("fragment")
+    first = parse_ipv6(datagram(44, udp(1, 2), extensions=first_fragment), LOCAL_OUT)
+    assert (first.proto, first.sport, first.l4_error) == (17, 1, None)
+    later_fragment = bytes([17, 0, 0, 9]) + b"\0\0\0\1"        # offset 8, MF set
+    later = parse_ipv6(datagram(44, udp(1, 2), extensions=later_fragment), LOCAL_OUT)
+    assert later.l4_error == "non-first ipv6 fragment"
+    assert parse_ipv6(datagram(59, bytes(8)), LOCAL_OUT).l4_error == "no ipv6 upper-layer header"
     assert parse_ipv6(datagram(17, udp(1, 2))[:45], LOCAL_OUT) == ParseError("truncated datagram")
     assert parse_ipv6(b"\x45" + b"\0" * 59, LOCAL_OUT) == ParseError("not ipv6")
     cut = parse_ipv6(datagram(0, b"\x11\x00\x01"), LOCAL_OUT)
-    assert cut.l4_error == "truncated ipv6 extension header"
+    assert cut.l4_error == "no ipv6 upper-layer header"
 
 
 def test_checksums_verified_at_prerouting_with_the_ipv6_pseudo_header():
@@ -110,6 +116,6 @@ def test_listing_lines_are_the_kernels():
 def test_icmpv6_makes_entries_only_for_requests():
     eng = make_engine()
     assert track(eng, T0, datagram(58, icmpv6(129, 5))) == "INVALID"    # reply, no request
-    assert track(eng, T0, datagram(58, icmpv6(1, 0))) == "INVALID"      # error: not matched yet
+    assert track(eng, T0, datagram(58, icmpv6(1, 0))) == "INVALID"      # error quoting nothing
     assert track(eng, T0, datagram(58, icmpv6(139, 6))) == "NEW"        # node information
     assert len(eng.tracker) == 1

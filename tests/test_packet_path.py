@@ -21,8 +21,10 @@ from engine.capture import read_capture
 from engine.core import NF_ACCEPT, NF_DROP, Engine
 from engine.ctstate import CtState
 from engine.hooks import FORWARD, LOCAL_IN, LOCAL_OUT, POST_ROUTING, PRE_ROUTING, Hook
-from engine.linklayer import LINKTYPE_ETHERNET, strip_link
+from engine.build import IPV6_FRAGMENT
+from engine.linklayer import LINKTYPE_ETHERNET, ip_version, strip_ip
 from engine.parse import ParseError, parse_ipv4
+from engine.parse_ipv6 import parse_ipv6
 from engine.routing import routing_drops
 from engine.build import build_udp_datagram, ip_to_int
 from enginehelp import GiB, T0, lines, make_engine, udp, view_text
@@ -48,7 +50,7 @@ def via_feed_frame(engine: Engine, frames: list) -> list:
 def via_feed_datagram(engine: Engine, frames: list) -> list:
     out = []
     for ts, lt, data in frames:
-        datagram, hook = strip_link(lt, data)
+        datagram, hook = strip_ip(lt, data)
         out.append(None if datagram is None else
                    engine.feed_datagram(ts, datagram, engine.default_hook if hook is None
                                         else hook))
@@ -63,21 +65,30 @@ def via_tracker(engine: Engine, frames: list, unseen: list) -> list:
     drops after PREROUTING (engine/routing.py) is not confirmed."""
     out = []
     for (ts, lt, data), skip in zip(frames, unseen):
-        datagram, hook = strip_link(lt, data)
+        datagram, hook = strip_ip(lt, data)
         if datagram is None or skip:
             out.append(None)
             continue
-        pkt = parse_ipv4(datagram, engine.default_hook if hook is None else hook)
+        parse = parse_ipv6 if ip_version(datagram) == 6 else parse_ipv4
+        pkt = parse(datagram, engine.default_hook if hook is None else hook)
         if isinstance(pkt, ParseError):
             out.append(pkt)
             continue
         result = engine.tracker.process(pkt, ts)
-        if pkt.hook == PRE_ROUTING and routing_drops(pkt.src, pkt.dst, datagram, engine.host):
+        header = datagram if ip_version(datagram) == 4 else None    # (IPv4 options only)
+        if pkt.hook == PRE_ROUTING and routing_drops(pkt.src, pkt.dst, header, engine.host):
             engine.tracker.discard(result)      # routing drops it after PREROUTING
         else:
             engine.tracker.confirm(result, ts)
         out.append(result)
     return out
+
+
+def is_fragment(datagram: bytes) -> bool:
+    """An IPv4 fragment (MF or an offset), or an IPv6 datagram with a fragment header first."""
+    if ip_version(datagram) == 6:
+        return datagram[6] == IPV6_FRAGMENT
+    return bool(datagram[6] & 0x3F or datagram[7])
 
 
 def summary(results: list) -> list:
@@ -106,8 +117,7 @@ def test_every_entry_point_gives_the_same_results(capture, profile):
     assert outcome(fresh(profile, fast_extraction=False), frames, via_feed_frame) == reference
     assert outcome(fresh(profile), frames, via_feed_datagram) == reference
     fragmented = any(r is None for r in reference[0]) and any(
-        (d := strip_link(lt, data)[0]) is not None and (d[6] & 0x3F or d[7])
-        for _, lt, data in frames)
+        (d := strip_ip(lt, data)[0]) is not None and is_fragment(d) for _, lt, data in frames)
     if not fragmented:
         unseen = [s is None for s in reference[0]]
         assert outcome(fresh(profile), frames,

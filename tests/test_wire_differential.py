@@ -86,7 +86,7 @@ def cooked_frames(name: str) -> tuple:
 def groups(name: str) -> list:
     """Frame indices by IP datagram (a fragment train is one group)."""
     frames = cooked_frames(name)
-    return cooked.datagram_groups([f.ipv4() for f in frames], [f.outgoing for f in frames])
+    return cooked.datagram_groups([f.ip() for f in frames], [f.outgoing for f in frames])
 
 
 @lru_cache(maxsize=None)
@@ -126,14 +126,14 @@ def test_wire_data_set_is_complete_and_small():
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_stored_capture_is_wire_traffic(name):
-    """Generator invariant: a cooked capture, every frame IPv4, some of them received (the
+    """Generator invariant: a cooked capture, every frame IPv4 or IPv6, some of them received (the
     frames the engine must track at PREROUTING), none after the snapshot."""
     snap = load_snapshot(name)
     assert snap["hooks"] == "wire"
     _, frames = pcapfile.read_pcap(str(DATA / name / "capture.pcap"))
     assert len(frames) == snap["frames"] == len(snap["frame_states"])
     assert all(f.ts <= snap["before"] for f in frames)
-    assert all(f.ipv4() is not None for f in cooked_frames(name))
+    assert all(f.ip() is not None for f in cooked_frames(name))
     assert any(not f.outgoing for f in cooked_frames(name))
     assert not any(snap["other_conntrack_counts"].values())
 

@@ -6,11 +6,12 @@ all running conversations into one non-decreasing stream, and a Poisson arrival
 process per kind starts new ones.  Everything is drawn from one random.Random, so
 the same seed and start give the same frames, byte for byte.
 
-The frames are real: Ethernet II, IPv4 with valid header checksums, TCP/UDP/ICMP
-with valid checksums, sequence and acknowledgement numbers that a window tracker
+The frames are real: Ethernet II, IPv4 with valid header checksums (and IPv6 for a
+documented share, see MIX), TCP/UDP/ICMP/ICMPv6 with valid checksums, sequence and acknowledgement numbers that a window tracker
 accepts, real DNS/HTTP/syslog/RTP payloads.  They exercise the same parser as a
 capture does.  All addresses are private (clients 10.0.0.0/24, servers
-192.168.1.0/24, scanners and odd senders 172.16.0.0/24); the frames are only ever
+192.168.1.0/24, scanners and odd senders 172.16.0.0/24; over IPv6, unique local
+fd00:10::/64 clients and fd00:192:168:1::/64 servers); the frames are only ever
 bytes handed to the engine or written to a file.
 
 A burst of every kind at the start fills a fresh table with a few hundred entries
@@ -19,17 +20,19 @@ of every state within a couple of seconds, so a new mount has something to show.
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import itertools
 import random
 import struct
 import time
 from typing import Callable, Iterator, Optional
 
-from engine.build import (build_ethernet, build_icmp, build_ipv4, build_sctp, build_sctp_chunk,
-                          build_sctp_data, build_sctp_init, build_sctp_sack, build_tcp,
-                          build_udp, tcp_options)
-from engine.packet import (ACK, FIN, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, PSH,
-                           RST, SYN, URG)
+from engine.build import (build_ethernet, build_icmp, build_icmpv6, build_ipv4, build_ipv6,
+                          build_sctp, build_sctp_chunk, build_sctp_data, build_sctp_init,
+                          build_sctp_sack, build_tcp, build_udp, tcp_options)
+from engine.linklayer import ETH_P_IPV6
+from engine.packet import (ACK, FIN, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
+                           IPPROTO_UDP, PSH, RST, SYN, URG)
 from engine.sctp_tables import (COOKIE_ACK as SCTP_COOKIE_ACK, COOKIE_ECHO as SCTP_COOKIE_ECHO,
                                 HEARTBEAT as SCTP_HEARTBEAT, HEARTBEAT_ACK as SCTP_HEARTBEAT_ACK,
                                 INIT as SCTP_INIT, INIT_ACK as SCTP_INIT_ACK,
@@ -50,6 +53,12 @@ def _net(prefix: str, first: int, last: int) -> tuple[int, ...]:
     return tuple(base + host for host in range(first, last + 1))
 
 
+def _net6(prefix: str, first: int, last: int) -> tuple[int, ...]:
+    base = int(ipaddress.IPv6Address(prefix))
+    return tuple(base + host for host in range(first, last + 1))
+
+
+IPV4_MAX = 0xFFFFFFFF                  # addresses above are IPv6 (World.frame decides by it)
 CLIENTS = _net("10.0.0.0", 2, 250)
 WEB_SERVERS = _net("192.168.1.0", 10, 59)
 DB_SERVERS = _net("192.168.1.0", 60, 99)       # ssh, databases, mail: long-lived sessions
@@ -59,6 +68,12 @@ RESOLVERS = _net("192.168.1.0", 2, 3)
 LOGHOST = _net("192.168.1.0", 5, 5)[0]
 TUNNEL_ENDS = _net("192.168.1.0", 6, 9)        # GRE concentrators
 SCANNERS = _net("172.16.0.0", 13, 20)
+CLIENTS6 = _net6("fd00:10::", 2, 250)
+SERVERS6 = _net6("fd00:192:168:1::", 10, 59)
+RESOLVERS6 = _net6("fd00:192:168:1::", 2, 3)
+SOLICITED_NODE = int(ipaddress.IPv6Address("ff02::1:ff00:0"))   # + the target's low 24 bits
+IPV6_HEADER_GROWTH = 20               # an IPv6 header is 20 bytes longer: a smaller MSS
+ND_HOP_LIMIT = 255                     # RFC 4861: neighbour discovery never leaves the link
 TUNNEL_INNER = _net("172.31.0.0", 1, 254)
 
 EPHEMERAL_FIRST, EPHEMERAL_LAST = 32768, 60999   # Linux ip_local_port_range
@@ -99,8 +114,8 @@ def _filler(rng: random.Random, size: int) -> bytes:
 
 
 def _mac(address: int) -> bytes:
-    """A locally administered MAC derived from the IPv4 address: stable per host."""
-    return b"\x02\x00" + address.to_bytes(4, "big")
+    """A locally administered MAC derived from the address (its low 32 bits): stable per host."""
+    return b"\x02\x00" + (address & IPV4_MAX).to_bytes(4, "big")
 
 
 # -- the world every conversation shares ----------------------------------------
@@ -143,6 +158,12 @@ class World:
     @staticmethod
     def frame(src: int, dst: int, proto: int, l4: bytes, *, ident: int, df: bool = True,
               ttl: int = 64, tos: int = 0, mf: bool = False, frag_offset: int = 0) -> bytes:
+        """An Ethernet frame of one datagram: IPv6 when the addresses are (ident, df, mf and
+        frag_offset are IPv4's; ttl is the hop limit, tos the traffic class)."""
+        if src > IPV4_MAX:
+            datagram = build_ipv6(src, dst, proto, l4, hop_limit=ttl, traffic_class=tos)
+            return build_ethernet(datagram, src_mac=_mac(src), dst_mac=_mac(dst),
+                                  ethertype=ETH_P_IPV6)
         datagram = build_ipv4(src, dst, proto, l4, ident=ident & 0xFFFF, ttl=ttl, tos=tos,
                               df=df, mf=mf, frag_offset=frag_offset)
         return build_ethernet(datagram, src_mac=_mac(src), dst_mac=_mac(dst), pad=True)
@@ -183,6 +204,8 @@ class TcpFlow:
             self.window = (rng.choice((64240, 65535, 29200)), rng.choice((65535, 16384, 32768)))
             self.tsval = None
             self.payload_mss = self.MSS
+        if client > IPV4_MAX:
+            self.payload_mss -= IPV6_HEADER_GROWTH
 
     def receive_window(self, side: int) -> int:
         """Bytes `side` lets its peer have in flight."""
@@ -758,6 +781,55 @@ def generic_tunnel(world: World, t: int) -> Timeline:
             t += rng.randint(50 * MS, 3 * SECOND)
 
 
+def ipv6_conversation(world: World, t: int) -> Timeline:
+    """Dual-stack hosts talking IPv6: an HTTPS fetch over TCP (NEW ... TIME_WAIT), an AAAA
+    lookup over UDP, ping6 (echo request and reply), or neighbour discovery (a solicitation
+    to the solicited-node group and its advertisement, which conntrack leaves UNTRACKED)."""
+    rng = world.rng
+    variant = rng.choice(("web", "web", "dns", "dns", "ping", "nd"))
+    client = world.pick(CLIENTS6)
+    if variant == "web":
+        server = world.pick(SERVERS6)
+        flow = TcpFlow(world, client, world.ephemeral_port(client), server, 443, world.rtt())
+        t = yield from flow.handshake(t)
+        request, response = http_exchange(rng, f"{rng.choice(LABELS)}.{rng.choice(DOMAINS)}", 443)
+        t = yield from flow.send_data(CLIENT, t + rng.randint(100, 900), request)
+        t += flow.rtt
+        t = yield from flow.send_data(SERVER, t, response[:rng.randint(200, 20_000)])
+        t += rng.randint(30, 40 * MS)
+        yield flow.pure_ack(CLIENT, t)
+        t = yield from flow.close(rng.choice((CLIENT, SERVER)), t + rng.randint(MS, 500 * MS))
+    elif variant == "dns":
+        resolver, port = world.pick(RESOLVERS6), world.ephemeral_port(client)
+        query = dns_query(rng, rng.getrandbits(16), f"{rng.choice(LABELS)}.{rng.choice(DOMAINS)}", 28)
+        yield udp_frame(world, t, client, port, resolver, 53, query)
+        t += rng.randint(150, 30 * MS)
+        yield udp_frame(world, t, resolver, 53, client, port,
+                        dns_response(rng, query, rng.randint(1, 3)))
+    elif variant == "ping":
+        server, ident, rtt = world.pick(SERVERS6), rng.getrandbits(16), world.rtt()
+        for seq in range(1, rng.randint(1, 4) + 1):
+            wall = world.wall_clock(t)
+            payload = struct.pack("<QQ", int(wall), int(wall % 1 * SECOND)) + _PING_PATTERN
+            yield t, World.frame(client, server, IPPROTO_ICMPV6,
+                                 build_icmpv6(client, server, 128, 0, ident, seq, payload), ident=0)
+            yield t + rtt, World.frame(server, client, IPPROTO_ICMPV6,
+                                       build_icmpv6(server, client, 129, 0, ident, seq, payload),
+                                       ident=0)
+            t += SECOND
+    else:
+        neighbour = world.pick(CLIENTS6)
+        group = SOLICITED_NODE | (neighbour & 0xFFFFFF)
+        target = neighbour.to_bytes(16, "big")
+        yield t, World.frame(client, group, IPPROTO_ICMPV6,
+                             build_icmpv6(client, group, 135, 0, 0, 0, target), ident=0,
+                             ttl=ND_HOP_LIMIT)
+        # Solicited, override (0x6000 in the first half of the flags word).
+        yield t + rng.randint(50, 2 * MS), World.frame(
+            neighbour, client, IPPROTO_ICMPV6,
+            build_icmpv6(neighbour, client, 136, 0, 0x6000, 0, target), ident=0, ttl=ND_HOP_LIMIT)
+
+
 FTP_FILES = ("pub/release.tar.gz", "pub/README", "incoming/report.pdf", "mirror/ls-lR.gz",
              "pub/firmware.bin")
 FTP_PASSIVE_PORTS = (40000, 50000)     # the server's PASV range (vsftpd pasv_min/max_port)
@@ -895,9 +967,11 @@ def sctp_association(world: World, t: int) -> Timeline:
 Scenario = Callable[[World, int], Timeline]
 
 # kind: (conversation, share of steady-state packets, mean packets per conversation
-#        (measured over many seeds), conversations launched in the start-up burst)
+#        (measured over many seeds), conversations launched in the start-up burst).
+# IPv6 is kind "ipv6" (a share of 0.04 of 1.04: about 4 % of the steady-state packets);
+# everything else is IPv4.
 MIX: dict[str, tuple[Scenario, float, float, int]] = {
-    "web":         (web_client,         0.36,   28.0, 300),
+    "web":         (web_client,         0.32,   28.0, 300),
     "long_lived":  (long_lived_session, 0.06,  170.0, 150),
     "dns":         (dns_lookup,         0.12,    3.3, 300),
     "syslog":      (syslog_sender,      0.03,    3.5, 200),
@@ -911,6 +985,7 @@ MIX: dict[str, tuple[Scenario, float, float, int]] = {
     "generic":     (generic_tunnel,     0.04,    8.0, 150),
     "sctp":        (sctp_association,   0.02,   20.0,  60),
     "ftp":         (ftp_session,        0.02,   99.0,  40),
+    "ipv6":        (ipv6_conversation,  0.04,    6.2, 100),
 }
 BURST_SECONDS = 2.0
 

@@ -55,8 +55,8 @@ within that time.  Nothing is ever sent on these sockets.
 
 Known limits: with several interfaces on a router, a forwarded packet is seen on each
 (once in, once out) and tracked twice, while the kernel tracks it once in PREROUTING;
-VLAN tags the NIC strips in hardware are not visible; IPv6 and non-IP frames are passed
-on and the engine ignores them; a packet longer than a ring block (1 MiB by default) is
+VLAN tags the NIC strips in hardware are not visible; non-IP frames are passed on and the
+engine ignores them (IPv6 is tracked, in the linux profile); a packet longer than a ring block (1 MiB by default) is
 cut to fit and counted in `stats.truncated`.  An interface that goes down is waited for
 (a warning is logged) and read again once it is back up; one that is deleted stays silent.
 """
@@ -77,7 +77,8 @@ from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
 from engine.build import internet_checksum, l4_checksum
-from engine.linklayer import ARPHRD_LOOPBACK, ETH_P_IP, LINKTYPE_LINUX_SLL, PACKET_OUTGOING
+from engine.linklayer import (ARPHRD_LOOPBACK, ETH_P_IP, ETH_P_IPV6, LINKTYPE_LINUX_SLL,
+                              PACKET_OUTGOING)
 
 log = logging.getLogger("procfs_ct.sources.tap")
 
@@ -202,7 +203,7 @@ def _frame_kind(address: bytes) -> tuple[Optional[bytes], bool]:
         return None, False
     halen = min(halen, len(hwaddr))
     head = _SLL_HEAD.pack(pkttype, hatype, halen, hwaddr[:halen], protocol)
-    return head, pkttype != PACKET_OUTGOING and protocol == ETH_P_IP
+    return head, pkttype != PACKET_OUTGOING and protocol in (ETH_P_IP, ETH_P_IPV6)
 
 
 class _Interface:
@@ -468,11 +469,16 @@ class Tap:
 
 
 _CHECKSUM_AT = {6: 16, 17: 6, 1: 2}      # TCP, UDP, ICMP: offset of the checksum field
+_CHECKSUM_AT_V6 = {6: 16, 17: 6, 58: 2}  # TCP, UDP, ICMPv6 (which sums a pseudo header too)
+IPV6_HEADER_LEN = 40
 
 
 def complete_l4_checksum(datagram: bytes) -> bytes:
-    """The datagram with a correct TCP/UDP/ICMP checksum, or the same object if it had one
-    already or cannot be fixed (fragment, truncated, other protocol, UDP without checksum)."""
+    """The datagram with a correct TCP/UDP/ICMP(v6) checksum, or the same object if it had
+    one already or cannot be fixed (fragment, truncated, other protocol or an IPv6
+    extension header first, UDP over IPv4 without checksum)."""
+    if len(datagram) >= IPV6_HEADER_LEN and datagram[0] >> 4 == 6:
+        return _complete_ipv6(datagram)
     if len(datagram) < 20 or datagram[0] >> 4 != 4:
         return datagram
     ihl = (datagram[0] & 0x0F) * 4
@@ -491,12 +497,31 @@ def complete_l4_checksum(datagram: bytes) -> bytes:
     else:
         src, dst = int.from_bytes(datagram[12:16], "big"), int.from_bytes(datagram[16:20], "big")
         checksum = l4_checksum(src, dst, proto, zeroed)
-        if proto == 17 and checksum == 0:
-            checksum = 0xFFFF
-    field = checksum.to_bytes(2, "big")
-    if segment[at:at + 2] == field:
+    return _with_checksum(datagram, ihl + at, proto, checksum)
+
+
+def _complete_ipv6(datagram: bytes) -> bytes:
+    total = IPV6_HEADER_LEN + int.from_bytes(datagram[4:6], "big")
+    proto = datagram[6]
+    at = _CHECKSUM_AT_V6.get(proto)
+    if at is None or total > len(datagram) or total < IPV6_HEADER_LEN + at + 2:
         return datagram
-    return datagram[:ihl + at] + field + datagram[ihl + at + 2:]
+    segment = datagram[IPV6_HEADER_LEN:total]
+    zeroed = segment[:at] + b"\0\0" + segment[at + 2:]
+    src, dst = int.from_bytes(datagram[8:24], "big"), int.from_bytes(datagram[24:40], "big")
+    return _with_checksum(datagram, IPV6_HEADER_LEN + at, proto,
+                          l4_checksum(src, dst, proto, zeroed))
+
+
+def _with_checksum(datagram: bytes, field_at: int, proto: int, checksum: int) -> bytes:
+    """The datagram with `checksum` at field_at (UDP sends a computed 0 as 0xFFFF); the same
+    object when it is there already."""
+    if proto == 17 and checksum == 0:
+        checksum = 0xFFFF
+    field = checksum.to_bytes(2, "big")
+    if datagram[field_at:field_at + 2] == field:
+        return datagram
+    return datagram[:field_at] + field + datagram[field_at + 2:]
 
 
 def open_tap(spec: str, rcvbuf: int = DEFAULT_RCVBUF) -> Tap:

@@ -20,6 +20,9 @@ from typing import Optional
 LINKTYPE_LINUX_SLL2 = 276
 LINKTYPE_NFLOG = 239
 ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+IPV6_HEADER_LEN = 40
+IPV6_FRAGMENT = 44
 PACKET_OUTGOING = 4                         # sll_pkttype of a packet this host sent
 
 # <linux/netfilter.h> hook numbers, as NFULA_PACKET_HDR carries them.
@@ -46,6 +49,35 @@ class CookedFrame:
 
     def ipv4(self) -> Optional[bytes]:
         return self.payload if self.protocol == ETH_P_IP and len(self.payload) >= 20 else None
+
+    def ip(self) -> Optional[bytes]:
+        """The IPv4 or IPv6 packet, or None."""
+        if self.protocol == ETH_P_IPV6 and len(self.payload) >= IPV6_HEADER_LEN:
+            return self.payload
+        return self.ipv4()
+
+
+def is_ipv6(packet: bytes) -> bool:
+    return packet[0] >> 4 == 6
+
+
+def ip_length(packet: bytes) -> int:
+    """The datagram's length by its header (IPv4 total length, IPv6 40 + payload length)."""
+    if is_ipv6(packet):
+        return IPV6_HEADER_LEN + struct.unpack("!H", packet[4:6])[0]
+    return struct.unpack("!H", packet[2:4])[0]
+
+
+def addresses(packet: bytes) -> bytes:
+    return packet[8:40] if is_ipv6(packet) else packet[12:20]
+
+
+def l4_start(packet: bytes) -> tuple[int, int]:
+    """(offset, protocol) of the header after the IP header (IPv6: the next header, which
+    is the transport for every packet the scenarios compare whole)."""
+    if is_ipv6(packet):
+        return IPV6_HEADER_LEN, packet[6]
+    return (packet[0] & 0x0F) * 4, packet[9]
 
 
 def cooked(data: bytes) -> CookedFrame:
@@ -87,16 +119,23 @@ def log_record(data: bytes, byteorder: str = sys.byteorder) -> LogRecord:
 
 
 def fragment_key(packet: bytes) -> Optional[tuple]:
-    """(addresses, protocol, id) of a fragment; None for a whole datagram."""
+    """(addresses, protocol, id) of a fragment; None for a whole datagram (an IPv6 one: a
+    fragment header right after the fixed header, offset or M set; an atomic fragment is
+    whole)."""
+    if is_ipv6(packet):
+        if (packet[6] == IPV6_FRAGMENT and len(packet) >= 48
+                and struct.unpack("!H", packet[42:44])[0] & 0xFFF9):
+            return packet[8:40], IPV6_FRAGMENT, packet[44:48]
+        return None
     if struct.unpack("!H", packet[6:8])[0] & 0x3FFF:
         return packet[12:20], packet[9], packet[4:6]
     return None
 
 
-def datagram_groups(ipv4s: list[Optional[bytes]], outgoing: list[bool]) -> list[list[int]]:
+def datagram_groups(packets: list[Optional[bytes]], outgoing: list[bool]) -> list[list[int]]:
     """Frame indices by IP datagram: a fragment train (per direction) is one group."""
     groups: dict = {}
-    for index, packet in enumerate(ipv4s):
+    for index, packet in enumerate(packets):
         key = fragment_key(packet) if packet else None
         key = ("frame", index) if key is None else (outgoing[index], *key)
         groups.setdefault(key, []).append(index)

@@ -1,4 +1,4 @@
-"""Hand-built IPv4 packets for the kernel scenarios (stdlib only).
+"""Hand-built IPv4 and IPv6 packets for the kernel scenarios (stdlib only).
 
 The forged scenarios need TCP segments with chosen flags, sequence numbers and windows,
 ICMP errors quoting chosen flows, and IP fragments: things ordinary sockets will not send.
@@ -35,6 +35,9 @@ def inet_checksum(data: bytes) -> int:
 
 
 def _addr(a: str) -> bytes:
+    """An address's bytes: IPv6 if it has a colon, else IPv4."""
+    if ":" in a:
+        return socket.inet_pton(socket.AF_INET6, a)
     return socket.inet_aton(a)
 
 
@@ -48,8 +51,43 @@ def ipv4(src: str, dst: str, proto: int, payload: bytes, *, ident: int = 0,
     return header + payload
 
 
+def ipv6(src: str, dst: str, next_header: int, payload: bytes, *, hop_limit: int = 64) -> bytes:
+    """An IPv6 fixed header + payload (any extension headers are part of the payload)."""
+    return struct.pack("!IHBB16s16s", 6 << 28, len(payload), next_header, hop_limit,
+                       _addr(src), _addr(dst)) + payload
+
+
+def ip_packet(src: str, dst: str, proto: int, payload: bytes) -> bytes:
+    """ipv4() or ipv6(), as the addresses are."""
+    return (ipv6 if ":" in src else ipv4)(src, dst, proto, payload)
+
+
 def _pseudo(src: str, dst: str, proto: int, length: int) -> bytes:
+    # (IPv6's pseudo header orders length and protocol otherwise, with the same sum)
     return _addr(src) + _addr(dst) + struct.pack("!BBH", 0, proto, length)
+
+
+def icmpv6_message(src: str, dst: str, icmp_type: int, code: int, rest: bytes,
+                   payload: bytes = b"") -> bytes:
+    """ICMPv6 header (type, code, checksum over the pseudo header, 4 bytes `rest`) + payload."""
+    body = struct.pack("!BBH", icmp_type, code, 0) + rest + payload
+    csum = inet_checksum(_pseudo(src, dst, 58, len(body)) + body)
+    return body[:2] + struct.pack("!H", csum) + body[4:]
+
+
+def ipv6_fragments(packet: bytes, sizes: list[tuple[int, int]], ident: int) -> list[bytes]:
+    """Fragments of a whole IPv6 packet (fixed header only): one per (offset, length) of
+    its payload, each behind a fragment header; M is set on all but the one reaching the
+    end.  Pieces may overlap or leave holes: the caller chooses."""
+    src, dst = packet[8:24], packet[24:40]
+    next_header, payload = packet[6], packet[40:]
+    pieces = []
+    for offset, length in sizes:
+        more = offset + length < len(payload)
+        header = struct.pack("!BBHI", next_header, 0, offset | more, ident)
+        body = header + payload[offset:offset + length]
+        pieces.append(struct.pack("!IHBB16s16s", 6 << 28, len(body), 44, 64, src, dst) + body)
+    return pieces
 
 
 def tcp_segment(src: str, dst: str, sport: int, dport: int, flags: int, seq: int, ack: int,
@@ -104,18 +142,27 @@ def split_fragments(packet: bytes, first_payload_len: int) -> list[bytes]:
 
 
 class RawSender:
-    """Sends whole IPv4 packets through OUTPUT (IPPROTO_RAW implies IP_HDRINCL)."""
+    """Sends whole IPv4 or IPv6 packets through OUTPUT (IPPROTO_RAW implies IP_HDRINCL,
+    and for AF_INET6 IPV6_HDRINCL); the IPv6 socket is opened at its first packet."""
 
     def __init__(self, gap: float = 0.02) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.sock6: Optional[socket.socket] = None
         self.gap = gap  # spacing, so every packet has its own timestamp and order is obvious
 
     def send(self, packet: bytes) -> None:
-        self.sock.sendto(packet, (socket.inet_ntoa(packet[16:20]), 0))
+        if packet[0] >> 4 == 6:
+            if self.sock6 is None:
+                self.sock6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
+            self.sock6.sendto(packet, (socket.inet_ntop(socket.AF_INET6, packet[24:40]), 0))
+        else:
+            self.sock.sendto(packet, (socket.inet_ntoa(packet[16:20]), 0))
         time.sleep(self.gap)
 
     def close(self) -> None:
         self.sock.close()
+        if self.sock6 is not None:
+            self.sock6.close()
 
 
 def inject_on_lo(packet: bytes) -> None:
@@ -157,7 +204,7 @@ class ForgedTcp:
         if flags & SYN and not options:
             options = MSS_1460
         segment = tcp_segment(src, dst, sport, dport, flags, seq, ack, window, data, options)
-        self.sender.send(ipv4(src, dst, 6, segment))
+        self.sender.send(ip_packet(src, dst, 6, segment))
         if advance or (advance is None and auto_seq):
             self.next[side] = (seq + len(data) + (1 if flags & SYN else 0)
                                + (1 if flags & FIN else 0)) & 0xFFFFFFFF

@@ -12,6 +12,8 @@ from typing import BinaryIO, Optional
 
 LINKTYPE_EN10MB = 1
 ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
+IPV6_FRAGMENT = 44
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,37 @@ class Frame:
         if len(self.data) < 34 or struct.unpack("!H", self.data[12:14])[0] != ETH_P_IP:
             return None
         return self.data[14:]
+
+    def ipv6(self) -> Optional[bytes]:
+        """The IPv6 packet inside an Ethernet frame, or None."""
+        if len(self.data) < 54 or struct.unpack("!H", self.data[12:14])[0] != ETH_P_IPV6:
+            return None
+        return self.data[14:]
+
+    def tos(self) -> Optional[int]:
+        """The IPv4 TOS byte or the IPv6 traffic class (where the DSCP marks are), or None."""
+        packet = self.ipv4()
+        if packet is not None:
+            return packet[1]
+        packet = self.ipv6()
+        if packet is not None:
+            return (struct.unpack("!H", packet[0:2])[0] >> 4) & 0xFF
+        return None
+
+    def fragment_key(self) -> Optional[tuple]:
+        """What the fragments of one datagram share (addresses, protocol, id), or None if
+        this frame is no fragment (an IPv6 one: a fragment header right after the fixed
+        header, the only place the scenarios put it; an atomic fragment is none)."""
+        packet = self.ipv4()
+        if packet is not None:
+            if struct.unpack("!H", packet[6:8])[0] & 0x3FFF:
+                return (packet[12:20], packet[9], packet[4:6])
+            return None
+        packet = self.ipv6()
+        if packet is not None and packet[6] == IPV6_FRAGMENT and len(packet) >= 48:
+            if struct.unpack("!H", packet[42:44])[0] & 0xFFF9:
+                return (packet[8:40], packet[44:48])
+        return None
 
 
 def read_frames(stream: BinaryIO) -> tuple[int, list[Frame]]:

@@ -1,6 +1,7 @@
 """The nftables side of a scenario: the ruleset, its counters, and per-packet state marks.
 
-Every scenario namespace gets one `table ip pct` (IPv4 only, so nothing else is counted):
+Every scenario namespace gets one `table ip pct` (IPv4 only, so nothing else is counted;
+an IPv6 scenario gets `table ip6 pct` instead, the same chains with the family's keywords):
 
 * `out` (output hook, filter priority 0, i.e. after conntrack at -200): one counter per
   `ct state` plus one for `ct direction reply` (spec §10 "Namespace 2"), then rules that
@@ -39,22 +40,29 @@ def verdict_from_tos(tos: int) -> Optional[tuple[str, bool]]:
     return STATES[code - 1], reply
 
 
-def build_ruleset(input_rules: Iterable[str] = (), helpers: Iterable[tuple] = ()) -> str:
-    """nft -f input for one scenario namespace.  `helpers`: (name, "tcp"/"udp", port) each
-    gets an nft `ct helper` object attached to new connections to that port at OUTPUT
-    (priority -100: after conntrack made the entry, before it is confirmed), as kernels
-    without automatic helper assignment need."""
+# Per table family: the header keyword and the forged peers' range.
+FAMILY_KEYWORD = {"ip": "ip", "ip6": "ip6"}
+FORGED_PEERS = {"ip": "127.0.0.2-127.0.0.9", "ip6": "fd00::2-fd00::9"}
+
+
+def build_ruleset(input_rules: Iterable[str] = (), helpers: Iterable[tuple] = (),
+                  family: str = "ip") -> str:
+    """nft -f input for one scenario namespace (family "ip" or "ip6").  `helpers`: (name,
+    "tcp"/"udp", port) each gets an nft `ct helper` object attached to new connections to
+    that port at OUTPUT (priority -100: after conntrack made the entry, before it is
+    confirmed), as kernels without automatic helper assignment need."""
+    ip = FAMILY_KEYWORD[family]
     counters = [f'        ct state {s} counter comment "{s}"' for s in STATES]
     counters.append('        ct direction reply counter comment "reply"')
     marks = []
     for state in ("new", "established", "related"):
         for direction, reply in (("original", False), ("reply", True)):
             marks.append(f"        ct state {state} ct direction {direction} "
-                         f"ip dscp set {dscp_for(state, reply)}")
-    marks.append(f"        ct state invalid ip dscp set {dscp_for('invalid', False)}")
-    marks.append(f"        ct state untracked ip dscp set {dscp_for('untracked', False)}")
-    drops = ["        ip saddr 127.0.0.2-127.0.0.9 drop",
-             "        ip daddr 127.0.0.2-127.0.0.9 drop"]
+                         f"{ip} dscp set {dscp_for(state, reply)}")
+    marks.append(f"        ct state invalid {ip} dscp set {dscp_for('invalid', False)}")
+    marks.append(f"        ct state untracked {ip} dscp set {dscp_for('untracked', False)}")
+    drops = [f"        {ip} saddr {FORGED_PEERS[family]} drop",
+             f"        {ip} daddr {FORGED_PEERS[family]} drop"]
     drops += [f"        {rule}" for rule in input_rules]
     objects, attach = [], []
     for name, proto, port in helpers:
@@ -65,7 +73,7 @@ def build_ruleset(input_rules: Iterable[str] = (), helpers: Iterable[tuple] = ()
         attach = ["    chain helpers {", "        type filter hook output priority -100; policy accept;",
                   *attach, "    }"]
     return "\n".join([
-        "table ip pct {",
+        f"table {family} pct {{",
         *objects,
         *attach,
         "    chain pre {",

@@ -46,6 +46,10 @@ LOCAL = "127.0.0.1"
 PEER = "127.0.0.2"
 MAX_CAPTURE_BYTES = 200_000
 IP_MTU_DISCOVER, IP_PMTUDISC_DONT = 10, 0   # <linux/in.h>; Python's socket module lacks them
+# IPv6: real sockets use ::1; forged packets go between fd00::1 and fd00::2-9 (the scenario
+# makes fd00::/64 local, as 127/8 is), and the input chain drops those peers' packets.
+LOCAL6, CLIENT6, PEER6 = "::1", "fd00::1", "fd00::2"
+IPV6_DONTFRAG = 62                          # <linux/in6.h>
 
 Cleanup = Optional[Callable[[], None]]
 
@@ -60,6 +64,7 @@ class Scenario:
     input_rules: list = field(default_factory=list)  # extra nft input-chain rules
     lo_mtu: Optional[int] = None
     conntrack_max: Optional[int] = None     # lower the global limit during the traffic
+    family: str = "ip"                      # the nft table family: "ip6" for IPv6 scenarios
     helpers: tuple = ()                     # (name, "tcp"/"udp", port): nft ct helper attached
 
 
@@ -96,25 +101,29 @@ def pause(seconds: float = 0.1) -> None:
     time.sleep(seconds)
 
 
-def tcp_listener(port: int) -> socket.socket:
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def family_of(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def tcp_listener(port: int, address: str = LOCAL) -> socket.socket:
+    server = socket.socket(family_of(address), socket.SOCK_STREAM)
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind((LOCAL, port))
+    server.bind((address, port))
     server.listen(16)
     return server
 
 
-def tcp_client(sport: int) -> socket.socket:
-    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def tcp_client(sport: int, address: str = LOCAL) -> socket.socket:
+    client = socket.socket(family_of(address), socket.SOCK_STREAM)
     client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    client.bind((LOCAL, sport))
+    client.bind((address, sport))
     return client
 
 
 def tcp_connected_pair(server: socket.socket, sport: int) -> tuple[socket.socket, socket.socket]:
-    client = tcp_client(sport)
-    client.connect(server.getsockname())
+    client = tcp_client(sport, server.getsockname()[0])
+    client.connect(server.getsockname()[:2])
     conn, _ = server.accept()
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     pause()
@@ -171,10 +180,10 @@ def send_icmp_requests(icmp: socket.socket, dst: str) -> None:
     pause()
 
 
-def udp_socket(port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def udp_socket(port: int, address: str = LOCAL) -> socket.socket:
+    sock = socket.socket(family_of(address), socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((LOCAL, port))
+    sock.bind((address, port))
     return sock
 
 
@@ -675,11 +684,19 @@ def udp_closed_port() -> Cleanup:
           "and a 2000-byte reply, each leaving as fragments (conntrack saw whole datagrams).",
           lo_mtu=1280)
 def udp_fragmented() -> Cleanup:
-    server = udp_socket(7005)
-    client = udp_socket(43005)
+    return fragmented_exchange(LOCAL, 43005, 7005, (socket.IPPROTO_IP, IP_MTU_DISCOVER,
+                                                    IP_PMTUDISC_DONT))
+
+
+def fragmented_exchange(address: str, client_port: int, server_port: int,
+                        may_fragment: tuple[int, int, int]) -> Cleanup:
+    """A 3000-byte request and a 2000-byte reply between two sockets on `address`, both
+    allowed to fragment (the socket option `may_fragment` sets) over a 1280-byte MTU."""
+    server = udp_socket(server_port, address)
+    client = udp_socket(client_port, address)
     for sock in (server, client):
-        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
-    client.sendto(b"q" * 3000, (LOCAL, 7005))
+        sock.setsockopt(*may_fragment)
+    client.sendto(b"q" * 3000, (address, server_port))
     data, peer = server.recvfrom(65536)
     assert len(data) == 3000
     server.sendto(b"r" * 2000, peer)
@@ -836,16 +853,18 @@ class ForgedSctp:
     The tags agreed in setup() are SCTP_CLIENT_TAG (the client's, which the server puts
     in its packets) and SCTP_SERVER_TAG."""
 
-    def __init__(self, sender: RawSender, port: int) -> None:
+    def __init__(self, sender: RawSender, port: int, client: str = LOCAL,
+                 server: str = PEER) -> None:
         self.sender, self.port = sender, port
+        self.client, self.server = client, server
 
     def c(self, vtag: int, *chunks: bytes) -> None:
         packet = forge.sctp_packet(self.port, 6000, vtag, b"".join(chunks))
-        self.sender.send(forge.ipv4(LOCAL, PEER, 132, packet))
+        self.sender.send(forge.ip_packet(self.client, self.server, 132, packet))
 
     def s(self, vtag: int, *chunks: bytes) -> None:
         packet = forge.sctp_packet(6000, self.port, vtag, b"".join(chunks))
-        self.sender.send(forge.ipv4(PEER, LOCAL, 132, packet))
+        self.sender.send(forge.ip_packet(self.server, self.client, 132, packet))
 
     def setup(self) -> None:
         """INIT, INIT ACK, COOKIE ECHO, COOKIE ACK (RFC 4960 5.1)."""
@@ -1039,14 +1058,162 @@ def tcp_syn_options_reset() -> Cleanup:
     return raw.close
 
 
+# --- IPv6 over lo ------------------------------------------------------------------------------
+
+@scenario("TCP over IPv6 [::1]:41601 -> [::1]:8080: handshake, data both ways, client closes "
+          "first, then the server; snapshot 1 s later (TIME_WAIT).", wait=1.0, family="ip6")
+def tcp6_client_close() -> Cleanup:
+    server = tcp_listener(8080, LOCAL6)
+    client, conn = tcp_connected_pair(server, 41601)
+    exchange(client, conn, b"hello", b"world")
+    close_in_order(client, conn)
+    return closing(server)
+
+
+@scenario("TCP over IPv6 [::1]:41602 -> [::1]:8081 with nothing listening: SYN answered by "
+          "RST/ACK (connection refused).", family="ip6")
+def tcp6_refused() -> Cleanup:
+    client = tcp_client(41602, LOCAL6)
+    connect_refused(client, (LOCAL6, 8081))
+    return closing(client)
+
+
+@scenario("UDP over IPv6 [::1]:43601 <-> [::1]:7601: request and reply, then a second request.",
+          family="ip6")
+def udp6_request_reply() -> Cleanup:
+    server = udp_socket(7601, LOCAL6)
+    client = udp_socket(43601, LOCAL6)
+    client.sendto(b"question", (LOCAL6, 7601))
+    data, peer = server.recvfrom(4096)
+    server.sendto(b"answer", peer)
+    client.recvfrom(4096)
+    pause()
+    client.sendto(b"again", (LOCAL6, 7601))
+    server.recvfrom(4096)
+    pause()
+    return closing(client, server)
+
+
+@scenario("UDP over IPv6 [::1]:43602 -> [::1]:7602, nothing listening: the ICMPv6 port "
+          "unreachable quoting it is RELATED.", family="ip6")
+def udp6_closed_port() -> Cleanup:
+    client = udp_socket(43602, LOCAL6)
+    client.sendto(b"anyone?", (LOCAL6, 7602))
+    pause()
+    return closing(client)
+
+
+@scenario("ICMPv6 echo requests to ::1 from a raw ICMPv6 socket (id 0x6161 twice, answered by the "
+          "kernel), and a node information query (139, unanswered).", family="ip6")
+def icmpv6_echo() -> Cleanup:
+    icmp = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    for sequence in (1, 2):
+        icmp.sendto(forge.icmp_echo(128, 0x6161, sequence, b"ping6" * 4), (LOCAL6, 0))
+        pause()
+    icmp.sendto(struct.pack("!BBHHH", 139, 0, 0, 0, 0) + b"\0" * 16, (LOCAL6, 0))
+    pause()
+    return closing(icmp)
+
+
+@scenario("UDP over IPv6 [::1]:43603 <-> [::1]:7603 over lo with MTU 1280 and IPV6_DONTFRAG "
+          "off: a 3000-byte request and a 2000-byte reply, each leaving as fragments "
+          "(conntrack saw whole datagrams).", lo_mtu=1280, family="ip6")
+def udp6_fragmented() -> Cleanup:
+    return fragmented_exchange(LOCAL6, 43603, 7603, (socket.IPPROTO_IPV6, IPV6_DONTFRAG, 0))
+
+
+def forged_udp6(sport: int, dport: int, payload: bytes, src: str = CLIENT6,
+                dst: str = PEER6) -> bytes:
+    return forge.ipv6(src, dst, 17, forge.udp_datagram(src, dst, sport, dport, payload))
+
+
+@scenario("Forged IPv6 UDP fragments fd00::1 -> fd00::2: 43611 -> 7611 in two fragments in "
+          "order; 43612 -> 7612 last fragment first; 43613 -> 7613 an atomic fragment "
+          "(offset 0, M clear); 43614 -> 7614 a second fragment reaching back into the first "
+          "(RFC 5722: OUTPUT's defrag drops the whole datagram, and the last piece waits in "
+          "a new queue: none of it reaches lo); 43616 -> 7616 the same with a piece lying "
+          "inside what is held (a duplicate: dropped alone, the datagram completes); "
+          "43615 -> 7615 an exact duplicate of a first fragment, then the rest.", family="ip6")
+def udp6_forged_fragments() -> Cleanup:
+    raw = RawSender()
+    for sport, ident, sizes in ((43611, 0x61, [(0, 32), (32, 40)]),
+                                (43612, 0x62, [(32, 40), (0, 32)]),
+                                (43613, 0x63, [(0, 72)]),
+                                (43614, 0x64, [(0, 32), (24, 24), (48, 24)]),
+                                (43616, 0x66, [(0, 32), (32, 16), (24, 16), (48, 24)]),
+                                (43615, 0x65, [(0, 32), (0, 32), (32, 40)])):
+        packet = forged_udp6(sport, sport - 36000, b"F" * 64)
+        for piece in forge.ipv6_fragments(packet, sizes, ident):
+            try:
+                raw.send(piece)
+            except PermissionError:         # NF_DROP at OUTPUT (the overlap): sendto fails
+                pause(0.02)
+    return raw.close
+
+
+@scenario("Forged ICMPv6 fd00::1 -> fd00::2: neighbour solicitation and advertisement, router "
+          "solicitation, MLD report and MLDv2 report (all UNTRACKED); a UDP flow 43621 -> 7621 "
+          "and a port unreachable from fd00::2 quoting it (RELATED), one quoting an unknown "
+          "flow (INVALID), a packet too big and a time exceeded about the flow (RELATED), "
+          "a lone echo reply (INVALID).", family="ip6")
+def icmpv6_messages() -> Cleanup:
+    raw = RawSender()
+
+    def icmpv6(src: str, dst: str, icmp_type: int, code: int = 0, rest: bytes = b"\0" * 4,
+               payload: bytes = b"", hop_limit: int = 255) -> None:
+        message = forge.icmpv6_message(src, dst, icmp_type, code, rest, payload)
+        raw.send(forge.ipv6(src, dst, 58, message, hop_limit=hop_limit))
+
+    target = socket.inet_pton(socket.AF_INET6, PEER6)
+    icmpv6(CLIENT6, PEER6, 135, payload=target)                           # NS
+    icmpv6(CLIENT6, PEER6, 136, rest=b"\x60\0\0\0", payload=target)      # NA
+    icmpv6(CLIENT6, PEER6, 133)                                           # RS
+    icmpv6(CLIENT6, PEER6, 131, rest=b"\0" * 4, payload=target, hop_limit=1)   # MLD report
+    icmpv6(CLIENT6, PEER6, 143, rest=b"\0" * 4, hop_limit=1)                   # MLDv2 report
+    flow = forged_udp6(43621, 7621, b"hello")
+    raw.send(flow)
+    icmpv6(PEER6, CLIENT6, 1, 4, payload=flow, hop_limit=64)
+    icmpv6(PEER6, CLIENT6, 1, 4, payload=forged_udp6(43622, 7622, b"?"), hop_limit=64)
+    icmpv6(PEER6, CLIENT6, 2, 0, rest=struct.pack("!I", 1280), payload=flow, hop_limit=64)
+    icmpv6(PEER6, CLIENT6, 3, 0, payload=flow, hop_limit=64)
+    icmpv6(CLIENT6, PEER6, 129, rest=struct.pack("!HH", 0x6262, 1), hop_limit=64)
+    return raw.close
+
+
+@scenario("Forged TCP over IPv6 [fd00::1]:42001 -> [fd00::2]:6000: handshake, data both ways, "
+          "FINs both ways (TIME_WAIT), then a new SYN on the same ports (reopen).", family="ip6")
+def tcp6_forged_close_and_reopen() -> Cleanup:
+    raw = RawSender()
+    tcp_forged_close_and_reopen_traffic(raw, CLIENT6, PEER6)
+    return raw.close
+
+
+@scenario("Forged SCTP over IPv6 [fd00::1]:45601 -> [fd00::2]:6000: setup, data both ways, "
+          "graceful shutdown (CLOSED); 45602 setup and data (ESTABLISHED); 45603 a lone INIT "
+          "(CLOSED, with the closed timeout).", family="ip6")
+def sctp6_association() -> Cleanup:
+    raw = RawSender()
+    full = ForgedSctp(raw, 45601, CLIENT6, PEER6)
+    full.setup()
+    full.data_both_ways()
+    full.c(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_SHUTDOWN, struct.pack("!I", 1)))
+    full.s(SCTP_CLIENT_TAG, forge.sctp_chunk(forge.SCTP_SHUTDOWN_ACK))
+    full.c(SCTP_SERVER_TAG, forge.sctp_chunk(forge.SCTP_SHUTDOWN_COMPLETE))
+    established = ForgedSctp(raw, 45602, CLIENT6, PEER6)
+    established.setup()
+    established.data_both_ways()
+    ForgedSctp(raw, 45603, CLIENT6, PEER6).c(0, forge.sctp_init(forge.SCTP_INIT, SCTP_CLIENT_TAG))
+    return raw.close
+
+
 # --- running ---------------------------------------------------------------------------------
 
 def frame_states(frames: list[pcapfile.Frame]) -> list[Optional[str]]:
     """The kernel's verdict per frame, from the DSCP the OUTPUT chain wrote (None: unmarked)."""
     states = []
     for frame in frames:
-        packet = frame.ipv4()
-        verdict = ruleset.verdict_from_tos(packet[1]) if packet else None
+        tos = frame.tos()
+        verdict = ruleset.verdict_from_tos(tos) if tos is not None else None
         states.append(None if verdict is None
                       else verdict[0].upper() + (" reply" if verdict[1] else ""))
     return states
@@ -1059,10 +1226,8 @@ def count_datagrams(frames: list[pcapfile.Frame], states: list[Optional[str]]) -
     for frame, state in zip(frames, states):
         if state is None:
             continue
-        packet = frame.ipv4()
-        assert packet is not None
-        if struct.unpack("!H", packet[6:8])[0] & 0x3FFF:       # MF or an offset: a fragment
-            key = (packet[12:20], packet[9], packet[4:6])
+        key = frame.fragment_key()
+        if key is not None:                                     # MF or an offset: a fragment
             if key in seen_fragmented:
                 continue
             seen_fragmented.add(key)
@@ -1095,9 +1260,12 @@ def run_inside(sc: Scenario, out: Path, global_max: Optional[netns.GlobalConntra
     os.sched_setaffinity(0, {0})
     if sc.lo_mtu:
         netns.run("ip", "link", "set", "lo", "mtu", str(sc.lo_mtu))
+    if sc.family == "ip6":
+        # The forged IPv6 hosts: all of fd00::/64 is this host, as 127/8 is.
+        netns.run("ip", "-6", "route", "add", "local", "fd00::/64", "dev", "lo")
     for knob, value in sc.knobs.items():
         netns.write_knob(knob, value)
-    rules = ruleset.build_ruleset(sc.input_rules, sc.helpers)
+    rules = ruleset.build_ruleset(sc.input_rules, sc.helpers, sc.family)
     EXPECT_SNAPSHOTS.clear()
     netns.run("nft", "-f", "-", stdin=rules)
     out.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,7 @@ from scenarios import (IP_MTU_DISCOVER, IP_PMTUDISC_DONT, checked_capture,  # no
                        close_in_order, connect_refused, exchange, half_close, pause,
                        run_named, scenario_parser, send_icmp_requests)
 from forge import ForgedTcp  # noqa: E402
-from wirenet import CLIENT, FAR, ROUTER, SERVER  # noqa: E402
+from wirenet import CLIENT, CLIENT6, FAR, ROUTER, ROUTER6, SERVER, SERVER6  # noqa: E402
 
 DATA_DIR = HERE.parent / "data" / "wire"
 FORGED_MARK = 1                             # SO_MARK of the server's forged packets
@@ -72,6 +72,7 @@ class WireScenario:
     mtu: Optional[int] = None               # of every veth end
     forward: bool = False                   # the server routes between client and far
     client_offload: bool = False            # the client's veth keeps checksum offload on
+    family: str = "ip"                      # "ip6": IPv6 addresses, an `ip6` nft table
 
 
 SCENARIOS: dict[str, WireScenario] = {}
@@ -88,10 +89,13 @@ def scenario(description: str, **options) -> Callable:
 class Wire:
     """What a scenario's traffic uses: sockets on either side, the forged-packet injector."""
 
-    def __init__(self, client_ns: str, far_ns: Optional[str] = None) -> None:
+    def __init__(self, client_ns: str, far_ns: Optional[str] = None, ipv6: bool = False) -> None:
         self.client_ns, self.far_ns = client_ns, far_ns
         self._injector: Optional[wirenet.Injector] = None
         self.sockets: list[socket.socket] = []
+        # The addresses and socket family of the scenario: IPv4, or IPv6 (ipv6=True).
+        self.family = socket.AF_INET6 if ipv6 else socket.AF_INET
+        self.client_addr, self.server_addr = (CLIENT6, SERVER6) if ipv6 else (CLIENT, SERVER)
 
     def _keep(self, sock: socket.socket) -> socket.socket:
         self.sockets.append(sock)
@@ -100,11 +104,11 @@ class Wire:
     def client(self, kind: int, port: int = 0, proto: int = 0) -> socket.socket:
         """A socket of the client namespace, bound to CLIENT:port unless raw."""
         with wirenet.inside(self.client_ns):
-            sock = socket.socket(socket.AF_INET, kind, proto)
-        return self._setup(sock, CLIENT, port, kind)
+            sock = socket.socket(self.family, kind, proto)
+        return self._setup(sock, self.client_addr, port, kind)
 
-    def server(self, kind: int, port: int = 0) -> socket.socket:
-        return self._setup(socket.socket(socket.AF_INET, kind), SERVER, port, kind)
+    def server(self, kind: int, port: int = 0, proto: int = 0) -> socket.socket:
+        return self._setup(socket.socket(self.family, kind, proto), self.server_addr, port, kind)
 
     def far(self, kind: int, port: int = 0) -> socket.socket:
         """A socket of the far namespace (forwarding scenarios), bound to FAR:port."""
@@ -163,19 +167,32 @@ class WireSender:
 
     def __init__(self, wire: Wire, gap: float = 0.02) -> None:
         self.wire = wire
-        self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.raw = socket.socket(wire.family, socket.SOCK_RAW, socket.IPPROTO_RAW)
         # Marked, so the quiet rules can tell a forged RST from one the stack answers with.
         self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, FORGED_MARK)
         self.gap = gap
         self.corrupt = False
 
     def send(self, packet: bytes) -> None:
+        if packet[0] >> 4 == 6:
+            self._send6(packet)
+            return
         if self.corrupt:
             packet = packet[:20] + corrupted(packet[20:], packet[9])
         if packet[12:16] == socket.inet_aton(CLIENT):
             self.wire.inject(packet)
         else:
             self.raw.sendto(packet, (socket.inet_ntoa(packet[16:20]), 0))
+            time.sleep(self.gap)
+
+    def _send6(self, packet: bytes) -> None:
+        """send() for an IPv6 packet (no extension headers when corrupt is set)."""
+        if self.corrupt:
+            packet = packet[:40] + corrupted(packet[40:], packet[6])
+        if packet[8:24] == socket.inet_pton(socket.AF_INET6, CLIENT6):
+            self.wire.inject(packet)
+        else:
+            self.raw.sendto(packet, (socket.inet_ntop(socket.AF_INET6, packet[24:40]), 0))
             time.sleep(self.gap)
 
 
@@ -216,8 +233,13 @@ def forged_udp(sport: int, dport: int, payload: bytes, src: str = CLIENT,
 @scenario("TCP 10.99.0.1:41001 -> 10.99.0.2:8080 over the wire: handshake, data both ways, the "
           "client closes first, then the server; snapshot 1 s later (TIME_WAIT).", wait=1.0)
 def wire_tcp_client_close(wire: Wire) -> Cleanup:
+    return client_closes_first(wire, 41001)
+
+
+def client_closes_first(wire: Wire, sport: int) -> Cleanup:
+    """A connection from sport to the server's 8080: data both ways, the client's FIN first."""
     listener = wire.listener(8080)
-    client, conn = wire.connected_pair(listener, 41001)
+    client, conn = wire.connected_pair(listener, sport)
     exchange(client, conn, b"hello", b"world")
     close_in_order(client, conn)
     return None
@@ -344,10 +366,18 @@ def wire_udp_closed_port(wire: Wire) -> Cleanup:
           "arrives as three fragments (reassembled before PREROUTING's conntrack) and a 2000-byte "
           "reply leaves as two (conntrack saw it whole at OUTPUT).", mtu=1280)
 def wire_udp_fragmented(wire: Wire) -> Cleanup:
-    server = wire.server(socket.SOCK_DGRAM, 7005)
-    client = wire.client(socket.SOCK_DGRAM, 43005)
+    return fragmented_round(wire, 43005, 7005, (socket.IPPROTO_IP, IP_MTU_DISCOVER,
+                                                IP_PMTUDISC_DONT))
+
+
+def fragmented_round(wire: Wire, client_port: int, server_port: int,
+                     may_fragment: tuple[int, int, int]) -> Cleanup:
+    """A 3000-byte request and a 2000-byte reply, both ends allowed to fragment (the socket
+    option `may_fragment` sets)."""
+    server = wire.server(socket.SOCK_DGRAM, server_port)
+    client = wire.client(socket.SOCK_DGRAM, client_port)
     for sock in (server, client):
-        sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+        sock.setsockopt(*may_fragment)
     udp_round(client, server, b"q" * 3000, b"r" * 2000)
     pause()
     return None
@@ -710,6 +740,132 @@ for _name, (_what, _options) in FORGED_TCP_OVER_THE_WIRE.items():
         client_rules=FORGED_TCP_CLIENT, **_options)
 
 
+# --- IPv6 ------------------------------------------------------------------------------------
+# Client fd00:99::1, server fd00:99::2 (wirenet.py: no DAD, no link-local addresses, no router
+# solicitations, permanent neighbours); the server's table is `ip6 pctw`.
+
+IPV6_DONTFRAG = 62                          # <linux/in6.h>
+MLD_REPORTS_DROP = "icmpv6 type { mld-listener-report, mld2-listener-report } drop"
+
+
+def forged_udp6(sport: int, dport: int, payload: bytes, src: str = CLIENT6,
+                dst: str = SERVER6) -> bytes:
+    return forge.ipv6(src, dst, 17, forge.udp_datagram(src, dst, sport, dport, payload))
+
+
+def icmpv6_packet(src: str, dst: str, icmp_type: int, code: int = 0, rest: bytes = b"\0" * 4,
+                  payload: bytes = b"", hop_limit: int = 64) -> bytes:
+    return forge.ipv6(src, dst, 58, forge.icmpv6_message(src, dst, icmp_type, code, rest, payload),
+                      hop_limit=hop_limit)
+
+
+@scenario("TCP over IPv6 [fd00:99::1]:41601 -> [fd00:99::2]:8080 over the wire: handshake, data "
+          "both ways, the client closes first, then the server; snapshot 1 s later (TIME_WAIT).",
+          wait=1.0, family="ip6")
+def wire_ipv6_tcp_client_close(wire: Wire) -> Cleanup:
+    return client_closes_first(wire, 41601)
+
+
+@scenario("UDP over IPv6: 43601 <-> 7601 a request arrives and a reply leaves; 43602 -> 7602 "
+          "with nothing bound: the server's ICMPv6 port unreachable leaves RELATED (reply); "
+          "TCP 41602 -> 8081 refused (RST/ACK at OUTPUT).", wait=1.0, family="ip6")
+def wire_ipv6_udp_and_refused(wire: Wire) -> Cleanup:
+    server = wire.server(socket.SOCK_DGRAM, 7601)
+    udp_round(wire.client(socket.SOCK_DGRAM, 43601), server, b"request", b"reply")
+    pause()
+    wire.client(socket.SOCK_DGRAM, 43602).sendto(b"anyone?", (SERVER6, 7602))
+    pause()
+    connect_refused(wire.client(socket.SOCK_STREAM, 41602), (SERVER6, 8081))
+    return None
+
+
+@scenario("ICMPv6 echo from a raw socket of the client: id 0x6161 twice (answered by the server "
+          "at OUTPUT), a node information query (139, unanswered); snapshot 1 s later.",
+          wait=1.0, family="ip6")
+def wire_ipv6_icmpv6_echo(wire: Wire) -> Cleanup:
+    icmp = wire.client(socket.SOCK_RAW, proto=socket.IPPROTO_ICMPV6)
+    for sequence in (1, 2):
+        icmp.sendto(forge.icmp_echo(128, 0x6161, sequence, b"ping6" * 4), (SERVER6, 0))
+        pause()
+    icmp.sendto(struct.pack("!BBHHH", 139, 0, 0, 0, 0) + b"\0" * 16, (SERVER6, 0))
+    pause()
+    return None
+
+
+@scenario("UDP over IPv6 43603 <-> 7603 with MTU 1280 on the wire and IPV6_DONTFRAG off: a "
+          "3000-byte request arrives as three fragments (nf_defrag_ipv6 reassembles them before "
+          "PREROUTING's conntrack) and a 2000-byte reply leaves as two.", mtu=1280,
+          family="ip6")
+def wire_ipv6_udp_fragmented(wire: Wire) -> Cleanup:
+    return fragmented_round(wire, 43603, 7603, (socket.IPPROTO_IPV6, IPV6_DONTFRAG, 0))
+
+
+WIRE6_FRAGMENTS = (
+    # sport, identification, (offset, length) of each piece of the 72-byte UDP payload
+    (43611, 0x61, [(0, 32), (32, 40)]),                 # in order
+    (43612, 0x62, [(32, 40), (0, 32)]),                 # last piece first
+    (43613, 0x63, [(0, 72)]),                           # atomic fragment (offset 0, M clear)
+    (43614, 0x64, [(0, 32), (24, 24), (48, 24)]),       # overlap: the datagram is discarded
+    (43615, 0x65, [(0, 32), (0, 32), (32, 40)]),        # an exact duplicate: dropped alone
+    (43616, 0x66, [(0, 32), (32, 16), (24, 16), (48, 24)]),  # inside a run: a duplicate
+    (43617, 0x67, [(0, 32)]),                           # a lone first piece: held
+)
+
+
+@scenario("Forged IPv6 UDP fragments arriving at bound sockets 7611-7618: in order, last piece "
+          "first, an atomic fragment, a piece reaching back into held data (RFC 5722: the whole "
+          "datagram is discarded, and the last piece opens a queue that never completes), an "
+          "exact duplicate and a piece inside held data (dropped alone: the datagram "
+          "completes), a lone first piece (held: no verdict), and 43618 -> 7618 a first piece "
+          "of 36 bytes with M set (not a multiple of 8: nf_defrag_ipv6 lets it through as it "
+          "is, and conntrack reads its UDP header).", family="ip6")
+def wire_ipv6_forged_fragments(wire: Wire) -> Cleanup:
+    for port in range(7611, 7619):
+        wire.server(socket.SOCK_DGRAM, port)
+    for sport, ident, sizes in WIRE6_FRAGMENTS:
+        packet = forged_udp6(sport, sport - 36000, b"F" * 64)
+        for piece in forge.ipv6_fragments(packet, sizes, ident):
+            wire.inject(piece)
+    odd = forge.ipv6_fragments(forged_udp6(43618, 7618, b"F" * 64), [(0, 36)], 0x68)
+    wire.inject(odd[0])
+    return None
+
+
+@scenario("ICMPv6 arriving from the client: neighbour solicitation for the server (answered by "
+          "an advertisement at OUTPUT), an unsolicited advertisement, a router solicitation and "
+          "an MLDv2 report (all UNTRACKED, counted nowhere); an echo request with a corrupted "
+          "checksum (INVALID at PREROUTING); UDP 43621 -> 7621 (bound) and a port unreachable "
+          "from the router quoting the server's reply to it (RELATED), one quoting an unknown "
+          "flow (INVALID); a TCP SYN with a bad checksum (INVALID).", family="ip6",
+          quiet_rules=["tcp sport 6000 drop"])
+def wire_ipv6_icmpv6_and_checksums(wire: Wire) -> Cleanup:
+    server = wire.server(socket.SOCK_DGRAM, 7621)
+    target = socket.inet_pton(socket.AF_INET6, SERVER6)
+    lladdr = bytes([1, 1]) + bytes.fromhex(wirenet.CLIENT_MAC.replace(":", ""))
+    wire.inject(icmpv6_packet(CLIENT6, SERVER6, 135, payload=target + lladdr, hop_limit=255))
+    client_target = socket.inet_pton(socket.AF_INET6, CLIENT6)
+    wire.inject(icmpv6_packet(CLIENT6, SERVER6, 136, rest=b"\x20\0\0\0",
+                              payload=client_target, hop_limit=255))
+    wire.inject(icmpv6_packet(CLIENT6, SERVER6, 133, hop_limit=255))
+    wire.inject(icmpv6_packet(CLIENT6, SERVER6, 143, rest=b"\0" * 4, hop_limit=1))
+    sender = wire.forger()
+    sender.corrupt = True
+    sender.send(icmpv6_packet(CLIENT6, SERVER6, 128, rest=struct.pack("!HH", 0x6363, 1),
+                              payload=b"bad sum"))
+    sender.send(forge.ipv6(CLIENT6, SERVER6, 6, forge.tcp_segment(
+        CLIENT6, SERVER6, 41621, 6000, forge.SYN, 1000, 0, options=forge.MSS_1460)))
+    sender.corrupt = False
+    client = wire.client(socket.SOCK_DGRAM, 43621)
+    client.sendto(b"hello?", (SERVER6, 7621))
+    server.recvfrom(100)
+    pause()
+    reply = forged_udp6(7621, 43621, b"reply", src=SERVER6, dst=CLIENT6)
+    wire.inject(icmpv6_packet(ROUTER6, SERVER6, 1, 4, payload=reply))
+    unknown = forged_udp6(7699, 43699, b"?", src=SERVER6, dst=CLIENT6)
+    wire.inject(icmpv6_packet(ROUTER6, SERVER6, 1, 4, payload=unknown))
+    return None
+
+
 # --- seen at PREROUTING, dropped by routing or IP option checks before INPUT -------------
 
 def header_with(packet: bytes, options: bytes) -> bytes:
@@ -1030,11 +1186,16 @@ def run_inside(sc: WireScenario, out: Path, client_ns: str, far_ns: Optional[str
     os.sched_setaffinity(0, {0})
     for knob, value in sc.knobs.items():
         netns.write_knob(knob, value)
-    rules = wirerules.build_ruleset(sc.quiet_rules, sc.input_rules)
+    quiet, client_rules = sc.quiet_rules, sc.client_rules
+    if sc.family == "ip6":
+        # The multicast listener reports of joining the addresses' groups repeat at random
+        # for a while after the topology is made: out of the counters and the captures.
+        quiet, client_rules = quiet + [MLD_REPORTS_DROP], client_rules + [MLD_REPORTS_DROP]
+    rules = wirerules.build_ruleset(quiet, sc.input_rules, sc.family)
     netns.run("nft", "-f", "-", stdin=rules)
-    if sc.client_rules:
+    if client_rules:
         netns.run("ip", "netns", "exec", client_ns, "nft", "-f", "-",
-                  stdin=wirerules.build_client_ruleset(sc.client_rules))
+                  stdin=wirerules.build_client_ruleset(client_rules, sc.family))
     out.mkdir(parents=True, exist_ok=True)
     pcap, nflog = out / "capture.pcap", out / "nflog.pcap"
     capture = netns.Tcpdump(pcap, "any")
@@ -1043,7 +1204,7 @@ def run_inside(sc: WireScenario, out: Path, client_ns: str, far_ns: Optional[str
     except RuntimeError:
         capture.stop()
         raise
-    wire = Wire(client_ns, far_ns)
+    wire = Wire(client_ns, far_ns, ipv6=sc.family == "ip6")
     try:
         pause(0.2)
         sc.traffic(wire)
@@ -1070,7 +1231,7 @@ def run_inside(sc: WireScenario, out: Path, client_ns: str, far_ns: Optional[str
     states = wirerules.frame_states(cooked_frames, [cooked.log_record(f.data) for f in log_frames])
     for hook, outgoing in (("prerouting", False), ("output", True)):
         marked = wirerules.counts_of(
-            states[g[0]] for g in cooked.datagram_groups([c.ipv4() for c in cooked_frames],
+            states[g[0]] for g in cooked.datagram_groups([c.ip() for c in cooked_frames],
                                                          [c.outgoing for c in cooked_frames])
             if cooked_frames[g[0]].outgoing == outgoing)
         if marked != counters[hook]:
@@ -1083,9 +1244,9 @@ def run_inside(sc: WireScenario, out: Path, client_ns: str, far_ns: Optional[str
         "hz": netns.kernel_hz(),
         "profile": "linux",
         "hooks": "wire",
-        "client": CLIENT,
-        "server": SERVER,
-        "prefix_len": wirenet.PREFIX_LEN,
+        "client": CLIENT6 if sc.family == "ip6" else CLIENT,
+        "server": SERVER6 if sc.family == "ip6" else SERVER,
+        "prefix_len": wirenet.PREFIX_LEN6 if sc.family == "ip6" else wirenet.PREFIX_LEN,
         "knobs_overrides": dict(sc.knobs),
         "max_entries": None,
         "mtu": sc.mtu,
@@ -1111,7 +1272,8 @@ def run_scenario(sc: WireScenario, out_root: Path) -> str:
     tmp = out_root / (".tmp-" + sc.name)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        wirenet.create_topology(client_ns, server_ns, far_ns, sc.mtu, sc.client_offload)
+        wirenet.create_topology(client_ns, server_ns, far_ns, sc.mtu, sc.client_offload,
+                                ipv6=sc.family == "ip6")
         argv = ["ip", "netns", "exec", server_ns, sys.executable, str(Path(__file__).resolve()),
                 "--inside", sc.name, "--out", str(tmp), "--client-ns", client_ns,
                 *(["--far-ns", far_ns] if far_ns else [])]

@@ -14,6 +14,10 @@ PREROUTING, and its capture holds each packet twice (in on one veth, out on the 
 Only the server namespace loads conntrack (its nft table uses `ct state`); the client has no
 rules, so conntrack never registers its hooks there and the client behaves as a plain host.
 IPv6 is off and the neighbours are permanent, so the capture holds IPv4 only, no ARP.
+An IPv6 scenario's topology (ipv6=True) keeps IPv6 on, with fd00:99::1 (client) and
+fd00:99::2 (server) added `nodad`, no link-local addresses (addr_gen_mode 1), no router
+solicitations and permanent IPv6 neighbours: nothing but the multicast listener reports of
+joining the addresses' groups (before the capture starts) is sent unasked.
 
 Checksum offload is off on both ends (`ethtool -K wire0 tx off sg off tso off gso off`):
 with it on, a socket's packet crosses the veth as CHECKSUM_PARTIAL, the receiver trusts it
@@ -43,6 +47,13 @@ NS_PREFIX = os.environ.get("PCT_WIRE_NS_PREFIX", "pctw-")   # another prefix for
 DEV = "wire0"
 CLIENT, SERVER = "10.99.0.1", "10.99.0.2"
 ROUTER = "10.99.0.3"                      # a third address on the link, used by forged errors
+CLIENT6, SERVER6, ROUTER6 = "fd00:99::1", "fd00:99::2", "fd00:99::3"
+PREFIX_LEN6 = 64
+# Per namespace, before any device exists (a new device takes the defaults): no DAD, no
+# link-local address, no router solicitations.
+IPV6_QUIET = ("net.ipv6.conf.default.accept_dad=0", "net.ipv6.conf.default.addr_gen_mode=1",
+              "net.ipv6.conf.default.router_solicitations=0",
+              "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.all.router_solicitations=0")
 FAR, SERVER_FAR_SIDE = "10.98.0.1", "10.98.0.2"
 FAR_DEV = "wire1"
 PREFIX_LEN = 24
@@ -51,6 +62,7 @@ SERVER_FAR_MAC, FAR_MAC = "02:00:00:00:00:03", "02:00:00:00:00:04"
 CLONE_NEWNET = 0x40000000
 OFFLOADS_OFF = ("tx", "off", "sg", "off", "tso", "off", "gso", "off")
 ETH_P_IP = 0x0800
+ETH_P_IPV6 = 0x86DD
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -103,15 +115,27 @@ def _link(left_ns: str, left_dev: str, left: tuple[str, str], right_ns: str,
 
 
 def create_topology(client_ns: str, server_ns: str, far_ns: Optional[str] = None,
-                    mtu: Optional[int] = None, client_offload: bool = False) -> None:
+                    mtu: Optional[int] = None, client_offload: bool = False,
+                    ipv6: bool = False) -> None:
     """The namespaces and veth pairs (the far side only when far_ns is given); with
-    client_offload the client's end keeps its checksum offload (CHECKSUM_PARTIAL packets)."""
+    client_offload the client's end keeps its checksum offload (CHECKSUM_PARTIAL packets);
+    with ipv6 the client and server have their IPv6 addresses too."""
     for name in (client_ns, server_ns, far_ns):
         if name:
             netns.create_namespace(name)
-            netns.run("ip", "netns", "exec", name, "sysctl", "-qw",
-                      "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
+            settings = (IPV6_QUIET if ipv6 else ("net.ipv6.conf.all.disable_ipv6=1",
+                                                  "net.ipv6.conf.default.disable_ipv6=1"))
+            netns.run("ip", "netns", "exec", name, "sysctl", "-qw", *settings)
     _link(server_ns, DEV, (SERVER, SERVER_MAC), client_ns, DEV, (CLIENT, CLIENT_MAC), mtu)
+    if ipv6:
+        for name, addr, (peer, peer_mac) in ((server_ns, SERVER6, (CLIENT6, CLIENT_MAC)),
+                                             (client_ns, CLIENT6, (SERVER6, SERVER_MAC))):
+            netns.run("ip", "-n", name, "-6", "addr", "add", f"{addr}/{PREFIX_LEN6}", "dev", DEV,
+                      "nodad")
+            netns.run("ip", "-n", name, "-6", "neigh", "replace", peer, "lladdr", peer_mac,
+                      "nud", "permanent", "dev", DEV)
+        netns.run("ip", "-n", server_ns, "-6", "neigh", "replace", ROUTER6, "lladdr", CLIENT_MAC,
+                  "nud", "permanent", "dev", DEV)
     if client_offload:
         netns.run("ip", "netns", "exec", client_ns, "ethtool", "-K", DEV,
                   *(word if word != "off" else "on" for word in OFFLOADS_OFF))
@@ -137,7 +161,7 @@ def _mac(text: str) -> bytes:
 
 
 class Injector:
-    """Puts forged IPv4 packets on the client's wire0 with AF_PACKET.
+    """Puts forged IPv4 or IPv6 packets on the client's wire0 with AF_PACKET.
 
     Nothing of the client's stack touches them (a raw IP socket would rewrite the IP header
     checksum), so a bad IP checksum or a fragment arrives at the server as written.
@@ -147,14 +171,16 @@ class Injector:
         with inside(client_ns):
             self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
             self.sock.bind((DEV, 0))
-        self.header = _mac(SERVER_MAC) + _mac(CLIENT_MAC) + ETH_P_IP.to_bytes(2, "big")
+        self.header = _mac(SERVER_MAC) + _mac(CLIENT_MAC)
         self.gap = gap          # spacing, so every packet has its own timestamp
 
     def send(self, packet: bytes, dst_mac: Optional[str] = None) -> None:
         """Send to the server's MAC, or to `dst_mac` (another host's: the server's stack
-        marks the frame PACKET_OTHERHOST; the broadcast MAC: PACKET_BROADCAST)."""
-        header = self.header if dst_mac is None else _mac(dst_mac) + self.header[6:]
-        self.sock.send(header + packet)
+        marks the frame PACKET_OTHERHOST; the broadcast MAC: PACKET_BROADCAST); the
+        ethertype says the packet's IP version."""
+        macs = self.header if dst_mac is None else _mac(dst_mac) + self.header[6:]
+        ethertype = ETH_P_IPV6 if packet[0] >> 4 == 6 else ETH_P_IP
+        self.sock.send(macs + ethertype.to_bytes(2, "big") + packet)
         time.sleep(self.gap)
 
     def close(self) -> None:

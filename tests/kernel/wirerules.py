@@ -42,8 +42,8 @@ VERDICT_RULES = [("new", "original", "NEW"), ("new", "reply", "NEW reply"),
                  ("established", "original", "ESTABLISHED"),
                  ("established", "reply", "ESTABLISHED reply"),
                  ("related", "original", "RELATED"), ("related", "reply", "RELATED reply")]
-# TCP, UDP, ICMP, SCTP (the first half of its CRC32c), UDP-Lite
-L4_CHECKSUM_OFFSET = {6: 16, 17: 6, 1: 2, 132: 8, 136: 6}
+# TCP, UDP, ICMP, SCTP (the first half of its CRC32c), UDP-Lite, ICMPv6
+L4_CHECKSUM_OFFSET = {6: 16, 17: 6, 1: 2, 132: 8, 136: 6, 58: 2}
 
 
 def _hook_chain(chain: str, hook: str) -> list[str]:
@@ -59,9 +59,10 @@ def _hook_chain(chain: str, hook: str) -> list[str]:
     return lines
 
 
-def build_ruleset(quiet_rules: Iterable[str] = (), input_rules: Iterable[str] = ()) -> str:
-    """nft -f input for the server namespace."""
-    lines = ["table ip pctw {",
+def build_ruleset(quiet_rules: Iterable[str] = (), input_rules: Iterable[str] = (),
+                  family: str = "ip") -> str:
+    """nft -f input for the server namespace (an IPv6 scenario's table is `ip6`)."""
+    lines = [f"table {family} pctw {{",
              "    chain quiet {",
              "        type filter hook output priority -300; policy accept;",
              *[f"        {rule}" for rule in quiet_rules],
@@ -76,12 +77,12 @@ def build_ruleset(quiet_rules: Iterable[str] = (), input_rules: Iterable[str] = 
     return "\n".join(lines)
 
 
-def build_client_ruleset(output_rules: Iterable[str]) -> str:
+def build_client_ruleset(output_rules: Iterable[str], family: str = "ip") -> str:
     """nft -f input for the client namespace: output rules that use no `ct` expression, so
     conntrack stays out of that namespace."""
     if any("ct " in rule for rule in output_rules):
         raise ValueError("a client rule would load conntrack in the client namespace")
-    return "\n".join(["table ip pctw_client {",
+    return "\n".join([f"table {family} pctw_client {{",
                       "    chain out {",
                       "        type filter hook output priority 0; policy accept;",
                       *[f"        {rule}" for rule in output_rules],
@@ -119,22 +120,38 @@ def counts_of(states: Iterable[Optional[str]]) -> dict[str, int]:
 
 
 def _without_l4_checksum(packet: bytes) -> bytes:
-    ihl = (packet[0] & 0x0F) * 4
-    offset = L4_CHECKSUM_OFFSET.get(packet[9])
-    if offset is None or len(packet) < ihl + offset + 2:
+    start, proto = cooked.l4_start(packet)
+    offset = L4_CHECKSUM_OFFSET.get(proto)
+    if offset is None or len(packet) < start + offset + 2:
         return packet
-    at = ihl + offset
+    at = start + offset
     return packet[:at] + b"\0\0" + packet[at + 2:]
+
+
+def _matches_ipv6_fragments(logged: bytes, packets: list[bytes]) -> bool:
+    """IPv6 fragments (an atomic one too) and the record of their datagram: logged whole,
+    without the fragment header and its identification, so compared by addresses, protocol
+    and the transport header the offset-0 piece carries.  A lone fragment nf_defrag_ipv6 let
+    through as it was (its length no multiple of 8) was logged byte for byte."""
+    if len(packets) == 1 and cooked.is_ipv6(logged) and cooked.fragment_key(logged):
+        return logged == packets[0][:cooked.ip_length(packets[0])]
+    first = next((p for p in packets if not struct.unpack("!H", p[42:44])[0] & 0xFFF8), None)
+    if first is None or not cooked.is_ipv6(logged) or logged[6] == cooked.IPV6_FRAGMENT:
+        return False
+    return (logged[8:40] == first[8:40] and logged[6] == first[40]
+            and logged[40:48] == first[48:56])
 
 
 def _matches(record: cooked.LogRecord, packets: list[bytes], outgoing: bool) -> bool:
     logged = record.packet
+    if cooked.is_ipv6(packets[0]) and packets[0][6] == cooked.IPV6_FRAGMENT:
+        return _matches_ipv6_fragments(logged, packets)
     if len(packets) > 1 or cooked.fragment_key(packets[0]):
         # the whole datagram was logged (after reassembly / before fragmentation)
         first = packets[0]
         return (cooked.fragment_key(logged) is None and logged[12:20] == first[12:20]
                 and logged[9] == first[9] and logged[4:6] == first[4:6])
-    captured = packets[0][:struct.unpack("!H", packets[0][2:4])[0]]
+    captured = packets[0][:cooked.ip_length(packets[0])]
     if outgoing:
         return _without_l4_checksum(logged) == _without_l4_checksum(captured)
     return logged == captured
@@ -144,17 +161,17 @@ def frame_states(frames: list[cooked.CookedFrame],
                  records: list[cooked.LogRecord]) -> list[Optional[str]]:
     """The kernel's verdict text per captured frame (every frame of a fragment train gets
     its datagram's verdict); raises if a record matches no frame."""
-    ipv4s = [frame.ipv4() for frame in frames]
+    packets = [frame.ip() for frame in frames]
     outgoing = [frame.outgoing for frame in frames]
     states: list[Optional[str]] = [None] * len(frames)
     for hook_outgoing, hook in ((False, cooked.NF_INET_PRE_ROUTING),
                                 (True, cooked.NF_INET_LOCAL_OUT)):
         queue = [r for r in records if r.hook == hook]
         used = 0
-        for group in cooked.datagram_groups(ipv4s, outgoing):
-            if outgoing[group[0]] != hook_outgoing or ipv4s[group[0]] is None:
+        for group in cooked.datagram_groups(packets, outgoing):
+            if outgoing[group[0]] != hook_outgoing or packets[group[0]] is None:
                 continue
-            if used < len(queue) and _matches(queue[used], [ipv4s[i] for i in group],
+            if used < len(queue) and _matches(queue[used], [packets[i] for i in group],
                                               hook_outgoing):
                 for index in group:
                     states[index] = queue[used].prefix
