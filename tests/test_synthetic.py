@@ -298,3 +298,10 @@ def test_a_fresh_start_shows_hundreds_of_entries_of_every_kind_within_seconds():
     }
     assert all(count >= 100 for count in by_kind.values()), by_kind
     assert kinds[("udp", "", ("[ASSURED]",))] > 0
+
+
+def test_mix_shares_sum_to_one_so_the_source_sends_the_rate_asked():
+    # Each kind's conversations start at rate * share / mean packets: a sum above 1 would
+    # send more than the rate asked for (it was 1.04 when IPv6 joined the mix).
+    from procfs_ct.sources.synthetic import MIX
+    assert sum(share for _, share, _, _ in MIX.values()) == pytest.approx(1.0)
