@@ -13,7 +13,7 @@ modules; the protocol trackers (engine/l4.py) own everything protocol-specific.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import icmp, ipv4, ipv6
 from .ctstate import CtState, PacketResult
@@ -28,7 +28,7 @@ from .l3 import l3_of
 from .l4 import L4Tracker, profile_trackers
 from .outcome import DELETE, IGNORE, INVALID, REOPEN
 from .packet import IPPROTO_ICMP, IPPROTO_ICMPV6, Packet
-from .persist import entries_from_records, export_entries
+from .persist import entries_from_records, export_entries, export_records
 from .profile import is_modern
 from .table import ConnTable, Keyed, TableId
 from .timers import TimerWheel
@@ -372,6 +372,14 @@ class Tracker:
     def export_entries(self, now: float) -> List[dict]:
         """Every live entry as a JSON-ready record (engine/persist.py)."""
         return export_entries(self.conns, self.tracker_of, now)
+
+    def live_entries(self) -> List[Entry]:
+        """The entries now in the table, for a saver that exports them in slices."""
+        return list(self.conns.entries())
+
+    def export_records(self, entries: Iterable[Entry], now: float) -> List[dict]:
+        """The records of those of `entries` still in the table (engine/persist.py)."""
+        return export_records(entries, self.conns, self.tracker_of, now)
 
     def import_entries(self, records: Any, saved_at: float, now: float) -> int:
         """Re-insert entries export_entries() saved at `saved_at`; returns how many.
