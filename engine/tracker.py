@@ -130,9 +130,10 @@ class Tracker:
             self.expire(now)
         if pkt.l4_error is not None:
             return self._invalid(pkt.hook)
-        tracker = self.l4.get(pkt.proto, self.generic)
+        proto = pkt.proto
+        tracker = self.l4.get(proto, self.generic)
         if tracker.error(pkt, self._kv) is not None:
-            return self._invalid(pkt.hook, error_path=True, proto=pkt.proto)
+            return self._invalid(pkt.hook, error_path=True, proto=proto)
         if tracker.error_messages and tracker.quotes_flow(pkt):
             return self._related(pkt)
         return self._track(pkt, tracker, now)
@@ -168,29 +169,47 @@ class Tracker:
     def _track(self, pkt: Packet, tracker: L4Tracker, now: float) -> PacketResult:
         key = pkt.key
         l3 = pkt.l3
-        table = self._tables.get((l3.FAMILY, pkt.proto))
+        proto = pkt.proto
+        table = self._tables.get((l3.FAMILY, proto))
         if table is None:
-            table = self.conns.table(l3.FAMILY, pkt.proto)
+            table = self.conns.table(l3.FAMILY, proto)
         entry = table.get(key)
         if entry is None:
             parts = tracker.invert(pkt.sport, pkt.dport)
             if parts is None:
                 return self._invalid(pkt.hook)
-            entry = Entry(key, l3.mirror_key(key, *parts), now, pkt.proto, l3)
+            entry = Entry(key, l3.mirror_key(key, *parts), now, proto, l3)
             if not tracker.new(entry, pkt, self._kv):
                 return self._invalid(pkt.hook)
-            direction, is_new = ORIGINAL, True
+            is_new = True
+            outcome = tracker.packet(entry, pkt, ORIGINAL, now, self._kv)
+            # ctinfo is decided before the tracker sees the packet (resolve_normal_ct).
+            state, direction, reply = NEW, ORIGINAL, False
         else:
             self.stats["found"] += 1
-            # The reply key wins when both are equal: the kernel finds the reply direction.
-            direction = REPLY if key == entry.reply else ORIGINAL
             is_new = False
-        # ctinfo is decided before the tracker sees the packet (resolve_normal_ct).
-        if direction == REPLY:
-            state, reply = ESTABLISHED, True
-        else:
-            state, reply = (ESTABLISHED if entry.status & SEEN_REPLY else NEW), False
-        outcome = tracker.packet(entry, pkt, direction, now, self._kv)
+            # The reply key wins when both are equal: the kernel finds the reply direction.
+            if key == entry.reply:
+                state, direction, reply = ESTABLISHED, REPLY, True
+            else:
+                state = ESTABLISHED if entry.status & SEEN_REPLY else NEW
+                direction, reply = ORIGINAL, False
+            outcome = tracker.packet(entry, pkt, direction, now, self._kv)
+            if outcome.__class__ is float or outcome.__class__ is int:
+                # Accepted on an entry already in the table: the common case, inlined
+                # (the same steps as below, for an entry that is not new).
+                if reply:
+                    entry.status |= SEEN_REPLY
+                counters = entry.counters
+                if counters is not None:
+                    counters[direction] += 1
+                    counters[2 + direction] += pkt.ip_len
+                expires = entry.expires = now + outcome
+                # _arm(), inlined.
+                slot = entry.timer_slot
+                if slot is None or expires < slot:
+                    self.timers.file(entry, expires)
+                return PacketResult(state, reply, pkt.hook, entry)
         if outcome is INVALID:
             if not is_new:
                 # A refused packet may still shorten the timer (modern TCP: an invalid
@@ -206,7 +225,7 @@ class Tracker:
             return PacketResult(S_INVALID, False, pkt.hook)
         if is_new:
             self._created(entry)
-        if direction == REPLY:
+        if reply:
             entry.status |= SEEN_REPLY
         counters = entry.counters
         if counters is not None:
@@ -220,13 +239,9 @@ class Tracker:
             else:
                 self.remove(entry)
         elif outcome is not IGNORE:
-            expires = entry.expires = now + outcome
-            if not is_new:
-                # _arm(), inlined: this runs for nearly every packet.  A new entry's timer
-                # starts when it is confirmed.
-                slot = entry.timer_slot
-                if slot is None or expires < slot:
-                    self.timers.file(entry, expires)
+            # Only a new entry gets here with a timeout (the common case returned above);
+            # its timer starts when it is confirmed.
+            entry.expires = now + outcome
         return result
 
     def _make_room(self, key: bytes) -> bool:
