@@ -335,25 +335,29 @@ class EngineDriver:
         last = self._last_time
         end = min(len(batch), start + FEED_SLICE)
         index = start
+        fed = 0                         # counted here, added to the stats once per hold
         with self.engine_lock:
             stop_at = time.perf_counter() + FEED_HOLD
-            while index < end:
-                ts, linktype, data = batch[index]
-                if ts > now:
-                    break
-                index += 1
-                if not index % HOLD_CHECK_EVERY and time.perf_counter() > stop_at:
-                    end = index
-                when = ts if ts > last else last
-                try:
-                    result = feed(when, linktype, data)
-                except Exception:
-                    self._packet_failed(linktype, data)
-                    continue
-                last = when
-                self.stats.packets += 1
-                if listeners:
-                    self._tell(listeners, when, result)
+            try:
+                while index < end:
+                    ts, linktype, data = batch[index]
+                    if ts > now:
+                        break
+                    index += 1
+                    if not index % HOLD_CHECK_EVERY and time.perf_counter() > stop_at:
+                        end = index
+                    when = ts if ts > last else last
+                    try:
+                        result = feed(when, linktype, data)
+                    except Exception:
+                        self._packet_failed(linktype, data, fed)
+                        continue
+                    last = when
+                    fed += 1
+                    if listeners:
+                        self._tell(listeners, when, result)
+            finally:
+                self.stats.packets += fed
         self._last_time = last
         return index
 
@@ -367,9 +371,11 @@ class EngineDriver:
                     log.exception("listener %r failed on a packet; it stays registered",
                                   listener)
 
-    def _packet_failed(self, linktype: int, data: bytes) -> None:
+    def _packet_failed(self, linktype: int, data: bytes, uncounted: int = 0) -> None:
+        """Count and log a frame the engine raised on; `uncounted`: frames fed in this
+        hold of the lock, not yet in stats.packets."""
         self.stats.packet_errors += 1
         count = self.stats.packet_errors
         if count <= LOGGED_ERRORS or count % 1000 == 0:
             log.exception("packet %d (linktype %d, %d bytes) failed; skipped (%d so far)",
-                          self.stats.packets + count, linktype, len(data), count)
+                          self.stats.packets + uncounted + count, linktype, len(data), count)
