@@ -22,7 +22,7 @@ from .entry import ORIGINAL, REPLY, SEEN_REPLY, Entry, Tuple5
 from .knobs import KnobValues
 from .l3 import l3_of
 from .l4 import L4Tracker, profile_trackers
-from .outcome import DELETE, IGNORE, INVALID, REOPEN
+from .outcome import DELETE, IGNORE, INVALID, REOPEN, TrackerOutcome
 from .packet import Packet
 from .persist import entries_from_records, export_entries
 from .profile import is_modern
@@ -195,21 +195,6 @@ class Tracker:
                 state = ESTABLISHED if entry.status & SEEN_REPLY else NEW
                 direction, reply = ORIGINAL, False
             outcome = tracker.packet(entry, pkt, direction, now, self._kv)
-            if outcome.__class__ is float or outcome.__class__ is int:
-                # Accepted on an entry already in the table: the common case, inlined
-                # (the same steps as below, for an entry that is not new).
-                if reply:
-                    entry.status |= SEEN_REPLY
-                counters = entry.counters
-                if counters is not None:
-                    counters[direction] += 1
-                    counters[2 + direction] += pkt.ip_len
-                expires = entry.expires = now + outcome
-                # _arm(), inlined.
-                slot = entry.timer_slot
-                if slot is None or expires < slot:
-                    self.timers.file(entry, expires)
-                return PacketResult(state, reply, pkt.hook, entry)
         if outcome is INVALID:
             if not is_new:
                 # A refused packet may still shorten the timer (modern TCP: an invalid
@@ -231,6 +216,14 @@ class Tracker:
         if counters is not None:
             counters[direction] += 1
             counters[2 + direction] += pkt.ip_len
+        if not is_new and outcome.__class__ is not TrackerOutcome:
+            # A timeout for an entry already in the table: nearly every packet.  _arm(),
+            # inlined.
+            expires = entry.expires = now + outcome
+            slot = entry.timer_slot
+            if slot is None or expires < slot:
+                self.timers.file(entry, expires)
+            return PacketResult(state, reply, pkt.hook, entry)
         result = PacketResult(state, reply, pkt.hook, entry, is_new)
         if outcome is DELETE:
             if is_new:
