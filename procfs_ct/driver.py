@@ -164,6 +164,7 @@ class EngineDriver:
         # The engine's time never runs backwards: every call gets at least this.  It starts
         # at -inf so that frames already due when the thread starts keep their own times.
         self._last_time = float("-inf")
+        self._end_taken = False     # the pump's end marker came with the batch being fed
         self._threads = [
             threading.Thread(target=self._pump, name="procfs-ct-source", daemon=True),
             threading.Thread(target=self._run, name="procfs-ct-engine", daemon=True),
@@ -285,6 +286,8 @@ class EngineDriver:
             fed = self._feed_due(batch, fed, now)
             if fed >= len(batch):
                 batch = None
+                if self._end_taken:
+                    self._source_exhausted()
                 continue
             due = batch[fed][0]
             if due > now:
@@ -295,14 +298,20 @@ class EngineDriver:
         batch = self._queue.take(timeout)
         if batch and batch[-1] is _END:         # the pump's last item
             batch.pop()
-            self.stats.source_done = True
-            log.info("traffic source exhausted after %d packets",
-                     self.stats.packets + len(batch))
+            self._end_taken = True
+            if not batch:
+                self._source_exhausted()
         if not batch:
             return None
         if self.stats.packets + self.stats.packet_errors == 0:
             log.info("first frame due at %.6f", batch[0][0])
         return batch
+
+    def _source_exhausted(self) -> None:
+        """The last frame is fed (the log line says so only then: tests and users wait
+        for it before they compare the table with a replay)."""
+        self.stats.source_done = True
+        log.info("traffic source exhausted after %d packets", self.stats.packets)
 
     def _next_due(self, batch: Optional[list], fed: int) -> float:
         """The horizon: how far the engine's time may go before the next frame is fed."""

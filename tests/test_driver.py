@@ -186,3 +186,36 @@ def test_the_engine_thread_waiting_on_an_empty_queue_wakes_for_a_frame_put_later
     assert frames.put(["frame"], stop)
     taker.join(WAIT)
     assert got == [["frame"]]
+
+
+def test_the_source_is_reported_exhausted_only_once_its_last_frame_is_fed():
+    """"traffic source exhausted" is what a user (and tests/test_mount_engine.py) waits for
+    before comparing the table with a replay: when it is logged, every frame is in the
+    table.  Here the end marker reaches the engine thread with every frame still to feed:
+    they are not due yet when it takes them."""
+    clock = FakeClock(T0 - 1)
+    frames = [(T0, LINKTYPE_ETHERNET, udp_frame(A, B, 1024 + n, 53)) for n in range(1000)]
+    driver = EngineDriver(make_engine("linux"), frames, clock=clock, scheduled=True)
+    fed_when_logged = []
+
+    class Watch(logging.Handler):
+        def emit(self, record):
+            if "exhausted" in record.getMessage():
+                fed_when_logged.append((driver.stats.packets, driver.engine.count))
+    watch = Watch()
+    logger = logging.getLogger("procfs_ct.driver")
+    logger.addHandler(watch)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    pump = driver._threads[0]
+    try:
+        driver.start()
+        # The pump has put every frame and the end marker; the engine thread took them all.
+        assert wait_until(lambda: not pump.is_alive() and not driver._queue._frames, WAIT)
+        clock.t = T0 + 1
+        assert wait_until(lambda: fed_when_logged, WAIT)
+    finally:
+        driver.stop()
+        logger.removeHandler(watch)
+        logger.setLevel(old_level)
+    assert fed_when_logged == [(len(frames), len(frames))]
