@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import (TYPE_CHECKING, BinaryIO, Callable, Collection, Dict, List, Optional,
                     Sequence, Tuple, Union)
 
-from .capture import read_named_capture
+from .capture import read_capture, read_named_capture
 from .core import Engine
 from .knobs import KnobWriteError
 from .ctstate import Verdict
@@ -100,7 +101,11 @@ def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float]) -> None:
     chains = result.chains
     verdicts = result.verdicts
     dropped = result.dropped
-    for frame, captured_on in read_named_capture(fileobj):
+    # Only the chains read the interface a frame was captured on; without them the frames
+    # are paired with None in C (zip/repeat) rather than by a generator around the reader.
+    frames = (read_named_capture(fileobj) if chains is not None
+              else zip(read_capture(fileobj), repeat(None)))
+    for frame, captured_on in frames:
         if at is not None and frame.ts > at:
             break
         if chains is not None:          # the interface a pcapng file names is -i/-o's

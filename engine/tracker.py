@@ -34,6 +34,7 @@ from .table import ConnTable, Keyed, TableId
 from .timers import TimerWheel
 
 NEW, ESTABLISHED, RELATED = CtState.NEW, CtState.ESTABLISHED, CtState.RELATED
+PROTOCOL_NUMBERS = 256          # an IPv4 protocol / IPv6 next header is one byte
 LOOPBACK_NET = 127              # 127.0.0.0/8: always this host, always through lo
 S_INVALID = CtState.INVALID
 # nf_conntrack_handle_icmp(): the protocols whose error() failures count in icmp_error.
@@ -76,6 +77,10 @@ class Tracker:
         self.knobs = knobs
         self._kv = knob_dict(knobs)
         self.l4, self.generic = profile_trackers(profile)
+        # The tracker of every protocol number, for process(): one list index per packet
+        # instead of a dict.get() with a default.
+        self._tracker_by_proto: List[L4Tracker] = [self.l4.get(proto, self.generic)
+                                                   for proto in range(PROTOCOL_NUMBERS)]
         self.stats: Dict[str, int] = dict.fromkeys(STAT_EVENTS, 0)
         self.conns = ConnTable(int(knobs["buckets"]), self.stats)
         self._tables = self.conns.tables()     # (l3, proto) -> table, read per packet
@@ -165,7 +170,7 @@ class Tracker:
         if pkt.l4_error is not None:
             return self._invalid(pkt.hook)
         proto = pkt.proto
-        tracker = self.l4.get(proto, self.generic)
+        tracker = self._tracker_by_proto[proto]
         kv = self._kv
         if tracker.error(pkt, kv) is not None:
             return self._invalid(pkt.hook, error_path=True, proto=proto)
@@ -357,7 +362,10 @@ class Tracker:
         result.pending = False
         entry = result.entry
         self.conns.insert(entry)
-        self._arm(entry, entry.expires)
+        # _arm(entry, entry.expires), inlined: once per new entry.  Its timer starts now.
+        slot = entry.timer_slot
+        if slot is None or entry.expires < slot:
+            self.timers.file(entry, entry.expires)
 
     def discard(self, result: PacketResult) -> None:
         """A hook dropped the packet: its unconfirmed entry is destroyed, never inserted."""
