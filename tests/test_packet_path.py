@@ -230,3 +230,14 @@ def test_an_incoming_first_packet_dropped_at_input_leaves_no_entry():
     assert eng.tracker.stats["insert"] == 0 and eng.tracker.stats["new"] == 1
     assert eng.feed_datagram(T0 + 1, datagram, PRE_ROUTING).state == CtState.NEW
     assert eng.count == 1
+
+
+def test_a_frame_received_from_a_wire_meets_routing_on_the_feed_frame_path():
+    """feed_frame's inlined path skips the routing check: it holds only because the fast
+    extraction declines PRE_ROUTING (checksums to verify).  A martian received frame must
+    still be dropped after PREROUTING and leave no entry."""
+    martian = build_ethernet(build_udp_datagram("127.0.0.9", "10.0.0.1", 4000, 53))
+    eng = fresh("linux", default_hook=PRE_ROUTING)
+    result = eng.feed_frame(T0, LINKTYPE_ETHERNET, martian)
+    assert result is not None and result.dropped
+    assert eng.count == 0 and eng.tracker.stats["new"] == 1
