@@ -31,7 +31,7 @@ from .tcp_window import (BE_LIBERAL, CLOSE_INIT, DATA_UNACKNOWLEDGED, END_AT,
                          SIMULTANEOUS_OPEN, STATE, STATE_FIELD, W_ACCEPT, W_IGNORE,
                          WINDOW_SCALE, TcpConn, export_fields, get32, import_fields,
                          init_from_pickup, init_from_syn, linux_in_window, new_conn, put32,
-                         reset_side, segment_end, tutorial_in_window)
+                         read_u32, reset_side, segment_end, tutorial_in_window)
 
 Knobs = Mapping[str, int]
 
@@ -114,7 +114,7 @@ class TcpTracker:
         else:
             return False
         if not self.linux:
-            put32(conn, MAXWIN_AT[SIDE], 1)  # 2.6-ipct starts the unseen side with a window of 1
+            put32(conn, SIDE + MAXWIN_AT, 1)  # 2.6-ipct starts the unseen side with a window of 1
         entry.l4 = conn
         return True
 
@@ -223,7 +223,7 @@ class TcpTracker:
         elif ((conn[FLAGS] | conn[SIDE + FLAGS]) & DATA_UNACKNOWLEDGED
               and state_timeout > knobs["tcp_timeout_unacknowledged"]):
             timeout = knobs["tcp_timeout_unacknowledged"]                    # (c)
-        elif get32(conn, LAST_WIN_AT) == 0 and state_timeout > knobs["tcp_timeout_max_retrans"]:
+        elif read_u32(conn, LAST_WIN_AT)[0] == 0 and state_timeout > knobs["tcp_timeout_max_retrans"]:
             timeout = knobs["tcp_timeout_max_retrans"]                       # (d)
         else:
             timeout = state_timeout                                          # (e)
@@ -271,7 +271,7 @@ class TcpTracker:
             # SS_REOPEN: only if this side closed, or the SYN is beyond what it sent.
             s = d * SIDE
             if (conn[s + FLAGS] & CLOSE_INIT
-                    or ((get32(conn, END_AT[s]) - tcp.seq) & M32) >= HALF):
+                    or ((get32(conn, s + END_AT) - tcp.seq) & M32) >= HALF):
                 return REOPEN
             return INVALID
 
@@ -332,9 +332,9 @@ def _resync_from_ignored_syn(conn: TcpConn, d: int) -> None:
     """The remembered SYN becomes the original side; the SYN/ACK's side starts afresh."""
     syn = conn[LAST_DIR] * SIDE
     last_end = get32(conn, LAST_END_AT)
-    put32(conn, END_AT[syn], last_end)
-    put32(conn, MAXEND_AT[syn], last_end)
-    put32(conn, MAXWIN_AT[syn], get32(conn, LAST_WIN_AT) or 1)
+    put32(conn, syn + END_AT, last_end)
+    put32(conn, syn + MAXEND_AT, last_end)
+    put32(conn, syn + MAXWIN_AT, get32(conn, LAST_WIN_AT) or 1)
     conn[syn + SCALE] = conn[LAST_WSCALE]
     conn[LAST_FLAGS] &= ~EXP_CHALLENGE_ACK
     conn[syn + FLAGS] = conn[LAST_FLAGS]
@@ -352,7 +352,7 @@ def _linux_rst(conn: TcpConn, entry: Entry, tcp: Any, d: int, old: int,
     # The peer's highest ACK is only trustworthy if we did not just let a SYN through.
     if conn[peer + FLAGS] & MAXACK_SET and conn[LAST_INDEX] != C_SYN:
         seq = tcp.seq
-        peer_maxack = get32(conn, MAXACK_AT[peer])
+        peer_maxack = get32(conn, peer + MAXACK_AT)
         established = old == ESTABLISHED and entry.status & ASSURED
         if seq == 0 and not established:
             return CLOSE, False          # most likely the answer to a SYN we let through

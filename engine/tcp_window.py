@@ -52,16 +52,16 @@ SIMULTANEOUS_OPEN = 0x80
 W_ACCEPT, W_IGNORE, W_INVALID = 0, 1, 2
 
 # -- the packed state --------------------------------------------------------------------------
-# One direction (struct ip_ct_tcp_state) at s = direction * SIDE: four 32-bit fields at the
-# byte offsets *_AT[s], then three one-byte fields at s + FIELD.
-SIDE = 19
-END_AT = {0: 0, SIDE: SIDE + 0}       # highest seq + len sent
-MAXEND_AT = {0: 4, SIDE: SIDE + 4}    # highest right edge of the window the peer offered
-MAXWIN_AT = {0: 8, SIDE: SIDE + 8}    # largest window seen (0 = side not initialised, modern)
-MAXACK_AT = {0: 12, SIDE: SIDE + 12}  # highest ACK sent (modern, valid with MAXACK_SET)
+# One direction (struct ip_ct_tcp_state) at s = direction * SIDE: four 32-bit fields at
+# the byte offsets s + *_AT, then three one-byte fields at s + FIELD.
+END_AT = 0        # highest seq + len sent
+MAXEND_AT = 4     # highest right edge of the window the peer offered
+MAXWIN_AT = 8     # largest window seen (0 = side not initialised, modern)
+MAXACK_AT = 12    # highest ACK sent (modern, valid with MAXACK_SET)
 SCALE = 16      # window scale shift
 FLAGS = 17      # the per-direction flags above
 LOOSE = 18      # tutorial: packets left to pass unchecked after a pickup (u8, as in 2.6)
+SIDE = 19
 # The connection (struct ip_ct_tcp), after both directions:
 STATE = 38        # conntrack state; NONE until the first packet is processed
 LAST_INDEX = 39   # packet class of the last packet
@@ -78,6 +78,8 @@ CONN_BYTES = 60
 TcpConn = bytearray
 
 _U32 = struct.Struct("=I")
+# read_u32(conn, at)[0]: get32() without a Python call, for lines run on every packet.
+read_u32 = _U32.unpack_from
 _BOTH_SIDES = struct.Struct("=4I3B4I3B")    # both directions, ORIGINAL then REPLY
 _LAST_FIELDS = struct.Struct("=B4I")        # LAST_DIR, seq, ack, end, window
 _LAST4_FIELDS = struct.Struct("=B3I")       # LAST_DIR, seq, ack, end
@@ -86,7 +88,7 @@ _LAST4_FIELDS = struct.Struct("=B3I")       # LAST_DIR, seq, ack, end
 # (byte offset, width in bytes).
 FIELD_LAYOUT = tuple(
     [(at, width) for s in (0, SIDE) for at, width in (
-        (END_AT[s], 4), (MAXEND_AT[s], 4), (MAXWIN_AT[s], 4), (MAXACK_AT[s], 4),
+        (s + END_AT, 4), (s + MAXEND_AT, 4), (s + MAXWIN_AT, 4), (s + MAXACK_AT, 4),
         (s + SCALE, 1), (s + FLAGS, 1), (s + LOOSE, 1))]
     + [(STATE, 1), (LAST_INDEX, 1), (LAST_DIR, 1), (LAST_SEQ_AT, 4), (LAST_ACK_AT, 4),
        (LAST_END_AT, 4), (LAST_WIN_AT, 4), (LAST_WSCALE, 1), (LAST_FLAGS, 1), (RETRANS, 1)])
@@ -154,10 +156,10 @@ class TcpSide:
         self._conn = conn
         self._s = direction * SIDE
 
-    end = property(lambda self: get32(self._conn, END_AT[self._s]))
-    maxend = property(lambda self: get32(self._conn, MAXEND_AT[self._s]))
-    maxwin = property(lambda self: get32(self._conn, MAXWIN_AT[self._s]))
-    maxack = property(lambda self: get32(self._conn, MAXACK_AT[self._s]))
+    end = property(lambda self: get32(self._conn, self._s + END_AT))
+    maxend = property(lambda self: get32(self._conn, self._s + MAXEND_AT))
+    maxwin = property(lambda self: get32(self._conn, self._s + MAXWIN_AT))
+    maxack = property(lambda self: get32(self._conn, self._s + MAXACK_AT))
     scale = property(lambda self: self._conn[self._s + SCALE])
     flags = property(lambda self: self._conn[self._s + FLAGS])
     loose = property(lambda self: self._conn[self._s + LOOSE])
@@ -206,7 +208,7 @@ def view(conn: TcpConn) -> TcpView:
 
 def reset_side(conn: TcpConn, s: int) -> None:
     """Forget a direction's window data, keep only the liberal flag (nf_ct_tcp_state_reset)."""
-    for at in (END_AT[s], MAXEND_AT[s], MAXWIN_AT[s], MAXACK_AT[s]):
+    for at in (s + END_AT, s + MAXEND_AT, s + MAXWIN_AT, s + MAXACK_AT):
         put32(conn, at, 0)
     conn[s + SCALE] = 0
     conn[s + FLAGS] &= BE_LIBERAL
@@ -237,9 +239,9 @@ def read_options(conn: TcpConn, s: int, tcp: TcpInfo, keep: int) -> None:
 def init_from_syn(conn: TcpConn, s: int, tcp: TcpInfo, keep: int) -> None:
     """First SYN of a connection: the original side starts at the SYN (tcp_new())."""
     end = segment_end(tcp)
-    put32(conn, END_AT[s], end)
-    put32(conn, MAXEND_AT[s], end)
-    put32(conn, MAXWIN_AT[s], tcp.window or 1)
+    put32(conn, s + END_AT, end)
+    put32(conn, s + MAXEND_AT, end)
+    put32(conn, s + MAXWIN_AT, tcp.window or 1)
     read_options(conn, s, tcp, keep)
 
 
@@ -247,17 +249,17 @@ def init_from_pickup(conn: TcpConn, s: int, tcp: TcpInfo) -> None:
     """Mid-stream first packet: guess the original side from it (tcp_new(), loose pickup)."""
     end = segment_end(tcp)
     maxwin = tcp.window or 1
-    put32(conn, END_AT[s], end)
-    put32(conn, MAXWIN_AT[s], maxwin)
-    put32(conn, MAXEND_AT[s], (end + maxwin) & M32)
+    put32(conn, s + END_AT, end)
+    put32(conn, s + MAXWIN_AT, maxwin)
+    put32(conn, s + MAXEND_AT, (end + maxwin) & M32)
 
 
 def _linux_init_sender(conn: TcpConn, s: int, r: int, tcp: TcpInfo, end: int, win: int,
                        direction: int) -> None:
     """SYN/ACK answering a SYN, or a reply SYN in simultaneous open (tcp_init_sender())."""
-    put32(conn, END_AT[s], end)
-    put32(conn, MAXEND_AT[s], end)
-    put32(conn, MAXWIN_AT[s], win or 1)
+    put32(conn, s + END_AT, end)
+    put32(conn, s + MAXEND_AT, end)
+    put32(conn, s + MAXWIN_AT, win or 1)
     read_options(conn, s, tcp, BE_LIBERAL)
     # RFC 1323: window scaling only if both sides offered it.
     if direction == REPLY and not (conn[s + FLAGS] & WINDOW_SCALE
@@ -285,24 +287,24 @@ def linux_in_window(conn: TcpConn, direction: int, index: int, tcp: TcpInfo,
         if edge is not None and ((sack - edge) & M32) >= HALF:       # after(edge, sack)
             sack = edge
 
-    if get32(conn, MAXWIN_AT[s]) == 0:
+    if read_u32(conn, s + MAXWIN_AT)[0] == 0:
         if flags & SYN:
             _linux_init_sender(conn, s, r, tcp, end, win, direction)
             if not flags & ACK:
                 return W_ACCEPT          # simultaneous open: reply SYN without ACK
         else:
             # This direction was never seen (picked-up connection): start from the packet.
-            put32(conn, END_AT[s], end)
+            put32(conn, s + END_AT, end)
             maxwin = ((win << conn[s + SCALE]) & M32) or 1
-            put32(conn, MAXWIN_AT[s], maxwin)
-            put32(conn, MAXEND_AT[s], (end + maxwin) & M32)
-            if get32(conn, MAXWIN_AT[r]) == 0:
+            put32(conn, s + MAXWIN_AT, maxwin)
+            put32(conn, s + MAXEND_AT, (end + maxwin) & M32)
+            if get32(conn, r + MAXWIN_AT) == 0:
                 # Nothing seen the other way either: make III and IV pass until it is.
-                put32(conn, END_AT[r], sack)
-                put32(conn, MAXEND_AT[r], sack)
-            elif sack == ((get32(conn, END_AT[r]) + 1) & M32):
-                put32(conn, END_AT[r], sack)     # likely the answer to a keepalive
-    elif (flags & SYN and ((get32(conn, END_AT[s]) - end) & M32) >= HALF  # after(end, s end)
+                put32(conn, r + END_AT, sack)
+                put32(conn, r + MAXEND_AT, sack)
+            elif sack == ((get32(conn, r + END_AT) + 1) & M32):
+                put32(conn, r + END_AT, sack)     # likely the answer to a keepalive
+    elif (flags & SYN and ((get32(conn, s + END_AT) - end) & M32) >= HALF  # after(end, s end)
           and (conn[STATE] == SYN_SENT or conn[STATE] == SYN_RECV)):
         # RFC 793: a reinitialised TCP may reuse the tuple with a higher sequence number.
         _linux_init_sender(conn, s, r, tcp, end, win, direction)
@@ -339,7 +341,7 @@ def linux_in_window(conn: TcpConn, direction: int, index: int, tcp: TcpInfo,
                 and ((sack - receiver_end - 1) & M32) >= HALF):
             # The sender overran the window a little: keep the data plausible for the
             # ACK that will follow, but do not accept this packet ("N bytes more").
-            put32(conn, END_AT[s], end)
+            put32(conn, s + END_AT, end)
             conn[s + FLAGS] = sender_flags | DATA_UNACKNOWLEDGED
             return W_ACCEPT if liberal else W_IGNORE
         return W_ACCEPT if liberal else W_INVALID
@@ -436,12 +438,12 @@ def tutorial_in_window(conn: TcpConn, direction: int, index: int, tcp: TcpInfo,
         if edge is not None and ((sack - edge) & M32) >= HALF:       # after(edge, sack)
             sack = edge
 
-    if get32(conn, END_AT[s]) == 0:
+    if get32(conn, s + END_AT) == 0:
         if flags & SYN and flags & ACK:
             # The SYN/ACK answering the SYN.
-            put32(conn, END_AT[s], end)
-            put32(conn, MAXEND_AT[s], end)
-            put32(conn, MAXWIN_AT[s], win or 1)
+            put32(conn, s + END_AT, end)
+            put32(conn, s + MAXEND_AT, end)
+            put32(conn, s + MAXWIN_AT, win or 1)
             read_options(conn, s, tcp, 0)
             if not (conn[s + FLAGS] & WINDOW_SCALE and conn[r + FLAGS] & WINDOW_SCALE):
                 conn[s + SCALE] = conn[r + SCALE] = 0
@@ -450,7 +452,7 @@ def tutorial_in_window(conn: TcpConn, direction: int, index: int, tcp: TcpInfo,
             init_from_pickup(conn, s, tcp)
     elif (((state == SYN_SENT and direction == ORIGINAL)
            or (state == SYN_RECV and direction == REPLY))
-          and ((get32(conn, END_AT[s]) - end) & M32) >= HALF):       # after(end, sender end)
+          and ((get32(conn, s + END_AT) - end) & M32) >= HALF):       # after(end, sender end)
         # RFC 793 reinitialisation; 2.6.18 does this for any packet, not only SYNs.
         init_from_syn(conn, s, tcp, 0)
 
