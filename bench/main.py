@@ -20,7 +20,9 @@ Figures (ratio = ours / reference; the target says which way is better):
              and the engine's packets/s during the writes and just before;
   expiry     CPU share of the mount with 262,144 idle entries; expiry cost vs entries expiring;
   tap        packets/s the live tap on lo takes without drops;
-  profile    (only with --only profile) cProfile of the replay: where the time goes.
+  profile    (only with --only profile) cProfile of the replay: where the time goes;
+  daemon-memory  (only when named) the listing section's daemon RSS per entry alone, at
+             262,144 entries on each shape, without the kernel's table or timed cats.
 Each figure is the median of --runs runs, printed with the runs' range and the machine's
 1-minute load average before and after it (other work on the machine skews a figure: run
 it when the load is low).  The table is written to bench/RESULTS.md.
@@ -42,7 +44,7 @@ from . import captures, shapes, system
 from .common import PYTHON, REPO, Figure, Measuring, cache_path, median, say, worker
 
 SECTIONS = ("tracking", "memory", "listing", "knobs", "expiry", "tap")
-OPTIONAL = ("profile",)            # run only when named in --only
+OPTIONAL = ("profile", "daemon-memory")   # run only when named in --only
 
 
 # -- tracking ------------------------------------------------------------------------------
@@ -160,6 +162,38 @@ def read_every_file(mount: system.Mount) -> None:
         subprocess.run(["cat", mount.path(view.path)], stdout=subprocess.DEVNULL, check=True)
 
 
+def daemon_rss_figure(label: str, rss_before: int, rss_after: int, empty_rss: int,
+                      count: int, targeted: bool) -> Figure:
+    """The daemon's RSS per entry over an empty mount's, after every file was read."""
+    return Figure(f"daemon RSS per entry, {label}, after reading every file",
+                  (rss_after - empty_rss) / count, kernel_entry_bytes(), "B", "kernel slab",
+                  "ours <= 500" if targeted else "",
+                  note=f"before any listing {(rss_before - empty_rss) / count:.0f} B"
+                       f" (RSS {rss_before / 2**20:.0f} -> {rss_after / 2**20:.0f} MiB, "
+                       f"empty mount {empty_rss / 2**20:.0f} MiB)")
+
+
+def bench_daemon_memory(args: argparse.Namespace) -> List[Figure]:
+    """The listing section's daemon RSS figures alone (no kernel table, no timed cats):
+    each shape's capture replayed into a mount, every file read, RSS per entry."""
+    entries = 32768 if args.quick else 262144
+    empty_rss = empty_mount_rss()
+    say(f"  an empty mount's RSS after reading every file: {empty_rss / 2**20:.1f} MiB")
+    figures = []
+    for shape in shapes.SHAPES:
+        capture = captures.shape_capture(shape, entries)
+        with system.Mount(f"pcap:{capture}@0", max_entries=entries, expect=entries,
+                          knobs=shapes.LONG_TIMEOUTS) as mount:
+            rss_before = daemon_rss(mount.pid)
+            read_every_file(mount)
+            time.sleep(RELEASE_WAIT)
+            figure = daemon_rss_figure(f"{entries} entries, {shape}", rss_before,
+                                       daemon_rss(mount.pid), empty_rss, mount.count(), True)
+        say(f"  {shape}: {figure.ours:.0f} B per entry ({figure.note})")
+        figures.append(figure)
+    return figures
+
+
 def bench_listing(args: argparse.Namespace) -> List[Figure]:
     """`cat` of net/nf_conntrack and net/ip_conntrack on a mount against the kernel's `cat`
     of its own /proc/net/nf_conntrack holding the same entries, on every table shape, the
@@ -213,13 +247,8 @@ def bench_listing(args: argparse.Namespace) -> List[Figure]:
                                   "<= 2.0" if entries == max(sizes) else "",
                                   runs=first[ours_nf], reference_runs=first[kernel_file],
                                   load=ttfb_load.load))
-            figures.append(Figure(f"daemon RSS per entry, {label}, after reading every file",
-                                  (rss_after - empty_rss) / count, kernel_entry_bytes(), "B",
-                                  "kernel slab", "ours <= 500" if entries == max(sizes) else "",
-                                  note=f"before any listing {(rss_before - empty_rss) / count:.0f} B"
-                                       f" (RSS {rss_before / 2**20:.0f} -> "
-                                       f"{rss_after / 2**20:.0f} MiB, empty mount "
-                                       f"{empty_rss / 2**20:.0f} MiB)"))
+            figures.append(daemon_rss_figure(label, rss_before, rss_after, empty_rss, count,
+                                             entries == max(sizes)))
     for entries, listed in worst.items():
         top = max(listed, key=lambda f: f.ratio or 0)
         figures.insert(0, Figure(f"HEADLINE: worst listing of {entries} entries over the "
@@ -347,11 +376,11 @@ def bench_profile(args: argparse.Namespace) -> List[Figure]:
 
 
 RUNNERS: Dict[str, Callable[[argparse.Namespace], List[Figure]]] = {
-    "profile": bench_profile,
+    "profile": bench_profile, "daemon-memory": bench_daemon_memory,
     "tracking": bench_tracking, "memory": bench_memory, "listing": bench_listing,
     "knobs": bench_knobs, "expiry": bench_expiry, "tap": bench_tap,
 }
-NEEDS_SYSTEM = {"listing", "knobs", "expiry", "tap"}
+NEEDS_SYSTEM = {"listing", "knobs", "expiry", "tap", "daemon-memory"}
 
 
 NOTES_MARKER = "<!-- notes: kept as they are when bench/run rewrites the table above -->"

@@ -102,18 +102,22 @@ def _rss() -> int:
 
 
 def task_memory(entries: str, mix: str = "mix", mode: str = "rss") -> Dict[str, Any]:
-    """Bytes per entry for a table of `entries` entries of `mix` (bench/traffic.py).
+    """Bytes per entry for a table of `entries` entries of `mix` (bench/traffic.py), or of
+    a table shape of bench/shapes.py when `mix` names one (server, gateway, pair).
 
     rss: RSS after the table is built minus RSS before the engine existed, then again
     after one nf_conntrack render (any per-entry text cache filled).  tracemalloc: the
     same deltas as Python's allocator sees them (no fragmentation, no interpreter pools).
     """
+    from bench.shapes import SHAPES, datagrams
     from bench.traffic import mixed_datagrams
     from engine.hooks import LOCAL_OUT
     wanted = int(entries)
-    feed_size = 0
-    for _ in mixed_datagrams(64, mix):       # warm up the builders' own caches
-        feed_size += 1
+
+    def source(count: int):
+        return datagrams(mix, count) if mix in SHAPES else mixed_datagrams(count, mix)
+    for _ in source(64):
+        pass                                 # warm up the builders' own caches
     gc.collect()
     if mode == "tracemalloc":
         import tracemalloc
@@ -126,7 +130,7 @@ def task_memory(entries: str, mix: str = "mix", mode: str = "rss") -> Dict[str, 
     feed = engine.feed_datagram
     now = T0
     start = time.perf_counter()
-    for datagram in mixed_datagrams(wanted, mix):
+    for datagram in source(wanted):
         feed(now, datagram, LOCAL_OUT)
         now += 1e-6
     build_seconds = time.perf_counter() - start

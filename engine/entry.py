@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import ipv4
 
@@ -17,6 +17,9 @@ ORIGINAL, REPLY = 0, 1
 
 Tuple5 = Tuple[int, int, int, int, int]
 
+# (Entry class, l3 module, protocol) -> the subclass whose instances have them (Entry.__new__)
+_KINDS: Dict[Tuple[type, ModuleType, int], type] = {}
+
 
 class Entry:
     """A tracked connection.
@@ -27,20 +30,33 @@ class Entry:
     extensions do: `counters` exists only when nf_conntrack_acct was on at creation,
     `created` only when nf_conntrack_timestamp was on (the tracker clears it otherwise,
     once the protocol tracker has read it).
-    """
-    __slots__ = ("orig", "reply", "l3", "proto", "status", "expires", "created", "l4",
-                 "counters", "timer_slot", "hnext", "mark")
 
+    `l3` and `proto` never change after creation, and a table holds a handful of their
+    combinations, so they are class attributes: Entry(...) makes an instance of a subclass
+    per (class, l3, proto), made on first use (two slots fewer: 112 bytes an entry, not 128).
+    """
+    __slots__ = ("orig", "reply", "status", "expires", "created", "l4", "counters",
+                 "timer_slot", "hnext", "mark")
+
+    l3: ModuleType = ipv4          # the layer-3 module (engine/ipv4.py, ...)
+    proto = 0
     children = 0                   # live connections expected by this one (HelpedEntry)
     helper = None                  # the conntrack helper attached (HelpedEntry)
     master = None                  # the entry whose expectation made this one (HelpedEntry)
+
+    def __new__(cls, orig: bytes, reply: bytes, now: float, proto: int = 0,
+                l3: ModuleType = ipv4) -> "Entry":
+        kind = _KINDS.get((cls, l3, proto))
+        if kind is None:
+            kind = _KINDS[cls, l3, proto] = type(cls.__name__, (cls,), {
+                "__slots__": (), "l3": l3, "proto": proto, "__module__": cls.__module__,
+                "__qualname__": cls.__qualname__})
+        return object.__new__(kind)
 
     def __init__(self, orig: bytes, reply: bytes, now: float, proto: int = 0,
                  l3: ModuleType = ipv4) -> None:
         self.orig = orig               # key of the original direction
         self.reply = reply             # key of the reply direction
-        self.l3 = l3                   # the layer-3 module (engine/ipv4.py, ...)
-        self.proto = proto
         self.status = 0
         self.expires = now
         self.created: Optional[float] = now

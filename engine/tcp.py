@@ -11,7 +11,6 @@ or one of the outcomes of engine.entry (IGNORE, INVALID, DELETE, REOPEN).
 """
 from __future__ import annotations
 
-from array import array
 from typing import Any, List, Mapping, Optional, Tuple
 
 from .entry import ASSURED, ORIGINAL, REPLY, SEEN_REPLY, Entry
@@ -24,14 +23,15 @@ from .tcp_tables import (C_ACK, C_FIN, C_RST, C_SYN, C_SYNACK, CLASS_OF_FLAGS, C
                          CLOSE_WAIT, ESTABLISHED, FIN_WAIT, IG, IV, LAST_ACK, NONE,
                          STATE_NAMES, STATE_TIMEOUT_KNOB, SYN_RECV, SYN_SENT, SYN_SENT2,
                          SS_REOPEN, TABLES, TIME_WAIT, VALID_FLAGS)
-from .tcp_window import (BE_LIBERAL, CLOSE_INIT, DATA_UNACKNOWLEDGED, END,
-                         EXP_CHALLENGE_ACK, FLAGS, HALF, LAST_ACK_NO, LAST_DIR,
-                         LAST_END, LAST_FLAGS, LAST_INDEX, LAST_SEQ, LAST_WIN, LAST_WSCALE,
-                         LOOSE, M32, MAX_WSCALE, MAXACK, MAXACK_SET, MAXEND, MAXWIN, RETRANS,
-                         N_FIELDS, SACK_PERM, SCALE, SIDE, SIMULTANEOUS_OPEN, STATE, W_ACCEPT,
-                         W_IGNORE,
-                         WINDOW_SCALE, TcpConn, init_from_pickup, init_from_syn,
-                         linux_in_window, reset_side, segment_end, tutorial_in_window)
+from .tcp_window import (BE_LIBERAL, CLOSE_INIT, DATA_UNACKNOWLEDGED, END_AT,
+                         EXP_CHALLENGE_ACK, FIELD_LAYOUT, FLAGS, HALF, LAST_ACK_AT, LAST_DIR,
+                         LAST_END_AT, LAST_FLAGS, LAST_INDEX, LAST_SEQ_AT, LAST_WIN_AT,
+                         LAST_WSCALE, LOOSE, M32, MAX_WSCALE, MAXACK_AT, MAXACK_SET,
+                         MAXEND_AT, MAXWIN_AT, RETRANS, N_FIELDS, SACK_PERM, SCALE, SIDE,
+                         SIMULTANEOUS_OPEN, STATE, STATE_FIELD, W_ACCEPT, W_IGNORE,
+                         WINDOW_SCALE, TcpConn, export_fields, get32, import_fields,
+                         init_from_pickup, init_from_syn, linux_in_window, new_conn, put32,
+                         read_u32, reset_side, segment_end, tutorial_in_window)
 
 Knobs = Mapping[str, int]
 
@@ -96,7 +96,7 @@ class TcpTracker:
         """
         tcp = pkt.tcp
         cell = self._table[ORIGINAL][CLASS_OF_FLAGS[tcp.flags & 0xFF]][NONE]
-        conn = TcpConn()
+        conn = new_conn()
         if cell == SYN_SENT:
             init_from_syn(conn, 0, tcp, BE_LIBERAL if self.linux else 0)
         elif cell == ESTABLISHED:
@@ -110,11 +110,11 @@ class TcpTracker:
                 conn[FLAGS] = conn[SIDE + FLAGS] = SACK_PERM | BE_LIBERAL
             else:
                 conn[FLAGS] = conn[SIDE + FLAGS] = SACK_PERM
-                conn[LOOSE] = conn[SIDE + LOOSE] = loose
+                conn[LOOSE] = conn[SIDE + LOOSE] = loose & 0xFF    # a u8 in 2.6 too
         else:
             return False
         if not self.linux:
-            conn[SIDE + MAXWIN] = 1     # 2.6-ipct starts the unseen side with a window of 1
+            put32(conn, SIDE + MAXWIN_AT, 1)  # 2.6-ipct starts the unseen side with a window of 1
         entry.l4 = conn
         return True
 
@@ -126,18 +126,18 @@ class TcpTracker:
         return self._names[entry.l4[STATE]]
 
     def export_l4(self, entry: Entry, now: float) -> List[int]:
-        """The packed fields of engine/tcp_window.py's TcpConn, as a list."""
-        return list(entry.l4)
+        """The packed fields of engine/tcp_window.py's TcpConn, as a list (FIELD_LAYOUT)."""
+        return export_fields(entry.l4)
 
     def restore_l4(self, value: Any, saved_at: float) -> TcpConn:
-        fields = [checked_uint(v, 32, "l4") for v in checked_list(value, N_FIELDS, "l4")]
-        if fields[STATE] >= len(self._names):
-            raise ValueError(f"l4: TCP state {fields[STATE]} does not exist")
+        fields = [checked_uint(v, 8 * width, "l4")
+                  for v, (_, width) in zip(checked_list(value, N_FIELDS, "l4"), FIELD_LAYOUT)]
+        if fields[STATE_FIELD] >= len(self._names):
+            raise ValueError(f"l4: TCP state {fields[STATE_FIELD]} does not exist")
+        conn = import_fields(fields)
         for side in (0, SIDE):
-            if fields[side + SCALE] > MAX_WSCALE:
-                raise ValueError(f"l4: window scale {fields[side + SCALE]} above {MAX_WSCALE}")
-        conn = TcpConn()
-        conn[:] = array("I", fields)
+            if conn[side + SCALE] > MAX_WSCALE:
+                raise ValueError(f"l4: window scale {conn[side + SCALE]} above {MAX_WSCALE}")
         return conn
 
     def early_drop_victim_in_eviction_mode(self, entry: Entry) -> bool:
@@ -174,7 +174,7 @@ class TcpTracker:
                     return REOPEN
             # IG (or a SYN_SENT* that did not reopen).
             if (index == C_SYNACK and conn[LAST_INDEX] == C_SYN and conn[LAST_DIR] != d
-                    and tcp.ack == conn[LAST_END]):
+                    and tcp.ack == get32(conn, LAST_END_AT)):
                 # The SYN/ACK answers a SYN we ignored: client and server are in sync and
                 # we are not. Take the remembered SYN as the original side and go on as
                 # if the entry were in SYN_SENT.
@@ -225,7 +225,7 @@ class TcpTracker:
         elif ((conn[FLAGS] | conn[SIDE + FLAGS]) & DATA_UNACKNOWLEDGED
               and state_timeout > knobs["tcp_timeout_unacknowledged"]):
             timeout = knobs["tcp_timeout_unacknowledged"]                    # (c)
-        elif conn[LAST_WIN] == 0 and state_timeout > knobs["tcp_timeout_max_retrans"]:
+        elif read_u32(conn, LAST_WIN_AT)[0] == 0 and state_timeout > knobs["tcp_timeout_max_retrans"]:
             timeout = knobs["tcp_timeout_max_retrans"]                       # (d)
         else:
             timeout = state_timeout                                          # (e)
@@ -263,23 +263,24 @@ class TcpTracker:
                 return INVALID
             if new == IG:
                 if (index == C_SYNACK and conn[LAST_INDEX] == C_SYN and conn[LAST_DIR] != d
-                        and tcp.ack == conn[LAST_END]):
+                        and tcp.ack == get32(conn, LAST_END_AT)):
                     return OUT_OF_SYNC_SYNACK
                 conn[LAST_INDEX] = index
                 conn[LAST_DIR] = d
-                conn[LAST_SEQ] = tcp.seq
-                conn[LAST_END] = segment_end(tcp)
+                put32(conn, LAST_SEQ_AT, tcp.seq)
+                put32(conn, LAST_END_AT, segment_end(tcp))
                 return IGNORE
             # SS_REOPEN: only if this side closed, or the SYN is beyond what it sent.
             s = d * SIDE
-            if conn[s + FLAGS] & CLOSE_INIT or ((conn[s + END] - tcp.seq) & M32) >= HALF:
+            if (conn[s + FLAGS] & CLOSE_INIT
+                    or ((get32(conn, s + END_AT) - tcp.seq) & M32) >= HALF):
                 return REOPEN
             return INVALID
 
         if (new == CLOSE and index == C_RST
                 and ((status & SEEN_REPLY and conn[LAST_INDEX] == C_SYN)
                      or (not status & ASSURED and conn[LAST_INDEX] == C_ACK))
-                and tcp.ack == conn[LAST_END]):
+                and tcp.ack == get32(conn, LAST_END_AT)):
             pass  # RST answering a SYN/ACK we let through: no window check
         elif not tutorial_in_window(conn, d, index, tcp, knobs["tcp_be_liberal"]):
             return INVALID
@@ -308,9 +309,9 @@ def _remember_ignored(conn: TcpConn, d: int, index: int, tcp: Any, old: int) -> 
     """Note an ignored packet, so that the answer to it can put us back in sync (§4.6 4)."""
     conn[LAST_INDEX] = index
     conn[LAST_DIR] = d
-    conn[LAST_SEQ] = tcp.seq
-    conn[LAST_END] = segment_end(tcp)
-    conn[LAST_WIN] = tcp.window
+    put32(conn, LAST_SEQ_AT, tcp.seq)
+    put32(conn, LAST_END_AT, segment_end(tcp))
+    put32(conn, LAST_WIN_AT, tcp.window)
     if index == C_SYN and d == ORIGINAL:
         # A new SYN on an old entry: keep its options for the resync.
         last_flags = 0
@@ -326,14 +327,16 @@ def _remember_ignored(conn: TcpConn, d: int, index: int, tcp: Any, old: int) -> 
             last_flags |= EXP_CHALLENGE_ACK
         conn[LAST_FLAGS] = last_flags
     if old == SYN_SENT and index == C_ACK and d == REPLY:
-        conn[LAST_ACK_NO] = tcp.ack     # possible challenge ACK to our SYN
+        put32(conn, LAST_ACK_AT, tcp.ack)     # possible challenge ACK to our SYN
 
 
 def _resync_from_ignored_syn(conn: TcpConn, d: int) -> None:
     """The remembered SYN becomes the original side; the SYN/ACK's side starts afresh."""
     syn = conn[LAST_DIR] * SIDE
-    conn[syn + END] = conn[syn + MAXEND] = conn[LAST_END]
-    conn[syn + MAXWIN] = conn[LAST_WIN] or 1
+    last_end = get32(conn, LAST_END_AT)
+    put32(conn, syn + END_AT, last_end)
+    put32(conn, syn + MAXEND_AT, last_end)
+    put32(conn, syn + MAXWIN_AT, get32(conn, LAST_WIN_AT) or 1)
     conn[syn + SCALE] = conn[LAST_WSCALE]
     conn[LAST_FLAGS] &= ~EXP_CHALLENGE_ACK
     conn[syn + FLAGS] = conn[LAST_FLAGS]
@@ -351,7 +354,7 @@ def _linux_rst(conn: TcpConn, entry: Entry, tcp: Any, d: int, old: int,
     # The peer's highest ACK is only trustworthy if we did not just let a SYN through.
     if conn[peer + FLAGS] & MAXACK_SET and conn[LAST_INDEX] != C_SYN:
         seq = tcp.seq
-        peer_maxack = conn[peer + MAXACK]
+        peer_maxack = get32(conn, peer + MAXACK_AT)
         established = old == ESTABLISHED and entry.status & ASSURED
         if seq == 0 and not established:
             return CLOSE, False          # most likely the answer to a SYN we let through
@@ -359,19 +362,19 @@ def _linux_rst(conn: TcpConn, entry: Entry, tcp: Any, d: int, old: int,
             return None                  # before(seq, maxack): below what the peer acked
         if not established or seq == peer_maxack:
             return CLOSE, False
-        if conn[LAST_INDEX] == C_ACK and conn[LAST_DIR] == d and seq == conn[LAST_END]:
+        if conn[LAST_INDEX] == C_ACK and conn[LAST_DIR] == d and seq == get32(conn, LAST_END_AT):
             return CLOSE, False          # RST right after this side's own last segment
         # Sequence number not exact: keep the state to allow for a challenge ACK.
         new = old
     status = entry.status
     if (((status & SEEN_REPLY and conn[LAST_INDEX] == C_SYN)
          or (not status & ASSURED and conn[LAST_INDEX] == C_ACK))
-            and tcp.ack == conn[LAST_END]):
+            and tcp.ack == get32(conn, LAST_END_AT)):
         # RST answering an ignored SYN, or a lone ACK of a half-open entry: it may ACK
         # segments we never tracked, so skip the window check.
         return new, True
     if (old == SYN_SENT and conn[LAST_INDEX] == C_ACK and conn[LAST_DIR] == REPLY
-            and tcp.seq == conn[LAST_ACK_NO]):
+            and tcp.seq == get32(conn, LAST_ACK_AT)):
         return new, True                 # reset answering a challenge ACK to our SYN
     return new, False
 

@@ -13,19 +13,20 @@ Follows Kadlecsik's algorithm as the kernel has it, in two generations:
 All sequence arithmetic is modulo 2**32; `before`/`after` are the kernel's helpers. On the
 hot path they are written out inline (one comparison each), with the helper's name in a comment.
 
-The per-entry state is packed like the kernel's struct ip_ct_tcp: one array of unsigned
-32-bit fields (TcpConn), both directions' struct ip_ct_tcp_state first, then the
-connection's own fields.  A table holds 262,144 entries by default and a Python int costs
-about 30 bytes, so objects holding ints cost a TCP entry ~670 bytes of state; the array
-costs 200.  The checks read a direction's fields into locals with one struct call
-(`sender_end`, `receiver_maxwin`, ... as the kernel's `sender->td_end`) and store what they
-change; attribute views (`conn.state`, `conn.sides[d].end`) serve the rare paths and tests.
+The per-entry state is packed like the kernel's struct ip_ct_tcp, in one plain bytearray
+of 60 bytes (a TcpConn): a Python int costs about 30 bytes, so objects holding ints cost
+a TCP entry ~670 bytes of state; the bytearray costs 128 (its object and its buffer, and
+no garbage-collector header: a plain bytearray holds no references), with 262,144
+entries in a table by default.  The one-byte fields (scale, flags, states, ...) sit at
+fixed indices, read and written as `conn[s + FLAGS]`; the 32-bit ones (sequence numbers,
+windows) at the byte offsets `*_AT`, read with get32()/put32() or, on the hot path, both
+directions at once with one struct call (`sender_end`, `receiver_maxwin`, ... as the
+kernel's `sender->td_end`).  view() gives attribute access for the rare paths and tests.
 """
 from __future__ import annotations
 
 import struct
-from array import array
-from typing import Tuple
+from typing import List, Tuple
 
 from .entry import ORIGINAL, REPLY
 from .packet import ACK, FIN, RST, SYN, TcpInfo
@@ -51,35 +52,84 @@ SIMULTANEOUS_OPEN = 0x80
 W_ACCEPT, W_IGNORE, W_INVALID = 0, 1, 2
 
 # -- the packed state --------------------------------------------------------------------------
-# One direction (struct ip_ct_tcp_state), at offset 0 (ORIGINAL) or SIDE (REPLY):
-END = 0         # highest seq + len sent
-MAXEND = 1      # highest right edge of the window the peer offered
-MAXWIN = 2      # largest window seen (0 = this side not initialised, modern)
-MAXACK = 3      # highest ACK sent (modern, valid with MAXACK_SET)
-SCALE = 4       # window scale shift
-FLAGS = 5       # the per-direction flags above
-LOOSE = 6       # tutorial: packets left to pass unchecked after a pickup
-SIDE = 7
+# One direction (struct ip_ct_tcp_state) at s = direction * SIDE: four 32-bit fields at
+# the byte offsets s + *_AT, then three one-byte fields at s + FIELD.
+END_AT = 0        # highest seq + len sent
+MAXEND_AT = 4     # highest right edge of the window the peer offered
+MAXWIN_AT = 8     # largest window seen (0 = side not initialised, modern)
+MAXACK_AT = 12    # highest ACK sent (modern, valid with MAXACK_SET)
+SCALE = 16      # window scale shift
+FLAGS = 17      # the per-direction flags above
+LOOSE = 18      # tutorial: packets left to pass unchecked after a pickup (u8, as in 2.6)
+SIDE = 19
 # The connection (struct ip_ct_tcp), after both directions:
-STATE = 14        # conntrack state; NONE until the first packet is processed
-LAST_INDEX = 15   # packet class of the last packet
-LAST_DIR = 16     # and of the last remembered packet: its direction, seq, ack, end, window
-LAST_SEQ = 17
-LAST_ACK_NO = 18   # (the state LAST_ACK of tcp_tables is another thing)
-LAST_END = 19
-LAST_WIN = 20
-LAST_WSCALE = 21
-LAST_FLAGS = 22
-RETRANS = 23      # identical ACK-class packets in a row
-N_FIELDS = 24
+STATE = 38        # conntrack state; NONE until the first packet is processed
+LAST_INDEX = 39   # packet class of the last packet
+LAST_DIR = 40     # and of the last remembered packet: its direction, seq, ack, end, window
+LAST_SEQ_AT = 41
+LAST_ACK_AT = 45   # (the state LAST_ACK of tcp_tables is another thing)
+LAST_END_AT = 49
+LAST_WIN_AT = 53
+LAST_WSCALE = 57
+LAST_FLAGS = 58
+RETRANS = 59      # identical ACK-class packets in a row (u8, wrapping as the kernel's)
+CONN_BYTES = 60
 
-_SIDE_FIELDS = struct.Struct("=6I")     # END .. FLAGS of one direction (native u32 = 'I')
-_BOTH_SIDES = struct.Struct("=14I")     # both directions, ORIGINAL then REPLY
-_LAST_FIELDS = struct.Struct("=5I")     # LAST_DIR .. LAST_WIN
-_LAST4_FIELDS = struct.Struct("=4I")    # LAST_DIR .. LAST_END
+TcpConn = bytearray
 
-_NEW_CONN = array("I", [0] * N_FIELDS)
+_U32 = struct.Struct("=I")
+# read_u32(conn, at)[0]: get32() without a Python call, for lines run on every packet.
+read_u32 = _U32.unpack_from
+_BOTH_SIDES = struct.Struct("=4I3B4I3B")    # both directions, ORIGINAL then REPLY
+_LAST_FIELDS = struct.Struct("=B4I")        # LAST_DIR, seq, ack, end, window
+_LAST4_FIELDS = struct.Struct("=B3I")       # LAST_DIR, seq, ack, end
+
+# The fields in the order a state file lists them (the order of the kernel's structs):
+# (byte offset, width in bytes).
+FIELD_LAYOUT = tuple(
+    [(at, width) for s in (0, SIDE) for at, width in (
+        (s + END_AT, 4), (s + MAXEND_AT, 4), (s + MAXWIN_AT, 4), (s + MAXACK_AT, 4),
+        (s + SCALE, 1), (s + FLAGS, 1), (s + LOOSE, 1))]
+    + [(STATE, 1), (LAST_INDEX, 1), (LAST_DIR, 1), (LAST_SEQ_AT, 4), (LAST_ACK_AT, 4),
+       (LAST_END_AT, 4), (LAST_WIN_AT, 4), (LAST_WSCALE, 1), (LAST_FLAGS, 1), (RETRANS, 1)])
+N_FIELDS = len(FIELD_LAYOUT)
+STATE_FIELD = FIELD_LAYOUT.index((STATE, 1))    # STATE's place in that list
+
+_NEW_CONN = bytearray(CONN_BYTES)
 _NEW_CONN[LAST_INDEX] = C_NONE
+
+
+def new_conn() -> TcpConn:
+    """A connection's state before its first packet: all zero, last packet class NONE."""
+    return bytearray(_NEW_CONN)
+
+
+def get32(conn: TcpConn, at: int) -> int:
+    """The 32-bit field at byte offset `at`."""
+    return _U32.unpack_from(conn, at)[0]
+
+
+def put32(conn: TcpConn, at: int, value: int) -> None:
+    """Store a 32-bit field at byte offset `at`."""
+    _U32.pack_into(conn, at, value)
+
+
+def export_fields(conn: TcpConn) -> List[int]:
+    """Every field, in FIELD_LAYOUT's order."""
+    return [get32(conn, at) if width == 4 else conn[at] for at, width in FIELD_LAYOUT]
+
+
+def import_fields(fields: List[int]) -> TcpConn:
+    """A TcpConn from export_fields()' list; ValueError if a value does not fit its field."""
+    conn = new_conn()
+    for n, ((at, width), value) in enumerate(zip(FIELD_LAYOUT, fields)):
+        if not 0 <= value < 1 << (8 * width):
+            raise ValueError(f"field {n}: {value} does not fit in {8 * width} bits")
+        if width == 4:
+            put32(conn, at, value)
+        else:
+            conn[at] = value
+    return conn
 
 
 def before(a: int, b: int) -> bool:
@@ -98,70 +148,70 @@ def segment_end(tcp: TcpInfo) -> int:
     return (tcp.seq + tcp.payload_len + ((flags & SYN) >> 1) + (flags & FIN)) & M32
 
 
-def _field(index: int) -> property:
-    def get(self) -> int:
-        return self._conn[self._base + index]
-
-    def put(self, value: int) -> None:
-        self._conn[self._base + index] = value
-    return property(get, put)
-
-
 class TcpSide:
     """A view of one direction's fields in a TcpConn (the kernel's struct ip_ct_tcp_state)."""
-    __slots__ = ("_conn", "_base")
+    __slots__ = ("_conn", "_s")
 
-    def __init__(self, conn: "TcpConn", direction: int) -> None:
+    def __init__(self, conn: TcpConn, direction: int) -> None:
         self._conn = conn
-        self._base = direction * SIDE
+        self._s = direction * SIDE
 
-    end = _field(END)
-    maxend = _field(MAXEND)
-    maxwin = _field(MAXWIN)
-    maxack = _field(MAXACK)
-    scale = _field(SCALE)
-    flags = _field(FLAGS)
-    loose = _field(LOOSE)
+    end = property(lambda self: get32(self._conn, self._s + END_AT))
+    maxend = property(lambda self: get32(self._conn, self._s + MAXEND_AT))
+    maxwin = property(lambda self: get32(self._conn, self._s + MAXWIN_AT))
+    maxack = property(lambda self: get32(self._conn, self._s + MAXACK_AT))
+    scale = property(lambda self: self._conn[self._s + SCALE])
+    flags = property(lambda self: self._conn[self._s + FLAGS])
+    loose = property(lambda self: self._conn[self._s + LOOSE])
 
     def reset(self) -> None:
         """Forget the window data, keep only the liberal flag (nf_ct_tcp_state_reset)."""
-        reset_side(self._conn, self._base)
+        reset_side(self._conn, self._s)
 
 
-def _conn_field(index: int) -> property:
-    return property(lambda self: self[index], lambda self, value: self.__setitem__(index, value))
+def _byte_field(index: int) -> property:
+    def get(self) -> int:
+        return self._conn[index]
+
+    def put(self, value: int) -> None:
+        self._conn[index] = value
+    return property(get, put)
 
 
-class TcpConn(array):
-    """Per-entry TCP state: the conntrack state, both directions, and the last packet.
+class TcpView:
+    """Attribute access to a TcpConn, for code that reads one field now and then (tests)."""
+    __slots__ = ("_conn",)
 
-    An array of N_FIELDS unsigned 32-bit fields at the offsets above; the attributes are
-    views for code that reads one field now and then.
-    """
-    __slots__ = ()
-
-    def __new__(cls) -> "TcpConn":
-        return array.__new__(cls, "I", _NEW_CONN)
+    def __init__(self, conn: TcpConn) -> None:
+        self._conn = conn
 
     @property
     def sides(self) -> Tuple[TcpSide, TcpSide]:
-        return TcpSide(self, ORIGINAL), TcpSide(self, REPLY)
+        return TcpSide(self._conn, ORIGINAL), TcpSide(self._conn, REPLY)
 
-    state = _conn_field(STATE)
-    last_index = _conn_field(LAST_INDEX)
-    last_dir = _conn_field(LAST_DIR)
-    last_seq = _conn_field(LAST_SEQ)
-    last_ack = _conn_field(LAST_ACK_NO)
-    last_end = _conn_field(LAST_END)
-    last_win = _conn_field(LAST_WIN)
-    last_wscale = _conn_field(LAST_WSCALE)
-    last_flags = _conn_field(LAST_FLAGS)
-    retrans = _conn_field(RETRANS)
+    state = _byte_field(STATE)
+    last_index = _byte_field(LAST_INDEX)
+    last_dir = _byte_field(LAST_DIR)
+    last_wscale = _byte_field(LAST_WSCALE)
+    last_flags = _byte_field(LAST_FLAGS)
+    retrans = _byte_field(RETRANS)
+    last_seq = property(lambda self: get32(self._conn, LAST_SEQ_AT))
+    last_ack = property(lambda self: get32(self._conn, LAST_ACK_AT))
+    last_end = property(lambda self: get32(self._conn, LAST_END_AT))
+    last_win = property(lambda self: get32(self._conn, LAST_WIN_AT))
+
+
+def view(conn: TcpConn) -> TcpView:
+    """Attribute access to a TcpConn (view(entry.l4).state, .sides[d].end, ...)."""
+    return TcpView(conn)
 
 
 def reset_side(conn: TcpConn, s: int) -> None:
     """Forget a direction's window data, keep only the liberal flag (nf_ct_tcp_state_reset)."""
-    _SIDE_FIELDS.pack_into(conn, s * 4, 0, 0, 0, 0, 0, conn[s + FLAGS] & BE_LIBERAL)
+    for at in (s + END_AT, s + MAXEND_AT, s + MAXWIN_AT, s + MAXACK_AT):
+        put32(conn, at, 0)
+    conn[s + SCALE] = 0
+    conn[s + FLAGS] &= BE_LIBERAL
 
 
 def read_options(conn: TcpConn, s: int, tcp: TcpInfo, keep: int) -> None:
@@ -188,8 +238,10 @@ def read_options(conn: TcpConn, s: int, tcp: TcpInfo, keep: int) -> None:
 
 def init_from_syn(conn: TcpConn, s: int, tcp: TcpInfo, keep: int) -> None:
     """First SYN of a connection: the original side starts at the SYN (tcp_new())."""
-    conn[s + END] = conn[s + MAXEND] = segment_end(tcp)
-    conn[s + MAXWIN] = tcp.window or 1
+    end = segment_end(tcp)
+    put32(conn, s + END_AT, end)
+    put32(conn, s + MAXEND_AT, end)
+    put32(conn, s + MAXWIN_AT, tcp.window or 1)
     read_options(conn, s, tcp, keep)
 
 
@@ -197,16 +249,17 @@ def init_from_pickup(conn: TcpConn, s: int, tcp: TcpInfo) -> None:
     """Mid-stream first packet: guess the original side from it (tcp_new(), loose pickup)."""
     end = segment_end(tcp)
     maxwin = tcp.window or 1
-    conn[s + END] = end
-    conn[s + MAXWIN] = maxwin
-    conn[s + MAXEND] = (end + maxwin) & M32
+    put32(conn, s + END_AT, end)
+    put32(conn, s + MAXWIN_AT, maxwin)
+    put32(conn, s + MAXEND_AT, (end + maxwin) & M32)
 
 
 def _linux_init_sender(conn: TcpConn, s: int, r: int, tcp: TcpInfo, end: int, win: int,
                        direction: int) -> None:
     """SYN/ACK answering a SYN, or a reply SYN in simultaneous open (tcp_init_sender())."""
-    conn[s + END] = conn[s + MAXEND] = end
-    conn[s + MAXWIN] = win or 1
+    put32(conn, s + END_AT, end)
+    put32(conn, s + MAXEND_AT, end)
+    put32(conn, s + MAXWIN_AT, win or 1)
     read_options(conn, s, tcp, BE_LIBERAL)
     # RFC 1323: window scaling only if both sides offered it.
     if direction == REPLY and not (conn[s + FLAGS] & WINDOW_SCALE
@@ -234,23 +287,24 @@ def linux_in_window(conn: TcpConn, direction: int, index: int, tcp: TcpInfo,
         if edge is not None and ((sack - edge) & M32) >= HALF:       # after(edge, sack)
             sack = edge
 
-    if conn[s + MAXWIN] == 0:
+    if read_u32(conn, s + MAXWIN_AT)[0] == 0:
         if flags & SYN:
             _linux_init_sender(conn, s, r, tcp, end, win, direction)
             if not flags & ACK:
                 return W_ACCEPT          # simultaneous open: reply SYN without ACK
         else:
             # This direction was never seen (picked-up connection): start from the packet.
-            conn[s + END] = end
+            put32(conn, s + END_AT, end)
             maxwin = ((win << conn[s + SCALE]) & M32) or 1
-            conn[s + MAXWIN] = maxwin
-            conn[s + MAXEND] = (end + maxwin) & M32
-            if conn[r + MAXWIN] == 0:
+            put32(conn, s + MAXWIN_AT, maxwin)
+            put32(conn, s + MAXEND_AT, (end + maxwin) & M32)
+            if get32(conn, r + MAXWIN_AT) == 0:
                 # Nothing seen the other way either: make III and IV pass until it is.
-                conn[r + END] = conn[r + MAXEND] = sack
-            elif sack == ((conn[r + END] + 1) & M32):
-                conn[r + END] = sack     # likely the answer to a keepalive
-    elif (flags & SYN and ((conn[s + END] - end) & M32) >= HALF      # after(end, sender end)
+                put32(conn, r + END_AT, sack)
+                put32(conn, r + MAXEND_AT, sack)
+            elif sack == ((get32(conn, r + END_AT) + 1) & M32):
+                put32(conn, r + END_AT, sack)     # likely the answer to a keepalive
+    elif (flags & SYN and ((get32(conn, s + END_AT) - end) & M32) >= HALF  # after(end, s end)
           and (conn[STATE] == SYN_SENT or conn[STATE] == SYN_RECV)):
         # RFC 793: a reinitialised TCP may reuse the tuple with a higher sequence number.
         _linux_init_sender(conn, s, r, tcp, end, win, direction)
@@ -287,7 +341,7 @@ def linux_in_window(conn: TcpConn, direction: int, index: int, tcp: TcpInfo,
                 and ((sack - receiver_end - 1) & M32) >= HALF):
             # The sender overran the window a little: keep the data plausible for the
             # ACK that will follow, but do not accept this packet ("N bytes more").
-            conn[s + END] = end
+            put32(conn, s + END_AT, end)
             conn[s + FLAGS] = sender_flags | DATA_UNACKNOWLEDGED
             return W_ACCEPT if liberal else W_IGNORE
         return W_ACCEPT if liberal else W_INVALID
@@ -339,14 +393,28 @@ def linux_in_window(conn: TcpConn, direction: int, index: int, tcp: TcpInfo,
 
     # Count identical ACK-class packets (retransmissions).
     if index == C_ACK:
-        if (conn[LAST_ACK_NO] == ack and conn[LAST_SEQ] == seq
-                and _LAST_FIELDS.unpack_from(conn, LAST_DIR * 4)
-                == (direction, seq, ack, end, win_raw)):
-            conn[RETRANS] += 1
+        if _LAST_FIELDS.unpack_from(conn, LAST_DIR) == (direction, seq, ack, end, win_raw):
+            conn[RETRANS] = (conn[RETRANS] + 1) & 0xFF
         else:
-            _LAST_FIELDS.pack_into(conn, LAST_DIR * 4, direction, seq, ack, end, win_raw)
+            _LAST_FIELDS.pack_into(conn, LAST_DIR, direction, seq, ack, end, win_raw)
             conn[RETRANS] = 0
     return W_ACCEPT
+
+
+Side = Tuple[int, int, int, int, int, int, int]
+
+
+def _sides(conn: TcpConn, direction: int) -> Tuple[Side, Side]:
+    """Sender's and receiver's (end, maxend, maxwin, maxack, scale, flags, loose)."""
+    fields = _BOTH_SIDES.unpack_from(conn)
+    original, reply = fields[:7], fields[7:]
+    return (reply, original) if direction else (original, reply)
+
+
+def _store_sides(conn: TcpConn, direction: int, sender: Side, receiver: Side) -> None:
+    """Store what _sides() read, changed."""
+    original, reply = (receiver, sender) if direction else (sender, receiver)
+    _BOTH_SIDES.pack_into(conn, 0, *original, *reply)
 
 
 def tutorial_in_window(conn: TcpConn, direction: int, index: int, tcp: TcpInfo,
@@ -370,32 +438,28 @@ def tutorial_in_window(conn: TcpConn, direction: int, index: int, tcp: TcpInfo,
         if edge is not None and ((sack - edge) & M32) >= HALF:       # after(edge, sack)
             sack = edge
 
-    if conn[s + END] == 0:
+    if get32(conn, s + END_AT) == 0:
         if flags & SYN and flags & ACK:
             # The SYN/ACK answering the SYN.
-            conn[s + END] = conn[s + MAXEND] = end
-            conn[s + MAXWIN] = win or 1
+            put32(conn, s + END_AT, end)
+            put32(conn, s + MAXEND_AT, end)
+            put32(conn, s + MAXWIN_AT, win or 1)
             read_options(conn, s, tcp, 0)
             if not (conn[s + FLAGS] & WINDOW_SCALE and conn[r + FLAGS] & WINDOW_SCALE):
                 conn[s + SCALE] = conn[r + SCALE] = 0
         else:
             # Picked-up connection: first packet of this direction.
-            conn[s + END] = end
-            conn[s + MAXWIN] = maxwin = win or 1
-            conn[s + MAXEND] = (end + maxwin) & M32
+            init_from_pickup(conn, s, tcp)
     elif (((state == SYN_SENT and direction == ORIGINAL)
            or (state == SYN_RECV and direction == REPLY))
-          and ((conn[s + END] - end) & M32) >= HALF):                # after(end, sender end)
+          and ((get32(conn, s + END_AT) - end) & M32) >= HALF):       # after(end, sender end)
         # RFC 793 reinitialisation; 2.6.18 does this for any packet, not only SYNs.
-        conn[s + END] = conn[s + MAXEND] = end
-        conn[s + MAXWIN] = win or 1
-        read_options(conn, s, tcp, 0)
+        init_from_syn(conn, s, tcp, 0)
 
-    (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
-     sender_flags) = _SIDE_FIELDS.unpack_from(conn, s * 4)
-    (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack, receiver_scale,
-     receiver_flags) = _SIDE_FIELDS.unpack_from(conn, r * 4)
-    sender_loose = conn[s + LOOSE]
+    ((sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale, sender_flags,
+      sender_loose),
+     (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack, receiver_scale,
+      receiver_flags, receiver_loose)) = _sides(conn, direction)
 
     if not flags & ACK:
         ack = sack = receiver_end
@@ -408,7 +472,7 @@ def tutorial_in_window(conn: TcpConn, direction: int, index: int, tcp: TcpInfo,
     maxackwin = sender_maxwin if sender_maxwin > MAXACKWINCONST else MAXACKWINCONST
     # I:   seq <= S.maxend                  II: end >= S.end - R.maxwin
     # III: sack <= R.end                    IV: ack > R.end - MAXACKWINDOW (plain ack, strict)
-    if not (sender_loose or conn[r + LOOSE] or (
+    if not (sender_loose or receiver_loose or (
             ((seq - sender_maxend - 1) & M32) >= HALF
             and ((sender_end - receiver_maxwin - 1 - end) & M32) >= HALF
             and ((sack - receiver_end - 1) & M32) >= HALF
@@ -427,17 +491,18 @@ def tutorial_in_window(conn: TcpConn, direction: int, index: int, tcp: TcpInfo,
     right = (sack + win) & M32
     if ((receiver_maxend - 1 - right) & M32) >= HALF:
         receiver_maxend = right if win else (right + 1) & M32
-    _SIDE_FIELDS.pack_into(conn, s * 4, sender_end, sender_maxend, sender_maxwin,
-                           sender_maxack, sender_scale, sender_flags)
-    _SIDE_FIELDS.pack_into(conn, r * 4, receiver_end, receiver_maxend, receiver_maxwin,
-                           receiver_maxack, receiver_scale, receiver_flags)
+    if sender_loose:
+        sender_loose -= 1
+    _store_sides(conn, direction,
+                 (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
+                  sender_flags, sender_loose),
+                 (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
+                  receiver_scale, receiver_flags, receiver_loose))
 
     if index == C_ACK:
-        if _LAST4_FIELDS.unpack_from(conn, LAST_DIR * 4) == (direction, seq, ack, end):
-            conn[RETRANS] += 1
+        if _LAST4_FIELDS.unpack_from(conn, LAST_DIR) == (direction, seq, ack, end):
+            conn[RETRANS] = (conn[RETRANS] + 1) & 0xFF
         else:
-            _LAST4_FIELDS.pack_into(conn, LAST_DIR * 4, direction, seq, ack, end)
+            _LAST4_FIELDS.pack_into(conn, LAST_DIR, direction, seq, ack, end)
             conn[RETRANS] = 0
-    if sender_loose:
-        conn[s + LOOSE] = sender_loose - 1
     return True

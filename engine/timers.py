@@ -3,7 +3,8 @@
 Arming costs a list append and an entry costs the wheel one pointer, yet entries come out
 in exact time order: the current second's bucket is moved into a small heap when it
 begins.  Refreshing an entry's expiry per packet costs nothing here (see TimerWheel).
-The wheel knows nothing of tables: it files and hands back objects with a `timer_slot`.
+The wheel knows nothing of tables: it files and hands back objects with a `timer_slot`
+and an `expires` (the time the object is due).
 """
 from __future__ import annotations
 
@@ -17,20 +18,28 @@ INFINITY = float("inf")
 class TimerWheel:
     """Entries filed by the second their timer falls in; the current second in a heap.
 
-    An entry is filed under `entry.timer_slot` (a time).  Arming a later time does not
-    move it: when its slot comes the entry is looked at, and re-filed if its expiry
-    moved on, so refreshing an entry per packet costs nothing here.  Arming an earlier
-    time files it again (the old filing is then stale and skipped).
+    An entry is filed at its `expires`; `entry.timer_slot` says where: the whole second
+    of its bucket (an int), or the exact time of a filing in the current second's heap.
+    Arming a later time does not move it: when its slot comes the entry is looked at,
+    and re-filed if its expiry moved on, so refreshing an entry per packet costs nothing
+    here.  Arming a time before the slot files it again (the old filing is then stale and
+    skipped); an earlier time in the slot's own second needs no new filing.
 
     Filings more than a second ahead go to a bucket per whole second (a list: one
     pointer per entry).  When a second begins its bucket is moved into a small heap of
-    (time, seq, entry), which hands out entries exactly in time order, so expiry is as
-    exact as with one big heap but the big heap's tuple per entry is only paid for the
-    entries of the current second.
+    (time, seq, entry) by each entry's `expires` then, which hands out entries exactly in
+    time order, so expiry is as exact as with one big heap but the big heap's tuple per
+    entry is only paid for the entries of the current second.  Entries whose expiry moved
+    past that second are handed back at once for re-filing.
+
+    Memory: the entries of a bucket share its second's one int as their `timer_slot`, and
+    a heap filing's slot is the entry's own `expires` object, so a slot costs an entry
+    nothing beyond its pointer (a float of its own per entry was 24 bytes).
     """
 
     def __init__(self) -> None:
-        self._buckets: Dict[int, List[Any]] = {}
+        # second -> (that second as the one int object all its entries share, the entries)
+        self._buckets: Dict[int, Tuple[int, List[Any]]] = {}
         self._seconds: List[int] = []                   # heap of the buckets' seconds
         self._near: List[Tuple[float, int, Any]] = []  # heap: filings before _near_end
         self._near_end = -INFINITY
@@ -38,8 +47,10 @@ class TimerWheel:
         self.next_due = INFINITY        # nothing can be due before this time
 
     def file(self, entry: Any, when: float) -> None:
-        entry.timer_slot = when
+        """File an entry at `when`, its `expires` (the object itself: a heap filing keeps
+        it as the slot)."""
         if when < self._near_end:
+            entry.timer_slot = when
             heapq.heappush(self._near, (when, next(self._seq), entry))
             if when < self.next_due:
                 self.next_due = when
@@ -47,12 +58,14 @@ class TimerWheel:
         second = int(when)
         bucket = self._buckets.get(second)
         if bucket is None:
-            self._buckets[second] = [entry]
+            self._buckets[second] = (second, [entry])
+            entry.timer_slot = second
             heapq.heappush(self._seconds, second)
             if second < self.next_due:
                 self.next_due = second
         else:
-            bucket.append(entry)
+            entry.timer_slot = bucket[0]
+            bucket[1].append(entry)
 
     def due(self, now: float) -> Iterator[Any]:
         """Entries whose filing time is <= now, in time order within the current second.
@@ -69,20 +82,31 @@ class TimerWheel:
             seconds = self._seconds
             if not seconds or seconds[0] > now:
                 break
-            second = heapq.heappop(seconds)
-            bucket = self._buckets.pop(second)
+            second, bucket = self._buckets.pop(heapq.heappop(seconds))
+            # Only filings whose slot is the bucket's own int object are live: an entry
+            # filed again since (another second's int, a heap filing's float) or removed
+            # (None) is stale here.
             if second + 1 <= now:
                 # The whole second is over: everything filed in it is due, in any order.
                 for entry in bucket:
-                    if entry.timer_slot is not None and int(entry.timer_slot) == second:
+                    if entry.timer_slot is second:
                         yield entry
                 continue
-            # `now` is inside this second: from here on it is handed out in time order.
-            self._near_end = second + 1
+            # `now` is inside this second: from here on it is handed out in time order,
+            # each entry at its expiry as it stands now (it may have moved since filing).
+            end = self._near_end = second + 1
             seq = self._seq
-            near.extend((entry.timer_slot, next(seq), entry) for entry in bucket
-                        if entry.timer_slot is not None and int(entry.timer_slot) == second)
+            moved_on = []
+            for entry in bucket:
+                if entry.timer_slot is second:
+                    when = entry.expires
+                    if when < end:
+                        entry.timer_slot = when
+                        near.append((when, next(seq), entry))
+                    else:
+                        moved_on.append(entry)
             heapq.heapify(near)
+            yield from moved_on         # not due: the caller files them again
         self.next_due = min(self._near[0][0] if self._near else INFINITY,
                             self._seconds[0] if self._seconds else INFINITY)
 

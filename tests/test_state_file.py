@@ -19,7 +19,7 @@ import pytest
 from engine.build import build_ipv4, build_tcp_datagram
 from engine.ctstate import CtState
 from engine.hooks import LOCAL_OUT
-from engine.tcp_window import STATE
+from engine.tcp_window import STATE_FIELD
 from engine.packet import ACK, PSH, SYN
 from enginehelp import T0, icmp, lines, make_engine, udp, view_text
 
@@ -178,7 +178,7 @@ def test_full_table_restores_everything_above_a_lower_max():
     (lambda s: s["entries"][2].update(left=float("inf")), "table entry 2: left: inf is not"),
     (lambda s: s.update(saved_at="yesterday"), "saved_at: 'yesterday' is not a finite number"),
     # Poisoned values a running engine could never have saved: each refused by name.
-    (lambda s: s["entries"][0]["l4"].__setitem__(STATE, 200),
+    (lambda s: s["entries"][0]["l4"].__setitem__(STATE_FIELD, 200),
      "table entry 0: l4: TCP state 200 does not exist"),
     (lambda s: s["entries"][2].update(left=1e300), "table entry 2: left: 1e+300 is not"),
     (lambda s: s["entries"][2].update(left=-1), "table entry 2: left: -1 is not"),

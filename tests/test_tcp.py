@@ -17,6 +17,7 @@ from engine.outcome import DELETE, IGNORE, INVALID, REOPEN
 from engine.packet import ACK, CWR, ECE, FIN, PSH, RST, SYN, URG
 from engine.tcp import TcpTracker
 from engine.tcp_tables import CLASS_NAMES, STATE_NAMES, TABLES, IG, IV, SS_REOPEN
+from engine.tcp_window import view
 from tcphelp import (C_ISN, CPORT, KNOBS, LINUX_KNOBS, S_ISN, SPORT, Flow,
                      tcp_packet)
 
@@ -107,7 +108,7 @@ def flow_in_state(profile: str, state: str) -> Flow:
     """A handshaken (SEEN_REPLY, ASSURED) flow forced into `state`, judged liberally."""
     flow = Flow(profile, tcp_be_liberal=1)
     flow.handshake()
-    flow.entry.l4.state = STATE_NAMES[profile].index(state)
+    view(flow.entry.l4).state = STATE_NAMES[profile].index(state)
     return flow
 
 
@@ -470,7 +471,7 @@ def test_resync_when_synack_acknowledges_ignored_syn():
     assert f.state == "ESTABLISHED"
     assert f.send(REPLY, SYN | ACK, srv_isn, new_isn + 1, wscale=7, sack_perm=True) == 60
     assert f.state == "SYN_RECV"
-    orig = f.entry.l4.sides[ORIGINAL]
+    orig = view(f.entry.l4).sides[ORIGINAL]
     assert (orig.end, orig.scale) == (new_isn + 1, 7)
     assert f.send(ORIGINAL, ACK, new_isn + 1, srv_isn + 1, win=500) == 432000
     assert f.state == "ESTABLISHED"
@@ -567,9 +568,9 @@ def test_early_drop_victims_in_eviction_mode():
     assert f.assured
     assert not f.tracker.early_drop_victim_in_eviction_mode(f.entry)
     for state in ("FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE"):
-        f.entry.l4.state = STATE_NAMES["linux"].index(state)
+        view(f.entry.l4).state = STATE_NAMES["linux"].index(state)
         assert f.tracker.early_drop_victim_in_eviction_mode(f.entry), state
-    f.entry.l4.state = STATE_NAMES["linux"].index("SYN_RECV")
+    view(f.entry.l4).state = STATE_NAMES["linux"].index("SYN_RECV")
     assert not f.tracker.early_drop_victim_in_eviction_mode(f.entry)
 
 
@@ -662,7 +663,7 @@ def test_tutorial_rst_closes_and_marks_close_init():
     f.handshake()
     assert f.send(REPLY, RST | ACK, S_ISN + 1, C_ISN + 1) == 10
     assert f.state == "CLOSE"
-    assert f.entry.l4.sides[REPLY].flags & 0x04
+    assert view(f.entry.l4).sides[REPLY].flags & 0x04
 
 
 def test_tutorial_loose_zero_disables_pickup():
@@ -676,7 +677,7 @@ def test_tutorial_loose_zero_disables_pickup():
 def test_tutorial_state_name_of_column_nine_is_listen():
     f = Flow("tutorial")
     f.send(ORIGINAL, SYN, C_ISN)
-    f.entry.l4.state = 9
+    view(f.entry.l4).state = 9
     assert f.state == "LISTEN"
 
 

@@ -13,7 +13,8 @@ import pytest
 from engine.entry import ORIGINAL, REPLY
 from engine.outcome import IGNORE, INVALID
 from engine.packet import ACK, PSH, RST, SYN
-from engine.tcp_window import BE_LIBERAL, SACK_PERM, after, before
+from engine.tcp_window import (BE_LIBERAL, N_FIELDS, SACK_PERM, STATE_FIELD, after, before,
+                               export_fields, import_fields, view)
 
 from tcphelp import Flow
 
@@ -31,7 +32,7 @@ def small_window_flow(profile: str = "linux", **knobs) -> Flow:
 
 
 def sides(f: Flow):
-    o, r = f.entry.l4.sides
+    o, r = view(f.entry.l4).sides
     return (o.end, o.maxend, o.maxwin), (r.end, r.maxend, r.maxwin)
 
 
@@ -182,7 +183,7 @@ def test_linux_pickup_marks_both_directions_liberal_for_life():
     permitted" for its whole life."""
     f = Flow("linux")
     f.send(ORIGINAL, ACK, 7000, 9000, win=1000)
-    o, r = f.entry.l4.sides
+    o, r = view(f.entry.l4).sides
     assert o.flags & (BE_LIBERAL | SACK_PERM) == r.flags & (BE_LIBERAL | SACK_PERM) \
         == BE_LIBERAL | SACK_PERM
     assert f.send(REPLY, ACK, 9000, 7000, win=1000) == 300
@@ -194,7 +195,8 @@ def test_linux_pickup_marks_both_directions_liberal_for_life():
 def _tutorial_pickup(loose: int) -> Flow:
     f = Flow("tutorial", tcp_loose=loose)
     assert f.send(ORIGINAL, ACK, 7000, 9000, win=1000) == 432000
-    assert (f.entry.l4.sides[0].loose, f.entry.l4.sides[1].loose) == (loose - 1, loose)
+    sides = view(f.entry.l4).sides
+    assert (sides[0].loose, sides[1].loose) == (loose - 1, loose)
     return f
 
 
@@ -202,7 +204,7 @@ def test_tutorial_loose_skips_checks_while_a_counter_is_left():
     """§4.7 pom: checks skipped while either direction's loose counter is non-zero."""
     f = _tutorial_pickup(3)
     assert isinstance(f.send(ORIGINAL, PSH | ACK, 7000 + 50_000_000, 9000, payload=10), int)
-    assert f.entry.l4.sides[0].loose == 1
+    assert view(f.entry.l4).sides[0].loose == 1
 
 
 def test_tutorial_loose_counts_packets_per_direction_then_checks():
@@ -210,10 +212,10 @@ def test_tutorial_loose_counts_packets_per_direction_then_checks():
     f = _tutorial_pickup(3)
     for _ in range(2):
         assert isinstance(f.send(ORIGINAL, ACK, 7000, 9000, win=1000), int)
-    assert f.entry.l4.sides[0].loose == 0
+    assert view(f.entry.l4).sides[0].loose == 0
     for _ in range(3):
         assert isinstance(f.send(REPLY, ACK, 9000, 7000, win=1000), int)
-    assert f.entry.l4.sides[1].loose == 0
+    assert view(f.entry.l4).sides[1].loose == 0
     # Both counters spent: the window is checked again.
     assert f.send(ORIGINAL, PSH | ACK, 7000 + 50_000_000, 9000, payload=10) is INVALID
     assert isinstance(f.send(ORIGINAL, PSH | ACK, 7000, 9000, payload=10, win=1000), int)
@@ -235,15 +237,15 @@ def test_window_scale_used_only_if_both_sides_offer_it(profile):
     f.send(ORIGINAL, SYN, C, win=1000, wscale=7)
     f.send(REPLY, SYN | ACK, S, C + 1, win=1000, wscale=7)
     f.send(ORIGINAL, ACK, C + 1, S + 1, win=100)                    # 100 << 7 = 12800
-    assert f.entry.l4.sides[REPLY].maxend == S + 1 + 12800
+    assert view(f.entry.l4).sides[REPLY].maxend == S + 1 + 12800
     assert isinstance(f.send(REPLY, PSH | ACK, 15000, C + 1, payload=100), int)
 
     g = Flow(profile)
     g.send(ORIGINAL, SYN, C, win=1000, wscale=7)
     g.send(REPLY, SYN | ACK, S, C + 1, win=1000)                    # no option: no scaling
     g.send(ORIGINAL, ACK, C + 1, S + 1, win=100)
-    assert g.entry.l4.sides[ORIGINAL].scale == 0
-    assert g.entry.l4.sides[REPLY].maxend == S + 1 + 100
+    assert view(g.entry.l4).sides[ORIGINAL].scale == 0
+    assert view(g.entry.l4).sides[REPLY].maxend == S + 1 + 100
     assert g.send(REPLY, PSH | ACK, 15000, C + 1, payload=100) is INVALID
 
 
@@ -259,8 +261,8 @@ def test_later_syn_with_options_but_no_window_scale_resets_the_scale(profile):
         f.send(ORIGINAL, SYN, C + 4000, win=100, options=second_has_options)
         f.send(REPLY, SYN | ACK, S, C + 4001, win=1000, wscale=7)
         f.send(ORIGINAL, ACK, C + 4001, S + 1, win=100)
-        assert f.entry.l4.sides[ORIGINAL].scale == scale
-        assert f.entry.l4.sides[REPLY].maxend == S + 1 + (100 << scale)
+        assert view(f.entry.l4).sides[ORIGINAL].scale == scale
+        assert view(f.entry.l4).sides[REPLY].maxend == S + 1 + (100 << scale)
 
 
 @pytest.mark.parametrize("profile", BOTH)
@@ -290,7 +292,7 @@ def test_sequence_numbers_wrap_around(profile):
     f.send(REPLY, SYN | ACK, S, isn + 1, win=4000)
     f.send(ORIGINAL, ACK, isn + 1, S + 1, win=8000)
     assert isinstance(f.send(ORIGINAL, PSH | ACK, isn + 1, S + 1, payload=1000), int)
-    assert f.entry.l4.sides[ORIGINAL].end == (isn + 1001) & 0xFFFFFFFF
+    assert view(f.entry.l4).sides[ORIGINAL].end == (isn + 1001) & 0xFFFFFFFF
     assert f.send(REPLY, ACK, S + 1, (isn + 1001) & 0xFFFFFFFF, win=4000) == 432000
     assert f.send(REPLY, ACK, S + 1, (isn + 1002) & 0xFFFFFFFF, win=4000) is INVALID
 
@@ -303,4 +305,42 @@ def test_identical_data_segments_count_as_retransmissions():
     seg = dict(payload=100, win=8000)
     results = [f.send(ORIGINAL, PSH | ACK, C + 1, S + 1, **seg) for _ in range(4)]
     assert results == [250, 250, 250, 100]
-    assert f.entry.l4.retrans == 3
+    assert view(f.entry.l4).retrans == 3
+
+
+def test_retransmission_count_wraps_as_the_kernels_u8():
+    """struct ip_ct_tcp's retrans is a u8: the 256th identical segment in a row counts 0."""
+    f = small_window_flow("linux")
+    seg = dict(payload=100, win=8000)
+    for _ in range(257):
+        f.send(ORIGINAL, PSH | ACK, C + 1, S + 1, **seg)
+    assert view(f.entry.l4).retrans == 0
+
+
+# -- the packed state --------------------------------------------------------------------------
+@pytest.mark.parametrize("profile", BOTH)
+def test_packed_state_round_trips_every_field(profile):
+    """export_fields() lists every field of the bytes in the kernel structs' order;
+    import_fields() makes the same bytes again, and each field is where the views read it."""
+    f = small_window_flow(profile)
+    conn = f.entry.l4
+    fields = export_fields(conn)
+    assert len(fields) == N_FIELDS and import_fields(fields) == conn
+    o, r = view(conn).sides
+    # The module docstring's values, at the offsets a state file lists them.
+    assert [fields[0], fields[1], fields[2]] == [o.end, o.maxend, o.maxwin] == [1001, 5001, 8000]
+    assert [fields[7], fields[8], fields[9]] == [r.end, r.maxend, r.maxwin] == [5001, 13001, 4000]
+    assert fields[STATE_FIELD] == view(conn).state
+    distinct = list(range(1, N_FIELDS + 1))       # every field a different small value
+    again = export_fields(import_fields(distinct))
+    assert again == distinct
+
+
+def test_a_field_too_wide_for_its_bytes_is_refused():
+    fields = [0] * N_FIELDS
+    fields[STATE_FIELD] = 256                      # a one-byte field
+    with pytest.raises(ValueError, match="8 bits"):
+        import_fields(fields)
+    fields[STATE_FIELD], fields[0] = 0, 1 << 32    # a 32-bit one
+    with pytest.raises(ValueError, match="32 bits"):
+        import_fields(fields)

@@ -7,11 +7,19 @@ from engine.timers import TimerWheel
 
 
 class Item:
-    """Anything the wheel files: it only needs a timer_slot attribute."""
+    """Anything the wheel files: it only needs a timer_slot and an expires attribute."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.timer_slot = None
+        self.expires = None
+
+
+def arm(wheel: TimerWheel, item: Item, when: float) -> Item:
+    """Set an item's expiry and file it there, as the tracker does."""
+    item.expires = when
+    wheel.file(item, when)
+    return item
 
 
 def drain(wheel: TimerWheel, now: float) -> list:
@@ -22,7 +30,7 @@ def test_items_come_out_in_exact_time_order_within_and_across_seconds():
     wheel = TimerWheel()
     times = {"a": 10.9, "b": 10.1, "c": 12.5, "d": 10.5, "e": 11.0}
     for name, when in times.items():
-        wheel.file(Item(name), when)
+        arm(wheel, Item(name), when)
     assert drain(wheel, 10.0) == []
     assert drain(wheel, 10.6) == ["b", "d"]          # inside second 10: time order
     assert drain(wheel, 11.5) == ["a", "e"]
@@ -33,15 +41,15 @@ def test_items_come_out_in_exact_time_order_within_and_across_seconds():
 def test_a_whole_past_second_is_handed_out_at_once():
     wheel = TimerWheel()
     for i in range(5):
-        wheel.file(Item(f"x{i}"), 20 + i / 10)
+        arm(wheel, Item(f"x{i}"), 20 + i / 10)
     assert sorted(drain(wheel, 25)) == [f"x{i}" for i in range(5)]
 
 
 def test_a_refiled_item_comes_out_once_at_its_new_earlier_time():
     wheel = TimerWheel()
     item = Item("x")
-    wheel.file(item, 50.0)
-    wheel.file(item, 30.0)                            # earlier: the 50 s filing goes stale
+    arm(wheel, item, 50.0)
+    arm(wheel, item, 30.0)                            # earlier: the 50 s filing goes stale
     assert drain(wheel, 30.0) == ["x"]
     item.timer_slot = None                            # the caller removed it
     assert drain(wheel, 60.0) == []
@@ -50,7 +58,7 @@ def test_a_refiled_item_comes_out_once_at_its_new_earlier_time():
 def test_a_cleared_slot_is_skipped_when_its_second_comes():
     wheel = TimerWheel()
     item = Item("gone")
-    wheel.file(item, 5.5)
+    arm(wheel, item, 5.5)
     item.timer_slot = None
     assert drain(wheel, 10) == []
 
@@ -58,9 +66,9 @@ def test_a_cleared_slot_is_skipped_when_its_second_comes():
 def test_earliest_is_a_lower_bound_of_the_next_filing():
     wheel = TimerWheel()
     assert wheel.earliest() is None
-    wheel.file(Item("a"), 7.25)
+    arm(wheel, Item("a"), 7.25)
     assert wheel.earliest() <= 7.25
-    wheel.file(Item("b"), 3.5)
+    arm(wheel, Item("b"), 3.5)
     assert wheel.earliest() <= 3.5
     assert drain(wheel, 3.6) == ["b"]
     assert 3.6 <= wheel.earliest() <= 7.25
@@ -71,7 +79,7 @@ def test_random_filings_come_out_sorted_and_complete():
     wheel = TimerWheel()
     times = {f"i{n}": rng.uniform(0, 30) for n in range(2000)}
     for name, when in times.items():
-        wheel.file(Item(name), when)
+        arm(wheel, Item(name), when)
     out = []
     now = 0.0
     while now < 31:
@@ -100,7 +108,41 @@ def test_a_pass_with_nothing_due_looks_at_no_item():
             self._slot = value
     wheel = TimerWheel()
     for n in range(3000):
-        wheel.file(Watched(str(n)), 100 + n / 100)
+        arm(wheel, Watched(str(n)), 100 + n / 100)
     Watched.looked = 0
     assert drain(wheel, 99.9) == []
     assert Watched.looked == 0
+
+
+def test_the_entries_of_one_second_share_one_slot_object():
+    """A bucket filing costs an entry no object of its own: its slot is the bucket's int."""
+    wheel = TimerWheel()
+    a, b = arm(wheel, Item("a"), 1_700_000_040.25), arm(wheel, Item("b"), 1_700_000_040.75)
+    c = arm(wheel, Item("c"), 1_700_000_041.5)
+    assert a.timer_slot is b.timer_slot
+    assert a.timer_slot == 1_700_000_040 and c.timer_slot == 1_700_000_041
+
+
+def test_an_expiry_moved_within_its_second_comes_out_at_the_new_time_unfiled():
+    """The tracker files again only for a time before the slot; a later time, or an
+    earlier one inside the slot's second, is taken from `expires` when the second begins."""
+    wheel = TimerWheel()
+    later, sooner, other = Item("later"), Item("sooner"), Item("other")
+    arm(wheel, later, 10.2)
+    arm(wheel, sooner, 10.9)
+    arm(wheel, other, 10.5)
+    later.expires = 10.7                  # refreshed: not filed again
+    sooner.expires = 10.1                 # earlier, but not before its slot (second 10)
+    assert sooner.expires >= sooner.timer_slot
+    assert drain(wheel, 10.6) == ["sooner", "other"]
+    assert drain(wheel, 10.8) == ["later"]
+
+
+def test_an_expiry_moved_past_its_second_is_handed_back_when_the_second_begins():
+    wheel = TimerWheel()
+    item = arm(wheel, Item("x"), 10.2)
+    item.expires = 12.5                   # refreshed: not filed again
+    assert drain(wheel, 10.1) == ["x"]    # for the caller to file again
+    arm(wheel, item, item.expires)
+    assert drain(wheel, 12.4) == []
+    assert drain(wheel, 12.5) == ["x"]
