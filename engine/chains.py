@@ -19,6 +19,10 @@ Frames come in through `feed_frame`: a cooked capture says where each was captur
 `-o`; a packet sent to this host itself (captured on lo, or sent to 127/8 or a local
 address) walks both ways, out and back in through lo.  The kernel's own REJECT replies are
 in a capture too, after the engine already sent its own: the captured copy is skipped.
+
+ip6tables is not emulated: an IPv6 packet is tracked exactly as without chains (same hooks,
+same confirmation) and the IPv4 tables never see it -- as if every ip6tables chain were
+empty with an ACCEPT policy.
 """
 from __future__ import annotations
 
@@ -26,11 +30,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, List, Optional, Tuple
 
+from . import ipv4
 from .core import NF_ACCEPT, NF_DROP, NF_NOTRACK, Engine
 from .ctstate import CtState, PacketResult
 from .hooks import FORWARD, LOCAL_IN, LOCAL_OUT, POST_ROUTING, PRE_ROUTING, TRACKING_HOOKS, Hook
 from .interfaces import LOOPBACK_NAME, frame_interface, interface_name
-from .linklayer import ETH_P_IP, strip_link
+from .linklayer import ETH_P_IP, ip_version, strip_ip
 from .macheader import MacHeaders, loopback_header
 from .packet import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
 from .parse import ParseError, parse_ipv4
@@ -143,12 +148,16 @@ class Chains:
         `captured_on`: the interface the capture file says the frame was captured on (a
         pcapng if_name); a name given for a cooked frame's index (`--iface`) goes first."""
         engine = self.engine
-        datagram, hook = strip_link(linktype, frame)
+        datagram, hook = strip_ip(linktype, frame)
         # Every frame, ARP's too: a device's outgoing ones tell its own address.
         mac = self._mac_headers.incoming(linktype, frame, datagram or b"")
         if datagram is None:
             engine.frames_not_ipv4 += 1
             return None
+        hook = engine.default_hook if hook is None else hook
+        if ip_version(datagram) == 6:
+            # No ip6tables: the hooks below pass it by, conntrack tracks it as ever.
+            return engine.feed_datagram(ts, datagram, hook)
         if self._replies and _without_ip_id(datagram[:_ip_len(datagram)]) in self._replies:
             self._replies.remove(_without_ip_id(datagram[:_ip_len(datagram)]))
             self.stats.captured_replies_skipped += 1
@@ -158,7 +167,6 @@ class Chains:
             name = captured_on
         else:
             name = interface_name(iface, self.iface_names)
-        hook = engine.default_hook if hook is None else hook
         looped = iface.loopback or name == LOOPBACK_NAME or (
             hook == LOCAL_OUT and len(datagram) >= 20 and self.is_local(_dst_of(datagram)))
         if looped:
@@ -205,7 +213,7 @@ class Chains:
 
     def _before_conntrack(self, hook: Hook, pkt: Packet, result: Optional[PacketResult],
                           now: float) -> int:
-        if not self._busy[(hook, True)]:
+        if not self._busy[(hook, True)] or pkt.l3 is not ipv4:
             return NF_ACCEPT
         view = self._view(pkt, hook, result)
         verdict = self.ruleset.run_hook(CHAIN_OF_HOOK[hook], view, now, before=CONNTRACK_PRIORITY)
@@ -217,7 +225,7 @@ class Chains:
         return answer
 
     def _at_hook(self, hook: Hook, pkt: Packet, result: PacketResult, now: float) -> int:
-        if not self._busy[(hook, False)]:
+        if not self._busy[(hook, False)] or pkt.l3 is not ipv4:     # the IPv4 tables only
             return NF_ACCEPT
         view = self._view(pkt, hook, result)
         after = CONNTRACK_PRIORITY if hook in TRACKING_HOOKS else None

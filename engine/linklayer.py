@@ -1,8 +1,8 @@
 """Link-layer framing of captured frames: from a pcap link type and frame to IP bytes.
 
-strip_ip() keeps IPv4 and IPv6 datagrams (the engine dispatches on the version nibble);
-strip_link() keeps IPv4 only, for the callers that read IPv4 headers (the iptables chains,
-which ip6tables would not see).
+strip_ip() keeps IPv4 and IPv6 datagrams (the engine dispatches on the version nibble;
+the iptables chains pass IPv6 by, as empty ip6tables chains would); strip_link() keeps
+IPv4 only, for the callers that read IPv4 headers.
 
 Link type numbers are pcap's LINKTYPE_* values (tcpdump.org/linktypes.html).
 Only the cooked Linux headers (SLL, SLL2) say which way a packet went, so only
