@@ -28,13 +28,13 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, List, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Set, Tuple
 
 from . import ipv4
 from .core import NF_ACCEPT, NF_DROP, NF_NOTRACK, Engine
 from .ctstate import CtState, PacketResult
 from .hooks import FORWARD, LOCAL_IN, LOCAL_OUT, POST_ROUTING, PRE_ROUTING, TRACKING_HOOKS, Hook
-from .interfaces import LOOPBACK_NAME, frame_interface, interface_name
+from .interfaces import LOOPBACK_NAME, FrameInterface, frame_interface, interface_name
 from .linklayer import ETH_P_IP, ip_version, strip_ip
 from .macheader import MacHeaders, loopback_header
 from .packet import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
@@ -129,6 +129,7 @@ class Chains:
         self._busy: Dict[Tuple[Hook, bool], bool] = {}
         self.ruleset_changed()
         self.iface_names = dict(iface_names or {})
+        self._unnamed: Set[int] = set()     # indexes the interface lookup did not name
         self.stats = ChainsStats()
         self.log_sink = log_sink        # called with (syslog level, line) for each LOG line
         self._in_flight: List[_InFlight] = []
@@ -163,10 +164,7 @@ class Chains:
             self.stats.captured_replies_skipped += 1
             return None
         iface = frame_interface(linktype, frame)
-        if captured_on is not None and iface.index not in self.iface_names:
-            name = captured_on
-        else:
-            name = interface_name(iface, self.iface_names)
+        name = self._interface_name(iface, captured_on)
         looped = iface.loopback or name == LOOPBACK_NAME or (
             hook == LOCAL_OUT and len(datagram) >= 20 and self.is_local(_dst_of(datagram)))
         if looped:
@@ -180,6 +178,23 @@ class Chains:
             return engine.feed_datagram(ts, datagram, hook, looped_back=looped)
         finally:
             self._in_flight.pop()
+
+    def _interface_name(self, iface: FrameInterface, captured_on: Optional[str]) -> str:
+        """The name `-i`/`-o` match for a frame's interface: `--iface`'s for its index, else
+        the capture file's (`captured_on`), else the engine's interface lookup (a live
+        mount: asked again for each index it has not named yet -- interfaces come and go --
+        but once only for an index it does not know either)."""
+        index = iface.index
+        if index not in self.iface_names:
+            if captured_on is not None:
+                return captured_on
+            lookup = self.engine.interface_lookup
+            if index is not None and lookup is not None and index not in self._unnamed:
+                for known, name in lookup().items():
+                    self.iface_names.setdefault(known, name)
+                if index not in self.iface_names:
+                    self._unnamed.add(index)
+        return interface_name(iface, self.iface_names)
 
     def ruleset_changed(self) -> None:
         """Note which hooks have a loaded table (call after tables are added or flushed):

@@ -103,6 +103,9 @@ class Engine:
         # The iptables chains in front of conntrack (engine/chains.py), once attached:
         # frames then go through them, as they read the capture's interfaces.
         self.chains: Optional["Chains"] = None
+        # What names the interface indexes of cooked frames on a live mount ({index: name}
+        # of the tap's network namespace, read again by the chains for an index it lacks).
+        self.interface_lookup: Optional[Callable[[], Dict[int, str]]] = None
         self.early_listeners: Dict[Hook, List[EarlyListener]] = {}
         self.forwarded = ForwardedCopies()      # arrivals, to spot their forwarded copies
         self.frames_not_ipv4 = 0
