@@ -130,11 +130,13 @@ class Engine:
         self.listeners.setdefault(Hook(hook), [])     # the walk below is now needed
 
     # -- packets in ------------------------------------------------------------------------
-    def feed_frame(self, ts: float, linktype: int, frame: bytes) -> Optional[PacketResult]:
+    def feed_frame(self, ts: float, linktype: int, frame: bytes,
+                   captured_on: Optional[str] = None) -> Optional[PacketResult]:
         """Track one captured frame; None if conntrack does not see it: not IPv4, a header
-        ip_rcv drops, a fragment held for now."""
+        ip_rcv drops, a fragment held for now.  `captured_on`: the interface a capture
+        file names for it (for the chains' -i/-o; see Chains.feed_frame)."""
         if self.chains is not None:
-            return self.chains.feed_frame(ts, linktype, frame)
+            return self.chains.feed_frame(ts, linktype, frame, captured_on)
         tried = False
         if (linktype == LINKTYPE_ETHERNET and frame[12:14] == ETHERTYPE_IPV4
                 and self.fast_extraction and not self.forwarded.arrivals):

@@ -1,7 +1,8 @@
 """The engine thread: the only code that feeds packets to the engine and moves its clock.
 
 A source is an iterator of (ts, linktype, frame) where ts is the wall-clock time the
-frame is due.  A pump thread pulls frames from it into a bounded queue (a live tap may
+frame is due (a pcapng capture adds the name of the frame's interface: (ts, linktype,
+frame, name), which engine.feed_frame hands to the iptables chains for `-i`/`-o`).  A pump thread pulls frames from it into a bounded queue (a live tap may
 block in next() for minutes; the engine thread must not) -- whole lists of them from a
 source that offers batches() (the tap: one list per read of the kernel's ring), so the
 per-frame cost of the hand-over disappears at high rates -- and the engine thread:
@@ -296,7 +297,7 @@ class EngineDriver:
         with self.engine_lock:
             stop_at = time.perf_counter() + FEED_HOLD
             while index < end:
-                ts, linktype, data = batch[index]
+                ts, linktype, data, *named = batch[index]
                 if ts > now:
                     break
                 index += 1
@@ -304,7 +305,7 @@ class EngineDriver:
                     end = index
                 when = ts if ts > last else last
                 try:
-                    result = feed(when, linktype, data)
+                    result = feed(when, linktype, data, *named)
                 except Exception:
                     self._packet_failed(linktype, data)
                     continue
