@@ -9,11 +9,13 @@ pctlv0) and pings it.  Then `procfs-ct iptables -L -v -n -x --mount` must print 
 `iptables-legacy -L -v -n -x` prints, and the mount's net/nf_conntrack hold the kernel's
 entries: the tap's SLL2 frames carry the interface index (named from the namespace's
 if_nameindex) and the packet type the hooks follow (PACKET_HOST in at PREROUTING,
-PACKET_OUTGOING out at OUTPUT).  IPv6 is off in both namespaces: the kernel's iptables rules
+PACKET_OUTGOING out at OUTPUT); a LOG rule's `MAC=` is the veth header the kernel prints
+(this device's address, the sender's, 08:00).  IPv6 is off in both namespaces: the kernel's iptables rules
 make it track IPv4 only.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -37,6 +39,7 @@ RULES = f"""*filter
 -A INPUT -i {SERVER_DEV} -p icmp
 -A INPUT -m state --state NEW,ESTABLISHED,RELATED
 -A OUTPUT -o {SERVER_DEV} -p icmp
+-A INPUT -i {SERVER_DEV} -p udp -j LOG --log-prefix "pctl-in: "
 -A OUTPUT -o lo
 COMMIT
 """
@@ -141,3 +144,12 @@ def test_interface_rules_on_a_live_tap_count_as_the_kernel(server_mount):
                                 check=True).stdout.splitlines()
     assert_same_table(mount_lines, kernel_lines)
     assert {kind for kind, *_ in entry_summary(kernel_lines)} == {"udp", "icmp"}
+    # LOG's MAC= on the veth: this device's address, the sender's, IPv4 -- the device's own
+    # learnt from its first outgoing frame (its ARP reply came before any datagram).
+    mac = lambda name, dev: json.loads(subprocess.run(  # noqa: E731
+        ["ip", "-n", name, "-j", "link", "show", "dev", dev], capture_output=True, text=True,
+        check=True).stdout)[0]["address"]
+    logged = [line for line in server_mount.log.read_text().splitlines() if "pctl-in: " in line]
+    assert len(logged) == DATAGRAMS
+    expected = f"MAC={mac(SERVER, SERVER_DEV)}:{mac(CLIENT, CLIENT_DEV)}:08:00 "
+    assert all(f"IN={SERVER_DEV} OUT= {expected}" in line for line in logged), logged
