@@ -2,7 +2,8 @@
 
 A source is an iterator of (ts, linktype, frame) where ts is the wall-clock time the
 frame is due (a pcapng capture adds the name of the frame's interface: (ts, linktype,
-frame, name), which engine.feed_frame hands to the iptables chains for `-i`/`-o`).  A pump thread pulls frames from it into a bounded queue (a live tap may
+frame, name), which engine.feed_frame hands to the iptables chains for `-i`/`-o`).
+A pump thread pulls frames from it into a bounded queue (a live tap may
 block in next() for minutes; the engine thread must not) -- whole lists of them from a
 source that offers batches() (the tap: one list per read of the kernel's ring), so the
 per-frame cost of the hand-over disappears at high rates -- and the engine thread:

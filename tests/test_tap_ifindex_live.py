@@ -10,8 +10,8 @@ pctlv0) and pings it.  Then `procfs-ct iptables -L -v -n -x --mount` must print 
 entries: the tap's SLL2 frames carry the interface index (named from the namespace's
 if_nameindex) and the packet type the hooks follow (PACKET_HOST in at PREROUTING,
 PACKET_OUTGOING out at OUTPUT); a LOG rule's `MAC=` is the veth header the kernel prints
-(this device's address, the sender's, 08:00).  IPv6 is off in both namespaces: the kernel's iptables rules
-make it track IPv4 only.
+(this device's address, the sender's, 08:00).  IPv6 is off in both namespaces: the
+kernel's iptables rules make it track IPv4 only.
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ import sys
 
 import pytest
 
-from conftest import REPO, Mount, child_env, fuse_unavailable, make_base_dir, procfs_ct_command, wait_until
+from conftest import (REPO, Mount, child_env, fuse_unavailable, make_base_dir, procfs_ct_command,
+                      wait_until)
 from taphelp import assert_same_table, entry_summary
 
 SERVER, CLIENT = f"pctl-srv-{os.getpid()}", f"pctl-cli-{os.getpid()}"
