@@ -299,8 +299,12 @@ class Engine:
     # -- saving and restoring the table ---------------------------------------------------
     def export_state(self, now: float) -> dict:
         """The table as a JSON-ready dict: entries with their seconds left as of `now`."""
+        return dict(self.state_header(now), entries=self.tracker.export_entries(now))
+
+    def state_header(self, now: float) -> dict:
+        """export_state() without its entries: format, version, profile, saved_at."""
         return {"format": STATE_FORMAT, "version": STATE_VERSION, "profile": self.profile,
-                "saved_at": now, "entries": self.tracker.export_entries(now)}
+                "saved_at": now}
 
     def import_state(self, state: dict, now: float) -> int:
         """Put back a table saved by export_state(); returns how many entries were restored.

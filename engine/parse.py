@@ -76,7 +76,7 @@ def ipv4_fragment_info(datagram: bytes) -> Optional[FragmentInfo]:
     if len(datagram) < 20 or datagram[0] >> 4 != 4:
         return None
     tot_len, ident, frag = _IP_FRAG.unpack_from(datagram, 2)
-    if not frag & (IP_MF | IP_OFFSET):
+    if not frag & _FRAGMENT:
         return None
     ihl = (datagram[0] & 0x0F) * 4
     if ihl < 20 or tot_len < ihl or tot_len > len(datagram):
@@ -116,7 +116,7 @@ def _parse(datagram: bytes, hook: int) -> Union[Packet, ParseError]:
         return ParseError("truncated datagram")
     if tot_len < ihl:
         return ParseError("bad total length")
-    if frag & (IP_MF | IP_OFFSET):
+    if frag & _FRAGMENT:
         return ParseError("fragment")
     verify = hook == PRE_ROUTING
     if verify and not checksum_valid(datagram[:ihl]):
@@ -142,39 +142,40 @@ def _parse(datagram: bytes, hook: int) -> Union[Packet, ParseError]:
 # -- the fast extraction ---------------------------------------------------------------------
 # Most packets are TCP or UDP in an option-less, unfragmented IPv4 header met at OUTPUT,
 # where no checksum is verified.  For those, parse_ipv4()'s work comes down to a few byte
-# tests and two unpacks, and the key is a slice of the bytes.  extract_ipv4() does exactly
+# tests and one unpack, and the key is a slice of the bytes.  extract_ipv4() does exactly
 # that and declines everything else, which parse_ipv4() then handles; both hand the same
 # Packet to the same tracking steps (tests/test_packet_path.py checks they agree).
-# From byte 12 of the IP header: addresses, ports, then UDP's length / TCP's seq, ack, data
-# offset, flags and window -- one unpack per packet.
-_UDP_FROM_ADDRS = struct.Struct("!IIHHH")
-_TCP_FROM_ADDRS = struct.Struct("!IIHHIIBBH")
+# The whole header in one unpack per protocol, from byte 0 of the IP header: version/IHL,
+# total length, the fragment field, addresses, ports, then UDP's length / TCP's seq, ack,
+# data offset, flags and window.  The protocol byte is read first to pick the layout.
+_UDP_FROM_IP = struct.Struct("!BxHxxHxxxxIIHHH")
+_TCP_FROM_IP = struct.Struct("!BxHxxHxxxxIIHHIIBBH")
+_IPV4_NO_OPTIONS = 0x45                  # version 4, header length 20
+_FRAGMENT = IP_MF | IP_OFFSET            # more fragments, or not the first one
 
 
 def extract_ipv4(data: bytes, off: int, hook: int) -> Optional[Packet]:
     """The Packet of the common datagram at data[off:], or None: parse_ipv4() must do it."""
     size = len(data) - off
-    if (hook == PRE_ROUTING or size < 28 or data[off] != 0x45 or data[off + 6] & 0x3F
-            or data[off + 7]):
-        return None                 # checksums to verify, short, IP options, or a fragment
-    tot_len = data[off + 2] << 8 | data[off + 3]
-    if tot_len > size:
-        return None
+    if hook == PRE_ROUTING or size < 28:
+        return None                 # checksums to verify, or shorter than any it takes
     proto = data[off + 9]
     if proto == IPPROTO_UDP:
-        src, dst, sport, dport, udp_len = _UDP_FROM_ADDRS.unpack_from(data, off + 12)
-        if tot_len < 28 or udp_len < 8 or udp_len > tot_len - 20:
-            return None
+        vihl, tot_len, frag, src, dst, sport, dport, udp_len = _UDP_FROM_IP.unpack_from(data, off)
+        if (vihl != _IPV4_NO_OPTIONS or frag & _FRAGMENT or tot_len > size
+                or tot_len < 28 or udp_len < 8 or udp_len > tot_len - 20):
+            return None             # IP options, a fragment, or lengths to check in full
         return Packet(src, dst, proto, tot_len, hook, sport, dport, data[off + 12:off + 24],
                       udp_len=udp_len, raw=(data, off))
     if proto == IPPROTO_TCP:
-        if tot_len < 40:
-            return None
-        src, dst, sport, dport, seq, ack, doff, flags, window = _TCP_FROM_ADDRS.unpack_from(
-            data, off + 12)
+        if size < 40:
+            return None             # no room for the 20-byte TCP header
+        (vihl, tot_len, frag, src, dst, sport, dport, seq, ack, doff, flags,
+         window) = _TCP_FROM_IP.unpack_from(data, off)
         doff = (doff >> 4) * 4
         l4_len = tot_len - 20
-        if doff < 20 or doff > l4_len:
+        if (vihl != _IPV4_NO_OPTIONS or frag & _FRAGMENT or tot_len > size
+                or tot_len < 40 or doff < 20 or doff > l4_len):
             return None
         tcp = TcpInfo(flags, seq, ack, window, l4_len - doff)
         if doff > 20:

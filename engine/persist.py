@@ -10,7 +10,7 @@ that could not have come from a running engine is refused, with the field and va
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Collection, Dict, List, Optional
+from typing import Any, Callable, Collection, Dict, Iterable, List, Optional
 
 from . import ipv4, ipv6
 from .entry import ORIGINAL, STATUS_BITS, CONFIRMED, Entry
@@ -28,8 +28,18 @@ ALL_FAMILIES = (ipv4.FAMILY, ipv6.FAMILY)
 
 def export_entries(table: ConnTable, tracker_of: TrackerOf, now: float) -> List[dict]:
     """Every live entry as a record; times relative to `now`."""
+    return export_records(table.entries(), table, tracker_of, now)
+
+
+def export_records(entries: Iterable[Entry], table: ConnTable, tracker_of: TrackerOf,
+                   now: float) -> List[dict]:
+    """The records of those of `entries` still in `table`: a saver that lists the entries
+    once and exports them a slice at a time (releasing the engine lock between slices)
+    skips what expired or was killed meanwhile.  Times relative to `now`."""
     saved = []
-    for entry in table.entries():
+    for entry in entries:
+        if not table.holds(entry):
+            continue
         left = entry.expires - now
         if left <= 0:
             continue                # due: the next expire() would remove it anyway

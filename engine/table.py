@@ -52,6 +52,11 @@ class ConnTable:
                 if key is entry.orig:
                     yield entry
 
+    def holds(self, entry: Entry) -> bool:
+        """Whether `entry` itself (not another with its keys) is in the table."""
+        table = self._tables.get((entry.l3.FAMILY, entry.proto))
+        return table is not None and table.get(entry.orig) is entry
+
     def lookup(self, family: int, proto: int, key: bytes) -> Optional[Tuple[Entry, int]]:
         """(entry, direction) of the entry holding this key, or None."""
         table = self._tables.get((family, proto))
@@ -87,9 +92,9 @@ class ConnTable:
 
     def remove(self, entry: Entry) -> bool:
         """Unlink an entry (expiry, early drop, RST kill); False if it was not in."""
-        table = self._tables.get((entry.l3.FAMILY, entry.proto))
-        if table is None or table.get(entry.orig) is not entry:
+        if not self.holds(entry):
             return False
+        table = self._tables[(entry.l3.FAMILY, entry.proto)]
         del table[entry.orig]
         table.pop(entry.reply, None)
         self._count -= 1

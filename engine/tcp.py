@@ -64,6 +64,9 @@ class TcpTracker:
         self._table = TABLES[profile]
         self.valid_flags = VALID_FLAGS[profile]     # by flags byte: passes error()
         self._names = STATE_NAMES[profile]
+        # packet(entry, pkt, direction, now, knobs): the profile's state machine, bound once
+        # (it runs for every TCP segment: no dispatch call in between).
+        self.packet = self._linux_packet if self.linux else self._tutorial_packet
 
     # -- before the tables (§4.5) ------------------------------------------------------------
     def error(self, pkt: Packet, knobs: Knobs) -> Optional[str]:
@@ -115,14 +118,6 @@ class TcpTracker:
         entry.l4 = conn
         return True
 
-    # -- every packet ------------------------------------------------------------------------
-    def packet(self, entry: Entry, pkt: Packet, direction: int, now: float,
-               knobs: Knobs) -> Outcome:
-        """Run one packet through the state machine: a timeout (seconds) or an outcome."""
-        if self.linux:
-            return self._linux_packet(entry, pkt.tcp, direction, now, knobs)
-        return self._tutorial_packet(entry, pkt.tcp, direction, knobs)
-
     def state_names(self) -> Tuple[str, ...]:
         """Listing names by state number."""
         return self._names
@@ -155,8 +150,10 @@ class TcpTracker:
         return entry.l4[STATE] in CLOSING_STATES
 
     # -- modern (§4.6) -----------------------------------------------------------------------
-    def _linux_packet(self, entry: Entry, tcp: TcpInfo, d: int, now: float,
+    def _linux_packet(self, entry: Entry, pkt: Packet, d: int, now: float,
                       knobs: Knobs) -> Outcome:
+        """packet() of the linux profile: a timeout (seconds) or an outcome."""
+        tcp: TcpInfo = pkt.tcp
         conn: TcpConn = entry.l4
         flags = tcp.flags
         index = CLASS_OF_FLAGS[flags & 0xFF]
@@ -248,7 +245,10 @@ class TcpTracker:
         return timeout
 
     # -- pom / 2.6-ipct ----------------------------------------------------------------------
-    def _tutorial_packet(self, entry: Entry, tcp: TcpInfo, d: int, knobs: Knobs) -> Outcome:
+    def _tutorial_packet(self, entry: Entry, pkt: Packet, d: int, now: float,
+                         knobs: Knobs) -> Outcome:
+        """packet() of the tutorial profile: a timeout (seconds) or an outcome."""
+        tcp: TcpInfo = pkt.tcp
         conn: TcpConn = entry.l4
         flags = tcp.flags
         index = CLASS_OF_FLAGS[flags & 0xFF]

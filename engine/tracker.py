@@ -13,7 +13,7 @@ modules; the protocol trackers (engine/l4.py) own everything protocol-specific.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import icmp, ipv4, ipv6
 from .ctstate import CtState, PacketResult
@@ -26,9 +26,9 @@ from .hooks import LOCAL_OUT
 from .knobs import KnobValues
 from .l3 import l3_of
 from .l4 import L4Tracker, profile_trackers
-from .outcome import DELETE, IGNORE, INVALID, REOPEN
+from .outcome import DELETE, IGNORE, INVALID, REOPEN, TrackerOutcome
 from .packet import IPPROTO_ICMP, IPPROTO_ICMPV6, Packet
-from .persist import entries_from_records, export_entries
+from .persist import entries_from_records, export_entries, export_records
 from .profile import is_modern
 from .table import ConnTable, Keyed, TableId
 from .timers import TimerWheel
@@ -164,9 +164,10 @@ class Tracker:
             self.expire(now)
         if pkt.l4_error is not None:
             return self._invalid(pkt.hook)
-        tracker = self.l4.get(pkt.proto, self.generic)
+        proto = pkt.proto
+        tracker = self.l4.get(proto, self.generic)
         if tracker.error(pkt, self._kv) is not None:
-            return self._invalid(pkt.hook, error_path=True, proto=pkt.proto)
+            return self._invalid(pkt.hook, error_path=True, proto=proto)
         if tracker.error_messages:
             if tracker.quotes_flow(pkt):
                 return self._related(pkt)
@@ -207,35 +208,40 @@ class Tracker:
     def _track(self, pkt: Packet, tracker: L4Tracker, now: float) -> PacketResult:
         key = pkt.key
         l3 = pkt.l3
-        table = self._tables.get((l3.FAMILY, pkt.proto))
+        proto = pkt.proto
+        table = self._tables.get((l3.FAMILY, proto))
         if table is None:
-            table = self.conns.table(l3.FAMILY, pkt.proto)
+            table = self.conns.table(l3.FAMILY, proto)
         entry = table.get(key)
         if entry is None:
             parts = tracker.invert(pkt.sport, pkt.dport)
             if parts is None:
                 return self._invalid(pkt.hook)
             if (self.expects.next_due != INFINITY or pkt.template_helper is not None
-                    or (not self.modern and (pkt.proto, pkt.dport) in BY_PORT)):
+                    or (not self.modern and (proto, pkt.dport) in BY_PORT)):
                 entry = self._new_entry(pkt, key, l3.mirror_key(key, *parts), now)
             else:                # nothing to expect, no helper: the common case, inlined
-                entry = Entry(key, l3.mirror_key(key, *parts), now, pkt.proto, l3)
+                entry = Entry(key, l3.mirror_key(key, *parts), now, proto, l3)
             if not tracker.new(entry, pkt, self._kv):
                 return self._invalid(pkt.hook)
-            direction, is_new = ORIGINAL, True
+            is_new = True
+            outcome = tracker.packet(entry, pkt, ORIGINAL, now, self._kv)
+            # ctinfo is decided before the tracker sees the packet (resolve_normal_ct).
+            state = RELATED if entry.status & EXPECTED else NEW
+            direction, reply = ORIGINAL, False
         else:
             self.stats["found"] += 1
-            # The reply key wins when both are equal: the kernel finds the reply direction.
-            direction = REPLY if key == entry.reply else ORIGINAL
             is_new = False
-        # ctinfo is decided before the tracker sees the packet (resolve_normal_ct).
-        if direction == REPLY:
-            state, reply = ESTABLISHED, True
-        elif entry.status & SEEN_REPLY:
-            state, reply = ESTABLISHED, False
-        else:
-            state, reply = (RELATED if entry.status & EXPECTED else NEW), False
-        outcome = tracker.packet(entry, pkt, direction, now, self._kv)
+            # The reply key wins when both are equal: the kernel finds the reply direction.
+            if key == entry.reply:
+                state, direction, reply = ESTABLISHED, REPLY, True
+            else:
+                if entry.status & SEEN_REPLY:
+                    state = ESTABLISHED
+                else:
+                    state = RELATED if entry.status & EXPECTED else NEW
+                direction, reply = ORIGINAL, False
+            outcome = tracker.packet(entry, pkt, direction, now, self._kv)
         if outcome is INVALID:
             if not is_new:
                 # A refused packet may still shorten the timer (modern TCP: an invalid
@@ -251,12 +257,20 @@ class Tracker:
             return PacketResult(S_INVALID, False, pkt.hook)
         if is_new:
             self._created(entry)
-        if direction == REPLY:
+        if reply:
             entry.status |= SEEN_REPLY
         counters = entry.counters
         if counters is not None:
             counters[direction] += 1
             counters[2 + direction] += pkt.ip_len
+        if not is_new and outcome.__class__ is not TrackerOutcome and entry.helper is None:
+            # A timeout for an entry already in the table: nearly every packet.  _arm(),
+            # inlined.
+            expires = entry.expires = now + outcome
+            slot = entry.timer_slot
+            if slot is None or expires < slot:
+                self.timers.file(entry, expires)
+            return PacketResult(state, reply, pkt.hook, entry)
         result = PacketResult(state, reply, pkt.hook, entry, is_new)
         if outcome is DELETE:
             if is_new:
@@ -265,13 +279,11 @@ class Tracker:
             else:
                 self.remove(entry)
         elif outcome is not IGNORE:
-            expires = entry.expires = now + outcome
-            if not is_new:
-                # _arm(), inlined: this runs for nearly every packet.  A new entry's timer
-                # starts when it is confirmed.
-                slot = entry.timer_slot
-                if slot is None or expires < slot:
-                    self.timers.file(entry, expires)
+            if is_new:
+                entry.expires = now + outcome       # its timer starts when it is confirmed
+            else:
+                # A helped entry (plain ones returned above): the helper runs below.
+                self._arm(entry, now + outcome)
         if entry.helper is not None:
             self._help(entry, pkt, direction, state is ESTABLISHED, result, now)
         return result
@@ -372,6 +384,14 @@ class Tracker:
     def export_entries(self, now: float) -> List[dict]:
         """Every live entry as a JSON-ready record (engine/persist.py)."""
         return export_entries(self.conns, self.tracker_of, now)
+
+    def live_entries(self) -> List[Entry]:
+        """The entries now in the table, for a saver that exports them in slices."""
+        return list(self.conns.entries())
+
+    def export_records(self, entries: Iterable[Entry], now: float) -> List[dict]:
+        """The records of those of `entries` still in the table (engine/persist.py)."""
+        return export_records(entries, self.conns, self.tracker_of, now)
 
     def import_entries(self, records: Any, saved_at: float, now: float) -> int:
         """Re-insert entries export_entries() saved at `saved_at`; returns how many.

@@ -38,8 +38,11 @@ SOURCES = ("synthetic[:PACKETS_PER_SECOND] (default) | pcap:FILE[@SPEED] | tap:I
 SCHEDULED_SOURCES = ("synthetic", "pcap", "none")
 # How long the engine thread may keep the GIL while a FUSE thread waits for it.  The
 # default 5 ms made every read of a busy daemon wait up to a few intervals: 7-byte reads
-# at 20,000 packets/s had a p99 of 15 ms; with 0.5 ms it is about 1 ms.
-GIL_SWITCH_INTERVAL = 0.0005
+# at 20,000 packets/s had a p99 of 15 ms; with 0.5 ms it is about 1 ms.  A knob write is
+# four FUSE calls (open, write, flush, release), each a GIL hand-off: at 50,000 packets/s
+# (load ~4) its median was 1.6-2.5 ms with 0.5 ms, 0.8-1.3 ms with 0.2 ms, and the
+# engine's rate no lower (bench/RESULTS.md).
+GIL_SWITCH_INTERVAL = 0.0002
 
 
 def _epilog() -> str:

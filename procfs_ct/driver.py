@@ -3,13 +3,18 @@
 A source is an iterator of (ts, linktype, frame) where ts is the wall-clock time the
 frame is due (a pcapng capture adds the name of the frame's interface: (ts, linktype,
 frame, name), which engine.feed_frame hands to the iptables chains for `-i`/`-o`).
-A pump thread pulls frames from it into a bounded queue (a live tap may
-block in next() for minutes; the engine thread must not) -- whole lists of them from a
-source that offers batches() (the tap: one list per read of the kernel's ring), so the
-per-frame cost of the hand-over disappears at high rates -- and the engine thread:
+A pump thread pulls frames from it into a bounded FrameQueue (a live tap
+may block in next() for minutes; the engine thread must not) -- whole lists of them from
+a source that offers batches() (the tap: one list per read of the kernel's ring) -- and
+the engine thread takes every frame waiting there at once, so neither side pays a lock
+or a thread switch per frame, and a frame is never held back by the pump while the
+source is inside next() (a capture's pump may be slow; see tests/test_driver.py).
+The engine thread:
 
   * waits until each frame is due, in slices of at most WAIT_SLICE seconds, so that
-    stop() is prompt and expiry keeps running while the source is silent;
+    stop() is prompt and expiry keeps running while the source is silent -- and FEED_LAG
+    past it, so that it wakes once for a burst of frames and not once per frame (a
+    frame is still fed with its own time, so the lag changes when, never what);
   * feeds the engine with the frame's time on the driver's clock (monotonic, anchored
     to the wall clock at start, so a wall-clock step cannot make time run backwards),
     up to FEED_SLICE due frames, and for about FEED_HOLD seconds, per hold of the engine
@@ -33,10 +38,10 @@ a long render.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import inspect
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -52,14 +57,64 @@ Listener = Callable[[float, Any], None]
 
 WAIT_SLICE = 0.2            # longest single wait: bounds shutdown latency
 ADVANCE_EVERY = 0.5         # engine.advance() period (the brief asks for at least 1/s)
-QUEUE_FRAMES = 4096         # frames read ahead of their due time (one-frame batches)
-QUEUE_BATCHES = 64          # batches read ahead from a source that hands over batches
+QUEUE_FRAMES = 4096         # frames read ahead of their due time from a frame-by-frame source
+# From a source that hands over batches (the tap): a burst beyond what the engine keeps up
+# with waits here once the kernel's ring is read (as many as the 64 lists of a ring round
+# each held before: ~150 MB of small datagrams at most).  With 131,072 the tap dropped
+# 96-131k of a 3 s burst at 150,000 packets/s (load 3-4); with this, none.
+QUEUE_FRAMES_LIVE = 1 << 20
+TAKE_FRAMES = 4096          # most frames the engine thread takes from the queue at once
+FEED_LAG = 0.001            # seconds the engine oversleeps a frame's due time (see above)
 FEED_SLICE = 512            # most frames fed per hold of the engine lock
 FEED_HOLD = 0.002           # seconds the lock is held for feeding before a reader's turn
 HOLD_CHECK_EVERY = 32       # frames between two looks at the clock while feeding
 LOGGED_ERRORS = 5           # log the first few packet errors in full, then every 1000th
 
 _END = object()             # the pump's "source exhausted" marker
+
+
+class FrameQueue:
+    """The pump's frames on their way to the engine thread, at most `limit` of them.
+
+    A deque: the pump appends (one frame, or a batch at once), the engine thread pops
+    everything there; appends and pops are atomic, so no lock is taken per frame.  Two
+    events wake whoever waits: `arrived` the engine on an empty queue, `room` the pump on
+    a full one.  Each side clears its event and then looks again before it waits, and the
+    other side sets it after it has changed the deque, so no wake-up is lost."""
+
+    def __init__(self, limit: int) -> None:
+        self._frames: "collections.deque[Any]" = collections.deque()
+        self._limit = limit
+        self._arrived = threading.Event()
+        self._room = threading.Event()
+
+    def put(self, items: list, stop: threading.Event) -> bool:
+        """Append `items` once there is room (the pump); False if stopped first."""
+        frames, room = self._frames, self._room
+        while len(frames) >= self._limit:
+            room.clear()
+            if len(frames) < self._limit:
+                break
+            if stop.is_set():
+                return False
+            room.wait(WAIT_SLICE)
+        frames.extend(items)
+        if not self._arrived.is_set():
+            self._arrived.set()
+        return True
+
+    def take(self, timeout: float) -> list:
+        """Up to TAKE_FRAMES items, waiting up to `timeout` for one (the engine thread)."""
+        frames = self._frames
+        if not frames and timeout > 0:
+            self._arrived.clear()
+            if not frames:
+                self._arrived.wait(timeout)
+        popleft = frames.popleft
+        taken = [popleft() for _ in range(min(len(frames), TAKE_FRAMES))]
+        if taken and not self._room.is_set():
+            self._room.set()
+        return taken
 
 
 class Clock:
@@ -101,17 +156,17 @@ class EngineDriver:
         self._frames = iter(frames)
         # A source with batches() (the tap) hands over a list of frames per read of the
         # kernel; any other is taken a frame at a time (it may block between frames, so
-        # the pump cannot wait to fill a batch).  Either way the queue carries lists.
+        # the pump cannot wait to fill a batch: each frame goes on the queue at once).
         batches = getattr(self._frames, "batches", None)
         self._batches: Iterator[list] = (batches() if callable(batches)
                                          else ([frame] for frame in self._frames))
         self._advance_every = advance_every
-        self._queue: "queue.Queue[Any]" = queue.Queue(
-            maxsize=QUEUE_BATCHES if callable(batches) else QUEUE_FRAMES)
+        self._queue = FrameQueue(QUEUE_FRAMES_LIVE if callable(batches) else QUEUE_FRAMES)
         self._stop = threading.Event()
         # The engine's time never runs backwards: every call gets at least this.  It starts
         # at -inf so that frames already due when the thread starts keep their own times.
         self._last_time = float("-inf")
+        self._end_taken = False     # the pump's end marker came with the batch being fed
         self._threads = [
             threading.Thread(target=self._pump, name="procfs-ct-source", daemon=True),
             threading.Thread(target=self._run, name="procfs-ct-engine", daemon=True),
@@ -183,27 +238,17 @@ class EngineDriver:
 
     # -- the source pump -----------------------------------------------------------------
     def _pump(self) -> None:
+        put, stop = self._queue.put, self._stop
         try:
             for batch in self._batches:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(batch, timeout=WAIT_SLICE)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not put(batch, stop):
                     return
         except Exception:            # a broken source ends; the table keeps expiring
             self.stats.source_errors += 1
             log.exception("traffic source failed; no more packets will arrive")
         finally:
             self._close_generator()
-        while not self._stop.is_set():
-            try:
-                self._queue.put(_END, timeout=WAIT_SLICE)
-                return
-            except queue.Full:
-                continue
+        put([_END], stop)
 
     def _close_generator(self) -> None:
         """Close a generator source from the pump thread, the only one that runs it."""
@@ -243,26 +288,32 @@ class EngineDriver:
             fed = self._feed_due(batch, fed, now)
             if fed >= len(batch):
                 batch = None
+                if self._end_taken:
+                    self._source_exhausted()
                 continue
             due = batch[fed][0]
             if due > now:
-                self._stop.wait(min(budget, due - now))
+                self._stop.wait(min(budget, due - now + FEED_LAG))
 
     def _next_batch(self, timeout: float) -> Optional[list]:
-        """The next non-empty batch from the pump, waiting up to `timeout`; None if none."""
-        try:
-            item = self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
-        except queue.Empty:
-            return None
-        if item is _END:
-            self.stats.source_done = True
-            log.info("traffic source exhausted after %d packets", self.stats.packets)
-            return None
-        if not item:
+        """The frames waiting from the pump (waiting up to `timeout` for one); None if none."""
+        batch = self._queue.take(timeout)
+        if batch and batch[-1] is _END:         # the pump's last item
+            batch.pop()
+            self._end_taken = True
+            if not batch:
+                self._source_exhausted()
+        if not batch:
             return None
         if self.stats.packets + self.stats.packet_errors == 0:
-            log.info("first frame due at %.6f", item[0][0])
-        return item
+            log.info("first frame due at %.6f", batch[0][0])
+        return batch
+
+    def _source_exhausted(self) -> None:
+        """The last frame is fed (the log line says so only then: tests and users wait
+        for it before they compare the table with a replay)."""
+        self.stats.source_done = True
+        log.info("traffic source exhausted after %d packets", self.stats.packets)
 
     def _next_due(self, batch: Optional[list], fed: int) -> float:
         """The horizon: how far the engine's time may go before the next frame is fed."""
@@ -295,25 +346,29 @@ class EngineDriver:
         last = self._last_time
         end = min(len(batch), start + FEED_SLICE)
         index = start
+        fed = 0                         # counted here, added to the stats once per hold
         with self.engine_lock:
             stop_at = time.perf_counter() + FEED_HOLD
-            while index < end:
-                ts, linktype, data, *named = batch[index]
-                if ts > now:
-                    break
-                index += 1
-                if not index % HOLD_CHECK_EVERY and time.perf_counter() > stop_at:
-                    end = index
-                when = ts if ts > last else last
-                try:
-                    result = feed(when, linktype, data, *named)
-                except Exception:
-                    self._packet_failed(linktype, data)
-                    continue
-                last = when
-                self.stats.packets += 1
-                if listeners:
-                    self._tell(listeners, when, result)
+            try:
+                while index < end:
+                    ts, linktype, data, *named = batch[index]
+                    if ts > now:
+                        break
+                    index += 1
+                    if not index % HOLD_CHECK_EVERY and time.perf_counter() > stop_at:
+                        end = index
+                    when = ts if ts > last else last
+                    try:
+                        result = feed(when, linktype, data, *named)
+                    except Exception:
+                        self._packet_failed(linktype, data, fed)
+                        continue
+                    last = when
+                    fed += 1
+                    if listeners:
+                        self._tell(listeners, when, result)
+            finally:
+                self.stats.packets += fed
         self._last_time = last
         return index
 
@@ -327,9 +382,11 @@ class EngineDriver:
                     log.exception("listener %r failed on a packet; it stays registered",
                                   listener)
 
-    def _packet_failed(self, linktype: int, data: bytes) -> None:
+    def _packet_failed(self, linktype: int, data: bytes, uncounted: int = 0) -> None:
+        """Count and log a frame the engine raised on; `uncounted`: frames fed in this
+        hold of the lock, not yet in stats.packets."""
         self.stats.packet_errors += 1
         count = self.stats.packet_errors
         if count <= LOGGED_ERRORS or count % 1000 == 0:
             log.exception("packet %d (linktype %d, %d bytes) failed; skipped (%d so far)",
-                          self.stats.packets + count, linktype, len(data), count)
+                          self.stats.packets + uncounted + count, linktype, len(data), count)

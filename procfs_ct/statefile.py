@@ -14,13 +14,14 @@ command line gave (--max) beat the file's.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Dict, Optional
+from typing import Any, Callable, Collection, ContextManager, Dict, Iterable, Iterator, List, Optional
 
 from engine.knobs import KNOBS, KNOBS_BY_NAME, KnobValues, KnobWriteError
 
@@ -125,22 +126,41 @@ def set_aside(path: str) -> str:
     return bad
 
 
-def document_of(engine: Any, now: float) -> dict:
-    """What the state file holds: the engine's table (with format version and profile)
-    and the writable knob values.  The caller holds the engine lock."""
-    document = engine.export_state(now)
-    document["knobs"] = {k.name: engine.knobs[k.name] for k in KNOBS if not k.readonly}
-    return document
+EXPORT_SLICE = 4096     # entries exported per hold of the engine lock, and per json call
 
 
-def write_document(path: str, document: dict) -> None:
-    """Replace `path` atomically and durably: a crash leaves the old file or the new one."""
+def header_of(engine: Any, now: float) -> dict:
+    """The document without its entries: format, version, profile, saved_at and the
+    writable knob values.  The caller holds the engine lock."""
+    header = engine.state_header(now)
+    header["knobs"] = {k.name: engine.knobs[k.name] for k in KNOBS if not k.readonly}
+    return header
+
+
+def encoded(header: dict, slices: Iterable[List[dict]]) -> Iterator[str]:
+    """The document's JSON text in pieces: the header's keys, then "entries" a slice of
+    records at a time.  One json call over the whole table would hold the GIL for the
+    whole encoding (a second and more at 262,144 entries), stalling every reader."""
+    head = json.dumps(header, sort_keys=True)
+    yield head[:-1] + (", " if header else "") + '"entries": ['
+    first = True
+    for records in slices:
+        if records:
+            text = json.dumps(records)[1:-1]
+            yield text if first else ", " + text
+            first = False
+    yield "]}\n"
+
+
+def write_document(path: str, pieces: Iterable[str]) -> None:
+    """Replace `path` atomically and durably with the text of `pieces`: a crash leaves
+    the old file or the new one."""
     directory, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(directory, f".{name[:200]}.{os.getpid()}.tmp")
     try:
         with open(tmp, "w") as f:
-            json.dump(document, f, sort_keys=True)
-            f.write("\n")
+            for piece in pieces:
+                f.write(piece)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -154,17 +174,38 @@ def write_document(path: str, document: dict) -> None:
         os.close(dir_fd)
 
 
+def save_sliced(path: str, engine: Any, lock: ContextManager, now: Callable[[], float]) -> int:
+    """Save `engine` to `path`; the entries saved.  The lock is held to take the header and
+    the list of entries, then once per EXPORT_SLICE entries while they are exported
+    (entries gone meanwhile are skipped: the file is a snapshot at most one save old
+    anyway); the encoding and the disk writes run without it, so packets keep flowing."""
+    with lock:
+        saved_at = now()
+        header = header_of(engine, saved_at)
+        entries = engine.tracker.live_entries()
+    saved = 0
+
+    def slices() -> Iterator[List[dict]]:
+        nonlocal saved
+        for first in range(0, len(entries), EXPORT_SLICE):
+            with lock:
+                records = engine.tracker.export_records(
+                    entries[first:first + EXPORT_SLICE], saved_at)
+            saved += len(records)
+            yield records
+
+    write_document(path, encoded(header, slices()))
+    return saved
+
+
 def save(path: str, engine: Any, now: float) -> int:
     """Save `engine` (not running: no lock needed) to `path`; the entries saved."""
-    document = document_of(engine, now)
-    write_document(path, document)
-    return len(document["entries"])
+    return save_sliced(path, engine, contextlib.nullcontext(), lambda: now)
 
 
 class StateSaver:
     """Saves the state file every `interval` seconds until stopped (0: never; the caller
-    saves at stop).  The engine lock is held only while the document is built; the JSON
-    encoding and the disk writes run without it, so packets keep flowing."""
+    saves at stop), with save_sliced: the engine lock is held a slice at a time."""
 
     def __init__(self, path: str, engine: Any, lock: Any, now: Callable[[], float],
                  interval: float) -> None:
@@ -188,11 +229,9 @@ class StateSaver:
 
     def save_now(self) -> int:
         """One save; the entries saved."""
-        with self._lock:
-            document = document_of(self._engine, self._now())
-        write_document(self.path, document)
+        count = save_sliced(self.path, self._engine, self._lock, self._now)
         self.saves += 1
-        return len(document["entries"])
+        return count
 
     def _run(self) -> None:
         # On a fixed cadence (not `interval` after the end of the last save), so a save

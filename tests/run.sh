@@ -10,6 +10,8 @@ cd "$REPO"
 missing=()
 command -v tcpdump >/dev/null || missing+=(tcpdump)
 command -v nft >/dev/null || missing+=(nftables)
+# The live firewall tests compare with the kernel's own legacy iptables in a namespace.
+command -v iptables-legacy >/dev/null || missing+=(iptables)
 # A real third-party program that hard-codes /proc/net/ip_conntrack, run under procfs-ct exec.
 [ -e /usr/share/munin/plugins/fw_conntrack ] || missing+=(munin-plugins-core)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -12,7 +12,7 @@ from engine.build import build_ethernet, build_udp_datagram
 from engine.ctstate import CtState
 from engine.linklayer import LINKTYPE_ETHERNET
 from enginehelp import T0, make_engine
-from procfs_ct.driver import EngineDriver
+from procfs_ct.driver import TAKE_FRAMES, EngineDriver, FrameQueue
 from procfs_ct.tree import entries
 
 WAIT = 10.0           # seconds a condition may take on a loaded machine before we give up
@@ -133,3 +133,89 @@ def test_stopping_closes_a_generator_source_from_the_thread_inside_it(caplog):
         release.set()
         assert closed.wait(WAIT)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+# -- the hand-over from the pump to the engine thread (FrameQueue) -------------------------------
+def test_the_queue_hands_over_everything_waiting_in_one_take_up_to_the_cap_in_order():
+    """The engine thread takes all the frames that are there at once (no item per frame),
+    at most TAKE_FRAMES of them, in the order they were put."""
+    frames = FrameQueue(limit=3 * TAKE_FRAMES)
+    stop = threading.Event()
+    assert frames.put(list(range(5)), stop) and frames.put([5], stop)
+    assert frames.take(0.0) == [0, 1, 2, 3, 4, 5]
+    assert frames.take(0.0) == []
+    assert frames.put(list(range(TAKE_FRAMES + 7)), stop)
+    assert frames.take(0.0) == list(range(TAKE_FRAMES))
+    assert frames.take(0.0) == list(range(TAKE_FRAMES, TAKE_FRAMES + 7))
+
+
+def test_a_full_queue_holds_the_pump_until_the_engine_takes_and_stop_frees_it():
+    """At the limit the pump waits (the source is read no further ahead) until the engine
+    thread has taken frames; stop() frees a pump waiting on a queue nobody empties."""
+    frames = FrameQueue(limit=4)
+    stop = threading.Event()
+    assert frames.put([1, 2, 3, 4], stop)
+    done = []
+    pump = threading.Thread(target=lambda: done.append(frames.put([5], stop)))
+    pump.start()
+    pump.join(0.3)
+    assert pump.is_alive() and not done         # full: the fifth frame waits
+    assert frames.take(0.0) == [1, 2, 3, 4]
+    pump.join(WAIT)
+    assert done == [True] and frames.take(0.0) == [5]
+    assert frames.put([6, 7, 8, 9], stop)
+    stuck = threading.Thread(target=lambda: done.append(frames.put([10], stop)))
+    stuck.start()
+    stop.set()
+    stuck.join(WAIT)
+    assert not stuck.is_alive() and done == [True, False]
+
+
+def test_the_engine_thread_waiting_on_an_empty_queue_wakes_for_a_frame_put_later():
+    """take() with a timeout returns as soon as the pump puts a frame: it is not left
+    waiting out its timeout (a lost wake-up); with nothing put, it returns empty."""
+    frames = FrameQueue(limit=8)
+    stop = threading.Event()
+    assert frames.take(0.05) == []
+    assert frames.put(["first"], stop) and frames.take(0.0) == ["first"]
+    got = []
+    taker = threading.Thread(target=lambda: got.append(frames.take(3600)), daemon=True)
+    taker.start()
+    # The taker has begun to wait once it cleared the `arrived` the first put set.
+    assert wait_until(lambda: not frames._arrived.is_set(), WAIT)
+    assert frames.put(["frame"], stop)
+    taker.join(WAIT)
+    assert got == [["frame"]]
+
+
+def test_the_source_is_reported_exhausted_only_once_its_last_frame_is_fed():
+    """"traffic source exhausted" is what a user (and tests/test_mount_engine.py) waits for
+    before comparing the table with a replay: when it is logged, every frame is in the
+    table.  Here the end marker reaches the engine thread with every frame still to feed:
+    they are not due yet when it takes them."""
+    clock = FakeClock(T0 - 1)
+    frames = [(T0, LINKTYPE_ETHERNET, udp_frame(A, B, 1024 + n, 53)) for n in range(1000)]
+    driver = EngineDriver(make_engine("linux"), frames, clock=clock, scheduled=True)
+    fed_when_logged = []
+
+    class Watch(logging.Handler):
+        def emit(self, record):
+            if "exhausted" in record.getMessage():
+                fed_when_logged.append((driver.stats.packets, driver.engine.count))
+    watch = Watch()
+    logger = logging.getLogger("procfs_ct.driver")
+    logger.addHandler(watch)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    pump = driver._threads[0]
+    try:
+        driver.start()
+        # The pump has put every frame and the end marker; the engine thread took them all.
+        assert wait_until(lambda: not pump.is_alive() and not driver._queue._frames, WAIT)
+        clock.t = T0 + 1
+        assert wait_until(lambda: fed_when_logged, WAIT)
+    finally:
+        driver.stop()
+        logger.removeHandler(watch)
+        logger.setLevel(old_level)
+    assert fed_when_logged == [(len(frames), len(frames))]

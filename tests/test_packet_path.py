@@ -26,7 +26,7 @@ from engine.linklayer import LINKTYPE_ETHERNET, ip_version, strip_ip
 from engine.parse import ParseError, parse_ipv4
 from engine.parse_ipv6 import parse_ipv6
 from engine.routing import routing_drops
-from engine.build import build_udp_datagram, ip_to_int
+from engine.build import build_ethernet, build_tcp_datagram, build_udp_datagram, ip_to_int
 from enginehelp import GiB, T0, lines, make_engine, udp, view_text
 from procfs_ct.sources.synthetic import SyntheticTraffic
 
@@ -138,6 +138,21 @@ def test_the_fast_extraction_is_taken_and_declines_what_it_cannot_do(monkeypatch
     eng = fresh("linux")
     via_feed_frame(eng, frames_of("synthetic"))
     assert taken.count(True) > 1000 and taken.count(False) > 100
+
+
+
+@pytest.mark.parametrize("fragment", [{"ip_mf": True}, {"ip_frag_offset": 8}],
+                         ids=["first, more to come", "not the first"])
+@pytest.mark.parametrize("build", [build_udp_datagram, build_tcp_datagram], ids=["udp", "tcp"])
+def test_a_fragment_that_reads_like_a_whole_datagram_waits_for_the_defragmenter(build, fragment):
+    """Its header and lengths are those of a complete datagram (the fast extraction's other
+    checks pass); only the fragment field says otherwise: conntrack must not see it before
+    reassembly, on either path."""
+    frame = build_ethernet(build("10.0.0.1", "10.0.0.2", 5000, 53, **fragment))
+    for fast in (True, False):
+        eng = fresh("linux", fast_extraction=fast)
+        assert eng.feed_frame(T0, LINKTYPE_ETHERNET, frame) is None
+        assert eng.count == 0 and eng.tracker.stats["new"] == 0
 
 
 # -- hooks and confirmation -------------------------------------------------------------------

@@ -303,28 +303,62 @@ def test_save_keeps_knobs_and_replaces_the_file_atomically(tmp_path):
     assert lines(fresh, T0 + 10) == lines(original, T0 + 10)
 
 
-def test_the_saver_builds_the_document_under_the_lock_and_writes_it_without(tmp_path):
-    """StateSaver.save_now(): the engine lock is held while export_state runs, free while
-    the file is written."""
-    import threading
+class RecordingLock:
+    """A lock that notes each hold and can run an action (the engine at work) while free."""
+
+    def __init__(self):
+        import threading
+        self._lock = threading.Lock()
+        self.holds = 0
+        self.between_holds = None
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def __enter__(self):
+        if self.holds and self.between_holds is not None:
+            self.between_holds(self.holds)
+        self._lock.acquire()
+        self.holds += 1
+        return self
+
+    def __exit__(self, *exc):
+        self._lock.release()
+
+
+def test_the_saver_exports_a_slice_per_hold_of_the_lock_and_writes_without_it(tmp_path,
+                                                                               monkeypatch):
+    """StateSaver.save_now(): the engine lock is held per slice of entries (packets and
+    reads go on between slices), never while the file is written; an entry killed between
+    two slices is not saved; the file restores what was left."""
     from procfs_ct import statefile
-    lock = threading.Lock()
-    seen = []
+    monkeypatch.setattr(statefile, "EXPORT_SLICE", 2)
     original = make_engine("linux")
     populate(original)
-    export = original.export_state
-    original.export_state = lambda now: (seen.append(("export", lock.locked())), export(now))[1]
+    lock = RecordingLock()
+    killed = []
+
+    def engine_at_work(holds):
+        if holds == 2:          # after the first slice: the last entry dies
+            victim = original.tracker.live_entries()[-1]
+            killed.append(victim.tuple(0))
+            original.tracker.conns.remove(victim)
+    lock.between_holds = engine_at_work
+    writes = []
     write = statefile.write_document
+    monkeypatch.setattr(statefile, "write_document", lambda p, pieces: write(
+        p, (writes.append(lock.locked()) or piece for piece in pieces)))
     path = tmp_path / "state.json"
     saver = statefile.StateSaver(str(path), original, lock, lambda: T0 + 10, interval=0)
-    try:
-        statefile.write_document = lambda p, d: (seen.append(("write", lock.locked())),
-                                                 write(p, d))[1]
-        assert saver.save_now() == 5
-    finally:
-        statefile.write_document = write
-    assert seen == [("export", True), ("write", False)]
-    assert json.loads(path.read_text())["saved_at"] == T0 + 10
+    assert saver.save_now() == 4
+    assert lock.holds == 1 + 3               # the header and list, then 5 entries by 2
+    assert writes and not any(writes)
+    document = json.loads(path.read_text())
+    assert document["saved_at"] == T0 + 10 and len(document["entries"]) == 4
+    assert killed and list(killed[0]) not in [r["tuple"] for r in document["entries"]]
+    fresh = make_engine("linux")
+    assert statefile.restore(str(path), fresh, T0 + 10).entries == 4
+    assert lines(fresh, T0 + 10) == lines(original, T0 + 10)
 
 
 @pytest.mark.mount
