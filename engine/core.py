@@ -143,7 +143,8 @@ class Engine:
             # Untagged Ethernet: the common datagram is read in place, without a copy.
             pkt = extract_ipv4(frame, 14, self.default_hook)
             if pkt is not None:
-                if self.listeners or pkt.hook == PRE_ROUTING:
+                # (extract_ipv4 declines PRE_ROUTING: no routing check is due here.)
+                if self.listeners:
                     return self.feed_packet(pkt, ts)
                 # feed_packet() without listeners, inlined: most packets of a replay.
                 result = self.tracker.process(pkt, ts)

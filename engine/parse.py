@@ -165,8 +165,9 @@ def extract_ipv4(data: bytes, off: int, hook: int) -> Optional[Packet]:
         if (vihl != _IPV4_NO_OPTIONS or frag & _FRAGMENT or tot_len > size
                 or tot_len < 28 or udp_len < 8 or udp_len > tot_len - 20):
             return None             # IP options, a fragment, or lengths to check in full
+        # Every field positional (Packet's order): keywords cost as much again to match.
         return Packet(src, dst, proto, tot_len, hook, sport, dport, data[off + 12:off + 24],
-                      udp_len=udp_len, raw=(data, off))
+                      ipv4, None, None, None, udp_len, True, None, (data, off), None)
     if proto == IPPROTO_TCP:
         if size < 40:
             return None             # no room for the 20-byte TCP header
@@ -177,12 +178,15 @@ def extract_ipv4(data: bytes, off: int, hook: int) -> Optional[Packet]:
         if (vihl != _IPV4_NO_OPTIONS or frag & _FRAGMENT or tot_len > size
                 or tot_len < 40 or doff < 20 or doff > l4_len):
             return None
-        tcp = TcpInfo(flags, seq, ack, window, l4_len - doff)
-        if doff > 20:
-            tcp.options = True
-            parse_tcp_options(tcp, data, off + 40, off + 20 + doff)
+        if doff == 20:
+            tcp = TcpInfo(flags, seq, ack, window, l4_len - doff, None, False, None, True, False)
+        else:
+            tcp = TcpInfo(flags, seq, ack, window, l4_len - doff, None, False, None, True, True)
+            # NOP NOP TIMESTAMP alone (most segments) sets nothing: no call for it.
+            if doff != 32 or data[off + 40:off + 44] != TIMESTAMP_ONLY:
+                parse_tcp_options(tcp, data, off + 40, off + 20 + doff)
         return Packet(src, dst, proto, tot_len, hook, sport, dport, data[off + 12:off + 24],
-                      tcp=tcp, raw=(data, off))
+                      ipv4, tcp, None, None, 0, True, None, (data, off), None)
     return None
 
 

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import (TYPE_CHECKING, BinaryIO, Callable, Collection, Dict, List, Optional,
                     Sequence, Tuple, Union)
 
-from .capture import read_named_capture
+from .capture import read_capture, read_named_capture
 from .core import Engine
 from .knobs import KnobWriteError
 from .ctstate import Verdict
@@ -100,13 +101,26 @@ def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float]) -> None:
     chains = result.chains
     verdicts = result.verdicts
     dropped = result.dropped
-    for frame, captured_on in read_named_capture(fileobj):
-        if at is not None and frame.ts > at:
+    # Only the chains read the interface a frame was captured on; without them the frames
+    # are paired with None in C (zip/repeat) rather than by a generator around the reader.
+    frames = (read_named_capture(fileobj) if chains is not None
+              else zip(read_capture(fileobj), repeat(None)))
+    feed = engine.feed_frame
+    add_verdict = verdicts.append
+    add_dropped = dropped.append
+    last = result.at
+    for (ts, linktype, data), captured_on in frames:      # a CapturedFrame, unpacked
+        if at is not None and ts > at:
             break
         if chains is not None:          # the interface a pcapng file names is -i/-o's
-            outcome = chains.feed_frame(frame.ts, frame.linktype, frame.data, captured_on)
+            outcome = chains.feed_frame(ts, linktype, data, captured_on)
         else:
-            outcome = engine.feed_frame(frame.ts, frame.linktype, frame.data)
-        verdicts.append(None if outcome is None else outcome.verdict)
-        dropped.append(outcome is not None and outcome.dropped)
-        result.at = frame.ts
+            outcome = feed(ts, linktype, data)
+        if outcome is None:
+            add_verdict(None)
+            add_dropped(False)
+        else:
+            add_verdict(outcome.verdict)
+            add_dropped(outcome.dropped)
+        last = ts
+    result.at = last

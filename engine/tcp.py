@@ -161,7 +161,9 @@ class TcpTracker:
         new = self._table[d][index][old]
         skip_window = False
 
-        if new >= IV:
+        if new == ESTABLISHED:
+            pass        # most segments: no special cell below (tested first to skip them)
+        elif new >= IV:
             if new == IV:
                 return INVALID
             if new == SS_REOPEN:

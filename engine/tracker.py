@@ -34,6 +34,7 @@ from .table import ConnTable, Keyed, TableId
 from .timers import TimerWheel
 
 NEW, ESTABLISHED, RELATED = CtState.NEW, CtState.ESTABLISHED, CtState.RELATED
+PROTOCOL_NUMBERS = 256          # an IPv4 protocol / IPv6 next header is one byte
 LOOPBACK_NET = 127              # 127.0.0.0/8: always this host, always through lo
 S_INVALID = CtState.INVALID
 # nf_conntrack_handle_icmp(): the protocols whose error() failures count in icmp_error.
@@ -76,6 +77,10 @@ class Tracker:
         self.knobs = knobs
         self._kv = knob_dict(knobs)
         self.l4, self.generic = profile_trackers(profile)
+        # The tracker of every protocol number, for process(): one list index per packet
+        # instead of a dict.get() with a default.
+        self._tracker_by_proto: List[L4Tracker] = [self.l4.get(proto, self.generic)
+                                                   for proto in range(PROTOCOL_NUMBERS)]
         self.stats: Dict[str, int] = dict.fromkeys(STAT_EVENTS, 0)
         self.conns = ConnTable(int(knobs["buckets"]), self.stats)
         self._tables = self.conns.tables()     # (l3, proto) -> table, read per packet
@@ -165,15 +170,104 @@ class Tracker:
         if pkt.l4_error is not None:
             return self._invalid(pkt.hook)
         proto = pkt.proto
-        tracker = self.l4.get(proto, self.generic)
-        if tracker.error(pkt, self._kv) is not None:
+        tracker = self._tracker_by_proto[proto]
+        kv = self._kv
+        if tracker.error(pkt, kv) is not None:
             return self._invalid(pkt.hook, error_path=True, proto=proto)
         if tracker.error_messages:
             if tracker.quotes_flow(pkt):
                 return self._related(pkt)
             if tracker.untracked(pkt):
                 return PacketResult(CtState.UNTRACKED, False, pkt.hook)
-        return self._track(pkt, tracker, now)
+        # The lookup and the protocol tracker's verdict (resolve_normal_ct and l4proto
+        # packet()), in this same call: it runs for every packet.  A REOPEN outcome removes
+        # the old entry and looks the packet up again (the loop's second turn).
+        key = pkt.key
+        l3 = pkt.l3
+        table = self._tables.get((l3.FAMILY, proto))
+        if table is None:
+            table = self.conns.table(l3.FAMILY, proto)
+        while True:
+            entry = table.get(key)
+            if entry is None:
+                parts = tracker.invert(pkt.sport, pkt.dport)
+                if parts is None:
+                    return self._invalid(pkt.hook)
+                if (self.expects.next_due != INFINITY or pkt.template_helper is not None
+                        or (not self.modern and (proto, pkt.dport) in BY_PORT)):
+                    entry = self._new_entry(pkt, key, l3.mirror_key(key, *parts), now)
+                else:                # nothing to expect, no helper: the common case, inlined
+                    entry = Entry(key, l3.mirror_key(key, *parts), now, proto, l3)
+                if not tracker.new(entry, pkt, kv):
+                    return self._invalid(pkt.hook)
+                is_new = True
+                outcome = tracker.packet(entry, pkt, ORIGINAL, now, kv)
+                # ctinfo is decided before the tracker sees the packet (resolve_normal_ct).
+                state = RELATED if entry.status & EXPECTED else NEW
+                direction, reply = ORIGINAL, False
+            else:
+                self.stats["found"] += 1
+                is_new = False
+                # The reply key wins when both are equal: the kernel finds the reply direction.
+                if key == entry.reply:
+                    state, direction, reply = ESTABLISHED, REPLY, True
+                else:
+                    if entry.status & SEEN_REPLY:
+                        state = ESTABLISHED
+                    else:
+                        state = RELATED if entry.status & EXPECTED else NEW
+                    direction, reply = ORIGINAL, False
+                outcome = tracker.packet(entry, pkt, direction, now, kv)
+            if outcome is INVALID:
+                if not is_new:
+                    # A refused packet may still shorten the timer (modern TCP: an invalid
+                    # FIN/RST answering the peer's lowers it to timeout_unacknowledged).
+                    self._arm(entry, entry.expires)
+                self.stats["invalid"] += 1
+                return PacketResult(S_INVALID, False, pkt.hook)
+            if outcome is REOPEN:
+                self.remove(entry)
+                continue
+            if is_new:
+                if not self._make_room(key):
+                    self.stats["drop"] += 1
+                    return PacketResult(S_INVALID, False, pkt.hook)
+                # A new entry is made: its optional parts, as the knobs say right now.
+                if kv["acct"]:
+                    entry.counters = [0, 0, 0, 0]
+                if not kv["timestamp"]:
+                    entry.created = None
+                self.stats["new"] += 1
+            if reply:
+                entry.status |= SEEN_REPLY
+            counters = entry.counters
+            if counters is not None:
+                counters[direction] += 1
+                counters[2 + direction] += pkt.ip_len
+            if not is_new and outcome.__class__ is not TrackerOutcome and entry.helper is None:
+                # A timeout for an entry already in the table: nearly every packet.  _arm(),
+                # inlined.
+                expires = entry.expires = now + outcome
+                slot = entry.timer_slot
+                if slot is None or expires < slot:
+                    self.timers.file(entry, expires)
+                return PacketResult(state, reply, pkt.hook, entry, False)   # all positional: faster
+            result = PacketResult(state, reply, pkt.hook, entry, is_new)
+            if outcome is DELETE:
+                if is_new:
+                    result.pending = False          # nothing to confirm: it ends with this packet
+                    self.stats["delete"] += 1
+                else:
+                    self.remove(entry)
+            elif outcome is not IGNORE:
+                if is_new:
+                    entry.expires = now + outcome       # its timer starts when it is confirmed
+                else:
+                    # A helped entry (plain ones returned above): the helper runs below.
+                    self._arm(entry, now + outcome)
+            if entry.helper is not None:
+                self._help(entry, pkt, direction, state is ESTABLISHED, result, now)
+            return result
 
     def _invalid(self, hook: int, error_path: bool = False, proto: int = 0) -> PacketResult:
         """Count a packet that gets no entry.
@@ -204,89 +298,6 @@ class Tracker:
             self.stats["invalid"] += 1
         entry, direction = hit
         return PacketResult(RELATED, direction == REPLY, pkt.hook, entry)
-
-    def _track(self, pkt: Packet, tracker: L4Tracker, now: float) -> PacketResult:
-        key = pkt.key
-        l3 = pkt.l3
-        proto = pkt.proto
-        table = self._tables.get((l3.FAMILY, proto))
-        if table is None:
-            table = self.conns.table(l3.FAMILY, proto)
-        entry = table.get(key)
-        if entry is None:
-            parts = tracker.invert(pkt.sport, pkt.dport)
-            if parts is None:
-                return self._invalid(pkt.hook)
-            if (self.expects.next_due != INFINITY or pkt.template_helper is not None
-                    or (not self.modern and (proto, pkt.dport) in BY_PORT)):
-                entry = self._new_entry(pkt, key, l3.mirror_key(key, *parts), now)
-            else:                # nothing to expect, no helper: the common case, inlined
-                entry = Entry(key, l3.mirror_key(key, *parts), now, proto, l3)
-            if not tracker.new(entry, pkt, self._kv):
-                return self._invalid(pkt.hook)
-            is_new = True
-            outcome = tracker.packet(entry, pkt, ORIGINAL, now, self._kv)
-            # ctinfo is decided before the tracker sees the packet (resolve_normal_ct).
-            state = RELATED if entry.status & EXPECTED else NEW
-            direction, reply = ORIGINAL, False
-        else:
-            self.stats["found"] += 1
-            is_new = False
-            # The reply key wins when both are equal: the kernel finds the reply direction.
-            if key == entry.reply:
-                state, direction, reply = ESTABLISHED, REPLY, True
-            else:
-                if entry.status & SEEN_REPLY:
-                    state = ESTABLISHED
-                else:
-                    state = RELATED if entry.status & EXPECTED else NEW
-                direction, reply = ORIGINAL, False
-            outcome = tracker.packet(entry, pkt, direction, now, self._kv)
-        if outcome is INVALID:
-            if not is_new:
-                # A refused packet may still shorten the timer (modern TCP: an invalid
-                # FIN/RST answering the peer's lowers it to timeout_unacknowledged).
-                self._arm(entry, entry.expires)
-            self.stats["invalid"] += 1
-            return PacketResult(S_INVALID, False, pkt.hook)
-        if outcome is REOPEN:
-            self.remove(entry)
-            return self._track(pkt, tracker, now)
-        if is_new and not self._make_room(key):
-            self.stats["drop"] += 1
-            return PacketResult(S_INVALID, False, pkt.hook)
-        if is_new:
-            self._created(entry)
-        if reply:
-            entry.status |= SEEN_REPLY
-        counters = entry.counters
-        if counters is not None:
-            counters[direction] += 1
-            counters[2 + direction] += pkt.ip_len
-        if not is_new and outcome.__class__ is not TrackerOutcome and entry.helper is None:
-            # A timeout for an entry already in the table: nearly every packet.  _arm(),
-            # inlined.
-            expires = entry.expires = now + outcome
-            slot = entry.timer_slot
-            if slot is None or expires < slot:
-                self.timers.file(entry, expires)
-            return PacketResult(state, reply, pkt.hook, entry)
-        result = PacketResult(state, reply, pkt.hook, entry, is_new)
-        if outcome is DELETE:
-            if is_new:
-                result.pending = False          # nothing to confirm: it ends with this packet
-                self.stats["delete"] += 1
-            else:
-                self.remove(entry)
-        elif outcome is not IGNORE:
-            if is_new:
-                entry.expires = now + outcome       # its timer starts when it is confirmed
-            else:
-                # A helped entry (plain ones returned above): the helper runs below.
-                self._arm(entry, now + outcome)
-        if entry.helper is not None:
-            self._help(entry, pkt, direction, state is ESTABLISHED, result, now)
-        return result
 
     # -- helpers and expectations ----------------------------------------------------------
     def _new_entry(self, pkt: Packet, orig: bytes, reply: bytes, now: float) -> Entry:
@@ -343,15 +354,6 @@ class Tracker:
         self.stats["early_drop"] += len(victims)
         return bool(victims)
 
-    def _created(self, entry: Entry) -> None:
-        """A new entry is made: its optional parts, as the knobs say right now."""
-        kv = self._kv
-        if kv["acct"]:
-            entry.counters = [0, 0, 0, 0]
-        if not kv["timestamp"]:
-            entry.created = None
-        self.stats["new"] += 1
-
     # -- nf_conntrack_confirm, or the drop of an unconfirmed entry --------------------------
     def confirm(self, result: PacketResult, now: float) -> None:
         """The packet left its last hook: its new entry enters the table, timer armed."""
@@ -360,7 +362,10 @@ class Tracker:
         result.pending = False
         entry = result.entry
         self.conns.insert(entry)
-        self._arm(entry, entry.expires)
+        # _arm(entry, entry.expires), inlined: once per new entry.  Its timer starts now.
+        slot = entry.timer_slot
+        if slot is None or entry.expires < slot:
+            self.timers.file(entry, entry.expires)
 
     def discard(self, result: PacketResult) -> None:
         """A hook dropped the packet: its unconfirmed entry is destroyed, never inserted."""

@@ -230,3 +230,35 @@ def test_an_incoming_first_packet_dropped_at_input_leaves_no_entry():
     assert eng.tracker.stats["insert"] == 0 and eng.tracker.stats["new"] == 1
     assert eng.feed_datagram(T0 + 1, datagram, PRE_ROUTING).state == CtState.NEW
     assert eng.count == 1
+
+
+def test_a_frame_received_from_a_wire_meets_routing_on_the_feed_frame_path():
+    """feed_frame's inlined path skips the routing check: it holds only because the fast
+    extraction declines PRE_ROUTING (checksums to verify).  A martian received frame must
+    still be dropped after PREROUTING and leave no entry."""
+    martian = build_ethernet(build_udp_datagram("127.0.0.9", "10.0.0.1", 4000, 53))
+    eng = fresh("linux", default_hook=PRE_ROUTING)
+    result = eng.feed_frame(T0, LINKTYPE_ETHERNET, martian)
+    assert result is not None and result.dropped
+    assert eng.count == 0 and eng.tracker.stats["new"] == 1
+
+
+def test_a_replay_shows_the_table_at_its_last_frame_or_at_the_time_asked():
+    """replay() without `at` renders the table as of the last frame fed; with `at`, frames
+    after it are not fed and the table is shown at `at`."""
+    import io
+    from engine.capture import PcapWriter
+    from engine.replay import replay
+    capture = io.BytesIO()
+    writer = PcapWriter(capture)
+    for n, sport in enumerate((4000, 4001, 4002)):
+        writer.write(T0 + 10 * n, build_ethernet(build_udp_datagram("10.0.0.1", "10.0.0.2",
+                                                                    sport, 53)))
+    capture.seek(0)
+    whole = replay(capture, profile="linux", ram_bytes=24 * GiB, ncpu=2)
+    assert whole.at == T0 + 20 and len(whole.verdicts) == 3
+    # udp_timeout 30: the first flow has 10 s left at the last frame.
+    assert sorted(line.split()[4] for line in whole.text().splitlines()) == ["10", "20", "30"]
+    capture.seek(0)
+    cut = replay(capture, profile="linux", ram_bytes=24 * GiB, ncpu=2, at=T0 + 15)
+    assert cut.at == T0 + 15 and len(cut.verdicts) == 2
