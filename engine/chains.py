@@ -19,18 +19,23 @@ Frames come in through `feed_frame`: a cooked capture says where each was captur
 `-o`; a packet sent to this host itself (captured on lo, or sent to 127/8 or a local
 address) walks both ways, out and back in through lo.  The kernel's own REJECT replies are
 in a capture too, after the engine already sent its own: the captured copy is skipped.
+
+ip6tables is not emulated: an IPv6 packet is tracked exactly as without chains (same hooks,
+same confirmation) and the IPv4 tables never see it -- as if every ip6tables chain were
+empty with an ACCEPT policy.
 """
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, List, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Set, Tuple
 
+from . import ipv4
 from .core import NF_ACCEPT, NF_DROP, NF_NOTRACK, Engine
 from .ctstate import CtState, PacketResult
 from .hooks import FORWARD, LOCAL_IN, LOCAL_OUT, POST_ROUTING, PRE_ROUTING, TRACKING_HOOKS, Hook
-from .interfaces import LOOPBACK_NAME, frame_interface, interface_name
-from .linklayer import ETH_P_IP, strip_link
+from .interfaces import LOOPBACK_NAME, FrameInterface, frame_interface, interface_name
+from .linklayer import ETH_P_IP, ip_version, strip_ip
 from .macheader import MacHeaders, loopback_header
 from .packet import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, Packet
 from .parse import ParseError, parse_ipv4
@@ -124,6 +129,7 @@ class Chains:
         self._busy: Dict[Tuple[Hook, bool], bool] = {}
         self.ruleset_changed()
         self.iface_names = dict(iface_names or {})
+        self._unnamed: Set[int] = set()     # indexes the interface lookup did not name
         self.stats = ChainsStats()
         self.log_sink = log_sink        # called with (syslog level, line) for each LOG line
         self._in_flight: List[_InFlight] = []
@@ -143,22 +149,22 @@ class Chains:
         `captured_on`: the interface the capture file says the frame was captured on (a
         pcapng if_name); a name given for a cooked frame's index (`--iface`) goes first."""
         engine = self.engine
-        datagram, hook = strip_link(linktype, frame)
+        datagram, hook = strip_ip(linktype, frame)
         # Every frame, ARP's too: a device's outgoing ones tell its own address.
         mac = self._mac_headers.incoming(linktype, frame, datagram or b"")
         if datagram is None:
             engine.frames_not_ipv4 += 1
             return None
+        hook = engine.default_hook if hook is None else hook
+        if ip_version(datagram) == 6:
+            # No ip6tables: the hooks below pass it by, conntrack tracks it as ever.
+            return engine.feed_datagram(ts, datagram, hook)
         if self._replies and _without_ip_id(datagram[:_ip_len(datagram)]) in self._replies:
             self._replies.remove(_without_ip_id(datagram[:_ip_len(datagram)]))
             self.stats.captured_replies_skipped += 1
             return None
         iface = frame_interface(linktype, frame)
-        if captured_on is not None and iface.index not in self.iface_names:
-            name = captured_on
-        else:
-            name = interface_name(iface, self.iface_names)
-        hook = engine.default_hook if hook is None else hook
+        name = self._interface_name(iface, captured_on)
         looped = iface.loopback or name == LOOPBACK_NAME or (
             hook == LOCAL_OUT and len(datagram) >= 20 and self.is_local(_dst_of(datagram)))
         if looped:
@@ -172,6 +178,23 @@ class Chains:
             return engine.feed_datagram(ts, datagram, hook, looped_back=looped)
         finally:
             self._in_flight.pop()
+
+    def _interface_name(self, iface: FrameInterface, captured_on: Optional[str]) -> str:
+        """The name `-i`/`-o` match for a frame's interface: `--iface`'s for its index, else
+        the capture file's (`captured_on`), else the engine's interface lookup (a live
+        mount: asked again for each index it has not named yet -- interfaces come and go --
+        but once only for an index it does not know either)."""
+        index = iface.index
+        if index not in self.iface_names:
+            if captured_on is not None:
+                return captured_on
+            lookup = self.engine.interface_lookup
+            if index is not None and lookup is not None and index not in self._unnamed:
+                for known, name in lookup().items():
+                    self.iface_names.setdefault(known, name)
+                if index not in self.iface_names:
+                    self._unnamed.add(index)
+        return interface_name(iface, self.iface_names)
 
     def ruleset_changed(self) -> None:
         """Note which hooks have a loaded table (call after tables are added or flushed):
@@ -205,7 +228,7 @@ class Chains:
 
     def _before_conntrack(self, hook: Hook, pkt: Packet, result: Optional[PacketResult],
                           now: float) -> int:
-        if not self._busy[(hook, True)]:
+        if not self._busy[(hook, True)] or pkt.l3 is not ipv4:
             return NF_ACCEPT
         view = self._view(pkt, hook, result)
         verdict = self.ruleset.run_hook(CHAIN_OF_HOOK[hook], view, now, before=CONNTRACK_PRIORITY)
@@ -217,7 +240,7 @@ class Chains:
         return answer
 
     def _at_hook(self, hook: Hook, pkt: Packet, result: PacketResult, now: float) -> int:
-        if not self._busy[(hook, False)]:
+        if not self._busy[(hook, False)] or pkt.l3 is not ipv4:     # the IPv4 tables only
             return NF_ACCEPT
         view = self._view(pkt, hook, result)
         after = CONNTRACK_PRIORITY if hook in TRACKING_HOOKS else None

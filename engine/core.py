@@ -103,6 +103,9 @@ class Engine:
         # The iptables chains in front of conntrack (engine/chains.py), once attached:
         # frames then go through them, as they read the capture's interfaces.
         self.chains: Optional["Chains"] = None
+        # What names the interface indexes of cooked frames on a live mount ({index: name}
+        # of the tap's network namespace, read again by the chains for an index it lacks).
+        self.interface_lookup: Optional[Callable[[], Dict[int, str]]] = None
         self.early_listeners: Dict[Hook, List[EarlyListener]] = {}
         self.forwarded = ForwardedCopies()      # arrivals, to spot their forwarded copies
         self.frames_not_ipv4 = 0
@@ -127,11 +130,13 @@ class Engine:
         self.listeners.setdefault(Hook(hook), [])     # the walk below is now needed
 
     # -- packets in ------------------------------------------------------------------------
-    def feed_frame(self, ts: float, linktype: int, frame: bytes) -> Optional[PacketResult]:
+    def feed_frame(self, ts: float, linktype: int, frame: bytes,
+                   captured_on: Optional[str] = None) -> Optional[PacketResult]:
         """Track one captured frame; None if conntrack does not see it: not IPv4, a header
-        ip_rcv drops, a fragment held for now."""
+        ip_rcv drops, a fragment held for now.  `captured_on`: the interface a capture
+        file names for it (for the chains' -i/-o; see Chains.feed_frame)."""
         if self.chains is not None:
-            return self.chains.feed_frame(ts, linktype, frame)
+            return self.chains.feed_frame(ts, linktype, frame, captured_on)
         tried = False
         if (linktype == LINKTYPE_ETHERNET and frame[12:14] == ETHERTYPE_IPV4
                 and self.fast_extraction and not self.forwarded.arrivals):

@@ -1,8 +1,8 @@
 """Link-layer framing of captured frames: from a pcap link type and frame to IP bytes.
 
-strip_ip() keeps IPv4 and IPv6 datagrams (the engine dispatches on the version nibble);
-strip_link() keeps IPv4 only, for the callers that read IPv4 headers (the iptables chains,
-which ip6tables would not see).
+strip_ip() keeps IPv4 and IPv6 datagrams (the engine dispatches on the version nibble;
+the iptables chains pass IPv6 by, as empty ip6tables chains would); strip_link() keeps
+IPv4 only, for the callers that read IPv4 headers.
 
 Link type numbers are pcap's LINKTYPE_* values (tcpdump.org/linktypes.html).
 Only the cooked Linux headers (SLL, SLL2) say which way a packet went, so only
@@ -46,6 +46,8 @@ ARPHRD_ETHER = 1           # sll_hatype of an Ethernet device
 
 _U16 = struct.Struct("!H")
 _SLL2_HEAD = struct.Struct("!HHIHB")   # protocol, reserved, ifindex, arphrd, pkttype
+# The whole SLL2 header: protocol, reserved, ifindex, arphrd, pkttype, addr_len, addr.
+SLL2_HEADER = struct.Struct("!HHIHBB8s")
 
 Stripped = tuple[Optional[bytes], Optional[int]]
 NOT_IP: Stripped = (None, None)
@@ -142,13 +144,13 @@ def _linux_sll(frame: bytes) -> Stripped:
 
 
 def _linux_sll2(frame: bytes) -> Stripped:
-    # protocol(2) reserved(2) ifindex(4) arphrd(2) pkttype(1) addr_len(1) addr(8)
-    if len(frame) < 20:
+    if len(frame) < SLL2_HEADER.size:
         return NOT_IP
     protocol, _reserved, _ifindex, arphrd, pkttype = _SLL2_HEAD.unpack_from(frame)
     if pkttype == PACKET_OTHERHOST:
         return NOT_IP
-    return _after_ethertype(frame, 20, protocol), _hook_from_pkttype(pkttype, arphrd)
+    return (_after_ethertype(frame, SLL2_HEADER.size, protocol),
+            _hook_from_pkttype(pkttype, arphrd))
 
 
 _STRIPPERS: dict[int, Callable[[bytes], Stripped]] = {

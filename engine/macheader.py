@@ -21,14 +21,13 @@ import struct
 from typing import Dict, Optional
 
 from .linklayer import (ARPHRD_ETHER, ARPHRD_LOOPBACK, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL,
-                        LINKTYPE_LINUX_SLL2, PACKET_HOST, PACKET_OUTGOING)
+                        LINKTYPE_LINUX_SLL2, PACKET_HOST, PACKET_OUTGOING, SLL2_HEADER)
 
 ETH_HLEN = 14
 ETH_ALEN = 6
 PACKET_BROADCAST, PACKET_MULTICAST = 1, 2      # sll_pkttype values (linux/if_packet.h)
 BROADCAST_MAC = b"\xff" * ETH_ALEN
 IPV4_MULTICAST_PREFIX = b"\x01\x00\x5e"
-_SLL2 = struct.Struct("!HHIHBB8s")   # protocol, reserved, ifindex, hatype, pkttype, halen, addr
 _SLL = struct.Struct("!HHH8sH")      # pkttype, hatype, halen, addr, protocol
 
 
@@ -49,8 +48,8 @@ class MacHeaders:
         input hook; b"" where the capture does not say."""
         if linktype == LINKTYPE_ETHERNET:
             return frame[:ETH_HLEN] if len(frame) >= ETH_HLEN else b""
-        if linktype == LINKTYPE_LINUX_SLL2 and len(frame) >= _SLL2.size:
-            protocol, _, ifindex, hatype, pkttype, halen, addr = _SLL2.unpack_from(frame)
+        if linktype == LINKTYPE_LINUX_SLL2 and len(frame) >= SLL2_HEADER.size:
+            protocol, _, ifindex, hatype, pkttype, halen, addr = SLL2_HEADER.unpack_from(frame)
             if hatype == ARPHRD_LOOPBACK:
                 return loopback_header(protocol)
             if hatype != ARPHRD_ETHER or halen != ETH_ALEN:

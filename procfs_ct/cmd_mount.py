@@ -169,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
     rules = load_rules_file(args.rules) if args.rules else None
     frames = open_frames(args.source, args.seed)
     engine = Engine(profile=args.profile, max_entries=args.max_entries, buckets=args.buckets)
+    # A live tap's frames carry interface indexes; its namespace's names are -i/-o's.
+    engine.interface_lookup = getattr(frames, "interface_names", None)
     if rules is not None:
         # Without --rules the chains come with the first iptables command (the channel).
         attach_chains(engine, rules)

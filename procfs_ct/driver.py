@@ -1,7 +1,9 @@
 """The engine thread: the only code that feeds packets to the engine and moves its clock.
 
 A source is an iterator of (ts, linktype, frame) where ts is the wall-clock time the
-frame is due.  A pump thread pulls frames from it into a bounded FrameQueue (a live tap
+frame is due (a pcapng capture adds the name of the frame's interface: (ts, linktype,
+frame, name), which engine.feed_frame hands to the iptables chains for `-i`/`-o`).
+A pump thread pulls frames from it into a bounded FrameQueue (a live tap
 may block in next() for minutes; the engine thread must not) -- whole lists of them from
 a source that offers batches() (the tap: one list per read of the kernel's ring) -- and
 the engine thread takes every frame waiting there at once, so neither side pays a lock
@@ -349,7 +351,7 @@ class EngineDriver:
             stop_at = time.perf_counter() + FEED_HOLD
             try:
                 while index < end:
-                    ts, linktype, data = batch[index]
+                    ts, linktype, data, *named = batch[index]
                     if ts > now:
                         break
                     index += 1
@@ -357,7 +359,7 @@ class EngineDriver:
                         end = index
                     when = ts if ts > last else last
                     try:
-                        result = feed(when, linktype, data)
+                        result = feed(when, linktype, data, *named)
                     except Exception:
                         self._packet_failed(linktype, data, fed)
                         continue

@@ -12,44 +12,16 @@ the same frames under one `any` interface (which names none) must not.
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 
 from conftest import child_env, procfs_ct_command
 from engine.capture import read_capture, read_named_capture
 from engine.interfaces import frame_interface
+from pcapnghelp import write_pcapng
 from ruleshelp import DATA
 
 SCENARIO = DATA / "rc_firewall"
 CHECKSUM_OFF = "nf_conntrack_checksum=0"    # offloaded veth checksums (test_chains_kernel.py)
-SHB, IDB, EPB = 0x0A0D0D0A, 1, 6
-OPT_IF_NAME, OPT_END = 2, 0
-
-
-def _block(block_type: int, body: bytes) -> bytes:
-    body += b"\0" * (-len(body) % 4)
-    total = len(body) + 12
-    return struct.pack("<II", block_type, total) + body + struct.pack("<I", total)
-
-
-def _option(code: int, value: bytes) -> bytes:
-    return struct.pack("<HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
-
-
-def write_pcapng(path, frames, interface_of, names: list[str]) -> None:
-    """frames (CapturedFrame) as EPBs of interface interface_of(frame), a position in
-    `names`, each name an IDB (all of the frames' link type, microsecond timestamps)."""
-    linktype = frames[0].linktype
-    out = [_block(SHB, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))]
-    for name in names:
-        out.append(_block(IDB, struct.pack("<HHI", linktype, 0, 0) +
-                          _option(OPT_IF_NAME, name.encode()) + _option(OPT_END, b"")))
-    for frame in frames:
-        micros = round(frame.ts * 1_000_000)
-        out.append(_block(EPB, struct.pack("<IIIII", interface_of(frame), micros >> 32,
-                                           micros & 0xFFFFFFFF, len(frame.data),
-                                           len(frame.data)) + frame.data))
-    path.write_bytes(b"".join(out))
 
 
 def scenario_frames() -> list:

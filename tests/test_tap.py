@@ -35,6 +35,7 @@ for _path in (str(ROOT), str(HERE), str(HERE / "kernel")):
 
 import netns  # noqa: E402  (tests/kernel: namespace plumbing)
 import ruleset  # noqa: E402  (tests/kernel: counters_from_json)
+from engine.linklayer import SLL2_HEADER  # noqa: E402
 from enginehelp import view_text  # noqa: E402
 from taphelp import (TRAFFIC_ENTRIES, assert_same_table, entry_summary,  # noqa: E402
                      icmp_echo, make_traffic, namespace, udp_to_closed_port)  # noqa: F401  (namespace: a fixture)
@@ -120,9 +121,11 @@ def test_batches_hand_over_every_frame_once_in_order(namespace):
     assert result["empty_batches"] == 0
     assert result["sequence"] == list(range(BATCH_DATAGRAMS))
     assert result["batches"] < BATCH_DATAGRAMS              # some list held several frames
-    assert result["linktypes"] == [113]                     # LINKTYPE_LINUX_SLL
+    assert result["linktypes"] == [276]                     # LINKTYPE_LINUX_SLL2
     assert result["pkttypes"] == [4]                        # PACKET_OUTGOING only on lo
     assert result["protocols"] == [0x0800]
+    assert result["ifindexes"] == [socket.if_nametoindex("lo")]   # lo's own index
+    assert result["arphrds"] == [772]                       # ARPHRD_LOOPBACK
     assert result["times_in_order"] is True
     assert result["times_within_run"] is True
     stats = result["stats"]
@@ -147,11 +150,11 @@ def test_ring_holds_a_20k_burst_for_a_reader_that_starts_late(namespace):
 @pytest.mark.kernel
 def test_a_packet_longer_than_a_ring_block_is_cut_and_counted(namespace):
     """With a 16 KiB ring (4 KiB blocks) a 6,000-byte datagram on lo (MTU 65536, so one
-    packet) does not fit a block: it is handed over cut to what the block holds, the SLL
+    packet) does not fit a block: it is handed over cut to what the block holds, the SLL2
     header intact, and counted in `truncated`."""
     result = run_inside(namespace, "truncate")
     assert result["truncated"] == 1
-    assert 16 + 20 + 8 < result["frame_length"] < 4096
+    assert SLL2_HEADER.size + 20 + 8 < result["frame_length"] < 4096
     assert result["kept"] == 1
 
 
@@ -457,7 +460,7 @@ def scenario_batches(count: int) -> dict:
     sent_at = time.time()
 
     def ours(frame: bytes) -> Optional[int]:
-        ip = frame[16:]
+        ip = frame[SLL2_HEADER.size:]
         ihl = (ip[0] & 0x0F) * 4
         if ip[9] == 17 and int.from_bytes(ip[ihl + 2:ihl + 4], "big") == 7001:
             return int.from_bytes(ip[ihl + 8:ihl + 12], "big")
@@ -479,8 +482,10 @@ def scenario_batches(count: int) -> dict:
             "frames": len(frames),
             "sequence": [n for n in (ours(frame) for _, _, frame in frames) if n is not None],
             "linktypes": sorted({linktype for _, linktype, _ in frames}),
-            "pkttypes": sorted({int.from_bytes(frame[0:2], "big") for _, _, frame in frames}),
-            "protocols": sorted({int.from_bytes(frame[14:16], "big") for _, _, frame in frames}),
+            "protocols": sorted({SLL2_HEADER.unpack_from(frame)[0] for _, _, frame in frames}),
+            "ifindexes": sorted({SLL2_HEADER.unpack_from(frame)[2] for _, _, frame in frames}),
+            "arphrds": sorted({SLL2_HEADER.unpack_from(frame)[3] for _, _, frame in frames}),
+            "pkttypes": sorted({SLL2_HEADER.unpack_from(frame)[4] for _, _, frame in frames}),
             "times_in_order": times == sorted(times),
             "times_within_run": all(started - 0.01 <= ts <= sent_at + 0.01 for ts in times),
             "stats": asdict(tap.stats)}
@@ -512,7 +517,8 @@ def scenario_down() -> dict:
     sender.bind((VETH_HERE, 40071))
 
     def datagrams(payload: bytes) -> int:
-        return sum(frame.endswith(payload) and frame[16 + 9] == 17 for _, _, frame in frames)
+        return sum(frame.endswith(payload) and frame[SLL2_HEADER.size + 9] == 17
+                   for _, _, frame in frames)
 
     def send_and_wait(payload: bytes) -> int:
         sender.sendto(payload, (VETH_PEER, 7003))

@@ -8,8 +8,9 @@
     none                  no traffic at all
 
 Every source yields (ts, linktype, frame): ts is the wall-clock time the frame is due
-(non-decreasing), linktype the pcap LINKTYPE_* number of the frame.  Sources never
-sleep; the driver waits until each frame is due.  A bad SPEC raises UsageError with
+(non-decreasing), linktype the pcap LINKTYPE_* number of the frame; a pcapng capture's
+frame adds the name of the interface it was captured on (what `-i`/`-o` match).
+Sources never sleep; the driver waits until each frame is due.  A bad SPEC raises UsageError with
 one line saying what is wrong, before any frame is produced.
 """
 from __future__ import annotations

@@ -10,53 +10,67 @@ This module only says when each frame is due; the driver does the waiting.  Prog
 is logged as the frames are pulled (every tenth of the file), and the end of the
 capture is logged once: after that the source is simply exhausted and entries time
 out normally in the mount.
+
+A pcapng file names the interface each frame was captured on (its Interface Description
+Block's if_name): such a frame is (due time, linktype, frame, name), the name being what
+`-i`/`-o` rules match, as `procfs-ct replay` reads it; other frames are (due time, linktype,
+frame).
 """
 from __future__ import annotations
 
 import logging
 import os
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Optional, Union
 
-from engine.capture import CaptureError, CapturedFrame, read_capture
+from engine.capture import CaptureError, CapturedFrame, read_named_capture
 
 log = logging.getLogger("procfs_ct.sources.pcap")
 
 PROGRESS_STEPS = 10            # log a progress line every tenth of the file
 
+NamedFrame = tuple[CapturedFrame, Optional[str]]
+# (due time, linktype, frame[, the name of the interface it was captured on])
+DueFrame = Union[tuple[float, int, bytes], tuple[float, int, bytes, str]]
 
-def open_capture(path: str) -> tuple[BinaryIO, Iterator[CapturedFrame]]:
+
+def open_capture(path: str) -> tuple[BinaryIO, Iterator[NamedFrame]]:
     """Open path and check its file header; raises OSError or CaptureError at once."""
     fileobj = open(path, "rb")
     try:
-        return fileobj, read_capture(fileobj)
+        return fileobj, read_named_capture(fileobj)
     except BaseException:
         fileobj.close()
         raise
 
 
-def due_times(frames: Iterator[CapturedFrame], speed: float,
-              start: float) -> Iterator[tuple[float, int, bytes]]:
-    """(due time, linktype, frame) for each captured frame, rebased to start and scaled."""
+def due_times(frames: Iterator[NamedFrame], speed: float,
+              start: float) -> Iterator[DueFrame]:
+    """(due time, linktype, frame[, interface name]) for each captured frame, rebased to
+    start and scaled."""
     first = None
     due = start
-    for frame in frames:
+    for frame, name in frames:
         if first is None:
             first = frame.ts
         if speed > 0:
             due = max(due, start + (frame.ts - first) / speed)
-        yield due, frame.linktype, frame.data
+        if name is None:
+            yield due, frame.linktype, frame.data
+        else:
+            yield due, frame.linktype, frame.data, name
 
 
 def replay_capture(path: str, speed: float = 1.0,
-                   start: float = 0.0) -> Iterator[tuple[float, int, bytes]]:
-    """The capture at path as (due time, linktype, frame); opens and checks it now, so a
-    missing file or a non-capture fails here and not at the first next()."""
+                   start: float = 0.0) -> Iterator[DueFrame]:
+    """The capture at path as (due time, linktype, frame[, interface name]); opens and
+    checks it now, so a missing file or a non-capture fails here and not at the first
+    next()."""
     fileobj, frames = open_capture(path)
     return _logged(path, fileobj, due_times(frames, speed, start), speed)
 
 
-def _logged(path: str, fileobj: BinaryIO, frames: Iterator[tuple[float, int, bytes]],
-            speed: float) -> Iterator[tuple[float, int, bytes]]:
+def _logged(path: str, fileobj: BinaryIO, frames: Iterator[DueFrame],
+            speed: float) -> Iterator[DueFrame]:
     try:
         size = os.fstat(fileobj.fileno()).st_size
     except OSError:

@@ -2,10 +2,13 @@
 
 One packet socket per interface (SOCK_DGRAM, ETH_P_ALL, bound to that interface) sees
 every frame the interface sends or receives, through a TPACKET_V3 ring the kernel writes
-and we read in place.  Each frame is re-framed as a Linux cooked capture
-(LINKTYPE_LINUX_SLL) carrying the socket's sll_pkttype, because that is what tells the
-engine where the kernel met the packet: PACKET_OUTGOING was made on this host and passed
-conntrack in OUTPUT, anything else arrived and passed it in PREROUTING.
+and we read in place.  Each frame is re-framed as a Linux cooked capture v2
+(LINKTYPE_LINUX_SLL2) from the sockaddr_ll the kernel writes beside it: the sll_pkttype
+tells the engine where the kernel met the packet (PACKET_OUTGOING was made on this host and
+passed conntrack in OUTPUT, PACKET_OTHERHOST is dropped by ip_rcv unseen, anything else
+arrived and passed it in PREROUTING); the interface index is what `-i`/`-o` rules match,
+named by `interface_names()` (this network namespace's if_nameindex); the device type
+and link address give LOG its `MAC=` header.
 
 Why each choice:
   * SOCK_DGRAM: the kernel strips the link header, so any device type (Ethernet, lo,
@@ -46,7 +49,7 @@ Why each choice:
     have put on the wire); `stats.checksums_completed`.  Packets whose checksum the kernel
     does verify are passed on byte for byte.
 
-Frames are (ts, LINKTYPE_LINUX_SLL, frame), the ts from the kernel.  Iterating yields them
+Frames are (ts, LINKTYPE_LINUX_SLL2, frame), the ts from the kernel.  Iterating yields them
 one at a time; `batches()` hands over the same frames as lists (one per round of ring
 blocks), which spares a consumer the per-frame hand-over.  Either way the tap blocks while
 the interfaces are idle and yields nothing then (no heartbeats); it wakes every
@@ -77,8 +80,8 @@ from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
 from engine.build import internet_checksum, l4_checksum
-from engine.linklayer import (ARPHRD_LOOPBACK, ETH_P_IP, ETH_P_IPV6, LINKTYPE_LINUX_SLL,
-                              PACKET_OUTGOING)
+from engine.linklayer import (ARPHRD_LOOPBACK, ETH_P_IP, ETH_P_IPV6, LINKTYPE_LINUX_SLL2,
+                              PACKET_OUTGOING, SLL2_HEADER)
 
 log = logging.getLogger("procfs_ct.sources.tap")
 
@@ -121,7 +124,6 @@ _SLL_AT = 48                           # TPACKET_ALIGN(sizeof(struct tpacket3_hd
 _SOCKADDR_LL = struct.Struct("@HHiHBB8s")  # family, protocol (big-endian), ifindex, hatype,
                                            # pkttype, halen, addr
 _SLL_END = _SLL_AT + _SOCKADDR_LL.size
-_SLL_HEAD = struct.Struct("!HHH8sH")    # pkttype, arphrd, addr_len, addr, protocol
 _TPACKET_STATS_V3 = struct.Struct("@III")  # tp_packets, tp_drops, tp_freeze_q_cnt
 _SOCK_FILTER = struct.Struct("@HBBI")   # code, jt, jf, k
 # Packets whose checksum the kernel's conntrack does not check (partial or device-verified).
@@ -195,14 +197,14 @@ def _map_ring(sock: socket.socket, block_size: int, block_nr: int) -> mmap.mmap:
 
 
 def _frame_kind(address: bytes) -> tuple[Optional[bytes], bool]:
-    """From a packet's raw sockaddr_ll: (the SLL header to put in front of it, or None for a
-    loopback incoming copy to skip; whether its checksum may need completing)."""
-    _family, protocol, _ifindex, hatype, pkttype, halen, hwaddr = _SOCKADDR_LL.unpack(address)
+    """From a packet's raw sockaddr_ll: (the SLL2 header to put in front of it, or None for
+    a loopback incoming copy to skip; whether its checksum may need completing)."""
+    _family, protocol, ifindex, hatype, pkttype, halen, hwaddr = _SOCKADDR_LL.unpack(address)
     protocol = socket.ntohs(protocol)
     if hatype == ARPHRD_LOOPBACK and pkttype != PACKET_OUTGOING:
         return None, False
     halen = min(halen, len(hwaddr))
-    head = _SLL_HEAD.pack(pkttype, hatype, halen, hwaddr[:halen], protocol)
+    head = SLL2_HEADER.pack(protocol, 0, ifindex, hatype, pkttype, halen, hwaddr[:halen])
     return head, pkttype != PACKET_OUTGOING and protocol in (ETH_P_IP, ETH_P_IPV6)
 
 
@@ -344,6 +346,12 @@ class Tap:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def interface_names(self) -> dict[int, str]:
+        """{index: name} of this network namespace's interfaces as they are now
+        (if_nameindex): what names the index in each frame's SLL2 header, for `-i`/`-o`.
+        The mount reads it when a frame brings an index it has not named yet."""
+        return dict(socket.if_nameindex())
+
     def poll_stats(self) -> TapStats:
         """Fold the kernel's drop counters into `stats` now and return it."""
         with self._lock:
@@ -459,7 +467,7 @@ class Tap:
                     if fixed is not packet:
                         completed += 1
                         packet = fixed
-                append((sec + nsec * 1e-9, LINKTYPE_LINUX_SLL, head + packet))
+                append((sec + nsec * 1e-9, LINKTYPE_LINUX_SLL2, head + packet))
             at += step
         stats = self.stats
         stats.received += count
