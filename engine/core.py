@@ -14,6 +14,7 @@ from __future__ import annotations
 from math import isfinite
 from typing import TYPE_CHECKING, Callable, Collection, Dict, List, Optional
 
+from . import ipv4
 from .build import checksum_valid
 from .ctstate import CtState, PacketResult
 from .defrag import Defragmenter
@@ -233,7 +234,8 @@ class Engine:
         """
         tracker = self.tracker
         refused = (pkt.hook == PRE_ROUTING and not looped_back
-                   and routing_drops(pkt.src, pkt.dst, datagram, self.host))
+                   and routing_drops(pkt.src, pkt.dst, datagram, self.host,
+                                     pkt.l3 is not ipv4))
         if not self.listeners:
             # Nothing at the hooks but conntrack: track, then confirm at the last hook.
             result = tracker.process(pkt, now)

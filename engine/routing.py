@@ -135,10 +135,20 @@ def not_routed(dst: int, host: Host) -> Optional[str]:
     return NOT_FORWARDED
 
 
+IPV6_MULTICAST_FIRST_BYTE = 0xFF       # ff00::/8
+
+
 def routing_drops(src: int, dst: int, datagram: Optional[bytes] = None,
-                  host: Host = ANY_HOST) -> Optional[str]:
+                  host: Host = ANY_HOST, ipv6: bool = False) -> Optional[str]:
     """Why a packet received from a wire goes no further than PREROUTING, or None.
-    `datagram`: its bytes, when its header has options (fast-path packets have none)."""
+    `datagram`: its bytes, when its header has options (fast-path packets have none).
+    IPv6 (`ipv6`): the IPv4 martian and option tables do not apply (`::` is a valid source
+    for duplicate address detection); multicast is delivered; only a non-forwarding host's
+    packets for another address are dropped."""
+    if ipv6:
+        if dst >> 120 == IPV6_MULTICAST_FIRST_BYTE:
+            return None
+        return not_routed(dst, host)
     rule = None
     if src >> 24 in SRC_FIRST_OCTETS or dst >> 24 in DST_FIRST_OCTETS:
         rule = _first_rule(src, dst)

@@ -155,3 +155,19 @@ def test_an_untracked_message_with_a_bad_checksum_is_invalid():
     bad = good[:-1] + bytes([good[-1] ^ 1]) if len(good) > 48 else good[:42] + b"\0\0" + good[44:]
     result = make_engine().feed_datagram(T0, bad, PRE_ROUTING)
     assert result.state == CtState.INVALID
+
+
+def test_routing_applies_no_ipv4_martian_rule_to_ipv6():
+    """`::` is a valid IPv6 source (duplicate address detection) and multicast is
+    delivered: such datagrams received from a wire are confirmed, where IPv4's 0.0.0.0/8
+    source rule (ip_route_input_slow) would drop them.  A non-forwarding host still drops
+    unicast for another address."""
+    import ipaddress
+    own = int(ipaddress.IPv6Address(B))
+    eng = make_engine("linux", local_addresses=[own], forwarding=False)
+    for src, dst, sport in (("::", B, 40000), (A, "ff02::fb", 5353)):
+        result = eng.feed_datagram(T0, udp6(src, dst, sport, 5353), PRE_ROUTING)
+        assert result.state == CtState.NEW and not result.dropped, (src, dst)
+    other = eng.feed_datagram(T0, udp6(A, "fd00::99", 40001, 53), PRE_ROUTING)
+    assert other.dropped
+    assert len(eng.tracker.conns) == 2
