@@ -67,9 +67,10 @@ def test_tap_on_lo_builds_the_kernels_table(namespace):
     kernel = entry_summary(result["kernel"])
     assert kernel <= TRAFFIC_ENTRIES, result["kernel"]
     if kernel != TRAFFIC_ENTRIES:
-        # Seen twice, only late in a full run on a loaded machine (never alone): the
-        # kernel's own table lacked the later flows, so the engine (equal to it, checked
-        # above) was not at fault; the traffic helper is to be made to wait for each flow.
+        # On a loaded machine the scenario can take tens of seconds (55 s seen): the
+        # kernel's own 30 s UDP/ICMP timers (and 60 s CLOSE_WAIT) run out before the
+        # snapshot, in the engine as in the kernel (equal, checked above).  That says
+        # nothing of the engine, so it is not counted as its failure.
         pytest.xfail(f"the kernel's table lacks {sorted(TRAFFIC_ENTRIES - kernel)}")
 
 
