@@ -257,3 +257,10 @@ def busy_mount(mount_factory, capture_file) -> Mount:
     assert wait_until(lambda: int(mount.read("sys/net/netfilter/nf_conntrack_count")) > 50, 10), \
         mount.log_text()
     return mount
+
+
+def run_in_netns(name: str, *argv: str, **kw) -> subprocess.CompletedProcess:
+    """argv in network namespace `name`'s stack, with this test's mounts (nsenter --net)."""
+    return subprocess.run(["nsenter", f"--net=/run/netns/{name}", *argv],
+                          capture_output=True, text=True, timeout=60, env=child_env(),
+                          cwd=REPO, **kw)

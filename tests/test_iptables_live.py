@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, Mount, child_env, fuse_unavailable, make_base_dir, procfs_ct_command, wait_until
+from conftest import REPO, Mount, child_env, run_in_netns, fuse_unavailable, make_base_dir, procfs_ct_command, wait_until
 
 NAMESPACE = f"pcti-live-{os.getpid()}"
 RULE = ["-A", "INPUT", "-p", "udp", "--dport", "9"]
@@ -44,9 +44,7 @@ def _missing() -> str:
 
 def in_namespace(*argv: str, **kw) -> subprocess.CompletedProcess:
     """argv in the namespace's network stack, this test's mounts."""
-    return subprocess.run(["nsenter", f"--net=/run/netns/{NAMESPACE}", *argv],
-                          capture_output=True, text=True, timeout=60, env=child_env(),
-                          cwd=REPO, **kw)
+    return run_in_netns(NAMESPACE, *argv, **kw)
 
 
 class NamespaceMount(Mount):

@@ -23,7 +23,7 @@ import sys
 
 import pytest
 
-from conftest import (REPO, Mount, child_env, fuse_unavailable, make_base_dir, procfs_ct_command,
+from conftest import (REPO, Mount, child_env, run_in_netns, fuse_unavailable, make_base_dir, procfs_ct_command,
                       wait_until)
 from taphelp import assert_same_table, entry_summary
 
@@ -61,11 +61,7 @@ def _missing() -> str:
     return fuse_unavailable() or ""
 
 
-def in_namespace(name: str, *argv: str, **kw) -> subprocess.CompletedProcess:
-    """argv in namespace `name`'s network stack, this test's mounts."""
-    return subprocess.run(["nsenter", f"--net=/run/netns/{name}", *argv],
-                          capture_output=True, text=True, timeout=60, env=child_env(),
-                          cwd=REPO, **kw)
+in_namespace = run_in_netns         # (name, *argv): conftest's
 
 
 class ServerMount(Mount):
