@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -152,29 +151,35 @@ def _host_mounts() -> list:
     return kept
 
 
-def _leftovers() -> list:
-    found = [name for name in os.listdir(tempfile.gettempdir()) if name.startswith("procfs-ct-exec-")]
+def _leftovers(workdir: str) -> list:
+    """What remains of one exec's private directory: the directory itself and any process
+    whose command line names it (other tests, and other checkouts' suites on the same
+    machine, run their own execs meanwhile: only this one's are looked for)."""
+    found = [workdir] if os.path.exists(workdir) else []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"procfs-ct-exec-" in cmdline:
+        if workdir.encode() in cmdline:
             found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
     return found
 
 
 def test_own_daemon_leaves_nothing_behind(known_capture):
-    before_mounts, before_left = _host_mounts(), _leftovers()
+    before_mounts = _host_mounts()
     done = run_exec(["--profile", "linux", "--source", f"pcap:{known_capture}@0", "--",
                      "sh", "-c", "while [ $(cat /proc/sys/net/netfilter/nf_conntrack_count) "
                      f"-lt {KNOWN_ENTRIES} ]; do :; done; wc -l < /proc/net/nf_conntrack; "
-                     "grep -c procfs-ct /proc/self/mountinfo; exit 7"])
+                     "grep -c procfs-ct /proc/self/mountinfo; "
+                     "grep -o ' /[^ ]*/ct ' /proc/self/mountinfo; exit 7"])
     assert done.returncode == 7, done.stderr
-    entries, mounts = done.stdout.split()
+    entries, mounts, daemon_mount = done.stdout.split()
     assert int(entries) == KNOWN_ENTRIES
     assert int(mounts) >= 2                 # the view and the daemon's mount, inside only
-    assert _leftovers() == before_left == []
+    workdir = os.path.dirname(daemon_mount)
+    assert os.path.basename(workdir).startswith("procfs-ct-exec-"), daemon_mount
+    assert _leftovers(workdir) == []
     assert _host_mounts() == before_mounts
 
 
