@@ -60,7 +60,8 @@ def replay(capture: Union[str, BinaryIO], profile: str = "linux", at: Optional[f
            local_addresses: Optional[Collection[int]] = None,
            broadcast_addresses: Collection[int] = (), forwarding: bool = True,
            iface_names: Optional[Dict[int, str]] = None,
-           knob_writes: Sequence[Tuple[str, bytes]] = ()) -> ReplayResult:
+           knob_writes: Sequence[Tuple[str, bytes]] = (),
+           fast_path: bool = True) -> ReplayResult:
     """Feed every frame of a pcap/pcapng capture; the table is then shown as it stands at
     `at` (default: the last frame's time).  Frames after `at` are not fed.  `verdicts`
     holds each frame's (ctstate, reply), None for a frame conntrack did not see.
@@ -70,7 +71,8 @@ def replay(capture: Union[str, BinaryIO], profile: str = "linux", at: Optional[f
     (others' traffic is forwarded -- or, with `forwarding` False, dropped after
     PREROUTING; `broadcast_addresses`, its links' broadcasts, are received too),
     `iface_names` names the interface indexes of a cooked capture.  `knob_writes` are (knob name, bytes) written to the knobs before the first
-    frame, as writes to their files (KnobWriteError if one is refused)."""
+    frame, as writes to their files (KnobWriteError if one is refused).  `fast_path` False
+    sends every frame down the general path (tests compare both ways)."""
     engine = Engine(profile, ram_bytes=ram_bytes, max_entries=max_entries, ncpu=ncpu,
                     knobs_overrides=knobs_overrides, fast_extraction=fast_extraction,
                     local_addresses=local_addresses,
@@ -87,16 +89,22 @@ def replay(capture: Union[str, BinaryIO], profile: str = "linux", at: Optional[f
         result.chains = Chains(engine, rules, iface_names)
     if isinstance(capture, str):
         with open(capture, "rb") as fileobj:
-            _feed(result, fileobj, at)
+            _feed(result, fileobj, at, fast_path)
     else:
-        _feed(result, capture, at)
+        _feed(result, capture, at, fast_path)
     if at is not None:
         result.at = at
     engine.advance(result.at)
     return result
 
 
-def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float]) -> None:
+def _never_fast(now: float, linktype: int, frame: bytes) -> None:
+    """The fast path's stand-in when it does not apply: every frame takes the general path."""
+    return None
+
+
+def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float],
+          fast_path: bool) -> None:
     engine = result.engine
     chains = result.chains
     verdicts = result.verdicts
@@ -106,12 +114,23 @@ def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float]) -> None:
     frames = (read_named_capture(fileobj) if chains is not None
               else zip(read_capture(fileobj), repeat(None)))
     feed = engine.feed_frame
+    # The fast path (engine/fastpath.py) takes the packets of flows already in the table
+    # and answers None for the others, which take the general path.
+    fast = engine.fast_path() if fast_path else None
+    if fast is None:
+        fast = _never_fast
     add_verdict = verdicts.append
     add_dropped = dropped.append
     last = result.at
     for (ts, linktype, data), captured_on in frames:      # a CapturedFrame, unpacked
         if at is not None and ts > at:
             break
+        verdict = fast(ts, linktype, data)
+        if verdict is not None:
+            add_verdict(verdict)
+            add_dropped(False)
+            last = ts
+            continue
         if chains is not None:          # the interface a pcapng file names is -i/-o's
             outcome = chains.feed_frame(ts, linktype, data, captured_on)
         else:

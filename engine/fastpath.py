@@ -1,0 +1,280 @@
+"""The fast path: a packet of a flow already in the table, from frame bytes to its verdict.
+
+Most packets of a replay belong to a connection the table already holds: the ACKs and
+PSH/ACKs of an ESTABLISHED TCP connection, the next datagram of a UDP flow.  The general
+path (Engine.feed_frame -> extract_ipv4 -> Tracker.process -> TcpTracker.packet ->
+linux_in_window -> PacketResult) builds a Packet, a TcpInfo and a PacketResult for each
+and calls a dozen functions; for these packets nearly all of that work decides nothing.
+`track(now, linktype, frame)` does the same work for them in one call, straight from the
+frame's bytes, and returns the verdict the general path would have given, or None when
+the packet is not one it takes -- having changed nothing, so that the general path then
+handles it from the start.
+
+It takes, in the linux profile (nf_conntrack) only:
+
+* an untagged Ethernet frame holding an unfragmented IPv4 datagram without IP options,
+  with lengths extract_ipv4() would accept (the datagrams it reads in place);
+* no timer or expectation due (Tracker.process would expire entries first);
+* TCP: flags exactly ACK or PSH|ACK, options none or exactly NOP NOP TIMESTAMP (so no
+  window scale, SACK-permitted or SACK block to read), an entry of the tuple in the table
+  in state ESTABLISHED that has seen a reply, whose sender side has been seen (maxwin not
+  0), and a segment that passes the window checks I-IV (a failure has outcomes of its
+  own: IGNORE, INVALID, a liberal accept);
+* UDP: an entry of the tuple in the table;
+* the entry has no helper (a helper reads the payload) and is no expected one.
+
+Why the answer is the same, bit for bit: for such a packet every test the general path
+makes has the outcome these preconditions fix -- no checksum is verified outside
+PREROUTING, ACK and PSH|ACK are valid flag combinations of class ACK, the transition
+ESTABLISHED -ACK-> ESTABLISHED has no special cell, no SYN/RST/SACK handling applies --
+so what is left is the lookup, the window update of linux_in_window() for that case, the
+timeout rules of TcpTracker._linux_packet() (or UdpTracker.packet()), the counters, the
+`found` stat and the timer refile, done here in the same order on the same fields.
+make_fast_path() checks the table facts it relies on (the transition, the flag classes)
+when it is built.  tests/test_fastpath.py replays the kernel scenarios and the benchmark
+mix with and without it and requires identical tables, stats, timers and verdicts.
+
+The engine-wide conditions (no chains, no hook listeners, the fast extraction on, no
+PREROUTING default hook) are checked by Engine.fast_path() when the fast path is made;
+whoever holds it must not change them while using it (engine/replay.py makes it for one
+capture's feed).  Arrivals remembered to spot forwarded copies are checked per packet.
+"""
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Callable, Optional
+
+from . import ipv4
+from .ctstate import CtState, Verdict
+from .entry import ASSURED, EXPECTED, REPLY, SEEN_REPLY, Entry
+from .expect import INFINITY
+from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET
+from .packet import ACK, IPPROTO_TCP, IPPROTO_UDP, PSH
+from .parse import TIMESTAMP_ONLY
+from .tcp_tables import C_ACK, CLASS_OF_FLAGS, ESTABLISHED, STATE_TIMEOUT_KNOB, TABLES, VALID_FLAGS
+from .tcp_window import (DATA_UNACKNOWLEDGED, FLAGS, HALF, LAST_DIR, LAST_INDEX, LAST_WIN_AT,
+                         M32, MAXACK_SET, MAXACKWINCONST, RETRANS, SIDE, STATE, BOTH_SIDES,
+                         LAST_FIELDS, read_u32)
+from .udp import STREAM_AFTER
+
+if TYPE_CHECKING:
+    from .core import Engine
+
+FastTrack = Callable[[float, int, bytes], Optional[Verdict]]
+
+# From the Ethernet type on (frame offset 12): ethertype, version/IHL, total length, the
+# fragment field, protocol -- what decides whether the datagram is one extract_ipv4() reads.
+_ETH_IPV4 = struct.Struct("!HBxHxxHxB")
+# The TCP header after ports (frame offset 38 with a 20-byte IP header): seq, ack, data
+# offset, flags, window.
+_TCP_AFTER_PORTS = struct.Struct("!IIBBH")
+_UDP_LENGTH = struct.Struct("!H")           # at frame offset 38
+ETH_HEADER = 14
+KEY_AT = ETH_HEADER + ipv4.ADDRESSES_AT     # addresses and ports: the table key, in place
+KEY_END = KEY_AT + ipv4.KEY_LEN
+L4_AT = ETH_HEADER + ipv4.HEADER_LEN
+TCP_OPTIONS_AT = L4_AT + 20
+TIMESTAMP_OPTIONS_LEN = 12                  # NOP NOP TIMESTAMP(10)
+IPV4_NO_OPTIONS = 0x45
+FRAGMENT = 0x3FFF                           # more fragments, or an offset
+ACK_FLAGS = frozenset((ACK, PSH | ACK))     # the flags bytes taken
+
+ESTABLISHED_ORIGINAL = Verdict(CtState.ESTABLISHED, False)
+ESTABLISHED_REPLY = Verdict(CtState.ESTABLISHED, True)
+NEW_ORIGINAL = Verdict(CtState.NEW, False)
+RELATED_ORIGINAL = Verdict(CtState.RELATED, False)
+
+
+def _table_allows_fast_tcp() -> bool:
+    """The linux table facts the TCP case relies on: ACK and PSH|ACK are valid, of class
+    ACK, and an ACK either way keeps ESTABLISHED."""
+    table = TABLES["linux"]
+    return (all(VALID_FLAGS["linux"][flags] and CLASS_OF_FLAGS[flags] == C_ACK
+                for flags in ACK_FLAGS)
+            and table[0][C_ACK][ESTABLISHED] == ESTABLISHED
+            and table[1][C_ACK][ESTABLISHED] == ESTABLISHED)
+
+
+def make_fast_path(engine: "Engine") -> FastTrack:
+    """The fast path's track(now, linktype, frame) for this engine (see the module text)."""
+    tracker = engine.tracker
+    conns = tracker.conns
+    tcp_table = conns.table(ipv4.FAMILY, IPPROTO_TCP)
+    udp_table = conns.table(ipv4.FAMILY, IPPROTO_UDP)
+    timers = tracker.timers
+    expects = tracker.expects
+    stats = tracker.stats
+    kv = tracker._kv
+    arrivals = engine.forwarded.arrivals
+    file_timer = timers.file
+    unpack_ip = _ETH_IPV4.unpack_from
+    unpack_tcp = _TCP_AFTER_PORTS.unpack_from
+    unpack_udp_len = _UDP_LENGTH.unpack_from
+    unpack_sides = BOTH_SIDES.unpack_from
+    pack_sides = BOTH_SIDES.pack_into
+    unpack_last = LAST_FIELDS.unpack_from
+    pack_last = LAST_FIELDS.pack_into
+    established_timeout = STATE_TIMEOUT_KNOB[ESTABLISHED]
+    fast_tcp = _table_allows_fast_tcp()
+
+    def new_udp(now: float, key: bytes, frame: bytes, tot_len: int) -> Optional[Verdict]:
+        """The first datagram of a UDP flow: Tracker.process() making its entry, then
+        Tracker.confirm() inserting it -- when no expectation could claim the tuple and
+        the table has room (else the general path decides)."""
+        limit = kv["max"]
+        if expects.next_due != INFINITY or not (limit == 0 or len(conns) < limit):
+            return None
+        # The reply swaps addresses and ports (UdpTracker.invert, ipv4.mirror_key).
+        entry = Entry(key, frame[KEY_AT + 4:KEY_AT + 8] + frame[KEY_AT:KEY_AT + 4]
+                      + frame[KEY_AT + 10:KEY_END] + frame[KEY_AT + 8:KEY_AT + 10],
+                      now, IPPROTO_UDP, ipv4)
+        entry.l4 = now                  # UdpTracker.new(): the first packet's time
+        if kv["acct"]:
+            entry.counters = [1, 0, tot_len, 0]
+        if not kv["timestamp"]:
+            entry.created = None
+        stats["new"] += 1
+        expires = entry.expires = now + kv["udp_timeout"]
+        conns.insert(entry)
+        file_timer(entry, expires)      # a new entry has no filing yet
+        return NEW_ORIGINAL
+
+    def track(now: float, linktype: int, frame: bytes) -> Optional[Verdict]:
+        size = len(frame) - ETH_HEADER
+        if (linktype != LINKTYPE_ETHERNET or size < 28 or now >= timers.next_due
+                or now >= expects.next_due or arrivals):
+            return None
+        ethertype, vihl, tot_len, frag, proto = unpack_ip(frame, 12)
+        if (ethertype != ETH_P_IP or vihl != IPV4_NO_OPTIONS or frag & FRAGMENT
+                or tot_len > size):
+            return None
+        key = frame[KEY_AT:KEY_END]
+        if proto == IPPROTO_TCP:
+            if tot_len < 40 or not fast_tcp:
+                return None
+            entry = tcp_table.get(key)
+            if entry is None or entry.helper is not None:
+                return None
+            seq, ack, doff, flags, win = unpack_tcp(frame, L4_AT + 4)
+            doff = (doff >> 4) * 4
+            if flags not in ACK_FLAGS or doff > tot_len - 20 or not (
+                    doff == 20 or (doff == 20 + TIMESTAMP_OPTIONS_LEN and frame[
+                        TCP_OPTIONS_AT:TCP_OPTIONS_AT + 4] == TIMESTAMP_ONLY)):
+                return None
+            status = entry.status
+            conn = entry.l4
+            if conn[STATE] != ESTABLISHED or not status & SEEN_REPLY:
+                return None
+            # linux_in_window() for a non-SYN, non-RST segment with ACK and no SACK block:
+            # sack == ack, no side to initialise.
+            if key == entry.reply:
+                d = REPLY
+                (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
+                 receiver_scale, receiver_flags, receiver_loose, sender_end, sender_maxend,
+                 sender_maxwin, sender_maxack, sender_scale, sender_flags,
+                 sender_loose) = unpack_sides(conn)
+            else:
+                d = 0
+                (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
+                 sender_flags, sender_loose, receiver_end, receiver_maxend, receiver_maxwin,
+                 receiver_maxack, receiver_scale, receiver_flags,
+                 receiver_loose) = unpack_sides(conn)
+            if sender_maxwin == 0:
+                return None                     # the sender's side starts with this packet
+            end = (seq + tot_len - 20 - doff) & M32
+            maxackwin = sender_maxwin if sender_maxwin > MAXACKWINCONST else MAXACKWINCONST
+            if (((seq - sender_maxend - 1) & M32) < HALF                        # I
+                    or ((ack - receiver_end - 1) & M32) < HALF                  # III
+                    or (receiver_maxwin
+                        and ((sender_end - receiver_maxwin - 1 - end) & M32) < HALF)  # II
+                    or ((receiver_end - maxackwin - 1 - ack) & M32) < HALF):    # IV
+                return None                     # IGNORE, INVALID or a liberal accept
+            win_raw = win
+            win = win << sender_scale
+            if sender_maxwin < win:             # swin = win + sack - ack, sack == ack
+                sender_maxwin = win
+            if ((sender_end - end) & M32) >= HALF:                  # after(end, sender end)
+                sender_end = end
+                sender_flags |= DATA_UNACKNOWLEDGED
+            if not sender_flags & MAXACK_SET:
+                sender_maxack = ack
+                sender_flags |= MAXACK_SET
+            elif ((sender_maxack - ack) & M32) >= HALF:             # after(ack, maxack)
+                sender_maxack = ack
+            if receiver_maxwin != 0 and ((sender_maxend - end) & M32) >= HALF:
+                receiver_maxwin = (receiver_maxwin + end - sender_maxend) & M32
+            right = (ack + win) & M32
+            if ((receiver_maxend - 1 - right) & M32) >= HALF:       # after(right, maxend - 1)
+                receiver_maxend = right if win else (right + 1) & M32
+            if ack == receiver_end:
+                receiver_flags &= ~DATA_UNACKNOWLEDGED
+            if d:
+                pack_sides(conn, 0, receiver_end, receiver_maxend, receiver_maxwin,
+                           receiver_maxack, receiver_scale, receiver_flags, receiver_loose,
+                           sender_end, sender_maxend, sender_maxwin, sender_maxack,
+                           sender_scale, sender_flags, sender_loose)
+            else:
+                pack_sides(conn, 0, sender_end, sender_maxend, sender_maxwin, sender_maxack,
+                           sender_scale, sender_flags, sender_loose, receiver_end,
+                           receiver_maxend, receiver_maxwin, receiver_maxack,
+                           receiver_scale, receiver_flags, receiver_loose)
+            if unpack_last(conn, LAST_DIR) == (d, seq, ack, end, win_raw):
+                conn[RETRANS] = (conn[RETRANS] + 1) & 0xFF
+            else:
+                pack_last(conn, LAST_DIR, d, seq, ack, end, win_raw)
+                conn[RETRANS] = 0
+            conn[LAST_INDEX] = C_ACK            # LAST_DIR is d already; STATE stays
+            # TcpTracker._linux_packet()'s timeout rules (a), (c), (d), (e); (b) is RST's.
+            timeout = kv[established_timeout]
+            if (conn[RETRANS] >= kv["tcp_max_retrans"]
+                    and timeout > kv["tcp_timeout_max_retrans"]):
+                timeout = kv["tcp_timeout_max_retrans"]
+            elif ((sender_flags | receiver_flags) & DATA_UNACKNOWLEDGED
+                  and timeout > kv["tcp_timeout_unacknowledged"]):
+                timeout = kv["tcp_timeout_unacknowledged"]
+            elif read_u32(conn, LAST_WIN_AT)[0] == 0 and timeout > kv["tcp_timeout_max_retrans"]:
+                timeout = kv["tcp_timeout_max_retrans"]
+            if not status & ASSURED:
+                entry.status = status | ASSURED
+            verdict = ESTABLISHED_REPLY if d else ESTABLISHED_ORIGINAL
+        elif proto == IPPROTO_UDP:
+            udp_len = unpack_udp_len(frame, L4_AT + 4)[0]
+            if tot_len < 28 or udp_len < 8 or udp_len > tot_len - 20:
+                return None
+            entry = udp_table.get(key)
+            if entry is None:
+                return new_udp(now, key, frame, tot_len)
+            if entry.helper is not None:
+                return None
+            status = entry.status
+            # UdpTracker.packet() (modern), then the tracker's SEEN_REPLY and state.
+            if not status & SEEN_REPLY or now <= entry.l4 + STREAM_AFTER:
+                timeout = kv["udp_timeout"]
+            else:
+                status |= ASSURED
+                timeout = kv["udp_timeout_stream"]
+            if key == entry.reply:
+                d = REPLY
+                status |= SEEN_REPLY
+                verdict = ESTABLISHED_REPLY
+            else:
+                d = 0
+                if status & SEEN_REPLY:
+                    verdict = ESTABLISHED_ORIGINAL
+                else:
+                    verdict = RELATED_ORIGINAL if status & EXPECTED else NEW_ORIGINAL
+            entry.status = status
+        else:
+            return None
+        stats["found"] += 1
+        counters = entry.counters
+        if counters is not None:
+            counters[d] += 1
+            counters[2 + d] += tot_len
+        expires = entry.expires = now + timeout
+        slot = entry.timer_slot
+        if slot is None or expires < slot:
+            file_timer(entry, expires)
+        return verdict
+
+    return track
