@@ -6,7 +6,7 @@ from itertools import repeat
 from typing import (TYPE_CHECKING, BinaryIO, Callable, Collection, Dict, List, Optional,
                     Sequence, Tuple, Union)
 
-from .capture import read_capture, read_named_capture
+from .capture import read_capture_tuples, read_named_capture
 from .core import Engine
 from .knobs import KnobWriteError
 from .ctstate import Verdict
@@ -112,7 +112,7 @@ def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float],
     # Only the chains read the interface a frame was captured on; without them the frames
     # are paired with None in C (zip/repeat) rather than by a generator around the reader.
     frames = (read_named_capture(fileobj) if chains is not None
-              else zip(read_capture(fileobj), repeat(None)))
+              else zip(read_capture_tuples(fileobj), repeat(None)))
     feed = engine.feed_frame
     # The fast path (engine/fastpath.py) takes the packets of flows already in the table
     # and answers None for the others, which take the general path.
