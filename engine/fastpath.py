@@ -17,16 +17,18 @@ It takes, in the linux profile (nf_conntrack) only:
 * no timer or expectation due (Tracker.process would expire entries first);
 * TCP: flags exactly ACK or PSH|ACK, options none or exactly NOP NOP TIMESTAMP (so no
   window scale, SACK-permitted or SACK block to read), an entry of the tuple in the table
-  in state ESTABLISHED that has seen a reply, whose sender side has been seen (maxwin not
-  0), and a segment that passes the window checks I-IV (a failure has outcomes of its
-  own: IGNORE, INVALID, a liberal accept);
-* UDP: an entry of the tuple in the table;
-* the entry has no helper (a helper reads the payload) and is no expected one.
+  that has seen a reply, in state ESTABLISHED -- or SYN_RECV for the original direction:
+  the handshake's last ACK, which makes it ESTABLISHED and ASSURED -- whose sender side
+  has been seen (maxwin not 0), and a segment that passes the window checks I-IV (a
+  failure has outcomes of its own: IGNORE, INVALID, a liberal accept);
+* UDP: an entry of the tuple in the table, or none when no expectation is pending and
+  the table has room (the flow's first datagram makes its entry here);
+* an entry found has no helper (a helper reads the payload).
 
 Why the answer is the same, bit for bit: for such a packet every test the general path
 makes has the outcome these preconditions fix -- no checksum is verified outside
-PREROUTING, ACK and PSH|ACK are valid flag combinations of class ACK, the transition
-ESTABLISHED -ACK-> ESTABLISHED has no special cell, no SYN/RST/SACK handling applies --
+PREROUTING, ACK and PSH|ACK are valid flag combinations of class ACK, the transitions
+taken to ESTABLISHED have no special cell, no SYN/RST/SACK handling applies --
 so what is left is the lookup, the window update of linux_in_window() for that case, the
 timeout rules of TcpTracker._linux_packet() (or UdpTracker.packet()), the counters, the
 `found` stat and the timer refile, done here in the same order on the same fields.
@@ -42,7 +44,7 @@ capture's feed).  Arrivals remembered to spot forwarded copies are checked per p
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Callable, FrozenSet, Optional, Tuple
 
 from . import ipv4
 from .ctstate import CtState, Verdict
@@ -51,7 +53,8 @@ from .expect import INFINITY
 from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET
 from .packet import ACK, IPPROTO_TCP, IPPROTO_UDP, PSH
 from .parse import TIMESTAMP_ONLY
-from .tcp_tables import C_ACK, CLASS_OF_FLAGS, ESTABLISHED, STATE_TIMEOUT_KNOB, TABLES, VALID_FLAGS
+from .tcp_tables import (C_ACK, CLASS_OF_FLAGS, ESTABLISHED, STATE_TIMEOUT_KNOB, SYN_RECV, TABLES,
+                         VALID_FLAGS)
 from .tcp_window import (DATA_UNACKNOWLEDGED, FLAGS, HALF, LAST_DIR, LAST_INDEX, LAST_WIN_AT,
                          M32, MAXACK_SET, MAXACKWINCONST, RETRANS, SIDE, STATE, BOTH_SIDES,
                          LAST_FIELDS, read_u32)
@@ -85,14 +88,19 @@ NEW_ORIGINAL = Verdict(CtState.NEW, False)
 RELATED_ORIGINAL = Verdict(CtState.RELATED, False)
 
 
-def _table_allows_fast_tcp() -> bool:
-    """The linux table facts the TCP case relies on: ACK and PSH|ACK are valid, of class
-    ACK, and an ACK either way keeps ESTABLISHED."""
-    table = TABLES["linux"]
-    return (all(VALID_FLAGS["linux"][flags] and CLASS_OF_FLAGS[flags] == C_ACK
-                for flags in ACK_FLAGS)
-            and table[0][C_ACK][ESTABLISHED] == ESTABLISHED
-            and table[1][C_ACK][ESTABLISHED] == ESTABLISHED)
+def _acks_to_established() -> Tuple[FrozenSet[int], FrozenSet[int]]:
+    """By direction, the states the TCP case takes an ACK in: those of SYN_RECV and
+    ESTABLISHED (the ones _linux_packet() assures an entry from) that an ACK moves to
+    ESTABLISHED in the linux table without a special cell -- none if ACK and PSH|ACK
+    were not valid flags of class ACK."""
+    if not all(VALID_FLAGS["linux"][flags] and CLASS_OF_FLAGS[flags] == C_ACK
+               for flags in ACK_FLAGS):
+        return frozenset(), frozenset()
+    row = TABLES["linux"]
+    from_states = (SYN_RECV, ESTABLISHED)
+    original, reply = (frozenset(old for old in from_states
+                                 if row[d][C_ACK][old] == ESTABLISHED) for d in (0, 1))
+    return original, reply
 
 
 def make_fast_path(engine: "Engine") -> FastTrack:
@@ -115,7 +123,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
     unpack_last = LAST_FIELDS.unpack_from
     pack_last = LAST_FIELDS.pack_into
     established_timeout = STATE_TIMEOUT_KNOB[ESTABLISHED]
-    fast_tcp = _table_allows_fast_tcp()
+    original_acks, reply_acks = _acks_to_established()
 
     def new_udp(now: float, key: bytes, frame: bytes, tot_len: int) -> Optional[Verdict]:
         """The first datagram of a UDP flow: Tracker.process() making its entry, then
@@ -150,7 +158,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
             return None
         key = frame[KEY_AT:KEY_END]
         if proto == IPPROTO_TCP:
-            if tot_len < 40 or not fast_tcp:
+            if tot_len < 40:
                 return None
             entry = tcp_table.get(key)
             if entry is None or entry.helper is not None:
@@ -163,17 +171,22 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                 return None
             status = entry.status
             conn = entry.l4
-            if conn[STATE] != ESTABLISHED or not status & SEEN_REPLY:
+            old = conn[STATE]
+            if not status & SEEN_REPLY:
                 return None
             # linux_in_window() for a non-SYN, non-RST segment with ACK and no SACK block:
             # sack == ack, no side to initialise.
             if key == entry.reply:
+                if old not in reply_acks:
+                    return None
                 d = REPLY
                 (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
                  receiver_scale, receiver_flags, receiver_loose, sender_end, sender_maxend,
                  sender_maxwin, sender_maxack, sender_scale, sender_flags,
                  sender_loose) = unpack_sides(conn)
             else:
+                if old not in original_acks:
+                    return None
                 d = 0
                 (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
                  sender_flags, sender_loose, receiver_end, receiver_maxend, receiver_maxwin,
@@ -223,7 +236,8 @@ def make_fast_path(engine: "Engine") -> FastTrack:
             else:
                 pack_last(conn, LAST_DIR, d, seq, ack, end, win_raw)
                 conn[RETRANS] = 0
-            conn[LAST_INDEX] = C_ACK            # LAST_DIR is d already; STATE stays
+            conn[LAST_INDEX] = C_ACK            # LAST_DIR is d already
+            conn[STATE] = ESTABLISHED
             # TcpTracker._linux_packet()'s timeout rules (a), (c), (d), (e); (b) is RST's.
             timeout = kv[established_timeout]
             if (conn[RETRANS] >= kv["tcp_max_retrans"]
@@ -234,7 +248,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                 timeout = kv["tcp_timeout_unacknowledged"]
             elif read_u32(conn, LAST_WIN_AT)[0] == 0 and timeout > kv["tcp_timeout_max_retrans"]:
                 timeout = kv["tcp_timeout_max_retrans"]
-            if not status & ASSURED:
+            if not status & ASSURED:            # from SYN_RECV or ESTABLISHED, seen a reply
                 entry.status = status | ASSURED
             verdict = ESTABLISHED_REPLY if d else ESTABLISHED_ORIGINAL
         elif proto == IPPROTO_UDP:
