@@ -51,13 +51,14 @@ from .ctstate import CtState, Verdict
 from .entry import ASSURED, EXPECTED, REPLY, SEEN_REPLY, Entry
 from .expect import INFINITY
 from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET
-from .packet import ACK, IPPROTO_TCP, IPPROTO_UDP, PSH
-from .parse import TIMESTAMP_ONLY
-from .tcp_tables import (C_ACK, CLASS_OF_FLAGS, ESTABLISHED, STATE_TIMEOUT_KNOB, SYN_RECV, TABLES,
-                         VALID_FLAGS)
-from .tcp_window import (DATA_UNACKNOWLEDGED, FLAGS, HALF, LAST_DIR, LAST_INDEX, LAST_WIN_AT,
-                         M32, MAXACK_SET, MAXACKWINCONST, RETRANS, SIDE, STATE, BOTH_SIDES,
-                         LAST_FIELDS, read_u32)
+from .packet import ACK, IPPROTO_TCP, IPPROTO_UDP, PSH, SYN, TcpInfo
+from .parse import TIMESTAMP_ONLY, parse_tcp_options
+from .tcp_tables import (C_ACK, C_SYN, CLASS_OF_FLAGS, ESTABLISHED, NONE, STATE_TIMEOUT_KNOB,
+                         SYN_RECV, SYN_SENT, TABLES, VALID_FLAGS)
+from .tcp_window import (BE_LIBERAL, BOTH_SIDES, DATA_UNACKNOWLEDGED, HALF, LAST_DIR,
+                         LAST_FIELDS, LAST_INDEX, LAST_WIN_AT, M32, MAXACK_SET,
+                         MAXACKWINCONST, MAXEND_AT, RETRANS, SIDE, STATE, init_from_syn,
+                         new_conn, put32, read_u32)
 from .udp import STREAM_AFTER
 
 if TYPE_CHECKING:
@@ -80,7 +81,8 @@ TCP_OPTIONS_AT = L4_AT + 20
 TIMESTAMP_OPTIONS_LEN = 12                  # NOP NOP TIMESTAMP(10)
 IPV4_NO_OPTIONS = 0x45
 FRAGMENT = 0x3FFF                           # more fragments, or an offset
-ACK_FLAGS = frozenset((ACK, PSH | ACK))     # the flags bytes taken
+ACK_FLAGS = frozenset((ACK, PSH | ACK))     # the flags bytes taken on an entry
+SYN_FLAGS = frozenset((SYN,))               # and without one
 
 ESTABLISHED_ORIGINAL = Verdict(CtState.ESTABLISHED, False)
 ESTABLISHED_REPLY = Verdict(CtState.ESTABLISHED, True)
@@ -101,6 +103,21 @@ def _acks_to_established() -> Tuple[FrozenSet[int], FrozenSet[int]]:
     original, reply = (frozenset(old for old in from_states
                                  if row[d][C_ACK][old] == ESTABLISHED) for d in (0, 1))
     return original, reply
+
+
+def _syn_opens() -> bool:
+    """The linux table facts the first SYN relies on: SYN is a valid flags byte of class
+    SYN, and it moves a new entry from NONE to SYN_SENT."""
+    return (all(VALID_FLAGS["linux"][flags] and CLASS_OF_FLAGS[flags] == C_SYN
+                for flags in SYN_FLAGS)
+            and TABLES["linux"][0][C_SYN][NONE] == SYN_SENT)
+
+
+def reply_key(frame: bytes) -> bytes:
+    """The reply key of the frame's TCP or UDP datagram: addresses and ports swapped
+    (swapped() and ipv4.mirror_key(), read from the frame)."""
+    return (frame[KEY_AT + 4:KEY_AT + 8] + frame[KEY_AT:KEY_AT + 4]
+            + frame[KEY_AT + 10:KEY_END] + frame[KEY_AT + 8:KEY_AT + 10])
 
 
 def make_fast_path(engine: "Engine") -> FastTrack:
@@ -124,28 +141,61 @@ def make_fast_path(engine: "Engine") -> FastTrack:
     pack_last = LAST_FIELDS.pack_into
     established_timeout = STATE_TIMEOUT_KNOB[ESTABLISHED]
     original_acks, reply_acks = _acks_to_established()
+    opens = _syn_opens()
+    syn_sent_timeout = STATE_TIMEOUT_KNOB[SYN_SENT]
 
-    def new_udp(now: float, key: bytes, frame: bytes, tot_len: int) -> Optional[Verdict]:
-        """The first datagram of a UDP flow: Tracker.process() making its entry, then
-        Tracker.confirm() inserting it -- when no expectation could claim the tuple and
-        the table has room (else the general path decides)."""
-        limit = kv["max"]
-        if expects.next_due != INFINITY or not (limit == 0 or len(conns) < limit):
-            return None
-        # The reply swaps addresses and ports (UdpTracker.invert, ipv4.mirror_key).
-        entry = Entry(key, frame[KEY_AT + 4:KEY_AT + 8] + frame[KEY_AT:KEY_AT + 4]
-                      + frame[KEY_AT + 10:KEY_END] + frame[KEY_AT + 8:KEY_AT + 10],
-                      now, IPPROTO_UDP, ipv4)
-        entry.l4 = now                  # UdpTracker.new(): the first packet's time
+    def admit(entry: Entry, now: float, tot_len: int, timeout: float) -> Verdict:
+        """Tracker.process()'s bookkeeping for the new entry of an original-direction
+        packet, then Tracker.confirm() putting it in the table with its timer."""
         if kv["acct"]:
             entry.counters = [1, 0, tot_len, 0]
         if not kv["timestamp"]:
             entry.created = None
         stats["new"] += 1
-        expires = entry.expires = now + kv["udp_timeout"]
+        expires = entry.expires = now + timeout
         conns.insert(entry)
         file_timer(entry, expires)      # a new entry has no filing yet
         return NEW_ORIGINAL
+
+    def has_room() -> bool:
+        """A plain entry can be made: no expectation could claim the tuple, the table has
+        room (else the general path decides: Tracker._new_entry(), early drop)."""
+        limit = kv["max"]
+        return expects.next_due == INFINITY and (limit == 0 or len(conns) < limit)
+
+    def new_udp(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
+        """The first datagram of a UDP flow."""
+        if not has_room():
+            return None
+        entry = Entry(key, reply_key(frame), now, IPPROTO_UDP, ipv4)
+        entry.l4 = now                  # UdpTracker.new(): the first packet's time
+        return admit(entry, now, tot_len, kv["udp_timeout"])
+
+    def new_tcp(now: float, frame: bytes, key: bytes, tot_len: int, flags: int, seq: int,
+                ack: int, win: int, doff: int) -> Optional[Verdict]:
+        """A connection's first SYN (TcpTracker.new(), then _linux_packet())."""
+        if flags not in SYN_FLAGS or not opens or doff < 20 or not has_room():
+            return None
+        tcp = TcpInfo(flags, seq, ack, win, tot_len - 20 - doff, None, False, None, True,
+                      doff > 20)
+        if doff > 20:
+            parse_tcp_options(tcp, frame, TCP_OPTIONS_AT, L4_AT + doff)
+        conn = new_conn()
+        init_from_syn(conn, 0, tcp, BE_LIBERAL)
+        # NONE -SYN-> SYN_SENT has no special cell, and linux_in_window() passes a SYN on
+        # the side it has just started: of its updates only the receiver's maxend changes,
+        # to the SYN's (unscaled) window from ack 0, as "right" (1 for a window of 0).
+        put32(conn, SIDE + MAXEND_AT, win or 1)
+        conn[LAST_INDEX] = C_SYN        # LAST_DIR is ORIGINAL already
+        conn[STATE] = SYN_SENT
+        entry = Entry(key, reply_key(frame), now, IPPROTO_TCP, ipv4)
+        entry.l4 = conn
+        # The timeout rules: no retransmission counted, no data unacknowledged, and the
+        # last window is still 0, so rule (d) (also what (a) could give) or (e).
+        timeout = kv[syn_sent_timeout]
+        if timeout > kv["tcp_timeout_max_retrans"]:
+            timeout = kv["tcp_timeout_max_retrans"]
+        return admit(entry, now, tot_len, timeout)
 
     def track(now: float, linktype: int, frame: bytes) -> Optional[Verdict]:
         size = len(frame) - ETH_HEADER
@@ -160,12 +210,16 @@ def make_fast_path(engine: "Engine") -> FastTrack:
         if proto == IPPROTO_TCP:
             if tot_len < 40:
                 return None
-            entry = tcp_table.get(key)
-            if entry is None or entry.helper is not None:
-                return None
             seq, ack, doff, flags, win = unpack_tcp(frame, L4_AT + 4)
             doff = (doff >> 4) * 4
-            if flags not in ACK_FLAGS or doff > tot_len - 20 or not (
+            if doff > tot_len - 20:
+                return None
+            entry = tcp_table.get(key)
+            if entry is None:
+                return new_tcp(now, frame, key, tot_len, flags, seq, ack, win, doff)
+            if entry.helper is not None:
+                return None
+            if flags not in ACK_FLAGS or not (
                     doff == 20 or (doff == 20 + TIMESTAMP_OPTIONS_LEN and frame[
                         TCP_OPTIONS_AT:TCP_OPTIONS_AT + 4] == TIMESTAMP_ONLY)):
                 return None
@@ -257,7 +311,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                 return None
             entry = udp_table.get(key)
             if entry is None:
-                return new_udp(now, key, frame, tot_len)
+                return new_udp(now, frame, key, tot_len)
             if entry.helper is not None:
                 return None
             status = entry.status
