@@ -114,32 +114,30 @@ def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float],
     frames = (read_named_capture(fileobj) if chains is not None
               else zip(read_capture_tuples(fileobj), repeat(None)))
     feed = engine.feed_frame
-    # The fast path (engine/fastpath.py) takes the packets of flows already in the table
+    # The fast path (engine/fastpath.py) takes the common packets -- most of a capture --
     # and answers None for the others, which take the general path.
     fast = engine.fast_path() if fast_path else None
     if fast is None:
         fast = _never_fast
     add_verdict = verdicts.append
-    add_dropped = dropped.append
+    dropped_at = []                     # the indexes of the frames a hook dropped
     last = result.at
     for (ts, linktype, data), captured_on in frames:      # a CapturedFrame, unpacked
         if at is not None and ts > at:
             break
         verdict = fast(ts, linktype, data)
-        if verdict is not None:
-            add_verdict(verdict)
-            add_dropped(False)
-            last = ts
-            continue
-        if chains is not None:          # the interface a pcapng file names is -i/-o's
-            outcome = chains.feed_frame(ts, linktype, data, captured_on)
-        else:
-            outcome = feed(ts, linktype, data)
-        if outcome is None:
-            add_verdict(None)
-            add_dropped(False)
-        else:
-            add_verdict(outcome.verdict)
-            add_dropped(outcome.dropped)
+        if verdict is None:
+            if chains is not None:      # the interface a pcapng file names is -i/-o's
+                outcome = chains.feed_frame(ts, linktype, data, captured_on)
+            else:
+                outcome = feed(ts, linktype, data)
+            if outcome is not None:
+                verdict = outcome.verdict
+                if outcome.dropped:
+                    dropped_at.append(len(verdicts))
+        add_verdict(verdict)
         last = ts
+    dropped.extend([False] * (len(verdicts) - len(dropped)))
+    for index in dropped_at:
+        dropped[index] = True
     result.at = last
