@@ -51,7 +51,8 @@ from .ctstate import CtState, Verdict
 from .entry import ASSURED, EXPECTED, REPLY, SEEN_REPLY, Entry
 from .expect import INFINITY
 from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET
-from .packet import ACK, IPPROTO_TCP, IPPROTO_UDP, PSH, SYN, TcpInfo
+from .icmp import ICMP_INVERSE, NR_ICMP_TYPES, REQUEST_TYPES
+from .packet import ACK, ICMP_ERROR_TYPES, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PSH, SYN, TcpInfo
 from .parse import TIMESTAMP_ONLY, parse_tcp_options
 from .tcp_tables import (C_ACK, C_SYN, CLASS_OF_FLAGS, ESTABLISHED, NONE, STATE_TIMEOUT_KNOB,
                          SYN_RECV, SYN_SENT, TABLES, VALID_FLAGS)
@@ -126,6 +127,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
     conns = tracker.conns
     tcp_table = conns.table(ipv4.FAMILY, IPPROTO_TCP)
     udp_table = conns.table(ipv4.FAMILY, IPPROTO_UDP)
+    icmp_table = conns.table(ipv4.FAMILY, IPPROTO_ICMP)
     timers = tracker.timers
     expects = tracker.expects
     stats = tracker.stats
@@ -170,6 +172,18 @@ def make_fast_path(engine: "Engine") -> FastTrack:
         entry = Entry(key, reply_key(frame), now, IPPROTO_UDP, ipv4)
         entry.l4 = now                  # UdpTracker.new(): the first packet's time
         return admit(entry, now, tot_len, kv["udp_timeout"])
+
+    def new_icmp(now: float, frame: bytes, key: bytes, tot_len: int,
+                 icmp_type: int) -> Optional[Verdict]:
+        """An ICMP request without an entry (IcmpTracker.new(); other types make none)."""
+        if icmp_type not in REQUEST_TYPES or not has_room():
+            return None
+        # IcmpTracker.invert(): the reply type, the same code and id.
+        reply = (frame[KEY_AT + 4:KEY_AT + 8] + frame[KEY_AT:KEY_AT + 4]
+                 + frame[L4_AT + 4:L4_AT + 6] + bytes((ICMP_INVERSE[icmp_type], frame[L4_AT + 1])))
+        entry = Entry(key, reply, now, IPPROTO_ICMP, ipv4)
+        entry.l4 = 0
+        return admit(entry, now, tot_len, kv["icmp_timeout"])
 
     def new_tcp(now: float, frame: bytes, key: bytes, tot_len: int, flags: int, seq: int,
                 ack: int, win: int, doff: int) -> Optional[Verdict]:
@@ -305,22 +319,41 @@ def make_fast_path(engine: "Engine") -> FastTrack:
             if not status & ASSURED:            # from SYN_RECV or ESTABLISHED, seen a reply
                 entry.status = status | ASSURED
             verdict = ESTABLISHED_REPLY if d else ESTABLISHED_ORIGINAL
-        elif proto == IPPROTO_UDP:
-            udp_len = unpack_udp_len(frame, L4_AT + 4)[0]
-            if tot_len < 28 or udp_len < 8 or udp_len > tot_len - 20:
-                return None
-            entry = udp_table.get(key)
-            if entry is None:
-                return new_udp(now, frame, key, tot_len)
-            if entry.helper is not None:
-                return None
-            status = entry.status
-            # UdpTracker.packet() (modern), then the tracker's SEEN_REPLY and state.
-            if not status & SEEN_REPLY or now <= entry.l4 + STREAM_AFTER:
-                timeout = kv["udp_timeout"]
+        else:
+            if proto == IPPROTO_UDP:
+                udp_len = unpack_udp_len(frame, L4_AT + 4)[0]
+                if tot_len < 28 or udp_len < 8 or udp_len > tot_len - 20:
+                    return None
+                entry = udp_table.get(key)
+                if entry is None:
+                    return new_udp(now, frame, key, tot_len)
+                if entry.helper is not None:
+                    return None
+                status = entry.status
+                # UdpTracker.packet() (modern).
+                if not status & SEEN_REPLY or now <= entry.l4 + STREAM_AFTER:
+                    timeout = kv["udp_timeout"]
+                else:
+                    status |= ASSURED
+                    timeout = kv["udp_timeout_stream"]
+            elif proto == IPPROTO_ICMP:
+                icmp_type = frame[L4_AT]
+                # An error message quotes another flow: Tracker._related() decides it.
+                if (tot_len < 28 or icmp_type > NR_ICMP_TYPES
+                        or icmp_type in ICMP_ERROR_TYPES):
+                    return None
+                # The key's parts: the id, then type << 8 | code (parse.icmp_header()).
+                key = frame[KEY_AT:KEY_AT + 8] + frame[L4_AT + 4:L4_AT + 6] + frame[L4_AT:L4_AT + 2]
+                entry = icmp_table.get(key)
+                if entry is None:
+                    return new_icmp(now, frame, key, tot_len, icmp_type)
+                if entry.helper is not None:
+                    return None
+                status = entry.status
+                timeout = kv["icmp_timeout"]     # IcmpTracker.packet() (modern)
             else:
-                status |= ASSURED
-                timeout = kv["udp_timeout_stream"]
+                return None
+            # Tracker.process(): the direction and state of a hit, SEEN_REPLY from a reply.
             if key == entry.reply:
                 d = REPLY
                 status |= SEEN_REPLY
@@ -332,8 +365,6 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                 else:
                     verdict = RELATED_ORIGINAL if status & EXPECTED else NEW_ORIGINAL
             entry.status = status
-        else:
-            return None
         stats["found"] += 1
         counters = entry.counters
         if counters is not None:
