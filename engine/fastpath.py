@@ -52,8 +52,9 @@ from .entry import ASSURED, EXPECTED, REPLY, SEEN_REPLY, Entry
 from .expect import INFINITY
 from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET
 from .icmp import ICMP_INVERSE, NR_ICMP_TYPES, REQUEST_TYPES
-from .packet import ACK, ICMP_ERROR_TYPES, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PSH, SYN, TcpInfo
-from .parse import TIMESTAMP_ONLY, parse_tcp_options
+from .packet import (ACK, ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+                     PSH, SYN, TcpInfo)
+from .parse import GRE_VERSION_1, TIMESTAMP_ONLY, parse_tcp_options
 from .tcp_tables import (C_ACK, C_SYN, CLASS_OF_FLAGS, ESTABLISHED, NONE, STATE_TIMEOUT_KNOB,
                          SYN_RECV, SYN_SENT, TABLES, VALID_FLAGS)
 from .tcp_window import (BE_LIBERAL, BOTH_SIDES, DATA_UNACKNOWLEDGED, HALF, LAST_DIR,
@@ -82,6 +83,8 @@ TCP_OPTIONS_AT = L4_AT + 20
 TIMESTAMP_OPTIONS_LEN = 12                  # NOP NOP TIMESTAMP(10)
 IPV4_NO_OPTIONS = 0x45
 FRAGMENT = 0x3FFF                           # more fragments, or an offset
+GRE_TABLE = (ipv4.FAMILY, IPPROTO_GRE)
+NO_KEYS = bytes(4)                          # GRE keys 0, 0 (parse.gre_keys())
 ACK_FLAGS = frozenset((ACK, PSH | ACK))     # the flags bytes taken on an entry
 SYN_FLAGS = frozenset((SYN,))               # and without one
 
@@ -128,6 +131,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
     tcp_table = conns.table(ipv4.FAMILY, IPPROTO_TCP)
     udp_table = conns.table(ipv4.FAMILY, IPPROTO_UDP)
     icmp_table = conns.table(ipv4.FAMILY, IPPROTO_ICMP)
+    tables = conns.tables()             # others: only once their first packet made them
     timers = tracker.timers
     expects = tracker.expects
     stats = tracker.stats
@@ -184,6 +188,15 @@ def make_fast_path(engine: "Engine") -> FastTrack:
         entry = Entry(key, reply, now, IPPROTO_ICMP, ipv4)
         entry.l4 = 0
         return admit(entry, now, tot_len, kv["icmp_timeout"])
+
+    def new_gre(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
+        """The first packet of a plain GRE flow (GreTracker.new())."""
+        if not has_room():
+            return None
+        entry = Entry(key, frame[KEY_AT + 4:KEY_AT + 8] + frame[KEY_AT:KEY_AT + 4] + NO_KEYS,
+                      now, IPPROTO_GRE, ipv4)
+        entry.l4 = (kv["gre_timeout"], kv["gre_timeout_stream"])
+        return admit(entry, now, tot_len, entry.l4[0])
 
     def new_tcp(now: float, frame: bytes, key: bytes, tot_len: int, flags: int, seq: int,
                 ack: int, win: int, doff: int) -> Optional[Verdict]:
@@ -351,6 +364,26 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                     return None
                 status = entry.status
                 timeout = kv["icmp_timeout"]     # IcmpTracker.packet() (modern)
+            elif proto == IPPROTO_GRE:
+                # Plain GRE has keys 0; PPTP's (version 1) the general path reads.
+                if tot_len >= 28 and frame[L4_AT + 1] & 0x07 == GRE_VERSION_1:
+                    return None
+                gre_table = tables.get(GRE_TABLE)
+                if gre_table is None:
+                    return None                 # its first packet makes the table
+                key = frame[KEY_AT:KEY_AT + 8] + NO_KEYS
+                entry = gre_table.get(key)
+                if entry is None:
+                    return new_gre(now, frame, key, tot_len)
+                if entry.helper is not None:
+                    return None
+                status = entry.status
+                # GreTracker.packet(): the timeouts fixed when the entry was made.
+                if status & SEEN_REPLY:
+                    status |= ASSURED
+                    timeout = entry.l4[1]
+                else:
+                    timeout = entry.l4[0]
             else:
                 return None
             # Tracker.process(): the direction and state of a hit, SEEN_REPLY from a reply.
