@@ -75,16 +75,26 @@ _ETH_IPV4 = struct.Struct("!HBxHxxHxB")
 # offset, flags, window.
 _TCP_AFTER_PORTS = struct.Struct("!IIBBH")
 _UDP_LENGTH = struct.Struct("!H")           # at frame offset 38
+# Frame offsets: Ethernet, then an IPv4 header of 20 bytes.
 ETH_HEADER = 14
-KEY_AT = ETH_HEADER + ipv4.ADDRESSES_AT     # addresses and ports: the table key, in place
+SRC_AT = KEY_AT = ETH_HEADER + ipv4.ADDRESSES_AT     # the table key, in place: addresses,
+DST_AT = SRC_AT + 4
+L4_AT = ETH_HEADER + ipv4.HEADER_LEN                 # then the ports
+DPORT_AT = L4_AT + 2
 KEY_END = KEY_AT + ipv4.KEY_LEN
-L4_AT = ETH_HEADER + ipv4.HEADER_LEN
+TCP_SEQ_AT = UDP_LEN_AT = ICMP_ID_AT = L4_AT + 4
+ICMP_ID_END = ICMP_ID_AT + 2
+ICMP_CODE_AT = GRE_VERSION_AT = L4_AT + 1
+ICMP_TYPE_CODE_END = L4_AT + 2
 TCP_OPTIONS_AT = L4_AT + 20
-TIMESTAMP_OPTIONS_LEN = 12                  # NOP NOP TIMESTAMP(10)
+TIMESTAMPS_DOFF = 20 + 12                   # a TCP header with NOP NOP TIMESTAMP(10) alone
+TIMESTAMP_ONLY_END = TCP_OPTIONS_AT + len(TIMESTAMP_ONLY)
 IPV4_NO_OPTIONS = 0x45
 FRAGMENT = 0x3FFF                           # more fragments, or an offset
 GRE_TABLE = (ipv4.FAMILY, IPPROTO_GRE)
 NO_KEYS = bytes(4)                          # GRE keys 0, 0 (parse.gre_keys())
+# ICMP types that make or find an entry of their own (no errors; higher types are refused).
+ICMP_QUERY_TYPES = frozenset(range(NR_ICMP_TYPES + 1)) - ICMP_ERROR_TYPES
 ACK_FLAGS = frozenset((ACK, PSH | ACK))     # the flags bytes taken on an entry
 SYN_FLAGS = frozenset((SYN,))               # and without one
 
@@ -120,8 +130,7 @@ def _syn_opens() -> bool:
 def reply_key(frame: bytes) -> bytes:
     """The reply key of the frame's TCP or UDP datagram: addresses and ports swapped
     (swapped() and ipv4.mirror_key(), read from the frame)."""
-    return (frame[KEY_AT + 4:KEY_AT + 8] + frame[KEY_AT:KEY_AT + 4]
-            + frame[KEY_AT + 10:KEY_END] + frame[KEY_AT + 8:KEY_AT + 10])
+    return frame[DST_AT:L4_AT] + frame[SRC_AT:DST_AT] + frame[DPORT_AT:KEY_END] + frame[L4_AT:DPORT_AT]
 
 
 def make_fast_path(engine: "Engine") -> FastTrack:
@@ -183,8 +192,8 @@ def make_fast_path(engine: "Engine") -> FastTrack:
         if icmp_type not in REQUEST_TYPES or not has_room():
             return None
         # IcmpTracker.invert(): the reply type, the same code and id.
-        reply = (frame[KEY_AT + 4:KEY_AT + 8] + frame[KEY_AT:KEY_AT + 4]
-                 + frame[L4_AT + 4:L4_AT + 6] + bytes((ICMP_INVERSE[icmp_type], frame[L4_AT + 1])))
+        reply = (frame[DST_AT:L4_AT] + frame[SRC_AT:DST_AT] + frame[ICMP_ID_AT:ICMP_ID_END]
+                 + bytes((ICMP_INVERSE[icmp_type], frame[ICMP_CODE_AT])))
         entry = Entry(key, reply, now, IPPROTO_ICMP, ipv4)
         entry.l4 = 0
         return admit(entry, now, tot_len, kv["icmp_timeout"])
@@ -193,7 +202,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
         """The first packet of a plain GRE flow (GreTracker.new())."""
         if not has_room():
             return None
-        entry = Entry(key, frame[KEY_AT + 4:KEY_AT + 8] + frame[KEY_AT:KEY_AT + 4] + NO_KEYS,
+        entry = Entry(key, frame[DST_AT:L4_AT] + frame[SRC_AT:DST_AT] + NO_KEYS,
                       now, IPPROTO_GRE, ipv4)
         entry.l4 = (kv["gre_timeout"], kv["gre_timeout_stream"])
         return admit(entry, now, tot_len, entry.l4[0])
@@ -237,7 +246,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
         if proto == IPPROTO_TCP:
             if tot_len < 40:
                 return None
-            seq, ack, doff, flags, win = unpack_tcp(frame, L4_AT + 4)
+            seq, ack, doff, flags, win = unpack_tcp(frame, TCP_SEQ_AT)
             doff = (doff >> 4) * 4
             if doff > tot_len - 20:
                 return None
@@ -247,8 +256,8 @@ def make_fast_path(engine: "Engine") -> FastTrack:
             if entry.helper is not None:
                 return None
             if flags not in ACK_FLAGS or not (
-                    doff == 20 or (doff == 20 + TIMESTAMP_OPTIONS_LEN and frame[
-                        TCP_OPTIONS_AT:TCP_OPTIONS_AT + 4] == TIMESTAMP_ONLY)):
+                    doff == 20 or (doff == TIMESTAMPS_DOFF
+                                   and frame[TCP_OPTIONS_AT:TIMESTAMP_ONLY_END] == TIMESTAMP_ONLY)):
                 return None
             status = entry.status
             conn = entry.l4
@@ -334,7 +343,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
             verdict = ESTABLISHED_REPLY if d else ESTABLISHED_ORIGINAL
         else:
             if proto == IPPROTO_UDP:
-                udp_len = unpack_udp_len(frame, L4_AT + 4)[0]
+                udp_len = unpack_udp_len(frame, UDP_LEN_AT)[0]
                 if tot_len < 28 or udp_len < 8 or udp_len > tot_len - 20:
                     return None
                 entry = udp_table.get(key)
@@ -352,11 +361,10 @@ def make_fast_path(engine: "Engine") -> FastTrack:
             elif proto == IPPROTO_ICMP:
                 icmp_type = frame[L4_AT]
                 # An error message quotes another flow: Tracker._related() decides it.
-                if (tot_len < 28 or icmp_type > NR_ICMP_TYPES
-                        or icmp_type in ICMP_ERROR_TYPES):
+                if tot_len < 28 or icmp_type not in ICMP_QUERY_TYPES:
                     return None
                 # The key's parts: the id, then type << 8 | code (parse.icmp_header()).
-                key = frame[KEY_AT:KEY_AT + 8] + frame[L4_AT + 4:L4_AT + 6] + frame[L4_AT:L4_AT + 2]
+                key = frame[SRC_AT:L4_AT] + frame[ICMP_ID_AT:ICMP_ID_END] + frame[L4_AT:ICMP_TYPE_CODE_END]
                 entry = icmp_table.get(key)
                 if entry is None:
                     return new_icmp(now, frame, key, tot_len, icmp_type)
@@ -366,12 +374,12 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                 timeout = kv["icmp_timeout"]     # IcmpTracker.packet() (modern)
             elif proto == IPPROTO_GRE:
                 # Plain GRE has keys 0; PPTP's (version 1) the general path reads.
-                if tot_len >= 28 and frame[L4_AT + 1] & 0x07 == GRE_VERSION_1:
+                if tot_len >= 28 and frame[GRE_VERSION_AT] & 0x07 == GRE_VERSION_1:
                     return None
                 gre_table = tables.get(GRE_TABLE)
                 if gre_table is None:
                     return None                 # its first packet makes the table
-                key = frame[KEY_AT:KEY_AT + 8] + NO_KEYS
+                key = frame[SRC_AT:L4_AT] + NO_KEYS
                 entry = gre_table.get(key)
                 if entry is None:
                     return new_gre(now, frame, key, tot_len)
