@@ -58,9 +58,9 @@ from .parse import GRE_VERSION_1, TIMESTAMP_ONLY, parse_tcp_options
 from .tcp_tables import (C_ACK, C_SYN, CLASS_OF_FLAGS, ESTABLISHED, NONE, STATE_TIMEOUT_KNOB,
                          SYN_RECV, SYN_SENT, TABLES, VALID_FLAGS)
 from .tcp_window import (BE_LIBERAL, BOTH_SIDES, DATA_UNACKNOWLEDGED, HALF, LAST_DIR,
-                         LAST_FIELDS, LAST_INDEX, LAST_WIN_AT, M32, MAXACK_SET,
+                         LAST_FIELDS, LAST_INDEX, M32, MAXACK_SET,
                          MAXACKWINCONST, MAXEND_AT, RETRANS, SIDE, STATE, init_from_syn,
-                         new_conn, put32, read_u32)
+                         new_conn, put32)
 from .udp import STREAM_AFTER
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ TCP_OPTIONS_AT = L4_AT + 20
 TIMESTAMPS_DOFF = 20 + 12                   # a TCP header with NOP NOP TIMESTAMP(10) alone
 TIMESTAMP_ONLY_END = TCP_OPTIONS_AT + len(TIMESTAMP_ONLY)
 IPV4_NO_OPTIONS = 0x45
-FRAGMENT = 0x3FFF                           # more fragments, or an offset
+FRAGMENT = ipv4.IP_MF | ipv4.IP_OFFSET      # more fragments, or an offset
 GRE_TABLE = (ipv4.FAMILY, IPPROTO_GRE)
 NO_KEYS = bytes(4)                          # GRE keys 0, 0 (parse.gre_keys())
 # ICMP types that make or find an entry of their own (no errors; higher types are refused).
@@ -322,21 +322,21 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                            receiver_maxend, receiver_maxwin, receiver_maxack,
                            receiver_scale, receiver_flags, receiver_loose)
             if unpack_last(conn, LAST_DIR) == (d, seq, ack, end, win_raw):
-                conn[RETRANS] = (conn[RETRANS] + 1) & 0xFF
+                retrans = conn[RETRANS] = (conn[RETRANS] + 1) & 0xFF
             else:
                 pack_last(conn, LAST_DIR, d, seq, ack, end, win_raw)
-                conn[RETRANS] = 0
+                retrans = conn[RETRANS] = 0
             conn[LAST_INDEX] = C_ACK            # LAST_DIR is d already
             conn[STATE] = ESTABLISHED
             # TcpTracker._linux_packet()'s timeout rules (a), (c), (d), (e); (b) is RST's.
             timeout = kv[established_timeout]
-            if (conn[RETRANS] >= kv["tcp_max_retrans"]
+            if (retrans >= kv["tcp_max_retrans"]
                     and timeout > kv["tcp_timeout_max_retrans"]):
                 timeout = kv["tcp_timeout_max_retrans"]
             elif ((sender_flags | receiver_flags) & DATA_UNACKNOWLEDGED
                   and timeout > kv["tcp_timeout_unacknowledged"]):
                 timeout = kv["tcp_timeout_unacknowledged"]
-            elif read_u32(conn, LAST_WIN_AT)[0] == 0 and timeout > kv["tcp_timeout_max_retrans"]:
+            elif win_raw == 0 and timeout > kv["tcp_timeout_max_retrans"]:    # the last window
                 timeout = kv["tcp_timeout_max_retrans"]
             if not status & ASSURED:            # from SYN_RECV or ESTABLISHED, seen a reply
                 entry.status = status | ASSURED
