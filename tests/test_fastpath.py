@@ -22,9 +22,12 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 import kernelhelp
+from engine.build import (build_ethernet, build_icmp_datagram, build_ipv4, build_tcp_datagram,
+                          build_udp_datagram, tcp_options)
 from engine.capture import PcapWriter, read_capture
 from engine.core import Engine
 from engine.hooks import LOCAL_OUT, PRE_ROUTING
+from engine.packet import ACK, FIN, IPPROTO_GRE, PSH, SYN, URG
 from engine.replay import ReplayResult, replay
 from enginehelp import T0, make_engine
 from procfs_ct.sources.synthetic import SyntheticTraffic
@@ -198,3 +201,74 @@ def engine_state_of(engine: Engine) -> tuple:
             [(e.orig, e.status, e.expires, e.timer_slot, bytes(e.l4)
               if isinstance(e.l4, bytearray) else e.l4, e.counters)
              for e in tracker.entries()], tracker.timers.next_due)
+
+
+def edge_frames() -> List[Tuple[float, bytes]]:
+    """Flows built byte by byte around the fast path's edges: SYNs with a window of 0,
+    with payload, with and without options; identical ACKs (retransmissions) and a zero
+    window; SACK blocks and windows it must leave to the general path; ICMP queries of
+    more than one type; PPTP's GRE beside plain GRE; UDP replies before and after 2 s."""
+    c, s = "10.1.0.1", "10.1.0.2"
+    stamps = tcp_options(timestamps=(1, 2))
+    frames: List[Tuple[float, bytes]] = []
+
+    def tcp(t, src, dst, sport, dport, **kw):
+        frames.append((T0 + t, build_ethernet(build_tcp_datagram(src, dst, sport, dport, **kw))))
+
+    # A connection opened by a SYN with window 0 and every option, then data both ways.
+    syn_options = tcp_options(mss=1460, wscale=7, sack_perm=True, timestamps=(1, 0))
+    tcp(0.0, c, s, 40000, 80, seq=1000, flags=SYN, window=0, options=syn_options)
+    tcp(0.1, s, c, 80, 40000, seq=5000, ack=1001, flags=SYN | ACK, window=512,
+        options=tcp_options(mss=1460, wscale=2, sack_perm=True, timestamps=(9, 1)))
+    tcp(0.2, c, s, 40000, 80, seq=1001, ack=5001, window=300, options=stamps)
+    tcp(0.3, c, s, 40000, 80, seq=1001, ack=5001, flags=PSH | ACK, window=300,
+        options=stamps, payload=b"GET / HTTP/1.0\r\n\r\n")
+    for t in (0.4, 0.5, 0.6, 0.7, 0.8):                         # the same ACK, retransmitted
+        tcp(t, s, c, 80, 40000, seq=5001, ack=1019, window=500, options=stamps)
+    tcp(0.9, s, c, 80, 40000, seq=5001, ack=1019, window=0, options=stamps)     # zero window
+    tcp(1.0, s, c, 80, 40000, seq=5001, ack=1019, window=500,
+        options=tcp_options(timestamps=(3, 4), sack=((900, 1000),)))            # a SACK block
+    tcp(1.1, c, s, 40000, 80, seq=900_000_000, ack=5001, window=300)            # far outside
+    tcp(1.2, c, s, 40000, 80, seq=1019, ack=5001, flags=PSH | ACK | URG, window=300,
+        payload=b"x")                                            # flags it does not take
+    tcp(1.3, c, s, 40000, 80, seq=1019, ack=5001, flags=FIN | ACK, window=300)
+    # SYNs without options, one carrying data, one with window 0; an ACK for none.
+    tcp(2.0, c, s, 40001, 81, seq=7, flags=SYN, window=0, payload=b"data on a SYN")
+    tcp(2.1, c, s, 40002, 82, seq=70, flags=SYN, window=1024)
+    tcp(2.2, c, s, 40002, 82, seq=70, flags=SYN, window=1024)                  # again
+    tcp(2.3, c, s, 40003, 83, seq=1, ack=1, window=1024)
+    # ICMP: echo, timestamp, a reply nobody asked for.
+    for t, src, dst, kind in ((3.0, c, s, 8), (3.1, s, c, 0), (3.2, c, s, 13), (3.3, s, c, 14),
+                              (3.4, s, c, 0), (3.5, c, s, 8)):
+        frames.append((T0 + t, build_ethernet(build_icmp_datagram(src, dst, kind, ident=77))))
+    # GRE: plain (keys 0) both ways, then PPTP (version 1, PPP, call id 9).
+    plain = b"\x00\x00\x08\x00" + bytes(20)
+    pptp = b"\x30\x01\x88\x0b\x00\x04\x00\x09" + bytes(4)
+    for t, src, dst, body in ((4.0, c, s, plain), (4.1, s, c, plain), (4.2, c, s, plain),
+                              (4.3, c, s, pptp), (4.4, s, c, pptp)):
+        frames.append((T0 + t, build_ethernet(build_ipv4(src, dst, IPPROTO_GRE, body))))
+    # UDP: a reply within 2 s, then traffic after it (the stream timeout, ASSURED).
+    for t, src, dst, sport, dport in ((5.0, c, s, 5000, 53), (5.5, s, c, 53, 5000),
+                                      (6.0, c, s, 5000, 53), (8.0, c, s, 5000, 53),
+                                      (8.1, s, c, 53, 5000)):
+        frames.append((T0 + t, build_ethernet(build_udp_datagram(src, dst, sport, dport,
+                                                                 b"q"))))
+    return frames
+
+
+@pytest.mark.parametrize("name, knobs, max_entries", KNOB_SETTINGS,
+                         ids=[setting[0] for setting in KNOB_SETTINGS])
+def test_edge_flows_same_with_and_without_fast_path(name, knobs, max_entries, tmp_path,
+                                                    monkeypatch):
+    path = tmp_path / "edges.pcap"
+    with open(path, "wb") as fileobj:
+        writer = PcapWriter(fileobj)
+        for ts, frame in edge_frames():
+            writer.write(ts, frame)
+    options = dict(knobs_overrides=knobs, max_entries=max_entries and 4, ncpu=2,
+                   ram_bytes=24 << 30)
+    general = engine_state(replay(str(path), fast_path=False, **options))
+    counting = CountingFastPath(monkeypatch)
+    fast = engine_state(replay(str(path), **options))
+    assert_same(general, fast)
+    assert counting.taken >= 8, counting.taken
