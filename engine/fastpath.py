@@ -186,9 +186,9 @@ def make_fast_path(engine: "Engine") -> FastTrack:
         entry.l4 = now                  # UdpTracker.new(): the first packet's time
         return admit(entry, now, tot_len, kv["udp_timeout"])
 
-    def new_icmp(now: float, frame: bytes, key: bytes, tot_len: int,
-                 icmp_type: int) -> Optional[Verdict]:
+    def new_icmp(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
         """An ICMP request without an entry (IcmpTracker.new(); other types make none)."""
+        icmp_type = frame[L4_AT]
         if icmp_type not in REQUEST_TYPES or not has_room():
             return None
         # IcmpTracker.invert(): the reply type, the same code and id.
@@ -342,58 +342,51 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                 entry.status = status | ASSURED
             verdict = ESTABLISHED_REPLY if d else ESTABLISHED_ORIGINAL
         else:
+            # The entry of the tuple, or a new one (the protocol's new_*() takes it or not).
             if proto == IPPROTO_UDP:
                 udp_len = unpack_udp_len(frame, UDP_LEN_AT)[0]
                 if tot_len < 28 or udp_len < 8 or udp_len > tot_len - 20:
                     return None
-                entry = udp_table.get(key)
-                if entry is None:
-                    return new_udp(now, frame, key, tot_len)
-                if entry.helper is not None:
+                table, make = udp_table, new_udp
+            elif proto == IPPROTO_ICMP:
+                # An error message quotes another flow: Tracker._related() decides it.
+                if tot_len < 28 or frame[L4_AT] not in ICMP_QUERY_TYPES:
                     return None
-                status = entry.status
-                # UdpTracker.packet() (modern).
+                # The key's parts: the id, then type << 8 | code (parse.icmp_header()).
+                key = (frame[SRC_AT:L4_AT] + frame[ICMP_ID_AT:ICMP_ID_END]
+                       + frame[L4_AT:ICMP_TYPE_CODE_END])
+                table, make = icmp_table, new_icmp
+            elif proto == IPPROTO_GRE:
+                # Plain GRE has keys 0; PPTP's (version 1) the general path reads.
+                if tot_len >= 28 and frame[GRE_VERSION_AT] & 0x07 == GRE_VERSION_1:
+                    return None
+                table = tables.get(GRE_TABLE)
+                if table is None:
+                    return None                 # its first packet makes the table
+                key = frame[SRC_AT:L4_AT] + NO_KEYS
+                make = new_gre
+            else:
+                return None
+            entry = table.get(key)
+            if entry is None:
+                return make(now, frame, key, tot_len)
+            if entry.helper is not None:
+                return None
+            status = entry.status
+            # The protocol's packet() (modern): the timeout.
+            if proto == IPPROTO_UDP:
                 if not status & SEEN_REPLY or now <= entry.l4 + STREAM_AFTER:
                     timeout = kv["udp_timeout"]
                 else:
                     status |= ASSURED
                     timeout = kv["udp_timeout_stream"]
             elif proto == IPPROTO_ICMP:
-                icmp_type = frame[L4_AT]
-                # An error message quotes another flow: Tracker._related() decides it.
-                if tot_len < 28 or icmp_type not in ICMP_QUERY_TYPES:
-                    return None
-                # The key's parts: the id, then type << 8 | code (parse.icmp_header()).
-                key = frame[SRC_AT:L4_AT] + frame[ICMP_ID_AT:ICMP_ID_END] + frame[L4_AT:ICMP_TYPE_CODE_END]
-                entry = icmp_table.get(key)
-                if entry is None:
-                    return new_icmp(now, frame, key, tot_len, icmp_type)
-                if entry.helper is not None:
-                    return None
-                status = entry.status
-                timeout = kv["icmp_timeout"]     # IcmpTracker.packet() (modern)
-            elif proto == IPPROTO_GRE:
-                # Plain GRE has keys 0; PPTP's (version 1) the general path reads.
-                if tot_len >= 28 and frame[GRE_VERSION_AT] & 0x07 == GRE_VERSION_1:
-                    return None
-                gre_table = tables.get(GRE_TABLE)
-                if gre_table is None:
-                    return None                 # its first packet makes the table
-                key = frame[SRC_AT:L4_AT] + NO_KEYS
-                entry = gre_table.get(key)
-                if entry is None:
-                    return new_gre(now, frame, key, tot_len)
-                if entry.helper is not None:
-                    return None
-                status = entry.status
-                # GreTracker.packet(): the timeouts fixed when the entry was made.
-                if status & SEEN_REPLY:
-                    status |= ASSURED
-                    timeout = entry.l4[1]
-                else:
-                    timeout = entry.l4[0]
+                timeout = kv["icmp_timeout"]
+            elif status & SEEN_REPLY:           # GRE: the timeouts fixed at creation
+                status |= ASSURED
+                timeout = entry.l4[1]
             else:
-                return None
+                timeout = entry.l4[0]
             # Tracker.process(): the direction and state of a hit, SEEN_REPLY from a reply.
             if key == entry.reply:
                 d = REPLY
