@@ -1,10 +1,11 @@
-"""The fast path: a packet of a flow already in the table, from frame bytes to its verdict.
+"""The fast path: the common packet, from frame bytes to its verdict in one call.
 
-Most packets of a replay belong to a connection the table already holds: the ACKs and
-PSH/ACKs of an ESTABLISHED TCP connection, the next datagram of a UDP flow.  The general
-path (Engine.feed_frame -> extract_ipv4 -> Tracker.process -> TcpTracker.packet ->
-linux_in_window -> PacketResult) builds a Packet, a TcpInfo and a PacketResult for each
-and calls a dozen functions; for these packets nearly all of that work decides nothing.
+Most packets of a replay are a flow's next packet -- the ACKs and PSH/ACKs of an
+ESTABLISHED TCP connection, the next datagram of a UDP flow -- or a flow's first: a SYN,
+a first datagram.  The general path (Engine.feed_frame -> extract_ipv4 ->
+Tracker.process -> TcpTracker.packet -> linux_in_window -> PacketResult -> confirm)
+builds a Packet, a TcpInfo and a PacketResult for each and calls a dozen or two
+functions, most of whose tests decide nothing for these packets.
 `track(now, linktype, frame)` does the same work for them in one call, straight from the
 frame's bytes, and returns the verdict the general path would have given, or None when
 the packet is not one it takes -- having changed nothing, so that the general path then
@@ -15,26 +16,29 @@ It takes, in the linux profile (nf_conntrack) only:
 * an untagged Ethernet frame holding an unfragmented IPv4 datagram without IP options,
   with lengths extract_ipv4() would accept (the datagrams it reads in place);
 * no timer or expectation due (Tracker.process would expire entries first);
-* TCP: flags exactly ACK or PSH|ACK, options none or exactly NOP NOP TIMESTAMP (so no
-  window scale, SACK-permitted or SACK block to read), an entry of the tuple in the table
+* TCP, on an entry of the tuple: flags exactly ACK or PSH|ACK, options none or exactly
+  NOP NOP TIMESTAMP (no window scale, SACK-permitted or SACK block to read), an entry
   that has seen a reply, in state ESTABLISHED -- or SYN_RECV for the original direction:
   the handshake's last ACK, which makes it ESTABLISHED and ASSURED -- whose sender side
   has been seen (maxwin not 0), and a segment that passes the window checks I-IV (a
   failure has outcomes of its own: IGNORE, INVALID, a liberal accept);
-* UDP: an entry of the tuple in the table, or none when no expectation is pending and
-  the table has room (the flow's first datagram makes its entry here);
-* an entry found has no helper (a helper reads the payload).
+* TCP without an entry: a lone SYN (NONE -> SYN_SENT);
+* UDP, ICMP queries and replies (not errors: they quote another flow) and plain GRE
+  (keys 0; not PPTP's), with an entry of the tuple or without one;
+* a new entry only while no expectation is pending (none can claim the tuple, no helper
+  is attached) and the table has room (no early drop); an entry found has no helper.
 
 Why the answer is the same, bit for bit: for such a packet every test the general path
 makes has the outcome these preconditions fix -- no checksum is verified outside
-PREROUTING, ACK and PSH|ACK are valid flag combinations of class ACK, the transitions
-taken to ESTABLISHED have no special cell, no SYN/RST/SACK handling applies --
-so what is left is the lookup, the window update of linux_in_window() for that case, the
-timeout rules of TcpTracker._linux_packet() (or UdpTracker.packet()), the counters, the
-`found` stat and the timer refile, done here in the same order on the same fields.
-make_fast_path() checks the table facts it relies on (the transition, the flag classes)
-when it is built.  tests/test_fastpath.py replays the kernel scenarios and the benchmark
-mix with and without it and requires identical tables, stats, timers and verdicts.
+PREROUTING, ACK, PSH|ACK and SYN are valid flag combinations of their class, the
+transitions taken have no special cell, no RST/FIN/SACK handling applies -- so what is
+left is the lookup or the new entry, the window update of linux_in_window() for that
+case, the protocol's timeout rules (TcpTracker._linux_packet(), UdpTracker.packet(), ...),
+the counters, the `found` or `new` stat, the insertion and the timer filing, done here in
+the same order on the same fields.  make_fast_path() checks the table facts it relies on
+(the transitions, the flag classes) when it is built.  tests/test_fastpath.py replays the
+kernel scenarios, the benchmark's mix and hand-built edge flows with and without it and
+requires identical entries, tables, timers, stats and verdicts.
 
 The engine-wide conditions (no chains, no hook listeners, the fast extraction on, no
 PREROUTING default hook) are checked by Engine.fast_path() when the fast path is made;
@@ -130,7 +134,8 @@ def _syn_opens() -> bool:
 def reply_key(frame: bytes) -> bytes:
     """The reply key of the frame's TCP or UDP datagram: addresses and ports swapped
     (swapped() and ipv4.mirror_key(), read from the frame)."""
-    return frame[DST_AT:L4_AT] + frame[SRC_AT:DST_AT] + frame[DPORT_AT:KEY_END] + frame[L4_AT:DPORT_AT]
+    return (frame[DST_AT:L4_AT] + frame[SRC_AT:DST_AT]
+            + frame[DPORT_AT:KEY_END] + frame[L4_AT:DPORT_AT])
 
 
 def make_fast_path(engine: "Engine") -> FastTrack:
