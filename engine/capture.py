@@ -80,10 +80,11 @@ def read_capture(fileobj: BinaryIO) -> Iterator[CapturedFrame]:
     return _open(fileobj, named=False)
 
 
-def read_capture_tuples(fileobj: BinaryIO) -> Iterator[Tuple[float, int, bytes]]:
-    """read_capture(), each frame of a pcap file a plain (ts, linktype, data) tuple rather
-    than a CapturedFrame: cheaper to make, for a reader that only unpacks it (a replay)."""
-    return _open(fileobj, named=False, plain=True)
+def read_capture_tuples(fileobj: BinaryIO) -> Iterator[Tuple[float, int, bytes, Optional[str]]]:
+    """read_named_capture() flat: (ts, linktype, data, interface name or None) per frame,
+    a plain tuple (of a pcap file: made in one step, no CapturedFrame, nothing to pair),
+    for a reader that only unpacks it (a replay)."""
+    return _open(fileobj, named=True, plain=True)
 
 
 def read_named_capture(fileobj: BinaryIO) -> Iterator[tuple[CapturedFrame, Optional[str]]]:
@@ -98,12 +99,15 @@ def _open(fileobj: BinaryIO, named: bool, plain: bool = False) -> Iterator:
     if len(magic) < 4:
         raise CaptureError("empty or truncated capture file" if magic else "empty capture file")
     if int.from_bytes(magic, "big") == PCAPNG_SHB:
-        return _read_pcapng(fileobj, magic, named)
+        blocks = _read_pcapng(fileobj, magic, named)
+        if plain:
+            return ((ts, linktype, data, name) for (ts, linktype, data), name in blocks)
+        return blocks
     for order in ("<", ">"):
         value = struct.unpack(order + "I", magic)[0]
         if value in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC):
             frames = _read_pcap(fileobj, order, value == PCAP_MAGIC_NSEC, plain)
-            return ((frame, None) for frame in frames) if named else frames
+            return ((frame, None) for frame in frames) if named and not plain else frames
     raise CaptureError(f"not a pcap or pcapng capture (starts with 0x{magic.hex()})")
 
 
@@ -150,7 +154,7 @@ def _pcap_records(fileobj: BinaryIO, order: str, nanosecond: bool, snaplen: int,
             if end > size:
                 break
             if plain:                   # (a tuple.__new__ call less per frame)
-                yield (seconds + fraction / unit, linktype, buf[pos + 16:end])
+                yield (seconds + fraction / unit, linktype, buf[pos + 16:end], None)
             else:
                 yield new_frame(CapturedFrame, (seconds + fraction / unit, linktype,
                                                 buf[pos + 16:end]))

@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import (TYPE_CHECKING, BinaryIO, Callable, Collection, Dict, List, Optional,
                     Sequence, Tuple, Union)
 
-from .capture import read_capture_tuples, read_named_capture
+from .capture import read_capture_tuples
 from .core import Engine
 from .knobs import KnobWriteError
 from .ctstate import Verdict
@@ -109,10 +108,8 @@ def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float],
     chains = result.chains
     verdicts = result.verdicts
     dropped = result.dropped
-    # Only the chains read the interface a frame was captured on; without them the frames
-    # are paired with None in C (zip/repeat) rather than by a generator around the reader.
-    frames = (read_named_capture(fileobj) if chains is not None
-              else zip(read_capture_tuples(fileobj), repeat(None)))
+    # Each frame with the interface a pcapng file names for it (the chains' -i/-o).
+    frames = read_capture_tuples(fileobj)
     feed = engine.feed_frame
     # The fast path (engine/fastpath.py) takes the common packets -- most of a capture --
     # and answers None for the others, which take the general path.
@@ -122,7 +119,7 @@ def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float],
     add_verdict = verdicts.append
     dropped_at = []                     # the indexes of the frames a hook dropped
     last = result.at
-    for (ts, linktype, data), captured_on in frames:      # a CapturedFrame, unpacked
+    for ts, linktype, data, captured_on in frames:
         if at is not None and ts > at:
             break
         verdict = fast(ts, linktype, data)
