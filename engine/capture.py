@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import BinaryIO, Iterable, Iterator, NamedTuple, Optional
+from typing import BinaryIO, Iterable, Iterator, NamedTuple, Optional, Tuple
 
 from .build import internet_checksum, ipv4_checksum, l4_checksum  # noqa: F401  (re-exported)
 from .interfaces import IFNAMSIZ
@@ -80,6 +80,13 @@ def read_capture(fileobj: BinaryIO) -> Iterator[CapturedFrame]:
     return _open(fileobj, named=False)
 
 
+def read_capture_tuples(fileobj: BinaryIO) -> Iterator[Tuple[float, int, bytes, Optional[str]]]:
+    """read_named_capture() flat: (ts, linktype, data, interface name or None) per frame,
+    a plain tuple (of a pcap file: made in one step, no CapturedFrame, nothing to pair),
+    for a reader that only unpacks it (a replay)."""
+    return _open(fileobj, named=True, plain=True)
+
+
 def read_named_capture(fileobj: BinaryIO) -> Iterator[tuple[CapturedFrame, Optional[str]]]:
     """(frame, the if_name of its pcapng interface or None) for each frame, as read_capture.
     A pcap file names no interface; nor does a pcapng interface without if_name, or one
@@ -87,34 +94,38 @@ def read_named_capture(fileobj: BinaryIO) -> Iterator[tuple[CapturedFrame, Optio
     return _open(fileobj, named=True)
 
 
-def _open(fileobj: BinaryIO, named: bool) -> Iterator:
+def _open(fileobj: BinaryIO, named: bool, plain: bool = False) -> Iterator:
     magic = _read(fileobj, 4)
     if len(magic) < 4:
         raise CaptureError("empty or truncated capture file" if magic else "empty capture file")
     if int.from_bytes(magic, "big") == PCAPNG_SHB:
-        return _read_pcapng(fileobj, magic, named)
+        blocks = _read_pcapng(fileobj, magic, named)
+        if plain:
+            return ((ts, linktype, data, name) for (ts, linktype, data), name in blocks)
+        return blocks
     for order in ("<", ">"):
         value = struct.unpack(order + "I", magic)[0]
         if value in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC):
-            frames = _read_pcap(fileobj, order, value == PCAP_MAGIC_NSEC)
-            return ((frame, None) for frame in frames) if named else frames
+            frames = _read_pcap(fileobj, order, value == PCAP_MAGIC_NSEC, plain)
+            return ((frame, None) for frame in frames) if named and not plain else frames
     raise CaptureError(f"not a pcap or pcapng capture (starts with 0x{magic.hex()})")
 
 
 # -- pcap ------------------------------------------------------------------------
 
-def _read_pcap(fileobj: BinaryIO, order: str, nanosecond: bool) -> Iterator[CapturedFrame]:
+def _read_pcap(fileobj: BinaryIO, order: str, nanosecond: bool,
+               plain: bool = False) -> Iterator[CapturedFrame]:
     header = _read(fileobj, 20)
     if len(header) < 20:
         raise CaptureError("truncated pcap file header")
     major, _minor, _zone, _sigfigs, snaplen, network = struct.unpack(order + "HHiIII", header)
     if major != 2:
         raise CaptureError(f"unsupported pcap version {major}")
-    return _pcap_records(fileobj, order, nanosecond, snaplen, network & 0xFFFF)
+    return _pcap_records(fileobj, order, nanosecond, snaplen, network & 0xFFFF, plain)
 
 
 def _pcap_records(fileobj: BinaryIO, order: str, nanosecond: bool, snaplen: int,
-                  linktype: int) -> Iterator[CapturedFrame]:
+                  linktype: int, plain: bool = False) -> Iterator[CapturedFrame]:
     """The records of a pcap file, read in chunks of up to READ_CHUNK bytes.
 
     Reading one record at a time costs two read() calls per frame, about as much as
@@ -142,8 +153,11 @@ def _pcap_records(fileobj: BinaryIO, order: str, nanosecond: bool, snaplen: int,
             end = pos + 16 + caplen
             if end > size:
                 break
-            yield new_frame(CapturedFrame, (seconds + fraction / unit, linktype,
-                                            buf[pos + 16:end]))
+            if plain:                   # (a tuple.__new__ call less per frame)
+                yield (seconds + fraction / unit, linktype, buf[pos + 16:end], None)
+            else:
+                yield new_frame(CapturedFrame, (seconds + fraction / unit, linktype,
+                                                buf[pos + 16:end]))
             pos = end
             index += 1
         # Keep the partial record, add the next chunk; a file that ends inside a record

@@ -19,6 +19,7 @@ from .build import checksum_valid
 from .ctstate import CtState, PacketResult
 from .defrag import Defragmenter
 from .defrag6 import Defragmenter6
+from .fastpath import FastTrack, make_fast_path
 from .forwarding import ForwardedCopies
 from .hooks import (CONFIRMING_HOOKS, LOCAL_OUT, LOOPED_BACK, PRE_ROUTING, TRACKING_HOOKS, Hook,
                     way_through)
@@ -129,6 +130,16 @@ class Engine:
             raise ValueError(f"conntrack does not run at {Hook(hook)!r}")
         self.early_listeners.setdefault(Hook(hook), []).append(listener)
         self.listeners.setdefault(Hook(hook), [])     # the walk below is now needed
+
+    def fast_path(self) -> Optional[FastTrack]:
+        """The fast path's track(now, linktype, frame) (engine/fastpath.py) if this engine
+        can use it now, else None: the linux profile, no chains or hook listeners, the fast
+        extraction on, locally sent traffic (not PREROUTING) by default.  The caller must
+        not change these while it uses it."""
+        if (not is_modern(self.profile) or self.chains is not None or self.listeners
+                or not self.fast_extraction or self.default_hook == PRE_ROUTING):
+            return None
+        return make_fast_path(self)
 
     # -- packets in ------------------------------------------------------------------------
     def feed_frame(self, ts: float, linktype: int, frame: bytes,

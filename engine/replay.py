@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import (TYPE_CHECKING, BinaryIO, Callable, Collection, Dict, List, Optional,
                     Sequence, Tuple, Union)
 
-from .capture import read_capture, read_named_capture
+from .capture import read_capture_tuples
 from .core import Engine
 from .knobs import KnobWriteError
 from .ctstate import Verdict
@@ -60,7 +59,8 @@ def replay(capture: Union[str, BinaryIO], profile: str = "linux", at: Optional[f
            local_addresses: Optional[Collection[int]] = None,
            broadcast_addresses: Collection[int] = (), forwarding: bool = True,
            iface_names: Optional[Dict[int, str]] = None,
-           knob_writes: Sequence[Tuple[str, bytes]] = ()) -> ReplayResult:
+           knob_writes: Sequence[Tuple[str, bytes]] = (),
+           fast_path: bool = True) -> ReplayResult:
     """Feed every frame of a pcap/pcapng capture; the table is then shown as it stands at
     `at` (default: the last frame's time).  Frames after `at` are not fed.  `verdicts`
     holds each frame's (ctstate, reply), None for a frame conntrack did not see.
@@ -70,7 +70,8 @@ def replay(capture: Union[str, BinaryIO], profile: str = "linux", at: Optional[f
     (others' traffic is forwarded -- or, with `forwarding` False, dropped after
     PREROUTING; `broadcast_addresses`, its links' broadcasts, are received too),
     `iface_names` names the interface indexes of a cooked capture.  `knob_writes` are (knob name, bytes) written to the knobs before the first
-    frame, as writes to their files (KnobWriteError if one is refused)."""
+    frame, as writes to their files (KnobWriteError if one is refused).  `fast_path` False
+    sends every frame down the general path (tests compare both ways)."""
     engine = Engine(profile, ram_bytes=ram_bytes, max_entries=max_entries, ncpu=ncpu,
                     knobs_overrides=knobs_overrides, fast_extraction=fast_extraction,
                     local_addresses=local_addresses,
@@ -87,40 +88,53 @@ def replay(capture: Union[str, BinaryIO], profile: str = "linux", at: Optional[f
         result.chains = Chains(engine, rules, iface_names)
     if isinstance(capture, str):
         with open(capture, "rb") as fileobj:
-            _feed(result, fileobj, at)
+            _feed(result, fileobj, at, fast_path)
     else:
-        _feed(result, capture, at)
+        _feed(result, capture, at, fast_path)
     if at is not None:
         result.at = at
     engine.advance(result.at)
     return result
 
 
-def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float]) -> None:
+def _never_fast(now: float, linktype: int, frame: bytes) -> None:
+    """The fast path's stand-in when it does not apply: every frame takes the general path."""
+    return None
+
+
+def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float],
+          fast_path: bool) -> None:
     engine = result.engine
     chains = result.chains
     verdicts = result.verdicts
     dropped = result.dropped
-    # Only the chains read the interface a frame was captured on; without them the frames
-    # are paired with None in C (zip/repeat) rather than by a generator around the reader.
-    frames = (read_named_capture(fileobj) if chains is not None
-              else zip(read_capture(fileobj), repeat(None)))
+    # Each frame with the interface a pcapng file names for it (the chains' -i/-o).
+    frames = read_capture_tuples(fileobj)
     feed = engine.feed_frame
+    # The fast path (engine/fastpath.py) takes the common packets -- most of a capture --
+    # and answers None for the others, which take the general path.
+    fast = engine.fast_path() if fast_path else None
+    if fast is None:
+        fast = _never_fast
     add_verdict = verdicts.append
-    add_dropped = dropped.append
+    dropped_at = []                     # the indexes of the frames a hook dropped
     last = result.at
-    for (ts, linktype, data), captured_on in frames:      # a CapturedFrame, unpacked
+    for ts, linktype, data, captured_on in frames:
         if at is not None and ts > at:
             break
-        if chains is not None:          # the interface a pcapng file names is -i/-o's
-            outcome = chains.feed_frame(ts, linktype, data, captured_on)
-        else:
-            outcome = feed(ts, linktype, data)
-        if outcome is None:
-            add_verdict(None)
-            add_dropped(False)
-        else:
-            add_verdict(outcome.verdict)
-            add_dropped(outcome.dropped)
+        verdict = fast(ts, linktype, data)
+        if verdict is None:
+            if chains is not None:      # the interface a pcapng file names is -i/-o's
+                outcome = chains.feed_frame(ts, linktype, data, captured_on)
+            else:
+                outcome = feed(ts, linktype, data)
+            if outcome is not None:
+                verdict = outcome.verdict
+                if outcome.dropped:
+                    dropped_at.append(len(verdicts))
+        add_verdict(verdict)
         last = ts
+    dropped.extend([False] * (len(verdicts) - len(dropped)))
+    for index in dropped_at:
+        dropped[index] = True
     result.at = last

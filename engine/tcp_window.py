@@ -80,8 +80,8 @@ TcpConn = bytearray
 _U32 = struct.Struct("=I")
 # read_u32(conn, at)[0]: get32() without a Python call, for lines run on every packet.
 read_u32 = _U32.unpack_from
-_BOTH_SIDES = struct.Struct("=4I3B4I3B")    # both directions, ORIGINAL then REPLY
-_LAST_FIELDS = struct.Struct("=B4I")        # LAST_DIR, seq, ack, end, window
+BOTH_SIDES = struct.Struct("=4I3B4I3B")    # both directions, ORIGINAL then REPLY
+LAST_FIELDS = struct.Struct("=B4I")        # LAST_DIR, seq, ack, end, window
 _LAST4_FIELDS = struct.Struct("=B3I")       # LAST_DIR, seq, ack, end
 
 # The fields in the order a state file lists them (the order of the kernel's structs):
@@ -315,11 +315,11 @@ def linux_in_window(conn: TcpConn, direction: int, index: int, tcp: TcpInfo,
     if direction == ORIGINAL:
         (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale, sender_flags,
          sender_loose, receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
-         receiver_scale, receiver_flags, receiver_loose) = _BOTH_SIDES.unpack_from(conn)
+         receiver_scale, receiver_flags, receiver_loose) = BOTH_SIDES.unpack_from(conn)
     else:
         (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack, receiver_scale,
          receiver_flags, receiver_loose, sender_end, sender_maxend, sender_maxwin,
-         sender_maxack, sender_scale, sender_flags, sender_loose) = _BOTH_SIDES.unpack_from(conn)
+         sender_maxack, sender_scale, sender_flags, sender_loose) = BOTH_SIDES.unpack_from(conn)
     liberal = be_liberal or sender_flags & BE_LIBERAL
 
     if not flags & ACK:
@@ -381,22 +381,22 @@ def linux_in_window(conn: TcpConn, direction: int, index: int, tcp: TcpInfo,
     if ack == receiver_end:
         receiver_flags &= ~DATA_UNACKNOWLEDGED
     if direction == ORIGINAL:
-        _BOTH_SIDES.pack_into(conn, 0, sender_end, sender_maxend, sender_maxwin, sender_maxack,
+        BOTH_SIDES.pack_into(conn, 0, sender_end, sender_maxend, sender_maxwin, sender_maxack,
                               sender_scale, sender_flags, sender_loose, receiver_end,
                               receiver_maxend, receiver_maxwin, receiver_maxack,
                               receiver_scale, receiver_flags, receiver_loose)
     else:
-        _BOTH_SIDES.pack_into(conn, 0, receiver_end, receiver_maxend, receiver_maxwin,
+        BOTH_SIDES.pack_into(conn, 0, receiver_end, receiver_maxend, receiver_maxwin,
                               receiver_maxack, receiver_scale, receiver_flags, receiver_loose,
                               sender_end, sender_maxend, sender_maxwin, sender_maxack,
                               sender_scale, sender_flags, sender_loose)
 
     # Count identical ACK-class packets (retransmissions).
     if index == C_ACK:
-        if _LAST_FIELDS.unpack_from(conn, LAST_DIR) == (direction, seq, ack, end, win_raw):
+        if LAST_FIELDS.unpack_from(conn, LAST_DIR) == (direction, seq, ack, end, win_raw):
             conn[RETRANS] = (conn[RETRANS] + 1) & 0xFF
         else:
-            _LAST_FIELDS.pack_into(conn, LAST_DIR, direction, seq, ack, end, win_raw)
+            LAST_FIELDS.pack_into(conn, LAST_DIR, direction, seq, ack, end, win_raw)
             conn[RETRANS] = 0
     return W_ACCEPT
 
@@ -406,7 +406,7 @@ Side = Tuple[int, int, int, int, int, int, int]
 
 def _sides(conn: TcpConn, direction: int) -> Tuple[Side, Side]:
     """Sender's and receiver's (end, maxend, maxwin, maxack, scale, flags, loose)."""
-    fields = _BOTH_SIDES.unpack_from(conn)
+    fields = BOTH_SIDES.unpack_from(conn)
     original, reply = fields[:7], fields[7:]
     return (reply, original) if direction else (original, reply)
 
@@ -414,7 +414,7 @@ def _sides(conn: TcpConn, direction: int) -> Tuple[Side, Side]:
 def _store_sides(conn: TcpConn, direction: int, sender: Side, receiver: Side) -> None:
     """Store what _sides() read, changed."""
     original, reply = (receiver, sender) if direction else (sender, receiver)
-    _BOTH_SIDES.pack_into(conn, 0, *original, *reply)
+    BOTH_SIDES.pack_into(conn, 0, *original, *reply)
 
 
 def tutorial_in_window(conn: TcpConn, direction: int, index: int, tcp: TcpInfo,

@@ -7,6 +7,9 @@ table only through `confirm(result, now)` -- when the packet leaves its last hoo
 thrown away by `discard(result)` if a hook drops the packet (engine/core.py walks the hooks).
 Time is an argument; nothing here reads a clock.
 
+A replay sends the common packets (a known flow's next packet, a first SYN or datagram)
+through engine/fastpath.py instead: the same work for them in one call, the same results.
+
 The table (engine/table.py), its timers (engine/timers.py), early drop
 (engine/early_drop.py) and the state file's records (engine/persist.py) live in their own
 modules; the protocol trackers (engine/l4.py) own everything protocol-specific.

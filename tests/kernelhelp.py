@@ -77,10 +77,10 @@ def host_options(snap: dict) -> list:
     return ["--local", snap["server"] + prefix, "--no-forward"]
 
 
-def replay_scenario(directory: Path) -> ReplayResult:
+def replay_scenario(directory: Path, fast_path: bool = True) -> ReplayResult:
     """A stored scenario's capture through the engine, as its snapshot says it was taken: its
     knobs written as `--set` writes them; for a wire scenario whose server does not forward,
-    its address and link (host_options())."""
+    its address and link (host_options()).  `fast_path` False: the general path only."""
     from procfs_ct.cmd_replay import knob_named, parse_local
 
     snap = load_snapshot(directory)
@@ -92,7 +92,7 @@ def replay_scenario(directory: Path) -> ReplayResult:
     local, broadcasts = parse_local(host[1:2])
     return replay(str(directory / "capture.pcap"), profile=snap["profile"], at=snap["at"],
                   knob_writes=writes, max_entries=snap["max_entries"], local_addresses=local,
-                  broadcast_addresses=broadcasts, forwarding=not host)
+                  broadcast_addresses=broadcasts, forwarding=not host, fast_path=fast_path)
 
 
 def namespaces_unavailable(tools: tuple, probe: str) -> str:

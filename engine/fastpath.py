@@ -1,0 +1,420 @@
+"""The fast path: the common packet, from frame bytes to its verdict in one call.
+
+Most packets of a replay are a flow's next packet -- the ACKs and PSH/ACKs of an
+ESTABLISHED TCP connection, the next datagram of a UDP flow -- or a flow's first: a SYN,
+a first datagram.  The general path (Engine.feed_frame -> extract_ipv4 ->
+Tracker.process -> TcpTracker.packet -> linux_in_window -> PacketResult -> confirm)
+builds a Packet, a TcpInfo and a PacketResult for each and calls a dozen or two
+functions, most of whose tests decide nothing for these packets.
+`track(now, linktype, frame)` does the same work for them in one call, straight from the
+frame's bytes, and returns the verdict the general path would have given, or None when
+the packet is not one it takes -- having changed nothing, so that the general path then
+handles it from the start.
+
+It takes, in the linux profile (nf_conntrack) only:
+
+* an untagged Ethernet frame holding an unfragmented IPv4 datagram without IP options,
+  with lengths extract_ipv4() would accept (the datagrams it reads in place);
+* no timer or expectation due (Tracker.process would expire entries first);
+* TCP, on an entry of the tuple: flags exactly ACK or PSH|ACK, options none or exactly
+  NOP NOP TIMESTAMP (no window scale, SACK-permitted or SACK block to read), an entry
+  that has seen a reply, in state ESTABLISHED -- or SYN_RECV for the original direction:
+  the handshake's last ACK, which makes it ESTABLISHED and ASSURED -- whose sender side
+  has been seen (maxwin not 0), and a segment that passes the window checks I-IV (a
+  failure has outcomes of its own: IGNORE, INVALID, a liberal accept);
+* TCP without an entry: a lone SYN (NONE -> SYN_SENT);
+* UDP, ICMP queries and replies (not errors: they quote another flow) and plain GRE
+  (keys 0; not PPTP's), with an entry of the tuple or without one;
+* a new entry only while no expectation is pending (none can claim the tuple, no helper
+  is attached) and the table has room (no early drop); an entry found has no helper.
+
+Why the answer is the same, bit for bit: for such a packet every test the general path
+makes has the outcome these preconditions fix -- no checksum is verified outside
+PREROUTING, ACK, PSH|ACK and SYN are valid flag combinations of their class, the
+transitions taken have no special cell, no RST/FIN/SACK handling applies -- so what is
+left is the lookup or the new entry, the window update of linux_in_window() for that
+case, the protocol's timeout rules (TcpTracker._linux_packet(), UdpTracker.packet(), ...),
+the counters, the `found` or `new` stat, the insertion and the timer filing, done here in
+the same order on the same fields.  make_fast_path() checks the table facts it relies on
+(the transitions, the flag classes) when it is built.  tests/test_fastpath.py replays the
+kernel scenarios, the benchmark's mix and hand-built edge flows with and without it and
+requires identical entries, tables, timers, stats and verdicts.
+
+The engine-wide conditions (no chains, no hook listeners, the fast extraction on, no
+PREROUTING default hook) are checked by Engine.fast_path() when the fast path is made;
+whoever holds it must not change them while using it (engine/replay.py makes it for one
+capture's feed).  Arrivals remembered to spot forwarded copies are checked per packet.
+"""
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING, Callable, FrozenSet, Optional, Tuple
+
+from . import ipv4
+from .ctstate import CtState, Verdict
+from .entry import ASSURED, EXPECTED, REPLY, SEEN_REPLY, Entry
+from .expect import INFINITY
+from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET
+from .icmp import ICMP_INVERSE, NR_ICMP_TYPES, REQUEST_TYPES
+from .packet import (ACK, ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
+                     PSH, SYN, TcpInfo)
+from .parse import GRE_VERSION_1, TIMESTAMP_ONLY, parse_tcp_options
+from .tcp_tables import (C_ACK, C_SYN, CLASS_OF_FLAGS, ESTABLISHED, NONE, STATE_TIMEOUT_KNOB,
+                         SYN_RECV, SYN_SENT, TABLES, VALID_FLAGS)
+from .tcp_window import (BE_LIBERAL, BOTH_SIDES, DATA_UNACKNOWLEDGED, HALF, LAST_DIR,
+                         LAST_FIELDS, LAST_INDEX, M32, MAXACK_SET,
+                         MAXACKWINCONST, MAXEND_AT, RETRANS, SIDE, STATE, init_from_syn,
+                         new_conn, put32)
+from .udp import STREAM_AFTER
+
+if TYPE_CHECKING:
+    from .core import Engine
+
+FastTrack = Callable[[float, int, bytes], Optional[Verdict]]
+
+# From the Ethernet type on (frame offset 12): ethertype, version/IHL, total length, the
+# fragment field, protocol -- what decides whether the datagram is one extract_ipv4() reads.
+_ETH_IPV4 = struct.Struct("!HBxHxxHxB")
+# The TCP header after ports (frame offset 38 with a 20-byte IP header): seq, ack, data
+# offset, flags, window.
+_TCP_AFTER_PORTS = struct.Struct("!IIBBH")
+_UDP_LENGTH = struct.Struct("!H")           # at frame offset 38
+# Frame offsets: Ethernet, then an IPv4 header of 20 bytes.
+ETH_HEADER = 14
+SRC_AT = KEY_AT = ETH_HEADER + ipv4.ADDRESSES_AT     # the table key, in place: addresses,
+DST_AT = SRC_AT + 4
+L4_AT = ETH_HEADER + ipv4.HEADER_LEN                 # then the ports
+DPORT_AT = L4_AT + 2
+KEY_END = KEY_AT + ipv4.KEY_LEN
+TCP_SEQ_AT = UDP_LEN_AT = ICMP_ID_AT = L4_AT + 4
+ICMP_ID_END = ICMP_ID_AT + 2
+ICMP_CODE_AT = GRE_VERSION_AT = L4_AT + 1
+ICMP_TYPE_CODE_END = L4_AT + 2
+TCP_OPTIONS_AT = L4_AT + 20
+TIMESTAMPS_DOFF = 20 + 12                   # a TCP header with NOP NOP TIMESTAMP(10) alone
+TIMESTAMP_ONLY_END = TCP_OPTIONS_AT + len(TIMESTAMP_ONLY)
+IPV4_NO_OPTIONS = 0x45
+FRAGMENT = ipv4.IP_MF | ipv4.IP_OFFSET      # more fragments, or an offset
+GRE_TABLE = (ipv4.FAMILY, IPPROTO_GRE)
+NO_KEYS = bytes(4)                          # GRE keys 0, 0 (parse.gre_keys())
+# ICMP types that make or find an entry of their own (no errors; higher types are refused).
+ICMP_QUERY_TYPES = frozenset(range(NR_ICMP_TYPES + 1)) - ICMP_ERROR_TYPES
+ACK_FLAGS = frozenset((ACK, PSH | ACK))     # the flags bytes taken on an entry
+SYN_FLAGS = frozenset((SYN,))               # and without one
+
+ESTABLISHED_ORIGINAL = Verdict(CtState.ESTABLISHED, False)
+ESTABLISHED_REPLY = Verdict(CtState.ESTABLISHED, True)
+NEW_ORIGINAL = Verdict(CtState.NEW, False)
+RELATED_ORIGINAL = Verdict(CtState.RELATED, False)
+
+
+def _acks_to_established() -> Tuple[FrozenSet[int], FrozenSet[int]]:
+    """By direction, the states the TCP case takes an ACK in: those of SYN_RECV and
+    ESTABLISHED (the ones _linux_packet() assures an entry from) that an ACK moves to
+    ESTABLISHED in the linux table without a special cell -- none if ACK and PSH|ACK
+    were not valid flags of class ACK."""
+    if not all(VALID_FLAGS["linux"][flags] and CLASS_OF_FLAGS[flags] == C_ACK
+               for flags in ACK_FLAGS):
+        return frozenset(), frozenset()
+    row = TABLES["linux"]
+    from_states = (SYN_RECV, ESTABLISHED)
+    original, reply = (frozenset(old for old in from_states
+                                 if row[d][C_ACK][old] == ESTABLISHED) for d in (0, 1))
+    return original, reply
+
+
+def _syn_opens() -> bool:
+    """The linux table facts the first SYN relies on: SYN is a valid flags byte of class
+    SYN, and it moves a new entry from NONE to SYN_SENT."""
+    return (all(VALID_FLAGS["linux"][flags] and CLASS_OF_FLAGS[flags] == C_SYN
+                for flags in SYN_FLAGS)
+            and TABLES["linux"][0][C_SYN][NONE] == SYN_SENT)
+
+
+def reply_key(frame: bytes) -> bytes:
+    """The reply key of the frame's TCP or UDP datagram: addresses and ports swapped
+    (swapped() and ipv4.mirror_key(), read from the frame)."""
+    return (frame[DST_AT:L4_AT] + frame[SRC_AT:DST_AT]
+            + frame[DPORT_AT:KEY_END] + frame[L4_AT:DPORT_AT])
+
+
+def make_fast_path(engine: "Engine") -> FastTrack:
+    """The fast path's track(now, linktype, frame) for this engine (see the module text)."""
+    tracker = engine.tracker
+    conns = tracker.conns
+    tcp_table = conns.table(ipv4.FAMILY, IPPROTO_TCP)
+    udp_table = conns.table(ipv4.FAMILY, IPPROTO_UDP)
+    icmp_table = conns.table(ipv4.FAMILY, IPPROTO_ICMP)
+    tables = conns.tables()             # others: only once their first packet made them
+    timers = tracker.timers
+    expects = tracker.expects
+    stats = tracker.stats
+    kv = tracker._kv
+    arrivals = engine.forwarded.arrivals
+    file_timer = timers.file
+    unpack_ip = _ETH_IPV4.unpack_from
+    unpack_tcp = _TCP_AFTER_PORTS.unpack_from
+    unpack_udp_len = _UDP_LENGTH.unpack_from
+    unpack_sides = BOTH_SIDES.unpack_from
+    pack_sides = BOTH_SIDES.pack_into
+    unpack_last = LAST_FIELDS.unpack_from
+    pack_last = LAST_FIELDS.pack_into
+    established_timeout = STATE_TIMEOUT_KNOB[ESTABLISHED]
+    original_acks, reply_acks = _acks_to_established()
+    opens = _syn_opens()
+    syn_sent_timeout = STATE_TIMEOUT_KNOB[SYN_SENT]
+
+    def admit(entry: Entry, now: float, tot_len: int, timeout: float) -> Verdict:
+        """Tracker.process()'s bookkeeping for the new entry of an original-direction
+        packet, then Tracker.confirm() putting it in the table with its timer."""
+        if kv["acct"]:
+            entry.counters = [1, 0, tot_len, 0]
+        if not kv["timestamp"]:
+            entry.created = None
+        stats["new"] += 1
+        expires = entry.expires = now + timeout
+        conns.insert(entry)
+        file_timer(entry, expires)      # a new entry has no filing yet
+        return NEW_ORIGINAL
+
+    def has_room() -> bool:
+        """A plain entry can be made: no expectation could claim the tuple, the table has
+        room (else the general path decides: Tracker._new_entry(), early drop)."""
+        limit = kv["max"]
+        return expects.next_due == INFINITY and (limit == 0 or len(conns) < limit)
+
+    def new_udp(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
+        """The first datagram of a UDP flow."""
+        if not has_room():
+            return None
+        entry = Entry(key, reply_key(frame), now, IPPROTO_UDP, ipv4)
+        entry.l4 = now                  # UdpTracker.new(): the first packet's time
+        return admit(entry, now, tot_len, kv["udp_timeout"])
+
+    def new_icmp(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
+        """An ICMP request without an entry (IcmpTracker.new(); other types make none)."""
+        icmp_type = frame[L4_AT]
+        if icmp_type not in REQUEST_TYPES or not has_room():
+            return None
+        # IcmpTracker.invert(): the reply type, the same code and id.
+        reply = (frame[DST_AT:L4_AT] + frame[SRC_AT:DST_AT] + frame[ICMP_ID_AT:ICMP_ID_END]
+                 + bytes((ICMP_INVERSE[icmp_type], frame[ICMP_CODE_AT])))
+        entry = Entry(key, reply, now, IPPROTO_ICMP, ipv4)
+        entry.l4 = 0
+        return admit(entry, now, tot_len, kv["icmp_timeout"])
+
+    def new_gre(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
+        """The first packet of a plain GRE flow (GreTracker.new())."""
+        if not has_room():
+            return None
+        entry = Entry(key, frame[DST_AT:L4_AT] + frame[SRC_AT:DST_AT] + NO_KEYS,
+                      now, IPPROTO_GRE, ipv4)
+        entry.l4 = (kv["gre_timeout"], kv["gre_timeout_stream"])
+        return admit(entry, now, tot_len, entry.l4[0])
+
+    def new_tcp(now: float, frame: bytes, key: bytes, tot_len: int, flags: int, seq: int,
+                ack: int, win: int, doff: int) -> Optional[Verdict]:
+        """A connection's first SYN (TcpTracker.new(), then _linux_packet())."""
+        if flags not in SYN_FLAGS or not opens or doff < 20 or not has_room():
+            return None
+        tcp = TcpInfo(flags, seq, ack, win, tot_len - 20 - doff, None, False, None, True,
+                      doff > 20)
+        if doff > 20:
+            parse_tcp_options(tcp, frame, TCP_OPTIONS_AT, L4_AT + doff)
+        conn = new_conn()
+        init_from_syn(conn, 0, tcp, BE_LIBERAL)
+        # NONE -SYN-> SYN_SENT has no special cell, and linux_in_window() passes a SYN on
+        # the side it has just started: of its updates only the receiver's maxend changes,
+        # to the SYN's (unscaled) window from ack 0, as "right" (1 for a window of 0).
+        put32(conn, SIDE + MAXEND_AT, win or 1)
+        conn[LAST_INDEX] = C_SYN        # LAST_DIR is ORIGINAL already
+        conn[STATE] = SYN_SENT
+        entry = Entry(key, reply_key(frame), now, IPPROTO_TCP, ipv4)
+        entry.l4 = conn
+        # The timeout rules: no retransmission counted, no data unacknowledged, and the
+        # last window is still 0, so rule (d) (also what (a) could give) or (e).
+        timeout = kv[syn_sent_timeout]
+        if timeout > kv["tcp_timeout_max_retrans"]:
+            timeout = kv["tcp_timeout_max_retrans"]
+        return admit(entry, now, tot_len, timeout)
+
+    def track(now: float, linktype: int, frame: bytes) -> Optional[Verdict]:
+        size = len(frame) - ETH_HEADER
+        if (linktype != LINKTYPE_ETHERNET or size < 28 or now >= timers.next_due
+                or now >= expects.next_due or arrivals):
+            return None
+        ethertype, vihl, tot_len, frag, proto = unpack_ip(frame, 12)
+        if (ethertype != ETH_P_IP or vihl != IPV4_NO_OPTIONS or frag & FRAGMENT
+                or tot_len > size):
+            return None
+        key = frame[KEY_AT:KEY_END]
+        if proto == IPPROTO_TCP:
+            if tot_len < 40:
+                return None
+            seq, ack, doff, flags, win = unpack_tcp(frame, TCP_SEQ_AT)
+            doff = (doff >> 4) * 4
+            if doff > tot_len - 20:
+                return None
+            entry = tcp_table.get(key)
+            if entry is None:
+                return new_tcp(now, frame, key, tot_len, flags, seq, ack, win, doff)
+            if entry.helper is not None:
+                return None
+            if flags not in ACK_FLAGS or not (
+                    doff == 20 or (doff == TIMESTAMPS_DOFF
+                                   and frame[TCP_OPTIONS_AT:TIMESTAMP_ONLY_END] == TIMESTAMP_ONLY)):
+                return None
+            status = entry.status
+            conn = entry.l4
+            old = conn[STATE]
+            if not status & SEEN_REPLY:
+                return None
+            # linux_in_window() for a non-SYN, non-RST segment with ACK and no SACK block:
+            # sack == ack, no side to initialise.  Its check and update are written out
+            # here again, specialised, on purpose: a shared function would be one more
+            # call with ~20 arguments on a third of all packets, the cost this path cuts.
+            if key == entry.reply:
+                if old not in reply_acks:
+                    return None
+                d = REPLY
+                (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
+                 receiver_scale, receiver_flags, receiver_loose, sender_end, sender_maxend,
+                 sender_maxwin, sender_maxack, sender_scale, sender_flags,
+                 sender_loose) = unpack_sides(conn)
+            else:
+                if old not in original_acks:
+                    return None
+                d = 0
+                (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
+                 sender_flags, sender_loose, receiver_end, receiver_maxend, receiver_maxwin,
+                 receiver_maxack, receiver_scale, receiver_flags,
+                 receiver_loose) = unpack_sides(conn)
+            if sender_maxwin == 0:
+                return None                     # the sender's side starts with this packet
+            end = (seq + tot_len - 20 - doff) & M32
+            maxackwin = sender_maxwin if sender_maxwin > MAXACKWINCONST else MAXACKWINCONST
+            if (((seq - sender_maxend - 1) & M32) < HALF                        # I
+                    or ((ack - receiver_end - 1) & M32) < HALF                  # III
+                    or (receiver_maxwin
+                        and ((sender_end - receiver_maxwin - 1 - end) & M32) < HALF)  # II
+                    or ((receiver_end - maxackwin - 1 - ack) & M32) < HALF):    # IV
+                return None                     # IGNORE, INVALID or a liberal accept
+            win_raw = win
+            win = win << sender_scale
+            if sender_maxwin < win:             # swin = win + sack - ack, sack == ack
+                sender_maxwin = win
+            if ((sender_end - end) & M32) >= HALF:                  # after(end, sender end)
+                sender_end = end
+                sender_flags |= DATA_UNACKNOWLEDGED
+            if not sender_flags & MAXACK_SET:
+                sender_maxack = ack
+                sender_flags |= MAXACK_SET
+            elif ((sender_maxack - ack) & M32) >= HALF:             # after(ack, maxack)
+                sender_maxack = ack
+            if receiver_maxwin != 0 and ((sender_maxend - end) & M32) >= HALF:
+                receiver_maxwin = (receiver_maxwin + end - sender_maxend) & M32
+            right = (ack + win) & M32
+            if ((receiver_maxend - 1 - right) & M32) >= HALF:       # after(right, maxend - 1)
+                receiver_maxend = right if win else (right + 1) & M32
+            if ack == receiver_end:
+                receiver_flags &= ~DATA_UNACKNOWLEDGED
+            if d:
+                pack_sides(conn, 0, receiver_end, receiver_maxend, receiver_maxwin,
+                           receiver_maxack, receiver_scale, receiver_flags, receiver_loose,
+                           sender_end, sender_maxend, sender_maxwin, sender_maxack,
+                           sender_scale, sender_flags, sender_loose)
+            else:
+                pack_sides(conn, 0, sender_end, sender_maxend, sender_maxwin, sender_maxack,
+                           sender_scale, sender_flags, sender_loose, receiver_end,
+                           receiver_maxend, receiver_maxwin, receiver_maxack,
+                           receiver_scale, receiver_flags, receiver_loose)
+            if unpack_last(conn, LAST_DIR) == (d, seq, ack, end, win_raw):
+                retrans = conn[RETRANS] = (conn[RETRANS] + 1) & 0xFF
+            else:
+                pack_last(conn, LAST_DIR, d, seq, ack, end, win_raw)
+                retrans = conn[RETRANS] = 0
+            conn[LAST_INDEX] = C_ACK            # LAST_DIR is d already
+            conn[STATE] = ESTABLISHED
+            # TcpTracker._linux_packet()'s timeout rules (a), (c), (d), (e); (b) is RST's.
+            timeout = kv[established_timeout]
+            if (retrans >= kv["tcp_max_retrans"]
+                    and timeout > kv["tcp_timeout_max_retrans"]):
+                timeout = kv["tcp_timeout_max_retrans"]
+            elif ((sender_flags | receiver_flags) & DATA_UNACKNOWLEDGED
+                  and timeout > kv["tcp_timeout_unacknowledged"]):
+                timeout = kv["tcp_timeout_unacknowledged"]
+            elif win_raw == 0 and timeout > kv["tcp_timeout_max_retrans"]:    # the last window
+                timeout = kv["tcp_timeout_max_retrans"]
+            if not status & ASSURED:            # from SYN_RECV or ESTABLISHED, seen a reply
+                entry.status = status | ASSURED
+            verdict = ESTABLISHED_REPLY if d else ESTABLISHED_ORIGINAL
+        else:
+            # The entry of the tuple, or a new one (the protocol's new_*() takes it or not).
+            if proto == IPPROTO_UDP:
+                udp_len = unpack_udp_len(frame, UDP_LEN_AT)[0]
+                if tot_len < 28 or udp_len < 8 or udp_len > tot_len - 20:
+                    return None
+                table, make = udp_table, new_udp
+            elif proto == IPPROTO_ICMP:
+                # An error message quotes another flow: Tracker._related() decides it.
+                if tot_len < 28 or frame[L4_AT] not in ICMP_QUERY_TYPES:
+                    return None
+                # The key's parts: the id, then type << 8 | code (parse.icmp_header()).
+                key = (frame[SRC_AT:L4_AT] + frame[ICMP_ID_AT:ICMP_ID_END]
+                       + frame[L4_AT:ICMP_TYPE_CODE_END])
+                table, make = icmp_table, new_icmp
+            elif proto == IPPROTO_GRE:
+                # Plain GRE has keys 0; PPTP's (version 1) the general path reads.
+                if tot_len >= 28 and frame[GRE_VERSION_AT] & 0x07 == GRE_VERSION_1:
+                    return None
+                table = tables.get(GRE_TABLE)
+                if table is None:
+                    return None                 # its first packet makes the table
+                key = frame[SRC_AT:L4_AT] + NO_KEYS
+                make = new_gre
+            else:
+                return None
+            entry = table.get(key)
+            if entry is None:
+                return make(now, frame, key, tot_len)
+            if entry.helper is not None:
+                return None
+            status = entry.status
+            # The protocol's packet() (modern): the timeout.
+            if proto == IPPROTO_UDP:
+                if not status & SEEN_REPLY or now <= entry.l4 + STREAM_AFTER:
+                    timeout = kv["udp_timeout"]
+                else:
+                    status |= ASSURED
+                    timeout = kv["udp_timeout_stream"]
+            elif proto == IPPROTO_ICMP:
+                timeout = kv["icmp_timeout"]
+            elif status & SEEN_REPLY:           # GRE: the timeouts fixed at creation
+                status |= ASSURED
+                timeout = entry.l4[1]
+            else:
+                timeout = entry.l4[0]
+            # Tracker.process(): the direction and state of a hit, SEEN_REPLY from a reply.
+            if key == entry.reply:
+                d = REPLY
+                status |= SEEN_REPLY
+                verdict = ESTABLISHED_REPLY
+            else:
+                d = 0
+                if status & SEEN_REPLY:
+                    verdict = ESTABLISHED_ORIGINAL
+                else:
+                    verdict = RELATED_ORIGINAL if status & EXPECTED else NEW_ORIGINAL
+            entry.status = status
+        stats["found"] += 1
+        counters = entry.counters
+        if counters is not None:
+            counters[d] += 1
+            counters[2 + d] += tot_len
+        expires = entry.expires = now + timeout
+        slot = entry.timer_slot
+        if slot is None or expires < slot:
+            file_timer(entry, expires)
+        return verdict
+
+    return track
