@@ -22,7 +22,8 @@ What each rule is for (docs/spec/fuse.md):
     O_DIRECT with EINVAL, as procfs does (its files cannot do direct I/O);
   * every other change (create, mkdir, unlink, rename, chmod, ...) gets /proc's errno
     (§6 table, re-checked on this machine's /proc: rm is EACCES under sys/, EPERM
-    under net/; touch of an existing file succeeds; xattrs are EOPNOTSUPP);
+    under net/; touch of an existing file succeeds; xattrs are EOPNOTSUPP, getxattr's
+    given by the kernel once the daemon said ENOSYS);
   * no exception leaves a callback: each is logged and answered EIO (§2, §11);
   * no attribute of the Operations object is named like an operation (§11).
 """
@@ -512,7 +513,10 @@ class ProcFs(Operations):
     @guarded
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
         self._node(path)
-        raise refuse(errno.EOPNOTSUPP)
+        # ENOSYS, not EOPNOTSUPP: the kernel then answers every later getxattr itself, with
+        # EOPNOTSUPP, so callers see the same; and an O_TRUNC open (`echo N > knob`) no
+        # longer costs a round trip for the security.capability check of its truncate.
+        raise refuse(errno.ENOSYS)
 
     @guarded
     def setxattr(self, path: str, name: str, value: bytes, options: int,
