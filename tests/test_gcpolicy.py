@@ -1,16 +1,20 @@
 """The daemon's collector policy (procfs_ct/gcpolicy.py) on a real engine, without FUSE:
 a full collection freezes the table, the frozen entries are still freed when they expire
-(nothing leaks into the permanent generation), and garbage cycles are still collected."""
+(nothing leaks into the permanent generation), garbage cycles are still collected, and
+the engine thread takes the policy's small full collections between its holds."""
 from __future__ import annotations
 
 import gc
 import itertools
+import threading
 import weakref
 
 import pytest
 
+from conftest import FakeClock, wait_until
 from engine.entry import Entry
 from enginehelp import T0, make_engine
+from procfs_ct.driver import EngineDriver
 from procfs_ct.gcpolicy import FreezeAfterFullCollection
 from procfs_ct.sources import open_source
 
@@ -80,3 +84,30 @@ def test_a_cycle_made_after_a_freeze_is_still_collected(policy):
     del garbage
     gc.collect()
     assert gone() is None
+
+
+def test_a_step_collects_fully_only_after_a_young_collection_promoted_objects(policy):
+    """step() walks the oldest generation (and freezes it) only when a generation-1
+    collection has promoted objects into it since the last full one."""
+    gc.collect()
+    freezes = policy.freezes
+    policy.step()                           # nothing promoted since: no collection
+    assert policy.freezes == freezes
+    gc.collect(1)                           # a generation-1 collection: promotes
+    assert gc.get_count()[2] == 1
+    policy.step()
+    assert policy.freezes == freezes + 1 and gc.get_count()[2] == 0
+
+
+def test_the_engine_thread_takes_the_policys_steps_between_its_holds():
+    """The daemon's engine thread calls between_holds in its loop, holding no lock."""
+    seen = []
+    driver = EngineDriver(make_engine(), iter(()), clock=FakeClock(T0),
+                          between_holds=lambda: seen.append(
+                              (threading.current_thread().name, driver.engine_lock.locked())))
+    driver.start()
+    try:
+        assert wait_until(lambda: len(seen) >= 2, 10.0)
+    finally:
+        driver.stop()
+    assert set(seen) == {("procfs-ct-engine", False)}
