@@ -18,15 +18,18 @@
 struct event { int64_t ns; int32_t tid; int32_t kind; uint32_t opcode; uint64_t unique; };
 static struct event events[SLOTS];
 static unsigned long used;
-static signed char fd_is_fuse[MAX_FD];      /* 0 unknown, 1 yes, -1 no */
+static signed char fd_is_fuse[MAX_FD];      /* 1 once seen to be /dev/fuse */
+#define FUSE_READ_MIN 131072                /* libfuse reads /dev/fuse with a buffer this big */
 
-static int is_fuse(int fd) {
+/* Only positive answers are kept: a descriptor number another file used first may be
+ * /dev/fuse's later.  Only reads as big as libfuse's are looked at. */
+static int is_fuse(int fd, size_t count) {
     if (fd < 0 || fd >= MAX_FD) return 0;
-    if (!fd_is_fuse[fd]) {
+    if (fd_is_fuse[fd] != 1 && count >= FUSE_READ_MIN) {
         char link[64], target[64];
         snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
         ssize_t n = readlink(link, target, sizeof target - 1);
-        fd_is_fuse[fd] = (n == 9 && !memcmp(target, "/dev/fuse", 9)) ? 1 : -1;
+        if (n == 9 && !memcmp(target, "/dev/fuse", 9)) fd_is_fuse[fd] = 1;
     }
     return fd_is_fuse[fd] == 1;
 }
@@ -44,7 +47,7 @@ ssize_t read(int fd, void *buf, size_t count) {
     static ssize_t (*real)(int, void *, size_t);
     if (!real) real = dlsym(RTLD_NEXT, "read");
     ssize_t n = real(fd, buf, count);
-    if (n >= 40 && is_fuse(fd)) {
+    if (n >= 40 && is_fuse(fd, count)) {
         uint32_t *head = buf;                   /* fuse_in_header: len, opcode, unique */
         record(0, head[1], *(uint64_t *)((char *)buf + 8));
     }
@@ -54,7 +57,7 @@ ssize_t read(int fd, void *buf, size_t count) {
 ssize_t writev(int fd, const struct iovec *iov, int iovcnt) {
     static ssize_t (*real)(int, const struct iovec *, int);
     if (!real) real = dlsym(RTLD_NEXT, "writev");
-    if (iovcnt > 0 && iov[0].iov_len >= 16 && is_fuse(fd)) {
+    if (iovcnt > 0 && iov[0].iov_len >= 16 && is_fuse(fd, 0)) {
         int32_t *head = iov[0].iov_base;        /* fuse_out_header: len, error, unique */
         record(1, (uint32_t)head[1], *(uint64_t *)((char *)iov[0].iov_base + 8));
     }

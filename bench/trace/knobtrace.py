@@ -29,7 +29,8 @@ from bench.common import PYTHON, cache_path
 
 KNOB = "sys/net/netfilter/nf_conntrack_udp_timeout"
 OPCODES = {1: "LOOKUP", 3: "GETATTR", 4: "SETATTR", 14: "OPEN", 16: "WRITE", 18: "RELEASE",
-           25: "FLUSH", 34: "ACCESS", 2: "FORGET", 42: "BATCH_FORGET", 15: "READ"}
+           22: "GETXATTR", 25: "FLUSH", 34: "ACCESS", 2: "FORGET", 42: "BATCH_FORGET",
+           15: "READ"}
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -40,14 +41,18 @@ def build_shim() -> str:
     return out
 
 
-def write_knob(path: str, writes: int, gap: float) -> List[Tuple[int, int, int, int]]:
+ECHO_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC     # what `echo N > knob` opens with
+
+
+def write_knob(path: str, writes: int, gap: float,
+               flags: int = ECHO_FLAGS) -> List[Tuple[int, int, int, int]]:
     """(start, after open, after write, after close) per write, monotonic ns."""
     value = int(open(path).read())
     times = []
     for n in range(writes):
         data = f"{value + 1 + n % 2}\n".encode()
         t0 = time.monotonic_ns()
-        fd = os.open(path, os.O_WRONLY)
+        fd = os.open(path, flags)
         t1 = time.monotonic_ns()
         os.write(fd, data)
         t2 = time.monotonic_ns()
@@ -140,6 +145,7 @@ def analyse(writes, fuse, gcs, feeds, slow_ms: float) -> None:
     print(f"{len(totals)} writes: median {pct(totals, 0.5):.3f} ms, p99 {pct(totals, 0.99):.3f} ms,"
           f" max {max(totals):.3f} ms")
     print("requests per write:", dict(per_write_ops.most_common(5)))
+    print(f"engine: {sum(f[2] for f in feeds)} frames fed in {len(feeds)} holds")
     for name, values in parts.items():
         print(f"  {name:8s} n={len(values):4d} median {pct(values, 0.5):.3f} ms  p99 "
               f"{pct(values, 0.99):.3f} ms  max {max(values):.3f} ms  sum {sum(values):.1f} ms")
@@ -164,6 +170,8 @@ def main() -> int:
     parser.add_argument("--gap", type=float, default=0.01)
     parser.add_argument("--slow", type=float, default=5.0, help="ms: list writes slower")
     parser.add_argument("--packets", type=int, default=1_000_000)
+    parser.add_argument("--wronly", action="store_true",
+                        help="open with O_WRONLY alone (default: O_WRONLY|O_CREAT|O_TRUNC, as echo)")
     args = parser.parse_args()
     shim = build_shim()
     path = captures.mixed_capture(args.packets)
@@ -173,7 +181,8 @@ def main() -> int:
                       launcher=[PYTHON, "-m", "bench.trace.traced_mount", prefix],
                       env={"LD_PRELOAD": shim}) as mount:
         print(f"load average {os.getloadavg()[0]:.2f} before")
-        writes = write_knob(mount.path(KNOB), args.writes, args.gap)
+        writes = write_knob(mount.path(KNOB), args.writes, args.gap,
+                            os.O_WRONLY if args.wronly else ECHO_FLAGS)
         print(f"load average {os.getloadavg()[0]:.2f} after; table {mount.count()} entries")
     analyse(writes, *load_trace(prefix), args.slow)
     return 0

@@ -23,11 +23,14 @@ from procfs_ct import driver, fs
 
 now_ns = time.monotonic_ns
 EVENTS: list = []
-CALLBACKS = ("getattr", "access", "open", "read", "write", "truncate", "flush", "release")
+CALLBACKS = ("getattr", "access", "open", "read", "write", "truncate", "flush", "release",
+             "getxattr")
 
 
 def wrap_callback(name: str) -> None:
-    method = getattr(fs.ProcFs, name)
+    method = getattr(fs.ProcFs, name, None)
+    if method is None or name not in vars(fs.ProcFs):
+        return                  # not implemented here (libfuse answers ENOSYS)
 
     @functools.wraps(method)
     def traced(self, *args):
