@@ -170,6 +170,13 @@ def main() -> int:
     parser.add_argument("--gap", type=float, default=0.01)
     parser.add_argument("--slow", type=float, default=5.0, help="ms: list writes slower")
     parser.add_argument("--packets", type=int, default=1_000_000)
+    parser.add_argument("--nice", type=int, default=None,
+                        help="run the daemon at this nice value (a diagnostic: how much of the "
+                             "tail is the machine's other work)")
+    parser.add_argument("--switch-interval", type=float, default=None,
+                        help="the daemon's GIL switch interval in seconds (default: the mount's)")
+    parser.add_argument("--fuse-nice", type=int, default=None,
+                        help="nice value of the daemon's FUSE threads alone (a diagnostic)")
     parser.add_argument("--wronly", action="store_true",
                         help="open with O_WRONLY alone (default: O_WRONLY|O_CREAT|O_TRUNC, as echo)")
     args = parser.parse_args()
@@ -177,9 +184,16 @@ def main() -> int:
     path = captures.mixed_capture(args.packets)
     speed = 50000 / captures.GENERATE_RATE
     prefix = cache_path(f"knobtrace-{os.getpid()}")
-    with system.Mount(f"pcap:{path}@{speed:g}", expect=1000,
-                      launcher=[PYTHON, "-m", "bench.trace.traced_mount", prefix],
-                      env={"LD_PRELOAD": shim}) as mount:
+    launcher = [PYTHON, "-m", "bench.trace.traced_mount", prefix]
+    if args.nice is not None:
+        launcher = ["nice", "-n", str(args.nice)] + launcher
+    env = {"LD_PRELOAD": shim}
+    if args.switch_interval is not None:
+        env["KNOBTRACE_SWITCH_INTERVAL"] = str(args.switch_interval)
+    if args.fuse_nice is not None:
+        env["KNOBTRACE_FUSE_NICE"] = str(args.fuse_nice)
+    with system.Mount(f"pcap:{path}@{speed:g}", expect=1000, launcher=launcher,
+                      env=env) as mount:
         print(f"load average {os.getloadavg()[0]:.2f} before")
         writes = write_knob(mount.path(KNOB), args.writes, args.gap,
                             os.O_WRONLY if args.wronly else ECHO_FLAGS)

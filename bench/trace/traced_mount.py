@@ -7,6 +7,8 @@ Run by bench/trace/knobtrace.py.  Records, in CLOCK_MONOTONIC nanoseconds:
                    `gc GEN START STOP` per collection (gc.callbacks),
                    `feed START STOP FRAMES` per hold of the engine lock for feeding;
   OUT_PREFIX.fuse  what the preloaded shim saw on /dev/fuse (see fusetrace.c).
+KNOBTRACE_SWITCH_INTERVAL (seconds) replaces the mount's GIL switch interval;
+KNOBTRACE_FUSE_NICE sets the nice value of each thread that serves a FUSE callback.
 Nothing of procfs_ct is changed: its methods are wrapped here, before the mount starts.
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ import atexit
 import ctypes
 import functools
 import gc
+import os
 import sys
 import threading
 import time
@@ -27,6 +30,10 @@ CALLBACKS = ("getattr", "access", "open", "read", "write", "truncate", "flush", 
              "getxattr")
 
 
+FUSE_NICE = os.environ.get("KNOBTRACE_FUSE_NICE")
+NICED: set = set()
+
+
 def wrap_callback(name: str) -> None:
     method = getattr(fs.ProcFs, name, None)
     if method is None or name not in vars(fs.ProcFs):
@@ -35,6 +42,9 @@ def wrap_callback(name: str) -> None:
     @functools.wraps(method)
     def traced(self, *args):
         enter = now_ns()
+        if FUSE_NICE is not None and threading.get_native_id() not in NICED:
+            NICED.add(threading.get_native_id())
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), int(FUSE_NICE))
         try:
             return method(self, *args)
         finally:
@@ -79,6 +89,10 @@ def main() -> int:
     wrap_feed()
     gc.callbacks.append(on_gc)
     atexit.register(dump, prefix)
+    interval = os.environ.get("KNOBTRACE_SWITCH_INTERVAL")
+    if interval:
+        from procfs_ct import cmd_mount
+        cmd_mount.GIL_SWITCH_INTERVAL = float(interval)
     from procfs_ct.cli import main as cli_main
     return cli_main(argv)
 
