@@ -55,7 +55,10 @@ SNAPSHOT_TTL = 0.5      # seconds a rendered listing is shared by readers that o
 # (size 0, fixed times), as in /proc, whose dentries and inodes stay valid while the
 # sysctl table is registered; contents are never cached (direct_io), so `cat` still reads
 # the value of the moment.  libfuse's default of 1 s made every second knob write pay a
-# LOOKUP or GETATTR round trip (through the GIL) on top of OPEN and WRITE.
+# LOOKUP or GETATTR round trip (through the GIL) on top of OPEN and WRITE.  What this
+# changes: a stat of a dead daemon's mount (--no-auto-unmount) may still be answered from
+# the cache; everything that opens or reads gets ENOTCONN, and the dead-mount checks ask
+# with statfs, which always reaches the daemon (daemon.connection_lost, mount.sh).
 STATIC_TREE_TIMEOUT = 86400.0
 
 
