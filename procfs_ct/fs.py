@@ -435,10 +435,12 @@ class ProcFs(Operations):
             raise refuse(errno.EACCES)
         return 0
 
-    # No flush(): writes are applied by write() (bash flushes twice), and procfs has no
-    # flush either.  Left out, libfuse answers the kernel's first FLUSH with ENOSYS and the
-    # kernel sends no more, so close() is not one more round trip through the GIL (a knob
-    # write was OPEN, WRITE, FLUSH: 3 hand-offs, now 2; bench/trace/knobtrace.py).
+    # No flush: writes are applied by write() (bash flushes twice), and procfs has no
+    # flush either.  None (not merely absent: fusepy would register the base class's)
+    # leaves libfuse's callback empty, so libfuse answers the kernel's first FLUSH with
+    # ENOSYS and the kernel sends no more: close() is not one more round trip through the
+    # GIL (OPEN, WRITE, FLUSH were 3 hand-offs, now 2; bench/trace/knobtrace.py).
+    flush = None
 
     @guarded
     def release(self, path: str, fh: Any) -> int:
