@@ -126,8 +126,10 @@ mount_state() {
     local mnt=$1 fstype failure
     fstype=$(mount_fstype "$mnt" || true)
     if [ -z "$fstype" ]; then printf none; return; fi
-    # A stat that hangs (stopped daemon) is killed after 2 s: FUSE waits are killable.
-    failure=$(LC_ALL=C timeout -s KILL 2 stat "$mnt" 2>&1 >/dev/null || true)
+    # statfs (stat -f) always reaches the daemon; a plain stat may be answered from the
+    # kernel's attribute cache after the daemon died (fs.py STATIC_TREE_TIMEOUT).  One that
+    # hangs (stopped daemon) is killed after 2 s: FUSE waits are killable.
+    failure=$(LC_ALL=C timeout -s KILL 2 stat -f "$mnt" 2>&1 >/dev/null || true)
     case $failure in *"not connected"*) printf stale; return ;; esac
     if [ "$fstype" = fuse.procfs-ct ]; then printf ours; else printf other; fi
 }

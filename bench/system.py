@@ -119,8 +119,13 @@ class Mount:
     """`procfs-ct mount` in the foreground on a source; `path(rel)` names its files."""
 
     def __init__(self, source: str, *, max_entries: Optional[int] = None, expect: int = 0,
-                 knobs: Optional[Dict[str, int]] = None, ready_timeout: float = 600):
+                 knobs: Optional[Dict[str, int]] = None, ready_timeout: float = 600,
+                 launcher: Optional[List[str]] = None, env: Optional[Dict[str, str]] = None):
         self.source = source
+        # What runs `procfs_ct.cli`'s arguments (bench/trace wraps the daemon), and more
+        # environment for it.
+        self.launcher = launcher or [PYTHON, "-m", "procfs_ct.cli"]
+        self.env = env or {}
         self.max_entries = max_entries
         self.expect = expect
         self.knobs = knobs or {}
@@ -140,7 +145,7 @@ class Mount:
 
     def __enter__(self) -> "Mount":
         os.mkdir(self.mnt)
-        command = [PYTHON, "-m", "procfs_ct.cli", "mount", self.mnt, "--foreground",
+        command = self.launcher + ["mount", self.mnt, "--foreground",
                    "--source", self.source, "--profile", "linux",
                    "--log-file", os.path.join(self.dir, "log"),
                    "--pid-file", os.path.join(self.dir, "pid")]
@@ -158,7 +163,7 @@ class Mount:
         start = time.monotonic()
         self.proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL,
-                                     env=dict(os.environ, PYTHONPATH=REPO))
+                                     env=dict(os.environ, **self.env, PYTHONPATH=REPO))
         try:
             self._wait_ready(start)
         except BaseException:

@@ -302,7 +302,7 @@ def task_knobwrite(path: str, runs: str = "200", gap: str = "0.01",
     for n in range(int(runs)):
         data = f"{value + 1 + n % 2}\n".encode()
         begin = time.perf_counter()
-        fd = os.open(path, os.O_WRONLY)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)      # as echo N > knob
         os.write(fd, data)
         os.close(fd)
         times.append(time.perf_counter() - begin)

@@ -216,11 +216,16 @@ def serve(args: argparse.Namespace, mnt: str, engine: Any, frames: Iterator,
     from procfs_ct.driver import EngineDriver
     from procfs_ct.fs import ProcFs, SharedSnapshots, mount_options
     from procfs_ct.fuse_compat import FUSE, LIBFUSE_MAJOR, LIBRARY
+    from procfs_ct.gcpolicy import FreezeAfterFullCollection
 
     daemon.block_shutdown_signals()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    # Full collections walk only what came since the last one (a restored table is
+    # collected and frozen here, before serving), in small steps: see gcpolicy.py.
+    collector = FreezeAfterFullCollection()
+    collector.install()
     scheduled = args.source.partition(":")[0] in SCHEDULED_SOURCES
-    driver = EngineDriver(engine, frames, scheduled=scheduled)
+    driver = EngineDriver(engine, frames, scheduled=scheduled, between_holds=collector.step)
     saver = (statefile.StateSaver(state_file, engine, driver.engine_lock, driver.now,
                                   args.state_interval) if state_file else None)
     mounted, stopping = threading.Event(), threading.Event()

@@ -226,14 +226,24 @@ def unmount_when_dead(mnt: str, fd: int) -> int:
     while time.monotonic() < deadline:
         if mount_device(mnt) is None:
             return 0                    # unmounted cleanly, or by libfuse's helper
-        try:
-            os.stat(mnt)
-        except OSError as exc:
-            if exc.errno == errno.ENOTCONN:
-                lazy_unmount(mnt)
-                return 0
+        if connection_lost(mnt):
+            lazy_unmount(mnt)
+            return 0
         time.sleep(WATCH_STEP)
     return 0
+
+
+def connection_lost(mnt: str) -> bool:
+    """The FUSE mount at `mnt` answers ENOTCONN: its daemon is gone.
+
+    Asked with statfs, which the kernel always passes to the daemon: a stat may be
+    answered from the attributes the kernel keeps for the mount's lifetime-long attribute
+    timeout (fs.STATIC_TREE_TIMEOUT), even after the daemon's death."""
+    try:
+        os.statvfs(mnt)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
 
 
 def lazy_unmount(mnt: str) -> None:
@@ -312,14 +322,14 @@ def abort_connection(minor: int) -> None:
 
 
 def stale_mount_error(mnt: str) -> Optional[str]:
-    """Why `mnt` cannot be mounted on, or None: a stat that says ENOTCONN is a dead
-    daemon's mount."""
+    """Why `mnt` cannot be mounted on, or None: a mount answering ENOTCONN is a dead
+    daemon's (see connection_lost)."""
+    if connection_lost(mnt):
+        return (f"{mnt}: stale mount of a dead daemon (Transport endpoint is not "
+                f"connected); clear it with `fusermount -uz {mnt}` or ./mount.sh -u")
     try:
         os.stat(mnt)
     except OSError as exc:
-        if exc.errno == errno.ENOTCONN:
-            return (f"{mnt}: stale mount of a dead daemon (Transport endpoint is not "
-                    f"connected); clear it with `fusermount -uz {mnt}` or ./mount.sh -u")
         return f"{mnt}: {exc.strerror}"
     return None
 

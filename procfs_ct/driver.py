@@ -29,7 +29,9 @@ The engine thread:
     however slow the machine is;
   * hands each frame's result (what engine.feed_frame returned) to every callable in
     `listeners`, under the engine lock, in feeding order;
-  * survives any exception raised by one packet: it is logged, counted, and skipped.
+  * survives any exception raised by one packet: it is logged, counted, and skipped;
+  * calls `between_holds` (if given) once per turn of its loop, holding no lock: the
+    daemon's collector policy takes its small full collections there (gcpolicy.py).
 
 The engine is not thread-safe.  Feeding, advancing and rendering take `engine_lock`,
 each for one call.  Knob writes do not: KnobValues.write_text is a single dict
@@ -143,8 +145,10 @@ class EngineDriver:
 
     def __init__(self, engine: Any, frames: Iterable[Frame], *,
                  clock: Optional[Clock] = None, advance_every: float = ADVANCE_EVERY,
-                 scheduled: bool = False) -> None:
+                 scheduled: bool = False,
+                 between_holds: Optional[Callable[[], None]] = None) -> None:
         self.engine = engine
+        self._between_holds = between_holds
         self.engine_lock = threading.Lock()
         self.clock = clock or Clock()
         self.stats = DriverStats()
@@ -270,7 +274,10 @@ class EngineDriver:
         next_advance = self.clock.now() + self._advance_every
         batch: Optional[list] = None        # frames taken from the queue, fed up to `fed`
         fed = 0
+        between_holds = self._between_holds
         while not self._stop.is_set():
+            if between_holds is not None:
+                between_holds()
             now = self.clock.now()
             if batch is None and not self.stats.source_done:
                 batch, fed = self._next_batch(0.0), 0

@@ -22,7 +22,8 @@ What each rule is for (docs/spec/fuse.md):
     O_DIRECT with EINVAL, as procfs does (its files cannot do direct I/O);
   * every other change (create, mkdir, unlink, rename, chmod, ...) gets /proc's errno
     (§6 table, re-checked on this machine's /proc: rm is EACCES under sys/, EPERM
-    under net/; touch of an existing file succeeds; xattrs are EOPNOTSUPP);
+    under net/; touch of an existing file succeeds; xattrs are EOPNOTSUPP, getxattr's
+    given by the kernel once the daemon said ENOSYS);
   * no exception leaves a callback: each is logged and answered EIO (§2, §11);
   * no attribute of the Operations object is named like an operation (§11).
 """
@@ -43,12 +44,22 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from engine.knobs import KnobWriteError
-from procfs_ct.fuse_compat import FuseOSError, Operations
+from procfs_ct.fuse_compat import LIBFUSE_MAJOR, FuseOSError, Operations
 from procfs_ct.tree import CONTROL, DIR, KNOB, LISTING, Node, Tree
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_TTL = 0.5      # seconds a rendered listing is shared by readers that open it
+# Seconds the kernel may keep a name's lookup and a file's attributes without asking again.
+# The tree is fixed for the life of the mount and every file's attributes never change
+# (size 0, fixed times), as in /proc, whose dentries and inodes stay valid while the
+# sysctl table is registered; contents are never cached (direct_io), so `cat` still reads
+# the value of the moment.  libfuse's default of 1 s made every second knob write pay a
+# LOOKUP or GETATTR round trip (through the GIL) on top of OPEN and WRITE.  What this
+# changes: a stat of a dead daemon's mount (--no-auto-unmount) may still be answered from
+# the cache; everything that opens or reads gets ENOTCONN, and the dead-mount checks ask
+# with statfs, which always reaches the daemon (daemon.connection_lost, mount.sh).
+STATIC_TREE_TIMEOUT = 86400.0
 
 
 def guarded(method: Callable) -> Callable:
@@ -424,9 +435,12 @@ class ProcFs(Operations):
             raise refuse(errno.EACCES)
         return 0
 
-    @guarded
-    def flush(self, path: str, fh: Any) -> int:
-        return 0                            # never apply writes here: bash flushes twice
+    # No flush: writes are applied by write() (bash flushes twice), and procfs has no
+    # flush either.  None (not merely absent: fusepy would register the base class's)
+    # leaves libfuse's callback empty, so libfuse answers the kernel's first FLUSH with
+    # ENOSYS and the kernel sends no more: close() is not one more round trip through the
+    # GIL (OPEN, WRITE, FLUSH were 3 hand-offs, now 2; bench/trace/knobtrace.py).
+    flush = None
 
     @guarded
     def release(self, path: str, fh: Any) -> int:
@@ -504,7 +518,10 @@ class ProcFs(Operations):
     @guarded
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
         self._node(path)
-        raise refuse(errno.EOPNOTSUPP)
+        # ENOSYS, not EOPNOTSUPP: the kernel then answers every later getxattr itself, with
+        # EOPNOTSUPP, so callers see the same; and an O_TRUNC open (`echo N > knob`) no
+        # longer costs a round trip for the security.capability check of its truncate.
+        raise refuse(errno.ENOSYS)
 
     @guarded
     def setxattr(self, path: str, name: str, value: bytes, options: int,
@@ -528,14 +545,22 @@ def _join(directory: str, name: str) -> str:
 
 
 def mount_options(allow_other: bool, auto_unmount: bool = True) -> Dict[str, Any]:
-    """Keyword options for FUSE(): the spec's measured set (§1, §3, §7, §9)."""
+    """Keyword options for FUSE(): the spec's measured set (§1, §3, §7, §9), and the
+    kernel caching names and attributes of the tree (STATIC_TREE_TIMEOUT)."""
     options: Dict[str, Any] = {
         "foreground": True,             # daemonising is done by cmd_mount, before threads
         "direct_io": True,              # size-0 files read in full; no stale page cache
         "default_permissions": True,    # the kernel enforces the mode bits
         "fsname": "procfs-ct",
         "subtype": "procfs-ct",         # fstype "fuse.procfs-ct" in /proc/self/mountinfo
+        "entry_timeout": STATIC_TREE_TIMEOUT,
+        "attr_timeout": STATIC_TREE_TIMEOUT,
     }
+    if LIBFUSE_MAJOR == 2:
+        # `echo N > knob` opens with O_TRUNC: without this the kernel sends a SETATTR
+        # (truncate) before the OPEN, one more round trip; with it open() sees O_TRUNC and
+        # refuses a read-only file as before.  libfuse 3 turns it on by itself.
+        options["atomic_o_trunc"] = True
     if allow_other:
         options["allow_other"] = True
     if auto_unmount:

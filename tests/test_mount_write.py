@@ -140,3 +140,31 @@ def test_an_empty_write_changes_nothing(idle_mount):
     """docs/spec/fuse.md §6: `printf '' > f` writes nothing; the value stays."""
     idle_mount.sh(f"printf '' > $MNT/{MODERN}", check=True)
     assert idle_mount.read(MODERN) == "432000\n"
+
+
+def test_cached_names_and_attributes_never_hide_a_write(idle_mount):
+    """The kernel keeps the tree's lookups and attributes for STATIC_TREE_TIMEOUT (a knob
+    write is then OPEN and WRITE only), but contents are never cached: each `cat` right
+    after each `echo`, through every alias, shows the value just written, and `stat` of a
+    knob grown by a write still says size 0, as /proc does."""
+    values = [str(1000 + n) for n in range(6)]
+    script = "; ".join(f"echo {v} > $MNT/{path} && cat $MNT/{TUTORIAL} $MNT/{IPCT} $MNT/{MODERN}"
+                       for v, path in zip(values, (TUTORIAL, IPCT, MODERN) * 2))
+    out = idle_mount.sh(script, check=True)
+    assert out.stdout.split() == [v for v in values for _ in range(3)]
+    before = os.stat(idle_mount.path(MODERN))
+    for value in (b"2001\n", b"2002\n"):
+        # FUSE offers an O_APPEND write the cached size, which the previous write grew;
+        # procfs writes at the descriptor's position (0 here).
+        fd = os.open(idle_mount.path(MODERN), os.O_WRONLY | os.O_APPEND)
+        try:
+            assert os.write(fd, value) == 5
+        finally:
+            os.close(fd)
+        assert idle_mount.read(IPCT) == value.decode()
+    after = os.stat(idle_mount.path(MODERN))
+    assert (after.st_size, after.st_mode, after.st_mtime_ns) == (0, before.st_mode,
+                                                                  before.st_mtime_ns)
+    refused = idle_mount.sh(f"echo abc > $MNT/{TUTORIAL}")
+    assert refused.returncode == 1 and "Invalid argument" in refused.stderr
+    assert idle_mount.read(MODERN) == "2002\n"
