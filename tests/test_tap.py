@@ -169,10 +169,12 @@ def test_a_block_of_many_packets_decodes_to_what_recvmsg_would_give():
     packets = []
     for n in range(600):
         datagram = build_udp_datagram("10.0.0.1", "10.0.0.2", 1000 + n, 53, b"q" * (n % 97))
-        sockaddr = [dict(lo, pkttype=4), dict(lo, pkttype=0),
-                    dict(eth, pkttype=0, address=bytes([2, 0, 0, 0, 0, n % 3])),
-                    dict(eth, pkttype=4, address=b"\2\0\0\0\0\xee"),
-                    dict(eth, pkttype=3, address=b"\2\0\0\0\0\x01")][n % 5 if n < 300 else n // 60 % 5]
+        sockaddrs = [dict(lo, pkttype=4), dict(lo, pkttype=0),
+                     dict(eth, pkttype=0, address=bytes([2, 0, 0, 0, 0, n % 3])),
+                     dict(eth, pkttype=4, address=b"\2\0\0\0\0\xee"),
+                     dict(eth, pkttype=3, address=b"\2\0\0\0\0\x01")]
+        # The first half changes sockaddr_ll at every packet, the second in runs of 60.
+        sockaddr = sockaddrs[n % 5 if n < 300 else n // 60 % 5]
         cut = n % 41 == 0 and len(datagram) > 30
         packets.append(RingPacket(1_700_000_000 + n // 7, n * 1_234_567 % 1_000_000_000,
                                   datagram[:30] if cut else datagram,
