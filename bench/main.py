@@ -372,7 +372,9 @@ def bench_tap(args: argparse.Namespace) -> List[Figure]:
             f"kernel drops {result['kernel_drops']}, tracked {result['tracked']}, "
             f"drained {result['drain_end']:.1f} s after the sender stopped; sustained "
             f"{result['sustained']:.0f} pps; CPU per frame: tap thread "
-            f"{result['tap_cpu_us']:.2f} us, engine thread {result['engine_cpu_us']:.2f} us"
+            f"{result['tap_cpu_us']:.2f} us, engine thread {result['engine_cpu_us']:.2f} us, "
+            f"sender {result['sender_cpu_us']:.2f} us; softirq "
+            f"{100 * result['softirq_share']:.0f} % of a CPU while sending"
             f"{'' if tap_held(result) else ' (not held)'}")
     held = [offered for offered, result in results if tap_held(result)]
     best = max(held) if held else None

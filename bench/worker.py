@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -327,6 +328,14 @@ def _thread_cpu_seconds(name: str) -> float:
     return 0.0
 
 
+def _softirq_seconds() -> float:
+    """CPU seconds all CPUs have spent in softirq (/proc/stat): where lo's receive path,
+    conntrack and the packet sockets' copies run when the sender's own context hands off."""
+    with open("/proc/stat") as fileobj:
+        fields = fileobj.readline().split()
+    return int(fields[7]) / os.sysconf("SC_CLK_TCK")
+
+
 TAP_THREADS = {"tap": "procfs-ct-source", "engine": "procfs-ct-engine"}   # EngineDriver's
 
 
@@ -346,8 +355,13 @@ def task_tap(rate: str, packets: str, ports: str = "1024") -> Dict[str, Any]:
     driver.start()
     time.sleep(0.3)
     cpu_before = {part: _thread_cpu_seconds(name) for part, name in TAP_THREADS.items()}
+    softirq_before = _softirq_seconds()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     blaster = subprocess.run([sys.executable, "-m", "bench.blast", rate, packets, ports],
                              capture_output=True, text=True, check=True)
+    sender = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sender_cpu = (sender.ru_utime + sender.ru_stime) - (children.ru_utime + children.ru_stime)
+    softirq = _softirq_seconds() - softirq_before
     sent = json.loads(blaster.stdout.strip().splitlines()[-1])
     wanted = sent["sent"]
     deadline = time.monotonic() + 300
@@ -378,6 +392,8 @@ def task_tap(rate: str, packets: str, ports: str = "1024") -> Dict[str, Any]:
             "sustained": tracked / (drained - started),
             "tap_cpu_us": 1e6 * cpu["tap"] / max(1, stats.received),
             "engine_cpu_us": 1e6 * cpu["engine"] / max(1, tracked),
+            "sender_cpu_us": 1e6 * sender_cpu / max(1, wanted),
+            "softirq_share": softirq / sent["seconds"],
             "entries": engine.count}
 
 
