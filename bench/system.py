@@ -56,7 +56,7 @@ FILL_RULESET = """table inet bench {
 # Addresses the shapes use, put on lo: a prefix on a loopback device is all local, so
 # datagrams to any address in it loop back.
 SHAPE_PREFIXES = ("10.0.0.1/8", "192.168.0.1/16")
-NAME_PREFIX = "pctb-"
+NAME_PREFIX = os.environ.get("PROCFS_CT_BENCH_NETNS_PREFIX", "pctb-")   # namespaces: PREFIX + pid
 
 
 class Namespace:

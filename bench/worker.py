@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -317,8 +318,34 @@ def task_knobwrite(path: str, runs: str = "200", gap: str = "0.01",
 
 
 # -- live tap ------------------------------------------------------------------------------
+def _thread_cpu_seconds(name: str) -> float:
+    """CPU seconds the thread called `name` has run (schedstat), 0 if there is none."""
+    import threading
+    for thread in threading.enumerate():
+        if thread.name == name and thread.native_id is not None:
+            with open(f"/proc/self/task/{thread.native_id}/schedstat") as fileobj:
+                return int(fileobj.read().split()[0]) / 1e9
+    return 0.0
+
+
+def _softirq_seconds() -> float:
+    """CPU seconds all CPUs have spent in softirq (/proc/stat): where lo's receive path,
+    conntrack and the packet sockets' copies run when the sender's own context hands off."""
+    with open("/proc/stat") as fileobj:
+        fields = fileobj.readline().split()
+    return int(fields[7]) / os.sysconf("SC_CLK_TCK")
+
+
+TAP_THREADS = {"tap": "procfs-ct-source", "engine": "procfs-ct-engine"}   # EngineDriver's
+
+
 def task_tap(rate: str, packets: str, ports: str = "1024") -> Dict[str, Any]:
-    """Inside a namespace: the tap on lo feeding an engine while bench/blast.py sends."""
+    """Inside a namespace: the tap on lo feeding an engine while bench/blast.py sends.
+
+    `drained` is when the engine had tracked every frame the tap kept (or nothing moved for
+    2 s); the sustained rate is what was tracked from the sender's first packet to then,
+    which no ring or queue size can flatter.  The two threads' CPU seconds (schedstat)
+    over the same span say what each frame cost the tap and the engine."""
     from engine.core import Engine
     from procfs_ct.driver import EngineDriver
     from procfs_ct.sources.tap import Tap
@@ -327,11 +354,17 @@ def task_tap(rate: str, packets: str, ports: str = "1024") -> Dict[str, Any]:
     driver = EngineDriver(engine, tap)
     driver.start()
     time.sleep(0.3)
+    cpu_before = {part: _thread_cpu_seconds(name) for part, name in TAP_THREADS.items()}
+    softirq_before = _softirq_seconds()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     blaster = subprocess.run([sys.executable, "-m", "bench.blast", rate, packets, ports],
                              capture_output=True, text=True, check=True)
+    sender = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sender_cpu = (sender.ru_utime + sender.ru_stime) - (children.ru_utime + children.ru_stime)
+    softirq = _softirq_seconds() - softirq_before
     sent = json.loads(blaster.stdout.strip().splitlines()[-1])
     wanted = sent["sent"]
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     last, still = -1, 0
     while time.monotonic() < deadline:
         stats = tap.poll_stats()
@@ -346,13 +379,29 @@ def task_tap(rate: str, packets: str, ports: str = "1024") -> Dict[str, Any]:
             last, still = done, 0
         time.sleep(0.1)
     drained = time.monotonic()
+    cpu = {part: _thread_cpu_seconds(name) - cpu_before[part]
+           for part, name in TAP_THREADS.items()}
     stats = tap.poll_stats()
     tracked = driver.stats.packets
     driver.stop()
     tap.close()
+    started = sent["end"] - sent["seconds"]
     return {"rate": float(rate), "sent": wanted, "send_seconds": sent["seconds"],
             "kept": stats.kept, "kernel_drops": stats.kernel_drops, "tracked": tracked,
-            "drain_end": drained - sent["end"], "entries": engine.count}
+            "drain_end": drained - sent["end"],
+            "sustained": tracked / (drained - started),
+            "tap_cpu_us": 1e6 * cpu["tap"] / max(1, stats.received),
+            "engine_cpu_us": 1e6 * cpu["engine"] / max(1, tracked),
+            "sender_cpu_us": 1e6 * sender_cpu / max(1, wanted),
+            "softirq_share": softirq / sent["seconds"],
+            "entries": engine.count}
+
+
+def task_blast_ceiling(packets: str, ports: str = "1024") -> Dict[str, Any]:
+    """Inside a namespace with nobody tapping: bench/blast.py unpaced, its own ceiling."""
+    blaster = subprocess.run([sys.executable, "-m", "bench.blast", "0", packets, ports],
+                             capture_output=True, text=True, check=True)
+    return json.loads(blaster.stdout.strip().splitlines()[-1])
 
 
 TASKS = {name[5:]: value for name, value in globals().items() if name.startswith("task_")}
