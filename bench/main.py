@@ -150,6 +150,13 @@ def daemon_rss(pid: int) -> int:
     return psutil.Process(pid).memory_info().rss
 
 
+def daemon_cpu(pid: int) -> float:
+    """The daemon's CPU seconds so far (user + system, every thread)."""
+    import psutil
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def empty_mount_rss() -> int:
     """RSS of a mount with an empty table (source none), after reading every file: what a
     daemon costs before its entries."""
@@ -221,8 +228,11 @@ def bench_listing(args: argparse.Namespace) -> List[Figure]:
                 kernel_file = ns.proc_net("nf_conntrack")
                 ours_nf, ours_ip = mount.path("net/nf_conntrack"), mount.path("net/ip_conntrack")
                 rss_before = daemon_rss(mount.pid)
+                cpu_before = daemon_cpu(mount.pid)
                 with Measuring(f"{label}: cat") as cat_load:
                     cats = worker("timecat", runs, kernel_file, ours_nf, ours_ip)
+                # timecat cats each of our files `runs` times, then once more for its size.
+                cpu_per_cat = (daemon_cpu(mount.pid) - cpu_before) * 1000 / (2 * (runs + 1))
                 with Measuring(f"{label}: head -1") as ttfb_load:
                     ttfb = worker("ttfb", runs, kernel_file, ours_nf)
                 read_every_file(mount)
@@ -231,7 +241,8 @@ def bench_listing(args: argparse.Namespace) -> List[Figure]:
                 count = mount.count()
             ms = {path: [s * 1000 for s in times] for path, times in cats["seconds"].items()}
             sizes_note = (f"kernel {filled['entries']} entries, {cats['bytes'][kernel_file]} B; "
-                          f"ours {count} entries, {cats['bytes'][ours_nf]} B")
+                          f"ours {count} entries, {cats['bytes'][ours_nf]} B; the daemon's CPU "
+                          f"{cpu_per_cat:.0f} ms a cat (both files' mean)")
             say(f"  {label}: {sizes_note}")
             for name, path, note in (("nf_conntrack", ours_nf, sizes_note),
                                      ("ip_conntrack", ours_ip,

@@ -11,7 +11,11 @@ What each rule is for (docs/spec/fuse.md):
     within SNAPSHOT_TTL seconds (§5) while one of them still reads it: concurrent readers
     share one render, memory stays flat, and a finished reader's rendering is freed; it
     is produced chunk by chunk as reads reach it, so the first bytes come after one
-    chunk's work;
+    chunk's work; once a reader reads on past its first read, a background thread renders
+    its next READ_AHEAD_READS reads while the kernel hands it the last (ReadAhead), so a
+    `cat` waits for the render, not for the render plus every round trip.  A chunk is
+    made at most that much earlier than its read would have made it: a listing is the
+    same consistent-enough snapshot (each chunk as the table is when it is made);
   * knob reads and writes go to the registry (engine/knobs.py) with the position the
     kernel's file would have, which is not always FUSE's offset: the u8 handler leaves
     the position at 0 after a write, and FUSE hands O_APPEND writes the inode's cached
@@ -30,6 +34,7 @@ What each rule is for (docs/spec/fuse.md):
 from __future__ import annotations
 
 import bisect
+import collections
 import ctypes
 import errno
 import functools
@@ -41,7 +46,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from engine.knobs import KnobWriteError
 from procfs_ct.fuse_compat import LIBFUSE_MAJOR, FuseOSError, Operations
@@ -60,6 +65,7 @@ SNAPSHOT_TTL = 0.5      # seconds a rendered listing is shared by readers that o
 # the cache; everything that opens or reads gets ENOTCONN, and the dead-mount checks ask
 # with statfs, which always reaches the daemon (daemon.connection_lost, mount.sh).
 STATIC_TREE_TIMEOUT = 86400.0
+READ_AHEAD_READS = 2    # reads of a sequential reader rendered before it asks (ReadAhead)
 
 
 def guarded(method: Callable) -> Callable:
@@ -91,7 +97,10 @@ class Rendering:
     listing waits for one chunk, not for the whole table.  What has been produced never
     changes: every reader of one Rendering sees the same bytes at the same offsets.
     Chunks are kept as they come (no growing buffer to copy); a read slices the one or
-    two chunks it spans.
+    two chunks it spans.  The lock is taken per chunk, not per read, so a reader whose
+    bytes exist already never waits behind a chunk being rendered ahead (ReadAhead).
+    A renderer that fails fails every later read past what it produced (not a short
+    text that looks complete).
     """
 
     def __init__(self, chunks: Iterable[bytes],
@@ -100,6 +109,7 @@ class Rendering:
         self._chunks: List[bytes] = []
         self._starts: List[int] = []        # offset of each chunk's first byte
         self._size = 0
+        self._failed: Optional[str] = None  # what the renderer raised (no traceback: no cycle)
         self._mu = threading.Lock()
         self._on_free = on_free
 
@@ -112,18 +122,38 @@ class Rendering:
             self._source = None
             self._on_free()
 
+    def _wants(self, end: Optional[int]) -> bool:
+        return self._source is not None and (end is None or self._size < end)
+
     def _produce(self, end: Optional[int]) -> int:
         """Pull chunks until `end` bytes exist (None: all of them); the size produced."""
+        while self._wants(end) and self.produce_one(end):
+            pass
+        if self._failed is not None and (end is None or self._size < end):
+            raise RuntimeError(f"the renderer failed earlier: {self._failed}")
+        return self._size
+
+    def produce_one(self, end: Optional[int]) -> bool:
+        """Pull one chunk if fewer than `end` bytes exist; whether more are still wanted."""
         with self._mu:
-            while self._source is not None and (end is None or self._size < end):
+            if not self._wants(end):
+                return False
+            try:
                 chunk = next(self._source, None)
-                if chunk is None:
-                    self._source = None        # done: let the renderer and its snapshot go
-                elif chunk:
-                    self._chunks.append(chunk)
-                    self._starts.append(self._size)
-                    self._size += len(chunk)
-            return self._size
+            except BaseException as exc:
+                self._source, self._failed = None, repr(exc)
+                raise
+            if chunk is None:
+                self._source = None             # done: let the renderer and its snapshot go
+            elif chunk:
+                self._chunks.append(chunk)
+                self._starts.append(self._size)
+                self._size += len(chunk)        # last: a reader that sees the size sees the chunk
+            return self._wants(end)
+
+    @property
+    def produced(self) -> int:
+        return self._size
 
     def read(self, offset: int, size: int) -> bytes:
         end = offset + size
@@ -136,15 +166,75 @@ class Rendering:
         if first == last:
             start = starts[first]
             return chunks[first][offset - start:end - start]
-        pieces = [chunks[first][offset - starts[first]:]]
+        # One copy: memoryviews of the pieces, joined.
+        pieces = [memoryview(chunks[first])[offset - starts[first]:]]
         pieces.extend(chunks[first + 1:last])
-        pieces.append(chunks[last][:end - starts[last]])
+        pieces.append(memoryview(chunks[last])[:end - starts[last]])
         return b"".join(pieces)
 
     def whole(self) -> bytes:
         """All of it (rendering the rest)."""
         self._produce(None)
         return b"".join(self._chunks)
+
+
+class ReadAhead:
+    """One thread that renders the next reads of sequential readers while the kernel hands
+    them the last one.
+
+    Serving a listing read by read puts the steps in series: the FUSE request, the render
+    of its bytes, the reply, the kernel's copy to the reader, the reader's next request.
+    A reader that has read on past its first read (ProcFs.read asks only then, so `head -1`
+    costs nothing more) gets its next READ_AHEAD_READS reads rendered here, so that with a
+    second CPU a `cat` costs about the render alone.  A job holds its Rendering only by a
+    weak reference, and only while one chunk is made: a reader that closes frees its text
+    as before, and the job stops.  The bound (a few reads past the furthest read) is what
+    the reader would have rendered anyway.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: Deque[Tuple["weakref.ref[Rendering]", int]] = collections.deque()
+        self._wake = threading.Condition()
+        self._thread: Optional[threading.Thread] = None
+        self._busy = False
+
+    def request(self, rendering: Rendering, end: int) -> None:
+        """Produce `rendering` up to `end` bytes, in the background."""
+        with self._wake:
+            self._jobs.append((weakref.ref(rendering), end))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="read-ahead",
+                                                daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def idle(self) -> bool:
+        """No job waiting or running (tests)."""
+        with self._wake:
+            return not self._jobs and not self._busy
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._jobs:
+                    self._busy = False
+                    self._wake.wait()
+                ref, end = self._jobs.popleft()
+                self._busy = True
+            try:
+                self._produce(ref, end)
+            except Exception:               # the reader meets it again (Rendering._failed)
+                log.exception("rendering ahead failed")
+
+    def _produce(self, ref: "weakref.ref[Rendering]", end: int) -> None:
+        while True:
+            rendering = ref()
+            if rendering is None:
+                return
+            more = rendering.produce_one(end)
+            del rendering                   # a reader's release frees it, even here
+            if not more:
+                return
 
 
 class SharedSnapshots:
@@ -276,6 +366,7 @@ class ProcFs(Operations):
         self._control = control       # applies a CONTROL node's request (under the engine lock)
         self._knobs = knobs
         self._snapshots = snapshots
+        self._read_ahead = ReadAhead()
         self._on_ready = on_ready
         self._handles: Dict[int, Handle] = {}
         self._handles_mu = threading.Lock()
@@ -405,7 +496,12 @@ class ProcFs(Operations):
             return handle.reply[offset:offset + size]
         if offset == 0 or handle.snapshot is None:
             handle.snapshot = self._content(handle.node)
-        return handle.snapshot.read(offset, size)
+        snapshot = handle.snapshot
+        data = snapshot.read(offset, size)
+        ahead = offset + (1 + READ_AHEAD_READS) * size
+        if offset and len(data) == size and snapshot.produced < ahead:
+            self._read_ahead.request(snapshot, ahead)   # it reads on: make its next reads now
+        return data
 
     @guarded
     def write(self, path: str, data: bytes, offset: int, fh: Any) -> int:
