@@ -90,6 +90,16 @@ def refuse(err: int) -> FuseOSError:
     return FuseOSError(err)
 
 
+def _free_text(chunks: List[bytes], source: Iterator[bytes],
+               on_free: Callable[[], None]) -> None:
+    """A rendering is gone: drop its text and stop its renderer, then call on_free."""
+    chunks.clear()
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()                         # a listing's generator lets its table copy go now
+    on_free()
+
+
 class Rendering:
     """A view's text as its renderer produces it, chunk by chunk, as readers need it.
 
@@ -111,16 +121,15 @@ class Rendering:
         self._size = 0
         self._failed: Optional[str] = None  # what the renderer raised (no traceback: no cycle)
         self._mu = threading.Lock()
-        self._on_free = on_free
-
-    def __del__(self) -> None:
-        # The last reader is gone: free the text first, then call on_free (which may hand
-        # the pages back to the system); a weakref callback would run before the chunks
-        # are freed.
-        if self._on_free is not None:
-            self._chunks = []
-            self._source = None
-            self._on_free()
+        if on_free is not None:
+            # The last reader is gone: free the text, then call on_free (which may hand the
+            # pages back to the system).  A finalizer, not __del__: it runs once the weak
+            # references are cleared, so SharedSnapshots can never hand a dying rendering to
+            # a new reader while on_free lets the GIL go (__del__ runs while they still
+            # resolve: that reader got a resurrected rendering without its text, and EIO).
+            # It holds the chunk list and the source, not the rendering, to empty them first.
+            finalizer = weakref.finalize(self, _free_text, self._chunks, self._source, on_free)
+            finalizer.atexit = False
 
     def _wants(self, end: Optional[int]) -> bool:
         return self._source is not None and (end is None or self._size < end)

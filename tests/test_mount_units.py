@@ -16,6 +16,7 @@ import pytest
 from engine.knobs import KNOBS, KnobValues
 from conftest import FakeClock, wait_until
 from enginehelp import T0
+import procfs_ct.fs
 from procfs_ct.driver import EngineDriver
 from procfs_ct.fs import ProcFs, Rendering, SharedSnapshots
 from procfs_ct.fuse_compat import FuseOSError
@@ -158,6 +159,29 @@ def test_a_rendering_no_reader_holds_is_freed_and_the_next_reader_renders_afresh
     assert gone() is None
     assert snaps.get(node).whole() == b"r2"                 # within the TTL, but released
 
+
+
+def test_a_reader_that_comes_while_a_rendering_is_being_freed_gets_a_fresh_one(monkeypatch):
+    """on_free (malloc_trim through ctypes) lets the GIL go while the last reader's rendering
+    is being freed: a reader that opens the view just then must not be handed the dying
+    rendering, whose text is already gone (it read as EIO: IndexError in read())."""
+    clock, renders, during_free, opened = FakeClock(), [], [], []
+    snaps = SharedSnapshots(
+        lambda view: renders.append(view) or (b"line %d\n" % len(renders)) * 5000,
+        ttl=10, clock=clock)
+    node = TREE.nodes["net/nf_conntrack"]
+
+    def another_reader_opens() -> None:       # what another FUSE thread can do just then
+        if not opened:
+            opened.append(True)                # once: its own rendering is freed here too
+            during_free.append(snaps.get(node).read(0, 65536))
+
+    monkeypatch.setattr(procfs_ct.fs, "_give_back_memory", another_reader_opens)
+    first = snaps.get(node)
+    assert first.read(0, 7) == b"line 1\n"
+    del first
+    gc.collect()
+    assert during_free == [(b"line 2\n" * 5000)[:65536]]   # a whole, fresh rendering
 
 # -- the Operations object, called directly --------------------------------------------------------
 class CountingSnapshots:
