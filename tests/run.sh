@@ -12,6 +12,8 @@ command -v tcpdump >/dev/null || missing+=(tcpdump)
 command -v nft >/dev/null || missing+=(nftables)
 # The live firewall tests compare with the kernel's own legacy iptables in a namespace.
 command -v iptables-legacy >/dev/null || missing+=(iptables)
+# The live rc.firewall test pings through the emulated chains.
+command -v ping >/dev/null || missing+=(iputils-ping)
 # A real third-party program that hard-codes /proc/net/ip_conntrack, run under procfs-ct exec.
 [ -e /usr/share/munin/plugins/fw_conntrack ] || missing+=(munin-plugins-core)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
