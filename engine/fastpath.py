@@ -51,9 +51,11 @@ import struct
 from typing import TYPE_CHECKING, Callable, FrozenSet, Optional, Tuple
 
 from . import ipv4
-from .ctstate import CtState, Verdict
+from .ctstate import Verdict
 from .entry import ASSURED, EXPECTED, REPLY, SEEN_REPLY, Entry
 from .expect import INFINITY
+from .fastpath_tcp import (ESTABLISHED_ORIGINAL, ESTABLISHED_REPLY, NEW_ORIGINAL,
+                          RELATED_ORIGINAL, make_known_segment)
 from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET
 from .icmp import ICMP_INVERSE, NR_ICMP_TYPES, REQUEST_TYPES
 from .packet import (ACK, ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
@@ -102,10 +104,6 @@ ICMP_QUERY_TYPES = frozenset(range(NR_ICMP_TYPES + 1)) - ICMP_ERROR_TYPES
 ACK_FLAGS = frozenset((ACK, PSH | ACK))     # the flags bytes taken on an entry
 SYN_FLAGS = frozenset((SYN,))               # and without one
 
-ESTABLISHED_ORIGINAL = Verdict(CtState.ESTABLISHED, False)
-ESTABLISHED_REPLY = Verdict(CtState.ESTABLISHED, True)
-NEW_ORIGINAL = Verdict(CtState.NEW, False)
-RELATED_ORIGINAL = Verdict(CtState.RELATED, False)
 
 
 def _acks_to_established() -> Tuple[FrozenSet[int], FrozenSet[int]]:
@@ -163,6 +161,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
     original_acks, reply_acks = _acks_to_established()
     opens = _syn_opens()
     syn_sent_timeout = STATE_TIMEOUT_KNOB[SYN_SENT]
+    known_segment = make_known_segment(tracker)     # the other segments of a known entry
 
     def admit(entry: Entry, now: float, tot_len: int, timeout: float) -> Verdict:
         """Tracker.process()'s bookkeeping for the new entry of an original-direction
@@ -263,19 +262,22 @@ def make_fast_path(engine: "Engine") -> FastTrack:
             if flags not in ACK_FLAGS or not (
                     doff == 20 or (doff == TIMESTAMPS_DOFF
                                    and frame[TCP_OPTIONS_AT:TIMESTAMP_ONLY_END] == TIMESTAMP_ONLY)):
-                return None
+                return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
+                                     doff, TCP_OPTIONS_AT)
             status = entry.status
             conn = entry.l4
             old = conn[STATE]
             if not status & SEEN_REPLY:
-                return None
+                return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
+                                     doff, TCP_OPTIONS_AT)
             # linux_in_window() for a non-SYN, non-RST segment with ACK and no SACK block:
             # sack == ack, no side to initialise.  Its check and update are written out
             # here again, specialised, on purpose: a shared function would be one more
             # call with ~20 arguments on a third of all packets, the cost this path cuts.
             if key == entry.reply:
                 if old not in reply_acks:
-                    return None
+                    return known_segment(now, frame, entry, key, tot_len, flags, seq, ack,
+                                         win, doff, TCP_OPTIONS_AT)
                 d = REPLY
                 (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
                  receiver_scale, receiver_flags, receiver_loose, sender_end, sender_maxend,
@@ -283,14 +285,16 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                  sender_loose) = unpack_sides(conn)
             else:
                 if old not in original_acks:
-                    return None
+                    return known_segment(now, frame, entry, key, tot_len, flags, seq, ack,
+                                         win, doff, TCP_OPTIONS_AT)
                 d = 0
                 (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
                  sender_flags, sender_loose, receiver_end, receiver_maxend, receiver_maxwin,
                  receiver_maxack, receiver_scale, receiver_flags,
                  receiver_loose) = unpack_sides(conn)
-            if sender_maxwin == 0:
-                return None                     # the sender's side starts with this packet
+            if sender_maxwin == 0:              # the sender's side starts with this packet
+                return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
+                                     doff, TCP_OPTIONS_AT)
             end = (seq + tot_len - 20 - doff) & M32
             maxackwin = sender_maxwin if sender_maxwin > MAXACKWINCONST else MAXACKWINCONST
             if (((seq - sender_maxend - 1) & M32) < HALF                        # I
@@ -298,7 +302,9 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                     or (receiver_maxwin
                         and ((sender_end - receiver_maxwin - 1 - end) & M32) < HALF)  # II
                     or ((receiver_end - maxackwin - 1 - ack) & M32) < HALF):    # IV
-                return None                     # IGNORE, INVALID or a liberal accept
+                # IGNORE, INVALID or a liberal accept: linux_in_window() decides.
+                return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
+                                     doff, TCP_OPTIONS_AT)
             win_raw = win
             win = win << sender_scale
             if sender_maxwin < win:             # swin = win + sack - ack, sack == ack
