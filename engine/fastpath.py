@@ -150,6 +150,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
     kv = tracker._kv
     arrivals = engine.forwarded.arrivals
     file_timer = timers.file
+    expire = tracker.expire
     unpack_ip = _ETH_IPV4.unpack_from
     unpack_tcp = _TCP_AFTER_PORTS.unpack_from
     unpack_udp_len = _UDP_LENGTH.unpack_from
@@ -239,13 +240,19 @@ def make_fast_path(engine: "Engine") -> FastTrack:
 
     def track(now: float, linktype: int, frame: bytes) -> Optional[Verdict]:
         size = len(frame) - ETH_HEADER
-        if (linktype != LINKTYPE_ETHERNET or size < 28 or now >= timers.next_due
-                or now >= expects.next_due or arrivals):
+        if linktype != LINKTYPE_ETHERNET or size < 28 or arrivals:
             return None
         ethertype, vihl, tot_len, frag, proto = unpack_ip(frame, 12)
         if (ethertype != ETH_P_IP or vihl != IPV4_NO_OPTIONS or frag & FRAGMENT
                 or tot_len > size):
             return None
+        if now >= timers.next_due or now >= expects.next_due:
+            # Tracker.process() expires entries first, and every datagram from here on
+            # reaches it (extract_ipv4() or parse_ipv4() reads it) once its total length
+            # covers the header: do it here, so that the packet can still be taken.
+            if tot_len < 20:
+                return None
+            expire(now)
         key = frame[KEY_AT:KEY_END]
         if proto == IPPROTO_TCP:
             if tot_len < 40:
