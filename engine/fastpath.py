@@ -54,6 +54,7 @@ from . import ipv4
 from .ctstate import Verdict
 from .entry import ASSURED, EXPECTED, REPLY, SEEN_REPLY, Entry
 from .expect import INFINITY
+from .fastpath_icmp import make_icmp_error
 from .fastpath_tcp import (ESTABLISHED_ORIGINAL, ESTABLISHED_REPLY, NEW_ORIGINAL,
                           RELATED_ORIGINAL, make_known_segment)
 from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET
@@ -163,6 +164,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
     opens = _syn_opens()
     syn_sent_timeout = STATE_TIMEOUT_KNOB[SYN_SENT]
     known_segment = make_known_segment(tracker)     # the other segments of a known entry
+    icmp_error = make_icmp_error(tracker)
 
     def admit(entry: Entry, now: float, tot_len: int, timeout: float) -> Verdict:
         """Tracker.process()'s bookkeeping for the new entry of an original-direction
@@ -369,9 +371,11 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                     return None
                 table, make = udp_table, new_udp
             elif proto == IPPROTO_ICMP:
-                # An error message quotes another flow: Tracker._related() decides it.
-                if tot_len < 28 or frame[L4_AT] not in ICMP_QUERY_TYPES:
+                if tot_len < 28:
                     return None
+                if frame[L4_AT] not in ICMP_QUERY_TYPES:
+                    # An error message quotes another flow: Tracker._related()'s answer.
+                    return icmp_error(frame, tot_len, L4_AT)
                 # The key's parts: the id, then type << 8 | code (parse.icmp_header()).
                 key = (frame[SRC_AT:L4_AT] + frame[ICMP_ID_AT:ICMP_ID_END]
                        + frame[L4_AT:ICMP_TYPE_CODE_END])
