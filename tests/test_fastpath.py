@@ -400,3 +400,82 @@ def test_closing_flows_same_with_and_without_fast_path(name, knobs, max_entries,
     fast = engine_state(replay(str(path), **options))
     assert_same(general, fast)
     assert counting.taken >= 20, counting.taken
+
+
+class CountingIcmpErrors:
+    """engine/fastpath_icmp.py's icmp_error() wrapped: counts the errors it answered."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.taken = 0
+        made = fastpath.make_icmp_error
+
+        def make_icmp_error(tracker):
+            icmp_error = made(tracker)
+
+            def counting(*args):
+                verdict = icmp_error(*args)
+                if verdict is not None:
+                    self.taken += 1
+                return verdict
+            return counting
+        monkeypatch.setattr(fastpath, "make_icmp_error", make_icmp_error)
+
+
+def icmp_error_frames() -> List[Tuple[float, bytes]]:
+    """ICMP errors around icmp_error()'s edges: quoting a UDP and a TCP flow either way,
+    from the peer and from a router; quoting no known flow; sent to another destination
+    than the flow's; quotes it leaves to the general path: with IP options, a non-first
+    fragment, cut before the ports, quoting ICMP; and a type above the last known one."""
+    c, s, router = "10.3.0.1", "10.3.0.2", "10.3.0.254"
+    frames: List[Tuple[float, bytes]] = []
+
+    def add(t, datagram):
+        frames.append((T0 + t, build_ethernet(datagram)))
+
+    def error(t, src, dst, quoted, icmp_type=3, code=3, cut=28):
+        add(t, build_icmp_datagram(src, dst, icmp_type, code, payload=quoted[:cut]))
+
+    udp = build_udp_datagram(c, s, 6000, 53, b"query")
+    answer = build_udp_datagram(s, c, 53, 6000, b"answer")
+    syn = build_tcp_datagram(c, s, 42000, 443, seq=1, flags=SYN, window=1000)
+    add(0.0, udp)
+    error(0.1, s, c, udp)                                   # the peer: port unreachable
+    error(0.2, router, c, udp, icmp_type=11, code=0)        # a router: time exceeded
+    add(0.3, answer)
+    error(0.4, c, s, answer)                                # about the reply direction
+    error(0.5, s, router, udp)                              # not to the flow's destination
+    error(0.6, s, c, build_udp_datagram(c, s, 6001, 53, b"q"))     # no such flow
+    add(1.0, syn)
+    error(1.1, router, c, syn, icmp_type=3, code=1)
+    error(1.2, router, c, syn, cut=48)                      # the quote longer than 28
+    error(1.3, router, c, syn, cut=23)                      # cut before the ports
+    # Cut inside the ports, their last bytes after the datagram (link padding: not read).
+    frames.append((T0 + 1.35, build_ethernet(build_icmp_datagram(router, c, 3, 1,
+                                                                 payload=syn[:22])) + syn[22:24]))
+    error(1.4, router, c, build_udp_datagram(c, s, 6000, 53, b"q", ip_options=b"\x01" * 4))
+    error(1.5, router, c, build_udp_datagram(c, s, 6000, 53, b"q", ip_frag_offset=8))
+    ping = build_icmp_datagram(c, s, 8, ident=5)
+    add(2.0, ping)
+    error(2.1, router, c, ping)                             # quoting ICMP
+    add(2.2, build_icmp_datagram(s, c, 40))                  # type 40: refused
+    return frames
+
+
+@pytest.mark.parametrize("name, knobs, max_entries", KNOB_SETTINGS,
+                         ids=[setting[0] for setting in KNOB_SETTINGS])
+def test_icmp_errors_same_with_and_without_fast_path(name, knobs, max_entries, tmp_path,
+                                                     monkeypatch):
+    """icmp_error() (engine/fastpath_icmp.py) answers as Tracker._related() does, and
+    takes the errors quoting TCP or UDP in an option-less, unfragmented header."""
+    path = tmp_path / "icmp-errors.pcap"
+    with open(path, "wb") as fileobj:
+        writer = PcapWriter(fileobj)
+        for ts, frame in icmp_error_frames():
+            writer.write(ts, frame)
+    options = dict(knobs_overrides=knobs, max_entries=max_entries and 4, ncpu=2,
+                   ram_bytes=24 << 30)
+    general = engine_state(replay(str(path), fast_path=False, **options))
+    counting = CountingIcmpErrors(monkeypatch)
+    fast = engine_state(replay(str(path), **options))
+    assert_same(general, fast)
+    assert counting.taken >= 7, counting.taken
