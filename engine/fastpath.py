@@ -15,16 +15,25 @@ It takes, in the linux profile (nf_conntrack) only:
 
 * an untagged Ethernet frame holding an unfragmented IPv4 datagram without IP options,
   with lengths extract_ipv4() would accept (the datagrams it reads in place);
-* no timer or expectation due (Tracker.process would expire entries first);
+* timers or expectations due: it expires them first, as Tracker.process() would -- every
+  such datagram reaches it -- so this one change may precede a decline, the one the
+  general path then makes no more;
 * TCP, on an entry of the tuple: flags exactly ACK or PSH|ACK, options none or exactly
   NOP NOP TIMESTAMP (no window scale, SACK-permitted or SACK block to read), an entry
   that has seen a reply, in state ESTABLISHED -- or SYN_RECV for the original direction:
   the handshake's last ACK, which makes it ESTABLISHED and ASSURED -- whose sender side
   has been seen (maxwin not 0), and a segment that passes the window checks I-IV (a
   failure has outcomes of its own: IGNORE, INVALID, a liberal accept);
+* TCP on an entry, any other segment (SYN/ACK, FIN, RST, the ACKs of the closing states,
+  out of window, SACK, a side not seen yet): engine/fastpath_tcp.py's known_segment()
+  runs the general path's own TcpTracker.linux_segment() on it, without the Packet, the
+  second lookup and the PacketResult (it declines flags error() refuses and SYN_SENT*
+  cells, which may reopen the entry);
 * TCP without an entry: a lone SYN (NONE -> SYN_SENT);
-* UDP, ICMP queries and replies (not errors: they quote another flow) and plain GRE
-  (keys 0; not PPTP's), with an entry of the tuple or without one;
+* UDP, ICMP queries and replies and plain GRE (keys 0; not PPTP's), with an entry of
+  the tuple or without one;
+* ICMP errors quoting a TCP or UDP datagram in an option-less, unfragmented quote:
+  engine/fastpath_icmp.py's icmp_error() answers RELATED or INVALID as Tracker._related();
 * a new entry only while no expectation is pending (none can claim the tuple, no helper
   is attached) and the table has room (no early drop); an entry found has no helper.
 
@@ -37,8 +46,9 @@ case, the protocol's timeout rules (TcpTracker._linux_packet(), UdpTracker.packe
 the counters, the `found` or `new` stat, the insertion and the timer filing, done here in
 the same order on the same fields.  make_fast_path() checks the table facts it relies on
 (the transitions, the flag classes) when it is built.  tests/test_fastpath.py replays the
-kernel scenarios, the benchmark's mix and hand-built edge flows with and without it and
-requires identical entries, tables, timers, stats and verdicts.
+kernel scenarios, the benchmark's mix and hand-built edge flows (the closing flows and
+ICMP errors of the other cases too) with and without it and requires identical entries,
+tables, timers, stats and verdicts.
 
 The engine-wide conditions (no chains, no hook listeners, the fast extraction on, no
 PREROUTING default hook) are checked by Engine.fast_path() when the fast path is made;
