@@ -55,7 +55,7 @@ def make_known_segment(tracker: "Tracker") -> KnownSegment:
     valid_flags = VALID_FLAGS["linux"]
     stats = tracker.stats
     kv = tracker._kv
-    file_timer = tracker.timers.file
+    arm = tracker._arm                  # the timer, as Tracker.process() re-arms it
     remove = tracker.remove
 
     def known_segment(now: float, frame: bytes, entry: Entry, key: bytes, tot_len: int,
@@ -82,11 +82,7 @@ def make_known_segment(tracker: "Tracker") -> KnownSegment:
             verdict = RELATED_ORIGINAL if status & EXPECTED else NEW_ORIGINAL
         outcome = linux_segment(entry, tcp, d, now, kv)
         if outcome is INVALID:
-            # Tracker._arm(entry, entry.expires): the timer a refused FIN/RST shortened.
-            expires = entry.expires
-            slot = entry.timer_slot
-            if slot is None or expires < slot:
-                file_timer(entry, expires)
+            arm(entry, entry.expires)   # the timer a refused FIN/RST may have shortened
             stats["invalid"] += 1
             return INVALID_VERDICT
         if d:
@@ -98,10 +94,7 @@ def make_known_segment(tracker: "Tracker") -> KnownSegment:
         if outcome is DELETE:
             remove(entry)
         elif outcome is not IGNORE:
-            expires = entry.expires = now + outcome
-            slot = entry.timer_slot
-            if slot is None or expires < slot:
-                file_timer(entry, expires)
+            arm(entry, now + outcome)
         return verdict
 
     return known_segment

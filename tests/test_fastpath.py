@@ -275,24 +275,42 @@ def test_edge_flows_same_with_and_without_fast_path(name, knobs, max_entries, tm
     assert counting.taken >= 8, counting.taken
 
 
-class CountingKnownSegments:
-    """engine/fastpath_tcp.py's known_segment() wrapped: counts the segments it answered
-    (the other segments of a known TCP entry: SYN/ACK, FIN, RST, closing ACKs, ...)."""
+class CountingAnswers:
+    """A fast path case's maker in engine/fastpath.py (make_known_segment,
+    make_icmp_error) wrapped: counts the frames the case it makes answered."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, maker: str) -> None:
         self.taken = 0
-        made = fastpath.make_known_segment
+        made = getattr(fastpath, maker)
 
-        def make_known_segment(tracker):
-            known_segment = made(tracker)
+        def make(tracker):
+            case = made(tracker)
 
             def counting(*args):
-                verdict = known_segment(*args)
+                verdict = case(*args)
                 if verdict is not None:
                     self.taken += 1
                 return verdict
             return counting
-        monkeypatch.setattr(fastpath, "make_known_segment", make_known_segment)
+        monkeypatch.setattr(fastpath, maker, make)
+
+
+def answered_alike(frames: List[Tuple[float, bytes]], directory: Path, knobs: Dict[str, int],
+                   max_entries: Optional[int], monkeypatch: pytest.MonkeyPatch,
+                   maker: str) -> int:
+    """Replay the frames with and without the fast path, require the same engine; how
+    many frames the case `maker` makes answered."""
+    path = directory / "frames.pcap"
+    with open(path, "wb") as fileobj:
+        writer = PcapWriter(fileobj)
+        for ts, frame in frames:
+            writer.write(ts, frame)
+    options = dict(knobs_overrides=knobs, max_entries=max_entries and 4, ncpu=2,
+                   ram_bytes=24 << 30)
+    general = engine_state(replay(str(path), fast_path=False, **options))
+    counting = CountingAnswers(monkeypatch, maker)
+    assert_same(general, engine_state(replay(str(path), **options)))
+    return counting.taken
 
 
 def closing_edge_frames() -> List[Tuple[float, bytes]]:
@@ -388,37 +406,9 @@ def test_closing_flows_same_with_and_without_fast_path(name, knobs, max_entries,
     """known_segment()'s cases (engine/fastpath_tcp.py) answer as the general path does,
     and it takes most of these segments (those it declines: the invalid flags, the SYN
     that reopens, and those of an engine whose timers or table it cannot serve)."""
-    path = tmp_path / "closing.pcap"
-    with open(path, "wb") as fileobj:
-        writer = PcapWriter(fileobj)
-        for ts, frame in closing_edge_frames():
-            writer.write(ts, frame)
-    options = dict(knobs_overrides=knobs, max_entries=max_entries and 4, ncpu=2,
-                   ram_bytes=24 << 30)
-    general = engine_state(replay(str(path), fast_path=False, **options))
-    counting = CountingKnownSegments(monkeypatch)
-    fast = engine_state(replay(str(path), **options))
-    assert_same(general, fast)
-    assert counting.taken >= 20, counting.taken
-
-
-class CountingIcmpErrors:
-    """engine/fastpath_icmp.py's icmp_error() wrapped: counts the errors it answered."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.taken = 0
-        made = fastpath.make_icmp_error
-
-        def make_icmp_error(tracker):
-            icmp_error = made(tracker)
-
-            def counting(*args):
-                verdict = icmp_error(*args)
-                if verdict is not None:
-                    self.taken += 1
-                return verdict
-            return counting
-        monkeypatch.setattr(fastpath, "make_icmp_error", make_icmp_error)
+    taken = answered_alike(closing_edge_frames(), tmp_path, knobs, max_entries, monkeypatch,
+                           "make_known_segment")
+    assert taken >= 20, taken
 
 
 def icmp_error_frames() -> List[Tuple[float, bytes]]:
@@ -467,15 +457,6 @@ def test_icmp_errors_same_with_and_without_fast_path(name, knobs, max_entries, t
                                                      monkeypatch):
     """icmp_error() (engine/fastpath_icmp.py) answers as Tracker._related() does, and
     takes the errors quoting TCP or UDP in an option-less, unfragmented header."""
-    path = tmp_path / "icmp-errors.pcap"
-    with open(path, "wb") as fileobj:
-        writer = PcapWriter(fileobj)
-        for ts, frame in icmp_error_frames():
-            writer.write(ts, frame)
-    options = dict(knobs_overrides=knobs, max_entries=max_entries and 4, ncpu=2,
-                   ram_bytes=24 << 30)
-    general = engine_state(replay(str(path), fast_path=False, **options))
-    counting = CountingIcmpErrors(monkeypatch)
-    fast = engine_state(replay(str(path), **options))
-    assert_same(general, fast)
-    assert counting.taken >= 7, counting.taken
+    taken = answered_alike(icmp_error_frames(), tmp_path, knobs, max_entries, monkeypatch,
+                           "make_icmp_error")
+    assert taken >= 7, taken
