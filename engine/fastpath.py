@@ -15,16 +15,25 @@ It takes, in the linux profile (nf_conntrack) only:
 
 * an untagged Ethernet frame holding an unfragmented IPv4 datagram without IP options,
   with lengths extract_ipv4() would accept (the datagrams it reads in place);
-* no timer or expectation due (Tracker.process would expire entries first);
+* timers or expectations due: it expires them first, as Tracker.process() would -- every
+  such datagram reaches it -- so this one change may precede a decline, the one the
+  general path then makes no more;
 * TCP, on an entry of the tuple: flags exactly ACK or PSH|ACK, options none or exactly
   NOP NOP TIMESTAMP (no window scale, SACK-permitted or SACK block to read), an entry
   that has seen a reply, in state ESTABLISHED -- or SYN_RECV for the original direction:
   the handshake's last ACK, which makes it ESTABLISHED and ASSURED -- whose sender side
   has been seen (maxwin not 0), and a segment that passes the window checks I-IV (a
   failure has outcomes of its own: IGNORE, INVALID, a liberal accept);
+* TCP on an entry, any other segment (SYN/ACK, FIN, RST, the ACKs of the closing states,
+  out of window, SACK, a side not seen yet): engine/fastpath_tcp.py's known_segment()
+  runs the general path's own TcpTracker.linux_segment() on it, without the Packet, the
+  second lookup and the PacketResult (it declines flags error() refuses and SYN_SENT*
+  cells, which may reopen the entry);
 * TCP without an entry: a lone SYN (NONE -> SYN_SENT);
-* UDP, ICMP queries and replies (not errors: they quote another flow) and plain GRE
-  (keys 0; not PPTP's), with an entry of the tuple or without one;
+* UDP, ICMP queries and replies and plain GRE (keys 0; not PPTP's), with an entry of
+  the tuple or without one;
+* ICMP errors quoting a TCP or UDP datagram in an option-less, unfragmented quote:
+  engine/fastpath_icmp.py's icmp_error() answers RELATED or INVALID as Tracker._related();
 * a new entry only while no expectation is pending (none can claim the tuple, no helper
   is attached) and the table has room (no early drop); an entry found has no helper.
 
@@ -37,8 +46,9 @@ case, the protocol's timeout rules (TcpTracker._linux_packet(), UdpTracker.packe
 the counters, the `found` or `new` stat, the insertion and the timer filing, done here in
 the same order on the same fields.  make_fast_path() checks the table facts it relies on
 (the transitions, the flag classes) when it is built.  tests/test_fastpath.py replays the
-kernel scenarios, the benchmark's mix and hand-built edge flows with and without it and
-requires identical entries, tables, timers, stats and verdicts.
+kernel scenarios, the benchmark's mix and hand-built edge flows (the closing flows and
+ICMP errors of the other cases too) with and without it and requires identical entries,
+tables, timers, stats and verdicts.
 
 The engine-wide conditions (no chains, no hook listeners, the fast extraction on, no
 PREROUTING default hook) are checked by Engine.fast_path() when the fast path is made;
@@ -51,9 +61,12 @@ import struct
 from typing import TYPE_CHECKING, Callable, FrozenSet, Optional, Tuple
 
 from . import ipv4
-from .ctstate import CtState, Verdict
+from .ctstate import Verdict
 from .entry import ASSURED, EXPECTED, REPLY, SEEN_REPLY, Entry
 from .expect import INFINITY
+from .fastpath_icmp import make_icmp_error
+from .fastpath_tcp import (ESTABLISHED_ORIGINAL, ESTABLISHED_REPLY, NEW_ORIGINAL,
+                          RELATED_ORIGINAL, make_known_segment)
 from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET
 from .icmp import ICMP_INVERSE, NR_ICMP_TYPES, REQUEST_TYPES
 from .packet import (ACK, ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
@@ -102,10 +115,6 @@ ICMP_QUERY_TYPES = frozenset(range(NR_ICMP_TYPES + 1)) - ICMP_ERROR_TYPES
 ACK_FLAGS = frozenset((ACK, PSH | ACK))     # the flags bytes taken on an entry
 SYN_FLAGS = frozenset((SYN,))               # and without one
 
-ESTABLISHED_ORIGINAL = Verdict(CtState.ESTABLISHED, False)
-ESTABLISHED_REPLY = Verdict(CtState.ESTABLISHED, True)
-NEW_ORIGINAL = Verdict(CtState.NEW, False)
-RELATED_ORIGINAL = Verdict(CtState.RELATED, False)
 
 
 def _acks_to_established() -> Tuple[FrozenSet[int], FrozenSet[int]]:
@@ -152,6 +161,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
     kv = tracker._kv
     arrivals = engine.forwarded.arrivals
     file_timer = timers.file
+    expire = tracker.expire
     unpack_ip = _ETH_IPV4.unpack_from
     unpack_tcp = _TCP_AFTER_PORTS.unpack_from
     unpack_udp_len = _UDP_LENGTH.unpack_from
@@ -163,6 +173,8 @@ def make_fast_path(engine: "Engine") -> FastTrack:
     original_acks, reply_acks = _acks_to_established()
     opens = _syn_opens()
     syn_sent_timeout = STATE_TIMEOUT_KNOB[SYN_SENT]
+    known_segment = make_known_segment(tracker)     # the other segments of a known entry
+    icmp_error = make_icmp_error(tracker)
 
     def admit(entry: Entry, now: float, tot_len: int, timeout: float) -> Verdict:
         """Tracker.process()'s bookkeeping for the new entry of an original-direction
@@ -240,13 +252,19 @@ def make_fast_path(engine: "Engine") -> FastTrack:
 
     def track(now: float, linktype: int, frame: bytes) -> Optional[Verdict]:
         size = len(frame) - ETH_HEADER
-        if (linktype != LINKTYPE_ETHERNET or size < 28 or now >= timers.next_due
-                or now >= expects.next_due or arrivals):
+        if linktype != LINKTYPE_ETHERNET or size < 28 or arrivals:
             return None
         ethertype, vihl, tot_len, frag, proto = unpack_ip(frame, 12)
         if (ethertype != ETH_P_IP or vihl != IPV4_NO_OPTIONS or frag & FRAGMENT
                 or tot_len > size):
             return None
+        if now >= timers.next_due or now >= expects.next_due:
+            # Tracker.process() expires entries first, and every datagram from here on
+            # reaches it (extract_ipv4() or parse_ipv4() reads it) once its total length
+            # covers the header: do it here, so that the packet can still be taken.
+            if tot_len < 20:
+                return None
+            expire(now)
         key = frame[KEY_AT:KEY_END]
         if proto == IPPROTO_TCP:
             if tot_len < 40:
@@ -263,19 +281,22 @@ def make_fast_path(engine: "Engine") -> FastTrack:
             if flags not in ACK_FLAGS or not (
                     doff == 20 or (doff == TIMESTAMPS_DOFF
                                    and frame[TCP_OPTIONS_AT:TIMESTAMP_ONLY_END] == TIMESTAMP_ONLY)):
-                return None
+                return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
+                                     doff, TCP_OPTIONS_AT)
             status = entry.status
             conn = entry.l4
             old = conn[STATE]
             if not status & SEEN_REPLY:
-                return None
+                return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
+                                     doff, TCP_OPTIONS_AT)
             # linux_in_window() for a non-SYN, non-RST segment with ACK and no SACK block:
             # sack == ack, no side to initialise.  Its check and update are written out
             # here again, specialised, on purpose: a shared function would be one more
             # call with ~20 arguments on a third of all packets, the cost this path cuts.
             if key == entry.reply:
                 if old not in reply_acks:
-                    return None
+                    return known_segment(now, frame, entry, key, tot_len, flags, seq, ack,
+                                         win, doff, TCP_OPTIONS_AT)
                 d = REPLY
                 (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
                  receiver_scale, receiver_flags, receiver_loose, sender_end, sender_maxend,
@@ -283,14 +304,16 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                  sender_loose) = unpack_sides(conn)
             else:
                 if old not in original_acks:
-                    return None
+                    return known_segment(now, frame, entry, key, tot_len, flags, seq, ack,
+                                         win, doff, TCP_OPTIONS_AT)
                 d = 0
                 (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
                  sender_flags, sender_loose, receiver_end, receiver_maxend, receiver_maxwin,
                  receiver_maxack, receiver_scale, receiver_flags,
                  receiver_loose) = unpack_sides(conn)
-            if sender_maxwin == 0:
-                return None                     # the sender's side starts with this packet
+            if sender_maxwin == 0:              # the sender's side starts with this packet
+                return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
+                                     doff, TCP_OPTIONS_AT)
             end = (seq + tot_len - 20 - doff) & M32
             maxackwin = sender_maxwin if sender_maxwin > MAXACKWINCONST else MAXACKWINCONST
             if (((seq - sender_maxend - 1) & M32) < HALF                        # I
@@ -298,7 +321,9 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                     or (receiver_maxwin
                         and ((sender_end - receiver_maxwin - 1 - end) & M32) < HALF)  # II
                     or ((receiver_end - maxackwin - 1 - ack) & M32) < HALF):    # IV
-                return None                     # IGNORE, INVALID or a liberal accept
+                # IGNORE, INVALID or a liberal accept: linux_in_window() decides.
+                return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
+                                     doff, TCP_OPTIONS_AT)
             win_raw = win
             win = win << sender_scale
             if sender_maxwin < win:             # swin = win + sack - ack, sack == ack
@@ -356,9 +381,11 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                     return None
                 table, make = udp_table, new_udp
             elif proto == IPPROTO_ICMP:
-                # An error message quotes another flow: Tracker._related() decides it.
-                if tot_len < 28 or frame[L4_AT] not in ICMP_QUERY_TYPES:
+                if tot_len < 28:
                     return None
+                if frame[L4_AT] not in ICMP_QUERY_TYPES:
+                    # An error message quotes another flow: Tracker._related()'s answer.
+                    return icmp_error(frame, tot_len, L4_AT)
                 # The key's parts: the id, then type << 8 | code (parse.icmp_header()).
                 key = (frame[SRC_AT:L4_AT] + frame[ICMP_ID_AT:ICMP_ID_END]
                        + frame[L4_AT:ICMP_TYPE_CODE_END])

@@ -153,7 +153,12 @@ class TcpTracker:
     def _linux_packet(self, entry: Entry, pkt: Packet, d: int, now: float,
                       knobs: Knobs) -> Outcome:
         """packet() of the linux profile: a timeout (seconds) or an outcome."""
-        tcp: TcpInfo = pkt.tcp
+        return self.linux_segment(entry, pkt.tcp, d, now, knobs)
+
+    def linux_segment(self, entry: Entry, tcp: TcpInfo, d: int, now: float,
+                      knobs: Knobs) -> Outcome:
+        """_linux_packet() for the segment's TcpInfo (engine/fastpath_tcp.py calls it
+        from frame bytes, without a Packet)."""
         conn: TcpConn = entry.l4
         flags = tcp.flags
         index = CLASS_OF_FLAGS[flags & 0xFF]

@@ -22,12 +22,13 @@ from typing import Dict, List, Optional, Tuple
 import pytest
 
 import kernelhelp
+from engine import fastpath
 from engine.build import (build_ethernet, build_icmp_datagram, build_ipv4, build_tcp_datagram,
                           build_udp_datagram, tcp_options)
 from engine.capture import PcapWriter, read_capture
 from engine.core import Engine
 from engine.hooks import LOCAL_OUT, PRE_ROUTING
-from engine.packet import ACK, FIN, IPPROTO_GRE, PSH, SYN, URG
+from engine.packet import ACK, FIN, IPPROTO_GRE, PSH, RST, SYN, URG
 from engine.replay import ReplayResult, replay
 from enginehelp import T0, make_engine
 from procfs_ct.sources.synthetic import SyntheticTraffic
@@ -272,3 +273,190 @@ def test_edge_flows_same_with_and_without_fast_path(name, knobs, max_entries, tm
     fast = engine_state(replay(str(path), **options))
     assert_same(general, fast)
     assert counting.taken >= 8, counting.taken
+
+
+class CountingAnswers:
+    """A fast path case's maker in engine/fastpath.py (make_known_segment,
+    make_icmp_error) wrapped: counts the frames the case it makes answered."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, maker: str) -> None:
+        self.taken = 0
+        made = getattr(fastpath, maker)
+
+        def make(tracker):
+            case = made(tracker)
+
+            def counting(*args):
+                verdict = case(*args)
+                if verdict is not None:
+                    self.taken += 1
+                return verdict
+            return counting
+        monkeypatch.setattr(fastpath, maker, make)
+
+
+def answered_alike(frames: List[Tuple[float, bytes]], directory: Path, knobs: Dict[str, int],
+                   max_entries: Optional[int], monkeypatch: pytest.MonkeyPatch,
+                   maker: str) -> int:
+    """Replay the frames with and without the fast path, require the same engine; how
+    many frames the case `maker` makes answered."""
+    path = directory / "frames.pcap"
+    with open(path, "wb") as fileobj:
+        writer = PcapWriter(fileobj)
+        for ts, frame in frames:
+            writer.write(ts, frame)
+    options = dict(knobs_overrides=knobs, max_entries=max_entries and 4, ncpu=2,
+                   ram_bytes=24 << 30)
+    general = engine_state(replay(str(path), fast_path=False, **options))
+    counting = CountingAnswers(monkeypatch, maker)
+    assert_same(general, engine_state(replay(str(path), **options)))
+    return counting.taken
+
+
+def closing_edge_frames() -> List[Tuple[float, bytes]]:
+    """TCP flows around known_segment()'s cases: a simultaneous open, a SYN/ACK with a
+    wrong ack then the right one, FINs both ways with a retransmitted FIN and a FIN
+    carrying data, the ACKs of the closing states, a RST to a SYN_SENT, a RST with a wrong
+    seq and one out of window answering a FIN (the timer shortened), a SYN on an
+    ESTABLISHED entry (ignored) and on a TIME_WAIT one (reopened: declined), a flags byte
+    TcpTracker.error() refuses, a SACK block."""
+    c, s = "10.2.0.1", "10.2.0.2"
+    frames: List[Tuple[float, bytes]] = []
+
+    def tcp(t, src, dst, sport, dport, **kw):
+        frames.append((T0 + t, build_ethernet(build_tcp_datagram(src, dst, sport, dport, **kw))))
+
+    def to_s(t, port, **kw):
+        tcp(t, c, s, port, 80, **kw)
+
+    def to_c(t, port, **kw):
+        tcp(t, s, c, 80, port, **kw)
+
+    # Simultaneous open: SYNs cross (SYN_SENT2), SYN/ACKs cross, then data.
+    to_s(0.0, 41000, seq=100, flags=SYN, window=1000)
+    to_c(0.1, 41000, seq=900, flags=SYN, window=1000)
+    to_s(0.2, 41000, seq=100, ack=901, flags=SYN | ACK, window=1000)
+    to_c(0.3, 41000, seq=900, ack=101, flags=SYN | ACK, window=1000)
+    to_s(0.4, 41000, seq=101, ack=901, window=1000)
+    to_c(0.5, 41000, seq=901, ack=101, window=1000)
+    to_s(0.6, 41000, seq=101, ack=901, flags=PSH | ACK, window=1000, payload=b"hi")
+    # A SYN/ACK acking the wrong sequence number, then the right one, and the rest of the
+    # handshake; a SYN again on the ESTABLISHED entry (IG), then a SACK block.
+    to_s(1.0, 41001, seq=5000, flags=SYN, window=2000,
+         options=tcp_options(mss=1460, sack_perm=True))
+    to_c(1.1, 41001, seq=8000, ack=77777, flags=SYN | ACK, window=2000)
+    to_c(1.2, 41001, seq=8000, ack=5001, flags=SYN | ACK, window=2000,
+         options=tcp_options(mss=1460, sack_perm=True))
+    to_c(1.25, 41001, seq=8000, ack=5001, flags=SYN | ACK, window=2000)     # retransmitted
+    to_s(1.3, 41001, seq=5001, ack=8001, window=2000)
+    to_s(1.4, 41001, seq=5001, ack=8001, flags=PSH | ACK, window=2000, payload=b"x" * 10)
+    to_s(1.5, 41001, seq=4000, flags=SYN, window=2000)                      # ignored SYN
+    to_c(1.6, 41001, seq=8001, ack=5008, window=2000,
+         options=tcp_options(sack=((5009, 5011),)))
+    to_c(1.65, 41001, seq=8001, ack=5011, flags=SYN | FIN, window=2000)     # invalid flags
+    # FINs both ways: the client's carries data and is sent twice; the closing ACKs.
+    to_s(2.0, 41001, seq=5011, ack=8001, flags=FIN | PSH | ACK, window=2000, payload=b"bye")
+    to_s(2.1, 41001, seq=5011, ack=8001, flags=FIN | PSH | ACK, window=2000, payload=b"bye")
+    to_c(2.2, 41001, seq=8001, ack=5015, window=2000)                       # CLOSE_WAIT
+    to_c(2.3, 41001, seq=8001, ack=5015, flags=FIN | ACK, window=2000)     # LAST_ACK
+    to_s(2.4, 41001, seq=5015, ack=8002, window=2000)                       # TIME_WAIT
+    to_s(2.5, 41001, seq=5015, ack=8002, window=2000)                       # again
+    to_s(2.6, 41001, seq=9000, flags=SYN, window=2000)                      # reopens
+    # A RST answering a SYN (SYN_SENT, no reply yet: the entry goes).
+    to_s(3.0, 41002, seq=300, flags=SYN, window=1000)
+    to_c(3.1, 41002, seq=0, ack=301, flags=RST | ACK, window=0)
+    # An assured connection (ended below: a RST with a wrong seq, refused; one a little
+    # off, kept for a challenge ACK; the peer's FIN out of window, refused; the exact RST).
+    to_s(4.0, 41003, seq=10, flags=SYN, window=1000)
+    to_c(4.1, 41003, seq=20, ack=11, flags=SYN | ACK, window=1000)
+    to_s(4.2, 41003, seq=11, ack=21, window=1000)
+    to_c(4.3, 41003, seq=21, ack=11, flags=PSH | ACK, window=1000, payload=b"abc")
+    to_s(4.4, 41003, seq=11, ack=24, window=1000)
+    # Another: a FIN, the peer's FIN out of window (invalid: the timer shortened when
+    # more than 120 s were left), a RST in a closing state (accepted as it is).
+    to_s(5.0, 41004, seq=10, flags=SYN, window=1000)
+    to_c(5.1, 41004, seq=20, ack=11, flags=SYN | ACK, window=1000)
+    to_s(5.2, 41004, seq=11, ack=21, window=1000)
+    to_c(5.3, 41004, seq=21, ack=11, window=1000)
+    to_s(5.4, 41004, seq=11, ack=21, flags=FIN | ACK, window=1000)
+    to_c(5.45, 41004, seq=1_000_000, ack=12, flags=FIN | ACK, window=1000)
+    to_c(5.5, 41004, seq=3_000_000_000, ack=12, flags=RST | ACK, window=0)
+    to_c(5.6, 41004, seq=3_000_000_000, ack=12, flags=FIN | ACK, window=1000)
+    # The first connection's end, once its first timer filing (the SYN's) has passed and
+    # the entry was filed again at its expiry: the refused FIN's shortened timer is then
+    # before that filing and must be filed anew.
+    to_c(130.5, 41003, seq=5, flags=RST, window=0)                          # below maxack
+    to_c(130.6, 41003, seq=30, flags=RST, window=0)                         # in window, not exact
+    to_s(130.65, 41003, seq=1_000_000, ack=24, flags=FIN | ACK, window=1000)    # refused
+    to_c(130.7, 41003, seq=24, flags=RST, window=0)
+    return frames
+
+
+# known_segment() also re-arms the timer of a refused FIN/RST that shortened it: only
+# with more than 120 s left (here after the RST kept for a challenge ACK) and more than
+# tcp_timeout_unacknowledged, which it is shortened to.
+CLOSING_KNOB_SETTINGS = KNOB_SETTINGS + [
+    ("long CLOSE: a refused FIN shortens the timer", {"tcp_timeout_close": 1000}, None)]
+
+
+@pytest.mark.parametrize("name, knobs, max_entries", CLOSING_KNOB_SETTINGS,
+                         ids=[setting[0] for setting in CLOSING_KNOB_SETTINGS])
+def test_closing_flows_same_with_and_without_fast_path(name, knobs, max_entries, tmp_path,
+                                                       monkeypatch):
+    """known_segment()'s cases (engine/fastpath_tcp.py) answer as the general path does,
+    and it takes most of these segments (those it declines: the invalid flags, the SYN
+    that reopens, and those of an engine whose timers or table it cannot serve)."""
+    taken = answered_alike(closing_edge_frames(), tmp_path, knobs, max_entries, monkeypatch,
+                           "make_known_segment")
+    assert taken >= 20, taken
+
+
+def icmp_error_frames() -> List[Tuple[float, bytes]]:
+    """ICMP errors around icmp_error()'s edges: quoting a UDP and a TCP flow either way,
+    from the peer and from a router; quoting no known flow; sent to another destination
+    than the flow's; quotes it leaves to the general path: with IP options, a non-first
+    fragment, cut before the ports, quoting ICMP; and a type above the last known one."""
+    c, s, router = "10.3.0.1", "10.3.0.2", "10.3.0.254"
+    frames: List[Tuple[float, bytes]] = []
+
+    def add(t, datagram):
+        frames.append((T0 + t, build_ethernet(datagram)))
+
+    def error(t, src, dst, quoted, icmp_type=3, code=3, cut=28):
+        add(t, build_icmp_datagram(src, dst, icmp_type, code, payload=quoted[:cut]))
+
+    udp = build_udp_datagram(c, s, 6000, 53, b"query")
+    answer = build_udp_datagram(s, c, 53, 6000, b"answer")
+    syn = build_tcp_datagram(c, s, 42000, 443, seq=1, flags=SYN, window=1000)
+    add(0.0, udp)
+    error(0.1, s, c, udp)                                   # the peer: port unreachable
+    error(0.2, router, c, udp, icmp_type=11, code=0)        # a router: time exceeded
+    add(0.3, answer)
+    error(0.4, c, s, answer)                                # about the reply direction
+    error(0.5, s, router, udp)                              # not to the flow's destination
+    error(0.6, s, c, build_udp_datagram(c, s, 6001, 53, b"q"))     # no such flow
+    add(1.0, syn)
+    error(1.1, router, c, syn, icmp_type=3, code=1)
+    error(1.2, router, c, syn, cut=48)                      # the quote longer than 28
+    error(1.3, router, c, syn, cut=23)                      # cut before the ports
+    # Cut inside the ports, their last bytes after the datagram (link padding: not read).
+    frames.append((T0 + 1.35, build_ethernet(build_icmp_datagram(router, c, 3, 1,
+                                                                 payload=syn[:22])) + syn[22:24]))
+    error(1.4, router, c, build_udp_datagram(c, s, 6000, 53, b"q", ip_options=b"\x01" * 4))
+    error(1.5, router, c, build_udp_datagram(c, s, 6000, 53, b"q", ip_frag_offset=8))
+    ping = build_icmp_datagram(c, s, 8, ident=5)
+    add(2.0, ping)
+    error(2.1, router, c, ping)                             # quoting ICMP
+    add(2.2, build_icmp_datagram(s, c, 40))                  # type 40: refused
+    return frames
+
+
+@pytest.mark.parametrize("name, knobs, max_entries", KNOB_SETTINGS,
+                         ids=[setting[0] for setting in KNOB_SETTINGS])
+def test_icmp_errors_same_with_and_without_fast_path(name, knobs, max_entries, tmp_path,
+                                                     monkeypatch):
+    """icmp_error() (engine/fastpath_icmp.py) answers as Tracker._related() does, and
+    takes the errors quoting TCP or UDP in an option-less, unfragmented header."""
+    taken = answered_alike(icmp_error_frames(), tmp_path, knobs, max_entries, monkeypatch,
+                           "make_icmp_error")
+    assert taken >= 7, taken
