@@ -227,86 +227,157 @@ def listing_snapshot(tracker: Tracker) -> List[Tuple[Tuple[int, int], Dict[bytes
     return [(table_id, table) for table_id, table in list(tracker.tables().items()) if table]
 
 
-def listing_chunks(tracker: Tracker, now: float, modern: bool) -> Iterator[bytes]:
-    """net/nf_conntrack (modern) or net/ip_conntrack in chunks of up to CHUNK_LINES lines.
+class _TableFormats:
+    """What the fast loop needs to know of one table: whether its lines take the port or the
+    ICMP formats (else listing_line()), the formats by flags, TCP's state names."""
+    __slots__ = ("ports", "icmp", "names", "formats")
 
-    Entries expired by `now`, or removed from the table before their chunk is made
-    (remove() clears timer_slot), are left out, as a kernel walker that reaches them
-    after their removal does not see them.  Each chunk reads the entries as they are when
-    it is made, so the caller holds the engine lock per next(), not for the whole walk.
-    """
-    addresses: Dict[int, bytes] = {}      # address as a number -> its text, made once
-    address_text = addresses.get
-    type_codes = _TypeCodeTexts()
-    prefix_texts = _PrefixTexts()
-    # Seconds left as ints for %d (a float costs ~150 ns more there): the entries of a
-    # table made together expire together, so the span of expiry times that list as the
-    # same seconds (seconds_span) is kept for the last two runs seen.  A span is worked out
-    # when one value misses twice in a row, so a table of scattered expiries pays no spans.
-    seconds = seconds_before = missed = -1
-    lo = hi = lo_before = hi_before = math.inf
+    def __init__(self, tracker: Tracker, family: int, proto: int, modern: bool) -> None:
+        # The fast formats are IPv4's; other families' lines take listing_line().
+        v4 = family == ipv4.FAMILY
+        self.ports = v4 and (proto == IPPROTO_TCP or proto == IPPROTO_UDP)
+        self.icmp = v4 and proto == IPPROTO_ICMP
+        self.names = None
+        self.formats: List[bytes] = []
+        if self.ports and proto == IPPROTO_TCP:
+            self.names = tuple(n.encode("ascii") for n in tracker.l4[proto].state_names())
+        if self.ports:
+            self.formats = _line_formats(modern, tracker.l4_name(proto), proto,
+                                         self.names is not None)
+        elif self.icmp:
+            self.formats = _icmp_formats(modern, tracker.l4_name(proto), proto)
+
+
+# One chunk of a listing to render: its table's formats and its entries.
+ListingJob = Tuple[_TableFormats, List[Entry]]
+
+
+def listing_jobs(tracker: Tracker, modern: bool) -> Iterator[ListingJob]:
+    """The chunks of net/nf_conntrack (modern) or net/ip_conntrack, in order, as entries
+    still to be rendered: table by table, each as table_chunks() walks it (the first few
+    from the live table, the rest from a copy taken when the second is wanted)."""
     for (family, proto), table in listing_snapshot(tracker):
         if not modern and family != ipv4.FAMILY:
             continue                     # ip_conntrack (the compat file too) lists IPv4 only
-        # The fast formats are IPv4's; other families' lines take listing_line().
-        v4 = family == ipv4.FAMILY
-        ports = v4 and (proto == IPPROTO_TCP or proto == IPPROTO_UDP)
-        icmp = v4 and proto == IPPROTO_ICMP
-        names = None
-        if ports and proto == IPPROTO_TCP:
-            names = tuple(n.encode("ascii") for n in tracker.l4[proto].state_names())
-        if ports:
-            formats = _line_formats(modern, tracker.l4_name(proto), proto, names is not None)
-        elif icmp:
-            formats = _icmp_formats(modern, tracker.l4_name(proto), proto)
+        formats = _TableFormats(tracker, family, proto, modern)
         for chunk in table_chunks(table):
-            # One %-format per chunk: the lines' formats joined, their values in a row.
-            formats_used: List[bytes] = []
-            use_format = formats_used.append
-            values: list = []
-            add_values = values.extend
-            for entry in chunk:
-                expires = entry.expires
-                if expires <= now or entry.timer_slot is None:
-                    continue             # expired, or gone from the table
-                # (counters and created are both None unless accounting or timestamps are on;
-                # the formats print mark=0 and the plain use=, so a marked entry and a
-                # helper's master with expected children take listing_line())
-                if (entry.counters is not entry.created or entry.mark or entry.children
-                        or not (ports or icmp)):
-                    use_format(b"%s")
-                    values.append(listing_line(tracker, entry, now, modern).encode("ascii"))
-                    continue
-                src, dst, sport, dport = _KEY_FIELDS(entry.orig)
-                # (a lookup that may miss, inline: a server's table has a new client per line)
-                a = address_text(src)
-                if a is None:
-                    a = addresses[src] = prefix_texts[src >> 8] + _OCTETS[src & 255]
-                b = address_text(dst)
-                if b is None:
-                    b = addresses[dst] = prefix_texts[dst >> 8] + _OCTETS[dst & 255]
-                use_format(formats[entry.status & _FLAG_BITS])
-                if lo <= expires <= hi:
-                    left = seconds
-                elif lo_before <= expires <= hi_before:
-                    left = seconds_before
-                else:
-                    left = int(expires - now)
-                    if left == missed:          # a second miss in a row on this value: a run
-                        seconds_before, lo_before, hi_before = seconds, lo, hi
-                        seconds = left
-                        lo, hi = seconds_span(left, now)
-                    missed = left
-                if names is not None:
-                    add_values((left, names[entry.l4[STATE]], a, b, sport, dport,
-                                b, a, dport, sport))
-                elif ports:
-                    add_values((left, a, b, sport, dport, b, a, dport, sport))
-                else:                    # ICMP: the id in the sport place, type and code in dport
-                    add_values((left, a, b, type_codes[dport], sport,
-                                b, a, type_codes[entry.reply[10] << 8 | entry.reply[11]], sport))
-            if formats_used:
-                yield b"".join(formats_used) % tuple(values)
+            yield formats, chunk
+
+
+class ChunkRenderer:
+    """Renders one chunk of a listing at `now` (render()), keeping what one chunk learns for
+    the next: the address texts and the spans of expiry times that list as one value.
+    What is kept changes how fast, never what: any chunk renders to the same bytes whatever
+    was rendered before it (a forked child renders every N-th chunk with a copy of it)."""
+
+    def __init__(self, tracker: Tracker, now: float, modern: bool) -> None:
+        self.tracker, self.now, self.modern = tracker, now, modern
+        self.addresses: Dict[int, bytes] = {}     # address as a number -> its text, made once
+        self.type_codes = _TypeCodeTexts()
+        self.prefix_texts = _PrefixTexts()
+        # Seconds left as ints for %d (a float costs ~150 ns more there): the entries of a
+        # table made together expire together, so the span of expiry times that list as the
+        # same seconds (seconds_span) is kept for the last two runs seen.  A span is worked
+        # out when one value misses twice in a row, so a table of scattered expiries pays no
+        # spans.  (seconds, lo, hi, seconds_before, lo_before, hi_before, missed)
+        self.spans = (-1, math.inf, math.inf, -1, math.inf, math.inf, -1)
+
+    def render(self, job: ListingJob) -> bytes:
+        """The chunk's lines; b"" if every entry of it expired or left the table.
+
+        Entries expired by `now`, or removed from the table before their chunk is made
+        (remove() clears timer_slot), are left out, as a kernel walker that reaches them
+        after their removal does not see them."""
+        table, chunk = job
+        tracker, now, modern = self.tracker, self.now, self.modern
+        ports, icmp, names, formats = table.ports, table.icmp, table.names, table.formats
+        addresses = self.addresses
+        address_text = addresses.get
+        type_codes, prefix_texts = self.type_codes, self.prefix_texts
+        seconds, lo, hi, seconds_before, lo_before, hi_before, missed = self.spans
+        # One %-format per chunk: the lines' formats joined, their values in a row.
+        formats_used: List[bytes] = []
+        use_format = formats_used.append
+        values: list = []
+        add_values = values.extend
+        for entry in chunk:
+            expires = entry.expires
+            if expires <= now or entry.timer_slot is None:
+                continue             # expired, or gone from the table
+            # (counters and created are both None unless accounting or timestamps are on;
+            # the formats print mark=0 and the plain use=, so a marked entry and a
+            # helper's master with expected children take listing_line())
+            if (entry.counters is not entry.created or entry.mark or entry.children
+                    or not (ports or icmp)):
+                use_format(b"%s")
+                values.append(listing_line(tracker, entry, now, modern).encode("ascii"))
+                continue
+            src, dst, sport, dport = _KEY_FIELDS(entry.orig)
+            # (a lookup that may miss, inline: a server's table has a new client per line)
+            a = address_text(src)
+            if a is None:
+                a = addresses[src] = prefix_texts[src >> 8] + _OCTETS[src & 255]
+            b = address_text(dst)
+            if b is None:
+                b = addresses[dst] = prefix_texts[dst >> 8] + _OCTETS[dst & 255]
+            use_format(formats[entry.status & _FLAG_BITS])
+            if lo <= expires <= hi:
+                left = seconds
+            elif lo_before <= expires <= hi_before:
+                left = seconds_before
+            else:
+                left = int(expires - now)
+                if left == missed:          # a second miss in a row on this value: a run
+                    seconds_before, lo_before, hi_before = seconds, lo, hi
+                    seconds = left
+                    lo, hi = seconds_span(left, now)
+                missed = left
+            if names is not None:
+                add_values((left, names[entry.l4[STATE]], a, b, sport, dport,
+                            b, a, dport, sport))
+            elif ports:
+                add_values((left, a, b, sport, dport, b, a, dport, sport))
+            else:                    # ICMP: the id in the sport place, type and code in dport
+                add_values((left, a, b, type_codes[dport], sport,
+                            b, a, type_codes[entry.reply[10] << 8 | entry.reply[11]], sport))
+        self.spans = (seconds, lo, hi, seconds_before, lo_before, hi_before, missed)
+        if not formats_used:
+            return b""
+        return b"".join(formats_used) % tuple(values)
+
+
+class ListingChunks:
+    """net/nf_conntrack (modern) or net/ip_conntrack in chunks of up to CHUNK_LINES lines,
+    an iterator: each next() renders the next chunk that has a line.
+
+    Each chunk reads the entries as they are when it is made, so the caller holds the
+    engine lock per next(), not for the whole walk.  The walk is in two parts so that the
+    rest of it can be rendered elsewhere (procfs_ct/forkrender.py: forked children, each
+    rendering every N-th chunk of a copy of this object): `jobs` the chunks still to come,
+    `renderer.render(job)` the text of one.  `entries` is the table's size when the
+    listing began.
+    """
+
+    def __init__(self, tracker: Tracker, now: float, modern: bool) -> None:
+        self.entries = len(tracker)
+        self.jobs: Iterator[ListingJob] = listing_jobs(tracker, modern)
+        self.renderer = ChunkRenderer(tracker, now, modern)
+
+    def __iter__(self) -> "ListingChunks":
+        return self
+
+    def __next__(self) -> bytes:
+        render = self.renderer.render
+        for job in self.jobs:
+            text = render(job)
+            if text:
+                return text
+        raise StopIteration
+
+
+def listing_chunks(tracker: Tracker, now: float, modern: bool) -> ListingChunks:
+    """net/nf_conntrack (modern) or net/ip_conntrack in chunks (ListingChunks)."""
+    return ListingChunks(tracker, now, modern)
 
 
 def render_listing(tracker: Tracker, now: float, modern: bool) -> bytes:
