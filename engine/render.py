@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 import struct
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from . import ipv4
 from .entry import ASSURED, SEEN_REPLY, Entry
@@ -198,27 +198,92 @@ def table_entries(values: List[Entry], first: int = 0) -> Iterator[List[Entry]]:
         size = CHUNK_LINES
 
 
-def table_chunks(table: Dict[bytes, Entry]) -> Iterator[List[Entry]]:
-    """table_entries() of a live table, without copying it all before the first chunk.
+class TableChunks:
+    """table_entries() of a live table, without copying it all before the first chunk; an
+    iterator of chunks (lists of entries).
 
     The first FIRST_CHUNK_LINES entries come from the front of the dict; the copy of its
     values that the rest walks is taken when the next chunk is wanted (the table may have
     changed in between).  Entries are only appended to a dict and deletions keep the order,
     so the entries of the first chunk that are still there are still at the front of the
     copy, each with both its keys: they are skipped, and nothing is listed twice.
+
+    rest() says which chunks are still to come without walking on (forked children render
+    them: procfs_ct/forkrender.py).
     """
-    head = list(itertools.islice(table.values(), 2 * FIRST_CHUNK_LINES))
-    yield from table_entries(head, FIRST_CHUNK_LINES)
-    if len(head) < 2 * FIRST_CHUNK_LINES:
-        return
-    seen = set(head)
-    values = list(table.values())
-    skip = 0
-    for value in values:
-        if value not in seen:
-            break
-        skip += 1
-    yield from table_entries(values[skip:])
+
+    def __init__(self, table: Dict[bytes, Entry]) -> None:
+        self._table = table
+        self._head: Optional[List[Entry]] = None     # the first values, once taken
+        self._values: Optional[List[Entry]] = None   # the copy the rest walks, once taken
+        self._next = 0                  # where in _values the next chunk starts
+        self._deduplicated = False      # the walk met an entry with one key: no pairs
+        self._chunks = self._walk()
+
+    def __iter__(self) -> "TableChunks":
+        return self
+
+    def __next__(self) -> List[Entry]:
+        return next(self._chunks)
+
+    def _walk(self) -> Iterator[List[Entry]]:
+        head = self._head = list(itertools.islice(self._table.values(), 2 * FIRST_CHUNK_LINES))
+        yield from table_entries(head, FIRST_CHUNK_LINES)
+        if len(head) < 2 * FIRST_CHUNK_LINES:
+            return
+        values, self._next = self._copy_after_head()
+        self._values = values
+        size = CHUNK_LINES
+        while self._next < len(values):      # table_entries(values[self._next:]), inline
+            start = self._next
+            pairs = values[start:start + 2 * size]
+            originals = pairs[::2]
+            if pairs[1::2] != originals:
+                self._deduplicated = True
+                yield from table_entries(values[start:])
+                return
+            self._next = start + 2 * size
+            yield originals
+
+    def _copy_after_head(self) -> Tuple[List[Entry], int]:
+        """A copy of the table's values, and where the entries after the head start in it."""
+        values = list(self._table.values())
+        seen = set(self._head or ())
+        skip = 0
+        for value in values:
+            if value not in seen:
+                break
+            skip += 1
+        return values, skip
+
+    def rest(self) -> Optional[List[Tuple[List[Entry], int, int]]]:
+        """The chunks still to come as (values, start, stop): each lists the entries
+        values[start:stop:2] of a copy of the table (rest_entries()), the walk itself not
+        moved; the same entries in the same order as the walk would list if the table
+        stayed as it is now.  None once the walk has met an entry under one key (a flow to
+        itself): it de-duplicates, and only in process."""
+        if self._deduplicated:
+            return None
+        if self._head is None:                          # not started: all of it
+            values, start = list(self._table.values()), 0
+        elif len(self._head) < 2 * FIRST_CHUNK_LINES:   # the head was all of it
+            return []
+        elif self._values is None:                      # the head listed, no copy yet
+            values, start = self._copy_after_head()
+        else:
+            values, start = self._values, self._next
+        step = 2 * CHUNK_LINES
+        return [(values, at, min(at + step, len(values))) for at in range(start, len(values), step)]
+
+
+def rest_entries(values: List[Entry], start: int, stop: int) -> List[Entry]:
+    """The entries of a chunk of TableChunks.rest(): values[start:stop:2], each entry's two
+    keys being a pair of values there (checked: a table changed under the copy, or an
+    entry with one key, would list entries twice or leave some out)."""
+    originals = values[start:stop:2]
+    if values[start + 1:stop:2] != originals:
+        raise ValueError(f"the table's values {start}..{stop} are not in pairs")
+    return originals
 
 
 def listing_snapshot(tracker: Tracker) -> List[Tuple[Tuple[int, int], Dict[bytes, Entry]]]:
@@ -250,18 +315,62 @@ class _TableFormats:
 
 # One chunk of a listing to render: its table's formats and its entries.
 ListingJob = Tuple[_TableFormats, List[Entry]]
+# One chunk of the rest of a listing (ListingWalk.rest()): its table's formats and the
+# entries values[start:stop:2] of a copy of the table (rest_entries()).
+RestJob = Tuple[_TableFormats, List[Entry], int, int]
 
 
-def listing_jobs(tracker: Tracker, modern: bool) -> Iterator[ListingJob]:
+class ListingWalk:
     """The chunks of net/nf_conntrack (modern) or net/ip_conntrack, in order, as entries
-    still to be rendered: table by table, each as table_chunks() walks it (the first few
-    from the live table, the rest from a copy taken when the second is wanted)."""
-    for (family, proto), table in listing_snapshot(tracker):
-        if not modern and family != ipv4.FAMILY:
-            continue                     # ip_conntrack (the compat file too) lists IPv4 only
-        formats = _TableFormats(tracker, family, proto, modern)
-        for chunk in table_chunks(table):
-            yield formats, chunk
+    still to be rendered (an iterator of ListingJob): table by table, each as TableChunks
+    walks it.  rest() gives the chunks still to come, for forked children."""
+
+    def __init__(self, tracker: Tracker, modern: bool) -> None:
+        self._tracker, self._modern = tracker, modern
+        # ip_conntrack (the compat file too) lists IPv4 only.
+        self._tables = [(family, proto, table)
+                        for (family, proto), table in listing_snapshot(tracker)
+                        if modern or family == ipv4.FAMILY]
+        self._started = 0               # tables started (the last one is being walked)
+        self._walk: Optional[TableChunks] = None
+        self._formats: Optional[_TableFormats] = None
+
+    def __iter__(self) -> "ListingWalk":
+        return self
+
+    def __next__(self) -> ListingJob:
+        while True:
+            if self._walk is None:
+                if self._started == len(self._tables):
+                    raise StopIteration
+                family, proto, table = self._tables[self._started]
+                self._started += 1
+                self._formats = _TableFormats(self._tracker, family, proto, self._modern)
+                self._walk = TableChunks(table)
+            chunk = next(self._walk, None)
+            if chunk is not None:
+                return self._formats, chunk
+            self._walk = None
+
+    def rest(self) -> Optional[List[RestJob]]:
+        """The chunks still to come, as they would be walked if the tables stayed as they
+        are now (copies of the tables not started are taken here: call it under the
+        engine lock); the walk itself does not move.  None if an entry is listed under one
+        key (a flow to itself: the walk de-duplicates those tables, in process only)."""
+        tracker = self._tracker
+        if sum(len(table) for table in tracker.tables().values()) != 2 * len(tracker):
+            return None
+        jobs: List[RestJob] = []
+        if self._walk is not None:
+            ranges = self._walk.rest()
+            if ranges is None:
+                return None
+            jobs.extend((self._formats, values, start, stop) for values, start, stop in ranges)
+        for family, proto, table in self._tables[self._started:]:
+            formats = _TableFormats(tracker, family, proto, self._modern)
+            ranges = TableChunks(table).rest()
+            jobs.extend((formats, values, start, stop) for values, start, stop in ranges)
+        return jobs
 
 
 class ChunkRenderer:
@@ -353,14 +462,14 @@ class ListingChunks:
     Each chunk reads the entries as they are when it is made, so the caller holds the
     engine lock per next(), not for the whole walk.  The walk is in two parts so that the
     rest of it can be rendered elsewhere (procfs_ct/forkrender.py: forked children, each
-    rendering every N-th chunk of a copy of this object): `jobs` the chunks still to come,
+    rendering every N-th chunk of what is left): `walk.rest()` the chunks still to come,
     `renderer.render(job)` the text of one.  `entries` is the table's size when the
     listing began.
     """
 
     def __init__(self, tracker: Tracker, now: float, modern: bool) -> None:
         self.entries = len(tracker)
-        self.jobs: Iterator[ListingJob] = listing_jobs(tracker, modern)
+        self.walk = ListingWalk(tracker, modern)
         self.renderer = ChunkRenderer(tracker, now, modern)
 
     def __iter__(self) -> "ListingChunks":
@@ -368,7 +477,7 @@ class ListingChunks:
 
     def __next__(self) -> bytes:
         render = self.renderer.render
-        for job in self.jobs:
+        for job in self.walk:
             text = render(job)
             if text:
                 return text

@@ -48,6 +48,8 @@ import time
 import weakref
 from typing import Any, Callable, Iterator, List, Optional, Sequence
 
+from engine.render import rest_entries
+
 log = logging.getLogger(__name__)
 
 # A listing this big (or bigger) is forked.  At 16,384 entries a listing is ~3 MB and takes
@@ -161,9 +163,8 @@ def fork_rest(source: Any) -> Optional["ForkedChunks"]:
 def _fork_listing(listing: Any, engine_busy: bool, keep: Any) -> Optional["ForkedChunks"]:
     """Under the engine lock: fork the children of `listing` (an engine.render
     ListingChunks), or None."""
-    jobs = getattr(listing, "jobs", None)
-    renderer = getattr(listing, "renderer", None)
-    if jobs is None or renderer is None:
+    walk = getattr(listing, "walk", None)
+    if walk is None or not hasattr(listing, "renderer"):
         return None
     count = children_wanted(getattr(listing, "entries", 0), engine_busy)
     if count == 0:
@@ -173,24 +174,32 @@ def _fork_listing(listing: Any, engine_busy: bool, keep: Any) -> Optional["Forke
     except OSError as exc:          # no fork (EAGAIN, ENOMEM), no pipe: render in process
         log.warning("cannot fork to render a listing (%s): rendering it in process", exc)
         return None
+    except ValueError:              # an entry with one key: de-duplicated in process
+        return None
 
 
 class ForkedChunks:
-    """The chunks `count` children render of `listing` (ListingChunks, whose walk is not
-    advanced here: a failed fork leaves it as it was), read in order; an iterator.
+    """The chunks `count` children render of what is left of `listing` (ListingChunks,
+    whose walk is not moved here: a failed fork leaves it as it was), read in order; an
+    iterator.  OSError if a pipe or a child cannot be made; ValueError if the listing
+    cannot be rendered elsewhere (an entry with one key).
 
-    Made under the engine lock.  `keep` (the listing's source) is held until the children
-    are gone: dropping it would write to every entry's reference count, and so copy the
+    Made under the engine lock: the chunks left are listed (and the tables not started
+    copied) then.  They and `keep` (the listing's source) are held until the children are
+    gone: dropping them would write to every entry's reference count, and so copy the
     pages the children share with this process."""
 
     def __init__(self, listing: Any, count: int, keep: Any = None) -> None:
-        self._keep = keep
+        jobs = listing.walk.rest()
+        if jobs is None:
+            raise ValueError("the listing has an entry under one key: not forked")
+        self._keep = (keep, jobs)
+        started = time.perf_counter()
         self._pids: List[int] = []
         self._pipes: List[int] = []
         self._next = 0                  # the chunk to read next: it is in pipe _next % count
         self._done = False
         self.fork_seconds = 0.0
-        started = time.perf_counter()
         pipes = []
         try:
             for _ in range(count):
@@ -204,7 +213,8 @@ class ForkedChunks:
             for index in range(count):
                 pid = os.fork()
                 if pid == 0:
-                    _child(listing, index, count, pipes[index][1], parent)   # never returns
+                    _child(listing.renderer, jobs, index, count, pipes[index][1],
+                           parent)                                  # never returns
                 self._pids.append(pid)
         except BaseException:
             for read_end, write_end in pipes:
@@ -218,9 +228,9 @@ class ForkedChunks:
         self.fork_seconds = time.perf_counter() - started
         with _LIVE_MU:
             _LIVE.add(self)
-        log.debug("rendering the rest of a listing of %d entries in %d children %s "
-                  "(forked in %.1f ms)", getattr(listing, "entries", 0), count, self._pids,
-                  self.fork_seconds * 1000)
+        log.debug("rendering %d chunks of a listing of %d entries in %d children %s "
+                  "(listed and forked in %.1f ms)", len(jobs), getattr(listing, "entries", 0),
+                  count, self._pids, self.fork_seconds * 1000)
 
     @property
     def pids(self) -> Sequence[int]:
@@ -305,8 +315,9 @@ def stop_all() -> None:
 
 
 # -- the child's side ----------------------------------------------------------------------------
-def _child(listing: Any, index: int, count: int, fd: int, parent: int) -> None:
-    """Render chunks index, index+count, ... of `listing` into `fd`, framed; never returns."""
+def _child(renderer: Any, jobs: list, index: int, count: int, fd: int, parent: int) -> None:
+    """Render jobs index, index+count, ... (engine.render RestJob) with `renderer` (a
+    ChunkRenderer) into `fd`, framed; never returns."""
     status = 1
     try:
         gc.disable()                    # a collection would touch, and copy, every object
@@ -318,10 +329,9 @@ def _child(listing: Any, index: int, count: int, fd: int, parent: int) -> None:
         os.closerange(3, fd)
         os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
         try:
-            render = listing.renderer.render
-            for number, job in enumerate(listing.jobs):
-                if number % count == index:
-                    _write(fd, CHUNK, render(job))
+            render = renderer.render
+            for formats, values, start, stop in jobs[index::count]:
+                _write(fd, CHUNK, render((formats, rest_entries(values, start, stop))))
             _write(fd, END, b"")
             status = 0
         except BaseException as exc:    # noqa: B902 - whatever it is, the reader must know
