@@ -5,15 +5,15 @@ threads (FUSE, the engine) waiting while it does; the kernel's own `cat` of its 
 1.2-2.0 us a line (bench/RESULTS.md, round 6).  A fork() is a copy-on-write snapshot of the
 whole table taken in a few milliseconds (as Redis does for BGSAVE), and each child has its
 own interpreter and GIL.  So once a reader of a big listing reads on past its first read
-(fs.ReadAhead asks, on its own thread), the rest of the listing is handed to N children:
+(fs.ReadAhead asks, on its own thread), the rest of the listing can be handed to N children:
 
-  * the fork happens under the engine lock (the driver's LockedChunks.under_lock), so every
-    child sees one table, the one the parent saw: the lock is held for the forks alone;
-  * child i walks the same chunks (engine/render.py ListingChunks.jobs, from the same point:
-    its copy of the parent's walk) and renders chunks i, i+N, i+2N... with its copy of the
-    parent's ChunkRenderer, each into its pipe as one frame; the parent reads chunk k from
-    pipe k mod N, so the text is the in-process text, byte for byte, in the same order, and
-    every child starts at once;
+  * under the engine lock (the driver's LockedChunks.under_lock) the chunks still to come
+    are listed (engine/render.py ListingWalk.rest: index ranges over copies of the tables,
+    taken then) and the children forked, so every child sees the table the parent saw;
+  * child i renders chunks i, i+N, i+2N... with its copy of the parent's ChunkRenderer,
+    each into its pipe as one frame; the parent reads chunk k from pipe k mod N, so the
+    text is the in-process text, byte for byte, in the same order, and every child starts
+    at once;
   * the pipes are the backpressure (PIPE_BYTES each): a child blocks when the reader is
     slow, and the parent holds no more than a reader's next reads (fs.ReadAhead);
   * a child does nothing but that: collector off (gc.disable: a collection would touch, and
@@ -27,12 +27,15 @@ own interpreter and GIL.  So once a reader of a big listing reads on past its fi
   * close() kills and reaps the children at once (a reader that closes early, the last
     chunk read, a failure, the unmount: stop_all()).
 
-Where the rest is rendered in process as before (fork_rest() returns None): the listing is
-smaller than FORK_MIN_ENTRIES, PROCFS_CT_FORK_RENDER=0, os.fork is missing, the process may
-use one CPU and the engine is feeding packets (a child would only take turns with it on
-that CPU, and the engine's writes to the shared pages would be copied), or the memory the
-children could make the system copy (the daemon's RSS, once per child, at worst) is more
-than is available (MemAvailable, and the cgroup's memory.max - memory.current).
+It pays only with CPUs to spare: a child's chunks cost ~25-35 % more CPU than in process
+(every page of entries it reads is copied on its first reference-count write), so the rest
+is rendered in process as before (fork_rest() returns None) unless at least MIN_CHILDREN
+CPUs are idle at that moment (/proc/loadavg's runnable tasks, the engine thread counted if
+it is feeding packets); nor when the listing is smaller than FORK_MIN_ENTRIES, an entry is
+listed under one key (a flow to itself: de-duplicated in process), os.fork is missing, or
+the copies the children could cause (the daemon's RSS, once per child, at worst) do not fit
+in the memory available (MemAvailable, and the cgroup's memory.max - memory.current).
+PROCFS_CT_FORK_RENDER=0 never forks, =N always forks N children for a big listing.
 """
 from __future__ import annotations
 
@@ -41,12 +44,13 @@ import fcntl
 import gc
 import logging
 import os
+import resource
 import signal
 import struct
 import threading
 import time
 import weakref
-from typing import Any, Callable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from engine.render import rest_entries
 
@@ -58,6 +62,11 @@ log = logging.getLogger(__name__)
 # is already far below the kernel's (bench/RESULTS.md: 65,536 entries 0.7-1.4x).
 FORK_MIN_ENTRIES = 16384
 MAX_CHILDREN = 4            # more children than this gain nothing on a 2-4 CPU machine
+# Fewer children than this lose: a child costs ~25-35 % more CPU than the same chunks in
+# process (copy-on-write faults of every page it reads, ~16,500 per child at 262,144
+# entries; the fork; the pipe), and the daemon's GIL freed for FUSE saves ~10 % (round 6),
+# so only two or more CPUs working at once pay for it (bench/RESULTS.md, round 7).
+MIN_CHILDREN = 2
 PIPE_BYTES = 1 << 20        # each child's pipe: about five 1024-line chunks of nf_conntrack
 ENV_CHILDREN = "PROCFS_CT_FORK_RENDER"          # "0": never fork; N: N children; unset: auto
 ENV_MIN_ENTRIES = "PROCFS_CT_FORK_MIN_ENTRIES"  # another threshold (tests)
@@ -88,7 +97,11 @@ def usable_cpus() -> int:
 
 def children_wanted(entries: int, engine_busy: bool,
                     environ: Optional[dict] = None) -> int:
-    """How many children should render a listing of `entries` entries (0: in process)."""
+    """How many children should render a listing of `entries` entries (0: in process).
+
+    PROCFS_CT_FORK_RENDER=N asks for N children (0: none) whatever the machine; unset, as
+    many as there are CPUs idle now, if that is at least MIN_CHILDREN (see there), and if
+    the copies they could cause fit in memory."""
     environ = os.environ if environ is None else environ
     asked = environ.get(ENV_CHILDREN, "").strip().lower()
     if asked in ("0", "off", "no") or not hasattr(os, "fork"):
@@ -101,11 +114,22 @@ def children_wanted(entries: int, engine_busy: bool,
         return 0
     if asked.isdigit():
         return min(int(asked), MAX_CHILDREN)
-    cpus = usable_cpus()
-    if cpus == 1 and engine_busy:
+    # The engine thread feeding packets takes a CPU of its own (and its writes to the
+    # shared pages are copied): count it as busy.
+    idle = usable_cpus() - others_running() - (1 if engine_busy else 0)
+    children = min(idle, MAX_CHILDREN)
+    if children < MIN_CHILDREN:
         return 0
-    children = min(cpus, MAX_CHILDREN)
     return children if children * _rss() <= _memory_free() else 0
+
+
+def others_running() -> int:
+    """Tasks of the whole machine runnable now (/proc/loadavg), the caller's thread aside."""
+    try:
+        with open("/proc/loadavg") as f:
+            return max(int(f.read().split()[3].split("/")[0]) - 1, 0)
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _rss() -> int:
@@ -200,6 +224,7 @@ class ForkedChunks:
         self._next = 0                  # the chunk to read next: it is in pipe _next % count
         self._done = False
         self.fork_seconds = 0.0
+        self.children_usage: List[str] = []     # what each child's END frame says it used
         pipes = []
         try:
             for _ in range(count):
@@ -251,9 +276,15 @@ class ForkedChunks:
                 if body:
                     return body
                 continue                # every entry of that chunk expired: no text
-            self.close()
             if kind == END:
+                self.children_usage.append(body.decode("ascii", "replace"))
+                if len(self.children_usage) < len(self._pipes):
+                    continue            # the others' END frames follow in turn
+                log.debug("render children done: %s (user s, system s, page faults each)",
+                          "; ".join(self.children_usage))
+                self.close()
                 break
+            self.close()
             raise RuntimeError(f"render child {index} failed: "
                                f"{body.decode('utf-8', 'replace') if kind == ERROR else kind}")
         raise StopIteration
@@ -332,7 +363,8 @@ def _child(renderer: Any, jobs: list, index: int, count: int, fd: int, parent: i
             render = renderer.render
             for formats, values, start, stop in jobs[index::count]:
                 _write(fd, CHUNK, render((formats, rest_entries(values, start, stop))))
-            _write(fd, END, b"")
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            _write(fd, END, b"%.3f %.3f %d" % (usage.ru_utime, usage.ru_stime, usage.ru_minflt))
             status = 0
         except BaseException as exc:    # noqa: B902 - whatever it is, the reader must know
             _write(fd, ERROR, repr(exc).encode("utf-8", "replace"))

@@ -13,7 +13,7 @@ from engine.packet import LOCAL_OUT
 from engine.render import listing_chunks, render_listing
 from procfs_ct import forkrender
 from procfs_ct.forkrender import ForkedChunks, children_wanted
-from tests.enginehelp import T0, make_engine
+from tests.enginehelp import make_engine
 from tests.test_listing import _gateway_table
 
 IPPROTO_UDP = 17
@@ -164,6 +164,7 @@ def test_a_failed_fork_leaves_the_listing_to_render_in_process(table, monkeypatc
 
 def test_when_to_fork(monkeypatch):
     monkeypatch.setattr(forkrender, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(forkrender, "others_running", lambda: 0)
     monkeypatch.setattr(forkrender, "_memory_free", lambda: 1 << 40)
     big = forkrender.FORK_MIN_ENTRIES
     assert children_wanted(big, False, {}) == 2
@@ -171,13 +172,22 @@ def test_when_to_fork(monkeypatch):
     assert children_wanted(big, False, {forkrender.ENV_CHILDREN: "0"}) == 0
     assert children_wanted(big, True, {forkrender.ENV_CHILDREN: "3"}) == 3
     assert children_wanted(100, False, {forkrender.ENV_MIN_ENTRIES: "100"}) == 2
+    assert children_wanted(big, True, {}) == 0          # the engine takes one of the two CPUs
     monkeypatch.setattr(forkrender, "usable_cpus", lambda: 8)
     assert children_wanted(big, True, {}) == forkrender.MAX_CHILDREN
+    monkeypatch.setattr(forkrender, "others_running", lambda: 5)
+    assert children_wanted(big, False, {}) == 3                       # three CPUs idle
+    monkeypatch.setattr(forkrender, "others_running", lambda: 7)
+    assert children_wanted(big, False, {}) == 0                       # one: not worth it
+    monkeypatch.setattr(forkrender, "others_running", lambda: 0)
     monkeypatch.setattr(forkrender, "usable_cpus", lambda: 1)
-    assert children_wanted(big, False, {}) == 1                       # frees the GIL
-    assert children_wanted(big, True, {}) == 0                        # one CPU, engine busy
+    assert children_wanted(big, False, {}) == 0
     monkeypatch.setattr(forkrender, "usable_cpus", lambda: 2)
     monkeypatch.setattr(forkrender, "_memory_free", lambda: forkrender._rss())
     assert children_wanted(big, False, {}) == 0                       # copies could not fit
     monkeypatch.delattr(os, "fork")
     assert children_wanted(big, False, {}) == 0
+
+
+def test_others_running_reads_the_machine():
+    assert 0 <= forkrender.others_running() < 100000
