@@ -419,8 +419,14 @@ class LockedChunks:
         with self._lock:
             chunk = next(self._chunks, None)
         if chunk is None:
+            self.close()
             raise StopIteration
         return chunk
+
+    def close(self) -> None:
+        """Let the renderer go (a listing's table copies and address texts)."""
+        self._chunks = iter(())
+        self._first = None
 
     def under_lock(self, action: Callable[[Iterator[bytes], bool], Any]) -> Any:
         """action(the renderer's chunks, whether the engine is feeding packets), under the
