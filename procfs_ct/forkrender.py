@@ -190,11 +190,14 @@ def _fork_listing(listing: Any, engine_busy: bool, keep: Any) -> Optional["Forke
     walk = getattr(listing, "walk", None)
     if walk is None or not hasattr(listing, "renderer"):
         return None
+    locked = time.perf_counter()
     count = children_wanted(getattr(listing, "entries", 0), engine_busy)
     if count == 0:
         return None
     try:
-        return ForkedChunks(listing, count, keep)
+        forked = ForkedChunks(listing, count, keep)
+        log.debug("engine lock held %.1f ms to fork", (time.perf_counter() - locked) * 1000)
+        return forked
     except OSError as exc:          # no fork (EAGAIN, ENOMEM), no pipe: render in process
         log.warning("cannot fork to render a listing (%s): rendering it in process", exc)
         return None
