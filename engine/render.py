@@ -214,11 +214,10 @@ class TableChunks:
 
     def __init__(self, table: Dict[bytes, Entry]) -> None:
         self._table = table
-        self._head: Optional[List[Entry]] = None     # the first values, once taken
-        self._values: Optional[List[Entry]] = None   # the copy the rest walks, once taken
-        self._next = 0                  # where in _values the next chunk starts
-        self._deduplicated = False      # the walk met an entry with one key: no pairs
-        self._chunks = self._walk()
+        self._walked = _Walked()
+        # (the walk is a generator of its own, not a method: a generator that held this
+        # object would make a cycle, kept until a full collection if never finished)
+        self._chunks = _walk(table, self._walked)
 
     def __iter__(self) -> "TableChunks":
         return self
@@ -226,54 +225,69 @@ class TableChunks:
     def __next__(self) -> List[Entry]:
         return next(self._chunks)
 
-    def _walk(self) -> Iterator[List[Entry]]:
-        head = self._head = list(itertools.islice(self._table.values(), 2 * FIRST_CHUNK_LINES))
-        yield from table_entries(head, FIRST_CHUNK_LINES)
-        if len(head) < 2 * FIRST_CHUNK_LINES:
-            return
-        values, self._next = self._copy_after_head()
-        self._values = values
-        size = CHUNK_LINES
-        while self._next < len(values):      # table_entries(values[self._next:]), inline
-            start = self._next
-            pairs = values[start:start + 2 * size]
-            originals = pairs[::2]
-            if pairs[1::2] != originals:
-                self._deduplicated = True
-                yield from table_entries(values[start:])
-                return
-            self._next = start + 2 * size
-            yield originals
-
-    def _copy_after_head(self) -> Tuple[List[Entry], int]:
-        """A copy of the table's values, and where the entries after the head start in it."""
-        values = list(self._table.values())
-        seen = set(self._head or ())
-        skip = 0
-        for value in values:
-            if value not in seen:
-                break
-            skip += 1
-        return values, skip
-
     def rest(self) -> Optional[List[Tuple[List[Entry], int, int]]]:
         """The chunks still to come as (values, start, stop): each lists the entries
         values[start:stop:2] of a copy of the table (rest_entries()), the walk itself not
         moved; the same entries in the same order as the walk would list if the table
         stayed as it is now.  None once the walk has met an entry under one key (a flow to
         itself): it de-duplicates, and only in process."""
-        if self._deduplicated:
+        walked = self._walked
+        if walked.deduplicated:
             return None
-        if self._head is None:                          # not started: all of it
+        if walked.head is None:                         # not started: all of it
             values, start = list(self._table.values()), 0
-        elif len(self._head) < 2 * FIRST_CHUNK_LINES:   # the head was all of it
+        elif len(walked.head) < 2 * FIRST_CHUNK_LINES:  # the head was all of it
             return []
-        elif self._values is None:                      # the head listed, no copy yet
-            values, start = self._copy_after_head()
+        elif walked.values is None:                     # the head listed, no copy yet
+            values, start = _copy_after_head(self._table, walked.head)
         else:
-            values, start = self._values, self._next
+            values, start = walked.values, walked.next
         step = 2 * CHUNK_LINES
         return [(values, at, min(at + step, len(values))) for at in range(start, len(values), step)]
+
+
+class _Walked:
+    """How far a TableChunks walk has gone."""
+    __slots__ = ("head", "values", "next", "deduplicated")
+
+    def __init__(self) -> None:
+        self.head: Optional[List[Entry]] = None     # the first values, once taken
+        self.values: Optional[List[Entry]] = None   # the copy the rest walks, once taken
+        self.next = 0                   # where in values the next chunk starts
+        self.deduplicated = False       # the walk met an entry with one key: no pairs
+
+
+def _walk(table: Dict[bytes, Entry], walked: _Walked) -> Iterator[List[Entry]]:
+    """TableChunks' walk, saying in `walked` how far it has gone."""
+    head = walked.head = list(itertools.islice(table.values(), 2 * FIRST_CHUNK_LINES))
+    yield from table_entries(head, FIRST_CHUNK_LINES)
+    if len(head) < 2 * FIRST_CHUNK_LINES:
+        return
+    values, walked.next = _copy_after_head(table, head)
+    walked.values = values
+    size = CHUNK_LINES
+    while walked.next < len(values):        # table_entries(values[walked.next:]), inline
+        start = walked.next
+        pairs = values[start:start + 2 * size]
+        originals = pairs[::2]
+        if pairs[1::2] != originals:
+            walked.deduplicated = True
+            yield from table_entries(values[start:])
+            return
+        walked.next = start + 2 * size
+        yield originals
+
+
+def _copy_after_head(table: Dict[bytes, Entry], head: List[Entry]) -> Tuple[List[Entry], int]:
+    """A copy of the table's values, and where the entries after `head` start in it."""
+    values = list(table.values())
+    seen = set(head)
+    skip = 0
+    for value in values:
+        if value not in seen:
+            break
+        skip += 1
+    return values, skip
 
 
 def rest_entries(values: List[Entry], start: int, stop: int) -> List[Entry]:

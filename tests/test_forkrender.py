@@ -191,3 +191,21 @@ def test_when_to_fork(monkeypatch):
 
 def test_others_running_reads_the_machine():
     assert 0 <= forkrender.others_running() < 100000
+
+
+def test_a_listing_left_half_walked_is_freed_at_once_not_at_a_full_collection(table):
+    """A forked listing's own walk is never finished in the daemon: it must hold no
+    reference cycle, or its copies of the tables stay until a full collection (measured:
+    1 MB more RSS per listing of 65,536 entries)."""
+    import gc
+    import weakref
+    tracker, now = table
+    listing = listing_chunks(tracker, now, True)
+    next(listing), next(listing), next(listing)       # the first table's copy is taken
+    walks = [weakref.ref(listing.walk), weakref.ref(listing.walk._walk)]
+    gc.disable()
+    try:
+        del listing
+        assert [ref() for ref in walks] == [None, None]
+    finally:
+        gc.enable()
