@@ -217,16 +217,17 @@ class ForkedChunks:
     pages the children share with this process."""
 
     def __init__(self, listing: Any, count: int, keep: Any = None) -> None:
+        started = time.perf_counter()
         jobs = listing.walk.rest()
         if jobs is None:
             raise ValueError("the listing has an entry under one key: not forked")
         self._keep = (keep, jobs)
-        started = time.perf_counter()
+        listed = time.perf_counter()
         self._pids: List[int] = []
         self._pipes: List[int] = []
         self._next = 0                  # the chunk to read next: it is in pipe _next % count
         self._done = False
-        self.fork_seconds = 0.0
+        self.list_seconds = self.fork_seconds = 0.0
         self.children_usage: List[str] = []     # what each child's END frame says it used
         pipes = []
         try:
@@ -253,12 +254,14 @@ class ForkedChunks:
         for read_end, write_end in pipes:
             os.close(write_end)         # the child's now: its death is EOF here
             self._pipes.append(read_end)
-        self.fork_seconds = time.perf_counter() - started
+        self.list_seconds = listed - started
+        self.fork_seconds = time.perf_counter() - listed
         with _LIVE_MU:
             _LIVE.add(self)
         log.debug("rendering %d chunks of a listing of %d entries in %d children %s "
-                  "(listed and forked in %.1f ms)", len(jobs), getattr(listing, "entries", 0),
-                  count, self._pids, self.fork_seconds * 1000)
+                  "(listed in %.1f ms, forked in %.1f ms)", len(jobs),
+                  getattr(listing, "entries", 0), count, self._pids,
+                  self.list_seconds * 1000, self.fork_seconds * 1000)
 
     @property
     def pids(self) -> Sequence[int]:
