@@ -56,10 +56,11 @@ from engine.render import rest_entries
 
 log = logging.getLogger(__name__)
 
-# A listing this big (or bigger) is forked.  At 16,384 entries a listing is ~3 MB and takes
-# ~20 ms of CPU to render in process; below that the fork (~1-5 ms with the lock held) and
-# the children's copy-on-write faults are a sizeable share of a cat and a small table's cat
-# is already far below the kernel's (bench/RESULTS.md: 65,536 entries 0.7-1.4x).
+# A listing this big (or bigger) may be forked.  At 16,384 entries a listing is ~3 MB and
+# takes ~20 ms of CPU to render in process; below that the engine lock held to list the
+# chunks and fork (23-61 ms at 262,144 entries, a few ms here) and the children's
+# copy-on-write faults are a sizeable share of a cat, and a small table's cat is already
+# near or below the kernel's (bench/RESULTS.md: 65,536 entries 0.3-1.4x).
 FORK_MIN_ENTRIES = 16384
 MAX_CHILDREN = 4            # more children than this gain nothing on a 2-4 CPU machine
 # Fewer children than this lose: a child costs ~25-35 % more CPU than the same chunks in
