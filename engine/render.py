@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 import struct
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from . import ipv4
 from .entry import ASSURED, SEEN_REPLY, Entry
@@ -198,27 +198,106 @@ def table_entries(values: List[Entry], first: int = 0) -> Iterator[List[Entry]]:
         size = CHUNK_LINES
 
 
-def table_chunks(table: Dict[bytes, Entry]) -> Iterator[List[Entry]]:
-    """table_entries() of a live table, without copying it all before the first chunk.
+class TableChunks:
+    """table_entries() of a live table, without copying it all before the first chunk; an
+    iterator of chunks (lists of entries).
 
     The first FIRST_CHUNK_LINES entries come from the front of the dict; the copy of its
     values that the rest walks is taken when the next chunk is wanted (the table may have
     changed in between).  Entries are only appended to a dict and deletions keep the order,
     so the entries of the first chunk that are still there are still at the front of the
     copy, each with both its keys: they are skipped, and nothing is listed twice.
+
+    rest() says which chunks are still to come without walking on (forked children render
+    them: procfs_ct/forkrender.py).
     """
-    head = list(itertools.islice(table.values(), 2 * FIRST_CHUNK_LINES))
+
+    def __init__(self, table: Dict[bytes, Entry]) -> None:
+        self._table = table
+        self._walked = _Walked()
+        # (the walk is a generator of its own, not a method: a generator that held this
+        # object would make a cycle, kept until a full collection if never finished)
+        self._chunks = _walk(table, self._walked)
+
+    def __iter__(self) -> "TableChunks":
+        return self
+
+    def __next__(self) -> List[Entry]:
+        return next(self._chunks)
+
+    def rest(self) -> Optional[List[Tuple[List[Entry], int, int]]]:
+        """The chunks still to come as (values, start, stop): each lists the entries
+        values[start:stop:2] of a copy of the table (rest_entries()), the walk itself not
+        moved; the same entries in the same order as the walk would list if the table
+        stayed as it is now.  None once the walk has met an entry under one key (a flow to
+        itself): it de-duplicates, and only in process."""
+        walked = self._walked
+        if walked.deduplicated:
+            return None
+        if walked.head is None:                         # not started: all of it
+            values, start = list(self._table.values()), 0
+        elif len(walked.head) < 2 * FIRST_CHUNK_LINES:  # the head was all of it
+            return []
+        elif walked.values is None:                     # the head listed, no copy yet
+            values, start = _copy_after_head(self._table, walked.head)
+        else:
+            values, start = walked.values, walked.next
+        step = 2 * CHUNK_LINES
+        return [(values, at, min(at + step, len(values))) for at in range(start, len(values), step)]
+
+
+class _Walked:
+    """How far a TableChunks walk has gone."""
+    __slots__ = ("head", "values", "next", "deduplicated")
+
+    def __init__(self) -> None:
+        self.head: Optional[List[Entry]] = None     # the first values, once taken
+        self.values: Optional[List[Entry]] = None   # the copy the rest walks, once taken
+        self.next = 0                   # where in values the next chunk starts
+        self.deduplicated = False       # the walk met an entry with one key: no pairs
+
+
+def _walk(table: Dict[bytes, Entry], walked: _Walked) -> Iterator[List[Entry]]:
+    """TableChunks' walk, saying in `walked` how far it has gone."""
+    head = walked.head = list(itertools.islice(table.values(), 2 * FIRST_CHUNK_LINES))
     yield from table_entries(head, FIRST_CHUNK_LINES)
     if len(head) < 2 * FIRST_CHUNK_LINES:
         return
-    seen = set(head)
+    values, walked.next = _copy_after_head(table, head)
+    walked.values = values
+    size = CHUNK_LINES
+    while walked.next < len(values):        # table_entries(values[walked.next:]), inline
+        start = walked.next
+        pairs = values[start:start + 2 * size]
+        originals = pairs[::2]
+        if pairs[1::2] != originals:
+            walked.deduplicated = True
+            yield from table_entries(values[start:])
+            return
+        walked.next = start + 2 * size
+        yield originals
+
+
+def _copy_after_head(table: Dict[bytes, Entry], head: List[Entry]) -> Tuple[List[Entry], int]:
+    """A copy of the table's values, and where the entries after `head` start in it."""
     values = list(table.values())
+    seen = set(head)
     skip = 0
     for value in values:
         if value not in seen:
             break
         skip += 1
-    yield from table_entries(values[skip:])
+    return values, skip
+
+
+def rest_entries(values: List[Entry], start: int, stop: int) -> List[Entry]:
+    """The entries of a chunk of TableChunks.rest(): values[start:stop:2], each entry's two
+    keys being a pair of values there (checked: a table changed under the copy, or an
+    entry with one key, would list entries twice or leave some out)."""
+    originals = values[start:stop:2]
+    if values[start + 1:stop:2] != originals:
+        raise ValueError(f"the table's values {start}..{stop} are not in pairs")
+    return originals
 
 
 def listing_snapshot(tracker: Tracker) -> List[Tuple[Tuple[int, int], Dict[bytes, Entry]]]:
@@ -227,86 +306,201 @@ def listing_snapshot(tracker: Tracker) -> List[Tuple[Tuple[int, int], Dict[bytes
     return [(table_id, table) for table_id, table in list(tracker.tables().items()) if table]
 
 
-def listing_chunks(tracker: Tracker, now: float, modern: bool) -> Iterator[bytes]:
-    """net/nf_conntrack (modern) or net/ip_conntrack in chunks of up to CHUNK_LINES lines.
+class _TableFormats:
+    """What the fast loop needs to know of one table: whether its lines take the port or the
+    ICMP formats (else listing_line()), the formats by flags, TCP's state names."""
+    __slots__ = ("ports", "icmp", "names", "formats")
 
-    Entries expired by `now`, or removed from the table before their chunk is made
-    (remove() clears timer_slot), are left out, as a kernel walker that reaches them
-    after their removal does not see them.  Each chunk reads the entries as they are when
-    it is made, so the caller holds the engine lock per next(), not for the whole walk.
-    """
-    addresses: Dict[int, bytes] = {}      # address as a number -> its text, made once
-    address_text = addresses.get
-    type_codes = _TypeCodeTexts()
-    prefix_texts = _PrefixTexts()
-    # Seconds left as ints for %d (a float costs ~150 ns more there): the entries of a
-    # table made together expire together, so the span of expiry times that list as the
-    # same seconds (seconds_span) is kept for the last two runs seen.  A span is worked out
-    # when one value misses twice in a row, so a table of scattered expiries pays no spans.
-    seconds = seconds_before = missed = -1
-    lo = hi = lo_before = hi_before = math.inf
-    for (family, proto), table in listing_snapshot(tracker):
-        if not modern and family != ipv4.FAMILY:
-            continue                     # ip_conntrack (the compat file too) lists IPv4 only
+    def __init__(self, tracker: Tracker, family: int, proto: int, modern: bool) -> None:
         # The fast formats are IPv4's; other families' lines take listing_line().
         v4 = family == ipv4.FAMILY
-        ports = v4 and (proto == IPPROTO_TCP or proto == IPPROTO_UDP)
-        icmp = v4 and proto == IPPROTO_ICMP
-        names = None
-        if ports and proto == IPPROTO_TCP:
-            names = tuple(n.encode("ascii") for n in tracker.l4[proto].state_names())
-        if ports:
-            formats = _line_formats(modern, tracker.l4_name(proto), proto, names is not None)
-        elif icmp:
-            formats = _icmp_formats(modern, tracker.l4_name(proto), proto)
-        for chunk in table_chunks(table):
-            # One %-format per chunk: the lines' formats joined, their values in a row.
-            formats_used: List[bytes] = []
-            use_format = formats_used.append
-            values: list = []
-            add_values = values.extend
-            for entry in chunk:
-                expires = entry.expires
-                if expires <= now or entry.timer_slot is None:
-                    continue             # expired, or gone from the table
-                # (counters and created are both None unless accounting or timestamps are on;
-                # the formats print mark=0 and the plain use=, so a marked entry and a
-                # helper's master with expected children take listing_line())
-                if (entry.counters is not entry.created or entry.mark or entry.children
-                        or not (ports or icmp)):
-                    use_format(b"%s")
-                    values.append(listing_line(tracker, entry, now, modern).encode("ascii"))
-                    continue
-                src, dst, sport, dport = _KEY_FIELDS(entry.orig)
-                # (a lookup that may miss, inline: a server's table has a new client per line)
-                a = address_text(src)
-                if a is None:
-                    a = addresses[src] = prefix_texts[src >> 8] + _OCTETS[src & 255]
-                b = address_text(dst)
-                if b is None:
-                    b = addresses[dst] = prefix_texts[dst >> 8] + _OCTETS[dst & 255]
-                use_format(formats[entry.status & _FLAG_BITS])
-                if lo <= expires <= hi:
-                    left = seconds
-                elif lo_before <= expires <= hi_before:
-                    left = seconds_before
-                else:
-                    left = int(expires - now)
-                    if left == missed:          # a second miss in a row on this value: a run
-                        seconds_before, lo_before, hi_before = seconds, lo, hi
-                        seconds = left
-                        lo, hi = seconds_span(left, now)
-                    missed = left
-                if names is not None:
-                    add_values((left, names[entry.l4[STATE]], a, b, sport, dport,
-                                b, a, dport, sport))
-                elif ports:
-                    add_values((left, a, b, sport, dport, b, a, dport, sport))
-                else:                    # ICMP: the id in the sport place, type and code in dport
-                    add_values((left, a, b, type_codes[dport], sport,
-                                b, a, type_codes[entry.reply[10] << 8 | entry.reply[11]], sport))
-            if formats_used:
-                yield b"".join(formats_used) % tuple(values)
+        self.ports = v4 and (proto == IPPROTO_TCP or proto == IPPROTO_UDP)
+        self.icmp = v4 and proto == IPPROTO_ICMP
+        self.names = None
+        self.formats: List[bytes] = []
+        if self.ports and proto == IPPROTO_TCP:
+            self.names = tuple(n.encode("ascii") for n in tracker.l4[proto].state_names())
+        if self.ports:
+            self.formats = _line_formats(modern, tracker.l4_name(proto), proto,
+                                         self.names is not None)
+        elif self.icmp:
+            self.formats = _icmp_formats(modern, tracker.l4_name(proto), proto)
+
+
+# One chunk of a listing to render: its table's formats and its entries.
+ListingJob = Tuple[_TableFormats, List[Entry]]
+# One chunk of the rest of a listing (ListingWalk.rest()): its table's formats and the
+# entries values[start:stop:2] of a copy of the table (rest_entries()).
+RestJob = Tuple[_TableFormats, List[Entry], int, int]
+
+
+class ListingWalk:
+    """The chunks of net/nf_conntrack (modern) or net/ip_conntrack, in order, as entries
+    still to be rendered (an iterator of ListingJob): table by table, each as TableChunks
+    walks it.  rest() gives the chunks still to come, for forked children."""
+
+    def __init__(self, tracker: Tracker, modern: bool) -> None:
+        self._tracker, self._modern = tracker, modern
+        # ip_conntrack (the compat file too) lists IPv4 only.
+        self._tables = [(family, proto, table)
+                        for (family, proto), table in listing_snapshot(tracker)
+                        if modern or family == ipv4.FAMILY]
+        self._started = 0               # tables started (the last one is being walked)
+        self._walk: Optional[TableChunks] = None
+        self._formats: Optional[_TableFormats] = None
+
+    def __iter__(self) -> "ListingWalk":
+        return self
+
+    def __next__(self) -> ListingJob:
+        while True:
+            if self._walk is None:
+                if self._started == len(self._tables):
+                    raise StopIteration
+                family, proto, table = self._tables[self._started]
+                self._started += 1
+                self._formats = _TableFormats(self._tracker, family, proto, self._modern)
+                self._walk = TableChunks(table)
+            chunk = next(self._walk, None)
+            if chunk is not None:
+                return self._formats, chunk
+            self._walk = None
+
+    def rest(self) -> Optional[List[RestJob]]:
+        """The chunks still to come, as they would be walked if the tables stayed as they
+        are now (copies of the tables not started are taken here: call it under the
+        engine lock); the walk itself does not move.  None if an entry is listed under one
+        key (a flow to itself: the walk de-duplicates those tables, in process only)."""
+        tracker = self._tracker
+        if sum(len(table) for table in tracker.tables().values()) != 2 * len(tracker):
+            return None
+        jobs: List[RestJob] = []
+        if self._walk is not None:
+            ranges = self._walk.rest()
+            if ranges is None:
+                return None
+            jobs.extend((self._formats, values, start, stop) for values, start, stop in ranges)
+        for family, proto, table in self._tables[self._started:]:
+            formats = _TableFormats(tracker, family, proto, self._modern)
+            ranges = TableChunks(table).rest()
+            jobs.extend((formats, values, start, stop) for values, start, stop in ranges)
+        return jobs
+
+
+class ChunkRenderer:
+    """Renders one chunk of a listing at `now` (render()), keeping what one chunk learns for
+    the next: the address texts and the spans of expiry times that list as one value.
+    What is kept changes how fast, never what: any chunk renders to the same bytes whatever
+    was rendered before it (a forked child renders every N-th chunk with a copy of it)."""
+
+    def __init__(self, tracker: Tracker, now: float, modern: bool) -> None:
+        self.tracker, self.now, self.modern = tracker, now, modern
+        self.addresses: Dict[int, bytes] = {}     # address as a number -> its text, made once
+        self.type_codes = _TypeCodeTexts()
+        self.prefix_texts = _PrefixTexts()
+        # Seconds left as ints for %d (a float costs ~150 ns more there): the entries of a
+        # table made together expire together, so the span of expiry times that list as the
+        # same seconds (seconds_span) is kept for the last two runs seen.  A span is worked
+        # out when one value misses twice in a row, so a table of scattered expiries pays no
+        # spans.  (seconds, lo, hi, seconds_before, lo_before, hi_before, missed)
+        self.spans = (-1, math.inf, math.inf, -1, math.inf, math.inf, -1)
+
+    def render(self, job: ListingJob) -> bytes:
+        """The chunk's lines; b"" if every entry of it expired or left the table.
+
+        Entries expired by `now`, or removed from the table before their chunk is made
+        (remove() clears timer_slot), are left out, as a kernel walker that reaches them
+        after their removal does not see them."""
+        table, chunk = job
+        tracker, now, modern = self.tracker, self.now, self.modern
+        ports, icmp, names, formats = table.ports, table.icmp, table.names, table.formats
+        addresses = self.addresses
+        address_text = addresses.get
+        type_codes, prefix_texts = self.type_codes, self.prefix_texts
+        seconds, lo, hi, seconds_before, lo_before, hi_before, missed = self.spans
+        # One %-format per chunk: the lines' formats joined, their values in a row.
+        formats_used: List[bytes] = []
+        use_format = formats_used.append
+        values: list = []
+        add_values = values.extend
+        for entry in chunk:
+            expires = entry.expires
+            if expires <= now or entry.timer_slot is None:
+                continue             # expired, or gone from the table
+            # (counters and created are both None unless accounting or timestamps are on;
+            # the formats print mark=0 and the plain use=, so a marked entry and a
+            # helper's master with expected children take listing_line())
+            if (entry.counters is not entry.created or entry.mark or entry.children
+                    or not (ports or icmp)):
+                use_format(b"%s")
+                values.append(listing_line(tracker, entry, now, modern).encode("ascii"))
+                continue
+            src, dst, sport, dport = _KEY_FIELDS(entry.orig)
+            # (a lookup that may miss, inline: a server's table has a new client per line)
+            a = address_text(src)
+            if a is None:
+                a = addresses[src] = prefix_texts[src >> 8] + _OCTETS[src & 255]
+            b = address_text(dst)
+            if b is None:
+                b = addresses[dst] = prefix_texts[dst >> 8] + _OCTETS[dst & 255]
+            use_format(formats[entry.status & _FLAG_BITS])
+            if lo <= expires <= hi:
+                left = seconds
+            elif lo_before <= expires <= hi_before:
+                left = seconds_before
+            else:
+                left = int(expires - now)
+                if left == missed:          # a second miss in a row on this value: a run
+                    seconds_before, lo_before, hi_before = seconds, lo, hi
+                    seconds = left
+                    lo, hi = seconds_span(left, now)
+                missed = left
+            if names is not None:
+                add_values((left, names[entry.l4[STATE]], a, b, sport, dport,
+                            b, a, dport, sport))
+            elif ports:
+                add_values((left, a, b, sport, dport, b, a, dport, sport))
+            else:                    # ICMP: the id in the sport place, type and code in dport
+                add_values((left, a, b, type_codes[dport], sport,
+                            b, a, type_codes[entry.reply[10] << 8 | entry.reply[11]], sport))
+        self.spans = (seconds, lo, hi, seconds_before, lo_before, hi_before, missed)
+        if not formats_used:
+            return b""
+        return b"".join(formats_used) % tuple(values)
+
+
+class ListingChunks:
+    """net/nf_conntrack (modern) or net/ip_conntrack in chunks of up to CHUNK_LINES lines,
+    an iterator: each next() renders the next chunk that has a line.
+
+    Each chunk reads the entries as they are when it is made, so the caller holds the
+    engine lock per next(), not for the whole walk.  The walk is in two parts so that the
+    rest of it can be rendered elsewhere (procfs_ct/forkrender.py: forked children, each
+    rendering every N-th chunk of what is left): `walk.rest()` the chunks still to come,
+    `renderer.render(job)` the text of one.  `entries` is the table's size when the
+    listing began.
+    """
+
+    def __init__(self, tracker: Tracker, now: float, modern: bool) -> None:
+        self.entries = len(tracker)
+        self.walk = ListingWalk(tracker, modern)
+        self.renderer = ChunkRenderer(tracker, now, modern)
+
+    def __iter__(self) -> "ListingChunks":
+        return self
+
+    def __next__(self) -> bytes:
+        render = self.renderer.render
+        for job in self.walk:
+            text = render(job)
+            if text:
+                return text
+        raise StopIteration
+
+
+def listing_chunks(tracker: Tracker, now: float, modern: bool) -> ListingChunks:
+    """net/nf_conntrack (modern) or net/ip_conntrack in chunks (ListingChunks)."""
+    return ListingChunks(tracker, now, modern)
 
 
 def render_listing(tracker: Tracker, now: float, modern: bool) -> bytes:

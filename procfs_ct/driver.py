@@ -215,7 +215,7 @@ class EngineDriver:
         """A view's whole text (see render_chunks)."""
         return b"".join(self.render_chunks(render))
 
-    def render_chunks(self, render: Render) -> Iterator[bytes]:
+    def render_chunks(self, render: Render) -> "LockedChunks":
         """The text `render(self, now)` makes, chunk by chunk, each under the engine lock.
 
         A listing walks a snapshot taken with the first chunk, at the time of the first
@@ -224,11 +224,9 @@ class EngineDriver:
         """
         with self.engine_lock:
             chunks = render(self, self.now())
-            chunk = next(chunks, None)
-        while chunk is not None:
-            yield chunk
-            with self.engine_lock:
-                chunk = next(chunks, None)
+            first = next(chunks, None)
+        return LockedChunks(chunks, first, self.engine_lock,
+                            lambda packets=self.stats.packets: self.stats.packets != packets)
 
     def source_stats_text(self) -> str:
         """`name value` lines: the driver's counters, then the source's own (tap drops...)."""
@@ -397,3 +395,43 @@ class EngineDriver:
         if count <= LOGGED_ERRORS or count % 1000 == 0:
             log.exception("packet %d (linktype %d, %d bytes) failed; skipped (%d so far)",
                           self.stats.packets + uncounted + count, linktype, len(data), count)
+
+
+class LockedChunks:
+    """A renderer's chunks (the first one already made), each next one pulled under the
+    engine lock; under_lock() lets the rest be taken over (procfs_ct/forkrender.py)."""
+
+    def __init__(self, chunks: Iterator[bytes], first: Optional[bytes],
+                 lock: threading.Lock, engine_busy: Callable[[], bool]) -> None:
+        self._chunks = chunks
+        self._first = first
+        self._lock = lock
+        self._engine_busy = engine_busy     # the engine fed packets since the first chunk
+
+    def __iter__(self) -> "LockedChunks":
+        return self
+
+    def __next__(self) -> bytes:
+        chunk = self._first
+        if chunk is not None:
+            self._first = None
+            return chunk
+        with self._lock:
+            chunk = next(self._chunks, None)
+        if chunk is None:
+            self.close()
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        """Let the renderer go (a listing's table copies and address texts)."""
+        self._chunks = iter(())
+        self._first = None
+
+    def under_lock(self, action: Callable[[Iterator[bytes], bool], Any]) -> Any:
+        """action(the renderer's chunks, whether the engine is feeding packets), under the
+        engine lock, once the first chunk has been taken; its result."""
+        if self._first is not None:
+            return None
+        with self._lock:
+            return action(self._chunks, self._engine_busy())

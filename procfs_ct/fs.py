@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from engine.knobs import KnobWriteError
+from procfs_ct import forkrender
 from procfs_ct.fuse_compat import LIBFUSE_MAJOR, FuseOSError, Operations
 from procfs_ct.tree import CONTROL, DIR, KNOB, LISTING, Node, Tree
 
@@ -110,7 +111,8 @@ class Rendering:
     two chunks it spans.  The lock is taken per chunk, not per read, so a reader whose
     bytes exist already never waits behind a chunk being rendered ahead (ReadAhead).
     A renderer that fails fails every later read past what it produced (not a short
-    text that looks complete).
+    text that looks complete).  hand_over() lets another producer take over the rest
+    once (forked children: procfs_ct/forkrender.py).
     """
 
     def __init__(self, chunks: Iterable[bytes],
@@ -130,6 +132,28 @@ class Rendering:
             # It holds the chunk list and the source, not the rendering, to empty them first.
             finalizer = weakref.finalize(self, _free_text, self._chunks, self._source, on_free)
             finalizer.atexit = False
+        self._handed_over = False
+
+    def _let_go(self) -> None:
+        """Drop the renderer, done or failed, closing it if it can be (forked children are
+        killed and reaped; a rendering that dies with children still at work has them
+        killed when its source goes: ForkedChunks.__del__)."""
+        source, self._source = self._source, None
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+
+    def hand_over(self, take_rest: Callable[[Iterator[bytes]], Optional[Iterator[bytes]]]) -> None:
+        """Once: take_rest(the renderer) may return another source of the rest of the
+        text, which then replaces it (None: the renderer goes on).  Called with no chunk
+        being made, so the new source starts where the renderer stands."""
+        with self._mu:
+            if self._handed_over or self._source is None:
+                return
+            self._handed_over = True
+            rest = take_rest(self._source)
+            if rest is not None:
+                self._source = rest
 
     def _wants(self, end: Optional[int]) -> bool:
         return self._source is not None and (end is None or self._size < end)
@@ -150,10 +174,11 @@ class Rendering:
             try:
                 chunk = next(self._source, None)
             except BaseException as exc:
-                self._source, self._failed = None, repr(exc)
+                self._failed = repr(exc)
+                self._let_go()
                 raise
             if chunk is None:
-                self._source = None             # done: let the renderer and its snapshot go
+                self._let_go()                  # done: let the renderer and its snapshot go
             elif chunk:
                 self._chunks.append(chunk)
                 self._starts.append(self._size)
@@ -199,13 +224,21 @@ class ReadAhead:
     weak reference, and only while one chunk is made: a reader that closes frees its text
     as before, and the job stops.  The bound (a few reads past the furthest read) is what
     the reader would have rendered anyway.
+
+    `take_rest` (forkrender.fork_rest in the mount) is offered each rendering read ahead,
+    once (Rendering.hand_over), before anything is rendered ahead for it: a big listing's
+    rest is then rendered by forked children, and this thread reads their pipes instead.
+    It runs here because this thread lives as long as the daemon: a child is killed when
+    the thread that forked it ends, and libfuse's threads come and go.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, take_rest: Optional[Callable[[Iterator[bytes]],
+                                                    Optional[Iterator[bytes]]]] = None) -> None:
         self._jobs: Deque[Tuple["weakref.ref[Rendering]", int]] = collections.deque()
         self._wake = threading.Condition()
         self._thread: Optional[threading.Thread] = None
         self._busy = False
+        self._take_rest = take_rest
 
     def request(self, rendering: Rendering, end: int) -> None:
         """Produce `rendering` up to `end` bytes, in the background."""
@@ -236,6 +269,10 @@ class ReadAhead:
                 log.exception("rendering ahead failed")
 
     def _produce(self, ref: "weakref.ref[Rendering]", end: int) -> None:
+        rendering = ref()
+        if rendering is not None and self._take_rest is not None:
+            rendering.hand_over(self._take_rest)
+        del rendering
         while True:
             rendering = ref()
             if rendering is None:
@@ -375,7 +412,7 @@ class ProcFs(Operations):
         self._control = control       # applies a CONTROL node's request (under the engine lock)
         self._knobs = knobs
         self._snapshots = snapshots
-        self._read_ahead = ReadAhead()
+        self._read_ahead = ReadAhead(take_rest=forkrender.fork_rest)
         self._on_ready = on_ready
         self._handles: Dict[int, Handle] = {}
         self._handles_mu = threading.Lock()
@@ -410,6 +447,7 @@ class ProcFs(Operations):
 
     @guarded
     def destroy(self, path: str) -> None:
+        forkrender.stop_all()               # no reader is left for the render children
         log.info("unmounted")
 
     # -- metadata ------------------------------------------------------------------------
