@@ -269,11 +269,10 @@ def listing_chunks(tracker: Tracker, now: float, modern: bool) -> Iterator[bytes
                 expires = entry.expires
                 if expires <= now or entry.timer_slot is None:
                     continue             # expired, or gone from the table
-                # (counters and created are both None unless accounting or timestamps are on;
-                # the formats print mark=0 and the plain use=, so a marked entry and a
+                # (ext is None unless accounting, timestamps or a mark are on for the entry;
+                # the formats print mark=0 and the plain use=, so such an entry and a
                 # helper's master with expected children take listing_line())
-                if (entry.counters is not entry.created or entry.mark or entry.children
-                        or not (ports or icmp)):
+                if entry.ext is not None or entry.children or not (ports or icmp):
                     use_format(b"%s")
                     values.append(listing_line(tracker, entry, now, modern).encode("ascii"))
                     continue

@@ -238,12 +238,13 @@ class Tracker:
                 # A new entry is made: its optional parts, as the knobs say right now.
                 if kv["acct"]:
                     entry.counters = [0, 0, 0, 0]
-                if not kv["timestamp"]:
-                    entry.created = None
+                if kv["timestamp"]:
+                    entry.created = now
                 self.stats["new"] += 1
             if reply:
                 entry.status |= SEEN_REPLY
-            counters = entry.counters
+            ext = entry.ext             # (entry.counters without the property's call)
+            counters = None if ext is None else ext.counters
             if counters is not None:
                 counters[direction] += 1
                 counters[2 + direction] += pkt.ip_len
