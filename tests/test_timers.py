@@ -146,3 +146,32 @@ def test_an_expiry_moved_past_its_second_is_handed_back_when_the_second_begins()
     arm(wheel, item, item.expires)
     assert drain(wheel, 12.4) == []
     assert drain(wheel, 12.5) == ["x"]
+
+
+def test_inside_a_second_a_moved_entry_comes_out_before_the_bucket_is_walked():
+    """A caller that stops after a few entries (Tracker.expire_some) pays for those: an
+    entry whose expiry moved past the current second is handed out as the walk meets it,
+    not after a walk of the whole bucket; the ones due this second still come out in
+    time order."""
+    class Counted(Item):
+        reads = 0
+
+        @property
+        def expires(self):
+            Counted.reads += 1
+            return self._expires
+
+        @expires.setter
+        def expires(self, value):
+            self._expires = value
+    wheel = TimerWheel()
+    items = [arm(wheel, Counted(f"m{n}"), 10.2) for n in range(1000)]
+    for item in items:
+        item.expires = 20.5                  # refreshed: moved on, not filed again
+    late, early = arm(wheel, Counted("late"), 10.4), arm(wheel, Counted("early"), 10.3)
+    Counted.reads = 0
+    due = wheel.due(10.5)
+    assert next(due).name == "m0" and Counted.reads <= 2
+    rest = [item.name for item in due]
+    assert rest[:999] == [f"m{n}" for n in range(1, 1000)] and rest[999:] == ["early", "late"]
+    assert (late.timer_slot, early.timer_slot) == (10.4, 10.3)
