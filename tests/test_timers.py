@@ -15,6 +15,23 @@ class Item:
         self.expires = None
 
 
+def counting(attribute: str) -> type:
+    """An Item class that counts the reads of one attribute (in its class's `reads`)."""
+    private = "_" + attribute
+
+    class Counted(Item):
+        reads = 0
+
+    def read(self):
+        Counted.reads += 1
+        return getattr(self, private)
+
+    def write(self, value):
+        setattr(self, private, value)
+    setattr(Counted, attribute, property(read, write))
+    return Counted
+
+
 def arm(wheel: TimerWheel, item: Item, when: float) -> Item:
     """Set an item's expiry and file it there, as the tracker does."""
     item.expires = when
@@ -95,23 +112,13 @@ def test_random_filings_come_out_sorted_and_complete():
 
 def test_a_pass_with_nothing_due_looks_at_no_item():
     """The cost of due() when nothing is due does not grow with what is filed."""
-    class Watched(Item):
-        looked = 0
-
-        @property
-        def timer_slot(self):
-            Watched.looked += 1
-            return self._slot
-
-        @timer_slot.setter
-        def timer_slot(self, value):
-            self._slot = value
+    Watched = counting("timer_slot")
     wheel = TimerWheel()
     for n in range(3000):
         arm(wheel, Watched(str(n)), 100 + n / 100)
-    Watched.looked = 0
+    Watched.reads = 0
     assert drain(wheel, 99.9) == []
-    assert Watched.looked == 0
+    assert Watched.reads == 0
 
 
 def test_the_entries_of_one_second_share_one_slot_object():
@@ -153,17 +160,7 @@ def test_inside_a_second_a_moved_entry_comes_out_before_the_bucket_is_walked():
     entry whose expiry moved past the current second is handed out as the walk meets it,
     not after a walk of the whole bucket; the ones due this second still come out in
     time order."""
-    class Counted(Item):
-        reads = 0
-
-        @property
-        def expires(self):
-            Counted.reads += 1
-            return self._expires
-
-        @expires.setter
-        def expires(self, value):
-            self._expires = value
+    Counted = counting("expires")
     wheel = TimerWheel()
     items = [arm(wheel, Counted(f"m{n}"), 10.2) for n in range(1000)]
     for item in items:
