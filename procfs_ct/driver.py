@@ -26,7 +26,8 @@ The engine thread:
     expires.  For a scheduled source (a capture or the synthetic mix, whose frames are
     all known in advance) the engine's time does not pass the last frame fed while the
     next one is still on its way from the source, so a replay gives the same table
-    however slow the machine is;
+    however slow the machine is; an advance looks at EXPIRE_SLICE timer filings per hold
+    of the engine lock (a second's bucket can hold the whole table);
   * hands each frame's result (what engine.feed_frame returned) to every callable in
     `listeners`, under the engine lock, in feeding order;
   * survives any exception raised by one packet: it is logged, counted, and skipped;
