@@ -270,7 +270,7 @@ def bench_listing(args: argparse.Namespace) -> List[Figure]:
                 # timecat cats each of our files `runs` times, then once more for its size.
                 cpu_per_cat = (daemon_cpu(mount.pid) - cpu_before) * 1000 / (2 * (runs + 1))
                 with Measuring(f"{label}: head -1") as ttfb_load:
-                    ttfb = worker("ttfb", runs, kernel_file, ours_nf)
+                    ttfb = worker("ttfb", max(runs, TTFB_RUNS), kernel_file, ours_nf)
                 read_every_file(mount)
                 time.sleep(RELEASE_WAIT)
                 rss_after = daemon_rss(mount.pid)
@@ -308,6 +308,10 @@ def bench_listing(args: argparse.Namespace) -> List[Figure]:
 
 
 RELEASE_WAIT = 1.0      # seconds for the last reader's release to reach the daemon
+# `head -1` runs per figure (each side): a first byte is a few ms, most of it the spawn of
+# head, and one run in five meets the other work of the shared machine (2.3-6.5 ms for one
+# figure in round 6): three runs' median moved with it.  Fifteen cost ~20 s a table.
+TTFB_RUNS = 15
 
 
 # -- knobs ---------------------------------------------------------------------------------

@@ -295,12 +295,18 @@ class Engine:
                 tracker.confirm(result, now)
         return result
 
-    def advance(self, now: float) -> None:
-        """Let time pass: expire entries and stale fragment queues."""
-        self.tracker.expire(now)
+    def advance(self, now: float, budget: Optional[int] = None) -> bool:
+        """Let time pass: expire entries and stale fragment queues.  With a budget, at most
+        that many timer filings are looked at (Tracker.expire_some): False means call again
+        (the daemon lets readers take the engine lock in between)."""
+        if budget is None:
+            self.tracker.expire(now)
+        elif not self.tracker.expire_some(now, budget):
+            return False
         self._sync_defrag_knobs()
         self.defrag.expire(now)
         self.defrag6.expire(now)
+        return True
 
     def _sync_defrag_knobs(self) -> None:
         self.defrag.high_thresh = self.knobs["ipfrag_high_thresh"]

@@ -181,8 +181,8 @@ def make_fast_path(engine: "Engine") -> FastTrack:
         packet, then Tracker.confirm() putting it in the table with its timer."""
         if kv["acct"]:
             entry.counters = [1, 0, tot_len, 0]
-        if not kv["timestamp"]:
-            entry.created = None
+        if kv["timestamp"]:
+            entry.created = now
         stats["new"] += 1
         expires = entry.expires = now + timeout
         conns.insert(entry)
@@ -434,8 +434,9 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                     verdict = RELATED_ORIGINAL if status & EXPECTED else NEW_ORIGINAL
             entry.status = status
         stats["found"] += 1
-        counters = entry.counters
-        if counters is not None:
+        ext = entry.ext                 # (entry.counters without the property's call)
+        if ext is not None and ext.counters is not None:
+            counters = ext.counters
             counters[d] += 1
             counters[2 + d] += tot_len
         expires = entry.expires = now + timeout

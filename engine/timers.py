@@ -94,19 +94,26 @@ class TimerWheel:
                 continue
             # `now` is inside this second: from here on it is handed out in time order,
             # each entry at its expiry as it stands now (it may have moved since filing).
-            end = self._near_end = second + 1
+            # An entry whose expiry moved past the second is handed out as it is met (not
+            # due: the caller files it again), so a caller that stops after some entries
+            # (Tracker.expire_some) has not walked the whole bucket first; the others go
+            # to the heap once the walk is over (a filing made meanwhile for this second
+            # went to a new bucket of it, which the next pass hands out).
+            end = second + 1
             seq = self._seq
-            moved_on = []
+            near_now = []
             for entry in bucket:
                 if entry.timer_slot is second:
                     when = entry.expires
                     if when < end:
                         entry.timer_slot = when
-                        near.append((when, next(seq), entry))
+                        near_now.append((when, next(seq), entry))
                     else:
-                        moved_on.append(entry)
+                        yield entry
+            near = self._near
+            near.extend(near_now)
             heapq.heapify(near)
-            yield from moved_on         # not due: the caller files them again
+            self._near_end = end
         self.next_due = min(self._near[0][0] if self._near else INFINITY,
                             self._seconds[0] if self._seconds else INFINITY)
 

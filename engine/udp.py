@@ -36,9 +36,9 @@ class UdpTracker:
         return False
 
     def new(self, entry: Entry, pkt: Packet, knobs) -> bool:
-        # The first packet's time (the entry keeps no creation time of its own unless
-        # timestamps are on); the stream rule applies from STREAM_AFTER seconds later.
-        entry.l4 = entry.created
+        # entry.l4 is the first packet's time already (Entry.__init__; the entry keeps no
+        # creation time of its own unless timestamps are on); the stream rule applies from
+        # STREAM_AFTER seconds later.
         return True
 
     def packet(self, entry: Entry, pkt: Packet, direction: int, now: float, knobs):

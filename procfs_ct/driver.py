@@ -26,7 +26,8 @@ The engine thread:
     expires.  For a scheduled source (a capture or the synthetic mix, whose frames are
     all known in advance) the engine's time does not pass the last frame fed while the
     next one is still on its way from the source, so a replay gives the same table
-    however slow the machine is;
+    however slow the machine is; an advance looks at EXPIRE_SLICE timer filings per hold
+    of the engine lock (a second's bucket can hold the whole table);
   * hands each frame's result (what engine.feed_frame returned) to every callable in
     `listeners`, under the engine lock, in feeding order;
   * survives any exception raised by one packet: it is logged, counted, and skipped;
@@ -69,6 +70,7 @@ TAKE_FRAMES = 4096          # most frames the engine thread takes from the queue
 FEED_LAG = 0.001            # seconds the engine oversleeps a frame's due time (see above)
 FEED_SLICE = 512            # most frames fed per hold of the engine lock
 FEED_HOLD = 0.002           # seconds the lock is held for feeding before a reader's turn
+EXPIRE_SLICE = 2048         # timer filings looked at per hold of the lock (~1-2 ms)
 HOLD_CHECK_EVERY = 32       # frames between two looks at the clock while feeding
 LOGGED_ERRORS = 5           # log the first few packet errors in full, then every 1000th
 
@@ -333,8 +335,12 @@ class EngineDriver:
             return                      # a scheduled source has not handed over a frame yet
         now = max(now, self._last_time)
         try:
-            with self.engine_lock:
-                self.engine.advance(now)
+            while True:                 # in slices: a reader's chunk waits for one at most
+                with self.engine_lock:
+                    done = self.engine.advance(now, EXPIRE_SLICE)
+                if done:
+                    break
+                time.sleep(0)           # let a reader waiting for the lock take it
             self._last_time = now
             self.stats.advances += 1
         except Exception:

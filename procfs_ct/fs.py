@@ -51,6 +51,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optiona
 from engine.knobs import KnobWriteError
 from procfs_ct import forkrender
 from procfs_ct.fuse_compat import LIBFUSE_MAJOR, FuseOSError, Operations
+from procfs_ct.memtrim import DeferredTrim
 from procfs_ct.tree import CONTROL, DIR, KNOB, LISTING, Node, Tree
 
 log = logging.getLogger(__name__)
@@ -361,10 +362,14 @@ def _one_malloc_arena() -> None:
         _MALLOPT(M_ARENA_MAX, 1)
 
 
+_TRIMMER = DeferredTrim(lambda: _MALLOC_TRIM(0)) if _MALLOC_TRIM is not None else None
+
+
 def _give_back_memory() -> None:
-    """A rendering's text was freed: hand its pages back to the system (malloc_trim(0))."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+    """A rendering's text was freed: hand its pages back to the system (malloc_trim(0)),
+    soon, on a thread of its own (procfs_ct/memtrim.py says why)."""
+    if _TRIMMER is not None:
+        _TRIMMER.request()
 
 
 @dataclass

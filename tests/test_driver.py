@@ -219,3 +219,39 @@ def test_the_source_is_reported_exhausted_only_once_its_last_frame_is_fed():
         logger.removeHandler(watch)
         logger.setLevel(old_level)
     assert fed_when_logged == [(len(frames), len(frames))]
+
+
+def test_the_engine_thread_expires_a_big_bucket_in_slices_each_under_the_lock(monkeypatch):
+    """Time passing over a second that holds many filings is looked at EXPIRE_SLICE
+    filings per hold of the engine lock (a reader's chunk waits for one slice, not for the
+    whole bucket), until every due entry is gone."""
+    import procfs_ct.driver as driver_module
+    monkeypatch.setattr(driver_module, "EXPIRE_SLICE", 8)
+    clock = FakeClock(T0)
+    silent = threading.Event()
+
+    def tap():
+        for port in range(50):
+            yield (T0, LINKTYPE_ETHERNET, udp_frame(A, B, 5000 + port, 53))
+        silent.wait(WAIT)
+
+    engine = make_engine("linux")
+    driver = EngineDriver(engine, tap(), clock=clock, advance_every=1.0)
+    calls = []
+    advance = engine.advance
+
+    def recording(now, budget=None):
+        calls.append((budget, driver.engine_lock.locked()))
+        return advance(now, budget)
+    engine.advance = recording
+    driver.start()
+    try:
+        assert wait_until(lambda: driver.stats.packets == 50, WAIT)
+        calls.clear()
+        clock.t = T0 + 31                    # all 50 are due (udp_timeout 30)
+        assert wait_until(lambda: engine.count == 0, WAIT)
+    finally:
+        silent.set()
+        driver.stop()
+    sliced = [call for call in calls if call == (8, True)]
+    assert len(sliced) >= 7 and all(call == (8, True) for call in calls)

@@ -68,7 +68,7 @@ def engine_state(result: ReplayResult) -> dict:
         l4 = entry.l4
         return (type(entry).__name__, entry.orig, entry.reply, entry.status, entry.expires,
                 entry.created, bytes(l4) if isinstance(l4, bytearray) else l4,
-                entry.counters, entry.mark, entry.timer_slot)
+                entry.counters, entry.mark, entry.ext is None, entry.timer_slot)
 
     tables = {table_id: [(key, entry.orig) for key, entry in table.items()]
               for table_id, table in conns.tables().items()}

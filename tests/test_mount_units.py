@@ -345,8 +345,9 @@ class FakeEngine:
             raise ValueError("malformed")
         self.fed.append((ts, frame))
 
-    def advance(self, now):
+    def advance(self, now, budget=None):
         self.advanced.append(now)
+        return True                 # done: nothing left for another slice
 
 
 WAIT = 10.0          # seconds a condition may take on a loaded machine before we give up

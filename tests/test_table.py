@@ -117,3 +117,32 @@ def test_stat_file_formats_match_the_kernel_layout():
     assert old[0] == ("entries  searched found new invalid ignore delete delete_list insert "
                       "insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete")
     assert old[1].endswith(" ") and old[1].startswith("00000001  00000000 00000000 00000001 00000001")
+
+
+def test_expiry_in_slices_files_a_full_bucket_again_a_slice_at_a_time():
+    """A bucket holding every entry, all refreshed since they were filed (the server
+    shape's SYN_RECV filings), is looked at `budget` filings per expire_some() call; the
+    entries that did expire go, the others are filed at their new time; what a slice
+    leaves stays due, and a packet's expire() finishes it."""
+    eng = make_engine("linux")
+    for port in range(1000):
+        udp(eng, T0, "10.0.0.1", "10.0.0.3", 2000 + port, 9)       # filed at T0 + 30
+    for port in range(900):
+        udp(eng, T0 + 29, "10.0.0.1", "10.0.0.3", 2000 + port, 9)  # now due at T0 + 59
+    tracker = eng.tracker
+    slices = 1
+    while not tracker.expire_some(T0 + 30, 64):
+        slices += 1
+        assert tracker.timers.next_due <= T0 + 30      # the rest is still due
+    assert slices == 16 and eng.count == 900           # 1000 filings, 64 a slice
+    assert tracker.expire(T0 + 58) == 0 and tracker.expire(T0 + 59) == 900
+    # Half a pass, then a packet's expire() (process() calls it when something is due).
+    for port in range(10):
+        udp(eng, T0 + 60, "10.0.0.1", "10.0.0.3", 3000 + port, 9)      # due at T0 + 90
+    for port in range(5):
+        udp(eng, T0 + 89, "10.0.0.1", "10.0.0.3", 3000 + port, 9)      # refreshed
+    assert not tracker.expire_some(T0 + 91, 4)
+    tracker.expire(T0 + 91)
+    assert eng.count == 5 and tracker.timers.next_due > T0 + 91
+    assert tracker.expire_some(T0 + 91, 4)             # nothing left: done at once
+    assert tracker.expire(T0 + 119) == 5

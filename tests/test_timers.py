@@ -15,6 +15,23 @@ class Item:
         self.expires = None
 
 
+def counting(attribute: str) -> type:
+    """An Item class that counts the reads of one attribute (in its class's `reads`)."""
+    private = "_" + attribute
+
+    class Counted(Item):
+        reads = 0
+
+    def read(self):
+        Counted.reads += 1
+        return getattr(self, private)
+
+    def write(self, value):
+        setattr(self, private, value)
+    setattr(Counted, attribute, property(read, write))
+    return Counted
+
+
 def arm(wheel: TimerWheel, item: Item, when: float) -> Item:
     """Set an item's expiry and file it there, as the tracker does."""
     item.expires = when
@@ -95,23 +112,13 @@ def test_random_filings_come_out_sorted_and_complete():
 
 def test_a_pass_with_nothing_due_looks_at_no_item():
     """The cost of due() when nothing is due does not grow with what is filed."""
-    class Watched(Item):
-        looked = 0
-
-        @property
-        def timer_slot(self):
-            Watched.looked += 1
-            return self._slot
-
-        @timer_slot.setter
-        def timer_slot(self, value):
-            self._slot = value
+    Watched = counting("timer_slot")
     wheel = TimerWheel()
     for n in range(3000):
         arm(wheel, Watched(str(n)), 100 + n / 100)
-    Watched.looked = 0
+    Watched.reads = 0
     assert drain(wheel, 99.9) == []
-    assert Watched.looked == 0
+    assert Watched.reads == 0
 
 
 def test_the_entries_of_one_second_share_one_slot_object():
@@ -146,3 +153,22 @@ def test_an_expiry_moved_past_its_second_is_handed_back_when_the_second_begins()
     arm(wheel, item, item.expires)
     assert drain(wheel, 12.4) == []
     assert drain(wheel, 12.5) == ["x"]
+
+
+def test_inside_a_second_a_moved_entry_comes_out_before_the_bucket_is_walked():
+    """A caller that stops after a few entries (Tracker.expire_some) pays for those: an
+    entry whose expiry moved past the current second is handed out as the walk meets it,
+    not after a walk of the whole bucket; the ones due this second still come out in
+    time order."""
+    Counted = counting("expires")
+    wheel = TimerWheel()
+    items = [arm(wheel, Counted(f"m{n}"), 10.2) for n in range(1000)]
+    for item in items:
+        item.expires = 20.5                  # refreshed: moved on, not filed again
+    late, early = arm(wheel, Counted("late"), 10.4), arm(wheel, Counted("early"), 10.3)
+    Counted.reads = 0
+    due = wheel.due(10.5)
+    assert next(due).name == "m0" and Counted.reads <= 2
+    rest = [item.name for item in due]
+    assert rest[:999] == [f"m{n}" for n in range(1, 1000)] and rest[999:] == ["early", "late"]
+    assert (late.timer_slot, early.timer_slot) == (10.4, 10.3)
