@@ -13,8 +13,12 @@ handles it from the start.
 
 It takes, in the linux profile (nf_conntrack) only:
 
-* an untagged Ethernet frame holding an unfragmented IPv4 datagram without IP options,
-  with lengths extract_ipv4() would accept (the datagrams it reads in place);
+* an untagged Ethernet frame, or a Linux cooked (SLL2) frame of packet type
+  PACKET_OUTGOING -- what the live tap hands over for a packet this host sent, lo's
+  outgoing copy among them: tracked in OUTPUT, as an Ethernet frame is by the default
+  hook -- holding an unfragmented IPv4 datagram without IP options, with lengths
+  extract_ipv4() would accept (the datagrams it reads in place).  The link header's
+  layout is a LinkFrame of LINKS; one implementation serves them all;
 * no timer or expectation due (Tracker.process would expire entries first);
 * TCP, on an entry of the tuple: flags exactly ACK or PSH|ACK, options none or exactly
   NOP NOP TIMESTAMP (no window scale, SACK-permitted or SACK block to read), an entry
@@ -43,7 +47,9 @@ requires identical entries, tables, timers, stats and verdicts.
 The engine-wide conditions (no chains, no hook listeners, the fast extraction on, no
 PREROUTING default hook) are checked by Engine.fast_path() when the fast path is made;
 whoever holds it must not change them while using it (engine/replay.py makes it for one
-capture's feed).  Arrivals remembered to spot forwarded copies are checked per packet.
+capture's feed; procfs_ct/driver.py looks again before every hold of the engine lock, as
+chains and listeners may come at run time).  Knob values need no such care: they are
+read on every packet.  Arrivals remembered to spot forwarded copies are checked per packet.
 """
 from __future__ import annotations
 
@@ -54,7 +60,8 @@ from . import ipv4
 from .ctstate import CtState, Verdict
 from .entry import ASSURED, EXPECTED, REPLY, SEEN_REPLY, Entry
 from .expect import INFINITY
-from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET, PACKET_OUTGOING
+from .linklayer import (ETH_P_IP, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, PACKET_OUTGOING,
+                        SLL2_HEADER)
 from .icmp import ICMP_INVERSE, NR_ICMP_TYPES, REQUEST_TYPES
 from .packet import (ACK, ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
                      PSH, SYN, TcpInfo)
@@ -128,9 +135,15 @@ class LinkFrame(NamedTuple):
         return struct.Struct(f"!H{self.ip_at - self.protocol_at - 2}xBxHxxHxB")
 
 
-# The link types taken.
+# The link types taken.  A cooked frame (what the live tap hands over) is taken when its
+# packet type is PACKET_OUTGOING: linklayer.strip_ip() gives it the hook LOCAL_OUT, as the
+# default hook Engine.fast_path() requires gives an Ethernet frame.  Any other packet type
+# (received: PREROUTING, checksums verified, routing; lo's looped-back incoming copy)
+# takes the general path.
 LINKS = {link.linktype: link for link in (
     LinkFrame(LINKTYPE_ETHERNET, 12, 14, None),
+    # SLL2: protocol, reserved, ifindex, arphrd, pkttype, addr_len, addr (SLL2_HEADER).
+    LinkFrame(LINKTYPE_LINUX_SLL2, 0, SLL2_HEADER.size, struct.calcsize("!HHIH")),
 )}
 
 
