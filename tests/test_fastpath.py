@@ -22,13 +22,16 @@ copies only; the rest must come out as the general path makes them.
 """
 from __future__ import annotations
 
+import json
+import threading
 from itertools import takewhile
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 
 import kernelhelp
+from conftest import FakeClock, wait_until
 from engine.build import (build_ethernet, build_icmp_datagram, build_ipv4, build_tcp_datagram,
                           build_udp_datagram, tcp_options)
 from engine.capture import PcapWriter, read_capture
@@ -38,7 +41,9 @@ from engine.linklayer import (ARPHRD_ETHER, ARPHRD_LOOPBACK, LINKTYPE_ETHERNET,
                               LINKTYPE_LINUX_SLL2, PACKET_HOST, PACKET_OUTGOING, SLL2_HEADER)
 from engine.packet import ACK, FIN, IPPROTO_GRE, PSH, SYN, URG
 from engine.replay import ReplayResult, replay
-from enginehelp import T0, make_engine
+from enginehelp import T0, make_engine, view_text
+from procfs_ct.driver import EngineDriver
+from procfs_ct.iptables_channel import handle_request
 from procfs_ct.sources.synthetic import SyntheticTraffic
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -86,11 +91,16 @@ def reframed(capture: Path, framing: str, directory: Path,
         writer = PcapWriter(fileobj, linktype=LINKTYPE_LINUX_SLL2, nanosecond=True)
         for ts, linktype, frame in read_capture(source):
             assert linktype == LINKTYPE_ETHERNET, capture
-            protocol, datagram = int.from_bytes(frame[12:14], "big"), frame[14:]
-            for index, arphrd, pkttype in copies(datagram):    # type: ignore[operator]
-                writer.write(ts, SLL2_HEADER.pack(protocol, 0, index, arphrd, pkttype, 6,
-                                                  b"\2" * 6) + datagram)
+            for cooked_frame in cooked(frame, copies):            # type: ignore[arg-type]
+                writer.write(ts, cooked_frame)
     return path
+
+
+def cooked(frame: bytes, copies: Callable[[bytes], List[Tuple[int, int, int]]]) -> List[bytes]:
+    """An Ethernet frame's datagram in the SLL2 frames `copies` says a tap hands over."""
+    protocol, datagram = int.from_bytes(frame[12:14], "big"), frame[14:]
+    return [SLL2_HEADER.pack(protocol, 0, index, arphrd, pkttype, 6, b"\2" * 6) + datagram
+            for index, arphrd, pkttype in copies(datagram)]
 
 
 def capture_linktype(path: Path) -> int:
@@ -375,3 +385,116 @@ def test_edge_flows_same_with_and_without_fast_path(framing, name, knobs, max_en
     # received, outgoing ones could be its forwarded copies (engine/forwarding.py).
     assert counting.taken >= (1 if framing == "eth0 tap" else 8), counting.taken
     assert counting.pkttypes <= {PACKET_OUTGOING}, counting.pkttypes
+
+
+# -- the live mount's engine thread (procfs_ct/driver.py) ----------------------------------
+WAIT = 20.0                         # seconds a driver may take on a loaded machine
+
+
+class TwoBatches:
+    """A source handing over two batches, as the tap hands over ring blocks, the second
+    once `gate` is set (what a test changes in between comes before it)."""
+
+    def __init__(self, first: list, second: list) -> None:
+        self.first, self.second = first, second
+        self.gate = threading.Event()
+
+    def __iter__(self) -> "TwoBatches":
+        return self
+
+    def __next__(self) -> tuple:
+        raise StopIteration          # EngineDriver takes batches() when a source has it
+
+    def batches(self):
+        yield self.first
+        self.gate.wait(WAIT)
+        yield self.second
+
+
+def tapped_mix(seconds: float) -> List[Tuple[float, int, bytes]]:
+    """Seconds of the synthetic mix as a tap on lo hands it over."""
+    return [(ts, LINKTYPE_LINUX_SLL2, frame)
+            for ts, ethernet in takewhile(lambda item: item[0] < T0 + seconds,
+                                          SyntheticTraffic(seed=7, start=T0).frames())
+            for frame in cooked(ethernet, lo_tap)]
+
+
+DROP_OUTPUT = "*filter\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j DROP\nCOMMIT\n"
+
+
+def _restore_drop(driver: EngineDriver) -> None:
+    """`iptables-restore` of a ruleset dropping everything sent, as the mount's channel
+    applies it: under the engine lock, between two holds."""
+    with driver.engine_lock:
+        reply = handle_request(driver, json.dumps({"op": "restore", "text": DROP_OUTPUT})
+                               .encode())
+    assert json.loads(reply)["exit"] == 0, reply
+
+
+def _listen(driver: EngineDriver) -> None:
+    driver.listeners.append(lambda when, result: driver.heard.append(result))
+
+
+def _write_knobs(driver: EngineDriver) -> None:
+    driver.engine.knobs.write_text("udp_timeout", b"7\n")
+    driver.engine.knobs.write_text("acct", b"1\n")
+
+
+# What may change while a mount runs, between two batches: (the change, whether the fast
+# path may go on answering after it).
+RUN_TIME_CHANGES = {
+    "iptables-restore installs chains": (_restore_drop, False),
+    "a driver listener is registered": (_listen, False),
+    "knob writes": (_write_knobs, True),
+}
+
+
+def drive_in_two(frames: list, change: Callable[[EngineDriver], None],
+                 listened: bool) -> EngineDriver:
+    """Frames fed by an EngineDriver (time stands still after the last frame), `change`
+    made once the first half is fed; `listened`: a listener from the start (so the
+    general path feeds every frame)."""
+    half = len(frames) // 2
+    source = TwoBatches(frames[:half], frames[half:])
+    driver = EngineDriver(make_engine("linux"), source, clock=FakeClock(frames[-1][0] + 1))
+    driver.heard = []                                       # type: ignore[attr-defined]
+    if listened:
+        _listen(driver)
+    driver.start()
+    try:
+        assert wait_until(lambda: driver.stats.packets == half, WAIT), driver.stats
+        driver.fast_after_first = driver.stats.fast_path    # type: ignore[attr-defined]
+        change(driver)
+        source.gate.set()
+        assert wait_until(lambda: driver.stats.source_done, WAIT), driver.stats
+    finally:
+        driver.stop()
+    assert driver.stats.packets == len(frames) and not driver.stats.packet_errors
+    return driver
+
+
+@pytest.mark.parametrize("change", RUN_TIME_CHANGES)
+def test_driver_feeds_the_fast_path_and_asks_again_when_things_change(change):
+    """The live mount's engine thread answers a tap's frames by the fast path while the
+    engine allows it and no listener wants PacketResults, and asks again at every hold of
+    the engine lock: chains installed or a listener registered at run time send every
+    later frame down the general path; knob writes are read by the fast path itself.
+    Either way the engine ends as the general path alone leaves it."""
+    frames = tapped_mix(1.0)
+    make_change, fast_after = RUN_TIME_CHANGES[change]
+    general = drive_in_two(frames, make_change, listened=True)
+    fast = drive_in_two(frames, make_change, listened=False)
+    assert general.stats.fast_path == 0
+    assert engine_state_of(fast.engine) == engine_state_of(general.engine)
+    assert (view_text(fast.engine, "net/nf_conntrack", frames[-1][0] + 1)
+            == view_text(general.engine, "net/nf_conntrack", frames[-1][0] + 1))
+    half = len(frames) // 2
+    assert fast.fast_after_first >= half // 2, (fast.fast_after_first, half)
+    if fast_after:
+        assert fast.stats.fast_path > fast.fast_after_first + half // 2
+    else:
+        assert fast.stats.fast_path == fast.fast_after_first
+    if change == "a driver listener is registered":
+        # Every frame fed after it is told, with its PacketResult (None: not IPv4...).
+        assert len(fast.heard) == len(frames) - half
+        assert sum(result is not None for result in fast.heard) >= half // 2
