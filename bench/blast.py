@@ -1,15 +1,18 @@
-"""Send UDP datagrams on lo as fast as asked: `python -m bench.blast RATE PACKETS PORTS`.
+"""Send UDP datagrams on lo as fast as asked: `python -m bench.blast RATE PACKETS PORTS [ADDRESSES]`.
 
 sendmmsg(2) through ctypes sends a batch of datagrams per system call, so one Python
 process can offer several hundred thousand packets per second (a sendto() loop manages
-about 130,000).  RATE 0 means unpaced.  Datagrams go 127.0.0.1:40000 -> 127.0.0.1:9000+i
-(i cycling over PORTS ports); an nft rule in the namespace drops them at input, so no
-ICMP port-unreachable answers add to the traffic.  Prints {"sent", "seconds", "end"}.
+about 130,000).  RATE 0 means unpaced.  Datagram n goes 127.0.0.1:40000 -> address
+127.0.0.1 + n % ADDRESSES (default 1; lo answers every 127.0.0.0/8 address), port
+9000 + n % PORTS: lcm(PORTS, ADDRESSES) flows, each its own conntrack entry.  An nft rule
+in the namespace drops them at input, so no ICMP port-unreachable answers add to the
+traffic.  Prints {"sent", "seconds", "end"}.
 """
 from __future__ import annotations
 
 import ctypes
 import json
+import math
 import socket
 import struct
 import sys
@@ -34,22 +37,26 @@ class MMsgHdr(ctypes.Structure):
     _fields_ = [("msg_hdr", MsgHdr), ("msg_len", ctypes.c_uint)]
 
 
-def blast(rate: float, packets: int, ports: int) -> dict:
+def blast(rate: float, packets: int, ports: int, addresses: int = 1) -> dict:
     libc = ctypes.CDLL(None, use_errno=True)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 40000))
     payload = ctypes.create_string_buffer(b"x" * 32, 32)
     iov = IoVec(ctypes.addressof(payload), 32)
-    # One sockaddr_in per destination port; message i of a batch uses port i % ports.
+    flows = math.lcm(ports, addresses)
+    first = struct.unpack("!I", socket.inet_aton("127.0.0.1"))[0]
+    # One sockaddr_in per flow, in batches of BATCH messages sent in turn: message i of
+    # batch b goes to flow (b * BATCH + i) % flows.
     addrs = [ctypes.create_string_buffer(struct.pack("=HH4s8x", socket.AF_INET,
-                                                     socket.htons(FIRST_PORT + p),
-                                                     socket.inet_aton("127.0.0.1")), 16)
-             for p in range(ports)]
+                                                     socket.htons(FIRST_PORT + n % ports),
+                                                     struct.pack("!I", first + n % addresses)),
+                                         16)
+             for n in range(flows)]
     batches = []
-    for b in range(max(1, ports // BATCH) if ports >= BATCH else 1):
+    for b in range(-(-flows // BATCH)):
         msgs = (MMsgHdr * BATCH)()
         for i in range(BATCH):
-            addr = addrs[(b * BATCH + i) % ports]
+            addr = addrs[(b * BATCH + i) % flows]
             msgs[i].msg_hdr.msg_name = ctypes.addressof(addr)
             msgs[i].msg_hdr.msg_namelen = 16
             msgs[i].msg_hdr.msg_iov = ctypes.pointer(iov)
@@ -80,4 +87,5 @@ def blast(rate: float, packets: int, ports: int) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(blast(float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))))
+    print(json.dumps(blast(float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]),
+                           *map(int, sys.argv[4:5]))))

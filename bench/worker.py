@@ -342,8 +342,9 @@ def _softirq_seconds() -> float:
 TAP_THREADS = {"tap": "procfs-ct-source", "engine": "procfs-ct-engine"}   # EngineDriver's
 
 
-def task_tap(rate: str, packets: str, ports: str = "1024") -> Dict[str, Any]:
-    """Inside a namespace: the tap on lo feeding an engine while bench/blast.py sends.
+def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1") -> Dict[str, Any]:
+    """Inside a namespace: the tap on lo feeding an engine while bench/blast.py sends
+    (to `ports` ports of `addresses` addresses).
 
     `drained` is when the engine had tracked every frame the tap kept (or nothing moved for
     2 s); the sustained rate is what was tracked from the sender's first packet to then,
@@ -360,8 +361,8 @@ def task_tap(rate: str, packets: str, ports: str = "1024") -> Dict[str, Any]:
     cpu_before = {part: _thread_cpu_seconds(name) for part, name in TAP_THREADS.items()}
     softirq_before = _softirq_seconds()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    blaster = subprocess.run([sys.executable, "-m", "bench.blast", rate, packets, ports],
-                             capture_output=True, text=True, check=True)
+    blaster = subprocess.run([sys.executable, "-m", "bench.blast", rate, packets, ports,
+                              addresses], capture_output=True, text=True, check=True)
     sender = resource.getrusage(resource.RUSAGE_CHILDREN)
     sender_cpu = (sender.ru_utime + sender.ru_stime) - (children.ru_utime + children.ru_stime)
     softirq = _softirq_seconds() - softirq_before
@@ -397,13 +398,14 @@ def task_tap(rate: str, packets: str, ports: str = "1024") -> Dict[str, Any]:
             "engine_cpu_us": 1e6 * cpu["engine"] / max(1, tracked),
             "sender_cpu_us": 1e6 * sender_cpu / max(1, wanted),
             "softirq_share": softirq / sent["seconds"],
-            "entries": engine.count}
+            "entries": engine.count, "early_drops": engine.tracker.stats["early_drop"],
+            "fast_path": getattr(driver.stats, "fast_path", 0)}   # 0: a tree without it
 
 
-def task_blast_ceiling(packets: str, ports: str = "1024") -> Dict[str, Any]:
+def task_blast_ceiling(packets: str, ports: str = "1024", addresses: str = "1") -> Dict[str, Any]:
     """Inside a namespace with nobody tapping: bench/blast.py unpaced, its own ceiling."""
-    blaster = subprocess.run([sys.executable, "-m", "bench.blast", "0", packets, ports],
-                             capture_output=True, text=True, check=True)
+    blaster = subprocess.run([sys.executable, "-m", "bench.blast", "0", packets, ports,
+                              addresses], capture_output=True, text=True, check=True)
     return json.loads(blaster.stdout.strip().splitlines()[-1])
 
 

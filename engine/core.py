@@ -131,15 +131,21 @@ class Engine:
         self.early_listeners.setdefault(Hook(hook), []).append(listener)
         self.listeners.setdefault(Hook(hook), [])     # the walk below is now needed
 
-    def fast_path(self) -> Optional[FastTrack]:
-        """The fast path's track(now, linktype, frame) (engine/fastpath.py) if this engine
-        can use it now, else None: the linux profile, no chains or hook listeners, the fast
-        extraction on, locally sent traffic (not PREROUTING) by default.  The caller must
-        not change these while it uses it."""
-        if (not is_modern(self.profile) or self.chains is not None or self.listeners
-                or not self.fast_extraction or self.default_hook == PRE_ROUTING):
+    def fast_path_allowed(self) -> bool:
+        """Whether the fast path (engine/fastpath.py) answers as this engine would: the
+        linux profile, no chains or hook listeners, the fast extraction on, locally sent
+        traffic (not PREROUTING) by default.  Chains and listeners may come at run time
+        (an iptables-restore): a long-lived holder of the fast path asks again."""
+        return not (not is_modern(self.profile) or self.chains is not None or self.listeners
+                    or not self.fast_extraction or self.default_hook == PRE_ROUTING)
+
+    def fast_path(self, first: int = LINKTYPE_ETHERNET) -> Optional[FastTrack]:
+        """The fast path's track(now, linktype, frame) if fast_path_allowed(), else None;
+        `first`: the link type most frames will have (it is tried first).  The caller
+        must not use it once fast_path_allowed() would say no."""
+        if not self.fast_path_allowed():
             return None
-        return make_fast_path(self)
+        return make_fast_path(self, first)
 
     # -- packets in ------------------------------------------------------------------------
     def feed_frame(self, ts: float, linktype: int, frame: bytes,

@@ -13,8 +13,12 @@ handles it from the start.
 
 It takes, in the linux profile (nf_conntrack) only:
 
-* an untagged Ethernet frame holding an unfragmented IPv4 datagram without IP options,
-  with lengths extract_ipv4() would accept (the datagrams it reads in place);
+* an untagged Ethernet frame, or a Linux cooked (SLL2) frame of packet type
+  PACKET_OUTGOING -- what the live tap hands over for a packet this host sent, lo's
+  outgoing copy among them: tracked in OUTPUT, as an Ethernet frame is by the default
+  hook -- holding an unfragmented IPv4 datagram without IP options, with lengths
+  extract_ipv4() would accept (the datagrams it reads in place).  The link header's
+  layout is a LinkFrame of LINKS; one implementation serves them all;
 * timers or expectations due: it expires them first, as Tracker.process() would -- every
   such datagram reaches it -- so this one change may precede a decline, the one the
   general path then makes no more;
@@ -53,12 +57,14 @@ tables, timers, stats and verdicts.
 The engine-wide conditions (no chains, no hook listeners, the fast extraction on, no
 PREROUTING default hook) are checked by Engine.fast_path() when the fast path is made;
 whoever holds it must not change them while using it (engine/replay.py makes it for one
-capture's feed).  Arrivals remembered to spot forwarded copies are checked per packet.
+capture's feed; procfs_ct/driver.py looks again before every hold of the engine lock, as
+chains and listeners may come at run time).  Knob values need no such care: they are
+read on every packet.  Arrivals remembered to spot forwarded copies are checked per packet.
 """
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Callable, FrozenSet, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, FrozenSet, NamedTuple, Optional, Tuple
 
 from . import ipv4
 from .ctstate import Verdict
@@ -67,7 +73,8 @@ from .expect import INFINITY
 from .fastpath_icmp import make_icmp_error
 from .fastpath_tcp import (ESTABLISHED_ORIGINAL, ESTABLISHED_REPLY, NEW_ORIGINAL,
                           RELATED_ORIGINAL, make_known_segment)
-from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET
+from .linklayer import (ETH_P_IP, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, PACKET_OUTGOING,
+                        SLL2_HEADER)
 from .icmp import ICMP_INVERSE, NR_ICMP_TYPES, REQUEST_TYPES
 from .packet import (ACK, ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
                      PSH, SYN, TcpInfo)
@@ -85,27 +92,10 @@ if TYPE_CHECKING:
 
 FastTrack = Callable[[float, int, bytes], Optional[Verdict]]
 
-# From the Ethernet type on (frame offset 12): ethertype, version/IHL, total length, the
-# fragment field, protocol -- what decides whether the datagram is one extract_ipv4() reads.
-_ETH_IPV4 = struct.Struct("!HBxHxxHxB")
-# The TCP header after ports (frame offset 38 with a 20-byte IP header): seq, ack, data
-# offset, flags, window.
+# The TCP header after ports: seq, ack, data offset, flags, window.
 _TCP_AFTER_PORTS = struct.Struct("!IIBBH")
-_UDP_LENGTH = struct.Struct("!H")           # at frame offset 38
-# Frame offsets: Ethernet, then an IPv4 header of 20 bytes.
-ETH_HEADER = 14
-SRC_AT = KEY_AT = ETH_HEADER + ipv4.ADDRESSES_AT     # the table key, in place: addresses,
-DST_AT = SRC_AT + 4
-L4_AT = ETH_HEADER + ipv4.HEADER_LEN                 # then the ports
-DPORT_AT = L4_AT + 2
-KEY_END = KEY_AT + ipv4.KEY_LEN
-TCP_SEQ_AT = UDP_LEN_AT = ICMP_ID_AT = L4_AT + 4
-ICMP_ID_END = ICMP_ID_AT + 2
-ICMP_CODE_AT = GRE_VERSION_AT = L4_AT + 1
-ICMP_TYPE_CODE_END = L4_AT + 2
-TCP_OPTIONS_AT = L4_AT + 20
+_UDP_LENGTH = struct.Struct("!H")
 TIMESTAMPS_DOFF = 20 + 12                   # a TCP header with NOP NOP TIMESTAMP(10) alone
-TIMESTAMP_ONLY_END = TCP_OPTIONS_AT + len(TIMESTAMP_ONLY)
 IPV4_NO_OPTIONS = 0x45
 FRAGMENT = ipv4.IP_MF | ipv4.IP_OFFSET      # more fragments, or an offset
 GRE_TABLE = (ipv4.FAMILY, IPPROTO_GRE)
@@ -140,15 +130,66 @@ def _syn_opens() -> bool:
             and TABLES["linux"][0][C_SYN][NONE] == SYN_SENT)
 
 
-def reply_key(frame: bytes) -> bytes:
-    """The reply key of the frame's TCP or UDP datagram: addresses and ports swapped
-    (swapped() and ipv4.mirror_key(), read from the frame)."""
-    return (frame[DST_AT:L4_AT] + frame[SRC_AT:DST_AT]
-            + frame[DPORT_AT:KEY_END] + frame[L4_AT:DPORT_AT])
+class LinkFrame(NamedTuple):
+    """Where a link type puts what the fast path reads before the IPv4 header."""
+    linktype: int
+    protocol_at: int                # the ethertype (Ethernet) or protocol (cooked) field
+    ip_at: int                      # the IPv4 header: the link header's length
+    pkttype_at: Optional[int]       # a cooked header's packet type, else None
+
+    def head(self) -> struct.Struct:
+        """The one unpack from protocol_at: the protocol, then the IPv4 header's
+        version/IHL, total length, fragment field and protocol -- what decides whether
+        the datagram is one extract_ipv4() reads."""
+        return struct.Struct(f"!H{self.ip_at - self.protocol_at - 2}xBxHxxHxB")
 
 
-def make_fast_path(engine: "Engine") -> FastTrack:
-    """The fast path's track(now, linktype, frame) for this engine (see the module text)."""
+# The link types taken.  A cooked frame (what the live tap hands over) is taken when its
+# packet type is PACKET_OUTGOING: linklayer.strip_ip() gives it the hook LOCAL_OUT, as the
+# default hook Engine.fast_path() requires gives an Ethernet frame.  Any other packet type
+# (received: PREROUTING, checksums verified, routing; lo's looped-back incoming copy)
+# takes the general path.
+LINKS = {link.linktype: link for link in (
+    LinkFrame(LINKTYPE_ETHERNET, 12, 14, None),
+    # SLL2: protocol, reserved, ifindex, arphrd, pkttype, addr_len, addr (SLL2_HEADER).
+    LinkFrame(LINKTYPE_LINUX_SLL2, 0, SLL2_HEADER.size, struct.calcsize("!HHIH")),
+)}
+
+
+def _none(now: float, linktype: int, frame: bytes) -> None:
+    """The end of the chain of link types: a frame of none of them takes the general path."""
+    return None
+
+
+def make_fast_path(engine: "Engine", first: int = LINKTYPE_ETHERNET) -> FastTrack:
+    """The fast path's track(now, linktype, frame) for this engine (see the module text):
+    one track per link type of LINKS, each handing a frame of another link type to the
+    next; `first` is tried first (the link type most frames have: it saves a call)."""
+    track: FastTrack = _none
+    for linktype in sorted(LINKS, key=lambda linktype: linktype == first):
+        track = _make_link_track(engine, LINKS[linktype], track)
+    return track
+
+
+def _make_link_track(engine: "Engine", link: LinkFrame, other: FastTrack) -> FastTrack:
+    """The fast path for frames of one link type; `other` takes the rest."""
+    # Frame offsets: the link header, then an IPv4 header of 20 bytes.
+    own_linktype = link.linktype
+    pkttype_at = link.pkttype_at
+    protocol_at = link.protocol_at
+    ip_at = link.ip_at
+    src_at = key_at = ip_at + ipv4.ADDRESSES_AT     # the table key, in place: addresses,
+    dst_at = src_at + 4
+    l4_at = ip_at + ipv4.HEADER_LEN                 # then the ports
+    dport_at = l4_at + 2
+    key_end = key_at + ipv4.KEY_LEN
+    tcp_seq_at = udp_len_at = icmp_id_at = l4_at + 4
+    icmp_id_end = icmp_id_at + 2
+    icmp_code_at = gre_version_at = l4_at + 1
+    icmp_type_code_end = l4_at + 2
+    tcp_options_at = l4_at + 20
+    timestamp_only_end = tcp_options_at + len(TIMESTAMP_ONLY)
+
     tracker = engine.tracker
     conns = tracker.conns
     tcp_table = conns.table(ipv4.FAMILY, IPPROTO_TCP)
@@ -162,7 +203,14 @@ def make_fast_path(engine: "Engine") -> FastTrack:
     arrivals = engine.forwarded.arrivals
     file_timer = timers.file
     expire = tracker.expire
-    unpack_ip = _ETH_IPV4.unpack_from
+    unpack_ip = link.head().unpack_from
+
+    def reply_key(frame: bytes) -> bytes:
+        """The reply key of the frame's TCP or UDP datagram: addresses and ports swapped
+        (swapped() and ipv4.mirror_key(), read from the frame)."""
+        return (frame[dst_at:l4_at] + frame[src_at:dst_at]
+                + frame[dport_at:key_end] + frame[l4_at:dport_at])
+
     unpack_tcp = _TCP_AFTER_PORTS.unpack_from
     unpack_udp_len = _UDP_LENGTH.unpack_from
     unpack_sides = BOTH_SIDES.unpack_from
@@ -205,12 +253,12 @@ def make_fast_path(engine: "Engine") -> FastTrack:
 
     def new_icmp(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
         """An ICMP request without an entry (IcmpTracker.new(); other types make none)."""
-        icmp_type = frame[L4_AT]
+        icmp_type = frame[l4_at]
         if icmp_type not in REQUEST_TYPES or not has_room():
             return None
         # IcmpTracker.invert(): the reply type, the same code and id.
-        reply = (frame[DST_AT:L4_AT] + frame[SRC_AT:DST_AT] + frame[ICMP_ID_AT:ICMP_ID_END]
-                 + bytes((ICMP_INVERSE[icmp_type], frame[ICMP_CODE_AT])))
+        reply = (frame[dst_at:l4_at] + frame[src_at:dst_at] + frame[icmp_id_at:icmp_id_end]
+                 + bytes((ICMP_INVERSE[icmp_type], frame[icmp_code_at])))
         entry = Entry(key, reply, now, IPPROTO_ICMP, ipv4)
         entry.l4 = 0
         return admit(entry, now, tot_len, kv["icmp_timeout"])
@@ -219,7 +267,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
         """The first packet of a plain GRE flow (GreTracker.new())."""
         if not has_room():
             return None
-        entry = Entry(key, frame[DST_AT:L4_AT] + frame[SRC_AT:DST_AT] + NO_KEYS,
+        entry = Entry(key, frame[dst_at:l4_at] + frame[src_at:dst_at] + NO_KEYS,
                       now, IPPROTO_GRE, ipv4)
         entry.l4 = (kv["gre_timeout"], kv["gre_timeout_stream"])
         return admit(entry, now, tot_len, entry.l4[0])
@@ -232,7 +280,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
         tcp = TcpInfo(flags, seq, ack, win, tot_len - 20 - doff, None, False, None, True,
                       doff > 20)
         if doff > 20:
-            parse_tcp_options(tcp, frame, TCP_OPTIONS_AT, L4_AT + doff)
+            parse_tcp_options(tcp, frame, tcp_options_at, l4_at + doff)
         conn = new_conn()
         init_from_syn(conn, 0, tcp, BE_LIBERAL)
         # NONE -SYN-> SYN_SENT has no special cell, and linux_in_window() passes a SYN on
@@ -251,11 +299,14 @@ def make_fast_path(engine: "Engine") -> FastTrack:
         return admit(entry, now, tot_len, timeout)
 
     def track(now: float, linktype: int, frame: bytes) -> Optional[Verdict]:
-        size = len(frame) - ETH_HEADER
-        if linktype != LINKTYPE_ETHERNET or size < 28 or arrivals:
+        if linktype != own_linktype:
+            return other(now, linktype, frame)
+        size = len(frame) - ip_at
+        if (size < 28 or arrivals
+                or (pkttype_at is not None and frame[pkttype_at] != PACKET_OUTGOING)):
             return None
-        ethertype, vihl, tot_len, frag, proto = unpack_ip(frame, 12)
-        if (ethertype != ETH_P_IP or vihl != IPV4_NO_OPTIONS or frag & FRAGMENT
+        protocol, vihl, tot_len, frag, proto = unpack_ip(frame, protocol_at)
+        if (protocol != ETH_P_IP or vihl != IPV4_NO_OPTIONS or frag & FRAGMENT
                 or tot_len > size):
             return None
         if now >= timers.next_due or now >= expects.next_due:
@@ -265,11 +316,11 @@ def make_fast_path(engine: "Engine") -> FastTrack:
             if tot_len < 20:
                 return None
             expire(now)
-        key = frame[KEY_AT:KEY_END]
+        key = frame[key_at:key_end]
         if proto == IPPROTO_TCP:
             if tot_len < 40:
                 return None
-            seq, ack, doff, flags, win = unpack_tcp(frame, TCP_SEQ_AT)
+            seq, ack, doff, flags, win = unpack_tcp(frame, tcp_seq_at)
             doff = (doff >> 4) * 4
             if doff > tot_len - 20:
                 return None
@@ -280,15 +331,15 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                 return None
             if flags not in ACK_FLAGS or not (
                     doff == 20 or (doff == TIMESTAMPS_DOFF
-                                   and frame[TCP_OPTIONS_AT:TIMESTAMP_ONLY_END] == TIMESTAMP_ONLY)):
+                                   and frame[tcp_options_at:timestamp_only_end] == TIMESTAMP_ONLY)):
                 return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
-                                     doff, TCP_OPTIONS_AT)
+                                     doff, tcp_options_at)
             status = entry.status
             conn = entry.l4
             old = conn[STATE]
             if not status & SEEN_REPLY:
                 return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
-                                     doff, TCP_OPTIONS_AT)
+                                     doff, tcp_options_at)
             # linux_in_window() for a non-SYN, non-RST segment with ACK and no SACK block:
             # sack == ack, no side to initialise.  Its check and update are written out
             # here again, specialised, on purpose: a shared function would be one more
@@ -296,7 +347,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
             if key == entry.reply:
                 if old not in reply_acks:
                     return known_segment(now, frame, entry, key, tot_len, flags, seq, ack,
-                                         win, doff, TCP_OPTIONS_AT)
+                                         win, doff, tcp_options_at)
                 d = REPLY
                 (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
                  receiver_scale, receiver_flags, receiver_loose, sender_end, sender_maxend,
@@ -305,7 +356,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
             else:
                 if old not in original_acks:
                     return known_segment(now, frame, entry, key, tot_len, flags, seq, ack,
-                                         win, doff, TCP_OPTIONS_AT)
+                                         win, doff, tcp_options_at)
                 d = 0
                 (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
                  sender_flags, sender_loose, receiver_end, receiver_maxend, receiver_maxwin,
@@ -313,7 +364,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                  receiver_loose) = unpack_sides(conn)
             if sender_maxwin == 0:              # the sender's side starts with this packet
                 return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
-                                     doff, TCP_OPTIONS_AT)
+                                     doff, tcp_options_at)
             end = (seq + tot_len - 20 - doff) & M32
             maxackwin = sender_maxwin if sender_maxwin > MAXACKWINCONST else MAXACKWINCONST
             if (((seq - sender_maxend - 1) & M32) < HALF                        # I
@@ -323,7 +374,7 @@ def make_fast_path(engine: "Engine") -> FastTrack:
                     or ((receiver_end - maxackwin - 1 - ack) & M32) < HALF):    # IV
                 # IGNORE, INVALID or a liberal accept: linux_in_window() decides.
                 return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
-                                     doff, TCP_OPTIONS_AT)
+                                     doff, tcp_options_at)
             win_raw = win
             win = win << sender_scale
             if sender_maxwin < win:             # swin = win + sack - ack, sack == ack
@@ -376,28 +427,28 @@ def make_fast_path(engine: "Engine") -> FastTrack:
         else:
             # The entry of the tuple, or a new one (the protocol's new_*() takes it or not).
             if proto == IPPROTO_UDP:
-                udp_len = unpack_udp_len(frame, UDP_LEN_AT)[0]
+                udp_len = unpack_udp_len(frame, udp_len_at)[0]
                 if tot_len < 28 or udp_len < 8 or udp_len > tot_len - 20:
                     return None
                 table, make = udp_table, new_udp
             elif proto == IPPROTO_ICMP:
                 if tot_len < 28:
                     return None
-                if frame[L4_AT] not in ICMP_QUERY_TYPES:
+                if frame[l4_at] not in ICMP_QUERY_TYPES:
                     # An error message quotes another flow: Tracker._related()'s answer.
-                    return icmp_error(frame, tot_len, L4_AT)
+                    return icmp_error(frame, tot_len, l4_at)
                 # The key's parts: the id, then type << 8 | code (parse.icmp_header()).
-                key = (frame[SRC_AT:L4_AT] + frame[ICMP_ID_AT:ICMP_ID_END]
-                       + frame[L4_AT:ICMP_TYPE_CODE_END])
+                key = (frame[src_at:l4_at] + frame[icmp_id_at:icmp_id_end]
+                       + frame[l4_at:icmp_type_code_end])
                 table, make = icmp_table, new_icmp
             elif proto == IPPROTO_GRE:
                 # Plain GRE has keys 0; PPTP's (version 1) the general path reads.
-                if tot_len >= 28 and frame[GRE_VERSION_AT] & 0x07 == GRE_VERSION_1:
+                if tot_len >= 28 and frame[gre_version_at] & 0x07 == GRE_VERSION_1:
                     return None
                 table = tables.get(GRE_TABLE)
                 if table is None:
                     return None                 # its first packet makes the table
-                key = frame[SRC_AT:L4_AT] + NO_KEYS
+                key = frame[src_at:l4_at] + NO_KEYS
                 make = new_gre
             else:
                 return None

@@ -50,6 +50,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
+from engine.fastpath import FastTrack
 from procfs_ct.tree import Render
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class Clock:
 @dataclass
 class DriverStats:
     packets: int = 0            # frames handed to the engine
+    fast_path: int = 0          # of them, frames the engine's fast path answered
     packet_errors: int = 0      # frames whose processing raised
     source_errors: int = 0      # exceptions raised by the source itself
     listener_errors: int = 0    # exceptions raised by a listener (the frame still counts)
@@ -173,6 +175,7 @@ class EngineDriver:
         # at -inf so that frames already due when the thread starts keep their own times.
         self._last_time = float("-inf")
         self._end_taken = False     # the pump's end marker came with the batch being fed
+        self._fast: Optional[FastTrack] = None     # the engine's fast path (_fast_path())
         self._threads = [
             threading.Thread(target=self._pump, name="procfs-ct-source", daemon=True),
             threading.Thread(target=self._run, name="procfs-ct-engine", daemon=True),
@@ -351,18 +354,22 @@ class EngineDriver:
         """Feed the frames of `batch` from `start` on that are due by `now`, at most
         FEED_SLICE of them and for about FEED_HOLD seconds under one hold of the engine
         lock (a reader that needs the next chunk of a listing waits for no more); the
-        index of the next."""
+        index of the next.  The engine's fast path (engine/fastpath.py) answers the
+        common frames while no listener wants their PacketResult; the others take
+        engine.feed_frame."""
         feed = self.engine.feed_frame
         listeners = self.listeners
         last = self._last_time
         end = min(len(batch), start + FEED_SLICE)
         index = start
-        fed = 0                         # counted here, added to the stats once per hold
+        fed = quick = 0                 # counted here, added to the stats once per hold
         with self.engine_lock:
+            fast = self._fast_path(batch[start][1])
             stop_at = time.perf_counter() + FEED_HOLD
             try:
                 while index < end:
-                    ts, linktype, data, *named = batch[index]
+                    item = batch[index]
+                    ts = item[0]
                     if ts > now:
                         break
                     index += 1
@@ -370,18 +377,40 @@ class EngineDriver:
                         end = index
                     when = ts if ts > last else last
                     try:
-                        result = feed(when, linktype, data, *named)
+                        # A listener appended meanwhile (another thread) gets PacketResults
+                        # from the next frame on.
+                        if fast is not None and not listeners:
+                            if fast(when, item[1], item[2]) is not None:
+                                last = when
+                                quick += 1
+                                continue
+                        result = feed(when, *item[1:])
                     except Exception:
-                        self._packet_failed(linktype, data, fed)
+                        self._packet_failed(item[1], item[2], fed + quick)
                         continue
                     last = when
                     fed += 1
                     if listeners:
                         self._tell(listeners, when, result)
             finally:
-                self.stats.packets += fed
+                self.stats.packets += fed + quick
+                self.stats.fast_path += quick
         self._last_time = last
         return index
+
+    def _fast_path(self, linktype: int) -> Optional[FastTrack]:
+        """The engine's fast path for one hold of the engine lock, or None.  Asked again
+        at every hold, as what allows it may change between two: chains and their hook
+        listeners come with an iptables-restore at run time (under this lock), a driver
+        listener may be registered.  Knob writes change nothing here: the fast path reads
+        the knobs on every packet.  Built once, for the link type of the frames at hand,
+        and kept while allowed (it holds the engine's tables, which never change)."""
+        allowed = getattr(self.engine, "fast_path_allowed", None)
+        if self.listeners or allowed is None or not allowed():
+            self._fast = None
+        elif self._fast is None:
+            self._fast = self.engine.fast_path(linktype)
+        return self._fast
 
     def _tell(self, listeners: List[Listener], when: float, result: Any) -> None:
         for listener in listeners:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Optional
 
 from engine.replay import NOT_SEEN, ReplayResult, ctstate_word, replay
 
@@ -77,10 +78,12 @@ def host_options(snap: dict) -> list:
     return ["--local", snap["server"] + prefix, "--no-forward"]
 
 
-def replay_scenario(directory: Path, fast_path: bool = True) -> ReplayResult:
+def replay_scenario(directory: Path, fast_path: bool = True,
+                    capture: Optional[Path] = None) -> ReplayResult:
     """A stored scenario's capture through the engine, as its snapshot says it was taken: its
     knobs written as `--set` writes them; for a wire scenario whose server does not forward,
-    its address and link (host_options()).  `fast_path` False: the general path only."""
+    its address and link (host_options()).  `fast_path` False: the general path only.
+    `capture`: that capture in place of the stored one (the same packets framed otherwise)."""
     from procfs_ct.cmd_replay import knob_named, parse_local
 
     snap = load_snapshot(directory)
@@ -90,7 +93,8 @@ def replay_scenario(directory: Path, fast_path: bool = True) -> ReplayResult:
         writes.append((knob_named(name), f"{value}\n".encode()))
     host = host_options(snap)
     local, broadcasts = parse_local(host[1:2])
-    return replay(str(directory / "capture.pcap"), profile=snap["profile"], at=snap["at"],
+    capture = directory / "capture.pcap" if capture is None else capture
+    return replay(str(capture), profile=snap["profile"], at=snap["at"],
                   knob_writes=writes, max_entries=snap["max_entries"], local_addresses=local,
                   broadcast_addresses=broadcasts, forwarding=not host, fast_path=fast_path)
 

@@ -12,41 +12,121 @@ synthetic mix the benchmark replays, under knob settings that steer the fast pat
 choices (accounting, timestamps, a full table, liberal windows, retransmission limits).
 Each comparison also requires that the fast path took frames: a comparison it sat out
 could not fail.
+
+Every Ethernet capture also runs framed as the live tap hands packets over (Linux cooked
+frames, SLL2): lo's outgoing copies alone (what the tap keeps), and each packet twice, the
+outgoing copy then lo's looped-back incoming one (what `tcpdump -i lo` writes); the edge
+flows also as a tap on an Ethernet interface sees them (the client's packets outgoing,
+the server's received: PREROUTING, checksums verified).  The fast path takes outgoing
+copies only; the rest must come out as the general path makes them.
 """
 from __future__ import annotations
 
+import json
+import threading
 from itertools import takewhile
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 
 import kernelhelp
+from conftest import FakeClock, wait_until
 from engine import fastpath
 from engine.build import (build_ethernet, build_icmp_datagram, build_ipv4, build_tcp_datagram,
                           build_udp_datagram, tcp_options)
 from engine.capture import PcapWriter, read_capture
 from engine.core import Engine
 from engine.hooks import LOCAL_OUT, PRE_ROUTING
+from engine.linklayer import (ARPHRD_ETHER, ARPHRD_LOOPBACK, LINKTYPE_ETHERNET,
+                              LINKTYPE_LINUX_SLL2, PACKET_HOST, PACKET_OUTGOING, SLL2_HEADER)
 from engine.packet import ACK, FIN, IPPROTO_GRE, PSH, RST, SYN, URG
 from engine.replay import ReplayResult, replay
-from enginehelp import T0, make_engine
+from enginehelp import T0, make_engine, view_text
+from procfs_ct.driver import EngineDriver
+from procfs_ct.iptables_channel import handle_request
 from procfs_ct.sources.synthetic import SyntheticTraffic
 
 DATA = Path(__file__).resolve().parent / "data"
 SCENARIOS = sorted(str(p.parent.relative_to(DATA)) for p in DATA.glob("*/*/snapshot.json")
                    if p.parent.parent.name in ("kernel", "wire", "kernel_helpers"))
 
+# A cooked frame's packet type is at this offset of its SLL2 header.
+PKTTYPE_AT = 10
+LO_INDEX, ETH_INDEX = 1, 2
+CLIENT = "10.1.0.1"                 # the edge flows' client: the tapped host of "eth0 tap"
+
+
+def lo_tap(datagram: bytes) -> List[Tuple[int, int, int]]:
+    """What a tap on lo hands over for a packet: its outgoing copy alone."""
+    return [(LO_INDEX, ARPHRD_LOOPBACK, PACKET_OUTGOING)]
+
+
+def lo_both_copies(datagram: bytes) -> List[Tuple[int, int, int]]:
+    """What `tcpdump -i lo` writes for a packet: the outgoing copy, then the looped-back
+    incoming one."""
+    return [(LO_INDEX, ARPHRD_LOOPBACK, PACKET_OUTGOING), (LO_INDEX, ARPHRD_LOOPBACK, PACKET_HOST)]
+
+
+def eth_tap(datagram: bytes) -> List[Tuple[int, int, int]]:
+    """What a tap on the client's Ethernet interface hands over: its own packets outgoing,
+    the others received (PREROUTING)."""
+    sent = datagram[12:16] == bytes(map(int, CLIENT.split(".")))
+    return [(ETH_INDEX, ARPHRD_ETHER, PACKET_OUTGOING if sent else PACKET_HOST)]
+
+
+# How a capture's Ethernet frames are fed: as they are, or cooked (SLL2) as a tap hands them.
+FRAMINGS = {"ethernet": None, "lo tap": lo_tap, "lo both copies": lo_both_copies}
+EDGE_FRAMINGS = dict(FRAMINGS, **{"eth0 tap": eth_tap})
+
+
+def reframed(capture: Path, framing: str, directory: Path,
+             framings: Dict[str, object] = FRAMINGS) -> Path:
+    """The Ethernet capture with each frame framed as `framing` says (SLL2 frames, as
+    procfs_ct/sources/tap.py makes them); the capture itself for "ethernet"."""
+    copies = framings[framing]
+    if copies is None:
+        return capture
+    path = directory / f"{capture.stem}-{framing.replace(' ', '-')}.pcap"
+    with open(capture, "rb") as source, open(path, "wb") as fileobj:
+        writer = PcapWriter(fileobj, linktype=LINKTYPE_LINUX_SLL2, nanosecond=True)
+        for ts, linktype, frame in read_capture(source):
+            assert linktype == LINKTYPE_ETHERNET, capture
+            for cooked_frame in cooked(frame, copies):            # type: ignore[arg-type]
+                writer.write(ts, cooked_frame)
+    return path
+
+
+def cooked(frame: bytes, copies: Callable[[bytes], List[Tuple[int, int, int]]]) -> List[bytes]:
+    """An Ethernet frame's datagram in the SLL2 frames `copies` says a tap hands over."""
+    protocol, datagram = int.from_bytes(frame[12:14], "big"), frame[14:]
+    return [SLL2_HEADER.pack(protocol, 0, index, arphrd, pkttype, 6, b"\2" * 6) + datagram
+            for index, arphrd, pkttype in copies(datagram)]
+
+
+def capture_linktype(path: Path) -> int:
+    with open(path, "rb") as fileobj:
+        return next(iter(read_capture(fileobj))).linktype
+
+
+# Each scenario as captured; the Ethernet ones (kernel/, kernel_helpers/: captures on lo)
+# also framed as a tap on lo hands them over.
+FRAMED_SCENARIOS = [(scenario, framing) for scenario in SCENARIOS for framing in FRAMINGS
+                    if framing == "ethernet"
+                    or capture_linktype(DATA / scenario / "capture.pcap") == LINKTYPE_ETHERNET]
+
 
 class CountingFastPath:
-    """Engine.fast_path() wrapped: counts the frames its track() answered."""
+    """Engine.fast_path() wrapped: counts the frames its track() answered, and the packet
+    types of the cooked ones."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.taken = 0
+        self.pkttypes: set = set()
         made = Engine.fast_path
 
-        def fast_path(engine: Engine):
-            track = made(engine)
+        def fast_path(engine: Engine, *args):
+            track = made(engine, *args)
             if track is None:
                 return None
 
@@ -54,6 +134,8 @@ class CountingFastPath:
                 verdict = track(now, linktype, frame)
                 if verdict is not None:
                     self.taken += 1
+                    if linktype == LINKTYPE_LINUX_SLL2:
+                        self.pkttypes.add(frame[PKTTYPE_AT])
                 return verdict
             return counting
         monkeypatch.setattr(Engine, "fast_path", fast_path)
@@ -102,26 +184,34 @@ def assert_same(general: dict, fast: dict) -> None:
         assert fast[part] == general[part], f"{part} differ"
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
-def test_kernel_scenarios_same_with_and_without_fast_path(scenario):
-    general = engine_state(kernelhelp.replay_scenario(DATA / scenario, fast_path=False))
-    fast = engine_state(kernelhelp.replay_scenario(DATA / scenario))
+@pytest.mark.parametrize("scenario, framing", FRAMED_SCENARIOS,
+                         ids=[f"{scenario}-{framing}" for scenario, framing in FRAMED_SCENARIOS])
+def test_kernel_scenarios_same_with_and_without_fast_path(scenario, framing, tmp_path):
+    capture = reframed(DATA / scenario / "capture.pcap", framing, tmp_path)
+    general = engine_state(kernelhelp.replay_scenario(DATA / scenario, fast_path=False,
+                                                      capture=capture))
+    fast = engine_state(kernelhelp.replay_scenario(DATA / scenario, capture=capture))
     assert_same(general, fast)
 
 
-def test_fast_path_serves_the_kernel_scenarios(monkeypatch):
+@pytest.mark.parametrize("framing", FRAMINGS)
+def test_fast_path_serves_the_kernel_scenarios(framing, monkeypatch, tmp_path):
     """The comparisons above are not vacuous: the fast path answers frames in the TCP,
-    UDP, ICMP and GRE scenarios of kernel/ (an Ethernet capture on lo each; the wire/
-    scenarios are cooked captures of received traffic, which it leaves alone)."""
+    UDP, ICMP and GRE scenarios of kernel/ (an Ethernet capture on lo each), however
+    framed, and cooked frames of packet type PACKET_OUTGOING only.  (The wire/ scenarios,
+    cooked captures of a server's traffic, give it the server's outgoing packets.)"""
     counting = CountingFastPath(monkeypatch)
     served = {}
-    for scenario in SCENARIOS:
-        before = counting.taken
-        kernelhelp.replay_scenario(DATA / scenario)
-        served[scenario] = counting.taken - before
+    for scenario, how in FRAMED_SCENARIOS:
+        if how == framing:
+            before = counting.taken
+            kernelhelp.replay_scenario(DATA / scenario, capture=reframed(
+                DATA / scenario / "capture.pcap", framing, tmp_path))
+            served[scenario] = counting.taken - before
     for family in ("kernel/tcp_", "kernel/udp_", "kernel/icmp_", "kernel/gre_"):
         assert any(taken for name, taken in served.items() if name.startswith(family)), family
     assert sum(served.values()) >= 300, served
+    assert counting.pkttypes <= {PACKET_OUTGOING}, counting.pkttypes
 
 
 def synthetic_capture(directory: Path, seconds: float, seed: int = 3) -> str:
@@ -153,11 +243,15 @@ KNOB_SETTINGS: List[Tuple[str, Dict[str, int], Optional[int]]] = [
 ]
 
 
-@pytest.mark.parametrize("name, knobs, max_entries", KNOB_SETTINGS,
-                         ids=[setting[0] for setting in KNOB_SETTINGS])
-def test_synthetic_mix_same_with_and_without_fast_path(name, knobs, max_entries, tmp_path,
-                                                       monkeypatch):
-    capture = synthetic_capture(tmp_path, 4)
+FRAMED_SETTINGS = [(framing, *setting) for framing in FRAMINGS for setting in KNOB_SETTINGS]
+FRAMED_SETTING_IDS = [f"{framing}-{setting[0]}" for framing, *setting in FRAMED_SETTINGS]
+
+
+@pytest.mark.parametrize("framing, name, knobs, max_entries", FRAMED_SETTINGS,
+                         ids=FRAMED_SETTING_IDS)
+def test_synthetic_mix_same_with_and_without_fast_path(framing, name, knobs, max_entries,
+                                                       tmp_path, monkeypatch):
+    capture = str(reframed(Path(synthetic_capture(tmp_path, 4)), framing, tmp_path))
     options = dict(knobs_overrides=knobs, max_entries=max_entries, ncpu=2,
                    ram_bytes=24 << 30)
     general = engine_state(replay(capture, fast_path=False, **options))
@@ -166,11 +260,13 @@ def test_synthetic_mix_same_with_and_without_fast_path(name, knobs, max_entries,
     assert_same(general, fast)
     # (Thousands of frames each time; fewer than with the defaults when the table is full.)
     assert counting.taken >= 1000, (counting.taken, len(fast["verdicts"]))
+    assert counting.pkttypes <= {PACKET_OUTGOING}, counting.pkttypes
 
 
 def test_fast_path_only_where_it_applies():
     """Engine.fast_path() declines the engines whose packets it could not answer alike."""
     assert make_engine("linux").fast_path() is not None
+    assert make_engine("linux").fast_path(LINKTYPE_LINUX_SLL2) is not None
     assert make_engine("tutorial").fast_path() is None                  # ip_conntrack
     assert make_engine("linux", fast_extraction=False).fast_path() is None
     assert make_engine("linux", default_hook=PRE_ROUTING).fast_path() is None
@@ -208,17 +304,25 @@ def edge_frames() -> List[Tuple[float, bytes]]:
     """Flows built byte by byte around the fast path's edges: SYNs with a window of 0,
     with payload, with and without options; identical ACKs (retransmissions) and a zero
     window; SACK blocks and windows it must leave to the general path; ICMP queries of
-    more than one type; PPTP's GRE beside plain GRE; UDP replies before and after 2 s."""
+    more than one type; PPTP's GRE beside plain GRE; UDP replies before and after 2 s; a
+    datagram and an ACK with a wrong checksum."""
     c, s = "10.1.0.1", "10.1.0.2"
     stamps = tcp_options(timestamps=(1, 2))
     frames: List[Tuple[float, bytes]] = []
 
-    def tcp(t, src, dst, sport, dport, **kw):
-        frames.append((T0 + t, build_ethernet(build_tcp_datagram(src, dst, sport, dport, **kw))))
+    def tcp(t, src, dst, sport, dport, corrupt=False, **kw):
+        datagram = build_tcp_datagram(src, dst, sport, dport, **kw)
+        if corrupt:                     # a wrong TCP checksum (PREROUTING finds it INVALID)
+            datagram = datagram[:36] + bytes((datagram[36] ^ 0xFF,)) + datagram[37:]
+        frames.append((T0 + t, build_ethernet(datagram)))
 
     # A connection opened by a SYN with window 0 and every option, then data both ways.
     syn_options = tcp_options(mss=1460, wscale=7, sack_perm=True, timestamps=(1, 0))
     tcp(0.0, c, s, 40000, 80, seq=1000, flags=SYN, window=0, options=syn_options)
+    # A datagram from the server with a wrong UDP checksum: on eth0 the first packet
+    # received (PREROUTING finds it INVALID), elsewhere one sent (not checked).
+    bad = build_udp_datagram(s, c, 53, 5353, b"bad sum")
+    frames.append((T0 + 0.05, build_ethernet(bad[:26] + bytes((bad[26] ^ 0xFF,)) + bad[27:])))
     tcp(0.1, s, c, 80, 40000, seq=5000, ack=1001, flags=SYN | ACK, window=512,
         options=tcp_options(mss=1460, wscale=2, sack_perm=True, timestamps=(9, 1)))
     tcp(0.2, c, s, 40000, 80, seq=1001, ack=5001, window=300, options=stamps)
@@ -226,6 +330,8 @@ def edge_frames() -> List[Tuple[float, bytes]]:
         options=stamps, payload=b"GET / HTTP/1.0\r\n\r\n")
     for t in (0.4, 0.5, 0.6, 0.7, 0.8):                         # the same ACK, retransmitted
         tcp(t, s, c, 80, 40000, seq=5001, ack=1019, window=500, options=stamps)
+    tcp(0.85, s, c, 80, 40000, seq=5001, ack=1019, window=500, options=stamps,
+        corrupt=True)                                           # a checksum received wrong
     tcp(0.9, s, c, 80, 40000, seq=5001, ack=1019, window=0, options=stamps)     # zero window
     tcp(1.0, s, c, 80, 40000, seq=5001, ack=1019, window=500,
         options=tcp_options(timestamps=(3, 4), sack=((900, 1000),)))            # a SACK block
@@ -257,22 +363,29 @@ def edge_frames() -> List[Tuple[float, bytes]]:
     return frames
 
 
-@pytest.mark.parametrize("name, knobs, max_entries", KNOB_SETTINGS,
-                         ids=[setting[0] for setting in KNOB_SETTINGS])
-def test_edge_flows_same_with_and_without_fast_path(name, knobs, max_entries, tmp_path,
-                                                    monkeypatch):
-    path = tmp_path / "edges.pcap"
-    with open(path, "wb") as fileobj:
+EDGE_SETTINGS = [(framing, *setting) for framing in EDGE_FRAMINGS for setting in KNOB_SETTINGS]
+
+
+@pytest.mark.parametrize("framing, name, knobs, max_entries", EDGE_SETTINGS,
+                         ids=[f"{framing}-{setting[0]}" for framing, *setting in EDGE_SETTINGS])
+def test_edge_flows_same_with_and_without_fast_path(framing, name, knobs, max_entries,
+                                                    tmp_path, monkeypatch):
+    ethernet = tmp_path / "edges.pcap"
+    with open(ethernet, "wb") as fileobj:
         writer = PcapWriter(fileobj)
         for ts, frame in edge_frames():
             writer.write(ts, frame)
+    path = reframed(ethernet, framing, tmp_path, EDGE_FRAMINGS)
     options = dict(knobs_overrides=knobs, max_entries=max_entries and 4, ncpu=2,
                    ram_bytes=24 << 30)
     general = engine_state(replay(str(path), fast_path=False, **options))
     counting = CountingFastPath(monkeypatch)
     fast = engine_state(replay(str(path), **options))
     assert_same(general, fast)
-    assert counting.taken >= 8, counting.taken
+    # On eth0 the fast path takes the client's first SYN alone: once a packet has been
+    # received, outgoing ones could be its forwarded copies (engine/forwarding.py).
+    assert counting.taken >= (1 if framing == "eth0 tap" else 8), counting.taken
+    assert counting.pkttypes <= {PACKET_OUTGOING}, counting.pkttypes
 
 
 class CountingAnswers:
@@ -460,3 +573,116 @@ def test_icmp_errors_same_with_and_without_fast_path(name, knobs, max_entries, t
     taken = answered_alike(icmp_error_frames(), tmp_path, knobs, max_entries, monkeypatch,
                            "make_icmp_error")
     assert taken >= 7, taken
+
+
+# -- the live mount's engine thread (procfs_ct/driver.py) ----------------------------------
+WAIT = 20.0                         # seconds a driver may take on a loaded machine
+
+
+class TwoBatches:
+    """A source handing over two batches, as the tap hands over ring blocks, the second
+    once `gate` is set (what a test changes in between comes before it)."""
+
+    def __init__(self, first: list, second: list) -> None:
+        self.first, self.second = first, second
+        self.gate = threading.Event()
+
+    def __iter__(self) -> "TwoBatches":
+        return self
+
+    def __next__(self) -> tuple:
+        raise StopIteration          # EngineDriver takes batches() when a source has it
+
+    def batches(self):
+        yield self.first
+        self.gate.wait(WAIT)
+        yield self.second
+
+
+def tapped_mix(seconds: float) -> List[Tuple[float, int, bytes]]:
+    """Seconds of the synthetic mix as a tap on lo hands it over."""
+    return [(ts, LINKTYPE_LINUX_SLL2, frame)
+            for ts, ethernet in takewhile(lambda item: item[0] < T0 + seconds,
+                                          SyntheticTraffic(seed=7, start=T0).frames())
+            for frame in cooked(ethernet, lo_tap)]
+
+
+DROP_OUTPUT = "*filter\n:OUTPUT ACCEPT [0:0]\n-A OUTPUT -j DROP\nCOMMIT\n"
+
+
+def _restore_drop(driver: EngineDriver) -> None:
+    """`iptables-restore` of a ruleset dropping everything sent, as the mount's channel
+    applies it: under the engine lock, between two holds."""
+    with driver.engine_lock:
+        reply = handle_request(driver, json.dumps({"op": "restore", "text": DROP_OUTPUT})
+                               .encode())
+    assert json.loads(reply)["exit"] == 0, reply
+
+
+def _listen(driver: EngineDriver) -> None:
+    driver.listeners.append(lambda when, result: driver.heard.append(result))
+
+
+def _write_knobs(driver: EngineDriver) -> None:
+    driver.engine.knobs.write_text("udp_timeout", b"7\n")
+    driver.engine.knobs.write_text("acct", b"1\n")
+
+
+# What may change while a mount runs, between two batches: (the change, whether the fast
+# path may go on answering after it).
+RUN_TIME_CHANGES = {
+    "iptables-restore installs chains": (_restore_drop, False),
+    "a driver listener is registered": (_listen, False),
+    "knob writes": (_write_knobs, True),
+}
+
+
+def drive_in_two(frames: list, change: Callable[[EngineDriver], None],
+                 listened: bool) -> EngineDriver:
+    """Frames fed by an EngineDriver (time stands still after the last frame), `change`
+    made once the first half is fed; `listened`: a listener from the start (so the
+    general path feeds every frame)."""
+    half = len(frames) // 2
+    source = TwoBatches(frames[:half], frames[half:])
+    driver = EngineDriver(make_engine("linux"), source, clock=FakeClock(frames[-1][0] + 1))
+    driver.heard = []                                       # type: ignore[attr-defined]
+    if listened:
+        _listen(driver)
+    driver.start()
+    try:
+        assert wait_until(lambda: driver.stats.packets == half, WAIT), driver.stats
+        driver.fast_after_first = driver.stats.fast_path    # type: ignore[attr-defined]
+        change(driver)
+        source.gate.set()
+        assert wait_until(lambda: driver.stats.source_done, WAIT), driver.stats
+    finally:
+        driver.stop()
+    assert driver.stats.packets == len(frames) and not driver.stats.packet_errors
+    return driver
+
+
+@pytest.mark.parametrize("change", RUN_TIME_CHANGES)
+def test_driver_feeds_the_fast_path_and_asks_again_when_things_change(change):
+    """The live mount's engine thread answers a tap's frames by the fast path while the
+    engine allows it and no listener wants PacketResults, and asks again at every hold of
+    the engine lock: chains installed or a listener registered at run time send every
+    later frame down the general path; knob writes are read by the fast path itself.
+    Either way the engine ends as the general path alone leaves it."""
+    frames = tapped_mix(1.0)
+    make_change, fast_after = RUN_TIME_CHANGES[change]
+    general = drive_in_two(frames, make_change, listened=True)
+    fast = drive_in_two(frames, make_change, listened=False)
+    assert general.stats.fast_path == 0
+    assert engine_state_of(fast.engine) == engine_state_of(general.engine)
+    assert (view_text(fast.engine, "net/nf_conntrack", frames[-1][0] + 1)
+            == view_text(general.engine, "net/nf_conntrack", frames[-1][0] + 1))
+    half = len(frames) // 2
+    assert fast.fast_after_first >= half // 2, (fast.fast_after_first, half)
+    if fast_after:
+        assert fast.stats.fast_path > fast.fast_after_first + half // 2
+    else:
+        assert fast.stats.fast_path == fast.fast_after_first
+    if change == "a driver listener is registered":
+        # Every frame fed after it is told, with its PacketResult (None: not IPv4...).
+        assert len(fast.heard) == len(frames) - half
+        assert sum(result is not None for result in fast.heard) >= half // 2

@@ -36,7 +36,7 @@ for _path in (str(ROOT), str(HERE), str(HERE / "kernel")):
 
 import netns  # noqa: E402  (tests/kernel: namespace plumbing)
 import ruleset  # noqa: E402  (tests/kernel: counters_from_json)
-from engine.linklayer import SLL2_HEADER  # noqa: E402
+from engine.linklayer import LINKTYPE_LINUX_SLL2, SLL2_HEADER  # noqa: E402
 from enginehelp import view_text  # noqa: E402
 from taphelp import (TRAFFIC_ENTRIES, assert_same_table, entry_summary,  # noqa: E402
                      icmp_echo, make_traffic, namespace, udp_to_closed_port)  # noqa: F401  (namespace: a fixture)
@@ -57,17 +57,21 @@ def run_inside(ns: str, *argv: str, timeout: float = 120) -> dict:
 
 
 @pytest.mark.kernel
-def test_tap_on_lo_builds_the_kernels_table(namespace):
+@pytest.mark.parametrize("path", ("general", "fast"))
+def test_tap_on_lo_builds_the_kernels_table(namespace, path):
     """TCP lifecycles, a refused connect, UDP with and without a reply, port-unreachable and
     an ICMP echo, tapped on lo: the engine's listing equals the kernel's (spec §10 ns 1):
 
         tcp 431999 ESTABLISHED ... [ASSURED]   tcp 119 TIME_WAIT ... [ASSURED]
         udp 599 ... sport=40051 dport=9 [UNREPLIED] ...   icmp 599 ... type=8 code=0 id=4660
     and a connect refused by RST leaves no entry (spec §10 ns 2, "reply RA as first reply").
+    `fast`: each frame goes to the engine's fast path first (engine/fastpath.py), as the
+    mount's engine thread feeds it, and that path answers some of them.
     (UDP, ICMP and CLOSE_WAIT timeouts raised to 600 s on both sides: SCENARIO_TIMEOUTS.)
     """
-    result = run_inside(namespace, "traffic")
+    result = run_inside(namespace, "traffic", path)
     assert_same_table(result["engine"], result["kernel"])
+    assert (result["fast_taken"] > 0) == (path == "fast"), result["fast_taken"]
     kernel = entry_summary(result["kernel"])
     assert kernel == TRAFFIC_ENTRIES, result["kernel"]
 
@@ -77,7 +81,7 @@ def test_tap_keeps_one_copy_of_each_loopback_packet(namespace):
     """lo delivers each packet twice (PACKET_OUTGOING, then PACKET_HOST); the tap keeps one,
     so the IPv4 frames it kept equal the packets counted once each by the output hook's
     `ct state` counters, and the engine classified each exactly once."""
-    result = run_inside(namespace, "traffic")
+    result = run_inside(namespace, "traffic", "general")
     stats, nft = result["stats"], result["nft"]
     sent = sum(nft[state] for state in COUNTED_STATES)
     assert sent > 20                               # the scenario really made traffic
@@ -254,8 +258,9 @@ def test_tap_on_veth_and_lo_tracks_received_packets_at_prerouting(namespace, pee
     ways, UDP to a closed port of the peer (its ICMP error arrives RELATED), a ping. The
     engine's listing equals the kernel's. Packets from a veth peer arrive with unfinished
     TCP/UDP checksums (CHECKSUM_PARTIAL), which the kernel does not check and the tap fills
-    in, so none of them is INVALID to the engine."""
-    result = run_inside(namespace, "veth", peer_namespace)
+    in, so none of them is INVALID to the engine.  The fast path is offered every frame
+    and takes none received (they are PREROUTING's)."""
+    result = run_inside(namespace, "veth", peer_namespace, "fast")
     assert_same_table(result["engine"], result["kernel"])
     assert entry_summary(result["kernel"]) == {
         ("tcp", 50001, "ESTABLISHED", ("[ASSURED]",)),      # the peer connected to us
@@ -335,10 +340,14 @@ class TappedEngine:
     """A Tap on lo feeding an Engine (profile linux) from a thread, under one lock."""
 
     def __init__(self, rcvbuf: Optional[int] = None, interfaces: tuple = ("lo",),
-                 use_batches: bool = False, knobs: Optional[dict] = None) -> None:
+                 use_batches: bool = False, fast_path: bool = False,
+                 knobs: Optional[dict] = None) -> None:
         from engine.core import Engine
         from procfs_ct.sources.tap import DEFAULT_RCVBUF, Tap
         self.engine = Engine(profile="linux", knobs_overrides=knobs)
+        # Offered each frame first, as the mount's engine thread does (procfs_ct/driver.py).
+        self.fast = self.engine.fast_path(LINKTYPE_LINUX_SLL2) if fast_path else None
+        self.fast_taken = 0
         self.tap = Tap(list(interfaces), rcvbuf=DEFAULT_RCVBUF if rcvbuf is None else rcvbuf)
         self.lock = threading.Lock()
         self.ipv4_kept = 0
@@ -355,7 +364,11 @@ class TappedEngine:
             with self.lock:
                 for ts, linktype, frame in batch:
                     before = self.engine.frames_not_ipv4
-                    verdict = self.engine.feed_frame(ts, linktype, frame)
+                    verdict = self.fast and self.fast(ts, linktype, frame)
+                    if verdict:
+                        self.fast_taken += 1
+                    else:
+                        verdict = self.engine.feed_frame(ts, linktype, frame)
                     if self.engine.frames_not_ipv4 == before:
                         self.ipv4_kept += 1
                     if verdict is not None:
@@ -400,11 +413,11 @@ def wait_until_accounted(tapped: TappedEngine, timeout: float) -> dict[str, int]
 SCENARIO_TIMEOUTS = {"udp_timeout": 600, "icmp_timeout": 600, "tcp_timeout_close_wait": 600}
 
 
-def scenario_traffic() -> dict:
+def scenario_traffic(path: str) -> dict:
     for name, seconds in SCENARIO_TIMEOUTS.items():
         with open(f"/proc/sys/net/netfilter/nf_conntrack_{name}", "w") as knob:
             knob.write(f"{seconds}\n")
-    tapped = TappedEngine(knobs=SCENARIO_TIMEOUTS)
+    tapped = TappedEngine(knobs=SCENARIO_TIMEOUTS, fast_path=path == "fast")
     tapped.start()
     keep = make_traffic()
     time.sleep(1.2)                 # let delayed ACKs go out and the timers count down
@@ -414,7 +427,7 @@ def scenario_traffic() -> dict:
     for sock in keep:
         sock.close()
     result.update(nft=counters, stats=asdict(tapped.tap.stats), ipv4_kept=tapped.ipv4_kept,
-                  verdicts=tapped.verdicts)
+                  verdicts=tapped.verdicts, fast_taken=tapped.fast_taken)
     return result
 
 
@@ -432,9 +445,9 @@ sys.stdin.read()                     # until the test is done
 """
 
 
-def scenario_veth(peer_ns: str) -> dict:
+def scenario_veth(peer_ns: str, path: str) -> dict:
     """Run in the tapped namespace; the peer namespace's program is started from here."""
-    tapped = TappedEngine(interfaces=("lo", "pcta"))
+    tapped = TappedEngine(interfaces=("lo", "pcta"), fast_path=path == "fast")
     tapped.start()
     listener = socket.socket()
     listener.bind((VETH_HERE, 9090))
@@ -669,11 +682,11 @@ def scenario_down() -> dict:
 
 def main(argv: list[str]) -> None:
     if argv[0] == "traffic":
-        result = scenario_traffic()
+        result = scenario_traffic(argv[1])
     elif argv[0] == "stop":
         result = scenario_stop()
     elif argv[0] == "veth":
-        result = scenario_veth(argv[1])
+        result = scenario_veth(argv[1], argv[2])
     elif argv[0] == "burst":
         result = scenario_burst(int(argv[1]), int(argv[2]), *argv[3:])
     elif argv[0] == "batches":
