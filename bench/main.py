@@ -355,11 +355,14 @@ def bench_knobs(args: argparse.Namespace) -> List[Figure]:
             slowest.append(max(us))
             notes.append(f"table {start_count} -> {end_count}, engine "
                          f"{ours['rate_before']:.0f} -> {ours['rate_during']:.0f} packets/s, "
+                         f"largest lag behind the capture {ours['lag_ms_before']} -> "
+                         f"{ours['lag_ms_during']} ms, "
                          f"read back {'ok' if ours['read_back_ok'] else 'WRONG'}")
             say(f"  run {run + 1}: median {medians[-1]:.0f} us, p99 {p99s[-1]:.0f} us, "
                 f"kernel {kernel_medians[-1]:.0f} / {kernel_p99s[-1]:.0f} us; {notes[-1]}")
-    note = (f"replaying at {speed:g}x = 50,000 packets/s offered; engine packets/s before -> "
-            f"during the writes, per run: {'; '.join(notes)}")
+    note = (f"replaying at {speed:g}x = 50,000 packets/s offered; engine packets/s and its "
+            f"largest lag (net/stat/procfs_ct_source lag_ms, sampled) before -> during the "
+            f"writes, per run: {'; '.join(notes)}")
     return [Figure("knob write latency (echo: open/write/close), median", median(medians),
                    median(kernel_medians), "us", "kernel", "ours <= 1000", note=note,
                    runs=medians, reference_runs=kernel_medians, load=load.load),

@@ -277,14 +277,17 @@ def task_ttfb(runs: str, *paths: str) -> Dict[str, Any]:
     return {"seconds": times}
 
 
-def _packets_fed(stats_path: str) -> int:
-    """The `packets` counter of a mount's net/stat/procfs_ct_source."""
+def _source_stat(stats_path: str, wanted: str) -> int:
+    """One counter of a mount's net/stat/procfs_ct_source."""
     with open(stats_path) as fileobj:
         for line in fileobj:
             name, value = line.split()
-            if name == "packets":
+            if name == wanted:
                 return int(value)
-    raise RuntimeError(f"no packets line in {stats_path}")
+    raise RuntimeError(f"no {wanted} line in {stats_path}")
+
+
+LAG_SAMPLE_EVERY = 10       # writes between two samples of the engine's lag
 
 
 def task_knobwrite(path: str, runs: str = "200", gap: str = "0.01",
@@ -292,17 +295,24 @@ def task_knobwrite(path: str, runs: str = "200", gap: str = "0.01",
     """open/write/close of a knob (what `echo N > knob` does), timed, then read back.
 
     With stats_path (a mount's source statistics), also the engine's packets/s over a
-    window as long as the writes just before them, and over the writes."""
+    window as long as the writes just before them, and over the writes, and the largest
+    lag behind its source (lag_ms, sampled) in each: a source's own rate varies, so the
+    lag, not the rate, says whether the engine keeps up."""
     times: List[float] = []
     original = open(path).read().strip()
     value = int(original)
-    rates = {}
+    rates: Dict[str, Any] = {}
     if stats_path:
         window = int(runs) * float(gap)
-        start, fed = time.monotonic(), _packets_fed(stats_path)
-        time.sleep(window)
-        rates["rate_before"] = (_packets_fed(stats_path) - fed) / (time.monotonic() - start)
-        start, fed = time.monotonic(), _packets_fed(stats_path)
+        start, fed = time.monotonic(), _source_stat(stats_path, "packets")
+        lags = []
+        while time.monotonic() - start < window:
+            time.sleep(LAG_SAMPLE_EVERY * float(gap))
+            lags.append(_source_stat(stats_path, "lag_ms"))
+        fed_now = _source_stat(stats_path, "packets")
+        rates["rate_before"] = (fed_now - fed) / (time.monotonic() - start)
+        rates["lag_ms_before"] = max(lags)
+        start, fed, lags = time.monotonic(), _source_stat(stats_path, "packets"), []
     for n in range(int(runs)):
         data = f"{value + 1 + n % 2}\n".encode()
         begin = time.perf_counter()
@@ -311,8 +321,12 @@ def task_knobwrite(path: str, runs: str = "200", gap: str = "0.01",
         os.close(fd)
         times.append(time.perf_counter() - begin)
         time.sleep(float(gap))
+        if stats_path and n % LAG_SAMPLE_EVERY == LAG_SAMPLE_EVERY - 1:
+            lags.append(_source_stat(stats_path, "lag_ms"))
     if stats_path:
-        rates["rate_during"] = (_packets_fed(stats_path) - fed) / (time.monotonic() - start)
+        fed_now = _source_stat(stats_path, "packets")
+        rates["rate_during"] = (fed_now - fed) / (time.monotonic() - start)
+        rates["lag_ms_during"] = max(lags)
     seen = open(path).read().strip()
     expected = str(value + 1 + (int(runs) - 1) % 2)
     with open(path, "w") as fileobj:

@@ -142,6 +142,10 @@ class DriverStats:
     listener_errors: int = 0    # exceptions raised by a listener (the frame still counts)
     advances: int = 0
     source_done: bool = False
+    # How late the oldest frame that is due but not yet fed is, in ms (0: keeping up): a
+    # gauge, not a count.  A rate cannot say whether the engine keeps up with a source
+    # whose own rate varies; this can (bench/main.py's knob section samples it).
+    lag_ms: int = 0
 
 
 class EngineDriver:
@@ -290,11 +294,14 @@ class EngineDriver:
                 next_advance = now + self._advance_every
             budget = max(0.0, min(WAIT_SLICE, next_advance - now))
             if batch is None:
+                self.stats.lag_ms = 0           # nothing waits (the next batch says again)
                 if self.stats.source_done:
                     self._stop.wait(budget)
                 else:
                     batch, fed = self._next_batch(budget), 0
                 continue
+            late = now - batch[fed][0]
+            self.stats.lag_ms = int(late * 1000) if late > 0 else 0
             fed = self._feed_due(batch, fed, now)
             if fed >= len(batch):
                 batch = None

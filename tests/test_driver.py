@@ -255,3 +255,22 @@ def test_the_engine_thread_expires_a_big_bucket_in_slices_each_under_the_lock(mo
         driver.stop()
     sliced = [call for call in calls if call == (8, True)]
     assert len(sliced) >= 7 and all(call == (8, True) for call in calls)
+
+
+def test_the_lag_says_how_late_the_oldest_due_frame_is_and_falls_to_0_once_fed():
+    """stats.lag_ms: while the engine is busy (its lock held here), frames due 5 s ago wait
+    and the gauge says 5000; once they are fed and nothing is due it says 0."""
+    clock = FakeClock(T0 + 5)
+    frames = [(T0, LINKTYPE_ETHERNET, udp_frame(A, B, 5000, 53)),
+              (T0 + 1, LINKTYPE_ETHERNET, udp_frame(B, A, 53, 5000))]
+    driver = EngineDriver(make_engine("linux"), frames, clock=clock, scheduled=True)
+    try:
+        with driver.engine_lock:            # the engine is busy: the due frames wait
+            driver.start()
+            assert wait_until(lambda: driver.stats.lag_ms == 5000, WAIT), driver.stats
+            assert driver.stats.packets == 0
+        assert wait_until(lambda: driver.stats.packets == 2, WAIT)
+        assert wait_until(lambda: driver.stats.lag_ms == 0, WAIT), driver.stats
+        assert "lag_ms 0\n" in driver.source_stats_text()
+    finally:
+        driver.stop()
