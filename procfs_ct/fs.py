@@ -92,13 +92,19 @@ def refuse(err: int) -> FuseOSError:
     return FuseOSError(err)
 
 
+def _close(source: Optional[Iterator[bytes]]) -> None:
+    """Stop a renderer if it can be stopped: a listing's generator lets its table copy go,
+    forked children are killed and reaped (a plain iterator has nothing to close)."""
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
+
+
 def _free_text(chunks: List[bytes], source: Iterator[bytes],
                on_free: Callable[[], None]) -> None:
     """A rendering is gone: drop its text and stop its renderer, then call on_free."""
     chunks.clear()
-    close = getattr(source, "close", None)
-    if close is not None:
-        close()                         # a listing's generator lets its table copy go now
+    _close(source)
     on_free()
 
 
@@ -140,9 +146,7 @@ class Rendering:
         killed and reaped; a rendering that dies with children still at work has them
         killed when its source goes: ForkedChunks.__del__)."""
         source, self._source = self._source, None
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()
+        _close(source)
 
     def hand_over(self, take_rest: Callable[[Iterator[bytes]], Optional[Iterator[bytes]]]) -> None:
         """Once: take_rest(the renderer) may return another source of the rest of the
