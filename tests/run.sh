@@ -14,6 +14,8 @@ command -v nft >/dev/null || missing+=(nftables)
 command -v iptables-legacy >/dev/null || missing+=(iptables)
 # The live rc.firewall test pings through the emulated chains.
 command -v ping >/dev/null || missing+=(iputils-ping)
+# The live wire scenario turns a veth's checksum offload off to send bad checksums.
+command -v ethtool >/dev/null || missing+=(ethtool)
 # A real third-party program that hard-codes /proc/net/ip_conntrack, run under procfs-ct exec.
 [ -e /usr/share/munin/plugins/fw_conntrack ] || missing+=(munin-plugins-core)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
