@@ -121,6 +121,21 @@ def test_pcap_clock_stepping_back_does_not_move_due_times_back(tmp_path):
     assert [frame for _, _, frame in got] == frames
 
 
+def test_pcap_without_start_plays_from_when_its_first_frame_is_read(capture, monkeypatch):
+    """Opened (the mount checks it first) at 100, read at 250 (the mount is up): the
+    first frame is due at 250, not 150 s late."""
+    import types
+    from procfs_ct.sources import pcapfile
+    path, frames = capture
+    clock = types.SimpleNamespace(time=lambda: 100.0)
+    monkeypatch.setattr(pcapfile, "time", clock)
+    source = open_source(f"pcap:{path}@2")
+    clock.time = lambda: 250.0
+    got = list(source)
+    assert [ts for ts, _, _ in got] == [250.0, 250.25, 250.5, 251.5]
+    assert [frame for _, _, frame in got] == frames
+
+
 def test_pcap_keeps_each_frames_link_type():
     """A tcpdump capture of Linux cooked frames (SLL2, 276) comes through untouched."""
     got = list(open_source(f"pcap:{DATA / 'veth_any_sll2.pcap'}@0", start=START))

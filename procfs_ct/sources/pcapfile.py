@@ -1,6 +1,8 @@
 """A pcap/pcapng capture replayed as a live source, on its own timing scaled by a speed.
 
-The capture's first frame is due at `start` (normally: now); every later frame at
+The capture's first frame is due at `start` (normally: None, the moment it is read: the
+mount opens the source before it has set up the engine, its log and FUSE, which started
+every replay 0.1-0.2 s behind, a lag a busy engine never made up); every later frame at
 start + (its capture time - the first frame's) / speed.  Speed 0 means as fast as
 possible: every frame is due at once, in file order.  Frames are never reordered and
 due times never run backwards (a capture whose clock steps back keeps the previous
@@ -28,7 +30,8 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from typing import BinaryIO, Iterator, Union
+import time
+from typing import BinaryIO, Iterator, Optional, Union
 
 from engine.capture import CaptureError, FrameTuple, read_capture_batches
 
@@ -46,7 +49,7 @@ class CaptureReplay:
     empty one); use one or the other.  Opening checks the file at once, so a missing file
     or a non-capture fails here and not at the first next()."""
 
-    def __init__(self, path: str, speed: float = 1.0, start: float = 0.0) -> None:
+    def __init__(self, path: str, speed: float = 1.0, start: Optional[float] = None) -> None:
         fileobj = open(path, "rb")
         try:
             captured = read_capture_batches(fileobj)
@@ -67,22 +70,24 @@ class CaptureReplay:
         return self._batches
 
 
-def replay_capture(path: str, speed: float = 1.0, start: float = 0.0) -> CaptureReplay:
-    """The capture at path, its first frame due at start, the others on its own timing
-    divided by speed (0: all due at start)."""
+def replay_capture(path: str, speed: float = 1.0,
+                   start: Optional[float] = None) -> CaptureReplay:
+    """The capture at path, its first frame due at start (None: when it is read), the others
+    on its own timing divided by speed (0: all due at start)."""
     return CaptureReplay(path, speed, start)
 
 
 def due_batches(batches: Iterator[list[FrameTuple]], speed: float,
-                start: float) -> Iterator[list[DueFrame]]:
+                start: Optional[float]) -> Iterator[list[DueFrame]]:
     """Each list of captured (ts, linktype, frame, interface name or None) as a list of
-    (due time, linktype, frame[, interface name]), rebased to start and scaled; a due time
-    never runs backwards (a capture whose clock steps back keeps the previous one)."""
+    (due time, linktype, frame[, interface name]), rebased to start (None: the time the
+    first list is read) and scaled; a due time never runs backwards (a capture whose clock
+    steps back keeps the previous one)."""
     first = None
-    due = start
     for batch in batches:
         if first is None:
             first = batch[0][0]
+            due = start = time.time() if start is None else start
         timed: list[DueFrame] = []
         append = timed.append
         for ts, linktype, data, name in batch:
