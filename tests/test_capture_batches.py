@@ -4,7 +4,8 @@ chunk read from the file, what the mount's pcap pump hands to the engine thread 
 Checked against what was written, not against the per-record readers (which are the same
 batches flattened): every frame, in order, with its time, link type and interface name, for
 pcap and pcapng, with records straddling chunk boundaries (READ_CHUNK made small), a file cut
-short, a record damaged mid-file, and a pipe that hands over 3 bytes per read.
+short, a record damaged mid-file.  (A pipe that hands over 3 bytes per read: test_capture.py,
+whose readers are these batches flattened.)
 """
 from __future__ import annotations
 
@@ -98,18 +99,6 @@ def test_pcap_damaged_mid_file_gives_the_frames_before_it_then_raises(small_chun
             assert batch
             got.extend(batch)
     assert got == [(f.ts, f.linktype, f.data, None) for f in written[:25]]
-
-
-def test_a_trickling_pipe_gives_the_same_frames():
-    class Trickle(io.RawIOBase):
-        def __init__(self, data: bytes) -> None:
-            self._data = io.BytesIO(data)
-
-        def read(self, size: int = -1) -> bytes:
-            return self._data.read(min(size, 3))
-
-    data = pcap_file(frames(30))
-    assert flat(list(read_capture_batches(Trickle(data)))) == flat(batches_of(data))
 
 
 def test_a_bad_header_raises_at_once():

@@ -160,7 +160,8 @@ def test_pcap_replay_logs_progress_and_its_end(capture, caplog):
     assert messages[-1] == f"pcap {path}: replay finished: 4 frames over 0.000 s"
 
 
-def test_pcap_damaged_mid_file_ends_the_replay_cleanly(capture, caplog):
+@pytest.mark.parametrize("taken", ["one at a time", "in batches"])
+def test_pcap_damaged_mid_file_ends_the_replay_cleanly(capture, caplog, taken):
     """A record claiming an impossible length ends the source (with a warning);
     frames before it were delivered."""
     path, frames = capture
@@ -169,10 +170,14 @@ def test_pcap_damaged_mid_file_ends_the_replay_cleanly(capture, caplog):
     struct.pack_into("<I", data, third + 8, 10_000_000)
     path.write_bytes(bytes(data))
     with caplog.at_level(logging.INFO, logger="procfs_ct.sources.pcap"):
-        got = list(open_source(f"pcap:{path}", start=START))
+        source = open_source(f"pcap:{path}", start=START)
+        got = (list(source) if taken == "one at a time"
+               else [item for batch in source.batches() for item in batch])
     assert [frame for _, _, frame in got] == frames[:2]
     assert any(r.levelno == logging.WARNING and "stopped at frame 3" in r.getMessage()
                for r in caplog.records)
+    assert caplog.records[-1].getMessage() == \
+        f"pcap {path}: replay finished: 2 frames over 0.500 s"
 
 
 # -- pcap batches (what the mount's pump takes) ---------------------------------------
@@ -230,21 +235,6 @@ def test_pcapng_batches_carry_the_interface_names(tmp_path):
     assert [item[1:] for item in got] == [(LINKTYPE_RAW, f.data, ["lo", "va"][n % 2])
                                           for n, f in enumerate(frames)]
     assert [item[0] for item in got] == pytest.approx([START + n * 0.005 for n in range(9)])
-
-
-def test_pcap_batches_damaged_mid_file_end_the_replay_cleanly(capture, caplog):
-    path, frames = capture
-    data = bytearray(path.read_bytes())
-    third = 24 + 2 * 16 + len(frames[0]) + len(frames[1])
-    struct.pack_into("<I", data, third + 8, 10_000_000)
-    path.write_bytes(bytes(data))
-    with caplog.at_level(logging.INFO, logger="procfs_ct.sources.pcap"):
-        got = [item for batch in open_source(f"pcap:{path}", start=START).batches()
-               for item in batch]
-    assert [frame for _, _, frame in got] == frames[:2]
-    messages = [r.getMessage() for r in caplog.records]
-    assert any("stopped at frame 3" in message for message in messages)
-    assert messages[-1] == f"pcap {path}: replay finished: 2 frames over 0.500 s"
 
 
 def test_pcap_batches_log_progress_by_the_tenth(tmp_path, monkeypatch, caplog):
