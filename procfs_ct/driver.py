@@ -5,11 +5,10 @@ frame is due (a pcapng capture adds the name of the frame's interface: (ts, link
 frame, name), which engine.feed_frame hands to the iptables chains for `-i`/`-o`).
 A pump thread pulls frames from it into a bounded FrameQueue (a live tap
 may block in next() for minutes; the engine thread must not) -- whole lists of them from
-a source that offers batches() (the tap: one list per read of the kernel's ring; a capture:
-one per chunk of the file) -- and
-the engine thread takes every frame waiting there at once, so neither side pays a lock
-or a thread switch per frame, and a frame is never held back by the pump while the
-source is inside next() (a capture's pump may be slow; see tests/test_driver.py).
+a source that offers batches() (the tap: one list per read of the kernel's ring; a
+capture: one per chunk of the file) -- and the engine thread takes every frame waiting
+there at once, so neither side pays a lock or a thread switch per frame, and a frame is
+never held back by the pump while the source is inside next() (see tests/test_driver.py).
 The engine thread:
 
   * waits until each frame is due, in slices of at most WAIT_SLICE seconds, so that
