@@ -326,6 +326,27 @@ def percentile(values: List[float], share: float) -> Optional[float]:
 KNOB_GAP = 0.01         # seconds between two writes
 
 
+def scheduler_seconds(pid: int) -> Tuple[float, float]:
+    """(CPU seconds, seconds runnable but waiting for a CPU) of every thread of pid so far
+    (/proc/PID/task/*/schedstat): how much of the daemon's time the machine's load took."""
+    ran = waited = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fileobj:
+                fields = fileobj.read().split()
+        except OSError:             # a thread that ended meanwhile
+            continue
+        ran += int(fields[0])
+        waited += int(fields[1])
+    return ran / 1e9, waited / 1e9
+
+
+def fed_packets(mount: "system.Mount") -> int:
+    with open(mount.path("net/stat/procfs_ct_source")) as fileobj:
+        counters = dict(line.split() for line in fileobj)
+    return int(counters["packets"])
+
+
 def bench_knobs(args: argparse.Namespace) -> List[Figure]:
     """`echo N > knob` (open O_WRONLY|O_CREAT|O_TRUNC, write, close) of a timeout knob while
     the mount tracks 50,000 packets/s: median and p99 of each run against the kernel's own
@@ -343,9 +364,17 @@ def bench_knobs(args: argparse.Namespace) -> List[Figure]:
                 kernel = worker("knobwrite", "/proc/" + knob, writes, KNOB_GAP, netns=ns.name)
             with system.Mount(f"pcap:{path}@{speed:g}", expect=1000) as mount:
                 start_count = mount.count()
+                # The daemon's CPU per packet over the window says how fast it could track
+                # with a CPU to itself; its wait for a CPU, how much the machine's load held
+                # it back (the engine lags either way: these say which).
+                ran, waited = scheduler_seconds(mount.pid)
+                fed, began = fed_packets(mount), time.monotonic()
                 ours = worker("knobwrite", mount.path(knob), writes, KNOB_GAP,
                               mount.path("net/stat/procfs_ct_source"))
+                ran_after, waited_after = scheduler_seconds(mount.pid)
+                fed_after, wall = fed_packets(mount), time.monotonic() - began
                 end_count = mount.count()
+            cpu_us = (ran_after - ran) * 1e6 / max(1, fed_after - fed)
             us = [s * 1e6 for s in ours["seconds"]]
             kernel_us = [s * 1e6 for s in kernel["seconds"]]
             medians.append(median(us))
@@ -356,13 +385,16 @@ def bench_knobs(args: argparse.Namespace) -> List[Figure]:
             notes.append(f"table {start_count} -> {end_count}, engine "
                          f"{ours['rate_before']:.0f} -> {ours['rate_during']:.0f} packets/s, "
                          f"largest lag behind the capture {ours['lag_ms_before']} -> "
-                         f"{ours['lag_ms_during']} ms, "
+                         f"{ours['lag_ms_during']} ms, daemon CPU {cpu_us:.1f} us a packet "
+                         f"(one core: {1e6 / cpu_us / 1000:.0f} k packets/s), waiting for a CPU "
+                         f"{(waited_after - waited) / wall:.0%} of the time, "
                          f"read back {'ok' if ours['read_back_ok'] else 'WRONG'}")
             say(f"  run {run + 1}: median {medians[-1]:.0f} us, p99 {p99s[-1]:.0f} us, "
                 f"kernel {kernel_medians[-1]:.0f} / {kernel_p99s[-1]:.0f} us; {notes[-1]}")
     note = (f"replaying at {speed:g}x = 50,000 packets/s offered; engine packets/s and its "
             f"largest lag (net/stat/procfs_ct_source lag_ms, sampled) before -> during the "
-            f"writes, per run: {'; '.join(notes)}")
+            f"writes, the daemon's CPU per packet fed and its threads' wait for a CPU (sum "
+            f"over threads, per second) over both windows, per run: {'; '.join(notes)}")
     return [Figure("knob write latency (echo: open/write/close), median", median(medians),
                    median(kernel_medians), "us", "kernel", "ours <= 1000", note=note,
                    runs=medians, reference_runs=kernel_medians, load=load.load),

@@ -41,7 +41,9 @@ SCHEDULED_SOURCES = ("synthetic", "pcap", "none")
 # at 20,000 packets/s had a p99 of 15 ms; with 0.5 ms it is about 1 ms.  A knob write is
 # four FUSE calls (open, write, flush, release), each a GIL hand-off: at 50,000 packets/s
 # (load ~4) its median was 1.6-2.5 ms with 0.5 ms, 0.8-1.3 ms with 0.2 ms, and the
-# engine's rate no lower (bench/RESULTS.md).
+# engine's rate no lower (bench/RESULTS.md).  Measured again once the pcap pump took lists
+# (round 8, load 4.3-5.1, medians of 3 runs): 0.1 ms 0.98-1.01 ms, 0.2 ms 0.88-1.26 ms,
+# 0.5 ms 1.26-1.96 ms, 1 ms 2.85-3.42 ms, the engine's rate the same within the noise.
 GIL_SWITCH_INTERVAL = 0.0002
 
 

@@ -5,10 +5,10 @@ frame is due (a pcapng capture adds the name of the frame's interface: (ts, link
 frame, name), which engine.feed_frame hands to the iptables chains for `-i`/`-o`).
 A pump thread pulls frames from it into a bounded FrameQueue (a live tap
 may block in next() for minutes; the engine thread must not) -- whole lists of them from
-a source that offers batches() (the tap: one list per read of the kernel's ring) -- and
-the engine thread takes every frame waiting there at once, so neither side pays a lock
-or a thread switch per frame, and a frame is never held back by the pump while the
-source is inside next() (a capture's pump may be slow; see tests/test_driver.py).
+a source that offers batches() (the tap: one list per read of the kernel's ring; a
+capture: one per chunk of the file) -- and the engine thread takes every frame waiting
+there at once, so neither side pays a lock or a thread switch per frame, and a frame is
+never held back by the pump while the source is inside next() (see tests/test_driver.py).
 The engine thread:
 
   * waits until each frame is due, in slices of at most WAIT_SLICE seconds, so that
@@ -166,14 +166,18 @@ class EngineDriver:
         self._scheduled = scheduled
         self._horizon = float("-inf") if scheduled else float("inf")
         self._frames = iter(frames)
-        # A source with batches() (the tap) hands over a list of frames per read of the
-        # kernel; any other is taken a frame at a time (it may block between frames, so
-        # the pump cannot wait to fill a batch: each frame goes on the queue at once).
+        # A source with batches() (the tap, a capture) hands over a list of frames per
+        # read of the kernel or of the file; any other is taken a frame at a time (it may
+        # block between frames, so the pump cannot wait to fill a batch: each frame goes
+        # on the queue at once).
         batches = getattr(self._frames, "batches", None)
         self._batches: Iterator[list] = (batches() if callable(batches)
                                          else ([frame] for frame in self._frames))
         self._advance_every = advance_every
-        self._queue = FrameQueue(QUEUE_FRAMES_LIVE if callable(batches) else QUEUE_FRAMES)
+        # Only a live source's burst needs the big queue: a scheduled one (a capture) can
+        # wait in the file, and read that far ahead it would hold ~400 MB at speed 0.
+        live_batches = callable(batches) and not scheduled
+        self._queue = FrameQueue(QUEUE_FRAMES_LIVE if live_batches else QUEUE_FRAMES)
         self._stop = threading.Event()
         # The engine's time never runs backwards: every call gets at least this.  It starts
         # at -inf so that frames already due when the thread starts keep their own times.
@@ -262,12 +266,14 @@ class EngineDriver:
         put([_END], stop)
 
     def _close_generator(self) -> None:
-        """Close a generator source from the pump thread, the only one that runs it."""
-        if inspect.isgenerator(self._frames):
-            try:
-                self._frames.close()
-            except Exception:
-                log.exception("closing the traffic source failed")
+        """Close a generator source, or the generator its batches() gave (a capture's:
+        it closes the file), from the pump thread, the only one that runs them."""
+        for frames in (self._batches, self._frames):
+            if inspect.isgenerator(frames):
+                try:
+                    frames.close()
+                except Exception:
+                    log.exception("closing the traffic source failed")
 
     # -- the engine thread ---------------------------------------------------------------
     def _run(self) -> None:

@@ -274,3 +274,71 @@ def test_the_lag_says_how_late_the_oldest_due_frame_is_and_falls_to_0_once_fed()
         assert "lag_ms 0\n" in driver.source_stats_text()
     finally:
         driver.stop()
+
+
+# -- a capture file as the source (procfs_ct/sources/pcapfile.py) --------------------------------
+def write_udp_capture(path, count: int) -> list:
+    from engine.capture import PcapWriter
+    frames = [udp_frame(A, B, 1024 + n % 50000, 53) for n in range(count)]
+    with open(path, "wb") as fileobj:
+        writer = PcapWriter(fileobj, linktype=LINKTYPE_ETHERNET)
+        for n, frame in enumerate(frames):
+            writer.write(100.0 + n * 0.001, frame)
+    return frames
+
+
+def counted(batches, counts: list):
+    """The lists of `batches`, the length of each appended to counts as it is taken."""
+    for batch in batches:
+        counts.append(len(batch))
+        yield batch
+
+
+def test_a_capture_is_read_ahead_only_a_queue_full_and_every_frame_is_fed(tmp_path):
+    """A capture hands over a list per chunk of the file; being scheduled, it waits in the
+    file, not in a live source's big queue, while its frames are not due (the pump of a
+    20,000-frame capture stops once the engine thread holds a take of TAKE_FRAMES and the
+    queue QUEUE_FRAMES and a chunk), then every frame is fed."""
+    from procfs_ct.driver import QUEUE_FRAMES
+    from procfs_ct.sources.pcapfile import replay_capture
+    path = tmp_path / "udp.pcap"
+    write_udp_capture(path, 20_000)
+    clock = FakeClock(T0)
+    source, handed = replay_capture(str(path), speed=1.0, start=T0 + 1000), []
+    batches = source.batches()
+    source.batches = lambda: counted(batches, handed)
+    driver = EngineDriver(make_engine("linux"), source, clock=clock, scheduled=True)
+    driver.start()
+    try:
+        assert wait_until(lambda: sum(handed) >= QUEUE_FRAMES, WAIT)
+        time.sleep(0.3)                     # what the pump would read on, if it could
+        assert QUEUE_FRAMES <= sum(handed) < TAKE_FRAMES + QUEUE_FRAMES + 1000
+        assert driver.stats.packets == 0
+        clock.t = T0 + 1100                 # every frame is due
+        assert wait_until(lambda: driver.stats.source_done, WAIT)
+    finally:
+        driver.stop()
+    assert sum(handed) == driver.stats.packets == 20_000
+    assert driver.engine.count == 20_000 and driver.stats.packet_errors == 0
+
+
+def test_stopping_mid_capture_closes_the_file(tmp_path):
+    """The pump closes the generator batches() gave, and with it the capture file."""
+    import os
+    from procfs_ct.sources.pcapfile import replay_capture
+    path = tmp_path / "udp.pcap"
+    write_udp_capture(path, 20_000)
+
+    def open_copies() -> int:
+        fds = os.listdir("/proc/self/fd")
+        return sum(1 for fd in fds if os.path.realpath(f"/proc/self/fd/{fd}") == str(path))
+
+    clock = FakeClock(T0)
+    driver = EngineDriver(make_engine("linux"), replay_capture(str(path), start=T0 + 1000),
+                          clock=clock, scheduled=True)
+    driver.start()
+    try:
+        assert wait_until(lambda: open_copies() == 1, WAIT)
+    finally:
+        driver.stop()
+    assert wait_until(lambda: open_copies() == 0, WAIT)

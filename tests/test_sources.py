@@ -121,6 +121,21 @@ def test_pcap_clock_stepping_back_does_not_move_due_times_back(tmp_path):
     assert [frame for _, _, frame in got] == frames
 
 
+def test_pcap_without_start_plays_from_when_its_first_frame_is_read(capture, monkeypatch):
+    """Opened (the mount checks it first) at 100, read at 250 (the mount is up): the
+    first frame is due at 250, not 150 s late."""
+    import types
+    from procfs_ct.sources import pcapfile
+    path, frames = capture
+    clock = types.SimpleNamespace(time=lambda: 100.0)
+    monkeypatch.setattr(pcapfile, "time", clock)
+    source = open_source(f"pcap:{path}@2")
+    clock.time = lambda: 250.0
+    got = list(source)
+    assert [ts for ts, _, _ in got] == [250.0, 250.25, 250.5, 251.5]
+    assert [frame for _, _, frame in got] == frames
+
+
 def test_pcap_keeps_each_frames_link_type():
     """A tcpdump capture of Linux cooked frames (SLL2, 276) comes through untouched."""
     got = list(open_source(f"pcap:{DATA / 'veth_any_sll2.pcap'}@0", start=START))
@@ -145,7 +160,8 @@ def test_pcap_replay_logs_progress_and_its_end(capture, caplog):
     assert messages[-1] == f"pcap {path}: replay finished: 4 frames over 0.000 s"
 
 
-def test_pcap_damaged_mid_file_ends_the_replay_cleanly(capture, caplog):
+@pytest.mark.parametrize("taken", ["one at a time", "in batches"])
+def test_pcap_damaged_mid_file_ends_the_replay_cleanly(capture, caplog, taken):
     """A record claiming an impossible length ends the source (with a warning);
     frames before it were delivered."""
     path, frames = capture
@@ -154,10 +170,85 @@ def test_pcap_damaged_mid_file_ends_the_replay_cleanly(capture, caplog):
     struct.pack_into("<I", data, third + 8, 10_000_000)
     path.write_bytes(bytes(data))
     with caplog.at_level(logging.INFO, logger="procfs_ct.sources.pcap"):
-        got = list(open_source(f"pcap:{path}", start=START))
+        source = open_source(f"pcap:{path}", start=START)
+        got = (list(source) if taken == "one at a time"
+               else [item for batch in source.batches() for item in batch])
     assert [frame for _, _, frame in got] == frames[:2]
     assert any(r.levelno == logging.WARNING and "stopped at frame 3" in r.getMessage()
                for r in caplog.records)
+    assert caplog.records[-1].getMessage() == \
+        f"pcap {path}: replay finished: 2 frames over 0.500 s"
+
+
+# -- pcap batches (what the mount's pump takes) ---------------------------------------
+
+def many_frames_capture(path: Path, count: int = 500) -> tuple[list, list]:
+    """count frames of 40-1000 bytes, 1-3 ms apart with a clock step back at frame 300."""
+    times, ts = [], 100.0
+    for n in range(count):
+        ts += -0.5 if n == 300 else 0.001 * (1 + n % 3)
+        times.append(ts)
+    frames = [build_udp_datagram("10.0.0.1", "10.0.0.2", 1024 + n, 53, bytes(n * 7 % 960))
+              for n in range(count)]
+    with open(path, "wb") as fileobj:
+        writer = PcapWriter(fileobj, linktype=LINKTYPE_RAW)
+        for ts, frame in zip(times, frames):
+            writer.write(ts, frame)
+    return times, frames
+
+
+def expected_due(times: list, speed: float) -> list:
+    """Each frame's due time as the module doc says, written out independently."""
+    due, out = START, []
+    for ts in times:
+        if speed > 0:
+            due = max(due, START + (ts - times[0]) / speed)
+        out.append(due)
+    return out
+
+
+@pytest.mark.parametrize("speed", ["0", "1", "2.5", "0.5"])
+def test_pcap_batches_give_every_frame_with_its_due_time(tmp_path, monkeypatch, speed):
+    from engine import capture as capture_module
+    monkeypatch.setattr(capture_module, "READ_CHUNK", 4096)     # ~10 frames a batch
+    path = tmp_path / "many.pcap"
+    times, frames = many_frames_capture(path)
+    batches = list(open_source(f"pcap:{path}@{speed}", start=START).batches())
+    assert len(batches) > 30 and all(batches)
+    got = [item for batch in batches for item in batch]
+    want_due = expected_due(times, float(speed))
+    assert [frame for _, _, frame in got] == frames
+    assert [linktype for _, linktype, _ in got] == [LINKTYPE_RAW] * len(frames)
+    assert [due for due, _, _ in got] == pytest.approx(want_due, abs=1e-9)
+    assert all(a <= b for a, b in zip(want_due, want_due[1:]))  # the step back is held
+    assert got == list(open_source(f"pcap:{path}@{speed}", start=START))   # iteration: same
+
+
+def test_pcapng_batches_carry_the_interface_names(tmp_path):
+    from engine.capture import CapturedFrame
+    from pcapnghelp import write_pcapng
+    frames = [CapturedFrame(100.0 + n * 0.01, LINKTYPE_RAW, datagram(n)) for n in range(9)]
+    path = tmp_path / "named.pcapng"
+    write_pcapng(path, frames, lambda frame: frames.index(frame) % 2, ["lo", "va"])
+    got = [item for batch in open_source(f"pcap:{path}@2", start=START).batches()
+           for item in batch]
+    assert [item[1:] for item in got] == [(LINKTYPE_RAW, f.data, ["lo", "va"][n % 2])
+                                          for n, f in enumerate(frames)]
+    assert [item[0] for item in got] == pytest.approx([START + n * 0.005 for n in range(9)])
+
+
+def test_pcap_batches_log_progress_by_the_tenth(tmp_path, monkeypatch, caplog):
+    from engine import capture as capture_module
+    monkeypatch.setattr(capture_module, "READ_CHUNK", 4096)
+    path = tmp_path / "many.pcap"
+    many_frames_capture(path)
+    with caplog.at_level(logging.INFO, logger="procfs_ct.sources.pcap"):
+        for _ in open_source(f"pcap:{path}@0", start=START).batches():
+            pass
+    progress = [r.getMessage() for r in caplog.records if "% replayed" in r.getMessage()]
+    percents = [int(m.split(": ")[1].split("%")[0]) for m in progress]
+    assert len(progress) == 9 and percents == sorted(percents)
+    assert all(p >= 10 * (n + 1) for n, p in enumerate(percents))
 
 
 # -- bad specs ---------------------------------------------------------------------

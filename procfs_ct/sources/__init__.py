@@ -42,14 +42,15 @@ def _number(text: str, what: str, *, zero_ok: bool) -> float:
     return value
 
 
-def _synthetic(arg: Optional[str], seed: int, start: float) -> Frames:
+def _synthetic(arg: Optional[str], seed: int, start: Optional[float]) -> Frames:
     rate = DEFAULT_RATE if arg is None else _number(arg, "synthetic packets per second",
                                                      zero_ok=False)
-    frames = SyntheticTraffic(seed=seed, rate=rate, start=start).frames()
+    frames = SyntheticTraffic(seed=seed, rate=rate,
+                              start=time.time() if start is None else start).frames()
     return ((ts, LINKTYPE_ETHERNET, frame) for ts, frame in frames)
 
 
-def _pcap(arg: Optional[str], seed: int, start: float) -> Frames:
+def _pcap(arg: Optional[str], seed: int, start: Optional[float]) -> Frames:
     if not arg:
         raise UsageError("pcap source needs a file: pcap:FILE[@SPEED]")
     path, speed = arg, 1.0
@@ -70,22 +71,22 @@ def _pcap(arg: Optional[str], seed: int, start: float) -> Frames:
         raise UsageError(f"pcap source: {path}: {exc.strerror}") from None
 
 
-def _tap(arg: Optional[str], seed: int, start: float) -> Frames:
+def _tap(arg: Optional[str], seed: int, start: Optional[float]) -> Frames:
     from .tap import open_tap          # live sources stamp frames with their own clock
     return open_tap(f"tap:{arg or ''}")
 
 
-def _sockets(arg: Optional[str], seed: int, start: float) -> Frames:
+def _sockets(arg: Optional[str], seed: int, start: Optional[float]) -> Frames:
     from .sockets import open_sockets
     return open_sockets("sockets" if arg is None else f"sockets:{arg}")
 
 
-def _none(arg: Optional[str], seed: int, start: float) -> Frames:
+def _none(arg: Optional[str], seed: int, start: Optional[float]) -> Frames:
     return iter(())
 
 
-# kind -> opener(argument after "kind:" or None, seed, start)
-OPENERS: dict[str, Callable[[Optional[str], int, float], Frames]] = {
+# kind -> opener(argument after "kind:" or None, seed, start or None for now)
+OPENERS: dict[str, Callable[[Optional[str], int, Optional[float]], Frames]] = {
     "synthetic": _synthetic,
     "pcap": _pcap,
     "tap": _tap,
@@ -95,9 +96,11 @@ OPENERS: dict[str, Callable[[Optional[str], int, float], Frames]] = {
 
 
 def open_source(spec: str, seed: int = 0, start: Optional[float] = None) -> Frames:
-    """The frames of the source named by spec, due from start (default: now)."""
+    """The frames of the source named by spec, due from start (default: now; for a capture,
+    the moment its first frame is read, so that the time the mount takes to come up does
+    not start the replay late)."""
     kind, colon, arg = spec.partition(":")
     opener = OPENERS.get(kind)
     if opener is None or (kind == "none" and colon):
         raise UsageError(f"unknown traffic source {spec!r}: expected {SPEC_HELP}")
-    return opener(arg if colon else None, seed, time.time() if start is None else start)
+    return opener(arg if colon else None, seed, start)

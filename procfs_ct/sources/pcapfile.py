@@ -1,6 +1,8 @@
 """A pcap/pcapng capture replayed as a live source, on its own timing scaled by a speed.
 
-The capture's first frame is due at `start` (normally: now); every later frame at
+The capture's first frame is due at `start` (normally: None, the moment it is read: the
+mount opens the source before it has set up the engine, its log and FUSE, which started
+every replay 0.1-0.2 s behind, a lag a busy engine never made up); every later frame at
 start + (its capture time - the first frame's) / speed.  Speed 0 means as fast as
 possible: every frame is due at once, in file order.  Frames are never reordered and
 due times never run backwards (a capture whose clock steps back keeps the previous
@@ -11,6 +13,13 @@ is logged as the frames are pulled (every tenth of the file), and the end of the
 capture is logged once: after that the source is simply exhausted and entries time
 out normally in the mount.
 
+The frames come a chunk of the file at a time (engine.capture.read_capture_batches) and
+`batches()` hands them on as lists, which the driver's pump puts on its queue at once: a
+frame costs the pump one turn of one loop, where reading it through three generators,
+a tell() of the file (a system call, which hands the GIL to the engine thread and waits
+to get it back) and a queue hand-off per frame cost the live mount about half the
+engine's speed (bench/RESULTS.md, round 8).
+
 A pcapng file names the interface each frame was captured on (its Interface Description
 Block's if_name): such a frame is (due time, linktype, frame, name), the name being what
 `-i`/`-o` rules match, as `procfs-ct replay` reads it; other frames are (due time, linktype,
@@ -18,59 +27,80 @@ frame).
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import time
 from typing import BinaryIO, Iterator, Optional, Union
 
-from engine.capture import CaptureError, CapturedFrame, read_named_capture
+from engine.capture import CaptureError, FrameTuple, read_capture_batches
 
 log = logging.getLogger("procfs_ct.sources.pcap")
 
 PROGRESS_STEPS = 10            # log a progress line every tenth of the file
 
-NamedFrame = tuple[CapturedFrame, Optional[str]]
 # (due time, linktype, frame[, the name of the interface it was captured on])
 DueFrame = Union[tuple[float, int, bytes], tuple[float, int, bytes, str]]
 
 
-def open_capture(path: str) -> tuple[BinaryIO, Iterator[NamedFrame]]:
-    """Open path and check its file header; raises OSError or CaptureError at once."""
-    fileobj = open(path, "rb")
-    try:
-        return fileobj, read_named_capture(fileobj)
-    except BaseException:
-        fileobj.close()
-        raise
+class CaptureReplay:
+    """The capture at `path` as (due time, linktype, frame[, interface name]): iteration
+    gives the frames one at a time, batches() the same frames a list at a time (never an
+    empty one); use one or the other.  Opening checks the file at once, so a missing file
+    or a non-capture fails here and not at the first next()."""
 
+    def __init__(self, path: str, speed: float = 1.0, start: Optional[float] = None) -> None:
+        fileobj = open(path, "rb")
+        try:
+            captured = read_capture_batches(fileobj)
+        except BaseException:
+            fileobj.close()
+            raise
+        self._batches = _logged(path, fileobj, due_batches(captured, speed, start), speed)
+        self._frames = itertools.chain.from_iterable(self._batches)
 
-def due_times(frames: Iterator[NamedFrame], speed: float,
-              start: float) -> Iterator[DueFrame]:
-    """(due time, linktype, frame[, interface name]) for each captured frame, rebased to
-    start and scaled."""
-    first = None
-    due = start
-    for frame, name in frames:
-        if first is None:
-            first = frame.ts
-        if speed > 0:
-            due = max(due, start + (frame.ts - first) / speed)
-        if name is None:
-            yield due, frame.linktype, frame.data
-        else:
-            yield due, frame.linktype, frame.data, name
+    def __iter__(self) -> "CaptureReplay":
+        return self
+
+    def __next__(self) -> DueFrame:
+        return next(self._frames)
+
+    def batches(self) -> Iterator[list[DueFrame]]:
+        """The frames iteration gives, as lists: one per chunk read from the file."""
+        return self._batches
 
 
 def replay_capture(path: str, speed: float = 1.0,
-                   start: float = 0.0) -> Iterator[DueFrame]:
-    """The capture at path as (due time, linktype, frame[, interface name]); opens and
-    checks it now, so a missing file or a non-capture fails here and not at the first
-    next()."""
-    fileobj, frames = open_capture(path)
-    return _logged(path, fileobj, due_times(frames, speed, start), speed)
+                   start: Optional[float] = None) -> CaptureReplay:
+    """The capture at path, its first frame due at start (None: when it is read), the others
+    on its own timing divided by speed (0: all due at start)."""
+    return CaptureReplay(path, speed, start)
 
 
-def _logged(path: str, fileobj: BinaryIO, frames: Iterator[DueFrame],
-            speed: float) -> Iterator[DueFrame]:
+def due_batches(batches: Iterator[list[FrameTuple]], speed: float,
+                start: Optional[float]) -> Iterator[list[DueFrame]]:
+    """Each list of captured (ts, linktype, frame, interface name or None) as a list of
+    (due time, linktype, frame[, interface name]), rebased to start (None: the time the
+    first list is read) and scaled; a due time never runs backwards (a capture whose clock
+    steps back keeps the previous one)."""
+    first = None
+    for batch in batches:
+        if first is None:
+            first = batch[0][0]
+            due = start = time.time() if start is None else start
+        timed: list[DueFrame] = []
+        append = timed.append
+        for ts, linktype, data, name in batch:
+            if speed > 0:
+                at = start + (ts - first) / speed
+                if at > due:
+                    due = at
+            append((due, linktype, data) if name is None else (due, linktype, data, name))
+        yield timed
+
+
+def _logged(path: str, fileobj: BinaryIO, batches: Iterator[list[DueFrame]],
+            speed: float) -> Iterator[list[DueFrame]]:
     try:
         size = os.fstat(fileobj.fileno()).st_size
     except OSError:
@@ -80,16 +110,19 @@ def _logged(path: str, fileobj: BinaryIO, frames: Iterator[DueFrame],
     count, step = 0, 1
     first_due = last_due = None
     try:
-        for item in frames:
+        for batch in batches:
             if first_due is None:
-                first_due = item[0]
-            last_due = item[0]
-            count += 1
-            yield item
-            if size and step < PROGRESS_STEPS and fileobj.tell() * PROGRESS_STEPS >= size * step:
-                log.info("pcap %s: %d%% replayed (%d frames)", path,
-                         fileobj.tell() * 100 // size, count)
-                step = fileobj.tell() * PROGRESS_STEPS // size + 1
+                first_due = batch[0][0]
+            last_due = batch[-1][0]
+            count += len(batch)
+            yield batch
+            # Once a batch (a chunk of the file): tell() is a system call.
+            if size and step < PROGRESS_STEPS:
+                done = fileobj.tell()
+                if done * PROGRESS_STEPS >= size * step:
+                    log.info("pcap %s: %d%% replayed (%d frames)", path,
+                             done * 100 // size, count)
+                    step = done * PROGRESS_STEPS // size + 1
     except CaptureError as exc:
         # A record damaged mid-file ends the replay; what was read stays tracked.
         log.warning("pcap %s: stopped at frame %d: %s", path, count + 1, exc)
