@@ -429,6 +429,12 @@ def tap_held(result: dict) -> bool:
             and result["drain_end"] <= 1.0 + 0.05 * result["send_seconds"])
 
 
+def _gil_share(result: dict) -> float:
+    """CPU seconds a second of the tap and the engine thread together while tracking: both
+    run Python under one GIL, so near 1.0 they, not the sender or the CPUs, set the rate."""
+    return result["sustained"] * (result["tap_cpu_us"] + result["engine_cpu_us"]) / 1e6
+
+
 def bench_tap(args: argparse.Namespace) -> List[Figure]:
     """Each traffic shape at each rate of TAP_RATES; the worst shape is the headline."""
     seconds = TAP_QUICK_SECONDS if args.quick else TAP_SECONDS
@@ -468,6 +474,7 @@ def _bench_tap_shape(shape: str, ports: int, addresses: int, sources: int,
             f"after the sender stopped; sustained {result['sustained']:.0f} pps; CPU per "
             f"frame: tap thread {result['tap_cpu_us']:.2f} us, engine thread "
             f"{result['engine_cpu_us']:.2f} us, sender {result['sender_cpu_us']:.2f} us; "
+            f"both our threads {_gil_share(result):.2f} s a second (one GIL: at most 1); "
             f"softirq {100 * result['softirq_share']:.0f} % of a CPU while sending; "
             f"{result['entries']} entries, {result['early_drops']} early drops; load "
             f"{load:.2f} -> {os.getloadavg()[0]:.2f}{'' if tap_held(result) else ' (not held)'}")
