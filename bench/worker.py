@@ -356,9 +356,10 @@ def _softirq_seconds() -> float:
 TAP_THREADS = {"tap": "procfs-ct-source", "engine": "procfs-ct-engine"}   # EngineDriver's
 
 
-def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1") -> Dict[str, Any]:
+def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
+             sources: str = "1") -> Dict[str, Any]:
     """Inside a namespace: the tap on lo feeding an engine while bench/blast.py sends
-    (to `ports` ports of `addresses` addresses).
+    (to `ports` ports of `addresses` addresses, from `sources` source ports).
 
     `drained` is when the engine had tracked every frame the tap kept (or nothing moved for
     2 s); the sustained rate is what was tracked from the sender's first packet to then,
@@ -376,7 +377,7 @@ def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1")
     softirq_before = _softirq_seconds()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     blaster = subprocess.run([sys.executable, "-m", "bench.blast", rate, packets, ports,
-                              addresses], capture_output=True, text=True, check=True)
+                              addresses, sources], capture_output=True, text=True, check=True)
     sender = resource.getrusage(resource.RUSAGE_CHILDREN)
     sender_cpu = (sender.ru_utime + sender.ru_stime) - (children.ru_utime + children.ru_stime)
     softirq = _softirq_seconds() - softirq_before
@@ -416,10 +417,11 @@ def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1")
             "fast_path": getattr(driver.stats, "fast_path", 0)}   # 0: a tree without it
 
 
-def task_blast_ceiling(packets: str, ports: str = "1024", addresses: str = "1") -> Dict[str, Any]:
+def task_blast_ceiling(packets: str, ports: str = "1024", addresses: str = "1",
+                       sources: str = "1") -> Dict[str, Any]:
     """Inside a namespace with nobody tapping: bench/blast.py unpaced, its own ceiling."""
     blaster = subprocess.run([sys.executable, "-m", "bench.blast", "0", packets, ports,
-                              addresses], capture_output=True, text=True, check=True)
+                              addresses, sources], capture_output=True, text=True, check=True)
     return json.loads(blaster.stdout.strip().splitlines()[-1])
 
 

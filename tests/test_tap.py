@@ -210,6 +210,23 @@ def test_ring_holds_a_20k_burst_for_a_reader_that_starts_late(namespace):
 
 
 @pytest.mark.kernel
+def test_ring_bridges_a_second_of_a_slow_trickle_for_a_reader_that_starts_late(namespace):
+    """200 datagrams 5 ms apart (1 s or more), read only after the last was sent: the kernel
+    hands a block over 4 ms (RETIRE_BLOCK_MS) after its first packet however little it
+    holds, so here nearly every datagram takes a block of its own, and a ring of fewer than
+    200 blocks drops the rest whatever its size in bytes (64 blocks of 1 MiB kept ~64).
+    The default ring keeps them all: a reader held up for a second loses nothing."""
+    from procfs_ct.sources.tap import DEFAULT_RCVBUF, RETIRE_BLOCK_MS, ring_geometry
+    assert 5 > RETIRE_BLOCK_MS             # else two datagrams could share each block
+    result = run_inside(namespace, "burst", "200", str(DEFAULT_RCVBUF), "batches", "0.005")
+    sent = sum(result["nft"][state] for state in COUNTED_STATES)
+    assert sent == 200
+    assert result["send_seconds"] >= 1.0
+    assert result["stats"]["kernel_drops"] == 0, (ring_geometry(DEFAULT_RCVBUF), result)
+    assert result["ipv4_kept"] == result["verdicts"] == result["stats"]["kept"] == sent
+
+
+@pytest.mark.kernel
 def test_a_packet_longer_than_a_ring_block_is_cut_and_counted(namespace):
     """With a 16 KiB ring (4 KiB blocks) a 6,000-byte datagram on lo (MTU 65536, so one
     packet) does not fit a block: it is handed over cut to what the block holds, the SLL2
@@ -324,11 +341,12 @@ def test_tap_spec_names_one_or_several_interfaces():
 
 
 def test_ring_geometry_keeps_large_blocks_and_shrinks_them_for_a_small_ring():
-    """The default 64 MiB ring is 64 blocks of 1 MiB (a 64 KiB GSO packet fits a block); a
-    small ring gets smaller blocks, never below a page, so the kernel has several to fill."""
+    """The default 64 MiB ring is 256 blocks of 256 KiB (a 64 KiB GSO packet fits a block;
+    each block is handed over within a few ms, so 256 of them bridge a second); a small
+    ring gets smaller blocks, never below a page, so the kernel has several to fill."""
     import mmap
     from procfs_ct.sources.tap import DEFAULT_RCVBUF, ring_geometry
-    assert ring_geometry(DEFAULT_RCVBUF) == (1 << 20, 64)
+    assert ring_geometry(DEFAULT_RCVBUF) == (256 << 10, 256)
     assert ring_geometry(64 << 10) == (8 << 10, 8)
     assert ring_geometry(4096) == (mmap.PAGESIZE, 2)
 
@@ -496,19 +514,22 @@ def scenario_stop() -> dict:
             "closed": tap.closed}
 
 
-def scenario_burst(count: int, rcvbuf: int, consumer: str = "frames") -> dict:
-    """count datagrams from a separate process; rcvbuf 0 = the tap's default ring, else that
-    ring and a reader that only starts once everything was sent (a small ring overflows);
-    consumer "batches" reads through Tap.batches() instead of iterating."""
+def scenario_burst(count: int, rcvbuf: int, consumer: str = "frames", gap: str = "0") -> dict:
+    """count datagrams from a separate process, `gap` seconds apart (0: back to back);
+    rcvbuf 0 = the tap's default ring, else that ring and a reader that only starts once
+    everything was sent (a small ring overflows); consumer "batches" reads through
+    Tap.batches() instead of iterating."""
     tapped = TappedEngine(rcvbuf or None, use_batches=consumer == "batches")
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)   # bound, never read
     sink.bind(("127.0.0.1", 7000))
     if not rcvbuf:
         tapped.start()
-    sender = ("import socket\n"
+    sender = ("import socket, time\n"
               "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
               "s.connect(('127.0.0.1', 7000))\n"
-              f"for _ in range({count}): s.send(b'x')\n")
+              f"for _ in range({count}):\n"
+              "    s.send(b'x')\n"
+              + (f"    time.sleep({float(gap)})\n" if float(gap) else ""))
     started = time.monotonic()
     subprocess.run([sys.executable, "-c", sender], check=True)
     sent_at = time.monotonic()

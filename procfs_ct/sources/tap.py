@@ -59,7 +59,7 @@ within that time.  Nothing is ever sent on these sockets.
 Known limits: with several interfaces on a router, a forwarded packet is seen on each
 (once in, once out) and tracked twice, while the kernel tracks it once in PREROUTING;
 VLAN tags the NIC strips in hardware are not visible; non-IP frames are passed on and the
-engine ignores them (IPv6 is tracked, in the linux profile); a packet longer than a ring block (1 MiB by default) is
+engine ignores them (IPv6 is tracked, in the linux profile); a packet longer than a ring block (256 KiB by default) is
 cut to fit and counted in `stats.truncated`.  An interface that goes down is waited for
 (a warning is logged) and read again once it is back up; one that is deleted stays silent.
 """
@@ -103,8 +103,16 @@ SO_ATTACH_FILTER = 26
 SIOCGIFFLAGS = 0x8913
 IFF_LOOPBACK = 0x8
 
-DEFAULT_RCVBUF = 64 << 20      # bytes of ring per interface: 64 blocks of BLOCK_SIZE
-BLOCK_SIZE = 1 << 20           # the largest packet a block takes (64 KiB GSO fits easily)
+DEFAULT_RCVBUF = 64 << 20      # bytes of ring per interface: 256 blocks of BLOCK_SIZE
+# The largest packet a block takes (a 64 KiB GSO packet fits 4 times; a BIG TCP one of
+# 185,000 bytes fits).  Not larger: the kernel hands a block over RETIRE_BLOCK_MS after
+# its first packet however little it holds, so at a low rate each block holds a few ms of
+# traffic and the ring as many times that as it has blocks -- a reader held up for longer
+# (another process on its CPU, the engine thread holding the GIL) loses packets however
+# many bytes the ring has.  64 blocks of 1 MiB bridged 0.26 s at 50,000 packets/s (77,000
+# dropped at load 4, bench/RESULTS.md tap65k); 256 of 256 KiB bridge 1 s at any rate
+# (up to 2,000 small packets a block: 500,000 at 500,000 packets/s).
+BLOCK_SIZE = 1 << 18
 MIN_BLOCKS = 8                 # a small ring gets smaller blocks rather than fewer
 FRAME_SIZE = 2048              # formal in V3 (packets are packed), but must divide a block
 RETIRE_BLOCK_MS = 4            # ms: a partly filled block is handed over within 1-2 of these
@@ -124,9 +132,11 @@ _SLL_AT = 48                           # TPACKET_ALIGN(sizeof(struct tpacket3_hd
 _SOCKADDR_LL = struct.Struct("@HHiHBB8s")  # family, protocol (big-endian), ifindex, hatype,
                                            # pkttype, halen, addr
 _SLL_END = _SLL_AT + _SOCKADDR_LL.size
-# The frame header and the raw sockaddr_ll after it, in one unpack.
-_PACKET_AND_ADDRESS = struct.Struct(_PACKET_HEAD.format + f"{_SLL_AT - _PACKET_HEAD.size}x"
-                                    f"{_SOCKADDR_LL.size}s")
+# The frame header without tp_mac (SOCK_DGRAM: tp_net says the same) and the raw
+# sockaddr_ll after it, in one unpack (one value fewer: 2.4 % of read_block's instructions).
+_PACKET_AND_ADDRESS = struct.Struct(_PACKET_HEAD.format[:-2] + "2xH"
+                                    f"{_SLL_AT - _PACKET_HEAD.size}x{_SOCKADDR_LL.size}s")
+assert _PACKET_AND_ADDRESS.size == _SLL_END
 _TPACKET_STATS_V3 = struct.Struct("@III")  # tp_packets, tp_drops, tp_freeze_q_cnt
 _SOCK_FILTER = struct.Struct("@HBBI")   # code, jt, jf, k
 # Packets whose checksum the kernel's conntrack does not check (partial or device-verified).
@@ -469,7 +479,7 @@ def read_block(ring: mmap.mmap, at: int, count: int,
     last_address = None                    # most packets come from the previous one's
     head, may_complete = None, False       # sockaddr_ll: compared, not hashed
     for _ in range(count):
-        step, sec, nsec, snaplen, length, status, _mac, net, address = unpack(ring, at)
+        step, sec, nsec, snaplen, length, status, net, address = unpack(ring, at)
         if address != last_address:
             kind = kinds.get(address)
             if kind is None:
