@@ -47,9 +47,10 @@ NEW_ORIGINAL = Verdict(CtState.NEW, False)
 RELATED_ORIGINAL = Verdict(CtState.RELATED, False)
 
 
-def make_known_segment(tracker: "Tracker") -> KnownSegment:
+def make_known_segment(tracker: "Tracker", ip_len: int) -> KnownSegment:
     """known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win, doff,
-    options_at) for this tracker (linux profile): see the module text."""
+    options_at) for this tracker (linux profile), for datagrams whose IP header is ip_len
+    bytes: see the module text."""
     linux_segment = tracker.tracker_of(IPPROTO_TCP).linux_segment
     table = TABLES["linux"]
     valid_flags = VALID_FLAGS["linux"]
@@ -67,7 +68,7 @@ def make_known_segment(tracker: "Tracker") -> KnownSegment:
         if table[d][CLASS_OF_FLAGS[flags]][entry.l4[STATE]] == SS_REOPEN:
             return None                 # may REOPEN: remove, look up again, a new entry
         # The TcpInfo extract_ipv4() makes of the segment (its options read the same way).
-        tcp = TcpInfo(flags, seq, ack, win, tot_len - 20 - doff, None, False, None, True,
+        tcp = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False, None, True,
                       doff > 20)
         if doff > 20:
             parse_tcp_options(tcp, frame, options_at, options_at + doff - 20)
