@@ -804,6 +804,8 @@ def fragment_frames() -> List[Tuple[float, bytes]]:
     frames.append((T0 + 1.1, build_ethernet(build_tcp_datagram(s, c, 80, 41000, seq=9, ack=2,
                                                                flags=SYN | ACK))))
     frames.append((T0 + 1.2, build_ethernet(build_tcp_datagram(c, s, 41000, 80, seq=2, ack=10))))
+    frames.append((T0 + 1.25, build_ethernet(build_tcp_datagram(c, s, 41000, 80, seq=2, ack=10,
+                                                                data_offset=4))))  # INVALID
     fragments(1.3, c, s, IPPROTO_TCP, build_tcp(c, s, 41000, 80, seq=2, ack=10, flags=PSH | ACK,
                                                 payload=payload), 9, [0, 1, 2, 3])
     fragments(1.4, c, s, IPPROTO_TCP, build_tcp(c, s, 41000, 80, seq=72, ack=10, flags=FIN | ACK,
