@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import struct
 from types import ModuleType
-from typing import TYPE_CHECKING, Callable, FrozenSet, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, FrozenSet, NamedTuple, Optional, Tuple
 
 from . import ipv4, ipv6
 from .ctstate import Verdict
@@ -79,8 +79,10 @@ from .hooks import LOCAL_OUT
 from .linklayer import (ETH_P_IP, ETH_P_IPV6, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2,
                         PACKET_OUTGOING, SLL2_HEADER)
 from .icmp import ICMP_INVERSE, NR_ICMP_TYPES, REQUEST_TYPES
-from .packet import (ACK, ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-                     PSH, SYN, TcpInfo)
+from .icmpv6 import ICMPV6_INVERSE
+from .icmpv6 import REQUEST_TYPES as ICMPV6_REQUEST_TYPES
+from .packet import (ACK, ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6,
+                     IPPROTO_TCP, IPPROTO_UDP, PSH, SYN, TcpInfo)
 from .parse import GRE_VERSION_1, TIMESTAMP_ONLY, parse_tcp_options
 from .tcp_tables import (C_ACK, C_SYN, CLASS_OF_FLAGS, ESTABLISHED, NONE, STATE_TIMEOUT_KNOB,
                          SYN_RECV, SYN_SENT, TABLES, VALID_FLAGS)
@@ -147,9 +149,19 @@ class L3Frame(NamedTuple):
     l3: ModuleType                  # engine/ipv4.py or engine/ipv6.py
     ethertype: int                  # the link header's protocol for it
     header_len: int                 # the fixed header taken (IPv4: no options)
-    icmp: int                       # the protocol number of its ICMP case; -1: none taken
-    gre: int                        # of its plain GRE case; -1: none taken
     head_fields: str                # the struct format of the header's fields read first
+    gre: int                        # the protocol number of its plain GRE case; -1: none
+    # Its ICMP (engine/icmp.py, engine/icmpv6.py): the protocol number, the types that
+    # make or find an entry of their own, of them those that make one, a request's reply
+    # type, the timeout's knob, what the tracker's new() puts in entry.l4 (None: nothing,
+    # the creation time stays), and whether the errors' case (fastpath_icmp.py) is taken.
+    icmp: int
+    icmp_queries: FrozenSet[int]
+    icmp_requests: FrozenSet[int]
+    icmp_inverse: Dict[int, int]
+    icmp_timeout: str
+    icmp_l4: Optional[int]
+    icmp_errors: bool
 
     def head(self, link: LinkFrame) -> struct.Struct:
         """The one unpack from the link's protocol field: the protocol, then head_fields
@@ -159,11 +171,16 @@ class L3Frame(NamedTuple):
 
 # IPv4: version/IHL, total length, fragment field, protocol -- what decides whether the
 # datagram is one extract_ipv4() reads.  IPv6: the version nibble's byte, payload length,
-# next header: TCP or UDP right after the fixed header (no extension header, so neither
-# nf_defrag_ipv6 nor ipv6_skip_exthdr() has anything to do) is what it takes, ICMPv6 and
-# GRE not (their general-path twins differ: ICMPv6's errors, GRE over IPv6).
-IPV4_FRAME = L3Frame(ipv4, ETH_P_IP, ipv4.HEADER_LEN, IPPROTO_ICMP, IPPROTO_GRE, "BxHxxHxB")
-IPV6_FRAME = L3Frame(ipv6, ETH_P_IPV6, ipv6.HEADER_LEN, -1, -1, "B3xHB")
+# next header: TCP, UDP or ICMPv6 right after the fixed header (no extension header, so
+# neither nf_defrag_ipv6 nor ipv6_skip_exthdr() has anything to do) is what it takes;
+# ICMPv6 echo and node information queries and replies only (its errors quote a flow,
+# neighbour discovery and MLD stay untracked: the general path), no GRE over IPv6.
+IPV4_FRAME = L3Frame(ipv4, ETH_P_IP, ipv4.HEADER_LEN, "BxHxxHxB", IPPROTO_GRE, IPPROTO_ICMP,
+                     ICMP_QUERY_TYPES, REQUEST_TYPES, ICMP_INVERSE, "icmp_timeout", 0, True)
+IPV6_FRAME = L3Frame(ipv6, ETH_P_IPV6, ipv6.HEADER_LEN, "B3xHB", -1, IPPROTO_ICMPV6,
+                     frozenset(ICMPV6_INVERSE), ICMPV6_REQUEST_TYPES, ICMPV6_INVERSE,
+                     "icmpv6_timeout", None, False)
+IPV6_UPPER_TAKEN = frozenset((IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6))
 IPV6_VERSION = 6
 
 
@@ -177,6 +194,11 @@ LINKS = {link.linktype: link for link in (
     # SLL2: protocol, reserved, ifindex, arphrd, pkttype, addr_len, addr (SLL2_HEADER).
     LinkFrame(LINKTYPE_LINUX_SLL2, 0, SLL2_HEADER.size, struct.calcsize("!HHIH")),
 )}
+
+
+def _no_icmp_error(frame: bytes, tot_len: int, l4_at: int) -> None:
+    """The errors' case where it is not taken (ICMPv6): the general path answers."""
+    return None
 
 
 def _none(now: float, linktype: int, frame: bytes) -> None:
@@ -220,9 +242,14 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
     ethertype = version.ethertype
     ip_len = version.header_len
     icmp_proto = version.icmp
+    icmp_queries = version.icmp_queries
+    icmp_requests = version.icmp_requests
+    icmp_inverse = version.icmp_inverse
+    icmp_timeout = version.icmp_timeout
+    icmp_l4 = version.icmp_l4
     gre_proto = version.gre
     tcp_min = ip_len + 20                           # the shortest datagrams taken
-    udp_min = ip_len + 8
+    header8_min = ip_len + 8                        # (UDP's header, ICMP's)
     src_at = key_at = ip_at + l3.ADDRESSES_AT       # the table key, in place: addresses,
     dst_at = src_at + (l3.KEY_LEN - 4) // 2         # (two of them, then two ports)
     l4_at = ip_at + ip_len                          # then the ports
@@ -244,7 +271,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                                                                IPPROTO_GRE))
     tcp_table = tables.get(tcp_id) if not is_ipv6 else None
     udp_table = tables.get(udp_id) if not is_ipv6 else None
-    icmp_table = conns.table(l3.FAMILY, icmp_proto) if icmp_proto >= 0 else None
+    icmp_id = (l3.FAMILY, icmp_proto)
+    icmp_table = tables.get(icmp_id) if not is_ipv6 else None
     timers = tracker.timers
     expects = tracker.expects
     stats = tracker.stats
@@ -271,7 +299,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
     opens = _syn_opens()
     syn_sent_timeout = STATE_TIMEOUT_KNOB[SYN_SENT]
     known_segment = make_known_segment(tracker, ip_len)   # other segments of a known entry
-    icmp_error = make_icmp_error(tracker)
+    icmp_error = make_icmp_error(tracker) if version.icmp_errors else _no_icmp_error
 
     def admit(entry: Entry, now: float, tot_len: int, timeout: float) -> Verdict:
         """Tracker.process()'s bookkeeping for the new entry of an original-direction
@@ -303,14 +331,15 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
     def new_icmp(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
         """An ICMP request without an entry (IcmpTracker.new(); other types make none)."""
         icmp_type = frame[l4_at]
-        if icmp_type not in REQUEST_TYPES or not has_room():
+        if icmp_type not in icmp_requests or not has_room():
             return None
         # IcmpTracker.invert(): the reply type, the same code and id.
         reply = (frame[dst_at:l4_at] + frame[src_at:dst_at] + frame[icmp_id_at:icmp_id_end]
-                 + bytes((ICMP_INVERSE[icmp_type], frame[icmp_code_at])))
-        entry = Entry(key, reply, now, IPPROTO_ICMP, l3)
-        entry.l4 = 0
-        return admit(entry, now, tot_len, kv["icmp_timeout"])
+                 + bytes((icmp_inverse[icmp_type], frame[icmp_code_at])))
+        entry = Entry(key, reply, now, icmp_proto, l3)
+        if icmp_l4 is not None:
+            entry.l4 = icmp_l4
+        return admit(entry, now, tot_len, kv[icmp_timeout])
 
     def new_gre(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
         """The first packet of a plain GRE flow (GreTracker.new())."""
@@ -361,7 +390,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             # general path (defragmentation, ipv6_skip_exthdr()).  (A jumbogram's payload
             # length 0 is shorter than the TCP and UDP cases take.)
             if (protocol != ethertype or first >> 4 != IPV6_VERSION or tot_len > size
-                    or (proto != IPPROTO_TCP and proto != IPPROTO_UDP)):
+                    or proto not in IPV6_UPPER_TAKEN):
                 return None
         else:
             protocol, vihl, tot_len, frag, proto = unpack_ip(frame, protocol_at)
@@ -496,22 +525,26 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             # The entry of the tuple, or a new one (the protocol's new_*() takes it or not).
             if proto == IPPROTO_UDP:
                 udp_len = unpack_udp_len(frame, udp_len_at)[0]
-                if tot_len < udp_min or udp_len < 8 or udp_len > tot_len - ip_len:
+                if tot_len < header8_min or udp_len < 8 or udp_len > tot_len - ip_len:
                     return None
                 table = udp_table if udp_table is not None else tables.get(udp_id)
                 if table is None:
                     return None                 # its first packet makes the table
                 make = new_udp
             elif proto == icmp_proto:
-                if tot_len < 28:
+                if tot_len < header8_min:
                     return None
-                if frame[l4_at] not in ICMP_QUERY_TYPES:
-                    # An error message quotes another flow: Tracker._related()'s answer.
+                if frame[l4_at] not in icmp_queries:
+                    # An error message quotes another flow: Tracker._related()'s answer
+                    # (ICMPv6's, and the messages it leaves untracked: the general path).
                     return icmp_error(frame, tot_len, l4_at)
                 # The key's parts: the id, then type << 8 | code (parse.icmp_header()).
                 key = (frame[src_at:l4_at] + frame[icmp_id_at:icmp_id_end]
                        + frame[l4_at:icmp_type_code_end])
-                table, make = icmp_table, new_icmp
+                table = icmp_table if icmp_table is not None else tables.get(icmp_id)
+                if table is None:
+                    return None                 # its first packet makes the table
+                make = new_icmp
             elif proto == gre_proto:
                 # Plain GRE has keys 0; PPTP's (version 1) the general path reads.
                 if tot_len >= 28 and frame[gre_version_at] & 0x07 == GRE_VERSION_1:
@@ -536,8 +569,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 else:
                     status |= ASSURED
                     timeout = kv["udp_timeout_stream"]
-            elif proto == IPPROTO_ICMP:
-                timeout = kv["icmp_timeout"]
+            elif proto == icmp_proto:
+                timeout = kv[icmp_timeout]
             elif status & SEEN_REPLY:           # GRE: the timeouts fixed at creation
                 status |= ASSURED
                 timeout = entry.l4[1]

@@ -711,9 +711,10 @@ def ipv6_edge_frames() -> List[Tuple[float, bytes]]:
     """IPv6 flows around the IPv6 twin's edges: a handshake (the table's first packet on
     the general path, then a second connection's SYN), ACKs and PSH|ACKs in window, a
     retransmission, a zero window, ACKs out of window and with a bad data offset, a FIN;
-    UDP both ways, new and known, before and after 2 s, with a bad length; what it must
-    decline: a hop-by-hop header in front of UDP and TCP, a jumbogram's 0 payload length,
-    a payload length past the frame, ICMPv6 echo."""
+    UDP both ways, new and known, before and after 2 s, with a bad length; ICMPv6 echo and
+    node information; what it must decline: a hop-by-hop header in front of UDP and TCP, a
+    jumbogram's 0 payload length, a payload length past the frame, ICMPv6 errors, unknown
+    types, replies without a request, neighbour discovery."""
     frames: List[Tuple[float, bytes]] = []
     stamps = tcp_options(timestamps=(1, 2))
 
@@ -762,8 +763,18 @@ def ipv6_edge_frames() -> List[Tuple[float, bytes]]:
                                         + build_tcp(C6, S6, 40000, 80, seq=1020, ack=5302))))
     frames.append((T0 + 3.2, ipv6_frame(C6, S6, IPPROTO_UDP, udp_segment, payload_length=0)))
     frames.append((T0 + 3.3, ipv6_frame(C6, S6, IPPROTO_UDP, udp_segment, payload_length=99)))
-    frames.append((T0 + 3.4, ipv6_frame(C6, S6, IPPROTO_ICMPV6, build_icmpv6(C6, S6, 128,
-                                                                            ident=5))))
+    # ICMPv6: echo both ways, again, a node information query; a reply nobody asked for,
+    # an unknown type, neighbour solicitation (untracked) and an error quoting the UDP flow
+    # are the general path's.
+    quote = build_ipv6(S6, C6, IPPROTO_UDP, build_udp(S6, C6, 53, 5000, b"q"))
+    for t, src, dst, kind, ident, payload in (
+            (3.4, C6, S6, 128, 5, b""), (3.5, S6, C6, 129, 5, b""), (3.6, C6, S6, 128, 5, b"x"),
+            (3.7, S6, C6, 129, 5, b"x"), (3.8, C6, S6, 128, 6, b""), (3.9, S6, C6, 129, 7, b""),
+            (4.0, C6, S6, 139, 8, bytes(8)), (4.1, S6, C6, 140, 8, bytes(8)),
+            (4.2, C6, S6, 200, 9, b""), (4.3, C6, S6, 135, 0, bytes(20)),
+            (4.4, C6, S6, 1, 0, quote)):
+        frames.append((T0 + t, ipv6_frame(src, dst, IPPROTO_ICMPV6, build_icmpv6(
+            src, dst, kind, ident=ident, payload=payload))))
     return frames
 
 
