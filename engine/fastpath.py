@@ -73,8 +73,10 @@ from .entry import ASSURED, EXPECTED, REPLY, SEEN_REPLY, Entry
 from .expect import INFINITY
 from .fastpath_frag import HELD, make_fragment
 from .fastpath_icmp import make_icmp_error
-from .fastpath_tcp import (ESTABLISHED_ORIGINAL, ESTABLISHED_REPLY, NEW_ORIGINAL,
-                          RELATED_ORIGINAL, make_known_segment)
+from .fastpath_found import (ESTABLISHED_ORIGINAL, ESTABLISHED_REPLY, NEW_ORIGINAL,
+                            RELATED_ORIGINAL)
+from .fastpath_sctp import make_known_sctp
+from .fastpath_tcp import make_known_segment
 from .hooks import LOCAL_OUT
 from .linklayer import (ETH_P_IP, ETH_P_IPV6, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2,
                         PACKET_OUTGOING, SLL2_HEADER)
@@ -82,7 +84,7 @@ from .icmp import ICMP_INVERSE, NR_ICMP_TYPES, REQUEST_TYPES
 from .icmpv6 import ICMPV6_INVERSE
 from .icmpv6 import REQUEST_TYPES as ICMPV6_REQUEST_TYPES
 from .packet import (ACK, ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6,
-                     IPPROTO_TCP, IPPROTO_UDP, PSH, SYN, TcpInfo)
+                     IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, PSH, SYN, TcpInfo)
 from .parse import GRE_VERSION_1, TIMESTAMP_ONLY, parse_tcp_options
 from .tcp_tables import (C_ACK, C_SYN, CLASS_OF_FLAGS, ESTABLISHED, NONE, STATE_TIMEOUT_KNOB,
                          SYN_RECV, SYN_SENT, TABLES, VALID_FLAGS)
@@ -180,7 +182,7 @@ IPV4_FRAME = L3Frame(ipv4, ETH_P_IP, ipv4.HEADER_LEN, "BxHxxHxB", IPPROTO_GRE, I
 IPV6_FRAME = L3Frame(ipv6, ETH_P_IPV6, ipv6.HEADER_LEN, "B3xHB", -1, IPPROTO_ICMPV6,
                      frozenset(ICMPV6_INVERSE), ICMPV6_REQUEST_TYPES, ICMPV6_INVERSE,
                      "icmpv6_timeout", None, False)
-IPV6_UPPER_TAKEN = frozenset((IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6))
+IPV6_UPPER_TAKEN = frozenset((IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6, IPPROTO_SCTP))
 IPV6_VERSION = 6
 
 
@@ -299,6 +301,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
     opens = _syn_opens()
     syn_sent_timeout = STATE_TIMEOUT_KNOB[SYN_SENT]
     known_segment = make_known_segment(tracker, ip_len)   # other segments of a known entry
+    known_sctp = make_known_sctp(tracker, l3, ip_at, ip_len)
     icmp_error = make_icmp_error(tracker) if version.icmp_errors else _no_icmp_error
 
     def admit(entry: Entry, now: float, tot_len: int, timeout: float) -> Verdict:
@@ -554,6 +557,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                     return None                 # its first packet makes the table
                 key = frame[src_at:l4_at] + NO_KEYS
                 make = new_gre
+            elif proto == IPPROTO_SCTP:
+                return known_sctp(now, frame, key, tot_len)     # a known association's
             else:
                 return None
             entry = table.get(key)
