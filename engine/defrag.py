@@ -313,7 +313,8 @@ class Defragmenter(FragmentQueues):
         # the fast path's comes here: the call and its tuple cost a tenth of a fragment).
         if len(datagram) < _IP_HEADER.size or datagram[0] >> 4 != 4:
             return datagram
-        vihl, tos, tot_len, ident, frag, _ttl, proto, _csum, src, dst = _IP_HEADER.unpack_from(datagram)
+        (vihl, tos, tot_len, ident, frag, _ttl, proto, _csum, src,
+         dst) = _IP_HEADER.unpack_from(datagram)
         ihl = (vihl & 0x0F) * 4
         if not frag & (IP_MF | IP_OFFSET) or ihl < 20 or tot_len < ihl or tot_len > len(datagram):
             return datagram             # not a fragment, or a header parse_ipv4() refuses

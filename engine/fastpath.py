@@ -71,7 +71,7 @@ from . import ipv4, ipv6
 from .ctstate import Verdict
 from .entry import ASSURED, EXPECTED, REPLY, SEEN_REPLY, Entry
 from .expect import INFINITY
-from .fastpath_frag import HELD, make_fragment
+from .fastpath_frag import make_fragment
 from .fastpath_icmp import make_icmp_error
 from .fastpath_found import (ESTABLISHED_ORIGINAL, ESTABLISHED_REPLY, NEW_ORIGINAL,
                             RELATED_ORIGINAL)
@@ -241,15 +241,10 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
     ip_at = link.ip_at
     l3 = version.l3
     is_ipv6 = l3 is ipv6
-    ethertype = version.ethertype
-    ip_len = version.header_len
-    icmp_proto = version.icmp
-    icmp_queries = version.icmp_queries
-    icmp_requests = version.icmp_requests
-    icmp_inverse = version.icmp_inverse
+    # The IP version's fields read per packet, as locals.
+    ethertype, ip_len, gre_proto = version.ethertype, version.header_len, version.gre
+    icmp_proto, icmp_queries = version.icmp, version.icmp_queries
     icmp_timeout = version.icmp_timeout
-    icmp_l4 = version.icmp_l4
-    gre_proto = version.gre
     tcp_min = ip_len + 20                           # the shortest datagrams taken
     header8_min = ip_len + 8                        # (UDP's header, ICMP's)
     src_at = key_at = ip_at + l3.ADDRESSES_AT       # the table key, in place: addresses,
@@ -334,14 +329,14 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
     def new_icmp(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
         """An ICMP request without an entry (IcmpTracker.new(); other types make none)."""
         icmp_type = frame[l4_at]
-        if icmp_type not in icmp_requests or not has_room():
+        if icmp_type not in version.icmp_requests or not has_room():
             return None
         # IcmpTracker.invert(): the reply type, the same code and id.
         reply = (frame[dst_at:l4_at] + frame[src_at:dst_at] + frame[icmp_id_at:icmp_id_end]
-                 + bytes((icmp_inverse[icmp_type], frame[icmp_code_at])))
+                 + bytes((version.icmp_inverse[icmp_type], frame[icmp_code_at])))
         entry = Entry(key, reply, now, icmp_proto, l3)
-        if icmp_l4 is not None:
-            entry.l4 = icmp_l4
+        if version.icmp_l4 is not None:
+            entry.l4 = version.icmp_l4
         return admit(entry, now, tot_len, kv[icmp_timeout])
 
     def new_gre(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:

@@ -39,6 +39,7 @@ from engine.build import (build_ethernet, build_icmp, build_icmp_datagram, build
                           build_udp, build_udp_datagram, tcp_options)
 from engine.capture import PcapWriter, read_capture
 from engine.core import Engine
+from engine.fastpath_frag import HELD
 from engine.hooks import LOCAL_OUT, PRE_ROUTING
 from engine.linklayer import (ARPHRD_ETHER, ARPHRD_LOOPBACK, ETH_P_IPV6, LINKTYPE_ETHERNET,
                               LINKTYPE_LINUX_SLL2, PACKET_HOST, PACKET_OUTGOING, SLL2_HEADER)
@@ -381,18 +382,9 @@ EDGE_SETTINGS = [(framing, *setting) for framing in EDGE_FRAMINGS for setting in
                          ids=[f"{framing}-{setting[0]}" for framing, *setting in EDGE_SETTINGS])
 def test_edge_flows_same_with_and_without_fast_path(framing, name, knobs, max_entries,
                                                     tmp_path, monkeypatch):
-    ethernet = tmp_path / "edges.pcap"
-    with open(ethernet, "wb") as fileobj:
-        writer = PcapWriter(fileobj)
-        for ts, frame in edge_frames():
-            writer.write(ts, frame)
-    path = reframed(ethernet, framing, tmp_path, EDGE_FRAMINGS)
-    options = dict(knobs_overrides=knobs, max_entries=max_entries and 4, ncpu=2,
-                   ram_bytes=24 << 30)
-    general = engine_state(replay(str(path), fast_path=False, **options))
+    ethernet = write_capture(edge_frames(), tmp_path / "edges.pcap")
     counting = CountingFastPath(monkeypatch)
-    fast = engine_state(replay(str(path), **options))
-    assert_same(general, fast)
+    replayed_alike(reframed(ethernet, framing, tmp_path, EDGE_FRAMINGS), knobs, max_entries)
     # On eth0 the fast path takes the client's first SYN alone: once a packet has been
     # received, outgoing ones could be its forwarded copies (engine/forwarding.py).
     assert counting.taken >= (1 if framing == "eth0 tap" else 8), counting.taken
@@ -420,21 +412,30 @@ class CountingAnswers:
         monkeypatch.setattr(fastpath, maker, make)
 
 
+def write_capture(frames: List[Tuple[float, bytes]], path: Path) -> Path:
+    with open(path, "wb") as fileobj:
+        writer = PcapWriter(fileobj)
+        for ts, frame in frames:
+            writer.write(ts, frame)
+    return path
+
+
+def replayed_alike(path: Path, knobs: Dict[str, int], max_entries: Optional[int]) -> None:
+    """Replay the capture with and without the fast path (a table of 4 entries where the
+    setting wants a full one) and require the same engine."""
+    options = dict(knobs_overrides=knobs, max_entries=max_entries and 4, ncpu=2,
+                   ram_bytes=24 << 30)
+    assert_same(engine_state(replay(str(path), fast_path=False, **options)),
+                engine_state(replay(str(path), **options)))
+
+
 def answered_alike(frames: List[Tuple[float, bytes]], directory: Path, knobs: Dict[str, int],
                    max_entries: Optional[int], monkeypatch: pytest.MonkeyPatch,
                    maker: str) -> int:
     """Replay the frames with and without the fast path, require the same engine; how
     many frames the case `maker` makes answered."""
-    path = directory / "frames.pcap"
-    with open(path, "wb") as fileobj:
-        writer = PcapWriter(fileobj)
-        for ts, frame in frames:
-            writer.write(ts, frame)
-    options = dict(knobs_overrides=knobs, max_entries=max_entries and 4, ncpu=2,
-                   ram_bytes=24 << 30)
-    general = engine_state(replay(str(path), fast_path=False, **options))
     counting = CountingAnswers(monkeypatch, maker)
-    assert_same(general, engine_state(replay(str(path), **options)))
+    replayed_alike(write_capture(frames, directory / "frames.pcap"), knobs, max_entries)
     return counting.taken
 
 
@@ -762,7 +763,8 @@ def ipv6_edge_frames() -> List[Tuple[float, bytes]]:
     udp_segment = build_udp(C6, S6, 6000, 53, b"h")
     frames.append((T0 + 3.0, ipv6_frame(C6, S6, HOP_BY_HOP,
                                         bytes((IPPROTO_UDP, 0, 1, 4, 0, 0, 0, 0)) + udp_segment)))
-    frames.append((T0 + 3.1, ipv6_frame(C6, S6, HOP_BY_HOP, bytes((IPPROTO_TCP, 0, 1, 4, 0, 0, 0, 0))
+    frames.append((T0 + 3.1, ipv6_frame(C6, S6, HOP_BY_HOP,
+                                        bytes((IPPROTO_TCP, 0, 1, 4, 0, 0, 0, 0))
                                         + build_tcp(C6, S6, 40000, 80, seq=1020, ack=5302))))
     frames.append((T0 + 3.2, ipv6_frame(C6, S6, IPPROTO_UDP, udp_segment, payload_length=0)))
     frames.append((T0 + 3.3, ipv6_frame(C6, S6, IPPROTO_UDP, udp_segment, payload_length=99)))
@@ -830,14 +832,6 @@ def fragment_frames() -> List[Tuple[float, bytes]]:
     return frames
 
 
-def write_capture(frames: List[Tuple[float, bytes]], path: Path) -> Path:
-    with open(path, "wb") as fileobj:
-        writer = PcapWriter(fileobj)
-        for ts, frame in frames:
-            writer.write(ts, frame)
-    return path
-
-
 FRAGMENT_KNOB_SETTINGS = KNOB_SETTINGS + [
     ("ipfrag_time 1: queues time out", {"ipfrag_time": 1}, None),
     ("ipfrag thresholds low: eviction", {"ipfrag_high_thresh": 100, "ipfrag_low_thresh": 50},
@@ -856,14 +850,9 @@ def test_ipv6_and_fragment_flows_same_with_and_without_fast_path(
     queues too) and verdicts, however framed, under every knob setting (a full table of 4:
     early drops and refused entries)."""
     frames = ipv6_edge_frames() if kind == "ipv6" else fragment_frames()
-    path = reframed(write_capture(frames, tmp_path / f"{kind}.pcap"), framing, tmp_path,
-                    EDGE_FRAMINGS)
-    options = dict(knobs_overrides=knobs, max_entries=max_entries and 4, ncpu=2,
-                   ram_bytes=24 << 30)
-    general = engine_state(replay(str(path), fast_path=False, **options))
     counting = CountingFastPath(monkeypatch)
-    fast = engine_state(replay(str(path), **options))
-    assert_same(general, fast)
+    replayed_alike(reframed(write_capture(frames, tmp_path / f"{kind}.pcap"), framing, tmp_path,
+                            EDGE_FRAMINGS), knobs, max_entries)
     if framing != "eth0 tap":           # (there, received frames come first: none taken)
         assert counting.taken >= 15, counting.taken
 
@@ -888,7 +877,7 @@ def fed_alike(events: list, knobs: Dict[str, int]) -> int:
                 verdict = None if outcome is None else outcome.verdict
             else:
                 taken += 1
-                if verdict is fastpath.HELD:
+                if verdict is HELD:
                     verdict = None
             result.verdicts.append(verdict)
             result.dropped.append(False)
@@ -980,12 +969,8 @@ def test_sctp_same_with_and_without_fast_path(framing, name, knobs, max_entries,
                                              monkeypatch):
     """known_sctp(): the same engine and verdicts as the general path, however framed,
     under every knob setting; it answers the known associations' packets."""
-    path = reframed(write_capture(sctp_frames(), tmp_path / "sctp.pcap"), framing, tmp_path,
-                    EDGE_FRAMINGS)
-    options = dict(knobs_overrides=knobs, max_entries=max_entries and 4, ncpu=2,
-                   ram_bytes=24 << 30)
-    general = engine_state(replay(str(path), fast_path=False, **options))
     counting = CountingAnswers(monkeypatch, "make_known_sctp")
-    assert_same(general, engine_state(replay(str(path), **options)))
+    replayed_alike(reframed(write_capture(sctp_frames(), tmp_path / "sctp.pcap"), framing,
+                            tmp_path, EDGE_FRAMINGS), knobs, max_entries)
     if framing != "eth0 tap":
         assert counting.taken >= 20, counting.taken
