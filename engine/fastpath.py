@@ -394,19 +394,17 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             protocol, vihl, tot_len, frag, proto = unpack_ip(frame, protocol_at)
             if protocol != ethertype:
                 return twin(now, linktype, frame)
-            if vihl != IPV4_NO_OPTIONS or tot_len > size:
-                return None
+            if vihl != IPV4_NO_OPTIONS or tot_len > size or tot_len < ip_len:
+                return None                 # (a total length short of the header: malformed)
             if frag & FRAGMENT:
-                # Straight to the defragmenter (a header too short to hold: parse_ipv4()).
-                if fragment is None or tot_len < ip_len:
+                # Straight to the defragmenter.
+                if fragment is None:
                     return None
                 return fragment(now, frame[ip_at:])
         if now >= timers.next_due or now >= expects.next_due:
             # Tracker.process() expires entries first, and every datagram from here on
-            # reaches it (extract_ipv4() or parse_ipv4() reads it) once its total length
-            # covers the header: do it here, so that the packet can still be taken.
-            if tot_len < 20:
-                return None
+            # reaches it (extract_ipv4() or parse_ipv4() reads it: its total length covers
+            # the header): do it here, so that the packet can still be taken.
             expire(now)
         key = frame[key_at:key_end]
         if proto == IPPROTO_TCP:

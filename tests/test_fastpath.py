@@ -974,3 +974,47 @@ def test_sctp_same_with_and_without_fast_path(framing, name, knobs, max_entries,
                             tmp_path, EDGE_FRAMINGS), knobs, max_entries)
     if framing != "eth0 tap":
         assert counting.taken >= 20, counting.taken
+
+
+def generic_frames() -> List[Tuple[float, bytes]]:
+    """Protocols of the generic tracker (253, 99: the general path's) both ways, again after
+    2 s, a datagram of a bare header (total length 20); GRE and 253 with a total length
+    short of the header (malformed: no verdict, counted), which must not make or refresh an
+    entry."""
+    c, s = "10.1.0.1", "10.1.0.2"
+    frames = []
+    for t, src, dst, proto, body, kw in (
+            (0.0, c, s, 253, b"experiment", {}), (0.1, s, c, 253, b"the reply", {}),
+            (0.2, c, s, 253, b"once again", {}), (0.3, c, s, 99, b"", {}),
+            (0.4, s, c, 99, b"", {}), (0.45, c, s, 99, b"", {}),
+            (0.5, c, s, 253, b"short total", {"total_length": 16}),
+            (0.6, c, s, IPPROTO_GRE, b"\x00\x00\x08\x00" + bytes(20), {}),
+            (0.7, c, s, IPPROTO_GRE, b"\x00\x00\x08\x00" + bytes(20), {"total_length": 16}),
+            (0.75, s, c, IPPROTO_GRE, b"\x00\x00\x08\x00" + bytes(20), {}),
+            (0.8, c, s, IPPROTO_GRE, b"\x00\x00\x08\x00" + bytes(20), {"total_length": 12}),
+            (2.5, c, s, 253, b"later, still", {}), (2.6, s, c, 99, b"later, still", {}),
+            (700.0, c, s, 253, b"after the timeout", {})):
+        # (Padded as a NIC pads: the bare header's frame is long enough to be read.)
+        frames.append((T0 + t, build_ethernet(build_ipv4(src, dst, proto, body, **kw),
+                                              pad=True)))
+    return frames
+
+
+GENERIC_SETTINGS = [(framing, *setting) for framing in EDGE_FRAMINGS
+                    for setting in KNOB_SETTINGS + [("generic_timeout 1",
+                                                     {"generic_timeout": 1}, None)]]
+
+
+@pytest.mark.parametrize("framing, name, knobs, max_entries", GENERIC_SETTINGS,
+                         ids=[f"{framing}-{setting[0]}" for framing, *setting in GENERIC_SETTINGS])
+def test_short_total_length_same_with_and_without_fast_path(framing, name, knobs,
+                                                            max_entries, tmp_path,
+                                                            monkeypatch):
+    """Datagrams whose total length is short of the header (malformed: parse_ipv4() refuses
+    them) among GRE and generic flows: the same engine and verdicts (the fast path took
+    such a GRE datagram as valid)."""
+    counting = CountingFastPath(monkeypatch)
+    replayed_alike(reframed(write_capture(generic_frames(), tmp_path / "generic.pcap"),
+                            framing, tmp_path, EDGE_FRAMINGS), knobs, max_entries)
+    if framing != "eth0 tap":
+        assert counting.taken >= 1, counting.taken         # the GRE reply
