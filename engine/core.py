@@ -207,6 +207,13 @@ class Engine:
             datagram = self.defrag.feed(datagram, ts, hook)
             if datagram is None:
                 return None                # held until complete: invisible to conntrack
+        return self.track_datagram(ts, datagram, hook, looped_back)
+
+    def track_datagram(self, ts: float, datagram: bytes, hook: int,
+                       looped_back: bool = False) -> Optional[PacketResult]:
+        """Parse and track one whole (not a fragment, or reassembled) IPv4 datagram: what
+        follows defragmentation (the fast path's reassembled datagrams come here too when
+        it declines them)."""
         pkt = parse_ipv4(datagram, hook)
         if isinstance(pkt, ParseError):
             # The kernel drops a broken IP header before any hook (ip_rcv): conntrack

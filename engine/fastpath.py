@@ -64,20 +64,27 @@ read on every packet.  Arrivals remembered to spot forwarded copies are checked 
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Callable, FrozenSet, NamedTuple, Optional, Tuple
+from types import ModuleType
+from typing import TYPE_CHECKING, Callable, Dict, FrozenSet, NamedTuple, Optional, Tuple
 
-from . import ipv4
+from . import ipv4, ipv6
 from .ctstate import Verdict
 from .entry import ASSURED, EXPECTED, REPLY, SEEN_REPLY, Entry
 from .expect import INFINITY
+from .fastpath_frag import make_fragment
 from .fastpath_icmp import make_icmp_error
-from .fastpath_tcp import (ESTABLISHED_ORIGINAL, ESTABLISHED_REPLY, NEW_ORIGINAL,
-                          RELATED_ORIGINAL, make_known_segment)
-from .linklayer import (ETH_P_IP, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, PACKET_OUTGOING,
-                        SLL2_HEADER)
+from .fastpath_found import (ESTABLISHED_ORIGINAL, ESTABLISHED_REPLY, NEW_ORIGINAL,
+                            RELATED_ORIGINAL)
+from .fastpath_sctp import make_known_sctp
+from .fastpath_tcp import make_known_segment
+from .hooks import LOCAL_OUT
+from .linklayer import (ETH_P_IP, ETH_P_IPV6, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2,
+                        PACKET_OUTGOING, SLL2_HEADER)
 from .icmp import ICMP_INVERSE, NR_ICMP_TYPES, REQUEST_TYPES
-from .packet import (ACK, ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP,
-                     PSH, SYN, TcpInfo)
+from .icmpv6 import ICMPV6_INVERSE
+from .icmpv6 import REQUEST_TYPES as ICMPV6_REQUEST_TYPES
+from .packet import (ACK, ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6,
+                     IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, PSH, SYN, TcpInfo)
 from .parse import GRE_VERSION_1, TIMESTAMP_ONLY, parse_tcp_options
 from .tcp_tables import (C_ACK, C_SYN, CLASS_OF_FLAGS, ESTABLISHED, NONE, STATE_TIMEOUT_KNOB,
                          SYN_RECV, SYN_SENT, TABLES, VALID_FLAGS)
@@ -98,7 +105,6 @@ _UDP_LENGTH = struct.Struct("!H")
 TIMESTAMPS_DOFF = 20 + 12                   # a TCP header with NOP NOP TIMESTAMP(10) alone
 IPV4_NO_OPTIONS = 0x45
 FRAGMENT = ipv4.IP_MF | ipv4.IP_OFFSET      # more fragments, or an offset
-GRE_TABLE = (ipv4.FAMILY, IPPROTO_GRE)
 NO_KEYS = bytes(4)                          # GRE keys 0, 0 (parse.gre_keys())
 # ICMP types that make or find an entry of their own (no errors; higher types are refused).
 ICMP_QUERY_TYPES = frozenset(range(NR_ICMP_TYPES + 1)) - ICMP_ERROR_TYPES
@@ -131,17 +137,53 @@ def _syn_opens() -> bool:
 
 
 class LinkFrame(NamedTuple):
-    """Where a link type puts what the fast path reads before the IPv4 header."""
+    """Where a link type puts what the fast path reads before the IP header."""
     linktype: int
     protocol_at: int                # the ethertype (Ethernet) or protocol (cooked) field
-    ip_at: int                      # the IPv4 header: the link header's length
+    ip_at: int                      # the IP header: the link header's length
     pkttype_at: Optional[int]       # a cooked header's packet type, else None
 
-    def head(self) -> struct.Struct:
-        """The one unpack from protocol_at: the protocol, then the IPv4 header's
-        version/IHL, total length, fragment field and protocol -- what decides whether
-        the datagram is one extract_ipv4() reads."""
-        return struct.Struct(f"!H{self.ip_at - self.protocol_at - 2}xBxHxxHxB")
+
+class L3Frame(NamedTuple):
+    """Where an IP version puts what the fast path reads, and which of its cases it takes.
+    The cases are written once, over these offsets and lengths; a table key is the
+    addresses and the ports in place, in either version."""
+    l3: ModuleType                  # engine/ipv4.py or engine/ipv6.py
+    ethertype: int                  # the link header's protocol for it
+    header_len: int                 # the fixed header taken (IPv4: no options)
+    head_fields: str                # the struct format of the header's fields read first
+    gre: int                        # the protocol number of its plain GRE case; -1: none
+    # Its ICMP (engine/icmp.py, engine/icmpv6.py): the protocol number, the types that
+    # make or find an entry of their own, of them those that make one, a request's reply
+    # type, the timeout's knob, what the tracker's new() puts in entry.l4 (None: nothing,
+    # the creation time stays), and whether the errors' case (fastpath_icmp.py) is taken.
+    icmp: int
+    icmp_queries: FrozenSet[int]
+    icmp_requests: FrozenSet[int]
+    icmp_inverse: Dict[int, int]
+    icmp_timeout: str
+    icmp_l4: Optional[int]
+    icmp_errors: bool
+
+    def head(self, link: LinkFrame) -> struct.Struct:
+        """The one unpack from the link's protocol field: the protocol, then head_fields
+        from the IP header's first byte."""
+        return struct.Struct(f"!H{link.ip_at - link.protocol_at - 2}x{self.head_fields}")
+
+
+# IPv4: version/IHL, total length, fragment field, protocol -- what decides whether the
+# datagram is one extract_ipv4() reads.  IPv6: the version nibble's byte, payload length,
+# next header: TCP, UDP or ICMPv6 right after the fixed header (no extension header, so
+# neither nf_defrag_ipv6 nor ipv6_skip_exthdr() has anything to do) is what it takes;
+# ICMPv6 echo and node information queries and replies only (its errors quote a flow,
+# neighbour discovery and MLD stay untracked: the general path), no GRE over IPv6.
+IPV4_FRAME = L3Frame(ipv4, ETH_P_IP, ipv4.HEADER_LEN, "BxHxxHxB", IPPROTO_GRE, IPPROTO_ICMP,
+                     ICMP_QUERY_TYPES, REQUEST_TYPES, ICMP_INVERSE, "icmp_timeout", 0, True)
+IPV6_FRAME = L3Frame(ipv6, ETH_P_IPV6, ipv6.HEADER_LEN, "B3xHB", -1, IPPROTO_ICMPV6,
+                     frozenset(ICMPV6_INVERSE), ICMPV6_REQUEST_TYPES, ICMPV6_INVERSE,
+                     "icmpv6_timeout", None, False)
+IPV6_UPPER_TAKEN = frozenset((IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMPV6, IPPROTO_SCTP))
+IPV6_VERSION = 6
 
 
 # The link types taken.  A cooked frame (what the live tap hands over) is taken when its
@@ -156,6 +198,11 @@ LINKS = {link.linktype: link for link in (
 )}
 
 
+def _no_icmp_error(frame: bytes, tot_len: int, l4_at: int) -> None:
+    """The errors' case where it is not taken (ICMPv6): the general path answers."""
+    return None
+
+
 def _none(now: float, linktype: int, frame: bytes) -> None:
     """The end of the chain of link types: a frame of none of them takes the general path."""
     return None
@@ -163,26 +210,48 @@ def _none(now: float, linktype: int, frame: bytes) -> None:
 
 def make_fast_path(engine: "Engine", first: int = LINKTYPE_ETHERNET) -> FastTrack:
     """The fast path's track(now, linktype, frame) for this engine (see the module text):
-    one track per link type of LINKS, each handing a frame of another link type to the
-    next; `first` is tried first (the link type most frames have: it saves a call)."""
+    one track per link type of LINKS and IP version, the IPv4 one handing an IPv6 frame to
+    its twin, each handing a frame of another link type to the next; `first` is tried
+    first (the link type most frames have: it saves a call)."""
+    # IPv4 fragments go to the defragmenter at the hook their frame gives them (the whole
+    # datagram then to an Ethernet track of its own): taken where that is LOCAL_OUT.
+    ethernet = LINKS[LINKTYPE_ETHERNET]
+    fragment = make_fragment(engine, LOCAL_OUT, _make_link_track(
+        engine, ethernet, IPV4_FRAME, _none, _none, None))
     track: FastTrack = _none
     for linktype in sorted(LINKS, key=lambda linktype: linktype == first):
-        track = _make_link_track(engine, LINKS[linktype], track)
+        link = LINKS[linktype]
+        hook = LOCAL_OUT if link.pkttype_at is not None else engine.default_hook
+        twin = _make_link_track(engine, link, IPV6_FRAME, track, _none, None)
+        track = _make_link_track(engine, link, IPV4_FRAME, track, twin,
+                                 fragment if hook == LOCAL_OUT else None)
     return track
 
 
-def _make_link_track(engine: "Engine", link: LinkFrame, other: FastTrack) -> FastTrack:
-    """The fast path for frames of one link type; `other` takes the rest."""
-    # Frame offsets: the link header, then an IPv4 header of 20 bytes.
+def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other: FastTrack,
+                     twin: FastTrack,
+                     fragment: Optional[Callable[[float, bytes], Verdict]]) -> FastTrack:
+    """The fast path for frames of one link type and IP version; `other` takes frames of
+    other link types, `twin` of the other IP version, `fragment` IPv4 fragments (None:
+    declined)."""
+    # Frame offsets: the link header, then the IP header without options.
     own_linktype = link.linktype
     pkttype_at = link.pkttype_at
     protocol_at = link.protocol_at
     ip_at = link.ip_at
-    src_at = key_at = ip_at + ipv4.ADDRESSES_AT     # the table key, in place: addresses,
-    dst_at = src_at + 4
-    l4_at = ip_at + ipv4.HEADER_LEN                 # then the ports
+    l3 = version.l3
+    is_ipv6 = l3 is ipv6
+    # The IP version's fields read per packet, as locals.
+    ethertype, ip_len, gre_proto = version.ethertype, version.header_len, version.gre
+    icmp_proto, icmp_queries = version.icmp, version.icmp_queries
+    icmp_timeout = version.icmp_timeout
+    tcp_min = ip_len + 20                           # the shortest datagrams taken
+    header8_min = ip_len + 8                        # (UDP's header, ICMP's)
+    src_at = key_at = ip_at + l3.ADDRESSES_AT       # the table key, in place: addresses,
+    dst_at = src_at + (l3.KEY_LEN - 4) // 2         # (two of them, then two ports)
+    l4_at = ip_at + ip_len                          # then the ports
     dport_at = l4_at + 2
-    key_end = key_at + ipv4.KEY_LEN
+    key_end = key_at + l3.KEY_LEN
     tcp_seq_at = udp_len_at = icmp_id_at = l4_at + 4
     icmp_id_end = icmp_id_at + 2
     icmp_code_at = gre_version_at = l4_at + 1
@@ -192,10 +261,15 @@ def _make_link_track(engine: "Engine", link: LinkFrame, other: FastTrack) -> Fas
 
     tracker = engine.tracker
     conns = tracker.conns
-    tcp_table = conns.table(ipv4.FAMILY, IPPROTO_TCP)
-    udp_table = conns.table(ipv4.FAMILY, IPPROTO_UDP)
-    icmp_table = conns.table(ipv4.FAMILY, IPPROTO_ICMP)
     tables = conns.tables()             # others: only once their first packet made them
+    # IPv4's common tables exist from the start (ConnTable: the listing's order); IPv6's
+    # are made by their first packet, on the general path: looked up per packet (None).
+    tcp_id, udp_id, gre_id = ((l3.FAMILY, proto) for proto in (IPPROTO_TCP, IPPROTO_UDP,
+                                                               IPPROTO_GRE))
+    tcp_table = tables.get(tcp_id) if not is_ipv6 else None
+    udp_table = tables.get(udp_id) if not is_ipv6 else None
+    icmp_id = (l3.FAMILY, icmp_proto)
+    icmp_table = tables.get(icmp_id) if not is_ipv6 else None
     timers = tracker.timers
     expects = tracker.expects
     stats = tracker.stats
@@ -203,11 +277,11 @@ def _make_link_track(engine: "Engine", link: LinkFrame, other: FastTrack) -> Fas
     arrivals = engine.forwarded.arrivals
     file_timer = timers.file
     expire = tracker.expire
-    unpack_ip = link.head().unpack_from
+    unpack_ip = version.head(link).unpack_from
 
     def reply_key(frame: bytes) -> bytes:
         """The reply key of the frame's TCP or UDP datagram: addresses and ports swapped
-        (swapped() and ipv4.mirror_key(), read from the frame)."""
+        (swapped() and the l3's mirror_key(), read from the frame)."""
         return (frame[dst_at:l4_at] + frame[src_at:dst_at]
                 + frame[dport_at:key_end] + frame[l4_at:dport_at])
 
@@ -221,8 +295,9 @@ def _make_link_track(engine: "Engine", link: LinkFrame, other: FastTrack) -> Fas
     original_acks, reply_acks = _acks_to_established()
     opens = _syn_opens()
     syn_sent_timeout = STATE_TIMEOUT_KNOB[SYN_SENT]
-    known_segment = make_known_segment(tracker)     # the other segments of a known entry
-    icmp_error = make_icmp_error(tracker)
+    known_segment = make_known_segment(tracker, ip_len)   # other segments of a known entry
+    known_sctp = make_known_sctp(tracker, l3, ip_at, ip_len)
+    icmp_error = make_icmp_error(tracker) if version.icmp_errors else _no_icmp_error
 
     def admit(entry: Entry, now: float, tot_len: int, timeout: float) -> Verdict:
         """Tracker.process()'s bookkeeping for the new entry of an original-direction
@@ -247,37 +322,38 @@ def _make_link_track(engine: "Engine", link: LinkFrame, other: FastTrack) -> Fas
         """The first datagram of a UDP flow."""
         if not has_room():
             return None
-        entry = Entry(key, reply_key(frame), now, IPPROTO_UDP, ipv4)
+        entry = Entry(key, reply_key(frame), now, IPPROTO_UDP, l3)
         entry.l4 = now                  # UdpTracker.new(): the first packet's time
         return admit(entry, now, tot_len, kv["udp_timeout"])
 
     def new_icmp(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
         """An ICMP request without an entry (IcmpTracker.new(); other types make none)."""
         icmp_type = frame[l4_at]
-        if icmp_type not in REQUEST_TYPES or not has_room():
+        if icmp_type not in version.icmp_requests or not has_room():
             return None
         # IcmpTracker.invert(): the reply type, the same code and id.
         reply = (frame[dst_at:l4_at] + frame[src_at:dst_at] + frame[icmp_id_at:icmp_id_end]
-                 + bytes((ICMP_INVERSE[icmp_type], frame[icmp_code_at])))
-        entry = Entry(key, reply, now, IPPROTO_ICMP, ipv4)
-        entry.l4 = 0
-        return admit(entry, now, tot_len, kv["icmp_timeout"])
+                 + bytes((version.icmp_inverse[icmp_type], frame[icmp_code_at])))
+        entry = Entry(key, reply, now, icmp_proto, l3)
+        if version.icmp_l4 is not None:
+            entry.l4 = version.icmp_l4
+        return admit(entry, now, tot_len, kv[icmp_timeout])
 
     def new_gre(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
         """The first packet of a plain GRE flow (GreTracker.new())."""
         if not has_room():
             return None
         entry = Entry(key, frame[dst_at:l4_at] + frame[src_at:dst_at] + NO_KEYS,
-                      now, IPPROTO_GRE, ipv4)
+                      now, IPPROTO_GRE, l3)
         entry.l4 = (kv["gre_timeout"], kv["gre_timeout_stream"])
         return admit(entry, now, tot_len, entry.l4[0])
 
     def new_tcp(now: float, frame: bytes, key: bytes, tot_len: int, flags: int, seq: int,
                 ack: int, win: int, doff: int) -> Optional[Verdict]:
         """A connection's first SYN (TcpTracker.new(), then _linux_packet())."""
-        if flags not in SYN_FLAGS or not opens or doff < 20 or not has_room():
+        if flags not in SYN_FLAGS or not opens or not has_room():
             return None
-        tcp = TcpInfo(flags, seq, ack, win, tot_len - 20 - doff, None, False, None, True,
+        tcp = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False, None, True,
                       doff > 20)
         if doff > 20:
             parse_tcp_options(tcp, frame, tcp_options_at, l4_at + doff)
@@ -289,7 +365,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, other: FastTrack) -> Fas
         put32(conn, SIDE + MAXEND_AT, win or 1)
         conn[LAST_INDEX] = C_SYN        # LAST_DIR is ORIGINAL already
         conn[STATE] = SYN_SENT
-        entry = Entry(key, reply_key(frame), now, IPPROTO_TCP, ipv4)
+        entry = Entry(key, reply_key(frame), now, IPPROTO_TCP, l3)
         entry.l4 = conn
         # The timeout rules: no retransmission counted, no data unacknowledged, and the
         # last window is still 0, so rule (d) (also what (a) could give) or (e).
@@ -305,26 +381,43 @@ def _make_link_track(engine: "Engine", link: LinkFrame, other: FastTrack) -> Fas
         if (size < 28 or arrivals
                 or (pkttype_at is not None and frame[pkttype_at] != PACKET_OUTGOING)):
             return None
-        protocol, vihl, tot_len, frag, proto = unpack_ip(frame, protocol_at)
-        if (protocol != ETH_P_IP or vihl != IPV4_NO_OPTIONS or frag & FRAGMENT
-                or tot_len > size):
-            return None
+        if is_ipv6:
+            protocol, first, payload_len, proto = unpack_ip(frame, protocol_at)
+            tot_len = ip_len + payload_len  # (a Packet's length: the whole datagram)
+            # A datagram cut short, an extension header or another upper layer: the
+            # general path (defragmentation, ipv6_skip_exthdr()).  (A jumbogram's payload
+            # length 0 is shorter than the TCP and UDP cases take.)
+            if (protocol != ethertype or first >> 4 != IPV6_VERSION or tot_len > size
+                    or proto not in IPV6_UPPER_TAKEN):
+                return None
+        else:
+            protocol, vihl, tot_len, frag, proto = unpack_ip(frame, protocol_at)
+            if protocol != ethertype:
+                return twin(now, linktype, frame)
+            if vihl != IPV4_NO_OPTIONS or tot_len > size or tot_len < ip_len:
+                return None                 # (a total length short of the header: malformed)
+            if frag & FRAGMENT:
+                # Straight to the defragmenter.
+                if fragment is None:
+                    return None
+                return fragment(now, frame[ip_at:])
         if now >= timers.next_due or now >= expects.next_due:
             # Tracker.process() expires entries first, and every datagram from here on
-            # reaches it (extract_ipv4() or parse_ipv4() reads it) once its total length
-            # covers the header: do it here, so that the packet can still be taken.
-            if tot_len < 20:
-                return None
+            # reaches it (extract_ipv4() or parse_ipv4() reads it: its total length covers
+            # the header): do it here, so that the packet can still be taken.
             expire(now)
         key = frame[key_at:key_end]
         if proto == IPPROTO_TCP:
-            if tot_len < 40:
+            if tot_len < tcp_min:
                 return None
             seq, ack, doff, flags, win = unpack_tcp(frame, tcp_seq_at)
             doff = (doff >> 4) * 4
-            if doff > tot_len - 20:
-                return None
-            entry = tcp_table.get(key)
+            if doff < 20 or doff > tot_len - ip_len:
+                return None                     # a bad data offset: INVALID, parse's
+            table = tcp_table if tcp_table is not None else tables.get(tcp_id)
+            if table is None:
+                return None                     # its first packet makes the table
+            entry = table.get(key)
             if entry is None:
                 return new_tcp(now, frame, key, tot_len, flags, seq, ack, win, doff)
             if entry.helper is not None:
@@ -365,7 +458,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, other: FastTrack) -> Fas
             if sender_maxwin == 0:              # the sender's side starts with this packet
                 return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
                                      doff, tcp_options_at)
-            end = (seq + tot_len - 20 - doff) & M32
+            end = (seq + tot_len - ip_len - doff) & M32
             maxackwin = sender_maxwin if sender_maxwin > MAXACKWINCONST else MAXACKWINCONST
             if (((seq - sender_maxend - 1) & M32) < HALF                        # I
                     or ((ack - receiver_end - 1) & M32) < HALF                  # III
@@ -428,28 +521,37 @@ def _make_link_track(engine: "Engine", link: LinkFrame, other: FastTrack) -> Fas
             # The entry of the tuple, or a new one (the protocol's new_*() takes it or not).
             if proto == IPPROTO_UDP:
                 udp_len = unpack_udp_len(frame, udp_len_at)[0]
-                if tot_len < 28 or udp_len < 8 or udp_len > tot_len - 20:
+                if tot_len < header8_min or udp_len < 8 or udp_len > tot_len - ip_len:
                     return None
-                table, make = udp_table, new_udp
-            elif proto == IPPROTO_ICMP:
-                if tot_len < 28:
+                table = udp_table if udp_table is not None else tables.get(udp_id)
+                if table is None:
+                    return None                 # its first packet makes the table
+                make = new_udp
+            elif proto == icmp_proto:
+                if tot_len < header8_min:
                     return None
-                if frame[l4_at] not in ICMP_QUERY_TYPES:
-                    # An error message quotes another flow: Tracker._related()'s answer.
+                if frame[l4_at] not in icmp_queries:
+                    # An error message quotes another flow: Tracker._related()'s answer
+                    # (ICMPv6's, and the messages it leaves untracked: the general path).
                     return icmp_error(frame, tot_len, l4_at)
                 # The key's parts: the id, then type << 8 | code (parse.icmp_header()).
                 key = (frame[src_at:l4_at] + frame[icmp_id_at:icmp_id_end]
                        + frame[l4_at:icmp_type_code_end])
-                table, make = icmp_table, new_icmp
-            elif proto == IPPROTO_GRE:
+                table = icmp_table if icmp_table is not None else tables.get(icmp_id)
+                if table is None:
+                    return None                 # its first packet makes the table
+                make = new_icmp
+            elif proto == gre_proto:
                 # Plain GRE has keys 0; PPTP's (version 1) the general path reads.
                 if tot_len >= 28 and frame[gre_version_at] & 0x07 == GRE_VERSION_1:
                     return None
-                table = tables.get(GRE_TABLE)
+                table = tables.get(gre_id)
                 if table is None:
                     return None                 # its first packet makes the table
                 key = frame[src_at:l4_at] + NO_KEYS
                 make = new_gre
+            elif proto == IPPROTO_SCTP:
+                return known_sctp(now, frame, key, tot_len)     # a known association's
             else:
                 return None
             entry = table.get(key)
@@ -465,8 +567,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, other: FastTrack) -> Fas
                 else:
                     status |= ASSURED
                     timeout = kv["udp_timeout_stream"]
-            elif proto == IPPROTO_ICMP:
-                timeout = kv["icmp_timeout"]
+            elif proto == icmp_proto:
+                timeout = kv[icmp_timeout]
             elif status & SEEN_REPLY:           # GRE: the timeouts fixed at creation
                 status |= ASSURED
                 timeout = entry.l4[1]

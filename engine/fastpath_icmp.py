@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from . import ipv4
 from .ctstate import INVALID as INVALID_VERDICT
 from .ctstate import CtState, Verdict
-from .fastpath_tcp import RELATED_ORIGINAL
+from .fastpath_found import RELATED_ORIGINAL
 from .packet import ICMP_ERROR_TYPES, IPPROTO_TCP, IPPROTO_UDP
 
 if TYPE_CHECKING:

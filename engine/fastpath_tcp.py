@@ -10,10 +10,7 @@ from the values track() has already read: it builds the segment's TcpInfo as
 extract_ipv4() does and hands it to the very code the general path runs,
 TcpTracker.linux_segment() (the state table of engine/tcp_tables.py, the special cells,
 the RST rules, linux_in_window()), then does what Tracker.process() does with a found
-entry's outcome, in the same order on the same fields: the `found` stat, the ctinfo
-decided before the tracker sees the packet, INVALID (its timer re-armed: a refused FIN/RST
-may have shortened it), SEEN_REPLY from a reply, the counters, DELETE removing the entry,
-IGNORE leaving the timer, a timeout re-arming it.
+entry's outcome: engine/fastpath_found.py's settle().
 
 It declines, having changed nothing:
 * a flags byte TcpTracker.error() refuses (INVALID before any lookup, counted there);
@@ -25,10 +22,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Optional
 
-from .ctstate import INVALID as INVALID_VERDICT
-from .ctstate import CtState, Verdict
-from .entry import EXPECTED, ORIGINAL, REPLY, SEEN_REPLY, Entry
-from .outcome import DELETE, IGNORE, INVALID
+from .ctstate import Verdict
+from .entry import ORIGINAL, REPLY, Entry
+from .fastpath_found import make_settle
 from .packet import IPPROTO_TCP, TcpInfo
 from .parse import parse_tcp_options
 from .tcp_tables import CLASS_OF_FLAGS, SS_REOPEN, TABLES, VALID_FLAGS
@@ -40,23 +36,16 @@ if TYPE_CHECKING:
 KnownSegment = Callable[[float, bytes, Entry, bytes, int, int, int, int, int, int, int],
                         Optional[Verdict]]
 
-# The verdicts of a found or new entry (engine/fastpath.py answers with them too).
-ESTABLISHED_ORIGINAL = Verdict(CtState.ESTABLISHED, False)
-ESTABLISHED_REPLY = Verdict(CtState.ESTABLISHED, True)
-NEW_ORIGINAL = Verdict(CtState.NEW, False)
-RELATED_ORIGINAL = Verdict(CtState.RELATED, False)
 
-
-def make_known_segment(tracker: "Tracker") -> KnownSegment:
+def make_known_segment(tracker: "Tracker", ip_len: int) -> KnownSegment:
     """known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win, doff,
-    options_at) for this tracker (linux profile): see the module text."""
+    options_at) for this tracker (linux profile), for datagrams whose IP header is ip_len
+    bytes: see the module text."""
     linux_segment = tracker.tracker_of(IPPROTO_TCP).linux_segment
     table = TABLES["linux"]
     valid_flags = VALID_FLAGS["linux"]
-    stats = tracker.stats
     kv = tracker._kv
-    arm = tracker._arm                  # the timer, as Tracker.process() re-arms it
-    remove = tracker.remove
+    settle = make_settle(tracker)
 
     def known_segment(now: float, frame: bytes, entry: Entry, key: bytes, tot_len: int,
                       flags: int, seq: int, ack: int, win: int, doff: int,
@@ -64,37 +53,15 @@ def make_known_segment(tracker: "Tracker") -> KnownSegment:
         if not valid_flags[flags]:
             return None                 # TcpTracker.error(): INVALID before the lookup
         d = REPLY if key == entry.reply else ORIGINAL
+        status = entry.status           # (the ctinfo is decided from it: settle())
         if table[d][CLASS_OF_FLAGS[flags]][entry.l4[STATE]] == SS_REOPEN:
             return None                 # may REOPEN: remove, look up again, a new entry
         # The TcpInfo extract_ipv4() makes of the segment (its options read the same way).
-        tcp = TcpInfo(flags, seq, ack, win, tot_len - 20 - doff, None, False, None, True,
+        tcp = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False, None, True,
                       doff > 20)
         if doff > 20:
             parse_tcp_options(tcp, frame, options_at, options_at + doff - 20)
-        stats["found"] += 1
-        # ctinfo, from the status before the tracker sees the packet (resolve_normal_ct).
-        status = entry.status
-        if d:
-            verdict = ESTABLISHED_REPLY
-        elif status & SEEN_REPLY:
-            verdict = ESTABLISHED_ORIGINAL
-        else:
-            verdict = RELATED_ORIGINAL if status & EXPECTED else NEW_ORIGINAL
         outcome = linux_segment(entry, tcp, d, now, kv)
-        if outcome is INVALID:
-            arm(entry, entry.expires)   # the timer a refused FIN/RST may have shortened
-            stats["invalid"] += 1
-            return INVALID_VERDICT
-        if d:
-            entry.status |= SEEN_REPLY
-        counters = entry.counters
-        if counters is not None:
-            counters[d] += 1
-            counters[2 + d] += tot_len
-        if outcome is DELETE:
-            remove(entry)
-        elif outcome is not IGNORE:
-            arm(entry, now + outcome)
-        return verdict
+        return settle(now, entry, d, status, outcome, tot_len)
 
     return known_segment

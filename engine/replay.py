@@ -7,6 +7,7 @@ from typing import (TYPE_CHECKING, BinaryIO, Callable, Collection, Dict, List, O
 
 from .capture import read_capture_tuples
 from .core import Engine
+from .fastpath_frag import HELD
 from .knobs import KnobWriteError
 from .ctstate import Verdict
 from .profile import is_modern
@@ -123,7 +124,9 @@ def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float],
         if at is not None and ts > at:
             break
         verdict = fast(ts, linktype, data)
-        if verdict is None:
+        if verdict is HELD:
+            verdict = None              # taken, and conntrack sees nothing of it (yet)
+        elif verdict is None:
             if chains is not None:      # the interface a pcapng file names is -i/-o's
                 outcome = chains.feed_frame(ts, linktype, data, captured_on)
             else:
