@@ -44,7 +44,11 @@ SCHEDULED_SOURCES = ("synthetic", "pcap", "none")
 # engine's rate no lower (bench/RESULTS.md).  Measured again once the pcap pump took lists
 # (round 8, load 4.3-5.1, medians of 3 runs): 0.1 ms 0.98-1.01 ms, 0.2 ms 0.88-1.26 ms,
 # 0.5 ms 1.26-1.96 ms, 1 ms 2.85-3.42 ms, the engine's rate the same within the noise.
-GIL_SWITCH_INTERVAL = 0.0002
+# On a quiet machine with the engine keeping up (lead, 14:47-14:56, load 0.6-0.9, five
+# sets of 3 runs each, in turns): 0.1 ms 0.90-0.97 ms in every set, 0.2 ms 1.10-1.20 ms;
+# p99 3.6-5.3 against 3.6-5.1 ms; the engine 50,000 packets/s either way, and the live tap
+# (two Python threads under one GIL) held 201/184/197 k against 198/191/200 k: within its noise.
+GIL_SWITCH_INTERVAL = 0.0001
 
 
 def _epilog() -> str:
