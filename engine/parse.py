@@ -19,7 +19,7 @@ parse_ipv4 never raises: any byte string gives a Packet or a ParseError.
 from __future__ import annotations
 
 import struct
-from typing import Callable, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 from . import ipv4
 from .build import checksum_valid, pseudo_header_sum
@@ -30,7 +30,6 @@ from .packet import (ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_SCTP, 
 from .parse_sctp import parse_sctp
 
 _IP = ipv4.HEADER
-_IP_FRAG = struct.Struct("!HHH")        # tot_len id frag, at offset 2
 _TCP = struct.Struct("!HHIIBBHHH")      # sport dport seq ack doff flags window csum urg
 _UDP = struct.Struct("!HHHH")           # sport dport len csum
 _ICMP = struct.Struct("!BBHH")          # type code csum id
@@ -59,29 +58,6 @@ class ParseError:
 
     def __hash__(self) -> int:
         return hash(self.reason)
-
-
-class FragmentInfo(NamedTuple):
-    ident: int
-    offset: int              # in bytes
-    more_fragments: bool
-
-
-def ipv4_fragment_info(datagram: bytes) -> Optional[FragmentInfo]:
-    """FragmentInfo if datagram is an IPv4 fragment (MF set or offset != 0), else None.
-
-    A datagram whose header ip_rcv() would reject is not called a fragment, so
-    that parse_ipv4 reports the real error.
-    """
-    if len(datagram) < 20 or datagram[0] >> 4 != 4:
-        return None
-    tot_len, ident, frag = _IP_FRAG.unpack_from(datagram, 2)
-    if not frag & _FRAGMENT:
-        return None
-    ihl = (datagram[0] & 0x0F) * 4
-    if ihl < 20 or tot_len < ihl or tot_len > len(datagram):
-        return None
-    return FragmentInfo(ident, (frag & IP_OFFSET) << 3, bool(frag & IP_MF))
 
 
 def parse_ipv4(datagram: bytes, hook: int) -> Union[Packet, ParseError]:

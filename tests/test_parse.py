@@ -17,7 +17,8 @@ from engine.build import (build_icmp, build_icmp_datagram, build_ipv4, build_tcp
 from engine.capture import datagrams, read_capture
 from engine.hooks import LOCAL_OUT, PRE_ROUTING
 from engine.packet import ACK, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, PSH, SYN, Packet
-from engine.parse import FragmentInfo, ParseError, ipv4_fragment_info, parse_ipv4
+from engine.defrag import Defragmenter
+from engine.parse import ParseError, parse_ipv4
 
 DATA = Path(__file__).parent / "data"
 A, B = "192.0.2.1", "198.51.100.7"
@@ -118,10 +119,13 @@ def test_fragments_are_reported_not_parsed():
     first = build_ipv4(A, B, IPPROTO_UDP, b"x" * 16, ident=77, mf=True)
     later = build_ipv4(A, B, IPPROTO_UDP, b"y" * 5, ident=77, frag_offset=16)
     whole = build_udp_datagram(A, B, 1, 2, b"z", ip_df=True)
-    assert ipv4_fragment_info(first) == FragmentInfo(77, 0, True)
-    assert ipv4_fragment_info(later) == FragmentInfo(77, 16, False)
-    assert ipv4_fragment_info(whole) is None                  # DF alone is no fragment
-    assert ipv4_fragment_info(first[:19]) is None             # header errors are parse_ipv4's
+    # Told apart where it is done, by the defragmenter: a fragment is held, then the two
+    # (one id, the first at offset 0 with MF, the last at 16) make the whole datagram.
+    defrag = Defragmenter()
+    assert defrag.feed(first, 0.0) is None
+    assert defrag.feed(later, 0.0)[20:] == b"x" * 16 + b"y" * 5
+    assert defrag.feed(whole, 0.0) is whole                   # DF alone is no fragment
+    assert defrag.feed(first[:19], 0.0) == first[:19]         # header errors are parse_ipv4's
     assert error(first) == "fragment"
     assert error(later) == "fragment"
 
