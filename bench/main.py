@@ -49,6 +49,7 @@ from procfs_ct.tree import VIEWS
 from . import captures, shapes, system
 from .common import (PYTHON, REPO, Figure, Measuring, cache_path, load_average, median,
                      say, worker)
+from .worker import source_stat
 
 SECTIONS = ("tracking", "memory", "listing", "knobs", "expiry", "tap")
 OPTIONAL = ("profile", "daemon-memory")   # run only when named in --only
@@ -341,12 +342,6 @@ def scheduler_seconds(pid: int) -> Tuple[float, float]:
     return ran / 1e9, waited / 1e9
 
 
-def fed_packets(mount: "system.Mount") -> int:
-    with open(mount.path("net/stat/procfs_ct_source")) as fileobj:
-        counters = dict(line.split() for line in fileobj)
-    return int(counters["packets"])
-
-
 def bench_knobs(args: argparse.Namespace) -> List[Figure]:
     """`echo N > knob` (open O_WRONLY|O_CREAT|O_TRUNC, write, close) of a timeout knob while
     the mount tracks 50,000 packets/s: median and p99 of each run against the kernel's own
@@ -364,15 +359,15 @@ def bench_knobs(args: argparse.Namespace) -> List[Figure]:
                 kernel = worker("knobwrite", "/proc/" + knob, writes, KNOB_GAP, netns=ns.name)
             with system.Mount(f"pcap:{path}@{speed:g}", expect=1000) as mount:
                 start_count = mount.count()
+                stats = mount.path("net/stat/procfs_ct_source")
                 # The daemon's CPU per packet over the window says how fast it could track
                 # with a CPU to itself; its wait for a CPU, how much the machine's load held
                 # it back (the engine lags either way: these say which).
                 ran, waited = scheduler_seconds(mount.pid)
-                fed, began = fed_packets(mount), time.monotonic()
-                ours = worker("knobwrite", mount.path(knob), writes, KNOB_GAP,
-                              mount.path("net/stat/procfs_ct_source"))
+                fed, began = source_stat(stats, "packets"), time.monotonic()
+                ours = worker("knobwrite", mount.path(knob), writes, KNOB_GAP, stats)
                 ran_after, waited_after = scheduler_seconds(mount.pid)
-                fed_after, wall = fed_packets(mount), time.monotonic() - began
+                fed_after, wall = source_stat(stats, "packets"), time.monotonic() - began
                 end_count = mount.count()
             cpu_us = (ran_after - ran) * 1e6 / max(1, fed_after - fed)
             us = [s * 1e6 for s in ours["seconds"]]

@@ -277,7 +277,7 @@ def task_ttfb(runs: str, *paths: str) -> Dict[str, Any]:
     return {"seconds": times}
 
 
-def _source_stat(stats_path: str, wanted: str) -> int:
+def source_stat(stats_path: str, wanted: str) -> int:
     """One counter of a mount's net/stat/procfs_ct_source."""
     with open(stats_path) as fileobj:
         for line in fileobj:
@@ -304,15 +304,15 @@ def task_knobwrite(path: str, runs: str = "200", gap: str = "0.01",
     rates: Dict[str, Any] = {}
     if stats_path:
         window = int(runs) * float(gap)
-        start, fed = time.monotonic(), _source_stat(stats_path, "packets")
+        start, fed = time.monotonic(), source_stat(stats_path, "packets")
         lags = []
         while time.monotonic() - start < window:
             time.sleep(LAG_SAMPLE_EVERY * float(gap))
-            lags.append(_source_stat(stats_path, "lag_ms"))
-        fed_now = _source_stat(stats_path, "packets")
+            lags.append(source_stat(stats_path, "lag_ms"))
+        fed_now = source_stat(stats_path, "packets")
         rates["rate_before"] = (fed_now - fed) / (time.monotonic() - start)
         rates["lag_ms_before"] = max(lags)
-        start, fed, lags = time.monotonic(), _source_stat(stats_path, "packets"), []
+        start, fed, lags = time.monotonic(), source_stat(stats_path, "packets"), []
     for n in range(int(runs)):
         data = f"{value + 1 + n % 2}\n".encode()
         begin = time.perf_counter()
@@ -322,9 +322,9 @@ def task_knobwrite(path: str, runs: str = "200", gap: str = "0.01",
         times.append(time.perf_counter() - begin)
         time.sleep(float(gap))
         if stats_path and n % LAG_SAMPLE_EVERY == LAG_SAMPLE_EVERY - 1:
-            lags.append(_source_stat(stats_path, "lag_ms"))
+            lags.append(source_stat(stats_path, "lag_ms"))
     if stats_path:
-        fed_now = _source_stat(stats_path, "packets")
+        fed_now = source_stat(stats_path, "packets")
         rates["rate_during"] = (fed_now - fed) / (time.monotonic() - start)
         rates["lag_ms_during"] = max(lags)
     seen = open(path).read().strip()
