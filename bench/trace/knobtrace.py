@@ -177,6 +177,8 @@ def main() -> int:
                         help="the daemon's GIL switch interval in seconds (default: the mount's)")
     parser.add_argument("--fuse-nice", type=int, default=None,
                         help="nice value of the daemon's FUSE threads alone (a diagnostic)")
+    parser.add_argument("--fuse-fifo", type=int, default=None,
+                        help="SCHED_FIFO priority of the daemon's FUSE threads alone (a diagnostic)")
     parser.add_argument("--wronly", action="store_true",
                         help="open with O_WRONLY alone (default: O_WRONLY|O_CREAT|O_TRUNC, as echo)")
     args = parser.parse_args()
@@ -192,6 +194,8 @@ def main() -> int:
         env["KNOBTRACE_SWITCH_INTERVAL"] = str(args.switch_interval)
     if args.fuse_nice is not None:
         env["KNOBTRACE_FUSE_NICE"] = str(args.fuse_nice)
+    if args.fuse_fifo is not None:
+        env["KNOBTRACE_FUSE_FIFO"] = str(args.fuse_fifo)
     with system.Mount(f"pcap:{path}@{speed:g}", expect=1000, launcher=launcher,
                       env=env) as mount:
         print(f"load average {os.getloadavg()[0]:.2f} before")

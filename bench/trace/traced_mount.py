@@ -8,7 +8,9 @@ Run by bench/trace/knobtrace.py.  Records, in CLOCK_MONOTONIC nanoseconds:
                    `feed START STOP FRAMES` per hold of the engine lock for feeding;
   OUT_PREFIX.fuse  what the preloaded shim saw on /dev/fuse (see fusetrace.c).
 KNOBTRACE_SWITCH_INTERVAL (seconds) replaces the mount's GIL switch interval;
-KNOBTRACE_FUSE_NICE sets the nice value of each thread that serves a FUSE callback.
+KNOBTRACE_FUSE_NICE sets the nice value of each thread that serves a FUSE callback;
+KNOBTRACE_FUSE_FIFO=N puts each such thread in SCHED_FIFO at priority N (root; with
+SCHED_RESET_ON_FORK, so the threads and render children it starts are not real-time).
 Nothing of procfs_ct is changed: its methods are wrapped here, before the mount starts.
 """
 from __future__ import annotations
@@ -31,7 +33,18 @@ CALLBACKS = ("getattr", "access", "open", "read", "write", "truncate", "flush", 
 
 
 FUSE_NICE = os.environ.get("KNOBTRACE_FUSE_NICE")
+FUSE_FIFO = os.environ.get("KNOBTRACE_FUSE_FIFO")
 NICED: set = set()
+
+
+def prioritise(tid: int) -> None:
+    """Once per FUSE thread: the nice value or real-time policy asked for (a diagnostic)."""
+    NICED.add(tid)
+    if FUSE_NICE is not None:
+        os.setpriority(os.PRIO_PROCESS, tid, int(FUSE_NICE))
+    if FUSE_FIFO is not None:
+        os.sched_setscheduler(tid, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
+                              os.sched_param(int(FUSE_FIFO)))
 
 
 def wrap_callback(name: str) -> None:
@@ -42,9 +55,8 @@ def wrap_callback(name: str) -> None:
     @functools.wraps(method)
     def traced(self, *args):
         enter = now_ns()
-        if FUSE_NICE is not None and threading.get_native_id() not in NICED:
-            NICED.add(threading.get_native_id())
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), int(FUSE_NICE))
+        if threading.get_native_id() not in NICED:
+            prioritise(threading.get_native_id())
         try:
             return method(self, *args)
         finally:
