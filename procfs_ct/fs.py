@@ -50,7 +50,7 @@ from typing import Any, Callable, Deque, Dict, Iterable, Iterator, List, Optiona
 
 from engine.knobs import KnobWriteError
 from procfs_ct import forkrender
-from procfs_ct.fuse_compat import LIBFUSE_MAJOR, FuseOSError, Operations
+from procfs_ct.fuse_compat import LIBFUSE_MAJOR, FuseOSError, Operations, keep_thread_state
 from procfs_ct.memtrim import DeferredTrim
 from procfs_ct.tree import CONTROL, DIR, KNOB, LISTING, Node, Tree
 
@@ -75,9 +75,11 @@ def guarded(method: Callable) -> Callable:
 
     The bindings would turn an ordinary exception into EINVAL ("bad value" to a
     sysctl user) and fusepy mishandles BaseException, so nothing gets past here.
+    Each callback also keeps its thread's Python state for the next (keep_thread_state).
     """
     @functools.wraps(method)
     def callback(self: "ProcFs", *args: Any) -> Any:
+        keep_thread_state()
         try:
             return method(self, *args)
         except FuseOSError:

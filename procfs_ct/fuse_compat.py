@@ -8,7 +8,9 @@ CI can run the suite against both.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import threading
 
 _WANTED = os.environ.get("PROCFS_CT_FUSE", "mfusepy")
 
@@ -30,4 +32,27 @@ fuse_get_context = _lib.fuse_get_context
 # fusepy only speaks libfuse 2; mfusepy says which one it loaded.
 LIBFUSE_MAJOR = getattr(_lib, "fuse_version_major", 2)
 
-__all__ = ["FUSE", "FuseOSError", "Operations", "fuse_get_context", "LIBRARY", "LIBFUSE_MAJOR"]
+
+# libfuse's worker threads are not Python threads: ctypes gives each callback on one a
+# Python thread state of its own, made by PyGILState_Ensure before the call and deleted by
+# PyGILState_Release after it (the deletion with the GIL held).  A bare callback from such
+# a thread cost 8.6-10.3 us of CPU so, 0.2-0.4 us with its state kept; on an idle mount the
+# time from libfuse reading a request to our code starting fell from 71-110 to 59-66 us,
+# and a knob write is two such requests (bench/RESULTS.md, round 9).  One more Ensure,
+# never released, keeps the thread's state for the thread's life, so later callbacks on
+# it only take the GIL.  A worker that libfuse ends (more than 10 idle) leaves its state
+# behind until the daemon exits: a few hundred bytes, once per such thread.
+_ENSURE = ctypes.pythonapi.PyGILState_Ensure
+_KEPT = threading.local()           # lives in the thread state: set once it is kept
+
+
+def keep_thread_state() -> None:
+    """Keep the calling thread's Python thread state after this callback returns (see
+    above); cheap after the first call on a thread."""
+    if not getattr(_KEPT, "kept", False):
+        _ENSURE()
+        _KEPT.kept = True
+
+
+__all__ = ["FUSE", "FuseOSError", "Operations", "fuse_get_context", "LIBRARY", "LIBFUSE_MAJOR",
+           "keep_thread_state"]
