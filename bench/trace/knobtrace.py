@@ -151,7 +151,7 @@ def analyse(writes, fuse, gcs, feeds, slow_ms: float) -> None:
               f"{pct(values, 0.99):.3f} ms  max {max(values):.3f} ms  sum {sum(values):.1f} ms")
     holds = [(f[1] - f[0]) / 1e6 for f in feeds]
     print(f"engine feeding holds: {len(holds)}, median {pct(holds, 0.5):.3f} ms, p99 "
-          f"{pct(holds, 0.99):.3f} ms, max {max(holds):.3f} ms")
+          f"{pct(holds, 0.99):.3f} ms, max {max(holds, default=0):.3f} ms")
     for gen in (0, 1, 2):
         pauses = [(g[1] - g[0]) / 1e6 for g in gcs if g[2] == gen]
         if pauses:
@@ -179,12 +179,17 @@ def main() -> int:
                         help="nice value of the daemon's FUSE threads alone (a diagnostic)")
     parser.add_argument("--fuse-fifo", type=int, default=None,
                         help="SCHED_FIFO priority of the daemon's FUSE threads alone (a diagnostic)")
+    parser.add_argument("--idle", action="store_true",
+                        help="mount with no traffic (source none): what a write costs alone")
     parser.add_argument("--wronly", action="store_true",
                         help="open with O_WRONLY alone (default: O_WRONLY|O_CREAT|O_TRUNC, as echo)")
     args = parser.parse_args()
     shim = build_shim()
-    path = captures.mixed_capture(args.packets)
-    speed = 50000 / captures.GENERATE_RATE
+    if args.idle:
+        source, expect = "none", 0
+    else:
+        speed = 50000 / captures.GENERATE_RATE
+        source, expect = f"pcap:{captures.mixed_capture(args.packets)}@{speed:g}", 1000
     prefix = cache_path(f"knobtrace-{os.getpid()}")
     launcher = [PYTHON, "-m", "bench.trace.traced_mount", prefix]
     if args.nice is not None:
@@ -196,7 +201,7 @@ def main() -> int:
         env["KNOBTRACE_FUSE_NICE"] = str(args.fuse_nice)
     if args.fuse_fifo is not None:
         env["KNOBTRACE_FUSE_FIFO"] = str(args.fuse_fifo)
-    with system.Mount(f"pcap:{path}@{speed:g}", expect=1000, launcher=launcher,
+    with system.Mount(source, expect=expect, launcher=launcher,
                       env=env) as mount:
         print(f"load average {os.getloadavg()[0]:.2f} before")
         writes = write_knob(mount.path(KNOB), args.writes, args.gap,
