@@ -36,9 +36,11 @@ LIBFUSE_MAJOR = getattr(_lib, "fuse_version_major", 2)
 # libfuse's worker threads are not Python threads: ctypes gives each callback on one a
 # Python thread state of its own, made by PyGILState_Ensure before the call and deleted by
 # PyGILState_Release after it (the deletion with the GIL held).  A bare callback from such
-# a thread cost 8.6-10.3 us of CPU so, 0.2-0.4 us with its state kept; on an idle mount the
-# time from libfuse reading a request to our code starting fell from 71-110 to 59-66 us,
-# and a knob write is two such requests (bench/RESULTS.md, round 9).  One more Ensure,
+# a thread cost 8.6-10.3 us of CPU so, 0.2-0.4 us with its state kept; on an idle mount,
+# per request, libfuse's read to our code went from 80-94 to 38-53 us and our return to
+# the reply from 17-28 to 3-5 us, and a knob write is two requests: its median 0.50-0.61
+# ms -> 0.42-0.49 ms idle, 0.96-1.23 -> 0.54-0.82 ms at 50,000 packets/s (load 6-7; in
+# turns, bench/RESULTS.md round 9).  One more Ensure,
 # never released, keeps the thread's state for the thread's life, so later callbacks on
 # it only take the GIL.  A worker that libfuse ends (more than 10 idle) leaves its state
 # behind until the daemon exits: a few hundred bytes, once per such thread.
