@@ -207,7 +207,11 @@ def main() -> int:
         writes = write_knob(mount.path(KNOB), args.writes, args.gap,
                             os.O_WRONLY if args.wronly else ECHO_FLAGS)
         print(f"load average {os.getloadavg()[0]:.2f} after; table {mount.count()} entries")
-    analyse(writes, *load_trace(prefix), args.slow)
+    try:
+        analyse(writes, *load_trace(prefix), args.slow)
+    finally:
+        for suffix in (".py", ".fuse"):     # the traces stay only as long as this run
+            os.remove(prefix + suffix)
     return 0
 
 
