@@ -16,6 +16,8 @@ command -v iptables-legacy >/dev/null || missing+=(iptables)
 command -v ping >/dev/null || missing+=(iputils-ping)
 # The live wire scenario turns a veth's checksum offload off to send bad checksums.
 command -v ethtool >/dev/null || missing+=(ethtool)
+# test_thread_state compiles a tiny C caller: a pthread Python did not start, as libfuse's are.
+command -v cc >/dev/null || missing+=(gcc libc6-dev)
 # A real third-party program that hard-codes /proc/net/ip_conntrack, run under procfs-ct exec.
 [ -e /usr/share/munin/plugins/fw_conntrack ] || missing+=(munin-plugins-core)
 if [ "${#missing[@]}" -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
