@@ -354,6 +354,7 @@ def _softirq_seconds() -> float:
 
 
 TAP_THREADS = {"tap": "procfs-ct-source", "engine": "procfs-ct-engine"}   # EngineDriver's
+TAP_SWITCH_INTERVAL_ENV = "PROCFS_CT_BENCH_SWITCH_INTERVAL"   # seconds, for task_tap
 
 
 def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
@@ -366,8 +367,12 @@ def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
     which no ring or queue size can flatter.  The two threads' CPU seconds (schedstat)
     over the same span say what each frame cost the tap and the engine."""
     from engine.core import Engine
+    from procfs_ct.cmd_mount import GIL_SWITCH_INTERVAL
     from procfs_ct.driver import EngineDriver
     from procfs_ct.sources.tap import Tap
+    # The GIL switch interval the mount runs with (the interpreter's own 5 ms otherwise,
+    # which no `procfs-ct mount` has); TAP_SWITCH_INTERVAL_ENV sets another to compare.
+    sys.setswitchinterval(float(os.environ.get(TAP_SWITCH_INTERVAL_ENV) or GIL_SWITCH_INTERVAL))
     tap = Tap(["lo"])
     engine = Engine("linux", ram_bytes=24 * GiB, ncpu=2)
     driver = EngineDriver(engine, tap)
@@ -414,7 +419,8 @@ def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
             "sender_cpu_us": 1e6 * sender_cpu / max(1, wanted),
             "softirq_share": softirq / sent["seconds"],
             "entries": engine.count, "early_drops": engine.tracker.stats["early_drop"],
-            "fast_path": getattr(driver.stats, "fast_path", 0)}   # 0: a tree without it
+            "fast_path": getattr(driver.stats, "fast_path", 0),   # 0: a tree without it
+            "switch_interval": sys.getswitchinterval()}
 
 
 def task_blast_ceiling(packets: str, ports: str = "1024", addresses: str = "1",
