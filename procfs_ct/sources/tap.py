@@ -314,10 +314,15 @@ class Tap:
         except BaseException:
             self._close_sockets()
             raise
-        # One reader of the rings; iteration and batches() both draw from it.
+        # One reader of the rings; iteration, batches() and take_ready() all draw from it.
         self._batches = self._generate()
         self._frames = self._flatten()
         self._next_stats = 0.0
+        self._announced = False             # the "reading" log line was written
+        self._poller = select.poll()
+        self._by_fd = {iface.sock.fileno(): iface for iface in self._interfaces}
+        for fd in self._by_fd:
+            self._poller.register(fd, select.POLLIN)
 
     @property
     def interfaces(self) -> list[str]:
@@ -341,6 +346,30 @@ class Tap:
         for batch in self._batches:
             stats.kept += len(batch)
             yield batch
+
+    # -- the pull side: the engine thread reads the rings itself (procfs_ct/driver.py) -------
+    def take_ready(self) -> Optional[list[Frame]]:
+        """The frames of the ring blocks ready now (up to BLOCKS_PER_ROUND of each ring),
+        without waiting: [] if none, None once the tap is closed.  Counts them kept.  With
+        this the ring is the only buffer: no thread of ours copies frames into a queue, so
+        the engine thread does not share the GIL with one (bench/RESULTS.md, tapinline)."""
+        batch: list[Frame] = []
+        with self._lock:
+            if self._stop.is_set() or self.closed:
+                return None
+            self._announce()
+            for iface in self._interfaces:
+                self._take_blocks(iface, batch)
+            self._read_kernel_stats_when_due()
+        self.stats.kept += len(batch)
+        return batch
+
+    def wait_ready(self, timeout: float) -> None:
+        """Sleep until a ring block may be ready, for `timeout` seconds at most and no
+        longer than the poll interval (close() waits for this lock)."""
+        with self._lock:
+            if not self._stop.is_set() and not self.closed:
+                self._wait_for_blocks(min(timeout, self.poll_interval))
 
     def close(self) -> None:
         """Stop the iterator (from any thread) and close the sockets; idempotent."""
@@ -396,38 +425,46 @@ class Tap:
                 stats.kept += 1        # per frame: a frame the consumer never took is not kept
                 yield frame
 
-    def _generate(self) -> Iterator[list[Frame]]:
-        # Logged at the first next(), not when opened: `procfs-ct mount` opens the source
+    def _announce(self) -> None:
+        # Logged at the first read, not when opened: `procfs-ct mount` opens the source
         # before it daemonises and sets up its log.
+        if self._announced:
+            return
+        self._announced = True
         for iface in self._interfaces:
             log.info("tap %s: reading (ring of %d blocks of %d KiB%s)", iface.name,
                      iface.block_nr, iface.block_size >> 10,
                      ", loopback: outgoing copies only" if iface.loopback else "")
-        poller = select.poll()
-        by_fd = {iface.sock.fileno(): iface for iface in self._interfaces
-                 if not iface.closed}       # close() may have come before the first next()
-        for fd in by_fd:
-            poller.register(fd, select.POLLIN)
-        timeout_ms = max(1, int(self.poll_interval * 1000))
+
+    def _wait_for_blocks(self, timeout: float) -> None:
+        """poll() the sockets (the lock held): until the kernel hands a block over, or the
+        retire timer does, or `timeout`; a pending error (interface down) is cleared."""
+        for fd, events in self._poller.poll(max(1, int(timeout * 1000))):
+            if events & select.POLLERR:
+                self._by_fd[fd].clear_error()
+
+    def _read_kernel_stats_when_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_stats:
+            self._read_kernel_stats()
+            self._next_stats = now + STATS_INTERVAL
+
+    def _generate(self) -> Iterator[list[Frame]]:
         try:
             while not self._stop.is_set():
                 batch: list[Frame] = []
                 with self._lock:
-                    if self._stop.is_set():
+                    if self._stop.is_set() or self.closed:
                         return
+                    self._announce()
                     blocks = 0
                     for iface in self._interfaces:
                         blocks += self._take_blocks(iface, batch)
                     if not blocks:
                         # Every ring is empty: sleep until the kernel hands a block over
                         # (or the retire timer does), but no longer than a stop-flag check.
-                        for fd, events in poller.poll(timeout_ms):
-                            if events & select.POLLERR:
-                                by_fd[fd].clear_error()
-                    now = time.monotonic()
-                    if now >= self._next_stats:
-                        self._read_kernel_stats()
-                        self._next_stats = now + STATS_INTERVAL
+                        self._wait_for_blocks(self.poll_interval)
+                    self._read_kernel_stats_when_due()
                 # Yield outside the lock: the frames are copies, the consumer may sit on them.
                 if batch:
                     yield batch
