@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import resource
 import subprocess
@@ -421,6 +422,49 @@ def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
             "entries": engine.count, "early_drops": engine.tracker.stats["early_drop"],
             "fast_path": getattr(driver.stats, "fast_path", 0),   # 0: a tree without it
             "switch_interval": sys.getswitchinterval()}
+
+
+def task_tap_drain(packets: str, ports: str = "1024", addresses: str = "1",
+                   sources: str = "1") -> Dict[str, Any]:
+    """Inside a namespace: our side of the tap alone, no sender beside it.  One pass of
+    bench/blast.py's flows is tracked first (the table as a long run has it), then
+    `packets` more wait in the tap's ring with nobody reading, then the engine driver
+    starts and takes them: the rate it drains them at and both threads' CPU per frame
+    are what the tap and the engine cost, whatever the sender and the load would take."""
+    from engine.core import Engine
+    from procfs_ct.cmd_mount import GIL_SWITCH_INTERVAL
+    from procfs_ct.driver import EngineDriver
+    from procfs_ct.sources.tap import Tap
+    sys.setswitchinterval(float(os.environ.get(TAP_SWITCH_INTERVAL_ENV) or GIL_SWITCH_INTERVAL))
+    flows = int(sources) * math.lcm(int(ports), int(addresses))
+    blast = [sys.executable, "-m", "bench.blast", "0"]
+    rest = [ports, addresses, sources]
+    tap = Tap(["lo"])
+    engine = Engine("linux", ram_bytes=24 * GiB, ncpu=2)
+    subprocess.run(blast + [str(flows)] + rest, capture_output=True, check=True)
+    warm, batches = 0, tap.batches()
+    while warm < flows:
+        for ts, linktype, frame in next(batches):
+            engine.feed_frame(ts, linktype, frame)
+            warm += 1
+    subprocess.run(blast + [packets] + rest, capture_output=True, check=True)
+    time.sleep(0.05)                   # the last block is handed over (retire timer: 4 ms)
+    kept_before, wanted = tap.stats.kept, int(packets) - tap.poll_stats().kernel_drops
+    driver = EngineDriver(engine, tap)
+    cpu_before = {part: _thread_cpu_seconds(name) for part, name in TAP_THREADS.items()}
+    started = time.monotonic()
+    driver.start()
+    while driver.stats.packets < wanted and time.monotonic() < started + 60:
+        time.sleep(0.002)
+    drained = time.monotonic() - started
+    cpu = sum(_thread_cpu_seconds(name) - cpu_before[part] for part, name in TAP_THREADS.items())
+    tracked = driver.stats.packets
+    driver.stop()
+    tap.close()
+    return {"flows": flows, "sent": int(packets), "kernel_drops": int(packets) - wanted,
+            "kept": tap.stats.kept - kept_before, "tracked": tracked, "seconds": drained,
+            "rate": tracked / drained, "cpu_us": 1e6 * cpu / max(1, tracked),
+            "switch_interval": sys.getswitchinterval(), "entries": engine.count}
 
 
 def task_blast_ceiling(packets: str, ports: str = "1024", addresses: str = "1",

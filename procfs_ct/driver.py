@@ -9,6 +9,11 @@ a source that offers batches() (the tap: one list per read of the kernel's ring;
 capture: one per chunk of the file) -- and the engine thread takes every frame waiting
 there at once, so neither side pays a lock or a thread switch per frame, and a frame is
 never held back by the pump while the source is inside next() (see tests/test_driver.py).
+A pull source (the tap: take_ready() and wait_ready(), PullSource below) has no pump: it
+buffers its own frames (the kernel's ring, ~1 s of traffic), so the engine thread reads them
+itself when it has fed what it took, and waits in the source's poll() instead of on the
+queue.  A pump beside it only moved frames from the ring to the queue, each of them crossing
+a deque, and the two threads took turns at one GIL (bench/RESULTS.md, tapinline).
 The engine thread:
 
   * waits until each frame is due, in slices of at most WAIT_SLICE seconds, so that

@@ -249,6 +249,26 @@ def test_close_from_another_thread_ends_an_idle_tap_promptly(namespace):
     assert result["closed"] is True
 
 
+@pytest.mark.kernel
+def test_the_engine_thread_reads_the_ring_itself_counts_drops_and_expires_while_idle(namespace):
+    """The mount's engine driver on a tap (a pull source, procfs_ct/driver.py): no pump
+    thread.  With a small ring (64 KiB) and the engine lock held (a busy engine) during a
+    burst of 20,000 datagrams, the ring overflows: net/stat/procfs_ct_source's counters say
+    kept + kernel drops == every packet the output hook counted, and the engine tracked
+    every frame kept.  Then, with the ring empty, the driver's (fake) clock passes the UDP
+    timeout and the entry expires; stop() closes the tap and ends the engine thread."""
+    result = run_inside(namespace, "driven", "20000", str(64 << 10))
+    source = result["source"]
+    assert result["threads"] == ["procfs-ct-engine"]
+    assert result["sent"] == 20000
+    assert source["source_kernel_drops"] > 0
+    assert source["source_kept"] + source["source_kernel_drops"] == result["sent"]
+    assert source["packets"] == source["source_kept"]
+    assert result["entries_before"] == 1 and result["entries_after"] == 0
+    assert result["advances_while_idle"] > 0 and result["kept_while_idle"] == 0
+    assert result["stopped"] is True and result["closed"] is True
+
+
 VETH_HERE, VETH_PEER = "10.231.0.1", "10.231.0.2"
 
 
@@ -514,6 +534,49 @@ def scenario_stop() -> dict:
             "closed": tap.closed}
 
 
+def scenario_driven(count: int, rcvbuf: int) -> dict:
+    """An EngineDriver (fake clock, 1 s ahead of the frames' kernel times so each is due at
+    once) on a tap of `rcvbuf` bytes; `count` datagrams sent while its engine lock is held,
+    then the idle ring and the clock moved past udp_timeout, then stop()."""
+    from conftest import FakeClock, wait_until
+    from engine.core import Engine
+    from procfs_ct.driver import EngineDriver
+    from procfs_ct.sources.tap import Tap
+    tap = Tap(["lo"], rcvbuf=rcvbuf)
+    clock = FakeClock(time.time() + 1)
+    driver = EngineDriver(Engine(profile="linux"), tap, clock=clock, advance_every=1.0)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)   # bound, never read
+    sink.bind(("127.0.0.1", 7000))
+    sender = ("import socket\n"
+              "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              "s.connect(('127.0.0.1', 7000))\n"
+              f"for _ in range({count}):\n"
+              "    s.send(b'x')\n")
+    driver.start()
+    threads = sorted(thread.name for thread in threading.enumerate()
+                     if thread.name.startswith("procfs-ct-"))
+    with driver.engine_lock:                  # the engine is busy: only the ring holds them
+        subprocess.run([sys.executable, "-c", sender], check=True)
+    sent = sum(nft_counters()[state] for state in COUNTED_STATES)
+
+    def source() -> dict:
+        return {name: int(value) for name, value in
+                (line.split() for line in driver.source_stats_text().splitlines())}
+    wait_until(lambda: (source()["source_kept"] + source()["source_kernel_drops"] >= sent
+                        and driver.stats.packets >= source()["source_kept"]), 30)
+    counted = source()
+    entries_before, kept, advances = driver.engine.count, tap.stats.kept, driver.stats.advances
+    clock.t += 31                             # udp_timeout 30: due, with nothing arriving
+    wait_until(lambda: driver.engine.count == 0, 10)
+    result = {"threads": threads, "sent": sent, "source": counted,
+              "entries_before": entries_before, "entries_after": driver.engine.count,
+              "advances_while_idle": driver.stats.advances - advances,
+              "kept_while_idle": tap.stats.kept - kept}
+    driver.stop()
+    sink.close()
+    return {**result, "stopped": not driver.running, "closed": tap.closed}
+
+
 def scenario_burst(count: int, rcvbuf: int, consumer: str = "frames", gap: str = "0") -> dict:
     """count datagrams from a separate process, `gap` seconds apart (0: back to back);
     rcvbuf 0 = the tap's default ring, else that ring and a reader that only starts once
@@ -708,6 +771,8 @@ def main(argv: list[str]) -> None:
         result = scenario_stop()
     elif argv[0] == "veth":
         result = scenario_veth(argv[1], argv[2])
+    elif argv[0] == "driven":
+        result = scenario_driven(int(argv[1]), int(argv[2]))
     elif argv[0] == "burst":
         result = scenario_burst(int(argv[1]), int(argv[2]), *argv[3:])
     elif argv[0] == "batches":

@@ -54,7 +54,11 @@ one at a time; `batches()` hands over the same frames as lists (one per round of
 blocks), which spares a consumer the per-frame hand-over.  Either way the tap blocks while
 the interfaces are idle and yields nothing then (no heartbeats); it wakes every
 `poll_interval` seconds to check its stop flag, so `close()` from another thread ends it
-within that time.  Nothing is ever sent on these sockets.
+within that time.  `take_ready()` and `wait_ready()` are the same reading split in two for a
+consumer that reads the rings from its own loop (the mount's engine thread,
+procfs_ct/driver.py: no thread of ours between the ring and the engine): what is ready now,
+without waiting, and a wait of at most `poll_interval`.  Use one of the three ways, not
+several.  Nothing is ever sent on these sockets.
 
 Known limits: with several interfaces on a router, a forwarded packet is seen on each
 (once in, once out) and tracked twice, while the kernel tracks it once in PREROUTING;
@@ -341,7 +345,7 @@ class Tap:
 
     def batches(self) -> Iterator[list[Frame]]:
         """The frames iteration yields, as non-empty lists (one per round of ring blocks);
-        blocks while idle like iteration.  Use either this or iteration, not both."""
+        blocks while idle like iteration.  Use one way of reading (see the module doc)."""
         stats = self.stats
         for batch in self._batches:
             stats.kept += len(batch)
