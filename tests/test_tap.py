@@ -252,14 +252,16 @@ def test_close_from_another_thread_ends_an_idle_tap_promptly(namespace):
 @pytest.mark.kernel
 def test_the_engine_thread_reads_the_ring_itself_counts_drops_and_expires_while_idle(namespace):
     """The mount's engine driver on a tap (a pull source, procfs_ct/driver.py): no pump
-    thread.  With a small ring (64 KiB) and the engine lock held (a busy engine) during a
-    burst of 20,000 datagrams, the ring overflows: net/stat/procfs_ct_source's counters say
+    thread.  With a small ring (64 KiB, ~400 frames: more than the spill thread moves out
+    between two looks) and the engine lock held (a busy engine) during a burst of 20,000
+    datagrams, the ring overflows: net/stat/procfs_ct_source's counters say
     kept + kernel drops == every packet the output hook counted, and the engine tracked
     every frame kept.  Then, with the ring empty, the driver's (fake) clock passes the UDP
     timeout and the entry expires; stop() closes the tap and ends the engine thread."""
     result = run_inside(namespace, "driven", "20000", str(64 << 10))
     source = result["source"]
-    assert result["threads"] == ["procfs-ct-engine"]
+    assert "procfs-ct-engine" in result["threads"]
+    assert "procfs-ct-source" not in result["threads"]      # no pump thread
     assert result["sent"] == 20000
     assert source["source_kernel_drops"] > 0
     assert source["source_kept"] + source["source_kernel_drops"] == result["sent"]
@@ -267,6 +269,19 @@ def test_the_engine_thread_reads_the_ring_itself_counts_drops_and_expires_while_
     assert result["entries_before"] == 1 and result["entries_after"] == 0
     assert result["advances_while_idle"] > 0 and result["kept_while_idle"] == 0
     assert result["stopped"] is True and result["closed"] is True
+
+
+@pytest.mark.kernel
+def test_a_ring_left_unread_half_full_is_spilled_and_every_frame_fed_in_order(namespace):
+    """The engine thread reads the ring itself; held up (its lock held here) for 3 s of
+    traffic, more than the ring's ~1 s, it would lose frames.  The tap's spill thread moves
+    the ring's blocks out once half of them wait, and take_ready() hands those over first:
+    no drop, and the engine is fed every datagram once, in the order sent."""
+    result = run_inside(namespace, "spill", "150000", "50000")
+    assert result["threads"] == ["procfs-ct-engine", "procfs-ct-tap-spill"]
+    assert result["stats"]["kernel_drops"] == 0
+    assert result["stats"]["spilled"] > 0
+    assert result["numbers_in_order"] is True and result["fed"] == 150000
 
 
 VETH_HERE, VETH_PEER = "10.231.0.1", "10.231.0.2"
@@ -577,6 +592,47 @@ def scenario_driven(count: int, rcvbuf: int) -> dict:
     return {**result, "stopped": not driver.running, "closed": tap.closed}
 
 
+def scenario_spill(count: int, rate: int) -> dict:
+    """An EngineDriver on a tap of the default ring, its engine lock held while `count`
+    numbered datagrams go out at `rate` a second; the numbers of the frames it fed."""
+    from conftest import wait_until
+    from engine.core import Engine
+    from procfs_ct.driver import EngineDriver
+    from procfs_ct.sources.tap import Tap
+    tap = Tap(["lo"])
+    driver = EngineDriver(Engine(profile="linux"), tap)
+    numbers: list = []
+    feed_frame = driver.engine.feed_frame
+
+    def recording(when, linktype, frame, *rest):
+        if len(frame) == SLL2_HEADER.size + 28 + 4:
+            numbers.append(int.from_bytes(frame[-4:], "big"))
+        return feed_frame(when, linktype, frame, *rest)
+    driver.engine.feed_frame = recording
+    driver.listeners.append(lambda when, result: None)     # every frame through feed_frame
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)   # bound, never read
+    sink.bind(("127.0.0.1", 7002))
+    sender = ("import socket, time\n"
+              "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              "s.connect(('127.0.0.1', 7002))\n"
+              "start = time.monotonic()\n"
+              f"for n in range({count}):\n"
+              "    s.send(n.to_bytes(4, 'big'))\n"
+              f"    if n % 100 == 99 and time.monotonic() - start < n / {rate}:\n"
+              f"        time.sleep(n / {rate} - (time.monotonic() - start))\n")
+    driver.start()
+    with driver.engine_lock:                  # the engine is busy for the whole burst
+        subprocess.run([sys.executable, "-c", sender], check=True)
+        threads = sorted(thread.name for thread in threading.enumerate()
+                         if thread.name.startswith("procfs-ct-"))
+    wait_until(lambda: len(numbers) >= count
+               or len(numbers) + tap.poll_stats().kernel_drops >= count, 60)
+    driver.stop()
+    sink.close()
+    return {"threads": threads, "stats": asdict(tap.stats), "fed": len(numbers),
+            "numbers_in_order": numbers == list(range(count))}
+
+
 def scenario_burst(count: int, rcvbuf: int, consumer: str = "frames", gap: str = "0") -> dict:
     """count datagrams from a separate process, `gap` seconds apart (0: back to back);
     rcvbuf 0 = the tap's default ring, else that ring and a reader that only starts once
@@ -773,6 +829,8 @@ def main(argv: list[str]) -> None:
         result = scenario_veth(argv[1], argv[2])
     elif argv[0] == "driven":
         result = scenario_driven(int(argv[1]), int(argv[2]))
+    elif argv[0] == "spill":
+        result = scenario_spill(int(argv[1]), int(argv[2]))
     elif argv[0] == "burst":
         result = scenario_burst(int(argv[1]), int(argv[2]), *argv[3:])
     elif argv[0] == "batches":

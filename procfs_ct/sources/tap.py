@@ -69,6 +69,7 @@ cut to fit and counted in `stats.truncated`.  An interface that goes down is wai
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import errno
 import fcntl
@@ -123,6 +124,12 @@ RETIRE_BLOCK_MS = 4            # ms: a partly filled block is handed over within
 POLL_INTERVAL = 0.2            # seconds between stop-flag checks while idle
 STATS_INTERVAL = 1.0           # seconds between PACKET_STATISTICS reads
 BLOCKS_PER_ROUND = 4           # blocks taken from one ring before looking at the others
+# The pull side's safety valve (take_ready): a reader that falls half a ring behind (on a
+# loaded machine one thread gets one CPU share, and the ring is ~1 s) has the ready blocks
+# moved out of the ring by a thread of the tap's own, checking every SPILL_CHECK seconds,
+# into a list it drains first -- up to SPILL_FRAMES frames (the old pump queue's size).
+SPILL_CHECK = 0.05
+SPILL_FRAMES = 1 << 20
 KINDS_CACHED = 4096            # distinct sockaddr_ll remembered per interface (peers' MACs)
 
 _U32 = struct.Struct("@I")
@@ -165,6 +172,7 @@ class TapStats:
     kernel_drops: int = 0        # frames the kernel could not queue (ring full)
     truncated: int = 0           # frames longer than a ring block holds (yielded cut)
     checksums_completed: int = 0  # received packets whose unfinished checksum was filled in
+    spilled: int = 0             # frames moved out of a ring half full (take_ready's reader behind)
 
 
 def _usage_error(message: str) -> Exception:
@@ -288,6 +296,13 @@ class _Interface:
             log.warning("tap %s: %s; waiting for it to come back", self.name,
                         os.strerror(error))
 
+    def block_ready(self, ahead: int) -> bool:
+        """Whether the block `ahead` places after the next one to read is handed over (the
+        kernel fills blocks in order: so are all before it)."""
+        assert self.ring is not None
+        offset = (self.block + ahead) % self.block_nr * self.block_size
+        return bool(_U32.unpack_from(self.ring, offset + _BLOCK_STATUS_AT)[0] & TP_STATUS_USER)
+
     def read_drops(self) -> tuple[int, int]:
         """(packets queued, packets dropped) since the last call; the kernel resets them."""
         raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _TPACKET_STATS_V3.size)
@@ -323,6 +338,9 @@ class Tap:
         self._frames = self._flatten()
         self._next_stats = 0.0
         self._announced = False             # the "reading" log line was written
+        self._spilled: collections.deque[list[Frame]] = collections.deque()
+        self._spilled_frames = 0
+        self._spill_thread: Optional[threading.Thread] = None
         self._poller = select.poll()
         self._by_fd = {iface.sock.fileno(): iface for iface in self._interfaces}
         for fd in self._by_fd:
@@ -361,9 +379,14 @@ class Tap:
         with self._lock:
             if self._stop.is_set() or self.closed:
                 return None
-            self._announce()
-            for iface in self._interfaces:
-                self._take_blocks(iface, batch)
+            if self._spill_thread is None:
+                self._start_spilling()
+            if self._spilled:               # older than anything still in the rings
+                batch = self._spilled.popleft()
+                self._spilled_frames -= len(batch)
+            else:
+                for iface in self._interfaces:
+                    self._take_blocks(iface, batch)
             self._read_kernel_stats_when_due()
         self.stats.kept += len(batch)
         return batch
@@ -374,6 +397,36 @@ class Tap:
         with self._lock:
             if not self._stop.is_set() and not self.closed:
                 self._wait_for_blocks(min(timeout, self.poll_interval))
+
+    def _start_spilling(self) -> None:
+        self._announce()
+        self._spill_thread = threading.Thread(target=self._spill_loop, daemon=True,
+                                              name="procfs-ct-tap-spill")
+        self._spill_thread.start()
+
+    def _spill_loop(self) -> None:
+        """Every SPILL_CHECK seconds: a ring with half its blocks ready (take_ready's reader
+        is ~half a second behind) is emptied into the spill list, unless that is full.  A
+        quick look at one block's status otherwise: no frame is touched while it keeps up."""
+        while not self._stop.wait(SPILL_CHECK):
+            with self._lock:
+                if self.closed:
+                    return
+                for iface in self._interfaces:
+                    if (self._spilled_frames < SPILL_FRAMES
+                            and iface.block_ready(iface.block_nr // 2)):
+                        self._spill(iface)
+
+    def _spill(self, iface: _Interface) -> None:
+        batch: list[Frame] = []
+        while (self._take_blocks(iface, batch) == BLOCKS_PER_ROUND
+               and len(batch) + self._spilled_frames < SPILL_FRAMES):
+            pass
+        if not batch:
+            return
+        self._spilled.append(batch)
+        self._spilled_frames += len(batch)
+        self.stats.spilled += len(batch)
 
     def close(self) -> None:
         """Stop the iterator (from any thread) and close the sockets; idempotent."""
