@@ -278,10 +278,10 @@ def test_a_ring_left_unread_half_full_is_spilled_and_every_frame_fed_in_order(na
     the ring's blocks out once half of them wait, and take_ready() hands those over first:
     no drop, and the engine is fed every datagram once, in the order sent."""
     result = run_inside(namespace, "spill", "150000", "50000")
-    assert result["threads"] == ["procfs-ct-engine", "procfs-ct-tap-spill"]
     assert result["stats"]["kernel_drops"] == 0
     assert result["stats"]["spilled"] > 0
     assert result["numbers_in_order"] is True and result["fed"] == 150000
+    assert result["threads"] == ["procfs-ct-engine", "procfs-ct-tap-spill"]
 
 
 VETH_HERE, VETH_PEER = "10.231.0.1", "10.231.0.2"
