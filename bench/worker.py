@@ -354,7 +354,10 @@ def _softirq_seconds() -> float:
     return int(fields[7]) / os.sysconf("SC_CLK_TCK")
 
 
-TAP_THREADS = {"tap": "procfs-ct-source", "engine": "procfs-ct-engine"}   # EngineDriver's
+# EngineDriver's pump and engine threads; the tap's spill thread (a pull source's reader
+# fallen half a ring behind) counts with the tap.
+TAP_THREADS = {"tap": "procfs-ct-source", "engine": "procfs-ct-engine",
+               "spill": "procfs-ct-tap-spill"}
 TAP_SWITCH_INTERVAL_ENV = "PROCFS_CT_BENCH_SWITCH_INTERVAL"   # seconds, for task_tap
 
 
@@ -415,7 +418,8 @@ def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
             "kept": stats.kept, "kernel_drops": stats.kernel_drops, "tracked": tracked,
             "drain_end": drained - sent["end"],
             "sustained": tracked / (drained - started),
-            "tap_cpu_us": 1e6 * cpu["tap"] / max(1, stats.received),
+            "tap_cpu_us": 1e6 * (cpu["tap"] + cpu["spill"]) / max(1, stats.received),
+            "spilled": getattr(stats, "spilled", 0),
             "engine_cpu_us": 1e6 * cpu["engine"] / max(1, tracked),
             "sender_cpu_us": 1e6 * sender_cpu / max(1, wanted),
             "softirq_share": softirq / sent["seconds"],
