@@ -386,18 +386,25 @@ class PullFake:
         raise AssertionError("a pull source is never iterated: no pump thread")
 
 
-def test_a_pull_source_is_read_by_the_engine_thread_and_time_runs_while_it_is_empty():
-    """No pump thread: the engine thread takes the frames itself; while the source has
-    nothing it waits in the source's wait_ready() (never longer than WAIT_SLICE, so a stop
-    is seen) and still advances the engine's time: an entry expires with no traffic."""
-    from procfs_ct.driver import WAIT_SLICE
+def started_on_one_pulled_frame():
+    """(fake clock, PullFake, started EngineDriver) once the driver has fed the one UDP
+    frame (A -> B, at T0) the source had ready."""
     clock = FakeClock(T0)
     source = PullFake()
     source.add([(T0, LINKTYPE_ETHERNET, udp_frame(A, B, 5000, 53))])
     driver = EngineDriver(make_engine("linux"), source, clock=clock, advance_every=1.0)
     driver.start()
+    assert wait_until(lambda: driver.stats.packets == 1, WAIT)
+    return clock, source, driver
+
+
+def test_a_pull_source_is_read_by_the_engine_thread_and_time_runs_while_it_is_empty():
+    """No pump thread: the engine thread takes the frames itself; while the source has
+    nothing it waits in the source's wait_ready() (never longer than WAIT_SLICE, so a stop
+    is seen) and still advances the engine's time: an entry expires with no traffic."""
+    from procfs_ct.driver import WAIT_SLICE
+    clock, source, driver = started_on_one_pulled_frame()
     try:
-        assert wait_until(lambda: driver.stats.packets == 1, WAIT)
         assert len(listing(driver)) == 1
         advances = driver.stats.advances
         clock.t = T0 + 31                        # udp_timeout 30: due, and the ring empty
@@ -475,13 +482,8 @@ def test_a_pull_burst_is_fed_a_slice_per_hold_and_a_reader_renders_between_two()
 def test_a_failing_pull_source_is_counted_and_the_table_keeps_expiring():
     """A source that raises in take_ready() ends (counted in source_errors, logged once);
     the engine thread goes on advancing time, so what was fed still expires."""
-    clock = FakeClock(T0)
-    source = PullFake()
-    source.add([(T0, LINKTYPE_ETHERNET, udp_frame(A, B, 5000, 53))])
-    driver = EngineDriver(make_engine("linux"), source, clock=clock, advance_every=1.0)
-    driver.start()
+    clock, source, driver = started_on_one_pulled_frame()
     try:
-        assert wait_until(lambda: driver.stats.packets == 1, WAIT)
         source.fail = True
         assert wait_until(lambda: driver.stats.source_done, WAIT)
         assert driver.stats.source_errors == 1
