@@ -57,7 +57,10 @@ the interfaces are idle and yields nothing then (no heartbeats); it wakes every
 within that time.  `take_ready()` and `wait_ready()` are the same reading split in two for a
 consumer that reads the rings from its own loop (the mount's engine thread,
 procfs_ct/driver.py: no thread of ours between the ring and the engine): what is ready now,
-without waiting, and a wait of at most `poll_interval`.  Use one of the three ways, not
+without waiting, and a wait of at most `poll_interval`.  The ring is then the only buffer, so
+a spill thread looks at it every SPILL_CHECK seconds and, once half of a ring waits (the
+reader held up: on a loaded machine one thread gets one CPU share), moves the ready blocks
+into a list that take_ready() hands over first (`stats.spilled`).  Use one of the three ways, not
 several.  Nothing is ever sent on these sockets.
 
 Known limits: with several interfaces on a router, a forwarded packet is seen on each
