@@ -468,10 +468,11 @@ def _gil_share(result: dict) -> float:
 
 def _tap_threads_cpu(result: dict) -> str:
     """Our threads' CPU per frame: the engine thread alone once it reads the ring itself
-    (a pull source: no tap thread, procfs_ct/driver.py), else the tap and engine threads."""
+    (a pull source: no tap thread, procfs_ct/driver.py) and the tap's spill thread had
+    nothing to do, else the tap (or spill) and engine threads."""
     if not result["tap_cpu_us"]:
         return f"engine thread (reading the ring too) {result['engine_cpu_us']:.2f} us"
-    return (f"tap thread {result['tap_cpu_us']:.2f} us, engine thread "
+    return (f"tap (or spill) thread {result['tap_cpu_us']:.2f} us, engine thread "
             f"{result['engine_cpu_us']:.2f} us")
 
 
