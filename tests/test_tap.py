@@ -326,11 +326,13 @@ def test_tap_on_veth_and_lo_tracks_received_packets_at_prerouting(namespace, pee
 
 
 @pytest.mark.kernel
-def test_tap_waits_out_an_interface_going_down_and_up(namespace, peer_namespace):
+@pytest.mark.parametrize("reader", ("iteration", "driver"))
+def test_tap_waits_out_an_interface_going_down_and_up(namespace, peer_namespace, reader):
     """`ip link set pcta down` sets ENETDOWN on the packet socket (poll() then returns at
     once until it is read); the tap clears it, idles without spinning, and sees the
-    interface's packets again once it is back up."""
-    result = run_inside(namespace, "down")
+    interface's packets again once it is back up -- read by iteration, and by the mount's
+    engine thread (take_ready/wait_ready, procfs_ct/driver.py)."""
+    result = run_inside(namespace, "down", reader)
     assert result["before"] == 1
     assert result["alive_while_down"] is True
     assert result["cpu_while_down"] < 0.3
@@ -782,14 +784,35 @@ def scenario_truncate() -> dict:
     return {"frame_length": len(frame), "truncated": tap.stats.truncated, "kept": tap.stats.kept}
 
 
-def scenario_down() -> dict:
+def _driven_reader(tap, frames: list):
+    """(the engine thread, the EngineDriver) reading `tap`, each frame it feeds appended to
+    `frames` (a listener keeps every frame on engine.feed_frame)."""
+    from engine.core import Engine
+    from procfs_ct.driver import EngineDriver
+    driver = EngineDriver(Engine(profile="linux"), tap)
+    feed_frame = driver.engine.feed_frame
+
+    def recording(when, linktype, frame, *rest):
+        frames.append((when, linktype, frame))
+        return feed_frame(when, linktype, frame, *rest)
+    driver.engine.feed_frame = recording
+    driver.listeners.append(lambda when, result: None)
+    driver.start()
+    return driver._engine_thread, driver
+
+
+def scenario_down(reader_kind: str = "iteration") -> dict:
     """Tap pcta, send a datagram to the peer, take the link down for a second, bring it
-    back up, send another; counts the datagrams seen before and after."""
+    back up, send another; counts the datagrams seen before and after.  The tap is read by
+    a thread iterating it, or (`driver`) by the mount's engine thread (a pull source)."""
     from procfs_ct.sources.tap import Tap
     tap = Tap(["pcta"])
     frames: list = []
-    reader = threading.Thread(target=lambda: frames.extend(tap), daemon=True)
-    reader.start()
+    if reader_kind == "driver":
+        reader, driver = _driven_reader(tap, frames)
+    else:
+        reader, driver = threading.Thread(target=lambda: frames.extend(tap), daemon=True), None
+        reader.start()
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.bind((VETH_HERE, 40071))
 
@@ -813,6 +836,8 @@ def scenario_down() -> dict:
     alive = reader.is_alive()
     netns.run("ip", "link", "set", "pcta", "up")
     after = send_and_wait(b"pct-after")
+    if driver is not None:
+        driver.stop()
     tap.close()
     reader.join(5)
     sender.close()
@@ -840,7 +865,7 @@ def main(argv: list[str]) -> None:
     elif argv[0] == "truncate":
         result = scenario_truncate()
     elif argv[0] == "down":
-        result = scenario_down()
+        result = scenario_down(*argv[1:])
     else:
         raise SystemExit(f"unknown scenario {argv[0]!r}")
     print(json.dumps(result))
