@@ -460,9 +460,20 @@ def tap_held(result: dict) -> bool:
 
 
 def _gil_share(result: dict) -> float:
-    """CPU seconds a second of the tap and the engine thread together while tracking: both
-    run Python under one GIL, so near 1.0 they, not the sender or the CPUs, set the rate."""
+    """CPU seconds a second of the tap and the engine thread together while tracking (the
+    engine thread alone behind a pull source): one GIL, so near 1.0 they, not the sender or
+    the CPUs, set the rate."""
     return result["sustained"] * (result["tap_cpu_us"] + result["engine_cpu_us"]) / 1e6
+
+
+def _tap_threads_cpu(result: dict) -> str:
+    """Our threads' CPU per frame: the engine thread alone once it reads the ring itself
+    (a pull source: no tap thread, procfs_ct/driver.py) and the tap's spill thread had
+    nothing to do, else the tap (or spill) and engine threads."""
+    if not result["tap_cpu_us"]:
+        return f"engine thread (reading the ring too) {result['engine_cpu_us']:.2f} us"
+    return (f"tap (or spill) thread {result['tap_cpu_us']:.2f} us, engine thread "
+            f"{result['engine_cpu_us']:.2f} us")
 
 
 def bench_tap(args: argparse.Namespace) -> List[Figure]:
@@ -502,8 +513,7 @@ def _bench_tap_shape(shape: str, ports: int, addresses: int, sources: int,
             f"kernel drops {result['kernel_drops']}, tracked {result['tracked']} "
             f"({result['fast_path']} by the fast path), drained {result['drain_end']:.1f} s "
             f"after the sender stopped; sustained {result['sustained']:.0f} pps; CPU per "
-            f"frame: tap thread {result['tap_cpu_us']:.2f} us, engine thread "
-            f"{result['engine_cpu_us']:.2f} us, sender {result['sender_cpu_us']:.2f} us; "
+            f"frame: {_tap_threads_cpu(result)}, sender {result['sender_cpu_us']:.2f} us; "
             f"both our threads {_gil_share(result):.2f} s a second (one GIL: at most 1); "
             f"softirq {100 * result['softirq_share']:.0f} % of a CPU while sending; "
             f"{result['entries']} entries, {result['early_drops']} early drops; load "

@@ -10,10 +10,13 @@ so no socket is involved.  Stages, each counted as the difference between a run 
 
   decode   the tap thread: read_block() turning ring blocks into (ts, linktype, frame);
   feed     the engine alone: Engine.feed_frame() on those frames in a loop;
-  driver   the engine thread and the pump behind a tap: the frames handed over as
-           batches through EngineDriver (FrameQueue, _feed_due) to the same engine.
+  driver   the engine thread and the pump behind a batches() source: the frames handed
+           over as batches through EngineDriver (FrameQueue, _feed_due) to the same engine;
+  pull     what the mount's one engine thread does behind a tap: the ring's blocks read
+           by read_block() from EngineDriver's loop (a pull source, take_ready) and fed
+           to the same engine -- decode and driver's work in one thread, no queue.
 
-    python -m bench.tapcost [--frames 100000] [--stages decode,feed,driver]
+    python -m bench.tapcost [--frames 100000] [--stages decode,feed,driver,pull]
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ STAGES = {
     "decode": "from bench.tapcost import decode; decode({frames}, {work})",
     "feed": "from bench.tapcost import feed; feed({frames}, {work})",
     "driver": "from bench.tapcost import drive; drive({frames}, {work})",
+    "pull": "from bench.tapcost import pull; pull({frames}, {work})",
 }
 
 
@@ -115,19 +119,63 @@ class _Batches:
 def drive(frames: int, work: bool) -> None:
     """The decoded frames through EngineDriver's pump and engine thread, as behind a tap
     (the frames' times are in the past: all are due at once)."""
-    from procfs_ct.driver import EngineDriver
     batch = decoded(frames)
-    engine = _engine()
     if work:
         per_block = len(batch) if len(batch) < 6000 else 6000
         lists = [batch[at:at + per_block] for at in range(0, len(batch), per_block)]
-        driver = EngineDriver(engine, _Batches(lists))
-        driver.start()
-        while not driver.stats.source_done:
-            time.sleep(0.01)
-        driver.stop()
-        if driver.stats.packets != frames:
-            raise RuntimeError(f"the driver fed {driver.stats.packets} of {frames} frames")
+        _drive_until_done(_Batches(lists), frames)
+    else:
+        _engine()
+
+
+class _RingPull:
+    """A pull source over ring_of()'s blocks, as the tap is one: a block per take_ready()."""
+
+    def __init__(self, ring: mmap.mmap, layout: list) -> None:
+        from procfs_ct.sources.tap import read_block
+        self._read_block = read_block
+        self._ring, self._layout = ring, layout
+        self._next = 0
+        self._kinds: dict = {}
+
+    def __iter__(self) -> "_RingPull":
+        return self
+
+    def __next__(self) -> tuple:
+        raise StopIteration          # EngineDriver takes take_ready() from a pull source
+
+    def take_ready(self) -> Optional[list]:
+        if self._next == len(self._layout):
+            return None              # every block read: the source is done
+        at, packets = self._layout[self._next]
+        self._next += 1
+        batch: list = []
+        self._read_block(self._ring, at, packets, self._kinds, batch)
+        return batch
+
+    def wait_ready(self, timeout: float) -> None:
+        raise AssertionError("every block is ready at once")
+
+
+def _drive_until_done(source: object, frames: int) -> None:
+    """EngineDriver on `source` until the source is done and every frame fed."""
+    from procfs_ct.driver import EngineDriver
+    driver = EngineDriver(_engine(), source)
+    driver.start()
+    while not driver.stats.source_done:
+        time.sleep(0.01)
+    driver.stop()
+    if driver.stats.packets != frames:
+        raise RuntimeError(f"the driver fed {driver.stats.packets} of {frames} frames")
+
+
+def pull(frames: int, work: bool) -> None:
+    """The ring read and fed by the engine thread alone (the ring is built either way)."""
+    ring, layout = ring_of(frames)
+    if work:
+        _drive_until_done(_RingPull(ring, layout), frames)
+    else:
+        _engine()
 
 
 def per_frame(stage: str, frames: int, tree: str) -> float:

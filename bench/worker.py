@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import resource
 import subprocess
@@ -353,7 +354,11 @@ def _softirq_seconds() -> float:
     return int(fields[7]) / os.sysconf("SC_CLK_TCK")
 
 
-TAP_THREADS = {"tap": "procfs-ct-source", "engine": "procfs-ct-engine"}   # EngineDriver's
+# EngineDriver's pump and engine threads; the tap's spill thread (a pull source's reader
+# fallen half a ring behind) counts with the tap.
+TAP_THREADS = {"tap": "procfs-ct-source", "engine": "procfs-ct-engine",
+               "spill": "procfs-ct-tap-spill"}
+TAP_SWITCH_INTERVAL_ENV = "PROCFS_CT_BENCH_SWITCH_INTERVAL"   # seconds, for task_tap
 
 
 def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
@@ -366,8 +371,12 @@ def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
     which no ring or queue size can flatter.  The two threads' CPU seconds (schedstat)
     over the same span say what each frame cost the tap and the engine."""
     from engine.core import Engine
+    from procfs_ct.cmd_mount import GIL_SWITCH_INTERVAL
     from procfs_ct.driver import EngineDriver
     from procfs_ct.sources.tap import Tap
+    # The GIL switch interval the mount runs with (the interpreter's own 5 ms otherwise,
+    # which no `procfs-ct mount` has); TAP_SWITCH_INTERVAL_ENV sets another to compare.
+    sys.setswitchinterval(float(os.environ.get(TAP_SWITCH_INTERVAL_ENV) or GIL_SWITCH_INTERVAL))
     tap = Tap(["lo"])
     engine = Engine("linux", ram_bytes=24 * GiB, ncpu=2)
     driver = EngineDriver(engine, tap)
@@ -409,12 +418,57 @@ def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
             "kept": stats.kept, "kernel_drops": stats.kernel_drops, "tracked": tracked,
             "drain_end": drained - sent["end"],
             "sustained": tracked / (drained - started),
-            "tap_cpu_us": 1e6 * cpu["tap"] / max(1, stats.received),
+            "tap_cpu_us": 1e6 * (cpu["tap"] + cpu["spill"]) / max(1, stats.received),
+            "spilled": getattr(stats, "spilled", 0),
             "engine_cpu_us": 1e6 * cpu["engine"] / max(1, tracked),
             "sender_cpu_us": 1e6 * sender_cpu / max(1, wanted),
             "softirq_share": softirq / sent["seconds"],
             "entries": engine.count, "early_drops": engine.tracker.stats["early_drop"],
-            "fast_path": getattr(driver.stats, "fast_path", 0)}   # 0: a tree without it
+            "fast_path": getattr(driver.stats, "fast_path", 0),   # 0: a tree without it
+            "switch_interval": sys.getswitchinterval()}
+
+
+def task_tap_drain(packets: str, ports: str = "1024", addresses: str = "1",
+                   sources: str = "1") -> Dict[str, Any]:
+    """Inside a namespace: our side of the tap alone, no sender beside it.  One pass of
+    bench/blast.py's flows is tracked first (the table as a long run has it), then
+    `packets` more wait in the tap's ring with nobody reading, then the engine driver
+    starts and takes them: the rate it drains them at and both threads' CPU per frame
+    are what the tap and the engine cost, whatever the sender and the load would take."""
+    from engine.core import Engine
+    from procfs_ct.cmd_mount import GIL_SWITCH_INTERVAL
+    from procfs_ct.driver import EngineDriver
+    from procfs_ct.sources.tap import Tap
+    sys.setswitchinterval(float(os.environ.get(TAP_SWITCH_INTERVAL_ENV) or GIL_SWITCH_INTERVAL))
+    flows = int(sources) * math.lcm(int(ports), int(addresses))
+    blast = [sys.executable, "-m", "bench.blast", "0"]
+    rest = [ports, addresses, sources]
+    tap = Tap(["lo"])
+    engine = Engine("linux", ram_bytes=24 * GiB, ncpu=2)
+    subprocess.run(blast + [str(flows)] + rest, capture_output=True, check=True)
+    warm, batches = 0, tap.batches()
+    while warm < flows:
+        for ts, linktype, frame in next(batches):
+            engine.feed_frame(ts, linktype, frame)
+            warm += 1
+    subprocess.run(blast + [packets] + rest, capture_output=True, check=True)
+    time.sleep(0.05)                   # the last block is handed over (retire timer: 4 ms)
+    kept_before, wanted = tap.stats.kept, int(packets) - tap.poll_stats().kernel_drops
+    driver = EngineDriver(engine, tap)
+    cpu_before = {part: _thread_cpu_seconds(name) for part, name in TAP_THREADS.items()}
+    started = time.monotonic()
+    driver.start()
+    while driver.stats.packets < wanted and time.monotonic() < started + 60:
+        time.sleep(0.002)
+    drained = time.monotonic() - started
+    cpu = sum(_thread_cpu_seconds(name) - cpu_before[part] for part, name in TAP_THREADS.items())
+    tracked = driver.stats.packets
+    driver.stop()
+    tap.close()
+    return {"flows": flows, "sent": int(packets), "kernel_drops": int(packets) - wanted,
+            "kept": tap.stats.kept - kept_before, "tracked": tracked, "seconds": drained,
+            "rate": tracked / drained, "cpu_us": 1e6 * cpu / max(1, tracked),
+            "switch_interval": sys.getswitchinterval(), "entries": engine.count}
 
 
 def task_blast_ceiling(packets: str, ports: str = "1024", addresses: str = "1",

@@ -9,6 +9,11 @@ a source that offers batches() (the tap: one list per read of the kernel's ring;
 capture: one per chunk of the file) -- and the engine thread takes every frame waiting
 there at once, so neither side pays a lock or a thread switch per frame, and a frame is
 never held back by the pump while the source is inside next() (see tests/test_driver.py).
+A pull source (the tap: take_ready() and wait_ready(), PullSource below) has no pump: it
+buffers its own frames (the kernel's ring, ~1 s of traffic), so the engine thread reads them
+itself when it has fed what it took, and waits in the source's poll() instead of on the
+queue.  A pump beside it only moved frames from the ring to the queue, each of them crossing
+a deque, and the two threads took turns at one GIL (bench/RESULTS.md, tapinline).
 The engine thread:
 
   * waits until each frame is due, in slices of at most WAIT_SLICE seconds, so that
@@ -50,7 +55,7 @@ import time
 from dataclasses import dataclass
 from itertools import repeat
 from operator import call
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Protocol, Tuple
 
 from engine.fastpath import FastTrack
 from procfs_ct.tree import Render
@@ -78,6 +83,23 @@ HOLD_CHECK_EVERY = 32       # frames between two looks at the clock while feedin
 LOGGED_ERRORS = 5           # log the first few packet errors in full, then every 1000th
 
 _END = object()             # the pump's "source exhausted" marker
+
+
+class PullSource(Protocol):
+    """A live source that buffers its own frames (the tap: the kernel's ring), read by the
+    engine thread itself between two feeds instead of by a pump thread: the two would
+    share one GIL, and every frame would cross a queue (bench/RESULTS.md, tapinline)."""
+
+    def take_ready(self) -> Optional[list]:
+        """The frames ready now, without waiting ([] if none); None once closed."""
+
+    def wait_ready(self, timeout: float) -> None:
+        """Return once frames may be ready, or after `timeout` seconds at most."""
+
+
+def _is_pull_source(source: object) -> bool:
+    return (callable(getattr(source, "take_ready", None))
+            and callable(getattr(source, "wait_ready", None)))
 
 
 class FrameQueue:
@@ -173,8 +195,13 @@ class EngineDriver:
         # read of the kernel or of the file; any other is taken a frame at a time (it may
         # block between frames, so the pump cannot wait to fill a batch: each frame goes
         # on the queue at once).
+        # A pull source (the tap) keeps what is not read yet in a buffer of its own (the
+        # kernel's ring): the engine thread reads it itself and no pump thread runs.
+        self._pull: Optional[PullSource] = (
+            self._frames if not scheduled and _is_pull_source(self._frames) else None)
         batches = getattr(self._frames, "batches", None)
-        self._batches: Iterator[list] = (batches() if callable(batches)
+        self._batches: Iterator[list] = (iter(()) if self._pull is not None
+                                         else batches() if callable(batches)
                                          else ([frame] for frame in self._frames))
         self._advance_every = advance_every
         # Only a live source's burst needs the big queue: a scheduled one (a capture) can
@@ -187,15 +214,17 @@ class EngineDriver:
         self._last_time = float("-inf")
         self._end_taken = False     # the pump's end marker came with the batch being fed
         self._fast: Optional[FastTrack] = None     # the engine's fast path (_fast_path())
-        self._threads = [
-            threading.Thread(target=self._pump, name="procfs-ct-source", daemon=True),
-            threading.Thread(target=self._run, name="procfs-ct-engine", daemon=True),
-        ]
+        self._engine_thread = threading.Thread(target=self._run, name="procfs-ct-engine",
+                                               daemon=True)
+        self._pump_thread = (None if self._pull is not None else
+                             threading.Thread(target=self._pump, name="procfs-ct-source",
+                                              daemon=True))
 
     # -- control -------------------------------------------------------------------------
     def start(self) -> None:
-        for thread in self._threads:
-            thread.start()
+        if self._pump_thread is not None:
+            self._pump_thread.start()
+        self._engine_thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop both threads; a source stuck inside next() is abandoned (daemon thread)."""
@@ -209,15 +238,15 @@ class EngineDriver:
                 close()
             except Exception:       # a source failing to close must not stop the unmount
                 log.exception("closing the traffic source failed")
-        pump, engine_thread = self._threads
+        pump, engine_thread = self._pump_thread, self._engine_thread
         if engine_thread.is_alive() and engine_thread is not threading.current_thread():
             engine_thread.join(timeout)
-        if pump.is_alive():
+        if pump is not None and pump.is_alive():
             pump.join(min(timeout, 2 * WAIT_SLICE))
 
     @property
     def running(self) -> bool:
-        return self._threads[1].is_alive()
+        return self._engine_thread.is_alive()
 
     # -- what readers call ---------------------------------------------------------------
     def now(self) -> float:
@@ -322,8 +351,9 @@ class EngineDriver:
                 self._stop.wait(min(budget, due - now + FEED_LAG))
 
     def _next_batch(self, timeout: float) -> Optional[list]:
-        """The frames waiting from the pump (waiting up to `timeout` for one); None if none."""
-        batch = self._queue.take(timeout)
+        """The frames waiting from the pump or the pull source (waiting up to `timeout`
+        for one); None if none."""
+        batch = self._queue.take(timeout) if self._pull is None else self._pulled(timeout)
         if batch and batch[-1] is _END:         # the pump's last item
             batch.pop()
             self._end_taken = True
@@ -334,6 +364,22 @@ class EngineDriver:
         if self.stats.packets + self.stats.packet_errors == 0:
             log.info("first frame due at %.6f", batch[0][0])
         return batch
+
+    def _pulled(self, timeout: float) -> list:
+        """What the pull source has ready, waiting in its own poll() up to `timeout` when
+        it has nothing; [_END] once it is closed or has failed (as the pump would put)."""
+        source = self._pull
+        assert source is not None
+        try:
+            batch = source.take_ready()
+            if batch == [] and timeout > 0:
+                source.wait_ready(timeout)
+                batch = source.take_ready()
+        except Exception:            # a broken source ends; the table keeps expiring
+            self.stats.source_errors += 1
+            log.exception("traffic source failed; no more packets will arrive")
+            batch = None
+        return [_END] if batch is None else batch
 
     def _source_exhausted(self) -> None:
         """The last frame is fed (the log line says so only then: tests and users wait

@@ -207,7 +207,7 @@ def test_the_source_is_reported_exhausted_only_once_its_last_frame_is_fed():
     logger.addHandler(watch)
     old_level = logger.level
     logger.setLevel(logging.INFO)
-    pump = driver._threads[0]
+    pump = driver._pump_thread
     try:
         driver.start()
         # The pump has put every frame and the end marker; the engine thread took them all.
@@ -342,3 +342,152 @@ def test_stopping_mid_capture_closes_the_file(tmp_path):
     finally:
         driver.stop()
     assert wait_until(lambda: open_copies() == 0, WAIT)
+
+
+# -- a pull source (the tap): the engine thread reads it itself, no pump thread ------------------
+class PullFake:
+    """A pull source as procfs_ct/sources/tap.py's Tap is one: take_ready() hands over what
+    is `ready` (a list of batches) without waiting, wait_ready() sleeps on an event the
+    test sets, recording each timeout asked for; close() ends it (None from take_ready)."""
+
+    def __init__(self) -> None:
+        self.ready: list = []
+        self.arrived = threading.Event()
+        self.waits: list = []
+        self.takers: set = set()
+        self.closed = False
+        self.fail = False
+
+    def add(self, batch: list) -> None:
+        self.ready.append(batch)
+        self.arrived.set()
+
+    def take_ready(self):
+        self.takers.add(threading.current_thread().name)
+        if self.fail:
+            raise OSError("the ring went away")
+        if self.closed:
+            return None
+        return self.ready.pop(0) if self.ready else []
+
+    def wait_ready(self, timeout: float) -> None:
+        self.waits.append(timeout)
+        self.arrived.wait(timeout)
+        self.arrived.clear()
+
+    def close(self) -> None:
+        self.closed = True
+        self.arrived.set()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        raise AssertionError("a pull source is never iterated: no pump thread")
+
+
+def started_on_one_pulled_frame():
+    """(fake clock, PullFake, started EngineDriver) once the driver has fed the one UDP
+    frame (A -> B, at T0) the source had ready."""
+    clock = FakeClock(T0)
+    source = PullFake()
+    source.add([(T0, LINKTYPE_ETHERNET, udp_frame(A, B, 5000, 53))])
+    driver = EngineDriver(make_engine("linux"), source, clock=clock, advance_every=1.0)
+    driver.start()
+    assert wait_until(lambda: driver.stats.packets == 1, WAIT)
+    return clock, source, driver
+
+
+def test_a_pull_source_is_read_by_the_engine_thread_and_time_runs_while_it_is_empty():
+    """No pump thread: the engine thread takes the frames itself; while the source has
+    nothing it waits in the source's wait_ready() (never longer than WAIT_SLICE, so a stop
+    is seen) and still advances the engine's time: an entry expires with no traffic."""
+    from procfs_ct.driver import WAIT_SLICE
+    clock, source, driver = started_on_one_pulled_frame()
+    try:
+        assert len(listing(driver)) == 1
+        advances = driver.stats.advances
+        clock.t = T0 + 31                        # udp_timeout 30: due, and the ring empty
+        assert wait_until(lambda: driver.engine.count == 0, WAIT)
+        assert driver.stats.advances > advances
+        assert driver.stats.packets == 1 and not driver.stats.source_done
+    finally:
+        driver.stop()
+    assert driver._pump_thread is None
+    assert source.takers == {"procfs-ct-engine"}
+    assert source.waits and max(source.waits) <= WAIT_SLICE
+    assert not driver.running
+
+
+def test_stopping_a_driver_on_a_pull_source_closes_it_and_ends_the_engine_thread():
+    """stop() closes the source (the tap's close() waits for its poll, no longer than the
+    poll interval) and the engine thread, waiting in wait_ready(), ends: `running` is
+    False once stop() returns, and the source was not read after it was closed."""
+    source = PullFake()
+    driver = EngineDriver(make_engine("linux"), source)
+    driver.start()
+    assert wait_until(lambda: source.waits, WAIT)    # idle: inside wait_ready()
+    driver.stop()
+    assert source.closed and not driver.running
+
+
+def test_a_pull_burst_is_fed_a_slice_per_hold_and_a_reader_renders_between_two():
+    """A burst of 8 x FEED_SLICE frames taken at once from a pull source is fed at most
+    FEED_SLICE frames per hold of the engine lock; after the second hold a reader waiting
+    for the lock renders the table with some of the burst in it and not all."""
+    from procfs_ct.driver import FEED_SLICE
+    total = 8 * FEED_SLICE
+    source = PullFake()
+    driver = EngineDriver(make_engine("linux"), source, clock=FakeClock(T0 + 1))
+    lock, holds = driver.engine_lock, []
+    reader_done, turn = threading.Event(), threading.Event()
+    seen: list = []
+
+    class RecordingLock:
+        """The engine lock, recording the packets fed by each hold; at the second
+        release in the burst it lets the reader render before the engine goes on."""
+        def __enter__(self):
+            lock.acquire()
+            self.before = driver.stats.packets
+
+        def __exit__(self, *exc):
+            fed = driver.stats.packets - self.before
+            lock.release()
+            if fed and threading.current_thread().name == "procfs-ct-engine":
+                holds.append(fed)
+                if len(holds) == 2:
+                    turn.set()
+                    reader_done.wait(WAIT)
+
+        def locked(self):
+            return lock.locked()
+
+    def reader():
+        turn.wait(WAIT)
+        seen.append(len(listing(driver)))
+        reader_done.set()
+
+    driver.engine_lock = RecordingLock()
+    threading.Thread(target=reader, daemon=True).start()
+    source.add([(T0, LINKTYPE_ETHERNET, udp_frame(A, B, 1024 + n, 53)) for n in range(total)])
+    driver.start()
+    try:
+        assert wait_until(lambda: driver.stats.packets == total, WAIT)
+    finally:
+        driver.stop()
+    assert sum(holds) == total and max(holds) <= FEED_SLICE and len(holds) >= 8
+    assert seen and 0 < seen[0] < total, seen
+
+
+def test_a_failing_pull_source_is_counted_and_the_table_keeps_expiring():
+    """A source that raises in take_ready() ends (counted in source_errors, logged once);
+    the engine thread goes on advancing time, so what was fed still expires."""
+    clock, source, driver = started_on_one_pulled_frame()
+    try:
+        source.fail = True
+        assert wait_until(lambda: driver.stats.source_done, WAIT)
+        assert driver.stats.source_errors == 1
+        clock.t = T0 + 31
+        assert wait_until(lambda: driver.engine.count == 0, WAIT)
+    finally:
+        driver.stop()

@@ -249,6 +249,41 @@ def test_close_from_another_thread_ends_an_idle_tap_promptly(namespace):
     assert result["closed"] is True
 
 
+@pytest.mark.kernel
+def test_the_engine_thread_reads_the_ring_itself_counts_drops_and_expires_while_idle(namespace):
+    """The mount's engine driver on a tap (a pull source, procfs_ct/driver.py): no pump
+    thread.  With a small ring (64 KiB, ~400 frames: more than the spill thread moves out
+    between two looks) and the engine lock held (a busy engine) during a burst of 20,000
+    datagrams, the ring overflows: net/stat/procfs_ct_source's counters say
+    kept + kernel drops == every packet the output hook counted, and the engine tracked
+    every frame kept.  Then, with the ring empty, the driver's (fake) clock passes the UDP
+    timeout and the entry expires; stop() closes the tap and ends the engine thread."""
+    result = run_inside(namespace, "driven", "20000", str(64 << 10))
+    source = result["source"]
+    assert "procfs-ct-engine" in result["threads"]
+    assert "procfs-ct-source" not in result["threads"]      # no pump thread
+    assert result["sent"] == 20000
+    assert source["source_kernel_drops"] > 0
+    assert source["source_kept"] + source["source_kernel_drops"] == result["sent"]
+    assert source["packets"] == source["source_kept"]
+    assert result["entries_before"] == 1 and result["entries_after"] == 0
+    assert result["advances_while_idle"] > 0 and result["kept_while_idle"] == 0
+    assert result["stopped"] is True and result["closed"] is True
+
+
+@pytest.mark.kernel
+def test_a_ring_left_unread_half_full_is_spilled_and_every_frame_fed_in_order(namespace):
+    """The engine thread reads the ring itself; held up (its lock held here) for 3 s of
+    traffic, more than the ring's ~1 s, it would lose frames.  The tap's spill thread moves
+    the ring's blocks out once half of them wait, and take_ready() hands those over first:
+    no drop, and the engine is fed every datagram once, in the order sent."""
+    result = run_inside(namespace, "spill", "150000", "50000")
+    assert result["stats"]["kernel_drops"] == 0
+    assert result["stats"]["spilled"] > 0
+    assert result["numbers_in_order"] is True and result["fed"] == 150000
+    assert result["threads"] == ["procfs-ct-engine", "procfs-ct-tap-spill"]
+
+
 VETH_HERE, VETH_PEER = "10.231.0.1", "10.231.0.2"
 
 
@@ -291,11 +326,13 @@ def test_tap_on_veth_and_lo_tracks_received_packets_at_prerouting(namespace, pee
 
 
 @pytest.mark.kernel
-def test_tap_waits_out_an_interface_going_down_and_up(namespace, peer_namespace):
+@pytest.mark.parametrize("reader", ("iteration", "driver"))
+def test_tap_waits_out_an_interface_going_down_and_up(namespace, peer_namespace, reader):
     """`ip link set pcta down` sets ENETDOWN on the packet socket (poll() then returns at
     once until it is read); the tap clears it, idles without spinning, and sees the
-    interface's packets again once it is back up."""
-    result = run_inside(namespace, "down")
+    interface's packets again once it is back up -- read by iteration, and by the mount's
+    engine thread (take_ready/wait_ready, procfs_ct/driver.py)."""
+    result = run_inside(namespace, "down", reader)
     assert result["before"] == 1
     assert result["alive_while_down"] is True
     assert result["cpu_while_down"] < 0.3
@@ -514,6 +551,90 @@ def scenario_stop() -> dict:
             "closed": tap.closed}
 
 
+def scenario_driven(count: int, rcvbuf: int) -> dict:
+    """An EngineDriver (fake clock, 1 s ahead of the frames' kernel times so each is due at
+    once) on a tap of `rcvbuf` bytes; `count` datagrams sent while its engine lock is held,
+    then the idle ring and the clock moved past udp_timeout, then stop()."""
+    from conftest import FakeClock, wait_until
+    from engine.core import Engine
+    from procfs_ct.driver import EngineDriver
+    from procfs_ct.sources.tap import Tap
+    tap = Tap(["lo"], rcvbuf=rcvbuf)
+    clock = FakeClock(time.time() + 1)
+    driver = EngineDriver(Engine(profile="linux"), tap, clock=clock, advance_every=1.0)
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)   # bound, never read
+    sink.bind(("127.0.0.1", 7000))
+    sender = ("import socket\n"
+              "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              "s.connect(('127.0.0.1', 7000))\n"
+              f"for _ in range({count}):\n"
+              "    s.send(b'x')\n")
+    driver.start()
+    threads = sorted(thread.name for thread in threading.enumerate()
+                     if thread.name.startswith("procfs-ct-"))
+    with driver.engine_lock:                  # the engine is busy: only the ring holds them
+        subprocess.run([sys.executable, "-c", sender], check=True)
+    sent = sum(nft_counters()[state] for state in COUNTED_STATES)
+
+    def source() -> dict:
+        return {name: int(value) for name, value in
+                (line.split() for line in driver.source_stats_text().splitlines())}
+    wait_until(lambda: (source()["source_kept"] + source()["source_kernel_drops"] >= sent
+                        and driver.stats.packets >= source()["source_kept"]), 30)
+    counted = source()
+    entries_before, kept, advances = driver.engine.count, tap.stats.kept, driver.stats.advances
+    clock.t += 31                             # udp_timeout 30: due, with nothing arriving
+    wait_until(lambda: driver.engine.count == 0, 10)
+    result = {"threads": threads, "sent": sent, "source": counted,
+              "entries_before": entries_before, "entries_after": driver.engine.count,
+              "advances_while_idle": driver.stats.advances - advances,
+              "kept_while_idle": tap.stats.kept - kept}
+    driver.stop()
+    sink.close()
+    return {**result, "stopped": not driver.running, "closed": tap.closed}
+
+
+def scenario_spill(count: int, rate: int) -> dict:
+    """An EngineDriver on a tap of the default ring, its engine lock held while `count`
+    numbered datagrams go out at `rate` a second; the numbers of the frames it fed."""
+    from conftest import wait_until
+    from engine.core import Engine
+    from procfs_ct.driver import EngineDriver
+    from procfs_ct.sources.tap import Tap
+    tap = Tap(["lo"])
+    driver = EngineDriver(Engine(profile="linux"), tap)
+    numbers: list = []
+    feed_frame = driver.engine.feed_frame
+
+    def recording(when, linktype, frame, *rest):
+        if len(frame) == SLL2_HEADER.size + 28 + 4:
+            numbers.append(int.from_bytes(frame[-4:], "big"))
+        return feed_frame(when, linktype, frame, *rest)
+    driver.engine.feed_frame = recording
+    driver.listeners.append(lambda when, result: None)     # every frame through feed_frame
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)   # bound, never read
+    sink.bind(("127.0.0.1", 7002))
+    sender = ("import socket, time\n"
+              "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+              "s.connect(('127.0.0.1', 7002))\n"
+              "start = time.monotonic()\n"
+              f"for n in range({count}):\n"
+              "    s.send(n.to_bytes(4, 'big'))\n"
+              f"    if n % 100 == 99 and time.monotonic() - start < n / {rate}:\n"
+              f"        time.sleep(n / {rate} - (time.monotonic() - start))\n")
+    driver.start()
+    with driver.engine_lock:                  # the engine is busy for the whole burst
+        subprocess.run([sys.executable, "-c", sender], check=True)
+        threads = sorted(thread.name for thread in threading.enumerate()
+                         if thread.name.startswith("procfs-ct-"))
+    wait_until(lambda: len(numbers) >= count
+               or len(numbers) + tap.poll_stats().kernel_drops >= count, 60)
+    driver.stop()
+    sink.close()
+    return {"threads": threads, "stats": asdict(tap.stats), "fed": len(numbers),
+            "numbers_in_order": numbers == list(range(count))}
+
+
 def scenario_burst(count: int, rcvbuf: int, consumer: str = "frames", gap: str = "0") -> dict:
     """count datagrams from a separate process, `gap` seconds apart (0: back to back);
     rcvbuf 0 = the tap's default ring, else that ring and a reader that only starts once
@@ -663,14 +784,35 @@ def scenario_truncate() -> dict:
     return {"frame_length": len(frame), "truncated": tap.stats.truncated, "kept": tap.stats.kept}
 
 
-def scenario_down() -> dict:
+def _driven_reader(tap, frames: list):
+    """(the engine thread, the EngineDriver) reading `tap`, each frame it feeds appended to
+    `frames` (a listener keeps every frame on engine.feed_frame)."""
+    from engine.core import Engine
+    from procfs_ct.driver import EngineDriver
+    driver = EngineDriver(Engine(profile="linux"), tap)
+    feed_frame = driver.engine.feed_frame
+
+    def recording(when, linktype, frame, *rest):
+        frames.append((when, linktype, frame))
+        return feed_frame(when, linktype, frame, *rest)
+    driver.engine.feed_frame = recording
+    driver.listeners.append(lambda when, result: None)
+    driver.start()
+    return driver._engine_thread, driver
+
+
+def scenario_down(reader_kind: str = "iteration") -> dict:
     """Tap pcta, send a datagram to the peer, take the link down for a second, bring it
-    back up, send another; counts the datagrams seen before and after."""
+    back up, send another; counts the datagrams seen before and after.  The tap is read by
+    a thread iterating it, or (`driver`) by the mount's engine thread (a pull source)."""
     from procfs_ct.sources.tap import Tap
     tap = Tap(["pcta"])
     frames: list = []
-    reader = threading.Thread(target=lambda: frames.extend(tap), daemon=True)
-    reader.start()
+    if reader_kind == "driver":
+        reader, driver = _driven_reader(tap, frames)
+    else:
+        reader, driver = threading.Thread(target=lambda: frames.extend(tap), daemon=True), None
+        reader.start()
     sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sender.bind((VETH_HERE, 40071))
 
@@ -694,6 +836,8 @@ def scenario_down() -> dict:
     alive = reader.is_alive()
     netns.run("ip", "link", "set", "pcta", "up")
     after = send_and_wait(b"pct-after")
+    if driver is not None:
+        driver.stop()
     tap.close()
     reader.join(5)
     sender.close()
@@ -708,6 +852,10 @@ def main(argv: list[str]) -> None:
         result = scenario_stop()
     elif argv[0] == "veth":
         result = scenario_veth(argv[1], argv[2])
+    elif argv[0] == "driven":
+        result = scenario_driven(int(argv[1]), int(argv[2]))
+    elif argv[0] == "spill":
+        result = scenario_spill(int(argv[1]), int(argv[2]))
     elif argv[0] == "burst":
         result = scenario_burst(int(argv[1]), int(argv[2]), *argv[3:])
     elif argv[0] == "batches":
@@ -717,7 +865,7 @@ def main(argv: list[str]) -> None:
     elif argv[0] == "truncate":
         result = scenario_truncate()
     elif argv[0] == "down":
-        result = scenario_down()
+        result = scenario_down(*argv[1:])
     else:
         raise SystemExit(f"unknown scenario {argv[0]!r}")
     print(json.dumps(result))

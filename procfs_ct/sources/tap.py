@@ -54,7 +54,14 @@ one at a time; `batches()` hands over the same frames as lists (one per round of
 blocks), which spares a consumer the per-frame hand-over.  Either way the tap blocks while
 the interfaces are idle and yields nothing then (no heartbeats); it wakes every
 `poll_interval` seconds to check its stop flag, so `close()` from another thread ends it
-within that time.  Nothing is ever sent on these sockets.
+within that time.  `take_ready()` and `wait_ready()` are the same reading split in two for a
+consumer that reads the rings from its own loop (the mount's engine thread,
+procfs_ct/driver.py: no thread of ours between the ring and the engine): what is ready now,
+without waiting, and a wait of at most `poll_interval`.  The ring is then the only buffer, so
+a spill thread looks at it every SPILL_CHECK seconds and, once half of a ring waits (the
+reader held up: on a loaded machine one thread gets one CPU share), moves the ready blocks
+into a list that take_ready() hands over first (`stats.spilled`).  Use one of the three ways, not
+several.  Nothing is ever sent on these sockets.
 
 Known limits: with several interfaces on a router, a forwarded packet is seen on each
 (once in, once out) and tracked twice, while the kernel tracks it once in PREROUTING;
@@ -65,6 +72,7 @@ cut to fit and counted in `stats.truncated`.  An interface that goes down is wai
 """
 from __future__ import annotations
 
+import collections
 import ctypes
 import errno
 import fcntl
@@ -119,6 +127,12 @@ RETIRE_BLOCK_MS = 4            # ms: a partly filled block is handed over within
 POLL_INTERVAL = 0.2            # seconds between stop-flag checks while idle
 STATS_INTERVAL = 1.0           # seconds between PACKET_STATISTICS reads
 BLOCKS_PER_ROUND = 4           # blocks taken from one ring before looking at the others
+# The pull side's safety valve (take_ready): a reader that falls half a ring behind (on a
+# loaded machine one thread gets one CPU share, and the ring is ~1 s) has the ready blocks
+# moved out of the ring by a thread of the tap's own, checking every SPILL_CHECK seconds,
+# into a list it drains first -- up to SPILL_FRAMES frames (the old pump queue's size).
+SPILL_CHECK = 0.05
+SPILL_FRAMES = 1 << 20
 KINDS_CACHED = 4096            # distinct sockaddr_ll remembered per interface (peers' MACs)
 
 _U32 = struct.Struct("@I")
@@ -161,6 +175,7 @@ class TapStats:
     kernel_drops: int = 0        # frames the kernel could not queue (ring full)
     truncated: int = 0           # frames longer than a ring block holds (yielded cut)
     checksums_completed: int = 0  # received packets whose unfinished checksum was filled in
+    spilled: int = 0             # frames moved out of a ring half full (take_ready's reader behind)
 
 
 def _usage_error(message: str) -> Exception:
@@ -284,6 +299,13 @@ class _Interface:
             log.warning("tap %s: %s; waiting for it to come back", self.name,
                         os.strerror(error))
 
+    def block_ready(self, ahead: int) -> bool:
+        """Whether the block `ahead` places after the next one to read is handed over (the
+        kernel fills blocks in order: so are all before it)."""
+        assert self.ring is not None
+        offset = (self.block + ahead) % self.block_nr * self.block_size
+        return bool(_U32.unpack_from(self.ring, offset + _BLOCK_STATUS_AT)[0] & TP_STATUS_USER)
+
     def read_drops(self) -> tuple[int, int]:
         """(packets queued, packets dropped) since the last call; the kernel resets them."""
         raw = self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, _TPACKET_STATS_V3.size)
@@ -314,10 +336,18 @@ class Tap:
         except BaseException:
             self._close_sockets()
             raise
-        # One reader of the rings; iteration and batches() both draw from it.
+        # One reader of the rings; iteration, batches() and take_ready() all draw from it.
         self._batches = self._generate()
         self._frames = self._flatten()
         self._next_stats = 0.0
+        self._announced = False             # the "reading" log line was written
+        self._spilled: collections.deque[list[Frame]] = collections.deque()
+        self._spilled_frames = 0
+        self._spill_thread: Optional[threading.Thread] = None
+        self._poller = select.poll()
+        self._by_fd = {iface.sock.fileno(): iface for iface in self._interfaces}
+        for fd in self._by_fd:
+            self._poller.register(fd, select.POLLIN)
 
     @property
     def interfaces(self) -> list[str]:
@@ -336,11 +366,70 @@ class Tap:
 
     def batches(self) -> Iterator[list[Frame]]:
         """The frames iteration yields, as non-empty lists (one per round of ring blocks);
-        blocks while idle like iteration.  Use either this or iteration, not both."""
+        blocks while idle like iteration.  Use one way of reading (see the module doc)."""
         stats = self.stats
         for batch in self._batches:
             stats.kept += len(batch)
             yield batch
+
+    # -- the pull side: the engine thread reads the rings itself (procfs_ct/driver.py) -------
+    def take_ready(self) -> Optional[list[Frame]]:
+        """The frames of the ring blocks ready now (up to BLOCKS_PER_ROUND of each ring),
+        without waiting: [] if none, None once the tap is closed.  Counts them kept.  With
+        this the ring is the only buffer: no thread of ours copies frames into a queue, so
+        the engine thread does not share the GIL with one (bench/RESULTS.md, tapinline)."""
+        batch: list[Frame] = []
+        with self._lock:
+            if self._stop.is_set() or self.closed:
+                return None
+            if self._spill_thread is None:
+                self._start_spilling()
+            if self._spilled:               # older than anything still in the rings
+                batch = self._spilled.popleft()
+                self._spilled_frames -= len(batch)
+            else:
+                for iface in self._interfaces:
+                    self._take_blocks(iface, batch)
+            self._read_kernel_stats_when_due()
+        self.stats.kept += len(batch)
+        return batch
+
+    def wait_ready(self, timeout: float) -> None:
+        """Sleep until a ring block may be ready, for `timeout` seconds at most and no
+        longer than the poll interval (close() waits for this lock)."""
+        with self._lock:
+            if not self._stop.is_set() and not self.closed:
+                self._wait_for_blocks(min(timeout, self.poll_interval))
+
+    def _start_spilling(self) -> None:
+        self._announce()
+        self._spill_thread = threading.Thread(target=self._spill_loop, daemon=True,
+                                              name="procfs-ct-tap-spill")
+        self._spill_thread.start()
+
+    def _spill_loop(self) -> None:
+        """Every SPILL_CHECK seconds: a ring with half its blocks ready (take_ready's reader
+        is ~half a second behind) is emptied into the spill list, unless that is full.  A
+        quick look at one block's status otherwise: no frame is touched while it keeps up."""
+        while not self._stop.wait(SPILL_CHECK):
+            with self._lock:
+                if self.closed:
+                    return
+                for iface in self._interfaces:
+                    if (self._spilled_frames < SPILL_FRAMES
+                            and iface.block_ready(iface.block_nr // 2)):
+                        self._spill(iface)
+
+    def _spill(self, iface: _Interface) -> None:
+        batch: list[Frame] = []
+        while (self._take_blocks(iface, batch) == BLOCKS_PER_ROUND
+               and len(batch) + self._spilled_frames < SPILL_FRAMES):
+            pass
+        if not batch:
+            return
+        self._spilled.append(batch)
+        self._spilled_frames += len(batch)
+        self.stats.spilled += len(batch)
 
     def close(self) -> None:
         """Stop the iterator (from any thread) and close the sockets; idempotent."""
@@ -396,38 +485,46 @@ class Tap:
                 stats.kept += 1        # per frame: a frame the consumer never took is not kept
                 yield frame
 
-    def _generate(self) -> Iterator[list[Frame]]:
-        # Logged at the first next(), not when opened: `procfs-ct mount` opens the source
+    def _announce(self) -> None:
+        # Logged at the first read, not when opened: `procfs-ct mount` opens the source
         # before it daemonises and sets up its log.
+        if self._announced:
+            return
+        self._announced = True
         for iface in self._interfaces:
             log.info("tap %s: reading (ring of %d blocks of %d KiB%s)", iface.name,
                      iface.block_nr, iface.block_size >> 10,
                      ", loopback: outgoing copies only" if iface.loopback else "")
-        poller = select.poll()
-        by_fd = {iface.sock.fileno(): iface for iface in self._interfaces
-                 if not iface.closed}       # close() may have come before the first next()
-        for fd in by_fd:
-            poller.register(fd, select.POLLIN)
-        timeout_ms = max(1, int(self.poll_interval * 1000))
+
+    def _wait_for_blocks(self, timeout: float) -> None:
+        """poll() the sockets (the lock held): until the kernel hands a block over, or the
+        retire timer does, or `timeout`; a pending error (interface down) is cleared."""
+        for fd, events in self._poller.poll(max(1, int(timeout * 1000))):
+            if events & select.POLLERR:
+                self._by_fd[fd].clear_error()
+
+    def _read_kernel_stats_when_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_stats:
+            self._read_kernel_stats()
+            self._next_stats = now + STATS_INTERVAL
+
+    def _generate(self) -> Iterator[list[Frame]]:
         try:
             while not self._stop.is_set():
                 batch: list[Frame] = []
                 with self._lock:
-                    if self._stop.is_set():
+                    if self._stop.is_set() or self.closed:
                         return
+                    self._announce()
                     blocks = 0
                     for iface in self._interfaces:
                         blocks += self._take_blocks(iface, batch)
                     if not blocks:
                         # Every ring is empty: sleep until the kernel hands a block over
                         # (or the retire timer does), but no longer than a stop-flag check.
-                        for fd, events in poller.poll(timeout_ms):
-                            if events & select.POLLERR:
-                                by_fd[fd].clear_error()
-                    now = time.monotonic()
-                    if now >= self._next_stats:
-                        self._read_kernel_stats()
-                        self._next_stats = now + STATS_INTERVAL
+                        self._wait_for_blocks(self.poll_interval)
+                    self._read_kernel_stats_when_due()
                 # Yield outside the lock: the frames are copies, the consumer may sit on them.
                 if batch:
                     yield batch
