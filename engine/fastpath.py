@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Callable, Dict, FrozenSet, NamedTuple, Optiona
 
 from . import ipv4, ipv6
 from .ctstate import Verdict
-from .entry import ASSURED, EXPECTED, REPLY, SEEN_REPLY, Entry
+from .entry import ASSURED, EXPECTED, REPLY, SEEN_REPLY, Entry, kind_of
 from .expect import INFINITY
 from .fastpath_frag import make_fragment
 from .fastpath_icmp import make_icmp_error
@@ -298,6 +298,12 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
     known_segment = make_known_segment(tracker, ip_len)   # other segments of a known entry
     known_sctp = make_known_sctp(tracker, l3, ip_at, ip_len)
     icmp_error = make_icmp_error(tracker) if version.icmp_errors else _no_icmp_error
+    # Entry(key, reply, now, proto, l3) in two calls (entry.kind_of()).
+    new_object = object.__new__
+    init_entry = Entry.__init__
+    tcp_kind, udp_kind, icmp_kind, gre_kind = (
+        kind_of(Entry, l3, proto) for proto in (IPPROTO_TCP, IPPROTO_UDP, icmp_proto,
+                                                IPPROTO_GRE))
 
     def admit(entry: Entry, now: float, tot_len: int, timeout: float) -> Verdict:
         """Tracker.process()'s bookkeeping for the new entry of an original-direction
@@ -322,7 +328,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         """The first datagram of a UDP flow."""
         if not has_room():
             return None
-        entry = Entry(key, reply_key(frame), now, IPPROTO_UDP, l3)
+        entry = new_object(udp_kind)
+        init_entry(entry, key, reply_key(frame), now)
         entry.l4 = now                  # UdpTracker.new(): the first packet's time
         return admit(entry, now, tot_len, kv["udp_timeout"])
 
@@ -334,7 +341,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         # IcmpTracker.invert(): the reply type, the same code and id.
         reply = (frame[dst_at:l4_at] + frame[src_at:dst_at] + frame[icmp_id_at:icmp_id_end]
                  + bytes((version.icmp_inverse[icmp_type], frame[icmp_code_at])))
-        entry = Entry(key, reply, now, icmp_proto, l3)
+        entry = new_object(icmp_kind)
+        init_entry(entry, key, reply, now)
         if version.icmp_l4 is not None:
             entry.l4 = version.icmp_l4
         return admit(entry, now, tot_len, kv[icmp_timeout])
@@ -343,8 +351,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         """The first packet of a plain GRE flow (GreTracker.new())."""
         if not has_room():
             return None
-        entry = Entry(key, frame[dst_at:l4_at] + frame[src_at:dst_at] + NO_KEYS,
-                      now, IPPROTO_GRE, l3)
+        entry = new_object(gre_kind)
+        init_entry(entry, key, frame[dst_at:l4_at] + frame[src_at:dst_at] + NO_KEYS, now)
         entry.l4 = (kv["gre_timeout"], kv["gre_timeout_stream"])
         return admit(entry, now, tot_len, entry.l4[0])
 
@@ -365,7 +373,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         put32(conn, SIDE + MAXEND_AT, win or 1)
         conn[LAST_INDEX] = C_SYN        # LAST_DIR is ORIGINAL already
         conn[STATE] = SYN_SENT
-        entry = Entry(key, reply_key(frame), now, IPPROTO_TCP, l3)
+        entry = new_object(tcp_kind)
+        init_entry(entry, key, reply_key(frame), now)
         entry.l4 = conn
         # The timeout rules: no retransmission counted, no data unacknowledged, and the
         # last window is still 0, so rule (d) (also what (a) could give) or (e).
