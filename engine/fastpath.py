@@ -467,7 +467,11 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             if sender_maxwin == 0:              # the sender's side starts with this packet
                 return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
                                      doff, tcp_options_at)
-            end = (seq + tot_len - ip_len - doff) & M32
+            # seq + payload, modulo 2**32: the payload's length first, in small ints, and
+            # a bare ACK's end is its seq (a value of 2**30 or more is a Python int of two
+            # digits: each operation on it allocates; four of them were per packet).
+            payload = tot_len - ip_len - doff
+            end = (seq + payload) & M32 if payload else seq
             maxackwin = sender_maxwin if sender_maxwin > MAXACKWINCONST else MAXACKWINCONST
             if (((seq - sender_maxend - 1) & M32) < HALF                        # I
                     or ((ack - receiver_end - 1) & M32) < HALF                  # III
