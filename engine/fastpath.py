@@ -102,6 +102,7 @@ FastTrack = Callable[[float, int, bytes], Optional[Verdict]]
 # The TCP header after ports: seq, ack, data offset, flags, window.
 _TCP_AFTER_PORTS = struct.Struct("!IIBBH")
 _UDP_LENGTH = struct.Struct("!H")
+NEG_HALF = -HALF
 TIMESTAMPS_DOFF = 20 + 12                   # a TCP header with NOP NOP TIMESTAMP(10) alone
 IPV4_NO_OPTIONS = 0x45
 FRAGMENT = ipv4.IP_MF | ipv4.IP_OFFSET      # more fragments, or an offset
@@ -473,8 +474,15 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             payload = tot_len - ip_len - doff
             end = (seq + payload) & M32 if payload else seq
             maxackwin = sender_maxwin if sender_maxwin > MAXACKWINCONST else MAXACKWINCONST
-            if (((seq - sender_maxend - 1) & M32) < HALF                        # I
-                    or ((ack - receiver_end - 1) & M32) < HALF                  # III
+            # Checks I and III and the "after" tests below without `& M32`: for x = a - b
+            # of two sequence numbers (-2**32 <= x < 2**32), (x & M32) < HALF exactly when
+            # 0 <= x < HALF or x < -HALF, and (x & M32) >= HALF when x >= HALF or
+            # -HALF <= x < 0.  Masking a negative Python int of two digits (most sequence
+            # numbers are 2**30 or more) allocates twice; comparing allocates nothing.
+            beyond = seq - sender_maxend - 1
+            unsent = ack - receiver_end - 1
+            if (0 <= beyond < HALF or beyond < NEG_HALF                           # I
+                    or 0 <= unsent < HALF or unsent < NEG_HALF                    # III
                     or (receiver_maxwin
                         and ((sender_end - receiver_maxwin - 1 - end) & M32) < HALF)  # II
                     or ((receiver_end - maxackwin - 1 - ack) & M32) < HALF):    # IV
@@ -485,18 +493,24 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             win = win << sender_scale
             if sender_maxwin < win:             # swin = win + sack - ack, sack == ack
                 sender_maxwin = win
-            if ((sender_end - end) & M32) >= HALF:                  # after(end, sender end)
+            gap = sender_end - end
+            if gap >= HALF or NEG_HALF <= gap < 0:              # after(end, sender end)
                 sender_end = end
                 sender_flags |= DATA_UNACKNOWLEDGED
             if not sender_flags & MAXACK_SET:
                 sender_maxack = ack
                 sender_flags |= MAXACK_SET
-            elif ((sender_maxack - ack) & M32) >= HALF:             # after(ack, maxack)
-                sender_maxack = ack
-            if receiver_maxwin != 0 and ((sender_maxend - end) & M32) >= HALF:
-                receiver_maxwin = (receiver_maxwin + end - sender_maxend) & M32
+            else:
+                gap = sender_maxack - ack
+                if gap >= HALF or NEG_HALF <= gap < 0:          # after(ack, maxack)
+                    sender_maxack = ack
+            if receiver_maxwin != 0:
+                gap = sender_maxend - end
+                if gap >= HALF or NEG_HALF <= gap < 0:          # after(end, maxend)
+                    receiver_maxwin = (receiver_maxwin + end - sender_maxend) & M32
             right = (ack + win) & M32
-            if ((receiver_maxend - 1 - right) & M32) >= HALF:       # after(right, maxend - 1)
+            gap = receiver_maxend - 1 - right
+            if gap >= HALF or NEG_HALF <= gap < 0:              # after(right, maxend - 1)
                 receiver_maxend = right if win else (right + 1) & M32
             if ack == receiver_end:
                 receiver_flags &= ~DATA_UNACKNOWLEDGED
