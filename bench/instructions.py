@@ -8,9 +8,13 @@ counted runs find the modules compiled.  Instruction counts do not see cache mis
 1,000,000-packet replay grows a table dpkt does not have): the ratio is an upper bound of
 the wall-clock one.
 
-    python -m bench.instructions [--packets 20000] [--tree PATH] [--no-dpkt]
+    python -m bench.instructions [--packets 20000] [--tree PATH] [--no-dpkt] [--cache]
 
 `--tree` counts another checkout's engine (a base to compare with) with this interpreter.
+`--cache` runs cachegrind instead, with its cache and branch predictor simulation (this
+host's L1 and last-level caches as valgrind reads them; no L2, no TLB): instructions,
+first-level data misses, last-level misses and mispredicted branches per packet -- what the
+CPU time has beyond the instruction count, as far as a simulation can tell.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import os
 import re
 import subprocess
 import sys
-from typing import Optional
+from typing import Callable, Dict, List, Optional
 
 from . import captures
 from .common import PYTHON, REPO, cache_path
@@ -30,6 +34,12 @@ TASKS = {
     "dpkt": "from bench.worker import task_dpkt; task_dpkt({path!r})",
 }
 COLLECTED = re.compile(r"Collected : (\d+)")
+# cachegrind's summary lines, by the name printed for them.
+CACHE_EVENTS = {"instructions": "I   refs", "D1 misses": "D1  misses",
+                "LL misses": "LL misses", "mispredicts": "Mispredicts"}
+CALLGRIND = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+CACHEGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", "--branch-sim=yes",
+              "--cachegrind-out-file=/dev/null"]
 
 
 def first_packets(packets: int) -> str:
@@ -41,25 +51,42 @@ def first_packets(packets: int) -> str:
     return path
 
 
-def count(code: str, tree: str) -> int:
-    """Instructions callgrind counts for `python -c code` with `tree` on the path."""
+def valgrind(tool: List[str], code: str, tree: str) -> str:
+    """What valgrind `tool` prints (its stderr) for `python -c code` with `tree` on the path."""
     env = dict(os.environ, PYTHONPATH=tree + os.pathsep + REPO)
     subprocess.run([PYTHON, "-c", code], cwd=tree, env=env, check=True,
                    stdout=subprocess.DEVNULL)            # compiles what the counted runs import
-    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-                           PYTHON, "-c", code], cwd=tree, env=env, capture_output=True,
-                          text=True, check=True)
-    found = COLLECTED.search(done.stderr)
+    return subprocess.run(tool + [PYTHON, "-c", code], cwd=tree, env=env, capture_output=True,
+                          text=True, check=True).stderr
+
+
+def count(code: str, tree: str) -> Dict[str, int]:
+    """Instructions callgrind counts for `python -c code` with `tree` on the path."""
+    printed = valgrind(CALLGRIND, code, tree)
+    found = COLLECTED.search(printed)
     if found is None:
-        raise RuntimeError(f"callgrind printed no count:\n{done.stderr[-2000:]}")
-    return int(found.group(1))
+        raise RuntimeError(f"callgrind printed no count:\n{printed[-2000:]}")
+    return {"instructions": int(found.group(1))}
 
 
-def per_packet(side: str, packets: int, tree: str) -> float:
-    """Instructions per packet of one side, start-up left out."""
-    many = count(TASKS[side].format(path=first_packets(packets)), tree)
-    one = count(TASKS[side].format(path=first_packets(1)), tree)
-    return (many - one) / (packets - 1)
+def cache_count(code: str, tree: str) -> Dict[str, int]:
+    """cachegrind's totals (CACHE_EVENTS) for `python -c code` with `tree` on the path."""
+    printed = valgrind(CACHEGRIND, code, tree)
+    counts = {}
+    for name, label in CACHE_EVENTS.items():
+        found = re.search(re.escape(label) + r":\s+([\d,]+)", printed)
+        if found is None:
+            raise RuntimeError(f"cachegrind printed no {label}:\n{printed[-2000:]}")
+        counts[name] = int(found.group(1).replace(",", ""))
+    return counts
+
+
+def per_packet(side: str, packets: int, tree: str,
+               counter: Callable[[str, str], Dict[str, int]] = count) -> Dict[str, float]:
+    """Each count per packet of one side, start-up left out."""
+    many = counter(TASKS[side].format(path=first_packets(packets)), tree)
+    one = counter(TASKS[side].format(path=first_packets(1)), tree)
+    return {name: (many[name] - one[name]) / (packets - 1) for name in many}
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -67,16 +94,27 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--packets", type=int, default=20_000)
     parser.add_argument("--tree", default=REPO, help="checkout whose engine is counted")
     parser.add_argument("--no-dpkt", action="store_true", help="count ours only")
+    parser.add_argument("--cache", action="store_true",
+                        help="cachegrind: cache misses and mispredicted branches too")
     args = parser.parse_args(argv)
     if args.packets < 2:
         parser.error("--packets: at least 2")
-    ours = per_packet("ours", args.packets, os.path.abspath(args.tree))
-    print(f"ours: {ours / 1000:.1f} k instructions per packet ({args.tree})")
+    counter = cache_count if args.cache else count
+    ours = per_packet("ours", args.packets, os.path.abspath(args.tree), counter)
+    say_counts(f"ours ({args.tree})", ours)
     if not args.no_dpkt:
-        dpkt = per_packet("dpkt", args.packets, REPO)
-        print(f"dpkt: {dpkt / 1000:.1f} k instructions per packet")
-        print(f"dpkt's / ours: {dpkt / ours:.2f}")
+        dpkt = per_packet("dpkt", args.packets, REPO, counter)
+        say_counts("dpkt", dpkt)
+        print("dpkt's / ours: " + ", ".join(f"{name} {dpkt[name] / ours[name]:.2f}"
+                                             for name in ours if ours[name]))
     return 0
+
+
+def say_counts(side: str, counts: Dict[str, float]) -> None:
+    """One side's counts per packet, on one line."""
+    print(f"{side}: " + ", ".join(
+        f"{value / 1000:.1f} k {name}" if value >= 1000 else f"{value:.1f} {name}"
+        for name, value in counts.items()) + " per packet")
 
 
 if __name__ == "__main__":

@@ -184,7 +184,11 @@ def _pcap_batches(fileobj: BinaryIO, order: str, nanosecond: bool, snaplen: int,
     new_frame = tuple.__new__           # CapturedFrame(...) without its Python-level __new__
     buf: Optional[bytes] = b""
     pos = 0
-    index = 0
+    index = 0                           # the records of the chunks before this one
+    # A time's whole seconds as a float, made once per second: `seconds + fraction / unit`
+    # with a Python int of 1.7e9 (two digits) converts it through _PyLong_Frexp per frame;
+    # float(seconds) is that same conversion, so the sum is the same to the bit.
+    whole, whole_float = -1, -1.0
     while buf is not None:
         size = len(buf)
         batch: list = []
@@ -195,18 +199,20 @@ def _pcap_batches(fileobj: BinaryIO, order: str, nanosecond: bool, snaplen: int,
             if caplen > limit:
                 if batch:               # the frames before it are good
                     yield batch
-                raise CaptureError(f"pcap record {index}: captured length {caplen} "
-                                   f"exceeds the maximum {limit}")
+                raise CaptureError(f"pcap record {index + len(batch)}: captured length "
+                                   f"{caplen} exceeds the maximum {limit}")
             end = pos + 16 + caplen
             if end > size:
                 break
+            if seconds != whole:
+                whole, whole_float = seconds, float(seconds)
             if plain:                   # (a tuple.__new__ call less per frame)
-                append((seconds + fraction / unit, linktype, buf[pos + 16:end], None))
+                append((whole_float + fraction / unit, linktype, buf[pos + 16:end], None))
             else:
-                append(new_frame(CapturedFrame, (seconds + fraction / unit, linktype,
+                append(new_frame(CapturedFrame, (whole_float + fraction / unit, linktype,
                                                  buf[pos + 16:end])))
             pos = end
-            index += 1
+        index += len(batch)
         if batch:
             yield batch
         # Keep the partial record, add the next chunk.

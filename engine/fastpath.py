@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Callable, Dict, FrozenSet, NamedTuple, Optiona
 
 from . import ipv4, ipv6
 from .ctstate import Verdict
-from .entry import ASSURED, EXPECTED, REPLY, SEEN_REPLY, Entry
+from .entry import ASSURED, EXPECTED, REPLY, SEEN_REPLY, Entry, kind_of
 from .expect import INFINITY
 from .fastpath_frag import make_fragment
 from .fastpath_icmp import make_icmp_error
@@ -102,6 +102,7 @@ FastTrack = Callable[[float, int, bytes], Optional[Verdict]]
 # The TCP header after ports: seq, ack, data offset, flags, window.
 _TCP_AFTER_PORTS = struct.Struct("!IIBBH")
 _UDP_LENGTH = struct.Struct("!H")
+NEG_HALF = -HALF
 TIMESTAMPS_DOFF = 20 + 12                   # a TCP header with NOP NOP TIMESTAMP(10) alone
 IPV4_NO_OPTIONS = 0x45
 FRAGMENT = ipv4.IP_MF | ipv4.IP_OFFSET      # more fragments, or an offset
@@ -298,6 +299,12 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
     known_segment = make_known_segment(tracker, ip_len)   # other segments of a known entry
     known_sctp = make_known_sctp(tracker, l3, ip_at, ip_len)
     icmp_error = make_icmp_error(tracker) if version.icmp_errors else _no_icmp_error
+    # Entry(key, reply, now, proto, l3) in two calls (entry.kind_of()).
+    new_object = object.__new__
+    init_entry = Entry.__init__
+    tcp_kind, udp_kind, icmp_kind, gre_kind = (
+        kind_of(Entry, l3, proto) for proto in (IPPROTO_TCP, IPPROTO_UDP, icmp_proto,
+                                                IPPROTO_GRE))
 
     def admit(entry: Entry, now: float, tot_len: int, timeout: float) -> Verdict:
         """Tracker.process()'s bookkeeping for the new entry of an original-direction
@@ -322,7 +329,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         """The first datagram of a UDP flow."""
         if not has_room():
             return None
-        entry = Entry(key, reply_key(frame), now, IPPROTO_UDP, l3)
+        entry = new_object(udp_kind)
+        init_entry(entry, key, reply_key(frame), now)
         entry.l4 = now                  # UdpTracker.new(): the first packet's time
         return admit(entry, now, tot_len, kv["udp_timeout"])
 
@@ -334,7 +342,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         # IcmpTracker.invert(): the reply type, the same code and id.
         reply = (frame[dst_at:l4_at] + frame[src_at:dst_at] + frame[icmp_id_at:icmp_id_end]
                  + bytes((version.icmp_inverse[icmp_type], frame[icmp_code_at])))
-        entry = Entry(key, reply, now, icmp_proto, l3)
+        entry = new_object(icmp_kind)
+        init_entry(entry, key, reply, now)
         if version.icmp_l4 is not None:
             entry.l4 = version.icmp_l4
         return admit(entry, now, tot_len, kv[icmp_timeout])
@@ -343,8 +352,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         """The first packet of a plain GRE flow (GreTracker.new())."""
         if not has_room():
             return None
-        entry = Entry(key, frame[dst_at:l4_at] + frame[src_at:dst_at] + NO_KEYS,
-                      now, IPPROTO_GRE, l3)
+        entry = new_object(gre_kind)
+        init_entry(entry, key, frame[dst_at:l4_at] + frame[src_at:dst_at] + NO_KEYS, now)
         entry.l4 = (kv["gre_timeout"], kv["gre_timeout_stream"])
         return admit(entry, now, tot_len, entry.l4[0])
 
@@ -365,7 +374,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         put32(conn, SIDE + MAXEND_AT, win or 1)
         conn[LAST_INDEX] = C_SYN        # LAST_DIR is ORIGINAL already
         conn[STATE] = SYN_SENT
-        entry = Entry(key, reply_key(frame), now, IPPROTO_TCP, l3)
+        entry = new_object(tcp_kind)
+        init_entry(entry, key, reply_key(frame), now)
         entry.l4 = conn
         # The timeout rules: no retransmission counted, no data unacknowledged, and the
         # last window is still 0, so rule (d) (also what (a) could give) or (e).
@@ -458,10 +468,21 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             if sender_maxwin == 0:              # the sender's side starts with this packet
                 return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
                                      doff, tcp_options_at)
-            end = (seq + tot_len - ip_len - doff) & M32
+            # seq + payload, modulo 2**32: the payload's length first, in small ints, and
+            # a bare ACK's end is its seq (a value of 2**30 or more is a Python int of two
+            # digits: each operation on it allocates; four of them were per packet).
+            payload = tot_len - ip_len - doff
+            end = (seq + payload) & M32 if payload else seq
             maxackwin = sender_maxwin if sender_maxwin > MAXACKWINCONST else MAXACKWINCONST
-            if (((seq - sender_maxend - 1) & M32) < HALF                        # I
-                    or ((ack - receiver_end - 1) & M32) < HALF                  # III
+            # Checks I and III and the "after" tests below without `& M32`: for x = a - b
+            # of two sequence numbers (-2**32 <= x < 2**32), (x & M32) < HALF exactly when
+            # 0 <= x < HALF or x < -HALF, and (x & M32) >= HALF when x >= HALF or
+            # -HALF <= x < 0.  Masking a negative Python int of two digits (most sequence
+            # numbers are 2**30 or more) allocates twice; comparing allocates nothing.
+            beyond = seq - sender_maxend - 1
+            unsent = ack - receiver_end - 1
+            if (0 <= beyond < HALF or beyond < NEG_HALF                           # I
+                    or 0 <= unsent < HALF or unsent < NEG_HALF                    # III
                     or (receiver_maxwin
                         and ((sender_end - receiver_maxwin - 1 - end) & M32) < HALF)  # II
                     or ((receiver_end - maxackwin - 1 - ack) & M32) < HALF):    # IV
@@ -472,18 +493,24 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             win = win << sender_scale
             if sender_maxwin < win:             # swin = win + sack - ack, sack == ack
                 sender_maxwin = win
-            if ((sender_end - end) & M32) >= HALF:                  # after(end, sender end)
+            gap = sender_end - end
+            if gap >= HALF or NEG_HALF <= gap < 0:              # after(end, sender end)
                 sender_end = end
                 sender_flags |= DATA_UNACKNOWLEDGED
             if not sender_flags & MAXACK_SET:
                 sender_maxack = ack
                 sender_flags |= MAXACK_SET
-            elif ((sender_maxack - ack) & M32) >= HALF:             # after(ack, maxack)
-                sender_maxack = ack
-            if receiver_maxwin != 0 and ((sender_maxend - end) & M32) >= HALF:
-                receiver_maxwin = (receiver_maxwin + end - sender_maxend) & M32
+            else:
+                gap = sender_maxack - ack
+                if gap >= HALF or NEG_HALF <= gap < 0:          # after(ack, maxack)
+                    sender_maxack = ack
+            if receiver_maxwin != 0:
+                gap = sender_maxend - end
+                if gap >= HALF or NEG_HALF <= gap < 0:          # after(end, maxend)
+                    receiver_maxwin = (receiver_maxwin + end - sender_maxend) & M32
             right = (ack + win) & M32
-            if ((receiver_maxend - 1 - right) & M32) >= HALF:       # after(right, maxend - 1)
+            gap = receiver_maxend - 1 - right
+            if gap >= HALF or NEG_HALF <= gap < 0:              # after(right, maxend - 1)
                 receiver_maxend = right if win else (right + 1) & M32
             if ack == receiver_end:
                 receiver_flags &= ~DATA_UNACKNOWLEDGED

@@ -92,13 +92,15 @@ class ConnTable:
 
     def remove(self, entry: Entry) -> bool:
         """Unlink an entry (expiry, early drop, RST kill); False if it was not in."""
-        if not self.holds(entry):
+        # holds(), inlined: once per entry expired or killed.
+        table = self._tables.get((entry.l3.FAMILY, entry.proto))
+        orig = entry.orig
+        if table is None or table.get(orig) is not entry:
             return False
-        table = self._tables[(entry.l3.FAMILY, entry.proto)]
-        del table[entry.orig]
+        del table[orig]
         table.pop(entry.reply, None)
         self._count -= 1
-        b = self.bucket(entry.orig)
+        b = hash(orig) % self.buckets           # bucket(), inlined
         node, prev = self._chains[b], None
         while node is not None and node is not entry:
             prev, node = node, node.hnext
@@ -108,6 +110,7 @@ class ConnTable:
             else:
                 prev.hnext = node.hnext
         entry.hnext = None
-        self.stats["delete"] += 1
-        self.stats["delete_list"] += 1
+        stats = self.stats
+        stats["delete"] += 1
+        stats["delete_list"] += 1
         return True

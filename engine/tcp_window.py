@@ -83,6 +83,11 @@ read_u32 = _U32.unpack_from
 BOTH_SIDES = struct.Struct("=4I3B4I3B")    # both directions, ORIGINAL then REPLY
 LAST_FIELDS = struct.Struct("=B4I")        # LAST_DIR, seq, ack, end, window
 _LAST4_FIELDS = struct.Struct("=B3I")       # LAST_DIR, seq, ack, end
+# A side's first three fields (END_AT, MAXEND_AT, MAXWIN_AT are consecutive): what a side
+# starts with, written in one call (a connection's first SYN, its answer, a pickup).
+_SIDE_START = struct.Struct("=3I")
+start_side = _SIDE_START.pack_into   # start_side(conn, s + END_AT, end, maxend, maxwin)
+assert (END_AT, MAXEND_AT, MAXWIN_AT) == (0, 4, 8)
 
 # The fields in the order a state file lists them (the order of the kernel's structs):
 # (byte offset, width in bytes).
@@ -239,9 +244,7 @@ def read_options(conn: TcpConn, s: int, tcp: TcpInfo, keep: int) -> None:
 def init_from_syn(conn: TcpConn, s: int, tcp: TcpInfo, keep: int) -> None:
     """First SYN of a connection: the original side starts at the SYN (tcp_new())."""
     end = segment_end(tcp)
-    put32(conn, s + END_AT, end)
-    put32(conn, s + MAXEND_AT, end)
-    put32(conn, s + MAXWIN_AT, tcp.window or 1)
+    start_side(conn, s + END_AT, end, end, tcp.window or 1)
     read_options(conn, s, tcp, keep)
 
 
@@ -249,17 +252,13 @@ def init_from_pickup(conn: TcpConn, s: int, tcp: TcpInfo) -> None:
     """Mid-stream first packet: guess the original side from it (tcp_new(), loose pickup)."""
     end = segment_end(tcp)
     maxwin = tcp.window or 1
-    put32(conn, s + END_AT, end)
-    put32(conn, s + MAXWIN_AT, maxwin)
-    put32(conn, s + MAXEND_AT, (end + maxwin) & M32)
+    start_side(conn, s + END_AT, end, (end + maxwin) & M32, maxwin)
 
 
 def _linux_init_sender(conn: TcpConn, s: int, r: int, tcp: TcpInfo, end: int, win: int,
                        direction: int) -> None:
     """SYN/ACK answering a SYN, or a reply SYN in simultaneous open (tcp_init_sender())."""
-    put32(conn, s + END_AT, end)
-    put32(conn, s + MAXEND_AT, end)
-    put32(conn, s + MAXWIN_AT, win or 1)
+    start_side(conn, s + END_AT, end, end, win or 1)
     read_options(conn, s, tcp, BE_LIBERAL)
     # RFC 1323: window scaling only if both sides offered it.
     if direction == REPLY and not (conn[s + FLAGS] & WINDOW_SCALE

@@ -19,7 +19,8 @@ class TimerWheel:
     """Entries filed by the second their timer falls in; the current second in a heap.
 
     An entry is filed at its `expires`; `entry.timer_slot` says where: the whole second
-    of its bucket (an int), or the exact time of a filing in the current second's heap.
+    of its bucket (a whole float), or the exact time of a filing in the current second's
+    heap.
     Arming a later time does not move it: when its slot comes the entry is looked at,
     and re-filed if its expiry moved on, so refreshing an entry per packet costs nothing
     here.  Arming a time before the slot files it again (the old filing is then stale and
@@ -32,15 +33,15 @@ class TimerWheel:
     entry is only paid for the entries of the current second.  Entries whose expiry moved
     past that second are handed back at once for re-filing.
 
-    Memory: the entries of a bucket share its second's one int as their `timer_slot`, and
+    Memory: the entries of a bucket share its second's one float as their `timer_slot`, and
     a heap filing's slot is the entry's own `expires` object, so a slot costs an entry
     nothing beyond its pointer (a float of its own per entry was 24 bytes).
     """
 
     def __init__(self) -> None:
-        # second -> (that second as the one int object all its entries share, the entries)
-        self._buckets: Dict[int, Tuple[int, List[Any]]] = {}
-        self._seconds: List[int] = []                   # heap of the buckets' seconds
+        # second -> (that second as the one float object all its entries share, the entries)
+        self._buckets: Dict[float, Tuple[float, List[Any]]] = {}
+        self._seconds: List[float] = []                 # heap of the buckets' seconds
         self._near: List[Tuple[float, int, Any]] = []  # heap: filings before _near_end
         self._near_end = -INFINITY
         self._seq = itertools.count()
@@ -55,7 +56,10 @@ class TimerWheel:
             if when < self.next_due:
                 self.next_due = when
             return
-        second = int(when)
+        # The second as a float: every packet compares a float time with the slot (and
+        # with next_due), and a float against an int of 1.7e9 (two digits of a Python
+        # int) goes through _PyLong_Frexp in each comparison.
+        second = when // 1.0
         bucket = self._buckets.get(second)
         if bucket is None:
             self._buckets[second] = (second, [entry])
@@ -83,8 +87,8 @@ class TimerWheel:
             if not seconds or seconds[0] > now:
                 break
             second, bucket = self._buckets.pop(heapq.heappop(seconds))
-            # Only filings whose slot is the bucket's own int object are live: an entry
-            # filed again since (another second's int, a heap filing's float) or removed
+            # Only filings whose slot is the bucket's own float object are live: an entry
+            # filed again since (another second's float, a heap filing's float) or removed
             # (None) is stale here.
             if second + 1 <= now:
                 # The whole second is over: everything filed in it is due, in any order.

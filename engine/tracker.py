@@ -149,7 +149,9 @@ class Tracker:
     def expire(self, now: float) -> int:
         """Remove every entry whose time is up; cost grows with what expires, not the table.
         Expectations whose countdown ran out go too."""
-        self.expects.expire(now)
+        expects = self.expects
+        if now >= expects.next_due:             # (its own test, without the call: nearly
+            expects.expire(now)                 # always nothing is expected)
         removed = 0
         if self._expiring is not None:          # finish what expire_some() began
             removed, _ = self._look_at_due(self._expiring, now, None)
@@ -177,13 +179,15 @@ class Tracker:
         """Remove or file again the entries `due` hands out, at most `budget` of them (None:
         all); (how many were removed, whether `due` is exhausted)."""
         removed = looked = 0
-        timers = self.timers
+        remove = self.remove
+        file = self.timers.file
         for entry in due:
-            if entry.expires <= now:
-                self.remove(entry)
+            expires = entry.expires
+            if expires <= now:
+                remove(entry)
                 removed += 1
             else:
-                timers.file(entry, entry.expires)      # refreshed since it was filed
+                file(entry, expires)            # refreshed since it was filed
             looked += 1
             if looked == budget:
                 return removed, False

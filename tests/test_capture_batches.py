@@ -175,3 +175,23 @@ def test_pcapng_cut_short_ends_after_the_last_whole_block(small_chunks):
     data = section("<") + interface("<", b"va") + b"".join(good)
     for cut in (1, 7, 8, 100):
         assert len(flat(batches_of(data[:-cut]))) == 29, cut
+
+
+@pytest.mark.parametrize("nanosecond", [False, True])
+def test_pcap_times_are_seconds_plus_fraction_to_the_bit_in_any_order(nanosecond):
+    """The reader makes each record's whole seconds a float once per second met; a time is
+    still exactly `seconds + fraction / unit` when the seconds go back and forth (a capture
+    merged out of order) and when only the fraction changes."""
+    unit = 10 ** 9 if nanosecond else 10 ** 6
+    records = [(1_700_000_000, 1), (1_700_000_000, unit - 1), (1_700_000_005, 7),
+               (1_700_000_000, 123_456), (4_000_000_000, 999), (0, 5), (0, 6),
+               (1_700_000_005, 7)]
+    frame = build_ethernet(build_udp_datagram("10.0.0.1", "10.0.0.2", 1024, 53, b"x"))
+    magic = capture.PCAP_MAGIC_NSEC if nanosecond else capture.PCAP_MAGIC_USEC
+    data = struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 65535, LINKTYPE_ETHERNET) + b"".join(
+        struct.pack("<IIII", seconds, fraction, len(frame), len(frame)) + frame
+        for seconds, fraction in records)
+    got = [ts for ts, _, _, _ in flat(batches_of(data))]
+    assert got == [seconds + fraction / float(unit) for seconds, fraction in records]
+    assert [ts.hex() for ts in got] == [(seconds + fraction / float(unit)).hex()
+                                        for seconds, fraction in records]

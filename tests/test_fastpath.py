@@ -356,6 +356,13 @@ def edge_frames() -> List[Tuple[float, bytes]]:
     tcp(2.1, c, s, 40002, 82, seq=70, flags=SYN, window=1024)
     tcp(2.2, c, s, 40002, 82, seq=70, flags=SYN, window=1024)                  # again
     tcp(2.3, c, s, 40003, 83, seq=1, ack=1, window=1024)
+    # Data whose end wraps past 2**32 (the ACK case's end, modulo 2**32), and its ACK.
+    tcp(2.4, c, s, 40004, 84, seq=0xFFFFFFF0, flags=SYN, window=1024)
+    tcp(2.5, s, c, 84, 40004, seq=300, ack=0xFFFFFFF1, flags=SYN | ACK, window=1024)
+    tcp(2.6, c, s, 40004, 84, seq=0xFFFFFFF1, ack=301, window=1024)
+    tcp(2.7, c, s, 40004, 84, seq=0xFFFFFFF1, ack=301, flags=PSH | ACK, window=1024,
+        payload=bytes(40))
+    tcp(2.8, s, c, 84, 40004, seq=301, ack=0x19, window=1024)
     # ICMP: echo, timestamp, a reply nobody asked for.
     for t, src, dst, kind in ((3.0, c, s, 8), (3.1, s, c, 0), (3.2, c, s, 13), (3.3, s, c, 14),
                               (3.4, s, c, 0), (3.5, c, s, 8)):

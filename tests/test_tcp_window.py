@@ -43,6 +43,25 @@ def test_window_data_after_handshake(profile):
     assert sides(f) == ((1001, 5001, 8000), (5001, 13001, 4000))
 
 
+@pytest.mark.parametrize("profile", BOTH)
+def test_how_each_side_starts(profile):
+    """A side's first (end, maxend, maxwin): the first SYN's end = seq + 1 twice and its
+    window; the SYN/ACK's likewise (tcp_init_sender()); a picked-up segment's end =
+    seq + payload, maxend = end + window (tcp_new()).  Checked here right after each, as
+    the handshake's later packets move them on."""
+    f = Flow(profile)
+    f.send(ORIGINAL, SYN, C, win=8000)
+    assert sides(f)[0] == (1001, 1001, 8000)
+    f.send(REPLY, SYN | ACK, S, C + 1, win=4000)
+    assert sides(f) == ((1001, 5001, 8000), (5001, 5001, 4000))
+    picked = Flow(profile)
+    picked.send(ORIGINAL, ACK, 7000, 9000, win=1000, payload=10)
+    assert sides(picked)[0] == (7010, 8010, 1000)
+    closed = Flow(profile)                # a window of 0 starts maxwin at 1
+    closed.send(ORIGINAL, SYN, C, win=0)
+    assert sides(closed)[0] == (1001, 1001, 1)
+
+
 def test_modular_helpers():
     """All comparisons are modulo 2**32."""
     assert before(0xFFFFFFF0, 0x10) and after(0x10, 0xFFFFFFF0)

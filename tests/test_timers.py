@@ -130,6 +130,16 @@ def test_the_entries_of_one_second_share_one_slot_object():
     assert a.timer_slot == 1_700_000_040 and c.timer_slot == 1_700_000_041
 
 
+def test_a_bucket_slot_is_a_float():
+    """Every packet compares its (float) expiry with its entry's slot: a slot that is an
+    int of 1.7e9 costs each comparison a conversion (_PyLong_Frexp); and the wheel's
+    next_due, which every packet compares its time with, is such a slot."""
+    wheel = TimerWheel()
+    item = arm(wheel, Item("a"), 1_700_000_040.25)
+    assert type(item.timer_slot) is float and type(wheel.next_due) is float
+    assert item.timer_slot == 1_700_000_040.0
+
+
 def test_an_expiry_moved_within_its_second_comes_out_at_the_new_time_unfiled():
     """The tracker files again only for a time before the slot; a later time, or an
     earlier one inside the slot's second, is taken from `expires` when the second begins."""
