@@ -179,8 +179,8 @@ def pull(frames: int, work: bool) -> None:
 
 
 def per_frame(stage: str, frames: int, tree: str) -> float:
-    many = count(STAGES[stage].format(frames=frames, work=True), tree)
-    none = count(STAGES[stage].format(frames=frames, work=False), tree)
+    many = count(STAGES[stage].format(frames=frames, work=True), tree)["instructions"]
+    none = count(STAGES[stage].format(frames=frames, work=False), tree)["instructions"]
     return (many - none) / frames
 
 
