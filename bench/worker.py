@@ -361,6 +361,13 @@ TAP_THREADS = {"tap": "procfs-ct-source", "engine": "procfs-ct-engine",
 TAP_SWITCH_INTERVAL_ENV = "PROCFS_CT_BENCH_SWITCH_INTERVAL"   # seconds, for task_tap
 
 
+def _use_the_mounts_switch_interval() -> None:
+    """The GIL switch interval `procfs-ct mount` runs with (the interpreter's own 5 ms
+    otherwise, which no mount has); TAP_SWITCH_INTERVAL_ENV sets another to compare."""
+    from procfs_ct.cmd_mount import GIL_SWITCH_INTERVAL
+    sys.setswitchinterval(float(os.environ.get(TAP_SWITCH_INTERVAL_ENV) or GIL_SWITCH_INTERVAL))
+
+
 def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
              sources: str = "1") -> Dict[str, Any]:
     """Inside a namespace: the tap on lo feeding an engine while bench/blast.py sends
@@ -371,12 +378,9 @@ def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
     which no ring or queue size can flatter.  The two threads' CPU seconds (schedstat)
     over the same span say what each frame cost the tap and the engine."""
     from engine.core import Engine
-    from procfs_ct.cmd_mount import GIL_SWITCH_INTERVAL
     from procfs_ct.driver import EngineDriver
     from procfs_ct.sources.tap import Tap
-    # The GIL switch interval the mount runs with (the interpreter's own 5 ms otherwise,
-    # which no `procfs-ct mount` has); TAP_SWITCH_INTERVAL_ENV sets another to compare.
-    sys.setswitchinterval(float(os.environ.get(TAP_SWITCH_INTERVAL_ENV) or GIL_SWITCH_INTERVAL))
+    _use_the_mounts_switch_interval()
     tap = Tap(["lo"])
     engine = Engine("linux", ram_bytes=24 * GiB, ncpu=2)
     driver = EngineDriver(engine, tap)
@@ -436,10 +440,9 @@ def task_tap_drain(packets: str, ports: str = "1024", addresses: str = "1",
     starts and takes them: the rate it drains them at and both threads' CPU per frame
     are what the tap and the engine cost, whatever the sender and the load would take."""
     from engine.core import Engine
-    from procfs_ct.cmd_mount import GIL_SWITCH_INTERVAL
     from procfs_ct.driver import EngineDriver
     from procfs_ct.sources.tap import Tap
-    sys.setswitchinterval(float(os.environ.get(TAP_SWITCH_INTERVAL_ENV) or GIL_SWITCH_INTERVAL))
+    _use_the_mounts_switch_interval()
     flows = int(sources) * math.lcm(int(ports), int(addresses))
     blast = [sys.executable, "-m", "bench.blast", "0"]
     rest = [ports, addresses, sources]
