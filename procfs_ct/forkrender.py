@@ -31,10 +31,11 @@ It pays only with CPUs to spare: a child's chunks cost ~25-35 % more CPU than in
 (every page of entries it reads is copied on its first reference-count write), so the rest
 is rendered in process as before (fork_rest() returns None) unless at least MIN_CHILDREN
 CPUs are idle at that moment (/proc/loadavg's runnable tasks, the fewest of a few samples
-apart, the engine thread counted if it is feeding packets); nor when the listing is smaller than FORK_MIN_ENTRIES, an entry is
-listed under one key (a flow to itself: de-duplicated in process), os.fork is missing, or
-the copies the children could cause (the daemon's RSS, once per child, at worst) do not fit
-in the memory available (MemAvailable, and the cgroup's memory.max - memory.current).
+0.25 ms apart, the engine thread counted if it is feeding packets); nor when the listing
+is smaller than FORK_MIN_ENTRIES, an entry is listed under one key (a flow to itself:
+de-duplicated in process), os.fork is missing, or the copies the children could cause (the
+daemon's RSS, once per child, at worst) do not fit in the memory available (MemAvailable,
+and the cgroup's memory.max - memory.current).
 PROCFS_CT_FORK_RENDER=0 never forks, =N always forks N children for a big listing.
 """
 from __future__ import annotations
