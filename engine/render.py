@@ -92,29 +92,37 @@ def listing_line(tracker: Tracker, entry: Entry, now: float, modern: bool) -> st
 # work and whoever holds the engine lock can let packets in between chunks.  A whole chunk
 # is one C-level %-format: the lines' formats joined, their values in a row.  TCP, UDP and
 # ICMP lines without counters or delta-time (nearly all of them) take a format per flags
-# (SEEN_REPLY, ASSURED), and the text of each address is made once per listing and
+# (SEEN_REPLY, ASSURED) and, for TCP, per state (the state's name is in the format, not a
+# value: one conversion a line fewer), and the text of each address is made once per listing and
 # looked up by the address as a number: a real table has thousands of distinct
 # addresses, so the text is cached per address, not per line or per address pair (a
 # per-pair format only pays when one pair fills the table); a new address's text is its
-# /24 prefix's text (cached too) and its last octet's.  The seconds left go into the
-# format as ints (see listing_chunks).  Tried and dropped: each address as four %d
+# /24 prefix's text (cached too) and its last octet's.  The seconds left go in as text
+# (see ChunkRenderer).  Tried and dropped: each address as four %d
 # octets with no cache (1.4-2.5x slower: %d of a small int costs more than a %s and a
 # dict hit).  The tuples of an entry are
-# its key and the key's mirror (no NAT here), so a TCP/UDP line is its seconds, state,
-# two address texts and two ports.  Nothing is cached in the entries: a text cache would
+# its key and the key's mirror (no NAT here), so a TCP/UDP line is its seconds, two
+# address texts and two ports.  Nothing is cached in the entries: a text cache would
 # cost ~140 bytes per entry, more than a quarter of the memory budget.  Other lines (GRE,
 # generic, accounting, timestamps) take listing_line() above.
 FIRST_CHUNK_LINES = 64      # the first chunk of a table: about what `head -1` reads (8 KiB)
 CHUNK_LINES = 1024
 _KEY_FIELDS = struct.Struct("!IIHH").unpack     # src, dst, sport (ICMP id), dport (type, code)
 _FLAG_BITS = SEEN_REPLY | ASSURED
+_STATE_SHIFT = 3        # a TCP line's format: state << 3 | status & _FLAG_BITS (< 8)
 
 
-def _line_formats(modern: bool, name: str, proto: int, with_state: bool) -> Tuple[bytes, ...]:
-    """%-formats of a TCP/UDP line by status & (SEEN_REPLY | ASSURED), taking: seconds,
-    [state,] src, dst, sport, dport, then the reply's src, dst, sport, dport."""
-    return _formats(modern, name, proto, ("%s " if with_state else ""),
-                    "sport=%d dport=%d ")
+def _line_formats(modern: bool, name: str, proto: int,
+                  states: Optional[Tuple[str, ...]]) -> Tuple[bytes, ...]:
+    """%-formats of a TCP/UDP line, taking: seconds, src, dst, sport, dport, then the
+    reply's src, dst, sport, dport, every value as text.  Without `states` (UDP) there is
+    one per status & (SEEN_REPLY | ASSURED); with them (TCP) one per state and status, at
+    state << _STATE_SHIFT | status & (SEEN_REPLY | ASSURED): the state name is part of the
+    format, not a value (one conversion a line fewer)."""
+    if states is None:
+        return _formats(modern, name, proto, "", "sport=%d dport=%d ")
+    return tuple(itertools.chain.from_iterable(
+        _formats(modern, name, proto, state + " ", "sport=%d dport=%d ") for state in states))
 
 
 def _icmp_formats(modern: bool, name: str, proto: int) -> Tuple[bytes, ...]:
@@ -127,11 +135,12 @@ def _icmp_formats(modern: bool, name: str, proto: int) -> Tuple[bytes, ...]:
 # first chunk of a listing costs when the daemon has been idle (`head -1`).
 @functools.lru_cache(maxsize=None)
 def _formats(modern: bool, name: str, proto: int, state: str, l4: str) -> Tuple[bytes, ...]:
-    head = (f"{ipv4.LISTING_PREFIX}{name:<8} {proto} %d " if modern
-            else f"{name:<8} {proto} %d ")
+    """The formats of one state by status & _FLAG_BITS, padded to 1 << _STATE_SHIFT."""
+    head = (f"{ipv4.LISTING_PREFIX}{name:<8} {proto} %s " if modern
+            else f"{name:<8} {proto} %s ")
     tail = "mark=0 zone=0 use=2\n" if modern else "use=1\n"
     formats = []
-    for status in range(_FLAG_BITS + 1):
+    for status in range(1 << _STATE_SHIFT):
         unreplied = "" if status & SEEN_REPLY else "[UNREPLIED] "
         assured = "[ASSURED] " if status & ASSURED else ""
         formats.append((f"{head}{state}src=%s dst=%s {l4}{unreplied}"
@@ -312,21 +321,21 @@ def listing_snapshot(tracker: Tracker) -> List[Tuple[Tuple[int, int], Dict[bytes
 
 class _TableFormats:
     """What the fast loop needs to know of one table: whether its lines take the port or the
-    ICMP formats (else listing_line()), the formats by flags, TCP's state names."""
-    __slots__ = ("ports", "icmp", "names", "formats")
+    ICMP formats (else listing_line()), whether the TCP state picks the format too, the
+    formats."""
+    __slots__ = ("ports", "icmp", "states", "formats")
 
     def __init__(self, tracker: Tracker, family: int, proto: int, modern: bool) -> None:
         # The fast formats are IPv4's; other families' lines take listing_line().
         v4 = family == ipv4.FAMILY
         self.ports = v4 and (proto == IPPROTO_TCP or proto == IPPROTO_UDP)
         self.icmp = v4 and proto == IPPROTO_ICMP
-        self.names = None
-        self.formats: List[bytes] = []
-        if self.ports and proto == IPPROTO_TCP:
-            self.names = tuple(n.encode("ascii") for n in tracker.l4[proto].state_names())
+        self.states = False
+        self.formats: Tuple[bytes, ...] = ()
         if self.ports:
-            self.formats = _line_formats(modern, tracker.l4_name(proto), proto,
-                                         self.names is not None)
+            names = tuple(tracker.l4[proto].state_names()) if proto == IPPROTO_TCP else None
+            self.states = names is not None
+            self.formats = _line_formats(modern, tracker.l4_name(proto), proto, names)
         elif self.icmp:
             self.formats = _icmp_formats(modern, tracker.l4_name(proto), proto)
 
@@ -400,14 +409,20 @@ class ChunkRenderer:
     def __init__(self, tracker: Tracker, now: float, modern: bool) -> None:
         self.tracker, self.now, self.modern = tracker, now, modern
         self.addresses: Dict[int, bytes] = {}     # address as a number -> its text, made once
+        self.seconds: Dict[int, bytes] = {}       # seconds left -> their text, made once
         self.type_codes = _TypeCodeTexts()
         self.prefix_texts = _PrefixTexts()
-        # Seconds left as ints for %d (a float costs ~150 ns more there): the entries of a
-        # table made together expire together, so the span of expiry times that list as the
-        # same seconds (seconds_span) is kept for the last two runs seen.  A span is worked
-        # out when one value misses twice in a row, so a table of scattered expiries pays no
-        # spans.  (seconds, lo, hi, seconds_before, lo_before, hi_before, missed)
-        self.spans = (-1, math.inf, math.inf, -1, math.inf, math.inf, -1)
+        # The seconds left go in as text for a %s: a %d is the decimal conversion every
+        # line (~400 instructions; a float's would cost more still), a %s of a text made
+        # once ~100.  The entries of a table made together expire together, so the span of
+        # expiry times that list as the same seconds (seconds_span) is kept, with its text,
+        # for the last two runs seen; a span is worked out when one value misses twice in
+        # a row, so a table of scattered expiries pays no spans, only a lookup of the text.
+        # The ports stay %d: a port's text cached per listing lost (a server's clients'
+        # ports and a pair's ports seldom repeat; a lookup and a miss cost more than the
+        # conversion: callgrind, bench/RESULTS.md round 10).
+        # (text, lo, hi, text_before, lo_before, hi_before, missed seconds)
+        self.spans = (b"", math.inf, math.inf, b"", math.inf, math.inf, -1)
 
     def render(self, job: ListingJob) -> bytes:
         """The chunk's lines; b"" if every entry of it expired or left the table.
@@ -417,9 +432,10 @@ class ChunkRenderer:
         after their removal does not see them."""
         table, chunk = job
         tracker, now, modern = self.tracker, self.now, self.modern
-        ports, icmp, names, formats = table.ports, table.icmp, table.names, table.formats
+        ports, icmp, states, formats = table.ports, table.icmp, table.states, table.formats
         addresses = self.addresses
         address_text = addresses.get
+        seconds_texts = self.seconds
         type_codes, prefix_texts = self.type_codes, self.prefix_texts
         seconds, lo, hi, seconds_before, lo_before, hi_before, missed = self.spans
         # One %-format per chunk: the lines' formats joined, their values in a row.
@@ -446,24 +462,29 @@ class ChunkRenderer:
             b = address_text(dst)
             if b is None:
                 b = addresses[dst] = prefix_texts[dst >> 8] + _OCTETS[dst & 255]
-            use_format(formats[entry.status & _FLAG_BITS])
             if lo <= expires <= hi:
                 left = seconds
             elif lo_before <= expires <= hi_before:
                 left = seconds_before
             else:
-                left = int(expires - now)
-                if left == missed:          # a second miss in a row on this value: a run
+                value = int(expires - now)
+                left = seconds_texts.get(value)
+                if left is None:
+                    left = seconds_texts[value] = b"%d" % value
+                if value == missed:         # a second miss in a row on this value: a run
                     seconds_before, lo_before, hi_before = seconds, lo, hi
                     seconds = left
-                    lo, hi = seconds_span(left, now)
-                missed = left
-            if names is not None:
-                add_values((left, names[entry.l4[STATE]], a, b, sport, dport,
-                            b, a, dport, sport))
-            elif ports:
+                    lo, hi = seconds_span(value, now)
+                missed = value
+            if ports:
+                if states:
+                    use_format(formats[entry.l4[STATE] << _STATE_SHIFT
+                                       | entry.status & _FLAG_BITS])
+                else:
+                    use_format(formats[entry.status & _FLAG_BITS])
                 add_values((left, a, b, sport, dport, b, a, dport, sport))
             else:                    # ICMP: the id in the sport place, type and code in dport
+                use_format(formats[entry.status & _FLAG_BITS])
                 add_values((left, a, b, type_codes[dport], sport,
                             b, a, type_codes[entry.reply[10] << 8 | entry.reply[11]], sport))
         self.spans = (seconds, lo, hi, seconds_before, lo_before, hi_before, missed)

@@ -30,11 +30,12 @@ own interpreter and GIL.  So once a reader of a big listing reads on past its fi
 It pays only with CPUs to spare: a child's chunks cost ~25-35 % more CPU than in process
 (every page of entries it reads is copied on its first reference-count write), so the rest
 is rendered in process as before (fork_rest() returns None) unless at least MIN_CHILDREN
-CPUs are idle at that moment (/proc/loadavg's runnable tasks, the engine thread counted if
-it is feeding packets); nor when the listing is smaller than FORK_MIN_ENTRIES, an entry is
-listed under one key (a flow to itself: de-duplicated in process), os.fork is missing, or
-the copies the children could cause (the daemon's RSS, once per child, at worst) do not fit
-in the memory available (MemAvailable, and the cgroup's memory.max - memory.current).
+CPUs are idle at that moment (/proc/loadavg's runnable tasks, the fewest of a few samples
+0.25 ms apart, the engine thread counted if it is feeding packets); nor when the listing
+is smaller than FORK_MIN_ENTRIES, an entry is listed under one key (a flow to itself:
+de-duplicated in process), os.fork is missing, or the copies the children could cause (the
+daemon's RSS, once per child, at worst) do not fit in the memory available (MemAvailable,
+and the cgroup's memory.max - memory.current).
 PROCFS_CT_FORK_RENDER=0 never forks, =N always forks N children for a big listing.
 """
 from __future__ import annotations
@@ -124,13 +125,41 @@ def children_wanted(entries: int, engine_busy: bool,
     return children if children * _rss() <= _memory_free() else 0
 
 
-def others_running() -> int:
-    """Tasks of the whole machine runnable now (/proc/loadavg), the caller's thread aside."""
+# /proc/loadavg's runnable count is one instant, and the decision is taken at a busy one:
+# the read-ahead thread is woken by a reader's read, so the daemon's FUSE thread sending
+# that reply and the reader itself (cat writing out what it got, asking for more) are
+# often runnable for those microseconds.  On 2 CPUs one of them was enough to render in
+# process: the full quiet run of 17:18 (round 9) had 172 ms (forked) and 283 ms (in
+# process) cats of one table in one figure.  A task that competes for a CPU is runnable
+# in every sample, a transient one is not: the fewest of RUNNABLE_SAMPLES samples
+# RUNNABLE_GAP seconds apart is taken (at most ~0.5 ms, only for a listing big enough to
+# fork, and none more once a sample says nothing else runs).
+RUNNABLE_SAMPLES = 3
+RUNNABLE_GAP = 0.00025
+
+
+def runnable_now() -> int:
+    """Tasks of the whole machine runnable at this instant (/proc/loadavg), the caller's
+    thread aside."""
     try:
         with open("/proc/loadavg") as f:
             return max(int(f.read().split()[3].split("/")[0]) - 1, 0)
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def others_running(sample: Optional[Callable[[], int]] = None,
+                   sleep: Callable[[float], None] = time.sleep) -> int:
+    """Tasks that keep a CPU busy besides the caller: the fewest runnable_now() (or
+    `sample`) of RUNNABLE_SAMPLES samples RUNNABLE_GAP seconds apart (see above)."""
+    sample = runnable_now if sample is None else sample
+    fewest = sample()
+    for _ in range(RUNNABLE_SAMPLES - 1):
+        if fewest == 0:
+            break
+        sleep(RUNNABLE_GAP)
+        fewest = min(fewest, sample())
+    return fewest
 
 
 def _rss() -> int:

@@ -191,6 +191,44 @@ def test_when_to_fork(monkeypatch):
 
 def test_others_running_reads_the_machine():
     assert 0 <= forkrender.others_running() < 100000
+    assert 0 <= forkrender.runnable_now() < 100000
+
+
+def _samples(*counts: int):
+    """A runnable_now() that says `counts` one after the other, and the samples taken."""
+    taken = []
+
+    def sample() -> int:
+        taken.append(counts[len(taken)])
+        return taken[-1]
+    return sample, taken
+
+
+@pytest.mark.parametrize("counts, others, taken", [
+    ((1, 0, 1), 0, 2),      # the reader or a FUSE thread, runnable for an instant: not counted
+    ((1, 1, 1), 1, 3),      # a busy loop is runnable in every sample
+    ((3, 1, 2), 1, 3),
+    ((0, 4, 4), 0, 1),      # nothing else runs: decided at once, no wait
+], ids=["transient", "busy", "fewest", "idle"])
+def test_only_a_task_runnable_in_every_sample_counts_as_busy(counts, others, taken):
+    sample, seen = _samples(*counts)
+    gaps = []
+    assert forkrender.others_running(sample, gaps.append) == others
+    assert len(seen) == taken
+    assert gaps == [forkrender.RUNNABLE_GAP] * (taken - 1)
+
+
+def test_a_reader_runnable_at_the_first_sample_does_not_stop_the_fork(monkeypatch):
+    """On 2 CPUs, one task runnable at the instant of the decision (the reader that woke
+    the read-ahead thread) used to mean rendering in process."""
+    monkeypatch.setattr(forkrender, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(forkrender, "_memory_free", lambda: 1 << 40)
+    monkeypatch.setattr(forkrender, "RUNNABLE_GAP", 0.0)
+    big = forkrender.FORK_MIN_ENTRIES
+    monkeypatch.setattr(forkrender, "runnable_now", _samples(1, 0, 0)[0])
+    assert children_wanted(big, False, {}) == 2
+    monkeypatch.setattr(forkrender, "runnable_now", _samples(1, 1, 1)[0])
+    assert children_wanted(big, False, {}) == 0
 
 
 def test_a_listing_left_half_walked_is_freed_at_once_not_at_a_full_collection(table):
