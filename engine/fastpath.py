@@ -103,6 +103,9 @@ FastTrack = Callable[[float, int, bytes], Optional[Verdict]]
 _TCP_AFTER_PORTS = struct.Struct("!IIBBH")
 _UDP_LENGTH = struct.Struct("!H")
 NEG_HALF = -HALF
+TWO32 = M32 + 1
+NEG_TWO32 = -TWO32
+NEG_3HALF = -3 * HALF
 TIMESTAMPS_DOFF = 20 + 12                   # a TCP header with NOP NOP TIMESTAMP(10) alone
 IPV4_NO_OPTIONS = 0x45
 FRAGMENT = ipv4.IP_MF | ipv4.IP_OFFSET      # more fragments, or an offset
@@ -432,69 +435,79 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 return new_tcp(now, frame, key, tot_len, flags, seq, ack, win, doff)
             if entry.helper is not None:
                 return None
-            if flags not in ACK_FLAGS or not (
-                    doff == 20 or (doff == TIMESTAMPS_DOFF
-                                   and frame[tcp_options_at:timestamp_only_end] == TIMESTAMP_ONLY)):
-                return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
-                                     doff, tcp_options_at)
-            status = entry.status
-            conn = entry.l4
-            old = conn[STATE]
-            if not status & SEEN_REPLY:
-                return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
-                                     doff, tcp_options_at)
             # linux_in_window() for a non-SYN, non-RST segment with ACK and no SACK block:
             # sack == ack, no side to initialise.  Its check and update are written out
             # here again, specialised, on purpose: a shared function would be one more
             # call with ~20 arguments on a third of all packets, the cost this path cuts.
-            if key == entry.reply:
-                if old not in reply_acks:
-                    return known_segment(now, frame, entry, key, tot_len, flags, seq, ack,
-                                         win, doff, tcp_options_at)
-                d = REPLY
-                (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
-                 receiver_scale, receiver_flags, receiver_loose, sender_end, sender_maxend,
-                 sender_maxwin, sender_maxack, sender_scale, sender_flags,
-                 sender_loose) = unpack_sides(conn)
-            else:
-                if old not in original_acks:
-                    return known_segment(now, frame, entry, key, tot_len, flags, seq, ack,
-                                         win, doff, tcp_options_at)
-                d = 0
-                (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
-                 sender_flags, sender_loose, receiver_end, receiver_maxend, receiver_maxwin,
-                 receiver_maxack, receiver_scale, receiver_flags,
-                 receiver_loose) = unpack_sides(conn)
-            if sender_maxwin == 0:              # the sender's side starts with this packet
-                return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
-                                     doff, tcp_options_at)
-            # seq + payload, modulo 2**32: the payload's length first, in small ints, and
-            # a bare ACK's end is its seq (a value of 2**30 or more is a Python int of two
-            # digits: each operation on it allocates; four of them were per packet).
-            payload = tot_len - ip_len - doff
-            end = (seq + payload) & M32 if payload else seq
-            maxackwin = sender_maxwin if sender_maxwin > MAXACKWINCONST else MAXACKWINCONST
-            # Checks I and III and the "after" tests below without `& M32`: for x = a - b
-            # of two sequence numbers (-2**32 <= x < 2**32), (x & M32) < HALF exactly when
-            # 0 <= x < HALF or x < -HALF, and (x & M32) >= HALF when x >= HALF or
-            # -HALF <= x < 0.  Masking a negative Python int of two digits (most sequence
-            # numbers are 2**30 or more) allocates twice; comparing allocates nothing.
-            beyond = seq - sender_maxend - 1
-            unsent = ack - receiver_end - 1
-            if (0 <= beyond < HALF or beyond < NEG_HALF                           # I
-                    or 0 <= unsent < HALF or unsent < NEG_HALF                    # III
-                    or (receiver_maxwin
-                        and ((sender_end - receiver_maxwin - 1 - end) & M32) < HALF)  # II
-                    or ((receiver_end - maxackwin - 1 - ack) & M32) < HALF):    # IV
-                # IGNORE, INVALID or a liberal accept: linux_in_window() decides.
+            # Every segment it does not take -- other flags or options, no reply seen yet,
+            # a state an ACK does not move to ESTABLISHED without a special cell, the
+            # sender's side starting with this packet, a window check failing (IGNORE,
+            # INVALID or a liberal accept) -- goes to known_segment() below, in one place.
+            status = entry.status
+            taken = False
+            if (flags in ACK_FLAGS and status & SEEN_REPLY
+                    and (doff == 20 or (doff == TIMESTAMPS_DOFF and frame[
+                        tcp_options_at:timestamp_only_end] == TIMESTAMP_ONLY))):
+                conn = entry.l4
+                if key == entry.reply:
+                    d = REPLY
+                    acks = reply_acks
+                    (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
+                     receiver_scale, receiver_flags, receiver_loose, sender_end,
+                     sender_maxend, sender_maxwin, sender_maxack, sender_scale, sender_flags,
+                     sender_loose) = unpack_sides(conn)
+                else:
+                    d = 0
+                    acks = original_acks
+                    (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
+                     sender_flags, sender_loose, receiver_end, receiver_maxend,
+                     receiver_maxwin, receiver_maxack, receiver_scale, receiver_flags,
+                     receiver_loose) = unpack_sides(conn)
+                # seq + payload, modulo 2**32: the payload's length first, in small ints,
+                # and a bare ACK's end is its seq (a value of 2**30 or more is a Python int
+                # of two digits: each operation on it allocates, masking more than
+                # comparing).
+                end = seq
+                payload = tot_len - ip_len - doff
+                if payload:
+                    end = seq + payload
+                    if end > M32:
+                        end -= TWO32
+                maxackwin = (sender_maxwin if sender_maxwin > MAXACKWINCONST
+                             else MAXACKWINCONST)
+                # The window checks without `& M32`, on differences of sequence numbers
+                # taken once (two-digit ints in, small ints out; the rest in small ints).
+                # For x = a - b (-2**32 <= x < 2**32), (x & M32) < HALF exactly when
+                # 0 <= x < HALF or x < -HALF; for x of three terms (-2**33 <= x < 2**32)
+                # when 0 <= x < HALF or -2**32 <= x < -HALF or x < -3 * HALF.
+                #   I:   before(seq, sender maxend + 1)      beyond = seq - maxend - 1
+                #   II:  after(end, sender end - receiver maxwin)
+                #        (sender end - maxwin - 1 - end)  = end_gap - maxwin - 1
+                #   III: before(ack, receiver end + 1)       unsent = ack - end - 1
+                #   IV:  after(ack, receiver end - MAXACKWINDOW(sender))
+                #        (receiver end - maxackwin - 1 - ack) = -2 - unsent - maxackwin
+                beyond = seq - sender_maxend - 1
+                unsent = ack - receiver_end - 1
+                end_gap = sender_end - end
+                lag = end_gap - receiver_maxwin - 1
+                short = -2 - unsent - maxackwin
+                taken = (conn[STATE] in acks
+                         and sender_maxwin != 0     # else its side starts with this packet
+                         and not (0 <= beyond < HALF or beyond < NEG_HALF             # I
+                                  or 0 <= unsent < HALF or unsent < NEG_HALF          # III
+                                  or (receiver_maxwin                                 # II
+                                      and (0 <= lag < HALF or NEG_TWO32 <= lag < NEG_HALF
+                                           or lag < NEG_3HALF))
+                                  or 0 <= short < HALF or NEG_TWO32 <= short < NEG_HALF  # IV
+                                  or short < NEG_3HALF))
+            if not taken:
                 return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
                                      doff, tcp_options_at)
             win_raw = win
             win = win << sender_scale
             if sender_maxwin < win:             # swin = win + sack - ack, sack == ack
                 sender_maxwin = win
-            gap = sender_end - end
-            if gap >= HALF or NEG_HALF <= gap < 0:              # after(end, sender end)
+            if end_gap >= HALF or NEG_HALF <= end_gap < 0:      # after(end, sender end)
                 sender_end = end
                 sender_flags |= DATA_UNACKNOWLEDGED
             if not sender_flags & MAXACK_SET:
@@ -507,8 +520,10 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             if receiver_maxwin != 0:
                 gap = sender_maxend - end
                 if gap >= HALF or NEG_HALF <= gap < 0:          # after(end, maxend)
-                    receiver_maxwin = (receiver_maxwin + end - sender_maxend) & M32
-            right = (ack + win) & M32
+                    receiver_maxwin = (receiver_maxwin - gap) & M32
+            right = ack + win
+            if right > M32:
+                right -= TWO32
             gap = receiver_maxend - 1 - right
             if gap >= HALF or NEG_HALF <= gap < 0:              # after(right, maxend - 1)
                 receiver_maxend = right if win else (right + 1) & M32
