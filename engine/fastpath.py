@@ -86,12 +86,12 @@ from .icmpv6 import REQUEST_TYPES as ICMPV6_REQUEST_TYPES
 from .packet import (ACK, ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6,
                      IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, PSH, SYN, TcpInfo)
 from .parse import GRE_VERSION_1, TIMESTAMP_ONLY, parse_tcp_options
+from .table import Keyed
 from .tcp_tables import (C_ACK, C_SYN, CLASS_OF_FLAGS, ESTABLISHED, NONE, STATE_TIMEOUT_KNOB,
                          SYN_RECV, SYN_SENT, TABLES, VALID_FLAGS)
-from .tcp_window import (BE_LIBERAL, BOTH_SIDES, DATA_UNACKNOWLEDGED, HALF, LAST_DIR,
-                         LAST_FIELDS, LAST_INDEX, M32, MAXACK_SET,
-                         MAXACKWINCONST, MAXEND_AT, RETRANS, SIDE, STATE, init_from_syn,
-                         new_conn, put32)
+from .tcp_window import (BE_LIBERAL, DATA_UNACKNOWLEDGED, HALF, LAST_INDEX, M32,
+                         MAXACK_SET, MAXACKWINCONST, MAXEND_AT, RETRANS, SIDE, STATE,
+                         THROUGH_LAST, init_from_syn, new_conn, put32)
 from .udp import STREAM_AFTER
 
 if TYPE_CHECKING:
@@ -291,10 +291,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
 
     unpack_tcp = _TCP_AFTER_PORTS.unpack_from
     unpack_udp_len = _UDP_LENGTH.unpack_from
-    unpack_sides = BOTH_SIDES.unpack_from
-    pack_sides = BOTH_SIDES.pack_into
-    unpack_last = LAST_FIELDS.unpack_from
-    pack_last = LAST_FIELDS.pack_into
+    unpack_fields = THROUGH_LAST.unpack_from
+    pack_fields = THROUGH_LAST.pack_into
     established_timeout = STATE_TIMEOUT_KNOB[ESTABLISHED]
     original_acks, reply_acks = _acks_to_established()
     opens = _syn_opens()
@@ -309,16 +307,17 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         kind_of(Entry, l3, proto) for proto in (IPPROTO_TCP, IPPROTO_UDP, icmp_proto,
                                                 IPPROTO_GRE))
 
-    def admit(entry: Entry, now: float, tot_len: int, timeout: float) -> Verdict:
+    def admit(entry: Entry, now: float, tot_len: int, timeout: float, table: Keyed) -> Verdict:
         """Tracker.process()'s bookkeeping for the new entry of an original-direction
-        packet, then Tracker.confirm() putting it in the table with its timer."""
+        packet, then Tracker.confirm() putting it in the table (`table`, its protocol's
+        dict) with its timer."""
         if kv["acct"]:
             entry.counters = [1, 0, tot_len, 0]
         if kv["timestamp"]:
             entry.created = now
         stats["new"] += 1
         expires = entry.expires = now + timeout
-        conns.insert(entry)
+        conns.insert(entry, table)
         file_timer(entry, expires)      # a new entry has no filing yet
         return NEW_ORIGINAL
 
@@ -328,16 +327,18 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         limit = kv["max"]
         return expects.next_due == INFINITY and (limit == 0 or len(conns) < limit)
 
-    def new_udp(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
+    def new_udp(now: float, frame: bytes, key: bytes, tot_len: int,
+                table: Keyed) -> Optional[Verdict]:
         """The first datagram of a UDP flow."""
         if not has_room():
             return None
         entry = new_object(udp_kind)
         init_entry(entry, key, reply_key(frame), now)
         entry.l4 = now                  # UdpTracker.new(): the first packet's time
-        return admit(entry, now, tot_len, kv["udp_timeout"])
+        return admit(entry, now, tot_len, kv["udp_timeout"], table)
 
-    def new_icmp(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
+    def new_icmp(now: float, frame: bytes, key: bytes, tot_len: int,
+                 table: Keyed) -> Optional[Verdict]:
         """An ICMP request without an entry (IcmpTracker.new(); other types make none)."""
         icmp_type = frame[l4_at]
         if icmp_type not in version.icmp_requests or not has_room():
@@ -349,19 +350,20 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         init_entry(entry, key, reply, now)
         if version.icmp_l4 is not None:
             entry.l4 = version.icmp_l4
-        return admit(entry, now, tot_len, kv[icmp_timeout])
+        return admit(entry, now, tot_len, kv[icmp_timeout], table)
 
-    def new_gre(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
+    def new_gre(now: float, frame: bytes, key: bytes, tot_len: int,
+                table: Keyed) -> Optional[Verdict]:
         """The first packet of a plain GRE flow (GreTracker.new())."""
         if not has_room():
             return None
         entry = new_object(gre_kind)
         init_entry(entry, key, frame[dst_at:l4_at] + frame[src_at:dst_at] + NO_KEYS, now)
         entry.l4 = (kv["gre_timeout"], kv["gre_timeout_stream"])
-        return admit(entry, now, tot_len, entry.l4[0])
+        return admit(entry, now, tot_len, entry.l4[0], table)
 
     def new_tcp(now: float, frame: bytes, key: bytes, tot_len: int, flags: int, seq: int,
-                ack: int, win: int, doff: int) -> Optional[Verdict]:
+                ack: int, win: int, doff: int, table: Keyed) -> Optional[Verdict]:
         """A connection's first SYN (TcpTracker.new(), then _linux_packet())."""
         if flags not in SYN_FLAGS or not opens or not has_room():
             return None
@@ -385,7 +387,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         timeout = kv[syn_sent_timeout]
         if timeout > kv["tcp_timeout_max_retrans"]:
             timeout = kv["tcp_timeout_max_retrans"]
-        return admit(entry, now, tot_len, timeout)
+        return admit(entry, now, tot_len, timeout, table)
 
     def track(now: float, linktype: int, frame: bytes) -> Optional[Verdict]:
         if linktype != own_linktype:
@@ -432,7 +434,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 return None                     # its first packet makes the table
             entry = table.get(key)
             if entry is None:
-                return new_tcp(now, frame, key, tot_len, flags, seq, ack, win, doff)
+                return new_tcp(now, frame, key, tot_len, flags, seq, ack, win, doff, table)
             if entry.helper is not None:
                 return None
             # linux_in_window() for a non-SYN, non-RST segment with ACK and no SACK block:
@@ -455,14 +457,16 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                     (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
                      receiver_scale, receiver_flags, receiver_loose, sender_end,
                      sender_maxend, sender_maxwin, sender_maxack, sender_scale, sender_flags,
-                     sender_loose) = unpack_sides(conn)
+                     sender_loose, old, _, last_dir, last_seq, last_ack, last_end,
+                     last_win) = unpack_fields(conn)
                 else:
                     d = 0
                     acks = original_acks
                     (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
                      sender_flags, sender_loose, receiver_end, receiver_maxend,
                      receiver_maxwin, receiver_maxack, receiver_scale, receiver_flags,
-                     receiver_loose) = unpack_sides(conn)
+                     receiver_loose, old, _, last_dir, last_seq, last_ack, last_end,
+                     last_win) = unpack_fields(conn)
                 # seq + payload, modulo 2**32: the payload's length first, in small ints,
                 # and a bare ACK's end is its seq (a value of 2**30 or more is a Python int
                 # of two digits: each operation on it allocates, masking more than
@@ -491,7 +495,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 end_gap = sender_end - end
                 lag = end_gap - receiver_maxwin - 1
                 short = -2 - unsent - maxackwin
-                taken = (conn[STATE] in acks
+                taken = (old in acks
                          and sender_maxwin != 0     # else its side starts with this packet
                          and not (0 <= beyond < HALF or beyond < NEG_HALF             # I
                                   or 0 <= unsent < HALF or unsent < NEG_HALF          # III
@@ -529,23 +533,25 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 receiver_maxend = right if win else (right + 1) & M32
             if ack == receiver_end:
                 receiver_flags &= ~DATA_UNACKNOWLEDGED
-            if d:
-                pack_sides(conn, 0, receiver_end, receiver_maxend, receiver_maxwin,
-                           receiver_maxack, receiver_scale, receiver_flags, receiver_loose,
-                           sender_end, sender_maxend, sender_maxwin, sender_maxack,
-                           sender_scale, sender_flags, sender_loose)
-            else:
-                pack_sides(conn, 0, sender_end, sender_maxend, sender_maxwin, sender_maxack,
-                           sender_scale, sender_flags, sender_loose, receiver_end,
-                           receiver_maxend, receiver_maxwin, receiver_maxack,
-                           receiver_scale, receiver_flags, receiver_loose)
-            if unpack_last(conn, LAST_DIR) == (d, seq, ack, end, win_raw):
+            if (last_dir == d and last_seq == seq and last_ack == ack and last_end == end
+                    and last_win == win_raw):
                 retrans = conn[RETRANS] = (conn[RETRANS] + 1) & 0xFF
             else:
-                pack_last(conn, LAST_DIR, d, seq, ack, end, win_raw)
                 retrans = conn[RETRANS] = 0
-            conn[LAST_INDEX] = C_ACK            # LAST_DIR is d already
-            conn[STATE] = ESTABLISHED
+            # Both sides, the state, the last packet's class and the last packet itself
+            # (the same values again when it was a retransmission) in one call.
+            if d:
+                pack_fields(conn, 0, receiver_end, receiver_maxend, receiver_maxwin,
+                            receiver_maxack, receiver_scale, receiver_flags, receiver_loose,
+                            sender_end, sender_maxend, sender_maxwin, sender_maxack,
+                            sender_scale, sender_flags, sender_loose, ESTABLISHED, C_ACK,
+                            d, seq, ack, end, win_raw)
+            else:
+                pack_fields(conn, 0, sender_end, sender_maxend, sender_maxwin,
+                            sender_maxack, sender_scale, sender_flags, sender_loose,
+                            receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
+                            receiver_scale, receiver_flags, receiver_loose, ESTABLISHED,
+                            C_ACK, d, seq, ack, end, win_raw)
             # TcpTracker._linux_packet()'s timeout rules (a), (c), (d), (e); (b) is RST's.
             timeout = kv[established_timeout]
             if (retrans >= kv["tcp_max_retrans"]
@@ -598,7 +604,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 return None
             entry = table.get(key)
             if entry is None:
-                return make(now, frame, key, tot_len)
+                return make(now, frame, key, tot_len, table)
             if entry.helper is not None:
                 return None
             status = entry.status
