@@ -89,9 +89,9 @@ from .parse import GRE_VERSION_1, TIMESTAMP_ONLY, parse_tcp_options
 from .table import Keyed
 from .tcp_tables import (C_ACK, C_SYN, CLASS_OF_FLAGS, ESTABLISHED, NONE, STATE_TIMEOUT_KNOB,
                          SYN_RECV, SYN_SENT, TABLES, VALID_FLAGS)
-from .tcp_window import (BE_LIBERAL, DATA_UNACKNOWLEDGED, HALF, LAST_INDEX, M32,
+from .tcp_window import (BE_LIBERAL, DATA_UNACKNOWLEDGED, END_AT, HALF, LAST_INDEX, M32,
                          MAXACK_SET, MAXACKWINCONST, MAXEND_AT, RETRANS, SIDE, STATE,
-                         THROUGH_LAST, init_from_syn, new_conn, put32)
+                         THROUGH_LAST, new_conn, put32, read_options, start_side)
 from .udp import STREAM_AFTER
 
 if TYPE_CHECKING:
@@ -367,16 +367,25 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         """A connection's first SYN (TcpTracker.new(), then _linux_packet())."""
         if flags not in SYN_FLAGS or not opens or not has_room():
             return None
-        tcp = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False, None, True,
-                      doff > 20)
-        if doff > 20:
-            parse_tcp_options(tcp, frame, tcp_options_at, l4_at + doff)
+        # init_from_syn() on the original side, written out: the side starts at the
+        # SYN's end (seq + payload + 1, modulo 2**32 without a mask), its window or 1;
+        # the options (a TcpInfo read by parse_tcp_options(), as extract_ipv4() would)
+        # only when the header has some -- read_options() changes nothing without.
+        end = seq + tot_len - ip_len - doff + 1
+        if end > M32:
+            end -= TWO32
+        maxwin = win or 1
         conn = new_conn()
-        init_from_syn(conn, 0, tcp, BE_LIBERAL)
+        start_side(conn, END_AT, end, end, maxwin)
+        if doff > 20:
+            tcp = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False, None,
+                          True, True)
+            parse_tcp_options(tcp, frame, tcp_options_at, l4_at + doff)
+            read_options(conn, 0, tcp, BE_LIBERAL)
         # NONE -SYN-> SYN_SENT has no special cell, and linux_in_window() passes a SYN on
         # the side it has just started: of its updates only the receiver's maxend changes,
         # to the SYN's (unscaled) window from ack 0, as "right" (1 for a window of 0).
-        put32(conn, SIDE + MAXEND_AT, win or 1)
+        put32(conn, SIDE + MAXEND_AT, maxwin)
         conn[LAST_INDEX] = C_SYN        # LAST_DIR is ORIGINAL already
         conn[STATE] = SYN_SENT
         entry = new_object(tcp_kind)
