@@ -492,7 +492,9 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 # taken once (two-digit ints in, small ints out; the rest in small ints).
                 # For x = a - b (-2**32 <= x < 2**32), (x & M32) < HALF exactly when
                 # 0 <= x < HALF or x < -HALF; for x of three terms (-2**33 <= x < 2**32)
-                # when 0 <= x < HALF or -2**32 <= x < -HALF or x < -3 * HALF.
+                # when 0 <= x < HALF or -2**32 <= x < -HALF or x < -3 * HALF.  (The
+                # updates' after(a, b) below, (x & M32) >= HALF for x = b - a: when
+                # 0 > x >= -HALF or x >= HALF, the common negative case tested first.)
                 #   I:   before(seq, sender maxend + 1)      beyond = seq - maxend - 1
                 #   II:  after(end, sender end - receiver maxwin)
                 #        (sender end - maxwin - 1 - end)  = end_gap - maxwin - 1
@@ -504,15 +506,21 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 end_gap = sender_end - end
                 lag = end_gap - receiver_maxwin - 1
                 short = -2 - unsent - maxackwin
+                # An in-window segment has all four differences in [-HALF, 0), where each
+                # check passes: tested first, in four comparisons; else every range.
                 taken = (old in acks
                          and sender_maxwin != 0     # else its side starts with this packet
-                         and not (0 <= beyond < HALF or beyond < NEG_HALF             # I
-                                  or 0 <= unsent < HALF or unsent < NEG_HALF          # III
-                                  or (receiver_maxwin                                 # II
-                                      and (0 <= lag < HALF or NEG_TWO32 <= lag < NEG_HALF
-                                           or lag < NEG_3HALF))
-                                  or 0 <= short < HALF or NEG_TWO32 <= short < NEG_HALF  # IV
-                                  or short < NEG_3HALF))
+                         and ((NEG_HALF <= beyond < 0 and NEG_HALF <= unsent < 0
+                               and NEG_HALF <= lag < 0 and NEG_HALF <= short < 0)
+                              or not (0 <= beyond < HALF or beyond < NEG_HALF         # I
+                                      or 0 <= unsent < HALF or unsent < NEG_HALF      # III
+                                      or (receiver_maxwin                             # II
+                                          and (0 <= lag < HALF
+                                               or NEG_TWO32 <= lag < NEG_HALF
+                                               or lag < NEG_3HALF))
+                                      or 0 <= short < HALF                            # IV
+                                      or NEG_TWO32 <= short < NEG_HALF
+                                      or short < NEG_3HALF)))
             if not taken:
                 return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
                                      doff, tcp_options_at)
@@ -520,7 +528,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             win = win << sender_scale
             if sender_maxwin < win:             # swin = win + sack - ack, sack == ack
                 sender_maxwin = win
-            if end_gap >= HALF or NEG_HALF <= end_gap < 0:      # after(end, sender end)
+            if 0 > end_gap >= NEG_HALF or end_gap >= HALF:      # after(end, sender end)
                 sender_end = end
                 sender_flags |= DATA_UNACKNOWLEDGED
             if not sender_flags & MAXACK_SET:
@@ -528,17 +536,17 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 sender_flags |= MAXACK_SET
             else:
                 gap = sender_maxack - ack
-                if gap >= HALF or NEG_HALF <= gap < 0:          # after(ack, maxack)
+                if 0 > gap >= NEG_HALF or gap >= HALF:          # after(ack, maxack)
                     sender_maxack = ack
             if receiver_maxwin != 0:
                 gap = sender_maxend - end
-                if gap >= HALF or NEG_HALF <= gap < 0:          # after(end, maxend)
+                if 0 > gap >= NEG_HALF or gap >= HALF:          # after(end, maxend)
                     receiver_maxwin = (receiver_maxwin - gap) & M32
             right = ack + win
             if right > M32:
                 right -= TWO32
             gap = receiver_maxend - 1 - right
-            if gap >= HALF or NEG_HALF <= gap < 0:              # after(right, maxend - 1)
+            if 0 > gap >= NEG_HALF or gap >= HALF:              # after(right, maxend - 1)
                 receiver_maxend = right if win else (right + 1) & M32
             if ack == receiver_end:
                 receiver_flags &= ~DATA_UNACKNOWLEDGED
