@@ -34,4 +34,5 @@ def test_per_known_is_the_difference_over_the_known_datagrams(monkeypatch):
         passes = int(code.split(", ")[1])
         return {"instructions": 1_000_000 + passes * tapengine.FLOWS * 3_000}
     monkeypatch.setattr(tapengine, "count", fake_count)
+    monkeypatch.setattr(tapengine, "saved_frames", lambda shape, passes: "/nowhere.pickle")
     assert tapengine.per_known("sports", 2, "fast", "/nowhere") == 3_000.0
