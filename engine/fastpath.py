@@ -585,8 +585,12 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         else:
             # The entry of the tuple, or a new one (the protocol's new_*() takes it or not).
             if proto == IPPROTO_UDP:
+                # The header's length first: the length field read is inside the datagram
+                # (an IPv6 one of 4 bytes of payload ends before it: struct.error).
+                if tot_len < header8_min:
+                    return None
                 udp_len = unpack_udp_len(frame, udp_len_at)[0]
-                if tot_len < header8_min or udp_len < 8 or udp_len > tot_len - ip_len:
+                if udp_len < 8 or udp_len > tot_len - ip_len:
                     return None
                 table = udp_table if udp_table is not None else tables.get(udp_id)
                 if table is None:

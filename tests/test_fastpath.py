@@ -1088,3 +1088,21 @@ def test_window_checks_across_the_wrap_same_with_and_without_fast_path(seed, tmp
     # left to known_segment() (out of window: IGNORE or INVALID).
     assert counting.taken - declined.taken > 300, (counting.taken, declined.taken)
     assert declined.taken > 300, declined.taken
+
+
+@pytest.mark.parametrize("proto, payload", [(IPPROTO_UDP, b"\x13\x88\x00\x35"),
+                                            (IPPROTO_UDP, b""), (IPPROTO_TCP, bytes(12)),
+                                            (IPPROTO_ICMPV6, b"\x80\x00"),
+                                            (IPPROTO_SCTP, bytes(8))])
+def test_ipv6_datagram_ending_inside_its_header_is_declined_not_raised(proto, payload):
+    """An IPv6 datagram whose payload ends inside its upper layer's header, the frame
+    ending with it: the fast path declines it (the general path counts it), raising
+    nothing -- it read a UDP header's length field beyond the frame (struct.error)."""
+    engine = make_engine()
+    fast = engine.fast_path()
+    frame = build_ethernet(build_ipv6("fe80::1", "fe80::2", proto, payload),
+                           ethertype=ETH_P_IPV6)
+    before = repr(engine_state_of(engine))
+    assert fast(T0, LINKTYPE_ETHERNET, frame) is None
+    assert repr(engine_state_of(engine)) == before
+    engine.feed_frame(T0, LINKTYPE_ETHERNET, frame)       # counted there, not raised
