@@ -86,12 +86,12 @@ from .icmpv6 import REQUEST_TYPES as ICMPV6_REQUEST_TYPES
 from .packet import (ACK, ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6,
                      IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, PSH, SYN, TcpInfo)
 from .parse import GRE_VERSION_1, TIMESTAMP_ONLY, parse_tcp_options
+from .table import Keyed
 from .tcp_tables import (C_ACK, C_SYN, CLASS_OF_FLAGS, ESTABLISHED, NONE, STATE_TIMEOUT_KNOB,
                          SYN_RECV, SYN_SENT, TABLES, VALID_FLAGS)
-from .tcp_window import (BE_LIBERAL, BOTH_SIDES, DATA_UNACKNOWLEDGED, HALF, LAST_DIR,
-                         LAST_FIELDS, LAST_INDEX, M32, MAXACK_SET,
-                         MAXACKWINCONST, MAXEND_AT, RETRANS, SIDE, STATE, init_from_syn,
-                         new_conn, put32)
+from .tcp_window import (BE_LIBERAL, DATA_UNACKNOWLEDGED, END_AT, HALF, LAST_INDEX, M32,
+                         MAXACK_SET, MAXACKWINCONST, MAXEND_AT, RETRANS, SIDE, STATE,
+                         THROUGH_LAST, new_conn, put32, read_options, start_side)
 from .udp import STREAM_AFTER
 
 if TYPE_CHECKING:
@@ -103,6 +103,9 @@ FastTrack = Callable[[float, int, bytes], Optional[Verdict]]
 _TCP_AFTER_PORTS = struct.Struct("!IIBBH")
 _UDP_LENGTH = struct.Struct("!H")
 NEG_HALF = -HALF
+TWO32 = M32 + 1
+NEG_TWO32 = -TWO32
+NEG_3HALF = -3 * HALF
 TIMESTAMPS_DOFF = 20 + 12                   # a TCP header with NOP NOP TIMESTAMP(10) alone
 IPV4_NO_OPTIONS = 0x45
 FRAGMENT = ipv4.IP_MF | ipv4.IP_OFFSET      # more fragments, or an offset
@@ -288,10 +291,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
 
     unpack_tcp = _TCP_AFTER_PORTS.unpack_from
     unpack_udp_len = _UDP_LENGTH.unpack_from
-    unpack_sides = BOTH_SIDES.unpack_from
-    pack_sides = BOTH_SIDES.pack_into
-    unpack_last = LAST_FIELDS.unpack_from
-    pack_last = LAST_FIELDS.pack_into
+    unpack_fields = THROUGH_LAST.unpack_from
+    pack_fields = THROUGH_LAST.pack_into
     established_timeout = STATE_TIMEOUT_KNOB[ESTABLISHED]
     original_acks, reply_acks = _acks_to_established()
     opens = _syn_opens()
@@ -306,16 +307,17 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         kind_of(Entry, l3, proto) for proto in (IPPROTO_TCP, IPPROTO_UDP, icmp_proto,
                                                 IPPROTO_GRE))
 
-    def admit(entry: Entry, now: float, tot_len: int, timeout: float) -> Verdict:
+    def admit(entry: Entry, now: float, tot_len: int, timeout: float, table: Keyed) -> Verdict:
         """Tracker.process()'s bookkeeping for the new entry of an original-direction
-        packet, then Tracker.confirm() putting it in the table with its timer."""
+        packet, then Tracker.confirm() putting it in the table (`table`, its protocol's
+        dict) with its timer."""
         if kv["acct"]:
             entry.counters = [1, 0, tot_len, 0]
         if kv["timestamp"]:
             entry.created = now
         stats["new"] += 1
         expires = entry.expires = now + timeout
-        conns.insert(entry)
+        conns.insert(entry, table)
         file_timer(entry, expires)      # a new entry has no filing yet
         return NEW_ORIGINAL
 
@@ -325,16 +327,18 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         limit = kv["max"]
         return expects.next_due == INFINITY and (limit == 0 or len(conns) < limit)
 
-    def new_udp(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
+    def new_udp(now: float, frame: bytes, key: bytes, tot_len: int,
+                table: Keyed) -> Optional[Verdict]:
         """The first datagram of a UDP flow."""
         if not has_room():
             return None
         entry = new_object(udp_kind)
         init_entry(entry, key, reply_key(frame), now)
         entry.l4 = now                  # UdpTracker.new(): the first packet's time
-        return admit(entry, now, tot_len, kv["udp_timeout"])
+        return admit(entry, now, tot_len, kv["udp_timeout"], table)
 
-    def new_icmp(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
+    def new_icmp(now: float, frame: bytes, key: bytes, tot_len: int,
+                 table: Keyed) -> Optional[Verdict]:
         """An ICMP request without an entry (IcmpTracker.new(); other types make none)."""
         icmp_type = frame[l4_at]
         if icmp_type not in version.icmp_requests or not has_room():
@@ -346,32 +350,42 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         init_entry(entry, key, reply, now)
         if version.icmp_l4 is not None:
             entry.l4 = version.icmp_l4
-        return admit(entry, now, tot_len, kv[icmp_timeout])
+        return admit(entry, now, tot_len, kv[icmp_timeout], table)
 
-    def new_gre(now: float, frame: bytes, key: bytes, tot_len: int) -> Optional[Verdict]:
+    def new_gre(now: float, frame: bytes, key: bytes, tot_len: int,
+                table: Keyed) -> Optional[Verdict]:
         """The first packet of a plain GRE flow (GreTracker.new())."""
         if not has_room():
             return None
         entry = new_object(gre_kind)
         init_entry(entry, key, frame[dst_at:l4_at] + frame[src_at:dst_at] + NO_KEYS, now)
         entry.l4 = (kv["gre_timeout"], kv["gre_timeout_stream"])
-        return admit(entry, now, tot_len, entry.l4[0])
+        return admit(entry, now, tot_len, entry.l4[0], table)
 
     def new_tcp(now: float, frame: bytes, key: bytes, tot_len: int, flags: int, seq: int,
-                ack: int, win: int, doff: int) -> Optional[Verdict]:
+                ack: int, win: int, doff: int, table: Keyed) -> Optional[Verdict]:
         """A connection's first SYN (TcpTracker.new(), then _linux_packet())."""
         if flags not in SYN_FLAGS or not opens or not has_room():
             return None
-        tcp = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False, None, True,
-                      doff > 20)
-        if doff > 20:
-            parse_tcp_options(tcp, frame, tcp_options_at, l4_at + doff)
+        # init_from_syn() on the original side, written out: the side starts at the
+        # SYN's end (seq + payload + 1, modulo 2**32 without a mask), its window or 1;
+        # the options (a TcpInfo read by parse_tcp_options(), as extract_ipv4() would)
+        # only when the header has some -- read_options() changes nothing without.
+        end = seq + tot_len - ip_len - doff + 1
+        if end > M32:
+            end -= TWO32
+        maxwin = win or 1
         conn = new_conn()
-        init_from_syn(conn, 0, tcp, BE_LIBERAL)
+        start_side(conn, END_AT, end, end, maxwin)
+        if doff > 20:
+            tcp = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False, None,
+                          True, True)
+            parse_tcp_options(tcp, frame, tcp_options_at, l4_at + doff)
+            read_options(conn, 0, tcp, BE_LIBERAL)
         # NONE -SYN-> SYN_SENT has no special cell, and linux_in_window() passes a SYN on
         # the side it has just started: of its updates only the receiver's maxend changes,
         # to the SYN's (unscaled) window from ack 0, as "right" (1 for a window of 0).
-        put32(conn, SIDE + MAXEND_AT, win or 1)
+        put32(conn, SIDE + MAXEND_AT, maxwin)
         conn[LAST_INDEX] = C_SYN        # LAST_DIR is ORIGINAL already
         conn[STATE] = SYN_SENT
         entry = new_object(tcp_kind)
@@ -382,7 +396,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         timeout = kv[syn_sent_timeout]
         if timeout > kv["tcp_timeout_max_retrans"]:
             timeout = kv["tcp_timeout_max_retrans"]
-        return admit(entry, now, tot_len, timeout)
+        return admit(entry, now, tot_len, timeout, table)
 
     def track(now: float, linktype: int, frame: bytes) -> Optional[Verdict]:
         if linktype != own_linktype:
@@ -429,72 +443,92 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 return None                     # its first packet makes the table
             entry = table.get(key)
             if entry is None:
-                return new_tcp(now, frame, key, tot_len, flags, seq, ack, win, doff)
+                return new_tcp(now, frame, key, tot_len, flags, seq, ack, win, doff, table)
             if entry.helper is not None:
                 return None
-            if flags not in ACK_FLAGS or not (
-                    doff == 20 or (doff == TIMESTAMPS_DOFF
-                                   and frame[tcp_options_at:timestamp_only_end] == TIMESTAMP_ONLY)):
-                return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
-                                     doff, tcp_options_at)
-            status = entry.status
-            conn = entry.l4
-            old = conn[STATE]
-            if not status & SEEN_REPLY:
-                return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
-                                     doff, tcp_options_at)
             # linux_in_window() for a non-SYN, non-RST segment with ACK and no SACK block:
             # sack == ack, no side to initialise.  Its check and update are written out
             # here again, specialised, on purpose: a shared function would be one more
             # call with ~20 arguments on a third of all packets, the cost this path cuts.
-            if key == entry.reply:
-                if old not in reply_acks:
-                    return known_segment(now, frame, entry, key, tot_len, flags, seq, ack,
-                                         win, doff, tcp_options_at)
-                d = REPLY
-                (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
-                 receiver_scale, receiver_flags, receiver_loose, sender_end, sender_maxend,
-                 sender_maxwin, sender_maxack, sender_scale, sender_flags,
-                 sender_loose) = unpack_sides(conn)
-            else:
-                if old not in original_acks:
-                    return known_segment(now, frame, entry, key, tot_len, flags, seq, ack,
-                                         win, doff, tcp_options_at)
-                d = 0
-                (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
-                 sender_flags, sender_loose, receiver_end, receiver_maxend, receiver_maxwin,
-                 receiver_maxack, receiver_scale, receiver_flags,
-                 receiver_loose) = unpack_sides(conn)
-            if sender_maxwin == 0:              # the sender's side starts with this packet
-                return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
-                                     doff, tcp_options_at)
-            # seq + payload, modulo 2**32: the payload's length first, in small ints, and
-            # a bare ACK's end is its seq (a value of 2**30 or more is a Python int of two
-            # digits: each operation on it allocates; four of them were per packet).
-            payload = tot_len - ip_len - doff
-            end = (seq + payload) & M32 if payload else seq
-            maxackwin = sender_maxwin if sender_maxwin > MAXACKWINCONST else MAXACKWINCONST
-            # Checks I and III and the "after" tests below without `& M32`: for x = a - b
-            # of two sequence numbers (-2**32 <= x < 2**32), (x & M32) < HALF exactly when
-            # 0 <= x < HALF or x < -HALF, and (x & M32) >= HALF when x >= HALF or
-            # -HALF <= x < 0.  Masking a negative Python int of two digits (most sequence
-            # numbers are 2**30 or more) allocates twice; comparing allocates nothing.
-            beyond = seq - sender_maxend - 1
-            unsent = ack - receiver_end - 1
-            if (0 <= beyond < HALF or beyond < NEG_HALF                           # I
-                    or 0 <= unsent < HALF or unsent < NEG_HALF                    # III
-                    or (receiver_maxwin
-                        and ((sender_end - receiver_maxwin - 1 - end) & M32) < HALF)  # II
-                    or ((receiver_end - maxackwin - 1 - ack) & M32) < HALF):    # IV
-                # IGNORE, INVALID or a liberal accept: linux_in_window() decides.
+            # Every segment it does not take -- other flags or options, no reply seen yet,
+            # a state an ACK does not move to ESTABLISHED without a special cell, the
+            # sender's side starting with this packet, a window check failing (IGNORE,
+            # INVALID or a liberal accept) -- goes to known_segment() below, in one place.
+            status = entry.status
+            taken = False
+            if (flags in ACK_FLAGS and status & SEEN_REPLY
+                    and (doff == 20 or (doff == TIMESTAMPS_DOFF and frame[
+                        tcp_options_at:timestamp_only_end] == TIMESTAMP_ONLY))):
+                conn = entry.l4
+                if key == entry.reply:
+                    d = REPLY
+                    acks = reply_acks
+                    (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
+                     receiver_scale, receiver_flags, receiver_loose, sender_end,
+                     sender_maxend, sender_maxwin, sender_maxack, sender_scale, sender_flags,
+                     sender_loose, old, _, last_dir, last_seq, last_ack, last_end,
+                     last_win) = unpack_fields(conn)
+                else:
+                    d = 0
+                    acks = original_acks
+                    (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
+                     sender_flags, sender_loose, receiver_end, receiver_maxend,
+                     receiver_maxwin, receiver_maxack, receiver_scale, receiver_flags,
+                     receiver_loose, old, _, last_dir, last_seq, last_ack, last_end,
+                     last_win) = unpack_fields(conn)
+                # seq + payload, modulo 2**32: the payload's length first, in small ints,
+                # and a bare ACK's end is its seq (a value of 2**30 or more is a Python int
+                # of two digits: each operation on it allocates, masking more than
+                # comparing).
+                end = seq
+                payload = tot_len - ip_len - doff
+                if payload:
+                    end = seq + payload
+                    if end > M32:
+                        end -= TWO32
+                maxackwin = (sender_maxwin if sender_maxwin > MAXACKWINCONST
+                             else MAXACKWINCONST)
+                # The window checks without `& M32`, on differences of sequence numbers
+                # taken once (two-digit ints in, small ints out; the rest in small ints).
+                # For x = a - b (-2**32 <= x < 2**32), (x & M32) < HALF exactly when
+                # 0 <= x < HALF or x < -HALF; for x of three terms (-2**33 <= x < 2**32)
+                # when 0 <= x < HALF or -2**32 <= x < -HALF or x < -3 * HALF.  (The
+                # updates' after(a, b) below, (x & M32) >= HALF for x = b - a: when
+                # 0 > x >= -HALF or x >= HALF, the common negative case tested first.)
+                #   I:   before(seq, sender maxend + 1)      beyond = seq - maxend - 1
+                #   II:  after(end, sender end - receiver maxwin)
+                #        (sender end - maxwin - 1 - end)  = end_gap - maxwin - 1
+                #   III: before(ack, receiver end + 1)       unsent = ack - end - 1
+                #   IV:  after(ack, receiver end - MAXACKWINDOW(sender))
+                #        (receiver end - maxackwin - 1 - ack) = -2 - unsent - maxackwin
+                beyond = seq - sender_maxend - 1
+                unsent = ack - receiver_end - 1
+                end_gap = sender_end - end
+                lag = end_gap - receiver_maxwin - 1
+                short = -2 - unsent - maxackwin
+                # An in-window segment has all four differences in [-HALF, 0), where each
+                # check passes: tested first, in four comparisons; else every range.
+                taken = (old in acks
+                         and sender_maxwin != 0     # else its side starts with this packet
+                         and ((NEG_HALF <= beyond < 0 and NEG_HALF <= unsent < 0
+                               and NEG_HALF <= lag < 0 and NEG_HALF <= short < 0)
+                              or not (0 <= beyond < HALF or beyond < NEG_HALF         # I
+                                      or 0 <= unsent < HALF or unsent < NEG_HALF      # III
+                                      or (receiver_maxwin                             # II
+                                          and (0 <= lag < HALF
+                                               or NEG_TWO32 <= lag < NEG_HALF
+                                               or lag < NEG_3HALF))
+                                      or 0 <= short < HALF                            # IV
+                                      or NEG_TWO32 <= short < NEG_HALF
+                                      or short < NEG_3HALF)))
+            if not taken:
                 return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
                                      doff, tcp_options_at)
             win_raw = win
             win = win << sender_scale
             if sender_maxwin < win:             # swin = win + sack - ack, sack == ack
                 sender_maxwin = win
-            gap = sender_end - end
-            if gap >= HALF or NEG_HALF <= gap < 0:              # after(end, sender end)
+            if 0 > end_gap >= NEG_HALF or end_gap >= HALF:      # after(end, sender end)
                 sender_end = end
                 sender_flags |= DATA_UNACKNOWLEDGED
             if not sender_flags & MAXACK_SET:
@@ -502,35 +536,39 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 sender_flags |= MAXACK_SET
             else:
                 gap = sender_maxack - ack
-                if gap >= HALF or NEG_HALF <= gap < 0:          # after(ack, maxack)
+                if 0 > gap >= NEG_HALF or gap >= HALF:          # after(ack, maxack)
                     sender_maxack = ack
             if receiver_maxwin != 0:
                 gap = sender_maxend - end
-                if gap >= HALF or NEG_HALF <= gap < 0:          # after(end, maxend)
-                    receiver_maxwin = (receiver_maxwin + end - sender_maxend) & M32
-            right = (ack + win) & M32
+                if 0 > gap >= NEG_HALF or gap >= HALF:          # after(end, maxend)
+                    receiver_maxwin = (receiver_maxwin - gap) & M32
+            right = ack + win
+            if right > M32:
+                right -= TWO32
             gap = receiver_maxend - 1 - right
-            if gap >= HALF or NEG_HALF <= gap < 0:              # after(right, maxend - 1)
+            if 0 > gap >= NEG_HALF or gap >= HALF:              # after(right, maxend - 1)
                 receiver_maxend = right if win else (right + 1) & M32
             if ack == receiver_end:
                 receiver_flags &= ~DATA_UNACKNOWLEDGED
-            if d:
-                pack_sides(conn, 0, receiver_end, receiver_maxend, receiver_maxwin,
-                           receiver_maxack, receiver_scale, receiver_flags, receiver_loose,
-                           sender_end, sender_maxend, sender_maxwin, sender_maxack,
-                           sender_scale, sender_flags, sender_loose)
-            else:
-                pack_sides(conn, 0, sender_end, sender_maxend, sender_maxwin, sender_maxack,
-                           sender_scale, sender_flags, sender_loose, receiver_end,
-                           receiver_maxend, receiver_maxwin, receiver_maxack,
-                           receiver_scale, receiver_flags, receiver_loose)
-            if unpack_last(conn, LAST_DIR) == (d, seq, ack, end, win_raw):
+            if (last_dir == d and last_seq == seq and last_ack == ack and last_end == end
+                    and last_win == win_raw):
                 retrans = conn[RETRANS] = (conn[RETRANS] + 1) & 0xFF
             else:
-                pack_last(conn, LAST_DIR, d, seq, ack, end, win_raw)
                 retrans = conn[RETRANS] = 0
-            conn[LAST_INDEX] = C_ACK            # LAST_DIR is d already
-            conn[STATE] = ESTABLISHED
+            # Both sides, the state, the last packet's class and the last packet itself
+            # (the same values again when it was a retransmission) in one call.
+            if d:
+                pack_fields(conn, 0, receiver_end, receiver_maxend, receiver_maxwin,
+                            receiver_maxack, receiver_scale, receiver_flags, receiver_loose,
+                            sender_end, sender_maxend, sender_maxwin, sender_maxack,
+                            sender_scale, sender_flags, sender_loose, ESTABLISHED, C_ACK,
+                            d, seq, ack, end, win_raw)
+            else:
+                pack_fields(conn, 0, sender_end, sender_maxend, sender_maxwin,
+                            sender_maxack, sender_scale, sender_flags, sender_loose,
+                            receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
+                            receiver_scale, receiver_flags, receiver_loose, ESTABLISHED,
+                            C_ACK, d, seq, ack, end, win_raw)
             # TcpTracker._linux_packet()'s timeout rules (a), (c), (d), (e); (b) is RST's.
             timeout = kv[established_timeout]
             if (retrans >= kv["tcp_max_retrans"]
@@ -547,8 +585,12 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         else:
             # The entry of the tuple, or a new one (the protocol's new_*() takes it or not).
             if proto == IPPROTO_UDP:
+                # The header's length first: the length field read is inside the datagram
+                # (an IPv6 one of 4 bytes of payload ends before it: struct.error).
+                if tot_len < header8_min:
+                    return None
                 udp_len = unpack_udp_len(frame, udp_len_at)[0]
-                if tot_len < header8_min or udp_len < 8 or udp_len > tot_len - ip_len:
+                if udp_len < 8 or udp_len > tot_len - ip_len:
                     return None
                 table = udp_table if udp_table is not None else tables.get(udp_id)
                 if table is None:
@@ -583,7 +625,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 return None
             entry = table.get(key)
             if entry is None:
-                return make(now, frame, key, tot_len)
+                return make(now, frame, key, tot_len, table)
             if entry.helper is not None:
                 return None
             status = entry.status

@@ -67,6 +67,7 @@ class ConnTable:
         return entry, REPLY if key == entry.reply else ORIGINAL
 
     def bucket(self, key: bytes) -> int:
+        """The hash chain of an original key (also the early-drop victims' chain)."""
         return hash(key) % self.buckets
 
     def chain(self, bucket: int) -> Iterator[Entry]:
@@ -76,16 +77,18 @@ class ConnTable:
             yield node
             node = node.hnext
 
-    def insert(self, entry: Entry) -> None:
-        """Put a confirmed entry in (both keys, its chain); counts `insert`."""
-        table = self.table(entry.l3.FAMILY, entry.proto)
+    def insert(self, entry: Entry, table: Optional[Keyed] = None) -> None:
+        """Put a confirmed entry in (both keys, its chain); counts `insert`.  `table`: its
+        (l3, protocol) dict, when the caller has it at hand (the fast path: no lookup)."""
+        if table is None:
+            table = self.table(entry.l3.FAMILY, entry.proto)
         orig = entry.orig
         table[orig] = entry
         table[entry.reply] = entry
         entry.status |= CONFIRMED
         self._count += 1
         chains = self._chains
-        b = hash(orig) % self.buckets           # bucket(), inlined: once per new entry
+        b = self.bucket(orig)
         entry.hnext = chains[b]
         chains[b] = entry
         self.stats["insert"] += 1
@@ -100,7 +103,7 @@ class ConnTable:
         del table[orig]
         table.pop(entry.reply, None)
         self._count -= 1
-        b = hash(orig) % self.buckets           # bucket(), inlined
+        b = self.bucket(orig)
         node, prev = self._chains[b], None
         while node is not None and node is not entry:
             prev, node = node, node.hnext

@@ -82,6 +82,11 @@ _U32 = struct.Struct("=I")
 read_u32 = _U32.unpack_from
 BOTH_SIDES = struct.Struct("=4I3B4I3B")    # both directions, ORIGINAL then REPLY
 LAST_FIELDS = struct.Struct("=B4I")        # LAST_DIR, seq, ack, end, window
+# Both sides, STATE, LAST_INDEX and LAST_FIELDS: every field an ESTABLISHED ACK reads or
+# writes but RETRANS, from offset 0 (the fast path reads them in one call, writes in one).
+THROUGH_LAST = struct.Struct("=4I3B4I3BBBB4I")
+assert THROUGH_LAST.size == LAST_WSCALE and BOTH_SIDES.size == STATE
+assert (LAST_INDEX, LAST_DIR) == (STATE + 1, STATE + 2)
 _LAST4_FIELDS = struct.Struct("=B3I")       # LAST_DIR, seq, ack, end
 # A side's first three fields (END_AT, MAXEND_AT, MAXWIN_AT are consecutive): what a side
 # starts with, written in one call (a connection's first SYN, its answer, a pickup).
