@@ -60,10 +60,10 @@ class Traffic(NamedTuple):
 
 
 STAGES = {
-    "decode": "from bench.tapcost import decode; decode({frames}, {work}, {traffic})",
-    "feed": "from bench.tapcost import feed; feed({frames}, {work}, {traffic})",
-    "driver": "from bench.tapcost import drive; drive({frames}, {work}, {traffic})",
-    "pull": "from bench.tapcost import pull; pull({frames}, {work}, {traffic})",
+    "decode": "from bench.tapcost import Traffic, decode; decode({frames}, {work}, {traffic!r})",
+    "feed": "from bench.tapcost import Traffic, feed; feed({frames}, {work}, {traffic!r})",
+    "driver": "from bench.tapcost import Traffic, drive; drive({frames}, {work}, {traffic!r})",
+    "pull": "from bench.tapcost import Traffic, pull; pull({frames}, {work}, {traffic!r})",
 }
 
 
@@ -230,9 +230,9 @@ def pull(frames: int, work: bool, traffic: Traffic) -> None:
 
 
 def per_frame(stage: str, frames: int, tree: str, traffic: Traffic = Traffic()) -> float:
-    many = count(STAGES[stage].format(frames=frames, work=True, traffic=tuple(traffic)),
+    many = count(STAGES[stage].format(frames=frames, work=True, traffic=traffic),
                  tree)["instructions"]
-    none = count(STAGES[stage].format(frames=frames, work=False, traffic=tuple(traffic)),
+    none = count(STAGES[stage].format(frames=frames, work=False, traffic=traffic),
                  tree)["instructions"]
     return (many - none) / frames
 

@@ -41,3 +41,18 @@ def test_tapcost_counts_with_instructions_count_whose_result_is_a_dict_by_name()
     # The fake above must have count()'s shape: a Dict[str, int] with "instructions".
     assert tapcost.count is instructions.count
     assert "Dict[str, int]" in str(inspect.signature(instructions.count).return_annotation)
+
+
+def test_every_stage_runs_as_count_would_run_it(monkeypatch):
+    # What callgrind runs is per_frame()'s code in a fresh interpreter: run here, with a
+    # small traffic (the traffic once reached the stages as a plain tuple: all failed).
+    ran = []
+
+    def running_count(code: str, tree: str) -> dict:
+        exec(code, {})
+        ran.append(code)
+        return {"instructions": len(ran)}
+    monkeypatch.setattr(tapcost, "count", running_count)
+    for stage in tapcost.STAGES:
+        tapcost.per_frame(stage, 700, "/nowhere", tapcost.Traffic(8, 2, 3))
+    assert len(ran) == 2 * len(tapcost.STAGES)
