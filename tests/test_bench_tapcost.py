@@ -43,7 +43,7 @@ def test_tapcost_counts_with_instructions_count_whose_result_is_a_dict_by_name()
     assert "Dict[str, int]" in str(inspect.signature(instructions.count).return_annotation)
 
 
-def test_every_stage_runs_as_count_would_run_it(monkeypatch):
+def test_every_stage_runs_as_count_would_run_it(monkeypatch, tmp_path):
     # What callgrind runs is per_frame()'s code in a fresh interpreter: run here, with a
     # small traffic (the traffic once reached the stages as a plain tuple: all failed).
     ran = []
@@ -53,6 +53,7 @@ def test_every_stage_runs_as_count_would_run_it(monkeypatch):
         ran.append(code)
         return {"instructions": len(ran)}
     monkeypatch.setattr(tapcost, "count", running_count)
+    monkeypatch.setattr(tapcost, "cache_path", lambda name: str(tmp_path / name))
     for stage in tapcost.STAGES:
         tapcost.per_frame(stage, 700, "/nowhere", tapcost.Traffic(8, 2, 3))
     assert len(ran) == 2 * len(tapcost.STAGES)
