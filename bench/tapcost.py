@@ -10,7 +10,9 @@ writes them (tap.kernel_block), so no socket is involved.  Every run first track
 of all the flows (as a long run's table has them: the worst shapes' 65,536 entries), so
 the frames counted meet known entries, as they do at the top rates.  Stages, each counted
 as the difference between a run over `--frames` frames and a run over none (interpreter
-start, imports, building the frames and the warm-up pass left out):
+start, imports, building the frames and the warm-up pass left out; procfs_ct.driver is
+imported in every run, as its dataclasses compile code at run time: imported only where a
+stage's frames go through it, it added 600-1,500 instructions a frame to driver and pull):
 
   decode   the tap thread: read_block() turning ring blocks into (ts, linktype, frame);
   feed     the engine alone: the frames (decoded either way) to the engine's fast path in
@@ -40,6 +42,9 @@ import sys
 import time
 from typing import NamedTuple, Optional
 
+from procfs_ct.driver import EngineDriver
+from procfs_ct.gcpolicy import FreezeAfterFullCollection
+
 from .common import cache_path
 from .instructions import count
 
@@ -48,6 +53,7 @@ PAYLOAD = b"x" * 32                # blast.py's datagram payload
 T0 = 1_700_000_000
 LOCALHOST = 0x7F000001            # 127.0.0.1, blast.py's first address
 RATE = 100_000                     # frames a second of the frames' kernel timestamps
+COLLECTOR = FreezeAfterFullCollection()
 
 
 class Traffic(NamedTuple):
@@ -152,6 +158,11 @@ def _engine(traffic: Traffic):
     for ts, linktype, frame in read_ring(*ring_of(traffic.flows, traffic, first=0)):
         if fast(ts, linktype, frame) is None:
             engine.feed_frame(ts, linktype, frame)
+    # The mount's collector policy (procfs_ct/cmd_mount.py serve()), installed as it does
+    # before serving: full collections walk only what came since the last one.  Without
+    # it every frame's tuple brought full collections walking the whole table: ~5,000
+    # instructions a frame of pull's 1,024 flows, a cost the mount does not have.
+    COLLECTOR.install()
     return engine
 
 
@@ -226,9 +237,9 @@ class _RingPull:
 
 
 def _drive_until_done(engine, source: object, frames: int) -> None:
-    """EngineDriver on `source` until the source is done and every frame fed."""
-    from procfs_ct.driver import EngineDriver
-    driver = EngineDriver(engine, source)
+    """EngineDriver on `source` until the source is done and every frame fed, taking the
+    collector's steps between its holds as the mount's does."""
+    driver = EngineDriver(engine, source, between_holds=COLLECTOR.step)
     driver.start()
     while not driver.stats.source_done:
         time.sleep(0.01)

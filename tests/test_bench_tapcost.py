@@ -54,6 +54,9 @@ def test_every_stage_runs_as_count_would_run_it(monkeypatch, tmp_path):
         return {"instructions": len(ran)}
     monkeypatch.setattr(tapcost, "count", running_count)
     monkeypatch.setattr(tapcost, "cache_path", lambda name: str(tmp_path / name))
-    for stage in tapcost.STAGES:
-        tapcost.per_frame(stage, 700, "/nowhere", tapcost.Traffic(8, 2, 3))
+    try:
+        for stage in tapcost.STAGES:
+            tapcost.per_frame(stage, 700, "/nowhere", tapcost.Traffic(8, 2, 3))
+    finally:
+        tapcost.COLLECTOR.uninstall()            # the mount's policy, installed by the stages
     assert len(ran) == 2 * len(tapcost.STAGES)
