@@ -3,70 +3,137 @@
 The tap's reading thread and the engine thread share one GIL, so what matters is the sum
 of what each spends per frame.  Wall-clock rates move 2x with the machine's load;
 instruction counts (callgrind, as bench/instructions.py counts them) do not.  The frames
-are the sender's (bench/blast.py: 32-byte UDP datagrams 127.0.0.1:40000 -> 9000+i over
-1024 ports), laid out in TPACKET_V3 blocks as the kernel writes them (tap.kernel_block),
-so no socket is involved.  Stages, each counted as the difference between a run over
-`--frames` frames and a run over none (interpreter start and imports left out):
+are the sender's (bench/blast.py: 32-byte UDP datagrams; datagram n of a pass over the
+lcm(PORTS, ADDRESSES) destinations to 127.0.0.1 + n % ADDRESSES, port 9000 + n % PORTS,
+pass p from source port 40000 + p % SOURCES), laid out in TPACKET_V3 blocks as the kernel
+writes them (tap.kernel_block), so no socket is involved.  Every run first tracks one pass
+of all the flows (as a long run's table has them: the worst shapes' 65,536 entries), so
+the frames counted meet known entries, as they do at the top rates.  Stages, each counted
+as the difference between a run over `--frames` frames and a run over none (interpreter
+start, imports, building the frames and the warm-up pass left out; procfs_ct.driver is
+imported in every run, as its dataclasses compile code at run time: imported only where a
+stage's frames go through it, it added 600-1,500 instructions a frame to driver and pull):
 
   decode   the tap thread: read_block() turning ring blocks into (ts, linktype, frame);
-  feed     the engine alone: Engine.feed_frame() on those frames in a loop;
+  feed     the engine alone: the frames (decoded either way) to the engine's fast path in
+           a loop, Engine.feed_frame() for those it declines -- what the driver calls;
   driver   the engine thread and the pump behind a batches() source: the frames handed
            over as batches through EngineDriver (FrameQueue, _feed_due) to the same engine;
   pull     what the mount's one engine thread does behind a tap: the ring's blocks read
            by read_block() from EngineDriver's loop (a pull source, take_ready) and fed
            to the same engine -- decode and driver's work in one thread, no queue.
 
+pull - feed is what the tap and the driver add to the engine's own work per frame.
+
     python -m bench.tapcost [--frames 100000] [--stages decode,feed,driver,pull]
+                            [--ports 1024] [--addresses 1] [--sources 1]
+
+The worst shapes of bench/main.py's tap section: `--addresses 65536` (65,536 flows to
+65,536 addresses) and `--sources 64` (65,536 flows from 64 source ports x 1,024 ports).
 """
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import math
 import mmap
+import os
 import sys
 import time
-from typing import Optional
+from typing import NamedTuple, Optional
 
+from procfs_ct.driver import EngineDriver
+from procfs_ct.gcpolicy import FreezeAfterFullCollection
+
+from .common import cache_path
 from .instructions import count
 
 BLOCK_SIZE = 1 << 20
-PORTS = 1024                       # as bench/main.py's tap section has blast.py send
 PAYLOAD = b"x" * 32                # blast.py's datagram payload
 T0 = 1_700_000_000
+LOCALHOST = 0x7F000001            # 127.0.0.1, blast.py's first address
+RATE = 100_000                     # frames a second of the frames' kernel timestamps
+COLLECTOR = FreezeAfterFullCollection()
+
+
+class Traffic(NamedTuple):
+    """bench/blast.py's PORTS, ADDRESSES and SOURCES (bench/main.py's TAP_SHAPES)."""
+    ports: int = 1024
+    addresses: int = 1
+    sources: int = 1
+
+    @property
+    def flows(self) -> int:
+        return self.sources * math.lcm(self.ports, self.addresses)
+
 
 STAGES = {
-    "decode": "from bench.tapcost import decode; decode({frames}, {work})",
-    "feed": "from bench.tapcost import feed; feed({frames}, {work})",
-    "driver": "from bench.tapcost import drive; drive({frames}, {work})",
-    "pull": "from bench.tapcost import pull; pull({frames}, {work})",
+    "decode": "from bench.tapcost import Traffic, decode; decode({frames}, {work}, {traffic!r})",
+    "feed": "from bench.tapcost import Traffic, feed; feed({frames}, {work}, {traffic!r})",
+    "driver": "from bench.tapcost import Traffic, drive; drive({frames}, {work}, {traffic!r})",
+    "pull": "from bench.tapcost import Traffic, pull; pull({frames}, {work}, {traffic!r})",
 }
 
 
-def ring_of(frames: int) -> tuple[mmap.mmap, list[tuple[int, int]]]:
-    """An anonymous mapping holding `frames` blaster datagrams in full blocks, and each
-    block's (offset of its first packet, packet count)."""
+def sent(first: int, frames: int, traffic: Traffic) -> list[tuple[int, bytes]]:
+    """Datagrams `first` to `first + frames` of what blast.py sends, each with its number
+    (the frames' times count from it); one datagram built per flow."""
+    from bench.blast import FIRST_PORT, FIRST_SOURCE_PORT
     from engine.build import build_udp_datagram
-    from procfs_ct.sources.tap import DGRAM_NET_OFFSET, RingPacket, kernel_block
-    datagrams = [build_udp_datagram("127.0.0.1", "127.0.0.1", 40000, 9000 + port, PAYLOAD)
-                 for port in range(PORTS)]
-    record = (DGRAM_NET_OFFSET + len(datagrams[0]) + 7) & -8
-    per_block = (BLOCK_SIZE - 64) // record
-    blocks = max(1, -(-frames // per_block))
-    ring = mmap.mmap(-1, blocks * BLOCK_SIZE)
+    destinations = math.lcm(traffic.ports, traffic.addresses)
+    built: dict[int, bytes] = {}
+    out = []
+    for n in range(first, first + frames):
+        flow = n % traffic.flows
+        datagram = built.get(flow)
+        if datagram is None:
+            dst, source = flow % destinations, flow // destinations % traffic.sources
+            address = str(ipaddress.IPv4Address(LOCALHOST + dst % traffic.addresses))
+            datagram = built[flow] = build_udp_datagram(
+                "127.0.0.1", address, FIRST_SOURCE_PORT + source,
+                FIRST_PORT + dst % traffic.ports, PAYLOAD)
+        out.append((n, datagram))
+    return out
+
+
+def ring_of(frames: int, traffic: Traffic, first: Optional[int] = None
+            ) -> tuple[mmap.mmap, list[tuple[int, int]]]:
+    """A mapping holding `frames` blaster datagrams from number `first` on (by default
+    those after the warm-up pass) in full blocks, and each block's (offset of its first
+    packet, packet count).  Built once into the bench cache (main() builds them before
+    counting): both counted runs only map the file."""
+    from procfs_ct.sources.tap import _BLOCK_DESC
+    first = traffic.flows if first is None else first
+    path = cache_path(f"tapcost-v1-{first}-{frames}-{traffic.ports}-{traffic.addresses}-"
+                      f"{traffic.sources}.ring")
+    if not os.path.exists(path):
+        _build_ring(path, first, frames, traffic)
+    with open(path, "rb") as file:
+        ring = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
     layout = []
-    for block in range(blocks):
-        first = block * per_block
-        packets = [RingPacket(T0 + n // 100_000, (n % 100_000) * 10_000,
-                              datagrams[n % PORTS])
-                   for n in range(first, min(frames, first + per_block))]
-        at = block * BLOCK_SIZE
-        ring[at:at + BLOCK_SIZE] = kernel_block(packets, BLOCK_SIZE)
-        layout.append((at + 48, len(packets)))
+    for at in range(0, len(ring), BLOCK_SIZE):
+        (_version, _priv, _status, packets, offset, *_rest) = _BLOCK_DESC.unpack_from(ring, at)
+        layout.append((at + offset, packets))
     return ring, layout
 
 
-def decoded(frames: int) -> list:
+def _build_ring(path: str, first: int, frames: int, traffic: Traffic) -> None:
+    from procfs_ct.sources.tap import DGRAM_NET_OFFSET, RingPacket, kernel_block
+    datagrams = sent(first, frames, traffic)
+    record = (DGRAM_NET_OFFSET + len(datagrams[0][1]) + 7) & -8
+    per_block = (BLOCK_SIZE - 64) // record
+    with open(path + ".tmp", "wb") as file:
+        for at in range(0, frames, per_block):
+            file.write(kernel_block([RingPacket(T0 + n // RATE, (n % RATE) * (10 ** 9 // RATE),
+                                                datagram)
+                                     for n, datagram in datagrams[at:at + per_block]],
+                                    BLOCK_SIZE))
+    os.replace(path + ".tmp", path)
+
+
+def read_ring(ring: mmap.mmap, layout: list[tuple[int, int]]) -> list:
+    """Every frame of ring_of()'s blocks, as the tap's read_block() makes them."""
     from procfs_ct.sources.tap import read_block
-    ring, layout = ring_of(frames)
     batch: list = []
     kinds: dict = {}
     for at, packets in layout:
@@ -74,30 +141,43 @@ def decoded(frames: int) -> list:
     return batch
 
 
-def decode(frames: int, work: bool) -> None:
+def decode(frames: int, work: bool, traffic: Traffic) -> None:
     """The tap thread's work: the ring is built either way, read only if `work`."""
-    from procfs_ct.sources.tap import read_block
-    ring, layout = ring_of(frames)
+    ring, layout = ring_of(frames, traffic)
     if work:
-        batch: list = []
-        kinds: dict = {}
-        for at, packets in layout:
-            read_block(ring, at, packets, kinds, batch)
+        read_ring(ring, layout)
 
 
-def _engine():
+def _engine(traffic: Traffic):
+    """An engine that has tracked one pass over all the flows, as the tap reads them (the
+    frames counted follow it in time): the table a long run has."""
     from engine.core import Engine
-    return Engine("linux", ram_bytes=24 << 30, ncpu=2)
+    from engine.linklayer import LINKTYPE_LINUX_SLL2
+    engine = Engine("linux", ram_bytes=24 << 30, ncpu=2)
+    fast = engine.fast_path(LINKTYPE_LINUX_SLL2)
+    for ts, linktype, frame in read_ring(*ring_of(traffic.flows, traffic, first=0)):
+        if fast(ts, linktype, frame) is None:
+            engine.feed_frame(ts, linktype, frame)
+    # The mount's collector policy (procfs_ct/cmd_mount.py serve()), installed as it does
+    # before serving: full collections walk only what came since the last one.  Without
+    # it every frame's tuple brought full collections walking the whole table: ~5,000
+    # instructions a frame of pull's 1,024 flows, a cost the mount does not have.
+    COLLECTOR.install()
+    return engine
 
 
-def feed(frames: int, work: bool) -> None:
-    """The engine's work on the decoded frames (decoded either way, fed only if `work`)."""
-    batch = decoded(frames)
-    engine = _engine()
+def feed(frames: int, work: bool, traffic: Traffic) -> None:
+    """The engine's own work on the decoded frames (decoded either way, fed only if
+    `work`): its fast path, as the driver calls it, and feed_frame() where it declines."""
+    from engine.linklayer import LINKTYPE_LINUX_SLL2
+    batch = read_ring(*ring_of(frames, traffic))
+    engine = _engine(traffic)
     if work:
+        fast = engine.fast_path(LINKTYPE_LINUX_SLL2)
         feed_frame = engine.feed_frame
         for ts, linktype, frame in batch:
-            feed_frame(ts, linktype, frame)
+            if fast(ts, linktype, frame) is None:
+                feed_frame(ts, linktype, frame)
 
 
 class _Batches:
@@ -116,16 +196,15 @@ class _Batches:
         yield from self._batches
 
 
-def drive(frames: int, work: bool) -> None:
+def drive(frames: int, work: bool, traffic: Traffic) -> None:
     """The decoded frames through EngineDriver's pump and engine thread, as behind a tap
     (the frames' times are in the past: all are due at once)."""
-    batch = decoded(frames)
+    batch = read_ring(*ring_of(frames, traffic))
+    engine = _engine(traffic)
     if work:
         per_block = len(batch) if len(batch) < 6000 else 6000
         lists = [batch[at:at + per_block] for at in range(0, len(batch), per_block)]
-        _drive_until_done(_Batches(lists), frames)
-    else:
-        _engine()
+        _drive_until_done(engine, _Batches(lists), frames)
 
 
 class _RingPull:
@@ -157,10 +236,10 @@ class _RingPull:
         raise AssertionError("every block is ready at once")
 
 
-def _drive_until_done(source: object, frames: int) -> None:
-    """EngineDriver on `source` until the source is done and every frame fed."""
-    from procfs_ct.driver import EngineDriver
-    driver = EngineDriver(_engine(), source)
+def _drive_until_done(engine, source: object, frames: int) -> None:
+    """EngineDriver on `source` until the source is done and every frame fed, taking the
+    collector's steps between its holds as the mount's does."""
+    driver = EngineDriver(engine, source, between_holds=COLLECTOR.step)
     driver.start()
     while not driver.stats.source_done:
         time.sleep(0.01)
@@ -169,18 +248,19 @@ def _drive_until_done(source: object, frames: int) -> None:
         raise RuntimeError(f"the driver fed {driver.stats.packets} of {frames} frames")
 
 
-def pull(frames: int, work: bool) -> None:
+def pull(frames: int, work: bool, traffic: Traffic) -> None:
     """The ring read and fed by the engine thread alone (the ring is built either way)."""
-    ring, layout = ring_of(frames)
+    ring, layout = ring_of(frames, traffic)
+    engine = _engine(traffic)
     if work:
-        _drive_until_done(_RingPull(ring, layout), frames)
-    else:
-        _engine()
+        _drive_until_done(engine, _RingPull(ring, layout), frames)
 
 
-def per_frame(stage: str, frames: int, tree: str) -> float:
-    many = count(STAGES[stage].format(frames=frames, work=True), tree)["instructions"]
-    none = count(STAGES[stage].format(frames=frames, work=False), tree)["instructions"]
+def per_frame(stage: str, frames: int, tree: str, traffic: Traffic = Traffic()) -> float:
+    many = count(STAGES[stage].format(frames=frames, work=True, traffic=traffic),
+                 tree)["instructions"]
+    none = count(STAGES[stage].format(frames=frames, work=False, traffic=traffic),
+                 tree)["instructions"]
     return (many - none) / frames
 
 
@@ -189,11 +269,23 @@ def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.tapcost")
     parser.add_argument("--frames", type=int, default=100_000)
     parser.add_argument("--stages", default=",".join(STAGES))
+    default = Traffic()
+    parser.add_argument("--ports", type=int, default=default.ports)
+    parser.add_argument("--addresses", type=int, default=default.addresses)
+    parser.add_argument("--sources", type=int, default=default.sources)
     args = parser.parse_args(argv)
     if args.frames < 1:
         parser.error("--frames: at least 1")
+    if min(args.ports, args.addresses, args.sources) < 1:
+        parser.error("--ports, --addresses, --sources: at least 1")
+    traffic = Traffic(args.ports, args.addresses, args.sources)
+    print(f"{traffic.flows:,} flows ({args.sources} source ports x {args.ports} ports x "
+          f"{args.addresses} addresses), {args.frames:,} frames after one pass of them",
+          flush=True)
+    ring_of(args.frames, traffic)              # built once here, read by every run
+    ring_of(traffic.flows, traffic, first=0)
     for stage in args.stages.split(","):
-        cost = per_frame(stage, args.frames, REPO)
+        cost = per_frame(stage, args.frames, REPO, traffic)
         print(f"{stage}: {cost:,.0f} instructions per frame", flush=True)
     return 0
 

@@ -368,6 +368,18 @@ def _use_the_mounts_switch_interval() -> None:
     sys.setswitchinterval(float(os.environ.get(TAP_SWITCH_INTERVAL_ENV) or GIL_SWITCH_INTERVAL))
 
 
+def _mounts_driver(engine: Any, tap: Any) -> Any:
+    """An EngineDriver on the tap as `procfs-ct mount` makes one (procfs_ct/cmd_mount.py
+    serve()): its collector policy installed, its steps taken between the engine thread's
+    holds.  Without it every frame's tuple brought full collections that walk the whole
+    table, which the mount does not pay (bench/tapcost.py: ~5,000 instructions a frame)."""
+    from procfs_ct.driver import EngineDriver
+    from procfs_ct.gcpolicy import FreezeAfterFullCollection
+    collector = FreezeAfterFullCollection()
+    collector.install()
+    return EngineDriver(engine, tap, between_holds=collector.step)
+
+
 def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
              sources: str = "1") -> Dict[str, Any]:
     """Inside a namespace: the tap on lo feeding an engine while bench/blast.py sends
@@ -378,12 +390,11 @@ def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
     which no ring or queue size can flatter.  The two threads' CPU seconds (schedstat)
     over the same span say what each frame cost the tap and the engine."""
     from engine.core import Engine
-    from procfs_ct.driver import EngineDriver
     from procfs_ct.sources.tap import Tap
     _use_the_mounts_switch_interval()
     tap = Tap(["lo"])
     engine = Engine("linux", ram_bytes=24 * GiB, ncpu=2)
-    driver = EngineDriver(engine, tap)
+    driver = _mounts_driver(engine, tap)
     driver.start()
     time.sleep(0.3)
     cpu_before = {part: _thread_cpu_seconds(name) for part, name in TAP_THREADS.items()}
@@ -440,7 +451,6 @@ def task_tap_drain(packets: str, ports: str = "1024", addresses: str = "1",
     starts and takes them: the rate it drains them at and both threads' CPU per frame
     are what the tap and the engine cost, whatever the sender and the load would take."""
     from engine.core import Engine
-    from procfs_ct.driver import EngineDriver
     from procfs_ct.sources.tap import Tap
     _use_the_mounts_switch_interval()
     flows = int(sources) * math.lcm(int(ports), int(addresses))
@@ -449,15 +459,19 @@ def task_tap_drain(packets: str, ports: str = "1024", addresses: str = "1",
     tap = Tap(["lo"])
     engine = Engine("linux", ram_bytes=24 * GiB, ncpu=2)
     subprocess.run(blast + [str(flows)] + rest, capture_output=True, check=True)
+    # Until every frame of the pass is read or dropped (a loaded machine slows the sender
+    # past the ring's second: waiting for all of them hung the task).
     warm, batches = 0, tap.batches()
-    while warm < flows:
+    while warm + tap.poll_stats().kernel_drops < flows:
         for ts, linktype, frame in next(batches):
             engine.feed_frame(ts, linktype, frame)
             warm += 1
     subprocess.run(blast + [packets] + rest, capture_output=True, check=True)
     time.sleep(0.05)                   # the last block is handed over (retire timer: 4 ms)
-    kept_before, wanted = tap.stats.kept, int(packets) - tap.poll_stats().kernel_drops
-    driver = EngineDriver(engine, tap)
+    drops_before = tap.stats.kernel_drops
+    kept_before = tap.stats.kept
+    wanted = int(packets) - (tap.poll_stats().kernel_drops - drops_before)
+    driver = _mounts_driver(engine, tap)
     cpu_before = {part: _thread_cpu_seconds(name) for part, name in TAP_THREADS.items()}
     started = time.monotonic()
     driver.start()
@@ -468,7 +482,8 @@ def task_tap_drain(packets: str, ports: str = "1024", addresses: str = "1",
     tracked = driver.stats.packets
     driver.stop()
     tap.close()
-    return {"flows": flows, "sent": int(packets), "kernel_drops": int(packets) - wanted,
+    return {"flows": flows, "warmed": warm, "sent": int(packets),
+            "kernel_drops": int(packets) - wanted,
             "kept": tap.stats.kept - kept_before, "tracked": tracked, "seconds": drained,
             "rate": tracked / drained, "cpu_us": 1e6 * cpu / max(1, tracked),
             "switch_interval": sys.getswitchinterval(), "entries": engine.count}

@@ -419,45 +419,93 @@ class EngineDriver:
         index of the next.  The engine's fast path (engine/fastpath.py) answers the
         common frames while no listener wants their PacketResult; the others take
         engine.feed_frame."""
+        end = min(len(batch), start + FEED_SLICE)
+        index = start
+        with self.engine_lock:
+            fast = self._fast_path(batch[start][1])
+            # A tap's frames, (ts, linktype, frame) each, while nobody listens: the tight
+            # loop of _feed_fast.  Anything else (a capture's frames name their interface
+            # too; a listener wants every result) takes _feed_each.
+            quick = fast is not None and len(batch[start]) == 3
+            stop_at = time.perf_counter() + FEED_HOLD
+            # The clock (and the listeners) looked at every HOLD_CHECK_EVERY frames.
+            while index < end:
+                chunk = min(end, index + HOLD_CHECK_EVERY)
+                if quick and not self.listeners:
+                    done = self._feed_fast(fast, batch, index, chunk, now)
+                else:
+                    done = self._feed_each(fast, batch, index, chunk, now)
+                if done < chunk or time.perf_counter() > stop_at:
+                    return done
+                index = done
+        return index
+
+    def _feed_fast(self, fast: FastTrack, batch: list, start: int, end: int,
+                   now: float) -> int:
+        """_feed_due's frames start to end, each a (ts, linktype, frame), with no listener:
+        the fast path, engine.feed_frame for what it declines; the index of the next.  Per
+        frame only what each needs (bench/tapcost.py: pull - feed); the counts are added
+        to the stats once."""
+        last = self._last_time
+        general = errors = 0
+        index = start
+        for ts, linktype, frame in batch[start:end]:    # (islice would walk from 0)
+            if ts > now:
+                break
+            index += 1
+            when = ts if ts > last else last
+            try:
+                if fast(when, linktype, frame) is None:
+                    self.engine.feed_frame(when, linktype, frame)
+                    general += 1
+            except Exception:
+                self._packet_failed(linktype, frame, index - start - errors - 1)
+                errors += 1
+                continue
+            last = when
+        self._last_time = last
+        fed = index - start - errors
+        self.stats.packets += fed
+        self.stats.fast_path += fed - general
+        return index
+
+    def _feed_each(self, fast: Optional[FastTrack], batch: list, start: int, end: int,
+                   now: float) -> int:
+        """_feed_due's frames start to end, any shape, each result told to the listeners:
+        the fast path for a frame while there are none; the index of the next."""
         feed = self.engine.feed_frame
         listeners = self.listeners
         last = self._last_time
-        end = min(len(batch), start + FEED_SLICE)
         index = start
-        fed = quick = 0                 # counted here, added to the stats once per hold
-        with self.engine_lock:
-            fast = self._fast_path(batch[start][1])
-            stop_at = time.perf_counter() + FEED_HOLD
-            try:
-                while index < end:
-                    item = batch[index]
-                    ts = item[0]
-                    if ts > now:
-                        break
-                    index += 1
-                    if not index % HOLD_CHECK_EVERY and time.perf_counter() > stop_at:
-                        end = index
-                    when = ts if ts > last else last
-                    try:
-                        # A listener appended meanwhile (another thread) gets PacketResults
-                        # from the next frame on.
-                        if fast is not None and not listeners:
-                            if fast(when, item[1], item[2]) is not None:
-                                last = when
-                                quick += 1
-                                continue
-                        result = feed(when, *item[1:])
-                    except Exception:
-                        self._packet_failed(item[1], item[2], fed + quick)
-                        continue
-                    last = when
-                    fed += 1
-                    if listeners:
-                        self._tell(listeners, when, result)
-            finally:
-                self.stats.packets += fed + quick
-                self.stats.fast_path += quick
-        self._last_time = last
+        fed = quick = 0                 # counted here, added to the stats once
+        try:
+            while index < end:
+                item = batch[index]
+                ts = item[0]
+                if ts > now:
+                    break
+                index += 1
+                when = ts if ts > last else last
+                try:
+                    # A listener appended meanwhile (another thread) gets PacketResults
+                    # from the next frame on.
+                    if fast is not None and not listeners:
+                        if fast(when, item[1], item[2]) is not None:
+                            last = when
+                            quick += 1
+                            continue
+                    result = feed(when, *item[1:])
+                except Exception:
+                    self._packet_failed(item[1], item[2], fed + quick)
+                    continue
+                last = when
+                fed += 1
+                if listeners:
+                    self._tell(listeners, when, result)
+        finally:
+            self.stats.packets += fed + quick
+            self.stats.fast_path += quick
+            self._last_time = last
         return index
 
     def _fast_path(self, linktype: int) -> Optional[FastTrack]:

@@ -491,3 +491,53 @@ def test_a_failing_pull_source_is_counted_and_the_table_keeps_expiring():
         assert wait_until(lambda: driver.engine.count == 0, WAIT)
     finally:
         driver.stop()
+
+
+def test_a_tap_burst_through_the_fast_loop_counts_each_path_and_skips_a_frame_that_raises(
+        caplog):
+    """A pull burst of (ts, linktype, frame) frames, as the tap hands them over, fed while
+    nobody listens (the driver's tight loop): the frames the fast path answers, those it
+    declines (fed by engine.feed_frame) and one that raises (counted, logged, skipped) are
+    each counted; every other frame is tracked, with time never running backwards even
+    where a frame's own time does (two interfaces' blocks in one batch)."""
+    from engine.build import build_icmp_datagram
+    clock = FakeClock(T0 + 100)
+    source = PullFake()
+    engine = make_engine("linux")
+    bad = udp_frame(A, B, 6666, 53)
+    answered, declined = [], []
+    make_fast = engine.fast_path
+
+    def fast_path(linktype):
+        fast = make_fast(linktype)
+
+        def track(now, linktype, frame):
+            if frame == bad:
+                raise ValueError("a frame the engine cannot take")
+            verdict = fast(now, linktype, frame)
+            (declined if verdict is None else answered).append(now)
+            return verdict
+        return track
+    engine.fast_path = fast_path
+    frames = []
+    for n in range(300):
+        # An ICMP echo reply with no request: the fast path declines it.
+        frame = (build_ethernet(build_icmp_datagram(A, B, 0, ident=n)) if n % 50 == 7
+                 else bad if n == 123 else udp_frame(A, B, 5000 + n, 53))
+        frames.append((T0 + n * 0.01 - (0.5 if n == 200 else 0), LINKTYPE_ETHERNET, frame))
+    source.add(frames)
+    driver = EngineDriver(engine, source, clock=clock)
+    with caplog.at_level(logging.ERROR, logger="procfs_ct.driver"):
+        driver.start()
+        try:
+            assert wait_until(lambda: driver.stats.packets + driver.stats.packet_errors
+                              == 300, WAIT)
+        finally:
+            driver.stop()
+    assert driver.stats.packet_errors == 1 and "failed; skipped" in caplog.text
+    assert len(declined) == 6 and len(answered) == 293
+    assert driver.stats.packets == 299 and driver.stats.fast_path == 293
+    assert engine.count == 299 - 6                  # every UDP flow but the bad one
+    times = answered + declined
+    assert sorted(answered) == answered and min(times) == T0
+    assert times.count(T0 + 199 * 0.01) == 2        # frame 200 fed at frame 199's time

@@ -175,7 +175,9 @@ def test_a_block_of_many_packets_decodes_to_what_recvmsg_would_give():
         # The first half changes sockaddr_ll at every packet, the second in runs of 60.
         sockaddr = sockaddrs[n % 5 if n < 300 else n // 60 % 5]
         cut = n % 41 == 0 and len(datagram) > 30
-        packets.append(RingPacket(1_700_000_000 + n // 7, n * 1_234_567 % 1_000_000_000,
+        # Seconds shared by runs of packets, and going back now and then (two CPUs may
+        # stamp packets of one block out of order): each packet keeps its own.
+        packets.append(RingPacket(1_700_000_000 + n // 7 % 13, n * 1_234_567 % 1_000_000_000,
                                   datagram[:30] if cut else datagram,
                                   length=len(datagram), **sockaddr))
     block_size = 1 << 17

@@ -568,13 +568,18 @@ def read_block(ring: mmap.mmap, at: int, count: int,
     # SLL2 header from a cache keyed by that sockaddr_ll (looked up only when it differs
     # from the previous packet's), one slice to copy the packet out, one concatenation.
     # (Writing the SLL2 header into the ring in front of the packet and slicing once costs
-    # more: 6.2 k against 5.8 k instructions per frame, bench/tapcost.py.)
+    # more: 6.2 k against 5.8 k instructions per frame, bench/tapcost.py.)  The common
+    # packet (kept whole, nothing to complete) takes one test; the second of its kernel
+    # timestamp is converted to a float once per second, not per packet (a two-digit int:
+    # 5,664 -> 5,444 instructions a frame with the one test, bench/tapcost.py decode).
     unpack = _PACKET_AND_ADDRESS.unpack_from
     append = batch.append
     linktype = LINKTYPE_LINUX_SLL2
     skipped = truncated = completed = 0
     last_address = None                    # most packets come from the previous one's
     head, may_complete = None, False       # sockaddr_ll: compared, not hashed
+    plain = False                          # head, and no checksum to complete
+    second, whole = -1, 0.0                # the last second seen, as a float
     for _ in range(count):
         step, sec, nsec, snaplen, length, status, net, address = unpack(ring, at)
         if address != last_address:
@@ -584,22 +589,26 @@ def read_block(ring: mmap.mmap, at: int, count: int,
                     kinds.clear()
                 kind = kinds[address] = _frame_kind(address)
             head, may_complete = kind
+            plain = head is not None and not may_complete
             last_address = address
-        if head is None:
+        if sec != second:
+            second, whole = sec, float(sec)
+        if plain and snaplen == length:
+            start = at + net               # SOCK_DGRAM: tp_net == tp_mac
+            append((whole + nsec * 1e-9, linktype, head + ring[start:start + snaplen]))
+        elif head is None:
             skipped += 1
         else:
-            start = at + net               # SOCK_DGRAM: tp_net == tp_mac
+            start = at + net
             if snaplen < length:
                 truncated += 1
+            packet = ring[start:start + snaplen]
             if may_complete and status & _CONNTRACK_SKIPS_CHECKSUM:
-                packet = ring[start:start + snaplen]
                 fixed = complete_l4_checksum(packet)
                 if fixed is not packet:
                     completed += 1
-                frame = head + fixed
-            else:
-                frame = head + ring[start:start + snaplen]
-            append((sec + nsec * 1e-9, linktype, frame))
+                packet = fixed
+            append((whole + nsec * 1e-9, linktype, head + packet))
         at += step
     return skipped, truncated, completed
 
