@@ -361,23 +361,15 @@ TAP_THREADS = {"tap": "procfs-ct-source", "engine": "procfs-ct-engine",
 TAP_SWITCH_INTERVAL_ENV = "PROCFS_CT_BENCH_SWITCH_INTERVAL"   # seconds, for task_tap
 
 
-def _use_the_mounts_switch_interval() -> None:
-    """The GIL switch interval `procfs-ct mount` runs with (the interpreter's own 5 ms
-    otherwise, which no mount has); TAP_SWITCH_INTERVAL_ENV sets another to compare."""
-    from procfs_ct.cmd_mount import GIL_SWITCH_INTERVAL
-    sys.setswitchinterval(float(os.environ.get(TAP_SWITCH_INTERVAL_ENV) or GIL_SWITCH_INTERVAL))
-
-
 def _mounts_driver(engine: Any, tap: Any) -> Any:
-    """An EngineDriver on the tap as `procfs-ct mount` makes one (procfs_ct/cmd_mount.py
-    serve()): its collector policy installed, its steps taken between the engine thread's
-    holds.  Without it every frame's tuple brought full collections that walk the whole
-    table, which the mount does not pay (bench/tapcost.py: ~5,000 instructions a frame)."""
-    from procfs_ct.driver import EngineDriver
-    from procfs_ct.gcpolicy import FreezeAfterFullCollection
-    collector = FreezeAfterFullCollection()
-    collector.install()
-    return EngineDriver(engine, tap, between_holds=collector.step)
+    """The EngineDriver `procfs-ct mount` runs (procfs_ct/cmd_mount.py mount_driver(): its
+    GIL switch interval and collector policy); TAP_SWITCH_INTERVAL_ENV sets another switch
+    interval to compare."""
+    from procfs_ct.cmd_mount import mount_driver
+    driver = mount_driver(engine, tap)
+    if os.environ.get(TAP_SWITCH_INTERVAL_ENV):
+        sys.setswitchinterval(float(os.environ[TAP_SWITCH_INTERVAL_ENV]))
+    return driver
 
 
 def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
@@ -391,7 +383,6 @@ def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
     over the same span say what each frame cost the tap and the engine."""
     from engine.core import Engine
     from procfs_ct.sources.tap import Tap
-    _use_the_mounts_switch_interval()
     tap = Tap(["lo"])
     engine = Engine("linux", ram_bytes=24 * GiB, ncpu=2)
     driver = _mounts_driver(engine, tap)
@@ -452,7 +443,6 @@ def task_tap_drain(packets: str, ports: str = "1024", addresses: str = "1",
     are what the tap and the engine cost, whatever the sender and the load would take."""
     from engine.core import Engine
     from procfs_ct.sources.tap import Tap
-    _use_the_mounts_switch_interval()
     flows = int(sources) * math.lcm(int(ports), int(addresses))
     blast = [sys.executable, "-m", "bench.blast", "0"]
     rest = [ports, addresses, sources]

@@ -215,23 +215,32 @@ def run(args: argparse.Namespace) -> int:
         daemon.remove_file(pid_file)
 
 
-def serve(args: argparse.Namespace, mnt: str, engine: Any, frames: Iterator,
-          state_file: Optional[str], restored: Optional[statefile.Restored],
-          refusal: Optional[str], report: daemon.Report) -> int:
-    """Mount and serve until unmounted; the exit status."""
+def mount_driver(engine: Any, frames: Iterator, scheduled: bool = False) -> Any:
+    """The EngineDriver a mount runs its engine thread with, and the process settings it
+    runs under: GIL_SWITCH_INTERVAL, and the collector policy installed with its steps
+    taken between the engine thread's holds.  bench/worker.py's tap tasks take it too, so
+    they measure what a mount does (without the policy every frame's tuple brought full
+    collections walking the whole table, a cost no mount has)."""
     from procfs_ct.driver import EngineDriver
-    from procfs_ct.fs import ProcFs, SharedSnapshots, mount_options
-    from procfs_ct.fuse_compat import FUSE, LIBFUSE_MAJOR, LIBRARY
     from procfs_ct.gcpolicy import FreezeAfterFullCollection
-
-    daemon.block_shutdown_signals()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     # Full collections walk only what came since the last one (a restored table is
     # collected and frozen here, before serving), in small steps: see gcpolicy.py.
     collector = FreezeAfterFullCollection()
     collector.install()
+    return EngineDriver(engine, frames, scheduled=scheduled, between_holds=collector.step)
+
+
+def serve(args: argparse.Namespace, mnt: str, engine: Any, frames: Iterator,
+          state_file: Optional[str], restored: Optional[statefile.Restored],
+          refusal: Optional[str], report: daemon.Report) -> int:
+    """Mount and serve until unmounted; the exit status."""
+    from procfs_ct.fs import ProcFs, SharedSnapshots, mount_options
+    from procfs_ct.fuse_compat import FUSE, LIBFUSE_MAJOR, LIBRARY
+
+    daemon.block_shutdown_signals()
     scheduled = args.source.partition(":")[0] in SCHEDULED_SOURCES
-    driver = EngineDriver(engine, frames, scheduled=scheduled, between_holds=collector.step)
+    driver = mount_driver(engine, frames, scheduled)
     saver = (statefile.StateSaver(state_file, engine, driver.engine_lock, driver.now,
                                   args.state_interval) if state_file else None)
     mounted, stopping = threading.Event(), threading.Event()
