@@ -622,8 +622,12 @@ def scenario_spill(count: int, rate: int) -> dict:
               "start = time.monotonic()\n"
               f"for n in range({count}):\n"
               "    s.send(n.to_bytes(4, 'big'))\n"
-              f"    if n % 100 == 99 and time.monotonic() - start < n / {rate}:\n"
-              f"        time.sleep(n / {rate} - (time.monotonic() - start))\n")
+              # The time ahead read once: read again for the sleep, it could be past
+              # (a negative sleep raised ValueError in a fresh clone's run).
+              "    if n % 100 == 99:\n"
+              f"        ahead = n / {rate} - (time.monotonic() - start)\n"
+              "        if ahead > 0:\n"
+              "            time.sleep(ahead)\n")
     driver.start()
     with driver.engine_lock:                  # the engine is busy for the whole burst
         subprocess.run([sys.executable, "-c", sender], check=True)
