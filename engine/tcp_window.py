@@ -26,7 +26,7 @@ kernel's `sender->td_end`).  view() gives attribute access for the rare paths an
 from __future__ import annotations
 
 import struct
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from .entry import ORIGINAL, REPLY
 from .packet import ACK, FIN, RST, SYN, TcpInfo
@@ -224,8 +224,9 @@ def reset_side(conn: TcpConn, s: int) -> None:
     conn[s + FLAGS] &= BE_LIBERAL
 
 
-def read_options(conn: TcpConn, s: int, tcp: TcpInfo, keep: int) -> None:
-    """Take window scale and SACK-permitted from a segment's options (tcp_options()).
+def options_of(tcp: TcpInfo, flags: int, keep: int) -> Optional[Tuple[int, int]]:
+    """The window scale and flags a side of `flags` takes from a segment's options
+    (tcp_options()), or None when the header has none (the side keeps its own).
 
     The kernel resets the side's scale and flags (except `keep`) whenever the header has
     options at all: a SYN with only an MSS option wipes the window scale an earlier SYN of
@@ -234,16 +235,22 @@ def read_options(conn: TcpConn, s: int, tcp: TcpInfo, keep: int) -> None:
     """
     wscale = tcp.wscale
     if not tcp.options and wscale is None and not tcp.sack_perm:
-        return
-    flags = conn[s + FLAGS] & keep
+        return None
+    flags &= keep
     scale = 0
     if tcp.sack_perm:
         flags |= SACK_PERM
     if wscale is not None:
         scale = MAX_WSCALE if wscale > MAX_WSCALE else wscale
         flags |= WINDOW_SCALE
-    conn[s + SCALE] = scale
-    conn[s + FLAGS] = flags
+    return scale, flags
+
+
+def read_options(conn: TcpConn, s: int, tcp: TcpInfo, keep: int) -> None:
+    """Take window scale and SACK-permitted from a segment's options: options_of()."""
+    taken = options_of(tcp, conn[s + FLAGS], keep)
+    if taken is not None:
+        conn[s + SCALE], conn[s + FLAGS] = taken
 
 
 def init_from_syn(conn: TcpConn, s: int, tcp: TcpInfo, keep: int) -> None:
