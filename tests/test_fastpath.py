@@ -33,7 +33,7 @@ import pytest
 
 import kernelhelp
 from conftest import FakeClock, wait_until
-from engine import fastpath
+from engine import fastpath, fastpath_tcp
 from engine.build import (build_ethernet, build_icmp, build_icmp_datagram, build_icmpv6,
                           build_ipv4, build_ipv6, build_sctp, build_sctp_chunk, build_sctp_data,
                           build_sctp_init, build_sctp_sack, build_tcp, build_tcp_datagram,
@@ -1106,3 +1106,216 @@ def test_ipv6_datagram_ending_inside_its_header_is_declined_not_raised(proto, pa
     assert fast(T0, LINKTYPE_ETHERNET, frame) is None
     assert repr(engine_state_of(engine)) == before
     engine.feed_frame(T0, LINKTYPE_ETHERNET, frame)       # counted there, not raised
+
+
+# -- known_segment()'s cases written out (engine/fastpath_tcp.py: sequenced, syn_ack,
+# refused) against the general call they replace -------------------------------------------
+
+class CountingCases:
+    """engine/fastpath_tcp.py's case makers wrapped: by case, the segments it answered and
+    those it declined to the general call (each must do both for a test to mean much)."""
+
+    MAKERS = ("make_sequenced", "make_syn_ack", "make_refused")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.taken = dict.fromkeys(self.MAKERS, 0)
+        self.declined = dict.fromkeys(self.MAKERS, 0)
+        for maker in self.MAKERS:
+            monkeypatch.setattr(fastpath_tcp, maker, self._counting(maker))
+
+    def _counting(self, maker: str) -> Callable:
+        made = getattr(fastpath_tcp, maker)
+
+        def make(*args):
+            case = made(*args)
+
+            def counting(*args):
+                verdict = case(*args)
+                if verdict is None:
+                    self.declined[maker] += 1
+                else:
+                    self.taken[maker] += 1
+                return verdict
+            return counting
+        return make
+
+
+def segment_walk_frames(seed: int, connections: int = 80) -> List[Tuple[float, bytes]]:
+    """Connections opened with SYNs of every option layout (none, MSS, MSS + SACK-permitted
+    + timestamps + window scale, window scale alone), some starting near 2**32, answered by
+    a SYN/ACK -- right, acking the wrong number, with a SACK block, without options -- or a
+    RST (seq 0 or not, with the right ack, a wrong one, ack 0, no ACK, with options), some
+    after an ignored reply ACK or a retransmitted SYN; the opened ones then walk through
+    FIN|ACKs and ACKs both ways whose seq and ack are drawn around what each side sent
+    (in window, a little off, anywhere), some repeated, some with a SACK block or a zero
+    window, and now and then a SYN on the closing entry (ignored, or a challenge ACK's
+    setup in LAST_ACK) -- so each case's checks pass and fail, and its declines are
+    answered by the general call."""
+    rng = random.Random(seed)
+    c, s = "10.8.0.1", "10.8.0.2"
+    frames: List[Tuple[float, bytes]] = []
+    t = 0.0
+
+    def send(src, dst, sport, dport, **kw):
+        nonlocal t
+        t += 0.001
+        frames.append((T0 + t, build_ethernet(build_tcp_datagram(src, dst, sport, dport,
+                                                                  **kw))))
+
+    def near(value: int, keep: float = 0.7) -> int:
+        if rng.random() < keep:
+            return value
+        step = rng.choice((1, -1, rng.randrange(1, 3000), -rng.randrange(1, 3000),
+                           rng.randrange(1, 1 << 30), (1 << 31) + rng.randrange(-2, 3),
+                           rng.randrange(1 << 32)))
+        return (value + step) & 0xFFFFFFFF
+
+    def syn_options():
+        return rng.choice((b"", tcp_options(mss=1460),
+                           tcp_options(mss=1460, sack_perm=True, timestamps=(7, 0),
+                                       wscale=rng.choice((0, 7, 14, 15))),
+                           tcp_options(wscale=rng.choice((2, 9)))))
+
+    for n in range(connections):
+        sport = 42000 + n
+        client_isn = rng.choice((rng.randrange(1 << 32), 0xFFFFFFF0))
+        server_isn = rng.choice((rng.randrange(1 << 32), 0xFFFFFFFE))
+
+        def to_s(**kw):
+            send(c, s, sport, 80, **kw)
+
+        def to_c(**kw):
+            send(s, c, 80, sport, **kw)
+
+        to_s(seq=client_isn, flags=SYN, window=rng.choice((0, 1000, 65535)),
+             options=syn_options())
+        if rng.random() < 0.15:
+            to_s(seq=client_isn, flags=SYN, window=65535)          # retransmitted
+        if rng.random() < 0.1:
+            to_c(seq=server_isn, ack=client_isn + 1, window=1000)  # ignored: last class ACK
+        answer = rng.random()
+        if answer < 0.3:
+            # Refused: the RST's seq 0 or not, its ack right, off, 0 or absent.
+            rst_ack = rng.choice((client_isn + 1, client_isn + 1, near(client_isn + 1, 0), 0))
+            flags = rng.choice((RST | ACK, RST | ACK, RST, RST | ACK | PSH))
+            to_c(seq=rng.choice((0, 0, server_isn)), ack=rst_ack & 0xFFFFFFFF, flags=flags,
+                 window=rng.choice((0, 0, 512)),
+                 options=tcp_options(timestamps=(1, 2)) if rng.random() < 0.1 else b"")
+            if rng.random() < 0.3:
+                to_c(seq=0, ack=(client_isn + 1) & 0xFFFFFFFF, flags=RST | ACK, window=0)
+            continue
+        synack_ack = (client_isn + 1) & 0xFFFFFFFF
+        if answer < 0.4:
+            to_c(seq=server_isn, ack=near(synack_ack, 0), flags=SYN | ACK, window=1000)
+        options = rng.choice((b"", syn_options(), tcp_options(mss=1460, sack=((5, 9),))))
+        to_c(seq=server_isn, ack=synack_ack, flags=SYN | ACK, options=options,
+             window=rng.choice((0, 1000, 65535)), payload=b"" if rng.random() < 0.9 else b"s")
+        sent = {c: (client_isn + 1) & 0xFFFFFFFF, s: (server_isn + 1) & 0xFFFFFFFF}
+        to_s(seq=sent[c], ack=sent[s], window=65535)
+        last = None
+        for _ in range(rng.randrange(4, 14)):
+            if last is not None and rng.random() < 0.1:
+                send(*last[0], **last[1])                           # the same again
+                continue
+            src, dst = (c, s) if rng.random() < 0.5 else (s, c)
+            ports = (sport, 80) if src == c else (80, sport)
+            if rng.random() < 0.05:
+                # A SYN on the closing entry: ignored (and, in LAST_ACK, a challenge ACK
+                # expected from the peer).
+                send(src, dst, *ports, seq=near(sent[src], 0), flags=SYN, window=1000)
+                continue
+            flags = rng.choice((ACK, ACK, PSH | ACK, FIN | ACK, FIN | PSH | ACK))
+            payload = bytes(rng.choice((0, 0, 0, 1, 300)))
+            seq, ack = near(sent[src]), near(sent[dst])
+            options = rng.choice((b"", b"", tcp_options(timestamps=(3, 4)),
+                                  tcp_options(sack=((seq, (seq + 10) & 0xFFFFFFFF),))
+                                  if rng.random() < 0.2 else b""))
+            kw = dict(seq=seq, ack=ack, flags=flags, payload=payload, options=options,
+                      window=rng.choice((0, 500, 65535, 65535)))
+            send(src, dst, *ports, **kw)
+            last = ((src, dst, *ports), kw)
+            if seq == sent[src]:
+                sent[src] = (seq + len(payload) + (1 if flags & FIN else 0)) & 0xFFFFFFFF
+    return frames
+
+
+@pytest.mark.parametrize("name, knobs, max_entries", KNOB_SETTINGS,
+                         ids=[setting[0] for setting in KNOB_SETTINGS])
+@pytest.mark.parametrize("seed", range(3))
+def test_segment_cases_same_as_the_general_call(seed, name, knobs, max_entries, tmp_path,
+                                                monkeypatch):
+    """known_segment()'s written-out cases answer every segment they take as
+    TcpTracker.linux_segment() does, and decline the rest to it having changed nothing:
+    the same engine with and without the fast path over the walk, each case taking some
+    segments and declining others."""
+    cases = CountingCases(monkeypatch)
+    replayed_alike(write_capture(segment_walk_frames(seed), tmp_path / "segments.pcap"),
+                   knobs, max_entries)
+    if max_entries:     # a table of 4 entries: most connections are never made
+        assert sum(cases.taken.values()) >= 1, cases.taken
+        return
+    assert all(taken >= 8 for taken in cases.taken.values()), cases.taken
+    assert all(declined >= 1 for declined in cases.declined.values()), cases.declined
+
+
+def _opened(sport: int, frames: List[Tuple[float, bytes]]) -> Tuple[Callable, Callable]:
+    """Senders to and from the server of one connection on `sport`, appending to frames
+    (a millisecond apart)."""
+    c, s = "10.9.0.1", "10.9.0.2"
+
+    def send(src, dst, sport_, dport, **kw):
+        frames.append((T0 + 0.001 * len(frames),
+                       build_ethernet(build_tcp_datagram(src, dst, sport_, dport, **kw))))
+    return (lambda **kw: send(c, s, sport, 80, **kw)), (lambda **kw: send(s, c, 80, sport, **kw))
+
+
+REFUSED_ISN = 3_000_000_000        # an ack of 0 is out of its window (a RST's is not)
+
+
+def refused_frames(rst: Dict[str, int]) -> List[Tuple[float, bytes]]:
+    """A SYN of seq REFUSED_ISN answered by the RST of `rst`'s fields."""
+    frames: List[Tuple[float, bytes]] = []
+    to_s, to_c = _opened(43000, frames)
+    to_s(seq=REFUSED_ISN, flags=SYN, window=1000)
+    to_c(**rst)
+    return frames
+
+
+def challenge_frames() -> List[Tuple[float, bytes]]:
+    """A connection closed to LAST_ACK, a new SYN of the client there (ignored, a challenge
+    ACK expected), the server's challenge ACK (ignored: not the last FIN's ACK), then the
+    client's ACK of the last FIN (TIME_WAIT)."""
+    frames: List[Tuple[float, bytes]] = []
+    to_s, to_c = _opened(43001, frames)
+    to_s(seq=1000, flags=SYN, window=1000)
+    to_c(seq=5000, ack=1001, flags=SYN | ACK, window=1000)
+    to_s(seq=1001, ack=5001, window=1000)
+    to_c(seq=5001, ack=1001, flags=FIN | ACK, window=1000)      # FIN_WAIT
+    to_s(seq=1001, ack=5002, flags=FIN | ACK, window=1000)      # LAST_ACK
+    to_s(seq=9000, flags=SYN, window=1000)                      # ignored, flagged
+    to_c(seq=5002, ack=1002, window=1000)                       # the challenge ACK
+    to_s(seq=1002, ack=5002, window=1000)
+    return frames
+
+
+SEGMENT_CASE_FRAMES = {
+    "RST|ACK seq 0, the SYN acked": (refused_frames(dict(seq=0, ack=REFUSED_ISN + 1,
+                                                         flags=RST | ACK)), "make_refused", 1, 0),
+    "RST|ACK ack 0": (refused_frames(dict(seq=0, ack=0, flags=RST | ACK)), "make_refused", 1, 0),
+    "RST without ACK": (refused_frames(dict(seq=77, ack=0, flags=RST)), "make_refused", 1, 0),
+    "RST|ACK acking beyond the SYN": (refused_frames(dict(seq=0, ack=REFUSED_ISN + 90_000,
+                                                          flags=RST | ACK)), "make_refused", 0, 1),
+    "a challenge ACK in LAST_ACK": (challenge_frames(), "make_sequenced", 3, 1),
+}
+
+
+@pytest.mark.parametrize("name", SEGMENT_CASE_FRAMES)
+def test_segment_cases_take_what_they_were_written_for(name, tmp_path, monkeypatch):
+    """Each case takes the segments of its cell it was written for and declines the others
+    (the general call answering them); the engine comes out the same either way.  (The
+    challenge: the FINs taken, the challenge ACK declined -- the general call clears the
+    flag -- and the last ACK taken.)"""
+    frames, maker, taken, declined = SEGMENT_CASE_FRAMES[name]
+    cases = CountingCases(monkeypatch)
+    replayed_alike(write_capture(frames, tmp_path / "case.pcap"), {}, None)
+    assert (cases.taken[maker], cases.declined[maker]) == (taken, declined)
