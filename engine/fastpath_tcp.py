@@ -9,9 +9,11 @@ expiry and error checks, the lookup again, a PacketResult.  known_segment() take
 from the values track() has already read.
 
 The common ones are cases of their own, written out as the ACK case is -- one unpack of
-tcp_window.THROUGH_LAST, the checks of that case only, one pack -- chosen by the entry's
-table cell (direction, flags class, state: CASES, made from engine/tcp_tables.py when
-known_segment() is made, which checks the facts each case relies on):
+tcp_window.THROUGH_LAST, the checks of that case only, one pack; the window checks I-IV
+and the sides' updates are tcp_window's in_window() and advance(), the very updates
+linux_in_window() makes -- chosen by the entry's table cell (direction, flags class,
+state: case_table(), made from engine/tcp_tables.py when known_segment() is made, which
+checks the facts each case relies on):
 
 * sequenced(): a FIN (FIN|ACK) or an ACK whose cell is a closing state (ESTABLISHED ->
   FIN_WAIT, FIN_WAIT -> CLOSE_WAIT or LAST_ACK, ... TIME_WAIT, CLOSE), both sides seen,
@@ -59,8 +61,8 @@ from .tcp_tables import (C_ACK, C_FIN, C_RST, C_SYN, C_SYNACK, CLASS_NAMES, CLAS
                          CLOSE, FIN_WAIT, N_STATES, SS_REOPEN, STATE_TIMEOUT_KNOB, SYN_RECV,
                          SYN_SENT, TABLES, VALID_FLAGS)
 from .tcp_window import (BE_LIBERAL, CLOSE_INIT, DATA_UNACKNOWLEDGED, EXP_CHALLENGE_ACK,
-                         HALF, LAST_FLAGS, LAST_INDEX, M32, MAXACK_SET, MAXACKWINCONST,
-                         RETRANS, STATE, THROUGH_LAST, WINDOW_SCALE, options_of)
+                         LAST_FLAGS, LAST_INDEX, M32, RETRANS, STATE, THROUGH_LAST,
+                         WINDOW_SCALE, advance, in_window, options_of)
 
 if TYPE_CHECKING:
     from .tracker import Tracker
@@ -73,6 +75,13 @@ Case = Callable[[float, bytes, Entry, int, int, int, int, int, int, int, int],
                 Optional[Verdict]]
 
 TIMESTAMPS_DOFF = 20 + len(TIMESTAMP_ONLY) + 8      # NOP NOP TIMESTAMP(10) alone
+# The options Linux puts on a SYN/ACK: MSS(4), SACK-permitted(2) TIMESTAMP(10), NOP,
+# WINDOW(3) -- the scale its last byte; or MSS alone (engine/build.py's tcp_options()).
+MSS_KIND_LEN = b"\x02\x04"
+SACK_PERM_TIMESTAMP = b"\x04\x02\x08\x0a"
+NOP_WSCALE = b"\x01\x03\x03"
+LINUX_SYN_DOFF = 20 + 20
+MSS_DOFF = 20 + 4
 TWO32 = M32 + 1
 
 
@@ -108,48 +117,32 @@ def make_sequenced(tracker: "Tracker", settle: Settle, ip_len: int) -> Case:
         conn = entry.l4
         if conn[LAST_FLAGS] & EXP_CHALLENGE_ACK:
             return None
-        fields = unpack_fields(conn)
-        if d:       # THROUGH_LAST holds ORIGINAL then REPLY: the sender's side first here
-            sender, receiver = fields[7:14], fields[:7]
+        # THROUGH_LAST holds ORIGINAL then REPLY: the reply's side first for a reply.
+        if d:
+            (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack, receiver_scale,
+             receiver_flags, receiver_loose, sender_end, sender_maxend, sender_maxwin,
+             sender_maxack, sender_scale, sender_flags, sender_loose, old, _, last_dir,
+             last_seq, last_ack, last_end, last_win) = unpack_fields(conn)
         else:
-            sender, receiver = fields[:7], fields[7:14]
-        (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale, sender_flags,
-         sender_loose) = sender
-        (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack, receiver_scale,
-         receiver_flags, receiver_loose) = receiver
-        old, _, last_dir, last_seq, last_ack, last_end, last_win = fields[14:]
+            (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
+             sender_flags, sender_loose, receiver_end, receiver_maxend, receiver_maxwin,
+             receiver_maxack, receiver_scale, receiver_flags, receiver_loose, old, _,
+             last_dir, last_seq, last_ack, last_end, last_win) = unpack_fields(conn)
         if sender_maxwin == 0:
             return None                 # linux_in_window() sets its side up from this one
         fin = flags & FIN               # (the class: FIN, or ACK without it)
         end = (seq + tot_len - ip_len - doff + fin) & M32      # segment_end()
-        maxackwin = sender_maxwin if sender_maxwin > MAXACKWINCONST else MAXACKWINCONST
-        # linux_in_window()'s checks I, III, II, IV (sack == ack: no SACK edge); a failure
-        # is the general way's (IGNORE, INVALID, or a liberal accept without updates).
-        if (((seq - sender_maxend - 1) & M32) < HALF
-                or ((ack - receiver_end - 1) & M32) < HALF
-                or (receiver_maxwin
-                    and ((sender_end - receiver_maxwin - 1 - end) & M32) < HALF)
-                or ((receiver_end - maxackwin - 1 - ack) & M32) < HALF):
+        # linux_in_window()'s checks (sack == ack: no SACK edge); a failure is the general
+        # way's (IGNORE, INVALID, or a liberal accept without updates).
+        if not in_window(seq, end, ack, sender_end, sender_maxend, sender_maxwin,
+                         receiver_end, receiver_maxwin):
             return None
         # Its updates, for a segment with ACK and without SYN (the window scaled).
-        scaled = win << sender_scale
-        if sender_maxwin < scaled:
-            sender_maxwin = scaled
-        if ((sender_end - end) & M32) >= HALF:                      # after(end, sender end)
-            sender_end = end
-            sender_flags |= DATA_UNACKNOWLEDGED
-        if not sender_flags & MAXACK_SET:
-            sender_maxack = ack
-            sender_flags |= MAXACK_SET
-        elif ((sender_maxack - ack) & M32) >= HALF:                 # after(ack, maxack)
-            sender_maxack = ack
-        if receiver_maxwin != 0 and ((sender_maxend - end) & M32) >= HALF:
-            receiver_maxwin = (receiver_maxwin + end - sender_maxend) & M32
-        right = (ack + scaled) & M32
-        if ((receiver_maxend - 1 - right) & M32) >= HALF:          # after(right, maxend - 1)
-            receiver_maxend = right if scaled else (right + 1) & M32
-        if ack == receiver_end:
-            receiver_flags &= ~DATA_UNACKNOWLEDGED
+        (sender_end, sender_maxwin, sender_maxack, sender_flags, receiver_maxend,
+         receiver_maxwin, receiver_flags) = advance(
+            end, ack, ack, win << sender_scale, ACK, sender_end, sender_maxend, sender_maxwin,
+            sender_maxack, sender_flags, receiver_end, receiver_maxend, receiver_maxwin,
+            receiver_flags)
         # An ACK-class segment is remembered, counted if it repeats the last one; a FIN
         # only gives the last direction (linux_segment()).
         retrans = conn[RETRANS]
@@ -165,12 +158,18 @@ def make_sequenced(tracker: "Tracker", settle: Settle, ip_len: int) -> Case:
         new = table[d][index][old]
         if old != new and new == FIN_WAIT:
             sender_flags |= CLOSE_INIT
-        sender = (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
-                  sender_flags, sender_loose)
-        receiver = (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
-                    receiver_scale, receiver_flags, receiver_loose)
-        pack_fields(conn, 0, *(receiver + sender if d else sender + receiver), new, index,
-                    d, last_seq, last_ack, last_end, last_win)
+        if d:
+            pack_fields(conn, 0, receiver_end, receiver_maxend, receiver_maxwin,
+                        receiver_maxack, receiver_scale, receiver_flags, receiver_loose,
+                        sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
+                        sender_flags, sender_loose, new, index, d, last_seq, last_ack,
+                        last_end, last_win)
+        else:
+            pack_fields(conn, 0, sender_end, sender_maxend, sender_maxwin, sender_maxack,
+                        sender_scale, sender_flags, sender_loose, receiver_end,
+                        receiver_maxend, receiver_maxwin, receiver_maxack, receiver_scale,
+                        receiver_flags, receiver_loose, new, index, d, last_seq, last_ack,
+                        last_end, last_win)
         timeout = _timeout(kv, new, retrans, sender_flags | receiver_flags, last_win)
         return settle(now, entry, d, entry.status, timeout, tot_len)
 
@@ -189,48 +188,44 @@ def make_syn_ack(tracker: "Tracker", settle: Settle, ip_len: int) -> Case:
         conn = entry.l4
         (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack, receiver_scale,
          receiver_flags, receiver_loose, _, _, sender_maxwin, sender_maxack, sender_scale,
-         sender_flags, sender_loose, _, _, last_dir, last_seq, last_ack, last_end,
+         sender_flags, sender_loose, _, _, _, last_seq, last_ack, last_end,
          last_win) = unpack_fields(conn)
         if sender_maxwin != 0:
             return None                 # its side was set up already (a reinitialisation)
         if doff > 20:
-            tcp = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False, None,
-                          True, True)
-            parse_tcp_options(tcp, frame, options_at, options_at + doff - 20)
-            if tcp.sack_edge is not None:
-                return None             # a SACK block's edge to read
-            options = options_of(tcp, sender_flags, BE_LIBERAL)
-            if options is not None:
-                sender_scale, sender_flags = options
+            # Linux's own layouts read in place (what parse_tcp_options() reads of them),
+            # any other by it.
+            at = options_at
+            if (doff == LINUX_SYN_DOFF and frame[at:at + 2] == MSS_KIND_LEN
+                    and frame[at + 4:at + 8] == SACK_PERM_TIMESTAMP
+                    and frame[at + 16:at + 19] == NOP_WSCALE):
+                wscale, sack_perm = frame[at + 19], True
+            elif doff == MSS_DOFF and frame[at:at + 2] == MSS_KIND_LEN:
+                wscale, sack_perm = None, False
+            else:
+                tcp = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False,
+                              None, True, True)
+                parse_tcp_options(tcp, frame, at, at + doff - 20)
+                if tcp.sack_edge is not None:
+                    return None         # a SACK block's edge to read
+                wscale, sack_perm = tcp.wscale, tcp.sack_perm
+            sender_scale, sender_flags = options_of(True, wscale, sack_perm, sender_flags,
+                                                    BE_LIBERAL)
         # tcp_init_sender(): the side starts at the segment's end (seq + payload + SYN).
         end = (seq + tot_len - ip_len - doff + 1) & M32
         sender_end = sender_maxend = end
         sender_maxwin = win or 1
-        maxackwin = sender_maxwin if sender_maxwin > MAXACKWINCONST else MAXACKWINCONST
-        # Checks I, III, II, IV against the side just set up.
-        if (((seq - sender_maxend - 1) & M32) < HALF
-                or ((ack - receiver_end - 1) & M32) < HALF
-                or (receiver_maxwin
-                    and ((sender_end - receiver_maxwin - 1 - end) & M32) < HALF)
-                or ((receiver_end - maxackwin - 1 - ack) & M32) < HALF):
+        if not in_window(seq, end, ack, sender_end, sender_maxend, sender_maxwin,
+                         receiver_end, receiver_maxwin):
             return None
         # RFC 1323: window scaling only if both sides offered it.
         if not (sender_flags & WINDOW_SCALE and receiver_flags & WINDOW_SCALE):
             sender_scale = receiver_scale = 0
-        # The updates of a SYN with ACK: its window unscaled, its end the sender's end
-        # already (after(end, end) and after(end, maxend) are false).
-        if sender_maxwin < win:
-            sender_maxwin = win
-        if not sender_flags & MAXACK_SET:
-            sender_maxack = ack
-            sender_flags |= MAXACK_SET
-        elif ((sender_maxack - ack) & M32) >= HALF:                 # after(ack, maxack)
-            sender_maxack = ack
-        right = (ack + win) & M32
-        if ((receiver_maxend - 1 - right) & M32) >= HALF:          # after(right, maxend - 1)
-            receiver_maxend = right if win else (right + 1) & M32
-        if ack == receiver_end:
-            receiver_flags &= ~DATA_UNACKNOWLEDGED
+        # The updates of a SYN with ACK: its window unscaled.
+        (sender_end, sender_maxwin, sender_maxack, sender_flags, receiver_maxend,
+         receiver_maxwin, receiver_flags) = advance(
+            end, ack, ack, win, ACK, sender_end, sender_maxend, sender_maxwin, sender_maxack,
+            sender_flags, receiver_end, receiver_maxend, receiver_maxwin, receiver_flags)
         pack_fields(conn, 0, receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
                     receiver_scale, receiver_flags, receiver_loose, sender_end, sender_maxend,
                     sender_maxwin, sender_maxack, sender_scale, sender_flags, sender_loose,
@@ -273,13 +268,9 @@ def make_refused(tracker: "Tracker", settle: Settle, ip_len: int) -> Case:
             ack = receiver_end          # acknowledges everything (no ACK, or a broken 0)
         if seq == 0:
             seq = end = sender_end      # the RST answering a SYN (state SYN_SENT)
-        maxackwin = sender_maxwin if sender_maxwin > MAXACKWINCONST else MAXACKWINCONST
-        # Checks I, III, II, IV: any failure is IGNORE or INVALID unless liberal.
-        if ((((seq - sender_maxend - 1) & M32) < HALF
-                or ((ack - receiver_end - 1) & M32) < HALF
-                or (receiver_maxwin
-                    and ((sender_end - receiver_maxwin - 1 - end) & M32) < HALF)
-                or ((receiver_end - maxackwin - 1 - ack) & M32) < HALF)
+        # Checks I-IV: any failure is IGNORE or INVALID unless liberal.
+        if (not in_window(seq, end, ack, sender_end, sender_maxend, sender_maxwin,
+                          receiver_end, receiver_maxwin)
                 and not (kv["tcp_be_liberal"] or sender_flags & BE_LIBERAL)):
             return None
         # Accepted: with no reply seen, the only answer was a RST: no connection to keep.

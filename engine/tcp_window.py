@@ -224,21 +224,22 @@ def reset_side(conn: TcpConn, s: int) -> None:
     conn[s + FLAGS] &= BE_LIBERAL
 
 
-def options_of(tcp: TcpInfo, flags: int, keep: int) -> Optional[Tuple[int, int]]:
+def options_of(options: bool, wscale: Optional[int], sack_perm: bool, flags: int,
+               keep: int) -> Optional[Tuple[int, int]]:
     """The window scale and flags a side of `flags` takes from a segment's options
-    (tcp_options()), or None when the header has none (the side keeps its own).
+    (tcp_options(): whether the header has any, its window scale or None, whether it
+    permits SACK), or None when it has none (the side keeps its own).
 
     The kernel resets the side's scale and flags (except `keep`) whenever the header has
     options at all: a SYN with only an MSS option wipes the window scale an earlier SYN of
     the same side set (scenario tcp_syn_options_reset).  A TcpInfo built by hand may carry
     a window scale or SACK-permitted without its `options` flag; those count as options too.
     """
-    wscale = tcp.wscale
-    if not tcp.options and wscale is None and not tcp.sack_perm:
+    if not options and wscale is None and not sack_perm:
         return None
     flags &= keep
     scale = 0
-    if tcp.sack_perm:
+    if sack_perm:
         flags |= SACK_PERM
     if wscale is not None:
         scale = MAX_WSCALE if wscale > MAX_WSCALE else wscale
@@ -248,7 +249,7 @@ def options_of(tcp: TcpInfo, flags: int, keep: int) -> Optional[Tuple[int, int]]
 
 def read_options(conn: TcpConn, s: int, tcp: TcpInfo, keep: int) -> None:
     """Take window scale and SACK-permitted from a segment's options: options_of()."""
-    taken = options_of(tcp, conn[s + FLAGS], keep)
+    taken = options_of(tcp.options, tcp.wscale, tcp.sack_perm, conn[s + FLAGS], keep)
     if taken is not None:
         conn[s + SCALE], conn[s + FLAGS] = taken
 
@@ -369,28 +370,10 @@ def linux_in_window(conn: TcpConn, direction: int, index: int, tcp: TcpInfo,
     if not flags & SYN:
         win = win << sender_scale        # windows in SYN segments are never scaled
 
-    # Update the sender.
-    swin = (win + sack - ack) & M32
-    if sender_maxwin < swin:
-        sender_maxwin = swin
-    if ((sender_end - end) & M32) >= HALF:                           # after(end, sender end)
-        sender_end = end
-        sender_flags |= DATA_UNACKNOWLEDGED
-    if flags & ACK:
-        if not sender_flags & MAXACK_SET:
-            sender_maxack = ack
-            sender_flags |= MAXACK_SET
-        elif ((sender_maxack - ack) & M32) >= HALF:                  # after(ack, maxack)
-            sender_maxack = ack
-
-    # Update the receiver.
-    if receiver_maxwin != 0 and ((sender_maxend - end) & M32) >= HALF:
-        receiver_maxwin = (receiver_maxwin + end - sender_maxend) & M32
-    right = (sack + win) & M32
-    if ((receiver_maxend - 1 - right) & M32) >= HALF:                # after(right, maxend - 1)
-        receiver_maxend = right if win else (right + 1) & M32
-    if ack == receiver_end:
-        receiver_flags &= ~DATA_UNACKNOWLEDGED
+    (sender_end, sender_maxwin, sender_maxack, sender_flags, receiver_maxend, receiver_maxwin,
+     receiver_flags) = advance(end, ack, sack, win, flags & ACK, sender_end, sender_maxend,
+                               sender_maxwin, sender_maxack, sender_flags, receiver_end,
+                               receiver_maxend, receiver_maxwin, receiver_flags)
     if direction == ORIGINAL:
         BOTH_SIDES.pack_into(conn, 0, sender_end, sender_maxend, sender_maxwin, sender_maxack,
                               sender_scale, sender_flags, sender_loose, receiver_end,
@@ -410,6 +393,51 @@ def linux_in_window(conn: TcpConn, direction: int, index: int, tcp: TcpInfo,
             LAST_FIELDS.pack_into(conn, LAST_DIR, direction, seq, ack, end, win_raw)
             conn[RETRANS] = 0
     return W_ACCEPT
+
+
+def in_window(seq: int, end: int, sack: int, sender_end: int, sender_maxend: int,
+              sender_maxwin: int, receiver_end: int, receiver_maxwin: int) -> bool:
+    """Do checks I-IV of linux_in_window() all pass?  (For a case that takes only segments
+    in window and leaves the rest, whichever check fails, to linux_in_window().)"""
+    maxackwin = sender_maxwin if sender_maxwin > MAXACKWINCONST else MAXACKWINCONST
+    return (((seq - sender_maxend - 1) & M32) >= HALF                               # I
+            and ((sack - receiver_end - 1) & M32) >= HALF                           # III
+            and (not receiver_maxwin
+                 or ((sender_end - receiver_maxwin - 1 - end) & M32) >= HALF)       # II
+            and ((receiver_end - maxackwin - 1 - sack) & M32) >= HALF)              # IV
+
+
+def advance(end: int, ack: int, sack: int, win: int, acks: int, sender_end: int,
+            sender_maxend: int, sender_maxwin: int, sender_maxack: int, sender_flags: int,
+            receiver_end: int, receiver_maxend: int, receiver_maxwin: int,
+            receiver_flags: int) -> Tuple[int, int, int, int, int, int, int]:
+    """linux_in_window()'s updates of both sides for a segment in window that ends at `end`,
+    acks `ack` (`acks`: it has the ACK flag), `sack` with its SACK edge, and offers `win`
+    (scaled unless a SYN's): the sender's end, maxwin, maxack and flags, the receiver's
+    maxend, maxwin and flags, as they are after it."""
+    # The sender.
+    swin = (win + sack - ack) & M32
+    if sender_maxwin < swin:
+        sender_maxwin = swin
+    if ((sender_end - end) & M32) >= HALF:                           # after(end, sender end)
+        sender_end = end
+        sender_flags |= DATA_UNACKNOWLEDGED
+    if acks:
+        if not sender_flags & MAXACK_SET:
+            sender_maxack = ack
+            sender_flags |= MAXACK_SET
+        elif ((sender_maxack - ack) & M32) >= HALF:                  # after(ack, maxack)
+            sender_maxack = ack
+    # The receiver.
+    if receiver_maxwin != 0 and ((sender_maxend - end) & M32) >= HALF:
+        receiver_maxwin = (receiver_maxwin + end - sender_maxend) & M32
+    right = (sack + win) & M32
+    if ((receiver_maxend - 1 - right) & M32) >= HALF:                # after(right, maxend - 1)
+        receiver_maxend = right if win else (right + 1) & M32
+    if ack == receiver_end:
+        receiver_flags &= ~DATA_UNACKNOWLEDGED
+    return (sender_end, sender_maxwin, sender_maxack, sender_flags, receiver_maxend,
+            receiver_maxwin, receiver_flags)
 
 
 Side = Tuple[int, int, int, int, int, int, int]

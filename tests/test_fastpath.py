@@ -1140,6 +1140,17 @@ class CountingCases:
         return make
 
 
+def _opened(sport: int, frames: List[Tuple[float, bytes]]) -> Tuple[Callable, Callable]:
+    """Senders to and from the server of one connection on `sport`, appending to frames
+    (a millisecond apart)."""
+    c, s = "10.8.0.1", "10.8.0.2"
+
+    def send(src, dst, sport_, dport, **kw):
+        frames.append((T0 + 0.001 * len(frames),
+                       build_ethernet(build_tcp_datagram(src, dst, sport_, dport, **kw))))
+    return (lambda **kw: send(c, s, sport, 80, **kw)), (lambda **kw: send(s, c, 80, sport, **kw))
+
+
 def segment_walk_frames(seed: int, connections: int = 80) -> List[Tuple[float, bytes]]:
     """Connections opened with SYNs of every option layout (none, MSS, MSS + SACK-permitted
     + timestamps + window scale, window scale alone), some starting near 2**32, answered by
@@ -1152,15 +1163,7 @@ def segment_walk_frames(seed: int, connections: int = 80) -> List[Tuple[float, b
     setup in LAST_ACK) -- so each case's checks pass and fail, and its declines are
     answered by the general call."""
     rng = random.Random(seed)
-    c, s = "10.8.0.1", "10.8.0.2"
     frames: List[Tuple[float, bytes]] = []
-    t = 0.0
-
-    def send(src, dst, sport, dport, **kw):
-        nonlocal t
-        t += 0.001
-        frames.append((T0 + t, build_ethernet(build_tcp_datagram(src, dst, sport, dport,
-                                                                  **kw))))
 
     def near(value: int, keep: float = 0.7) -> int:
         if rng.random() < keep:
@@ -1180,12 +1183,8 @@ def segment_walk_frames(seed: int, connections: int = 80) -> List[Tuple[float, b
         sport = 42000 + n
         client_isn = rng.choice((rng.randrange(1 << 32), 0xFFFFFFF0))
         server_isn = rng.choice((rng.randrange(1 << 32), 0xFFFFFFFE))
-
-        def to_s(**kw):
-            send(c, s, sport, 80, **kw)
-
-        def to_c(**kw):
-            send(s, c, 80, sport, **kw)
+        to_s, to_c = _opened(sport, frames)
+        senders = {"client": to_s, "server": to_c}
 
         to_s(seq=client_isn, flags=SYN, window=rng.choice((0, 1000, 65535)),
              options=syn_options())
@@ -1210,19 +1209,19 @@ def segment_walk_frames(seed: int, connections: int = 80) -> List[Tuple[float, b
         options = rng.choice((b"", syn_options(), tcp_options(mss=1460, sack=((5, 9),))))
         to_c(seq=server_isn, ack=synack_ack, flags=SYN | ACK, options=options,
              window=rng.choice((0, 1000, 65535)), payload=b"" if rng.random() < 0.9 else b"s")
-        sent = {c: (client_isn + 1) & 0xFFFFFFFF, s: (server_isn + 1) & 0xFFFFFFFF}
-        to_s(seq=sent[c], ack=sent[s], window=65535)
+        sent = {"client": (client_isn + 1) & 0xFFFFFFFF,
+                "server": (server_isn + 1) & 0xFFFFFFFF}
+        to_s(seq=sent["client"], ack=sent["server"], window=65535)
         last = None
         for _ in range(rng.randrange(4, 14)):
             if last is not None and rng.random() < 0.1:
-                send(*last[0], **last[1])                           # the same again
+                senders[last[0]](**last[1])                         # the same again
                 continue
-            src, dst = (c, s) if rng.random() < 0.5 else (s, c)
-            ports = (sport, 80) if src == c else (80, sport)
+            src, dst = ("client", "server") if rng.random() < 0.5 else ("server", "client")
             if rng.random() < 0.05:
                 # A SYN on the closing entry: ignored (and, in LAST_ACK, a challenge ACK
                 # expected from the peer).
-                send(src, dst, *ports, seq=near(sent[src], 0), flags=SYN, window=1000)
+                senders[src](seq=near(sent[src], 0), flags=SYN, window=1000)
                 continue
             flags = rng.choice((ACK, ACK, PSH | ACK, FIN | ACK, FIN | PSH | ACK))
             payload = bytes(rng.choice((0, 0, 0, 1, 300)))
@@ -1232,8 +1231,8 @@ def segment_walk_frames(seed: int, connections: int = 80) -> List[Tuple[float, b
                                   if rng.random() < 0.2 else b""))
             kw = dict(seq=seq, ack=ack, flags=flags, payload=payload, options=options,
                       window=rng.choice((0, 500, 65535, 65535)))
-            send(src, dst, *ports, **kw)
-            last = ((src, dst, *ports), kw)
+            senders[src](**kw)
+            last = (src, kw)
             if seq == sent[src]:
                 sent[src] = (seq + len(payload) + (1 if flags & FIN else 0)) & 0xFFFFFFFF
     return frames
@@ -1256,17 +1255,6 @@ def test_segment_cases_same_as_the_general_call(seed, name, knobs, max_entries, 
         return
     assert all(taken >= 8 for taken in cases.taken.values()), cases.taken
     assert all(declined >= 1 for declined in cases.declined.values()), cases.declined
-
-
-def _opened(sport: int, frames: List[Tuple[float, bytes]]) -> Tuple[Callable, Callable]:
-    """Senders to and from the server of one connection on `sport`, appending to frames
-    (a millisecond apart)."""
-    c, s = "10.9.0.1", "10.9.0.2"
-
-    def send(src, dst, sport_, dport, **kw):
-        frames.append((T0 + 0.001 * len(frames),
-                       build_ethernet(build_tcp_datagram(src, dst, sport_, dport, **kw))))
-    return (lambda **kw: send(c, s, sport, 80, **kw)), (lambda **kw: send(s, c, 80, sport, **kw))
 
 
 REFUSED_ISN = 3_000_000_000        # an ack of 0 is out of its window (a RST's is not)
