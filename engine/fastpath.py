@@ -33,7 +33,11 @@ It takes, in the linux profile (nf_conntrack) only:
   runs the general path's own TcpTracker.linux_segment() on it, without the Packet, the
   second lookup and the PacketResult (it declines flags error() refuses and SYN_SENT*
   cells, which may reopen the entry);
-* TCP without an entry: a lone SYN (NONE -> SYN_SENT);
+* TCP without an entry: a lone SYN (NONE -> SYN_SENT), any options: Linux's two SYN
+  layouts (engine/parse.py's SYN_*: the MSS alone; MSS, SACK-permitted, timestamps, NOP,
+  window scale) are recognised by byte compares, which fix what parse_tcp_options()'
+  walk would read from them (SACK-permitted and the shift in the last byte, or nothing);
+  others get the walk;
 * UDP, ICMP queries and replies and plain GRE (keys 0; not PPTP's), with an entry of
   the tuple or without one;
 * ICMP errors quoting a TCP or UDP datagram in an option-less, unfragmented quote:
@@ -48,11 +52,12 @@ transitions taken have no special cell, no RST/FIN/SACK handling applies -- so w
 left is the lookup or the new entry, the window update of linux_in_window() for that
 case, the protocol's timeout rules (TcpTracker._linux_packet(), UdpTracker.packet(), ...),
 the counters, the `found` or `new` stat, the insertion and the timer filing, done here in
-the same order on the same fields.  make_fast_path() checks the table facts it relies on
-(the transitions, the flag classes) when it is built.  tests/test_fastpath.py replays the
-kernel scenarios, the benchmark's mix and hand-built edge flows (the closing flows and
-ICMP errors of the other cases too) with and without it and requires identical entries,
-tables, timers, stats and verdicts.
+the same order on the same fields (a new entry's slots set by admit() itself, as
+Entry.__init__ would: entry.ENTRY_SLOTS is checked at import).  make_fast_path() checks
+the table facts it relies on (the transitions, the flag classes) when it is built.
+tests/test_fastpath.py replays the kernel scenarios, the benchmark's mix and hand-built
+edge flows (the closing flows and ICMP errors of the other cases too) with and without it
+and requires identical entries, tables, timers, stats and verdicts.
 
 The engine-wide conditions (no chains, no hook listeners, the fast extraction on, no
 PREROUTING default hook) are checked by Engine.fast_path() when the fast path is made;
