@@ -88,7 +88,7 @@ class ConnTable:
         entry.status |= CONFIRMED
         self.count += 1
         chains = self._chains
-        b = hash(orig) % self.buckets   # bucket(), inlined: once per new entry
+        b = self.bucket(orig)
         entry.hnext = chains[b]
         chains[b] = entry
         self.stats["insert"] += 1
