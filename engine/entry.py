@@ -39,6 +39,7 @@ class Entry:
     combinations, so they are class attributes: Entry(...) makes an instance of a subclass
     per (class, l3, proto), made on first use (two slots fewer).
     """
+    # (The fast path's admit() sets these itself for a new entry; it checks ENTRY_SLOTS.)
     __slots__ = ("orig", "reply", "status", "expires", "l4", "timer_slot", "hnext", "ext")
 
     l3: ModuleType = ipv4          # the layer-3 module (engine/ipv4.py, ...)
@@ -144,6 +145,9 @@ def kind_of(cls: type, l3: ModuleType, proto: int) -> type:
             "__slots__": (), "l3": l3, "proto": proto, "__module__": cls.__module__,
             "__qualname__": cls.__qualname__})
     return kind
+
+
+ENTRY_SLOTS = Entry.__slots__
 
 
 class HelpedEntry(Entry):

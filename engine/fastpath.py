@@ -33,7 +33,11 @@ It takes, in the linux profile (nf_conntrack) only:
   runs the general path's own TcpTracker.linux_segment() on it, without the Packet, the
   second lookup and the PacketResult (it declines flags error() refuses and SYN_SENT*
   cells, which may reopen the entry);
-* TCP without an entry: a lone SYN (NONE -> SYN_SENT);
+* TCP without an entry: a lone SYN (NONE -> SYN_SENT), any options: Linux's two SYN
+  layouts (engine/parse.py's SYN_*: the MSS alone; MSS, SACK-permitted, timestamps, NOP,
+  window scale) are recognised by byte compares, which fix what parse_tcp_options()'
+  walk would read from them (SACK-permitted and the shift in the last byte, or nothing);
+  others get the walk;
 * UDP, ICMP queries and replies and plain GRE (keys 0; not PPTP's), with an entry of
   the tuple or without one;
 * ICMP errors quoting a TCP or UDP datagram in an option-less, unfragmented quote:
@@ -48,11 +52,12 @@ transitions taken have no special cell, no RST/FIN/SACK handling applies -- so w
 left is the lookup or the new entry, the window update of linux_in_window() for that
 case, the protocol's timeout rules (TcpTracker._linux_packet(), UdpTracker.packet(), ...),
 the counters, the `found` or `new` stat, the insertion and the timer filing, done here in
-the same order on the same fields.  make_fast_path() checks the table facts it relies on
-(the transitions, the flag classes) when it is built.  tests/test_fastpath.py replays the
-kernel scenarios, the benchmark's mix and hand-built edge flows (the closing flows and
-ICMP errors of the other cases too) with and without it and requires identical entries,
-tables, timers, stats and verdicts.
+the same order on the same fields (a new entry's slots set by admit() itself, as
+Entry.__init__ would: entry.ENTRY_SLOTS is checked at import).  make_fast_path() checks
+the table facts it relies on (the transitions, the flag classes) when it is built.
+tests/test_fastpath.py replays the kernel scenarios, the benchmark's mix and hand-built
+edge flows (the closing flows and ICMP errors of the other cases too) with and without it
+and requires identical entries, tables, timers, stats and verdicts.
 
 The engine-wide conditions (no chains, no hook listeners, the fast extraction on, no
 PREROUTING default hook) are checked by Engine.fast_path() when the fast path is made;
@@ -64,12 +69,13 @@ read on every packet.  Arrivals remembered to spot forwarded copies are checked 
 from __future__ import annotations
 
 import struct
+from operator import itemgetter
 from types import ModuleType
-from typing import TYPE_CHECKING, Callable, Dict, FrozenSet, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, NamedTuple, Optional, Tuple
 
 from . import ipv4, ipv6
 from .ctstate import Verdict
-from .entry import ASSURED, EXPECTED, REPLY, SEEN_REPLY, Entry, kind_of
+from .entry import ASSURED, ENTRY_SLOTS, EXPECTED, REPLY, SEEN_REPLY, Entry, kind_of
 from .expect import INFINITY
 from .fastpath_frag import make_fragment
 from .fastpath_icmp import make_icmp_error
@@ -85,13 +91,16 @@ from .icmpv6 import ICMPV6_INVERSE
 from .icmpv6 import REQUEST_TYPES as ICMPV6_REQUEST_TYPES
 from .packet import (ACK, ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6,
                      IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, PSH, SYN, TcpInfo)
-from .parse import GRE_VERSION_1, TIMESTAMP_ONLY, parse_tcp_options
+from .parse import (GRE_VERSION_1, SYN_LINUX_LEN, SYN_MSS, SYN_MSS_ONLY_LEN, SYN_NOP_WSCALE,
+                    SYN_NOP_WSCALE_AT, SYN_SACK_TIMESTAMP, SYN_SACK_TIMESTAMP_AT,
+                    TIMESTAMP_ONLY, parse_tcp_options)
 from .table import Keyed
 from .tcp_tables import (C_ACK, C_SYN, CLASS_OF_FLAGS, ESTABLISHED, NONE, STATE_TIMEOUT_KNOB,
                          SYN_RECV, SYN_SENT, TABLES, VALID_FLAGS)
-from .tcp_window import (BE_LIBERAL, DATA_UNACKNOWLEDGED, END_AT, HALF, LAST_INDEX, M32,
-                         MAXACK_SET, MAXACKWINCONST, MAXEND_AT, RETRANS, SIDE, STATE,
-                         THROUGH_LAST, new_conn, put32, read_options, start_side)
+from .tcp_window import (BE_LIBERAL, CONN_BYTES, DATA_UNACKNOWLEDGED, END_AT, FLAGS, HALF,
+                         LAST_INDEX, M32, MAX_WSCALE, MAXACK_SET, MAXACKWINCONST, MAXEND_AT,
+                         MAXWIN_AT, RETRANS, SACK_PERM, SCALE, SIDE, STATE, THROUGH_LAST,
+                         WINDOW_SCALE, read_options)
 from .udp import STREAM_AFTER
 
 if TYPE_CHECKING:
@@ -115,6 +124,18 @@ ICMP_QUERY_TYPES = frozenset(range(NR_ICMP_TYPES + 1)) - ICMP_ERROR_TYPES
 ACK_FLAGS = frozenset((ACK, PSH | ACK))     # the flags bytes taken on an entry
 SYN_FLAGS = frozenset((SYN,))               # and without one
 
+
+
+# A first SYN's connection state, written in one call into a zeroed TcpConn: the original
+# side's end, maxend and maxwin, its scale and flags, the reply side's maxend, then the
+# state and the last packet's class; the bytes between stay 0.
+assert (END_AT, MAXEND_AT, MAXWIN_AT, FLAGS, LAST_INDEX) == (0, 4, 8, SCALE + 1, STATE + 1)
+_SYN_CONN = struct.Struct(f"=3I{SCALE - 12}xBB{SIDE + MAXEND_AT - FLAGS - 1}xI"
+                          f"{STATE - SIDE - MAXEND_AT - 4}xBB")
+pack_syn_conn = _SYN_CONN.pack_into
+# admit() sets an entry's slots itself, in place of Entry.__init__: these, no others.
+assert ENTRY_SLOTS == ("orig", "reply", "status", "expires", "l4", "timer_slot", "hnext",
+                       "ext")
 
 
 def _acks_to_established() -> Tuple[FrozenSet[int], FrozenSet[int]]:
@@ -283,12 +304,6 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
     expire = tracker.expire
     unpack_ip = version.head(link).unpack_from
 
-    def reply_key(frame: bytes) -> bytes:
-        """The reply key of the frame's TCP or UDP datagram: addresses and ports swapped
-        (swapped() and the l3's mirror_key(), read from the frame)."""
-        return (frame[dst_at:l4_at] + frame[src_at:dst_at]
-                + frame[dport_at:key_end] + frame[l4_at:dport_at])
-
     unpack_tcp = _TCP_AFTER_PORTS.unpack_from
     unpack_udp_len = _UDP_LENGTH.unpack_from
     unpack_fields = THROUGH_LAST.unpack_from
@@ -300,17 +315,53 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
     known_segment = make_known_segment(tracker, ip_len)   # other segments of a known entry
     known_sctp = make_known_sctp(tracker, l3, ip_at, ip_len)
     icmp_error = make_icmp_error(tracker) if version.icmp_errors else _no_icmp_error
-    # Entry(key, reply, now, proto, l3) in two calls (entry.kind_of()).
+    # Entry(key, reply, now, proto, l3) without a Python call: object.__new__ of its
+    # kind (entry.kind_of()), then Entry.__init__'s slots set in admit().
     new_object = object.__new__
-    init_entry = Entry.__init__
     tcp_kind, udp_kind, icmp_kind, gre_kind = (
         kind_of(Entry, l3, proto) for proto in (IPPROTO_TCP, IPPROTO_UDP, icmp_proto,
                                                 IPPROTO_GRE))
+    # A new entry's reply key, read from the frame: the addresses swapped, then the ports
+    # (TCP, UDP: swapped() and the l3's mirror_key()) or the ICMP id (its type and code
+    # follow): the parts in one C call, joined in another.
+    join = b"".join
+    reply_parts = itemgetter(slice(dst_at, l4_at), slice(src_at, dst_at),
+                             slice(dport_at, key_end), slice(l4_at, dport_at))
+    icmp_reply_parts = itemgetter(slice(dst_at, l4_at), slice(src_at, dst_at),
+                                  slice(icmp_id_at, icmp_id_end))
+    icmp_requests, icmp_inverse, icmp_l4 = (version.icmp_requests, version.icmp_inverse,
+                                            version.icmp_l4)
+    # A first SYN's options read by byte compares (parse.py's SYN layouts): the MSS's kind
+    # and length, then the SACK-permitted and timestamp kinds, then NOP and window scale.
+    mss_end = tcp_options_at + len(SYN_MSS)
+    sack_timestamp_at = tcp_options_at + SYN_SACK_TIMESTAMP_AT
+    sack_timestamp_end = sack_timestamp_at + len(SYN_SACK_TIMESTAMP)
+    nop_wscale_at = tcp_options_at + SYN_NOP_WSCALE_AT
+    nop_wscale_end = nop_wscale_at + len(SYN_NOP_WSCALE)
+    wscale_at = nop_wscale_end
+    mss_only_doff = 20 + SYN_MSS_ONLY_LEN
+    linux_syn_doff = 20 + SYN_LINUX_LEN
 
-    def admit(entry: Entry, now: float, tot_len: int, timeout: float, table: Keyed) -> Verdict:
-        """Tracker.process()'s bookkeeping for the new entry of an original-direction
-        packet, then Tracker.confirm() putting it in the table (`table`, its protocol's
-        dict) with its timer."""
+    def admit(kind: type, key: bytes, reply: bytes, l4: Any, now: float, tot_len: int,
+              timeout: float, table: Keyed) -> Optional[Verdict]:
+        """The new entry of an original-direction packet, or None when the general path
+        must decide: an expectation could claim the tuple, or the table is full
+        (Tracker._new_entry(), early drop).  Else Entry(key, reply, now, ...) of `kind`
+        with the protocol's state `l4`, Tracker.process()'s bookkeeping for it, then
+        Tracker.confirm() putting it in the table (`table`, its protocol's dict) with its
+        timer."""
+        limit = kv["max"]
+        if expects.next_due != INFINITY or (limit and conns.count >= limit):
+            return None
+        # Entry.__init__'s slots (ENTRY_SLOTS), without its call: `expires` is set below,
+        # `hnext` by the insertion and `timer_slot` by the filing, before anything reads
+        # them.
+        entry = new_object(kind)
+        entry.orig = key
+        entry.reply = reply
+        entry.status = 0
+        entry.l4 = l4
+        entry.ext = None
         if kv["acct"]:
             entry.counters = [1, 0, tot_len, 0]
         if kv["timestamp"]:
@@ -321,82 +372,78 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         file_timer(entry, expires)      # a new entry has no filing yet
         return NEW_ORIGINAL
 
-    def has_room() -> bool:
-        """A plain entry can be made: no expectation could claim the tuple, the table has
-        room (else the general path decides: Tracker._new_entry(), early drop)."""
-        limit = kv["max"]
-        return expects.next_due == INFINITY and (limit == 0 or len(conns) < limit)
-
     def new_udp(now: float, frame: bytes, key: bytes, tot_len: int,
                 table: Keyed) -> Optional[Verdict]:
-        """The first datagram of a UDP flow."""
-        if not has_room():
-            return None
-        entry = new_object(udp_kind)
-        init_entry(entry, key, reply_key(frame), now)
-        entry.l4 = now                  # UdpTracker.new(): the first packet's time
-        return admit(entry, now, tot_len, kv["udp_timeout"], table)
+        """The first datagram of a UDP flow (UdpTracker.new(): entry.l4 keeps the first
+        packet's time)."""
+        return admit(udp_kind, key, join(reply_parts(frame)), now, now, tot_len,
+                     kv["udp_timeout"], table)
 
     def new_icmp(now: float, frame: bytes, key: bytes, tot_len: int,
                  table: Keyed) -> Optional[Verdict]:
         """An ICMP request without an entry (IcmpTracker.new(); other types make none)."""
         icmp_type = frame[l4_at]
-        if icmp_type not in version.icmp_requests or not has_room():
+        if icmp_type not in icmp_requests:
             return None
         # IcmpTracker.invert(): the reply type, the same code and id.
-        reply = (frame[dst_at:l4_at] + frame[src_at:dst_at] + frame[icmp_id_at:icmp_id_end]
-                 + bytes((version.icmp_inverse[icmp_type], frame[icmp_code_at])))
-        entry = new_object(icmp_kind)
-        init_entry(entry, key, reply, now)
-        if version.icmp_l4 is not None:
-            entry.l4 = version.icmp_l4
-        return admit(entry, now, tot_len, kv[icmp_timeout], table)
+        reply = join(icmp_reply_parts(frame)) + bytes((icmp_inverse[icmp_type],
+                                                       frame[icmp_code_at]))
+        return admit(icmp_kind, key, reply, now if icmp_l4 is None else icmp_l4, now,
+                     tot_len, kv[icmp_timeout], table)
 
     def new_gre(now: float, frame: bytes, key: bytes, tot_len: int,
                 table: Keyed) -> Optional[Verdict]:
-        """The first packet of a plain GRE flow (GreTracker.new())."""
-        if not has_room():
-            return None
-        entry = new_object(gre_kind)
-        init_entry(entry, key, frame[dst_at:l4_at] + frame[src_at:dst_at] + NO_KEYS, now)
-        entry.l4 = (kv["gre_timeout"], kv["gre_timeout_stream"])
-        return admit(entry, now, tot_len, entry.l4[0], table)
+        """The first packet of a plain GRE flow (GreTracker.new(): its two timeouts)."""
+        timeouts = (kv["gre_timeout"], kv["gre_timeout_stream"])
+        return admit(gre_kind, key, frame[dst_at:l4_at] + frame[src_at:dst_at] + NO_KEYS,
+                     timeouts, now, tot_len, timeouts[0], table)
 
     def new_tcp(now: float, frame: bytes, key: bytes, tot_len: int, flags: int, seq: int,
                 ack: int, win: int, doff: int, table: Keyed) -> Optional[Verdict]:
         """A connection's first SYN (TcpTracker.new(), then _linux_packet())."""
-        if flags not in SYN_FLAGS or not opens or not has_room():
+        if flags not in SYN_FLAGS or not opens:
             return None
         # init_from_syn() on the original side, written out: the side starts at the
-        # SYN's end (seq + payload + 1, modulo 2**32 without a mask), its window or 1;
-        # the options (a TcpInfo read by parse_tcp_options(), as extract_ipv4() would)
-        # only when the header has some -- read_options() changes nothing without.
+        # SYN's end (seq + payload + 1, modulo 2**32 without a mask), its window or 1.
         end = seq + tot_len - ip_len - doff + 1
         if end > M32:
             end -= TWO32
         maxwin = win or 1
-        conn = new_conn()
-        start_side(conn, END_AT, end, end, maxwin)
-        if doff > 20:
-            tcp = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False, None,
-                          True, True)
-            parse_tcp_options(tcp, frame, tcp_options_at, l4_at + doff)
-            read_options(conn, 0, tcp, BE_LIBERAL)
+        # Its scale and flags: what read_options() makes of the options on a new side
+        # (whose flags are 0: nothing to keep).  No options, or the MSS alone: 0 and 0.
+        # Linux's full SYN layout: the window scale (at most MAX_WSCALE), SACK-permitted
+        # -- parse_tcp_options()' walk finds the same in those bytes.  Any other options
+        # get the walk and read_options() (`options`, after the state is written).
+        options = None
+        if doff == 20 or (doff == mss_only_doff and frame[tcp_options_at:mss_end] == SYN_MSS):
+            scale = side_flags = 0
+        elif (doff == linux_syn_doff and frame[tcp_options_at:mss_end] == SYN_MSS
+              and frame[sack_timestamp_at:sack_timestamp_end] == SYN_SACK_TIMESTAMP
+              and frame[nop_wscale_at:nop_wscale_end] == SYN_NOP_WSCALE):
+            scale = frame[wscale_at]
+            if scale > MAX_WSCALE:
+                scale = MAX_WSCALE
+            side_flags = SACK_PERM | WINDOW_SCALE
+        else:
+            scale = side_flags = 0
+            options = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False,
+                              None, True, True)
+            parse_tcp_options(options, frame, tcp_options_at, l4_at + doff)
         # NONE -SYN-> SYN_SENT has no special cell, and linux_in_window() passes a SYN on
         # the side it has just started: of its updates only the receiver's maxend changes,
         # to the SYN's (unscaled) window from ack 0, as "right" (1 for a window of 0).
-        put32(conn, SIDE + MAXEND_AT, maxwin)
-        conn[LAST_INDEX] = C_SYN        # LAST_DIR is ORIGINAL already
-        conn[STATE] = SYN_SENT
-        entry = new_object(tcp_kind)
-        init_entry(entry, key, reply_key(frame), now)
-        entry.l4 = conn
+        # LAST_DIR stays ORIGINAL (0), every other field 0.
+        conn = bytearray(CONN_BYTES)
+        pack_syn_conn(conn, 0, end, end, maxwin, scale, side_flags, maxwin, SYN_SENT, C_SYN)
+        if options is not None:
+            read_options(conn, 0, options, BE_LIBERAL)
         # The timeout rules: no retransmission counted, no data unacknowledged, and the
         # last window is still 0, so rule (d) (also what (a) could give) or (e).
         timeout = kv[syn_sent_timeout]
         if timeout > kv["tcp_timeout_max_retrans"]:
             timeout = kv["tcp_timeout_max_retrans"]
-        return admit(entry, now, tot_len, timeout, table)
+        return admit(tcp_kind, key, join(reply_parts(frame)), conn, now, tot_len, timeout,
+                     table)
 
     def track(now: float, linktype: int, frame: bytes) -> Optional[Verdict]:
         if linktype != own_linktype:

@@ -41,6 +41,18 @@ TCPOPT_EOL, TCPOPT_NOP, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_SACK = 0, 1, 3, 
 TCP_MAX_WSCALE = 14
 # NOP NOP TIMESTAMP(10): the options of nearly every established-state segment.
 TIMESTAMP_ONLY = b"\x01\x01\x08\x0a"
+# The options of Linux's SYNs (tcp_syn_options()), as the fast path recognises them by
+# byte compares: MSS(4) alone, or MSS(4) SACK_PERM(2) TIMESTAMP(10) NOP WSCALE(3) -- the
+# MSS value, the timestamps and the shift (the last byte) varying.  parse_tcp_options()'
+# walk reads from those bytes exactly this: SACK-permitted and the window scale, or
+# neither for the MSS alone.
+SYN_MSS = b"\x02\x04"                       # at 0: the MSS's kind and length
+SYN_MSS_ONLY_LEN = 4
+SYN_SACK_TIMESTAMP_AT = 4
+SYN_SACK_TIMESTAMP = b"\x04\x02\x08\x0a"    # SACK_PERM, the timestamp's kind and length
+SYN_NOP_WSCALE_AT = 16
+SYN_NOP_WSCALE = b"\x01\x03\x03"             # NOP, the window scale's kind and length
+SYN_LINUX_LEN = 20                          # its shift: the last byte
 
 
 class ParseError:

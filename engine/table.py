@@ -25,12 +25,12 @@ class ConnTable:
         self._tables: Dict[TableId, Keyed] = {
             (ipv4.FAMILY, IPPROTO_TCP): {}, (ipv4.FAMILY, IPPROTO_UDP): {},
             (ipv4.FAMILY, IPPROTO_ICMP): {}}
-        self._count = 0
+        self.count = 0                  # live entries (len(); an attribute to read without a call)
         self.buckets = max(int(buckets), 1)
         self._chains: List[Optional[Entry]] = [None] * self.buckets
 
     def __len__(self) -> int:
-        return self._count
+        return self.count
 
     def table(self, family: int, proto: int) -> Keyed:
         """The key -> entry dict of one (l3, protocol) (made on first use)."""
@@ -86,7 +86,7 @@ class ConnTable:
         table[orig] = entry
         table[entry.reply] = entry
         entry.status |= CONFIRMED
-        self._count += 1
+        self.count += 1
         chains = self._chains
         b = self.bucket(orig)
         entry.hnext = chains[b]
@@ -102,7 +102,7 @@ class ConnTable:
             return False
         del table[orig]
         table.pop(entry.reply, None)
-        self._count -= 1
+        self.count -= 1
         b = self.bucket(orig)
         node, prev = self._chains[b], None
         while node is not None and node is not entry:

@@ -1307,3 +1307,100 @@ def test_segment_cases_take_what_they_were_written_for(name, tmp_path, monkeypat
     cases = CountingCases(monkeypatch)
     replayed_alike(write_capture(frames, tmp_path / "case.pcap"), {}, None)
     assert (cases.taken[maker], cases.declined[maker]) == (taken, declined)
+# -- new entries: a first SYN's options read by byte compares (synfast) ------------------------
+# Each a first SYN's option bytes: Linux's two layouts new_tcp() reads by byte compares
+# (engine/parse.py's SYN_*), then near misses of the same lengths that must get
+# parse_tcp_options()' walk -- each would come out wrong if a compare were left out.
+MSS = b"\x02\x04\x05\xb4"
+SACK_TIMESTAMP = b"\x04\x02\x08\x0a" + bytes(range(1, 9))
+SYN_OPTION_CASES = {
+    "none": b"",
+    "mss alone": MSS,
+    "linux, shift 7": MSS + SACK_TIMESTAMP + b"\x01\x03\x03\x07",
+    "linux, shift 0": MSS + SACK_TIMESTAMP + b"\x01\x03\x03\x00",
+    "linux, shift 14": MSS + SACK_TIMESTAMP + b"\x01\x03\x03\x0e",
+    "linux, shift 15 (14 taken)": MSS + SACK_TIMESTAMP + b"\x01\x03\x03\x0f",
+    # 4 bytes, not the MSS: SACK-permitted, or a window scale.
+    "sack-permitted in the mss's place": b"\x04\x02\x01\x01",
+    "window scale in the mss's place": b"\x01\x03\x03\x05",
+    # 20 bytes, not Linux's layout: no SACK-permitted, no window scale, a window scale of
+    # length 4 (past the options: the walk stops), an EOL where SACK-permitted goes, a
+    # SACK-permitted of length 3, an MSS of length 3.
+    "no sack-permitted": MSS + b"\x01\x01\x08\x0a" + bytes(8) + b"\x01\x03\x03\x07",
+    "no window scale": MSS + SACK_TIMESTAMP + b"\x01\x01\x01\x01",
+    "window scale of length 4": MSS + SACK_TIMESTAMP + b"\x01\x03\x04\x07",
+    "eol before sack-permitted": MSS + b"\x00\x02\x08\x0a" + bytes(8) + b"\x01\x03\x03\x07",
+    "sack-permitted of length 3": MSS + b"\x04\x03\x08\x0a" + bytes(8) + b"\x01\x03\x03\x07",
+    "mss of length 3": b"\x02\x03\x05\xb4" + SACK_TIMESTAMP + b"\x01\x03\x03\x07",
+    # Linux's layout and four NOPs more: 24 bytes.
+    "linux and nops": MSS + SACK_TIMESTAMP + b"\x01\x03\x03\x07" + b"\x01" * 4,
+}
+
+
+def syn_option_frames() -> Tuple[List[Tuple[float, bytes]], int]:
+    """A first SYN with each of SYN_OPTION_CASES, over IPv4 (with window 0, with a payload,
+    too) and IPv6 (after a first SYN that makes its table on the general path), the
+    handshakes of some of them completed (the window scale read is then used); and how
+    many of the frames are IPv4 first SYNs (each one the fast path takes)."""
+    c, s = "10.1.0.1", "10.1.0.2"
+    frames: List[Tuple[float, bytes]] = []
+    firsts = 0
+    t = 0.0
+    for n, options in enumerate(SYN_OPTION_CASES.values()):
+        for window, payload in ((64000, b""), (0, b""), (5000, b"data on a SYN")):
+            t += 0.01
+            port = 41000 + 3 * n + (window == 0) + 2 * bool(payload)
+            frames.append((T0 + t, build_ethernet(build_tcp_datagram(
+                c, s, port, 80, seq=0xFFFFFF00 + n, flags=SYN, window=window,
+                options=options, payload=payload))))
+            firsts += 1
+            if window == 64000 and n % 2:
+                frames.append((T0 + t + 0.001, build_ethernet(build_tcp_datagram(
+                    s, c, 80, port, seq=9000, ack=0xFFFFFF01 + n, flags=SYN | ACK,
+                    window=500, options=options))))
+                frames.append((T0 + t + 0.002, build_ethernet(build_tcp_datagram(
+                    c, s, port, 80, seq=0xFFFFFF01 + n, ack=9001, window=300))))
+        t += 0.01
+        frames.append((T0 + t, ipv6_frame(C6, S6, IPPROTO_TCP, build_tcp(
+            C6, S6, 42000 + n, 80, seq=7 + n, flags=SYN, window=1000, options=options))))
+    return frames, firsts
+
+
+SYN_OPTION_SETTINGS = [(framing, *setting) for framing in FRAMINGS for setting in KNOB_SETTINGS]
+
+
+@pytest.mark.parametrize("framing, name, knobs, max_entries", SYN_OPTION_SETTINGS,
+                         ids=[f"{framing}-{setting[0]}"
+                              for framing, *setting in SYN_OPTION_SETTINGS])
+def test_first_syn_options_same_with_and_without_fast_path(framing, name, knobs, max_entries,
+                                                           tmp_path, monkeypatch):
+    """Every first SYN above: the same entry (its packed state: the side's window scale and
+    flags) with and without the fast path, under every knob setting (a full table of 4:
+    new_tcp() declines, the general path early-drops); with room, each IPv4 first SYN is
+    the fast path's."""
+    frames, firsts = syn_option_frames()
+    counting = CountingFastPath(monkeypatch)
+    replayed_alike(reframed(write_capture(frames, tmp_path / "syns.pcap"), framing, tmp_path),
+                   knobs, max_entries)
+    if max_entries is None:
+        assert counting.taken >= firsts, (counting.taken, firsts)
+
+
+def test_syn_layouts_are_what_the_option_walk_reads():
+    """parse.py's SYN layouts, as tcp_options() lays out Linux's SYNs, give what new_tcp()
+    takes from them: the MSS alone nothing, the full layout SACK-permitted and the shift in
+    its last byte."""
+    from engine.packet import TcpInfo
+    from engine.parse import (SYN_LINUX_LEN, SYN_MSS, SYN_MSS_ONLY_LEN, SYN_NOP_WSCALE,
+                              SYN_NOP_WSCALE_AT, SYN_SACK_TIMESTAMP, SYN_SACK_TIMESTAMP_AT,
+                              parse_tcp_options)
+    mss_only = tcp_options(mss=1460)
+    linux = tcp_options(mss=1460, wscale=9, sack_perm=True, timestamps=(5, 0))
+    assert len(mss_only) == SYN_MSS_ONLY_LEN and mss_only.startswith(SYN_MSS)
+    assert len(linux) == SYN_LINUX_LEN and linux.startswith(SYN_MSS)
+    assert linux[SYN_SACK_TIMESTAMP_AT:].startswith(SYN_SACK_TIMESTAMP)
+    assert linux[SYN_NOP_WSCALE_AT:-1] == SYN_NOP_WSCALE and linux[-1] == 9
+    for options, want in ((mss_only, (None, False)), (linux, (9, True))):
+        tcp = TcpInfo(SYN, 0, 0, 1000, 0, options=True)
+        parse_tcp_options(tcp, options, 0, len(options))
+        assert (tcp.wscale, tcp.sack_perm) == want
