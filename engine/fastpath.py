@@ -89,7 +89,7 @@ from .parse import GRE_VERSION_1, TIMESTAMP_ONLY, parse_tcp_options
 from .table import Keyed
 from .tcp_tables import (C_ACK, C_SYN, CLASS_OF_FLAGS, ESTABLISHED, NONE, STATE_TIMEOUT_KNOB,
                          SYN_RECV, SYN_SENT, TABLES, VALID_FLAGS)
-from .tcp_window import (BE_LIBERAL, DATA_UNACKNOWLEDGED, END_AT, HALF, LAST_INDEX, M32,
+from .tcp_window import (BE_LIBERAL, DATA_UNACKNOWLEDGED, END_AT, LAST_INDEX, M32,
                          MAXACK_SET, MAXACKWINCONST, MAXEND_AT, RETRANS, SIDE, STATE,
                          THROUGH_LAST, new_conn, put32, read_options, start_side)
 from .udp import STREAM_AFTER
@@ -102,10 +102,7 @@ FastTrack = Callable[[float, int, bytes], Optional[Verdict]]
 # The TCP header after ports: seq, ack, data offset, flags, window.
 _TCP_AFTER_PORTS = struct.Struct("!IIBBH")
 _UDP_LENGTH = struct.Struct("!H")
-NEG_HALF = -HALF
 TWO32 = M32 + 1
-NEG_TWO32 = -TWO32
-NEG_3HALF = -3 * HALF
 TIMESTAMPS_DOFF = 20 + 12                   # a TCP header with NOP NOP TIMESTAMP(10) alone
 IPV4_NO_OPTIONS = 0x45
 FRAGMENT = ipv4.IP_MF | ipv4.IP_OFFSET      # more fragments, or an offset
@@ -463,6 +460,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 if key == entry.reply:
                     d = REPLY
                     acks = reply_acks
+                    verdict = ESTABLISHED_REPLY
                     (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
                      receiver_scale, receiver_flags, receiver_loose, sender_end,
                      sender_maxend, sender_maxwin, sender_maxack, sender_scale, sender_flags,
@@ -471,6 +469,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 else:
                     d = 0
                     acks = original_acks
+                    verdict = ESTABLISHED_ORIGINAL
                     (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
                      sender_flags, sender_loose, receiver_end, receiver_maxend,
                      receiver_maxwin, receiver_maxack, receiver_scale, receiver_flags,
@@ -488,70 +487,52 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                         end -= TWO32
                 maxackwin = (sender_maxwin if sender_maxwin > MAXACKWINCONST
                              else MAXACKWINCONST)
-                # The window checks without `& M32`, on differences of sequence numbers
-                # taken once (two-digit ints in, small ints out; the rest in small ints).
-                # For x = a - b (-2**32 <= x < 2**32), (x & M32) < HALF exactly when
-                # 0 <= x < HALF or x < -HALF; for x of three terms (-2**33 <= x < 2**32)
-                # when 0 <= x < HALF or -2**32 <= x < -HALF or x < -3 * HALF.  (The
-                # updates' after(a, b) below, (x & M32) >= HALF for x = b - a: when
-                # 0 > x >= -HALF or x >= HALF, the common negative case tested first.)
+                # The window checks on differences of sequence numbers, without `& M32`:
+                # (x & M32) >= HALF is bit 31 of x, for any int x, and `x >> 31 & 1` reads
+                # it in small ints (x is a one-digit int for all but the farthest segments:
+                # shifting it and the AND take CPython's short paths, no allocation).  The
+                # four checks pass together exactly when bit 31 is set in all four
+                # differences: in their AND (II is skipped while the receiver's maxwin is
+                # 0: -1 stands in for its difference).
                 #   I:   before(seq, sender maxend + 1)      beyond = seq - maxend - 1
                 #   II:  after(end, sender end - receiver maxwin)
                 #        (sender end - maxwin - 1 - end)  = end_gap - maxwin - 1
                 #   III: before(ack, receiver end + 1)       unsent = ack - end - 1
                 #   IV:  after(ack, receiver end - MAXACKWINDOW(sender))
                 #        (receiver end - maxackwin - 1 - ack) = -2 - unsent - maxackwin
-                beyond = seq - sender_maxend - 1
+                # (The updates' after(a, b) below: bit 31 of b - a.)
                 unsent = ack - receiver_end - 1
                 end_gap = sender_end - end
-                lag = end_gap - receiver_maxwin - 1
-                short = -2 - unsent - maxackwin
-                # An in-window segment has all four differences in [-HALF, 0), where each
-                # check passes: tested first, in four comparisons; else every range.
                 taken = (old in acks
                          and sender_maxwin != 0     # else its side starts with this packet
-                         and ((NEG_HALF <= beyond < 0 and NEG_HALF <= unsent < 0
-                               and NEG_HALF <= lag < 0 and NEG_HALF <= short < 0)
-                              or not (0 <= beyond < HALF or beyond < NEG_HALF         # I
-                                      or 0 <= unsent < HALF or unsent < NEG_HALF      # III
-                                      or (receiver_maxwin                             # II
-                                          and (0 <= lag < HALF
-                                               or NEG_TWO32 <= lag < NEG_HALF
-                                               or lag < NEG_3HALF))
-                                      or 0 <= short < HALF                            # IV
-                                      or NEG_TWO32 <= short < NEG_HALF
-                                      or short < NEG_3HALF)))
+                         and ((seq - sender_maxend - 1) & unsent & (-2 - unsent - maxackwin)
+                              & (end_gap - receiver_maxwin - 1 if receiver_maxwin else -1))
+                         >> 31 & 1)
             if not taken:
                 return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
                                      doff, tcp_options_at)
-            win_raw = win
-            win = win << sender_scale
-            if sender_maxwin < win:             # swin = win + sack - ack, sack == ack
-                sender_maxwin = win
-            if 0 > end_gap >= NEG_HALF or end_gap >= HALF:      # after(end, sender end)
+            scaled = win << sender_scale
+            if sender_maxwin < scaled:          # swin = win + sack - ack, sack == ack
+                sender_maxwin = scaled
+            if end_gap >> 31 & 1:                                   # after(end, sender end)
                 sender_end = end
                 sender_flags |= DATA_UNACKNOWLEDGED
             if not sender_flags & MAXACK_SET:
                 sender_maxack = ack
                 sender_flags |= MAXACK_SET
-            else:
-                gap = sender_maxack - ack
-                if 0 > gap >= NEG_HALF or gap >= HALF:          # after(ack, maxack)
-                    sender_maxack = ack
-            if receiver_maxwin != 0:
-                gap = sender_maxend - end
-                if 0 > gap >= NEG_HALF or gap >= HALF:          # after(end, maxend)
-                    receiver_maxwin = (receiver_maxwin - gap) & M32
-            right = ack + win
+            elif (sender_maxack - ack) >> 31 & 1:                   # after(ack, maxack)
+                sender_maxack = ack
+            if receiver_maxwin != 0 and (sender_maxend - end) >> 31 & 1:  # after(end, maxend)
+                receiver_maxwin = (receiver_maxwin - sender_maxend + end) & M32
+            right = ack + scaled
             if right > M32:
                 right -= TWO32
-            gap = receiver_maxend - 1 - right
-            if 0 > gap >= NEG_HALF or gap >= HALF:              # after(right, maxend - 1)
-                receiver_maxend = right if win else (right + 1) & M32
+            if (receiver_maxend - 1 - right) >> 31 & 1:             # after(right, maxend - 1)
+                receiver_maxend = right if scaled else (right + 1) & M32
             if ack == receiver_end:
                 receiver_flags &= ~DATA_UNACKNOWLEDGED
             if (last_dir == d and last_seq == seq and last_ack == ack and last_end == end
-                    and last_win == win_raw):
+                    and last_win == win):
                 retrans = conn[RETRANS] = (conn[RETRANS] + 1) & 0xFF
             else:
                 retrans = conn[RETRANS] = 0
@@ -562,13 +543,13 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                             receiver_maxack, receiver_scale, receiver_flags, receiver_loose,
                             sender_end, sender_maxend, sender_maxwin, sender_maxack,
                             sender_scale, sender_flags, sender_loose, ESTABLISHED, C_ACK,
-                            d, seq, ack, end, win_raw)
+                            d, seq, ack, end, win)
             else:
                 pack_fields(conn, 0, sender_end, sender_maxend, sender_maxwin,
                             sender_maxack, sender_scale, sender_flags, sender_loose,
                             receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
                             receiver_scale, receiver_flags, receiver_loose, ESTABLISHED,
-                            C_ACK, d, seq, ack, end, win_raw)
+                            C_ACK, d, seq, ack, end, win)
             # TcpTracker._linux_packet()'s timeout rules (a), (c), (d), (e); (b) is RST's.
             timeout = kv[established_timeout]
             if (retrans >= kv["tcp_max_retrans"]
@@ -577,11 +558,10 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             elif ((sender_flags | receiver_flags) & DATA_UNACKNOWLEDGED
                   and timeout > kv["tcp_timeout_unacknowledged"]):
                 timeout = kv["tcp_timeout_unacknowledged"]
-            elif win_raw == 0 and timeout > kv["tcp_timeout_max_retrans"]:    # the last window
+            elif win == 0 and timeout > kv["tcp_timeout_max_retrans"]:   # the last window
                 timeout = kv["tcp_timeout_max_retrans"]
             if not status & ASSURED:            # from SYN_RECV or ESTABLISHED, seen a reply
                 entry.status = status | ASSURED
-            verdict = ESTABLISHED_REPLY if d else ESTABLISHED_ORIGINAL
         else:
             # The entry of the tuple, or a new one (the protocol's new_*() takes it or not).
             if proto == IPPROTO_UDP:
