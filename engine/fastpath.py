@@ -110,6 +110,12 @@ NO_KEYS = bytes(4)                          # GRE keys 0, 0 (parse.gre_keys())
 # ICMP types that make or find an entry of their own (no errors; higher types are refused).
 ICMP_QUERY_TYPES = frozenset(range(NR_ICMP_TYPES + 1)) - ICMP_ERROR_TYPES
 ACK_FLAGS = frozenset((ACK, PSH | ACK))     # the flags bytes taken on an entry
+# The TCP header's length by its data offset byte (the high nibble, in 32-bit words; the
+# low one is reserved and the AE flag): an offset short of the 20-byte header maps to more
+# than any datagram holds, so that one comparison with the datagram's payload refuses it.
+NO_TCP_HEADER = 1 << 16
+TCP_HEADER_LEN = tuple((byte >> 4) * 4 if byte >> 4 >= 5 else NO_TCP_HEADER
+                       for byte in range(256))
 SYN_FLAGS = frozenset((SYN,))               # and without one
 
 
@@ -259,12 +265,17 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
     icmp_type_code_end = l4_at + 2
     tcp_options_at = l4_at + 20
     timestamp_only_end = tcp_options_at + len(TIMESTAMP_ONLY)
+    # Slices read on every packet, made once (frame[a:b] builds a slice object per call).
+    key_span = slice(key_at, key_end)
+    timestamp_only_span = slice(tcp_options_at, timestamp_only_end)
 
     tracker = engine.tracker
     conns = tracker.conns
     tables = conns.tables()             # others: only once their first packet made them
     # IPv4's common tables exist from the start (ConnTable: the listing's order); IPv6's
     # are made by their first packet, on the general path: looked up per packet (None).
+    # (`table = tcp_table or tables.get(tcp_id)`: an empty IPv4 table is looked up again,
+    # finding itself -- one test fewer on every packet than `is not None else`.)
     tcp_id, udp_id, gre_id = ((l3.FAMILY, proto) for proto in (IPPROTO_TCP, IPPROTO_UDP,
                                                                IPPROTO_GRE))
     tcp_table = tables.get(tcp_id) if not is_ipv6 else None
@@ -427,15 +438,15 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             # reaches it (extract_ipv4() or parse_ipv4() reads it: its total length covers
             # the header): do it here, so that the packet can still be taken.
             expire(now)
-        key = frame[key_at:key_end]
+        key = frame[key_span]
         if proto == IPPROTO_TCP:
             if tot_len < tcp_min:
                 return None
             seq, ack, doff, flags, win = unpack_tcp(frame, tcp_seq_at)
-            doff = (doff >> 4) * 4
-            if doff < 20 or doff > tot_len - ip_len:
+            doff = TCP_HEADER_LEN[doff]
+            if doff > tot_len - ip_len:
                 return None                     # a bad data offset: INVALID, parse's
-            table = tcp_table if tcp_table is not None else tables.get(tcp_id)
+            table = tcp_table or tables.get(tcp_id)
             if table is None:
                 return None                     # its first packet makes the table
             entry = table.get(key)
@@ -454,8 +465,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             status = entry.status
             taken = False
             if (flags in ACK_FLAGS and status & SEEN_REPLY
-                    and (doff == 20 or (doff == TIMESTAMPS_DOFF and frame[
-                        tcp_options_at:timestamp_only_end] == TIMESTAMP_ONLY))):
+                    and (doff == 20 or (doff == TIMESTAMPS_DOFF
+                                        and frame[timestamp_only_span] == TIMESTAMP_ONLY))):
                 conn = entry.l4
                 if key == entry.reply:
                     d = REPLY
@@ -572,7 +583,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 udp_len = unpack_udp_len(frame, udp_len_at)[0]
                 if udp_len < 8 or udp_len > tot_len - ip_len:
                     return None
-                table = udp_table if udp_table is not None else tables.get(udp_id)
+                table = udp_table or tables.get(udp_id)
                 if table is None:
                     return None                 # its first packet makes the table
                 make = new_udp
@@ -586,7 +597,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 # The key's parts: the id, then type << 8 | code (parse.icmp_header()).
                 key = (frame[src_at:l4_at] + frame[icmp_id_at:icmp_id_end]
                        + frame[l4_at:icmp_type_code_end])
-                table = icmp_table if icmp_table is not None else tables.get(icmp_id)
+                table = icmp_table or tables.get(icmp_id)
                 if table is None:
                     return None                 # its first packet makes the table
                 make = new_icmp
