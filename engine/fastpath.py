@@ -102,7 +102,9 @@ FastTrack = Callable[[float, int, bytes], Optional[Verdict]]
 # The TCP header after ports: seq, ack, data offset, flags, window.
 _TCP_AFTER_PORTS = struct.Struct("!IIBBH")
 _UDP_LENGTH = struct.Struct("!H")
+struct_error = struct.error
 TWO32 = M32 + 1
+ACKNOWLEDGED = ~DATA_UNACKNOWLEDGED          # a side's flags with the bit cleared
 TIMESTAMPS_DOFF = 20 + 12                   # a TCP header with NOP NOP TIMESTAMP(10) alone
 IPV4_NO_OPTIONS = 0x45
 FRAGMENT = ipv4.IP_MF | ipv4.IP_OFFSET      # more fragments, or an offset
@@ -252,8 +254,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
     ethertype, ip_len, gre_proto = version.ethertype, version.header_len, version.gre
     icmp_proto, icmp_queries = version.icmp, version.icmp_queries
     icmp_timeout = version.icmp_timeout
-    tcp_min = ip_len + 20                           # the shortest datagrams taken
-    header8_min = ip_len + 8                        # (UDP's header, ICMP's)
+    header8_min = ip_len + 8                        # the shortest ICMP datagram taken
     src_at = key_at = ip_at + l3.ADDRESSES_AT       # the table key, in place: addresses,
     dst_at = src_at + (l3.KEY_LEN - 4) // 2         # (two of them, then two ports)
     l4_at = ip_at + ip_len                          # then the ports
@@ -440,9 +441,14 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             expire(now)
         key = frame[key_span]
         if proto == IPPROTO_TCP:
-            if tot_len < tcp_min:
+            # A datagram short of the TCP header has no data offset that fits in it (the
+            # header's 20 bytes do not): the check below refuses it, without a test of its
+            # own, once the header has been read -- from the frame's padding, or from
+            # beyond a frame that ends with the datagram: struct.error.
+            try:
+                seq, ack, doff, flags, win = unpack_tcp(frame, tcp_seq_at)
+            except struct_error:
                 return None
-            seq, ack, doff, flags, win = unpack_tcp(frame, tcp_seq_at)
             doff = TCP_HEADER_LEN[doff]
             if doff > tot_len - ip_len:
                 return None                     # a bad data offset: INVALID, parse's
@@ -515,7 +521,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 unsent = ack - receiver_end - 1
                 end_gap = sender_end - end
                 taken = (old in acks
-                         and sender_maxwin != 0     # else its side starts with this packet
+                         and sender_maxwin          # (0: its side starts with this packet)
                          and ((seq - sender_maxend - 1) & unsent & (-2 - unsent - maxackwin)
                               & (end_gap - receiver_maxwin - 1 if receiver_maxwin else -1))
                          >> 31 & 1)
@@ -533,7 +539,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 sender_flags |= MAXACK_SET
             elif (sender_maxack - ack) >> 31 & 1:                   # after(ack, maxack)
                 sender_maxack = ack
-            if receiver_maxwin != 0 and (sender_maxend - end) >> 31 & 1:  # after(end, maxend)
+            if receiver_maxwin and (sender_maxend - end) >> 31 & 1:     # after(end, maxend)
                 receiver_maxwin = (receiver_maxwin - sender_maxend + end) & M32
             right = ack + scaled
             if right > M32:
@@ -541,8 +547,9 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             if (receiver_maxend - 1 - right) >> 31 & 1:             # after(right, maxend - 1)
                 receiver_maxend = right if scaled else (right + 1) & M32
             if ack == receiver_end:
-                receiver_flags &= ~DATA_UNACKNOWLEDGED
-            if (last_dir == d and last_seq == seq and last_ack == ack and last_end == end
+                receiver_flags &= ACKNOWLEDGED
+            # (seq first: the field that differs most often from the last packet's.)
+            if (last_seq == seq and last_dir == d and last_ack == ack and last_end == end
                     and last_win == win):
                 retrans = conn[RETRANS] = (conn[RETRANS] + 1) & 0xFF
             else:
@@ -576,11 +583,12 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         else:
             # The entry of the tuple, or a new one (the protocol's new_*() takes it or not).
             if proto == IPPROTO_UDP:
-                # The header's length first: the length field read is inside the datagram
-                # (an IPv6 one of 4 bytes of payload ends before it: struct.error).
-                if tot_len < header8_min:
+                # A datagram short of the UDP header has no length that fits in it, read
+                # as the TCP case reads its header (struct.error: the frame ends first).
+                try:
+                    udp_len = unpack_udp_len(frame, udp_len_at)[0]
+                except struct_error:
                     return None
-                udp_len = unpack_udp_len(frame, udp_len_at)[0]
                 if udp_len < 8 or udp_len > tot_len - ip_len:
                     return None
                 table = udp_table or tables.get(udp_id)
