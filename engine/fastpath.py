@@ -97,7 +97,7 @@ from .parse import (GRE_VERSION_1, SYN_LINUX_LEN, SYN_MSS, SYN_MSS_ONLY_LEN, SYN
 from .table import Keyed
 from .tcp_tables import (C_ACK, C_SYN, CLASS_OF_FLAGS, ESTABLISHED, NONE, STATE_TIMEOUT_KNOB,
                          SYN_RECV, SYN_SENT, TABLES, VALID_FLAGS)
-from .tcp_window import (BE_LIBERAL, CONN_BYTES, DATA_UNACKNOWLEDGED, END_AT, FLAGS, HALF,
+from .tcp_window import (BE_LIBERAL, CONN_BYTES, DATA_UNACKNOWLEDGED, END_AT, FLAGS,
                          LAST_INDEX, M32, MAX_WSCALE, MAXACK_SET, MAXACKWINCONST, MAXEND_AT,
                          MAXWIN_AT, RETRANS, SACK_PERM, SCALE, SIDE, STATE, THROUGH_LAST,
                          WINDOW_SCALE, read_options)
@@ -111,10 +111,9 @@ FastTrack = Callable[[float, int, bytes], Optional[Verdict]]
 # The TCP header after ports: seq, ack, data offset, flags, window.
 _TCP_AFTER_PORTS = struct.Struct("!IIBBH")
 _UDP_LENGTH = struct.Struct("!H")
-NEG_HALF = -HALF
+struct_error = struct.error
 TWO32 = M32 + 1
-NEG_TWO32 = -TWO32
-NEG_3HALF = -3 * HALF
+ACKNOWLEDGED = ~DATA_UNACKNOWLEDGED          # a side's flags with the bit cleared
 TIMESTAMPS_DOFF = 20 + 12                   # a TCP header with NOP NOP TIMESTAMP(10) alone
 IPV4_NO_OPTIONS = 0x45
 FRAGMENT = ipv4.IP_MF | ipv4.IP_OFFSET      # more fragments, or an offset
@@ -122,6 +121,12 @@ NO_KEYS = bytes(4)                          # GRE keys 0, 0 (parse.gre_keys())
 # ICMP types that make or find an entry of their own (no errors; higher types are refused).
 ICMP_QUERY_TYPES = frozenset(range(NR_ICMP_TYPES + 1)) - ICMP_ERROR_TYPES
 ACK_FLAGS = frozenset((ACK, PSH | ACK))     # the flags bytes taken on an entry
+# The TCP header's length by its data offset byte (the high nibble, in 32-bit words; the
+# low one is reserved and the AE flag): an offset short of the 20-byte header maps to more
+# than any datagram holds, so that one comparison with the datagram's payload refuses it.
+NO_TCP_HEADER = 1 << 16
+TCP_HEADER_LEN = tuple((byte >> 4) * 4 if byte >> 4 >= 5 else NO_TCP_HEADER
+                       for byte in range(256))
 SYN_FLAGS = frozenset((SYN,))               # and without one
 
 
@@ -270,8 +275,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
     ethertype, ip_len, gre_proto = version.ethertype, version.header_len, version.gre
     icmp_proto, icmp_queries = version.icmp, version.icmp_queries
     icmp_timeout = version.icmp_timeout
-    tcp_min = ip_len + 20                           # the shortest datagrams taken
-    header8_min = ip_len + 8                        # (UDP's header, ICMP's)
+    header8_min = ip_len + 8                        # the shortest ICMP datagram taken
     src_at = key_at = ip_at + l3.ADDRESSES_AT       # the table key, in place: addresses,
     dst_at = src_at + (l3.KEY_LEN - 4) // 2         # (two of them, then two ports)
     l4_at = ip_at + ip_len                          # then the ports
@@ -283,12 +287,17 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
     icmp_type_code_end = l4_at + 2
     tcp_options_at = l4_at + 20
     timestamp_only_end = tcp_options_at + len(TIMESTAMP_ONLY)
+    # Slices read on every packet, made once (frame[a:b] builds a slice object per call).
+    key_span = slice(key_at, key_end)
+    timestamp_only_span = slice(tcp_options_at, timestamp_only_end)
 
     tracker = engine.tracker
     conns = tracker.conns
     tables = conns.tables()             # others: only once their first packet made them
     # IPv4's common tables exist from the start (ConnTable: the listing's order); IPv6's
     # are made by their first packet, on the general path: looked up per packet (None).
+    # (`table = tcp_table or tables.get(tcp_id)`: an empty IPv4 table is looked up again,
+    # finding itself -- one test fewer on every packet than `is not None else`.)
     tcp_id, udp_id, gre_id = ((l3.FAMILY, proto) for proto in (IPPROTO_TCP, IPPROTO_UDP,
                                                                IPPROTO_GRE))
     tcp_table = tables.get(tcp_id) if not is_ipv6 else None
@@ -477,15 +486,20 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             # reaches it (extract_ipv4() or parse_ipv4() reads it: its total length covers
             # the header): do it here, so that the packet can still be taken.
             expire(now)
-        key = frame[key_at:key_end]
+        key = frame[key_span]
         if proto == IPPROTO_TCP:
-            if tot_len < tcp_min:
+            # A datagram short of the TCP header has no data offset that fits in it (the
+            # header's 20 bytes do not): the check below refuses it, without a test of its
+            # own, once the header has been read -- from the frame's padding, or from
+            # beyond a frame that ends with the datagram: struct.error.
+            try:
+                seq, ack, doff, flags, win = unpack_tcp(frame, tcp_seq_at)
+            except struct_error:
                 return None
-            seq, ack, doff, flags, win = unpack_tcp(frame, tcp_seq_at)
-            doff = (doff >> 4) * 4
-            if doff < 20 or doff > tot_len - ip_len:
+            doff = TCP_HEADER_LEN[doff]
+            if doff > tot_len - ip_len:
                 return None                     # a bad data offset: INVALID, parse's
-            table = tcp_table if tcp_table is not None else tables.get(tcp_id)
+            table = tcp_table or tables.get(tcp_id)
             if table is None:
                 return None                     # its first packet makes the table
             entry = table.get(key)
@@ -504,12 +518,13 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             status = entry.status
             taken = False
             if (flags in ACK_FLAGS and status & SEEN_REPLY
-                    and (doff == 20 or (doff == TIMESTAMPS_DOFF and frame[
-                        tcp_options_at:timestamp_only_end] == TIMESTAMP_ONLY))):
+                    and (doff == 20 or (doff == TIMESTAMPS_DOFF
+                                        and frame[timestamp_only_span] == TIMESTAMP_ONLY))):
                 conn = entry.l4
                 if key == entry.reply:
                     d = REPLY
                     acks = reply_acks
+                    verdict = ESTABLISHED_REPLY
                     (receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
                      receiver_scale, receiver_flags, receiver_loose, sender_end,
                      sender_maxend, sender_maxwin, sender_maxack, sender_scale, sender_flags,
@@ -518,6 +533,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 else:
                     d = 0
                     acks = original_acks
+                    verdict = ESTABLISHED_ORIGINAL
                     (sender_end, sender_maxend, sender_maxwin, sender_maxack, sender_scale,
                      sender_flags, sender_loose, receiver_end, receiver_maxend,
                      receiver_maxwin, receiver_maxack, receiver_scale, receiver_flags,
@@ -535,70 +551,53 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                         end -= TWO32
                 maxackwin = (sender_maxwin if sender_maxwin > MAXACKWINCONST
                              else MAXACKWINCONST)
-                # The window checks without `& M32`, on differences of sequence numbers
-                # taken once (two-digit ints in, small ints out; the rest in small ints).
-                # For x = a - b (-2**32 <= x < 2**32), (x & M32) < HALF exactly when
-                # 0 <= x < HALF or x < -HALF; for x of three terms (-2**33 <= x < 2**32)
-                # when 0 <= x < HALF or -2**32 <= x < -HALF or x < -3 * HALF.  (The
-                # updates' after(a, b) below, (x & M32) >= HALF for x = b - a: when
-                # 0 > x >= -HALF or x >= HALF, the common negative case tested first.)
+                # The window checks on differences of sequence numbers, without `& M32`:
+                # (x & M32) >= HALF is bit 31 of x, for any int x, and `x >> 31 & 1` reads
+                # it in small ints (x is a one-digit int for all but the farthest segments:
+                # shifting it and the AND take CPython's short paths, no allocation).  The
+                # four checks pass together exactly when bit 31 is set in all four
+                # differences: in their AND (II is skipped while the receiver's maxwin is
+                # 0: -1 stands in for its difference).
                 #   I:   before(seq, sender maxend + 1)      beyond = seq - maxend - 1
                 #   II:  after(end, sender end - receiver maxwin)
                 #        (sender end - maxwin - 1 - end)  = end_gap - maxwin - 1
                 #   III: before(ack, receiver end + 1)       unsent = ack - end - 1
                 #   IV:  after(ack, receiver end - MAXACKWINDOW(sender))
                 #        (receiver end - maxackwin - 1 - ack) = -2 - unsent - maxackwin
-                beyond = seq - sender_maxend - 1
+                # (The updates' after(a, b) below: bit 31 of b - a.)
                 unsent = ack - receiver_end - 1
                 end_gap = sender_end - end
-                lag = end_gap - receiver_maxwin - 1
-                short = -2 - unsent - maxackwin
-                # An in-window segment has all four differences in [-HALF, 0), where each
-                # check passes: tested first, in four comparisons; else every range.
                 taken = (old in acks
-                         and sender_maxwin != 0     # else its side starts with this packet
-                         and ((NEG_HALF <= beyond < 0 and NEG_HALF <= unsent < 0
-                               and NEG_HALF <= lag < 0 and NEG_HALF <= short < 0)
-                              or not (0 <= beyond < HALF or beyond < NEG_HALF         # I
-                                      or 0 <= unsent < HALF or unsent < NEG_HALF      # III
-                                      or (receiver_maxwin                             # II
-                                          and (0 <= lag < HALF
-                                               or NEG_TWO32 <= lag < NEG_HALF
-                                               or lag < NEG_3HALF))
-                                      or 0 <= short < HALF                            # IV
-                                      or NEG_TWO32 <= short < NEG_HALF
-                                      or short < NEG_3HALF)))
+                         and sender_maxwin          # (0: its side starts with this packet)
+                         and ((seq - sender_maxend - 1) & unsent & (-2 - unsent - maxackwin)
+                              & (end_gap - receiver_maxwin - 1 if receiver_maxwin else -1))
+                         >> 31 & 1)
             if not taken:
                 return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
                                      doff, tcp_options_at)
-            win_raw = win
-            win = win << sender_scale
-            if sender_maxwin < win:             # swin = win + sack - ack, sack == ack
-                sender_maxwin = win
-            if 0 > end_gap >= NEG_HALF or end_gap >= HALF:      # after(end, sender end)
+            scaled = win << sender_scale
+            if sender_maxwin < scaled:          # swin = win + sack - ack, sack == ack
+                sender_maxwin = scaled
+            if end_gap >> 31 & 1:                                   # after(end, sender end)
                 sender_end = end
                 sender_flags |= DATA_UNACKNOWLEDGED
             if not sender_flags & MAXACK_SET:
                 sender_maxack = ack
                 sender_flags |= MAXACK_SET
-            else:
-                gap = sender_maxack - ack
-                if 0 > gap >= NEG_HALF or gap >= HALF:          # after(ack, maxack)
-                    sender_maxack = ack
-            if receiver_maxwin != 0:
-                gap = sender_maxend - end
-                if 0 > gap >= NEG_HALF or gap >= HALF:          # after(end, maxend)
-                    receiver_maxwin = (receiver_maxwin - gap) & M32
-            right = ack + win
+            elif (sender_maxack - ack) >> 31 & 1:                   # after(ack, maxack)
+                sender_maxack = ack
+            if receiver_maxwin and (sender_maxend - end) >> 31 & 1:     # after(end, maxend)
+                receiver_maxwin = (receiver_maxwin - sender_maxend + end) & M32
+            right = ack + scaled
             if right > M32:
                 right -= TWO32
-            gap = receiver_maxend - 1 - right
-            if 0 > gap >= NEG_HALF or gap >= HALF:              # after(right, maxend - 1)
-                receiver_maxend = right if win else (right + 1) & M32
+            if (receiver_maxend - 1 - right) >> 31 & 1:             # after(right, maxend - 1)
+                receiver_maxend = right if scaled else (right + 1) & M32
             if ack == receiver_end:
-                receiver_flags &= ~DATA_UNACKNOWLEDGED
-            if (last_dir == d and last_seq == seq and last_ack == ack and last_end == end
-                    and last_win == win_raw):
+                receiver_flags &= ACKNOWLEDGED
+            # (seq first: the field that differs most often from the last packet's.)
+            if (last_seq == seq and last_dir == d and last_ack == ack and last_end == end
+                    and last_win == win):
                 retrans = conn[RETRANS] = (conn[RETRANS] + 1) & 0xFF
             else:
                 retrans = conn[RETRANS] = 0
@@ -609,13 +608,13 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                             receiver_maxack, receiver_scale, receiver_flags, receiver_loose,
                             sender_end, sender_maxend, sender_maxwin, sender_maxack,
                             sender_scale, sender_flags, sender_loose, ESTABLISHED, C_ACK,
-                            d, seq, ack, end, win_raw)
+                            d, seq, ack, end, win)
             else:
                 pack_fields(conn, 0, sender_end, sender_maxend, sender_maxwin,
                             sender_maxack, sender_scale, sender_flags, sender_loose,
                             receiver_end, receiver_maxend, receiver_maxwin, receiver_maxack,
                             receiver_scale, receiver_flags, receiver_loose, ESTABLISHED,
-                            C_ACK, d, seq, ack, end, win_raw)
+                            C_ACK, d, seq, ack, end, win)
             # TcpTracker._linux_packet()'s timeout rules (a), (c), (d), (e); (b) is RST's.
             timeout = kv[established_timeout]
             if (retrans >= kv["tcp_max_retrans"]
@@ -624,22 +623,22 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             elif ((sender_flags | receiver_flags) & DATA_UNACKNOWLEDGED
                   and timeout > kv["tcp_timeout_unacknowledged"]):
                 timeout = kv["tcp_timeout_unacknowledged"]
-            elif win_raw == 0 and timeout > kv["tcp_timeout_max_retrans"]:    # the last window
+            elif win == 0 and timeout > kv["tcp_timeout_max_retrans"]:   # the last window
                 timeout = kv["tcp_timeout_max_retrans"]
             if not status & ASSURED:            # from SYN_RECV or ESTABLISHED, seen a reply
                 entry.status = status | ASSURED
-            verdict = ESTABLISHED_REPLY if d else ESTABLISHED_ORIGINAL
         else:
             # The entry of the tuple, or a new one (the protocol's new_*() takes it or not).
             if proto == IPPROTO_UDP:
-                # The header's length first: the length field read is inside the datagram
-                # (an IPv6 one of 4 bytes of payload ends before it: struct.error).
-                if tot_len < header8_min:
+                # A datagram short of the UDP header has no length that fits in it, read
+                # as the TCP case reads its header (struct.error: the frame ends first).
+                try:
+                    udp_len = unpack_udp_len(frame, udp_len_at)[0]
+                except struct_error:
                     return None
-                udp_len = unpack_udp_len(frame, udp_len_at)[0]
                 if udp_len < 8 or udp_len > tot_len - ip_len:
                     return None
-                table = udp_table if udp_table is not None else tables.get(udp_id)
+                table = udp_table or tables.get(udp_id)
                 if table is None:
                     return None                 # its first packet makes the table
                 make = new_udp
@@ -653,7 +652,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 # The key's parts: the id, then type << 8 | code (parse.icmp_header()).
                 key = (frame[src_at:l4_at] + frame[icmp_id_at:icmp_id_end]
                        + frame[l4_at:icmp_type_code_end])
-                table = icmp_table if icmp_table is not None else tables.get(icmp_id)
+                table = icmp_table or tables.get(icmp_id)
                 if table is None:
                     return None                 # its first packet makes the table
                 make = new_icmp
