@@ -30,7 +30,7 @@ from .parse import ParseError, extract_ipv4, parse_ipv4
 from .parse_ipv6 import parse_ipv6
 from .profile import check_profile, is_modern
 from .routing import Host, routing_drops
-from .tracker import Tracker
+from .tracker import Tracker, knob_dict
 
 if TYPE_CHECKING:
     from .chains import Chains
@@ -84,6 +84,7 @@ class Engine:
                                 max_entries=max_entries, buckets=buckets,
                                 overrides=knobs_overrides)
         self.tracker = Tracker(profile, self.knobs)
+        self._knob_values = knob_dict(self.knobs)     # (none of the defrag knobs is live)
         self.defrag = Defragmenter(self.knobs["ipfrag_high_thresh"],
                                    self.knobs["ipfrag_low_thresh"], self.knobs["ipfrag_time"])
         self.defrag6 = Defragmenter6(self.knobs["frag6_high_thresh"],
@@ -228,7 +229,7 @@ class Engine:
         if not self.tracks_ipv6:
             self.frames_not_ipv4 += 1      # no IPv6 conntrack in this profile
             return None
-        self._sync_defrag_knobs()
+        self._sync_defrag6_knobs()
         datagram = self.defrag6.feed(datagram, ts, hook)
         if datagram is None:
             return None                    # held until complete, or dropped
@@ -317,17 +318,28 @@ class Engine:
         elif not self.tracker.expire_some(now, budget):
             return False
         self._sync_defrag_knobs()
+        self._sync_defrag6_knobs()
         self.defrag.expire(now)
         self.defrag6.expire(now)
         return True
 
     def _sync_defrag_knobs(self) -> None:
-        self.defrag.high_thresh = self.knobs["ipfrag_high_thresh"]
-        self.defrag.low_thresh = self.knobs["ipfrag_low_thresh"]
-        self.defrag.timeout = self.knobs["ipfrag_time"]
-        self.defrag6.high_thresh = self.knobs["frag6_high_thresh"]
-        self.defrag6.low_thresh = self.knobs["frag6_low_thresh"]
-        self.defrag6.timeout = self.knobs["frag6_timeout"]
+        """The IPv4 defragmenter's knobs, as written now: synced before it is used (from
+        the plain dict behind the knobs: KnobValues' lookups cost more than the rest)."""
+        kv = self._knob_values
+        defrag = self.defrag
+        defrag.high_thresh = kv["ipfrag_high_thresh"]
+        defrag.low_thresh = kv["ipfrag_low_thresh"]
+        defrag.timeout = kv["ipfrag_time"]
+
+    def _sync_defrag6_knobs(self) -> None:
+        """_sync_defrag_knobs() for IPv6's, synced before IPv6 uses it (every IPv6
+        datagram: the general path's ICMPv6, its extension headers)."""
+        kv = self._knob_values
+        defrag6 = self.defrag6
+        defrag6.high_thresh = kv["frag6_high_thresh"]
+        defrag6.low_thresh = kv["frag6_low_thresh"]
+        defrag6.timeout = kv["frag6_timeout"]
 
     # -- saving and restoring the table ---------------------------------------------------
     def export_state(self, now: float) -> dict:

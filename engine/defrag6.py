@@ -85,6 +85,11 @@ class Defragmenter6(FragmentQueues):
         dropped)."""
         if len(datagram) < ipv6.HEADER_LEN:
             return datagram                # ipv6_rcv's checks (the parser) refuse it
+        kind = datagram[NEXT_HEADER_AT]
+        if kind not in EXTENSION_HEADERS:
+            # An upper layer right after the fixed header (every IPv6 datagram but a few):
+            # fragment_header_at() would find none, whatever the lengths say.
+            return datagram
         payload_len = int.from_bytes(datagram[4:6], "big")
         end = ipv6.HEADER_LEN + payload_len
         if payload_len == 0 or end > len(datagram):
