@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .chains import Chains
 
 ETHERTYPE_IPV4 = ETH_P_IP.to_bytes(2, "big")
+ETHERNET_HEADER_LEN = 14            # an untagged Ethernet frame's IP header starts here
 
 # The table part of a --state-file (the mount command adds the knobs beside it).
 STATE_FORMAT = "procfs-ct-state"
@@ -156,11 +157,10 @@ class Engine:
         file names for it (for the chains' -i/-o; see Chains.feed_frame)."""
         if self.chains is not None:
             return self.chains.feed_frame(ts, linktype, frame, captured_on)
-        tried = False
         if (linktype == LINKTYPE_ETHERNET and frame[12:14] == ETHERTYPE_IPV4
                 and self.fast_extraction and not self.forwarded.arrivals):
             # Untagged Ethernet: the common datagram is read in place, without a copy.
-            pkt = extract_ipv4(frame, 14, self.default_hook)
+            pkt = extract_ipv4(frame, ETHERNET_HEADER_LEN, self.default_hook)
             if pkt is not None:
                 # (extract_ipv4 declines PRE_ROUTING: no routing check is due here.)
                 if self.listeners:
@@ -170,15 +170,19 @@ class Engine:
                 if result.pending:
                     self.tracker.confirm(result, ts)
                 return result
-            tried = True
+            # Extraction declined it (a fragment, a protocol it leaves to the parser, a
+            # header it refuses): strip_ip()'s answer for this frame, without its lookups
+            # -- the datagram after the link header if the version nibble agrees, at the
+            # default hook.
+            if len(frame) > ETHERNET_HEADER_LEN and frame[ETHERNET_HEADER_LEN] >> 4 == 4:
+                return self._feed_uncommon(ts, frame[ETHERNET_HEADER_LEN:], self.default_hook)
+            self.frames_not_ipv4 += 1
+            return None
         datagram, hook = strip_ip(linktype, frame)
         if datagram is None:
             self.frames_not_ipv4 += 1
             return None
-        hook = self.default_hook if hook is None else hook
-        if tried:
-            return self._feed_uncommon(ts, datagram, hook)     # extraction declined it
-        return self.feed_datagram(ts, datagram, hook)
+        return self.feed_datagram(ts, datagram, self.default_hook if hook is None else hook)
 
     def feed_datagram(self, ts: float, datagram: bytes, hook: int,
                       looped_back: bool = False) -> Optional[PacketResult]:
