@@ -30,12 +30,13 @@ from .parse import ParseError, extract_ipv4, parse_ipv4
 from .parse_ipv6 import parse_ipv6
 from .profile import check_profile, is_modern
 from .routing import Host, routing_drops
-from .tracker import Tracker
+from .tracker import Tracker, knob_dict
 
 if TYPE_CHECKING:
     from .chains import Chains
 
 ETHERTYPE_IPV4 = ETH_P_IP.to_bytes(2, "big")
+ETHERNET_HEADER_LEN = 14            # an untagged Ethernet frame's IP header starts here
 
 # The table part of a --state-file (the mount command adds the knobs beside it).
 STATE_FORMAT = "procfs-ct-state"
@@ -84,6 +85,7 @@ class Engine:
                                 max_entries=max_entries, buckets=buckets,
                                 overrides=knobs_overrides)
         self.tracker = Tracker(profile, self.knobs)
+        self._knob_values = knob_dict(self.knobs)     # (none of the defrag knobs is live)
         self.defrag = Defragmenter(self.knobs["ipfrag_high_thresh"],
                                    self.knobs["ipfrag_low_thresh"], self.knobs["ipfrag_time"])
         self.defrag6 = Defragmenter6(self.knobs["frag6_high_thresh"],
@@ -155,11 +157,10 @@ class Engine:
         file names for it (for the chains' -i/-o; see Chains.feed_frame)."""
         if self.chains is not None:
             return self.chains.feed_frame(ts, linktype, frame, captured_on)
-        tried = False
         if (linktype == LINKTYPE_ETHERNET and frame[12:14] == ETHERTYPE_IPV4
                 and self.fast_extraction and not self.forwarded.arrivals):
             # Untagged Ethernet: the common datagram is read in place, without a copy.
-            pkt = extract_ipv4(frame, 14, self.default_hook)
+            pkt = extract_ipv4(frame, ETHERNET_HEADER_LEN, self.default_hook)
             if pkt is not None:
                 # (extract_ipv4 declines PRE_ROUTING: no routing check is due here.)
                 if self.listeners:
@@ -169,15 +170,19 @@ class Engine:
                 if result.pending:
                     self.tracker.confirm(result, ts)
                 return result
-            tried = True
+            # Extraction declined it (a fragment, a protocol it leaves to the parser, a
+            # header it refuses): strip_ip()'s answer for this frame, without its lookups
+            # -- the datagram after the link header if the version nibble agrees, at the
+            # default hook.
+            if len(frame) > ETHERNET_HEADER_LEN and frame[ETHERNET_HEADER_LEN] >> 4 == 4:
+                return self._feed_uncommon(ts, frame[ETHERNET_HEADER_LEN:], self.default_hook)
+            self.frames_not_ipv4 += 1
+            return None
         datagram, hook = strip_ip(linktype, frame)
         if datagram is None:
             self.frames_not_ipv4 += 1
             return None
-        hook = self.default_hook if hook is None else hook
-        if tried:
-            return self._feed_uncommon(ts, datagram, hook)     # extraction declined it
-        return self.feed_datagram(ts, datagram, hook)
+        return self.feed_datagram(ts, datagram, self.default_hook if hook is None else hook)
 
     def feed_datagram(self, ts: float, datagram: bytes, hook: int,
                       looped_back: bool = False) -> Optional[PacketResult]:
@@ -228,7 +233,7 @@ class Engine:
         if not self.tracks_ipv6:
             self.frames_not_ipv4 += 1      # no IPv6 conntrack in this profile
             return None
-        self._sync_defrag_knobs()
+        self._sync_defrag6_knobs()
         datagram = self.defrag6.feed(datagram, ts, hook)
         if datagram is None:
             return None                    # held until complete, or dropped
@@ -317,17 +322,28 @@ class Engine:
         elif not self.tracker.expire_some(now, budget):
             return False
         self._sync_defrag_knobs()
+        self._sync_defrag6_knobs()
         self.defrag.expire(now)
         self.defrag6.expire(now)
         return True
 
     def _sync_defrag_knobs(self) -> None:
-        self.defrag.high_thresh = self.knobs["ipfrag_high_thresh"]
-        self.defrag.low_thresh = self.knobs["ipfrag_low_thresh"]
-        self.defrag.timeout = self.knobs["ipfrag_time"]
-        self.defrag6.high_thresh = self.knobs["frag6_high_thresh"]
-        self.defrag6.low_thresh = self.knobs["frag6_low_thresh"]
-        self.defrag6.timeout = self.knobs["frag6_timeout"]
+        """The IPv4 defragmenter's knobs, as written now: synced before it is used (from
+        the plain dict behind the knobs: KnobValues' lookups cost more than the rest)."""
+        kv = self._knob_values
+        defrag = self.defrag
+        defrag.high_thresh = kv["ipfrag_high_thresh"]
+        defrag.low_thresh = kv["ipfrag_low_thresh"]
+        defrag.timeout = kv["ipfrag_time"]
+
+    def _sync_defrag6_knobs(self) -> None:
+        """_sync_defrag_knobs() for IPv6's, synced before IPv6 uses it (every IPv6
+        datagram: the general path's ICMPv6, its extension headers)."""
+        kv = self._knob_values
+        defrag6 = self.defrag6
+        defrag6.high_thresh = kv["frag6_high_thresh"]
+        defrag6.low_thresh = kv["frag6_low_thresh"]
+        defrag6.timeout = kv["frag6_timeout"]
 
     # -- saving and restoring the table ---------------------------------------------------
     def export_state(self, now: float) -> dict:

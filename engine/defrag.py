@@ -30,28 +30,30 @@ Every discarded queue counts in reasm_fails, as the kernel's ReasmFails does.
 from __future__ import annotations
 
 import bisect
+import struct
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
+from operator import itemgetter
 from typing import Optional
 
-from .build import ipv4_checksum
+from .build import internet_checksum
 from .hooks import PRE_ROUTING
-from .ipv4 import HEADER as _IP_HEADER
+from .ipv4 import HEADER_LEN
 from .ipv4 import IP_DF, IP_MF, IP_OFFSET
 
 IP_MAX_LEN = 65535
+# An IPv4 header's fields feed() tests: version/IHL, TOS, total length, identification,
+# fragment field.
+_FIRST_FIELDS = struct.Struct("!BBHHH").unpack_from
+# What a fragment's header says about it: TOS, total length, identification, fragment
+# field, protocol, and its addresses as they are (the queue's key: no ints made).
+_FRAGMENT_FIELDS = struct.Struct("!xBHHHxB2x8s").unpack_from
+_U16 = struct.Struct("!H")         # the rebuilt header's total length, offset, checksum
 
 # ECN codepoints of a fragment, as bits (ip4_frag_ecn()).
 _NOT_ECT, _ECT_1, _ECT_0, _CE = 1, 2, 4, 8
 _ECN_BIT = {0: _NOT_ECT, 1: _ECT_1, 2: _ECT_0, 3: _CE}
-
-
-def _merged_ecn(seen: int) -> Optional[int]:
-    """ECN bits to OR into the reassembled TOS, or None when the mix is invalid
-    (ip_frag_ecn_table: Not-ECT mixed with any ECT/CE codepoint drops the datagram)."""
-    if seen & _NOT_ECT and seen & (_ECT_1 | _ECT_0 | _CE):
-        return None
-    return 3 if seen & _CE else 0
+_ECT_ANY = _ECT_1 | _ECT_0 | _CE
 
 
 @dataclass
@@ -94,29 +96,22 @@ class _Queue:
         self.ecn = 0
 
 
-@dataclass
-class Fragment:
-    """One fragment as the queue files it, whatever its IP version."""
-    key: tuple                 # the queue it belongs to (addresses, id, defrag user...)
-    header: bytes              # the part the reassembled datagram keeps if this is offset 0
-    payload: bytes             # the fragmentable data it carries, cut to its length
-    offset: int
-    more: bool                 # MF
-    tos: int                   # traffic class / TOS byte (its ECN bits are merged)
-    df: bool = False           # IPv4's DF
-
-
 _OK, _DUPLICATE, _OVERLAP = "ok", "duplicate", "overlap"
+_PAYLOAD = itemgetter(1)                # a held (offset, payload)'s payload
 
 
 class FragmentQueues:
     """Holds fragments until their datagram is complete (inet_frag: queues, overlap,
     expiry, eviction), for one IP version.  Pure: time is passed in.
 
-    A subclass reads its version's headers (fragment()) and rebuilds the datagram
+    A subclass reads its version's headers (its feed()) and rebuilds the datagram
     (rebuild()); high_thresh, low_thresh and timeout are plain attributes: a knob
     write takes effect at the next feed()/expire().
     """
+
+    # What a non-final fragment's end is cut to: ANDed with this mask (IPv4: a multiple
+    # of 8; IPv6's feed() lets the unaligned ones through, so nothing to cut).
+    non_final_mask = -1
 
     def __init__(self, high_thresh: int, low_thresh: int, timeout: float) -> None:
         self.high_thresh = high_thresh
@@ -128,12 +123,8 @@ class FragmentQueues:
 
     # -- what a subclass says ------------------------------------------------------
 
-    def non_final_end(self, end: int) -> Optional[int]:
-        """Where a non-final fragment ending at `end` ends; None: refuse it."""
-        raise NotImplementedError
-
-    def rebuild(self, queue: _Queue, ecn: int) -> bytes:
-        """The whole datagram of a complete queue."""
+    def rebuild(self, queue: _Queue, ecn: int, length_field: int) -> bytes:
+        """The whole datagram of a complete queue, its length field given."""
         raise NotImplementedError
 
     def length_field(self, queue: _Queue) -> int:
@@ -166,122 +157,152 @@ class FragmentQueues:
             self._discard(key)
         self._update_gauges()
 
-    def queue_fragment(self, fragment: Fragment, now: float) -> Optional[bytes]:
-        """File one fragment; the whole datagram when it completes one, else None."""
-        self.expire(now)
-        self.stats.reasm_reqds += 1
-        key = fragment.key
-        queue = self._queues.get(key)
+    # -- one fragment (ip_frag_queue / nf_ct_frag6_queue) -----------------------
+
+    def queue_fragment(self, key: tuple, header: bytes, payload: bytes, offset: int,
+                       more: bool, tos: int, df: bool, now: float) -> Optional[bytes]:
+        """File one fragment; the whole datagram when it completes one, else None.
+
+        The fragment, whatever its IP version: `key` the queue it belongs to (addresses,
+        id, defrag user...), `header` the part the reassembled datagram keeps if it is
+        offset 0, `payload` the fragmentable data it carries, cut to its length, `more`
+        MF, `tos` the TOS / traffic class byte (its ECN bits are merged), `df` IPv4's DF.
+
+        Written as one function on purpose: every fragment of a replay comes here, and
+        the steps a fragment in order takes (expire() finding nothing, a new queue or
+        the next fragment of one, the run extended at its tail) cost less inline than
+        as the calls they were; what few fragments do (fail, overlap, a duplicate, one
+        filed out of order, eviction) is still called."""
+        queues = self._queues
+        # expire()'s first test, inline: nearly always the oldest queue is young.
+        if queues and now - next(iter(queues.values())).created >= self.timeout:
+            self.expire(now)
+        stats = self.stats
+        stats.reasm_reqds += 1
+        queue = queues.get(key)
         if queue is None:
-            queue = self._queues[key] = _Queue(now)
+            queue = queues[key] = _Queue(now)
             self._lru[key] = None
         else:
             self._lru.move_to_end(key)
-        result = self._queue_fragment(key, queue, fragment)
-        if result is None and self.stats.held_bytes > self.high_thresh:
-            self._evict()
-        self._update_gauges()
-        return result
-
-    # -- one fragment (ip_frag_queue / nf_ct_frag6_queue) -----------------------
-
-    def _queue_fragment(self, key: tuple, queue: _Queue,
-                        fragment: Fragment) -> Optional[bytes]:
-        offset = fragment.offset
-        end = offset + len(fragment.payload)
-        if not fragment.more:
+        end = offset + len(payload)
+        if not more:
             # The final fragment fixes the length; data beyond it or a
             # different final end means corruption.
             if end < queue.length or (queue.last_in and end != queue.length):
-                return self._fail(key)
+                return self._refuse(key)
             queue.last_in = True
             queue.length = end
         else:
-            cut = self.non_final_end(end)
-            if cut is None:
-                return self._fail(key)
-            end = cut
+            end &= self.non_final_mask
             if end > queue.length:
                 if queue.last_in:
-                    return self._fail(key)
+                    return self._refuse(key)
                 queue.length = end
         if end == offset:
-            return self._fail(key)
+            return self._refuse(key)
 
-        placement = self._insert(queue, offset, end)
-        if placement is _DUPLICATE:
-            self.stats.duplicates += 1
-            return None
-        if placement is _OVERLAP:
-            self.stats.overlaps += 1
-            return self._fail(key)
+        # inet_frag_queue_insert(): the common case, after everything held, here.
+        runs = queue.runs
+        tail_end = queue.tail_end
+        if not runs:
+            runs.append([offset, end])
+            queue.tail_end = end
+        elif tail_end < end:
+            if offset < tail_end:
+                stats.overlaps += 1
+                return self._refuse(key)
+            if offset == tail_end:
+                runs[-1][1] = end
+            else:
+                runs.append([offset, end])
+            queue.tail_end = end
+        else:
+            placement = self._insert_inside(runs, offset, end)
+            if placement is _DUPLICATE:
+                stats.duplicates += 1
+                return self._dropped()
+            if placement is _OVERLAP:
+                stats.overlaps += 1
+                return self._refuse(key)
 
-        payload = fragment.payload[:end - offset]
+        payload = payload[:end - offset]
         fragments = queue.fragments
         if not fragments or fragments[-1][0] <= offset:
             fragments.append((offset, payload))     # in order: where insort would put it
         else:
-            bisect.insort(fragments, (offset, payload), key=lambda item: item[0])
+            bisect.insort(fragments, (offset, payload), key=itemgetter(0))
         if offset == 0:
-            queue.header = fragment.header
-        size = len(fragment.header) + len(payload)
-        queue.meat += len(payload)
+            queue.header = header
+        kept = len(payload)
+        size = len(header) + kept
+        queue.meat += kept
         queue.held += size
-        self.stats.held_bytes += size
-        queue.ecn |= _ECN_BIT[fragment.tos & 3]
-        queue.max_size = max(queue.max_size, size)
-        if fragment.df:
-            queue.max_df_size = max(queue.max_df_size, size)
+        stats.held_bytes += size
+        queue.ecn |= _ECN_BIT[tos & 3]
+        if queue.max_size < size:
+            queue.max_size = size
+        if df and queue.max_df_size < size:
+            queue.max_df_size = size
         if queue.header is not None and queue.last_in and queue.meat == queue.length:
             return self._reassemble(key, queue)
+        # Held: _dropped(), inline.
+        if stats.held_bytes > self.high_thresh:
+            self._evict()
+        stats.queues = len(queues)
         return None
 
     @staticmethod
-    def _insert(queue: _Queue, offset: int, end: int) -> str:
-        """File [offset, end) into the queue's runs (inet_frag_queue_insert())."""
-        runs = queue.runs
-        if not runs:
-            runs.append([offset, end])
-        elif queue.tail_end < end:
-            # Common case: the fragment goes after everything held.
-            if offset < queue.tail_end:
-                return _OVERLAP
-            if offset == queue.tail_end:
-                runs[-1][1] = end
-            else:
-                runs.append([offset, end])
-        else:
-            index = bisect.bisect_right(runs, offset, key=lambda run: run[0])
-            # Only the run starting at or before offset, or the next one, can intersect.
-            for run in runs[max(index - 1, 0):index + 1]:
-                if end <= run[0] or offset >= run[1]:
-                    continue
-                if offset >= run[0] and end <= run[1]:
-                    return _DUPLICATE
-                return _OVERLAP
-            runs.insert(index, [offset, end])
-            return _OK
-        queue.tail_end = end
+    def _insert_inside(runs: list, offset: int, end: int) -> str:
+        """File [offset, end), ending at or before the tail, into the runs (the rest of
+        inet_frag_queue_insert()): a fragment filed out of order starts its own run even
+        when it touches a neighbour, exactly as the kernel does (this decides
+        "duplicate")."""
+        index = bisect.bisect_right(runs, offset, key=itemgetter(0))
+        # Only the run starting at or before offset, or the next one, can intersect.
+        for run in runs[max(index - 1, 0):index + 1]:
+            if end <= run[0] or offset >= run[1]:
+                continue
+            if offset >= run[0] and end <= run[1]:
+                return _DUPLICATE
+            return _OVERLAP
+        runs.insert(index, [offset, end])
         return _OK
 
     def _reassemble(self, key: tuple, queue: _Queue) -> Optional[bytes]:
-        ecn = _merged_ecn(queue.ecn)
-        if self.length_field(queue) > IP_MAX_LEN:
+        length = self.length_field(queue)
+        if length > IP_MAX_LEN:
             self.stats.oversized += 1
-            return self._fail(key)
-        if ecn is None:
-            return self._fail(key)
+            return self._refuse(key)
+        seen = queue.ecn
+        # ip_frag_ecn_table: Not-ECT mixed with any ECT/CE codepoint drops the datagram.
+        if seen & _NOT_ECT and seen & _ECT_ANY:
+            return self._refuse(key)
         self._discard(key)
         self.stats.reasm_oks += 1
-        return self.rebuild(queue, ecn)
+        self.stats.queues = len(self._queues)
+        return self.rebuild(queue, 3 if seen & _CE else 0, length)
 
     # -- queue bookkeeping -------------------------------------------------------
+
+    def _dropped(self) -> None:
+        """The end of a fragment held or dropped alone: eviction over high_thresh, the
+        gauges."""
+        if self.stats.held_bytes > self.high_thresh:
+            self._evict()
+        self.stats.queues = len(self._queues)
+        return None
 
     def _fail(self, key: tuple) -> None:
         """Discard the queue (inet_frag_kill + ReasmFails); the fragment is dropped."""
         self._discard(key)
         self.stats.reasm_fails += 1
         return None
+
+    def _refuse(self, key: tuple) -> None:
+        """_fail() for the fragment being filed, then the end of its filing."""
+        self._fail(key)
+        return self._dropped()
 
     def _discard(self, key: tuple) -> None:
         queue = self._queues.pop(key)
@@ -298,6 +319,13 @@ class FragmentQueues:
     def _update_gauges(self) -> None:
         self.stats.queues = len(self._queues)
 
+    @staticmethod
+    def joined(head: bytearray, queue: _Queue) -> bytes:
+        """The rebuilt header followed by every payload held, in order, as one bytes."""
+        parts = [head]
+        parts.extend(map(_PAYLOAD, queue.fragments))
+        return b"".join(parts)
+
 
 class Defragmenter(FragmentQueues):
     """Holds IPv4 fragments until their datagram is complete."""
@@ -309,34 +337,35 @@ class Defragmenter(FragmentQueues):
     def feed(self, datagram: bytes, now: float, hook: int = PRE_ROUTING) -> Optional[bytes]:
         """The whole datagram when `datagram` completes one, the datagram itself if
         it is not a fragment, else None (held, or dropped)."""
-        # ipv4_fragment_info()'s tests, on the one unpack of the header (every fragment of
-        # the fast path's comes here: the call and its tuple cost a tenth of a fragment).
-        if len(datagram) < _IP_HEADER.size or datagram[0] >> 4 != 4:
+        # ipv4_fragment_info()'s tests.
+        if len(datagram) < HEADER_LEN or datagram[0] >> 4 != 4:
             return datagram
-        (vihl, tos, tot_len, ident, frag, _ttl, proto, _csum, src,
-         dst) = _IP_HEADER.unpack_from(datagram)
+        vihl, _tos, tot_len, _ident, frag = _FIRST_FIELDS(datagram)
         ihl = (vihl & 0x0F) * 4
         if not frag & (IP_MF | IP_OFFSET) or ihl < 20 or tot_len < ihl or tot_len > len(datagram):
             return datagram             # not a fragment, or a header parse_ipv4() refuses
-        return self.queue_fragment(Fragment((src, dst, proto, ident, hook), datagram[:ihl],
-                                            datagram[ihl:tot_len], (frag & IP_OFFSET) << 3,
-                                            bool(frag & IP_MF), tos, bool(frag & IP_DF)), now)
+        return self.file(datagram, ihl, now, hook)
 
-    def non_final_end(self, end: int) -> Optional[int]:
-        return end & ~7   # non-final fragments carry multiples of 8 bytes
+    def file(self, datagram: bytes, ihl: int, now: float, hook: int) -> Optional[bytes]:
+        """feed() for a datagram it takes: a fragment, its header of `ihl` bytes, its total
+        length within the datagram.  (The fast path's fragments come here straight: its
+        tests are feed()'s, already made.)"""
+        tos, tot_len, ident, frag, proto, addresses = _FRAGMENT_FIELDS(datagram)
+        return self.queue_fragment((addresses, proto, ident, hook), datagram[:ihl],
+                                   datagram[ihl:tot_len], (frag & IP_OFFSET) << 3,
+                                   frag & IP_MF, tos, frag & IP_DF, now)
+
+    non_final_mask = ~7     # non-final fragments carry multiples of 8 bytes
 
     def length_field(self, queue: _Queue) -> int:
         return len(queue.header) + queue.length          # the total length
 
-    def rebuild(self, queue: _Queue, ecn: int) -> bytes:
+    def rebuild(self, queue: _Queue, ecn: int, length_field: int) -> bytes:
         """ip_frag_reasm(): the first fragment's header over all the payload."""
-        header = queue.header
-        total = self.length_field(queue)
-        frag_off = IP_DF if queue.max_df_size == queue.max_size else 0
-        rebuilt = bytearray(header)
+        rebuilt = bytearray(queue.header)
         rebuilt[1] |= ecn
-        rebuilt[2:4] = total.to_bytes(2, "big")
-        rebuilt[6:8] = frag_off.to_bytes(2, "big")
-        rebuilt[10:12] = b"\x00\x00"
-        rebuilt[10:12] = ipv4_checksum(bytes(rebuilt)).to_bytes(2, "big")
-        return bytes(rebuilt) + b"".join(payload for _offset, payload in queue.fragments)
+        _U16.pack_into(rebuilt, 2, length_field)
+        _U16.pack_into(rebuilt, 6, IP_DF if queue.max_df_size == queue.max_size else 0)
+        rebuilt[10] = rebuilt[11] = 0   # the checksum is over the header with it zeroed
+        _U16.pack_into(rebuilt, 10, internet_checksum(rebuilt))
+        return self.joined(rebuilt, queue)

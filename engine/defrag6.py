@@ -33,7 +33,7 @@ import struct
 from typing import Optional
 
 from . import ipv6
-from .defrag import Fragment, FragmentQueues, _Queue
+from .defrag import FragmentQueues, _Queue
 from .hooks import PRE_ROUTING
 from .packet import IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
 from .parse_ipv6 import (EXTENSION_HEADERS, FRAGMENT, FRAGMENT_HEADER_LEN, FRAGMENT_OFFSET_MASK,
@@ -85,6 +85,11 @@ class Defragmenter6(FragmentQueues):
         dropped)."""
         if len(datagram) < ipv6.HEADER_LEN:
             return datagram                # ipv6_rcv's checks (the parser) refuse it
+        kind = datagram[NEXT_HEADER_AT]
+        if kind not in EXTENSION_HEADERS:
+            # An upper layer right after the fixed header (every IPv6 datagram but a few):
+            # fragment_header_at() would find none, whatever the lengths say.
+            return datagram
         payload_len = int.from_bytes(datagram[4:6], "big")
         end = ipv6.HEADER_LEN + payload_len
         if payload_len == 0 or end > len(datagram):
@@ -115,18 +120,15 @@ class Defragmenter6(FragmentQueues):
         header = bytearray(datagram[:at])
         header[prev_at] = kind             # the fragment header is taken out
         traffic_class = (int.from_bytes(datagram[0:2], "big") >> 4) & 0xFF
-        return self.queue_fragment(Fragment(key, bytes(header), datagram[data_at:end], offset,
-                                            more, traffic_class), now)
-
-    def non_final_end(self, end: int) -> Optional[int]:
-        return end                         # (feed() let the unaligned ones through)
+        return self.queue_fragment(key, bytes(header), datagram[data_at:end], offset, more,
+                                   traffic_class, False, now)
 
     def length_field(self, queue: _Queue) -> int:
         return len(queue.header) - ipv6.HEADER_LEN + queue.length    # the payload length
 
-    def rebuild(self, queue: _Queue, ecn: int) -> bytes:
+    def rebuild(self, queue: _Queue, ecn: int, length_field: int) -> bytes:
         """nf_ct_frag6_reasm(): the first fragment's unfragmentable part over all the data."""
         rebuilt = bytearray(queue.header)
-        rebuilt[4:6] = self.length_field(queue).to_bytes(2, "big")
+        rebuilt[4:6] = length_field.to_bytes(2, "big")
         rebuilt[1] |= ecn << 4             # the traffic class's ECN bits (ipv6_change_dsfield)
-        return bytes(rebuilt) + b"".join(payload for _offset, payload in queue.fragments)
+        return self.joined(rebuilt, queue)

@@ -5,7 +5,9 @@ whole (engine/defrag.py), and conntrack sees that datagram.  The general path ge
 through Engine.feed_frame(): extract_ipv4() tried and declining, strip_ip(),
 _feed_uncommon(), six knob reads through KnobValues (_sync_defrag_knobs()) -- a third of a
 fragment's cost before the defragmenter starts.  fragment() hands the datagram to the same
-Defragmenter.feed() with the same hook, its three knobs read from the plain dict the knob
+Defragmenter with the same hook -- to Defragmenter.file(), what feed() calls once its
+tests pass: track() has made them (an IPv4 header without options, a fragment, its total
+length within the frame) --, its three knobs read from the plain dict the knob
 files write into (so a write takes effect at the next fragment, as it does on the general
 path), and the reassembled datagram to the fast path again: as an Ethernet frame, whose
 default hook is the fragments' own (LOCAL_OUT), or, if the fast path declines it, to
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, Optional
 
+from . import ipv4
 from .ctstate import CtState, Verdict
 from .linklayer import ETH_P_IP, LINKTYPE_ETHERNET
 
@@ -44,7 +47,7 @@ def make_fragment(engine: "Engine", hook: int, whole_track: FastTrack) -> Fragme
     datagram's verdict.  `whole_track` is the Ethernet fast path the whole datagram is
     offered to (see the module text)."""
     defrag = engine.defrag
-    feed = defrag.feed
+    file = defrag.file
     kv = engine.tracker._kv
     track_datagram = engine.track_datagram
 
@@ -54,7 +57,8 @@ def make_fragment(engine: "Engine", hook: int, whole_track: FastTrack) -> Fragme
         defrag.high_thresh = kv["ipfrag_high_thresh"]
         defrag.low_thresh = kv["ipfrag_low_thresh"]
         defrag.timeout = kv["ipfrag_time"]
-        whole = feed(datagram, now, hook)
+        # Defragmenter.feed()'s tests are track()'s: file() takes the fragment on.
+        whole = file(datagram, ipv4.HEADER_LEN, now, hook)
         if whole is None:
             return HELD                 # held until complete (or dropped)
         verdict = whole_track(now, LINKTYPE_ETHERNET, ETHERNET_IPV4_HEADER + whole)

@@ -32,7 +32,7 @@ def parse_sctp(packet: Packet, datagram: bytes, start: int, end: int, verify: bo
         packet.l4_error = "truncated sctp header"
         return
     packet.sport, packet.dport, vtag = COMMON_HEADER.unpack_from(datagram, start)
-    chunks, chunks_ok = _chunks(datagram, start + COMMON_HEADER_LEN, end)
+    chunks, chunks_ok = chunk_list(datagram, start + COMMON_HEADER_LEN, end)
     info = SctpInfo(vtag, chunks, chunks_ok)
     if verify:
         body = datagram[start:start + 8] + b"\0\0\0\0" + datagram[start + 12:end]
@@ -41,7 +41,7 @@ def parse_sctp(packet: Packet, datagram: bytes, start: int, end: int, verify: bo
     packet.sctp = info
 
 
-def _chunks(data: bytes, pos: int, end: int) -> tuple:
+def chunk_list(data: bytes, pos: int, end: int) -> tuple:
     """((type, flags, initiate tag or None) per chunk, do_basic_checks() passed)."""
     chunks = []
     alone_seen = False

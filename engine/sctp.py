@@ -11,7 +11,7 @@ new state's knob.  The tuple has ports, the listing the state name before the tu
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Sequence, Tuple
 
 from .entry import ASSURED, ORIGINAL, REPLY, Entry
 from .hooks import PRE_ROUTING
@@ -21,12 +21,27 @@ from .packet import Packet
 from .sctp_tables import (ABORT, CLOSED, COOKIE_ACK, COOKIE_ECHO, DATA, ESTABLISHED, FLAG_T,
                           HEARTBEAT, HEARTBEAT_ACK, INIT, INIT_ACK, IV, NONE, NOT_FIRST,
                           OWN_VTAG_RULES, SHUTDOWN_ACK, SHUTDOWN_COMPLETE, STATE_NAMES,
-                          STATE_TIMEOUT_KNOB, next_state)
+                          STATE_TIMEOUT_KNOB, TRANSITIONS, next_state)
 
 # entry.l4 fields.
 STATE, VTAG, INIT_SEEN, FLAGS, LAST_DIR = 0, 1, 3, 5, 6     # VTAG, INIT_SEEN: + direction
 N_FIELDS = 7
 HEARTBEAT_VTAG_FAILED = 1       # SCTP_FLAG_HEARTBEAT_VTAG_FAILED
+Chunk = Tuple[int, int, Optional[int]]      # type, flags, initiate tag (parse_sctp.py)
+
+
+# The chunks with rules of their own in chunks_packet() have a row in both directions'
+# tables: a chunk without one (DATA, SACK, ...) has nothing to check there and leaves the
+# state as it is, so it is passed over first.
+_OWN_RULES = (INIT, INIT_ACK, ABORT, SHUTDOWN_COMPLETE, COOKIE_ECHO, COOKIE_ACK, HEARTBEAT,
+              HEARTBEAT_ACK)
+if not all(chunk_type in row for row in TRANSITIONS for chunk_type in _OWN_RULES):
+    raise ImportError("sctp: a chunk with rules of its own has no transition row")
+
+
+def _types(chunks: Sequence[Chunk]) -> List[int]:
+    """The chunk types of a chunk list."""
+    return [chunk_type for chunk_type, _, _ in chunks]
 
 
 def _tag_matches_t_bit(conn: List[int], direction: int, vtag: int, flags: int) -> bool:
@@ -77,17 +92,27 @@ class SctpTracker:
 
     def packet(self, entry: Entry, pkt: Packet, direction: int, now: float, knobs):
         sctp = pkt.sctp
-        if not sctp.chunks_ok:
+        return self.chunks_packet(entry, sctp.vtag, sctp.chunks, sctp.chunks_ok, direction,
+                                  knobs)
+
+    @staticmethod
+    def chunks_packet(entry: Entry, vtag: int, chunks: Sequence[Chunk], chunks_ok: bool,
+                      direction: int, knobs) -> Any:
+        """packet()'s work on what it reads of the packet: the common header's tag, the
+        chunk list and its basic checks (engine/fastpath_sctp.py reads them from the frame,
+        without a Packet)."""
+        if not chunks_ok:
             return INVALID
         conn = entry.l4
-        vtag = sctp.vtag
-        types = {chunk_type for chunk_type, _, _ in sctp.chunks}
-        if types.isdisjoint(OWN_VTAG_RULES) and vtag != conn[VTAG + direction]:
+        if vtag != conn[VTAG + direction] and OWN_VTAG_RULES.isdisjoint(_types(chunks)):
             return INVALID
         other = 1 - direction
+        transitions = TRANSITIONS[direction]
         ignore = False
-        old_state = new_state = NONE
-        for chunk_type, flags, tag in sctp.chunks:
+        for chunk_type, flags, tag in chunks:
+            row = transitions.get(chunk_type)
+            if row is None:
+                continue                # DATA, SACK, ...: no rule, the state stays
             if chunk_type == INIT:
                 if vtag:
                     return INVALID
@@ -103,7 +128,7 @@ class SctpTracker:
                 if conn[VTAG + direction] == 0:
                     conn[VTAG + direction] = vtag
                 elif vtag != conn[VTAG + direction]:
-                    if DATA in types or ignore:
+                    if DATA in _types(chunks) or ignore:
                         return INVALID
                     if chunk_type == HEARTBEAT:
                         # Maybe a restarted peer: remember, and let the ACK decide.
@@ -119,7 +144,7 @@ class SctpTracker:
                 elif conn[FLAGS] & HEARTBEAT_VTAG_FAILED:
                     conn[FLAGS] &= ~HEARTBEAT_VTAG_FAILED
             old_state = conn[STATE]
-            new_state = next_state(direction, old_state, chunk_type)
+            new_state = row[old_state]  # sctp_new_state()
             if new_state == IV:
                 return INVALID
             if chunk_type == INIT:
@@ -149,7 +174,8 @@ class SctpTracker:
                 entry.status |= ASSURED
         if ignore:
             return IGNORE
-        return knobs[STATE_TIMEOUT_KNOB[new_state]]
+        # The last chunk's new state: a chunk without a row left it as it was.
+        return knobs[STATE_TIMEOUT_KNOB[conn[STATE]]]
 
     def state_name(self, entry: Entry) -> Optional[str]:
         return STATE_NAMES[entry.l4[STATE]]

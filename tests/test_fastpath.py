@@ -1480,3 +1480,123 @@ def test_cut_headers_are_declined_without_a_change():
             before = repr(engine_state_of(engine))
             assert fast(T0 + 1, LINKTYPE_ETHERNET, frame) is None, (proto, short)
             assert repr(engine_state_of(engine)) == before
+# -- round 11 (fragfast): fragments filed straight by Defragmenter.file(), SCTP chunk lists
+# read for SctpTracker.chunks_packet() ------------------------------------------------------
+
+def mixed_fragment_frames() -> List[Tuple[float, bytes]]:
+    """IPv4 fragments whose datagrams the fast path (option-less fragments:
+    Defragmenter.file()) and the general path (fragments with IP options: feed()) share:
+    a datagram whose first fragment has options and whose others have none, in and out of
+    order, and the other way round; a non-final fragment cut to a multiple of 8 (its
+    queue then holds too little: it waits, and times out); Not-ECT mixed with CE (the
+    datagram dropped); DF on some fragments only (the reassembled DF from the largest);
+    a short frame padded past its total length."""
+    c, s = "10.1.0.1", "10.1.0.2"
+    router_alert = b"\x94\x04\x00\x00"
+    frames: List[Tuple[float, bytes]] = []
+
+    def send(t, l4, ident, offset, size, *, options=b"", tos=0, df=False, last=None,
+             proto=IPPROTO_UDP):
+        piece = l4[offset:offset + size]
+        more = offset + size < len(l4) if last is None else not last
+        frames.append((T0 + t, build_ethernet(build_ipv4(
+            c, s, proto, piece, ident=ident, frag_offset=offset, mf=more, options=options,
+            tos=tos, df=df), pad=True)))
+
+    udp = build_udp(c, s, 7300, 53, bytes(range(56)))          # 64 bytes: 3 pieces of 24
+    for t, ident, order, with_options in ((0.0, 21, (0, 1, 2), {0}), (0.1, 22, (2, 1, 0), {0}),
+                                          (0.2, 23, (0, 1, 2), {1, 2}),
+                                          (0.3, 24, (1, 0, 2, 0), {0})):
+        for index in order:
+            send(t, udp, ident, index * 24, 24,
+                 options=router_alert if index in with_options else b"")
+            t += 0.01
+    # A non-final piece of 20 bytes: cut to 16, the datagram never whole.
+    send(0.4, udp, 25, 0, 20)
+    send(0.41, udp, 25, 16, 48)
+    # ECN: Not-ECT then CE -- dropped at reassembly; ECT(0) then CE -- CE kept.
+    for ident, tos_pair in ((26, (0, 3)), (27, (2, 3))):
+        send(0.5, udp, ident, 0, 32, tos=tos_pair[0])
+        send(0.51, udp, ident, 32, 32, tos=tos_pair[1])
+    # DF on the smaller fragment only, then on the larger only.
+    send(0.6, udp, 28, 0, 16, df=True)
+    send(0.61, udp, 28, 16, 48)
+    send(0.62, udp, 29, 0, 16)
+    send(0.63, udp, 29, 16, 48, df=True)
+    # An 8-byte last piece: a 42-byte frame padded to 60.
+    send(0.7, udp, 30, 0, 56)
+    send(0.71, udp, 30, 56, 8)
+    send(40.0, udp, 31, 0, 24)          # after ident 25's queue timed out
+    send(40.01, udp, 31, 24, 40)
+    return frames
+
+
+@pytest.mark.parametrize("framing, name, knobs, max_entries", EDGE_SETTINGS,
+                         ids=[f"{framing}-{setting[0]}" for framing, *setting in EDGE_SETTINGS])
+def test_fragments_with_and_without_options_same_with_and_without_fast_path(
+        framing, name, knobs, max_entries, tmp_path, monkeypatch):
+    """fragment() files an option-less fragment with Defragmenter.file(), past feed()'s
+    tests: its queue is the one the general path's fragments of the same datagram (with
+    options) go to, and what it holds the same, however framed."""
+    counting = CountingAnswers(monkeypatch, "make_fragment")
+    replayed_alike(reframed(write_capture(mixed_fragment_frames(), tmp_path / "mixed.pcap"),
+                            framing, tmp_path, EDGE_FRAMINGS), knobs, max_entries)
+    if framing != "eth0 tap":
+        assert counting.taken >= 15, counting.taken
+
+
+def sctp_bundle_frames() -> List[Tuple[float, bytes]]:
+    """SCTP packets of several chunks on known associations (IPv4, padded to 60 bytes
+    where short, and IPv6): DATA and SACK bundled both ways, a chunk type without a
+    transition row (ECNE, 12) before and after ones with a row (ERROR, SHUTDOWN), a
+    HEARTBEAT with another tag alone (IGNORE: a restarted peer?) and its ACK with that tag
+    (accepted), a HEARTBEAT ACK with another tag bundled after DATA (INVALID), a COOKIE ACK
+    out of place (INVALID: only first)."""
+    frames: List[Tuple[float, bytes]] = []
+    INIT, INIT_ACK, HB, HB_ACK, SHUTDOWN, ERROR, COOKIE_ECHO, COOKIE_ACK, ECNE = (
+        1, 2, 4, 5, 7, 9, 10, 11, 12)
+    for family, (c, s), port in (("v4", ("10.1.0.1", "10.1.0.2"), 3870),
+                                 ("v6", (C6, S6), 3871)):
+        def send(t, src, dst, vtag, chunks):
+            body = build_sctp(*((port + 10000, port) if src == c else (port, port + 10000)),
+                              vtag, chunks)
+            if family == "v4":
+                frame = build_ethernet(build_ipv4(src, dst, IPPROTO_SCTP, body), pad=True)
+            else:
+                frame = ipv6_frame(src, dst, IPPROTO_SCTP, body)
+            frames.append((T0 + t + (0.01 if family == "v6" else 0), frame))
+
+        chunk = build_sctp_chunk
+        send(0.0, c, s, 0, build_sctp_init(INIT, 0x1111, 1))
+        send(0.1, s, c, 0x1111, build_sctp_init(INIT_ACK, 0x2222, 100))
+        send(0.2, c, s, 0x2222, chunk(COOKIE_ECHO, b"cookie!!") + build_sctp_data(1, b"a"))
+        send(0.3, s, c, 0x1111, chunk(COOKIE_ACK) + build_sctp_sack(1))
+        send(0.4, c, s, 0x2222, build_sctp_sack(5) + build_sctp_data(2, b"bb"))
+        send(0.45, s, c, 0x1111, build_sctp_data(6, b"c") + build_sctp_sack(2))
+        send(0.5, c, s, 0x2222, chunk(ECNE, b"\0\0\0\1") + chunk(ERROR))
+        send(0.55, s, c, 0x1111, chunk(ERROR) + chunk(ECNE, b"\0\0\0\1"))
+        send(0.6, c, s, 0x2222, chunk(ECNE, b"\0\0\0\2"))                 # row-less alone
+        send(0.65, c, s, 0x2222, build_sctp_data(3, b"d") + chunk(HB_ACK, b"\0\1\0\x04"))
+        send(0.7, s, c, 0x7777, chunk(HB, b"\0\1\0\x04"))                  # IGNORE
+        send(0.75, c, s, 0x8888, chunk(HB_ACK, b"\0\1\0\x04"))             # the new tag
+        send(0.8, c, s, 0x8888, chunk(HB_ACK, b"\0\1\0\x04") + build_sctp_data(4, b"e"))
+        send(0.85, c, s, 0x8888, build_sctp_data(4, b"e") + chunk(COOKIE_ACK))
+        send(0.9, c, s, 0x8888, build_sctp_data(5, b"f") + chunk(SHUTDOWN, b"\0\0\0\6"))
+        send(0.95, c, s, 0x8888, chunk(SHUTDOWN, b"\0\0\0\6") + chunk(ECNE, b"\0\0\0\3"))
+        send(1.0, s, c, 0x7777, build_sctp_sack(5))
+    return sorted(frames, key=lambda frame: frame[0])
+
+
+@pytest.mark.parametrize("framing, name, knobs, max_entries", EDGE_SETTINGS,
+                         ids=[f"{framing}-{setting[0]}" for framing, *setting in EDGE_SETTINGS])
+def test_sctp_bundles_same_with_and_without_fast_path(framing, name, knobs, max_entries,
+                                                      tmp_path, monkeypatch):
+    """known_sctp() reads the tag and the chunks within the datagram (a padded frame's
+    padding is no chunk) for chunks_packet(), which passes over chunks without a
+    transition row: the same engine and verdicts as the general path's SctpTracker.packet()
+    on parse_sctp()'s SctpInfo, however framed."""
+    counting = CountingAnswers(monkeypatch, "make_known_sctp")
+    replayed_alike(reframed(write_capture(sctp_bundle_frames(), tmp_path / "bundles.pcap"),
+                            framing, tmp_path, EDGE_FRAMINGS), knobs, max_entries)
+    if framing != "eth0 tap":
+        assert counting.taken >= 20, counting.taken
