@@ -8,13 +8,15 @@ counted runs find the modules compiled.  Instruction counts do not see cache mis
 1,000,000-packet replay grows a table dpkt does not have): the ratio is an upper bound of
 the wall-clock one.
 
-    python -m bench.instructions [--packets 20000] [--tree PATH] [--no-dpkt] [--cache]
+    python -m bench.instructions [--packets 20000] [--tree PATH] [--no-dpkt] [--cache] [--loop]
 
 `--tree` counts another checkout's engine (a base to compare with) with this interpreter.
 `--cache` runs cachegrind instead, with its cache and branch predictor simulation (this
 host's L1 and last-level caches as valgrind reads them; no L2, no TLB): instructions,
 first-level data misses, last-level misses and mispredicted branches per packet -- what the
 CPU time has beyond the instruction count, as far as a simulation can tell.
+`--loop` counts the replay's loop and the capture's reading alone (engine/replay.py,
+engine/capture.py), the fast path answering every frame with a constant.
 """
 from __future__ import annotations
 
@@ -32,6 +34,11 @@ from .common import PYTHON, REPO, cache_path
 TASKS = {
     "ours": "from engine.replay import replay; replay({path!r})",
     "dpkt": "from bench.worker import task_dpkt; task_dpkt({path!r})",
+    # The replay's own loop and the capture's reading alone (--loop): the fast path answers
+    # every frame with a constant, so nothing is tracked.
+    "loop": ("from engine.core import Engine; from engine.replay import replay\n"
+             "Engine.fast_path = lambda self, first=1: (lambda now, linktype, frame: 1)\n"
+             "replay({path!r})"),
 }
 COLLECTED = re.compile(r"Collected : (\d+)")
 # cachegrind's summary lines, by the name printed for them.
@@ -96,12 +103,15 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--no-dpkt", action="store_true", help="count ours only")
     parser.add_argument("--cache", action="store_true",
                         help="cachegrind: cache misses and mispredicted branches too")
+    parser.add_argument("--loop", action="store_true",
+                        help="the replay's loop and reading alone (no tracking)")
     args = parser.parse_args(argv)
     if args.packets < 2:
         parser.error("--packets: at least 2")
     counter = cache_count if args.cache else count
-    ours = per_packet("ours", args.packets, os.path.abspath(args.tree), counter)
-    say_counts(f"ours ({args.tree})", ours)
+    side = "loop" if args.loop else "ours"
+    ours = per_packet(side, args.packets, os.path.abspath(args.tree), counter)
+    say_counts(f"{side} ({args.tree})", ours)
     if not args.no_dpkt:
         dpkt = per_packet("dpkt", args.packets, REPO, counter)
         say_counts("dpkt", dpkt)

@@ -10,8 +10,10 @@ if_tsoffset and if_name, Enhanced, Simple and obsolete Packet Blocks; other bloc
 skipped.  `read_named_capture` gives each frame with the name of the interface it was
 captured on, when a pcapng file says it (what `-i`/`-o` rules match);
 `read_capture_batches` gives the same frames a list at a time, one list per chunk read from
-the file (what a pump hands on to another thread at once).  Every reader is that batched
-reader flattened, so they cannot disagree.
+the file (what a pump hands on to another thread at once); `read_capture_columns` gives each
+such batch as columns (a list of times, of link types, of frames, of names: what a replay
+feeds its fast path from, with no tuple per frame).  Every reader is those columns, zipped in
+C and flattened, so they cannot disagree.
 A damaged header raises CaptureError; a file cut short inside its last record
 just ends (tcpdump does the same).
 """
@@ -61,6 +63,17 @@ class CapturedFrame(NamedTuple):
     data: bytes        # captured bytes (possibly cut at snaplen)
 
 
+class FrameColumns(NamedTuple):
+    """One batch of frames as columns: frame i is (times[i], linktypes[i], frames[i],
+    names[i]).  Cutting a record appends its time and its bytes to two lists instead of
+    making a tuple that the reader unpacks again; the columns are zipped in C for the
+    readers that want tuples."""
+    times: List[float]                # seconds since the epoch
+    linktypes: List[int]              # pcap LINKTYPE_* of each frame's interface
+    frames: List[bytes]               # captured bytes (possibly cut at snaplen)
+    names: List[Optional[str]]        # the if_name of a pcapng interface, or None
+
+
 def _read(fileobj: BinaryIO, size: int) -> bytes:
     """Up to size bytes; fewer only at end of file (loops over short reads of pipes)."""
     data = fileobj.read(size)
@@ -90,8 +103,8 @@ def read_capture(fileobj: BinaryIO) -> Iterator[CapturedFrame]:
 
 def read_capture_tuples(fileobj: BinaryIO) -> Iterator[Tuple[float, int, bytes, Optional[str]]]:
     """read_named_capture() flat: (ts, linktype, data, interface name or None) per frame,
-    a plain tuple (of a pcap file: made in one step, no CapturedFrame, nothing to pair),
-    for a reader that only unpacks it (a replay)."""
+    a plain tuple (zipped from a batch's columns in C: no CapturedFrame, nothing to pair),
+    for a reader that only unpacks it."""
     return _open(fileobj, named=True, plain=True)
 
 
@@ -117,26 +130,45 @@ def read_capture_batches(fileobj: BinaryIO) -> Iterator[List[FrameTuple]]:
     return _open_batches(fileobj, named=True, plain=True)
 
 
+def read_capture_columns(fileobj: BinaryIO) -> Iterator[FrameColumns]:
+    """read_capture_batches()'s batches as FrameColumns (never empty), for a reader that
+    takes the frames column by column: a replay zips them for its fast path (zip reuses
+    one tuple), and no tuple is made per frame while the records are cut.
+
+    Raises CaptureError as read_capture_batches does (at once for a bad file header)."""
+    magic = _read(fileobj, 4)
+    if len(magic) < 4:
+        raise CaptureError("empty or truncated capture file" if magic else "empty capture file")
+    if int.from_bytes(magic, "big") == PCAPNG_SHB:
+        return _read_pcapng(fileobj, magic)
+    for order in ("<", ">"):
+        value = struct.unpack(order + "I", magic)[0]
+        if value in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC):
+            return _read_pcap(fileobj, order, value == PCAP_MAGIC_NSEC)
+    raise CaptureError(f"not a pcap or pcapng capture (starts with 0x{magic.hex()})")
+
+
 def _open(fileobj: BinaryIO, named: bool, plain: bool = False) -> Iterator:
     """The frames of _open_batches one at a time (the lists are flattened in C)."""
     return itertools.chain.from_iterable(_open_batches(fileobj, named, plain))
 
 
 def _open_batches(fileobj: BinaryIO, named: bool, plain: bool) -> Iterator[list]:
-    """Lists of frames: plain tuples, (CapturedFrame, name) pairs if named, else frames."""
-    magic = _read(fileobj, 4)
-    if len(magic) < 4:
-        raise CaptureError("empty or truncated capture file" if magic else "empty capture file")
-    if int.from_bytes(magic, "big") == PCAPNG_SHB:
-        return _read_pcapng(fileobj, magic, _pcapng_item(named, plain))
-    for order in ("<", ">"):
-        value = struct.unpack(order + "I", magic)[0]
-        if value in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC):
-            batches = _read_pcap(fileobj, order, value == PCAP_MAGIC_NSEC, plain)
-            if named and not plain:
-                return ([(frame, None) for frame in batch] for batch in batches)
-            return batches
-    raise CaptureError(f"not a pcap or pcapng capture (starts with 0x{magic.hex()})")
+    """Lists of frames: plain tuples, (CapturedFrame, name) pairs if named, else frames;
+    each list made from one batch's columns in C (zip and map: no bytecode per frame)."""
+    columns = read_capture_columns(fileobj)     # (raises here for a bad file header)
+    if plain:
+        return (list(zip(*batch)) for batch in columns)
+    if named:
+        return (list(zip(_captured_frames(batch), batch.names)) for batch in columns)
+    return (list(_captured_frames(batch)) for batch in columns)
+
+
+def _captured_frames(batch: FrameColumns) -> Iterator[CapturedFrame]:
+    """The batch's frames as CapturedFrames, made in C: tuple.__new__(CapturedFrame, values)
+    is what CapturedFrame(...) does, without its Python-level __new__."""
+    return map(tuple.__new__, itertools.repeat(CapturedFrame),
+               zip(batch.times, batch.linktypes, batch.frames))
 
 
 def _more(fileobj: BinaryIO) -> Callable[[int], bytes]:
@@ -158,30 +190,29 @@ def _refill(read: Callable[[int], bytes], buf: bytes, wanted: int) -> Optional[b
 
 # -- pcap ------------------------------------------------------------------------
 
-def _read_pcap(fileobj: BinaryIO, order: str, nanosecond: bool,
-               plain: bool = False) -> Iterator[list]:
+def _read_pcap(fileobj: BinaryIO, order: str, nanosecond: bool) -> Iterator[FrameColumns]:
     header = _read(fileobj, 20)
     if len(header) < 20:
         raise CaptureError("truncated pcap file header")
     major, _minor, _zone, _sigfigs, snaplen, network = struct.unpack(order + "HHiIII", header)
     if major != 2:
         raise CaptureError(f"unsupported pcap version {major}")
-    return _pcap_batches(fileobj, order, nanosecond, snaplen, network & 0xFFFF, plain)
+    return _pcap_batches(fileobj, order, nanosecond, snaplen, network & 0xFFFF)
 
 
 def _pcap_batches(fileobj: BinaryIO, order: str, nanosecond: bool, snaplen: int,
-                  linktype: int, plain: bool = False) -> Iterator[list]:
-    """The records of a pcap file, a list per chunk of up to READ_CHUNK bytes read.
+                  linktype: int) -> Iterator[FrameColumns]:
+    """The records of a pcap file, a batch per chunk of up to READ_CHUNK bytes read.
 
     Reading one record at a time costs two read() calls per frame, about as much as
     tracking it; a chunk holds thousands of records that are cut out of it in place.
     """
-    record = struct.Struct(order + "IIII")
+    # The record header without its original length (never used): one int fewer made.
+    record = struct.Struct(order + "III4x")
     unpack_from = record.unpack_from
     unit = 1e9 if nanosecond else 1e6
     limit = max(snaplen, MAX_RECORD)
     read = _more(fileobj)
-    new_frame = tuple.__new__           # CapturedFrame(...) without its Python-level __new__
     buf: Optional[bytes] = b""
     pos = 0
     index = 0                           # the records of the chunks before this one
@@ -191,36 +222,43 @@ def _pcap_batches(fileobj: BinaryIO, order: str, nanosecond: bool, snaplen: int,
     whole, whole_float = -1, -1.0
     while buf is not None:
         size = len(buf)
-        batch: list = []
-        append = batch.append
+        last_header = size - 16         # where the chunk's last whole record header can start
+        times: List[float] = []
+        frames: List[bytes] = []
+        add_time = times.append
+        add_frame = frames.append
         # Every whole record in the chunk.
-        while pos + 16 <= size:
-            seconds, fraction, caplen, _origlen = unpack_from(buf, pos)
+        while pos <= last_header:
+            seconds, fraction, caplen = unpack_from(buf, pos)
             if caplen > limit:
-                if batch:               # the frames before it are good
-                    yield batch
-                raise CaptureError(f"pcap record {index + len(batch)}: captured length "
+                if times:               # the frames before it are good
+                    yield _pcap_columns(times, linktype, frames)
+                raise CaptureError(f"pcap record {index + len(times)}: captured length "
                                    f"{caplen} exceeds the maximum {limit}")
-            end = pos + 16 + caplen
+            start = pos + 16
+            end = start + caplen
             if end > size:
                 break
             if seconds != whole:
                 whole, whole_float = seconds, float(seconds)
-            if plain:                   # (a tuple.__new__ call less per frame)
-                append((whole_float + fraction / unit, linktype, buf[pos + 16:end], None))
-            else:
-                append(new_frame(CapturedFrame, (whole_float + fraction / unit, linktype,
-                                                 buf[pos + 16:end])))
+            add_time(whole_float + fraction / unit)
+            add_frame(buf[start:end])
             pos = end
-        index += len(batch)
-        if batch:
-            yield batch
+        index += len(times)
+        if times:
+            yield _pcap_columns(times, linktype, frames)
         # Keep the partial record, add the next chunk.
         wanted = 16
-        if pos + 16 <= size:
+        if pos <= last_header:
             wanted = 16 + unpack_from(buf, pos)[2]
         buf = _refill(read, buf[pos:], wanted)
         pos = 0
+
+
+def _pcap_columns(times: List[float], linktype: int, frames: List[bytes]) -> FrameColumns:
+    """A pcap batch: one link type for the file, no interface names."""
+    count = len(times)
+    return FrameColumns(times, [linktype] * count, frames, [None] * count)
 
 
 # -- pcapng ----------------------------------------------------------------------
@@ -236,23 +274,12 @@ class _Interface(NamedTuple):
 ANY_DEVICE = "any"       # libpcap's capture of every interface: names none of them
 SHB_TYPE = PCAPNG_SHB.to_bytes(4, "big")    # the same bytes in either byte order
 
-PcapngItem = Callable[[CapturedFrame, Optional[str]], object]
 
-
-def _pcapng_item(named: bool, plain: bool) -> PcapngItem:
-    """What a pcapng reader hands on for (frame, interface name)."""
-    if plain:
-        return lambda frame, name: (frame.ts, frame.linktype, frame.data, name)
-    if named:
-        return lambda frame, name: (frame, name)
-    return lambda frame, name: frame
-
-
-def _read_pcapng(fileobj: BinaryIO, shb_type: bytes, item: PcapngItem) -> Iterator[list]:
+def _read_pcapng(fileobj: BinaryIO, shb_type: bytes) -> Iterator[FrameColumns]:
     order = _section_header(fileobj, shb_type + _read(fileobj, 4), 0)
     if order is None:
         raise CaptureError("truncated pcapng section header")
-    return _pcapng_batches(fileobj, _Section(order), item)
+    return _pcapng_batches(fileobj, _Section(order))
 
 
 def _section_header(fileobj: BinaryIO, head: bytes, index: int) -> Optional[str]:
@@ -340,32 +367,30 @@ class _Section:
         self.index = 1
 
 
-def _pcapng_batches(fileobj: BinaryIO, section: _Section,
-                    item: PcapngItem) -> Iterator[list]:
-    """The frames of the blocks after the first section header, a list per chunk read."""
+def _pcapng_batches(fileobj: BinaryIO, section: _Section) -> Iterator[FrameColumns]:
+    """The frames of the blocks after the first section header, a batch per chunk read."""
     read = _more(fileobj)
     buf: Optional[bytes] = b""
     pos = 0
     while buf is not None:
-        batch: list = []
+        batch = FrameColumns([], [], [], [])
         try:
-            pos, wanted = _cut_blocks(buf, pos, section, item, batch)
+            pos, wanted = _cut_blocks(buf, pos, section, batch)
         except CaptureError:
-            if batch:                   # the frames before the damaged block are good
+            if batch.times:             # the frames before the damaged block are good
                 yield batch
             raise
-        if batch:
+        if batch.times:
             yield batch
         buf = _refill(read, buf[pos:], wanted)
         pos = 0
 
 
-def _cut_blocks(buf: bytes, pos: int, section: _Section, item: PcapngItem,
-                batch: list) -> tuple[int, int]:
+def _cut_blocks(buf: bytes, pos: int, section: _Section,
+                batch: FrameColumns) -> tuple[int, int]:
     """Append the frames of the whole blocks in buf from pos on to batch; (where the first
     block not wholly in buf starts, how many bytes from there it needs to be read on)."""
     size = len(buf)
-    append = batch.append
     while True:
         if pos + 8 > size:
             return pos, 8
@@ -389,7 +414,10 @@ def _cut_blocks(buf: bytes, pos: int, section: _Section, item: PcapngItem,
             return pos, total
         frame, name = _pcapng_block(block_type, buf[pos + 8:pos + total], section)
         if frame is not None:
-            append(item(frame, name))
+            batch.times.append(frame.ts)
+            batch.linktypes.append(frame.linktype)
+            batch.frames.append(frame.data)
+            batch.names.append(name)
         section.index += 1
         pos += total
 

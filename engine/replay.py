@@ -1,12 +1,15 @@
 """Replay a capture through an Engine on the capture's own clock."""
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
-from typing import (TYPE_CHECKING, BinaryIO, Callable, Collection, Dict, List, Optional,
-                    Sequence, Tuple, Union)
+from itertools import chain, compress, repeat, starmap
+from typing import (TYPE_CHECKING, BinaryIO, Callable, Collection, Dict, Iterator, List,
+                    Optional, Sequence, Tuple, Union)
 
-from .capture import read_capture_tuples
+from .capture import FrameColumns, read_capture_columns
 from .core import Engine
+from .fastpath import FastTrack
 from .fastpath_frag import HELD
 from .knobs import KnobWriteError
 from .ctstate import Verdict
@@ -105,22 +108,79 @@ def _never_fast(now: float, linktype: int, frame: bytes) -> None:
 
 def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float],
           fast_path: bool) -> None:
+    batches = read_capture_columns(fileobj)
+    # The fast path (engine/fastpath.py) takes the common packets -- most of a capture --
+    # and answers None for the others, which take the general path.
+    fast = result.engine.fast_path() if fast_path else None
+    if fast is not None and at is None and result.chains is None:
+        _feed_fast(result, batches, fast)
+    else:
+        _feed_each(result, batches, at, fast or _never_fast)
+
+
+def _feed_fast(result: ReplayResult, batches: Iterator[FrameColumns],
+               fast: FastTrack) -> None:
+    """Every frame, a batch at a time: one list comprehension per batch calls the fast
+    path, and the general path for a frame it declines (answered None) right then, before
+    the next frame's fast() -- the same calls in the same order as _feed_each() makes.  A
+    verdict is a non-empty tuple, so `or` tells None from a verdict without a test of its
+    own; the held fragments' HELD answers become None afterwards (found by identity, in C:
+    a verdict of the general path may equal HELD)."""
+    feed = result.engine.feed_frame
+    verdicts = result.verdicts
+    dropped_at: List[int] = []          # the indexes of the frames a hook dropped
+    dropped_now: List[_Dropped] = []    # this batch's
+
+    def general(ts: float, linktype: int, data: bytes) -> Union[Verdict, None, _Dropped]:
+        """A frame the fast path declined, down the general path."""
+        outcome = feed(ts, linktype, data)
+        if outcome is None:
+            return None
+        if outcome.dropped:
+            dropped = _Dropped(outcome.verdict)
+            dropped_now.append(dropped)
+            return dropped
+        return outcome.verdict
+
+    last = result.at
+    for times, linktypes, frames, _names in batches:
+        got = [fast(ts, linktype, data) or general(ts, linktype, data)
+               for ts, linktype, data in zip(times, linktypes, frames)]
+        for index in compress(range(len(got)), map(operator.is_, got, repeat(HELD))):
+            got[index] = None           # taken, and conntrack sees nothing of it (yet)
+        for dropped in dropped_now:     # (rare: a helper refused the packet)
+            index = got.index(dropped)  # (a _Dropped equals nothing but itself)
+            got[index] = dropped.verdict
+            dropped_at.append(len(verdicts) + index)
+        dropped_now.clear()
+        verdicts += got
+        last = times[-1]
+    _mark_dropped(result, dropped_at)
+    result.at = last
+
+
+class _Dropped:
+    """A general-path verdict whose packet a hook dropped, marked for _feed_fast() to find
+    in its batch's verdicts (by identity: it equals nothing else)."""
+    __slots__ = ("verdict",)
+
+    def __init__(self, verdict: Verdict) -> None:
+        self.verdict = verdict
+
+
+def _feed_each(result: ReplayResult, batches: Iterator[FrameColumns], at: Optional[float],
+               fast: FastTrack) -> None:
+    """Frame by frame, up to `at`; through the chains if there are rules."""
     engine = result.engine
     chains = result.chains
     verdicts = result.verdicts
-    dropped = result.dropped
-    # Each frame with the interface a pcapng file names for it (the chains' -i/-o).
-    frames = read_capture_tuples(fileobj)
     feed = engine.feed_frame
-    # The fast path (engine/fastpath.py) takes the common packets -- most of a capture --
-    # and answers None for the others, which take the general path.
-    fast = engine.fast_path() if fast_path else None
-    if fast is None:
-        fast = _never_fast
     add_verdict = verdicts.append
     dropped_at = []                     # the indexes of the frames a hook dropped
     last = result.at
-    for ts, linktype, data, captured_on in frames:
+    # Each frame with the interface a pcapng file names for it (the chains' -i/-o): each
+    # batch's columns zipped, the batches chained (in C).
+    for ts, linktype, data, captured_on in chain.from_iterable(starmap(zip, batches)):
         if at is not None and ts > at:
             break
         verdict = fast(ts, linktype, data)
@@ -137,7 +197,13 @@ def _feed(result: ReplayResult, fileobj: BinaryIO, at: Optional[float],
                     dropped_at.append(len(verdicts))
         add_verdict(verdict)
         last = ts
-    dropped.extend([False] * (len(verdicts) - len(dropped)))
+    _mark_dropped(result, dropped_at)
+    result.at = last
+
+
+def _mark_dropped(result: ReplayResult, dropped_at: List[int]) -> None:
+    """result.dropped: a flag per frame fed, True at the indexes a hook dropped."""
+    dropped = result.dropped
+    dropped.extend([False] * (len(result.verdicts) - len(dropped)))
     for index in dropped_at:
         dropped[index] = True
-    result.at = last
