@@ -30,14 +30,16 @@ It takes, in the linux profile (nf_conntrack) only:
   failure has outcomes of its own: IGNORE, INVALID, a liberal accept);
 * TCP on an entry, any other segment (SYN/ACK, FIN, RST, the ACKs of the closing states,
   out of window, SACK, a side not seen yet): engine/fastpath_tcp.py's known_segment()
-  runs the general path's own TcpTracker.linux_segment() on it, without the Packet, the
-  second lookup and the PacketResult (it declines flags error() refuses and SYN_SENT*
-  cells, which may reopen the entry);
+  takes it -- the common cells (the reply's SYN/ACK and refusing RST in SYN_SENT, FINs
+  and the closing states' ACKs) by cases of their own, the others by the general path's
+  own TcpTracker.linux_segment(), without the Packet, the second lookup and the
+  PacketResult (it declines flags error() refuses and SYN_SENT* cells, which may reopen
+  the entry);
 * TCP without an entry: a lone SYN (NONE -> SYN_SENT), any options: Linux's two SYN
-  layouts (engine/parse.py's SYN_*: the MSS alone; MSS, SACK-permitted, timestamps, NOP,
-  window scale) are recognised by byte compares, which fix what parse_tcp_options()'
-  walk would read from them (SACK-permitted and the shift in the last byte, or nothing);
-  others get the walk;
+  layouts (engine/parse.py's linux_syn_options(): the MSS alone; MSS, SACK-permitted,
+  timestamps, NOP, window scale) are recognised by byte compares, which fix what
+  parse_tcp_options()' walk would read from them (SACK-permitted and the shift in the
+  last byte, or nothing); others get the walk;
 * UDP, ICMP queries and replies and plain GRE (keys 0; not PPTP's), with an entry of
   the tuple or without one;
 * ICMP errors quoting a TCP or UDP datagram in an option-less, unfragmented quote:
@@ -91,9 +93,7 @@ from .icmpv6 import ICMPV6_INVERSE
 from .icmpv6 import REQUEST_TYPES as ICMPV6_REQUEST_TYPES
 from .packet import (ACK, ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6,
                      IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, PSH, SYN, TcpInfo)
-from .parse import (GRE_VERSION_1, SYN_LINUX_LEN, SYN_MSS, SYN_MSS_ONLY_LEN, SYN_NOP_WSCALE,
-                    SYN_NOP_WSCALE_AT, SYN_SACK_TIMESTAMP, SYN_SACK_TIMESTAMP_AT,
-                    TIMESTAMP_ONLY, parse_tcp_options)
+from .parse import GRE_VERSION_1, TIMESTAMP_ONLY, linux_syn_options, parse_tcp_options
 from .table import Keyed
 from .tcp_tables import (C_ACK, C_SYN, CLASS_OF_FLAGS, ESTABLISHED, NONE, STATE_TIMEOUT_KNOB,
                          SYN_RECV, SYN_SENT, TABLES, VALID_FLAGS)
@@ -340,16 +340,6 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                                   slice(icmp_id_at, icmp_id_end))
     icmp_requests, icmp_inverse, icmp_l4 = (version.icmp_requests, version.icmp_inverse,
                                             version.icmp_l4)
-    # A first SYN's options read by byte compares (parse.py's SYN layouts): the MSS's kind
-    # and length, then the SACK-permitted and timestamp kinds, then NOP and window scale.
-    mss_end = tcp_options_at + len(SYN_MSS)
-    sack_timestamp_at = tcp_options_at + SYN_SACK_TIMESTAMP_AT
-    sack_timestamp_end = sack_timestamp_at + len(SYN_SACK_TIMESTAMP)
-    nop_wscale_at = tcp_options_at + SYN_NOP_WSCALE_AT
-    nop_wscale_end = nop_wscale_at + len(SYN_NOP_WSCALE)
-    wscale_at = nop_wscale_end
-    mss_only_doff = 20 + SYN_MSS_ONLY_LEN
-    linux_syn_doff = 20 + SYN_LINUX_LEN
 
     def admit(kind: type, key: bytes, reply: bytes, l4: Any, now: float, tot_len: int,
               timeout: float, table: Keyed) -> Optional[Verdict]:
@@ -424,20 +414,18 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         # -- parse_tcp_options()' walk finds the same in those bytes.  Any other options
         # get the walk and read_options() (`options`, after the state is written).
         options = None
-        if doff == 20 or (doff == mss_only_doff and frame[tcp_options_at:mss_end] == SYN_MSS):
-            scale = side_flags = 0
-        elif (doff == linux_syn_doff and frame[tcp_options_at:mss_end] == SYN_MSS
-              and frame[sack_timestamp_at:sack_timestamp_end] == SYN_SACK_TIMESTAMP
-              and frame[nop_wscale_at:nop_wscale_end] == SYN_NOP_WSCALE):
-            scale = frame[wscale_at]
-            if scale > MAX_WSCALE:
-                scale = MAX_WSCALE
-            side_flags = SACK_PERM | WINDOW_SCALE
-        else:
-            scale = side_flags = 0
-            options = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False,
-                              None, True, True)
-            parse_tcp_options(options, frame, tcp_options_at, l4_at + doff)
+        scale = side_flags = 0
+        if doff > 20:
+            layout = linux_syn_options(frame, tcp_options_at, doff - 20)
+            if layout is None:
+                options = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False,
+                                  None, True, True)
+                parse_tcp_options(options, frame, tcp_options_at, l4_at + doff)
+            elif layout[1]:             # the full layout: a window scale, SACK-permitted
+                scale = layout[0]
+                if scale > MAX_WSCALE:
+                    scale = MAX_WSCALE
+                side_flags = SACK_PERM | WINDOW_SCALE
         # NONE -SYN-> SYN_SENT has no special cell, and linux_in_window() passes a SYN on
         # the side it has just started: of its updates only the receiver's maxend changes,
         # to the SYN's (unscaled) window from ack 0, as "right" (1 for a window of 0).

@@ -55,7 +55,7 @@ from .entry import ORIGINAL, REPLY, SEEN_REPLY, Entry
 from .fastpath_found import Settle, make_settle
 from .outcome import DELETE
 from .packet import ACK, FIN, IPPROTO_TCP, SYN, TcpInfo
-from .parse import TIMESTAMP_ONLY, parse_tcp_options
+from .parse import TIMESTAMP_ONLY, linux_syn_options, parse_tcp_options
 from .tcp import CLOSING_STATES
 from .tcp_tables import (C_ACK, C_FIN, C_RST, C_SYN, C_SYNACK, CLASS_NAMES, CLASS_OF_FLAGS,
                          CLOSE, FIN_WAIT, N_STATES, SS_REOPEN, STATE_TIMEOUT_KNOB, SYN_RECV,
@@ -75,13 +75,6 @@ Case = Callable[[float, bytes, Entry, int, int, int, int, int, int, int, int],
                 Optional[Verdict]]
 
 TIMESTAMPS_DOFF = 20 + len(TIMESTAMP_ONLY) + 8      # NOP NOP TIMESTAMP(10) alone
-# The options Linux puts on a SYN/ACK: MSS(4), SACK-permitted(2) TIMESTAMP(10), NOP,
-# WINDOW(3) -- the scale its last byte; or MSS alone (engine/build.py's tcp_options()).
-MSS_KIND_LEN = b"\x02\x04"
-SACK_PERM_TIMESTAMP = b"\x04\x02\x08\x0a"
-NOP_WSCALE = b"\x01\x03\x03"
-LINUX_SYN_DOFF = 20 + 20
-MSS_DOFF = 20 + 4
 TWO32 = M32 + 1
 
 
@@ -195,17 +188,13 @@ def make_syn_ack(tracker: "Tracker", settle: Settle, ip_len: int) -> Case:
         if doff > 20:
             # Linux's own layouts read in place (what parse_tcp_options() reads of them),
             # any other by it.
-            at = options_at
-            if (doff == LINUX_SYN_DOFF and frame[at:at + 2] == MSS_KIND_LEN
-                    and frame[at + 4:at + 8] == SACK_PERM_TIMESTAMP
-                    and frame[at + 16:at + 19] == NOP_WSCALE):
-                wscale, sack_perm = frame[at + 19], True
-            elif doff == MSS_DOFF and frame[at:at + 2] == MSS_KIND_LEN:
-                wscale, sack_perm = None, False
+            layout = linux_syn_options(frame, options_at, doff - 20)
+            if layout is not None:
+                wscale, sack_perm = layout
             else:
                 tcp = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False,
                               None, True, True)
-                parse_tcp_options(tcp, frame, at, at + doff - 20)
+                parse_tcp_options(tcp, frame, options_at, options_at + doff - 20)
                 if tcp.sack_edge is not None:
                     return None         # a SACK block's edge to read
                 wscale, sack_perm = tcp.wscale, tcp.sack_perm

@@ -41,18 +41,32 @@ TCPOPT_EOL, TCPOPT_NOP, TCPOPT_WINDOW, TCPOPT_SACK_PERM, TCPOPT_SACK = 0, 1, 3, 
 TCP_MAX_WSCALE = 14
 # NOP NOP TIMESTAMP(10): the options of nearly every established-state segment.
 TIMESTAMP_ONLY = b"\x01\x01\x08\x0a"
-# The options of Linux's SYNs (tcp_syn_options()), as the fast path recognises them by
-# byte compares: MSS(4) alone, or MSS(4) SACK_PERM(2) TIMESTAMP(10) NOP WSCALE(3) -- the
-# MSS value, the timestamps and the shift (the last byte) varying.  parse_tcp_options()'
-# walk reads from those bytes exactly this: SACK-permitted and the window scale, or
-# neither for the MSS alone.
+# The options of Linux's SYNs and SYN/ACKs (tcp_syn_options(), tcp_synack_options()), as
+# the fast path recognises them by byte compares: MSS(4) alone, or MSS(4) SACK_PERM(2)
+# TIMESTAMP(10) NOP WSCALE(3) -- the MSS value, the timestamps and the shift (the last
+# byte) varying.  parse_tcp_options()' walk reads from those bytes exactly this:
+# SACK-permitted and the window scale, or neither for the MSS alone.
 SYN_MSS = b"\x02\x04"                       # at 0: the MSS's kind and length
 SYN_MSS_ONLY_LEN = 4
-SYN_SACK_TIMESTAMP_AT = 4
-SYN_SACK_TIMESTAMP = b"\x04\x02\x08\x0a"    # SACK_PERM, the timestamp's kind and length
-SYN_NOP_WSCALE_AT = 16
-SYN_NOP_WSCALE = b"\x01\x03\x03"             # NOP, the window scale's kind and length
+SYN_SACK_TIMESTAMP = b"\x04\x02\x08\x0a"    # at 4: SACK_PERM, the timestamp's kind, length
+SYN_NOP_WSCALE = b"\x01\x03\x03"             # at 16: NOP, the window scale's kind, length
 SYN_LINUX_LEN = 20                          # its shift: the last byte
+MSS_ALONE: Tuple[Optional[int], bool] = (None, False)
+
+
+def linux_syn_options(frame: bytes, at: int,
+                      length: int) -> Optional[Tuple[Optional[int], bool]]:
+    """(window scale shift or None, SACK-permitted) of a SYN's `length` bytes of options
+    at `at` when they are one of Linux's two layouts -- what parse_tcp_options() would
+    read from them -- else None: the walk reads them."""
+    if frame[at:at + 2] != SYN_MSS:
+        return None
+    if length == SYN_MSS_ONLY_LEN:
+        return MSS_ALONE
+    if (length == SYN_LINUX_LEN and frame[at + 4:at + 8] == SYN_SACK_TIMESTAMP
+            and frame[at + 16:at + 19] == SYN_NOP_WSCALE):
+        return frame[at + 19], True
+    return None
 
 
 class ParseError:

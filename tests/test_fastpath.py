@@ -1309,7 +1309,7 @@ def test_segment_cases_take_what_they_were_written_for(name, tmp_path, monkeypat
     assert (cases.taken[maker], cases.declined[maker]) == (taken, declined)
 # -- new entries: a first SYN's options read by byte compares (synfast) ------------------------
 # Each a first SYN's option bytes: Linux's two layouts new_tcp() reads by byte compares
-# (engine/parse.py's SYN_*), then near misses of the same lengths that must get
+# (engine/parse.py's linux_syn_options()), then near misses of the same lengths that must get
 # parse_tcp_options()' walk -- each would come out wrong if a compare were left out.
 MSS = b"\x02\x04\x05\xb4"
 SACK_TIMESTAMP = b"\x04\x02\x08\x0a" + bytes(range(1, 9))
@@ -1387,23 +1387,30 @@ def test_first_syn_options_same_with_and_without_fast_path(framing, name, knobs,
 
 
 def test_syn_layouts_are_what_the_option_walk_reads():
-    """parse.py's SYN layouts, as tcp_options() lays out Linux's SYNs, give what new_tcp()
-    takes from them: the MSS alone nothing, the full layout SACK-permitted and the shift in
-    its last byte."""
+    """parse.linux_syn_options() knows Linux's two SYN layouts as tcp_options() lays them
+    out -- the MSS alone, MSS SACK_PERM TIMESTAMP NOP WSCALE -- and answers for them what
+    parse_tcp_options()' walk reads (the shift, SACK-permitted); for other options of the
+    same lengths it answers None, leaving them to the walk."""
     from engine.packet import TcpInfo
-    from engine.parse import (SYN_LINUX_LEN, SYN_MSS, SYN_MSS_ONLY_LEN, SYN_NOP_WSCALE,
-                              SYN_NOP_WSCALE_AT, SYN_SACK_TIMESTAMP, SYN_SACK_TIMESTAMP_AT,
-                              parse_tcp_options)
+    from engine.parse import linux_syn_options, parse_tcp_options
     mss_only = tcp_options(mss=1460)
     linux = tcp_options(mss=1460, wscale=9, sack_perm=True, timestamps=(5, 0))
-    assert len(mss_only) == SYN_MSS_ONLY_LEN and mss_only.startswith(SYN_MSS)
-    assert len(linux) == SYN_LINUX_LEN and linux.startswith(SYN_MSS)
-    assert linux[SYN_SACK_TIMESTAMP_AT:].startswith(SYN_SACK_TIMESTAMP)
-    assert linux[SYN_NOP_WSCALE_AT:-1] == SYN_NOP_WSCALE and linux[-1] == 9
+    assert (len(mss_only), len(linux)) == (4, 20)
     for options, want in ((mss_only, (None, False)), (linux, (9, True))):
         tcp = TcpInfo(SYN, 0, 0, 1000, 0, options=True)
         parse_tcp_options(tcp, options, 0, len(options))
         assert (tcp.wscale, tcp.sack_perm) == want
+        framed = b"\xee" * 7 + options + b"\xee" * 3          # read in place, at an offset
+        assert linux_syn_options(framed, 7, len(options)) == want
+    near_misses = (tcp_options(wscale=9, sack_perm=True, timestamps=(5, 0)) + b"\x01" * 4,
+                   tcp_options(mss=1460, timestamps=(5, 0)) + b"\x01" * 4,   # no SACK_PERM,
+                   linux[:4] + b"\x01\x01" + linux[6:],      # (nor with the window scale)
+                   linux[:16] + b"\x01\x01\x01\x01",                         # no WSCALE
+                   b"\x01" * 20)                                             # NOPs
+    for options in near_misses:                             # (no MSS, then the others)
+        assert len(options) == 20
+        assert linux_syn_options(options, 0, len(options)) is None, options.hex()
+    assert linux_syn_options(linux, 0, 12) is None          # the layout cut short
 # -- The per-frame prologue's reads: the TCP header's length by table, headers cut short --
 
 def header_edge_frames() -> List[Tuple[float, bytes]]:
