@@ -373,8 +373,8 @@ def test_a_remount_on_the_same_state_file_shows_the_saved_entries(mount_factory,
     assert wait_for(lambda: int(first.read(count)) > 50, 10), first.log_text()
     assert wait_for(lambda: "source_done 1" in first.read("net/stat/procfs_ct_source"), 20), \
         first.log_text()
+    read_at = time.time()               # before the read: its lines are made after this
     before = parse_listing(first.read("net/nf_conntrack"))
-    read_at = time.time()
     first.signal(signal.SIGTERM)
     assert wait_for(first.exited, 10)
     assert state.exists(), first.log_text()
