@@ -92,8 +92,8 @@ from .icmp import ICMP_INVERSE, NR_ICMP_TYPES, REQUEST_TYPES
 from .icmpv6 import ICMPV6_INVERSE
 from .icmpv6 import REQUEST_TYPES as ICMPV6_REQUEST_TYPES
 from .packet import (ACK, ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6,
-                     IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, PSH, SYN, TcpInfo)
-from .parse import GRE_VERSION_1, TIMESTAMP_ONLY, linux_syn_options, parse_tcp_options
+                     IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, PSH, SYN)
+from .parse import GRE_VERSION_1, TIMESTAMP_ONLY, linux_syn_options, tcp_info_with_options
 from .table import Keyed
 from .tcp_tables import (C_ACK, C_SYN, CLASS_OF_FLAGS, ESTABLISHED, NONE, STATE_TIMEOUT_KNOB,
                          SYN_RECV, SYN_SENT, TABLES, VALID_FLAGS)
@@ -418,9 +418,9 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         if doff > 20:
             layout = linux_syn_options(frame, tcp_options_at, doff - 20)
             if layout is None:
-                options = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False,
-                                  None, True, True)
-                parse_tcp_options(options, frame, tcp_options_at, l4_at + doff)
+                options = tcp_info_with_options(frame, flags, seq, ack, win,
+                                                tot_len - ip_len - doff, tcp_options_at,
+                                                l4_at + doff)
             elif layout[1]:             # the full layout: a window scale, SACK-permitted
                 scale = layout[0]
                 if scale > MAX_WSCALE:

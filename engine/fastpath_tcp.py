@@ -55,7 +55,7 @@ from .entry import ORIGINAL, REPLY, SEEN_REPLY, Entry
 from .fastpath_found import Settle, make_settle
 from .outcome import DELETE
 from .packet import ACK, FIN, IPPROTO_TCP, SYN, TcpInfo
-from .parse import TIMESTAMP_ONLY, linux_syn_options, parse_tcp_options
+from .parse import TIMESTAMP_ONLY, linux_syn_options, tcp_info_with_options
 from .tcp import CLOSING_STATES
 from .tcp_tables import (C_ACK, C_FIN, C_RST, C_SYN, C_SYNACK, CLASS_NAMES, CLASS_OF_FLAGS,
                          CLOSE, FIN_WAIT, N_STATES, SS_REOPEN, STATE_TIMEOUT_KNOB, SYN_RECV,
@@ -192,9 +192,9 @@ def make_syn_ack(tracker: "Tracker", settle: Settle, ip_len: int) -> Case:
             if layout is not None:
                 wscale, sack_perm = layout
             else:
-                tcp = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False,
-                              None, True, True)
-                parse_tcp_options(tcp, frame, options_at, options_at + doff - 20)
+                tcp = tcp_info_with_options(frame, flags, seq, ack, win,
+                                            tot_len - ip_len - doff, options_at,
+                                            options_at + doff - 20)
                 if tcp.sack_edge is not None:
                     return None         # a SACK block's edge to read
                 wscale, sack_perm = tcp.wscale, tcp.sack_perm
@@ -325,10 +325,12 @@ def make_known_segment(tracker: "Tracker", ip_len: int) -> KnownSegment:
         if table[d][index][old] == SS_REOPEN:
             return None                 # may REOPEN: remove, look up again, a new entry
         # The TcpInfo extract_ipv4() makes of the segment (its options read the same way).
-        tcp = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False, None, True,
-                      doff > 20)
         if doff > 20:
-            parse_tcp_options(tcp, frame, options_at, options_at + doff - 20)
+            tcp = tcp_info_with_options(frame, flags, seq, ack, win, tot_len - ip_len - doff,
+                                        options_at, options_at + doff - 20)
+        else:
+            tcp = TcpInfo(flags, seq, ack, win, tot_len - ip_len - doff, None, False, None,
+                          True, False)
         outcome = linux_segment(entry, tcp, d, now, kv)
         return settle(now, entry, d, status, outcome, tot_len)
 

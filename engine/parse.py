@@ -240,14 +240,25 @@ def _parse_tcp(packet: Packet, datagram: bytes, ihl: int, end: int, verify: bool
     if doff < 20 or doff > l4_len:
         packet.l4_error = "bad tcp data offset"
         return
-    tcp = TcpInfo(flags, seq, ack, window, l4_len - doff)
     if doff > 20:
-        tcp.options = True
-        parse_tcp_options(tcp, datagram, ihl + 20, ihl + doff)
+        tcp = tcp_info_with_options(datagram, flags, seq, ack, window, l4_len - doff,
+                                    ihl + 20, ihl + doff)
+    else:
+        tcp = TcpInfo(flags, seq, ack, window, l4_len - doff)
     if verify:
         tcp.checksum_ok = packet.l4_checksum_ok = _l4_checksum_ok(packet, datagram, ihl, end)
     packet.tcp = tcp
     packet.raw = (datagram, 0)
+
+
+def tcp_info_with_options(data: bytes, flags: int, seq: int, ack: int, window: int,
+                          payload_len: int, pos: int, end: int) -> TcpInfo:
+    """The TcpInfo of a segment whose header has options (the bytes from pos to end), read
+    by parse_tcp_options(): what extract_ipv4() and _parse() make of it, and the fast
+    path's cases where they need the options read."""
+    tcp = TcpInfo(flags, seq, ack, window, payload_len, None, False, None, True, True)
+    parse_tcp_options(tcp, data, pos, end)
+    return tcp
 
 
 def parse_tcp_options(tcp: TcpInfo, data: bytes, pos: int, end: int) -> None:
