@@ -101,13 +101,6 @@ def read_capture(fileobj: BinaryIO) -> Iterator[CapturedFrame]:
     return _open(fileobj, named=False)
 
 
-def read_capture_tuples(fileobj: BinaryIO) -> Iterator[Tuple[float, int, bytes, Optional[str]]]:
-    """read_named_capture() flat: (ts, linktype, data, interface name or None) per frame,
-    a plain tuple (zipped from a batch's columns in C: no CapturedFrame, nothing to pair),
-    for a reader that only unpacks it."""
-    return _open(fileobj, named=True, plain=True)
-
-
 def read_named_capture(fileobj: BinaryIO) -> Iterator[tuple[CapturedFrame, Optional[str]]]:
     """(frame, the if_name of its pcapng interface or None) for each frame, as read_capture.
     A pcap file names no interface; nor does a pcapng interface without if_name, or one
@@ -119,9 +112,9 @@ FrameTuple = Tuple[float, int, bytes, Optional[str]]
 
 
 def read_capture_batches(fileobj: BinaryIO) -> Iterator[List[FrameTuple]]:
-    """read_capture_tuples()'s frames a list at a time: the whole records of each chunk
-    read from the file (READ_CHUNK bytes, ~160 frames of a typical mix; from a pipe, what
-    had arrived), never an empty list.  One loop cuts a chunk's records, with no generator
+    """(ts, linktype, data, interface name or None) per frame, a plain tuple, a list at a
+    time: the whole records of each chunk read from the file (READ_CHUNK bytes, ~160
+    frames of a typical mix; from a pipe, what had arrived), never an empty list.  One loop cuts a chunk's records, with no generator
     resumed per frame: what a pump thread sharing the GIL with the engine wants.
 
     Raises CaptureError at once for a bad file header, as read_capture.  A record damaged
