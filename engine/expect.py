@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tuple
 
 if TYPE_CHECKING:
     from .entry import Entry
@@ -86,8 +86,11 @@ Index = Tuple[int, int, int]        # (proto, dst address, dst port): what every
 class ExpectTable:
     """The namespace's expectations, indexed by the part no mask wildcards."""
 
-    def __init__(self, stats: Dict[str, int]) -> None:
+    def __init__(self, stats: Dict[str, int], announce: Callable[[float], None]) -> None:
+        """`announce(next_due)` is told every new next_due (the tracker's timer wheel holds
+        it, TimerWheel.hold(): one due test per packet for timers and expectations)."""
         self.stats = stats
+        self._announce = announce
         self._by_tuple: Dict[Index, List[Expectation]] = {}
         self._by_master: Dict[int, List[Expectation]] = {}     # id(master) -> oldest first
         self._all: Dict[int, Expectation] = {}                  # id -> exp, insertion order
@@ -131,7 +134,7 @@ class ExpectTable:
         self._by_tuple.setdefault((exp.proto, exp.dst, exp.dport), []).append(exp)
         self._by_master.setdefault(id(exp.master), []).append(exp)
         self._all[id(exp)] = exp
-        self.next_due = min(self.next_due, exp.expires)
+        self._set_next_due(min(self.next_due, exp.expires))
         self.stats["expect_create"] += 1
         return None
 
@@ -165,7 +168,7 @@ class ExpectTable:
         if not mine:
             del self._by_master[id(exp.master)]
         if not self._all:
-            self.next_due = INFINITY    # nothing to wait for: new entries skip the lookup
+            self._set_next_due(INFINITY)    # nothing to wait for: new entries skip the lookup
         self.stats["expect_delete"] += 1
 
     def remove_master(self, master: "Entry") -> None:
@@ -180,5 +183,9 @@ class ExpectTable:
         gone = [e for e in self._all.values() if e.expires <= now]
         for exp in gone:
             self.remove(exp)
-        self.next_due = min((e.expires for e in self._all.values()), default=INFINITY)
+        self._set_next_due(min((e.expires for e in self._all.values()), default=INFINITY))
         return len(gone)
+
+    def _set_next_due(self, when: float) -> None:
+        self.next_due = when
+        self._announce(when)

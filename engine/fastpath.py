@@ -469,7 +469,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 if fragment is None:
                     return None
                 return fragment(now, frame[ip_at:])
-        if now >= timers.next_due or now >= expects.next_due:
+        if now >= timers.next_due:             # (the expectations' next_due included)
             # Tracker.process() expires entries first, and every datagram from here on
             # reaches it (extract_ipv4() or parse_ipv4() reads it: its total length covers
             # the header): do it here, so that the packet can still be taken.

@@ -4,7 +4,9 @@ Arming costs a list append and an entry costs the wheel one pointer, yet entries
 in exact time order: the current second's bucket is moved into a small heap when it
 begins.  Refreshing an entry's expiry per packet costs nothing here (see TimerWheel).
 The wheel knows nothing of tables: it files and hands back objects with a `timer_slot`
-and an `expires` (the time the object is due).
+and an `expires` (the time the object is due).  Its `next_due` also covers one deadline
+held for its owner (hold(): the tracker's expectations), so that a packet asks one
+question -- is anything due? -- with one comparison.
 """
 from __future__ import annotations
 
@@ -45,7 +47,19 @@ class TimerWheel:
         self._near: List[Tuple[float, int, Any]] = []  # heap: filings before _near_end
         self._near_end = -INFINITY
         self._seq = itertools.count()
-        self.next_due = INFINITY        # nothing can be due before this time
+        self._held = INFINITY           # the owner's other deadline (hold())
+        # Nothing -- no filing, no held deadline -- can be due before this time.
+        self.next_due = INFINITY
+
+    def hold(self, when: float) -> None:
+        """Keep next_due at or before `when` too: the earliest deadline of something else
+        its owner expires together with the wheel (the tracker's expectations), so that
+        the per-packet test `now >= next_due` answers for both.  A later `when` than
+        before takes effect at the next due() pass: next_due is a lower bound, and one
+        early pass that finds nothing due only makes it exact again."""
+        self._held = when
+        if when < self.next_due:
+            self.next_due = when
 
     def file(self, entry: Any, when: float) -> None:
         """File an entry at `when`, its `expires` (the object itself: a heap filing keeps
@@ -118,9 +132,15 @@ class TimerWheel:
             near.extend(near_now)
             heapq.heapify(near)
             self._near_end = end
-        self.next_due = min(self._near[0][0] if self._near else INFINITY,
-                            self._seconds[0] if self._seconds else INFINITY)
+        self.next_due = min(self._filed_due(), self._held)
+
+    def _filed_due(self) -> float:
+        """The earliest filing time (INFINITY: none), stale filings included."""
+        return min(self._near[0][0] if self._near else INFINITY,
+                   self._seconds[0] if self._seconds else INFINITY)
 
     def earliest(self) -> Optional[float]:
-        """A lower bound of the next filing time (None when nothing is filed)."""
-        return None if self.next_due == INFINITY else self.next_due
+        """A lower bound of the next filing time (None when nothing is filed); the held
+        deadline is not a filing."""
+        filed = self._filed_due()
+        return None if filed == INFINITY else filed

@@ -88,10 +88,12 @@ class Tracker:
         self.conns = ConnTable(int(knobs["buckets"]), self.stats)
         self._tables = self.conns.tables()     # (l3, proto) -> table, read per packet
         self.buckets = self.conns.buckets
+        # The wheel's next_due also holds the expectations' (ExpectTable announces each):
+        # `now >= timers.next_due` is the one test per packet for anything due.
         self.timers = TimerWheel()
         # A pass over due filings that expire_some() left half done (TimerWheel.due()).
         self._expiring: Optional[Iterator[Entry]] = None
-        self.expects = ExpectTable(self.stats)
+        self.expects = ExpectTable(self.stats, self.timers.hold)
         knobs.provide("count", lambda: len(self.conns))
 
     # -- the table -----------------------------------------------------------------
@@ -203,7 +205,7 @@ class Tracker:
     # -- nf_conntrack_in -------------------------------------------------------------
     def process(self, pkt: Packet, now: float) -> PacketResult:
         """Classify one whole datagram at its hook, as nf_conntrack_in does."""
-        if now >= self.timers.next_due or now >= self.expects.next_due:
+        if now >= self.timers.next_due:         # (the expectations' next_due included)
             self.expire(now)
         if pkt.l4_error is not None:
             return self._invalid(pkt.hook)

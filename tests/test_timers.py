@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 
-from engine.timers import TimerWheel
+from engine.timers import INFINITY, TimerWheel
 
 
 class Item:
@@ -182,3 +182,23 @@ def test_inside_a_second_a_moved_entry_comes_out_before_the_bucket_is_walked():
     rest = [item.name for item in due]
     assert rest[:999] == [f"m{n}" for n in range(1, 1000)] and rest[999:] == ["early", "late"]
     assert (late.timer_slot, early.timer_slot) == (10.4, 10.3)
+
+
+def test_a_held_deadline_is_covered_by_next_due_but_is_no_filing():
+    """hold(): the owner's other deadline (the tracker's expectations) lowers next_due at
+    once, so that one test per packet answers for both; a later one takes effect at the
+    next pass; earliest() still tells the filings alone."""
+    wheel = TimerWheel()
+    arm(wheel, Item("a"), 20.5)
+    assert wheel.next_due == 20.0 and wheel.earliest() == 20.0
+    wheel.hold(12.25)
+    assert wheel.next_due == 12.25 and wheel.earliest() == 20.0
+    wheel.hold(30.0)                                 # raised: still the lower bound...
+    assert wheel.next_due == 12.25
+    assert drain(wheel, 12.5) == []                  # ...until a pass finds nothing due
+    assert wheel.next_due == 20.0
+    wheel.hold(15.0)
+    assert drain(wheel, 14.0) == [] and wheel.next_due == 15.0
+    wheel.hold(INFINITY)
+    assert drain(wheel, 21.0) == ["a"]
+    assert wheel.next_due == INFINITY and wheel.earliest() is None
