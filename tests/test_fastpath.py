@@ -1607,3 +1607,48 @@ def test_sctp_bundles_same_with_and_without_fast_path(framing, name, knobs, max_
                             framing, tmp_path, EDGE_FRAMINGS), knobs, max_entries)
     if framing != "eth0 tap":
         assert counting.taken >= 20, counting.taken
+
+
+# -- one due test for timers and expectations (TimerWheel.hold()) --------------------------
+
+def test_an_expectation_running_out_is_expired_by_the_next_datagram():
+    """The fast path asks `now >= timers.next_due` alone: the wheel holds the
+    expectations' next_due too.  An expectation running out before any entry's timer is
+    expired by the next datagram -- on the fast path as Tracker.process() would -- so that
+    datagram's new flow is taken (admit() declines while one is pending)."""
+    import ipaddress
+    from engine import ipv4
+    from engine.ctstate import CtState
+    from engine.expect import Expectation
+    from engine.helpers.registry import helper_named
+    c, s = "10.4.0.1", "10.4.0.2"
+    for fast in (True, False):
+        eng = Engine("linux")
+        track = eng.fast_path()
+        frames = [build_ethernet(build_udp_datagram(c, s, 5000 + n, 69, b"x"))
+                  for n in range(3)]
+
+        def feed(t, frame):
+            verdict = track(t, LINKTYPE_ETHERNET, frame) if fast else None
+            return verdict if verdict is not None else eng.feed_frame(t, LINKTYPE_ETHERNET,
+                                                                    frame)
+
+        feed(T0, frames[0])                                  # a master: 30 s to live
+        tracker = eng.tracker
+        master = next(tracker.entries())
+        exp = Expectation(master, helper_named("tftp"), ipv4, IPPROTO_UDP,
+                          int(ipaddress.IPv4Address(s)), int(ipaddress.IPv4Address(c)),
+                          None, 5000)
+        assert tracker.expects.add(exp, 1, 5, 100, T0) is None
+        assert tracker.timers.next_due == T0 + 5
+        if fast:
+            assert track(T0 + 1, LINKTYPE_ETHERNET, frames[1]) is None  # one is pending
+            eng.feed_frame(T0 + 1, LINKTYPE_ETHERNET, frames[1])
+        else:
+            feed(T0 + 1, frames[1])
+        verdict = feed(T0 + 6, frames[2])                    # it ran out at T0 + 5
+        assert len(tracker.expects) == 0 and tracker.stats["expect_delete"] == 1
+        assert verdict.state == CtState.NEW and eng.count == 3
+        if fast:
+            assert track(T0 + 6.5, LINKTYPE_ETHERNET, build_ethernet(build_udp_datagram(
+                c, s, 5009, 69, b"x"))) is not None          # and new flows are taken
