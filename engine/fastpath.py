@@ -71,6 +71,7 @@ read on every packet.  Arrivals remembered to spot forwarded copies are checked 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from operator import itemgetter
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, NamedTuple, Optional, Tuple
@@ -226,6 +227,39 @@ LINKS = {link.linktype: link for link in (
     # SLL2: protocol, reserved, ifindex, arphrd, pkttype, addr_len, addr (SLL2_HEADER).
     LinkFrame(LINKTYPE_LINUX_SLL2, 0, SLL2_HEADER.size, struct.calcsize("!HHIH")),
 )}
+
+
+@dataclass(frozen=True, slots=True)
+class RareCases:
+    """What only track()'s rarer cases read: another link type or IP version, fragments,
+    expiry, TCP segments other than the ACK case, ICMP, GRE and SCTP.  They are one
+    closure variable, read as attributes, because every closure variable costs every call
+    of track() ~14 instructions (CPython 3.11 copies each into the call's frame and
+    releases it at its end, ~1,100 instructions a call for track()'s 55): the known UDP
+    datagram and the known ACK read none of these."""
+    other: FastTrack
+    twin: FastTrack
+    fragment: Optional[Callable[[float, bytes], Verdict]]
+    expire: Callable[[float], int]
+    tcp_options_at: int
+    l4_at: int
+    src_at: int
+    header8_min: int
+    icmp_proto: int
+    icmp_queries: FrozenSet[int]
+    icmp_error: Callable[[bytes, int, int], Optional[Verdict]]
+    icmp_id: Tuple[int, int]
+    icmp_table: Optional[Keyed]
+    icmp_id_at: int
+    icmp_id_end: int
+    icmp_type_code_end: int
+    icmp_timeout: str
+    new_icmp: Callable[..., Optional[Verdict]]
+    gre_proto: int
+    gre_id: Tuple[int, int]
+    gre_version_at: int
+    new_gre: Callable[..., Optional[Verdict]]
+    known_sctp: Callable[[float, bytes, bytes, int], Optional[Verdict]]
 
 
 def _no_icmp_error(frame: bytes, tot_len: int, l4_at: int) -> None:
@@ -442,9 +476,14 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         return admit(tcp_kind, key, join(reply_parts(frame)), conn, now, tot_len, timeout,
                      table)
 
+    rare = RareCases(other, twin, fragment, expire, tcp_options_at, l4_at, src_at, header8_min,
+                     icmp_proto, icmp_queries, icmp_error, icmp_id, icmp_table, icmp_id_at,
+                     icmp_id_end, icmp_type_code_end, icmp_timeout, new_icmp, gre_proto, gre_id,
+                     gre_version_at, new_gre, known_sctp)
+
     def track(now: float, linktype: int, frame: bytes) -> Optional[Verdict]:
         if linktype != own_linktype:
-            return other(now, linktype, frame)
+            return rare.other(now, linktype, frame)
         size = len(frame) - ip_at
         if (size < 28 or arrivals
                 or (pkttype_at is not None and frame[pkttype_at] != PACKET_OUTGOING)):
@@ -461,19 +500,19 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         else:
             protocol, vihl, tot_len, frag, proto = unpack_ip(frame, protocol_at)
             if protocol != ethertype:
-                return twin(now, linktype, frame)
+                return rare.twin(now, linktype, frame)
             if vihl != IPV4_NO_OPTIONS or tot_len > size or tot_len < ip_len:
                 return None                 # (a total length short of the header: malformed)
             if frag & FRAGMENT:
                 # Straight to the defragmenter.
-                if fragment is None:
+                if rare.fragment is None:
                     return None
-                return fragment(now, frame[ip_at:])
+                return rare.fragment(now, frame[ip_at:])
         if now >= timers.next_due:             # (the expectations' next_due included)
             # Tracker.process() expires entries first, and every datagram from here on
             # reaches it (extract_ipv4() or parse_ipv4() reads it: its total length covers
             # the header): do it here, so that the packet can still be taken.
-            expire(now)
+            rare.expire(now)
         key = frame[key_span]
         if proto == IPPROTO_TCP:
             # A datagram short of the TCP header has no data offset that fits in it (the
@@ -562,7 +601,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                          >> 31 & 1)
             if not taken:
                 return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
-                                     doff, tcp_options_at)
+                                     doff, rare.tcp_options_at)
             scaled = win << sender_scale
             if sender_maxwin < scaled:          # swin = win + sack - ack, sack == ack
                 sender_maxwin = scaled
@@ -630,31 +669,32 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 if table is None:
                     return None                 # its first packet makes the table
                 make = new_udp
-            elif proto == icmp_proto:
-                if tot_len < header8_min:
+            elif proto == rare.icmp_proto:
+                if tot_len < rare.header8_min:
                     return None
-                if frame[l4_at] not in icmp_queries:
+                if frame[rare.l4_at] not in rare.icmp_queries:
                     # An error message quotes another flow: Tracker._related()'s answer
                     # (ICMPv6's, and the messages it leaves untracked: the general path).
-                    return icmp_error(frame, tot_len, l4_at)
+                    return rare.icmp_error(frame, tot_len, rare.l4_at)
                 # The key's parts: the id, then type << 8 | code (parse.icmp_header()).
-                key = (frame[src_at:l4_at] + frame[icmp_id_at:icmp_id_end]
-                       + frame[l4_at:icmp_type_code_end])
-                table = icmp_table or tables.get(icmp_id)
+                key = (frame[rare.src_at:rare.l4_at]
+                       + frame[rare.icmp_id_at:rare.icmp_id_end]
+                       + frame[rare.l4_at:rare.icmp_type_code_end])
+                table = rare.icmp_table or tables.get(rare.icmp_id)
                 if table is None:
                     return None                 # its first packet makes the table
-                make = new_icmp
-            elif proto == gre_proto:
+                make = rare.new_icmp
+            elif proto == rare.gre_proto:
                 # Plain GRE has keys 0; PPTP's (version 1) the general path reads.
-                if tot_len >= 28 and frame[gre_version_at] & 0x07 == GRE_VERSION_1:
+                if tot_len >= 28 and frame[rare.gre_version_at] & 0x07 == GRE_VERSION_1:
                     return None
-                table = tables.get(gre_id)
+                table = tables.get(rare.gre_id)
                 if table is None:
                     return None                 # its first packet makes the table
-                key = frame[src_at:l4_at] + NO_KEYS
-                make = new_gre
+                key = frame[rare.src_at:rare.l4_at] + NO_KEYS
+                make = rare.new_gre
             elif proto == IPPROTO_SCTP:
-                return known_sctp(now, frame, key, tot_len)     # a known association's
+                return rare.known_sctp(now, frame, key, tot_len)     # a known association's
             else:
                 return None
             entry = table.get(key)
@@ -670,8 +710,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 else:
                     status |= ASSURED
                     timeout = kv["udp_timeout_stream"]
-            elif proto == icmp_proto:
-                timeout = kv[icmp_timeout]
+            elif proto == rare.icmp_proto:
+                timeout = kv[rare.icmp_timeout]
             elif status & SEEN_REPLY:           # GRE: the timeouts fixed at creation
                 status |= ASSURED
                 timeout = entry.l4[1]
