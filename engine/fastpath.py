@@ -232,15 +232,25 @@ LINKS = {link.linktype: link for link in (
 @dataclass(frozen=True, slots=True)
 class RareCases:
     """What only track()'s rarer cases read: another link type or IP version, fragments,
-    expiry, TCP segments other than the ACK case, ICMP, GRE and SCTP.  They are one
-    closure variable, read as attributes, because every closure variable costs every call
-    of track() ~14 instructions (CPython 3.11 copies each into the call's frame and
-    releases it at its end, ~1,100 instructions a call for track()'s 55): the known UDP
-    datagram and the known ACK read none of these."""
+    expiry, a timer filing, a table made after the track (IPv6's), a flow's first packet,
+    TCP segments other than the ACK case, ICMP, GRE and SCTP.  They are one closure
+    variable, read as attributes, because every closure variable costs every call of
+    track() ~14 instructions (CPython 3.11 copies each into the call's frame and releases
+    it at its end: ~1,100 instructions a call for track()'s 55 of round 11), and an
+    attribute read ~10 more than a closure variable's: a value read at most once a call,
+    and on few calls, is cheaper here.  A known UDP datagram reads none of these, a known
+    ACK none but a filing's."""
     other: FastTrack
     twin: FastTrack
     fragment: Optional[Callable[[float, bytes], Verdict]]
     expire: Callable[[float], int]
+    file_timer: Callable[[Any, float], None]
+    tables: Dict[Tuple[int, int], Keyed]
+    tcp_id: Tuple[int, int]
+    udp_id: Tuple[int, int]
+    new_tcp: Callable[..., Optional[Verdict]]
+    new_udp: Callable[..., Optional[Verdict]]
+    known_segment: Callable[..., Optional[Verdict]]
     tcp_options_at: int
     l4_at: int
     src_at: int
@@ -476,7 +486,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         return admit(tcp_kind, key, join(reply_parts(frame)), conn, now, tot_len, timeout,
                      table)
 
-    rare = RareCases(other, twin, fragment, expire, tcp_options_at, l4_at, src_at, header8_min,
+    rare = RareCases(other, twin, fragment, expire, file_timer, tables, tcp_id, udp_id, new_tcp,
+                     new_udp, known_segment, tcp_options_at, l4_at, src_at, header8_min,
                      icmp_proto, icmp_queries, icmp_error, icmp_id, icmp_table, icmp_id_at,
                      icmp_id_end, icmp_type_code_end, icmp_timeout, new_icmp, gre_proto, gre_id,
                      gre_version_at, new_gre, known_sctp)
@@ -526,12 +537,12 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
             doff = TCP_HEADER_LEN[doff]
             if doff > tot_len - ip_len:
                 return None                     # a bad data offset: INVALID, parse's
-            table = tcp_table or tables.get(tcp_id)
+            table = tcp_table or rare.tables.get(rare.tcp_id)
             if table is None:
                 return None                     # its first packet makes the table
             entry = table.get(key)
             if entry is None:
-                return new_tcp(now, frame, key, tot_len, flags, seq, ack, win, doff, table)
+                return rare.new_tcp(now, frame, key, tot_len, flags, seq, ack, win, doff, table)
             if entry.helper is not None:
                 return None
             # linux_in_window() for a non-SYN, non-RST segment with ACK and no SACK block:
@@ -600,7 +611,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                               & (end_gap - receiver_maxwin - 1 if receiver_maxwin else -1))
                          >> 31 & 1)
             if not taken:
-                return known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
+                return rare.known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
                                      doff, rare.tcp_options_at)
             scaled = win << sender_scale
             if sender_maxwin < scaled:          # swin = win + sack - ack, sack == ack
@@ -665,10 +676,10 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                     return None
                 if udp_len < 8 or udp_len > tot_len - ip_len:
                     return None
-                table = udp_table or tables.get(udp_id)
+                table = udp_table or rare.tables.get(rare.udp_id)
                 if table is None:
                     return None                 # its first packet makes the table
-                make = new_udp
+                make = rare.new_udp
             elif proto == rare.icmp_proto:
                 if tot_len < rare.header8_min:
                     return None
@@ -680,7 +691,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 key = (frame[rare.src_at:rare.l4_at]
                        + frame[rare.icmp_id_at:rare.icmp_id_end]
                        + frame[rare.l4_at:rare.icmp_type_code_end])
-                table = rare.icmp_table or tables.get(rare.icmp_id)
+                table = rare.icmp_table or rare.tables.get(rare.icmp_id)
                 if table is None:
                     return None                 # its first packet makes the table
                 make = rare.new_icmp
@@ -688,7 +699,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 # Plain GRE has keys 0; PPTP's (version 1) the general path reads.
                 if tot_len >= 28 and frame[rare.gre_version_at] & 0x07 == GRE_VERSION_1:
                     return None
-                table = tables.get(rare.gre_id)
+                table = rare.tables.get(rare.gre_id)
                 if table is None:
                     return None                 # its first packet makes the table
                 key = frame[rare.src_at:rare.l4_at] + NO_KEYS
@@ -738,7 +749,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         expires = entry.expires = now + timeout
         slot = entry.timer_slot
         if slot is None or expires < slot:
-            file_timer(entry, expires)
+            rare.file_timer(entry, expires)
         return verdict
 
     return track
