@@ -78,7 +78,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, NamedTuple, Op
 
 from . import ipv4, ipv6
 from .ctstate import Verdict
-from .entry import ASSURED, ENTRY_SLOTS, EXPECTED, REPLY, SEEN_REPLY, Entry, kind_of
+from .entry import (ASSURED, ENTRY_SLOTS, EXPECTED, REPLY, SEEN_REPLY, STATUS_BITS, Entry,
+                    kind_of)
 from .expect import INFINITY
 from .fastpath_frag import make_fragment
 from .fastpath_icmp import make_icmp_error
@@ -129,6 +130,16 @@ NO_TCP_HEADER = 1 << 16
 TCP_HEADER_LEN = tuple((byte >> 4) * 4 if byte >> 4 >= 5 else NO_TCP_HEADER
                        for byte in range(256))
 SYN_FLAGS = frozenset((SYN,))               # and without one
+# The verdict of an original-direction packet on a found entry, by the entry's status
+# (Tracker.process(): ESTABLISHED once a reply was seen, else RELATED if expected, else
+# NEW): one index in place of two bit tests (CPython 3.11 specialises neither `&` nor
+# `status & BIT` tests; a tuple index it does).  An entry carries no status bit but
+# STATUS_BITS (engine/persist.py refuses others), all of them below 16.
+assert STATUS_BITS == 0b1111
+ORIGINAL_VERDICTS = tuple(
+    ESTABLISHED_ORIGINAL if status & SEEN_REPLY else
+    RELATED_ORIGINAL if status & EXPECTED else NEW_ORIGINAL
+    for status in range(STATUS_BITS + 1))
 
 
 
@@ -735,10 +746,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 verdict = ESTABLISHED_REPLY
             else:
                 d = 0
-                if status & SEEN_REPLY:
-                    verdict = ESTABLISHED_ORIGINAL
-                else:
-                    verdict = RELATED_ORIGINAL if status & EXPECTED else NEW_ORIGINAL
+                verdict = ORIGINAL_VERDICTS[status]
             entry.status = status
         stats["found"] += 1
         ext = entry.ext                 # (entry.counters without the property's call)

@@ -1652,3 +1652,42 @@ def test_an_expectation_running_out_is_expired_by_the_next_datagram():
         if fast:
             assert track(T0 + 6.5, LINKTYPE_ETHERNET, build_ethernet(build_udp_datagram(
                 c, s, 5009, 69, b"x"))) is not None          # and new flows are taken
+
+
+def test_an_expected_flow_s_next_datagram_is_related_on_the_fast_path():
+    """ORIGINAL_VERDICTS by the entry's status: a datagram of an expected flow (EXPECTED,
+    no reply seen yet) is RELATED, the same on the fast path as on the general one; once
+    the reply is seen, ESTABLISHED.  A TFTP read request under a CT rule files the
+    expectation; the chains then go (the fast path takes no packet while they are there)."""
+    from engine.chains import Chains
+    from engine.ctstate import CtState
+    from engine.rules import Ruleset
+    c, s = "10.4.0.1", "10.4.0.2"
+    ct_tftp = "*raw\n-A OUTPUT -p udp -m udp --dport 69 -j CT --helper tftp\nCOMMIT\n"
+    request = build_ethernet(build_udp_datagram(c, s, 5000, 69, b"\x00\x01file\x00octet\x00"))
+    data = build_ethernet(build_udp_datagram(s, c, 7000, 5000, b"\x00\x03\x00\x01data"))
+    answer = build_ethernet(build_udp_datagram(c, s, 5000, 7000, b"\x00\x04\x00\x01"))
+    states = {}
+    for fast in (True, False):
+        chains = Chains(Engine("linux"), Ruleset.load_restore(ct_tftp))
+        chains.feed_frame(T0, LINKTYPE_ETHERNET, request)
+        eng = chains.engine
+        assert len(eng.tracker.expects) == 1
+        eng.chains = None                       # detached: the fast path is allowed
+        eng.early_listeners.clear()
+        eng.listeners.clear()
+        track = eng.fast_path()
+        assert track is not None
+        first = eng.feed_frame(T0 + 1, LINKTYPE_ETHERNET, data)    # consumes it: RELATED
+        verdicts = [first.state]
+        for t, frame in ((T0 + 2, data), (T0 + 3, answer), (T0 + 4, data)):
+            verdict = track(t, LINKTYPE_ETHERNET, frame) if fast else None
+            if fast:
+                assert verdict is not None                      # taken
+            else:
+                verdict = eng.feed_frame(t, LINKTYPE_ETHERNET, frame)
+            verdicts.append((verdict.state, verdict.reply))
+        states[fast] = (verdicts, [(e.status, e.expires) for e in eng.tracker.entries()])
+    assert states[True] == states[False]
+    assert states[True][0] == [CtState.RELATED, (CtState.RELATED, False),
+                               (CtState.ESTABLISHED, True), (CtState.ESTABLISHED, False)]
