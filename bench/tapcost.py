@@ -14,7 +14,8 @@ start, imports, building the frames and the warm-up pass left out; procfs_ct.dri
 imported in every run, as its dataclasses compile code at run time: imported only where a
 stage's frames go through it, it added 600-1,500 instructions a frame to driver and pull):
 
-  decode   the tap thread: read_block() turning ring blocks into (ts, linktype, frame);
+  decode   the tap thread: read_block() turning ring blocks into frames (the tap's Columns:
+           a time and a frame each);
   feed     the engine alone: the frames (decoded either way) to the engine's fast path in
            a loop, Engine.feed_frame() for those it declines -- what the driver calls;
   driver   the engine thread and the pump behind a batches() source: the frames handed
@@ -131,21 +132,26 @@ def _build_ring(path: str, first: int, frames: int, traffic: Traffic) -> None:
     os.replace(path + ".tmp", path)
 
 
-def read_ring(ring: mmap.mmap, layout: list[tuple[int, int]]) -> list:
-    """Every frame of ring_of()'s blocks, as the tap's read_block() makes them."""
-    from procfs_ct.sources.tap import read_block
-    batch: list = []
+def read_columns(ring: mmap.mmap, layout: list[tuple[int, int]]):
+    """Every frame of ring_of()'s blocks, as the tap's read_block() makes them (Columns)."""
+    from procfs_ct.sources.tap import Columns, read_block
+    batch = Columns()
     kinds: dict = {}
     for at, packets in layout:
         read_block(ring, at, packets, kinds, batch)
     return batch
 
 
+def read_ring(ring: mmap.mmap, layout: list[tuple[int, int]]) -> list:
+    """Every frame of ring_of()'s blocks as (ts, linktype, frame) tuples."""
+    return read_columns(ring, layout).tuples()
+
+
 def decode(frames: int, work: bool, traffic: Traffic) -> None:
     """The tap thread's work: the ring is built either way, read only if `work`."""
     ring, layout = ring_of(frames, traffic)
     if work:
-        read_ring(ring, layout)
+        read_columns(ring, layout)
 
 
 def _engine(traffic: Traffic):
@@ -223,12 +229,13 @@ class _RingPull:
     def __next__(self) -> tuple:
         raise StopIteration          # EngineDriver takes take_ready() from a pull source
 
-    def take_ready(self) -> Optional[list]:
+    def take_ready(self):
+        from procfs_ct.sources.tap import Columns
         if self._next == len(self._layout):
             return None              # every block read: the source is done
         at, packets = self._layout[self._next]
         self._next += 1
-        batch: list = []
+        batch = Columns()
         self._read_block(self._ring, at, packets, self._kinds, batch)
         return batch
 
