@@ -43,6 +43,7 @@ import sys
 import threading
 from typing import NamedTuple, Optional
 
+from procfs_ct import driver as driver_module
 from procfs_ct.driver import EngineDriver
 from procfs_ct.gcpolicy import FreezeAfterFullCollection
 
@@ -264,6 +265,11 @@ def _drive_until_done(engine, source: object, frames: int, traffic: Traffic) -> 
     stops the driver once the source is done, and this thread waits for it without
     waking: a thread polling every few ms ran for as long as the count took (callgrind
     on a loaded machine: 100-250 instructions a frame of driver and pull, varying)."""
+    # A hold of the engine lock ends after FEED_SLICE frames or FEED_HOLD seconds: under
+    # callgrind (~50 times slower) the 2 ms ended every hold after one check, 32 frames,
+    # and the per-hold work counted 16 times what the mount pays at speed, varying with
+    # the load.  Counted by frames only: every hold is FEED_SLICE frames.
+    driver_module.FEED_HOLD = float("inf")
     done = threading.Event()
 
     def between_holds() -> None:
