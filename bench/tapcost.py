@@ -14,7 +14,8 @@ start, imports, building the frames and the warm-up pass left out; procfs_ct.dri
 imported in every run, as its dataclasses compile code at run time: imported only where a
 stage's frames go through it, it added 600-1,500 instructions a frame to driver and pull):
 
-  decode   the tap thread: read_block() turning ring blocks into (ts, linktype, frame);
+  decode   the tap thread: read_block() turning ring blocks into frames (the tap's Columns:
+           a time and a frame each);
   feed     the engine alone: the frames (decoded either way) to the engine's fast path in
            a loop, Engine.feed_frame() for those it declines -- what the driver calls;
   driver   the engine thread and the pump behind a batches() source: the frames handed
@@ -39,9 +40,10 @@ import math
 import mmap
 import os
 import sys
-import time
+import threading
 from typing import NamedTuple, Optional
 
+from procfs_ct import driver as driver_module
 from procfs_ct.driver import EngineDriver
 from procfs_ct.gcpolicy import FreezeAfterFullCollection
 
@@ -131,21 +133,26 @@ def _build_ring(path: str, first: int, frames: int, traffic: Traffic) -> None:
     os.replace(path + ".tmp", path)
 
 
-def read_ring(ring: mmap.mmap, layout: list[tuple[int, int]]) -> list:
-    """Every frame of ring_of()'s blocks, as the tap's read_block() makes them."""
-    from procfs_ct.sources.tap import read_block
-    batch: list = []
+def read_columns(ring: mmap.mmap, layout: list[tuple[int, int]]):
+    """Every frame of ring_of()'s blocks, as the tap's read_block() makes them (Columns)."""
+    from procfs_ct.sources.tap import Columns, read_block
+    batch = Columns()
     kinds: dict = {}
     for at, packets in layout:
         read_block(ring, at, packets, kinds, batch)
     return batch
 
 
+def read_ring(ring: mmap.mmap, layout: list[tuple[int, int]]) -> list:
+    """Every frame of ring_of()'s blocks as (ts, linktype, frame) tuples."""
+    return read_columns(ring, layout).tuples()
+
+
 def decode(frames: int, work: bool, traffic: Traffic) -> None:
     """The tap thread's work: the ring is built either way, read only if `work`."""
     ring, layout = ring_of(frames, traffic)
     if work:
-        read_ring(ring, layout)
+        read_columns(ring, layout)
 
 
 def _engine(traffic: Traffic):
@@ -204,7 +211,7 @@ def drive(frames: int, work: bool, traffic: Traffic) -> None:
     if work:
         per_block = len(batch) if len(batch) < 6000 else 6000
         lists = [batch[at:at + per_block] for at in range(0, len(batch), per_block)]
-        _drive_until_done(engine, _Batches(lists), frames)
+        _drive_until_done(engine, _Batches(lists), frames, traffic)
 
 
 class _RingPull:
@@ -223,12 +230,13 @@ class _RingPull:
     def __next__(self) -> tuple:
         raise StopIteration          # EngineDriver takes take_ready() from a pull source
 
-    def take_ready(self) -> Optional[list]:
+    def take_ready(self):
+        from procfs_ct.sources.tap import Columns
         if self._next == len(self._layout):
             return None              # every block read: the source is done
         at, packets = self._layout[self._next]
         self._next += 1
-        batch: list = []
+        batch = Columns()
         self._read_block(self._ring, at, packets, self._kinds, batch)
         return batch
 
@@ -236,13 +244,44 @@ class _RingPull:
         raise AssertionError("every block is ready at once")
 
 
-def _drive_until_done(engine, source: object, frames: int) -> None:
+class _AfterTheFrames:
+    """The driver's clock: one second after the last frame's time, standing still.  Every
+    frame is due at once, and no advance happens (the driver's first is due half a second
+    after it starts): on the real clock one came whenever the count had run half a second
+    of wall time, and once the source was done (no frame left to bound it) it advanced to
+    today and expired the whole table -- ~1,300 instructions a frame of driver and pull, or
+    none, as the machine's load had it."""
+
+    def __init__(self, frames: int) -> None:
+        self._now = float(T0 + frames // RATE + 1)
+
+    def now(self) -> float:
+        return self._now
+
+
+def _drive_until_done(engine, source: object, frames: int, traffic: Traffic) -> None:
     """EngineDriver on `source` until the source is done and every frame fed, taking the
-    collector's steps between its holds as the mount's does."""
-    driver = EngineDriver(engine, source, between_holds=COLLECTOR.step)
+    collector's steps between its holds as the mount's does.  The engine thread itself
+    stops the driver once the source is done, and this thread waits for it without
+    waking: a thread polling every few ms ran for as long as the count took (callgrind
+    on a loaded machine: 100-250 instructions a frame of driver and pull, varying)."""
+    # A hold of the engine lock ends after FEED_SLICE frames or FEED_HOLD seconds: under
+    # callgrind (~50 times slower) the 2 ms ended every hold after one check, 32 frames,
+    # and the per-hold work counted 16 times what the mount pays at speed, varying with
+    # the load.  Counted by frames only: every hold is FEED_SLICE frames.
+    driver_module.FEED_HOLD = float("inf")
+    done = threading.Event()
+
+    def between_holds() -> None:
+        COLLECTOR.step()
+        if driver.stats.source_done and not done.is_set():
+            driver.stop()                # from the engine thread: it ends its loop
+            done.set()
+
+    driver = EngineDriver(engine, source, between_holds=between_holds,
+                          clock=_AfterTheFrames(traffic.flows + frames))
     driver.start()
-    while not driver.stats.source_done:
-        time.sleep(0.01)
+    done.wait()
     driver.stop()
     if driver.stats.packets != frames:
         raise RuntimeError(f"the driver fed {driver.stats.packets} of {frames} frames")
@@ -253,7 +292,7 @@ def pull(frames: int, work: bool, traffic: Traffic) -> None:
     ring, layout = ring_of(frames, traffic)
     engine = _engine(traffic)
     if work:
-        _drive_until_done(engine, _RingPull(ring, layout), frames)
+        _drive_until_done(engine, _RingPull(ring, layout), frames, traffic)
 
 
 def per_frame(stage: str, frames: int, tree: str, traffic: Traffic = Traffic()) -> float:

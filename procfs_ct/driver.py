@@ -55,7 +55,7 @@ import time
 from dataclasses import dataclass
 from itertools import repeat
 from operator import call
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Protocol, Sequence, Tuple
 
 from engine.fastpath import FastTrack
 from procfs_ct.tree import Render
@@ -90,8 +90,11 @@ class PullSource(Protocol):
     engine thread itself between two feeds instead of by a pump thread: the two would
     share one GIL, and every frame would cross a queue (bench/RESULTS.md, tapinline)."""
 
-    def take_ready(self) -> Optional[list]:
-        """The frames ready now, without waiting ([] if none); None once closed."""
+    def take_ready(self) -> Optional[Sequence]:
+        """The frames ready now, without waiting (empty if none); None once closed.  A
+        list of (ts, linktype, frame), or columns (the tap's Columns) that index as such a
+        list and give frames start to end as `window(start, end)`: the fast loop then
+        reads them with no tuple per frame made by the source."""
 
     def wait_ready(self, timeout: float) -> None:
         """Return once frames may be ready, or after `timeout` seconds at most."""
@@ -100,6 +103,12 @@ class PullSource(Protocol):
 def _is_pull_source(source: object) -> bool:
     return (callable(getattr(source, "take_ready", None))
             and callable(getattr(source, "wait_ready", None)))
+
+
+def batch_window(batch: list) -> Callable[[int, int], list]:
+    """A list's frames start to end, as Columns.window gives a pull source's: a slice
+    (islice would walk from 0)."""
+    return lambda start, end: batch[start:end]
 
 
 class FrameQueue:
@@ -372,7 +381,7 @@ class EngineDriver:
         assert source is not None
         try:
             batch = source.take_ready()
-            if batch == [] and timeout > 0:
+            if batch is not None and not batch and timeout > 0:
                 source.wait_ready(timeout)
                 batch = source.take_ready()
         except Exception:            # a broken source ends; the table keeps expiring
@@ -427,12 +436,14 @@ class EngineDriver:
             # loop of _feed_fast.  Anything else (a capture's frames name their interface
             # too; a listener wants every result) takes _feed_each.
             quick = fast is not None and len(batch[start]) == 3
+            # Columns (a pull source's: the tap's) hand the fast loop their frames zipped.
+            window = getattr(batch, "window", None) or batch_window(batch)
             stop_at = time.perf_counter() + FEED_HOLD
             # The clock (and the listeners) looked at every HOLD_CHECK_EVERY frames.
             while index < end:
                 chunk = min(end, index + HOLD_CHECK_EVERY)
                 if quick and not self.listeners:
-                    done = self._feed_fast(fast, batch, index, chunk, now)
+                    done = self._feed_fast(fast, window(index, chunk), index, now)
                 else:
                     done = self._feed_each(fast, batch, index, chunk, now)
                 if done < chunk or time.perf_counter() > stop_at:
@@ -440,16 +451,16 @@ class EngineDriver:
                 index = done
         return index
 
-    def _feed_fast(self, fast: FastTrack, batch: list, start: int, end: int,
+    def _feed_fast(self, fast: FastTrack, frames: Iterable[Frame], start: int,
                    now: float) -> int:
-        """_feed_due's frames start to end, each a (ts, linktype, frame), with no listener:
-        the fast path, engine.feed_frame for what it declines; the index of the next.  Per
-        frame only what each needs (bench/tapcost.py: pull - feed); the counts are added
-        to the stats once."""
+        """_feed_due's frames from index `start` on, each a (ts, linktype, frame), with no
+        listener: the fast path, engine.feed_frame for what it declines; the index of the
+        next.  Per frame only what each needs (bench/tapcost.py: pull - feed); the counts
+        are added to the stats once."""
         last = self._last_time
         general = errors = 0
         index = start
-        for ts, linktype, frame in batch[start:end]:    # (islice would walk from 0)
+        for ts, linktype, frame in frames:
             if ts > now:
                 break
             index += 1

@@ -7,6 +7,8 @@ import logging
 import threading
 import time
 
+import pytest
+
 from conftest import FakeClock, wait_until
 from engine.build import build_ethernet, build_udp_datagram
 from engine.ctstate import CtState
@@ -352,9 +354,11 @@ def test_stopping_mid_capture_closes_the_file(tmp_path):
 class PullFake:
     """A pull source as procfs_ct/sources/tap.py's Tap is one: take_ready() hands over what
     is `ready` (a list of batches) without waiting, wait_ready() sleeps on an event the
-    test sets, recording each timeout asked for; close() ends it (None from take_ready)."""
+    test sets, recording each timeout asked for; close() ends it (None from take_ready).
+    With `columns` every batch, the empty one too, is handed over as the tap's Columns."""
 
-    def __init__(self) -> None:
+    def __init__(self, columns: bool = False) -> None:
+        self.columns = columns
         self.ready: list = []
         self.arrived = threading.Event()
         self.waits: list = []
@@ -363,8 +367,19 @@ class PullFake:
         self.fail = False
 
     def add(self, batch: list) -> None:
-        self.ready.append(batch)
+        self.ready.append(self._shaped(batch))
         self.arrived.set()
+
+    def _shaped(self, batch: list):
+        if not self.columns:
+            return batch
+        from procfs_ct.sources.tap import Columns
+        shaped = Columns(batch[0][1] if batch else LINKTYPE_ETHERNET)
+        for ts, linktype, frame in batch:
+            assert linktype == shaped.linktype      # one link type per Columns
+            shaped.times.append(ts)
+            shaped.frames.append(frame)
+        return shaped
 
     def take_ready(self):
         self.takers.add(threading.current_thread().name)
@@ -372,7 +387,7 @@ class PullFake:
             raise OSError("the ring went away")
         if self.closed:
             return None
-        return self.ready.pop(0) if self.ready else []
+        return self.ready.pop(0) if self.ready else self._shaped([])
 
     def wait_ready(self, timeout: float) -> None:
         self.waits.append(timeout)
@@ -390,11 +405,15 @@ class PullFake:
         raise AssertionError("a pull source is never iterated: no pump thread")
 
 
-def started_on_one_pulled_frame():
+# The two shapes a pull source's batches take: lists of tuples, the tap's Columns.
+PULL_SHAPES = pytest.mark.parametrize("columns", (False, True), ids=("list", "columns"))
+
+
+def started_on_one_pulled_frame(columns: bool = False):
     """(fake clock, PullFake, started EngineDriver) once the driver has fed the one UDP
     frame (A -> B, at T0) the source had ready."""
     clock = FakeClock(T0)
-    source = PullFake()
+    source = PullFake(columns)
     source.add([(T0, LINKTYPE_ETHERNET, udp_frame(A, B, 5000, 53))])
     driver = EngineDriver(make_engine("linux"), source, clock=clock, advance_every=1.0)
     driver.start()
@@ -402,12 +421,14 @@ def started_on_one_pulled_frame():
     return clock, source, driver
 
 
-def test_a_pull_source_is_read_by_the_engine_thread_and_time_runs_while_it_is_empty():
+@PULL_SHAPES
+def test_a_pull_source_is_read_by_the_engine_thread_and_time_runs_while_it_is_empty(columns):
     """No pump thread: the engine thread takes the frames itself; while the source has
-    nothing it waits in the source's wait_ready() (never longer than WAIT_SLICE, so a stop
-    is seen) and still advances the engine's time: an entry expires with no traffic."""
+    nothing (an empty list or empty Columns) it waits in the source's wait_ready() (never
+    longer than WAIT_SLICE, so a stop is seen) and still advances the engine's time: an
+    entry expires with no traffic."""
     from procfs_ct.driver import WAIT_SLICE
-    clock, source, driver = started_on_one_pulled_frame()
+    clock, source, driver = started_on_one_pulled_frame(columns)
     try:
         assert len(listing(driver)) == 1
         advances = driver.stats.advances
@@ -435,13 +456,14 @@ def test_stopping_a_driver_on_a_pull_source_closes_it_and_ends_the_engine_thread
     assert source.closed and not driver.running
 
 
-def test_a_pull_burst_is_fed_a_slice_per_hold_and_a_reader_renders_between_two():
+@PULL_SHAPES
+def test_a_pull_burst_is_fed_a_slice_per_hold_and_a_reader_renders_between_two(columns):
     """A burst of 8 x FEED_SLICE frames taken at once from a pull source is fed at most
     FEED_SLICE frames per hold of the engine lock; after the second hold a reader waiting
     for the lock renders the table with some of the burst in it and not all."""
     from procfs_ct.driver import FEED_SLICE
     total = 8 * FEED_SLICE
-    source = PullFake()
+    source = PullFake(columns)
     driver = EngineDriver(make_engine("linux"), source, clock=FakeClock(T0 + 1))
     lock, holds = driver.engine_lock, []
     reader_done, turn = threading.Event(), threading.Event()
@@ -497,16 +519,17 @@ def test_a_failing_pull_source_is_counted_and_the_table_keeps_expiring():
         driver.stop()
 
 
+@PULL_SHAPES
 def test_a_tap_burst_through_the_fast_loop_counts_each_path_and_skips_a_frame_that_raises(
-        caplog):
-    """A pull burst of (ts, linktype, frame) frames, as the tap hands them over, fed while
-    nobody listens (the driver's tight loop): the frames the fast path answers, those it
-    declines (fed by engine.feed_frame) and one that raises (counted, logged, skipped) are
-    each counted; every other frame is tracked, with time never running backwards even
+        caplog, columns):
+    """A pull burst of (ts, linktype, frame) frames, as a list or as the tap's Columns, fed
+    while nobody listens (the driver's tight loop): the frames the fast path answers, those
+    it declines (fed by engine.feed_frame) and one that raises (counted, logged, skipped)
+    are each counted; every other frame is tracked, with time never running backwards even
     where a frame's own time does (two interfaces' blocks in one batch)."""
     from engine.build import build_icmp_datagram
     clock = FakeClock(T0 + 100)
-    source = PullFake()
+    source = PullFake(columns)
     engine = make_engine("linux")
     bad = udp_frame(A, B, 6666, 53)
     answered, declined = [], []

@@ -162,7 +162,7 @@ def test_a_block_of_many_packets_decodes_to_what_recvmsg_would_give():
     incoming copies are skipped and counted, packets cut to the snap length counted."""
     import mmap
     from engine.build import build_udp_datagram
-    from procfs_ct.sources.tap import RingPacket, kernel_block, read_block
+    from procfs_ct.sources.tap import Columns, RingPacket, kernel_block, read_block
     lo = dict(ifindex=1, hatype=772, address=b"\0" * 6)
     eth = dict(ifindex=7, hatype=1)
     packets = []
@@ -183,18 +183,38 @@ def test_a_block_of_many_packets_decodes_to_what_recvmsg_would_give():
     block_size = 1 << 17
     ring = mmap.mmap(-1, block_size)
     ring[:] = kernel_block(packets, block_size)
-    batch: list = []
+    batch = Columns()
     kinds: dict = {}
     skipped, truncated, completed = read_block(ring, 48, len(packets), kinds, batch)
     kept = [p for p in packets if not (p.hatype == 772 and p.pkttype != 4)]
     assert skipped == len(packets) - len(kept) > 0
     assert truncated == sum(len(p.packet) < p.length for p in kept) > 0
     assert completed == 0
-    assert batch == [(p.sec + p.nsec * 1e-9, 276,
-                      SLL2_HEADER.pack(0x0800, 0, p.ifindex, p.hatype, p.pkttype,
-                                       len(p.address), p.address) + p.packet)
-                     for p in kept]
+    expected = [(p.sec + p.nsec * 1e-9, 276,
+                 SLL2_HEADER.pack(0x0800, 0, p.ifindex, p.hatype, p.pkttype,
+                                  len(p.address), p.address) + p.packet)
+                for p in kept]
+    assert batch.tuples() == expected
+    assert len(batch) == len(batch.times) == len(batch.frames) == len(kept)
     assert len(kinds) == 7                     # one cached SLL2 header per sockaddr_ll seen
+
+
+def test_columns_index_and_window_as_the_list_of_tuples_they_stand_for():
+    """Columns (what take_ready() hands the engine thread): frame i, a window start to end
+    and the whole as tuples are what the list of (ts, linktype, frame) would give, with
+    the window's tuples usable one after another (zip reuses its tuple only while the
+    consumer keeps none: kept, they must still differ)."""
+    from procfs_ct.sources.tap import Columns
+    batch = Columns(276)
+    for n in range(10):
+        batch.times.append(1_700_000_000 + n / 8)
+        batch.frames.append(bytes([n]) * (n + 1))
+    as_list = [(1_700_000_000 + n / 8, 276, bytes([n]) * (n + 1)) for n in range(10)]
+    assert len(batch) == 10 and bool(batch) and not Columns()
+    assert [batch[n] for n in range(10)] == as_list and batch[-1] == as_list[-1]
+    assert list(batch.window(3, 7)) == as_list[3:7]
+    assert list(batch.window(8, 20)) == as_list[8:20]
+    assert batch.tuples() == as_list
 
 
 @pytest.mark.kernel

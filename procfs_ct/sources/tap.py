@@ -51,7 +51,8 @@ Why each choice:
 
 Frames are (ts, LINKTYPE_LINUX_SLL2, frame), the ts from the kernel.  Iterating yields them
 one at a time; `batches()` hands over the same frames as lists (one per round of ring
-blocks), which spares a consumer the per-frame hand-over.  Either way the tap blocks while
+blocks), which spares a consumer the per-frame hand-over; `take_ready()` hands them over as
+Columns (a list of times and a list of frames, one link type), with no tuple per frame.  Either way the tap blocks while
 the interfaces are idle and yields nothing then (no heartbeats); it wakes every
 `poll_interval` seconds to check its stop flag, so `close()` from another thread ends it
 within that time.  `take_ready()` and `wait_ready()` are the same reading split in two for a
@@ -76,6 +77,7 @@ import collections
 import ctypes
 import errno
 import fcntl
+import itertools
 import logging
 import mmap
 import os
@@ -94,6 +96,38 @@ from engine.linklayer import (ARPHRD_LOOPBACK, ETH_P_IP, ETH_P_IPV6, LINKTYPE_LI
 log = logging.getLogger("procfs_ct.sources.tap")
 
 Frame = tuple[float, int, bytes]
+
+
+class Columns:
+    """Frames as columns: frame i is (times[i], linktype, frames[i]).  What read_block()
+    fills and take_ready() hands over.  A tuple per frame would be a GC-tracked object
+    living until the engine thread feeds it -- one young collection of the cyclic
+    collector per 700 frames, and the tuple built and unpacked again -- where a float and
+    a bytes object in two lists are untracked (bench/RESULTS.md, tapread).  Indexing
+    gives frame i as the tuple, for a reader that looks at one frame now and then."""
+
+    __slots__ = ("times", "linktype", "frames")
+
+    def __init__(self, linktype: int = LINKTYPE_LINUX_SLL2) -> None:
+        self.times: list[float] = []
+        self.linktype = linktype
+        self.frames: list[bytes] = []
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int) -> Frame:
+        return self.times[index], self.linktype, self.frames[index]
+
+    def window(self, start: int, end: int) -> Iterator[Frame]:
+        """Frames start to end as (ts, linktype, frame), zipped in C (zip reuses its tuple
+        while the consumer keeps none)."""
+        return zip(self.times[start:end], itertools.repeat(self.linktype),
+                   self.frames[start:end])
+
+    def tuples(self) -> list[Frame]:
+        """Every frame as a (ts, linktype, frame) tuple: iteration's and batches()' shape."""
+        return list(self.window(0, len(self.frames)))
 
 # Linux ABI constants the socket module does not export (include/uapi/...).
 ETH_P_ALL = 0x0003
@@ -341,7 +375,7 @@ class Tap:
         self._frames = self._flatten()
         self._next_stats = 0.0
         self._announced = False             # the "reading" log line was written
-        self._spilled: collections.deque[list[Frame]] = collections.deque()
+        self._spilled: collections.deque[Columns] = collections.deque()
         self._spilled_frames = 0
         self._spill_thread: Optional[threading.Thread] = None
         self._poller = select.poll()
@@ -373,12 +407,13 @@ class Tap:
             yield batch
 
     # -- the pull side: the engine thread reads the rings itself (procfs_ct/driver.py) -------
-    def take_ready(self) -> Optional[list[Frame]]:
+    def take_ready(self) -> Optional[Columns]:
         """The frames of the ring blocks ready now (up to BLOCKS_PER_ROUND of each ring),
-        without waiting: [] if none, None once the tap is closed.  Counts them kept.  With
-        this the ring is the only buffer: no thread of ours copies frames into a queue, so
-        the engine thread does not share the GIL with one (bench/RESULTS.md, tapinline)."""
-        batch: list[Frame] = []
+        without waiting, as Columns: empty if none, None once the tap is closed.  Counts
+        them kept.  With this the ring is the only buffer: no thread of ours copies frames
+        into a queue, so the engine thread does not share the GIL with one
+        (bench/RESULTS.md, tapinline)."""
+        batch = Columns()
         with self._lock:
             if self._stop.is_set() or self.closed:
                 return None
@@ -421,7 +456,7 @@ class Tap:
                         self._spill(iface)
 
     def _spill(self, iface: _Interface) -> None:
-        batch: list[Frame] = []
+        batch = Columns()
         while (self._take_blocks(iface, batch) == BLOCKS_PER_ROUND
                and len(batch) + self._spilled_frames < SPILL_FRAMES):
             pass
@@ -512,7 +547,7 @@ class Tap:
     def _generate(self) -> Iterator[list[Frame]]:
         try:
             while not self._stop.is_set():
-                batch: list[Frame] = []
+                batch = Columns()
                 with self._lock:
                     if self._stop.is_set() or self.closed:
                         return
@@ -527,12 +562,12 @@ class Tap:
                     self._read_kernel_stats_when_due()
                 # Yield outside the lock: the frames are copies, the consumer may sit on them.
                 if batch:
-                    yield batch
+                    yield batch.tuples()
         finally:
             with self._lock:
                 self._close_sockets()
 
-    def _take_blocks(self, iface: _Interface, batch: list[Frame]) -> int:
+    def _take_blocks(self, iface: _Interface, batch: Columns) -> int:
         """Copy the frames of up to BLOCKS_PER_ROUND ready blocks into `batch`, handing each
         block back to the kernel at once; the number of blocks taken."""
         ring = iface.ring
@@ -548,7 +583,7 @@ class Tap:
                 self._next_stats = 0.0     # the ring overflowed: report the drops now
         return BLOCKS_PER_ROUND
 
-    def _read_block(self, iface: _Interface, at: int, count: int, batch: list[Frame]) -> None:
+    def _read_block(self, iface: _Interface, at: int, count: int, batch: Columns) -> None:
         skipped, truncated, completed = read_block(iface.ring, at, count, iface.kinds, batch)
         stats = self.stats
         stats.received += count
@@ -559,22 +594,22 @@ class Tap:
 
 def read_block(ring: mmap.mmap, at: int, count: int,
                kinds: dict[bytes, tuple[Optional[bytes], bool]],
-               batch: list[Frame]) -> tuple[int, int, int]:
-    """Append to `batch` the frames of the `count` packets laid out from offset `at` of
-    `ring` (one TPACKET_V3 block's packets, tpacket3_hdr and sockaddr_ll each); `kinds`
-    caches _frame_kind() by raw sockaddr_ll.  Returns (loopback incoming copies skipped,
-    frames truncated, checksums completed)."""
+               batch: Columns) -> tuple[int, int, int]:
+    """Append to `batch` (a time and a frame each) the frames of the `count` packets laid
+    out from offset `at` of `ring` (one TPACKET_V3 block's packets, tpacket3_hdr and
+    sockaddr_ll each); `kinds` caches _frame_kind() by raw sockaddr_ll.  Returns (loopback
+    incoming copies skipped, frames truncated, checksums completed)."""
     # The hot loop, per packet: one unpack (the frame header and the raw sockaddr_ll), the
     # SLL2 header from a cache keyed by that sockaddr_ll (looked up only when it differs
-    # from the previous packet's), one slice to copy the packet out, one concatenation.
+    # from the previous packet's), one slice to copy the packet out, one concatenation, a
+    # time and a frame appended to the batch's two columns (no tuple: see Columns).
     # (Writing the SLL2 header into the ring in front of the packet and slicing once costs
     # more: 6.2 k against 5.8 k instructions per frame, bench/tapcost.py.)  The common
     # packet (kept whole, nothing to complete) takes one test; the second of its kernel
     # timestamp is converted to a float once per second, not per packet (a two-digit int:
     # 5,664 -> 5,444 instructions a frame with the one test, bench/tapcost.py decode).
     unpack = _PACKET_AND_ADDRESS.unpack_from
-    append = batch.append
-    linktype = LINKTYPE_LINUX_SLL2
+    add_time, add_frame = batch.times.append, batch.frames.append
     skipped = truncated = completed = 0
     last_address = None                    # most packets come from the previous one's
     head, may_complete = None, False       # sockaddr_ll: compared, not hashed
@@ -595,7 +630,8 @@ def read_block(ring: mmap.mmap, at: int, count: int,
             second, whole = sec, float(sec)
         if plain and snaplen == length:
             start = at + net               # SOCK_DGRAM: tp_net == tp_mac
-            append((whole + nsec * 1e-9, linktype, head + ring[start:start + snaplen]))
+            add_time(whole + nsec * 1e-9)
+            add_frame(head + ring[start:start + snaplen])
         elif head is None:
             skipped += 1
         else:
@@ -608,7 +644,8 @@ def read_block(ring: mmap.mmap, at: int, count: int,
                 if fixed is not packet:
                     completed += 1
                 packet = fixed
-            append((whole + nsec * 1e-9, linktype, head + packet))
+            add_time(whole + nsec * 1e-9)
+            add_frame(head + packet)
         at += step
     return skipped, truncated, completed
 
