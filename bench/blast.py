@@ -23,9 +23,9 @@ Two senders make the same traffic (tests/test_bench_blast.py compares their byte
     writes for a UDP socket (TTL 64, DF, no options) but for its id (see udpframes.py);
     both checksums are complete and valid.  What it skips is the sender's own cost, not
     anything the tap or the engine does: the frames the tap reads are the same flows.
-    (lo then hands each frame back to the stack, which drops it as a martian -- a packet
-    arriving from outside with a 127/8 destination -- where the socket sender's would
-    reach the nft drop at input; neither is seen by the outgoing-only tap.)
+    (lo then hands each frame back to the stack, which drops it at once as addressed to
+    another host -- udpframes.py's LINK_HEADER -- where the socket sender's go on to the
+    nft drop at input; neither copy is seen by the outgoing-only tap.)
 
 Why sources: every datagram to a new destination address costs the socket sender's kernel
 more than one to a new port of the same address (bench/RESULTS.md, the tap65k section:

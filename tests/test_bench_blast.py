@@ -101,6 +101,9 @@ def test_the_tap_sees_each_datagram_once_as_outgoing_ipv4_on_lo(captured, sender
 def test_the_packet_senders_frames_are_the_socket_senders_but_for_id_and_checksums(captured):
     ours, sockets = datagrams(captured["packet"]), datagrams(captured["socket"])
     assert [masked(d) for d in ours] == [masked(d) for d in sockets]
+    # The tap's link-layer header too (protocol, lo, outgoing, lo's source address).
+    assert {frame[:2 * SLL2_HEADER.size] for frame in captured["packet"]["frames"]} == \
+        {frame[:2 * SLL2_HEADER.size] for frame in captured["socket"]["frames"]}
     first = sockets[0]
     # What the comparison rests on: the socket sender's header as Linux writes it.
     assert (first[0], first[1], first[6] & 0x40, first[8], first[9]) == (0x45, 0, 0x40, 64, 17)
