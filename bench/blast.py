@@ -1,5 +1,5 @@
 """Send UDP datagrams on lo as fast as asked:
-`python -m bench.blast [--sender socket|packet] RATE PACKETS PORTS [ADDRESSES [SOURCES]]`.
+`python -m bench.blast [--sender socket|packet|packet-sendmmsg] RATE PACKETS PORTS [ADDRESSES [SOURCES]]`.
 
 sendmmsg(2) through ctypes sends a batch of datagrams per system call, so one Python
 process can offer several hundred thousand packets per second (a sendto() loop manages
@@ -11,21 +11,25 @@ p % SOURCES.  SOURCES x lcm(PORTS, ADDRESSES) flows, each its own conntrack entr
 sent once per round of them all.  An nft rule in the namespace drops them at input, so no
 ICMP port-unreachable answers add to the traffic.  Prints {"sent", "seconds", "end"}.
 
-Two senders make the same traffic (tests/test_bench_blast.py compares their bytes on lo):
+Three senders make the same traffic (tests/test_bench_blast.py compares their bytes on lo):
   * socket (the default): UDP sockets, one per source port, each datagram through the
     kernel's UDP path -- a route lookup per unconnected destination, __ip_select_ident's
-    per-destination counter, an skb built from user data: 4.0-4.5 us of kernel CPU a
-    datagram at 65,536 addresses (bench/RESULTS.md, tap65k), about one CPU at 190 k/s.
-  * packet: one AF_PACKET socket bound to lo sending the datagrams as prebuilt frames
-    (bench/udpframes.py), as a traffic generator does (netsniff-ng's trafgen): the kernel
-    only copies each frame into an skb and hands it to lo's transmit, where the tap sees it
-    once, as PACKET_OUTGOING, like the socket sender's.  The IPv4 header is the one Linux
-    writes for a UDP socket (TTL 64, DF, no options) but for its id (see udpframes.py);
-    both checksums are complete and valid.  What it skips is the sender's own cost, not
-    anything the tap or the engine does: the frames the tap reads are the same flows.
-    (lo then hands each frame back to the stack, which drops it at once as addressed to
-    another host -- udpframes.py's LINK_HEADER -- where the socket sender's go on to the
-    nft drop at input; neither copy is seen by the outgoing-only tap.)
+    per-destination counter, an skb built from user data: 3.8-4.6 us of kernel CPU a
+    datagram at 65,536 addresses (bench/RESULTS.md, pktsend), about one CPU at 190 k/s.
+  * packet: the datagrams as prebuilt frames in an AF_PACKET transmit ring on lo
+    (bench/udpframes.py builds them, bench/packetring.py holds them), as a traffic
+    generator does (netsniff-ng's trafgen): one send() a batch, the kernel builds each skb
+    on the ring's pages and hands it to lo's transmit, where the tap sees it once, as
+    PACKET_OUTGOING, like the socket sender's; ~1.8 us of kernel CPU a datagram.  The IPv4
+    header is the one Linux writes for a UDP socket (TTL 64, DF, no options) but for its
+    id (see udpframes.py); both checksums are complete and valid.  What it skips is the
+    sender's own cost, not anything the tap or the engine does: the frames the tap reads
+    are the same flows.  (lo then hands each frame back to the stack, which drops it at
+    once as addressed to another host -- udpframes.py's LINK_HEADER -- where the socket
+    sender's go on to the nft drop at input; neither copy is seen by the outgoing-only tap.)
+  * packet-sendmmsg: the same frames through sendmmsg(2) on an AF_PACKET socket, one
+    message each (~2.6 us a datagram): how the packet sender was first built, kept to
+    measure the ring against.
 
 Why sources: every datagram to a new destination address costs the socket sender's kernel
 more than one to a new port of the same address (bench/RESULTS.md, the tap65k section:
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import json
 import math
 import socket
@@ -44,10 +49,11 @@ import struct
 import time
 from typing import Callable, Sequence
 
-from .udpframes import LINK_HEADER, FIRST_PORT, FIRST_SOURCE_PORT, PAYLOAD, one_round
+from .packetring import ETH_P_IP, TxRing
+from .udpframes import FIRST_PORT, FIRST_SOURCE_PORT, LINK_HEADER, PAYLOAD, one_round
 
 BATCH = 256
-ETH_P_IP = 0x0800
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 class IoVec(ctypes.Structure):
@@ -65,14 +71,16 @@ class MMsgHdr(ctypes.Structure):
     _fields_ = [("msg_hdr", MsgHdr), ("msg_len", ctypes.c_uint)]
 
 
-# One sendmmsg(2) call's worth: (socket fd, mmsghdr array, count).
-Batch = tuple[int, object, int]
+# One batch of a round: (transmit, size).  transmit(count) hands the batch's first `count`
+# datagrams to the kernel and says how many it took (-1 and errno on failure).
+Batch = tuple[Callable[[int], int], int]
 
 
 def _mmsg_batches(fd: int, count: int, message: Callable[[int, MsgHdr], None],
                   keep: list) -> list[Batch]:
-    """`count` messages in batches of at most BATCH, message(n, hdr) filling message n;
-    `keep` holds the ctypes buffers the headers point to (alive as long as the batches)."""
+    """`count` messages in sendmmsg(2) batches of at most BATCH, message(n, hdr) filling
+    message n; `keep` holds the ctypes buffers the headers point to (alive as long as the
+    batches)."""
     batches = []
     for start in range(0, count, BATCH):
         size = min(BATCH, count - start)
@@ -80,8 +88,12 @@ def _mmsg_batches(fd: int, count: int, message: Callable[[int, MsgHdr], None],
         for i in range(size):
             message(start + i, msgs[i].msg_hdr)
         keep.append(msgs)
-        batches.append((fd, msgs, size))
+        batches.append((functools.partial(_sendmmsg, fd, msgs), size))
     return batches
+
+
+def _sendmmsg(fd: int, msgs: object, count: int) -> int:
+    return _LIBC.sendmmsg(fd, msgs, count, 0)
 
 
 def destination_batches(fd: int, ports: int, addresses: int, iov: IoVec,
@@ -116,20 +128,32 @@ def socket_sender(ports: int, addresses: int, sources: int) -> tuple[list, list[
     return socks + [keep], batches
 
 
+def _frames(ports: int, addresses: int, sources: int) -> list[bytes]:
+    """A round of the packet senders' frames: lo's link header and each flow's datagram."""
+    return [LINK_HEADER + datagram for datagram in one_round(ports, addresses, sources)]
+
+
 def packet_sender(ports: int, addresses: int, sources: int) -> tuple[list, list[Batch]]:
-    """One AF_PACKET socket on lo, every frame of a round prebuilt in one buffer: (the
-    socket and buffers, one round of batches in the socket sender's order).  Bound with
-    protocol 0, the socket receives nothing (not even its own frames).  Each message names
-    lo and ETH_P_IP (one sockaddr_ll shared by all): the skb's protocol, which the tap
-    reports, set outright rather than parsed back out of the link header by the kernel.
+    """The frames of a round in a transmit ring on lo (bench/packetring.py): (the ring,
+    the ring's batches in order -- a whole number of rounds in the socket sender's order).
     (PACKET_QDISC_BYPASS would skip lo's transmit queue, and with it the taps: the tap
-    then sees none of the frames -- tests/test_bench_blast.py, tried.)"""
+    then sees none of the frames -- tried with the sendmmsg sender, tests/test_bench_blast.py.)"""
+    ring = TxRing("lo", _frames(ports, addresses, sources))
+    return [ring], [(functools.partial(ring.transmit, first), min(BATCH, ring.slots - first))
+                    for first in range(0, ring.slots, BATCH)]
+
+
+def packet_sendmmsg_sender(ports: int, addresses: int, sources: int
+                           ) -> tuple[list, list[Batch]]:
+    """The same frames from one buffer through sendmmsg(2) on an AF_PACKET socket on lo, as
+    first built (kept to measure the ring against): (the socket and buffers, one round of
+    batches in the socket sender's order).  Bound with protocol 0, the socket receives
+    nothing; each message names lo and ETH_P_IP (one sockaddr_ll shared by all)."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     sock.bind(("lo", 0))
-    frames = one_round(ports, addresses, sources)
-    size = len(LINK_HEADER) + len(frames[0])
-    buffer = ctypes.create_string_buffer(b"".join(LINK_HEADER + f for f in frames),
-                                         size * len(frames))
+    frames = _frames(ports, addresses, sources)
+    size = len(frames[0])
+    buffer = ctypes.create_string_buffer(b"".join(frames), size * len(frames))
     lo = struct.pack("=HHiHBB8s", socket.AF_PACKET, socket.htons(ETH_P_IP),
                      socket.if_nametoindex("lo"), 0, 0, 0, b"")
     name = ctypes.create_string_buffer(lo, len(lo))
@@ -144,25 +168,24 @@ def packet_sender(ports: int, addresses: int, sources: int) -> tuple[list, list[
     return [sock, keep], _mmsg_batches(sock.fileno(), len(frames), message, keep)
 
 
-SENDERS = {"socket": socket_sender, "packet": packet_sender}
+SENDERS = {"socket": socket_sender, "packet": packet_sender,
+           "packet-sendmmsg": packet_sendmmsg_sender}
 
 
 def send(rounds: Sequence[Batch], rate: float, packets: int) -> dict:
-    """`packets` messages from the batches in turn, paced to `rate` a second (0: unpaced)."""
-    sendmmsg = ctypes.CDLL(None, use_errno=True).sendmmsg
+    """`packets` datagrams from the batches in turn, paced to `rate` a second (0: unpaced)."""
     sent = n = 0
     start = time.monotonic()
     while sent < packets:
-        fd, msgs, count = rounds[n % len(rounds)]
+        transmit, size = rounds[n % len(rounds)]
         n += 1
-        count = min(count, packets - sent)
-        done = sendmmsg(fd, msgs, count, 0)
+        done = transmit(min(size, packets - sent))
         if done < 0:
             err = ctypes.get_errno()
             if err in (11, 105):                 # EAGAIN / ENOBUFS: try again
                 n -= 1
                 continue
-            raise OSError(err, "sendmmsg")
+            raise OSError(err, "send")
         sent += done
         if rate > 0:
             delay = start + sent / rate - time.monotonic()
@@ -179,7 +202,7 @@ def blast(rate: float, packets: int, ports: int, addresses: int = 1, sources: in
         return send(rounds, rate, packets)
     finally:
         for thing in held:
-            if isinstance(thing, socket.socket):
+            if isinstance(thing, (socket.socket, TxRing)):
                 thing.close()
 
 

@@ -27,8 +27,8 @@ Figures (ratio = ours / reference; the target says which way is better):
              sustained tracking rate behind it, CPU per frame of the tap and engine
              threads (bench/tapcost.py: instructions), and the sender's own ceiling and
              kernel CPU a datagram, for 1,024 flows and for 65,536 (to 65,536 addresses or
-             from 64 source ports), each offered by both of bench/blast.py's senders: UDP
-             sockets, and prebuilt frames through an AF_PACKET socket (--sender packet,
+             from 64 source ports), each offered by two of bench/blast.py's senders: UDP
+             sockets, and prebuilt frames from an AF_PACKET transmit ring (--sender packet,
              which costs the kernel less a datagram and so can offer 200 k/s beside the
              tap); the headline: the worst traffic, offered by the packet sender;
   profile    (only with --only profile) cProfile of the replay: where the time goes;
@@ -458,12 +458,13 @@ TAP_SHAPES = {"1,024 flows": (TAP_PORTS, 1, 1),
               "65,536 flows from 64 source ports": (TAP_PORTS, 1, 64)}
 TAP_CEILING_PACKETS = 2_000_000
 # bench/blast.py's two senders, the headline's first.  Both offer the same datagrams (the
-# same flows, bytes but for the IP id, tests/test_bench_blast.py); the packet sender writes
-# prebuilt frames to lo through an AF_PACKET socket, and spares the kernel the UDP socket
+# same flows, bytes but for the IP id, tests/test_bench_blast.py); the packet sender hands
+# lo prebuilt frames from an AF_PACKET transmit ring, and spares the kernel the UDP socket
 # path per datagram (a route lookup per destination, __ip_select_ident, an skb built from
-# user data): the socket sender beside the tap offered ~191 k/s at 65,536 addresses with no
-# drop at any rate (bench/RESULTS.md, round 11), so the figure measured the sender, not the
-# tap.  The socket sender's figures stay beside it: the traffic real sockets make.
+# user data; 1.8 against 3.8-4.6 us of kernel CPU a datagram, bench/RESULTS.md, pktsend):
+# the socket sender beside the tap offered ~191 k/s at 65,536 addresses with no drop at
+# any rate (round 11), so the figure measured the sender, not the tap.  The socket
+# sender's figures stay beside it: the traffic real sockets make.
 TAP_SENDERS = ("packet", "socket")
 TAP_HEADLINE_SENDER = TAP_SENDERS[0]
 

@@ -1,14 +1,16 @@
-"""bench/blast.py's two senders make the same traffic as the tap sees it, on lo in a
-throw-away namespace of bench/system.py (its DROP_RULESET, as bench/main.py's tap section).
+"""bench/blast.py's senders make the same traffic as the tap sees it, on lo in a throw-away
+namespace of bench/system.py (its DROP_RULESET, as bench/main.py's tap section).
 
 Each sender's datagrams are read by the project's Tap (outgoing-only filter on lo) inside
 the namespace (this file, run as a script under `ip netns exec`) and fed to an Engine; the
-pytest side compares: the same number of frames, each once, as PACKET_OUTGOING IPv4 on lo;
-the same bytes in the same order but for the IP id and the checksums; the packet sender's
-checksums valid (the socket sender's IP header checksum too: its UDP checksum is left to lo's
-"hardware", CHECKSUM_PARTIAL, so the tap may see the pseudo-header sum only); and the same
+pytest side compares the packet senders' (a transmit ring, and sendmmsg) with the socket
+sender's: the same number of frames, each once, as PACKET_OUTGOING IPv4 on lo; the same
+bytes in the same order but for the IP id and the checksums; the packet senders' checksums
+valid (the socket sender's IP header checksum too: its UDP checksum is left to lo's
+"hardware", CHECKSUM_PARTIAL, so the tap sees the pseudo-header sum only); and the same
 table in the engine.  The traffic: 4 ports x 3 addresses (lcm 12) from 2 source ports, 24
-flows, sent twice.
+flows, sent 5 times: 120 datagrams, more than the transmit ring's 96 slots (lcm(24, 32)),
+so the ring is walked past its end and its first frames sent again.
 """
 from __future__ import annotations
 
@@ -29,12 +31,14 @@ for _path in (str(ROOT), str(HERE)):
         sys.path.insert(0, _path)
 
 from bench import system  # noqa: E402
+from bench.packetring import TxRing  # noqa: E402
 from bench.udpframes import one_round  # noqa: E402
 from engine.build import checksum_valid, pseudo_header_sum  # noqa: E402
 from engine.linklayer import SLL2_HEADER  # noqa: E402
 
-PORTS, ADDRESSES, SOURCES, ROUNDS = 4, 3, 2, 2
+PORTS, ADDRESSES, SOURCES, ROUNDS = 4, 3, 2, 5
 FLOWS = SOURCES * math.lcm(PORTS, ADDRESSES)
+SENDERS = ("socket", "packet", "packet-sendmmsg")   # bench/blast.py's
 PACKET_OUTGOING = 4
 ETH_P_IP = 0x0800
 # Bytes of an IPv4/UDP datagram that may differ between the senders: the IP id, the IP
@@ -56,7 +60,7 @@ def capture(sender: str) -> dict:
 
 @pytest.fixture(scope="module")
 def captured() -> dict:
-    return {sender: capture(sender) for sender in ("socket", "packet")}
+    return {sender: capture(sender) for sender in SENDERS}
 
 
 def datagrams(result: dict) -> list[bytes]:
@@ -86,7 +90,7 @@ def partial_udp_checksum(datagram: bytes) -> int:
 
 
 @pytest.mark.kernel
-@pytest.mark.parametrize("sender", ("socket", "packet"))
+@pytest.mark.parametrize("sender", SENDERS)
 def test_the_tap_sees_each_datagram_once_as_outgoing_ipv4_on_lo(captured, sender):
     result = captured[sender]
     assert result["sent"] == ROUNDS * FLOWS
@@ -98,11 +102,13 @@ def test_the_tap_sees_each_datagram_once_as_outgoing_ipv4_on_lo(captured, sender
 
 
 @pytest.mark.kernel
-def test_the_packet_senders_frames_are_the_socket_senders_but_for_id_and_checksums(captured):
-    ours, sockets = datagrams(captured["packet"]), datagrams(captured["socket"])
+@pytest.mark.parametrize("sender", ("packet", "packet-sendmmsg"))
+def test_the_packet_senders_frames_are_the_socket_senders_but_for_id_and_checksums(
+        captured, sender):
+    ours, sockets = datagrams(captured[sender]), datagrams(captured["socket"])
     assert [masked(d) for d in ours] == [masked(d) for d in sockets]
     # The tap's link-layer header too (protocol, lo, outgoing, lo's source address).
-    assert {frame[:2 * SLL2_HEADER.size] for frame in captured["packet"]["frames"]} == \
+    assert {frame[:2 * SLL2_HEADER.size] for frame in captured[sender]["frames"]} == \
         {frame[:2 * SLL2_HEADER.size] for frame in captured["socket"]["frames"]}
     first = sockets[0]
     # What the comparison rests on: the socket sender's header as Linux writes it.
@@ -117,11 +123,12 @@ def test_the_packet_senders_frames_are_the_socket_senders_but_for_id_and_checksu
 
 
 @pytest.mark.kernel
-def test_the_engine_tracks_both_senders_as_the_same_table(captured):
+@pytest.mark.parametrize("sender", ("packet", "packet-sendmmsg"))
+def test_the_engine_tracks_both_senders_as_the_same_table(captured, sender):
     def keyed(lines: list[str]) -> list[str]:        # without the seconds left (5th token)
         return sorted(" ".join(line.split()[:4] + line.split()[5:]) for line in lines)
-    assert len(captured["packet"]["listing"]) == FLOWS
-    assert keyed(captured["packet"]["listing"]) == keyed(captured["socket"]["listing"])
+    assert len(captured[sender]["listing"]) == FLOWS
+    assert keyed(captured[sender]["listing"]) == keyed(captured["socket"]["listing"])
 
 
 def test_one_round_is_every_flow_once_in_the_socket_senders_order():
@@ -131,6 +138,13 @@ def test_one_round_is_every_flow_once_in_the_socket_senders_order():
     assert len(set(flows)) == FLOWS == len(frames)
     assert flows[:2] == [(40000, bytes((127, 0, 0, 1)), 9000), (40000, bytes((127, 0, 0, 2)), 9001)]
     assert flows[12] == (40001, bytes((127, 0, 0, 1)), 9000)
+
+
+@pytest.mark.parametrize("frames, why", [([bytes(97)], "longer than 96 bytes"),
+                                         ([bytes(60)] * 65537, "more than 1048576")])
+def test_a_ring_that_cannot_hold_the_frames_is_refused_before_any_socket(frames, why):
+    with pytest.raises(ValueError, match=why):
+        TxRing("lo", frames)
 
 
 # ---------------------------------------------------------------------------------------------
