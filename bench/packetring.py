@@ -3,7 +3,7 @@ how bench/blast.py's packet sender hands its frames to the kernel.
 
 Why a ring rather than sendmmsg(2) on the same AF_PACKET socket: sendmmsg runs the socket
 send path once per message -- the message header, the address and the frame copied from
-user memory (copy_msghdr_from_user, _copy_from_iter, _copy_from_user: ~12 % of the sender's
+user memory (copy_msghdr_from_user, _copy_from_iter, _copy_from_user: ~15 % of the sender's
 CPU under perf) and a fresh skb filled from the copy.  The ring is memory the kernel and we
 share: every frame is written into it once, before the first send; a send() then hands over
 every frame whose status word says TP_STATUS_SEND_REQUEST, and the kernel builds each skb
