@@ -49,7 +49,7 @@ import struct
 import time
 from typing import Callable, Sequence
 
-from .packetring import ETH_P_IP, TxRing
+from .packetring import TxRing, ipv4_address
 from .udpframes import FIRST_PORT, FIRST_SOURCE_PORT, LINK_HEADER, PAYLOAD, one_round
 
 BATCH = 256
@@ -148,14 +148,13 @@ def packet_sendmmsg_sender(ports: int, addresses: int, sources: int
     """The same frames from one buffer through sendmmsg(2) on an AF_PACKET socket on lo, as
     first built (kept to measure the ring against): (the socket and buffers, one round of
     batches in the socket sender's order).  Bound with protocol 0, the socket receives
-    nothing; each message names lo and ETH_P_IP (one sockaddr_ll shared by all)."""
+    nothing; each message names lo and IPv4 (one sockaddr_ll shared by all)."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     sock.bind(("lo", 0))
     frames = _frames(ports, addresses, sources)
     size = len(frames[0])
     buffer = ctypes.create_string_buffer(b"".join(frames), size * len(frames))
-    lo = struct.pack("=HHiHBB8s", socket.AF_PACKET, socket.htons(ETH_P_IP),
-                     socket.if_nametoindex("lo"), 0, 0, 0, b"")
+    lo = ipv4_address("lo")
     name = ctypes.create_string_buffer(lo, len(lo))
     iovs = (IoVec * len(frames))()
     base = ctypes.addressof(buffer)

@@ -40,6 +40,14 @@ _TP_LENGTHS = struct.Struct("=II")   # tp_len, tp_snaplen, after the status word
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
+def ipv4_address(interface: str) -> bytes:
+    """The sockaddr_ll a send names: the interface and IPv4, the skbs' protocol (which a tap
+    reports) set outright -- the kernel would otherwise parse it back out of the Ethernet
+    header."""
+    return struct.pack("=HHiHBB8s", socket.AF_PACKET, socket.htons(ETH_P_IP),
+                       socket.if_nametoindex(interface), 0, 0, 0, b"")
+
+
 class TxRing:
     """An AF_PACKET socket on `interface` (protocol 0: it receives nothing) with a transmit
     ring holding `frames` (each a whole link-layer frame, all of one length); `slots` of
@@ -69,10 +77,7 @@ class TxRing:
         self._status = memoryview(self.ring).cast("I")[::FRAME_SIZE // 4]
         self._requests = memoryview(struct.pack("=I", TP_STATUS_SEND_REQUEST)
                                     * self.slots).cast("I")
-        # Each send names the interface and IPv4: the skbs' protocol, which a tap reports,
-        # set outright (the kernel would otherwise parse it back out of the Ethernet header).
-        address = struct.pack("=HHiHBB8s", socket.AF_PACKET, socket.htons(ETH_P_IP),
-                              socket.if_nametoindex(interface), 0, 0, 0, b"")
+        address = ipv4_address(interface)
         self._address = ctypes.create_string_buffer(address, len(address))
 
     def transmit(self, first: int, count: int) -> int:
