@@ -372,10 +372,20 @@ def _mounts_driver(engine: Any, tap: Any) -> Any:
     return driver
 
 
+def _blast(rate: str, packets: str, ports: str, addresses: str, sources: str,
+           sender: str) -> Dict[str, Any]:
+    """bench/blast.py in a process of its own (its CPU is the waited-for children's):
+    {"sent", "seconds", "end"}."""
+    done = subprocess.run([sys.executable, "-m", "bench.blast", "--sender", sender, rate,
+                           packets, ports, addresses, sources],
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
-             sources: str = "1") -> Dict[str, Any]:
-    """Inside a namespace: the tap on lo feeding an engine while bench/blast.py sends
-    (to `ports` ports of `addresses` addresses, from `sources` source ports).
+             sources: str = "1", sender: str = "socket") -> Dict[str, Any]:
+    """Inside a namespace: the tap on lo feeding an engine while bench/blast.py's `sender`
+    sends (to `ports` ports of `addresses` addresses, from `sources` source ports).
 
     `drained` is when the engine had tracked every frame the tap kept (or nothing moved for
     2 s); the sustained rate is what was tracked from the sender's first packet to then,
@@ -391,12 +401,10 @@ def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
     cpu_before = {part: _thread_cpu_seconds(name) for part, name in TAP_THREADS.items()}
     softirq_before = _softirq_seconds()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    blaster = subprocess.run([sys.executable, "-m", "bench.blast", rate, packets, ports,
-                              addresses, sources], capture_output=True, text=True, check=True)
-    sender = resource.getrusage(resource.RUSAGE_CHILDREN)
-    sender_cpu = (sender.ru_utime + sender.ru_stime) - (children.ru_utime + children.ru_stime)
+    sent = _blast(rate, packets, ports, addresses, sources, sender)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sender_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     softirq = _softirq_seconds() - softirq_before
-    sent = json.loads(blaster.stdout.strip().splitlines()[-1])
     wanted = sent["sent"]
     deadline = time.monotonic() + 300
     last, still = -1, 0
@@ -420,7 +428,7 @@ def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
     driver.stop()
     tap.close()
     started = sent["end"] - sent["seconds"]
-    return {"rate": float(rate), "sent": wanted, "send_seconds": sent["seconds"],
+    return {"rate": float(rate), "sender": sender, "sent": wanted, "send_seconds": sent["seconds"],
             "kept": stats.kept, "kernel_drops": stats.kernel_drops, "tracked": tracked,
             "drain_end": drained - sent["end"],
             "sustained": tracked / (drained - started),
@@ -444,11 +452,9 @@ def task_tap_drain(packets: str, ports: str = "1024", addresses: str = "1",
     from engine.core import Engine
     from procfs_ct.sources.tap import Tap
     flows = int(sources) * math.lcm(int(ports), int(addresses))
-    blast = [sys.executable, "-m", "bench.blast", "0"]
-    rest = [ports, addresses, sources]
     tap = Tap(["lo"])
     engine = Engine("linux", ram_bytes=24 * GiB, ncpu=2)
-    subprocess.run(blast + [str(flows)] + rest, capture_output=True, check=True)
+    _blast("0", str(flows), ports, addresses, sources, "socket")
     # Until every frame of the pass is read or dropped (a loaded machine slows the sender
     # past the ring's second: waiting for all of them hung the task).
     warm, batches = 0, tap.batches()
@@ -456,7 +462,7 @@ def task_tap_drain(packets: str, ports: str = "1024", addresses: str = "1",
         for ts, linktype, frame in next(batches):
             engine.feed_frame(ts, linktype, frame)
             warm += 1
-    subprocess.run(blast + [packets] + rest, capture_output=True, check=True)
+    _blast("0", packets, ports, addresses, sources, "socket")
     time.sleep(0.05)                   # the last block is handed over (retire timer: 4 ms)
     drops_before = tap.stats.kernel_drops
     kept_before = tap.stats.kept
@@ -480,11 +486,17 @@ def task_tap_drain(packets: str, ports: str = "1024", addresses: str = "1",
 
 
 def task_blast_ceiling(packets: str, ports: str = "1024", addresses: str = "1",
-                       sources: str = "1") -> Dict[str, Any]:
-    """Inside a namespace with nobody tapping: bench/blast.py unpaced, its own ceiling."""
-    blaster = subprocess.run([sys.executable, "-m", "bench.blast", "0", packets, ports,
-                              addresses, sources], capture_output=True, text=True, check=True)
-    return json.loads(blaster.stdout.strip().splitlines()[-1])
+                       sources: str = "1", sender: str = "socket") -> Dict[str, Any]:
+    """Inside a namespace with nobody tapping: bench/blast.py's `sender` unpaced, its own
+    ceiling, and its CPU per datagram (user and system: the kernel's share of sending;
+    the user time includes building the packet sender's frames before the first send)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sent = _blast("0", packets, ports, addresses, sources, sender)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    count = max(1, sent["sent"])
+    return {**sent, "sender": sender,
+            "user_cpu_us": 1e6 * (after.ru_utime - children.ru_utime) / count,
+            "system_cpu_us": 1e6 * (after.ru_stime - children.ru_stime) / count}
 
 
 TASKS = {name[5:]: value for name, value in globals().items() if name.startswith("task_")}
