@@ -553,7 +553,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 return None                     # its first packet makes the table
             entry = table.get(key)
             if entry is None:
-                return rare.new_tcp(now, frame, key, tot_len, flags, seq, ack, win, doff, table)
+                return rare.new_tcp(now, frame, key, tot_len, flags, seq, ack, win, doff,
+                                    table)
             if entry.helper is not None:
                 return None
             # linux_in_window() for a non-SYN, non-RST segment with ACK and no SACK block:
@@ -622,8 +623,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                               & (end_gap - receiver_maxwin - 1 if receiver_maxwin else -1))
                          >> 31 & 1)
             if not taken:
-                return rare.known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win,
-                                     doff, rare.tcp_options_at)
+                return rare.known_segment(now, frame, entry, key, tot_len, flags, seq, ack,
+                                          win, doff, rare.tcp_options_at)
             scaled = win << sender_scale
             if sender_maxwin < scaled:          # swin = win + sack - ack, sack == ack
                 sender_maxwin = scaled
