@@ -101,6 +101,71 @@ def test_pcap_damaged_mid_file_gives_the_frames_before_it_then_raises(small_chun
     assert got == [(f.ts, f.linktype, f.data, None) for f in written[:25]]
 
 
+def record_ends(written: list[CapturedFrame]) -> list[int]:
+    """Each record's end, as an offset in its pcap file (the file header is 24 bytes)."""
+    ends, at = [], 24
+    for frame in written:
+        at += 16 + len(frame.data)
+        ends.append(at)
+    return ends
+
+
+def test_a_pcap_batch_is_the_records_that_end_in_its_chunk(small_chunks):
+    """Batch k holds the records whose last byte came with the k-th chunk read (each read
+    READ_CHUNK bytes, all records shorter): a record straddling a chunk's end is in the
+    batch of the chunk that completes it, and none is held back or taken early."""
+    written = frames()
+    ends = record_ends(written)
+    expected: list[list[int]] = []
+    for index, end in enumerate(ends):
+        chunk = (end - 24 - 1) // SMALL_CHUNK       # the chunk holding its last byte
+        while len(expected) <= chunk:
+            expected.append([])
+        expected[chunk].append(index)
+    expected = [indexes for indexes in expected if indexes]
+    straddling = sum(1 for end, size in zip(ends, SIZES)
+                     if (end - 24 - 1) // SMALL_CHUNK != (end - 24 - 16 - size) // SMALL_CHUNK)
+    assert straddling > 40              # records and headers cut by chunk ends, many times
+    got = batches_of(pcap_file(written))
+    assert [[frame[2] for frame in batch] for batch in got] == [
+        [written[index].data for index in indexes] for indexes in expected]
+
+
+def test_pcap_records_longer_than_a_chunk(small_chunks):
+    """Records of one to three chunks' length: the chunk read does not complete the record
+    that straddles into it, so it is read on to the record's end (one read of the rest)."""
+    written = [CapturedFrame(1_700_000_000 + n, LINKTYPE_ETHERNET,
+                             bytes([n]) * (100 + n * SMALL_CHUNK // 3)) for n in range(10)]
+    got = batches_of(pcap_file(written))
+    assert flat(got) == [(f.ts, f.linktype, f.data, None) for f in written]
+    assert [len(batch) for batch in got] != [1] * len(written)      # some share a chunk
+
+
+@pytest.mark.parametrize("into_header", [0, 6, 15])
+def test_pcap_damaged_record_straddling_a_chunk_end(small_chunks, into_header):
+    """A record whose header straddles a chunk's end (cut after `into_header` bytes of
+    it) with a captured length too large: the frames before it, then CaptureError."""
+    written = frames(40)
+    ends = record_ends(written)
+    index = next(n for n, end in enumerate(ends) if end - 24 >= SMALL_CHUNK) + 1
+    # Shift the file so that record `index`'s header starts `into_header` bytes before
+    # the end of a chunk: a first record longer or shorter by the difference.
+    start = ends[index - 1] - 24
+    shift = (SMALL_CHUNK - into_header) - start % SMALL_CHUNK
+    first = written[0]
+    written[0] = CapturedFrame(first.ts, first.linktype,
+                               first.data + bytes(shift % SMALL_CHUNK))
+    data = bytearray(pcap_file(written))
+    at = record_ends(written)[index - 1]
+    assert (at - 24) % SMALL_CHUNK == (SMALL_CHUNK - into_header) % SMALL_CHUNK
+    struct.pack_into("<I", data, at + 8, 0x7FFFFFFF)
+    got = []
+    with pytest.raises(CaptureError, match=f"pcap record {index}: captured length 2147483647"):
+        for batch in read_capture_batches(io.BytesIO(bytes(data))):
+            got.extend(batch)
+    assert got == [(f.ts, f.linktype, f.data, None) for f in written[:index]]
+
+
 def test_a_bad_header_raises_at_once():
     with pytest.raises(CaptureError, match="not a pcap or pcapng capture"):
         read_capture_batches(io.BytesIO(b"GET / HTTP/1.1\r\n\r\n"))
