@@ -45,7 +45,13 @@ It takes, in the linux profile (nf_conntrack) only:
 * ICMP errors quoting a TCP or UDP datagram in an option-less, unfragmented quote:
   engine/fastpath_icmp.py's icmp_error() answers RELATED or INVALID as Tracker._related();
 * a new entry only while no expectation is pending (none can claim the tuple, no helper
-  is attached) and the table has room (no early drop); an entry found has no helper.
+  is attached) and the table has room (no early drop); an entry found has no helper;
+* IPv4 datagrams conntrack refuses before any entry is made or touched, each counted in
+  the `invalid` stat with the verdict INVALID, as Tracker.process() does (_invalid()):
+  a TCP header cut short or with a bad data offset and a UDP length that does not fit
+  (the parser's l4_error), a TCP flags byte error() refuses (with or without an entry), and
+  an ICMP query that is not a request without an entry while no expectation is pending
+  (IcmpTracker.new() makes none).  IPv6's take the general path.
 
 Why the answer is the same, bit for bit: for such a packet every test the general path
 makes has the outcome these preconditions fix -- no checksum is verified outside
@@ -77,6 +83,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, NamedTuple, Optional, Tuple
 
 from . import ipv4, ipv6
+from .ctstate import INVALID as INVALID_VERDICT
 from .ctstate import Verdict
 from .entry import (ASSURED, ENTRY_SLOTS, EXPECTED, REPLY, SEEN_REPLY, STATUS_BITS, Entry,
                     kind_of)
@@ -281,6 +288,23 @@ class RareCases:
     gre_version_at: int
     new_gre: Callable[..., Optional[Verdict]]
     known_sctp: Callable[[float, bytes, bytes, int], Optional[Verdict]]
+    invalid: Callable[[], Optional[Verdict]]
+
+
+def _make_invalid(stats: Dict[str, int]) -> Callable[[], Verdict]:
+    """invalid(): Tracker._invalid() for a datagram conntrack refuses before any entry is
+    made or touched (an l4_error of the parser, the protocol's error() or new() saying no):
+    the `invalid` stat counts it, the verdict is INVALID."""
+    def invalid() -> Verdict:
+        stats["invalid"] += 1
+        return INVALID_VERDICT
+
+    return invalid
+
+
+def _no_invalid() -> None:
+    """RareCases.invalid where these refusals are not taken (IPv6): the general path's."""
+    return None
 
 
 def _no_icmp_error(frame: bytes, tot_len: int, l4_at: int) -> None:
@@ -376,7 +400,11 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
     original_acks, reply_acks = _acks_to_established()
     opens = _syn_opens()
     syn_sent_timeout = STATE_TIMEOUT_KNOB[SYN_SENT]
-    known_segment = make_known_segment(tracker, ip_len)   # other segments of a known entry
+    valid_flags = VALID_FLAGS["linux"]
+    # IPv4's refusals are answered here; IPv6's by the general path (see the module text).
+    invalid = _no_invalid if is_ipv6 else _make_invalid(stats)
+    known_segment = make_known_segment(tracker, ip_len,   # other segments of a known entry
+                                       invalid)
     known_sctp = make_known_sctp(tracker, l3, ip_at, ip_len)
     icmp_error = make_icmp_error(tracker) if version.icmp_errors else _no_icmp_error
     # Entry(key, reply, now, proto, l3) without a Python call: object.__new__ of its
@@ -438,7 +466,9 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         """An ICMP request without an entry (IcmpTracker.new(); other types make none)."""
         icmp_type = frame[l4_at]
         if icmp_type not in icmp_requests:
-            return None
+            # IcmpTracker.new() makes no entry of it: INVALID -- unless an expectation
+            # could claim the tuple first (Tracker._new_entry()).
+            return invalid() if expects.next_due == INFINITY else None
         # IcmpTracker.invert(): the reply type, the same code and id.
         reply = join(icmp_reply_parts(frame)) + bytes((icmp_inverse[icmp_type],
                                                        frame[icmp_code_at]))
@@ -456,7 +486,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 ack: int, win: int, doff: int, table: Keyed) -> Optional[Verdict]:
         """A connection's first SYN (TcpTracker.new(), then _linux_packet())."""
         if flags not in SYN_FLAGS or not opens:
-            return None
+            # TcpTracker.error() refuses the flags byte before any lookup: INVALID.
+            return None if valid_flags[flags] else invalid()
         # init_from_syn() on the original side, written out: the side starts at the
         # SYN's end (seq + payload + 1, modulo 2**32 without a mask), its window or 1.
         end = seq + tot_len - ip_len - doff + 1
@@ -501,7 +532,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                      new_udp, known_segment, tcp_options_at, l4_at, src_at, header8_min,
                      icmp_proto, icmp_queries, icmp_error, icmp_id, icmp_table, icmp_id_at,
                      icmp_id_end, icmp_type_code_end, icmp_timeout, new_icmp, gre_proto, gre_id,
-                     gre_version_at, new_gre, known_sctp)
+                     gre_version_at, new_gre, known_sctp, invalid)
 
     def track(now: float, linktype: int, frame: bytes) -> Optional[Verdict]:
         if linktype != own_linktype:
@@ -547,7 +578,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 return None
             doff = TCP_HEADER_LEN[doff]
             if doff > tot_len - ip_len:
-                return None                     # a bad data offset: INVALID, parse's
+                return rare.invalid()           # a bad data offset: the parser's l4_error
             table = tcp_table or rare.tables.get(rare.tcp_id)
             if table is None:
                 return None                     # its first packet makes the table
@@ -687,7 +718,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 except struct_error:
                     return None
                 if udp_len < 8 or udp_len > tot_len - ip_len:
-                    return None
+                    return rare.invalid()       # the parser's l4_error ("udp length")
                 table = udp_table or rare.tables.get(rare.udp_id)
                 if table is None:
                     return None                 # its first packet makes the table

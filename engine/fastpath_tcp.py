@@ -40,8 +40,11 @@ engine/tcp_tables.py, the special cells, the RST rules, linux_in_window()); then
 every case, settle() (engine/fastpath_found.py) does what Tracker.process() does with a
 found entry's outcome.
 
+A flags byte TcpTracker.error() refuses is INVALID before any lookup, the entry untouched:
+known_segment() answers it through the `invalid` it is given (engine/fastpath.py's: the
+`invalid` stat counted, or None for IPv6, whose general path answers).
+
 It declines, having changed nothing:
-* a flags byte TcpTracker.error() refuses (INVALID before any lookup, counted there);
 * a segment whose table cell is SYN_SENT* (SS_REOPEN): the general path may remove the
   entry and track the SYN again as a new one.
 track() declines entries with a helper before calling it (the helper reads the packet).
@@ -294,10 +297,12 @@ def case_table(sequenced: Case, syn_ack: Case, refused: Case) -> List[List[List[
     return cases
 
 
-def make_known_segment(tracker: "Tracker", ip_len: int) -> KnownSegment:
+def make_known_segment(tracker: "Tracker", ip_len: int,
+                       invalid: Callable[[], Optional[Verdict]]) -> KnownSegment:
     """known_segment(now, frame, entry, key, tot_len, flags, seq, ack, win, doff,
     options_at) for this tracker (linux profile), for datagrams whose IP header is ip_len
-    bytes: see the module text."""
+    bytes: see the module text.  `invalid()` answers a flags byte error() refuses (the
+    INVALID verdict, counted; or None: the general path's)."""
     linux_segment = tracker.tracker_of(IPPROTO_TCP).linux_segment
     table = TABLES["linux"]
     valid_flags = VALID_FLAGS["linux"]
@@ -311,7 +316,7 @@ def make_known_segment(tracker: "Tracker", ip_len: int) -> KnownSegment:
                       flags: int, seq: int, ack: int, win: int, doff: int,
                       options_at: int) -> Optional[Verdict]:
         if not valid_flags[flags]:
-            return None                 # TcpTracker.error(): INVALID before the lookup
+            return invalid()            # TcpTracker.error(): INVALID before the lookup
         d = REPLY if key == entry.reply else ORIGINAL
         index = CLASS_OF_FLAGS[flags]
         old = entry.l4[STATE]
