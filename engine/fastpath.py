@@ -44,6 +44,7 @@ It takes, in the linux profile (nf_conntrack) only:
   the tuple or without one;
 * ICMP errors quoting a TCP or UDP datagram in an option-less, unfragmented quote:
   engine/fastpath_icmp.py's icmp_error() answers RELATED or INVALID as Tracker._related();
+  ICMPv6's neighbour discovery and MLD messages are UNTRACKED (its errors: the general path);
 * a new entry only while no expectation is pending (none can claim the tuple, no helper
   is attached) and the table has room (no early drop); an entry found has no helper;
 * IPv4 datagrams conntrack refuses before any entry is made or touched, each counted in
@@ -84,11 +85,11 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, NamedTuple, Op
 
 from . import ipv4, ipv6
 from .ctstate import INVALID as INVALID_VERDICT
-from .ctstate import Verdict
+from .ctstate import CtState, Verdict
 from .entry import (ASSURED, ENTRY_SLOTS, EXPECTED, REPLY, SEEN_REPLY, STATUS_BITS, Entry,
                     kind_of)
 from .expect import INFINITY
-from .fastpath_frag import make_fragment
+from .fastpath_frag import HELD, make_fragment
 from .fastpath_icmp import make_icmp_error
 from .fastpath_found import (ESTABLISHED_ORIGINAL, ESTABLISHED_REPLY, NEW_ORIGINAL,
                             RELATED_ORIGINAL)
@@ -99,6 +100,7 @@ from .linklayer import (ETH_P_IP, ETH_P_IPV6, LINKTYPE_ETHERNET, LINKTYPE_LINUX_
                         PACKET_OUTGOING, SLL2_HEADER)
 from .icmp import ICMP_INVERSE, NR_ICMP_TYPES, REQUEST_TYPES
 from .icmpv6 import ICMPV6_INVERSE
+from .icmpv6 import NOT_TRACKED_TYPES as ICMPV6_NOT_TRACKED
 from .icmpv6 import REQUEST_TYPES as ICMPV6_REQUEST_TYPES
 from .packet import (ACK, ICMP_ERROR_TYPES, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6,
                      IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, PSH, SYN)
@@ -224,8 +226,9 @@ class L3Frame(NamedTuple):
 # datagram is one extract_ipv4() reads.  IPv6: the version nibble's byte, payload length,
 # next header: TCP, UDP or ICMPv6 right after the fixed header (no extension header, so
 # neither nf_defrag_ipv6 nor ipv6_skip_exthdr() has anything to do) is what it takes;
-# ICMPv6 echo and node information queries and replies only (its errors quote a flow,
-# neighbour discovery and MLD stay untracked: the general path), no GRE over IPv6.
+# ICMPv6 echo and node information queries and replies, and the neighbour discovery and
+# MLD messages it leaves untracked (its errors quote a flow: the general path), no GRE
+# over IPv6.
 IPV4_FRAME = L3Frame(ipv4, ETH_P_IP, ipv4.HEADER_LEN, "BxHxxHxB", IPPROTO_GRE, IPPROTO_ICMP,
                      ICMP_QUERY_TYPES, REQUEST_TYPES, ICMP_INVERSE, "icmp_timeout", 0, True)
 IPV6_FRAME = L3Frame(ipv6, ETH_P_IPV6, ipv6.HEADER_LEN, "B3xHB", -1, IPPROTO_ICMPV6,
@@ -307,9 +310,19 @@ def _no_invalid() -> None:
     return None
 
 
-def _no_icmp_error(frame: bytes, tot_len: int, l4_at: int) -> None:
-    """The errors' case where it is not taken (ICMPv6): the general path answers."""
-    return None
+# The verdict of an ICMPv6 message conntrack leaves untracked: equal to fastpath_frag's
+# HELD, but another object, so that a replay records it (it finds HELD by identity).
+UNTRACKED_VERDICT = Verdict(CtState.UNTRACKED, False)
+assert UNTRACKED_VERDICT is not HELD
+
+
+def _icmpv6_untracked(frame: bytes, tot_len: int, l4_at: int) -> Optional[Verdict]:
+    """ICMPv6's messages other than its queries and replies, where the errors' case is not
+    taken: neighbour discovery and MLD (icmpv6.NOT_TRACKED_TYPES) are UNTRACKED, no entry
+    and no stat, as Tracker.process() answers them (Icmpv6Tracker.untracked(): its
+    error() verifies no checksum outside PREROUTING, and they quote no flow); the errors
+    that quote one take the general path."""
+    return UNTRACKED_VERDICT if frame[l4_at] in ICMPV6_NOT_TRACKED else None
 
 
 def _none(now: float, linktype: int, frame: bytes) -> None:
@@ -406,7 +419,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
     known_segment = make_known_segment(tracker, ip_len,   # other segments of a known entry
                                        invalid)
     known_sctp = make_known_sctp(tracker, l3, ip_at, ip_len)
-    icmp_error = make_icmp_error(tracker) if version.icmp_errors else _no_icmp_error
+    icmp_error = make_icmp_error(tracker) if version.icmp_errors else _icmpv6_untracked
     # Entry(key, reply, now, proto, l3) without a Python call: object.__new__ of its
     # kind (entry.kind_of()), then Entry.__init__'s slots set in admit().
     new_object = object.__new__
@@ -728,7 +741,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                     return None
                 if frame[rare.l4_at] not in rare.icmp_queries:
                     # An error message quotes another flow: Tracker._related()'s answer
-                    # (ICMPv6's, and the messages it leaves untracked: the general path).
+                    # (ICMPv6's: the general path; the messages it leaves untracked).
                     return rare.icmp_error(frame, tot_len, rare.l4_at)
                 # The key's parts: the id, then type << 8 | code (parse.icmp_header()).
                 key = (frame[rare.src_at:rare.l4_at]
