@@ -40,8 +40,9 @@ It takes, in the linux profile (nf_conntrack) only:
   timestamps, NOP, window scale) are recognised by byte compares, which fix what
   parse_tcp_options()' walk would read from them (SACK-permitted and the shift in the
   last byte, or nothing); others get the walk;
-* UDP, ICMP queries and replies and plain GRE (keys 0; not PPTP's), with an entry of
-  the tuple or without one;
+* UDP, ICMP queries and replies, plain GRE (keys 0; not PPTP's) and, over IPv4, the
+  protocols of the generic tracker (engine/generic.py: a tuple of the addresses alone, the
+  generic timeout, never ASSURED), with an entry of the tuple or without one;
 * ICMP errors quoting a TCP or UDP datagram in an option-less, unfragmented quote:
   engine/fastpath_icmp.py's icmp_error() answers RELATED or INVALID as Tracker._related();
   ICMPv6's neighbour discovery and MLD messages are UNTRACKED (its errors: the general path);
@@ -292,6 +293,9 @@ class RareCases:
     new_gre: Callable[..., Optional[Verdict]]
     known_sctp: Callable[[float, bytes, bytes, int], Optional[Verdict]]
     invalid: Callable[[], Optional[Verdict]]
+    family: int
+    generic_protos: FrozenSet[int]
+    new_generic: Callable[..., Optional[Verdict]]
 
 
 def _make_invalid(stats: Dict[str, int]) -> Callable[[], Verdict]:
@@ -414,6 +418,10 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
     opens = _syn_opens()
     syn_sent_timeout = STATE_TIMEOUT_KNOB[SYN_SENT]
     valid_flags = VALID_FLAGS["linux"]
+    # The protocols of the generic tracker, over IPv4 (IPv6's take the general path).
+    proto_at = ip_at + 9
+    generic_protos = frozenset() if is_ipv6 else frozenset(
+        proto for proto in range(256) if tracker.tracker_of(proto) is tracker.generic)
     # IPv4's refusals are answered here; IPv6's by the general path (see the module text).
     invalid = _no_invalid if is_ipv6 else _make_invalid(stats)
     known_segment = make_known_segment(tracker, ip_len,   # other segments of a known entry
@@ -492,8 +500,20 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 table: Keyed) -> Optional[Verdict]:
         """The first packet of a plain GRE flow (GreTracker.new(): its two timeouts)."""
         timeouts = (kv["gre_timeout"], kv["gre_timeout_stream"])
-        return admit(gre_kind, key, frame[dst_at:l4_at] + frame[src_at:dst_at] + NO_KEYS,
-                     timeouts, now, tot_len, timeouts[0], table)
+        return admit(gre_kind, key, addresses_swapped(frame), timeouts, now, tot_len,
+                     timeouts[0], table)
+
+    def new_generic(now: float, frame: bytes, key: bytes, tot_len: int,
+                    table: Keyed) -> Optional[Verdict]:
+        """The first packet of a flow the generic tracker takes (GenericTracker.new()
+        sets nothing: entry.l4 keeps the creation time), its entry of the protocol's kind."""
+        return admit(kind_of(Entry, l3, frame[proto_at]), key, addresses_swapped(frame), now,
+                     now, tot_len, kv["generic_timeout"], table)
+
+    def addresses_swapped(frame: bytes) -> bytes:
+        """The reply key of a tuple without ports (GRE's keys 0, the generic tracker's):
+        the addresses swapped (l4.swapped() of zeros is zeros)."""
+        return frame[dst_at:l4_at] + frame[src_at:dst_at] + NO_KEYS
 
     def new_tcp(now: float, frame: bytes, key: bytes, tot_len: int, flags: int, seq: int,
                 ack: int, win: int, doff: int, table: Keyed) -> Optional[Verdict]:
@@ -545,7 +565,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                      new_udp, known_segment, tcp_options_at, l4_at, src_at, header8_min,
                      icmp_proto, icmp_queries, icmp_error, icmp_id, icmp_table, icmp_id_at,
                      icmp_id_end, icmp_type_code_end, icmp_timeout, new_icmp, gre_proto, gre_id,
-                     gre_version_at, new_gre, known_sctp, invalid)
+                     gre_version_at, new_gre, known_sctp, invalid, l3.FAMILY,
+                     generic_protos, new_generic)
 
     def track(now: float, linktype: int, frame: bytes) -> Optional[Verdict]:
         if linktype != own_linktype:
@@ -762,6 +783,14 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                 make = rare.new_gre
             elif proto == IPPROTO_SCTP:
                 return rare.known_sctp(now, frame, key, tot_len)     # a known association's
+            elif proto in rare.generic_protos:
+                # A protocol of the generic tracker (engine/generic.py): its tuple is the
+                # addresses alone (ports 0, as parse_ipv4() reads no header of it).
+                table = rare.tables.get((rare.family, proto))
+                if table is None:
+                    return None                 # its first packet makes the table
+                key = frame[rare.src_at:rare.l4_at] + NO_KEYS
+                make = rare.new_generic
             else:
                 return None
             entry = table.get(key)
@@ -779,6 +808,8 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
                     timeout = kv["udp_timeout_stream"]
             elif proto == rare.icmp_proto:
                 timeout = kv[rare.icmp_timeout]
+            elif proto != rare.gre_proto:       # the generic tracker's: never ASSURED
+                timeout = kv["generic_timeout"]
             elif status & SEEN_REPLY:           # GRE: the timeouts fixed at creation
                 status |= ASSURED
                 timeout = entry.l4[1]

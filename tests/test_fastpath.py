@@ -42,6 +42,7 @@ from engine.capture import PcapWriter, read_capture
 from engine.core import Engine
 from engine.ctstate import INVALID as INVALID_VERDICT
 from engine.ctstate import CtState, Verdict
+from engine.entry import ASSURED, SEEN_REPLY
 from engine.fastpath_frag import HELD
 from engine.hooks import LOCAL_OUT, PRE_ROUTING
 from engine.linklayer import (ARPHRD_ETHER, ARPHRD_LOOPBACK, ETH_P_IPV6, LINKTYPE_ETHERNET,
@@ -1606,6 +1607,46 @@ def test_icmpv6_messages_left_untracked_are_answered_untracked(tmp_path, monkeyp
     assert result.verdicts[1:1 + len(NOT_TRACKED_TYPES)] == [
         Verdict(CtState.UNTRACKED, False)] * len(NOT_TRACKED_TYPES)
     assert len(result.engine.tracker) == 1
+
+
+
+def test_generic_protocols_are_taken_as_the_general_path_takes_them(tmp_path, monkeypatch):
+    """Protocols of the generic tracker over IPv4 (253, 50 ESP, 41 IPv6-in-IPv4): an entry
+    of the addresses alone, the generic timeout on each packet, SEEN_REPLY from the reply,
+    never ASSURED; the first packet of each protocol makes its table on the general path,
+    the next flows' first packets make entries here.  Under a generic timeout of 300 s the
+    entries run out and a flow starts again.  UDP-Lite
+    (its own tracker) and protocol 58 inside IPv4 (ICMPv6's tracker: INVALID) are left
+    to the general path.  Same engine either way."""
+    counting = CountingFastPath(monkeypatch)
+    frames: List[Tuple[float, bytes]] = []
+    # What follows the IP header: read as ports 5000 -> 53, a UDP-Lite coverage of 0 and a
+    # checksum by the trackers that read one; nothing by the generic tracker.
+    payload = bytes.fromhex("13880035" "00001234") + bytes(4)
+    t = 0.0
+    for proto in (253, 50, 41, 136, 58):
+        for host in (1, 2, 3):
+            c, s = f"10.7.{proto}.{host}", "10.7.0.250"
+            for src, dst in ((c, s), (s, c), (c, s)):
+                t += 0.5
+                frames.append((T0 + t, build_ethernet(build_ipv4(src, dst, proto, payload))))
+    frames.append((T0 + 2000, build_ethernet(build_ipv4("10.7.253.1", "10.7.0.250", 253,
+                                                        payload))))
+    path = write_capture(frames, tmp_path / "generic.pcap")
+    knobs = {"generic_timeout": 300}
+    replayed_alike(path, knobs, None)
+    # Taken: of 253, 50 and 41, all but the first packet (9 - 1 each), and the last.
+    assert counting.taken == 3 * 8 + 1, counting.taken
+    # And as the table stands after the flows (before their timers ran out).
+    assert_same(engine_state(replay(str(path), fast_path=False, at=T0 + t,
+                                    knobs_overrides=knobs)),
+                engine_state(replay(str(path), at=T0 + t, knobs_overrides=knobs)))
+    result = replay(str(path), at=T0 + t)
+    entries = {entry.proto: entry for entry in result.engine.tracker.entries()
+               if entry.proto in (50, 41)}
+    assert set(entries) == {50, 41}
+    assert all(entry.status & SEEN_REPLY and not entry.status & ASSURED
+               for entry in entries.values())
 
 
 def test_an_icmp_reply_without_an_entry_is_declined_while_an_expectation_is_pending():
