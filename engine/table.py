@@ -88,7 +88,7 @@ class ConnTable:
         entry.status |= CONFIRMED
         self.count += 1
         chains = self._chains
-        b = self.bucket(orig)
+        b = hash(orig) % self.buckets   # bucket(), without its call: once per new entry
         entry.hnext = chains[b]
         chains[b] = entry
         self.stats["insert"] += 1
@@ -103,7 +103,7 @@ class ConnTable:
         del table[orig]
         table.pop(entry.reply, None)
         self.count -= 1
-        b = self.bucket(orig)
+        b = hash(orig) % self.buckets   # bucket(), without its call
         node, prev = self._chains[b], None
         while node is not None and node is not entry:
             prev, node = node, node.hnext

@@ -1,5 +1,6 @@
 """The table: limit and early drop (spec §7.2), expiry cost, stat rendering (spec §2)."""
-from engine.build import build_ipv4
+from engine.build import build_ethernet, build_ipv4, build_udp_datagram
+from engine.linklayer import LINKTYPE_ETHERNET
 import engine.tracker
 from engine.ctstate import CtState
 from engine.entry import Entry
@@ -146,3 +147,28 @@ def test_expiry_in_slices_files_a_full_bucket_again_a_slice_at_a_time():
     assert eng.count == 5 and tracker.timers.next_due > T0 + 91
     assert tracker.expire_some(T0 + 91, 4)             # nothing left: done at once
     assert tracker.expire(T0 + 119) == 5
+
+
+def test_each_live_entry_is_in_the_chain_of_its_original_key():
+    """Insertion and removal keep every live entry in exactly the hash chain that
+    early drop searches for its original key (ConnTable.bucket()), and no other: UDP
+    flows, many per chain, made by the fast path and the general path, some of them
+    expired and removed."""
+    eng = make_engine("linux", buckets=7)
+    fast = eng.fast_path()
+    for port in range(60):
+        frame = build_ethernet(build_udp_datagram("10.0.0.1", "10.0.0.2", 1000 + port, 53,
+                                                  b"q"))
+        if port % 2:
+            assert fast(T0 + port, LINKTYPE_ETHERNET, frame) is not None
+        else:
+            eng.feed_frame(T0 + port, LINKTYPE_ETHERNET, frame)
+    eng.advance(T0 + 60 + 30 - 20)          # the first flows' 30 s ran out
+    conns = eng.tracker.conns
+    live = list(conns.entries())
+    assert 10 < len(live) < 60
+    chained = {bucket: list(conns.chain(bucket)) for bucket in range(conns.buckets)}
+    assert sorted(id(entry) for chain in chained.values() for entry in chain) == sorted(
+        id(entry) for entry in live)
+    assert all(conns.bucket(entry.orig) == bucket
+               for bucket, chain in chained.items() for entry in chain)
