@@ -1649,23 +1649,31 @@ def test_generic_protocols_are_taken_as_the_general_path_takes_them(tmp_path, mo
                for entry in entries.values())
 
 
-def test_an_icmp_reply_without_an_entry_is_declined_while_an_expectation_is_pending():
-    """While an expectation is pending, Tracker._new_entry() may let it claim the tuple
-    before IcmpTracker.new() says no: the fast path leaves such a reply to the general
-    path (having changed nothing), and answers it INVALID once none is pending."""
+
+def tftp_expecting_engine(c: str, s: str) -> Engine:
+    """An engine with one expectation pending: a TFTP read request from c (port 5000) to
+    s under a CT rule, then the chains and listeners detached (the fast path is allowed)."""
     from engine.chains import Chains
     from engine.rules import Ruleset
-    c, s = "10.4.0.1", "10.4.0.2"
     ct_tftp = "*raw\n-A OUTPUT -p udp -m udp --dport 69 -j CT --helper tftp\nCOMMIT\n"
     request = build_ethernet(build_udp_datagram(c, s, 5000, 69, b"\x00\x01file\x00octet\x00"))
-    reply = build_ethernet(build_icmp_datagram(c, s, 0, ident=3, seq=1))
     chains = Chains(Engine("linux"), Ruleset.load_restore(ct_tftp))
     chains.feed_frame(T0, LINKTYPE_ETHERNET, request)
     eng = chains.engine
     assert len(eng.tracker.expects) == 1
-    eng.chains = None                       # detached: the fast path is allowed
+    eng.chains = None
     eng.early_listeners.clear()
     eng.listeners.clear()
+    return eng
+
+
+def test_an_icmp_reply_without_an_entry_is_declined_while_an_expectation_is_pending():
+    """While an expectation is pending, Tracker._new_entry() may let it claim the tuple
+    before IcmpTracker.new() says no: the fast path leaves such a reply to the general
+    path (having changed nothing), and answers it INVALID once none is pending."""
+    c, s = "10.4.0.1", "10.4.0.2"
+    reply = build_ethernet(build_icmp_datagram(c, s, 0, ident=3, seq=1))
+    eng = tftp_expecting_engine(c, s)
     track = eng.fast_path()
     before = repr(engine_state_of(eng))
     assert track(T0 + 1, LINKTYPE_ETHERNET, reply) is None
@@ -1849,23 +1857,12 @@ def test_an_expected_flow_s_next_datagram_is_related_on_the_fast_path():
     no reply seen yet) is RELATED, the same on the fast path as on the general one; once
     the reply is seen, ESTABLISHED.  A TFTP read request under a CT rule files the
     expectation; the chains then go (the fast path takes no packet while they are there)."""
-    from engine.chains import Chains
-    from engine.ctstate import CtState
-    from engine.rules import Ruleset
     c, s = "10.4.0.1", "10.4.0.2"
-    ct_tftp = "*raw\n-A OUTPUT -p udp -m udp --dport 69 -j CT --helper tftp\nCOMMIT\n"
-    request = build_ethernet(build_udp_datagram(c, s, 5000, 69, b"\x00\x01file\x00octet\x00"))
     data = build_ethernet(build_udp_datagram(s, c, 7000, 5000, b"\x00\x03\x00\x01data"))
     answer = build_ethernet(build_udp_datagram(c, s, 5000, 7000, b"\x00\x04\x00\x01"))
     states = {}
     for fast in (True, False):
-        chains = Chains(Engine("linux"), Ruleset.load_restore(ct_tftp))
-        chains.feed_frame(T0, LINKTYPE_ETHERNET, request)
-        eng = chains.engine
-        assert len(eng.tracker.expects) == 1
-        eng.chains = None                       # detached: the fast path is allowed
-        eng.early_listeners.clear()
-        eng.listeners.clear()
+        eng = tftp_expecting_engine(c, s)
         track = eng.fast_path()
         assert track is not None
         first = eng.feed_frame(T0 + 1, LINKTYPE_ETHERNET, data)    # consumes it: RELATED
