@@ -51,9 +51,8 @@ It takes, in the linux profile (nf_conntrack) only:
 * IPv4 datagrams conntrack refuses before any entry is made or touched, each counted in
   the `invalid` stat with the verdict INVALID, as Tracker.process() does (_invalid()):
   a TCP header cut short or with a bad data offset and a UDP length that does not fit
-  (the parser's l4_error), a TCP flags byte error() refuses (with or without an entry), and
-  an ICMP query that is not a request without an entry while no expectation is pending
-  (IcmpTracker.new() makes none).  IPv6's take the general path.
+  (the parser's l4_error), and a TCP flags byte error() refuses (with or without an
+  entry).  IPv6's take the general path.
 
 Why the answer is the same, bit for bit: for such a packet every test the general path
 makes has the outcome these preconditions fix -- no checksum is verified outside
@@ -487,9 +486,7 @@ def _make_link_track(engine: "Engine", link: LinkFrame, version: L3Frame, other:
         """An ICMP request without an entry (IcmpTracker.new(); other types make none)."""
         icmp_type = frame[l4_at]
         if icmp_type not in icmp_requests:
-            # IcmpTracker.new() makes no entry of it: INVALID -- unless an expectation
-            # could claim the tuple first (Tracker._new_entry()).
-            return invalid() if expects.next_due == INFINITY else None
+            return None
         # IcmpTracker.invert(): the reply type, the same code and id.
         reply = join(icmp_reply_parts(frame)) + bytes((icmp_inverse[icmp_type],
                                                        frame[icmp_code_at]))
