@@ -60,8 +60,8 @@ consumer that reads the rings from its own loop (the mount's engine thread,
 procfs_ct/driver.py: no thread of ours between the ring and the engine): what is ready now,
 without waiting, and a wait of at most `poll_interval`.  The ring is then the only buffer, so
 a spill thread looks at it every SPILL_CHECK seconds and, once half of a ring waits (the
-reader held up: on a loaded machine one thread gets one CPU share), moves the ready blocks
-into a list that take_ready() hands over first (`stats.spilled`).  Use one of the three ways, not
+reader held up: on a loaded machine one thread gets one CPU share), copies the ready blocks
+out whole into a list, whose frames take_ready() reads first (`stats.spilled`).  Use one of the three ways, not
 several.  Nothing is ever sent on these sockets.
 
 Known limits: with several interfaces on a router, a forwarded packet is seen on each
@@ -163,8 +163,13 @@ STATS_INTERVAL = 1.0           # seconds between PACKET_STATISTICS reads
 BLOCKS_PER_ROUND = 4           # blocks taken from one ring before looking at the others
 # The pull side's safety valve (take_ready): a reader that falls half a ring behind (on a
 # loaded machine one thread gets one CPU share, and the ring is ~1 s) has the ready blocks
-# moved out of the ring by a thread of the tap's own, checking every SPILL_CHECK seconds,
-# into a list it drains first -- up to SPILL_FRAMES frames (the old pump queue's size).
+# copied out of the ring by a thread of the tap's own, checking every SPILL_CHECK seconds,
+# into a list it reads first -- up to SPILL_FRAMES frames (the old pump queue's size).
+# Copied whole (one slice of a block's used bytes), not read frame by frame: the spill
+# thread shares the GIL with the reader it relieves, and reading the frames there cost
+# 1.0-1.3 us a frame on top of the reader's own work (bench/RESULTS.md, round 13), so a
+# stall that started the spill kept the reader behind.  The reader reads a copied block
+# as it would have read it in the ring.
 SPILL_CHECK = 0.05
 SPILL_FRAMES = 1 << 20
 KINDS_CACHED = 4096            # distinct sockaddr_ll remembered per interface (peers' MACs)
@@ -173,7 +178,7 @@ _U32 = struct.Struct("@I")
 _TPACKET_REQ3 = struct.Struct("@7I")   # block_size, block_nr, frame_size, frame_nr,
                                        # retire_blk_tov, sizeof_priv, feature_req_word
 _BLOCK_STATUS_AT = 8                   # tpacket_block_desc: version, offset_to_priv, then hdr.bh1
-_BLOCK_HEAD = struct.Struct("@III")    # block_status, num_pkts, offset_to_first_pkt
+_BLOCK_HEAD = struct.Struct("@IIII")   # block_status, num_pkts, offset_to_first_pkt, blk_len
 _PACKET_HEAD = struct.Struct("@IIIIIIHH")  # tpacket3_hdr: next_offset, sec, nsec, snaplen,
                                            # len, status, mac, net
 _SLL_AT = 48                           # TPACKET_ALIGN(sizeof(struct tpacket3_hdr))
@@ -209,7 +214,7 @@ class TapStats:
     kernel_drops: int = 0        # frames the kernel could not queue (ring full)
     truncated: int = 0           # frames longer than a ring block holds (yielded cut)
     checksums_completed: int = 0  # received packets whose unfinished checksum was filled in
-    spilled: int = 0             # frames moved out of a ring half full (take_ready's reader behind)
+    spilled: int = 0             # packets copied out of a ring half full (take_ready's reader behind)
 
 
 def _usage_error(message: str) -> Exception:
@@ -347,6 +352,16 @@ class _Interface:
         return packets, drops
 
 
+@dataclass
+class _SpilledBlock:
+    """A ring block the spill thread copied out: its used bytes from the block's start (the
+    offsets in it are the ring's less the block's), where its first packet is, how many."""
+    iface: _Interface
+    data: bytes
+    first: int
+    count: int
+
+
 class Tap:
     """The frames of one or more interfaces, as an iterator that `close()` can stop;
     `batches()` hands over the same frames as lists.
@@ -375,7 +390,7 @@ class Tap:
         self._frames = self._flatten()
         self._next_stats = 0.0
         self._announced = False             # the "reading" log line was written
-        self._spilled: collections.deque[Columns] = collections.deque()
+        self._spilled: collections.deque[_SpilledBlock] = collections.deque()
         self._spilled_frames = 0
         self._spill_thread: Optional[threading.Thread] = None
         self._poller = select.poll()
@@ -420,8 +435,7 @@ class Tap:
             if self._spill_thread is None:
                 self._start_spilling()
             if self._spilled:               # older than anything still in the rings
-                batch = self._spilled.popleft()
-                self._spilled_frames -= len(batch)
+                self._take_spilled(batch)
             else:
                 for iface in self._interfaces:
                     self._take_blocks(iface, batch)
@@ -444,8 +458,9 @@ class Tap:
 
     def _spill_loop(self) -> None:
         """Every SPILL_CHECK seconds: a ring with half its blocks ready (take_ready's reader
-        is ~half a second behind) is emptied into the spill list, unless that is full.  A
-        quick look at one block's status otherwise: no frame is touched while it keeps up."""
+        is ~half a second behind) has its ready blocks copied out, unless the spill list is
+        full.  A quick look at one block's status otherwise: nothing is copied while the
+        reader keeps up."""
         while not self._stop.wait(SPILL_CHECK):
             with self._lock:
                 if self.closed:
@@ -456,15 +471,29 @@ class Tap:
                         self._spill(iface)
 
     def _spill(self, iface: _Interface) -> None:
-        batch = Columns()
-        while (self._take_blocks(iface, batch) == BLOCKS_PER_ROUND
-               and len(batch) + self._spilled_frames < SPILL_FRAMES):
-            pass
-        if not batch:
-            return
-        self._spilled.append(batch)
-        self._spilled_frames += len(batch)
-        self.stats.spilled += len(batch)
+        """Copy `iface`'s ready blocks (their used bytes) into the spill list, handing each
+        back to the kernel at once, while the list holds fewer than SPILL_FRAMES frames."""
+        assert iface.ring is not None
+        while self._spilled_frames < SPILL_FRAMES:
+            block = self._ready_block(iface)
+            if block is None:
+                return
+            offset, status, count, first, used = block
+            data = iface.ring[offset:offset + min(used, iface.block_size)]
+            self._release_block(iface, status)
+            self._spilled.append(_SpilledBlock(iface, data, first, count))
+            self._spilled_frames += count
+            self.stats.spilled += count
+
+    def _take_spilled(self, batch: Columns) -> None:
+        """Read the oldest spilled blocks into `batch`: as many as a round takes from the
+        rings (BLOCKS_PER_ROUND of each)."""
+        for _ in range(BLOCKS_PER_ROUND * len(self._interfaces)):
+            if not self._spilled:
+                return
+            block = self._spilled.popleft()
+            self._spilled_frames -= block.count
+            self._read_block(block.iface, block.data, block.first, block.count, batch)
 
     def close(self) -> None:
         """Stop the iterator (from any thread) and close the sockets; idempotent."""
@@ -570,21 +599,37 @@ class Tap:
     def _take_blocks(self, iface: _Interface, batch: Columns) -> int:
         """Copy the frames of up to BLOCKS_PER_ROUND ready blocks into `batch`, handing each
         block back to the kernel at once; the number of blocks taken."""
-        ring = iface.ring
         for taken in range(BLOCKS_PER_ROUND):
-            offset = iface.block * iface.block_size
-            status, count, first = _BLOCK_HEAD.unpack_from(ring, offset + _BLOCK_STATUS_AT)
-            if not status & TP_STATUS_USER:
+            block = self._ready_block(iface)
+            if block is None:
                 return taken
-            self._read_block(iface, offset + first, count, batch)
-            _U32.pack_into(ring, offset + _BLOCK_STATUS_AT, TP_STATUS_KERNEL)
-            iface.block = (iface.block + 1) % iface.block_nr
-            if status & TP_STATUS_LOSING:
-                self._next_stats = 0.0     # the ring overflowed: report the drops now
+            offset, status, count, first, _used = block
+            self._read_block(iface, iface.ring, offset + first, count, batch)
+            self._release_block(iface, status)
         return BLOCKS_PER_ROUND
 
-    def _read_block(self, iface: _Interface, at: int, count: int, batch: Columns) -> None:
-        skipped, truncated, completed = read_block(iface.ring, at, count, iface.kinds, batch)
+    @staticmethod
+    def _ready_block(iface: _Interface) -> Optional[tuple[int, int, int, int, int]]:
+        """The next block of `iface`'s ring if the kernel has handed it over: (its offset
+        in the ring, block_status, num_pkts, offset_to_first_pkt, blk_len); else None."""
+        offset = iface.block * iface.block_size
+        status, count, first, used = _BLOCK_HEAD.unpack_from(iface.ring,
+                                                             offset + _BLOCK_STATUS_AT)
+        if not status & TP_STATUS_USER:
+            return None
+        return offset, status, count, first, used
+
+    def _release_block(self, iface: _Interface, status: int) -> None:
+        """Hand the block _ready_block() gave back to the kernel and move on to the next."""
+        offset = iface.block * iface.block_size
+        _U32.pack_into(iface.ring, offset + _BLOCK_STATUS_AT, TP_STATUS_KERNEL)
+        iface.block = (iface.block + 1) % iface.block_nr
+        if status & TP_STATUS_LOSING:
+            self._next_stats = 0.0     # the ring overflowed: report the drops now
+
+    def _read_block(self, iface: _Interface, data: "mmap.mmap | bytes", at: int, count: int,
+                    batch: Columns) -> None:
+        skipped, truncated, completed = read_block(data, at, count, iface.kinds, batch)
         stats = self.stats
         stats.received += count
         stats.duplicates_skipped += skipped
@@ -592,7 +637,7 @@ class Tap:
         stats.checksums_completed += completed
 
 
-def read_block(ring: mmap.mmap, at: int, count: int,
+def read_block(ring: "mmap.mmap | bytes", at: int, count: int,
                kinds: dict[bytes, tuple[Optional[bytes], bool]],
                batch: Columns) -> tuple[int, int, int]:
     """Append to `batch` (a time and a frame each) the frames of the `count` packets laid
