@@ -82,18 +82,11 @@ def bench_tracking(args: argparse.Namespace) -> List[Figure]:
     measuring = Measuring("tracking runs")
     measuring.__enter__()
     for run in range(args.runs):
+        # The headline's two sides one right after the other: the VM's speed drifts over
+        # tens of seconds (the same code measured 83-103 k/s between runs, round 12).
         result = worker("replay", path, "linux")
         ours.append(result["packets"] / result["seconds"])
         ours_cpu.append(result["packets"] / result["cpu_seconds"])
-        result = worker("floor", path)
-        floor.append(result["packets"] / result["seconds"])
-        cpu = _children_cpu()
-        start = time.perf_counter()
-        subprocess.run([PYTHON, "-m", "procfs_ct.cli", "replay", path, "--profile", "linux"],
-                       cwd=REPO, stdout=subprocess.DEVNULL, check=True,
-                       env=dict(os.environ, PYTHONPATH=REPO))
-        cli.append(packets / (time.perf_counter() - start))
-        cli_cpu.append(packets / (_children_cpu() - cpu))
         try:
             result = worker("dpkt", path)
             dpkt.append(packets / result["seconds"])
@@ -102,6 +95,15 @@ def bench_tracking(args: argparse.Namespace) -> List[Figure]:
             if "No module named 'dpkt'" not in str(exc):
                 raise
             say("  dpkt is not installed: pip install -e '.[bench]'")
+        cpu = _children_cpu()
+        start = time.perf_counter()
+        subprocess.run([PYTHON, "-m", "procfs_ct.cli", "replay", path, "--profile", "linux"],
+                       cwd=REPO, stdout=subprocess.DEVNULL, check=True,
+                       env=dict(os.environ, PYTHONPATH=REPO))
+        cli.append(packets / (time.perf_counter() - start))
+        cli_cpu.append(packets / (_children_cpu() - cpu))
+        result = worker("floor", path)
+        floor.append(result["packets"] / result["seconds"])
         say(f"  run {run + 1} (load {load_average():.2f}): replay {ours[-1]:.0f} pps wall, "
             f"{ours_cpu[-1]:.0f} by CPU time; CLI {cli[-1]:.0f} / {cli_cpu[-1]:.0f}; "
             f"bare loop {floor[-1]:.0f} pps"
