@@ -40,9 +40,7 @@ def test_a_slot_hands_over_the_frames_times_and_counts_it_was_given():
                          losing=True)
     assert write_slot(shared, 0, size, batch.times, batch.frames, 0, counts) == 500
     assert filled(shared) == 1 and taken(shared) == 0
-    times: list = []
-    frames: list = []
-    got = read_slot(shared, 0, size, times, frames)
+    times, frames, got = read_slot(shared, 0, size)
     assert frames == batch.frames and times == batch.times
     assert (got.received, got.skipped, got.truncated, got.completed, got.spilled,
             got.losing) == (503, 3, 1, 2, 7, True)
@@ -65,14 +63,19 @@ def test_columns_larger_than_a_slot_go_on_in_the_next_slots_in_order():
                                RoundCounts())
             written += 1
             if written - taken(shared) == SLOTS:       # the engine thread takes them
-                while taken(shared) < written:
-                    read_slot(shared, taken(shared), size, times_out, frames_out)
-        while taken(shared) < written:
-            read_slot(shared, taken(shared), size, times_out, frames_out)
+                take_all(shared, written, size, times_out, frames_out)
+        take_all(shared, written, size, times_out, frames_out)
         assert frames_out == batch.frames and times_out == batch.times
         frames_out.clear()
         times_out.clear()
     assert written > 5 * 400 * 60 // size          # the columns really were split
+
+
+def take_all(shared: mmap.mmap, written: int, size: int, times: list, frames: list) -> None:
+    while taken(shared) < written:
+        slot_times, slot_frames, _counts = read_slot(shared, taken(shared), size)
+        times += slot_times
+        frames += slot_frames
 
 
 def test_a_slot_out_of_step_is_an_error_not_lost_frames():
@@ -81,7 +84,7 @@ def test_a_slot_out_of_step_is_an_error_not_lost_frames():
     batch = ring_columns(10)
     write_slot(shared, SLOTS, size, batch.times, batch.frames, 0, RoundCounts())
     with pytest.raises(RuntimeError, match="out of step: slot 0 holds slot 16"):
-        read_slot(shared, 0, size, [], [])
+        read_slot(shared, 0, size)
 
 
 def test_a_frame_larger_than_a_slot_is_refused():

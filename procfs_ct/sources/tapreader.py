@@ -2,43 +2,44 @@
 the frames in bulk.
 
 Reading a TPACKET_V3 block is a walk of Python code over each packet (tap.read_block: a
-header and a sockaddr_ll unpacked, a slice, the SLL2 header put in front): ~1 us a frame,
-a fifth of what the mount's engine thread spent per frame at 200,000 frames/s, under the
-one GIL it shares with the FUSE threads (bench/RESULTS.md, round 13).  So, for take_ready()
-(the mount's engine thread, procfs_ct/driver.py), a process of its own does that walk, on
-another CPU, and lays each round's frames out in a shared slot as columns:
+header and a sockaddr_ll unpacked, a slice, the SLL2 header put in front): ~5,000
+instructions a frame, a third of what the mount's engine thread spent per frame behind a
+tap, under the one GIL it shares with the FUSE threads (bench/RESULTS.md, round 13).  So,
+for take_ready() (the mount's engine thread, procfs_ct/driver.py), a process of its own does
+that walk, on another CPU, and hands each round's frames over in a shared slot:
 
-    slot header   status, frame count, and the round's counters (received, skipped,
-                  truncated, checksums completed, spilled, ring overflowed)
-    times         float64 x count      the kernel's timestamps
-    ends          uint32 x count       where each frame ends in the data
-    data          the frames (SLL2 header and packet each), back to back
+    slot header   its number, frame count, payload bytes, and the round's counters
+                  (received, skipped, truncated, checksums completed, spilled, overflowed)
+    payload       marshal.dumps((times, frames)): the kernel's timestamps, the frames
 
-which the engine thread turns into its Columns with a few calls that loop in C (the times
-and ends as one array each, one slice of the data, then a slice per frame): ~0.3 us a frame
-instead of ~1 us.  The frames are the same bytes read_block() makes (the process calls it).
+which the engine thread turns back into its Columns' two lists with one marshal.loads(),
+C all the way: ~150 ns a frame.  The frames are the bytes read_block() makes (the reader
+calls it).
 
 The slots are a ring in a memfd both map (SLOTS of them, each a round of the kernel's
 blocks), behind two counters, each written by one side only: slots filled (the reader's)
-and slots taken (the engine thread's).  The reader fills slot `filled % SLOTS` while
-fewer than SLOTS are filled and not taken, the engine thread takes slot `taken % SLOTS`
-while `taken < filled`; each slot also carries its number, which the engine thread checks
-(a slot out of step is an error, not lost frames).  The reader writes a byte on a pipe after each slot it fills (the
-engine thread's wait_ready() polls that pipe), and a second pipe, written by nobody, tells
-it that the tap is gone: it exits when that pipe closes, with the daemon.  While every slot
-is full (the engine thread behind) the reader keeps reading the kernel's rings into a list
-of its own, up to SPILL_FRAMES frames (`stats.spilled`), and only then leaves them to fill
-and overflow (the kernel's drops, counted as ever).  It is started with the first
-take_ready(): iteration and batches() read the rings in the caller's thread as before.
+and slots taken (the engine thread's).  The reader fills slot `filled % SLOTS` while fewer
+than SLOTS are filled and not taken; the engine thread takes slot `taken % SLOTS` while
+`taken < filled`.  Each slot also carries its number, which the engine thread checks: a slot
+out of step is an error, not frames lost in silence.  (A first version had a status word per
+slot that both sides wrote, READY and FREE: it lost slots now and then under load, ~0.4 % of
+the frames in two runs of five, bench/RESULTS.md round 13.)  The reader writes a byte on a
+pipe after each slot it fills (the engine thread's wait_ready() polls that pipe), and a
+second pipe, written by nobody, tells it that the tap is gone: it exits when that pipe
+closes, with the daemon.  While every slot is full (the engine thread behind) the reader
+keeps reading the kernel's rings into a list of its own, up to SPILL_FRAMES frames
+(`stats.spilled`), and only then leaves them to fill and overflow (the kernel's drops,
+counted as ever).  It is started with the first take_ready(): iteration and batches() read
+the rings in the caller's thread as before.
 
 The reader is a fresh interpreter (not a fork of the daemon: its threads, FUSE's file
 descriptor and locks stay behind), handed the packet sockets, the memfd and the pipes.
 """
 from __future__ import annotations
 
-import array
 import collections
 import json
+import marshal
 import mmap
 import os
 import select
@@ -58,7 +59,14 @@ _SLOTS_AT = 128
 _SLOT_HEAD = struct.Struct("@Q8I")
 _HEAD_SIZE = 64
 assert _SLOT_HEAD.size <= _HEAD_SIZE
-_COLUMN_BYTES = 12                   # a float64 time and a uint32 end per frame
+# The slot's payload: marshal's dump of the (times, frames) lists -- what loads() rebuilds
+# in C at ~150 ns a frame, against ~450 for columns of times and ends and a slice per frame
+# (bench/RESULTS.md, round 13).  Both sides are the same interpreter (sys.executable), so
+# the format is theirs; version 2 has no back-references to keep.  A frame takes a type
+# byte and a length (5 bytes) and its time a type byte and 8 bytes.
+MARSHAL_VERSION = 2
+_MARSHALLED_FRAME = 14
+_MARSHAL_SLACK = 64                  # the tuple's and the two lists' own headers
 _FILLED = b"."                       # on the notify pipe: a slot is filled
 _DOWN = b"D"                         # on the notify pipe: then an interface's index (a byte)
 IDLE_POLL_MS = 200                   # the reader's poll() while the rings are quiet
@@ -79,7 +87,7 @@ class RoundCounts:
 
 def slot_size(block_size: int, blocks_per_round: int) -> int:
     """Bytes a slot needs for a round of `blocks_per_round` full blocks: a frame laid out
-    here (12 bytes of columns, 20 of SLL2 header, the packet) takes less than in the ring
+    here (14 bytes of marshal's, 20 of SLL2 header, the packet) takes less than in the ring
     (tpacket3_hdr, sockaddr_ll, padding: DGRAM_NET_OFFSET, 80 bytes, before the packet)."""
     return _HEAD_SIZE + blocks_per_round * block_size
 
@@ -107,21 +115,17 @@ def write_slot(shared: mmap.mmap, number: int, size: int, times: Sequence[float]
     fit, then count it filled; the index after the last frame written.  The caller makes
     sure the slot is not filled and untaken (number - taken < SLOTS)."""
     at = slot_offset(number, size)
-    room = size - _HEAD_SIZE
+    room = size - _HEAD_SIZE - _MARSHAL_SLACK
     end, used = start, 0
-    while end < len(frames) and used + _COLUMN_BYTES + len(frames[end]) <= room:
-        used += _COLUMN_BYTES + len(frames[end])
+    while end < len(frames) and used + _MARSHALLED_FRAME + len(frames[end]) <= room:
+        used += _MARSHALLED_FRAME + len(frames[end])
         end += 1
     if end == start and start < len(frames):
         raise ValueError(f"a frame of {len(frames[start])} bytes does not fit a slot of {size}")
-    count = end - start
-    data = b"".join(frames[start:end])
-    ends = array.array("I", _running_ends(frames, start, end))
-    columns = at + _HEAD_SIZE
-    shared[columns:columns + 8 * count] = array.array("d", times[start:end]).tobytes()
-    shared[columns + 8 * count:columns + 12 * count] = ends.tobytes()
-    shared[columns + 12 * count:columns + 12 * count + len(data)] = data
-    _SLOT_HEAD.pack_into(shared, at, number, count, len(data), counts.received,
+    data = marshal.dumps((times[start:end], frames[start:end]), MARSHAL_VERSION)
+    assert len(data) <= size - _HEAD_SIZE
+    shared[at + _HEAD_SIZE:at + _HEAD_SIZE + len(data)] = data
+    _SLOT_HEAD.pack_into(shared, at, number, end - start, len(data), counts.received,
                          counts.skipped, counts.truncated, counts.completed, counts.spilled,
                          counts.losing)
     # The counter last: the engine thread reads nothing of a slot until it is counted.
@@ -129,33 +133,20 @@ def write_slot(shared: mmap.mmap, number: int, size: int, times: Sequence[float]
     return end
 
 
-def _running_ends(frames: Sequence[bytes], start: int, end: int) -> list[int]:
-    total, ends = 0, []
-    for frame in frames[start:end]:
-        total += len(frame)
-        ends.append(total)
-    return ends
-
-
-def read_slot(shared: mmap.mmap, number: int, size: int, times: list,
-              frames: list) -> RoundCounts:
-    """Append filled slot `number`'s frames to the two columns and count it taken; its
-    counts."""
+def read_slot(shared: mmap.mmap, number: int, size: int
+              ) -> tuple[list[float], list[bytes], RoundCounts]:
+    """Filled slot `number`'s times, frames and counts; the slot is counted taken."""
     at = slot_offset(number, size)
-    (written_as, count, length, received, skipped, truncated, completed, spilled,
+    (written_as, _count, length, received, skipped, truncated, completed, spilled,
      losing) = _SLOT_HEAD.unpack_from(shared, at)
     if written_as != number:
         raise RuntimeError(f"the tap's reader process is out of step: slot {number} holds "
                            f"slot {written_as}")
-    columns = at + _HEAD_SIZE
-    data_at = columns + 12 * count
     with memoryview(shared) as view:
-        times += view[columns:columns + 8 * count].cast("d").tolist()
-        ends = view[columns + 8 * count:data_at].cast("I").tolist()
-    data = shared[data_at:data_at + length]
-    frames += map(data.__getitem__, map(slice, [0] + ends[:-1], ends))
+        times, frames = marshal.loads(view[at + _HEAD_SIZE:at + _HEAD_SIZE + length])
     _COUNTER.pack_into(shared, _TAKEN_AT, number + 1)
-    return RoundCounts(received, skipped, truncated, completed, spilled, bool(losing))
+    return times, frames, RoundCounts(received, skipped, truncated, completed, spilled,
+                                      bool(losing))
 
 
 class ReaderProcess:
@@ -200,7 +191,11 @@ class ReaderProcess:
         counts = []
         ready = filled(self.shared)
         while len(counts) < most and self._next < ready:
-            counts.append(read_slot(self.shared, self._next, self.slot_size, times, frames))
+            slot_times, slot_frames, slot_counts = read_slot(self.shared, self._next,
+                                                             self.slot_size)
+            times += slot_times
+            frames += slot_frames
+            counts.append(slot_counts)
             self._next += 1
         if not counts and self.process.poll() is not None:
             raise RuntimeError(f"the tap's reader process exited ({self.process.returncode})")
