@@ -113,8 +113,8 @@ def bench_tracking(args: argparse.Namespace) -> List[Figure]:
     by_cpu = "packets per CPU second of the process"
     return [Figure(f"HEADLINE: tracking {packets} packets, engine.replay.replay (linux), "
                    f"{by_cpu}", median(ours_cpu), ref_cpu, "pps", "dpkt decode to L4", ">= 2",
-                   note="the rate each would have alone; per run (each side's turns minutes "
-                        f"apart at most) {_per_run(ours_cpu, dpkt_cpu)}",
+                   note="the rate each would have alone; per run (its two sides one right after the "
+                        f"other) {_per_run(ours_cpu, dpkt_cpu)}",
                    runs=ours_cpu, reference_runs=dpkt_cpu, load=load),
             Figure(f"tracking {packets} packets, engine.replay.replay (linux), wall clock",
                    median(ours), ref, "pps", "dpkt decode to L4", ">= 2", runs=ours,
