@@ -14,7 +14,7 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Tuple
 
 T0 = 1_700_000_000.0
 GiB = 1 << 30
@@ -243,17 +243,23 @@ def task_render(entries: str, rounds: str = "11") -> Dict[str, Any]:
                             for key, seconds in best.items()}}
 
 
-def task_timecat(runs: str, *paths: str) -> Dict[str, Any]:
-    """Wall time of `cat PATH > /dev/null` (each run a new cat) for each path, the paths
-    taking turns run by run (the kernel's file and ours see the same load), and the
-    size of each."""
-    times: Dict[str, List[float]] = {path: [] for path in paths}
+def _in_turns(runs: str, paths: Tuple[str, ...]) -> Iterator[str]:
+    """Each path once a run, `runs` runs, the paths taking turns (the kernel's file and
+    ours see the same load), each turn RUN_GAP after the last."""
     for _ in range(int(runs)):
         for path in paths:
             time.sleep(RUN_GAP)
-            start = time.perf_counter()
-            subprocess.run(["cat", path], stdout=subprocess.DEVNULL, check=True)
-            times[path].append(time.perf_counter() - start)
+            yield path
+
+
+def task_timecat(runs: str, *paths: str) -> Dict[str, Any]:
+    """Wall time of `cat PATH > /dev/null` (each run a new cat) for each path, the paths
+    taking turns run by run, and the size of each."""
+    times: Dict[str, List[float]] = {path: [] for path in paths}
+    for path in _in_turns(runs, paths):
+        start = time.perf_counter()
+        subprocess.run(["cat", path], stdout=subprocess.DEVNULL, check=True)
+        times[path].append(time.perf_counter() - start)
     sizes = {}
     for path in paths:
         time.sleep(RUN_GAP)
@@ -264,17 +270,15 @@ def task_timecat(runs: str, *paths: str) -> Dict[str, Any]:
 def task_ttfb(runs: str, *paths: str) -> Dict[str, Any]:
     """Time from starting `head -1 PATH` until its first byte arrives, paths taking turns."""
     times: Dict[str, List[float]] = {path: [] for path in paths}
-    for _ in range(int(runs)):
-        for path in paths:
-            time.sleep(RUN_GAP)
-            start = time.perf_counter()
-            proc = subprocess.Popen(["head", "-1", path], stdout=subprocess.PIPE)
-            first = os.read(proc.stdout.fileno(), 1)
-            times[path].append(time.perf_counter() - start)
-            proc.stdout.read()
-            proc.wait()
-            if not first:
-                raise RuntimeError(f"head -1 {path}: empty")
+    for path in _in_turns(runs, paths):
+        start = time.perf_counter()
+        proc = subprocess.Popen(["head", "-1", path], stdout=subprocess.PIPE)
+        first = os.read(proc.stdout.fileno(), 1)
+        times[path].append(time.perf_counter() - start)
+        proc.stdout.read()
+        proc.wait()
+        if not first:
+            raise RuntimeError(f"head -1 {path}: empty")
     return {"seconds": times}
 
 

@@ -6,7 +6,8 @@ The helper's arithmetic is checked with getrusage and the sender's process repla
 fixed answers (which rusage it reads, and that it reads it around the sender's run); then
 both tasks run for real, as bench/main.py's tap section runs them (`python -m bench.worker`
 inside a throw-away namespace of bench/system.py with its DROP_RULESET), and must report
-the fields that section prints."""
+the fields that section prints.  Last, the listing's task_timecat and task_ttfb, which take
+the paths in turns through one helper, _in_turns(), on real files with real cat and head."""
 from __future__ import annotations
 
 import json
@@ -87,3 +88,26 @@ def test_the_tap_task_reports_the_tap_the_engine_and_the_senders_cpu():
     assert result["tracked"] + result["kernel_drops"] == 3000
     assert result["entries"] == 24                      # 3 source ports x lcm(8, 2) destinations
     assert result["sender_cpu_us"] > 0
+
+
+# -- the listing's file tasks: cat and head -1 on the paths in turns ------------------------
+def test_the_paths_take_turns_run_by_run(monkeypatch):
+    monkeypatch.setattr(worker, "RUN_GAP", 0.0)    # the mount's render sharing is not here
+    assert list(worker._in_turns("3", ("kernel", "ours"))) == ["kernel", "ours"] * 3
+
+
+def test_timecat_and_ttfb_time_each_path_once_a_run(monkeypatch, tmp_path):
+    monkeypatch.setattr(worker, "RUN_GAP", 0.0)
+    paths = []
+    for name, text in (("kernel", "a line\n" * 3), ("ours", "another\n")):
+        (tmp_path / name).write_text(text)
+        paths.append(str(tmp_path / name))
+    cats = worker.task_timecat("2", *paths)
+    assert {path: len(times) for path, times in cats["seconds"].items()} == dict.fromkeys(paths, 2)
+    assert cats["bytes"] == {paths[0]: 21, paths[1]: 8}
+    first_bytes = worker.task_ttfb("3", *paths)
+    assert {path: len(times) for path, times in first_bytes["seconds"].items()} == \
+        dict.fromkeys(paths, 3)
+    (tmp_path / "ours").write_text("")
+    with pytest.raises(RuntimeError, match="empty"):
+        worker.task_ttfb("1", *paths)
