@@ -3,7 +3,8 @@
 The tap's reading thread and the engine thread share one GIL, so what matters is the sum
 of what each spends per frame.  Wall-clock rates move 2x with the machine's load;
 instruction counts (callgrind, as bench/instructions.py counts them) do not.  The frames
-are the sender's (bench/blast.py: 32-byte UDP datagrams; datagram n of a pass over the
+are the packet sender's, byte for byte (bench/blast.py --sender packet: bench/udpframes.py's
+32-byte UDP datagrams with DF and each flow's number as IP id; datagram n of a pass over the
 lcm(PORTS, ADDRESSES) destinations to 127.0.0.1 + n % ADDRESSES, port 9000 + n % PORTS,
 pass p from source port 40000 + p % SOURCES), laid out in TPACKET_V3 blocks as the kernel
 writes them (tap.kernel_block), so no socket is involved.  Every run first tracks one pass
@@ -35,7 +36,6 @@ The worst shapes of bench/main.py's tap section: `--addresses 65536` (65,536 flo
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import math
 import mmap
 import os
@@ -51,9 +51,7 @@ from .common import cache_path
 from .instructions import count
 
 BLOCK_SIZE = 1 << 20
-PAYLOAD = b"x" * 32                # blast.py's datagram payload
 T0 = 1_700_000_000
-LOCALHOST = 0x7F000001            # 127.0.0.1, blast.py's first address
 RATE = 100_000                     # frames a second of the frames' kernel timestamps
 COLLECTOR = FreezeAfterFullCollection()
 
@@ -79,23 +77,11 @@ STAGES = {
 
 def sent(first: int, frames: int, traffic: Traffic) -> list[tuple[int, bytes]]:
     """Datagrams `first` to `first + frames` of what blast.py sends, each with its number
-    (the frames' times count from it); one datagram built per flow."""
-    from bench.blast import FIRST_PORT, FIRST_SOURCE_PORT
-    from engine.build import build_udp_datagram
-    destinations = math.lcm(traffic.ports, traffic.addresses)
-    built: dict[int, bytes] = {}
-    out = []
-    for n in range(first, first + frames):
-        flow = n % traffic.flows
-        datagram = built.get(flow)
-        if datagram is None:
-            dst, source = flow % destinations, flow // destinations % traffic.sources
-            address = str(ipaddress.IPv4Address(LOCALHOST + dst % traffic.addresses))
-            datagram = built[flow] = build_udp_datagram(
-                "127.0.0.1", address, FIRST_SOURCE_PORT + source,
-                FIRST_PORT + dst % traffic.ports, PAYLOAD)
-        out.append((n, datagram))
-    return out
+    (the frames' times count from it): bench/udpframes.py's round, the packet sender's
+    bytes (DF, the flow's number as IP id), the same flow for every round's datagram n."""
+    from bench.udpframes import one_round
+    datagrams = one_round(traffic.ports, traffic.addresses, traffic.sources)
+    return [(n, datagrams[n % len(datagrams)]) for n in range(first, first + frames)]
 
 
 def ring_of(frames: int, traffic: Traffic, first: Optional[int] = None
@@ -106,7 +92,8 @@ def ring_of(frames: int, traffic: Traffic, first: Optional[int] = None
     counting): both counted runs only map the file."""
     from procfs_ct.sources.tap import _BLOCK_DESC
     first = traffic.flows if first is None else first
-    path = cache_path(f"tapcost-v1-{first}-{frames}-{traffic.ports}-{traffic.addresses}-"
+    # v2: the frames are udpframes.py's (v1's were built here: no DF, IP id 0).
+    path = cache_path(f"tapcost-v2-{first}-{frames}-{traffic.ports}-{traffic.addresses}-"
                       f"{traffic.sources}.ring")
     if not os.path.exists(path):
         _build_ring(path, first, frames, traffic)
