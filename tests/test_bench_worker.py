@@ -28,9 +28,9 @@ SENT = {"sent": 1000, "seconds": 0.5, "end": 10.0}
 # What bench/main.py's tap section (and its readers of the results) take from each task.
 CEILING_FIELDS = {"sent", "seconds", "end", "sender", "user_cpu_us", "system_cpu_us"}
 TAP_FIELDS = {"rate", "sender", "sent", "send_seconds", "kept", "kernel_drops", "tracked",
-              "drain_end", "sustained", "tap_cpu_us", "spilled", "engine_cpu_us",
-              "sender_cpu_us", "softirq_share", "entries", "early_drops", "fast_path",
-              "switch_interval"}
+              "drain_end", "sustained", "tap_cpu_us", "reader_cpu_us", "spilled",
+              "engine_cpu_us", "sender_cpu_us", "softirq_share", "entries", "early_drops",
+              "fast_path", "switch_interval"}
 
 
 @pytest.fixture
