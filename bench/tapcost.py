@@ -15,17 +15,19 @@ start, imports, building the frames and the warm-up pass left out; procfs_ct.dri
 imported in every run, as its dataclasses compile code at run time: imported only where a
 stage's frames go through it, it added 600-1,500 instructions a frame to driver and pull):
 
-  decode   the tap thread: read_block() turning ring blocks into frames (the tap's Columns:
-           a time and a frame each);
+  decode   the tap's reader process (procfs_ct/sources/tapreader.py): read_block() turning
+           ring blocks into frames (Columns: a time and a frame each) and write_slot()
+           laying each block's out in a shared slot -- its own CPU, not the engine's;
   feed     the engine alone: the frames (decoded either way) to the engine's fast path in
            a loop, Engine.feed_frame() for those it declines -- what the driver calls;
   driver   the engine thread and the pump behind a batches() source: the frames handed
            over as batches through EngineDriver (FrameQueue, _feed_due) to the same engine;
-  pull     what the mount's one engine thread does behind a tap: the ring's blocks read
-           by read_block() from EngineDriver's loop (a pull source, take_ready) and fed
-           to the same engine -- decode and driver's work in one thread, no queue.
+  pull     what the mount's one engine thread does behind a tap: the slots the reader
+           process laid out (laid out before the count: decode's work) taken from
+           EngineDriver's loop (a pull source, take_ready: tapreader.SlotTaker) and fed
+           to the same engine, no queue.
 
-pull - feed is what the tap and the driver add to the engine's own work per frame.
+pull - feed is what the tap and the driver add to the engine thread's work per frame.
 
     python -m bench.tapcost [--frames 100000] [--stages decode,feed,driver,pull]
                             [--ports 1024] [--addresses 1] [--sources 1]
@@ -136,10 +138,20 @@ def read_ring(ring: mmap.mmap, layout: list[tuple[int, int]]) -> list:
 
 
 def decode(frames: int, work: bool, traffic: Traffic) -> None:
-    """The tap thread's work: the ring is built either way, read only if `work`."""
+    """The reader process's work: the ring is built either way, and only if `work` read
+    block by block and laid out in the slots (taken at once, as the engine thread would)."""
+    from procfs_ct.sources import tapreader
+    from procfs_ct.sources.tap import Columns, read_block
     ring, layout = ring_of(frames, traffic)
+    size = tapreader.slot_size(BLOCK_SIZE, 1)
+    shared = mmap.mmap(-1, tapreader.shared_size(size))
     if work:
-        read_columns(ring, layout)
+        kinds: dict = {}
+        for number, (at, packets) in enumerate(layout):
+            batch = Columns()
+            read_block(ring, at, packets, kinds, batch)
+            tapreader.write_slot(shared, number, size, batch.times, batch.frames, 0,
+                                 tapreader.RoundCounts())
 
 
 def _engine(traffic: Traffic):
@@ -201,17 +213,28 @@ def drive(frames: int, work: bool, traffic: Traffic) -> None:
         _drive_until_done(engine, _Batches(lists), frames, traffic)
 
 
-class _RingPull:
-    """A pull source over ring_of()'s blocks, as the tap is one: a block per take_ready()."""
+class _SlotPull:
+    """A pull source over ring_of()'s blocks as the tap's reader process hands them over:
+    each block laid out in a slot of its own before the count (decode's work, in another
+    process in the mount), a slot taken per take_ready() by tapreader.SlotTaker, as
+    Tap.take_ready() takes them."""
 
     def __init__(self, ring: mmap.mmap, layout: list) -> None:
-        from procfs_ct.sources.tap import read_block
-        self._read_block = read_block
-        self._ring, self._layout = ring, layout
-        self._next = 0
-        self._kinds: dict = {}
+        from procfs_ct.sources import tapreader
+        from procfs_ct.sources.tap import Columns, read_block
+        size = tapreader.slot_size(BLOCK_SIZE, 1)
+        slots = len(layout)                  # room for every block: none is taken before
+        shared = mmap.mmap(-1, tapreader.shared_size(size, slots))
+        kinds: dict = {}
+        for number, (at, packets) in enumerate(layout):
+            batch = Columns()
+            read_block(ring, at, packets, kinds, batch)
+            tapreader.write_slot(shared, number, size, batch.times, batch.frames, 0,
+                                 tapreader.RoundCounts(), slots)
+        self._slots = tapreader.SlotTaker(shared, size, slots)
+        self._blocks = len(layout)
 
-    def __iter__(self) -> "_RingPull":
+    def __iter__(self) -> "_SlotPull":
         return self
 
     def __next__(self) -> tuple:
@@ -219,16 +242,14 @@ class _RingPull:
 
     def take_ready(self):
         from procfs_ct.sources.tap import Columns
-        if self._next == len(self._layout):
-            return None              # every block read: the source is done
-        at, packets = self._layout[self._next]
-        self._next += 1
+        if self._slots.next == self._blocks:
+            return None              # every slot taken: the source is done
         batch = Columns()
-        self._read_block(self._ring, at, packets, self._kinds, batch)
+        self._slots.take(batch.times, batch.frames, 1)
         return batch
 
     def wait_ready(self, timeout: float) -> None:
-        raise AssertionError("every block is ready at once")
+        raise AssertionError("every slot is filled at once")
 
 
 class _AfterTheFrames:
@@ -275,11 +296,13 @@ def _drive_until_done(engine, source: object, frames: int, traffic: Traffic) -> 
 
 
 def pull(frames: int, work: bool, traffic: Traffic) -> None:
-    """The ring read and fed by the engine thread alone (the ring is built either way)."""
+    """The slots taken and fed by the engine thread alone (the ring is built and laid out
+    in slots either way)."""
     ring, layout = ring_of(frames, traffic)
+    source = _SlotPull(ring, layout)
     engine = _engine(traffic)
     if work:
-        _drive_until_done(engine, _RingPull(ring, layout), frames, traffic)
+        _drive_until_done(engine, source, frames, traffic)
 
 
 def per_frame(stage: str, frames: int, tree: str, traffic: Traffic = Traffic()) -> float:

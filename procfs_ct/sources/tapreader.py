@@ -92,13 +92,14 @@ def slot_size(block_size: int, blocks_per_round: int) -> int:
     return _HEAD_SIZE + blocks_per_round * block_size
 
 
-def slot_offset(number: int, size: int) -> int:
-    """Where slot `number` (counted from 0 since the start: a counter's value) begins."""
-    return _SLOTS_AT + number % SLOTS * size
+def slot_offset(number: int, size: int, slots: int = SLOTS) -> int:
+    """Where slot `number` (counted from 0 since the start: a counter's value) begins in
+    a ring of `slots` slots of `size` bytes."""
+    return _SLOTS_AT + number % slots * size
 
 
-def shared_size(size: int) -> int:
-    return _SLOTS_AT + SLOTS * size
+def shared_size(size: int, slots: int = SLOTS) -> int:
+    return _SLOTS_AT + slots * size
 
 
 def filled(shared: mmap.mmap) -> int:
@@ -110,11 +111,12 @@ def taken(shared: mmap.mmap) -> int:
 
 
 def write_slot(shared: mmap.mmap, number: int, size: int, times: Sequence[float],
-               frames: Sequence[bytes], start: int, counts: RoundCounts) -> int:
+               frames: Sequence[bytes], start: int, counts: RoundCounts,
+               slots: int = SLOTS) -> int:
     """Lay frames `start`... of the columns out in slot `number` (`size` bytes), as many as
     fit, then count it filled; the index after the last frame written.  The caller makes
-    sure the slot is not filled and untaken (number - taken < SLOTS)."""
-    at = slot_offset(number, size)
+    sure the slot is not filled and untaken (number - taken < slots)."""
+    at = slot_offset(number, size, slots)
     room = size - _HEAD_SIZE - _MARSHAL_SLACK
     end, used = start, 0
     while end < len(frames) and used + _MARSHALLED_FRAME + len(frames[end]) <= room:
@@ -133,10 +135,10 @@ def write_slot(shared: mmap.mmap, number: int, size: int, times: Sequence[float]
     return end
 
 
-def read_slot(shared: mmap.mmap, number: int, size: int
+def read_slot(shared: mmap.mmap, number: int, size: int, slots: int = SLOTS
               ) -> tuple[list[float], list[bytes], RoundCounts]:
     """Filled slot `number`'s times, frames and counts; the slot is counted taken."""
-    at = slot_offset(number, size)
+    at = slot_offset(number, size, slots)
     (written_as, _count, length, received, skipped, truncated, completed, spilled,
      losing) = _SLOT_HEAD.unpack_from(shared, at)
     if written_as != number:
@@ -149,6 +151,31 @@ def read_slot(shared: mmap.mmap, number: int, size: int
                                       bool(losing))
 
 
+class SlotTaker:
+    """Takes filled slots in order (the engine thread's side of the shared slots)."""
+
+    def __init__(self, shared: mmap.mmap, size: int, slots: int = SLOTS) -> None:
+        self.shared, self.size, self.slots = shared, size, slots
+        self.next = 0                        # the next slot to take (the taken counter)
+
+    def take(self, times: list, frames: list, most: int) -> list[RoundCounts]:
+        """Up to `most` filled slots' frames appended to the two columns, in order; their
+        counts (none if no slot is filled)."""
+        counts = []
+        ready = filled(self.shared)
+        while len(counts) < most and self.next < ready:
+            slot_times, slot_frames, slot_counts = read_slot(self.shared, self.next, self.size,
+                                                             self.slots)
+            times += slot_times
+            frames += slot_frames
+            counts.append(slot_counts)
+            self.next += 1
+        return counts
+
+    def any_filled(self) -> bool:
+        return filled(self.shared) > self.next
+
+
 class ReaderProcess:
     """The engine thread's side: starts the reader on the tap's interfaces, takes its
     slots in order, waits on its pipe, stops it."""
@@ -156,7 +183,6 @@ class ReaderProcess:
     def __init__(self, interfaces: Sequence, blocks_per_round: int) -> None:
         self.slot_size = slot_size(max(iface.block_size for iface in interfaces),
                                    blocks_per_round)
-        self._next = 0                       # the next slot to take (the taken counter)
         memfd = os.memfd_create("procfs-ct-tap-slots", os.MFD_CLOEXEC)
         try:
             os.ftruncate(memfd, shared_size(self.slot_size))
@@ -180,6 +206,7 @@ class ReaderProcess:
             os.close(alive_read)
         finally:
             os.close(memfd)
+        self.slots = SlotTaker(self.shared, self.slot_size)
         self._names = [iface.name for iface in interfaces]
         self._poller = select.poll()
         self._poller.register(self._notify, select.POLLIN)
@@ -188,15 +215,7 @@ class ReaderProcess:
     def take(self, times: list, frames: list, most: int) -> list[RoundCounts]:
         """Up to `most` filled slots' frames appended to the columns, in order; their
         counts.  Raises if the reader has died (the driver then ends the source)."""
-        counts = []
-        ready = filled(self.shared)
-        while len(counts) < most and self._next < ready:
-            slot_times, slot_frames, slot_counts = read_slot(self.shared, self._next,
-                                                             self.slot_size)
-            times += slot_times
-            frames += slot_frames
-            counts.append(slot_counts)
-            self._next += 1
+        counts = self.slots.take(times, frames, most)
         if not counts and self.process.poll() is not None:
             raise RuntimeError(f"the tap's reader process exited ({self.process.returncode})")
         return counts
@@ -205,7 +224,7 @@ class ReaderProcess:
         """Until the reader fills a slot (or says an interface went down), at most
         `timeout` seconds."""
         self._drain()
-        if filled(self.shared) > self._next:
+        if self.slots.any_filled():
             return
         if self._poller.poll(max(1, int(timeout * 1000))):
             self._drain()
