@@ -118,10 +118,14 @@ def write_slot(shared: mmap.mmap, number: int, size: int, times: Sequence[float]
     sure the slot is not filled and untaken (number - taken < slots)."""
     at = slot_offset(number, size, slots)
     room = size - _HEAD_SIZE - _MARSHAL_SLACK
-    end, used = start, 0
-    while end < len(frames) and used + _MARSHALLED_FRAME + len(frames[end]) <= room:
-        used += _MARSHALLED_FRAME + len(frames[end])
-        end += 1
+    end = len(frames)
+    # A round of the ring's blocks fits its slot (slot_size()): summed in C.  Only columns
+    # grown larger (the reader's own list, while every slot was full) are cut frame by frame.
+    if sum(map(len, frames[start:])) + _MARSHALLED_FRAME * (end - start) > room:
+        end, used = start, 0
+        while end < len(frames) and used + _MARSHALLED_FRAME + len(frames[end]) <= room:
+            used += _MARSHALLED_FRAME + len(frames[end])
+            end += 1
     if end == start and start < len(frames):
         raise ValueError(f"a frame of {len(frames[start])} bytes does not fit a slot of {size}")
     data = marshal.dumps((times[start:end], frames[start:end]), MARSHAL_VERSION)
