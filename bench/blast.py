@@ -50,7 +50,7 @@ import time
 from typing import Callable, Sequence
 
 from .packetring import TxRing, ipv4_address
-from .udpframes import FIRST_PORT, FIRST_SOURCE_PORT, LINK_HEADER, PAYLOAD, one_round
+from .udpframes import FIRST_SOURCE_PORT, LINK_HEADER, PAYLOAD, destination, one_round
 
 BATCH = 256
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -100,12 +100,10 @@ def destination_batches(fd: int, ports: int, addresses: int, iov: IoVec,
                         keep: list) -> list[Batch]:
     """One pass over the lcm(ports, addresses) destinations from socket `fd`, each message
     the payload `iov` to its own sockaddr_in."""
-    first = struct.unpack("!I", socket.inet_aton("127.0.0.1"))[0]
-
     def message(n: int, hdr: MsgHdr) -> None:
+        address, port = destination(n, ports, addresses)
         addr = ctypes.create_string_buffer(
-            struct.pack("=HH4s8x", socket.AF_INET, socket.htons(FIRST_PORT + n % ports),
-                        struct.pack("!I", first + n % addresses)), 16)
+            struct.pack("=HH4s8x", socket.AF_INET, socket.htons(port), address.packed), 16)
         keep.append(addr)
         hdr.msg_name, hdr.msg_namelen = ctypes.addressof(addr), 16
         hdr.msg_iov, hdr.msg_iovlen = ctypes.pointer(iov), 1

@@ -82,18 +82,11 @@ def bench_tracking(args: argparse.Namespace) -> List[Figure]:
     measuring = Measuring("tracking runs")
     measuring.__enter__()
     for run in range(args.runs):
+        # The headline's two sides one right after the other: the VM's speed drifts over
+        # tens of seconds (the same code measured 83-103 k/s between runs, round 12).
         result = worker("replay", path, "linux")
         ours.append(result["packets"] / result["seconds"])
         ours_cpu.append(result["packets"] / result["cpu_seconds"])
-        result = worker("floor", path)
-        floor.append(result["packets"] / result["seconds"])
-        cpu = _children_cpu()
-        start = time.perf_counter()
-        subprocess.run([PYTHON, "-m", "procfs_ct.cli", "replay", path, "--profile", "linux"],
-                       cwd=REPO, stdout=subprocess.DEVNULL, check=True,
-                       env=dict(os.environ, PYTHONPATH=REPO))
-        cli.append(packets / (time.perf_counter() - start))
-        cli_cpu.append(packets / (_children_cpu() - cpu))
         try:
             result = worker("dpkt", path)
             dpkt.append(packets / result["seconds"])
@@ -102,6 +95,15 @@ def bench_tracking(args: argparse.Namespace) -> List[Figure]:
             if "No module named 'dpkt'" not in str(exc):
                 raise
             say("  dpkt is not installed: pip install -e '.[bench]'")
+        cpu = _children_cpu()
+        start = time.perf_counter()
+        subprocess.run([PYTHON, "-m", "procfs_ct.cli", "replay", path, "--profile", "linux"],
+                       cwd=REPO, stdout=subprocess.DEVNULL, check=True,
+                       env=dict(os.environ, PYTHONPATH=REPO))
+        cli.append(packets / (time.perf_counter() - start))
+        cli_cpu.append(packets / (_children_cpu() - cpu))
+        result = worker("floor", path)
+        floor.append(result["packets"] / result["seconds"])
         say(f"  run {run + 1} (load {load_average():.2f}): replay {ours[-1]:.0f} pps wall, "
             f"{ours_cpu[-1]:.0f} by CPU time; CLI {cli[-1]:.0f} / {cli_cpu[-1]:.0f}; "
             f"bare loop {floor[-1]:.0f} pps"
@@ -111,8 +113,8 @@ def bench_tracking(args: argparse.Namespace) -> List[Figure]:
     by_cpu = "packets per CPU second of the process"
     return [Figure(f"HEADLINE: tracking {packets} packets, engine.replay.replay (linux), "
                    f"{by_cpu}", median(ours_cpu), ref_cpu, "pps", "dpkt decode to L4", ">= 2",
-                   note="the rate each would have alone; per run (each side's turns minutes "
-                        f"apart at most) {_per_run(ours_cpu, dpkt_cpu)}",
+                   note="the rate each would have alone; per run (its two sides one right after the "
+                        f"other) {_per_run(ours_cpu, dpkt_cpu)}",
                    runs=ours_cpu, reference_runs=dpkt_cpu, load=load),
             Figure(f"tracking {packets} packets, engine.replay.replay (linux), wall clock",
                    median(ours), ref, "pps", "dpkt decode to L4", ">= 2", runs=ours,
@@ -479,19 +481,20 @@ def tap_held(result: dict) -> bool:
 
 def _gil_share(result: dict) -> float:
     """CPU seconds a second of the tap and the engine thread together while tracking (the
-    engine thread alone behind a pull source): one GIL, so near 1.0 they, not the sender or
-    the CPUs, set the rate."""
+    engine thread alone behind a pull source; the tap's reader process has a GIL of its
+    own): one GIL, so near 1.0 they, not the sender or the CPUs, set the rate."""
     return result["sustained"] * (result["tap_cpu_us"] + result["engine_cpu_us"]) / 1e6
 
 
 def _tap_threads_cpu(result: dict) -> str:
-    """Our threads' CPU per frame: the engine thread alone once it reads the ring itself
-    (a pull source: no tap thread, procfs_ct/driver.py) and the tap's spill thread had
-    nothing to do, else the tap (or spill) and engine threads."""
+    """Our CPU per frame: the engine thread (behind a pull source it takes the frames the
+    tap's reader process lays out, procfs_ct/sources/tapreader.py) and that reader, a
+    process of its own (no GIL shared); a tap thread only in a tree that has one."""
+    reader = result.get("reader_cpu_us", 0.0)       # 0.0: a tree without the reader
+    engine = f"engine thread {result['engine_cpu_us']:.2f} us, reader process {reader:.2f} us"
     if not result["tap_cpu_us"]:
-        return f"engine thread (reading the ring too) {result['engine_cpu_us']:.2f} us"
-    return (f"tap (or spill) thread {result['tap_cpu_us']:.2f} us, engine thread "
-            f"{result['engine_cpu_us']:.2f} us")
+        return engine
+    return f"tap thread {result['tap_cpu_us']:.2f} us, {engine}"
 
 
 def bench_tap(args: argparse.Namespace) -> List[Figure]:
@@ -546,7 +549,7 @@ def _bench_tap_shape(shape: str, ports: int, addresses: int, sources: int, secon
             f"({result['fast_path']} by the fast path), drained {result['drain_end']:.1f} s "
             f"after the sender stopped; sustained {result['sustained']:.0f} pps; CPU per "
             f"frame: {_tap_threads_cpu(result)}, sender {result['sender_cpu_us']:.2f} us; "
-            f"both our threads {_gil_share(result):.2f} s a second (one GIL: at most 1); "
+            f"our threads {_gil_share(result):.2f} s a second (one GIL: at most 1); "
             f"softirq {100 * result['softirq_share']:.0f} % of a CPU while sending; "
             f"{result['entries']} entries, {result['early_drops']} early drops; load "
             f"{load:.2f} -> {os.getloadavg()[0]:.2f}{'' if tap_held(result) else ' (not held)'}")

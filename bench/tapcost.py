@@ -3,7 +3,8 @@
 The tap's reading thread and the engine thread share one GIL, so what matters is the sum
 of what each spends per frame.  Wall-clock rates move 2x with the machine's load;
 instruction counts (callgrind, as bench/instructions.py counts them) do not.  The frames
-are the sender's (bench/blast.py: 32-byte UDP datagrams; datagram n of a pass over the
+are the packet sender's, byte for byte (bench/blast.py --sender packet: bench/udpframes.py's
+32-byte UDP datagrams with DF and each flow's number as IP id; datagram n of a pass over the
 lcm(PORTS, ADDRESSES) destinations to 127.0.0.1 + n % ADDRESSES, port 9000 + n % PORTS,
 pass p from source port 40000 + p % SOURCES), laid out in TPACKET_V3 blocks as the kernel
 writes them (tap.kernel_block), so no socket is involved.  Every run first tracks one pass
@@ -14,17 +15,19 @@ start, imports, building the frames and the warm-up pass left out; procfs_ct.dri
 imported in every run, as its dataclasses compile code at run time: imported only where a
 stage's frames go through it, it added 600-1,500 instructions a frame to driver and pull):
 
-  decode   the tap thread: read_block() turning ring blocks into frames (the tap's Columns:
-           a time and a frame each);
+  decode   the tap's reader process (procfs_ct/sources/tapreader.py): read_block() turning
+           ring blocks into frames (Columns: a time and a frame each) and write_slot()
+           laying each block's out in a shared slot -- its own CPU, not the engine's;
   feed     the engine alone: the frames (decoded either way) to the engine's fast path in
            a loop, Engine.feed_frame() for those it declines -- what the driver calls;
   driver   the engine thread and the pump behind a batches() source: the frames handed
            over as batches through EngineDriver (FrameQueue, _feed_due) to the same engine;
-  pull     what the mount's one engine thread does behind a tap: the ring's blocks read
-           by read_block() from EngineDriver's loop (a pull source, take_ready) and fed
-           to the same engine -- decode and driver's work in one thread, no queue.
+  pull     what the mount's one engine thread does behind a tap: the slots the reader
+           process laid out (laid out before the count: decode's work) taken from
+           EngineDriver's loop (a pull source, take_ready: tapreader.SlotTaker) and fed
+           to the same engine, no queue.
 
-pull - feed is what the tap and the driver add to the engine's own work per frame.
+pull - feed is what the tap and the driver add to the engine thread's work per frame.
 
     python -m bench.tapcost [--frames 100000] [--stages decode,feed,driver,pull]
                             [--ports 1024] [--addresses 1] [--sources 1]
@@ -35,7 +38,6 @@ The worst shapes of bench/main.py's tap section: `--addresses 65536` (65,536 flo
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import math
 import mmap
 import os
@@ -51,9 +53,7 @@ from .common import cache_path
 from .instructions import count
 
 BLOCK_SIZE = 1 << 20
-PAYLOAD = b"x" * 32                # blast.py's datagram payload
 T0 = 1_700_000_000
-LOCALHOST = 0x7F000001            # 127.0.0.1, blast.py's first address
 RATE = 100_000                     # frames a second of the frames' kernel timestamps
 COLLECTOR = FreezeAfterFullCollection()
 
@@ -79,23 +79,11 @@ STAGES = {
 
 def sent(first: int, frames: int, traffic: Traffic) -> list[tuple[int, bytes]]:
     """Datagrams `first` to `first + frames` of what blast.py sends, each with its number
-    (the frames' times count from it); one datagram built per flow."""
-    from bench.blast import FIRST_PORT, FIRST_SOURCE_PORT
-    from engine.build import build_udp_datagram
-    destinations = math.lcm(traffic.ports, traffic.addresses)
-    built: dict[int, bytes] = {}
-    out = []
-    for n in range(first, first + frames):
-        flow = n % traffic.flows
-        datagram = built.get(flow)
-        if datagram is None:
-            dst, source = flow % destinations, flow // destinations % traffic.sources
-            address = str(ipaddress.IPv4Address(LOCALHOST + dst % traffic.addresses))
-            datagram = built[flow] = build_udp_datagram(
-                "127.0.0.1", address, FIRST_SOURCE_PORT + source,
-                FIRST_PORT + dst % traffic.ports, PAYLOAD)
-        out.append((n, datagram))
-    return out
+    (the frames' times count from it): bench/udpframes.py's round, the packet sender's
+    bytes (DF, the flow's number as IP id), the same flow for every round's datagram n."""
+    from bench.udpframes import one_round
+    datagrams = one_round(traffic.ports, traffic.addresses, traffic.sources)
+    return [(n, datagrams[n % len(datagrams)]) for n in range(first, first + frames)]
 
 
 def ring_of(frames: int, traffic: Traffic, first: Optional[int] = None
@@ -106,7 +94,8 @@ def ring_of(frames: int, traffic: Traffic, first: Optional[int] = None
     counting): both counted runs only map the file."""
     from procfs_ct.sources.tap import _BLOCK_DESC
     first = traffic.flows if first is None else first
-    path = cache_path(f"tapcost-v1-{first}-{frames}-{traffic.ports}-{traffic.addresses}-"
+    # v2: the frames are udpframes.py's (v1's were built here: no DF, IP id 0).
+    path = cache_path(f"tapcost-v2-{first}-{frames}-{traffic.ports}-{traffic.addresses}-"
                       f"{traffic.sources}.ring")
     if not os.path.exists(path):
         _build_ring(path, first, frames, traffic)
@@ -149,10 +138,20 @@ def read_ring(ring: mmap.mmap, layout: list[tuple[int, int]]) -> list:
 
 
 def decode(frames: int, work: bool, traffic: Traffic) -> None:
-    """The tap thread's work: the ring is built either way, read only if `work`."""
+    """The reader process's work: the ring is built either way, and only if `work` read
+    block by block and laid out in the slots (taken at once, as the engine thread would)."""
+    from procfs_ct.sources import tapreader
+    from procfs_ct.sources.tap import Columns, read_block
     ring, layout = ring_of(frames, traffic)
+    size = tapreader.slot_size(BLOCK_SIZE, 1)
+    shared = mmap.mmap(-1, tapreader.shared_size(size))
     if work:
-        read_columns(ring, layout)
+        kinds: dict = {}
+        for number, (at, packets) in enumerate(layout):
+            batch = Columns()
+            read_block(ring, at, packets, kinds, batch)
+            tapreader.write_slot(shared, number, size, batch.times, batch.frames, 0,
+                                 tapreader.RoundCounts())
 
 
 def _engine(traffic: Traffic):
@@ -214,17 +213,28 @@ def drive(frames: int, work: bool, traffic: Traffic) -> None:
         _drive_until_done(engine, _Batches(lists), frames, traffic)
 
 
-class _RingPull:
-    """A pull source over ring_of()'s blocks, as the tap is one: a block per take_ready()."""
+class _SlotPull:
+    """A pull source over ring_of()'s blocks as the tap's reader process hands them over:
+    each block laid out in a slot of its own before the count (decode's work, in another
+    process in the mount), a slot taken per take_ready() by tapreader.SlotTaker, as
+    Tap.take_ready() takes them."""
 
     def __init__(self, ring: mmap.mmap, layout: list) -> None:
-        from procfs_ct.sources.tap import read_block
-        self._read_block = read_block
-        self._ring, self._layout = ring, layout
-        self._next = 0
-        self._kinds: dict = {}
+        from procfs_ct.sources import tapreader
+        from procfs_ct.sources.tap import Columns, read_block
+        size = tapreader.slot_size(BLOCK_SIZE, 1)
+        slots = len(layout)                  # room for every block: none is taken before
+        shared = mmap.mmap(-1, tapreader.shared_size(size, slots))
+        kinds: dict = {}
+        for number, (at, packets) in enumerate(layout):
+            batch = Columns()
+            read_block(ring, at, packets, kinds, batch)
+            tapreader.write_slot(shared, number, size, batch.times, batch.frames, 0,
+                                 tapreader.RoundCounts(), slots)
+        self._slots = tapreader.SlotTaker(shared, size, slots)
+        self._blocks = len(layout)
 
-    def __iter__(self) -> "_RingPull":
+    def __iter__(self) -> "_SlotPull":
         return self
 
     def __next__(self) -> tuple:
@@ -232,16 +242,14 @@ class _RingPull:
 
     def take_ready(self):
         from procfs_ct.sources.tap import Columns
-        if self._next == len(self._layout):
-            return None              # every block read: the source is done
-        at, packets = self._layout[self._next]
-        self._next += 1
+        if self._slots.next == self._blocks:
+            return None              # every slot taken: the source is done
         batch = Columns()
-        self._read_block(self._ring, at, packets, self._kinds, batch)
+        self._slots.take(batch.times, batch.frames, 1)
         return batch
 
     def wait_ready(self, timeout: float) -> None:
-        raise AssertionError("every block is ready at once")
+        raise AssertionError("every slot is filled at once")
 
 
 class _AfterTheFrames:
@@ -288,11 +296,13 @@ def _drive_until_done(engine, source: object, frames: int, traffic: Traffic) -> 
 
 
 def pull(frames: int, work: bool, traffic: Traffic) -> None:
-    """The ring read and fed by the engine thread alone (the ring is built either way)."""
+    """The slots taken and fed by the engine thread alone (the ring is built and laid out
+    in slots either way)."""
     ring, layout = ring_of(frames, traffic)
+    source = _SlotPull(ring, layout)
     engine = _engine(traffic)
     if work:
-        _drive_until_done(engine, _RingPull(ring, layout), frames, traffic)
+        _drive_until_done(engine, source, frames, traffic)
 
 
 def per_frame(stage: str, frames: int, tree: str, traffic: Traffic = Traffic()) -> float:

@@ -37,13 +37,18 @@ TTL = 64                           # net.ipv4.ip_default_ttl's default
 LINK_HEADER = bytes((2, 0, 0, 0, 0, 1)) + bytes(6) + b"\x08\x00"   # destination, source, type
 
 
+def destination(n: int, ports: int, addresses: int) -> tuple[ipaddress.IPv4Address, int]:
+    """Destination `n` of a pass, (address, port): both senders' (blast.py's socket sender
+    addresses its messages with it, the frames here carry it)."""
+    return FIRST_ADDRESS + n % addresses, FIRST_PORT + n % ports
+
+
 def flow_datagram(flow: int, ports: int, addresses: int) -> bytes:
     """Flow `flow`'s datagram (numbered as in the module text)."""
-    destinations = math.lcm(ports, addresses)
-    source, destination = divmod(flow, destinations)
-    return build_udp_datagram(str(FIRST_ADDRESS), str(FIRST_ADDRESS + destination % addresses),
-                              FIRST_SOURCE_PORT + source, FIRST_PORT + destination % ports,
-                              PAYLOAD, ip_df=True, ip_ttl=TTL, ip_ident=flow & 0xFFFF)
+    source, n = divmod(flow, math.lcm(ports, addresses))
+    address, port = destination(n, ports, addresses)
+    return build_udp_datagram(str(FIRST_ADDRESS), str(address), FIRST_SOURCE_PORT + source,
+                              port, PAYLOAD, ip_df=True, ip_ttl=TTL, ip_ident=flow & 0xFFFF)
 
 
 def one_round(ports: int, addresses: int, sources: int) -> list[bytes]:

@@ -14,7 +14,7 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Tuple
 
 T0 = 1_700_000_000.0
 GiB = 1 << 30
@@ -243,17 +243,23 @@ def task_render(entries: str, rounds: str = "11") -> Dict[str, Any]:
                             for key, seconds in best.items()}}
 
 
-def task_timecat(runs: str, *paths: str) -> Dict[str, Any]:
-    """Wall time of `cat PATH > /dev/null` (each run a new cat) for each path, the paths
-    taking turns run by run (the kernel's file and ours see the same load), and the
-    size of each."""
-    times: Dict[str, List[float]] = {path: [] for path in paths}
+def _in_turns(runs: str, paths: Tuple[str, ...]) -> Iterator[str]:
+    """Each path once a run, `runs` runs, the paths taking turns (the kernel's file and
+    ours see the same load), each turn RUN_GAP after the last."""
     for _ in range(int(runs)):
         for path in paths:
             time.sleep(RUN_GAP)
-            start = time.perf_counter()
-            subprocess.run(["cat", path], stdout=subprocess.DEVNULL, check=True)
-            times[path].append(time.perf_counter() - start)
+            yield path
+
+
+def task_timecat(runs: str, *paths: str) -> Dict[str, Any]:
+    """Wall time of `cat PATH > /dev/null` (each run a new cat) for each path, the paths
+    taking turns run by run, and the size of each."""
+    times: Dict[str, List[float]] = {path: [] for path in paths}
+    for path in _in_turns(runs, paths):
+        start = time.perf_counter()
+        subprocess.run(["cat", path], stdout=subprocess.DEVNULL, check=True)
+        times[path].append(time.perf_counter() - start)
     sizes = {}
     for path in paths:
         time.sleep(RUN_GAP)
@@ -264,17 +270,15 @@ def task_timecat(runs: str, *paths: str) -> Dict[str, Any]:
 def task_ttfb(runs: str, *paths: str) -> Dict[str, Any]:
     """Time from starting `head -1 PATH` until its first byte arrives, paths taking turns."""
     times: Dict[str, List[float]] = {path: [] for path in paths}
-    for _ in range(int(runs)):
-        for path in paths:
-            time.sleep(RUN_GAP)
-            start = time.perf_counter()
-            proc = subprocess.Popen(["head", "-1", path], stdout=subprocess.PIPE)
-            first = os.read(proc.stdout.fileno(), 1)
-            times[path].append(time.perf_counter() - start)
-            proc.stdout.read()
-            proc.wait()
-            if not first:
-                raise RuntimeError(f"head -1 {path}: empty")
+    for path in _in_turns(runs, paths):
+        start = time.perf_counter()
+        proc = subprocess.Popen(["head", "-1", path], stdout=subprocess.PIPE)
+        first = os.read(proc.stdout.fileno(), 1)
+        times[path].append(time.perf_counter() - start)
+        proc.stdout.read()
+        proc.wait()
+        if not first:
+            raise RuntimeError(f"head -1 {path}: empty")
     return {"seconds": times}
 
 
@@ -354,10 +358,20 @@ def _softirq_seconds() -> float:
     return int(fields[7]) / os.sysconf("SC_CLK_TCK")
 
 
-# EngineDriver's pump and engine threads; the tap's spill thread (a pull source's reader
-# fallen half a ring behind) counts with the tap.
-TAP_THREADS = {"tap": "procfs-ct-source", "engine": "procfs-ct-engine",
-               "spill": "procfs-ct-tap-spill"}
+# EngineDriver's pump and engine threads (a pull source, the tap, has no pump: its
+# reader is a process of its own, _reader_cpu_seconds()).
+TAP_THREADS = {"tap": "procfs-ct-source", "engine": "procfs-ct-engine"}
+
+
+def _reader_cpu_seconds(tap: Any) -> float:
+    """CPU seconds the tap's reader process (procfs_ct/sources/tapreader.py) has run, 0
+    before it starts (or in a tree without it)."""
+    reader = getattr(tap, "_reader", None)
+    if reader is None:
+        return 0.0
+    with open(f"/proc/{reader.process.pid}/stat") as fileobj:
+        fields = fileobj.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 TAP_SWITCH_INTERVAL_ENV = "PROCFS_CT_BENCH_SWITCH_INTERVAL"   # seconds, for task_tap
 
 
@@ -372,14 +386,24 @@ def _mounts_driver(engine: Any, tap: Any) -> Any:
     return driver
 
 
+class SenderCpu(NamedTuple):
+    """CPU seconds a sender process ran: in user space, and in the kernel on its behalf."""
+    user: float
+    system: float
+
+
 def _blast(rate: str, packets: str, ports: str, addresses: str, sources: str,
-           sender: str) -> Dict[str, Any]:
-    """bench/blast.py in a process of its own (its CPU is the waited-for children's):
-    {"sent", "seconds", "end"}."""
+           sender: str) -> Tuple[Dict[str, Any], SenderCpu]:
+    """bench/blast.py in a process of its own: its {"sent", "seconds", "end"} and the CPU
+    it ran -- getrusage(RUSAGE_CHILDREN) counts a child once it has been waited for, so
+    the difference around the run is this child's alone (the worker runs one at a time)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run([sys.executable, "-m", "bench.blast", "--sender", sender, rate,
                            packets, ports, addresses, sources],
                           capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (json.loads(done.stdout.strip().splitlines()[-1]),
+            SenderCpu(after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime))
 
 
 def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
@@ -399,11 +423,9 @@ def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
     driver.start()
     time.sleep(0.3)
     cpu_before = {part: _thread_cpu_seconds(name) for part, name in TAP_THREADS.items()}
+    reader_before = _reader_cpu_seconds(tap)
     softirq_before = _softirq_seconds()
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    sent = _blast(rate, packets, ports, addresses, sources, sender)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    sender_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    sent, sender_cpu = _blast(rate, packets, ports, addresses, sources, sender)
     softirq = _softirq_seconds() - softirq_before
     wanted = sent["sent"]
     deadline = time.monotonic() + 300
@@ -423,6 +445,7 @@ def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
     drained = time.monotonic()
     cpu = {part: _thread_cpu_seconds(name) - cpu_before[part]
            for part, name in TAP_THREADS.items()}
+    reader_cpu = _reader_cpu_seconds(tap) - reader_before
     stats = tap.poll_stats()
     tracked = driver.stats.packets
     driver.stop()
@@ -432,10 +455,11 @@ def task_tap(rate: str, packets: str, ports: str = "1024", addresses: str = "1",
             "kept": stats.kept, "kernel_drops": stats.kernel_drops, "tracked": tracked,
             "drain_end": drained - sent["end"],
             "sustained": tracked / (drained - started),
-            "tap_cpu_us": 1e6 * (cpu["tap"] + cpu["spill"]) / max(1, stats.received),
+            "tap_cpu_us": 1e6 * cpu["tap"] / max(1, stats.received),
+            "reader_cpu_us": 1e6 * reader_cpu / max(1, stats.received),
             "spilled": getattr(stats, "spilled", 0),
             "engine_cpu_us": 1e6 * cpu["engine"] / max(1, tracked),
-            "sender_cpu_us": 1e6 * sender_cpu / max(1, wanted),
+            "sender_cpu_us": 1e6 * (sender_cpu.user + sender_cpu.system) / max(1, wanted),
             "softirq_share": softirq / sent["seconds"],
             "entries": engine.count, "early_drops": engine.tracker.stats["early_drop"],
             "fast_path": getattr(driver.stats, "fast_path", 0),   # 0: a tree without it
@@ -454,7 +478,7 @@ def task_tap_drain(packets: str, ports: str = "1024", addresses: str = "1",
     flows = int(sources) * math.lcm(int(ports), int(addresses))
     tap = Tap(["lo"])
     engine = Engine("linux", ram_bytes=24 * GiB, ncpu=2)
-    _blast("0", str(flows), ports, addresses, sources, "socket")
+    _blast("0", str(flows), ports, addresses, sources, "socket")     # its CPU: not wanted
     # Until every frame of the pass is read or dropped (a loaded machine slows the sender
     # past the ring's second: waiting for all of them hung the task).
     warm, batches = 0, tap.batches()
@@ -475,6 +499,7 @@ def task_tap_drain(packets: str, ports: str = "1024", addresses: str = "1",
         time.sleep(0.002)
     drained = time.monotonic() - started
     cpu = sum(_thread_cpu_seconds(name) - cpu_before[part] for part, name in TAP_THREADS.items())
+    cpu += _reader_cpu_seconds(tap)     # started with the driver: all of it is this drain's
     tracked = driver.stats.packets
     driver.stop()
     tap.close()
@@ -490,13 +515,10 @@ def task_blast_ceiling(packets: str, ports: str = "1024", addresses: str = "1",
     """Inside a namespace with nobody tapping: bench/blast.py's `sender` unpaced, its own
     ceiling, and its CPU per datagram (user and system: the kernel's share of sending;
     the user time includes building the packet sender's frames before the first send)."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    sent = _blast("0", packets, ports, addresses, sources, sender)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sent, cpu = _blast("0", packets, ports, addresses, sources, sender)
     count = max(1, sent["sent"])
-    return {**sent, "sender": sender,
-            "user_cpu_us": 1e6 * (after.ru_utime - children.ru_utime) / count,
-            "system_cpu_us": 1e6 * (after.ru_stime - children.ru_stime) / count}
+    return {**sent, "sender": sender, "user_cpu_us": 1e6 * cpu.user / count,
+            "system_cpu_us": 1e6 * cpu.system / count}
 
 
 TASKS = {name[5:]: value for name, value in globals().items() if name.startswith("task_")}

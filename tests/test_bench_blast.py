@@ -140,6 +140,16 @@ def test_one_round_is_every_flow_once_in_the_socket_senders_order():
     assert flows[12] == (40001, bytes((127, 0, 0, 1)), 9000)
 
 
+def test_the_socket_sender_addresses_message_n_to_frame_ns_destination():
+    # No socket needed: destination_batches() only fills sendmmsg's headers for an fd.
+    from bench.blast import IoVec, destination_batches
+    keep: list = []
+    destination_batches(-1, PORTS, ADDRESSES, IoVec(), keep)
+    names = [bytes(name) for name in keep if len(bytes(name)) == 16]   # the sockaddr_ins
+    frames = one_round(PORTS, ADDRESSES, 1)
+    assert [(name[4:8], name[2:4]) for name in names] == [(d[16:20], d[22:24]) for d in frames]
+
+
 @pytest.mark.parametrize("frames, why", [([bytes(97)], "longer than 96 bytes"),
                                          ([bytes(60)] * 65537, "more than 1048576")])
 def test_a_ring_that_cannot_hold_the_frames_is_refused_before_any_socket(frames, why):

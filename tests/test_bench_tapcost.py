@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import inspect
 
-from bench import instructions, tapcost
+from bench import blast, instructions, tapcost
+from bench.udpframes import LINK_HEADER
+from engine.linklayer import SLL2_HEADER
 
 
 def test_per_frame_is_the_instructions_difference_over_the_frames(monkeypatch):
@@ -35,6 +37,21 @@ def test_the_traffic_is_blasts_flows_each_one_datagram_and_the_counted_frames_fo
     assert ports[1024] == (40001, 9000) and ports[2048] == (40002, 9000)
     by_address = tapcost.sent(65535, 2, tapcost.Traffic(1024, 65536, 1))
     assert [d[16:20] for _, d in by_address] == [bytes((127, 1, 0, 0)), bytes((127, 0, 0, 1))]
+
+
+def test_the_rings_frames_are_the_packet_senders_datagrams_round_after_round(monkeypatch,
+                                                                            tmp_path):
+    # What the tap benchmark's packet sender puts on lo (bench/blast.py's frames: lo's link
+    # header, then bench/udpframes.py's datagram), as the tap hands it on (an SLL2 header,
+    # then the datagram): the warm-up pass, then the counted frames, which go round again.
+    monkeypatch.setattr(tapcost, "cache_path", lambda name: str(tmp_path / name))
+    traffic = tapcost.Traffic(8, 2, 3)
+    sent = [frame[len(LINK_HEADER):] for frame in blast._frames(8, 2, 3)]
+    assert len(sent) == traffic.flows == 24
+    warm_up = tapcost.read_ring(*tapcost.ring_of(traffic.flows, traffic, first=0))
+    counted = tapcost.read_ring(*tapcost.ring_of(30, traffic))
+    assert [frame[SLL2_HEADER.size:] for _, _, frame in warm_up] == sent
+    assert [frame[SLL2_HEADER.size:] for _, _, frame in counted] == sent + sent[:6]
 
 
 def test_tapcost_counts_with_instructions_count_whose_result_is_a_dict_by_name():

@@ -294,16 +294,21 @@ def test_the_engine_thread_reads_the_ring_itself_counts_drops_and_expires_while_
 
 
 @pytest.mark.kernel
-def test_a_ring_left_unread_half_full_is_spilled_and_every_frame_fed_in_order(namespace):
-    """The engine thread reads the ring itself; held up (its lock held here) for 3 s of
-    traffic, more than the ring's ~1 s, it would lose frames.  The tap's spill thread moves
-    the ring's blocks out once half of them wait, and take_ready() hands those over first:
-    no drop, and the engine is fed every datagram once, in the order sent."""
+def test_a_reader_held_up_past_every_slot_is_spilled_for_and_fed_every_frame_in_order(
+        namespace):
+    """The engine thread takes what the tap's reader process lays out in shared slots;
+    held up (its lock held here) for 3 s of traffic, more than the ring's ~1 s and the
+    slots' share of it, it would lose frames.  The reader keeps reading the ring into a
+    list of its own once every slot is full, and lays those out as slots free: no drop,
+    and the engine is fed every datagram once, in the order sent.  No thread of ours
+    besides the engine thread; the reader is a process of its own."""
     result = run_inside(namespace, "spill", "150000", "50000")
     assert result["stats"]["kernel_drops"] == 0
     assert result["stats"]["spilled"] > 0
     assert result["numbers_in_order"] is True and result["fed"] == 150000
-    assert result["threads"] == ["procfs-ct-engine", "procfs-ct-tap-spill"]
+    assert result["threads"] == ["procfs-ct-engine"]
+    assert result["reader"] == ["-m", "procfs_ct.sources.tapreader"]
+    assert result["reader_gone_after_close"] is True
 
 
 VETH_HERE, VETH_PEER = "10.231.0.1", "10.231.0.2"
@@ -653,12 +658,18 @@ def scenario_spill(count: int, rate: int) -> dict:
         subprocess.run([sys.executable, "-c", sender], check=True)
         threads = sorted(thread.name for thread in threading.enumerate()
                          if thread.name.startswith("procfs-ct-"))
+        reader = tap._reader.process
+        with open(f"/proc/{reader.pid}/cmdline", "rb") as file:
+            command = file.read().split(b"\0")[1:3]
     wait_until(lambda: len(numbers) >= count
                or len(numbers) + tap.poll_stats().kernel_drops >= count, 60)
     driver.stop()
+    tap.close()
     sink.close()
     return {"threads": threads, "stats": asdict(tap.stats), "fed": len(numbers),
-            "numbers_in_order": numbers == list(range(count))}
+            "numbers_in_order": numbers == list(range(count)),
+            "reader": [part.decode() for part in command],
+            "reader_gone_after_close": reader.poll() is not None}
 
 
 def scenario_burst(count: int, rcvbuf: int, consumer: str = "frames", gap: str = "0") -> dict:

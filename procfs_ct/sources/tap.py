@@ -52,17 +52,18 @@ Why each choice:
 Frames are (ts, LINKTYPE_LINUX_SLL2, frame), the ts from the kernel.  Iterating yields them
 one at a time; `batches()` hands over the same frames as lists (one per round of ring
 blocks), which spares a consumer the per-frame hand-over; `take_ready()` hands them over as
-Columns (a list of times and a list of frames, one link type), with no tuple per frame.  Either way the tap blocks while
-the interfaces are idle and yields nothing then (no heartbeats); it wakes every
+Columns (a list of times and a list of frames, one link type), with no tuple per frame.
+Either way the tap blocks while the interfaces are idle and yields nothing then (no heartbeats); it wakes every
 `poll_interval` seconds to check its stop flag, so `close()` from another thread ends it
 within that time.  `take_ready()` and `wait_ready()` are the same reading split in two for a
-consumer that reads the rings from its own loop (the mount's engine thread,
-procfs_ct/driver.py: no thread of ours between the ring and the engine): what is ready now,
-without waiting, and a wait of at most `poll_interval`.  The ring is then the only buffer, so
-a spill thread looks at it every SPILL_CHECK seconds and, once half of a ring waits (the
-reader held up: on a loaded machine one thread gets one CPU share), moves the ready blocks
-into a list that take_ready() hands over first (`stats.spilled`).  Use one of the three ways, not
-several.  Nothing is ever sent on these sockets.
+consumer that reads from its own loop (the mount's engine thread, procfs_ct/driver.py):
+what is ready now, without waiting, and a wait of at most `poll_interval`.  For these the
+rings are walked by a reader process (procfs_ct/sources/tapreader.py), started at the first
+take_ready(), which lays each round of frames out in shared memory as columns the engine
+thread takes in bulk: the per-packet walk costs the engine thread's GIL nothing.  When the
+engine thread falls behind by every shared slot, the reader holds the frames it reads in a
+list of its own, up to SPILL_FRAMES (`stats.spilled`), before the rings fill.  Use one of
+the three ways, not several.  Nothing is ever sent on these sockets.
 
 Known limits: with several interfaces on a router, a forwarded packet is seen on each
 (once in, once out) and tracked twice, while the kernel tracks it once in PREROUTING;
@@ -73,7 +74,6 @@ cut to fit and counted in `stats.truncated`.  An interface that goes down is wai
 """
 from __future__ import annotations
 
-import collections
 import ctypes
 import errno
 import fcntl
@@ -90,6 +90,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
 from engine.build import internet_checksum, l4_checksum
+from .tapreader import ReaderProcess, RoundCounts
 from engine.linklayer import (ARPHRD_LOOPBACK, ETH_P_IP, ETH_P_IPV6, LINKTYPE_LINUX_SLL2,
                               PACKET_OUTGOING, SLL2_HEADER)
 
@@ -161,11 +162,10 @@ RETIRE_BLOCK_MS = 4            # ms: a partly filled block is handed over within
 POLL_INTERVAL = 0.2            # seconds between stop-flag checks while idle
 STATS_INTERVAL = 1.0           # seconds between PACKET_STATISTICS reads
 BLOCKS_PER_ROUND = 4           # blocks taken from one ring before looking at the others
-# The pull side's safety valve (take_ready): a reader that falls half a ring behind (on a
-# loaded machine one thread gets one CPU share, and the ring is ~1 s) has the ready blocks
-# moved out of the ring by a thread of the tap's own, checking every SPILL_CHECK seconds,
-# into a list it drains first -- up to SPILL_FRAMES frames (the old pump queue's size).
-SPILL_CHECK = 0.05
+# The pull side's safety valve (take_ready): while the engine thread is behind by every
+# shared slot (on a loaded machine one thread gets one CPU share), the reader process
+# (tapreader.py) keeps reading the rings into a list of its own, up to SPILL_FRAMES
+# frames (the old pump queue's size), before it leaves them to fill.
 SPILL_FRAMES = 1 << 20
 KINDS_CACHED = 4096            # distinct sockaddr_ll remembered per interface (peers' MACs)
 
@@ -209,7 +209,7 @@ class TapStats:
     kernel_drops: int = 0        # frames the kernel could not queue (ring full)
     truncated: int = 0           # frames longer than a ring block holds (yielded cut)
     checksums_completed: int = 0  # received packets whose unfinished checksum was filled in
-    spilled: int = 0             # frames moved out of a ring half full (take_ready's reader behind)
+    spilled: int = 0             # frames the reader process held while every slot was full
 
 
 def _usage_error(message: str) -> Exception:
@@ -324,21 +324,50 @@ class _Interface:
             self.ring.close()
         self.sock.close()
 
-    def clear_error(self) -> None:
+    @classmethod
+    def adopt(cls, name: str, sock: socket.socket, block_size: int, block_nr: int,
+              block: int, loopback: bool) -> "_Interface":
+        """An interface another process opened, in the reader process (tapreader.py): its
+        socket inherited, its ring mapped again, reading from block `block` on."""
+        self = cls.__new__(cls)
+        self.name, self.sock, self.loopback = name, sock, loopback
+        self.block_size, self.block_nr, self.block = block_size, block_nr, block
+        self.ring = mmap.mmap(sock.fileno(), block_size * block_nr, mmap.MAP_SHARED,
+                              mmap.PROT_READ | mmap.PROT_WRITE)
+        self.kinds = {}
+        return self
+
+    def take_blocks(self, batch: Columns, most: int) -> RoundCounts:
+        """Append the frames of up to `most` ready blocks to `batch` (read_block), handing
+        each block back to the kernel at once; what was counted."""
+        counts = RoundCounts()
+        ring = self.ring
+        assert ring is not None
+        while counts.blocks < most:
+            offset = self.block * self.block_size
+            status, count, first = _BLOCK_HEAD.unpack_from(ring, offset + _BLOCK_STATUS_AT)
+            if not status & TP_STATUS_USER:
+                break
+            skipped, truncated, completed = read_block(ring, offset + first, count,
+                                                       self.kinds, batch)
+            _U32.pack_into(ring, offset + _BLOCK_STATUS_AT, TP_STATUS_KERNEL)
+            self.block = (self.block + 1) % self.block_nr
+            counts.blocks += 1
+            counts.received += count
+            counts.skipped += skipped
+            counts.truncated += truncated
+            counts.completed += completed
+            counts.losing = counts.losing or bool(status & TP_STATUS_LOSING)
+        return counts
+
+    def clear_error(self, log_it: bool = True) -> None:
         """Read (and so clear) a pending socket error: the interface going down sets
         ENETDOWN, which would keep poll() returning at once; delivery resumes by itself
-        when the interface comes back up."""
+        when the interface comes back up.  (The reader process does not log: it tells.)"""
         error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if error:
+        if error and log_it:
             log.warning("tap %s: %s; waiting for it to come back", self.name,
                         os.strerror(error))
-
-    def block_ready(self, ahead: int) -> bool:
-        """Whether the block `ahead` places after the next one to read is handed over (the
-        kernel fills blocks in order: so are all before it)."""
-        assert self.ring is not None
-        offset = (self.block + ahead) % self.block_nr * self.block_size
-        return bool(_U32.unpack_from(self.ring, offset + _BLOCK_STATUS_AT)[0] & TP_STATUS_USER)
 
     def read_drops(self) -> tuple[int, int]:
         """(packets queued, packets dropped) since the last call; the kernel resets them."""
@@ -364,6 +393,7 @@ class Tap:
         self._stop = threading.Event()
         self._lock = threading.Lock()       # held while the generator touches the rings
         self._interfaces: list[_Interface] = []
+        self._reader: Optional[ReaderProcess] = None     # started by the first take_ready()
         try:
             for name in interfaces:
                 self._interfaces.append(_Interface(name, rcvbuf))
@@ -375,9 +405,6 @@ class Tap:
         self._frames = self._flatten()
         self._next_stats = 0.0
         self._announced = False             # the "reading" log line was written
-        self._spilled: collections.deque[Columns] = collections.deque()
-        self._spilled_frames = 0
-        self._spill_thread: Optional[threading.Thread] = None
         self._poller = select.poll()
         self._by_fd = {iface.sock.fileno(): iface for iface in self._interfaces}
         for fd in self._by_fd:
@@ -408,66 +435,38 @@ class Tap:
 
     # -- the pull side: the engine thread reads the rings itself (procfs_ct/driver.py) -------
     def take_ready(self) -> Optional[Columns]:
-        """The frames of the ring blocks ready now (up to BLOCKS_PER_ROUND of each ring),
-        without waiting, as Columns: empty if none, None once the tap is closed.  Counts
-        them kept.  With this the ring is the only buffer: no thread of ours copies frames
-        into a queue, so the engine thread does not share the GIL with one
-        (bench/RESULTS.md, tapinline)."""
+        """The frames the reader process has laid out (a round of each ring's blocks at
+        most), without waiting, as Columns: empty if none, None once the tap is closed.
+        Counts them kept.  The first call starts the reader (tapreader.py); from then on
+        it alone reads the rings, so use this (with wait_ready) and nothing else."""
         batch = Columns()
         with self._lock:
             if self._stop.is_set() or self.closed:
                 return None
-            if self._spill_thread is None:
-                self._start_spilling()
-            if self._spilled:               # older than anything still in the rings
-                batch = self._spilled.popleft()
-                self._spilled_frames -= len(batch)
-            else:
-                for iface in self._interfaces:
-                    self._take_blocks(iface, batch)
+            if self._reader is None:
+                self._announce()
+                self._reader = ReaderProcess(self._interfaces, BLOCKS_PER_ROUND)
+            for counts in self._reader.take(batch.times, batch.frames, len(self._interfaces)):
+                self._count(counts)
+            self._log_downs(self._reader)
             self._read_kernel_stats_when_due()
         self.stats.kept += len(batch)
         return batch
 
     def wait_ready(self, timeout: float) -> None:
-        """Sleep until a ring block may be ready, for `timeout` seconds at most and no
+        """Sleep until the reader process has frames, for `timeout` seconds at most and no
         longer than the poll interval (close() waits for this lock)."""
         with self._lock:
             if not self._stop.is_set() and not self.closed:
-                self._wait_for_blocks(min(timeout, self.poll_interval))
-
-    def _start_spilling(self) -> None:
-        self._announce()
-        self._spill_thread = threading.Thread(target=self._spill_loop, daemon=True,
-                                              name="procfs-ct-tap-spill")
-        self._spill_thread.start()
-
-    def _spill_loop(self) -> None:
-        """Every SPILL_CHECK seconds: a ring with half its blocks ready (take_ready's reader
-        is ~half a second behind) is emptied into the spill list, unless that is full.  A
-        quick look at one block's status otherwise: no frame is touched while it keeps up."""
-        while not self._stop.wait(SPILL_CHECK):
-            with self._lock:
-                if self.closed:
-                    return
-                for iface in self._interfaces:
-                    if (self._spilled_frames < SPILL_FRAMES
-                            and iface.block_ready(iface.block_nr // 2)):
-                        self._spill(iface)
-
-    def _spill(self, iface: _Interface) -> None:
-        batch = Columns()
-        while (self._take_blocks(iface, batch) == BLOCKS_PER_ROUND
-               and len(batch) + self._spilled_frames < SPILL_FRAMES):
-            pass
-        if not batch:
-            return
-        self._spilled.append(batch)
-        self._spilled_frames += len(batch)
-        self.stats.spilled += len(batch)
+                wait = min(timeout, self.poll_interval)
+                if self._reader is None:
+                    self._wait_for_blocks(wait)
+                else:
+                    self._reader.wait(wait)
 
     def close(self) -> None:
-        """Stop the iterator (from any thread) and close the sockets; idempotent."""
+        """Stop the iterator (from any thread), the reader process, and close the sockets;
+        idempotent."""
         self._stop.set()
         # The generator lets go of the lock between polls; if it is stuck elsewhere for
         # longer than a few polls the sockets are closed by its own finally clause.
@@ -497,6 +496,8 @@ class Tap:
 
     # -- internals -------------------------------------------------------------------------
     def _close_sockets(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         if any(not iface.closed for iface in self._interfaces):
             self._read_kernel_stats()
             for iface in self._interfaces:
@@ -570,29 +571,27 @@ class Tap:
     def _take_blocks(self, iface: _Interface, batch: Columns) -> int:
         """Copy the frames of up to BLOCKS_PER_ROUND ready blocks into `batch`, handing each
         block back to the kernel at once; the number of blocks taken."""
-        ring = iface.ring
-        for taken in range(BLOCKS_PER_ROUND):
-            offset = iface.block * iface.block_size
-            status, count, first = _BLOCK_HEAD.unpack_from(ring, offset + _BLOCK_STATUS_AT)
-            if not status & TP_STATUS_USER:
-                return taken
-            self._read_block(iface, offset + first, count, batch)
-            _U32.pack_into(ring, offset + _BLOCK_STATUS_AT, TP_STATUS_KERNEL)
-            iface.block = (iface.block + 1) % iface.block_nr
-            if status & TP_STATUS_LOSING:
-                self._next_stats = 0.0     # the ring overflowed: report the drops now
-        return BLOCKS_PER_ROUND
+        counts = iface.take_blocks(batch, BLOCKS_PER_ROUND)
+        self._count(counts)
+        return counts.blocks
 
-    def _read_block(self, iface: _Interface, at: int, count: int, batch: Columns) -> None:
-        skipped, truncated, completed = read_block(iface.ring, at, count, iface.kinds, batch)
+    def _count(self, counts: RoundCounts) -> None:
         stats = self.stats
-        stats.received += count
-        stats.duplicates_skipped += skipped
-        stats.truncated += truncated
-        stats.checksums_completed += completed
+        stats.received += counts.received
+        stats.duplicates_skipped += counts.skipped
+        stats.truncated += counts.truncated
+        stats.checksums_completed += counts.completed
+        stats.spilled += counts.spilled
+        if counts.losing:
+            self._next_stats = 0.0     # the ring overflowed: report the drops now
+
+    def _log_downs(self, reader: ReaderProcess) -> None:
+        while reader.downs:
+            log.warning("tap %s: %s; waiting for it to come back", reader.downs.pop(0),
+                        os.strerror(errno.ENETDOWN))
 
 
-def read_block(ring: mmap.mmap, at: int, count: int,
+def read_block(ring: "mmap.mmap | bytes", at: int, count: int,
                kinds: dict[bytes, tuple[Optional[bytes], bool]],
                batch: Columns) -> tuple[int, int, int]:
     """Append to `batch` (a time and a frame each) the frames of the `count` packets laid

@@ -1,0 +1,320 @@
+"""The tap's reader process: it walks the kernel's receive rings, the engine thread takes
+the frames in bulk.
+
+Reading a TPACKET_V3 block is a walk of Python code over each packet (tap.read_block: a
+header and a sockaddr_ll unpacked, a slice, the SLL2 header put in front): ~5,000
+instructions a frame, a third of what the mount's engine thread spent per frame behind a
+tap, under the one GIL it shares with the FUSE threads (bench/RESULTS.md, round 13).  So,
+for take_ready() (the mount's engine thread, procfs_ct/driver.py), a process of its own does
+that walk, on another CPU, and hands each round's frames over in a shared slot:
+
+    slot header   its number, frame count, payload bytes, and the round's counters
+                  (received, skipped, truncated, checksums completed, spilled, overflowed)
+    payload       marshal.dumps((times, frames)): the kernel's timestamps, the frames
+
+which the engine thread turns back into its Columns' two lists with one marshal.loads(),
+C all the way: ~150 ns a frame.  The frames are the bytes read_block() makes (the reader
+calls it).
+
+The slots are a ring in a memfd both map (SLOTS of them, each a round of the kernel's
+blocks), behind two counters, each written by one side only: slots filled (the reader's)
+and slots taken (the engine thread's).  The reader fills slot `filled % SLOTS` while fewer
+than SLOTS are filled and not taken; the engine thread takes slot `taken % SLOTS` while
+`taken < filled`.  Each slot also carries its number, which the engine thread checks: a slot
+out of step is an error, not frames lost in silence.  (A first version had a status word per
+slot that both sides wrote, READY and FREE: it lost slots now and then under load, ~0.4 % of
+the frames in two runs of five, bench/RESULTS.md round 13.)  The reader writes a byte on a
+pipe after each slot it fills (the engine thread's wait_ready() polls that pipe), and a
+second pipe, written by nobody, tells it that the tap is gone: it exits when that pipe
+closes, with the daemon.  While every slot is full (the engine thread behind) the reader
+keeps reading the kernel's rings into a list of its own, up to SPILL_FRAMES frames
+(`stats.spilled`), and only then leaves them to fill and overflow (the kernel's drops,
+counted as ever).  It is started with the first take_ready(): iteration and batches() read
+the rings in the caller's thread as before.
+
+The reader is a fresh interpreter (not a fork of the daemon: its threads, FUSE's file
+descriptor and locks stay behind), handed the packet sockets, the memfd and the pipes.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import marshal
+import mmap
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+SLOTS = 16
+_COUNTER = struct.Struct("@Q")
+_FILLED_AT, _TAKEN_AT = 0, 64        # the two counters, a cache line each
+_SLOTS_AT = 128
+# the slot's number, frame count, data bytes, received, skipped, truncated, completed,
+# spilled, losing
+_SLOT_HEAD = struct.Struct("@Q8I")
+_HEAD_SIZE = 64
+assert _SLOT_HEAD.size <= _HEAD_SIZE
+# The slot's payload: marshal's dump of the (times, frames) lists -- what loads() rebuilds
+# in C at ~150 ns a frame, against ~450 for columns of times and ends and a slice per frame
+# (bench/RESULTS.md, round 13).  Both sides are the same interpreter (sys.executable), so
+# the format is theirs; version 2 has no back-references to keep.  A frame takes a type
+# byte and a length (5 bytes) and its time a type byte and 8 bytes.
+MARSHAL_VERSION = 2
+_MARSHALLED_FRAME = 14
+_MARSHAL_SLACK = 64                  # the tuple's and the two lists' own headers
+_FILLED = b"."                       # on the notify pipe: a slot is filled
+_DOWN = b"D"                         # on the notify pipe: then an interface's index (a byte)
+IDLE_POLL_MS = 200                   # the reader's poll() while the rings are quiet
+FULL_POLL_MS = 2                     # its look at the slots while every one is full
+
+
+@dataclass
+class RoundCounts:
+    """What the reader counted over the frames of one slot (added to Tap.stats)."""
+    received: int = 0
+    skipped: int = 0
+    truncated: int = 0
+    completed: int = 0
+    spilled: int = 0
+    losing: bool = False
+    blocks: int = 0                  # ring blocks read (the reader's own count)
+
+
+def slot_size(block_size: int, blocks_per_round: int) -> int:
+    """Bytes a slot needs for a round of `blocks_per_round` full blocks: a frame laid out
+    here (14 bytes of marshal's, 20 of SLL2 header, the packet) takes less than in the ring
+    (tpacket3_hdr, sockaddr_ll, padding: DGRAM_NET_OFFSET, 80 bytes, before the packet)."""
+    return _HEAD_SIZE + blocks_per_round * block_size
+
+
+def slot_offset(number: int, size: int, slots: int = SLOTS) -> int:
+    """Where slot `number` (counted from 0 since the start: a counter's value) begins in
+    a ring of `slots` slots of `size` bytes."""
+    return _SLOTS_AT + number % slots * size
+
+
+def shared_size(size: int, slots: int = SLOTS) -> int:
+    return _SLOTS_AT + slots * size
+
+
+def filled(shared: mmap.mmap) -> int:
+    return _COUNTER.unpack_from(shared, _FILLED_AT)[0]
+
+
+def taken(shared: mmap.mmap) -> int:
+    return _COUNTER.unpack_from(shared, _TAKEN_AT)[0]
+
+
+def write_slot(shared: mmap.mmap, number: int, size: int, times: Sequence[float],
+               frames: Sequence[bytes], start: int, counts: RoundCounts,
+               slots: int = SLOTS) -> int:
+    """Lay frames `start`... of the columns out in slot `number` (`size` bytes), as many as
+    fit, then count it filled; the index after the last frame written.  The caller makes
+    sure the slot is not filled and untaken (number - taken < slots)."""
+    at = slot_offset(number, size, slots)
+    room = size - _HEAD_SIZE - _MARSHAL_SLACK
+    end = len(frames)
+    # A round of the ring's blocks fits its slot (slot_size()): summed in C.  Only columns
+    # grown larger (the reader's own list, while every slot was full) are cut frame by frame.
+    if sum(map(len, frames[start:])) + _MARSHALLED_FRAME * (end - start) > room:
+        end, used = start, 0
+        while end < len(frames) and used + _MARSHALLED_FRAME + len(frames[end]) <= room:
+            used += _MARSHALLED_FRAME + len(frames[end])
+            end += 1
+    if end == start and start < len(frames):
+        raise ValueError(f"a frame of {len(frames[start])} bytes does not fit a slot of {size}")
+    data = marshal.dumps((times[start:end], frames[start:end]), MARSHAL_VERSION)
+    assert len(data) <= size - _HEAD_SIZE
+    shared[at + _HEAD_SIZE:at + _HEAD_SIZE + len(data)] = data
+    _SLOT_HEAD.pack_into(shared, at, number, end - start, len(data), counts.received,
+                         counts.skipped, counts.truncated, counts.completed, counts.spilled,
+                         counts.losing)
+    # The counter last: the engine thread reads nothing of a slot until it is counted.
+    _COUNTER.pack_into(shared, _FILLED_AT, number + 1)
+    return end
+
+
+def read_slot(shared: mmap.mmap, number: int, size: int, slots: int = SLOTS
+              ) -> tuple[list[float], list[bytes], RoundCounts]:
+    """Filled slot `number`'s times, frames and counts; the slot is counted taken."""
+    at = slot_offset(number, size, slots)
+    (written_as, _count, length, received, skipped, truncated, completed, spilled,
+     losing) = _SLOT_HEAD.unpack_from(shared, at)
+    if written_as != number:
+        raise RuntimeError(f"the tap's reader process is out of step: slot {number} holds "
+                           f"slot {written_as}")
+    with memoryview(shared) as view:
+        times, frames = marshal.loads(view[at + _HEAD_SIZE:at + _HEAD_SIZE + length])
+    _COUNTER.pack_into(shared, _TAKEN_AT, number + 1)
+    return times, frames, RoundCounts(received, skipped, truncated, completed, spilled,
+                                      bool(losing))
+
+
+class SlotTaker:
+    """Takes filled slots in order (the engine thread's side of the shared slots)."""
+
+    def __init__(self, shared: mmap.mmap, size: int, slots: int = SLOTS) -> None:
+        self.shared, self.size, self.slots = shared, size, slots
+        self.next = 0                        # the next slot to take (the taken counter)
+
+    def take(self, times: list, frames: list, most: int) -> list[RoundCounts]:
+        """Up to `most` filled slots' frames appended to the two columns, in order; their
+        counts (none if no slot is filled)."""
+        counts = []
+        ready = filled(self.shared)
+        while len(counts) < most and self.next < ready:
+            slot_times, slot_frames, slot_counts = read_slot(self.shared, self.next, self.size,
+                                                             self.slots)
+            times += slot_times
+            frames += slot_frames
+            counts.append(slot_counts)
+            self.next += 1
+        return counts
+
+    def any_filled(self) -> bool:
+        return filled(self.shared) > self.next
+
+
+class ReaderProcess:
+    """The engine thread's side: starts the reader on the tap's interfaces, takes its
+    slots in order, waits on its pipe, stops it."""
+
+    def __init__(self, interfaces: Sequence, blocks_per_round: int) -> None:
+        self.slot_size = slot_size(max(iface.block_size for iface in interfaces),
+                                   blocks_per_round)
+        memfd = os.memfd_create("procfs-ct-tap-slots", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(memfd, shared_size(self.slot_size))
+            self.shared = mmap.mmap(memfd, shared_size(self.slot_size), mmap.MAP_SHARED)
+            notify_read, notify_write = os.pipe()
+            alive_read, self._alive = os.pipe()
+            os.set_blocking(notify_read, False)
+            self._notify = notify_read
+            spec = {"memfd": memfd, "notify": notify_write, "alive": alive_read,
+                    "slot_size": self.slot_size, "blocks_per_round": blocks_per_round,
+                    "interfaces": [{"name": iface.name, "fd": iface.sock.fileno(),
+                                    "block_size": iface.block_size,
+                                    "block_nr": iface.block_nr, "block": iface.block,
+                                    "loopback": iface.loopback} for iface in interfaces]}
+            fds = [memfd, notify_write, alive_read] + [i["fd"] for i in spec["interfaces"]]
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "procfs_ct.sources.tapreader", json.dumps(spec)],
+                pass_fds=fds, stdin=subprocess.DEVNULL, close_fds=True,
+                env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+            os.close(notify_write)
+            os.close(alive_read)
+        finally:
+            os.close(memfd)
+        self.slots = SlotTaker(self.shared, self.slot_size)
+        self._names = [iface.name for iface in interfaces]
+        self._poller = select.poll()
+        self._poller.register(self._notify, select.POLLIN)
+        self.downs: list[str] = []          # interfaces the reader saw go down (to log)
+
+    def take(self, times: list, frames: list, most: int) -> list[RoundCounts]:
+        """Up to `most` filled slots' frames appended to the columns, in order; their
+        counts.  Raises if the reader has died (the driver then ends the source)."""
+        counts = self.slots.take(times, frames, most)
+        if not counts and self.process.poll() is not None:
+            raise RuntimeError(f"the tap's reader process exited ({self.process.returncode})")
+        return counts
+
+    def wait(self, timeout: float) -> None:
+        """Until the reader fills a slot (or says an interface went down), at most
+        `timeout` seconds."""
+        self._drain()
+        if self.slots.any_filled():
+            return
+        if self._poller.poll(max(1, int(timeout * 1000))):
+            self._drain()
+
+    def _drain(self) -> None:
+        try:
+            said = os.read(self._notify, 65536)
+        except BlockingIOError:
+            return
+        at = said.find(_DOWN)
+        while at >= 0 and at + 1 < len(said):
+            self.downs.append(self._names[said[at + 1]])
+            at = said.find(_DOWN, at + 2)
+
+    def close(self) -> None:
+        """Tell the reader to go (its pipe closes) and wait for it; idempotent."""
+        if self._alive >= 0:
+            os.close(self._alive)
+            self._alive = -1
+            try:
+                self.process.wait(2)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            os.close(self._notify)
+            self.shared.close()
+
+
+# -- the reader process ----------------------------------------------------------------------
+def main(argv: Sequence[str]) -> int:
+    from .tap import Columns, SPILL_FRAMES, _Interface
+    spec = json.loads(argv[0])
+    shared = mmap.mmap(spec["memfd"], shared_size(spec["slot_size"]), mmap.MAP_SHARED)
+    os.close(spec["memfd"])
+    notify, alive = spec["notify"], spec["alive"]
+    os.set_blocking(notify, False)
+    per_round = spec["blocks_per_round"]
+    interfaces = [_Interface.adopt(i["name"], socket.socket(fileno=i["fd"]), i["block_size"],
+                                   i["block_nr"], i["block"], i["loopback"])
+                  for i in spec["interfaces"]]
+    by_fd = {iface.sock.fileno(): n for n, iface in enumerate(interfaces)}
+    rings, watch = select.poll(), select.poll()
+    for fd in by_fd:
+        rings.register(fd, select.POLLIN)
+    for poller in (rings, watch):
+        poller.register(alive, select.POLLIN)
+    # [Columns, RoundCounts, frames of it already laid out] not all laid out yet
+    waiting: collections.deque[list] = collections.deque()
+    waiting_frames = 0
+    number, size = 0, spec["slot_size"]        # the next slot to fill (the filled counter)
+    while True:
+        full = waiting_frames >= SPILL_FRAMES
+        events = (watch if full else rings).poll(FULL_POLL_MS if waiting else IDLE_POLL_MS)
+        for fd, event in events:
+            if fd == alive:
+                return 0                    # the tap closed (or the daemon is gone)
+            if event & select.POLLERR:
+                interfaces[by_fd[fd]].clear_error(log_it=False)
+                _say(notify, _DOWN + bytes([by_fd[fd]]))
+        if not full:
+            for iface in interfaces:
+                batch = Columns()
+                counts = iface.take_blocks(batch, per_round)
+                if counts.received:
+                    if waiting or number - taken(shared) >= SLOTS:
+                        counts.spilled = len(batch)
+                    waiting.append([batch, counts, 0])
+                    waiting_frames += len(batch)
+        while waiting and number - taken(shared) < SLOTS:
+            batch, counts, written = waiting[0]
+            done = write_slot(shared, number, size, batch.times, batch.frames, written, counts)
+            number += 1
+            _say(notify, _FILLED)
+            if done < len(batch):           # the rest in the next slot, counted once
+                waiting[0][1:] = [RoundCounts(), done]
+            else:
+                waiting.popleft()
+                waiting_frames -= len(batch)
+
+
+def _say(fd: int, message: bytes) -> None:
+    try:
+        os.write(fd, message)
+    except BlockingIOError:
+        pass                                # the pipe is full: the engine thread is awake
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
