@@ -54,16 +54,17 @@ one at a time; `batches()` hands over the same frames as lists (one per round of
 blocks), which spares a consumer the per-frame hand-over; `take_ready()` hands them over as
 Columns (a list of times and a list of frames, one link type), with no tuple per frame.
 Either way the tap blocks while the interfaces are idle and yields nothing then (no
-heartbeats); it wakes every `poll_interval` seconds to check its stop flag, so `close()` from another thread ends it
-within that time.  `take_ready()` and `wait_ready()` are the same reading split in two for a
-consumer that reads from its own loop (the mount's engine thread, procfs_ct/driver.py):
-what is ready now, without waiting, and a wait of at most `poll_interval`.  For these the
-rings are walked by a reader process (procfs_ct/sources/tapreader.py), started at the first
-take_ready(), which hands each round of frames over in shared memory as one marshal dump
-the engine thread loads in C: the per-packet walk costs the engine thread's GIL nothing.  When the
-engine thread falls behind by every shared slot, the reader holds the frames it reads in a
-list of its own, up to SPILL_FRAMES (`stats.spilled`), before the rings fill.  Use one of
-the three ways, not several.  Nothing is ever sent on these sockets.
+heartbeats); it wakes every `poll_interval` seconds to check its stop flag, so `close()`
+from another thread ends it within that time.  `take_ready()` and `wait_ready()` are the
+same reading split in two for a consumer that reads from its own loop (the mount's engine
+thread, procfs_ct/driver.py): what is ready now, without waiting, and a wait of at most
+`poll_interval`.  For these the rings are walked by a reader process
+(procfs_ct/sources/tapreader.py), started at the first take_ready(), which hands each round
+of frames over in shared memory as one marshal dump the engine thread loads in C: the
+per-packet walk costs the engine thread's GIL nothing.  When the engine thread falls behind
+by every shared slot, the reader holds the frames it reads in a list of its own, up to
+SPILL_FRAMES (`stats.spilled`), before the rings fill.  Use one of the three ways, not
+several.  Nothing is ever sent on these sockets.
 
 Known limits: with several interfaces on a router, a forwarded packet is seen on each
 (once in, once out) and tracked twice, while the kernel tracks it once in PREROUTING;
