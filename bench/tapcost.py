@@ -137,21 +137,30 @@ def read_ring(ring: mmap.mmap, layout: list[tuple[int, int]]) -> list:
     return read_columns(ring, layout).tuples()
 
 
-def decode(frames: int, work: bool, traffic: Traffic) -> None:
-    """The reader process's work: the ring is built either way, and only if `work` read
-    block by block and laid out in the slots (taken at once, as the engine thread would)."""
+def lay_out(ring: mmap.mmap, layout: list[tuple[int, int]], slots: int) -> tuple:
+    """The reader process's work on ring_of()'s blocks: each read (read_block) and laid out
+    in a slot of its own, numbered from 0, in a ring of `slots` slots; (the shared mapping,
+    the slot size)."""
     from procfs_ct.sources import tapreader
     from procfs_ct.sources.tap import Columns, read_block
-    ring, layout = ring_of(frames, traffic)
     size = tapreader.slot_size(BLOCK_SIZE, 1)
-    shared = mmap.mmap(-1, tapreader.shared_size(size))
+    shared = mmap.mmap(-1, tapreader.shared_size(size, slots))
+    kinds: dict = {}
+    for number, (at, packets) in enumerate(layout):
+        batch = Columns()
+        read_block(ring, at, packets, kinds, batch)
+        tapreader.write_slot(shared, number, size, batch.times, batch.frames, 0,
+                             tapreader.RoundCounts(), slots)
+    return shared, size
+
+
+def decode(frames: int, work: bool, traffic: Traffic) -> None:
+    """The reader process's work: the ring is built either way, and only if `work` read
+    block by block and laid out in the slots (the reader's ring of them, as it runs)."""
+    from procfs_ct.sources.tapreader import SLOTS
+    ring, layout = ring_of(frames, traffic)
     if work:
-        kinds: dict = {}
-        for number, (at, packets) in enumerate(layout):
-            batch = Columns()
-            read_block(ring, at, packets, kinds, batch)
-            tapreader.write_slot(shared, number, size, batch.times, batch.frames, 0,
-                                 tapreader.RoundCounts())
+        lay_out(ring, layout, SLOTS)
 
 
 def _engine(traffic: Traffic):
@@ -220,18 +229,10 @@ class _SlotPull:
     Tap.take_ready() takes them."""
 
     def __init__(self, ring: mmap.mmap, layout: list) -> None:
-        from procfs_ct.sources import tapreader
-        from procfs_ct.sources.tap import Columns, read_block
-        size = tapreader.slot_size(BLOCK_SIZE, 1)
+        from procfs_ct.sources.tapreader import SlotTaker
         slots = len(layout)                  # room for every block: none is taken before
-        shared = mmap.mmap(-1, tapreader.shared_size(size, slots))
-        kinds: dict = {}
-        for number, (at, packets) in enumerate(layout):
-            batch = Columns()
-            read_block(ring, at, packets, kinds, batch)
-            tapreader.write_slot(shared, number, size, batch.times, batch.frames, 0,
-                                 tapreader.RoundCounts(), slots)
-        self._slots = tapreader.SlotTaker(shared, size, slots)
+        shared, size = lay_out(ring, layout, slots)
+        self._slots = SlotTaker(shared, size, slots)
         self._blocks = len(layout)
 
     def __iter__(self) -> "_SlotPull":
