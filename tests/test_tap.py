@@ -14,6 +14,7 @@ Only the loopback of namespaces made here carries traffic; they are deleted in a
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -364,6 +365,9 @@ def test_tap_waits_out_an_interface_going_down_and_up(namespace, peer_namespace,
     assert result["alive_while_down"] is True
     assert result["cpu_while_down"] < 0.3
     assert result["after"] == 1
+    # Logged by the tap, whichever reads the ring (the reader process tells it the errno).
+    assert f"tap pcta: {os.strerror(errno.ENETDOWN)}; waiting for it to come back" in \
+        result["warnings"]
 
 
 def test_missing_interface_is_a_one_line_usage_error():
@@ -842,7 +846,12 @@ def scenario_down(reader_kind: str = "iteration") -> dict:
     """Tap pcta, send a datagram to the peer, take the link down for a second, bring it
     back up, send another; counts the datagrams seen before and after.  The tap is read by
     a thread iterating it, or (`driver`) by the mount's engine thread (a pull source)."""
+    import logging
     from procfs_ct.sources.tap import Tap
+    warnings: list = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: warnings.append(record.getMessage())    # type: ignore
+    logging.getLogger("procfs_ct.sources.tap").addHandler(handler)
     tap = Tap(["pcta"])
     frames: list = []
     if reader_kind == "driver":
@@ -879,7 +888,7 @@ def scenario_down(reader_kind: str = "iteration") -> dict:
     reader.join(5)
     sender.close()
     return {"before": before, "after": after, "alive_while_down": alive,
-            "cpu_while_down": cpu}
+            "cpu_while_down": cpu, "warnings": warnings}
 
 
 def main(argv: list[str]) -> None:

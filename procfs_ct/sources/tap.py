@@ -271,6 +271,10 @@ def _frame_kind(address: bytes) -> tuple[Optional[bytes], bool]:
     return head, pkttype != PACKET_OUTGOING and protocol in (ETH_P_IP, ETH_P_IPV6)
 
 
+def _log_down(name: str, error: int) -> None:
+    log.warning("tap %s: %s; waiting for it to come back", name, os.strerror(error))
+
+
 class _Interface:
     """One bound packet socket, its mapped ring and what we know about its interface."""
 
@@ -361,14 +365,15 @@ class _Interface:
             counts.losing = counts.losing or bool(status & TP_STATUS_LOSING)
         return counts
 
-    def clear_error(self, log_it: bool = True) -> None:
-        """Read (and so clear) a pending socket error: the interface going down sets
-        ENETDOWN, which would keep poll() returning at once; delivery resumes by itself
-        when the interface comes back up.  (The reader process does not log: it tells.)"""
+    def clear_error(self, log_it: bool = True) -> int:
+        """Read (and so clear) a pending socket error, and return it: the interface going
+        down sets ENETDOWN, which would keep poll() returning at once; delivery resumes by
+        itself when the interface comes back up.  (The reader process does not log: it
+        tells the tap, which logs what it was told the same way.)"""
         error = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if error and log_it:
-            log.warning("tap %s: %s; waiting for it to come back", self.name,
-                        os.strerror(error))
+            _log_down(self.name, error)
+        return error
 
     def read_drops(self) -> tuple[int, int]:
         """(packets queued, packets dropped) since the last call; the kernel resets them."""
@@ -588,8 +593,7 @@ class Tap:
 
     def _log_downs(self, reader: ReaderProcess) -> None:
         while reader.downs:
-            log.warning("tap %s: %s; waiting for it to come back", reader.downs.pop(0),
-                        os.strerror(errno.ENETDOWN))
+            _log_down(*reader.downs.pop(0))
 
 
 def read_block(ring: "mmap.mmap | bytes", at: int, count: int,

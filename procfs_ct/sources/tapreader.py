@@ -68,7 +68,8 @@ MARSHAL_VERSION = 2
 _MARSHALLED_FRAME = 14
 _MARSHAL_SLACK = 64                  # the tuple's and the two lists' own headers
 _FILLED = b"."                       # on the notify pipe: a slot is filled
-_DOWN = b"D"                         # on the notify pipe: then an interface's index (a byte)
+_DOWN = b"D"                         # on the notify pipe: then an interface's index and
+                                     # the socket's error number (a byte each)
 IDLE_POLL_MS = 200                   # the reader's poll() while the rings are quiet
 FULL_POLL_MS = 2                     # its look at the slots while every one is full
 
@@ -214,7 +215,7 @@ class ReaderProcess:
         self._names = [iface.name for iface in interfaces]
         self._poller = select.poll()
         self._poller.register(self._notify, select.POLLIN)
-        self.downs: list[str] = []          # interfaces the reader saw go down (to log)
+        self.downs: list[tuple[str, int]] = []  # (interface, errno) the reader saw (to log)
 
     def take(self, times: list, frames: list, most: int) -> list[RoundCounts]:
         """Up to `most` filled slots' frames appended to the columns, in order; their
@@ -239,9 +240,9 @@ class ReaderProcess:
         except BlockingIOError:
             return
         at = said.find(_DOWN)
-        while at >= 0 and at + 1 < len(said):
-            self.downs.append(self._names[said[at + 1]])
-            at = said.find(_DOWN, at + 2)
+        while at >= 0 and at + 2 < len(said):
+            self.downs.append((self._names[said[at + 1]], said[at + 2]))
+            at = said.find(_DOWN, at + 3)
 
     def close(self) -> None:
         """Tell the reader to go (its pipe closes) and wait for it; idempotent."""
@@ -286,8 +287,9 @@ def main(argv: Sequence[str]) -> int:
             if fd == alive:
                 return 0                    # the tap closed (or the daemon is gone)
             if event & select.POLLERR:
-                interfaces[by_fd[fd]].clear_error(log_it=False)
-                _say(notify, _DOWN + bytes([by_fd[fd]]))
+                error = interfaces[by_fd[fd]].clear_error(log_it=False)
+                if error:
+                    _say(notify, _DOWN + bytes([by_fd[fd], error & 0xFF]))
         if not full:
             for iface in interfaces:
                 batch = Columns()
