@@ -5,15 +5,20 @@ frame is due (a pcapng capture adds the name of the frame's interface: (ts, link
 frame, name), which engine.feed_frame hands to the iptables chains for `-i`/`-o`).
 A pump thread pulls frames from it into a bounded FrameQueue (a live tap
 may block in next() for minutes; the engine thread must not) -- whole lists of them from
-a source that offers batches() (the tap: one list per read of the kernel's ring; a
-capture: one per chunk of the file) -- and the engine thread takes every frame waiting
+a source that offers batches() (a capture read from a pipe: one per chunk) -- and the
+engine thread takes every frame waiting
 there at once, so neither side pays a lock or a thread switch per frame, and a frame is
 never held back by the pump while the source is inside next() (see tests/test_driver.py).
 A pull source (the tap: take_ready() and wait_ready(), PullSource below) has no pump: it
 buffers its own frames (the kernel's ring, ~1 s of traffic), so the engine thread reads them
 itself when it has fed what it took, and waits in the source's poll() instead of on the
 queue.  A pump beside it only moved frames from the ring to the queue, each of them crossing
-a deque, and the two threads took turns at one GIL (bench/RESULTS.md, tapinline).
+a deque, and the two threads took turns at one GIL (bench/RESULTS.md, tapinline).  A capture
+in a regular file (`batches_never_block`: a read of it never waits for traffic) is pulled
+the same way, a chunk of the file each time the engine thread has fed the last: a pump
+thread beside it made two runnable threads taking turns at the GIL every switch interval,
+which a FUSE request then waited behind (bench/RESULTS.md, round 14: the knob write).  A
+capture read from a pipe may block between chunks, so it keeps its pump.
 The engine thread:
 
   * waits until each frame is due, in slices of at most WAIT_SLICE seconds, so that
@@ -98,6 +103,27 @@ class PullSource(Protocol):
 
     def wait_ready(self, timeout: float) -> None:
         """Return once frames may be ready, or after `timeout` seconds at most."""
+
+
+class ChunksPulled:
+    """A source's batches() that never blocks (a capture in a regular file) as a pull
+    source: each take_ready() reads the next batch (a chunk of the file), None at the end.
+    Only the engine thread calls it, close() included."""
+
+    def __init__(self, batches: Iterator[list]) -> None:
+        self._batches = batches
+
+    def take_ready(self) -> Optional[list]:
+        return next(self._batches, None)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Never called with nothing ready: take_ready() gives a batch or the end."""
+
+    def close(self) -> None:
+        """Close the generator, and with it the file (a stop mid-capture)."""
+        close = getattr(self._batches, "close", None)
+        if close is not None:
+            close()
 
 
 def _is_pull_source(source: object) -> bool:
@@ -209,6 +235,11 @@ class EngineDriver:
         self._pull: Optional[PullSource] = (
             self._frames if not scheduled and _is_pull_source(self._frames) else None)
         batches = getattr(self._frames, "batches", None)
+        # A capture in a regular file: its chunks are pulled by the engine thread too.
+        self._chunks: Optional[ChunksPulled] = None
+        if (self._pull is None and callable(batches)
+                and getattr(self._frames, "batches_never_block", False)):
+            self._pull = self._chunks = ChunksPulled(batches())
         self._batches: Iterator[list] = (iter(()) if self._pull is not None
                                          else batches() if callable(batches)
                                          else ([frame] for frame in self._frames))
@@ -323,6 +354,12 @@ class EngineDriver:
         except BaseException:       # a bug here would freeze the table silently: say so
             log.critical("engine thread died; the table no longer changes", exc_info=True)
             raise
+        finally:
+            if self._chunks is not None:
+                try:
+                    self._chunks.close()
+                except Exception:
+                    log.exception("closing the traffic source failed")
 
     def _loop(self) -> None:
         next_advance = self.clock.now() + self._advance_every

@@ -296,29 +296,26 @@ def counted(batches, counts: list):
         yield batch
 
 
-def test_a_capture_is_read_ahead_only_a_queue_full_and_every_frame_is_fed(tmp_path):
-    """A capture hands over a list per chunk of the file; being scheduled, it waits in the
-    file, not in a live source's big queue, while its frames are not due, then every frame
-    is fed.  The pump of a 20,000-frame capture stops with at most: the engine thread's
-    take (TAKE_FRAMES), the queue (under QUEUE_FRAMES before its last put, so over it by a
-    chunk at most) and the chunk the pump has read and waits to put -- about 10,300 frames
-    of this file's chunks of ~1,057, well short of all of it."""
-    from procfs_ct.driver import QUEUE_FRAMES
+def test_a_capture_file_is_pulled_a_chunk_at_a_time_by_the_engine_thread(tmp_path):
+    """A capture in a regular file is read by the engine thread itself (no pump thread: two
+    runnable threads would take turns at the GIL, and a FUSE request waited behind both):
+    while its first frame is not due it has read exactly one chunk of the file, then every
+    frame is fed."""
     from procfs_ct.sources.pcapfile import replay_capture
     path = tmp_path / "udp.pcap"
     write_udp_capture(path, 20_000)
     clock = FakeClock(T0)
     source, handed = replay_capture(str(path), speed=1.0, start=T0 + 1000), []
+    assert source.batches_never_block
     batches = source.batches()
     source.batches = lambda: counted(batches, handed)
     driver = EngineDriver(make_engine("linux"), source, clock=clock, scheduled=True)
+    assert driver._pump_thread is None
     driver.start()
     try:
-        assert wait_until(lambda: sum(handed) >= QUEUE_FRAMES, WAIT)
-        time.sleep(0.3)                     # what the pump would read on, if it could
-        chunk = max(handed)
-        assert chunk < 2000                 # (what keeps the bound below well under 20,000)
-        assert QUEUE_FRAMES <= sum(handed) <= TAKE_FRAMES + (QUEUE_FRAMES - 1 + chunk) + chunk
+        assert wait_until(lambda: handed, WAIT)
+        time.sleep(0.3)                     # what a pump would read on, if there were one
+        assert len(handed) == 1 and handed[0] < 2000
         assert driver.stats.packets == 0
         clock.t = T0 + 1100                 # every frame is due
         assert wait_until(lambda: driver.stats.source_done, WAIT)
@@ -328,8 +325,44 @@ def test_a_capture_is_read_ahead_only_a_queue_full_and_every_frame_is_fed(tmp_pa
     assert driver.engine.count == 20_000 and driver.stats.packet_errors == 0
 
 
+def test_a_capture_from_a_pipe_keeps_its_pump_and_is_read_ahead_a_queue_full(tmp_path):
+    """A capture read from a pipe may block between chunks (a live tcpdump -w -), so a pump
+    thread reads it; being scheduled, it is read ahead at most a queue full (QUEUE_FRAMES,
+    over it by a chunk at most) plus the engine thread's take (TAKE_FRAMES) and the chunk
+    waiting to be put, while its frames are not due; then every frame is fed."""
+    import os
+    from procfs_ct.driver import QUEUE_FRAMES
+    from procfs_ct.sources.pcapfile import replay_capture
+    path, fifo = tmp_path / "udp.pcap", str(tmp_path / "fifo")
+    write_udp_capture(path, 20_000)
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: open(fifo, "wb").write(path.read_bytes()))
+    writer.start()
+    clock = FakeClock(T0)
+    source, handed = replay_capture(fifo, speed=1.0, start=T0 + 1000), []
+    assert not source.batches_never_block
+    batches = source.batches()
+    source.batches = lambda: counted(batches, handed)
+    driver = EngineDriver(make_engine("linux"), source, clock=clock, scheduled=True)
+    assert driver._pump_thread is not None
+    driver.start()
+    try:
+        assert wait_until(lambda: sum(handed) >= QUEUE_FRAMES, WAIT)
+        time.sleep(0.3)                     # what the pump would read on, if it could
+        chunk = max(handed)
+        assert QUEUE_FRAMES <= sum(handed) <= TAKE_FRAMES + (QUEUE_FRAMES - 1 + chunk) + chunk
+        assert sum(handed) < 20_000 and driver.stats.packets == 0
+        clock.t = T0 + 1100                 # every frame is due
+        assert wait_until(lambda: driver.stats.source_done, WAIT)
+    finally:
+        driver.stop()
+        writer.join(WAIT)
+    assert sum(handed) == driver.stats.packets == 20_000
+    assert driver.engine.count == 20_000 and driver.stats.packet_errors == 0
+
+
 def test_stopping_mid_capture_closes_the_file(tmp_path):
-    """The pump closes the generator batches() gave, and with it the capture file."""
+    """The engine thread closes the generator batches() gave, and with it the capture file."""
     import os
     from procfs_ct.sources.pcapfile import replay_capture
     path = tmp_path / "udp.pcap"

@@ -14,7 +14,8 @@ capture is logged once: after that the source is simply exhausted and entries ti
 out normally in the mount.
 
 The frames come a chunk of the file at a time (engine.capture.read_capture_batches) and
-`batches()` hands them on as lists, which the driver's pump puts on its queue at once: a
+`batches()` hands them on as lists, which the driver's engine thread takes one at a time
+(from a regular file; from a pipe its pump puts them on its queue at once): a
 frame costs the pump one turn of one loop, where reading it through three generators,
 a tell() of the file (a system call, which hands the GIL to the engine thread and waits
 to get it back) and a queue hand-off per frame cost the live mount about half the
@@ -30,6 +31,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import stat
 import time
 from typing import BinaryIO, Iterator, Optional, Union
 
@@ -58,6 +60,9 @@ class CaptureReplay:
             raise
         self._batches = _logged(path, fileobj, due_batches(captured, speed, start), speed)
         self._frames = itertools.chain.from_iterable(self._batches)
+        # A regular file's next chunk is there to read (the engine thread pulls it itself,
+        # procfs_ct/driver.py); a pipe's may wait for a live capture (a pump thread's job).
+        self.batches_never_block = stat.S_ISREG(os.fstat(fileobj.fileno()).st_mode)
 
     def __iter__(self) -> "CaptureReplay":
         return self
