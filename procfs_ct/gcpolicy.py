@@ -20,11 +20,14 @@ How much a full collection walks is then what was promoted since the last one.  
 itself, the collector waits until that is a quarter of what the last one kept, which for a
 table growing from empty is all of it at first (15-25 ms at ~20,000 entries, measured).  So
 the engine thread also calls step() between its holds of the engine lock: once a
-generation-1 collection has promoted objects into the oldest generation, it collects fully
-at once, walking only those (what one generation-1 collection promotes: at most its own
-young objects).  The total work is the same; it comes in pauses as short as a young
-collection's instead of one long one (0.2-1 ms each in the mount at 50,000 packets/s,
-against 14-33 ms for the collector's own full passes at 20,000-35,000 entries).
+generation-0 collection has promoted its survivors (into generation 1), it collects fully at
+once, walking only those (at most the ~700 objects one generation-0 collection looks at),
+and freezes them.  The generation-1 collections the collector would make of ten such sets
+never come: each object is walked twice (its young collection, the full one) instead of
+three times, in pauses as short as a young collection's.  Waiting for a generation-1
+collection instead, as this policy first did, walked ten sets at once, twice: 2.4 and 1.8 ms
+a pause at 50,000 packets/s (up to 6 and 23 ms in the mount), about once a second, which a
+knob write's request met in about one write of a hundred (bench/RESULTS.md, round 14).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import gc
 from typing import Any, Dict
 
 FULL = 2                    # the oldest generation: a collection of it is a full one
+PROMOTED_TO = 1             # the generation a young (generation-0) collection promotes into
 
 
 class FreezeAfterFullCollection:
@@ -53,9 +57,9 @@ class FreezeAfterFullCollection:
         gc.unfreeze()
 
     def step(self) -> None:
-        """A full collection if a generation-1 collection ran since the last one (cheap to
-        ask: gc.get_count()'s last number counts them)."""
-        if gc.get_count()[FULL] > 0:
+        """A full collection if a generation-0 collection promoted objects since the last
+        one (cheap to ask: gc.get_count()'s middle number counts those collections)."""
+        if gc.get_count()[PROMOTED_TO] > 0:
             gc.collect()
 
     def _on_collection(self, phase: str, info: Dict[str, Any]) -> None:
