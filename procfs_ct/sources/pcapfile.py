@@ -13,7 +13,7 @@ is logged as the frames are pulled (every tenth of the file), and the end of the
 capture is logged once: after that the source is simply exhausted and entries time
 out normally in the mount.
 
-The frames come a chunk of the file at a time (engine.capture.read_capture_batches) and
+The frames come a chunk of the file at a time (engine.capture.read_capture_columns) and
 `batches()` hands them on as lists, which the driver's engine thread takes one at a time
 (from a regular file; from a pipe its pump puts them on its queue at once): a
 frame costs the pump one turn of one loop, where reading it through three generators,
@@ -35,7 +35,7 @@ import stat
 import time
 from typing import BinaryIO, Iterator, Optional, Union
 
-from engine.capture import CaptureError, FrameTuple, read_capture_batches
+from engine.capture import CaptureError, FrameColumns, read_capture_columns
 
 log = logging.getLogger("procfs_ct.sources.pcap")
 
@@ -54,7 +54,7 @@ class CaptureReplay:
     def __init__(self, path: str, speed: float = 1.0, start: Optional[float] = None) -> None:
         fileobj = open(path, "rb")
         try:
-            captured = read_capture_batches(fileobj)
+            captured = read_capture_columns(fileobj)
         except BaseException:
             fileobj.close()
             raise
@@ -82,26 +82,40 @@ def replay_capture(path: str, speed: float = 1.0,
     return CaptureReplay(path, speed, start)
 
 
-def due_batches(batches: Iterator[list[FrameTuple]], speed: float,
+def due_batches(batches: Iterator[FrameColumns], speed: float,
                 start: Optional[float]) -> Iterator[list[DueFrame]]:
-    """Each list of captured (ts, linktype, frame, interface name or None) as a list of
-    (due time, linktype, frame[, interface name]), rebased to start (None: the time the
-    first list is read) and scaled; a due time never runs backwards (a capture whose clock
-    steps back keeps the previous one)."""
-    first = None
+    """Each batch of captured frames (columns: ts, linktype, frame, interface name or None)
+    as a list of (due time, linktype, frame[, interface name]), rebased to start (None: the
+    time the first batch is read) and scaled; a due time never runs backwards (a capture
+    whose clock steps back keeps the previous one).
+
+    Made column-wise: the due times in one comprehension (held from running back by
+    itertools.accumulate(max) only where the capture's clock steps back: sorted() says so
+    in C) and the tuples by zip -- the mount's engine thread reads the capture itself, and
+    a loop here per frame cost ~12 % more (bench/RESULTS.md, round 14)."""
+    first: Optional[float] = None
+    due = 0.0
     for batch in batches:
+        times = batch.times
+        if not times:
+            continue
         if first is None:
-            first = batch[0][0]
+            first = times[0]
             due = start = time.time() if start is None else start
-        timed: list[DueFrame] = []
-        append = timed.append
-        for ts, linktype, data, name in batch:
-            if speed > 0:
-                at = start + (ts - first) / speed
-                if at > due:
-                    due = at
-            append((due, linktype, data) if name is None else (due, linktype, data, name))
-        yield timed
+        if speed > 0:
+            dues = [start + (ts - first) / speed for ts in times]
+            if dues[0] < due or sorted(dues) != dues:      # the clock stepped back
+                dues = list(itertools.accumulate(dues, max, initial=due))[1:]
+            due = dues[-1]
+        else:
+            dues = [due] * len(times)
+        names = batch.names
+        if names.count(None) == len(names):
+            yield list(zip(dues, batch.linktypes, batch.frames))
+        else:
+            yield [(at, linktype, data) if name is None else (at, linktype, data, name)
+                   for at, linktype, data, name in zip(dues, batch.linktypes, batch.frames,
+                                                       names)]
 
 
 def _logged(path: str, fileobj: BinaryIO, batches: Iterator[list[DueFrame]],
