@@ -3,6 +3,7 @@ lays out is what the engine thread takes, frame for frame, in order, and counted
 The process itself is driven in tests/test_tap.py (a real ring on lo)."""
 import mmap
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -109,6 +110,33 @@ def test_the_reader_process_ends_with_the_process_that_started_it(tmp_path):
     while time.monotonic() < deadline and running(pid):
         time.sleep(0.05)
     assert not running(pid)
+
+
+def test_a_process_forked_from_the_daemon_does_not_keep_the_reader_alive(tmp_path):
+    """A child forked from the daemon (a listing's render child) outliving it: the reader
+    still exits with the daemon, the child having let go of the alive pipe at the fork."""
+    script = ("import os, sys, time\n"
+              "from procfs_ct.sources.tap import Tap\n"
+              "tap = Tap(['lo'])\n"
+              "tap.take_ready()\n"
+              "child = os.fork()\n"
+              "if child == 0:\n"
+              "    os.close(1); os.close(2)\n"   # (the test reads both to their end)
+              "    time.sleep(60)\n"
+              "    os._exit(0)\n"
+              "print(tap._reader.process.pid, child, flush=True)\n"
+              "os._exit(0)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30, check=True,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    pid, child = map(int, done.stdout.split())
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and running(pid):
+            time.sleep(0.05)
+        assert not running(pid) and running(child)
+    finally:
+        os.kill(child, signal.SIGKILL)
 
 
 def running(pid: int) -> bool:

@@ -38,6 +38,7 @@ descriptor and locks stay behind), handed the packet sockets, the memfd and the 
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import marshal
 import mmap
@@ -47,6 +48,7 @@ import socket
 import struct
 import subprocess
 import sys
+import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -209,6 +211,9 @@ class ReaderProcess:
                 env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
             os.close(notify_write)
             os.close(alive_read)
+            # A process forked from the daemon (a listing's render child, forkrender.py)
+            # would hold the alive pipe open, and so the reader, until it exits.
+            os.register_at_fork(after_in_child=functools.partial(_forked, weakref.ref(self)))
         finally:
             os.close(memfd)
         self.slots = SlotTaker(self.shared, self.slot_size)
@@ -256,6 +261,14 @@ class ReaderProcess:
                 self.process.wait()
             os.close(self._notify)
             self.shared.close()
+
+
+def _forked(reader: "weakref.ref[ReaderProcess]") -> None:
+    """In a child forked from the process the reader serves: let go of its alive pipe."""
+    process = reader()
+    if process is not None and process._alive >= 0:
+        os.close(process._alive)
+        process._alive = -1
 
 
 # -- the reader process ----------------------------------------------------------------------
