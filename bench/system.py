@@ -96,7 +96,6 @@ class Namespace:
         """/proc/PID/net/NAME of a process in the namespace: the namespace's file."""
         if self._holder is None:
             self._holder = subprocess.Popen(["ip", "netns", "exec", self.name, "sleep", "86400"])
-            path = f"/proc/{self._holder.pid}/net/{name}"
             own = os.readlink("/proc/self/ns/net")
             for _ in range(500):            # until `ip netns exec` has entered it and exec'd
                 try:

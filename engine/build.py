@@ -18,7 +18,7 @@ from . import ipv6
 from .crc32c import crc32c
 from .ipv4 import HEADER as _IP_HEADER
 from .ipv4 import IP_DF, IP_MF
-from .linklayer import ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP
+from .linklayer import ETH_P_IP
 from .packet import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, ACK
 
 IPV6_FRAGMENT = 44          # the fragment header's next-header number
