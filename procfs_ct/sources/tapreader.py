@@ -16,46 +16,35 @@ which the engine thread turns back into its Columns' two lists with one marshal.
 C all the way: ~150 ns a frame.  The frames are the bytes read_block() makes (the reader
 calls it).
 
-The slots are a ring in a memfd both map (SLOTS of them, each a round of the kernel's
-blocks), behind two counters, each written by one side only: slots filled (the reader's)
-and slots taken (the engine thread's).  The reader fills slot `filled % SLOTS` while fewer
-than SLOTS are filled and not taken; the engine thread takes slot `taken % SLOTS` while
-`taken < filled`.  Each slot also carries its number, which the engine thread checks: a slot
-out of step is an error, not frames lost in silence.  (A first version had a status word per
-slot that both sides wrote, READY and FREE: it lost slots now and then under load, ~0.4 % of
-the frames in two runs of five, bench/RESULTS.md round 13.)  The reader writes a byte on a
-pipe after each slot it fills (the engine thread's wait_ready() polls that pipe), and a
-second pipe, written by nobody, tells it that the tap is gone: it exits when that pipe
-closes, with the daemon.  While every slot is full (the engine thread behind) the reader
-keeps reading the kernel's rings into a list of its own, up to SPILL_FRAMES frames
-(`stats.spilled`), and only then leaves them to fill and overflow (the kernel's drops,
-counted as ever).  It is started with the first take_ready(): iteration and batches() read
+The slots are slots.py's ring (SLOTS of them, each a round of the kernel's blocks), each
+carrying its number, which the engine thread checks: a slot out of step is an error, not
+frames lost in silence.  (A first version had a status word per slot that both sides
+wrote, READY and FREE: it lost slots now and then under load, ~0.4 % of the frames in two
+runs of five, bench/RESULTS.md round 13.)  While every slot is full (the engine thread
+behind) the reader keeps reading the kernel's rings into a list of its own, up to
+SPILL_FRAMES frames (`stats.spilled`), and only then leaves them to fill and overflow (the
+kernel's drops, counted as ever).  It is started with the first take_ready(): iteration and batches() read
 the rings in the caller's thread as before.
 
-The reader is a fresh interpreter (not a fork of the daemon: its threads, FUSE's file
-descriptor and locks stay behind), handed the packet sockets, the memfd and the pipes.
+The reader is a fresh interpreter (slots.ReaderChild), handed the packet sockets too.
 """
 from __future__ import annotations
 
 import collections
-import functools
 import json
 import marshal
 import mmap
-import os
 import select
 import socket
 import struct
-import subprocess
 import sys
-import weakref
 from dataclasses import dataclass
 from typing import Sequence
 
+from . import slots as ring
+from .slots import FILLED as _FILLED, filled, say as _say, taken
+
 SLOTS = 16
-_COUNTER = struct.Struct("@Q")
-_FILLED_AT, _TAKEN_AT = 0, 64        # the two counters, a cache line each
-_SLOTS_AT = 128
 # the slot's number, frame count, data bytes, received, skipped, truncated, completed,
 # spilled, losing
 _SLOT_HEAD = struct.Struct("@Q8I")
@@ -69,7 +58,6 @@ assert _SLOT_HEAD.size <= _HEAD_SIZE
 MARSHAL_VERSION = 2
 _MARSHALLED_FRAME = 14
 _MARSHAL_SLACK = 64                  # the tuple's and the two lists' own headers
-_FILLED = b"."                       # on the notify pipe: a slot is filled
 _DOWN = b"D"                         # on the notify pipe: then an interface's index and
                                      # the socket's error number (a byte each)
 IDLE_POLL_MS = 200                   # the reader's poll() while the rings are quiet
@@ -96,21 +84,11 @@ def slot_size(block_size: int, blocks_per_round: int) -> int:
 
 
 def slot_offset(number: int, size: int, slots: int = SLOTS) -> int:
-    """Where slot `number` (counted from 0 since the start: a counter's value) begins in
-    a ring of `slots` slots of `size` bytes."""
-    return _SLOTS_AT + number % slots * size
+    return ring.slot_offset(number, size, slots)
 
 
 def shared_size(size: int, slots: int = SLOTS) -> int:
-    return _SLOTS_AT + slots * size
-
-
-def filled(shared: mmap.mmap) -> int:
-    return _COUNTER.unpack_from(shared, _FILLED_AT)[0]
-
-
-def taken(shared: mmap.mmap) -> int:
-    return _COUNTER.unpack_from(shared, _TAKEN_AT)[0]
+    return ring.shared_size(size, slots)
 
 
 def write_slot(shared: mmap.mmap, number: int, size: int, times: Sequence[float],
@@ -137,8 +115,7 @@ def write_slot(shared: mmap.mmap, number: int, size: int, times: Sequence[float]
     _SLOT_HEAD.pack_into(shared, at, number, end - start, len(data), counts.received,
                          counts.skipped, counts.truncated, counts.completed, counts.spilled,
                          counts.losing)
-    # The counter last: the engine thread reads nothing of a slot until it is counted.
-    _COUNTER.pack_into(shared, _FILLED_AT, number + 1)
+    ring.count_filled(shared, number)
     return end
 
 
@@ -153,7 +130,7 @@ def read_slot(shared: mmap.mmap, number: int, size: int, slots: int = SLOTS
                            f"slot {written_as}")
     with memoryview(shared) as view:
         times, frames = marshal.loads(view[at + _HEAD_SIZE:at + _HEAD_SIZE + length])
-    _COUNTER.pack_into(shared, _TAKEN_AT, number + 1)
+    ring.count_taken(shared, number)
     return times, frames, RoundCounts(received, skipped, truncated, completed, spilled,
                                       bool(losing))
 
@@ -190,60 +167,34 @@ class ReaderProcess:
     def __init__(self, interfaces: Sequence, blocks_per_round: int) -> None:
         self.slot_size = slot_size(max(iface.block_size for iface in interfaces),
                                    blocks_per_round)
-        memfd = os.memfd_create("procfs-ct-tap-slots", os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(memfd, shared_size(self.slot_size))
-            self.shared = mmap.mmap(memfd, shared_size(self.slot_size), mmap.MAP_SHARED)
-            notify_read, notify_write = os.pipe()
-            alive_read, self._alive = os.pipe()
-            os.set_blocking(notify_read, False)
-            self._notify = notify_read
-            spec = {"memfd": memfd, "notify": notify_write, "alive": alive_read,
-                    "slot_size": self.slot_size, "blocks_per_round": blocks_per_round,
-                    "interfaces": [{"name": iface.name, "fd": iface.sock.fileno(),
-                                    "block_size": iface.block_size,
-                                    "block_nr": iface.block_nr, "block": iface.block,
-                                    "loopback": iface.loopback} for iface in interfaces]}
-            fds = [memfd, notify_write, alive_read] + [i["fd"] for i in spec["interfaces"]]
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "procfs_ct.sources.tapreader", json.dumps(spec)],
-                pass_fds=fds, stdin=subprocess.DEVNULL, close_fds=True,
-                env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
-            os.close(notify_write)
-            os.close(alive_read)
-            # A process forked from the daemon (a listing's render child, forkrender.py)
-            # would hold the alive pipe open, and so the reader, until it exits.
-            os.register_at_fork(after_in_child=functools.partial(_forked, weakref.ref(self)))
-        finally:
-            os.close(memfd)
+        spec = {"blocks_per_round": blocks_per_round,
+                "interfaces": [{"name": iface.name, "fd": iface.sock.fileno(),
+                                "block_size": iface.block_size,
+                                "block_nr": iface.block_nr, "block": iface.block,
+                                "loopback": iface.loopback} for iface in interfaces]}
+        self.child = ring.ReaderChild("procfs_ct.sources.tapreader", "procfs-ct-tap-slots",
+                                      self.slot_size, SLOTS, spec,
+                                      [i["fd"] for i in spec["interfaces"]])
+        self.process = self.child.process
+        self.shared = self.child.shared
         self.slots = SlotTaker(self.shared, self.slot_size)
         self._names = [iface.name for iface in interfaces]
-        self._poller = select.poll()
-        self._poller.register(self._notify, select.POLLIN)
         self.downs: list[tuple[str, int]] = []  # (interface, errno) the reader saw (to log)
 
     def take(self, times: list, frames: list, most: int) -> list[RoundCounts]:
         """Up to `most` filled slots' frames appended to the columns, in order; their
         counts.  Raises if the reader has died (the driver then ends the source)."""
         counts = self.slots.take(times, frames, most)
-        if not counts and self.process.poll() is not None:
+        if not counts and self.child.exited():
             raise RuntimeError(f"the tap's reader process exited ({self.process.returncode})")
         return counts
 
     def wait(self, timeout: float) -> None:
         """Until the reader fills a slot (or says an interface went down), at most
         `timeout` seconds."""
-        self._drain()
-        if self.slots.any_filled():
-            return
-        if self._poller.poll(max(1, int(timeout * 1000))):
-            self._drain()
+        self._heard(self.child.wait(timeout, self.slots.next))
 
-    def _drain(self) -> None:
-        try:
-            said = os.read(self._notify, 65536)
-        except BlockingIOError:
-            return
+    def _heard(self, said: bytes) -> None:
         at = said.find(_DOWN)
         while at >= 0 and at + 2 < len(said):
             self.downs.append((self._names[said[at + 1]], said[at + 2]))
@@ -251,34 +202,14 @@ class ReaderProcess:
 
     def close(self) -> None:
         """Tell the reader to go (its pipe closes) and wait for it; idempotent."""
-        if self._alive >= 0:
-            os.close(self._alive)
-            self._alive = -1
-            try:
-                self.process.wait(2)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            os.close(self._notify)
-            self.shared.close()
-
-
-def _forked(reader: "weakref.ref[ReaderProcess]") -> None:
-    """In a child forked from the process the reader serves: let go of its alive pipe."""
-    process = reader()
-    if process is not None and process._alive >= 0:
-        os.close(process._alive)
-        process._alive = -1
+        self.child.close()
 
 
 # -- the reader process ----------------------------------------------------------------------
 def main(argv: Sequence[str]) -> int:
     from .tap import Columns, SPILL_FRAMES, _Interface
     spec = json.loads(argv[0])
-    shared = mmap.mmap(spec["memfd"], shared_size(spec["slot_size"]), mmap.MAP_SHARED)
-    os.close(spec["memfd"])
-    notify, alive = spec["notify"], spec["alive"]
-    os.set_blocking(notify, False)
+    shared, notify, alive = ring.child_side(spec)
     per_round = spec["blocks_per_round"]
     interfaces = [_Interface.adopt(i["name"], socket.socket(fileno=i["fd"]), i["block_size"],
                                    i["block_nr"], i["block"], i["loopback"])
@@ -322,13 +253,6 @@ def main(argv: Sequence[str]) -> int:
             else:
                 waiting.popleft()
                 waiting_frames -= len(batch)
-
-
-def _say(fd: int, message: bytes) -> None:
-    try:
-        os.write(fd, message)
-    except BlockingIOError:
-        pass                                # the pipe is full: the engine thread is awake
 
 
 if __name__ == "__main__":
