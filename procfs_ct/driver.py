@@ -14,11 +14,11 @@ buffers its own frames (the kernel's ring, ~1 s of traffic), so the engine threa
 itself when it has fed what it took, and waits in the source's poll() instead of on the
 queue.  A pump beside it only moved frames from the ring to the queue, each of them crossing
 a deque, and the two threads took turns at one GIL (bench/RESULTS.md, tapinline).  A capture
-in a regular file (`batches_never_block`: a read of it never waits for traffic) is pulled
-the same way, a chunk of the file each time the engine thread has fed the last: a pump
-thread beside it made two runnable threads taking turns at the GIL every switch interval,
-which a FUSE request then waited behind (bench/RESULTS.md, round 14: the knob write).  A
-capture read from a pipe may block between chunks, so it keeps its pump.
+in a regular file offers one too (`pull_source()`: a reader process cuts its records,
+sources/capturereader.py): a pump thread beside the engine thread made two runnable threads
+taking turns at the GIL every switch interval, which a FUSE request then waited behind
+(bench/RESULTS.md, round 14: the knob write).  A capture read from a pipe may block
+between chunks, so it keeps its pump.
 The engine thread:
 
   * waits until each frame is due, in slices of at most WAIT_SLICE seconds, so that
@@ -103,27 +103,6 @@ class PullSource(Protocol):
 
     def wait_ready(self, timeout: float) -> None:
         """Return once frames may be ready, or after `timeout` seconds at most."""
-
-
-class ChunksPulled:
-    """A source's batches() that never blocks (a capture in a regular file) as a pull
-    source: each take_ready() reads the next batch (a chunk of the file), None at the end.
-    Only the engine thread calls it, close() included."""
-
-    def __init__(self, batches: Iterator[list]) -> None:
-        self._batches = batches
-
-    def take_ready(self) -> Optional[list]:
-        return next(self._batches, None)
-
-    def wait_ready(self, timeout: float) -> None:
-        """Never called with nothing ready: take_ready() gives a batch or the end."""
-
-    def close(self) -> None:
-        """Close the generator, and with it the file (a stop mid-capture)."""
-        close = getattr(self._batches, "close", None)
-        if close is not None:
-            close()
 
 
 def _is_pull_source(source: object) -> bool:
@@ -235,11 +214,13 @@ class EngineDriver:
         self._pull: Optional[PullSource] = (
             self._frames if not scheduled and _is_pull_source(self._frames) else None)
         batches = getattr(self._frames, "batches", None)
-        # A capture in a regular file: its chunks are pulled by the engine thread too.
-        self._chunks: Optional[ChunksPulled] = None
-        if (self._pull is None and callable(batches)
-                and getattr(self._frames, "batches_never_block", False)):
-            self._pull = self._chunks = ChunksPulled(batches())
+        # A capture in a regular file offers a pull source of its own (its reader process),
+        # which the engine thread closes when it ends.
+        pull_source = getattr(self._frames, "pull_source", None)
+        self._owned_pull: Optional[PullSource] = (
+            pull_source() if self._pull is None and callable(pull_source) else None)
+        if self._owned_pull is not None:
+            self._pull = self._owned_pull
         self._batches: Iterator[list] = (iter(()) if self._pull is not None
                                          else batches() if callable(batches)
                                          else ([frame] for frame in self._frames))
@@ -355,9 +336,10 @@ class EngineDriver:
             log.critical("engine thread died; the table no longer changes", exc_info=True)
             raise
         finally:
-            if self._chunks is not None:
+            close = getattr(self._owned_pull, "close", None)
+            if close is not None:
                 try:
-                    self._chunks.close()
+                    close()
                 except Exception:
                     log.exception("closing the traffic source failed")
 

@@ -296,35 +296,6 @@ def counted(batches, counts: list):
         yield batch
 
 
-def test_a_capture_file_is_pulled_a_chunk_at_a_time_by_the_engine_thread(tmp_path):
-    """A capture in a regular file is read by the engine thread itself (no pump thread: two
-    runnable threads would take turns at the GIL, and a FUSE request waited behind both):
-    while its first frame is not due it has read exactly one chunk of the file, then every
-    frame is fed."""
-    from procfs_ct.sources.pcapfile import replay_capture
-    path = tmp_path / "udp.pcap"
-    write_udp_capture(path, 20_000)
-    clock = FakeClock(T0)
-    source, handed = replay_capture(str(path), speed=1.0, start=T0 + 1000), []
-    assert source.batches_never_block
-    batches = source.batches()
-    source.batches = lambda: counted(batches, handed)
-    driver = EngineDriver(make_engine("linux"), source, clock=clock, scheduled=True)
-    assert driver._pump_thread is None
-    driver.start()
-    try:
-        assert wait_until(lambda: handed, WAIT)
-        time.sleep(0.3)                     # what a pump would read on, if there were one
-        assert len(handed) == 1 and handed[0] < 2000
-        assert driver.stats.packets == 0
-        clock.t = T0 + 1100                 # every frame is due
-        assert wait_until(lambda: driver.stats.source_done, WAIT)
-    finally:
-        driver.stop()
-    assert sum(handed) == driver.stats.packets == 20_000
-    assert driver.engine.count == 20_000 and driver.stats.packet_errors == 0
-
-
 def test_a_capture_from_a_pipe_keeps_its_pump_and_is_read_ahead_a_queue_full(tmp_path):
     """A capture read from a pipe may block between chunks (a live tcpdump -w -), so a pump
     thread reads it; being scheduled, it is read ahead at most a queue full (QUEUE_FRAMES,
@@ -340,7 +311,7 @@ def test_a_capture_from_a_pipe_keeps_its_pump_and_is_read_ahead_a_queue_full(tmp
     writer.start()
     clock = FakeClock(T0)
     source, handed = replay_capture(fifo, speed=1.0, start=T0 + 1000), []
-    assert not source.batches_never_block
+    assert source.pull_source() is None         # (a file's: tests/test_capturereader.py)
     batches = source.batches()
     source.batches = lambda: counted(batches, handed)
     driver = EngineDriver(make_engine("linux"), source, clock=clock, scheduled=True)
@@ -362,7 +333,7 @@ def test_a_capture_from_a_pipe_keeps_its_pump_and_is_read_ahead_a_queue_full(tmp
 
 
 def test_stopping_mid_capture_closes_the_file(tmp_path):
-    """The engine thread closes the generator batches() gave, and with it the capture file."""
+    """The engine thread stops the capture's reader process and closes the file."""
     import os
     from procfs_ct.sources.pcapfile import replay_capture
     path = tmp_path / "udp.pcap"

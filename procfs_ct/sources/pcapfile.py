@@ -14,12 +14,13 @@ capture is logged once: after that the source is simply exhausted and entries ti
 out normally in the mount.
 
 The frames come a chunk of the file at a time (engine.capture.read_capture_columns) and
-`batches()` hands them on as lists, which the driver's engine thread takes one at a time
-(from a regular file; from a pipe its pump puts them on its queue at once): a
-frame costs the pump one turn of one loop, where reading it through three generators,
-a tell() of the file (a system call, which hands the GIL to the engine thread and waits
-to get it back) and a queue hand-off per frame cost the live mount about half the
-engine's speed (bench/RESULTS.md, round 8).
+`batches()` hands them on as lists: a frame costs one turn of one loop, where reading it
+through three generators, a tell() of the file (a system call, which hands the GIL to the
+engine thread and waits to get it back) and a queue hand-off per frame cost the live mount
+about half the engine's speed (bench/RESULTS.md, round 8).  The mount's engine thread takes
+the same lists from pull_source(): a reader process that does this file's reading on
+another CPU (capturereader.py), for a capture in a regular file; a pipe's is read by the
+driver's pump thread through batches().
 
 A pcapng file names the interface each frame was captured on (its Interface Description
 Block's if_name): such a frame is (due time, linktype, frame, name), the name being what
@@ -33,9 +34,12 @@ import logging
 import os
 import stat
 import time
-from typing import BinaryIO, Iterator, Optional, Union
+from typing import TYPE_CHECKING, BinaryIO, Iterator, Optional, Union
 
 from engine.capture import CaptureError, FrameColumns, read_capture_columns
+
+if TYPE_CHECKING:
+    from .capturereader import CaptureReader
 
 log = logging.getLogger("procfs_ct.sources.pcap")
 
@@ -55,14 +59,19 @@ class CaptureReplay:
         fileobj = open(path, "rb")
         try:
             captured = read_capture_columns(fileobj)
+            size = os.fstat(fileobj.fileno()).st_size
         except BaseException:
             fileobj.close()
             raise
-        self._batches = _logged(path, fileobj, due_batches(captured, speed, start), speed)
+        replay_log = ReplayLog(log, path, size, speed)
+        self._batches = _logged(replay_log, fileobj, due_batches(captured, speed, start))
         self._frames = itertools.chain.from_iterable(self._batches)
-        # A regular file's next chunk is there to read (the engine thread pulls it itself,
-        # procfs_ct/driver.py); a pipe's may wait for a live capture (a pump thread's job).
-        self.batches_never_block = stat.S_ISREG(os.fstat(fileobj.fileno()).st_mode)
+        # A regular file's chunks are read by a process of its own, for the mount's engine
+        # thread (pull_source()); a pipe's may wait for a live capture: a pump thread's job.
+        # (Imported here: `python -m` of that module must not find it imported already.)
+        from .capturereader import CaptureReader
+        self._reader = (CaptureReader(fileobj, speed, start, replay_log)
+                        if stat.S_ISREG(os.fstat(fileobj.fileno()).st_mode) else None)
 
     def __iter__(self) -> "CaptureReplay":
         return self
@@ -73,6 +82,12 @@ class CaptureReplay:
     def batches(self) -> Iterator[list[DueFrame]]:
         """The frames iteration gives, as lists: one per chunk read from the file."""
         return self._batches
+
+    def pull_source(self) -> Optional["CaptureReader"]:
+        """For the mount's engine thread (procfs_ct/driver.py), instead of iteration or
+        batches(): the same batches from a reader process (capturereader.py); None for a
+        capture read from a pipe."""
+        return self._reader
 
 
 def replay_capture(path: str, speed: float = 1.0,
@@ -118,34 +133,58 @@ def due_batches(batches: Iterator[FrameColumns], speed: float,
                                                        names)]
 
 
-def _logged(path: str, fileobj: BinaryIO, batches: Iterator[list[DueFrame]],
-            speed: float) -> Iterator[list[DueFrame]]:
-    try:
-        size = os.fstat(fileobj.fileno()).st_size
-    except OSError:
-        size = 0
-    pace = "as fast as possible" if speed == 0 else f"at {speed:g}x"
-    log.info("pcap %s: replaying %d bytes %s", path, size, pace)
-    count, step = 0, 1
-    first_due = last_due = None
+def _logged(replay_log: "ReplayLog", fileobj: BinaryIO, batches: Iterator[list[DueFrame]]
+            ) -> Iterator[list[DueFrame]]:
+    replay_log.started()
+    damage = None
     try:
         for batch in batches:
-            if first_due is None:
-                first_due = batch[0][0]
-            last_due = batch[-1][0]
-            count += len(batch)
             yield batch
-            # Once a batch (a chunk of the file): tell() is a system call.
-            if size and step < PROGRESS_STEPS:
-                done = fileobj.tell()
-                if done * PROGRESS_STEPS >= size * step:
-                    log.info("pcap %s: %d%% replayed (%d frames)", path,
-                             done * 100 // size, count)
-                    step = done * PROGRESS_STEPS // size + 1
+            # Once a batch (a chunk of the file): tell() is a system call (a pipe's fails).
+            replay_log.taken(batch, fileobj.tell() if replay_log.counts_progress() else 0)
     except CaptureError as exc:
-        # A record damaged mid-file ends the replay; what was read stays tracked.
-        log.warning("pcap %s: stopped at frame %d: %s", path, count + 1, exc)
+        damage = str(exc)
     finally:
         fileobj.close()
-    span = 0.0 if first_due is None else last_due - first_due
-    log.info("pcap %s: replay finished: %d frames over %.3f s", path, count, span)
+    replay_log.finished(damage)
+
+
+class ReplayLog:
+    """A replay's log lines: its start, its progress by the tenth of the file, a damaged
+    record, its end -- from the batches handed on, read here or by the reader process."""
+
+    STEPS = PROGRESS_STEPS
+
+    def __init__(self, log: logging.Logger, path: str, size: int, speed: float) -> None:
+        self._log, self.path, self.size, self.speed = log, path, size, speed
+        self.count, self._step = 0, 1
+        self.first_due: Optional[float] = None
+        self.last_due: Optional[float] = None
+
+    def started(self) -> None:
+        pace = "as fast as possible" if self.speed == 0 else f"at {self.speed:g}x"
+        self._log.info("pcap %s: replaying %d bytes %s", self.path, self.size, pace)
+
+    def counts_progress(self) -> bool:
+        """Whether taken() still needs how far the file has been read."""
+        return bool(self.size) and self._step < self.STEPS
+
+    def taken(self, batch: list, offset: int) -> None:
+        """A batch handed on; `offset`: how far the file has been read."""
+        if self.first_due is None:
+            self.first_due = batch[0][0]
+        self.last_due = batch[-1][0]
+        self.count += len(batch)
+        if self.counts_progress() and offset * self.STEPS >= self.size * self._step:
+            self._log.info("pcap %s: %d%% replayed (%d frames)", self.path,
+                           offset * 100 // self.size, self.count)
+            self._step = offset * self.STEPS // self.size + 1
+
+    def finished(self, damage: Optional[str]) -> None:
+        if damage is not None:
+            # A record damaged mid-file ends the replay; what was read stays tracked.
+            self._log.warning("pcap %s: stopped at frame %d: %s", self.path, self.count + 1,
+                              damage)
+        span = 0.0 if self.first_due is None else self.last_due - self.first_due
+        self._log.info("pcap %s: replay finished: %d frames over %.3f s", self.path,
+                       self.count, span)
