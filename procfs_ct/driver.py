@@ -6,9 +6,9 @@ frame, name), which engine.feed_frame hands to the iptables chains for `-i`/`-o`
 A pump thread pulls frames from it into a bounded FrameQueue (a live tap
 may block in next() for minutes; the engine thread must not) -- whole lists of them from
 a source that offers batches() (a capture read from a pipe: one per chunk) -- and the
-engine thread takes every frame waiting
-there at once, so neither side pays a lock or a thread switch per frame, and a frame is
-never held back by the pump while the source is inside next() (see tests/test_driver.py).
+engine thread takes every frame waiting there at once, so neither side pays a lock or a
+thread switch per frame, and a frame is never held back by the pump while the source is
+inside next() (see tests/test_driver.py).
 A pull source (the tap: take_ready() and wait_ready(), PullSource below) has no pump: it
 buffers its own frames (the kernel's ring, ~1 s of traffic), so the engine thread reads them
 itself when it has fed what it took, and waits in the source's poll() instead of on the
