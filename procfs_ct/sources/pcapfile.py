@@ -106,8 +106,8 @@ def due_batches(batches: Iterator[FrameColumns], speed: float,
 
     Made column-wise: the due times in one comprehension (held from running back by
     itertools.accumulate(max) only where the capture's clock steps back: sorted() says so
-    in C) and the tuples by zip -- the mount's engine thread reads the capture itself, and
-    a loop here per frame cost ~12 % more (bench/RESULTS.md, round 14)."""
+    in C) and the tuples by zip: the capture's reading took ~14 % more with a Python loop
+    per frame here (bench/RESULTS.md, round 14)."""
     first: Optional[float] = None
     due = 0.0
     for batch in batches:
