@@ -10,7 +10,6 @@ import mmap
 import os
 import struct
 import subprocess
-import sys
 import time
 
 import pytest
@@ -20,6 +19,7 @@ from engine.build import build_udp_datagram
 from engine.capture import PcapWriter
 from engine.linklayer import LINKTYPE_RAW
 from enginehelp import make_engine
+from processhelp import gone_within, run_script
 from procfs_ct.driver import EngineDriver
 from procfs_ct.sources import capturereader, open_source, slots
 from procfs_ct.sources.pcapfile import replay_capture
@@ -175,25 +175,10 @@ def test_the_reader_process_ends_with_the_process_that_started_it(tmp_path):
     """The daemon killed mid-replay (no close): the reader sees its pipe close and exits."""
     path = tmp_path / "udp.pcap"
     write_capture(path, 40_000)
-    script = ("import os\n"
-              "from procfs_ct.sources import open_source\n"
-              f"reader = open_source('pcap:{path}').pull_source()\n"
-              "reader.take_ready()\n"
-              "print(reader.child.process.pid, flush=True)\n"
-              "os._exit(0)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=30, check=True,
-                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
-    pid = int(done.stdout.split()[0])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and running(pid):
-        time.sleep(0.05)
-    assert not running(pid)
-
-
-def running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as file:
-            return file.read().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    [pid] = run_script("import os\n"
+                       "from procfs_ct.sources import open_source\n"
+                       f"reader = open_source('pcap:{path}').pull_source()\n"
+                       "reader.take_ready()\n"
+                       "print(reader.child.process.pid, flush=True)\n"
+                       "os._exit(0)\n")
+    assert gone_within(pid)

@@ -4,13 +4,11 @@ The process itself is driven in tests/test_tap.py (a real ring on lo)."""
 import mmap
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from engine.build import build_udp_datagram
+from processhelp import gone_within, run_script, running
 from procfs_ct.sources.tap import Columns, RingPacket, kernel_block, read_block
 from procfs_ct.sources.tapreader import (SLOTS, RoundCounts, filled, read_slot, shared_size,
                                          taken, write_slot)
@@ -96,54 +94,31 @@ def test_a_frame_larger_than_a_slot_is_refused():
 @pytest.mark.kernel
 def test_the_reader_process_ends_with_the_process_that_started_it(tmp_path):
     """The daemon killed (no close): the reader sees its pipe close and exits."""
-    script = ("import os, sys, time\n"
-              "from procfs_ct.sources.tap import Tap\n"
-              "tap = Tap(['lo'])\n"
-              "tap.take_ready()\n"
-              "print(tap._reader.process.pid, flush=True)\n"
-              "os._exit(0)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=30, check=True,
-                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
-    pid = int(done.stdout.split()[0])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and running(pid):
-        time.sleep(0.05)
-    assert not running(pid)
+    [pid] = run_script("import os\n"
+                       "from procfs_ct.sources.tap import Tap\n"
+                       "tap = Tap(['lo'])\n"
+                       "tap.take_ready()\n"
+                       "print(tap._reader.process.pid, flush=True)\n"
+                       "os._exit(0)\n")
+    assert gone_within(pid)
 
 
+@pytest.mark.kernel
 def test_a_process_forked_from_the_daemon_does_not_keep_the_reader_alive(tmp_path):
     """A child forked from the daemon (a listing's render child) outliving it: the reader
     still exits with the daemon, the child having let go of the alive pipe at the fork."""
-    script = ("import os, sys, time\n"
-              "from procfs_ct.sources.tap import Tap\n"
-              "tap = Tap(['lo'])\n"
-              "tap.take_ready()\n"
-              "child = os.fork()\n"
-              "if child == 0:\n"
-              "    os.close(1); os.close(2)\n"   # (the test reads both to their end)
-              "    time.sleep(60)\n"
-              "    os._exit(0)\n"
-              "print(tap._reader.process.pid, child, flush=True)\n"
-              "os._exit(0)\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=30, check=True,
-                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
-    pid, child = map(int, done.stdout.split())
+    pid, child = run_script("import os, time\n"
+                            "from procfs_ct.sources.tap import Tap\n"
+                            "tap = Tap(['lo'])\n"
+                            "tap.take_ready()\n"
+                            "child = os.fork()\n"
+                            "if child == 0:\n"
+                            "    os.close(1); os.close(2)\n"   # (read to their end)
+                            "    time.sleep(60)\n"
+                            "    os._exit(0)\n"
+                            "print(tap._reader.process.pid, child, flush=True)\n"
+                            "os._exit(0)\n")
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and running(pid):
-            time.sleep(0.05)
-        assert not running(pid) and running(child)
+        assert gone_within(pid) and running(child)
     finally:
         os.kill(child, signal.SIGKILL)
-
-
-def running(pid: int) -> bool:
-    """Whether `pid` is a live process (an exited one its new parent has not reaped yet is
-    a zombie, state Z)."""
-    try:
-        with open(f"/proc/{pid}/stat") as file:
-            return file.read().rpartition(")")[2].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
