@@ -10,9 +10,10 @@ the engine thread takes it with one marshal.loads().
 The slots are a ring in a memfd both map, behind two counters, each written by one side
 only: slots filled (the reader's) and slots taken (the engine thread's).  The reader fills
 slot `filled % slots` while fewer than `slots` are filled and not taken; the engine thread
-takes slot `taken % slots` while `taken < filled`.  What a slot holds is the source's own
-layout (tapreader.py, capturereader.py); each begins with its number, which the taker
-checks.  The reader writes a byte on a pipe after each slot it fills (the engine thread's
+takes slot `taken % slots` while `taken < filled`.  A slot is a header of HEAD_SIZE bytes
+-- its number, which the taker checks, its payload's length, then the source's own fields
+(tapreader.py, capturereader.py) -- and the payload, a marshal dump (put() and take()).
+The reader writes a byte on a pipe after each slot it fills (the engine thread's
 wait polls it), and a second pipe, written by nobody, tells it that the source is gone: it
 exits when that pipe closes, with the daemon.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+import marshal
 import mmap
 import os
 import select
@@ -37,6 +39,11 @@ _COUNTER = struct.Struct("@Q")
 _FILLED_AT, _TAKEN_AT = 0, 64        # the two counters, a cache line each
 _SLOTS_AT = 128
 FILLED = b"."                        # on the notify pipe: a slot is filled
+HEAD_SIZE = 64                       # a slot's header: its number, its payload's length
+                                     # (a source's header struct begins "@QI"), the rest
+# The payload: a marshal dump.  Both sides are the same interpreter (sys.executable), so the
+# format is theirs; version 2 has no back-references to keep.
+MARSHAL_VERSION = 2
 
 
 def slot_offset(number: int, size: int, slots: int) -> int:
@@ -64,6 +71,35 @@ def count_filled(shared: mmap.mmap, number: int) -> None:
 
 def count_taken(shared: mmap.mmap, number: int) -> None:
     _COUNTER.pack_into(shared, _TAKEN_AT, number + 1)
+
+
+def put(shared: mmap.mmap, number: int, size: int, slots: int, head: struct.Struct,
+        fields: Sequence[int], data: bytes) -> None:
+    """Lay `data` (a marshal dump) out in slot `number` after its header -- the number, the
+    data's length, then `fields` in the source's `head` -- and count the slot filled.  The
+    caller makes sure the slot is free (number - taken < slots) and the data fits."""
+    if len(data) > size - HEAD_SIZE:
+        raise ValueError(f"{len(data)} bytes do not fit a slot of {size}")
+    at = slot_offset(number, size, slots)
+    shared[at + HEAD_SIZE:at + HEAD_SIZE + len(data)] = data
+    head.pack_into(shared, at, number, len(data), *fields)
+    count_filled(shared, number)
+
+
+def take(shared: mmap.mmap, number: int, size: int, slots: int, head: struct.Struct,
+         source: str) -> tuple[tuple, Any]:
+    """Filled slot `number`'s fields (those of `head` after the number and the length) and
+    its payload loaded; the slot is counted taken.  A slot that holds another number is an
+    error: frames would be lost, or fed twice, in silence."""
+    at = slot_offset(number, size, slots)
+    written_as, length, *fields = head.unpack_from(shared, at)
+    if written_as != number:
+        raise RuntimeError(f"the {source}'s reader process is out of step: slot {number} "
+                           f"holds slot {written_as}")
+    with memoryview(shared) as view:
+        payload = marshal.loads(view[at + HEAD_SIZE:at + HEAD_SIZE + length])
+    count_taken(shared, number)
+    return tuple(fields), payload
 
 
 class ReaderChild:

@@ -45,17 +45,15 @@ from . import slots as ring
 from .slots import FILLED as _FILLED, filled, say as _say, taken
 
 SLOTS = 16
-# the slot's number, frame count, data bytes, received, skipped, truncated, completed,
-# spilled, losing
-_SLOT_HEAD = struct.Struct("@Q8I")
-_HEAD_SIZE = 64
+# the slot's number, data bytes (slots.py's), frame count, received, skipped, truncated,
+# completed, spilled, losing
+_SLOT_HEAD = struct.Struct("@QI7I")
+_HEAD_SIZE = ring.HEAD_SIZE
 assert _SLOT_HEAD.size <= _HEAD_SIZE
 # The slot's payload: marshal's dump of the (times, frames) lists -- what loads() rebuilds
 # in C at ~150 ns a frame, against ~450 for columns of times and ends and a slice per frame
-# (bench/RESULTS.md, round 13).  Both sides are the same interpreter (sys.executable), so
-# the format is theirs; version 2 has no back-references to keep.  A frame takes a type
-# byte and a length (5 bytes) and its time a type byte and 8 bytes.
-MARSHAL_VERSION = 2
+# (bench/RESULTS.md, round 13).  A frame takes a type byte and a length (5 bytes) and its
+# time a type byte and 8 bytes.
 _MARSHALLED_FRAME = 14
 _MARSHAL_SLACK = 64                  # the tuple's and the two lists' own headers
 _DOWN = b"D"                         # on the notify pipe: then an interface's index and
@@ -83,10 +81,6 @@ def slot_size(block_size: int, blocks_per_round: int) -> int:
     return _HEAD_SIZE + blocks_per_round * block_size
 
 
-def slot_offset(number: int, size: int, slots: int = SLOTS) -> int:
-    return ring.slot_offset(number, size, slots)
-
-
 def shared_size(size: int, slots: int = SLOTS) -> int:
     return ring.shared_size(size, slots)
 
@@ -97,7 +91,6 @@ def write_slot(shared: mmap.mmap, number: int, size: int, times: Sequence[float]
     """Lay frames `start`... of the columns out in slot `number` (`size` bytes), as many as
     fit, then count it filled; the index after the last frame written.  The caller makes
     sure the slot is not filled and untaken (number - taken < slots)."""
-    at = slot_offset(number, size, slots)
     room = size - _HEAD_SIZE - _MARSHAL_SLACK
     end = len(frames)
     # A round of the ring's blocks fits its slot (slot_size()): summed in C.  Only columns
@@ -109,28 +102,18 @@ def write_slot(shared: mmap.mmap, number: int, size: int, times: Sequence[float]
             end += 1
     if end == start and start < len(frames):
         raise ValueError(f"a frame of {len(frames[start])} bytes does not fit a slot of {size}")
-    data = marshal.dumps((times[start:end], frames[start:end]), MARSHAL_VERSION)
-    assert len(data) <= size - _HEAD_SIZE
-    shared[at + _HEAD_SIZE:at + _HEAD_SIZE + len(data)] = data
-    _SLOT_HEAD.pack_into(shared, at, number, end - start, len(data), counts.received,
-                         counts.skipped, counts.truncated, counts.completed, counts.spilled,
-                         counts.losing)
-    ring.count_filled(shared, number)
+    data = marshal.dumps((times[start:end], frames[start:end]), ring.MARSHAL_VERSION)
+    ring.put(shared, number, size, slots, _SLOT_HEAD,
+             (end - start, counts.received, counts.skipped, counts.truncated,
+              counts.completed, counts.spilled, counts.losing), data)
     return end
 
 
 def read_slot(shared: mmap.mmap, number: int, size: int, slots: int = SLOTS
               ) -> tuple[list[float], list[bytes], RoundCounts]:
     """Filled slot `number`'s times, frames and counts; the slot is counted taken."""
-    at = slot_offset(number, size, slots)
-    (written_as, _count, length, received, skipped, truncated, completed, spilled,
-     losing) = _SLOT_HEAD.unpack_from(shared, at)
-    if written_as != number:
-        raise RuntimeError(f"the tap's reader process is out of step: slot {number} holds "
-                           f"slot {written_as}")
-    with memoryview(shared) as view:
-        times, frames = marshal.loads(view[at + _HEAD_SIZE:at + _HEAD_SIZE + length])
-    ring.count_taken(shared, number)
+    (_count, received, skipped, truncated, completed, spilled, losing), (times, frames) = \
+        ring.take(shared, number, size, slots, _SLOT_HEAD, "tap")
     return times, frames, RoundCounts(received, skipped, truncated, completed, spilled,
                                       bool(losing))
 
