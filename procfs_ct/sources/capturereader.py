@@ -44,11 +44,9 @@ SLOTS = 8
 # a slot holds twice a chunk and a record of the largest size; a batch larger than that
 # is laid out in halves, in slots of their own.
 SLOT_SIZE = 2 * (READ_CHUNK + MAX_RECORD)
-# the slot's number, frame count, payload bytes, file offset, kind
+# the slot's number, payload bytes (slots.py's), frame count, file offset, kind
 _SLOT_HEAD = struct.Struct("@QIIQI")
-_HEAD_SIZE = 64
 FRAMES, END, DAMAGED = 0, 1, 2
-MARSHAL_VERSION = 2
 FULL_POLL_MS = (2, 20)               # the reader's look at the slots while all are full:
                                      # from 2 ms, doubled while none is taken, up to 20
 
@@ -108,35 +106,26 @@ class CaptureReader:
             {"fd": fd, "speed": self._speed, "start": self._start}, [fd])
 
 
-def write_slot(shared, number: int, kind: int, offset: int, payload: object) -> None:
-    """Slot `number` laid out (the caller makes sure it is free) and counted filled."""
-    data = marshal.dumps(payload, MARSHAL_VERSION)
-    if len(data) > SLOT_SIZE - _HEAD_SIZE:
-        raise ValueError(f"{len(data)} bytes do not fit a slot of {SLOT_SIZE}")
-    at = ring.slot_offset(number, SLOT_SIZE, SLOTS)
-    shared[at + _HEAD_SIZE:at + _HEAD_SIZE + len(data)] = data
-    _SLOT_HEAD.pack_into(shared, at, number, len(payload) if kind == FRAMES else 0,
-                         len(data), offset, kind)
-    ring.count_filled(shared, number)
+def write_slot(shared, number: int, kind: int, offset: int, count: int, data: bytes
+               ) -> None:
+    """Slot `number` laid out (the caller makes sure it is free) and counted filled: `data`
+    the marshal dump of its `count` frames (or of the damaged record's message)."""
+    ring.put(shared, number, SLOT_SIZE, SLOTS, _SLOT_HEAD, (count, offset, kind), data)
 
 
 def read_slot(shared, number: int) -> tuple[int, int, object]:
     """Filled slot `number`'s kind, file offset and payload; the slot is counted taken."""
-    at = ring.slot_offset(number, SLOT_SIZE, SLOTS)
-    written_as, _count, length, offset, kind = _SLOT_HEAD.unpack_from(shared, at)
-    if written_as != number:
-        raise RuntimeError(f"the capture's reader process is out of step: slot {number} "
-                           f"holds slot {written_as}")
-    with memoryview(shared) as view:
-        payload = marshal.loads(view[at + _HEAD_SIZE:at + _HEAD_SIZE + length])
-    ring.count_taken(shared, number)
+    (_count, offset, kind), payload = ring.take(shared, number, SLOT_SIZE, SLOTS,
+                                                _SLOT_HEAD, "capture")
     return kind, offset, payload
 
 
-def fitting(batch: list) -> list[list]:
-    """`batch` in parts that each fit a slot once marshalled (halved until they do)."""
-    if len(batch) < 2 or len(marshal.dumps(batch, MARSHAL_VERSION)) <= SLOT_SIZE - _HEAD_SIZE:
-        return [batch]
+def fitting(batch: list) -> list[tuple[int, bytes]]:
+    """`batch` in parts that each fit a slot, as (frames, their marshal dump): the dump is
+    made once, and halved until each part's fits."""
+    data = marshal.dumps(batch, ring.MARSHAL_VERSION)
+    if len(batch) < 2 or len(data) <= SLOT_SIZE - ring.HEAD_SIZE:
+        return [(len(batch), data)]
     half = len(batch) // 2
     return fitting(batch[:half]) + fitting(batch[half:])
 
@@ -164,17 +153,18 @@ def main(argv: Sequence[str]) -> int:
     kind, said = END, None
     try:
         for batch in due_batches(read_capture_columns(fileobj), spec["speed"], spec["start"]):
-            for part in fitting(batch):
+            for count, data in fitting(batch):
                 if not wait_for_room():
                     return 0
-                write_slot(shared, number, FRAMES, fileobj.tell(), part)
+                write_slot(shared, number, FRAMES, fileobj.tell(), count, data)
                 number += 1
                 ring.say(notify, ring.FILLED)
     except CaptureError as exc:
         kind, said = DAMAGED, str(exc)
     if not wait_for_room():
         return 0
-    write_slot(shared, number, kind, fileobj.tell(), said)
+    write_slot(shared, number, kind, fileobj.tell(), 0,
+               marshal.dumps(said, ring.MARSHAL_VERSION))
     ring.say(notify, ring.FILLED)
     watch.poll()                        # until the daemon has taken it and closes the pipe
     return 0
