@@ -59,11 +59,11 @@ class CaptureReplay:
         fileobj = open(path, "rb")
         try:
             captured = read_capture_columns(fileobj)
-            size = os.fstat(fileobj.fileno()).st_size
+            status = os.fstat(fileobj.fileno())
         except BaseException:
             fileobj.close()
             raise
-        replay_log = ReplayLog(log, path, size, speed)
+        replay_log = ReplayLog(log, path, status.st_size, speed)
         self._batches = _logged(replay_log, fileobj, due_batches(captured, speed, start))
         self._frames = itertools.chain.from_iterable(self._batches)
         # A regular file's chunks are read by a process of its own, for the mount's engine
@@ -71,7 +71,7 @@ class CaptureReplay:
         # (Imported here: `python -m` of that module must not find it imported already.)
         from .capturereader import CaptureReader
         self._reader = (CaptureReader(fileobj, speed, start, replay_log)
-                        if stat.S_ISREG(os.fstat(fileobj.fileno()).st_mode) else None)
+                        if stat.S_ISREG(status.st_mode) else None)
 
     def __iter__(self) -> "CaptureReplay":
         return self
